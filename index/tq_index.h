@@ -1,0 +1,277 @@
+/*
+ * index: TurboQuant (Zandieh et al., arXiv 2504.19874) and the flat search
+ * built on it. Everything here is pure computation over memory: no I/O, no
+ * locks beyond the codebook cache. Kernels come from simd/.
+ *
+ * Pieces, one file each:
+ *   memory     the only allocator entry points (jemalloc); raw malloc and
+ *              friends are poisoned below for every file that includes this
+ *   error      status codes (numerically equal to the public TQVEC_E*) and
+ *              the error-detail struct
+ *   rng        splitmix64, the one source of seeded randomness
+ *   rotation   seeded randomized Hadamard rotation that keeps dimension d
+ *   codebook   Lloyd-Max centroids for the sphere-coordinate density
+ *   quantizer  encode (mse / prod variants, correction factor), query
+ *              preparation, score estimates
+ *   topk       bounded best-k selection with deterministic tie-breaking
+ *   flat       an in-memory collection of codes, searched exhaustively
+ */
+#ifndef TQ_INDEX_H
+#define TQ_INDEX_H
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tq_simd.h"
+
+/* ---------------------------------------------------------------- memory */
+
+void *tq_malloc(size_t n);
+void *tq_calloc(size_t count, size_t size);
+void *tq_realloc(void *p, size_t n);
+/* align: a power of two; the block is freed with tq_free. */
+void *tq_aligned_alloc(size_t align, size_t n);
+void tq_free(void *p);
+char *tq_strdup(const char *s);
+/* Bytes currently allocated by this process (jemalloc's stats.allocated,
+ * refreshed on call); 0 if unavailable. */
+size_t tq_mem_allocated(void);
+
+#pragma GCC poison malloc calloc realloc free strdup aligned_alloc posix_memalign
+
+/* ----------------------------------------------------------------- error */
+
+/* Same numbers as the public TQVEC_E* codes, so the library passes them
+ * through unchanged. */
+enum {
+    TQ_OK = 0,
+    TQ_EARG = 1,         /* invalid argument or option */
+    TQ_EDIM = 2,         /* vector dimension does not match */
+    TQ_EVALUE = 3,       /* NaN, infinity, or a vector that cannot be used */
+    TQ_ENOTFOUND = 4,
+    TQ_ECORRUPT = 5,     /* stored data fails a check */
+    TQ_EIO = 6,
+    TQ_ENOMEM = 7,
+    TQ_EBUSY = 8,
+    TQ_EUNSUPPORTED = 9, /* valid request this build or format cannot serve */
+};
+
+typedef struct tq_error {
+    int code;
+    int sys_errno; /* errno of the failing system call, or 0 */
+    char msg[256];
+} tq_error;
+
+/* Record code and a formatted message in err (which may be NULL); returns
+ * code so callers can `return tq_err(...)`. */
+int tq_err(tq_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Same, with sys_errno set to errno_value and strerror appended. */
+int tq_err_sys(tq_error *err, int code, int errno_value, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ------------------------------------------------------------------- rng */
+
+typedef struct tq_rng {
+    uint64_t state;
+} tq_rng;
+
+void tq_rng_seed(tq_rng *r, uint64_t seed);
+uint64_t tq_rng_next(tq_rng *r);
+/* Uniform in [0, 1) with 53 random bits. */
+double tq_rng_uniform(tq_rng *r);
+/* Standard normal (Box-Muller). */
+double tq_rng_gauss(tq_rng *r);
+/* Derive an independent stream's seed from a seed and a purpose tag. */
+uint64_t tq_seed_derive(uint64_t seed, uint64_t tag);
+
+/* -------------------------------------------------------------- rotation */
+
+#define TQ_MIN_DIM 2u
+#define TQ_MAX_DIM 16384u
+#define TQ_DEFAULT_ROTATION_ROUNDS 3u
+
+typedef struct tq_rotation {
+    uint32_t d;
+    uint32_t p;      /* largest power of two <= d */
+    uint32_t rounds;
+    float scale;     /* 1/sqrt(p): makes each Hadamard block orthonormal */
+    float *signs;    /* rounds * d random +-1.0f */
+} tq_rotation;
+
+int tq_rotation_init(tq_rotation *rot, uint32_t d, uint64_t seed, uint32_t rounds, tq_error *err);
+void tq_rotation_free(tq_rotation *rot);
+/* x <- R x, in place. */
+void tq_rotation_apply(const tq_rotation *rot, float *x);
+/* x <- R^T x, in place (the exact inverse up to float rounding). */
+void tq_rotation_invert(const tq_rotation *rot, float *x);
+
+/* -------------------------------------------------------------- codebook */
+
+#define TQ_MAX_BITS 8u
+
+typedef struct tq_codebook {
+    uint32_t d;
+    unsigned bits;
+    unsigned levels;          /* 2^bits */
+    double centroid[256];     /* ascending, symmetric about 0 */
+    double bound[255];        /* bound[i] = midpoint of centroid i and i+1 */
+    float centroid_f[256];
+    float bound_f[255];
+    double mse;               /* expected squared error of one coordinate */
+    unsigned iterations;      /* Lloyd iterations used */
+} tq_codebook;
+
+/* The Lloyd-Max codebook for one coordinate of a uniform point on the unit
+ * sphere in R^d at `bits` bits (1..8), computed on first use and cached for
+ * the life of the process (thread-safe). NULL if d or bits is out of range
+ * or memory runs out. */
+const tq_codebook *tq_codebook_get(uint32_t d, unsigned bits);
+/* Density constant c_d = E|u_1| for u uniform on the sphere in R^d. */
+double tq_sphere_abs_mean(uint32_t d);
+
+/* ------------------------------------------------------------- quantizer */
+
+typedef enum tq_variant { TQ_VARIANT_MSE = 1, TQ_VARIANT_PROD = 2 } tq_variant;
+typedef enum tq_correction { TQ_CORRECTION_IP = 1, TQ_CORRECTION_NONE = 2 } tq_correction;
+
+#define TQ_MIN_BITS 1u
+#define TQ_MAX_CODE_BITS 4u
+#define TQ_DEFAULT_BITS 4u
+
+typedef struct tq_quantizer {
+    uint32_t d;
+    unsigned bits;            /* total bits per coordinate */
+    unsigned mse_bits;        /* bits of the scalar code: bits, or bits-1 for prod */
+    tq_variant variant;
+    tq_correction correction;
+    tq_rotation rot;          /* the TurboQuant rotation */
+    tq_rotation qjl;          /* prod only: the sign-sketch projection */
+    const tq_codebook *cb;    /* NULL when mse_bits == 0 */
+    float table[16];          /* scalar-code centroids, zero-padded */
+    float sign_table[16];     /* {-1, +1}: sign bits as a 1-bit code */
+    float qjl_scale;          /* 1 / (d * E|u_1|) */
+    size_t code_bytes;        /* packed scalar code per vector */
+    size_t sign_bytes;        /* packed sign sketch per vector (prod) */
+} tq_quantizer;
+
+/* One encoded vector's scalars. */
+typedef struct tq_code_scalars {
+    float norm;   /* ||x|| */
+    float corr;   /* 1/<u, u~> with correction on, else 1 */
+    float rnorm;  /* prod: ||u - u~_mse||, else 0 */
+} tq_code_scalars;
+
+/* Per-thread working memory for encode and query preparation. */
+typedef struct tq_qscratch {
+    float *u, *r, *pu;
+    uint8_t *codes;
+} tq_qscratch;
+
+int tq_quantizer_init(tq_quantizer *q, uint32_t d, unsigned bits, tq_variant variant,
+                      tq_correction correction, uint64_t seed, tq_error *err);
+void tq_quantizer_free(tq_quantizer *q);
+int tq_qscratch_init(tq_qscratch *s, uint32_t d);
+void tq_qscratch_free(tq_qscratch *s);
+/* Encode one finite vector x (caller validated). Writes q->code_bytes bytes
+ * to code and, for prod, q->sign_bytes to signs; both buffers must extend
+ * TQ_CODE_PAD bytes further, which the kernels may read. */
+void tq_quantizer_encode(const tq_quantizer *q, const float *x, tq_qscratch *s,
+                         uint8_t *code, uint8_t *signs, tq_code_scalars *out);
+/* Reconstruct x~ (length d) from a code: the decode of the same variant. */
+void tq_quantizer_decode(const tq_quantizer *q, const uint8_t *code, const uint8_t *signs,
+                         const tq_code_scalars *sc, float *x, tq_qscratch *s);
+
+/* A query prepared for scoring: rotated once, projected once for prod. */
+typedef struct tq_query {
+    float *qr;    /* R q */
+    float *qp;    /* P R q (prod only) */
+    float qnorm;  /* ||q|| */
+} tq_query;
+
+int tq_query_init(tq_query *pq, uint32_t d);
+void tq_query_free(tq_query *pq);
+void tq_quantizer_prepare(const tq_quantizer *q, const float *query, tq_query *pq);
+/* Estimates of <q, x / ||x||> (the "unit" estimate g) for nrows stored codes
+ * (rows q->code_bytes and q->sign_bytes apart, padded by TQ_CODE_PAD):
+ * g = corr * (<Rq, u~> + rnorm * qjl_scale * <PRq, s>). sign_dot is scratch
+ * of nrows floats (prod only). */
+void tq_quantizer_estimate(const tq_quantizer *q, const tq_query *pq, size_t nrows,
+                           const uint8_t *codes, const uint8_t *signs,
+                           const tq_code_scalars *sc, float *g, float *sign_dot);
+
+/* ------------------------------------------------------------------ topk */
+
+typedef struct tq_hit {
+    uint64_t id;
+    float score; /* larger is better inside the index */
+} tq_hit;
+
+/* Keeps the best `cap` hits seen; ties go to the lower id, so results are
+ * deterministic whatever the scan order. */
+typedef struct tq_topk {
+    size_t cap, len;
+    tq_hit *heap; /* min-heap on (score, -id): the worst kept hit at [0] */
+} tq_topk;
+
+int tq_topk_init(tq_topk *t, size_t cap);
+void tq_topk_free(tq_topk *t);
+void tq_topk_reset(tq_topk *t);
+void tq_topk_push(tq_topk *t, uint64_t id, float score);
+/* Would a hit with this score and id enter? */
+bool tq_topk_accepts(const tq_topk *t, uint64_t id, float score);
+/* Sort the kept hits best first into out (len entries; out may be t->heap);
+ * the heap is left empty. Returns the count. */
+size_t tq_topk_drain(tq_topk *t, tq_hit *out);
+/* a better than b under the index ordering. */
+bool tq_hit_better(const tq_hit *a, const tq_hit *b);
+
+/* ------------------------------------------------------------------ flat */
+
+typedef enum tq_metric { TQ_METRIC_L2 = 1, TQ_METRIC_IP = 2, TQ_METRIC_COSINE = 3 } tq_metric;
+
+#define TQ_MAX_RERANK 1024u
+#define TQ_MAX_K 100000u
+
+typedef struct tq_flat_config {
+    uint32_t d;
+    tq_metric metric;
+    unsigned bits;
+    tq_variant variant;
+    tq_correction correction;
+    uint64_t seed;
+    bool keep_vectors; /* keep float vectors for exact re-ranking */
+} tq_flat_config;
+
+typedef struct tq_flat tq_flat;
+
+int tq_flat_create(const tq_flat_config *cfg, tq_flat **out, tq_error *err);
+void tq_flat_free(tq_flat *f);
+/* Validate and encode n vectors (row-major, d floats each). All or nothing:
+ * on error nothing is added. Not concurrent with other calls on f. */
+int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err);
+size_t tq_flat_count(const tq_flat *f);
+const tq_quantizer *tq_flat_quantizer(const tq_flat *f);
+const tq_flat_config *tq_flat_get_config(const tq_flat *f);
+/* Bytes of compressed data per vector (codes and scalars). */
+size_t tq_flat_bytes_per_vector(const tq_flat *f);
+/* Best min(k, count) hits for query, best first, into out (k entries).
+ * rerank > 0 re-scores the best k*rerank estimates exactly (needs
+ * keep_vectors). Scores are reported in the metric's units: squared L2
+ * distance, inner product, or cosine similarity. Safe to call from many
+ * threads at once. */
+int tq_flat_search(const tq_flat *f, const float *query, size_t k, unsigned rerank,
+                   tq_hit *out, size_t *count, tq_error *err);
+
+/* Check that x[0..n) is finite; on failure report the first bad index. */
+int tq_check_finite(const float *x, size_t n, size_t *bad);
+
+#endif

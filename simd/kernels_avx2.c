@@ -1,0 +1,271 @@
+/*
+ * AVX2 kernels. A YMM register holds 8 floats, so the 16 lanes of the lane-16
+ * sums live in two accumulators (lanes 0-7 and 8-15); tails blend the new sum
+ * in only where an element exists. No FMA: the scalar reference rounds the
+ * product before adding, and so must this.
+ */
+#include "tq_simd.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+/* All-ones in the first `left` (0..8) dword lanes. */
+static inline __m256i tail_mask8(size_t left)
+{
+    static const int32_t ramp[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    if (left > 8)
+        left = 8;
+    return _mm256_loadu_si256((const __m256i *)(ramp + 8 - left));
+}
+
+static inline __m256 fwht_in_register(__m256 x)
+{
+    __m256 y = _mm256_permute_ps(x, 0xB1);
+    x = _mm256_blend_ps(_mm256_add_ps(x, y), _mm256_sub_ps(y, x), 0xAA);
+    y = _mm256_permute_ps(x, 0x4E);
+    x = _mm256_blend_ps(_mm256_add_ps(x, y), _mm256_sub_ps(y, x), 0xCC);
+    y = _mm256_permute2f128_ps(x, x, 0x01);
+    x = _mm256_blend_ps(_mm256_add_ps(x, y), _mm256_sub_ps(y, x), 0xF0);
+    return x;
+}
+
+static void fwht_avx2(float *x, size_t n)
+{
+    if (n < 8) {
+        tq_fwht_scalar(x, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i += 8)
+        _mm256_storeu_ps(x + i, fwht_in_register(_mm256_loadu_ps(x + i)));
+    for (size_t h = 8; h < n; h *= 2)
+        for (size_t i = 0; i < n; i += 2 * h)
+            for (size_t j = i; j < i + h; j += 8) {
+                __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + h);
+                _mm256_storeu_ps(x + j, _mm256_add_ps(a, b));
+                _mm256_storeu_ps(x + j + h, _mm256_sub_ps(a, b));
+            }
+}
+
+static void mul_avx2(float *x, const float *y, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        x[i] = x[i] * y[i];
+}
+
+static void scale_avx2(float *x, size_t n, float s)
+{
+    __m256 sv = _mm256_set1_ps(s);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), sv));
+    for (; i < n; i++)
+        x[i] = x[i] * s;
+}
+
+static void quantize_avx2(const float *x, size_t n, const float *bounds,
+                          unsigned nbounds, uint8_t *codes)
+{
+    if (nbounds > 15) {
+        tq_quantize_scalar(x, n, bounds, nbounds, codes);
+        return;
+    }
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
+        __m256i c0 = _mm256_setzero_si256(), c1 = _mm256_setzero_si256();
+        for (unsigned k = 0; k < nbounds; k++) {
+            __m256 b = _mm256_set1_ps(bounds[k]);
+            /* A true comparison is all ones (-1): subtracting it counts. */
+            c0 = _mm256_sub_epi32(c0, _mm256_castps_si256(_mm256_cmp_ps(b, v0, _CMP_LT_OQ)));
+            c1 = _mm256_sub_epi32(c1, _mm256_castps_si256(_mm256_cmp_ps(b, v1, _CMP_LT_OQ)));
+        }
+        __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(c0, c1), 0xD8);
+        __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        _mm_storeu_si128((__m128i *)(codes + i), bytes);
+    }
+    tq_quantize_scalar(x + i, n - i, bounds, nbounds, codes + i);
+}
+
+static void pack_avx2(const uint8_t *codes, size_t n, unsigned bits, uint8_t *out)
+{
+    size_t i = 0, o = 0;
+    if (bits == 1) {
+        for (; i + 32 <= n; i += 32, o += 4) {
+            __m256i v = _mm256_slli_epi16(_mm256_loadu_si256((const __m256i *)(codes + i)), 7);
+            uint32_t m = (uint32_t)_mm256_movemask_epi8(v);
+            memcpy(out + o, &m, 4);
+        }
+    } else if (bits == 4) {
+        for (; i + 32 <= n; i += 32, o += 16) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(codes + i));
+            v = _mm256_and_si256(_mm256_or_si256(v, _mm256_srli_epi16(v, 4)), _mm256_set1_epi16(0xFF));
+            __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            _mm_storeu_si128((__m128i *)(out + o), bytes);
+        }
+    } else if (bits == 8) {
+        memcpy(out, codes, n);
+        return;
+    }
+    tq_pack_scalar(codes + i, n - i, bits, out + o);
+}
+
+static float fold_pair(__m256 lo, __m256 hi)
+{
+    float lane[16];
+    _mm256_storeu_ps(lane, lo);
+    _mm256_storeu_ps(lane + 8, hi);
+    return tq_fold16(lane);
+}
+
+/* One step of a lane-16 sum: products p0 (lanes 0-7) and p1 (lanes 8-15),
+ * added only where the masks are set. */
+static inline void lane16_add(__m256 *a0, __m256 *a1, __m256 p0, __m256 p1, __m256i m0, __m256i m1)
+{
+    *a0 = _mm256_blendv_ps(*a0, _mm256_add_ps(*a0, p0), _mm256_castsi256_ps(m0));
+    *a1 = _mm256_blendv_ps(*a1, _mm256_add_ps(*a1, p1), _mm256_castsi256_ps(m1));
+}
+
+static float dot_avx2(const float *a, const float *b, size_t n)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8)));
+    }
+    if (i < n) {
+        __m256i m0 = tail_mask8(n - i), m1 = tail_mask8(n - i > 8 ? n - i - 8 : 0);
+        __m256 p0 = _mm256_mul_ps(_mm256_maskload_ps(a + i, m0), _mm256_maskload_ps(b + i, m0));
+        __m256 p1 = _mm256_mul_ps(_mm256_maskload_ps(a + i + 8, m1), _mm256_maskload_ps(b + i + 8, m1));
+        lane16_add(&a0, &a1, p0, p1, m0, m1);
+    }
+    return fold_pair(a0, a1);
+}
+
+static float l2sq_avx2(const float *a, const float *b, size_t n)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 t0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+        __m256 t1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(t0, t0));
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(t1, t1));
+    }
+    if (i < n) {
+        __m256i m0 = tail_mask8(n - i), m1 = tail_mask8(n - i > 8 ? n - i - 8 : 0);
+        __m256 t0 = _mm256_sub_ps(_mm256_maskload_ps(a + i, m0), _mm256_maskload_ps(b + i, m0));
+        __m256 t1 = _mm256_sub_ps(_mm256_maskload_ps(a + i + 8, m1), _mm256_maskload_ps(b + i + 8, m1));
+        lane16_add(&a0, &a1, _mm256_mul_ps(t0, t0), _mm256_mul_ps(t1, t1), m0, m1);
+    }
+    return fold_pair(a0, a1);
+}
+
+/* Eight double lanes live in two YMM registers (lanes 0-3, 4-7); the tail is
+ * at most 7 elements, one per lane, added after the lanes are stored. */
+static double dot_f64_avx2(const float *a, const float *b, size_t n)
+{
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(a + i), y = _mm256_loadu_ps(b + i);
+        a0 = _mm256_add_pd(a0, _mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)),
+                                             _mm256_cvtps_pd(_mm256_castps256_ps128(y))));
+        a1 = _mm256_add_pd(a1, _mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)),
+                                             _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1))));
+    }
+    double lane[8];
+    _mm256_storeu_pd(lane, a0);
+    _mm256_storeu_pd(lane + 4, a1);
+    for (size_t l = 0; i < n; i++, l++)
+        lane[l] = lane[l] + (double)a[i] * (double)b[i];
+    return tq_fold8(lane);
+}
+
+static double l2sq_f64_avx2(const float *a, const float *b, size_t n)
+{
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(a + i), y = _mm256_loadu_ps(b + i);
+        __m256d t0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)),
+                                   _mm256_cvtps_pd(_mm256_castps256_ps128(y)));
+        __m256d t1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)),
+                                   _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1)));
+        a0 = _mm256_add_pd(a0, _mm256_mul_pd(t0, t0));
+        a1 = _mm256_add_pd(a1, _mm256_mul_pd(t1, t1));
+    }
+    double lane[8];
+    _mm256_storeu_pd(lane, a0);
+    _mm256_storeu_pd(lane + 4, a1);
+    for (size_t l = 0; i < n; i++, l++) {
+        double t = (double)a[i] - (double)b[i];
+        lane[l] = lane[l] + t * t;
+    }
+    return tq_fold8(lane);
+}
+
+/* 16 codes of a row, as two vectors of 8 dword indices. */
+static inline void unpack16(const uint8_t *p, unsigned bits, __m256i shifts, __m256i mask,
+                            __m256i *lo, __m256i *hi)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    uint32_t w0 = (uint32_t)v, w1 = (uint32_t)(v >> (8 * bits));
+    *lo = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w0), shifts), mask);
+    *hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w1), shifts), mask);
+}
+
+/* table[idx] for a 16-entry table held as two 8-entry halves. */
+static inline __m256 lookup16(__m256 tlo, __m256 thi, __m256i idx)
+{
+    __m256 a = _mm256_permutevar8x32_ps(tlo, idx), b = _mm256_permutevar8x32_ps(thi, idx);
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
+
+static void dot_codes_avx2(const uint8_t *codes, size_t nrows, size_t stride,
+                           unsigned bits, const float *table, const float *q,
+                           size_t d, float *out)
+{
+    const __m256 tlo = _mm256_loadu_ps(table), thi = _mm256_loadu_ps(table + 8);
+    const int b = (int)bits;
+    const __m256i shifts = _mm256_setr_epi32(0, b, 2 * b, 3 * b, 4 * b, 5 * b, 6 * b, 7 * b);
+    const __m256i mask = _mm256_set1_epi32((1 << bits) - 1);
+    const size_t full = d / 16, chunk_bytes = 2 * bits, rest = d % 16;
+    const __m256i m0 = tail_mask8(rest), m1 = tail_mask8(rest > 8 ? rest - 8 : 0);
+    const __m256 q0tail = _mm256_maskload_ps(q + full * 16, m0);
+    const __m256 q1tail = _mm256_maskload_ps(q + full * 16 + 8, m1);
+
+    for (size_t r = 0; r < nrows; r++) {
+        const uint8_t *row = codes + r * stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        __m256i i0, i1;
+        for (size_t c = 0; c < full; c++) {
+            unpack16(row + c * chunk_bytes, bits, shifts, mask, &i0, &i1);
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(q + c * 16), lookup16(tlo, thi, i0)));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(q + c * 16 + 8), lookup16(tlo, thi, i1)));
+        }
+        if (rest) {
+            unpack16(row + full * chunk_bytes, bits, shifts, mask, &i0, &i1);
+            lane16_add(&a0, &a1, _mm256_mul_ps(q0tail, lookup16(tlo, thi, i0)),
+                       _mm256_mul_ps(q1tail, lookup16(tlo, thi, i1)), m0, m1);
+        }
+        out[r] = fold_pair(a0, a1);
+    }
+}
+
+const tq_simd_kernels tq_simd_kernels_avx2 = {
+    .fwht = fwht_avx2,
+    .mul = mul_avx2,
+    .scale = scale_avx2,
+    .quantize = quantize_avx2,
+    .pack = pack_avx2,
+    .dot = dot_avx2,
+    .l2sq = l2sq_avx2,
+    .dot_f64 = dot_f64_avx2,
+    .l2sq_f64 = l2sq_f64_avx2,
+    .dot_codes = dot_codes_avx2,
+};

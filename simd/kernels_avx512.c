@@ -1,0 +1,256 @@
+/*
+ * AVX-512 (F, BW, VL, DQ) kernels. One ZMM register holds the 16 float lanes
+ * of the lane-16 sums, so the specification maps onto it directly; tails use
+ * masked loads and masked adds so that lanes without an element stay
+ * untouched, as the scalar reference leaves them.
+ *
+ * The FWHT does the four smallest stages inside a register (permute, add,
+ * masked subtract) and the rest across registers; each output is produced by
+ * the same additions as the scalar butterfly loop, in the same stage order.
+ */
+#include "tq_simd.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+static inline __mmask16 tail_mask16(size_t left)
+{
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
+static inline __m512 fwht_in_register(__m512 x)
+{
+    __m512 y = _mm512_permute_ps(x, 0xB1);
+    x = _mm512_mask_sub_ps(_mm512_add_ps(x, y), 0xAAAA, y, x);
+    y = _mm512_permute_ps(x, 0x4E);
+    x = _mm512_mask_sub_ps(_mm512_add_ps(x, y), 0xCCCC, y, x);
+    y = _mm512_shuffle_f32x4(x, x, 0xB1);
+    x = _mm512_mask_sub_ps(_mm512_add_ps(x, y), 0xF0F0, y, x);
+    y = _mm512_shuffle_f32x4(x, x, 0x4E);
+    x = _mm512_mask_sub_ps(_mm512_add_ps(x, y), 0xFF00, y, x);
+    return x;
+}
+
+static void fwht_avx512(float *x, size_t n)
+{
+    if (n < 16) {
+        tq_fwht_scalar(x, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i += 16)
+        _mm512_storeu_ps(x + i, fwht_in_register(_mm512_loadu_ps(x + i)));
+    for (size_t h = 16; h < n; h *= 2)
+        for (size_t i = 0; i < n; i += 2 * h)
+            for (size_t j = i; j < i + h; j += 16) {
+                __m512 a = _mm512_loadu_ps(x + j), b = _mm512_loadu_ps(x + j + h);
+                _mm512_storeu_ps(x + j, _mm512_add_ps(a, b));
+                _mm512_storeu_ps(x + j + h, _mm512_sub_ps(a, b));
+            }
+}
+
+static void mul_avx512(float *x, const float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask16(n - i);
+        __m512 a = _mm512_maskz_loadu_ps(m, x + i), b = _mm512_maskz_loadu_ps(m, y + i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(a, b));
+    }
+}
+
+static void scale_avx512(float *x, size_t n, float s)
+{
+    __m512 sv = _mm512_set1_ps(s);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask16(n - i);
+        __m512 a = _mm512_maskz_loadu_ps(m, x + i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(a, sv));
+    }
+}
+
+static void quantize_avx512(const float *x, size_t n, const float *bounds,
+                            unsigned nbounds, uint8_t *codes)
+{
+    if (nbounds > 15) {
+        tq_quantize_scalar(x, n, bounds, nbounds, codes);
+        return;
+    }
+    __m512 bv[15];
+    for (unsigned k = 0; k < nbounds; k++)
+        bv[k] = _mm512_set1_ps(bounds[k]);
+    const __m512i one = _mm512_set1_epi32(1);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512i cnt = _mm512_setzero_si512();
+        for (unsigned k = 0; k < nbounds; k++) {
+            __mmask16 below = _mm512_cmp_ps_mask(bv[k], v, _CMP_LT_OQ);
+            cnt = _mm512_mask_add_epi32(cnt, below, cnt, one);
+        }
+        _mm512_mask_cvtepi32_storeu_epi8(codes + i, m, cnt);
+    }
+}
+
+static void pack_avx512(const uint8_t *codes, size_t n, unsigned bits, uint8_t *out)
+{
+    size_t i = 0, o = 0;
+    if (bits == 1) {
+        for (; i + 64 <= n; i += 64, o += 8) {
+            uint64_t m = _mm512_test_epi8_mask(_mm512_loadu_si512(codes + i), _mm512_set1_epi8(1));
+            memcpy(out + o, &m, 8);
+        }
+    } else if (bits == 2) {
+        for (; i + 64 <= n; i += 64, o += 16) {
+            __m512i v = _mm512_loadu_si512(codes + i);
+            v = _mm512_or_si512(_mm512_or_si512(v, _mm512_srli_epi32(v, 6)),
+                                _mm512_or_si512(_mm512_srli_epi32(v, 12), _mm512_srli_epi32(v, 18)));
+            _mm_storeu_si128((__m128i *)(out + o), _mm512_cvtepi32_epi8(v));
+        }
+    } else if (bits == 4) {
+        for (; i + 64 <= n; i += 64, o += 32) {
+            __m512i v = _mm512_loadu_si512(codes + i);
+            v = _mm512_or_si512(v, _mm512_srli_epi16(v, 4));
+            _mm256_storeu_si256((__m256i *)(out + o), _mm512_cvtepi16_epi8(v));
+        }
+    } else if (bits == 8) {
+        memcpy(out, codes, n);
+        return;
+    }
+    tq_pack_scalar(codes + i, n - i, bits, out + o);
+}
+
+static float dot_avx512(const float *a, const float *b, size_t n)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask16(n - i);
+        __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
+        acc = _mm512_mask_add_ps(acc, m, acc, p);
+    }
+    float lane[16];
+    _mm512_storeu_ps(lane, acc);
+    return tq_fold16(lane);
+}
+
+static float l2sq_avx512(const float *a, const float *b, size_t n)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask16(n - i);
+        __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
+        acc = _mm512_mask_add_ps(acc, m, acc, _mm512_mul_ps(t, t));
+    }
+    float lane[16];
+    _mm512_storeu_ps(lane, acc);
+    return tq_fold16(lane);
+}
+
+static double dot_f64_avx512(const float *a, const float *b, size_t n)
+{
+    __m512d acc = _mm512_setzero_pd();
+    for (size_t i = 0; i < n; i += 8) {
+        size_t left = n - i;
+        __mmask8 m = left >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << left) - 1);
+        __m512d x = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, a + i));
+        __m512d y = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, b + i));
+        acc = _mm512_mask_add_pd(acc, m, acc, _mm512_mul_pd(x, y));
+    }
+    double lane[8];
+    _mm512_storeu_pd(lane, acc);
+    return tq_fold8(lane);
+}
+
+static double l2sq_f64_avx512(const float *a, const float *b, size_t n)
+{
+    __m512d acc = _mm512_setzero_pd();
+    for (size_t i = 0; i < n; i += 8) {
+        size_t left = n - i;
+        __mmask8 m = left >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << left) - 1);
+        __m512d t = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, a + i)),
+                                  _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, b + i)));
+        acc = _mm512_mask_add_pd(acc, m, acc, _mm512_mul_pd(t, t));
+    }
+    double lane[8];
+    _mm512_storeu_pd(lane, acc);
+    return tq_fold8(lane);
+}
+
+/* Codes j0..j0+15 of a row sit in the 2*bits bytes at byte j0*bits/8; one
+ * 64-bit load (inside TQ_CODE_PAD) and two variable shifts spread them into
+ * the 16 dword lanes. */
+static inline __m512i unpack16(const uint8_t *p, __m512i shift_even, __m512i shift_odd, __m512i mask)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    __m512i bv = _mm512_set1_epi64((long long)v);
+    __m512i even = _mm512_srlv_epi64(bv, shift_even);
+    __m512i odd = _mm512_slli_epi64(_mm512_srlv_epi64(bv, shift_odd), 32);
+    return _mm512_and_si512(_mm512_mask_blend_epi32(0xAAAA, even, odd), mask);
+}
+
+static void dot_codes_avx512(const uint8_t *codes, size_t nrows, size_t stride,
+                             unsigned bits, const float *table, const float *q,
+                             size_t d, float *out)
+{
+    const __m512 tab = _mm512_loadu_ps(table);
+    const long long b = bits;
+    const __m512i shift_even = _mm512_set_epi64(14 * b, 12 * b, 10 * b, 8 * b, 6 * b, 4 * b, 2 * b, 0);
+    const __m512i shift_odd = _mm512_set_epi64(15 * b, 13 * b, 11 * b, 9 * b, 7 * b, 5 * b, 3 * b, b);
+    const __m512i mask = _mm512_set1_epi32((1 << bits) - 1);
+    const size_t full = d / 16, chunk_bytes = 2 * bits;
+    const __mmask16 tail = (__mmask16)((1u << (d % 16)) - 1);
+    const __m512 qtail = _mm512_maskz_loadu_ps(tail, q + full * 16);
+
+    size_t r = 0;
+    /* Two rows at a time: each row's sum is one dependency chain, and two
+     * independent chains hide the add latency without changing either. */
+    for (; r + 2 <= nrows; r += 2) {
+        const uint8_t *r0 = codes + r * stride, *r1 = r0 + stride;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        for (size_t c = 0; c < full; c++) {
+            __m512 qv = _mm512_loadu_ps(q + c * 16);
+            __m512 v0 = _mm512_permutexvar_ps(unpack16(r0 + c * chunk_bytes, shift_even, shift_odd, mask), tab);
+            __m512 v1 = _mm512_permutexvar_ps(unpack16(r1 + c * chunk_bytes, shift_even, shift_odd, mask), tab);
+            acc0 = _mm512_add_ps(acc0, _mm512_mul_ps(qv, v0));
+            acc1 = _mm512_add_ps(acc1, _mm512_mul_ps(qv, v1));
+        }
+        if (tail) {
+            __m512 v0 = _mm512_permutexvar_ps(unpack16(r0 + full * chunk_bytes, shift_even, shift_odd, mask), tab);
+            __m512 v1 = _mm512_permutexvar_ps(unpack16(r1 + full * chunk_bytes, shift_even, shift_odd, mask), tab);
+            acc0 = _mm512_mask_add_ps(acc0, tail, acc0, _mm512_mul_ps(qtail, v0));
+            acc1 = _mm512_mask_add_ps(acc1, tail, acc1, _mm512_mul_ps(qtail, v1));
+        }
+        float lane[16];
+        _mm512_storeu_ps(lane, acc0);
+        out[r] = tq_fold16(lane);
+        _mm512_storeu_ps(lane, acc1);
+        out[r + 1] = tq_fold16(lane);
+    }
+    for (; r < nrows; r++) {
+        const uint8_t *r0 = codes + r * stride;
+        __m512 acc0 = _mm512_setzero_ps();
+        for (size_t c = 0; c < full; c++) {
+            __m512 v0 = _mm512_permutexvar_ps(unpack16(r0 + c * chunk_bytes, shift_even, shift_odd, mask), tab);
+            acc0 = _mm512_add_ps(acc0, _mm512_mul_ps(_mm512_loadu_ps(q + c * 16), v0));
+        }
+        if (tail) {
+            __m512 v0 = _mm512_permutexvar_ps(unpack16(r0 + full * chunk_bytes, shift_even, shift_odd, mask), tab);
+            acc0 = _mm512_mask_add_ps(acc0, tail, acc0, _mm512_mul_ps(qtail, v0));
+        }
+        float lane[16];
+        _mm512_storeu_ps(lane, acc0);
+        out[r] = tq_fold16(lane);
+    }
+}
+
+const tq_simd_kernels tq_simd_kernels_avx512 = {
+    .fwht = fwht_avx512,
+    .mul = mul_avx512,
+    .scale = scale_avx512,
+    .quantize = quantize_avx512,
+    .pack = pack_avx512,
+    .dot = dot_avx512,
+    .l2sq = l2sq_avx512,
+    .dot_f64 = dot_f64_avx512,
+    .l2sq_f64 = l2sq_f64_avx512,
+    .dot_codes = dot_codes_avx512,
+};

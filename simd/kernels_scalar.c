@@ -1,0 +1,138 @@
+/*
+ * Scalar kernels: the specification every SIMD path must reproduce bit for
+ * bit. They are written to state the lane semantics explicitly (16 float
+ * lanes, 8 double lanes, the fixed folding tree) rather than to be fast;
+ * compiled for baseline x86-64 with contraction off, so a*b+c is always a
+ * rounded product followed by a rounded sum.
+ */
+#include "tq_simd.h"
+
+#include <string.h>
+
+#define LANES32 16
+#define LANES64 8
+
+void tq_fwht_scalar(float *x, size_t n)
+{
+    for (size_t h = 1; h < n; h *= 2)
+        for (size_t i = 0; i < n; i += 2 * h)
+            for (size_t j = i; j < i + h; j++) {
+                float a = x[j], b = x[j + h];
+                x[j] = a + b;
+                x[j + h] = a - b;
+            }
+}
+
+static void mul_scalar(float *x, const float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] * y[i];
+}
+
+static void scale_scalar(float *x, size_t n, float s)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] * s;
+}
+
+void tq_quantize_scalar(const float *x, size_t n, const float *bounds,
+                        unsigned nbounds, uint8_t *codes)
+{
+    for (size_t i = 0; i < n; i++) {
+        /* Binary search for the count of bounds strictly below x[i]. */
+        unsigned lo = 0, hi = nbounds;
+        while (lo < hi) {
+            unsigned mid = (lo + hi) / 2;
+            if (bounds[mid] < x[i])
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        codes[i] = (uint8_t)lo;
+    }
+}
+
+void tq_pack_scalar(const uint8_t *codes, size_t n, unsigned bits, uint8_t *out)
+{
+    size_t nbytes = (n * bits + 7) / 8;
+    memset(out, 0, nbytes);
+    size_t bit = 0;
+    for (size_t i = 0; i < n; i++, bit += bits) {
+        unsigned v = codes[i];
+        size_t byte = bit / 8;
+        unsigned shift = (unsigned)(bit % 8);
+        out[byte] |= (uint8_t)(v << shift);
+        if (shift + bits > 8)
+            out[byte + 1] |= (uint8_t)(v >> (8 - shift));
+    }
+}
+
+static float dot_scalar(const float *a, const float *b, size_t n)
+{
+    float lane[LANES32] = {0};
+    for (size_t j = 0; j < n; j++) {
+        float p = a[j] * b[j];
+        lane[j % LANES32] = lane[j % LANES32] + p;
+    }
+    return tq_fold16(lane);
+}
+
+static float l2sq_scalar(const float *a, const float *b, size_t n)
+{
+    float lane[LANES32] = {0};
+    for (size_t j = 0; j < n; j++) {
+        float t = a[j] - b[j];
+        float p = t * t;
+        lane[j % LANES32] = lane[j % LANES32] + p;
+    }
+    return tq_fold16(lane);
+}
+
+static double dot_f64_scalar(const float *a, const float *b, size_t n)
+{
+    double lane[LANES64] = {0};
+    for (size_t j = 0; j < n; j++) {
+        double p = (double)a[j] * (double)b[j];
+        lane[j % LANES64] = lane[j % LANES64] + p;
+    }
+    return tq_fold8(lane);
+}
+
+static double l2sq_f64_scalar(const float *a, const float *b, size_t n)
+{
+    double lane[LANES64] = {0};
+    for (size_t j = 0; j < n; j++) {
+        double t = (double)a[j] - (double)b[j];
+        double p = t * t;
+        lane[j % LANES64] = lane[j % LANES64] + p;
+    }
+    return tq_fold8(lane);
+}
+
+static void dot_codes_scalar(const uint8_t *codes, size_t nrows, size_t stride,
+                             unsigned bits, const float *table, const float *q,
+                             size_t d, float *out)
+{
+    for (size_t r = 0; r < nrows; r++) {
+        const uint8_t *row = codes + r * stride;
+        float lane[LANES32] = {0};
+        for (size_t j = 0; j < d; j++) {
+            float p = q[j] * table[tq_code_at(row, j, bits)];
+            lane[j % LANES32] = lane[j % LANES32] + p;
+        }
+        out[r] = tq_fold16(lane);
+    }
+}
+
+const tq_simd_kernels tq_simd_kernels_scalar = {
+    .fwht = tq_fwht_scalar,
+    .mul = mul_scalar,
+    .scale = scale_scalar,
+    .quantize = tq_quantize_scalar,
+    .pack = tq_pack_scalar,
+    .dot = dot_scalar,
+    .l2sq = l2sq_scalar,
+    .dot_f64 = dot_f64_scalar,
+    .l2sq_f64 = l2sq_f64_scalar,
+    .dot_codes = dot_codes_scalar,
+};
