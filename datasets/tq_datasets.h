@@ -1,0 +1,60 @@
+/*
+ * datasets: reading and writing vector files, and exact ground truth.
+ *
+ * Formats
+ *   fvecs  per record: int32 d (little-endian), then d float32
+ *   ivecs  per record: int32 d, then d int32
+ *   bvecs  per record: int32 d, then d uint8 (read as floats)
+ *   npy    NumPy 1.0/2.0/3.0 header, C order, 2-D, '<f4' or '<f8' (f8 is
+ *          narrowed to float32; a value that overflows float is an error)
+ *   idx    MNIST-style IDX3 ubyte images (optionally gzip-compressed), each
+ *          image flattened to one row of rows*cols floats
+ * Readers check everything a file could get wrong and name it in the error:
+ * sizes that are not a whole number of records, records whose dimension
+ * differs from the first, headers that lie, NaN/Inf values. A reader either
+ * returns the whole matrix or nothing.
+ */
+#ifndef TQ_DATASETS_H
+#define TQ_DATASETS_H
+
+#include "tq_index.h"
+
+typedef struct tq_matrix {
+    size_t n, d;
+    float *data; /* n*d, row-major, from tq_malloc */
+} tq_matrix;
+
+typedef struct tq_imatrix {
+    size_t n, d;
+    int32_t *data;
+} tq_imatrix;
+
+void tq_matrix_free(tq_matrix *m);
+void tq_imatrix_free(tq_imatrix *m);
+
+/* max_rows = 0 reads every record. */
+int tq_fvecs_read(const char *path, size_t max_rows, tq_matrix *out, tq_error *err);
+int tq_bvecs_read(const char *path, size_t max_rows, tq_matrix *out, tq_error *err);
+int tq_ivecs_read(const char *path, size_t max_rows, tq_imatrix *out, tq_error *err);
+int tq_npy_read(const char *path, size_t max_rows, tq_matrix *out, tq_error *err);
+int tq_idx_read(const char *path, size_t max_rows, tq_matrix *out, tq_error *err);
+/* Chooses the reader by file name: .fvecs, .bvecs, .npy, .idx/.idx3-ubyte(.gz). */
+int tq_vectors_read(const char *path, size_t max_rows, tq_matrix *out, tq_error *err);
+
+int tq_fvecs_write(const char *path, const tq_matrix *m, tq_error *err);
+int tq_ivecs_write(const char *path, const tq_imatrix *m, tq_error *err);
+/* Every value must be an integer in 0..255. */
+int tq_bvecs_write(const char *path, const tq_matrix *m, tq_error *err);
+int tq_npy_write(const char *path, const tq_matrix *m, tq_error *err);
+
+/* Exact top-k of every query against base under metric, nearest first,
+ * ties to the lower row, computed in double precision on `threads` threads
+ * (0 = one per online CPU). ids gets queries->n * k rows (-1 past the end
+ * when base has fewer than k rows); dist, if not NULL, the matching
+ * distances (l2: squared distance; ip/cosine: similarity). progress, if not
+ * NULL, is called now and then with the number of queries done. */
+int tq_groundtruth(const tq_matrix *base, const tq_matrix *queries, tq_metric metric, size_t k,
+                   unsigned threads, int32_t *ids, double *dist,
+                   void (*progress)(void *ctx, size_t done), void *ctx, tq_error *err);
+
+#endif
