@@ -129,10 +129,16 @@ int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err)
 {
     const size_t d = f->cfg.d;
     for (size_t i = 0; i < n; i++) {
+        /* One pass checks everything: the squared norm is NaN or infinite
+         * exactly when a coordinate is, or when the norm overflows float. */
+        float sq = tq_simd()->dot(x + i * d, x + i * d, d);
         size_t bad;
-        if (tq_check_finite(x + i * d, d, &bad))
-            return tq_err(err, TQ_EVALUE, "vector %zu has a non-finite value at coordinate %zu", i, bad);
-        if (f->cfg.metric == TQ_METRIC_COSINE && tq_simd()->dot(x + i * d, x + i * d, d) == 0.0f)
+        if (!isfinite(sq)) {
+            if (tq_check_finite(x + i * d, d, &bad))
+                return tq_err(err, TQ_EVALUE, "vector %zu has a non-finite value at coordinate %zu", i, bad);
+            return tq_err(err, TQ_EVALUE, "vector %zu has a norm too large for float32", i);
+        }
+        if (f->cfg.metric == TQ_METRIC_COSINE && sq == 0.0f)
             return tq_err(err, TQ_EVALUE, "vector %zu is zero: it has no cosine similarity", i);
     }
     int rc = reserve(f, f->n + n, err);

@@ -56,20 +56,20 @@ void tq_rotation_free(tq_rotation *rot)
     rot->signs = NULL;
 }
 
-static void hadamard_block(const tq_simd_kernels *k, float *x, uint32_t p, float scale)
-{
-    k->fwht(x, p);
-    k->scale(x, p, scale);
-}
-
 void tq_rotation_apply(const tq_rotation *rot, float *x)
 {
     const tq_simd_kernels *k = tq_simd();
+    const uint32_t d = rot->d, p = rot->p;
     for (uint32_t r = 0; r < rot->rounds; r++) {
-        k->mul(x, rot->signs + (size_t)r * rot->d, rot->d);
-        hadamard_block(k, x, rot->p, rot->scale);
-        if (rot->p < rot->d)
-            hadamard_block(k, x + (rot->d - rot->p), rot->p, rot->scale);
+        const float *signs = rot->signs + (size_t)r * d;
+        /* The sign flip is fused into the head transform; coordinates the
+         * head does not cover are flipped before the tail transform reads
+         * them. */
+        k->fwht(x, p, signs, rot->scale);
+        if (p < d) {
+            k->mul(x + p, signs + p, d - p);
+            k->fwht(x + (d - p), p, NULL, rot->scale);
+        }
     }
 }
 
@@ -78,8 +78,8 @@ void tq_rotation_invert(const tq_rotation *rot, float *x)
     const tq_simd_kernels *k = tq_simd();
     for (uint32_t r = rot->rounds; r-- > 0;) {
         if (rot->p < rot->d)
-            hadamard_block(k, x + (rot->d - rot->p), rot->p, rot->scale);
-        hadamard_block(k, x, rot->p, rot->scale);
+            k->fwht(x + (rot->d - rot->p), rot->p, NULL, rot->scale);
+        k->fwht(x, rot->p, NULL, rot->scale);
         k->mul(x, rot->signs + (size_t)r * rot->d, rot->d);
     }
 }

@@ -11,6 +11,7 @@
 #include "tq_simd.h"
 
 #include <immintrin.h>
+#include <stdbool.h>
 #include <string.h>
 
 static inline __mmask16 tail_mask16(size_t left)
@@ -31,21 +32,66 @@ static inline __m512 fwht_in_register(__m512 x)
     return x;
 }
 
-static void fwht_avx512(float *x, size_t n)
+/* One pass of `stages` (1..3) butterfly stages h, 2h, 4h over 2^stages
+ * registers loaded h floats apart: the same pairs as the scalar loop, with
+ * fewer loads and stores. Always inlined with a constant `stages`, so the
+ * register array stays in registers. */
+static inline __attribute__((always_inline)) void fwht_pass(float *x, size_t n, size_t h, unsigned stages,
+                                                            bool last, __m512 sv)
+{
+    const size_t span = h << stages;
+    for (size_t i = 0; i < n; i += span)
+        for (size_t j = i; j < i + h; j += 16) {
+            __m512 v[8];
+#pragma GCC unroll 8
+            for (unsigned m = 0; m < (1u << stages); m++)
+                v[m] = _mm512_loadu_ps(x + j + m * h);
+#pragma GCC unroll 3
+            for (unsigned s = 0; s < stages; s++) {
+                unsigned hs = 1u << s;
+#pragma GCC unroll 8
+                for (unsigned m = 0; m < (1u << stages); m++)
+                    if (!(m & hs)) {
+                        __m512 a = v[m], b = v[m + hs];
+                        v[m] = _mm512_add_ps(a, b);
+                        v[m + hs] = _mm512_sub_ps(a, b);
+                    }
+            }
+#pragma GCC unroll 8
+            for (unsigned m = 0; m < (1u << stages); m++)
+                _mm512_storeu_ps(x + j + m * h, last ? _mm512_mul_ps(v[m], sv) : v[m]);
+        }
+}
+
+static void fwht_avx512(float *x, size_t n, const float *signs, float scale)
 {
     if (n < 16) {
-        tq_fwht_scalar(x, n);
+        tq_fwht_scalar(x, n, signs, scale);
         return;
     }
-    for (size_t i = 0; i < n; i += 16)
-        _mm512_storeu_ps(x + i, fwht_in_register(_mm512_loadu_ps(x + i)));
-    for (size_t h = 16; h < n; h *= 2)
-        for (size_t i = 0; i < n; i += 2 * h)
-            for (size_t j = i; j < i + h; j += 16) {
-                __m512 a = _mm512_loadu_ps(x + j), b = _mm512_loadu_ps(x + j + h);
-                _mm512_storeu_ps(x + j, _mm512_add_ps(a, b));
-                _mm512_storeu_ps(x + j + h, _mm512_sub_ps(a, b));
-            }
+    const __m512 sv = _mm512_set1_ps(scale);
+    for (size_t i = 0; i < n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        if (signs)
+            v = _mm512_mul_ps(v, _mm512_loadu_ps(signs + i));
+        v = fwht_in_register(v);
+        _mm512_storeu_ps(x + i, n == 16 ? _mm512_mul_ps(v, sv) : v);
+    }
+    for (size_t h = 16; h < n;) {
+        if ((h << 3) < n) {
+            fwht_pass(x, n, h, 3, false, sv);
+            h <<= 3;
+        } else if ((h << 3) == n) {
+            fwht_pass(x, n, h, 3, true, sv);
+            h <<= 3;
+        } else if ((h << 2) == n) {
+            fwht_pass(x, n, h, 2, true, sv);
+            h <<= 2;
+        } else {
+            fwht_pass(x, n, h, 1, true, sv);
+            h <<= 1;
+        }
+    }
 }
 
 static void mul_avx512(float *x, const float *y, size_t n)

@@ -12,8 +12,11 @@
 #define LANES32 16
 #define LANES64 8
 
-void tq_fwht_scalar(float *x, size_t n)
+void tq_fwht_scalar(float *x, size_t n, const float *signs, float scale)
 {
+    if (signs)
+        for (size_t i = 0; i < n; i++)
+            x[i] = x[i] * signs[i];
     for (size_t h = 1; h < n; h *= 2)
         for (size_t i = 0; i < n; i += 2 * h)
             for (size_t j = i; j < i + h; j++) {
@@ -21,6 +24,8 @@ void tq_fwht_scalar(float *x, size_t n)
                 x[j] = a + b;
                 x[j + h] = a - b;
             }
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] * scale;
 }
 
 static void mul_scalar(float *x, const float *y, size_t n)

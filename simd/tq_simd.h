@@ -39,10 +39,13 @@ typedef enum tq_simd_level {
 } tq_simd_level;
 
 typedef struct tq_simd_kernels {
-    /* In-place unnormalised Walsh-Hadamard transform of x[0..n), n a power of
-     * two >= 1. Butterflies run stage by stage, h = 1, 2, 4, ..., so every
-     * output is the same sequence of additions on every path. */
-    void (*fwht)(float *x, size_t n);
+    /* In place: x <- scale * H (signs ⊙ x) on x[0..n), H the unnormalised
+     * Walsh-Hadamard matrix, n a power of two >= 1, signs optional (NULL =
+     * all +1). Specification: multiply by signs, butterflies stage by stage
+     * (h = 1, 2, 4, ...: a+b, a-b), then multiply by scale; each output is
+     * that same sequence of roundings on every path, however the stages are
+     * grouped in registers. */
+    void (*fwht)(float *x, size_t n, const float *signs, float scale);
     /* x[i] *= y[i]. */
     void (*mul)(float *x, const float *y, size_t n);
     /* x[i] *= s. */
@@ -127,6 +130,6 @@ extern const tq_simd_kernels tq_simd_kernels_avx512;
 void tq_quantize_scalar(const float *x, size_t n, const float *bounds,
                         unsigned nbounds, uint8_t *codes);
 void tq_pack_scalar(const uint8_t *codes, size_t n, unsigned bits, uint8_t *out);
-void tq_fwht_scalar(float *x, size_t n);
+void tq_fwht_scalar(float *x, size_t n, const float *signs, float scale);
 
 #endif

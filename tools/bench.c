@@ -1,0 +1,170 @@
+/*
+ * tqvec bench: micro-benchmarks reported against a baseline measured in the
+ * same run, because machines here are shared and noisy: each figure is the
+ * median of several repetitions, and speed is also given as a ratio to the
+ * plain read bandwidth of the same bytes.
+ *
+ *   encode   vectors/s of tqvec_index_add on one thread (rotation, quantize,
+ *            pack, correction), and the input floats' GB/s against a plain
+ *            sequential read of the same buffer.
+ */
+#include "tq_tools.h"
+
+#define REPEATS 5
+
+typedef struct bench_opts {
+    size_t dim, n;
+    unsigned bits;
+    int variant;
+    const char *json;
+} bench_opts;
+
+/* Read every byte of buf once (8-byte words, four independent chains so the
+ * loads, not the XORs, set the pace); returns GB/s. */
+static double read_bandwidth(const void *buf, size_t bytes, uint64_t *sink)
+{
+    const uint64_t *w = buf;
+    size_t nw = bytes / 8;
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    double t0 = tool_now();
+    size_t i = 0;
+    for (; i + 4 <= nw; i += 4) {
+        a ^= w[i];
+        b ^= w[i + 1];
+        c ^= w[i + 2];
+        d ^= w[i + 3];
+    }
+    for (; i < nw; i++)
+        a ^= w[i];
+    double t = tool_now() - t0;
+    *sink ^= a ^ b ^ c ^ d;
+    return (double)bytes / t / 1e9;
+}
+
+static int bench_encode(const bench_opts *o)
+{
+    const size_t d = o->dim, n = o->n;
+    float *x = tq_malloc(n * d * sizeof(float));
+    if (!x)
+        return tool_fail("bench", "out of memory for %zu x %zu floats", n, d);
+    tq_rng rng;
+    tq_rng_seed(&rng, 42);
+    for (size_t i = 0; i < n * d; i++)
+        x[i] = (float)tq_rng_gauss(&rng);
+
+    double vps[REPEATS], gbps[REPEATS];
+    uint64_t sink = 0;
+    tqvec_error err;
+    for (int r = 0; r < REPEATS; r++) {
+        gbps[r] = read_bandwidth(x, n * d * sizeof(float), &sink);
+        tqvec_index_options opts = {.dim = (uint32_t)d, .metric = TQVEC_METRIC_IP, .bits = (int)o->bits,
+                                    .variant = o->variant};
+        tqvec_index *ix;
+        if (tqvec_index_create(&opts, &ix, &err)) {
+            tq_free(x);
+            return tool_fail("bench", "%s", err.message);
+        }
+        /* Warm the codebook cache and the index's first allocation, so the
+         * timed add is encode work alone. */
+        tqvec_index_add(ix, x, 1, NULL, &err);
+        double t0 = tool_now();
+        int rc = tqvec_index_add(ix, x, n, NULL, &err);
+        double t = tool_now() - t0;
+        tqvec_index_free(ix);
+        if (rc) {
+            tq_free(x);
+            return tool_fail("bench", "%s", err.message);
+        }
+        vps[r] = (double)n / t;
+    }
+    tq_free(x);
+    double med_vps = tool_median(vps, REPEATS), med_read = tool_median(gbps, REPEATS);
+    double enc_gbps = med_vps * (double)d * sizeof(float) / 1e9;
+    const char *variant = o->variant == TQVEC_VARIANT_PROD ? "prod" : "mse";
+    printf("encode d=%zu bits=%u %s n=%zu simd=%s (median of %d)\n", d, o->bits, variant, n,
+           tqvec_simd_level(), REPEATS);
+    printf("  encode       %12.0f vectors/s  %6.2f us/vector  %6.2f GB/s of input floats\n", med_vps,
+           1e6 / med_vps, enc_gbps);
+    printf("  plain read   %12s             %6s             %6.2f GB/s (same buffer)\n", "", "", med_read);
+    printf("  ratio        %.3f of read bandwidth\n", enc_gbps / med_read);
+    if (o->json) {
+        FILE *fp = tool_open_output(o->json);
+        if (!fp)
+            return tool_fail("bench", "cannot write %s: %s", o->json, strerror(errno));
+        tool_json j;
+        tool_json_begin(&j, fp);
+        tool_json_str(&j, "bench", "encode");
+        tool_json_int(&j, "d", (long long)d);
+        tool_json_int(&j, "bits", o->bits);
+        tool_json_str(&j, "variant", variant);
+        tool_json_int(&j, "n", (long long)n);
+        tool_json_num(&j, "encode_vps", med_vps);
+        tool_json_num(&j, "encode_gbps", enc_gbps);
+        tool_json_num(&j, "read_gbps", med_read);
+        tool_json_num(&j, "ratio", enc_gbps / med_read);
+        tool_json_int(&j, "repeats", REPEATS);
+        tool_json_str(&j, "simd", tqvec_simd_level());
+        tool_json_int(&j, "sink", (long long)(sink & 1));
+        tool_json_end(&j);
+        tool_close_output(fp);
+    }
+    return 0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: tqvec bench encode --dim D --bits B [-n N] [--variant mse|prod] [--json FILE|-]\n");
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"dim", required_argument, 0, 'd'}, {"bits", required_argument, 0, 'b'},
+        {"variant", required_argument, 0, 'v'}, {"json", required_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+    };
+    if (argc < 2) {
+        usage();
+        return 1;
+    }
+    const char *what = argv[1];
+    bench_opts o = {.dim = 1536, .n = 100000, .bits = 4, .variant = TQVEC_VARIANT_MSE};
+    int c;
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "n:h", longopts, NULL)) != -1) {
+        size_t v;
+        switch (c) {
+        case 'd':
+            if (tool_parse_size(optarg, &o.dim) || o.dim < TQVEC_MIN_DIM || o.dim > TQVEC_MAX_DIM)
+                return tool_fail("bench", "--dim wants %d..%d, got '%s'", TQVEC_MIN_DIM, TQVEC_MAX_DIM, optarg);
+            break;
+        case 'b':
+            if (tool_parse_size(optarg, &v) || v < TQVEC_MIN_BITS || v > TQVEC_MAX_BITS)
+                return tool_fail("bench", "--bits wants %d..%d, got '%s'", TQVEC_MIN_BITS, TQVEC_MAX_BITS, optarg);
+            o.bits = (unsigned)v;
+            break;
+        case 'n':
+            if (tool_parse_size(optarg, &o.n) || o.n == 0)
+                return tool_fail("bench", "-n wants a positive count, got '%s'", optarg);
+            break;
+        case 'v':
+            if (!strcmp(optarg, "mse"))
+                o.variant = TQVEC_VARIANT_MSE;
+            else if (!strcmp(optarg, "prod"))
+                o.variant = TQVEC_VARIANT_PROD;
+            else
+                return tool_fail("bench", "--variant wants mse or prod, got '%s'", optarg);
+            break;
+        case 'j': o.json = optarg; break;
+        case 'h': usage(); return 0;
+        default: usage(); return 1;
+        }
+    }
+    tqvec_error err;
+    if (tqvec_simd_check_env(&err))
+        return tool_fail("bench", "%s", err.message);
+    if (!strcmp(what, "encode"))
+        return bench_encode(&o);
+    usage();
+    return tool_fail("bench", "unknown benchmark '%s'", what);
+}

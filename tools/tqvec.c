@@ -1,0 +1,46 @@
+/*
+ * tqvec: the command-line front end. Dispatches to one subcommand per file;
+ * the engine itself is in the library.
+ */
+#include "tq_tools.h"
+
+static void usage(FILE *fp)
+{
+    fprintf(fp,
+            "usage: tqvec COMMAND [options]   (tqvec COMMAND --help for details)\n"
+            "  eval      recall and latency over a grid of quantizer settings\n"
+            "  bench     micro-benchmarks (encode) against a same-run baseline\n"
+            "  gt        exact ground truth (ivecs) for base and query vectors\n"
+            "  convert   convert vector files (fvecs, bvecs, npy, IDX)\n"
+            "  version   print the library version and SIMD level\n"
+            "Environment: TQVEC_SIMD=scalar|avx2|avx512 pins the kernel level.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 1;
+    }
+    const char *cmd = argv[1];
+    argc--;
+    argv++;
+    if (!strcmp(cmd, "eval"))
+        return cmd_eval(argc, argv);
+    if (!strcmp(cmd, "bench"))
+        return cmd_bench(argc, argv);
+    if (!strcmp(cmd, "gt"))
+        return cmd_gt(argc, argv);
+    if (!strcmp(cmd, "convert"))
+        return cmd_convert(argc, argv);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("tqvec %s (simd %s)\n", tqvec_version(), tqvec_simd_level());
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    usage(stderr);
+    return tool_fail(cmd, "unknown command");
+}
