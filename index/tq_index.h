@@ -103,8 +103,9 @@ typedef struct tq_rotation {
     uint32_t d;
     uint32_t p;      /* largest power of two <= d */
     uint32_t rounds;
+    uint32_t per_round; /* signs per round: p for the head, p more for the tail if p < d */
     float scale;     /* 1/sqrt(p): makes each Hadamard block orthonormal */
-    float *signs;    /* rounds * d random +-1.0f */
+    float *signs;    /* rounds * per_round random +-1.0f */
 } tq_rotation;
 
 int tq_rotation_init(tq_rotation *rot, uint32_t d, uint64_t seed, uint32_t rounds, tq_error *err);

@@ -82,10 +82,8 @@ static tq_simd_level active_level = TQ_SIMD_SCALAR;
 static tq_simd_level best_level = TQ_SIMD_SCALAR;
 static int env_unusable;
 
-const tq_simd_kernels *tq_simd_table(tq_simd_level level)
+static const tq_simd_kernels *table_of(tq_simd_level level)
 {
-    if (level > best_level)
-        return NULL;
     switch (level) {
     case TQ_SIMD_SCALAR:
         return &tq_simd_kernels_scalar;
@@ -120,8 +118,14 @@ static void init_table(void)
         else
             env_unusable = 1;
     }
-    active = tq_simd_table(want);
+    active = table_of(want);
     active_level = want;
+}
+
+const tq_simd_kernels *tq_simd_table(tq_simd_level level)
+{
+    pthread_once(&init_once, init_table);
+    return level <= best_level ? table_of(level) : NULL;
 }
 
 const tq_simd_kernels *tq_simd(void)

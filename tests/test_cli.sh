@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# End-to-end checks of the tqvec command line: real files in, exit codes and
+# output formats out. Usage: test_cli.sh PATH/TO/tqvec
+set -u
+tqvec=$1
+data=${TQVEC_SHARED_DATASETS:-../shared/datasets}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fails=0 passes=0
+
+pass() { passes=$((passes + 1)); }
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+# expect_fail "what" cmd...: the command must exit non-zero and say why.
+expect_fail() {
+  local what=$1; shift
+  if "$@" >"$work/out" 2>"$work/err"; then fail "$what: succeeded"; return; fi
+  grep -q "tqvec" "$work/err" && pass || fail "$what: no message ($(cat "$work/err"))"
+}
+
+"$tqvec" version | grep -q "^tqvec [0-9]" && pass || fail "version"
+
+# Convert: fvecs -> npy -> fvecs is lossless, bvecs rejects non-bytes.
+if [ -f "$data/fiori-minilm/base.fvecs" ]; then
+  "$tqvec" convert "$data/fiori-minilm/base.fvecs" "$work/b.npy" 2>/dev/null && \
+  "$tqvec" convert "$work/b.npy" "$work/b.fvecs" 2>/dev/null && \
+  cmp -s "$data/fiori-minilm/base.fvecs" "$work/b.fvecs" && pass || fail "fvecs/npy round trip"
+  "$tqvec" convert "$data/fiori-minilm/base.fvecs" "$work/part.fvecs" --skip 100 --limit 10 2>/dev/null && \
+    [ "$(stat -c %s "$work/part.fvecs")" -eq $((10 * (4 + 384 * 4))) ] && pass || fail "convert --skip/--limit"
+  expect_fail "bvecs of floats" "$tqvec" convert "$data/fiori-minilm/base.fvecs" "$work/b.bvecs"
+
+  # Ground truth from the tool equals the shipped exact ground truth.
+  "$tqvec" gt --base "$data/fiori-minilm/base.fvecs" --queries "$data/fiori-minilm/query.fvecs" \
+    --metric ip -k 100 --out "$work/gt.ivecs" 2>/dev/null && \
+    cmp -s "$work/gt.ivecs" "$data/fiori-minilm/gt.ivecs" && pass || fail "gt equals shipped ground truth"
+
+  # eval: JSON lines with every documented key, one per configuration.
+  "$tqvec" eval --base "$data/fiori-minilm/base.fvecs" --queries "$data/fiori-minilm/query.fvecs" \
+    --gt "$data/fiori-minilm/gt.ivecs" --metric cosine --bits 2,4 --variant mse,prod --rerank 0,4 \
+    --json - >"$work/eval.json" 2>"$work/table" || fail "eval ran"
+  python3 - "$work/eval.json" <<'PY' && pass || fail "eval JSON"
+import json, sys
+need = {"bits", "variant", "correction", "rerank", "k", "n", "d", "metric", "recall_at_1", "recall_at_k",
+        "recall_1_at_k", "qps", "p50_us", "p99_us", "encode_s", "encode_vps", "bytes_per_vector", "simd"}
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 8, len(rows)
+for r in rows:
+    missing = need - r.keys()
+    assert not missing, missing
+    assert 0 <= r["recall_at_k"] <= 1 and r["n"] == 728 and r["d"] == 384
+    if r["rerank"] == 4:
+        assert r["recall_at_k"] >= 0.95, r
+PY
+  grep -q "R@k" "$work/table" && pass || fail "eval table on stderr when JSON goes to stdout"
+
+  # Without --gt the exact ground truth is computed: same recall as with it.
+  "$tqvec" eval --base "$data/fiori-minilm/base.fvecs" --queries "$data/fiori-minilm/query.fvecs" \
+    --metric ip --bits 3 --json "$work/a.json" >/dev/null 2>&1 && \
+  "$tqvec" eval --base "$data/fiori-minilm/base.fvecs" --queries "$data/fiori-minilm/query.fvecs" \
+    --gt "$data/fiori-minilm/gt.ivecs" --metric ip --bits 3 --json "$work/b.json" >/dev/null 2>&1 && \
+  python3 -c "import json,sys; a,b=(json.load(open(f)) for f in sys.argv[1:]); assert a['recall_at_k']==b['recall_at_k']" \
+    "$work/a.json" "$work/b.json" && pass || fail "computed ground truth"
+else
+  echo "SKIP: shared datasets not found at $data"
+fi
+
+# Bad input: each a non-zero exit with a message, never a crash.
+printf 'abc' >"$work/junk.fvecs"
+expect_fail "truncated fvecs" "$tqvec" eval --base "$work/junk.fvecs" --queries "$work/junk.fvecs" --metric l2
+expect_fail "missing file" "$tqvec" eval --base "$work/nope.fvecs" --queries "$work/nope.fvecs" --metric l2
+expect_fail "bad metric" "$tqvec" eval --base a.fvecs --queries b.fvecs --metric manhattan
+expect_fail "bad bits" "$tqvec" eval --base a.fvecs --queries b.fvecs --metric l2 --bits 1,9
+expect_fail "unknown command" "$tqvec" frobnicate
+expect_fail "unknown simd level" env TQVEC_SIMD=sse9 "$tqvec" bench encode --dim 64 -n 100
+
+"$tqvec" bench encode --dim 96 --bits 2 -n 2000 --json "$work/bench.json" >/dev/null && \
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['encode_vps']>0 and r['ratio']>0" \
+    "$work/bench.json" && pass || fail "bench encode"
+
+echo "cli: $passes passed, $fails failed"
+[ "$fails" -eq 0 ]

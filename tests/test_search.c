@@ -1,0 +1,304 @@
+/*
+ * The in-memory index through the public API: recall floors against exact
+ * ground truth on the shared real datasets, the exact contract of a search
+ * (count, order, scores, determinism across SIMD levels and threads), and a
+ * clear error for every bad input with the index left unchanged.
+ */
+#include <criterion/criterion.h>
+#include <unistd.h>
+
+#include "tq_datasets.h"
+#include "tqvec.h"
+
+typedef struct dataset {
+    tq_matrix base, queries;
+    tq_imatrix gt;
+} dataset;
+
+static bool load(const char *name, size_t max_queries, dataset *ds)
+{
+    const char *root = getenv("TQVEC_SHARED_DATASETS");
+    if (!root)
+        root = "../shared/datasets";
+    char b[512], q[512], g[512];
+    snprintf(b, sizeof(b), "%s/%s/base.fvecs", root, name);
+    snprintf(q, sizeof(q), "%s/%s/query.fvecs", root, name);
+    snprintf(g, sizeof(g), "%s/%s/gt.ivecs", root, name);
+    if (access(b, R_OK) != 0)
+        return false;
+    tq_error err;
+    cr_assert_eq(tq_fvecs_read(b, 0, &ds->base, &err), TQ_OK, "%s", err.msg);
+    cr_assert_eq(tq_fvecs_read(q, max_queries, &ds->queries, &err), TQ_OK, "%s", err.msg);
+    cr_assert_eq(tq_ivecs_read(g, max_queries, &ds->gt, &err), TQ_OK, "%s", err.msg);
+    return true;
+}
+
+static void unload(dataset *ds)
+{
+    tq_matrix_free(&ds->base);
+    tq_matrix_free(&ds->queries);
+    tq_imatrix_free(&ds->gt);
+}
+
+static double recall_at_10(const dataset *ds, tqvec_metric metric, int bits, uint32_t rerank)
+{
+    tqvec_index_options o = {.dim = (uint32_t)ds->base.d, .metric = metric, .bits = bits, .keep_vectors = rerank > 0};
+    tqvec_index *ix;
+    tqvec_error err;
+    cr_assert_eq(tqvec_index_create(&o, &ix, &err), TQVEC_OK, "%s", err.message);
+    cr_assert_eq(tqvec_index_add(ix, ds->base.data, ds->base.n, NULL, &err), TQVEC_OK, "%s", err.message);
+    tqvec_search_params sp = {.k = 10, .rerank = rerank};
+    tqvec_hit hits[10];
+    size_t found = 0;
+    for (size_t i = 0; i < ds->queries.n; i++) {
+        size_t count;
+        cr_assert_eq(tqvec_index_search(ix, ds->queries.data + i * ds->queries.d, &sp, hits, 10, &count, &err),
+                     TQVEC_OK, "%s", err.message);
+        cr_assert_eq(count, 10);
+        for (size_t a = 0; a < count; a++)
+            for (size_t b = 0; b < 10; b++)
+                found += (int64_t)hits[a].id == ds->gt.data[i * ds->gt.d + b];
+    }
+    tqvec_index_free(ix);
+    return (double)found / (10.0 * (double)ds->queries.n);
+}
+
+/* Floors from the [core] acceptance criteria (4 bits, default correction,
+ * no re-rank), and 0.99 with re-rank 16. */
+static void check_floors(const char *name, tqvec_metric metric, double floor4, size_t max_queries)
+{
+    dataset ds = {0};
+    if (!load(name, max_queries, &ds))
+        cr_skip_test("shared dataset %s is not present", name);
+    double r0 = recall_at_10(&ds, metric, 4, 0), r16 = recall_at_10(&ds, metric, 4, 16);
+    cr_log_info("%s: recall@10 4-bit %.4f, re-rank 16 %.4f", name, r0, r16);
+    cr_assert(r0 >= floor4, "%s: 4-bit recall@10 %.4f below %.2f", name, r0, floor4);
+    cr_assert(r16 >= 0.99, "%s: re-ranked recall@10 %.4f below 0.99", name, r16);
+    unload(&ds);
+}
+
+Test(recall, siftsmall) { check_floors("siftsmall", TQVEC_METRIC_L2, 0.87, 0); }
+Test(recall, fashion_mnist, .timeout = 300) { check_floors("fashion-mnist", TQVEC_METRIC_L2, 0.94, 0); }
+Test(recall, lex_cohere, .timeout = 300) { check_floors("lex-cohere", TQVEC_METRIC_IP, 0.98, 0); }
+Test(recall, fiori_minilm) { check_floors("fiori-minilm", TQVEC_METRIC_COSINE, 0.90, 0); }
+Test(recall, glove_50, .timeout = 300) { check_floors("glove-50", TQVEC_METRIC_COSINE, 0.80, 200); }
+
+Test(recall, correction_helps_l2)
+{
+    /* The per-vector correction is the default because it fixes l2 ranking
+     * when norms differ; the gain on siftsmall is large (0.73 -> 0.89). */
+    dataset ds = {0};
+    if (!load("siftsmall", 0, &ds))
+        cr_skip_test("shared dataset siftsmall is not present");
+    tqvec_index_options o = {.dim = 128, .metric = TQVEC_METRIC_L2, .bits = 4, .correction = TQVEC_CORRECTION_NONE};
+    tqvec_index *ix;
+    cr_assert_eq(tqvec_index_create(&o, &ix, NULL), TQVEC_OK);
+    cr_assert_eq(tqvec_index_add(ix, ds.base.data, ds.base.n, NULL, NULL), TQVEC_OK);
+    size_t found = 0;
+    tqvec_hit hits[10];
+    for (size_t i = 0; i < ds.queries.n; i++) {
+        size_t count;
+        cr_assert_eq(tqvec_index_search(ix, ds.queries.data + i * 128, NULL, hits, 10, &count, NULL), TQVEC_OK);
+        for (size_t a = 0; a < count; a++)
+            for (size_t b = 0; b < 10; b++)
+                found += (int64_t)hits[a].id == ds.gt.data[i * ds.gt.d + b];
+    }
+    tqvec_index_free(ix);
+    double plain = found / (10.0 * ds.queries.n), corrected = recall_at_10(&ds, TQVEC_METRIC_L2, 4, 0);
+    cr_assert(corrected > plain + 0.05, "correction %.4f vs none %.4f", corrected, plain);
+    unload(&ds);
+}
+
+/* Field by field: tqvec_hit has padding after the score. */
+static bool same_hits(const tqvec_hit *a, const tqvec_hit *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i].id != b[i].id || memcmp(&a[i].score, &b[i].score, sizeof(float)))
+            return false;
+    return true;
+}
+
+static tqvec_index *small_index(tqvec_metric metric, int keep, size_t n, uint32_t d)
+{
+    tqvec_index_options o = {.dim = d, .metric = metric, .bits = 3, .keep_vectors = keep};
+    tqvec_index *ix;
+    cr_assert_eq(tqvec_index_create(&o, &ix, NULL), TQVEC_OK);
+    float *x = tq_malloc(n * d * sizeof(float));
+    tq_rng r;
+    tq_rng_seed(&r, 21);
+    for (size_t i = 0; i < n * d; i++)
+        x[i] = (float)tq_rng_gauss(&r);
+    uint64_t first;
+    cr_assert_eq(tqvec_index_add(ix, x, n, &first, NULL), TQVEC_OK);
+    cr_assert_eq(first, 0);
+    tq_free(x);
+    return ix;
+}
+
+Test(search, count_order_and_exact_scores)
+{
+    const uint32_t d = 40;
+    tqvec_index *ix = small_index(TQVEC_METRIC_L2, 1, 25, d);
+    float q[40];
+    for (uint32_t j = 0; j < d; j++)
+        q[j] = 0.1f * (float)j;
+    tqvec_hit hits[50];
+    size_t count;
+    tqvec_search_params sp = {.k = 50, .rerank = 2};
+    cr_assert_eq(tqvec_index_search(ix, q, &sp, hits, 50, &count, NULL), TQVEC_OK);
+    cr_assert_eq(count, 25, "k above the count returns every vector once");
+    bool seen[25] = {false};
+    for (size_t i = 0; i < count; i++) {
+        cr_assert(hits[i].id < 25 && !seen[hits[i].id]);
+        seen[hits[i].id] = true;
+        if (i)
+            cr_assert(hits[i].score >= hits[i - 1].score, "l2 results nearest first");
+    }
+    tqvec_index_info info;
+    cr_assert_eq(tqvec_index_get_info(ix, &info), TQVEC_OK);
+    cr_assert_eq(info.count, 25);
+    cr_assert_eq(info.bits, 3);
+    cr_assert_eq(info.bytes_per_vector, (40 * 3 + 7) / 8 + 8, "codes plus norm and correction");
+    tqvec_index_free(ix);
+}
+
+Test(search, same_results_on_every_simd_level)
+{
+    const uint32_t d = 100;
+    tqvec_hit a[10], b[10];
+    size_t na, nb;
+    float q[100];
+    for (uint32_t j = 0; j < d; j++)
+        q[j] = (float)cos(j * 0.3);
+    tq_simd_level best = tq_simd_best_level();
+    for (int variant = 1; variant <= 2; variant++) {
+        tqvec_index_options o = {.dim = d, .metric = TQVEC_METRIC_IP, .bits = 2, .variant = variant};
+        tqvec_index *ix1, *ix2;
+        float *x = tq_malloc(500 * d * sizeof(float));
+        for (size_t i = 0; i < 500 * d; i++)
+            x[i] = (float)sin(i * 0.77);
+        tq_simd_force(TQ_SIMD_SCALAR);
+        cr_assert_eq(tqvec_index_create(&o, &ix1, NULL), TQVEC_OK);
+        cr_assert_eq(tqvec_index_add(ix1, x, 500, NULL, NULL), TQVEC_OK);
+        cr_assert_eq(tqvec_index_search(ix1, q, NULL, a, 10, &na, NULL), TQVEC_OK);
+        tq_simd_force(best);
+        cr_assert_eq(tqvec_index_create(&o, &ix2, NULL), TQVEC_OK);
+        cr_assert_eq(tqvec_index_add(ix2, x, 500, NULL, NULL), TQVEC_OK);
+        cr_assert_eq(tqvec_index_search(ix2, q, NULL, b, 10, &nb, NULL), TQVEC_OK);
+        cr_assert(na == nb && same_hits(a, b, na), "variant %d: scalar and %s results differ",
+                  variant, tq_simd_level_name(best));
+        tqvec_index_free(ix1);
+        tqvec_index_free(ix2);
+        tq_free(x);
+    }
+}
+
+typedef struct search_job {
+    const tqvec_index *ix;
+    const float *queries;
+    tqvec_hit *out;
+} search_job;
+
+static void *search_thread(void *arg)
+{
+    search_job *j = arg;
+    size_t count;
+    for (int i = 0; i < 50; i++)
+        tqvec_index_search(j->ix, j->queries + i * 32, NULL, j->out + i * 10, 10, &count, NULL);
+    return NULL;
+}
+
+Test(search, concurrent_searches_agree_with_sequential)
+{
+    tqvec_index *ix = small_index(TQVEC_METRIC_COSINE, 0, 2000, 32);
+    float *queries = tq_malloc(50 * 32 * sizeof(float));
+    for (int i = 0; i < 50 * 32; i++)
+        queries[i] = (float)sin(i * 1.3);
+    tqvec_hit *seq = tq_calloc(500, sizeof(tqvec_hit)), *t1 = tq_calloc(500, sizeof(tqvec_hit)),
+              *t2 = tq_calloc(500, sizeof(tqvec_hit));
+    search_job js = {ix, queries, seq}, j1 = {ix, queries, t1}, j2 = {ix, queries, t2};
+    search_thread(&js);
+    pthread_t a, b;
+    pthread_create(&a, NULL, search_thread, &j1);
+    pthread_create(&b, NULL, search_thread, &j2);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    cr_assert(same_hits(seq, t1, 500) && same_hits(seq, t2, 500));
+    tqvec_index_free(ix);
+    tq_free(queries);
+    tq_free(seq);
+    tq_free(t1);
+    tq_free(t2);
+}
+
+Test(search, bad_inputs_get_clear_errors_and_change_nothing)
+{
+    const uint32_t d = 8;
+    tqvec_index *ix = small_index(TQVEC_METRIC_COSINE, 0, 10, d);
+    tqvec_error err;
+    float bad[16] = {0};
+    for (int i = 0; i < 16; i++)
+        bad[i] = 1.0f;
+    bad[8 + 3] = NAN;
+    cr_assert_eq(tqvec_index_add(ix, bad, 2, NULL, &err), TQVEC_EVALUE);
+    cr_assert(strstr(err.message, "vector 1") && strstr(err.message, "coordinate 3"), "%s", err.message);
+    bad[8 + 3] = INFINITY;
+    cr_assert_eq(tqvec_index_add(ix, bad, 2, NULL, &err), TQVEC_EVALUE);
+    bad[8 + 3] = 3e38f;
+    cr_assert_eq(tqvec_index_add(ix, bad, 2, NULL, &err), TQVEC_EVALUE, "norm overflow");
+    float zero[8] = {0};
+    cr_assert_eq(tqvec_index_add(ix, zero, 1, NULL, &err), TQVEC_EVALUE);
+    cr_assert(strstr(err.message, "zero"), "%s", err.message);
+    tqvec_index_info info;
+    tqvec_index_get_info(ix, &info);
+    cr_assert_eq(info.count, 10, "failed adds added nothing");
+
+    tqvec_hit hits[10];
+    size_t count = 99;
+    cr_assert_eq(tqvec_index_search(ix, zero, NULL, hits, 10, &count, &err), TQVEC_EVALUE);
+    cr_assert_eq(count, 0);
+    float q[8] = {1, 2, 3, 4, 5, 6, 7, NAN};
+    cr_assert_eq(tqvec_index_search(ix, q, NULL, hits, 10, &count, &err), TQVEC_EVALUE);
+    q[7] = 1;
+    cr_assert_eq(tqvec_index_search(ix, q, NULL, hits, 5, &count, &err), TQVEC_EARG, "cap below k");
+    cr_assert(strstr(err.message, "5"), "%s", err.message);
+    tqvec_search_params sp = {.k = 3, .rerank = 4};
+    cr_assert_eq(tqvec_index_search(ix, q, &sp, hits, 10, &count, &err), TQVEC_EUNSUPPORTED);
+    sp = (tqvec_search_params){.k = 3, .reserved = {1}};
+    cr_assert_eq(tqvec_index_search(ix, q, &sp, hits, 10, &count, &err), TQVEC_EARG);
+    sp = (tqvec_search_params){.k = 3, .rerank = TQVEC_MAX_RERANK + 1};
+    cr_assert_eq(tqvec_index_search(ix, q, &sp, hits, 10, &count, &err), TQVEC_EARG);
+    sp = (tqvec_search_params){.k = 3};
+    cr_assert_eq(tqvec_index_search(ix, q, &sp, hits, 10, &count, &err), TQVEC_OK);
+    cr_assert_eq(count, 3);
+    tqvec_index_free(ix);
+
+    tqvec_index *none;
+    tqvec_index_options o = {.dim = 1};
+    cr_assert_eq(tqvec_index_create(&o, &none, &err), TQVEC_EDIM);
+    cr_assert_null(none);
+    o = (tqvec_index_options){.dim = 16, .bits = 5};
+    cr_assert_eq(tqvec_index_create(&o, &none, &err), TQVEC_EARG);
+    cr_assert(strstr(err.message, "5"), "%s", err.message);
+    o = (tqvec_index_options){.dim = 16, .metric = 9};
+    cr_assert_eq(tqvec_index_create(&o, &none, &err), TQVEC_EARG);
+    o = (tqvec_index_options){.dim = 16, .reserved = {0, 1}};
+    cr_assert_eq(tqvec_index_create(&o, &none, &err), TQVEC_EARG);
+    cr_assert_eq(tqvec_index_create(NULL, &none, &err), TQVEC_EARG);
+    tqvec_index_free(NULL);
+}
+
+Test(api, errstr_and_version)
+{
+    for (int c = 0; c <= 9; c++)
+        cr_assert(tqvec_errstr(c) && strcmp(tqvec_errstr(c), "unknown error"), "code %d has text", c);
+    cr_assert_str_eq(tqvec_errstr(12345), "unknown error");
+    char want[32];
+    snprintf(want, sizeof(want), "%d.%d.%d", TQVEC_VERSION_MAJOR, TQVEC_VERSION_MINOR, TQVEC_VERSION_PATCH);
+    cr_assert_str_eq(tqvec_version(), want);
+    tqvec_error err;
+    cr_assert_eq(tqvec_simd_force("sse9", &err), TQVEC_EARG);
+    cr_assert_eq(tqvec_simd_force("scalar", &err), TQVEC_OK);
+    cr_assert_str_eq(tqvec_simd_level(), "scalar");
+    cr_assert_eq(tqvec_simd_force(tq_simd_level_name(tq_simd_best_level()), &err), TQVEC_OK);
+}

@@ -1,0 +1,265 @@
+/*
+ * checkasm-style equivalence: every kernel of every SIMD level this CPU has
+ * is run against the scalar reference on random and extreme inputs, and must
+ * give the same bits. A level the CPU lacks is a visible skip, never a pass.
+ *
+ * Sizes cover n = 1 up to 16384, sizes that are not a multiple of any vector
+ * width, and the boundaries of the masked tails.
+ */
+#include <criterion/criterion.h>
+#include <criterion/hooks.h>
+
+#include "tq_index.h"
+
+static const size_t sizes[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 127, 128, 129,
+                               255, 384, 784, 1000, 1536, 4096, 16384};
+#define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
+static const size_t pow2_sizes[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384};
+#define NPOW2 (sizeof(pow2_sizes) / sizeof(pow2_sizes[0]))
+
+/* Random floats, with a few extreme values mixed in when `extreme`: large
+ * and tiny magnitudes, signed zeros, exact halves. */
+static void fill(float *x, size_t n, tq_rng *r, bool extreme)
+{
+    static const float specials[] = {0.0f, -0.0f, 1e30f, -1e30f, 1e-30f, -1e-30f, 0.5f, -0.5f, 3.0e38f, 1.0f};
+    for (size_t i = 0; i < n; i++) {
+        x[i] = (float)(tq_rng_gauss(r) * 3.0);
+        if (extreme && tq_rng_next(r) % 7 == 0)
+            x[i] = specials[tq_rng_next(r) % 10];
+    }
+}
+
+static const tq_simd_kernels *level_or_skip(tq_simd_level level)
+{
+    const tq_simd_kernels *k = tq_simd_table(level);
+    if (!k)
+        cr_skip_test("SIMD level %s is not available on this CPU or build", tq_simd_level_name(level));
+    return k;
+}
+
+static bool same_bits_f(float a, float b)
+{
+    return memcmp(&a, &b, sizeof(float)) == 0;
+}
+
+static bool same_bits_d(double a, double b)
+{
+    return memcmp(&a, &b, sizeof(double)) == 0;
+}
+
+static void check_fwht(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    tq_rng r;
+    tq_rng_seed(&r, 1);
+    float *a = tq_malloc(16384 * sizeof(float)), *b = tq_malloc(16384 * sizeof(float));
+    float *signs = tq_malloc(16384 * sizeof(float));
+    for (size_t i = 0; i < 16384; i++)
+        signs[i] = tq_rng_next(&r) & 1 ? -1.0f : 1.0f;
+    for (size_t s = 0; s < NPOW2; s++)
+        for (int variant = 0; variant < 3; variant++) {
+            size_t n = pow2_sizes[s];
+            fill(a, n, &r, variant == 2);
+            memcpy(b, a, n * sizeof(float));
+            const float *sg = variant == 0 ? NULL : signs;
+            float scale = variant == 1 ? 1.0f : 0.03125f * 1.4142135f;
+            ref->fwht(a, n, sg, scale);
+            k->fwht(b, n, sg, scale);
+            for (size_t i = 0; i < n; i++)
+                cr_assert(same_bits_f(a[i], b[i]), "fwht %s n=%zu variant %d: [%zu] %a vs scalar %a",
+                          tq_simd_level_name(level), n, variant, i, (double)b[i], (double)a[i]);
+        }
+    tq_free(a);
+    tq_free(b);
+    tq_free(signs);
+}
+
+static void check_elementwise(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    tq_rng r;
+    tq_rng_seed(&r, 2);
+    float *a = tq_malloc(16384 * sizeof(float)), *b = tq_malloc(16384 * sizeof(float));
+    float *y = tq_malloc(16384 * sizeof(float));
+    for (size_t s = 0; s < NSIZES; s++) {
+        size_t n = sizes[s];
+        fill(a, n, &r, true);
+        fill(y, n, &r, true);
+        memcpy(b, a, n * sizeof(float));
+        ref->mul(a, y, n);
+        k->mul(b, y, n);
+        cr_assert(memcmp(a, b, n * sizeof(float)) == 0, "mul %s n=%zu", tq_simd_level_name(level), n);
+        ref->scale(a, n, -0.3f);
+        k->scale(b, n, -0.3f);
+        cr_assert(memcmp(a, b, n * sizeof(float)) == 0, "scale %s n=%zu", tq_simd_level_name(level), n);
+    }
+    tq_free(a);
+    tq_free(b);
+    tq_free(y);
+}
+
+static void check_reductions(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    tq_rng r;
+    tq_rng_seed(&r, 3);
+    float *a = tq_malloc(16384 * sizeof(float)), *b = tq_malloc(16384 * sizeof(float));
+    for (size_t s = 0; s < NSIZES; s++)
+        for (int extreme = 0; extreme < 2; extreme++) {
+            size_t n = sizes[s];
+            fill(a, n, &r, extreme);
+            fill(b, n, &r, extreme);
+            const char *lv = tq_simd_level_name(level);
+            cr_assert(same_bits_f(ref->dot(a, b, n), k->dot(a, b, n)), "dot %s n=%zu", lv, n);
+            cr_assert(same_bits_f(ref->l2sq(a, b, n), k->l2sq(a, b, n)), "l2sq %s n=%zu", lv, n);
+            cr_assert(same_bits_d(ref->dot_f64(a, b, n), k->dot_f64(a, b, n)), "dot_f64 %s n=%zu", lv, n);
+            cr_assert(same_bits_d(ref->l2sq_f64(a, b, n), k->l2sq_f64(a, b, n)), "l2sq_f64 %s n=%zu", lv, n);
+        }
+    /* A sum of signed zeros keeps its sign only if untouched lanes stay
+     * untouched: -0 * 1 summed over 3 elements is -0 on every path. */
+    for (size_t i = 0; i < 3; i++) {
+        a[i] = -0.0f;
+        b[i] = 1.0f;
+    }
+    cr_assert(same_bits_f(k->dot(a, b, 3), ref->dot(a, b, 3)), "signed zero dot");
+    tq_free(a);
+    tq_free(b);
+}
+
+static void check_quantize_pack(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    tq_rng r;
+    tq_rng_seed(&r, 4);
+    float *x = tq_malloc(16384 * sizeof(float));
+    uint8_t *ca = tq_malloc(16384), *cb = tq_malloc(16384);
+    uint8_t *pa = tq_malloc(16384 + TQ_CODE_PAD), *pb = tq_malloc(16384 + TQ_CODE_PAD);
+    for (unsigned bits = 1; bits <= 8; bits++) {
+        const tq_codebook *cbk = tq_codebook_get(128, bits);
+        cr_assert_not_null(cbk);
+        for (size_t s = 0; s < NSIZES; s++) {
+            size_t n = sizes[s];
+            for (size_t i = 0; i < n; i++) {
+                x[i] = (float)(tq_rng_gauss(&r) / sqrt(128.0));
+                /* Values exactly on a bound, and beyond the outermost. */
+                if (i % 5 == 0)
+                    x[i] = cbk->bound_f[tq_rng_next(&r) % (cbk->levels - 1)];
+                if (i % 11 == 0)
+                    x[i] = i % 2 ? 10.0f : -10.0f;
+            }
+            ref->quantize(x, n, cbk->bound_f, cbk->levels - 1, ca);
+            k->quantize(x, n, cbk->bound_f, cbk->levels - 1, cb);
+            cr_assert(memcmp(ca, cb, n) == 0, "quantize %s bits=%u n=%zu", tq_simd_level_name(level), bits, n);
+            size_t nbytes = (n * bits + 7) / 8;
+            memset(pa, 0xAA, nbytes + TQ_CODE_PAD);
+            memset(pb, 0xAA, nbytes + TQ_CODE_PAD);
+            ref->pack(ca, n, bits, pa);
+            k->pack(ca, n, bits, pb);
+            cr_assert(memcmp(pa, pb, nbytes + TQ_CODE_PAD) == 0, "pack %s bits=%u n=%zu (or wrote past the end)",
+                      tq_simd_level_name(level), bits, n);
+            for (size_t i = 0; i < n; i++)
+                cr_assert_eq(tq_code_at(pa, i, bits), ca[i], "pack/unpack bits=%u n=%zu i=%zu", bits, n, i);
+        }
+    }
+    tq_free(x);
+    tq_free(ca);
+    tq_free(cb);
+    tq_free(pa);
+    tq_free(pb);
+}
+
+static void check_dot_codes(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    tq_rng r;
+    tq_rng_seed(&r, 5);
+    const size_t rows = 5;
+    float *q = tq_malloc(16384 * sizeof(float));
+    uint8_t *codes = tq_malloc(rows * 16384 / 2 + TQ_CODE_PAD);
+    float table[16], oa[5], ob[5];
+    for (unsigned bits = 1; bits <= 4; bits++)
+        for (size_t s = 0; s < NSIZES; s++)
+            for (int extreme = 0; extreme < 2; extreme++) {
+                size_t d = sizes[s], stride = (d * bits + 7) / 8;
+                fill(q, d, &r, extreme);
+                for (int i = 0; i < 16; i++)
+                    table[i] = extreme ? (i % 2 ? 3.0e38f : -1e-38f) : (float)tq_rng_gauss(&r);
+                /* All-max codes on the extreme pass, random otherwise. */
+                for (size_t i = 0; i < rows * stride + TQ_CODE_PAD; i++)
+                    codes[i] = extreme ? 0xFF : (uint8_t)tq_rng_next(&r);
+                ref->dot_codes(codes, rows, stride, bits, table, q, d, oa);
+                k->dot_codes(codes, rows, stride, bits, table, q, d, ob);
+                for (size_t i = 0; i < rows; i++)
+                    cr_assert(same_bits_f(oa[i], ob[i]) || (isnan(oa[i]) && isnan(ob[i])),
+                              "dot_codes %s bits=%u d=%zu row %zu: %a vs scalar %a", tq_simd_level_name(level),
+                              bits, d, i, (double)ob[i], (double)oa[i]);
+            }
+    tq_free(q);
+    tq_free(codes);
+}
+
+#define LEVEL_TESTS(name, level)                                                                   \
+    Test(checkasm_##name, fwht) { check_fwht(level); }                                              \
+    Test(checkasm_##name, elementwise) { check_elementwise(level); }                                \
+    Test(checkasm_##name, reductions) { check_reductions(level); }                                  \
+    Test(checkasm_##name, quantize_pack) { check_quantize_pack(level); }                            \
+    Test(checkasm_##name, dot_codes) { check_dot_codes(level); }
+
+LEVEL_TESTS(avx2, TQ_SIMD_AVX2)
+LEVEL_TESTS(avx512, TQ_SIMD_AVX512)
+
+Test(dispatch, levels_and_forcing)
+{
+    tq_simd_level best = tq_simd_best_level();
+    cr_assert_eq(tq_simd_parse_level("scalar"), TQ_SIMD_SCALAR);
+    cr_assert_eq(tq_simd_parse_level("avx512"), TQ_SIMD_AVX512);
+    cr_assert_eq(tq_simd_parse_level("sse9"), -1);
+    cr_assert_eq(tq_simd_force(TQ_SIMD_SCALAR), 0);
+    cr_assert_eq(tq_simd_active_level(), TQ_SIMD_SCALAR);
+    cr_assert_eq(tq_simd(), &tq_simd_kernels_scalar);
+    if (best < TQ_SIMD_AVX512) {
+        /* Asking for a level the CPU lacks is an error and changes nothing. */
+        cr_assert_eq(tq_simd_force(TQ_SIMD_AVX512), -1);
+        cr_assert_eq(tq_simd_active_level(), TQ_SIMD_SCALAR);
+    }
+    cr_assert_eq(tq_simd_force(best), 0);
+    cr_assert_eq(tq_simd_active_level(), best);
+}
+
+Test(dispatch, scalar_reference_semantics)
+{
+    /* The specification itself, on sums whose rounding tells the order apart
+     * (1e8 + 1 rounds back to 1e8 in float). */
+    float a[32] = {0}, b[32];
+    for (int i = 0; i < 32; i++)
+        b[i] = 1.0f;
+    /* Lanes 0 and 1: (1e8 + 1) + (-1e8) = 0, where a left-to-right sum
+     * would give 1e8 - 1e8 + 1 = 1. */
+    a[0] = 1e8f;
+    a[1] = -1e8f;
+    a[16] = 1.0f;
+    cr_assert_eq(tq_simd_kernels_scalar.dot(a, b, 32), 0.0f);
+    /* Lanes 0, 8 and 1: the first fold cancels lane 0 with lane 8 before
+     * lane 1's 1 joins, giving 1 where left to right gives 0. */
+    memset(a, 0, sizeof(a));
+    a[0] = 1e8f;
+    a[1] = 1.0f;
+    a[8] = -1e8f;
+    cr_assert_eq(tq_simd_kernels_scalar.dot(a, b, 32), 1.0f);
+}
+
+/* With TQ_REQUIRE_LEVEL=<level> the run is about that level alone: if the
+ * CPU or build lacks it, exit 77 before any test so meson reports a skip
+ * rather than a pass. (The hook runs once, in the runner process.) */
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    (void)set;
+    const char *need = getenv("TQ_REQUIRE_LEVEL");
+    if (need && *need) {
+        int lv = tq_simd_parse_level(need);
+        if (lv < 0 || !tq_simd_table((tq_simd_level)lv)) {
+            fprintf(stderr, "SKIP: SIMD level %s is not available on this CPU or build\n", need);
+            exit(77);
+        }
+    }
+}
