@@ -19,14 +19,18 @@ static inline __m256i tail_mask8(size_t left)
     return _mm256_loadu_si256((const __m256i *)(ramp + 8 - left));
 }
 
+/* Stages h = 1, 2, 4 inside one register. Each stage is out = (x with the
+ * sign flipped where lane bit h is set) + partner: lanes with the bit clear
+ * get x_j + x_{j+h}, the others -x_j + x_{j-h}, which IEEE defines to be
+ * exactly x_{j-h} - x_j, the scalar butterfly's a - b. */
 static inline __m256 fwht_in_register(__m256 x)
 {
-    __m256 y = _mm256_permute_ps(x, 0xB1);
-    x = _mm256_blend_ps(_mm256_add_ps(x, y), _mm256_sub_ps(y, x), 0xAA);
-    y = _mm256_permute_ps(x, 0x4E);
-    x = _mm256_blend_ps(_mm256_add_ps(x, y), _mm256_sub_ps(y, x), 0xCC);
-    y = _mm256_permute2f128_ps(x, x, 0x01);
-    x = _mm256_blend_ps(_mm256_add_ps(x, y), _mm256_sub_ps(y, x), 0xF0);
+    const __m256 neg1 = _mm256_castsi256_ps(_mm256_setr_epi32(0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN, 0, INT32_MIN));
+    const __m256 neg2 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, INT32_MIN, INT32_MIN, 0, 0, INT32_MIN, INT32_MIN));
+    const __m256 neg4 = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, INT32_MIN, INT32_MIN, INT32_MIN, INT32_MIN));
+    x = _mm256_add_ps(_mm256_xor_ps(x, neg1), _mm256_permute_ps(x, 0xB1));
+    x = _mm256_add_ps(_mm256_xor_ps(x, neg2), _mm256_permute_ps(x, 0x4E));
+    x = _mm256_add_ps(_mm256_xor_ps(x, neg4), _mm256_permute2f128_ps(x, x, 0x01));
     return x;
 }
 
@@ -63,19 +67,30 @@ static inline __attribute__((always_inline)) void fwht_pass(float *x, size_t n, 
 
 static void fwht_avx2(float *x, size_t n, const float *signs, float scale)
 {
-    if (n < 8) {
+    if (n < 16) {
         tq_fwht_scalar(x, n, signs, scale);
         return;
     }
     const __m256 sv = _mm256_set1_ps(scale);
-    for (size_t i = 0; i < n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        if (signs)
-            v = _mm256_mul_ps(v, _mm256_loadu_ps(signs + i));
-        v = fwht_in_register(v);
-        _mm256_storeu_ps(x + i, n == 8 ? _mm256_mul_ps(v, sv) : v);
+    /* First pass, 16 floats at a time: the sign flip, stages 1, 2, 4 in each
+     * register, then stage 8 between the two. */
+    for (size_t i = 0; i < n; i += 16) {
+        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+        if (signs) {
+            a = _mm256_mul_ps(a, _mm256_loadu_ps(signs + i));
+            b = _mm256_mul_ps(b, _mm256_loadu_ps(signs + i + 8));
+        }
+        a = fwht_in_register(a);
+        b = fwht_in_register(b);
+        __m256 s0 = _mm256_add_ps(a, b), s1 = _mm256_sub_ps(a, b);
+        if (n == 16) {
+            s0 = _mm256_mul_ps(s0, sv);
+            s1 = _mm256_mul_ps(s1, sv);
+        }
+        _mm256_storeu_ps(x + i, s0);
+        _mm256_storeu_ps(x + i + 8, s1);
     }
-    for (size_t h = 8; h < n;) {
+    for (size_t h = 16; h < n;) {
         if ((h << 3) < n) {
             fwht_pass(x, n, h, 3, false, sv);
             h <<= 3;

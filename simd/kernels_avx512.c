@@ -19,16 +19,25 @@ static inline __mmask16 tail_mask16(size_t left)
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
 }
 
+/* Stages h = 1, 2, 4, 8 inside one register. Each stage is out = (x with
+ * the sign flipped where lane bit h is set) + partner: lanes with the bit
+ * clear get x_j + x_{j+h}, the others -x_j + x_{j-h}, which IEEE defines to
+ * be exactly x_{j-h} - x_j, the scalar butterfly's a - b. */
 static inline __m512 fwht_in_register(__m512 x)
 {
-    __m512 y = _mm512_permute_ps(x, 0xB1);
-    x = _mm512_mask_sub_ps(_mm512_add_ps(x, y), 0xAAAA, y, x);
-    y = _mm512_permute_ps(x, 0x4E);
-    x = _mm512_mask_sub_ps(_mm512_add_ps(x, y), 0xCCCC, y, x);
-    y = _mm512_shuffle_f32x4(x, x, 0xB1);
-    x = _mm512_mask_sub_ps(_mm512_add_ps(x, y), 0xF0F0, y, x);
-    y = _mm512_shuffle_f32x4(x, x, 0x4E);
-    x = _mm512_mask_sub_ps(_mm512_add_ps(x, y), 0xFF00, y, x);
+    const __m512i sign = _mm512_set1_epi32(INT32_MIN);
+    x = _mm512_add_ps(_mm512_castsi512_ps(_mm512_mask_xor_epi32(_mm512_castps_si512(x), 0xAAAA,
+                                                                 _mm512_castps_si512(x), sign)),
+                      _mm512_permute_ps(x, 0xB1));
+    x = _mm512_add_ps(_mm512_castsi512_ps(_mm512_mask_xor_epi32(_mm512_castps_si512(x), 0xCCCC,
+                                                                 _mm512_castps_si512(x), sign)),
+                      _mm512_permute_ps(x, 0x4E));
+    x = _mm512_add_ps(_mm512_castsi512_ps(_mm512_mask_xor_epi32(_mm512_castps_si512(x), 0xF0F0,
+                                                                 _mm512_castps_si512(x), sign)),
+                      _mm512_shuffle_f32x4(x, x, 0xB1));
+    x = _mm512_add_ps(_mm512_castsi512_ps(_mm512_mask_xor_epi32(_mm512_castps_si512(x), 0xFF00,
+                                                                 _mm512_castps_si512(x), sign)),
+                      _mm512_shuffle_f32x4(x, x, 0x4E));
     return x;
 }
 
@@ -65,19 +74,30 @@ static inline __attribute__((always_inline)) void fwht_pass(float *x, size_t n, 
 
 static void fwht_avx512(float *x, size_t n, const float *signs, float scale)
 {
-    if (n < 16) {
+    if (n < 32) {
         tq_fwht_scalar(x, n, signs, scale);
         return;
     }
     const __m512 sv = _mm512_set1_ps(scale);
-    for (size_t i = 0; i < n; i += 16) {
-        __m512 v = _mm512_loadu_ps(x + i);
-        if (signs)
-            v = _mm512_mul_ps(v, _mm512_loadu_ps(signs + i));
-        v = fwht_in_register(v);
-        _mm512_storeu_ps(x + i, n == 16 ? _mm512_mul_ps(v, sv) : v);
+    /* First pass, 32 floats at a time: the sign flip, stages 1..8 in each
+     * register, then stage 16 between the two. */
+    for (size_t i = 0; i < n; i += 32) {
+        __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
+        if (signs) {
+            a = _mm512_mul_ps(a, _mm512_loadu_ps(signs + i));
+            b = _mm512_mul_ps(b, _mm512_loadu_ps(signs + i + 16));
+        }
+        a = fwht_in_register(a);
+        b = fwht_in_register(b);
+        __m512 s0 = _mm512_add_ps(a, b), s1 = _mm512_sub_ps(a, b);
+        if (n == 32) {
+            s0 = _mm512_mul_ps(s0, sv);
+            s1 = _mm512_mul_ps(s1, sv);
+        }
+        _mm512_storeu_ps(x + i, s0);
+        _mm512_storeu_ps(x + i + 16, s1);
     }
-    for (size_t h = 16; h < n;) {
+    for (size_t h = 32; h < n;) {
         if ((h << 3) < n) {
             fwht_pass(x, n, h, 3, false, sv);
             h <<= 3;

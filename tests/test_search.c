@@ -24,8 +24,12 @@ static bool load(const char *name, size_t max_queries, dataset *ds)
     snprintf(b, sizeof(b), "%s/%s/base.fvecs", root, name);
     snprintf(q, sizeof(q), "%s/%s/query.fvecs", root, name);
     snprintf(g, sizeof(g), "%s/%s/gt.ivecs", root, name);
-    if (access(b, R_OK) != 0)
+    if (access(b, R_OK) != 0) {
+        /* CI runs with shared/ beside the clone: missing data there is a
+         * broken set-up, not a reason to skip the recall floors. */
+        cr_assert_null(getenv("CI"), "CI is set but %s is missing", b);
         return false;
+    }
     tq_error err;
     cr_assert_eq(tq_fvecs_read(b, 0, &ds->base, &err), TQ_OK, "%s", err.msg);
     cr_assert_eq(tq_fvecs_read(q, max_queries, &ds->queries, &err), TQ_OK, "%s", err.msg);
