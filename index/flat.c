@@ -1,34 +1,43 @@
 /*
  * Flat (exhaustive) search over TurboQuant codes held in memory.
  *
- * Storage is struct-of-arrays, row i being the i-th vector added: packed
- * scalar codes, packed sign sketches (prod), per-vector scalars, and
- * optionally the float vectors for exact re-ranking (normalized for cosine).
- * Code arrays carry TQ_CODE_PAD spare bytes that the kernels may read.
+ * Storage is struct-of-arrays, row i being the i-th vector added: scalar
+ * codes and (prod) sign sketches in scan blocks of 32 vectors, per-vector
+ * scalars, and optionally the float vectors for exact re-ranking
+ * (normalized for cosine). Rows of a block that hold no vector yet are zero
+ * nibbles and are never reported.
  *
- * Search scores every row through tq_quantizer_estimate in chunks (the one
- * scoring interface a faster scan layout replaces), keeps the best k, or the
- * best k*rerank when re-ranking, then rescores those exactly. Internally a
- * larger key is better: l2 uses the negated distance estimate
- *     ||q||^2 + ||x||^2 - 2 ||x|| g,
- * ip uses ||x|| g and cosine g/||q||; results go out in the metric's units.
+ * Search with the default LUT scorer is three stages:
+ *   1. coarse: the simd scan kernel sums 8-bit query tables over every
+ *      block; the best C = 2k' + 32 estimates (k' = k, or k * rerank) are
+ *      kept;
+ *   2. re-score: those C get the float-table estimate, which is the float
+ *      scorer's value, so 8-bit table rounding cannot cost recall unless a
+ *      true top-k' vector falls outside the top C coarse estimates;
+ *   3. re-rank (optional): the best k' are rescored exactly on the stored
+ *      floats and the best k returned.
+ * The float scorer (TQ_SCORER_FLOAT) runs stage 2 on every vector: the
+ * reference the LUT scorer is measured against.
+ *
+ * Internally a larger key is better: l2 uses the negated distance estimate
+ * ||q||^2 + ||x||^2 - 2 ||x|| g, ip uses ||x|| g and cosine g/||q||; results
+ * go out in the metric's units.
  *
  * Concurrency: tq_flat_add needs exclusive access; searches only read and
  * may run in parallel, each with its own scratch.
  */
 #include "tq_index.h"
 
-#define SCORE_CHUNK 256
-
 struct tq_flat {
     tq_flat_config cfg;
     tq_quantizer q;
-    tq_qscratch scratch; /* encode scratch, used by add only */
-    size_t n, cap;
-    uint8_t *codes;
-    uint8_t *signs;
-    tq_code_scalars *sc;
-    float *vectors;
+    tq_qscratch scratch;      /* encode scratch, used by add only */
+    uint8_t *codes, *signs;   /* one vector's unpacked codes, used by add only */
+    size_t n, cap_blocks;
+    uint8_t *code_blocks;     /* cap_blocks * q.code_layout.block_bytes */
+    uint8_t *sign_blocks;     /* cap_blocks * q.sign_layout.block_bytes (prod) */
+    tq_code_scalars *sc;      /* cap_blocks * 32 */
+    float *vectors;           /* cap_blocks * 32 * d (keep_vectors) */
 };
 
 int tq_flat_create(const tq_flat_config *cfg, tq_flat **out, tq_error *err)
@@ -45,10 +54,12 @@ int tq_flat_create(const tq_flat_config *cfg, tq_flat **out, tq_error *err)
         tq_free(f);
         return rc;
     }
-    if (tq_qscratch_init(&f->scratch, cfg->d)) {
+    f->codes = tq_malloc(2 * (size_t)cfg->d);
+    if (!f->codes || tq_qscratch_init(&f->scratch, cfg->d)) {
         tq_flat_free(f);
         return tq_err(err, TQ_ENOMEM, "out of memory for encode scratch");
     }
+    f->signs = f->codes + cfg->d;
     *out = f;
     return TQ_OK;
 }
@@ -60,7 +71,8 @@ void tq_flat_free(tq_flat *f)
     tq_quantizer_free(&f->q);
     tq_qscratch_free(&f->scratch);
     tq_free(f->codes);
-    tq_free(f->signs);
+    tq_free(f->code_blocks);
+    tq_free(f->sign_blocks);
     tq_free(f->sc);
     tq_free(f->vectors);
     tq_free(f);
@@ -86,43 +98,44 @@ size_t tq_flat_bytes_per_vector(const tq_flat *f)
     size_t scalars = f->q.variant == TQ_VARIANT_PROD ? 3 : 2;
     if (f->q.correction == TQ_CORRECTION_NONE)
         scalars--;
-    return f->q.code_bytes + f->q.sign_bytes + scalars * sizeof(float);
+    size_t code = f->q.mse_bits ? f->q.code_layout.block_bytes / TQ_SCAN_BLOCK : 0;
+    size_t sign = f->q.variant == TQ_VARIANT_PROD ? f->q.sign_layout.block_bytes / TQ_SCAN_BLOCK : 0;
+    return code + sign + scalars * sizeof(float);
 }
 
-/* Grow every array to hold `want` rows. On failure the arrays that did grow
- * keep their contents and n is unchanged, so the index stays consistent. */
+/* Grow one array from old_n to new_n elements of `size` bytes, zeroing the
+ * new part. On failure *p is untouched. */
+static int grow(void **p, size_t old_n, size_t new_n, size_t size)
+{
+    if (size == 0)
+        return TQ_OK;
+    uint8_t *q = tq_realloc(*p, new_n * size);
+    if (!q)
+        return TQ_ENOMEM;
+    memset(q + old_n * size, 0, (new_n - old_n) * size);
+    *p = q;
+    return TQ_OK;
+}
+
+/* Room for `want` rows. On failure the arrays that did grow keep their
+ * contents and n is unchanged, so the index stays consistent. */
 static int reserve(tq_flat *f, size_t want, tq_error *err)
 {
-    if (want <= f->cap)
+    size_t blocks = (want + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK;
+    if (blocks <= f->cap_blocks)
         return TQ_OK;
-    size_t cap = f->cap ? f->cap : 1024;
-    while (cap < want)
+    size_t cap = f->cap_blocks ? f->cap_blocks : 32;
+    while (cap < blocks)
         cap *= 2;
-    const size_t d = f->cfg.d;
-    uint8_t *codes = tq_realloc(f->codes, cap * f->q.code_bytes + TQ_CODE_PAD);
-    if (!codes)
-        goto oom;
-    f->codes = codes;
-    if (f->q.sign_bytes) {
-        uint8_t *signs = tq_realloc(f->signs, cap * f->q.sign_bytes + TQ_CODE_PAD);
-        if (!signs)
-            goto oom;
-        f->signs = signs;
-    }
-    tq_code_scalars *sc = tq_realloc(f->sc, cap * sizeof(*sc));
-    if (!sc)
-        goto oom;
-    f->sc = sc;
-    if (f->cfg.keep_vectors) {
-        float *v = tq_realloc(f->vectors, cap * d * sizeof(float));
-        if (!v)
-            goto oom;
-        f->vectors = v;
-    }
-    f->cap = cap;
+    const size_t old = f->cap_blocks, d = f->cfg.d;
+    bool prod = f->q.variant == TQ_VARIANT_PROD;
+    if (grow((void **)&f->code_blocks, old, cap, f->q.mse_bits ? f->q.code_layout.block_bytes : 0) ||
+        grow((void **)&f->sign_blocks, old, cap, prod ? f->q.sign_layout.block_bytes : 0) ||
+        grow((void **)&f->sc, old, cap, TQ_SCAN_BLOCK * sizeof(tq_code_scalars)) ||
+        grow((void **)&f->vectors, old, cap, f->cfg.keep_vectors ? TQ_SCAN_BLOCK * d * sizeof(float) : 0))
+        return tq_err(err, TQ_ENOMEM, "out of memory growing the index to %zu vectors", cap * TQ_SCAN_BLOCK);
+    f->cap_blocks = cap;
     return TQ_OK;
-oom:
-    return tq_err(err, TQ_ENOMEM, "out of memory growing the index to %zu vectors", cap);
 }
 
 int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err)
@@ -144,11 +157,16 @@ int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err)
     int rc = reserve(f, f->n + n, err);
     if (rc)
         return rc;
+    const tq_quantizer *q = &f->q;
     for (size_t i = 0; i < n; i++) {
-        size_t row = f->n + i;
+        size_t row = f->n + i, block = row / TQ_SCAN_BLOCK;
+        unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
         const float *v = x + i * d;
-        tq_quantizer_encode(&f->q, v, &f->scratch, f->codes + row * f->q.code_bytes,
-                            f->signs ? f->signs + row * f->q.sign_bytes : NULL, &f->sc[row]);
+        tq_quantizer_encode(q, v, &f->scratch, f->codes, f->signs, &f->sc[row]);
+        if (q->mse_bits)
+            tq_scan_put(&q->code_layout, f->code_blocks + block * q->code_layout.block_bytes, lane, f->codes);
+        if (q->variant == TQ_VARIANT_PROD)
+            tq_scan_put(&q->sign_layout, f->sign_blocks + block * q->sign_layout.block_bytes, lane, f->signs);
         if (f->cfg.keep_vectors) {
             float *dst = f->vectors + row * d;
             memcpy(dst, v, d * sizeof(float));
@@ -188,11 +206,74 @@ static float exact_key(const tq_flat *f, const float *query, float qnorm, size_t
     return 0.0f;
 }
 
-int tq_flat_search(const tq_flat *f, const float *query, size_t k, unsigned rerank,
-                   tq_hit *out, size_t *count, tq_error *err)
+/* The float-table estimate of one row: stage 2, and the float scorer. */
+static float float_key(const tq_flat *f, const tq_query *pq, size_t row)
+{
+    const tq_quantizer *q = &f->q;
+    size_t block = row / TQ_SCAN_BLOCK;
+    unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
+    float code_dot = 0.0f, sign_dot = 0.0f;
+    if (q->mse_bits)
+        code_dot = tq_scan_lut_exact(&q->code_layout, &pq->code_lut,
+                                     f->code_blocks + block * q->code_layout.block_bytes, lane);
+    if (q->variant == TQ_VARIANT_PROD)
+        sign_dot = tq_scan_lut_exact(&q->sign_layout, &pq->sign_lut,
+                                     f->sign_blocks + block * q->sign_layout.block_bytes, lane);
+    return estimate_key(f->cfg.metric, tq_unit_estimate(q, &f->sc[row], code_dot, sign_dot), &f->sc[row],
+                        pq->qnorm);
+}
+
+/* Keys of one block's rows from their table sums. Kept free of calls and
+ * branches on the data so the compiler can vectorize it. */
+static void block_keys(const tq_flat *f, const tq_code_scalars *sc, const uint32_t *code_sum,
+                       const uint32_t *sign_sum, const tq_query *pq, float *key)
+{
+    const tq_quantizer *q = &f->q;
+    const float cd = pq->code_lut.delta, cb = pq->code_lut.bias, sd = pq->sign_lut.delta, sb = pq->sign_lut.bias;
+    const bool has_code = q->mse_bits > 0, prod = q->variant == TQ_VARIANT_PROD;
+    for (int v = 0; v < TQ_SCAN_BLOCK; v++) {
+        float code_dot = has_code ? cd * (float)code_sum[v] + cb : 0.0f;
+        float sign_dot = prod ? sd * (float)sign_sum[v] + sb : 0.0f;
+        key[v] = estimate_key(f->cfg.metric, tq_unit_estimate(q, &sc[v], code_dot, sign_dot), &sc[v], pq->qnorm);
+    }
+}
+
+/* Stage 1: 8-bit table sums over every block into `cand`. Rows arrive in
+ * increasing order, so a key equal to the current k-th best loses the tie:
+ * only a strictly larger key is pushed. */
+static void coarse_scan(const tq_flat *f, const tq_query *pq, tq_topk *cand)
+{
+    const tq_simd_kernels *k = tq_simd();
+    const tq_quantizer *q = &f->q;
+    const bool prod = q->variant == TQ_VARIANT_PROD;
+    uint32_t code_sum[TQ_SCAN_BLOCK] = {0}, sign_sum[TQ_SCAN_BLOCK] = {0};
+    float key[TQ_SCAN_BLOCK];
+    float threshold = -INFINITY;
+    size_t nblocks = (f->n + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK;
+    for (size_t b = 0; b < nblocks; b++) {
+        if (q->mse_bits)
+            k->scan_block(f->code_blocks + b * q->code_layout.block_bytes, q->code_layout.npairs,
+                          pq->code_lut.q8, code_sum);
+        if (prod)
+            k->scan_block(f->sign_blocks + b * q->sign_layout.block_bytes, q->sign_layout.npairs,
+                          pq->sign_lut.q8, sign_sum);
+        size_t base = b * TQ_SCAN_BLOCK, rows = f->n - base < TQ_SCAN_BLOCK ? f->n - base : TQ_SCAN_BLOCK;
+        block_keys(f, f->sc + base, code_sum, sign_sum, pq, key);
+        for (size_t v = 0; v < rows; v++)
+            if (key[v] > threshold || cand->len < cand->cap) {
+                tq_topk_push(cand, base + v, key[v]);
+                if (cand->len == cand->cap)
+                    threshold = cand->heap[0].score;
+            }
+    }
+}
+
+int tq_flat_search(const tq_flat *f, const float *query, const tq_search_opts *opts, tq_hit *out, size_t *count,
+                   tq_error *err)
 {
     *count = 0;
-    const size_t d = f->cfg.d;
+    const size_t d = f->cfg.d, k = opts->k;
+    const unsigned rerank = opts->rerank;
     size_t bad;
     if (tq_check_finite(query, d, &bad))
         return tq_err(err, TQ_EVALUE, "query has a non-finite value at coordinate %zu", bad);
@@ -202,17 +283,20 @@ int tq_flat_search(const tq_flat *f, const float *query, size_t k, unsigned rera
         return tq_err(err, TQ_EARG, "rerank %u is above the limit %u", rerank, TQ_MAX_RERANK);
     if (rerank > 0 && !f->cfg.keep_vectors)
         return tq_err(err, TQ_EUNSUPPORTED, "re-ranking needs the float vectors, which this index does not keep");
+    if (opts->scorer != TQ_SCORER_LUT && opts->scorer != TQ_SCORER_FLOAT)
+        return tq_err(err, TQ_EARG, "unknown scorer %d", (int)opts->scorer);
     if (k == 0 || f->n == 0)
         return TQ_OK;
 
     tq_query pq;
-    tq_topk cand = {0}, best = {0};
-    float *g = tq_malloc(2 * SCORE_CHUNK * sizeof(float));
-    size_t ncand = rerank ? k * rerank : k;
-    if (ncand > f->n)
-        ncand = f->n;
-    int rc = tq_query_init(&pq, (uint32_t)d);
-    if (rc || !g || tq_topk_init(&cand, ncand) || (rerank && tq_topk_init(&best, k))) {
+    tq_topk coarse = {0}, mid = {0}, best = {0};
+    size_t nmid = rerank ? k * rerank : k;
+    if (nmid > f->n)
+        nmid = f->n;
+    size_t ncoarse = 2 * nmid + 32 < f->n ? 2 * nmid + 32 : f->n;
+    int rc = tq_query_init(&pq, &f->q);
+    if (rc || tq_topk_init(&mid, nmid) || tq_topk_init(&best, k) ||
+        (opts->scorer == TQ_SCORER_LUT && tq_topk_init(&coarse, ncoarse))) {
         rc = tq_err(err, TQ_ENOMEM, "out of memory for search scratch");
         goto done;
     }
@@ -221,21 +305,22 @@ int tq_flat_search(const tq_flat *f, const float *query, size_t k, unsigned rera
         rc = tq_err(err, TQ_EVALUE, "query is zero: it has no cosine similarity");
         goto done;
     }
-    for (size_t base = 0; base < f->n; base += SCORE_CHUNK) {
-        size_t rows = f->n - base < SCORE_CHUNK ? f->n - base : SCORE_CHUNK;
-        tq_quantizer_estimate(&f->q, &pq, rows, f->codes + base * f->q.code_bytes,
-                              f->signs ? f->signs + base * f->q.sign_bytes : NULL,
-                              f->sc + base, g, g + SCORE_CHUNK);
-        for (size_t i = 0; i < rows; i++)
-            tq_topk_push(&cand, base + i, estimate_key(f->cfg.metric, g[i], &f->sc[base + i], pq.qnorm));
+    if (opts->scorer == TQ_SCORER_LUT) {
+        coarse_scan(f, &pq, &coarse);
+        size_t nc = tq_topk_drain(&coarse, coarse.heap);
+        for (size_t i = 0; i < nc; i++)
+            tq_topk_push(&mid, coarse.heap[i].id, float_key(f, &pq, coarse.heap[i].id));
+    } else {
+        for (size_t row = 0; row < f->n; row++)
+            tq_topk_push(&mid, row, float_key(f, &pq, row));
     }
-    size_t n = tq_topk_drain(&cand, cand.heap);
+    size_t n = tq_topk_drain(&mid, mid.heap);
     if (rerank) {
         for (size_t i = 0; i < n; i++)
-            tq_topk_push(&best, cand.heap[i].id, exact_key(f, query, pq.qnorm, cand.heap[i].id));
+            tq_topk_push(&best, mid.heap[i].id, exact_key(f, query, pq.qnorm, mid.heap[i].id));
         n = tq_topk_drain(&best, out);
     } else {
-        memcpy(out, cand.heap, n * sizeof(tq_hit));
+        memcpy(out, mid.heap, n * sizeof(tq_hit));
     }
     if (f->cfg.metric == TQ_METRIC_L2)
         for (size_t i = 0; i < n; i++)
@@ -243,8 +328,23 @@ int tq_flat_search(const tq_flat *f, const float *query, size_t k, unsigned rera
     *count = n;
 done:
     tq_query_free(&pq);
-    tq_topk_free(&cand);
+    tq_topk_free(&coarse);
+    tq_topk_free(&mid);
     tq_topk_free(&best);
-    tq_free(g);
     return rc;
+}
+
+int tq_flat_get_codes(const tq_flat *f, size_t row, uint8_t *codes, uint8_t *signs, tq_code_scalars *sc)
+{
+    if (row >= f->n)
+        return TQ_ENOTFOUND;
+    const tq_quantizer *q = &f->q;
+    size_t block = row / TQ_SCAN_BLOCK;
+    unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
+    if (q->mse_bits)
+        tq_scan_get(&q->code_layout, f->code_blocks + block * q->code_layout.block_bytes, lane, codes);
+    if (q->variant == TQ_VARIANT_PROD)
+        tq_scan_get(&q->sign_layout, f->sign_blocks + block * q->sign_layout.block_bytes, lane, signs);
+    *sc = f->sc[row];
+    return TQ_OK;
 }

@@ -60,6 +60,7 @@ int tq_quantizer_init(tq_quantizer *q, uint32_t d, unsigned bits, tq_variant var
         for (unsigned i = 0; i < q->cb->levels; i++)
             q->table[i] = q->cb->centroid_f[i];
         q->code_bytes = ((size_t)d * q->mse_bits + 7) / 8;
+        tq_scan_layout_init(&q->code_layout, d, q->mse_bits);
     }
     q->sign_table[0] = -1.0f;
     q->sign_table[1] = 1.0f;
@@ -71,6 +72,7 @@ int tq_quantizer_init(tq_quantizer *q, uint32_t d, unsigned bits, tq_variant var
         }
         q->qjl_scale = (float)(1.0 / (d * tq_sphere_abs_mean(d)));
         q->sign_bytes = ((size_t)d + 7) / 8;
+        tq_scan_layout_init(&q->sign_layout, d, 1);
     }
     return TQ_OK;
 }
@@ -86,8 +88,8 @@ void tq_quantizer_free(tq_quantizer *q)
 int tq_qscratch_init(tq_qscratch *s, uint32_t d)
 {
     s->u = tq_malloc(3 * (size_t)d * sizeof(float));
-    s->codes = tq_malloc(d);
-    if (!s->u || !s->codes) {
+    s->packed = tq_malloc((size_t)d / 2 + 1 + TQ_CODE_PAD);
+    if (!s->u || !s->packed) {
         tq_qscratch_free(s);
         return TQ_ENOMEM;
     }
@@ -101,21 +103,23 @@ void tq_qscratch_free(tq_qscratch *s)
     if (!s)
         return;
     tq_free(s->u);
-    tq_free(s->codes);
+    tq_free(s->packed);
     memset(s, 0, sizeof(*s));
 }
 
-/* <v, code's reconstruction> for one packed row. */
-static float dot_row(const tq_simd_kernels *k, const uint8_t *row, unsigned bits,
-                     const float *table, const float *v, uint32_t d)
+/* <v, reconstruction> of one vector's unpacked codes, through the packed
+ * form so that it is the dot_codes kernel's lane-16 sum on every path. */
+static float codes_dot(const tq_simd_kernels *k, const uint8_t *codes, unsigned bits, const float *table,
+                       const float *v, uint32_t d, uint8_t *packed)
 {
     float out;
-    k->dot_codes(row, 1, 0, bits, table, v, d, &out);
+    k->pack(codes, d, bits, packed);
+    k->dot_codes(packed, 1, 0, bits, table, v, d, &out);
     return out;
 }
 
 void tq_quantizer_encode(const tq_quantizer *q, const float *x, tq_qscratch *s,
-                         uint8_t *code, uint8_t *signs, tq_code_scalars *out)
+                         uint8_t *codes, uint8_t *signs, tq_code_scalars *out)
 {
     const tq_simd_kernels *k = tq_simd();
     const uint32_t d = q->d;
@@ -127,38 +131,36 @@ void tq_quantizer_encode(const tq_quantizer *q, const float *x, tq_qscratch *s,
 
     float self = 0.0f; /* <u, u~> */
     if (q->mse_bits > 0) {
-        k->quantize(s->u, d, q->cb->bound_f, q->cb->levels - 1, s->codes);
-        k->pack(s->codes, d, q->mse_bits, code);
-        self = dot_row(k, code, q->mse_bits, q->table, s->u, d);
+        k->quantize(s->u, d, q->cb->bound_f, q->cb->levels - 1, codes);
+        self = codes_dot(k, codes, q->mse_bits, q->table, s->u, d, s->packed);
     }
     out->norm = norm;
     out->rnorm = 0.0f;
     if (q->variant == TQ_VARIANT_PROD) {
         for (uint32_t j = 0; j < d; j++)
-            s->r[j] = s->u[j] - (q->mse_bits ? q->table[s->codes[j]] : 0.0f);
+            s->r[j] = s->u[j] - (q->mse_bits ? q->table[codes[j]] : 0.0f);
         out->rnorm = sqrtf(k->dot(s->r, s->r, d));
         tq_rotation_apply(&q->qjl, s->r);
         for (uint32_t j = 0; j < d; j++)
-            s->codes[j] = s->r[j] >= 0.0f;
-        k->pack(s->codes, d, 1, signs);
+            signs[j] = s->r[j] >= 0.0f;
         memcpy(s->pu, s->u, d * sizeof(float));
         tq_rotation_apply(&q->qjl, s->pu);
-        float sketch = dot_row(k, signs, 1, q->sign_table, s->pu, d);
+        float sketch = codes_dot(k, signs, 1, q->sign_table, s->pu, d, s->packed);
         self = self + out->rnorm * q->qjl_scale * sketch;
     }
     out->corr = q->correction == TQ_CORRECTION_IP && self > 0.0f ? 1.0f / self : 1.0f;
 }
 
-void tq_quantizer_decode(const tq_quantizer *q, const uint8_t *code, const uint8_t *signs,
+void tq_quantizer_decode(const tq_quantizer *q, const uint8_t *codes, const uint8_t *signs,
                          const tq_code_scalars *sc, float *x, tq_qscratch *s)
 {
     const uint32_t d = q->d;
     for (uint32_t j = 0; j < d; j++)
-        x[j] = q->mse_bits ? q->table[tq_code_at(code, j, q->mse_bits)] : 0.0f;
+        x[j] = q->mse_bits ? q->table[codes[j]] : 0.0f;
     if (q->variant == TQ_VARIANT_PROD) {
         float amp = sc->rnorm * q->qjl_scale;
         for (uint32_t j = 0; j < d; j++)
-            s->r[j] = tq_code_at(signs, j, 1) ? amp : -amp;
+            s->r[j] = signs[j] ? amp : -amp;
         tq_rotation_invert(&q->qjl, s->r);
         for (uint32_t j = 0; j < d; j++)
             x[j] = x[j] + s->r[j];
@@ -167,20 +169,34 @@ void tq_quantizer_decode(const tq_quantizer *q, const uint8_t *code, const uint8
     tq_simd()->scale(x, d, sc->norm);
 }
 
-int tq_query_init(tq_query *pq, uint32_t d)
+int tq_query_init(tq_query *pq, const tq_quantizer *q)
 {
+    memset(pq, 0, sizeof(*pq));
+    const uint32_t d = q->d;
     pq->qr = tq_malloc(2 * (size_t)d * sizeof(float));
-    pq->qp = pq->qr ? pq->qr + d : NULL;
-    pq->qnorm = 0.0f;
-    return pq->qr ? TQ_OK : TQ_ENOMEM;
+    pq->packed = tq_malloc((size_t)d / 2 + 1 + TQ_CODE_PAD);
+    if (!pq->qr || !pq->packed)
+        goto oom;
+    pq->qp = pq->qr + d;
+    if (q->mse_bits > 0 && tq_scan_lut_init(&pq->code_lut, &q->code_layout))
+        goto oom;
+    if (q->variant == TQ_VARIANT_PROD && tq_scan_lut_init(&pq->sign_lut, &q->sign_layout))
+        goto oom;
+    return TQ_OK;
+oom:
+    tq_query_free(pq);
+    return TQ_ENOMEM;
 }
 
 void tq_query_free(tq_query *pq)
 {
-    if (pq) {
-        tq_free(pq->qr);
-        pq->qr = pq->qp = NULL;
-    }
+    if (!pq)
+        return;
+    tq_free(pq->qr);
+    tq_free(pq->packed);
+    tq_scan_lut_free(&pq->code_lut);
+    tq_scan_lut_free(&pq->sign_lut);
+    memset(pq, 0, sizeof(*pq));
 }
 
 void tq_quantizer_prepare(const tq_quantizer *q, const float *query, tq_query *pq)
@@ -189,27 +205,22 @@ void tq_quantizer_prepare(const tq_quantizer *q, const float *query, tq_query *p
     pq->qnorm = sqrtf(k->dot(query, query, q->d));
     memcpy(pq->qr, query, q->d * sizeof(float));
     tq_rotation_apply(&q->rot, pq->qr);
+    if (q->mse_bits > 0)
+        tq_scan_lut_build(&q->code_layout, q->table, pq->qr, &pq->code_lut);
     if (q->variant == TQ_VARIANT_PROD) {
         memcpy(pq->qp, pq->qr, q->d * sizeof(float));
         tq_rotation_apply(&q->qjl, pq->qp);
+        tq_scan_lut_build(&q->sign_layout, q->sign_table, pq->qp, &pq->sign_lut);
     }
 }
 
-void tq_quantizer_estimate(const tq_quantizer *q, const tq_query *pq, size_t nrows,
-                           const uint8_t *codes, const uint8_t *signs,
-                           const tq_code_scalars *sc, float *g, float *sign_dot)
+float tq_quantizer_estimate(const tq_quantizer *q, const tq_query *pq, const uint8_t *codes,
+                            const uint8_t *signs, const tq_code_scalars *sc)
 {
     const tq_simd_kernels *k = tq_simd();
-    if (q->mse_bits > 0)
-        k->dot_codes(codes, nrows, q->code_bytes, q->mse_bits, q->table, pq->qr, q->d, g);
-    else
-        memset(g, 0, nrows * sizeof(float));
-    if (q->variant == TQ_VARIANT_PROD) {
-        k->dot_codes(signs, nrows, q->sign_bytes, 1, q->sign_table, pq->qp, q->d, sign_dot);
-        for (size_t i = 0; i < nrows; i++)
-            g[i] = sc[i].corr * (g[i] + sc[i].rnorm * q->qjl_scale * sign_dot[i]);
-    } else {
-        for (size_t i = 0; i < nrows; i++)
-            g[i] = sc[i].corr * g[i];
-    }
+    float code_dot = q->mse_bits ? codes_dot(k, codes, q->mse_bits, q->table, pq->qr, q->d, pq->packed) : 0.0f;
+    float sign_dot = q->variant == TQ_VARIANT_PROD
+                         ? codes_dot(k, signs, 1, q->sign_table, pq->qp, q->d, pq->packed)
+                         : 0.0f;
+    return tq_unit_estimate(q, sc, code_dot, sign_dot);
 }

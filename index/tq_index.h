@@ -13,6 +13,8 @@
  *   codebook   Lloyd-Max centroids for the sphere-coordinate density
  *   quantizer  encode (mse / prod variants, correction factor), query
  *              preparation, score estimates
+ *   scan       the blocked nibble layout of codes and the per-query 8-bit
+ *              tables the fast-scan kernel sums
  *   topk       bounded best-k selection with deterministic tie-breaking
  *   flat       an in-memory collection of codes, searched exhaustively
  */
@@ -139,6 +141,39 @@ const tq_codebook *tq_codebook_get(uint32_t d, unsigned bits);
 /* Density constant c_d = E|u_1| for u uniform on the sphere in R^d. */
 double tq_sphere_abs_mean(uint32_t d);
 
+/* ------------------------------------------------------------------ scan */
+
+typedef struct tq_scan_layout {
+    uint32_t d;
+    unsigned bits;        /* bits of each code: 1..4 */
+    uint32_t per_nibble;  /* coordinates per 4-bit nibble: 1, 2 or 4 */
+    uint32_t nibbles;     /* per vector, padded to even */
+    uint32_t npairs;      /* nibbles / 2 */
+    size_t block_bytes;   /* bytes of one block of TQ_SCAN_BLOCK vectors */
+} tq_scan_layout;
+
+/* A query's tables for one layout: float rows (16 per nibble) and their
+ * 8-bit quantization, sum_t f[t][nib] ≈ delta * sum_t q8[t][nib] + bias. */
+typedef struct tq_scan_lut {
+    uint8_t *q8;
+    float *f;
+    float delta, bias;
+} tq_scan_lut;
+
+void tq_scan_layout_init(tq_scan_layout *L, uint32_t d, unsigned bits);
+/* Store vector v (0..31) of a block from its d unpacked codes. */
+void tq_scan_put(const tq_scan_layout *L, uint8_t *block, unsigned v, const uint8_t *codes);
+/* Read vector v's d unpacked codes back. */
+void tq_scan_get(const tq_scan_layout *L, const uint8_t *block, unsigned v, uint8_t *codes);
+unsigned tq_scan_nibble(const uint8_t *block, unsigned v, uint32_t t);
+int tq_scan_lut_init(tq_scan_lut *t, const tq_scan_layout *L);
+void tq_scan_lut_free(tq_scan_lut *t);
+/* Tables for query coordinates q (d floats) against a 16-entry centroid
+ * table. */
+void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float *q, tq_scan_lut *t);
+/* sum_t f[t][nib(v, t)] in float: the unquantized estimate. */
+float tq_scan_lut_exact(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *block, unsigned v);
+
 /* ------------------------------------------------------------- quantizer */
 
 typedef enum tq_variant { TQ_VARIANT_MSE = 1, TQ_VARIANT_PROD = 2 } tq_variant;
@@ -160,8 +195,10 @@ typedef struct tq_quantizer {
     float table[16];          /* scalar-code centroids, zero-padded */
     float sign_table[16];     /* {-1, +1}: sign bits as a 1-bit code */
     float qjl_scale;          /* 1 / (d * E|u_1|) */
-    size_t code_bytes;        /* packed scalar code per vector */
-    size_t sign_bytes;        /* packed sign sketch per vector (prod) */
+    size_t code_bytes;        /* bit-packed scalar code of one vector */
+    size_t sign_bytes;        /* bit-packed sign sketch of one vector (prod) */
+    tq_scan_layout code_layout; /* scan layout of the scalar codes (mse_bits > 0) */
+    tq_scan_layout sign_layout; /* scan layout of the sign sketch (prod) */
 } tq_quantizer;
 
 /* One encoded vector's scalars. */
@@ -171,10 +208,10 @@ typedef struct tq_code_scalars {
     float rnorm;  /* prod: ||u - u~_mse||, else 0 */
 } tq_code_scalars;
 
-/* Per-thread working memory for encode and query preparation. */
+/* Per-thread working memory for encode and decode. */
 typedef struct tq_qscratch {
     float *u, *r, *pu;
-    uint8_t *codes;
+    uint8_t *packed; /* one bit-packed code, TQ_CODE_PAD spare */
 } tq_qscratch;
 
 int tq_quantizer_init(tq_quantizer *q, uint32_t d, unsigned bits, tq_variant variant,
@@ -182,32 +219,40 @@ int tq_quantizer_init(tq_quantizer *q, uint32_t d, unsigned bits, tq_variant var
 void tq_quantizer_free(tq_quantizer *q);
 int tq_qscratch_init(tq_qscratch *s, uint32_t d);
 void tq_qscratch_free(tq_qscratch *s);
-/* Encode one finite vector x (caller validated). Writes q->code_bytes bytes
- * to code and, for prod, q->sign_bytes to signs; both buffers must extend
- * TQ_CODE_PAD bytes further, which the kernels may read. */
+/* Encode one finite vector x (caller validated): d unpacked scalar codes
+ * (when mse_bits > 0) and, for prod, d sign bits (0/1) as bytes. */
 void tq_quantizer_encode(const tq_quantizer *q, const float *x, tq_qscratch *s,
-                         uint8_t *code, uint8_t *signs, tq_code_scalars *out);
-/* Reconstruct x~ (length d) from a code: the decode of the same variant. */
-void tq_quantizer_decode(const tq_quantizer *q, const uint8_t *code, const uint8_t *signs,
+                         uint8_t *codes, uint8_t *signs, tq_code_scalars *out);
+/* Reconstruct x~ (length d) from unpacked codes: the variant's decode. */
+void tq_quantizer_decode(const tq_quantizer *q, const uint8_t *codes, const uint8_t *signs,
                          const tq_code_scalars *sc, float *x, tq_qscratch *s);
 
-/* A query prepared for scoring: rotated once, projected once for prod. */
+/* A query prepared for scoring: rotated once, projected once for prod, and
+ * its scan tables built. One per thread. */
 typedef struct tq_query {
     float *qr;    /* R q */
     float *qp;    /* P R q (prod only) */
     float qnorm;  /* ||q|| */
+    tq_scan_lut code_lut, sign_lut;
+    uint8_t *packed; /* scratch for the reference estimator */
 } tq_query;
 
-int tq_query_init(tq_query *pq, uint32_t d);
+int tq_query_init(tq_query *pq, const tq_quantizer *q);
 void tq_query_free(tq_query *pq);
 void tq_quantizer_prepare(const tq_quantizer *q, const float *query, tq_query *pq);
-/* Estimates of <q, x / ||x||> (the "unit" estimate g) for nrows stored codes
- * (rows q->code_bytes and q->sign_bytes apart, padded by TQ_CODE_PAD):
- * g = corr * (<Rq, u~> + rnorm * qjl_scale * <PRq, s>). sign_dot is scratch
- * of nrows floats (prod only). */
-void tq_quantizer_estimate(const tq_quantizer *q, const tq_query *pq, size_t nrows,
-                           const uint8_t *codes, const uint8_t *signs,
-                           const tq_code_scalars *sc, float *g, float *sign_dot);
+/* The unit estimate g ≈ <q, x/||x||> of one vector from its unpacked codes,
+ * by decode-and-dot in float (the reference the tables approximate):
+ * g = corr * (<Rq, u~> + rnorm * qjl_scale * <PRq, s>). */
+float tq_quantizer_estimate(const tq_quantizer *q, const tq_query *pq, const uint8_t *codes,
+                            const uint8_t *signs, const tq_code_scalars *sc);
+/* Combine the parts of g; the one formula every scorer uses. */
+static inline float tq_unit_estimate(const tq_quantizer *q, const tq_code_scalars *sc, float code_dot,
+                                     float sign_dot)
+{
+    if (q->variant == TQ_VARIANT_PROD)
+        return sc->corr * (code_dot + sc->rnorm * q->qjl_scale * sign_dot);
+    return sc->corr * code_dot;
+}
 
 /* ------------------------------------------------------------------ topk */
 
@@ -252,6 +297,17 @@ typedef struct tq_flat_config {
     bool keep_vectors; /* keep float vectors for exact re-ranking */
 } tq_flat_config;
 
+typedef enum tq_scorer {
+    TQ_SCORER_LUT = 1,   /* 8-bit table scan, then float re-score of the best */
+    TQ_SCORER_FLOAT = 2, /* float tables for every vector: the reference */
+} tq_scorer;
+
+typedef struct tq_search_opts {
+    size_t k;
+    unsigned rerank;     /* exact re-rank of the best k*rerank; 0 = off */
+    tq_scorer scorer;
+} tq_search_opts;
+
 typedef struct tq_flat tq_flat;
 
 int tq_flat_create(const tq_flat_config *cfg, tq_flat **out, tq_error *err);
@@ -269,8 +325,10 @@ size_t tq_flat_bytes_per_vector(const tq_flat *f);
  * keep_vectors). Scores are reported in the metric's units: squared L2
  * distance, inner product, or cosine similarity. Safe to call from many
  * threads at once. */
-int tq_flat_search(const tq_flat *f, const float *query, size_t k, unsigned rerank,
-                   tq_hit *out, size_t *count, tq_error *err);
+int tq_flat_search(const tq_flat *f, const float *query, const tq_search_opts *opts, tq_hit *out,
+                   size_t *count, tq_error *err);
+/* Row `row`'s unpacked codes (d bytes each; signs for prod) and scalars. */
+int tq_flat_get_codes(const tq_flat *f, size_t row, uint8_t *codes, uint8_t *signs, tq_code_scalars *sc);
 
 /* Check that x[0..n) is finite; on failure report the first bad index. */
 int tq_check_finite(const float *x, size_t n, size_t *bad);

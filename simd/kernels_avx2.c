@@ -318,6 +318,69 @@ static void dot_codes_avx2(const uint8_t *codes, size_t nrows, size_t stride,
     }
 }
 
+/* Adds the 16-bit partial sums of one flush interval to the 32-bit totals.
+ * lo holds (even + 256 * odd) mod 2^16 per 16-bit lane, hi the odd sums, so
+ * even = lo - 256 * hi exactly (each partial sum is below 2^16). 16-bit lane
+ * k covers vectors 2k (even) and 2k+1 (odd). */
+static inline void scan_flush(__m256i lo, __m256i hi, __m256i tot[4])
+{
+    __m256i even = _mm256_sub_epi16(lo, _mm256_slli_epi16(hi, 8));
+    tot[0] = _mm256_add_epi32(tot[0], _mm256_cvtepu16_epi32(_mm256_castsi256_si128(even)));
+    tot[1] = _mm256_add_epi32(tot[1], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(even, 1)));
+    tot[2] = _mm256_add_epi32(tot[2], _mm256_cvtepu16_epi32(_mm256_castsi256_si128(hi)));
+    tot[3] = _mm256_add_epi32(tot[3], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(hi, 1)));
+}
+
+static inline void scan_store(const __m256i tot[4], uint32_t out[32])
+{
+    uint32_t even[16], odd[16];
+    _mm256_storeu_si256((__m256i *)even, tot[0]);
+    _mm256_storeu_si256((__m256i *)(even + 8), tot[1]);
+    _mm256_storeu_si256((__m256i *)odd, tot[2]);
+    _mm256_storeu_si256((__m256i *)(odd + 8), tot[3]);
+    for (int k = 0; k < 16; k++) {
+        out[2 * k] = even[k];
+        out[2 * k + 1] = odd[k];
+    }
+}
+
+/* Sum of one pair's two table lookups into the 16-bit partials. */
+static inline void scan_pair(const uint8_t *block, const uint8_t *lut, size_t p, __m256i *lo, __m256i *hi)
+{
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    __m256i v = _mm256_loadu_si256((const __m256i *)(block + 32 * p));
+    __m256i t0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(lut + 32 * p)));
+    __m256i t1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(lut + 32 * p + 16)));
+    __m256i r0 = _mm256_shuffle_epi8(t0, _mm256_and_si256(v, low4));
+    __m256i r1 = _mm256_shuffle_epi8(t1, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+    *lo = _mm256_add_epi16(*lo, _mm256_add_epi16(r0, r1));
+    *hi = _mm256_add_epi16(*hi, _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
+}
+
+static void scan_block_avx2(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32])
+{
+    __m256i tot[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                      _mm256_setzero_si256()};
+    for (size_t p0 = 0; p0 < npairs; p0 += TQ_SCAN_FLUSH_PAIRS) {
+        size_t p1 = p0 + TQ_SCAN_FLUSH_PAIRS < npairs ? p0 + TQ_SCAN_FLUSH_PAIRS : npairs;
+        /* Two independent partial sums (even and odd pairs), each within the
+         * flush bound on its own and added as integers mod 2^16 before the
+         * flush, which is the same exact sum. */
+        __m256i lo0 = _mm256_setzero_si256(), hi0 = _mm256_setzero_si256();
+        __m256i lo1 = _mm256_setzero_si256(), hi1 = _mm256_setzero_si256();
+        size_t p = p0;
+        for (; p + 2 <= p1; p += 2) {
+            _mm_prefetch((const char *)(block + 32 * p + 1024), _MM_HINT_T0);
+            scan_pair(block, lut, p, &lo0, &hi0);
+            scan_pair(block, lut, p + 1, &lo1, &hi1);
+        }
+        if (p < p1)
+            scan_pair(block, lut, p, &lo0, &hi0);
+        scan_flush(_mm256_add_epi16(lo0, lo1), _mm256_add_epi16(hi0, hi1), tot);
+    }
+    scan_store(tot, out);
+}
+
 const tq_simd_kernels tq_simd_kernels_avx2 = {
     .fwht = fwht_avx2,
     .mul = mul_avx2,
@@ -329,4 +392,5 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .dot_f64 = dot_f64_avx2,
     .l2sq_f64 = l2sq_f64_avx2,
     .dot_codes = dot_codes_avx2,
+    .scan_block = scan_block_avx2,
 };

@@ -308,6 +308,55 @@ static void dot_codes_avx512(const uint8_t *codes, size_t nrows, size_t stride,
     }
 }
 
+/* Two nibble pairs per ZMM: the low 256 bits carry pair p, the high pair
+ * p+1, each for the same 32 vectors; the halves are added at each flush.
+ * Partial sums as in the AVX2 kernel: lo = (even + 256 * odd) mod 2^16,
+ * hi = odd, so even = lo - 256 * hi. */
+static void scan_block_avx512(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32])
+{
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    __m512i tot_even = _mm512_setzero_si512(), tot_odd = _mm512_setzero_si512();
+    for (size_t p0 = 0; p0 < npairs; p0 += TQ_SCAN_FLUSH_PAIRS) {
+        size_t p1 = p0 + TQ_SCAN_FLUSH_PAIRS < npairs ? p0 + TQ_SCAN_FLUSH_PAIRS : npairs;
+        __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+        size_t p = p0;
+        /* Within an interval each 16-bit lane receives at most 2 * 128
+         * entries whichever half it sits in, so the bound still holds. */
+        for (; p + 2 <= p1; p += 2) {
+            __m512i v = _mm512_loadu_si512(block + 32 * p);
+            __m512i tabs = _mm512_loadu_si512(lut + 32 * p); /* tables 2p, 2p+1, 2p+2, 2p+3 */
+            __m512i t0 = _mm512_shuffle_i64x2(tabs, tabs, 0xA0); /* 2p, 2p, 2p+2, 2p+2 */
+            __m512i t1 = _mm512_shuffle_i64x2(tabs, tabs, 0xF5); /* 2p+1, 2p+1, 2p+3, 2p+3 */
+            __m512i r0 = _mm512_shuffle_epi8(t0, _mm512_and_si512(v, low4));
+            __m512i r1 = _mm512_shuffle_epi8(t1, _mm512_and_si512(_mm512_srli_epi16(v, 4), low4));
+            lo = _mm512_add_epi16(lo, _mm512_add_epi16(r0, r1));
+            hi = _mm512_add_epi16(hi, _mm512_add_epi16(_mm512_srli_epi16(r0, 8), _mm512_srli_epi16(r1, 8)));
+        }
+        __m256i lo256 = _mm256_add_epi16(_mm512_castsi512_si256(lo), _mm512_extracti64x4_epi64(lo, 1));
+        __m256i hi256 = _mm256_add_epi16(_mm512_castsi512_si256(hi), _mm512_extracti64x4_epi64(hi, 1));
+        if (p < p1) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(block + 32 * p));
+            __m256i t0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(lut + 32 * p)));
+            __m256i t1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(lut + 32 * p + 16)));
+            __m256i r0 = _mm256_shuffle_epi8(t0, _mm256_and_si256(v, _mm512_castsi512_si256(low4)));
+            __m256i r1 = _mm256_shuffle_epi8(t1, _mm256_and_si256(_mm256_srli_epi16(v, 4),
+                                                                   _mm512_castsi512_si256(low4)));
+            lo256 = _mm256_add_epi16(lo256, _mm256_add_epi16(r0, r1));
+            hi256 = _mm256_add_epi16(hi256, _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
+        }
+        __m256i even = _mm256_sub_epi16(lo256, _mm256_slli_epi16(hi256, 8));
+        tot_even = _mm512_add_epi32(tot_even, _mm512_cvtepu16_epi32(even));
+        tot_odd = _mm512_add_epi32(tot_odd, _mm512_cvtepu16_epi32(hi256));
+    }
+    uint32_t even[16], odd[16];
+    _mm512_storeu_si512(even, tot_even);
+    _mm512_storeu_si512(odd, tot_odd);
+    for (int k = 0; k < 16; k++) {
+        out[2 * k] = even[k];
+        out[2 * k + 1] = odd[k];
+    }
+}
+
 const tq_simd_kernels tq_simd_kernels_avx512 = {
     .fwht = fwht_avx512,
     .mul = mul_avx512,
@@ -319,4 +368,5 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .dot_f64 = dot_f64_avx512,
     .l2sq_f64 = l2sq_f64_avx512,
     .dot_codes = dot_codes_avx512,
+    .scan_block = scan_block_avx512,
 };

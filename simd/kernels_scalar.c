@@ -129,6 +129,19 @@ static void dot_codes_scalar(const uint8_t *codes, size_t nrows, size_t stride,
     }
 }
 
+static void scan_block_scalar(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32])
+{
+    for (int v = 0; v < TQ_SCAN_BLOCK; v++) {
+        uint32_t sum = 0;
+        for (size_t p = 0; p < npairs; p++) {
+            uint8_t byte = block[32 * p + v];
+            sum += lut[32 * p + (byte & 15)];
+            sum += lut[32 * p + 16 + (byte >> 4)];
+        }
+        out[v] = sum;
+    }
+}
+
 const tq_simd_kernels tq_simd_kernels_scalar = {
     .fwht = tq_fwht_scalar,
     .mul = mul_scalar,
@@ -140,4 +153,5 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .dot_f64 = dot_f64_scalar,
     .l2sq_f64 = l2sq_f64_scalar,
     .dot_codes = dot_codes_scalar,
+    .scan_block = scan_block_scalar,
 };

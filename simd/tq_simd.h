@@ -19,6 +19,16 @@
  * A lane that has no element left is not touched (not even by +0.0), so the
  * sign of a zero result is the same on every path too.
  *
+ * Scan blocks ("fast scan", after FAISS's 4-bit PQ fast scan, made exact):
+ * a block holds the 4-bit LUT indices ("nibbles") of TQ_SCAN_BLOCK = 32
+ * vectors. Nibbles t = 2p and 2p+1 of the 32 vectors fill the 32 bytes at
+ * block + 32p: byte v = nib(v, 2p) | nib(v, 2p+1) << 4. A query supplies one
+ * 16-entry uint8 table per nibble position (16 bytes at lut + 16t), and the
+ * block kernel returns, per vector, the exact uint32 sum of its table
+ * entries. SIMD paths accumulate in 16-bit lanes and widen to 32 bits at
+ * least every TQ_SCAN_FLUSH_PAIRS pairs (256 entries of at most 255 fit in
+ * 16 bits), so the sum is exact for any length.
+ *
  * Packed codes: coordinate j of a row takes bits [j*b, j*b+b) of a
  * little-endian bit stream (LSB first); a row starts on a byte boundary.
  * Kernels that read codes may load up to TQ_CODE_PAD bytes past the last byte
@@ -31,6 +41,8 @@
 #include <stdint.h>
 
 #define TQ_CODE_PAD 16
+#define TQ_SCAN_BLOCK 32
+#define TQ_SCAN_FLUSH_PAIRS 128
 
 typedef enum tq_simd_level {
     TQ_SIMD_SCALAR = 0,
@@ -69,6 +81,9 @@ typedef struct tq_simd_kernels {
     void (*dot_codes)(const uint8_t *codes, size_t nrows, size_t stride,
                       unsigned bits, const float *table, const float *q,
                       size_t d, float *out);
+    /* One scan block (layout above) of npairs nibble pairs: out[v] = sum over
+     * t < 2*npairs of lut[16t + nib(v, t)], exactly. */
+    void (*scan_block)(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32]);
 } tq_simd_kernels;
 
 /* The active table; filled on first use. Never NULL. */

@@ -18,6 +18,8 @@ static_assert(SAME(TQVEC_METRIC_L2, TQ_METRIC_L2) && SAME(TQVEC_METRIC_IP, TQ_ME
 static_assert(SAME(TQVEC_MAX_K, TQ_MAX_K) && SAME(TQVEC_MAX_RERANK, TQ_MAX_RERANK) &&
               SAME(TQVEC_MAX_DIM, TQ_MAX_DIM) && SAME(TQVEC_MIN_DIM, TQ_MIN_DIM), "limits differ");
 static_assert(sizeof(tqvec_hit) == sizeof(tq_hit), "hit layouts differ");
+static_assert(SAME(TQVEC_SCORER_LUT, TQ_SCORER_LUT) && SAME(TQVEC_SCORER_FLOAT, TQ_SCORER_FLOAT),
+              "scorer numbering differs");
 
 #define STR2(x) #x
 #define STR(x) STR2(x)
@@ -162,12 +164,14 @@ int tqvec_index_search(const tqvec_index *index, const float *query,
         return api_error(err, TQVEC_EARG, "index, query, hits and count must not be NULL");
     uint32_t k = params && params->k ? params->k : 10;
     uint32_t rerank = params ? params->rerank : 0;
+    uint32_t scorer = params && params->scorer ? params->scorer : TQVEC_SCORER_LUT;
     if (params && !all_zero(params->reserved, sizeof(params->reserved) / sizeof(params->reserved[0])))
         return api_error(err, TQVEC_EARG, "reserved search fields must be zero");
     if (cap < k)
         return api_error(err, TQVEC_EARG, "hits capacity %zu is below k=%u", cap, k);
+    tq_search_opts opts = {.k = k, .rerank = rerank, .scorer = (tq_scorer)scorer};
     tq_error e;
-    if (tq_flat_search(index->flat, query, k, rerank, (tq_hit *)hits, count, &e))
+    if (tq_flat_search(index->flat, query, &opts, (tq_hit *)hits, count, &e))
         return export_error(&e, err);
     return TQVEC_OK;
 }

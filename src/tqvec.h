@@ -120,10 +120,17 @@ typedef struct tqvec_index_options {
     uint32_t reserved[8];  /* must be zero */
 } tqvec_index_options;
 
+typedef enum tqvec_scorer {
+    TQVEC_SCORER_DEFAULT = 0, /* lut */
+    TQVEC_SCORER_LUT = 1,     /* SIMD scan of 8-bit query tables, float re-score of the best */
+    TQVEC_SCORER_FLOAT = 2,   /* float tables for every vector: slower, the reference */
+} tqvec_scorer;
+
 typedef struct tqvec_search_params {
     uint32_t k;            /* results wanted; 0 = 10 */
     uint32_t rerank;       /* re-score the best k*rerank estimates exactly; 0 = off */
-    uint32_t reserved[6];  /* must be zero */
+    uint32_t scorer;       /* tqvec_scorer */
+    uint32_t reserved[5];  /* must be zero */
 } tqvec_search_params;
 
 typedef struct tqvec_hit {

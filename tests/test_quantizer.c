@@ -21,8 +21,8 @@ static void random_unit(tq_rng *r, float *x, uint32_t d)
 }
 
 typedef struct coded {
-    uint8_t code[16384 / 2 + TQ_CODE_PAD];
-    uint8_t signs[16384 / 8 + TQ_CODE_PAD];
+    uint8_t code[16384];
+    uint8_t signs[16384];
     tq_code_scalars sc;
 } coded;
 
@@ -78,25 +78,24 @@ static void estimator_error(uint32_t d, unsigned bits, tq_variant v, int trials,
         truth += (double)x[i] * y[i];
     coded *c = tq_malloc(sizeof(coded));
     tq_qscratch s;
-    tq_query pq;
     cr_assert_eq(tq_qscratch_init(&s, d), TQ_OK);
-    cr_assert_eq(tq_query_init(&pq, d), TQ_OK);
     double sum = 0, sum2 = 0;
     for (int t = 0; t < trials; t++) {
         tq_quantizer q;
+        tq_query pq;
         cr_assert_eq(tq_quantizer_init(&q, d, bits, v, TQ_CORRECTION_NONE, 1000 + (uint64_t)t, NULL), TQ_OK);
+        cr_assert_eq(tq_query_init(&pq, &q), TQ_OK);
         tq_quantizer_encode(&q, x, &s, c->code, c->signs, &c->sc);
         tq_quantizer_prepare(&q, y, &pq);
-        float g, sd;
-        tq_quantizer_estimate(&q, &pq, 1, c->code, c->signs, &c->sc, &g, &sd);
+        float g = tq_quantizer_estimate(&q, &pq, c->code, c->signs, &c->sc);
         double e = (double)c->sc.norm * g - truth;
         sum += e;
         sum2 += e * e;
+        tq_query_free(&pq);
         tq_quantizer_free(&q);
     }
     *mean = sum / trials;
     *se = sqrt((sum2 / trials - *mean * *mean) / trials);
-    tq_query_free(&pq);
     tq_qscratch_free(&s);
     tq_free(x);
     tq_free(y);
@@ -127,29 +126,28 @@ Test(quantizer, correction_makes_self_inner_product_exact)
     float x[300];
     coded *c = tq_malloc(sizeof(coded));
     tq_qscratch s;
-    tq_query pq;
     cr_assert_eq(tq_qscratch_init(&s, d), TQ_OK);
-    cr_assert_eq(tq_query_init(&pq, d), TQ_OK);
     for (int v = 0; v < 2; v++)
         for (unsigned b = 1; b <= 4; b++) {
             tq_variant variant = v ? TQ_VARIANT_PROD : TQ_VARIANT_MSE;
             tq_quantizer q;
+            tq_query pq;
             cr_assert_eq(tq_quantizer_init(&q, d, b, variant, TQ_CORRECTION_IP, 3, NULL), TQ_OK);
+            cr_assert_eq(tq_query_init(&pq, &q), TQ_OK);
             for (int i = 0; i < 20; i++) {
                 random_unit(&r, x, d);
                 for (uint32_t j = 0; j < d; j++)
                     x[j] *= 7.5f;
                 tq_quantizer_encode(&q, x, &s, c->code, c->signs, &c->sc);
                 tq_quantizer_prepare(&q, x, &pq);
-                float g, sd;
-                tq_quantizer_estimate(&q, &pq, 1, c->code, c->signs, &c->sc, &g, &sd);
+                float g = tq_quantizer_estimate(&q, &pq, c->code, c->signs, &c->sc);
                 double est = (double)c->sc.norm * g;
                 cr_assert(fabs(est / (7.5 * 7.5) - 1) < 1e-4, "%s b=%u: <x,x> estimate %.6f, want %.6f",
                           v ? "prod" : "mse", b, est, 7.5 * 7.5);
             }
+            tq_query_free(&pq);
             tq_quantizer_free(&q);
         }
-    tq_query_free(&pq);
     tq_qscratch_free(&s);
     tq_free(c);
 }

@@ -198,15 +198,68 @@ static void check_dot_codes(tq_simd_level level)
     tq_free(codes);
 }
 
+static void check_scan_block(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    /* Pair counts around the 16-bit flush interval and up to d = 16384 at
+     * 4 bits (8192 pairs). */
+    static const size_t npairs[] = {1, 2, 3, 4, 7, 64, 127, 128, 129, 255, 256, 257, 1000, 8192};
+    tq_rng r;
+    tq_rng_seed(&r, 6);
+    uint8_t *block = tq_malloc(32 * 8192), *lut = tq_malloc(32 * 8192);
+    uint32_t a[32], b[32];
+    for (size_t s = 0; s < sizeof(npairs) / sizeof(npairs[0]); s++)
+        for (int kind = 0; kind < 3; kind++) {
+            size_t np = npairs[s];
+            for (size_t i = 0; i < 32 * np; i++) {
+                /* kind 0 random; 1 all-max codes and tables (the overflow
+                 * case: 255 per entry); 2 random codes, max tables. */
+                block[i] = kind == 1 ? 0xFF : (uint8_t)tq_rng_next(&r);
+                lut[i] = kind == 0 ? (uint8_t)tq_rng_next(&r) : 0xFF;
+            }
+            ref->scan_block(block, np, lut, a);
+            k->scan_block(block, np, lut, b);
+            for (int v = 0; v < 32; v++)
+                cr_assert_eq(a[v], b[v], "scan_block %s npairs=%zu kind %d vector %d: %u vs scalar %u",
+                             tq_simd_level_name(level), np, kind, v, b[v], a[v]);
+            if (kind == 1)
+                cr_assert_eq(a[0], 255u * 2 * np, "all-max sum is 255 per nibble");
+        }
+    tq_free(block);
+    tq_free(lut);
+}
+
 #define LEVEL_TESTS(name, level)                                                                   \
     Test(checkasm_##name, fwht) { check_fwht(level); }                                              \
     Test(checkasm_##name, elementwise) { check_elementwise(level); }                                \
     Test(checkasm_##name, reductions) { check_reductions(level); }                                  \
     Test(checkasm_##name, quantize_pack) { check_quantize_pack(level); }                            \
-    Test(checkasm_##name, dot_codes) { check_dot_codes(level); }
+    Test(checkasm_##name, dot_codes) { check_dot_codes(level); }                                    \
+    Test(checkasm_##name, scan_block) { check_scan_block(level); }
 
 LEVEL_TESTS(avx2, TQ_SIMD_AVX2)
 LEVEL_TESTS(avx512, TQ_SIMD_AVX512)
+
+Test(dispatch, scan_reference_sums)
+{
+    /* The reference on a hand-made block: vector v has nibbles v % 16 and
+     * 15 - v % 16 in every pair; tables are entry value = index + 16 * t. */
+    uint8_t block[32 * 3], lut[32 * 3];
+    for (int p = 0; p < 3; p++)
+        for (int v = 0; v < 32; v++)
+            block[32 * p + v] = (uint8_t)((v % 16) | (15 - v % 16) << 4);
+    for (int t = 0; t < 6; t++)
+        for (int c = 0; c < 16; c++)
+            lut[16 * t + c] = (uint8_t)(c + 16 * t);
+    uint32_t out[32];
+    tq_simd_kernels_scalar.scan_block(block, 3, lut, out);
+    for (int v = 0; v < 32; v++) {
+        uint32_t want = 0;
+        for (int t = 0; t < 6; t++)
+            want += (uint32_t)((t % 2 ? 15 - v % 16 : v % 16) + 16 * t);
+        cr_assert_eq(out[v], want, "vector %d", v);
+    }
+}
 
 Test(dispatch, levels_and_forcing)
 {

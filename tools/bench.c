@@ -7,13 +7,17 @@
  *   encode   vectors/s of tqvec_index_add on one thread (rotation, quantize,
  *            pack, correction), and the input floats' GB/s against a plain
  *            sequential read of the same buffer.
+ *   scan     queries/s of tqvec_index_search (k=10, no re-rank) over N
+ *            random vectors, one query at a time on one thread, and the code
+ *            bytes scanned per second against a plain sequential read of a
+ *            buffer of the same size, in the same run.
  */
 #include "tq_tools.h"
 
 #define REPEATS 5
 
 typedef struct bench_opts {
-    size_t dim, n;
+    size_t dim, n, queries;
     unsigned bits;
     int variant;
     const char *json;
@@ -41,16 +45,24 @@ static double read_bandwidth(const void *buf, size_t bytes, uint64_t *sink)
     return (double)bytes / t / 1e9;
 }
 
+static float *random_vectors(size_t n, size_t d, uint64_t seed)
+{
+    float *x = tq_malloc(n * d * sizeof(float));
+    if (!x)
+        return NULL;
+    tq_rng rng;
+    tq_rng_seed(&rng, seed);
+    for (size_t i = 0; i < n * d; i++)
+        x[i] = (float)tq_rng_gauss(&rng);
+    return x;
+}
+
 static int bench_encode(const bench_opts *o)
 {
     const size_t d = o->dim, n = o->n;
-    float *x = tq_malloc(n * d * sizeof(float));
+    float *x = random_vectors(n, d, 42);
     if (!x)
         return tool_fail("bench", "out of memory for %zu x %zu floats", n, d);
-    tq_rng rng;
-    tq_rng_seed(&rng, 42);
-    for (size_t i = 0; i < n * d; i++)
-        x[i] = (float)tq_rng_gauss(&rng);
 
     double vps[REPEATS], gbps[REPEATS];
     uint64_t sink = 0;
@@ -111,9 +123,104 @@ static int bench_encode(const bench_opts *o)
     return 0;
 }
 
+static int bench_scan(const bench_opts *o)
+{
+    const size_t d = o->dim, n = o->n, nq = o->queries;
+    tqvec_index_options opts = {.dim = (uint32_t)d, .metric = TQVEC_METRIC_IP, .bits = (int)o->bits,
+                                .variant = o->variant};
+    tqvec_index *ix;
+    tqvec_error err;
+    if (tqvec_index_create(&opts, &ix, &err))
+        return tool_fail("bench", "%s", err.message);
+    /* Added in slices so the float input never needs all n rows at once. */
+    const size_t slice = 10000;
+    float *x = random_vectors(slice, d, 42), *q = random_vectors(nq, d, 43);
+    if (!x || !q) {
+        tq_free(x);
+        tq_free(q);
+        tqvec_index_free(ix);
+        return tool_fail("bench", "out of memory");
+    }
+    for (size_t done = 0; done < n; done += slice) {
+        size_t m = n - done < slice ? n - done : slice;
+        if (tqvec_index_add(ix, x, m, NULL, &err)) {
+            tq_free(x);
+            tq_free(q);
+            tqvec_index_free(ix);
+            return tool_fail("bench", "%s", err.message);
+        }
+    }
+    tq_free(x);
+    tqvec_index_info info;
+    tqvec_index_get_info(ix, &info);
+    /* Code bytes the scan reads per query (scalars excluded). */
+    size_t scalars = info.variant == TQVEC_VARIANT_PROD ? 12 : 8;
+    size_t code_bytes = n * (info.bytes_per_vector - scalars);
+    uint8_t *buf = tq_malloc(code_bytes);
+    if (!buf) {
+        tq_free(q);
+        tqvec_index_free(ix);
+        return tool_fail("bench", "out of memory for the read baseline");
+    }
+    memset(buf, 1, code_bytes);
+    double qps[REPEATS], gbps[REPEATS], read[REPEATS];
+    uint64_t sink = 0;
+    tqvec_hit hits[10];
+    for (int r = 0; r < REPEATS; r++) {
+        read[r] = read_bandwidth(buf, code_bytes, &sink);
+        double t0 = tool_now();
+        for (size_t i = 0; i < nq; i++) {
+            size_t count;
+            tqvec_index_search(ix, q + i * d, NULL, hits, 10, &count, &err);
+            sink += hits[0].id;
+        }
+        double t = tool_now() - t0;
+        qps[r] = (double)nq / t;
+        gbps[r] = qps[r] * (double)code_bytes / 1e9;
+    }
+    double med_qps = tool_median(qps, REPEATS), med_scan = tool_median(gbps, REPEATS);
+    double med_read = tool_median(read, REPEATS);
+    const char *variant = o->variant == TQVEC_VARIANT_PROD ? "prod" : "mse";
+    printf("scan d=%zu bits=%u %s n=%zu queries=%zu simd=%s (median of %d)\n", d, o->bits, variant, n, nq,
+           tqvec_simd_level(), REPEATS);
+    printf("  search       %10.1f queries/s  %8.1f us/query  %6.2f GB/s of codes (%zu MB)\n", med_qps,
+           1e6 / med_qps, med_scan, code_bytes >> 20);
+    printf("  plain read   %10s            %8s           %6.2f GB/s (same size)\n", "", "", med_read);
+    printf("  ratio        %.3f of read bandwidth; %.2f ns/vector\n", med_scan / med_read,
+           1e9 / (med_qps * (double)n));
+    if (o->json) {
+        FILE *fp = tool_open_output(o->json);
+        if (fp) {
+            tool_json j;
+            tool_json_begin(&j, fp);
+            tool_json_str(&j, "bench", "scan");
+            tool_json_int(&j, "d", (long long)d);
+            tool_json_int(&j, "bits", o->bits);
+            tool_json_str(&j, "variant", variant);
+            tool_json_int(&j, "n", (long long)n);
+            tool_json_int(&j, "queries", (long long)nq);
+            tool_json_num(&j, "qps", med_qps);
+            tool_json_num(&j, "scan_gbps", med_scan);
+            tool_json_num(&j, "read_gbps", med_read);
+            tool_json_num(&j, "ratio", med_scan / med_read);
+            tool_json_int(&j, "code_bytes", (long long)code_bytes);
+            tool_json_int(&j, "threads", 1);
+            tool_json_str(&j, "simd", tqvec_simd_level());
+            tool_json_int(&j, "sink", (long long)(sink & 1));
+            tool_json_end(&j);
+            tool_close_output(fp);
+        }
+    }
+    tq_free(buf);
+    tq_free(q);
+    tqvec_index_free(ix);
+    return 0;
+}
+
 static void usage(void)
 {
-    fprintf(stderr, "usage: tqvec bench encode --dim D --bits B [-n N] [--variant mse|prod] [--json FILE|-]\n");
+    fprintf(stderr, "usage: tqvec bench encode --dim D --bits B [-n N] [--variant mse|prod] [--json FILE|-]\n"
+                    "       tqvec bench scan --dim D --bits B [-n N] [--queries Q] [--variant mse|prod] [--json FILE|-]\n");
 }
 
 int cmd_bench(int argc, char **argv)
@@ -121,6 +228,7 @@ int cmd_bench(int argc, char **argv)
     static const struct option longopts[] = {
         {"dim", required_argument, 0, 'd'}, {"bits", required_argument, 0, 'b'},
         {"variant", required_argument, 0, 'v'}, {"json", required_argument, 0, 'j'},
+        {"queries", required_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     if (argc < 2) {
@@ -128,7 +236,7 @@ int cmd_bench(int argc, char **argv)
         return 1;
     }
     const char *what = argv[1];
-    bench_opts o = {.dim = 1536, .n = 100000, .bits = 4, .variant = TQVEC_VARIANT_MSE};
+    bench_opts o = {.dim = 1536, .n = 100000, .queries = 100, .bits = 4, .variant = TQVEC_VARIANT_MSE};
     int c;
     optind = 2;
     while ((c = getopt_long(argc, argv, "n:h", longopts, NULL)) != -1) {
@@ -155,6 +263,10 @@ int cmd_bench(int argc, char **argv)
             else
                 return tool_fail("bench", "--variant wants mse or prod, got '%s'", optarg);
             break;
+        case 'q':
+            if (tool_parse_size(optarg, &o.queries) || o.queries == 0)
+                return tool_fail("bench", "--queries wants a positive count, got '%s'", optarg);
+            break;
         case 'j': o.json = optarg; break;
         case 'h': usage(); return 0;
         default: usage(); return 1;
@@ -165,6 +277,8 @@ int cmd_bench(int argc, char **argv)
         return tool_fail("bench", "%s", err.message);
     if (!strcmp(what, "encode"))
         return bench_encode(&o);
+    if (!strcmp(what, "scan"))
+        return bench_scan(&o);
     usage();
     return tool_fail("bench", "unknown benchmark '%s'", what);
 }

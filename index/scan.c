@@ -1,0 +1,146 @@
+/*
+ * Scan layout and query tables: the fast path of search.
+ *
+ * Codes are stored in blocks of TQ_SCAN_BLOCK (32) vectors in the nibble
+ * layout the simd scan kernel reads (see the simd header): each 4-bit
+ * nibble is one LUT index, holding
+ *     1 coordinate at 4 and 3 bits (a 3-bit code leaves the top bit 0),
+ *     2 coordinates at 2 bits (c_2t | c_2t+1 << 2),
+ *     4 coordinates at 1 bit (sign sketches of the prod variant too).
+ * The nibble count is padded to even with zero nibbles (whose table rows are
+ * all zero). Storage is therefore bits/8 bytes per coordinate except at 3
+ * bits, which costs 4 bits per coordinate in this layout: no 16-entry table
+ * can index a 3-bit code pair.
+ *
+ * For a query, each nibble position t gets a float table
+ *     F[t][c] = sum over the nibble's coordinates j of q_j * centroid[c_j],
+ * quantized to 8 bits with one scale for the whole query (so integer sums
+ * stay additive): Q[t][c] = round((F[t][c] - min_t) / delta), delta =
+ * max_t (max_c F[t][c] - min_t) / 255. Then
+ *     sum_t F[t][nib_t]  ≈  delta * (integer kernel sum) + sum_t min_t,
+ * each nibble off by at most delta/2. FAISS shrinks its tables further so
+ * that 16-bit accumulators cannot overflow (at d = 1536 that leaves about 43
+ * levels); our kernels widen to 32 bits in time, so all 256 levels stay.
+ * Search re-scores the best candidates with the float tables F (exact up to
+ * float rounding), which keeps recall at that of float scoring.
+ */
+#include "tq_index.h"
+
+void tq_scan_layout_init(tq_scan_layout *L, uint32_t d, unsigned bits)
+{
+    L->d = d;
+    L->bits = bits;
+    L->per_nibble = bits >= 3 ? 1 : bits == 2 ? 2 : 4;
+    uint32_t nibbles = (d + L->per_nibble - 1) / L->per_nibble;
+    L->nibbles = (nibbles + 1) & ~1u;
+    L->npairs = L->nibbles / 2;
+    L->block_bytes = (size_t)TQ_SCAN_BLOCK * L->npairs;
+}
+
+/* Nibble t of a vector from its unpacked codes. */
+static unsigned nibble_of(const tq_scan_layout *L, const uint8_t *codes, uint32_t t)
+{
+    unsigned nib = 0;
+    for (uint32_t i = 0; i < L->per_nibble; i++) {
+        uint32_t j = t * L->per_nibble + i;
+        if (j < L->d)
+            nib |= (unsigned)codes[j] << (i * L->bits);
+    }
+    return nib;
+}
+
+void tq_scan_put(const tq_scan_layout *L, uint8_t *block, unsigned v, const uint8_t *codes)
+{
+    for (uint32_t p = 0; p < L->npairs; p++) {
+        unsigned lo = nibble_of(L, codes, 2 * p), hi = nibble_of(L, codes, 2 * p + 1);
+        block[32 * p + v] = (uint8_t)(lo | hi << 4);
+    }
+}
+
+unsigned tq_scan_nibble(const uint8_t *block, unsigned v, uint32_t t)
+{
+    uint8_t byte = block[32 * (t / 2) + v];
+    return t % 2 ? byte >> 4 : byte & 15u;
+}
+
+void tq_scan_get(const tq_scan_layout *L, const uint8_t *block, unsigned v, uint8_t *codes)
+{
+    unsigned mask = (1u << L->bits) - 1;
+    for (uint32_t j = 0; j < L->d; j++) {
+        unsigned nib = tq_scan_nibble(block, v, j / L->per_nibble);
+        codes[j] = (uint8_t)((nib >> ((j % L->per_nibble) * L->bits)) & mask);
+    }
+}
+
+int tq_scan_lut_init(tq_scan_lut *t, const tq_scan_layout *L)
+{
+    t->q8 = tq_malloc((size_t)L->nibbles * 16);
+    t->f = tq_malloc((size_t)L->nibbles * 16 * sizeof(float));
+    if (!t->q8 || !t->f) {
+        tq_scan_lut_free(t);
+        return TQ_ENOMEM;
+    }
+    return TQ_OK;
+}
+
+void tq_scan_lut_free(tq_scan_lut *t)
+{
+    if (t) {
+        tq_free(t->q8);
+        tq_free(t->f);
+        t->q8 = NULL;
+        t->f = NULL;
+    }
+}
+
+void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float *q, tq_scan_lut *t)
+{
+    const unsigned entries = 1u << (L->bits * L->per_nibble) > 16 ? 16 : 1u << (L->bits * L->per_nibble);
+    const unsigned mask = (1u << L->bits) - 1;
+    double bias = 0.0;
+    float range = 0.0f;
+    for (uint32_t n = 0; n < L->nibbles; n++) {
+        float *row = t->f + 16 * n;
+        float lo = INFINITY, hi = -INFINITY;
+        for (unsigned c = 0; c < 16; c++) {
+            float sum = 0.0f;
+            if (c < entries)
+                for (uint32_t i = 0; i < L->per_nibble; i++) {
+                    uint32_t j = n * L->per_nibble + i;
+                    if (j < L->d)
+                        sum = sum + q[j] * table[(c >> (i * L->bits)) & mask];
+                }
+            row[c] = sum;
+            if (c < entries) {
+                lo = fminf(lo, sum);
+                hi = fmaxf(hi, sum);
+            }
+        }
+        /* Unused entries take the row minimum, so they quantize to 0. */
+        for (unsigned c = 0; c < 16; c++)
+            row[c] = c < entries ? row[c] : lo;
+        bias += (double)lo;
+        range = fmaxf(range, hi - lo);
+    }
+    t->delta = range > 0.0f ? range / 255.0f : 1.0f;
+    t->bias = (float)bias;
+    const float inv = 1.0f / t->delta;
+    for (uint32_t n = 0; n < L->nibbles; n++) {
+        const float *row = t->f + 16 * n;
+        float lo = row[0];
+        for (unsigned c = 1; c < 16; c++)
+            lo = fminf(lo, row[c]);
+        for (unsigned c = 0; c < 16; c++) {
+            long v = lrintf((row[c] - lo) * inv);
+            t->q8[16 * n + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+    }
+}
+
+float tq_scan_lut_exact(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *block, unsigned v)
+{
+    float sum = 0.0f;
+    for (uint32_t n = 0; n < L->nibbles; n++)
+        sum = sum + t->f[16 * n + tq_scan_nibble(block, v, n)];
+    return sum;
+}
