@@ -238,45 +238,122 @@ static void block_keys(const tq_flat *f, const tq_code_scalars *sc, const uint32
     }
 }
 
-/* Stage 1: 8-bit table sums over every block into `cand`. Rows arrive in
- * increasing order, so a key equal to the current k-th best loses the tie:
- * only a strictly larger key is pushed. */
-static void coarse_scan(const tq_flat *f, const tq_query *pq, tq_topk *cand)
+/* Blocks per chunk of a batched scan: about 256 KiB of codes, so a chunk
+ * read for the first query of a batch is still in cache for the others. */
+static size_t chunk_blocks(const tq_flat *f)
 {
-    const tq_simd_kernels *k = tq_simd();
+    size_t bytes = f->q.code_layout.block_bytes + f->q.sign_layout.block_bytes;
+    size_t n = bytes ? (256 * 1024) / bytes : 64;
+    return n ? n : 1;
+}
+
+/* One search call's shared state; parts write only their own heaps. */
+typedef struct search_job {
+    const tq_flat *f;
+    const tq_search_opts *opts;
+    tq_query *pq;         /* nq prepared queries */
+    size_t nq;
+    size_t nblocks, blocks_per_part;
+    tq_topk *heaps;       /* nparts * nq first-stage heaps */
+} search_job;
+
+/* First stage over the blocks of one part: 8-bit table sums (LUT scorer) or
+ * float tables (float scorer). Rows arrive in increasing order, so a key
+ * equal to the current worst kept loses the tie: only a strictly larger key
+ * is pushed. */
+static void search_part(void *arg, unsigned part)
+{
+    search_job *job = arg;
+    const tq_flat *f = job->f;
     const tq_quantizer *q = &f->q;
-    const bool prod = q->variant == TQ_VARIANT_PROD;
+    const tq_simd_kernels *k = tq_simd();
+    const bool prod = q->variant == TQ_VARIANT_PROD, lut = job->opts->scorer == TQ_SCORER_LUT;
+    size_t b0 = part * job->blocks_per_part;
+    size_t b1 = b0 + job->blocks_per_part < job->nblocks ? b0 + job->blocks_per_part : job->nblocks;
+    size_t chunk = chunk_blocks(f);
     uint32_t code_sum[TQ_SCAN_BLOCK] = {0}, sign_sum[TQ_SCAN_BLOCK] = {0};
     float key[TQ_SCAN_BLOCK];
-    float threshold = -INFINITY;
-    size_t nblocks = (f->n + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK;
-    for (size_t b = 0; b < nblocks; b++) {
-        if (q->mse_bits)
-            k->scan_block(f->code_blocks + b * q->code_layout.block_bytes, q->code_layout.npairs,
-                          pq->code_lut.q8, code_sum);
-        if (prod)
-            k->scan_block(f->sign_blocks + b * q->sign_layout.block_bytes, q->sign_layout.npairs,
-                          pq->sign_lut.q8, sign_sum);
-        size_t base = b * TQ_SCAN_BLOCK, rows = f->n - base < TQ_SCAN_BLOCK ? f->n - base : TQ_SCAN_BLOCK;
-        block_keys(f, f->sc + base, code_sum, sign_sum, pq, key);
-        for (size_t v = 0; v < rows; v++)
-            if (key[v] > threshold || cand->len < cand->cap) {
-                tq_topk_push(cand, base + v, key[v]);
-                if (cand->len == cand->cap)
-                    threshold = cand->heap[0].score;
+    for (size_t c0 = b0; c0 < b1; c0 += chunk) {
+        size_t c1 = c0 + chunk < b1 ? c0 + chunk : b1;
+        for (size_t qi = 0; qi < job->nq; qi++) {
+            const tq_query *pq = &job->pq[qi];
+            tq_topk *heap = &job->heaps[part * job->nq + qi];
+            float threshold = heap->len == heap->cap && heap->cap ? heap->heap[0].score : -INFINITY;
+            for (size_t b = c0; b < c1; b++) {
+                size_t base = b * TQ_SCAN_BLOCK, rows = f->n - base < TQ_SCAN_BLOCK ? f->n - base : TQ_SCAN_BLOCK;
+                if (lut) {
+                    if (q->mse_bits)
+                        k->scan_block(f->code_blocks + b * q->code_layout.block_bytes, q->code_layout.npairs,
+                                      pq->code_lut.q8, code_sum);
+                    if (prod)
+                        k->scan_block(f->sign_blocks + b * q->sign_layout.block_bytes, q->sign_layout.npairs,
+                                      pq->sign_lut.q8, sign_sum);
+                    block_keys(f, f->sc + base, code_sum, sign_sum, pq, key);
+                } else {
+                    for (size_t v = 0; v < rows; v++)
+                        key[v] = float_key(f, pq, base + v);
+                }
+                for (size_t v = 0; v < rows; v++)
+                    if (key[v] > threshold || heap->len < heap->cap) {
+                        tq_topk_push(heap, base + v, key[v]);
+                        if (heap->len == heap->cap)
+                            threshold = heap->heap[0].score;
+                    }
             }
+        }
     }
 }
 
-int tq_flat_search(const tq_flat *f, const float *query, const tq_search_opts *opts, tq_hit *out, size_t *count,
-                   tq_error *err)
+/* Stages 2 and 3 for one query, from the merged first-stage hits (best
+ * first in `first`, nfirst of them). */
+static size_t finish_query(const tq_flat *f, const tq_search_opts *opts, const float *query, const tq_query *pq,
+                           tq_hit *first, size_t nfirst, tq_topk *mid, tq_topk *best, tq_hit *out)
 {
-    *count = 0;
-    const size_t d = f->cfg.d, k = opts->k;
-    const unsigned rerank = opts->rerank;
+    size_t n = nfirst;
+    if (opts->scorer == TQ_SCORER_LUT) {
+        tq_topk_reset(mid);
+        for (size_t i = 0; i < nfirst; i++)
+            tq_topk_push(mid, first[i].id, float_key(f, pq, first[i].id));
+        n = tq_topk_drain(mid, first);
+    }
+    if (n > mid->cap)
+        n = mid->cap; /* float scorer: the first stage already kept k' */
+    if (opts->rerank) {
+        tq_topk_reset(best);
+        for (size_t i = 0; i < n; i++)
+            tq_topk_push(best, first[i].id, exact_key(f, query, pq->qnorm, first[i].id));
+        n = tq_topk_drain(best, out);
+    } else {
+        memcpy(out, first, n * sizeof(tq_hit));
+    }
+    if (f->cfg.metric == TQ_METRIC_L2)
+        for (size_t i = 0; i < n; i++)
+            out[i].score = -out[i].score;
+    return n;
+}
+
+static int check_query(const tq_flat *f, const float *query, size_t index, tq_error *err)
+{
+    const size_t d = f->cfg.d;
     size_t bad;
     if (tq_check_finite(query, d, &bad))
-        return tq_err(err, TQ_EVALUE, "query has a non-finite value at coordinate %zu", bad);
+        return tq_err(err, TQ_EVALUE, "query %zu has a non-finite value at coordinate %zu", index, bad);
+    if (f->cfg.metric == TQ_METRIC_COSINE && tq_simd()->dot(query, query, d) == 0.0f)
+        return tq_err(err, TQ_EVALUE, "query %zu is zero: it has no cosine similarity", index);
+    return TQ_OK;
+}
+
+/* Queries prepared per sub-batch: bounds the tables held at once (a query's
+ * tables are about 80 bytes per coordinate at 4 bits). */
+#define QUERY_BATCH 32
+
+int tq_flat_search_batch(const tq_flat *f, const float *queries, size_t nq, const tq_search_opts *opts,
+                         tq_hit *out, size_t *counts, tq_error *err)
+{
+    const size_t d = f->cfg.d, k = opts->k;
+    const unsigned rerank = opts->rerank;
+    for (size_t i = 0; i < nq; i++)
+        counts[i] = 0;
     if (k > TQ_MAX_K)
         return tq_err(err, TQ_EARG, "k %zu is above the limit %u", k, TQ_MAX_K);
     if (rerank > TQ_MAX_RERANK)
@@ -285,53 +362,85 @@ int tq_flat_search(const tq_flat *f, const float *query, const tq_search_opts *o
         return tq_err(err, TQ_EUNSUPPORTED, "re-ranking needs the float vectors, which this index does not keep");
     if (opts->scorer != TQ_SCORER_LUT && opts->scorer != TQ_SCORER_FLOAT)
         return tq_err(err, TQ_EARG, "unknown scorer %d", (int)opts->scorer);
-    if (k == 0 || f->n == 0)
+    if (opts->threads > TQ_MAX_THREADS)
+        return tq_err(err, TQ_EARG, "threads %u is above the limit %u", opts->threads, TQ_MAX_THREADS);
+    for (size_t i = 0; i < nq; i++) {
+        int rc = check_query(f, queries + i * d, i, err);
+        if (rc)
+            return rc;
+    }
+    if (k == 0 || f->n == 0 || nq == 0)
         return TQ_OK;
 
-    tq_query pq;
-    tq_topk coarse = {0}, mid = {0}, best = {0};
     size_t nmid = rerank ? k * rerank : k;
     if (nmid > f->n)
         nmid = f->n;
-    size_t ncoarse = 2 * nmid + 32 < f->n ? 2 * nmid + 32 : f->n;
-    int rc = tq_query_init(&pq, &f->q);
-    if (rc || tq_topk_init(&mid, nmid) || tq_topk_init(&best, k) ||
-        (opts->scorer == TQ_SCORER_LUT && tq_topk_init(&coarse, ncoarse))) {
-        rc = tq_err(err, TQ_ENOMEM, "out of memory for search scratch");
-        goto done;
+    /* The LUT scorer's first stage keeps 2k' + 32 for the float re-score. */
+    size_t nfirst = opts->scorer == TQ_SCORER_LUT ? (2 * nmid + 32 < f->n ? 2 * nmid + 32 : f->n) : nmid;
+    size_t nblocks = (f->n + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK;
+    unsigned nparts = opts->threads > 1 ? opts->threads : 1;
+    if (nparts > nblocks)
+        nparts = (unsigned)nblocks;
+    size_t batch = nq < QUERY_BATCH ? nq : QUERY_BATCH;
+
+    int rc = TQ_OK;
+    tq_query *pq = tq_calloc(batch, sizeof(tq_query));
+    tq_topk *heaps = tq_calloc((size_t)nparts * batch, sizeof(tq_topk));
+    tq_topk merged = {0}, mid = {0}, best = {0};
+    if (!pq || !heaps || tq_topk_init(&merged, nfirst) || tq_topk_init(&mid, nmid) || tq_topk_init(&best, k))
+        goto oom;
+    for (size_t i = 0; i < batch; i++)
+        if (tq_query_init(&pq[i], &f->q))
+            goto oom;
+    for (size_t i = 0; i < (size_t)nparts * batch; i++)
+        if (tq_topk_init(&heaps[i], nfirst))
+            goto oom;
+
+    for (size_t q0 = 0; q0 < nq; q0 += batch) {
+        size_t m = nq - q0 < batch ? nq - q0 : batch;
+        for (size_t i = 0; i < m; i++)
+            tq_quantizer_prepare(&f->q, queries + (q0 + i) * d, &pq[i]);
+        for (size_t i = 0; i < (size_t)nparts * batch; i++)
+            tq_topk_reset(&heaps[i]);
+        search_job job = {.f = f, .opts = opts, .pq = pq, .nq = m, .nblocks = nblocks,
+                          .blocks_per_part = (nblocks + nparts - 1) / nparts, .heaps = heaps};
+        tq_pool_run(nparts, search_part, &job);
+        for (size_t i = 0; i < m; i++) {
+            /* Merging by the same total order (key, then id) makes the
+             * answer independent of how the blocks were split. */
+            tq_topk_reset(&merged);
+            for (unsigned p = 0; p < nparts; p++) {
+                tq_topk *h = &heaps[p * m + i];
+                for (size_t j = 0; j < h->len; j++)
+                    tq_topk_push(&merged, h->heap[j].id, h->heap[j].score);
+            }
+            size_t nf = tq_topk_drain(&merged, merged.heap);
+            counts[q0 + i] = finish_query(f, opts, queries + (q0 + i) * d, &pq[i], merged.heap, nf, &mid, &best,
+                                          out + (q0 + i) * k);
+        }
     }
-    tq_quantizer_prepare(&f->q, query, &pq);
-    if (f->cfg.metric == TQ_METRIC_COSINE && pq.qnorm == 0.0f) {
-        rc = tq_err(err, TQ_EVALUE, "query is zero: it has no cosine similarity");
-        goto done;
-    }
-    if (opts->scorer == TQ_SCORER_LUT) {
-        coarse_scan(f, &pq, &coarse);
-        size_t nc = tq_topk_drain(&coarse, coarse.heap);
-        for (size_t i = 0; i < nc; i++)
-            tq_topk_push(&mid, coarse.heap[i].id, float_key(f, &pq, coarse.heap[i].id));
-    } else {
-        for (size_t row = 0; row < f->n; row++)
-            tq_topk_push(&mid, row, float_key(f, &pq, row));
-    }
-    size_t n = tq_topk_drain(&mid, mid.heap);
-    if (rerank) {
-        for (size_t i = 0; i < n; i++)
-            tq_topk_push(&best, mid.heap[i].id, exact_key(f, query, pq.qnorm, mid.heap[i].id));
-        n = tq_topk_drain(&best, out);
-    } else {
-        memcpy(out, mid.heap, n * sizeof(tq_hit));
-    }
-    if (f->cfg.metric == TQ_METRIC_L2)
-        for (size_t i = 0; i < n; i++)
-            out[i].score = -out[i].score;
-    *count = n;
+    goto done;
+oom:
+    rc = tq_err(err, TQ_ENOMEM, "out of memory for search scratch");
 done:
-    tq_query_free(&pq);
-    tq_topk_free(&coarse);
+    if (pq)
+        for (size_t i = 0; i < batch; i++)
+            tq_query_free(&pq[i]);
+    if (heaps)
+        for (size_t i = 0; i < (size_t)nparts * batch; i++)
+            tq_topk_free(&heaps[i]);
+    tq_free(pq);
+    tq_free(heaps);
+    tq_topk_free(&merged);
     tq_topk_free(&mid);
     tq_topk_free(&best);
     return rc;
+}
+
+int tq_flat_search(const tq_flat *f, const float *query, const tq_search_opts *opts, tq_hit *out, size_t *count,
+                   tq_error *err)
+{
+    return tq_flat_search_batch(f, query, 1, opts, out, count, err);
 }
 
 int tq_flat_get_codes(const tq_flat *f, size_t row, uint8_t *codes, uint8_t *signs, tq_code_scalars *sc)

@@ -280,6 +280,16 @@ size_t tq_topk_drain(tq_topk *t, tq_hit *out);
 /* a better than b under the index ordering. */
 bool tq_hit_better(const tq_hit *a, const tq_hit *b);
 
+/* ------------------------------------------------------------------ pool */
+
+#define TQ_MAX_THREADS 64u
+
+typedef void (*tq_pool_fn)(void *arg, unsigned part);
+/* Run fn(arg, part) for every part in [0, nparts) on the process-wide
+ * worker pool and the calling thread; returns when all parts are done.
+ * Thread-safe. */
+void tq_pool_run(unsigned nparts, tq_pool_fn fn, void *arg);
+
 /* ------------------------------------------------------------------ flat */
 
 typedef enum tq_metric { TQ_METRIC_L2 = 1, TQ_METRIC_IP = 2, TQ_METRIC_COSINE = 3 } tq_metric;
@@ -306,6 +316,7 @@ typedef struct tq_search_opts {
     size_t k;
     unsigned rerank;     /* exact re-rank of the best k*rerank; 0 = off */
     tq_scorer scorer;
+    unsigned threads;    /* split the scan over this many threads; 0 or 1 = the caller only */
 } tq_search_opts;
 
 typedef struct tq_flat tq_flat;
@@ -327,6 +338,11 @@ size_t tq_flat_bytes_per_vector(const tq_flat *f);
  * threads at once. */
 int tq_flat_search(const tq_flat *f, const float *query, const tq_search_opts *opts, tq_hit *out,
                    size_t *count, tq_error *err);
+/* nq queries (row-major) in one pass over the codes: results of query i go
+ * to out + i*k, their count to counts[i]. Validates every query before
+ * scanning; on error nothing is written. */
+int tq_flat_search_batch(const tq_flat *f, const float *queries, size_t nq, const tq_search_opts *opts,
+                         tq_hit *out, size_t *counts, tq_error *err);
 /* Row `row`'s unpacked codes (d bytes each; signs for prod) and scalars. */
 int tq_flat_get_codes(const tq_flat *f, size_t row, uint8_t *codes, uint8_t *signs, tq_code_scalars *sc);
 

@@ -16,7 +16,8 @@ static_assert(SAME(TQVEC_EARG, TQ_EARG) && SAME(TQVEC_EDIM, TQ_EDIM) && SAME(TQV
 static_assert(SAME(TQVEC_METRIC_L2, TQ_METRIC_L2) && SAME(TQVEC_METRIC_IP, TQ_METRIC_IP) &&
               SAME(TQVEC_METRIC_COSINE, TQ_METRIC_COSINE), "metric numbering differs");
 static_assert(SAME(TQVEC_MAX_K, TQ_MAX_K) && SAME(TQVEC_MAX_RERANK, TQ_MAX_RERANK) &&
-              SAME(TQVEC_MAX_DIM, TQ_MAX_DIM) && SAME(TQVEC_MIN_DIM, TQ_MIN_DIM), "limits differ");
+              SAME(TQVEC_MAX_DIM, TQ_MAX_DIM) && SAME(TQVEC_MIN_DIM, TQ_MIN_DIM) &&
+              SAME(TQVEC_MAX_THREADS, TQ_MAX_THREADS), "limits differ");
 static_assert(sizeof(tqvec_hit) == sizeof(tq_hit), "hit layouts differ");
 static_assert(SAME(TQVEC_SCORER_LUT, TQ_SCORER_LUT) && SAME(TQVEC_SCORER_FLOAT, TQ_SCORER_FLOAT),
               "scorer numbering differs");
@@ -154,6 +155,18 @@ int tqvec_index_add(tqvec_index *index, const float *vectors, size_t n, uint64_t
     return TQVEC_OK;
 }
 
+/* Public parameters to internal options; the one place defaults apply. */
+static int search_opts(const tqvec_search_params *params, tq_search_opts *opts, tqvec_error *err)
+{
+    if (params && !all_zero(params->reserved, sizeof(params->reserved) / sizeof(params->reserved[0])))
+        return api_error(err, TQVEC_EARG, "reserved search fields must be zero");
+    opts->k = params && params->k ? params->k : 10;
+    opts->rerank = params ? params->rerank : 0;
+    opts->scorer = params && params->scorer ? (tq_scorer)params->scorer : TQ_SCORER_LUT;
+    opts->threads = params ? params->threads : 0;
+    return TQVEC_OK;
+}
+
 int tqvec_index_search(const tqvec_index *index, const float *query,
                        const tqvec_search_params *params, tqvec_hit *hits, size_t cap,
                        size_t *count, tqvec_error *err)
@@ -162,16 +175,30 @@ int tqvec_index_search(const tqvec_index *index, const float *query,
         *count = 0;
     if (!index || !query || !hits || !count)
         return api_error(err, TQVEC_EARG, "index, query, hits and count must not be NULL");
-    uint32_t k = params && params->k ? params->k : 10;
-    uint32_t rerank = params ? params->rerank : 0;
-    uint32_t scorer = params && params->scorer ? params->scorer : TQVEC_SCORER_LUT;
-    if (params && !all_zero(params->reserved, sizeof(params->reserved) / sizeof(params->reserved[0])))
-        return api_error(err, TQVEC_EARG, "reserved search fields must be zero");
-    if (cap < k)
-        return api_error(err, TQVEC_EARG, "hits capacity %zu is below k=%u", cap, k);
-    tq_search_opts opts = {.k = k, .rerank = rerank, .scorer = (tq_scorer)scorer};
+    tq_search_opts opts;
+    int rc = search_opts(params, &opts, err);
+    if (rc)
+        return rc;
+    if (cap < opts.k)
+        return api_error(err, TQVEC_EARG, "hits capacity %zu is below k=%zu", cap, opts.k);
     tq_error e;
     if (tq_flat_search(index->flat, query, &opts, (tq_hit *)hits, count, &e))
+        return export_error(&e, err);
+    return TQVEC_OK;
+}
+
+int tqvec_index_search_batch(const tqvec_index *index, const float *queries, size_t nq,
+                             const tqvec_search_params *params, tqvec_hit *hits, size_t *counts,
+                             tqvec_error *err)
+{
+    if (!index || (nq && (!queries || !hits || !counts)))
+        return api_error(err, TQVEC_EARG, "index, queries, hits and counts must not be NULL");
+    tq_search_opts opts;
+    int rc = search_opts(params, &opts, err);
+    if (rc)
+        return rc;
+    tq_error e;
+    if (tq_flat_search_batch(index->flat, queries, nq, &opts, (tq_hit *)hits, counts, &e))
         return export_error(&e, err);
     return TQVEC_OK;
 }

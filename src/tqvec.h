@@ -102,6 +102,7 @@ typedef enum tqvec_correction {
 #define TQVEC_DEFAULT_SEED 0x7475726271756e74ull
 #define TQVEC_MAX_K 100000
 #define TQVEC_MAX_RERANK 1024
+#define TQVEC_MAX_THREADS 64
 
 /* ------------------------------------------------- in-memory flat index */
 
@@ -130,7 +131,10 @@ typedef struct tqvec_search_params {
     uint32_t k;            /* results wanted; 0 = 10 */
     uint32_t rerank;       /* re-score the best k*rerank estimates exactly; 0 = off */
     uint32_t scorer;       /* tqvec_scorer */
-    uint32_t reserved[5];  /* must be zero */
+    uint32_t threads;      /* split the scan over this many threads (a persistent pool,
+                              no start-up per query); 0 or 1 = the calling thread only;
+                              results do not depend on it */
+    uint32_t reserved[4];  /* must be zero */
 } tqvec_search_params;
 
 typedef struct tqvec_hit {
@@ -163,6 +167,13 @@ TQVEC_API int tqvec_index_add(tqvec_index *index, const float *vectors, size_t n
 TQVEC_API int tqvec_index_search(const tqvec_index *index, const float *query,
                                  const tqvec_search_params *params, tqvec_hit *hits,
                                  size_t cap, size_t *count, tqvec_error *err);
+/* The same for nq queries (row-major) in one pass over the codes, which is
+ * faster than nq calls when the codes exceed the cache. Results of query i
+ * go to hits + i*k (hits holds nq*k entries, k as in params), their count
+ * to counts[i]. Every query is checked before any is run. Shared. */
+TQVEC_API int tqvec_index_search_batch(const tqvec_index *index, const float *queries, size_t nq,
+                                       const tqvec_search_params *params, tqvec_hit *hits,
+                                       size_t *counts, tqvec_error *err);
 /* Fill *info. Shared. */
 TQVEC_API int tqvec_index_get_info(const tqvec_index *index, tqvec_index_info *info);
 

@@ -237,6 +237,46 @@ Test(search, concurrent_searches_agree_with_sequential)
     tq_free(t2);
 }
 
+Test(search, threads_and_batches_give_the_same_answers)
+{
+    const uint32_t d = 48;
+    const size_t nq = 40;
+    tqvec_index *ix = small_index(TQVEC_METRIC_L2, 1, 3001, d);
+    float *queries = tq_malloc(nq * d * sizeof(float));
+    for (size_t i = 0; i < nq * d; i++)
+        queries[i] = (float)cos(i * 0.61);
+    tqvec_hit *one = tq_calloc(nq * 10, sizeof(tqvec_hit)), *many = tq_calloc(nq * 10, sizeof(tqvec_hit));
+    size_t count, counts[40];
+    for (int scorer = 1; scorer <= 2; scorer++)
+        for (uint32_t rerank = 0; rerank <= 3; rerank += 3) {
+            tqvec_search_params sp = {.k = 10, .rerank = rerank, .scorer = (uint32_t)scorer};
+            for (size_t i = 0; i < nq; i++) {
+                cr_assert_eq(tqvec_index_search(ix, queries + i * d, &sp, one + i * 10, 10, &count, NULL), TQVEC_OK);
+                cr_assert_eq(count, 10);
+            }
+            for (uint32_t threads = 0; threads <= 7; threads += 3) {
+                sp.threads = threads;
+                memset(many, 0, nq * 10 * sizeof(tqvec_hit));
+                cr_assert_eq(tqvec_index_search_batch(ix, queries, nq, &sp, many, counts, NULL), TQVEC_OK);
+                for (size_t i = 0; i < nq; i++)
+                    cr_assert_eq(counts[i], 10);
+                cr_assert(same_hits(one, many, nq * 10), "scorer %d rerank %u threads %u: batch differs", scorer,
+                          rerank, threads);
+            }
+        }
+    /* A bad query anywhere in a batch: nothing runs, the error names it. */
+    queries[7 * d + 5] = NAN;
+    tqvec_error err;
+    cr_assert_eq(tqvec_index_search_batch(ix, queries, nq, NULL, many, counts, &err), TQVEC_EVALUE);
+    cr_assert(strstr(err.message, "query 7"), "%s", err.message);
+    tqvec_search_params sp = {.threads = TQVEC_MAX_THREADS + 1};
+    cr_assert_eq(tqvec_index_search_batch(ix, queries, 1, &sp, many, counts, &err), TQVEC_EARG);
+    tqvec_index_free(ix);
+    tq_free(queries);
+    tq_free(one);
+    tq_free(many);
+}
+
 Test(search, bad_inputs_get_clear_errors_and_change_nothing)
 {
     const uint32_t d = 8;

@@ -17,7 +17,7 @@
 #define REPEATS 5
 
 typedef struct bench_opts {
-    size_t dim, n, queries;
+    size_t dim, n, queries, batch, threads;
     unsigned bits;
     int variant;
     const char *json;
@@ -165,13 +165,17 @@ static int bench_scan(const bench_opts *o)
     memset(buf, 1, code_bytes);
     double qps[REPEATS], gbps[REPEATS], read[REPEATS];
     uint64_t sink = 0;
-    tqvec_hit hits[10];
+    const size_t batch = o->batch;
+    tqvec_hit *hits = tq_malloc(batch * 10 * sizeof(tqvec_hit));
+    size_t *counts = tq_malloc(batch * sizeof(size_t));
+    tqvec_search_params sp = {.k = 10, .threads = (uint32_t)o->threads};
     for (int r = 0; r < REPEATS; r++) {
         read[r] = read_bandwidth(buf, code_bytes, &sink);
         double t0 = tool_now();
-        for (size_t i = 0; i < nq; i++) {
-            size_t count;
-            tqvec_index_search(ix, q + i * d, NULL, hits, 10, &count, &err);
+        for (size_t i = 0; i < nq; i += batch) {
+            size_t m = nq - i < batch ? nq - i : batch;
+            if (tqvec_index_search_batch(ix, q + i * d, m, &sp, hits, counts, &err))
+                return tool_fail("bench", "%s", err.message);
             sink += hits[0].id;
         }
         double t = tool_now() - t0;
@@ -181,8 +185,8 @@ static int bench_scan(const bench_opts *o)
     double med_qps = tool_median(qps, REPEATS), med_scan = tool_median(gbps, REPEATS);
     double med_read = tool_median(read, REPEATS);
     const char *variant = o->variant == TQVEC_VARIANT_PROD ? "prod" : "mse";
-    printf("scan d=%zu bits=%u %s n=%zu queries=%zu simd=%s (median of %d)\n", d, o->bits, variant, n, nq,
-           tqvec_simd_level(), REPEATS);
+    printf("scan d=%zu bits=%u %s n=%zu queries=%zu batch=%zu threads=%zu simd=%s (median of %d)\n", d, o->bits,
+           variant, n, nq, batch, o->threads ? o->threads : 1, tqvec_simd_level(), REPEATS);
     printf("  search       %10.1f queries/s  %8.1f us/query  %6.2f GB/s of codes (%zu MB)\n", med_qps,
            1e6 / med_qps, med_scan, code_bytes >> 20);
     printf("  plain read   %10s            %8s           %6.2f GB/s (same size)\n", "", "", med_read);
@@ -204,13 +208,16 @@ static int bench_scan(const bench_opts *o)
             tool_json_num(&j, "read_gbps", med_read);
             tool_json_num(&j, "ratio", med_scan / med_read);
             tool_json_int(&j, "code_bytes", (long long)code_bytes);
-            tool_json_int(&j, "threads", 1);
+            tool_json_int(&j, "threads", (long long)(o->threads ? o->threads : 1));
+            tool_json_int(&j, "batch", (long long)batch);
             tool_json_str(&j, "simd", tqvec_simd_level());
             tool_json_int(&j, "sink", (long long)(sink & 1));
             tool_json_end(&j);
             tool_close_output(fp);
         }
     }
+    tq_free(hits);
+    tq_free(counts);
     tq_free(buf);
     tq_free(q);
     tqvec_index_free(ix);
@@ -220,7 +227,8 @@ static int bench_scan(const bench_opts *o)
 static void usage(void)
 {
     fprintf(stderr, "usage: tqvec bench encode --dim D --bits B [-n N] [--variant mse|prod] [--json FILE|-]\n"
-                    "       tqvec bench scan --dim D --bits B [-n N] [--queries Q] [--variant mse|prod] [--json FILE|-]\n");
+                    "       tqvec bench scan --dim D --bits B [-n N] [--queries Q] [--batch B] [--threads T]\n"
+                    "                        [--variant mse|prod] [--json FILE|-]\n");
 }
 
 int cmd_bench(int argc, char **argv)
@@ -228,7 +236,8 @@ int cmd_bench(int argc, char **argv)
     static const struct option longopts[] = {
         {"dim", required_argument, 0, 'd'}, {"bits", required_argument, 0, 'b'},
         {"variant", required_argument, 0, 'v'}, {"json", required_argument, 0, 'j'},
-        {"queries", required_argument, 0, 'q'},
+        {"queries", required_argument, 0, 'q'}, {"batch", required_argument, 0, 'B'},
+        {"threads", required_argument, 0, 't'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     if (argc < 2) {
@@ -236,7 +245,7 @@ int cmd_bench(int argc, char **argv)
         return 1;
     }
     const char *what = argv[1];
-    bench_opts o = {.dim = 1536, .n = 100000, .queries = 100, .bits = 4, .variant = TQVEC_VARIANT_MSE};
+    bench_opts o = {.dim = 1536, .n = 100000, .queries = 100, .batch = 1, .bits = 4, .variant = TQVEC_VARIANT_MSE};
     int c;
     optind = 2;
     while ((c = getopt_long(argc, argv, "n:h", longopts, NULL)) != -1) {
@@ -266,6 +275,14 @@ int cmd_bench(int argc, char **argv)
         case 'q':
             if (tool_parse_size(optarg, &o.queries) || o.queries == 0)
                 return tool_fail("bench", "--queries wants a positive count, got '%s'", optarg);
+            break;
+        case 'B':
+            if (tool_parse_size(optarg, &o.batch) || o.batch == 0)
+                return tool_fail("bench", "--batch wants a positive count, got '%s'", optarg);
+            break;
+        case 't':
+            if (tool_parse_size(optarg, &o.threads) || o.threads > TQVEC_MAX_THREADS)
+                return tool_fail("bench", "--threads wants 0..%d, got '%s'", TQVEC_MAX_THREADS, optarg);
             break;
         case 'j': o.json = optarg; break;
         case 'h': usage(); return 0;

@@ -22,8 +22,8 @@ typedef struct eval_opts {
     int metric;
     unsigned bits[MAX_LIST], rerank[MAX_LIST];
     int nbits, nrerank;
-    int variant[MAX_LIST], correction[MAX_LIST];
-    int nvariant, ncorrection;
+    int variant[MAX_LIST], correction[MAX_LIST], scorer[MAX_LIST];
+    int nvariant, ncorrection, nscorer;
     size_t k, max_queries, max_base;
     uint64_t seed;
     unsigned threads;
@@ -38,13 +38,16 @@ static const char *const variant_names[] = {"mse", "prod"};
 static const char *const correction_names[] = {"ip", "none"};
 static const int variant_values[] = {TQVEC_VARIANT_MSE, TQVEC_VARIANT_PROD};
 static const int correction_values[] = {TQVEC_CORRECTION_IP, TQVEC_CORRECTION_NONE};
+static const char *const scorer_names[] = {"lut", "float"};
+static const int scorer_values[] = {TQVEC_SCORER_LUT, TQVEC_SCORER_FLOAT};
 
 static void usage(void)
 {
     fprintf(stderr,
             "usage: tqvec eval --base FILE --queries FILE [--gt FILE] --metric l2|ip|cosine\n"
             "                  [--bits 1,2,3,4] [--variant mse,prod] [--correction ip,none]\n"
-            "                  [--rerank 0,4,16] [-k 10] [--json FILE|-] [--nq N] [--nb N]\n"
+            "                  [--rerank 0,4,16] [--scorer lut,float] [-k 10] [--json FILE|-]\n"
+            "                  [--nq N] [--nb N]"
             "                  [--seed S] [--threads T] [--name NAME]\n"
             "Vector files: .fvecs, .bvecs, .npy or IDX; ground truth: .ivecs (0-based rows).\n"
             "Without --gt, exact ground truth is computed (on --threads threads).\n");
@@ -60,6 +63,7 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         {"json", required_argument, 0, 'j'},       {"nq", required_argument, 0, 'Q'},
         {"nb", required_argument, 0, 'N'},         {"seed", required_argument, 0, 's'},
         {"threads", required_argument, 0, 't'},    {"name", required_argument, 0, 'n'},
+        {"scorer", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0},
     };
     *o = (eval_opts){.k = 10, .seed = TQVEC_DEFAULT_SEED};
@@ -70,6 +74,8 @@ static int parse_args(int argc, char **argv, eval_opts *o)
     o->nvariant = 1;
     o->correction[0] = 0;
     o->ncorrection = 1;
+    o->scorer[0] = 0;
+    o->nscorer = 1;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "k:h", longopts, NULL)) != -1) {
@@ -100,6 +106,10 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         case 'C':
             if ((o->ncorrection = tool_parse_name_list(optarg, correction_names, 2, o->correction, MAX_LIST)) < 0)
                 return tool_fail("eval", "--correction wants ip and/or none, got '%s'", optarg);
+            break;
+        case 'S':
+            if ((o->nscorer = tool_parse_name_list(optarg, scorer_names, 2, o->scorer, MAX_LIST)) < 0)
+                return tool_fail("eval", "--scorer wants lut and/or float, got '%s'", optarg);
             break;
         case 'k':
             if (tool_parse_size(optarg, &o->k) || o->k == 0 || o->k > 1000)
@@ -165,7 +175,7 @@ static void dataset_name(const eval_opts *o, char *out, size_t cap)
 }
 
 static int run_queries(const tqvec_index *ix, const tq_matrix *queries, const int32_t *gt, size_t gt_k,
-                       size_t k, unsigned rerank, const char *label, eval_result *res)
+                       size_t k, unsigned rerank, int scorer, const char *label, eval_result *res)
 {
     size_t nq = queries->n, hits_found = 0, top1 = 0, one_in_k = 0;
     double *lat = tq_malloc(nq * sizeof(double));
@@ -175,7 +185,7 @@ static int run_queries(const tqvec_index *ix, const tq_matrix *queries, const in
         tq_free(hits);
         return tool_fail("eval", "out of memory");
     }
-    tqvec_search_params sp = {.k = (uint32_t)k, .rerank = rerank};
+    tqvec_search_params sp = {.k = (uint32_t)k, .rerank = rerank, .scorer = (uint32_t)scorer};
     tool_progress prog;
     tool_progress_begin(&prog, label, "queries", nq);
     double total = 0.0;
@@ -294,8 +304,9 @@ int cmd_eval(int argc, char **argv)
 
     fprintf(table, "dataset %s: %zu base x %zu queries, d=%zu, metric %s, k=%zu, simd %s\n", name, base.n,
             queries.n, base.d, tool_metric_name(o.metric), o.k, tqvec_simd_level());
-    fprintf(table, "%4s %-5s %-5s %6s | %7s %7s %7s | %9s %9s %9s | %8s %10s | %7s\n", "bits", "var", "corr",
-            "rerank", "R@1", "R@k", "R1@k", "QPS", "p50 us", "p99 us", "enc s", "enc vec/s", "B/vec");
+    fprintf(table, "%4s %-5s %-5s %-5s %6s | %7s %7s %7s | %9s %9s %9s | %8s %10s | %7s\n", "bits", "var",
+            "corr", "score", "rerank", "R@1", "R@k", "R1@k", "QPS", "p50 us", "p99 us", "enc s", "enc vec/s",
+            "B/vec");
     for (int bi = 0; bi < o.nbits; bi++)
         for (int vi = 0; vi < o.nvariant; vi++)
             for (int ci = 0; ci < o.ncorrection; ci++) {
@@ -320,15 +331,19 @@ int cmd_eval(int argc, char **argv)
                 double encode_s = tool_now() - t0;
                 tqvec_index_info info;
                 tqvec_index_get_info(ix, &info);
+                for (int si = 0; si < o.nscorer; si++)
                 for (int ri = 0; ri < o.nrerank; ri++) {
+                    const char *scorer = scorer_names[o.scorer[si]];
                     char label[96];
-                    snprintf(label, sizeof(label), "b=%u %s %s rerank=%u", o.bits[bi], variant_names[o.variant[vi]],
-                             correction_names[o.correction[ci]], o.rerank[ri]);
+                    snprintf(label, sizeof(label), "b=%u %s %s %s rerank=%u", o.bits[bi],
+                             variant_names[o.variant[vi]], correction_names[o.correction[ci]], scorer, o.rerank[ri]);
                     eval_result res = {0};
-                    if ((rc = run_queries(ix, &queries, gt.data, gt.d, o.k, o.rerank[ri], label, &res)))
+                    if ((rc = run_queries(ix, &queries, gt.data, gt.d, o.k, o.rerank[ri], scorer_values[o.scorer[si]],
+                                          label, &res)))
                         goto done;
-                    fprintf(table, "%4u %-5s %-5s %6u | %7.4f %7.4f %7.4f | %9.0f %9.1f %9.1f | %8.3f %10.0f | %7llu\n",
-                            o.bits[bi], variant_names[o.variant[vi]], correction_names[o.correction[ci]],
+                    fprintf(table,
+                            "%4u %-5s %-5s %-5s %6u | %7.4f %7.4f %7.4f | %9.0f %9.1f %9.1f | %8.3f %10.0f | %7llu\n",
+                            o.bits[bi], variant_names[o.variant[vi]], correction_names[o.correction[ci]], scorer,
                             o.rerank[ri], res.recall_at_1, res.recall_at_k, res.recall_1_at_k, res.qps, res.p50_us,
                             res.p99_us, encode_s, (double)base.n / encode_s,
                             (unsigned long long)info.bytes_per_vector);
@@ -341,6 +356,7 @@ int cmd_eval(int argc, char **argv)
                         tool_json_str(&j, "variant", variant_names[o.variant[vi]]);
                         tool_json_str(&j, "correction", correction_names[o.correction[ci]]);
                         tool_json_int(&j, "rerank", o.rerank[ri]);
+                        tool_json_str(&j, "scorer", scorer);
                         tool_json_int(&j, "k", (long long)o.k);
                         tool_json_int(&j, "n", (long long)base.n);
                         tool_json_int(&j, "nq", (long long)queries.n);
