@@ -34,78 +34,16 @@ static inline __m256 fwht_in_register(__m256 x)
     return x;
 }
 
-/* One pass of `stages` (1..3) butterfly stages h, 2h, 4h over 2^stages
- * registers loaded h floats apart: the same pairs as the scalar loop, with
- * fewer loads and stores. Always inlined with a constant `stages`, so the
- * register array stays in registers. */
-static inline __attribute__((always_inline)) void fwht_pass(float *x, size_t n, size_t h, unsigned stages,
-                                                            bool last, __m256 sv)
-{
-    const size_t span = h << stages;
-    for (size_t i = 0; i < n; i += span)
-        for (size_t j = i; j < i + h; j += 8) {
-            __m256 v[8];
-#pragma GCC unroll 8
-            for (unsigned m = 0; m < (1u << stages); m++)
-                v[m] = _mm256_loadu_ps(x + j + m * h);
-#pragma GCC unroll 3
-            for (unsigned s = 0; s < stages; s++) {
-                unsigned hs = 1u << s;
-#pragma GCC unroll 8
-                for (unsigned m = 0; m < (1u << stages); m++)
-                    if (!(m & hs)) {
-                        __m256 a = v[m], b = v[m + hs];
-                        v[m] = _mm256_add_ps(a, b);
-                        v[m + hs] = _mm256_sub_ps(a, b);
-                    }
-            }
-#pragma GCC unroll 8
-            for (unsigned m = 0; m < (1u << stages); m++)
-                _mm256_storeu_ps(x + j + m * h, last ? _mm256_mul_ps(v[m], sv) : v[m]);
-        }
-}
-
-static void fwht_avx2(float *x, size_t n, const float *signs, float scale)
-{
-    if (n < 16) {
-        tq_fwht_scalar(x, n, signs, scale);
-        return;
-    }
-    const __m256 sv = _mm256_set1_ps(scale);
-    /* First pass, 16 floats at a time: the sign flip, stages 1, 2, 4 in each
-     * register, then stage 8 between the two. */
-    for (size_t i = 0; i < n; i += 16) {
-        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
-        if (signs) {
-            a = _mm256_mul_ps(a, _mm256_loadu_ps(signs + i));
-            b = _mm256_mul_ps(b, _mm256_loadu_ps(signs + i + 8));
-        }
-        a = fwht_in_register(a);
-        b = fwht_in_register(b);
-        __m256 s0 = _mm256_add_ps(a, b), s1 = _mm256_sub_ps(a, b);
-        if (n == 16) {
-            s0 = _mm256_mul_ps(s0, sv);
-            s1 = _mm256_mul_ps(s1, sv);
-        }
-        _mm256_storeu_ps(x + i, s0);
-        _mm256_storeu_ps(x + i + 8, s1);
-    }
-    for (size_t h = 16; h < n;) {
-        if ((h << 3) < n) {
-            fwht_pass(x, n, h, 3, false, sv);
-            h <<= 3;
-        } else if ((h << 3) == n) {
-            fwht_pass(x, n, h, 3, true, sv);
-            h <<= 3;
-        } else if ((h << 2) == n) {
-            fwht_pass(x, n, h, 2, true, sv);
-            h <<= 2;
-        } else {
-            fwht_pass(x, n, h, 1, true, sv);
-            h <<= 1;
-        }
-    }
-}
+#define FWHT_VEC __m256
+#define FWHT_LANES 8
+#define FWHT_LOAD _mm256_loadu_ps
+#define FWHT_STORE _mm256_storeu_ps
+#define FWHT_ADD _mm256_add_ps
+#define FWHT_SUB _mm256_sub_ps
+#define FWHT_MUL _mm256_mul_ps
+#define FWHT_SET1 _mm256_set1_ps
+#define FWHT_NAME fwht_avx2
+#include "fwht_template.h"
 
 static void mul_avx2(float *x, const float *y, size_t n)
 {

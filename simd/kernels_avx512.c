@@ -41,78 +41,16 @@ static inline __m512 fwht_in_register(__m512 x)
     return x;
 }
 
-/* One pass of `stages` (1..3) butterfly stages h, 2h, 4h over 2^stages
- * registers loaded h floats apart: the same pairs as the scalar loop, with
- * fewer loads and stores. Always inlined with a constant `stages`, so the
- * register array stays in registers. */
-static inline __attribute__((always_inline)) void fwht_pass(float *x, size_t n, size_t h, unsigned stages,
-                                                            bool last, __m512 sv)
-{
-    const size_t span = h << stages;
-    for (size_t i = 0; i < n; i += span)
-        for (size_t j = i; j < i + h; j += 16) {
-            __m512 v[8];
-#pragma GCC unroll 8
-            for (unsigned m = 0; m < (1u << stages); m++)
-                v[m] = _mm512_loadu_ps(x + j + m * h);
-#pragma GCC unroll 3
-            for (unsigned s = 0; s < stages; s++) {
-                unsigned hs = 1u << s;
-#pragma GCC unroll 8
-                for (unsigned m = 0; m < (1u << stages); m++)
-                    if (!(m & hs)) {
-                        __m512 a = v[m], b = v[m + hs];
-                        v[m] = _mm512_add_ps(a, b);
-                        v[m + hs] = _mm512_sub_ps(a, b);
-                    }
-            }
-#pragma GCC unroll 8
-            for (unsigned m = 0; m < (1u << stages); m++)
-                _mm512_storeu_ps(x + j + m * h, last ? _mm512_mul_ps(v[m], sv) : v[m]);
-        }
-}
-
-static void fwht_avx512(float *x, size_t n, const float *signs, float scale)
-{
-    if (n < 32) {
-        tq_fwht_scalar(x, n, signs, scale);
-        return;
-    }
-    const __m512 sv = _mm512_set1_ps(scale);
-    /* First pass, 32 floats at a time: the sign flip, stages 1..8 in each
-     * register, then stage 16 between the two. */
-    for (size_t i = 0; i < n; i += 32) {
-        __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
-        if (signs) {
-            a = _mm512_mul_ps(a, _mm512_loadu_ps(signs + i));
-            b = _mm512_mul_ps(b, _mm512_loadu_ps(signs + i + 16));
-        }
-        a = fwht_in_register(a);
-        b = fwht_in_register(b);
-        __m512 s0 = _mm512_add_ps(a, b), s1 = _mm512_sub_ps(a, b);
-        if (n == 32) {
-            s0 = _mm512_mul_ps(s0, sv);
-            s1 = _mm512_mul_ps(s1, sv);
-        }
-        _mm512_storeu_ps(x + i, s0);
-        _mm512_storeu_ps(x + i + 16, s1);
-    }
-    for (size_t h = 32; h < n;) {
-        if ((h << 3) < n) {
-            fwht_pass(x, n, h, 3, false, sv);
-            h <<= 3;
-        } else if ((h << 3) == n) {
-            fwht_pass(x, n, h, 3, true, sv);
-            h <<= 3;
-        } else if ((h << 2) == n) {
-            fwht_pass(x, n, h, 2, true, sv);
-            h <<= 2;
-        } else {
-            fwht_pass(x, n, h, 1, true, sv);
-            h <<= 1;
-        }
-    }
-}
+#define FWHT_VEC __m512
+#define FWHT_LANES 16
+#define FWHT_LOAD _mm512_loadu_ps
+#define FWHT_STORE _mm512_storeu_ps
+#define FWHT_ADD _mm512_add_ps
+#define FWHT_SUB _mm512_sub_ps
+#define FWHT_MUL _mm512_mul_ps
+#define FWHT_SET1 _mm512_set1_ps
+#define FWHT_NAME fwht_avx512
+#include "fwht_template.h"
 
 static void mul_avx512(float *x, const float *y, size_t n)
 {
@@ -266,11 +204,11 @@ static void dot_codes_avx512(const uint8_t *codes, size_t nrows, size_t stride,
     const __mmask16 tail = (__mmask16)((1u << (d % 16)) - 1);
     const __m512 qtail = _mm512_maskz_loadu_ps(tail, q + full * 16);
 
-    size_t r = 0;
     /* Two rows at a time: each row's sum is one dependency chain, and two
-     * independent chains hide the add latency without changing either. */
-    for (; r + 2 <= nrows; r += 2) {
-        const uint8_t *r0 = codes + r * stride, *r1 = r0 + stride;
+     * independent chains hide the add latency without changing either. A
+     * lone last row runs as a pair with itself. */
+    for (size_t r = 0; r < nrows; r += 2) {
+        const uint8_t *r0 = codes + r * stride, *r1 = r + 1 < nrows ? r0 + stride : r0;
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
         for (size_t c = 0; c < full; c++) {
             __m512 qv = _mm512_loadu_ps(q + c * 16);
@@ -288,25 +226,13 @@ static void dot_codes_avx512(const uint8_t *codes, size_t nrows, size_t stride,
         float lane[16];
         _mm512_storeu_ps(lane, acc0);
         out[r] = tq_fold16(lane);
-        _mm512_storeu_ps(lane, acc1);
-        out[r + 1] = tq_fold16(lane);
-    }
-    for (; r < nrows; r++) {
-        const uint8_t *r0 = codes + r * stride;
-        __m512 acc0 = _mm512_setzero_ps();
-        for (size_t c = 0; c < full; c++) {
-            __m512 v0 = _mm512_permutexvar_ps(unpack16(r0 + c * chunk_bytes, shift_even, shift_odd, mask), tab);
-            acc0 = _mm512_add_ps(acc0, _mm512_mul_ps(_mm512_loadu_ps(q + c * 16), v0));
+        if (r + 1 < nrows) {
+            _mm512_storeu_ps(lane, acc1);
+            out[r + 1] = tq_fold16(lane);
         }
-        if (tail) {
-            __m512 v0 = _mm512_permutexvar_ps(unpack16(r0 + full * chunk_bytes, shift_even, shift_odd, mask), tab);
-            acc0 = _mm512_mask_add_ps(acc0, tail, acc0, _mm512_mul_ps(qtail, v0));
-        }
-        float lane[16];
-        _mm512_storeu_ps(lane, acc0);
-        out[r] = tq_fold16(lane);
     }
 }
+
 
 /* Two nibble pairs per ZMM: the low 256 bits carry pair p, the high pair
  * p+1, each for the same 32 vectors; the halves are added at each flush.

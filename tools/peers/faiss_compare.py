@@ -88,32 +88,25 @@ def main():
     m = d * a.bits // 4
     while d % m:
         m -= 1
-    pq = faiss.IndexPQFastScan(d, m, 4, metric)
-    t0 = time.perf_counter()
-    pq.train(base[: min(n, 50000)])
-    train_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pq.add(base)
-    add_s = time.perf_counter() - t0
-    qps, p50, found = time_single(pq, queries)
-    rows.append(("faiss PQ%dx4 fastscan" % m, qps, p50, recall_at_10(found, gt), train_s, add_s))
-
-    sq = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_4bit, metric)
-    t0 = time.perf_counter()
-    sq.train(base[: min(n, 50000)])
-    train_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sq.add(base)
-    add_s = time.perf_counter() - t0
-    qps, p50, found = time_single(sq, queries)
-    rows.append(("faiss SQ4", qps, p50, recall_at_10(found, gt), train_s, add_s))
+    peers = [("faiss PQ%dx4 fastscan" % m, faiss.IndexPQFastScan(d, m, 4, metric)),
+             ("faiss SQ4", faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_4bit, metric))]
+    for name, index in peers:
+        t0 = time.perf_counter()
+        index.train(base[: min(n, 50000)])
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        index.add(base)
+        add_s = time.perf_counter() - t0
+        qps, p50, found = time_single(index, queries)
+        rows.append((name, qps, p50, recall_at_10(found, gt), train_s, add_s))
 
     cmd = [a.tqvec, "eval", "--base", a.base, "--queries", a.queries, "--gt", a.gt, "--metric", a.metric,
            "--bits", str(a.bits), "--nq", str(a.nq), "--json", "-"]
     r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[0])
     rows.append(("tqvec %d-bit mse" % a.bits, r["qps"], r["p50_us"], r["recall_at_k"], 0.0, r["encode_s"]))
 
-    print("n=%d d=%d metric=%s queries=%d, one query at a time, one thread" % (n, d, a.metric, len(queries)))
+    print("n=%d d=%d metric=%s queries=%d, one query at a time, one thread; FAISS %s built %s"
+          % (n, d, a.metric, len(queries), faiss.__version__, faiss.get_compile_options()))
     print("%-24s %10s %10s %9s %9s %9s" % ("index", "QPS", "p50 us", "R@10", "train s", "add s"))
     for name, qps, p50, rec, tr, ad in rows:
         print("%-24s %10.1f %10.1f %9.4f %9.2f %9.2f" % (name, qps, p50, rec, tr, ad))
