@@ -168,6 +168,47 @@ static unsigned lloyd_max(uint32_t d, unsigned bits, double *c, double *mass_out
     return it + 1;
 }
 
+/* The grid spans a little past the outer bounds; a cell is narrower than the
+ * closest pair of bounds at 8 bits, so the count at a cell's start is at most
+ * one step from the answer for any x in it. */
+static void build_grid(tq_codebook *cb)
+{
+    unsigned nb = cb->levels - 1;
+    double lo = cb->bound[0], hi = cb->bound[nb - 1];
+    double width = (hi - lo) * 1.01 + 1e-30;
+    lo -= (width - (hi - lo)) / 2;
+    cb->grid_lo = (float)lo;
+    cb->grid_scale = (float)(TQ_CODEBOOK_GRID / width);
+    unsigned count = 0;
+    for (unsigned g = 0; g < TQ_CODEBOOK_GRID; g++) {
+        float start = cb->grid_lo + (float)g / cb->grid_scale;
+        while (count < nb && cb->bound_f[count] < start)
+            count++;
+        cb->grid[g] = (uint8_t)count;
+    }
+}
+
+void tq_codebook_quantize(const tq_codebook *cb, const float *x, size_t n, uint8_t *codes)
+{
+    if (cb->bits <= TQ_MAX_CODE_BITS) {
+        tq_simd()->quantize(x, n, cb->bound_f, cb->levels - 1, codes);
+        return;
+    }
+    const unsigned nb = cb->levels - 1;
+    for (size_t i = 0; i < n; i++) {
+        float cell = (x[i] - cb->grid_lo) * cb->grid_scale;
+        /* NaN and out-of-range values clamp to an end cell; the steps below
+         * then settle the exact count whatever cell was picked. */
+        int g = cell >= 0.0f ? (cell < (float)TQ_CODEBOOK_GRID ? (int)cell : TQ_CODEBOOK_GRID - 1) : 0;
+        unsigned c = cb->grid[g];
+        while (c > 0 && !(cb->bound_f[c - 1] < x[i]))
+            c--;
+        while (c < nb && cb->bound_f[c] < x[i])
+            c++;
+        codes[i] = (uint8_t)c;
+    }
+}
+
 static int codebook_compute(tq_codebook *cb, uint32_t d, unsigned bits)
 {
     cdf_table *tables = tq_malloc(2 * sizeof(cdf_table));
@@ -197,6 +238,7 @@ static int codebook_compute(tq_codebook *cb, uint32_t d, unsigned bits)
     /* E[X²] = 1/d on the sphere; a Lloyd-Max quantizer's error is what the
      * centroids do not explain. */
     cb->mse = 1.0 / d - explained;
+    build_grid(cb);
     return TQ_OK;
 }
 

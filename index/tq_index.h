@@ -131,13 +131,24 @@ typedef struct tq_codebook {
     float bound_f[255];
     double mse;               /* expected squared error of one coordinate */
     unsigned iterations;      /* Lloyd iterations used */
+    /* Grid over [grid_lo, grid_lo + TQ_CODEBOOK_GRID / grid_scale): entry g
+     * counts the bounds below the cell's start, so quantizing is a lookup
+     * plus a step or two (used past 4 bits, where comparing against every
+     * bound is too slow). */
+    float grid_lo, grid_scale;
+    uint8_t grid[4096];
 } tq_codebook;
+
+#define TQ_CODEBOOK_GRID 4096
 
 /* The Lloyd-Max codebook for one coordinate of a uniform point on the unit
  * sphere in R^d at `bits` bits (1..8), computed on first use and cached for
  * the life of the process (thread-safe). NULL if d or bits is out of range
  * or memory runs out. */
 const tq_codebook *tq_codebook_get(uint32_t d, unsigned bits);
+/* codes[i] = number of cb->bound_f strictly below x[i], exactly as the
+ * quantize kernel defines it, for any bits (the kernel for up to 4). */
+void tq_codebook_quantize(const tq_codebook *cb, const float *x, size_t n, uint8_t *codes);
 /* Density constant c_d = E|u_1| for u uniform on the sphere in R^d. */
 double tq_sphere_abs_mean(uint32_t d);
 
@@ -297,6 +308,13 @@ typedef enum tq_metric { TQ_METRIC_L2 = 1, TQ_METRIC_IP = 2, TQ_METRIC_COSINE = 
 #define TQ_MAX_RERANK 1024u
 #define TQ_MAX_K 100000u
 
+/* Data kept beside the codes for re-ranking. */
+typedef enum tq_refine {
+    TQ_REFINE_NONE = 1,
+    TQ_REFINE_CODE8 = 2, /* the rotated unit vector at 8 bits (Lloyd-Max): d bytes */
+    TQ_REFINE_FP32 = 3,  /* the float vector (normalized for cosine): 4d bytes */
+} tq_refine;
+
 typedef struct tq_flat_config {
     uint32_t d;
     tq_metric metric;
@@ -304,7 +322,7 @@ typedef struct tq_flat_config {
     tq_variant variant;
     tq_correction correction;
     uint64_t seed;
-    bool keep_vectors; /* keep float vectors for exact re-ranking */
+    tq_refine refine;
 } tq_flat_config;
 
 typedef enum tq_scorer {
@@ -331,9 +349,11 @@ const tq_quantizer *tq_flat_quantizer(const tq_flat *f);
 const tq_flat_config *tq_flat_get_config(const tq_flat *f);
 /* Bytes of compressed data per vector (codes and scalars). */
 size_t tq_flat_bytes_per_vector(const tq_flat *f);
+/* Refine bytes per vector (0 without refine data). */
+size_t tq_flat_refine_bytes_per_vector(const tq_flat *f);
 /* Best min(k, count) hits for query, best first, into out (k entries).
- * rerank > 0 re-scores the best k*rerank estimates exactly (needs
- * keep_vectors). Scores are reported in the metric's units: squared L2
+ * rerank > 0 re-scores the best k*rerank estimates with the refine data
+ * (needs refine data). Scores are reported in the metric's units: squared L2
  * distance, inner product, or cosine similarity. Safe to call from many
  * threads at once. */
 int tq_flat_search(const tq_flat *f, const float *query, const tq_search_opts *opts, tq_hit *out,

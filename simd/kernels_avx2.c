@@ -256,6 +256,30 @@ static void dot_codes_avx2(const uint8_t *codes, size_t nrows, size_t stride,
     }
 }
 
+static float dot_u8_avx2(const uint8_t *codes, const float *table, const float *q, size_t d)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+        __m128i c = _mm_loadu_si128((const __m128i *)(codes + i));
+        __m256 v0 = _mm256_i32gather_ps(table, _mm256_cvtepu8_epi32(c), 4);
+        __m256 v1 = _mm256_i32gather_ps(table, _mm256_cvtepu8_epi32(_mm_srli_si128(c, 8)), 4);
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(q + i), v0));
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(q + i + 8), v1));
+    }
+    if (i < d) {
+        uint8_t tail[16] = {0};
+        memcpy(tail, codes + i, d - i);
+        __m128i c = _mm_loadu_si128((const __m128i *)tail);
+        __m256i m0 = tail_mask8(d - i), m1 = tail_mask8(d - i > 8 ? d - i - 8 : 0);
+        __m256 v0 = _mm256_i32gather_ps(table, _mm256_cvtepu8_epi32(c), 4);
+        __m256 v1 = _mm256_i32gather_ps(table, _mm256_cvtepu8_epi32(_mm_srli_si128(c, 8)), 4);
+        lane16_add(&a0, &a1, _mm256_mul_ps(_mm256_maskload_ps(q + i, m0), v0),
+                   _mm256_mul_ps(_mm256_maskload_ps(q + i + 8, m1), v1), m0, m1);
+    }
+    return fold_pair(a0, a1);
+}
+
 /* Adds the 16-bit partial sums of one flush interval to the 32-bit totals.
  * lo holds (even + 256 * odd) mod 2^16 per 16-bit lane, hi the odd sums, so
  * even = lo - 256 * hi exactly (each partial sum is below 2^16). 16-bit lane
@@ -330,5 +354,6 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .dot_f64 = dot_f64_avx2,
     .l2sq_f64 = l2sq_f64_avx2,
     .dot_codes = dot_codes_avx2,
+    .dot_u8 = dot_u8_avx2,
     .scan_block = scan_block_avx2,
 };

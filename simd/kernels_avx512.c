@@ -234,6 +234,20 @@ static void dot_codes_avx512(const uint8_t *codes, size_t nrows, size_t stride,
 }
 
 
+static float dot_u8_avx512(const uint8_t *codes, const float *table, const float *q, size_t d)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (size_t i = 0; i < d; i += 16) {
+        __mmask16 m = tail_mask16(d - i);
+        __m512i idx = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, codes + i));
+        __m512 v = _mm512_i32gather_ps(idx, table, 4);
+        acc = _mm512_mask_add_ps(acc, m, acc, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, q + i), v));
+    }
+    float lane[16];
+    _mm512_storeu_ps(lane, acc);
+    return tq_fold16(lane);
+}
+
 /* Two nibble pairs per ZMM: the low 256 bits carry pair p, the high pair
  * p+1, each for the same 32 vectors; the halves are added at each flush.
  * Partial sums as in the AVX2 kernel: lo = (even + 256 * odd) mod 2^16,
@@ -294,5 +308,6 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .dot_f64 = dot_f64_avx512,
     .l2sq_f64 = l2sq_f64_avx512,
     .dot_codes = dot_codes_avx512,
+    .dot_u8 = dot_u8_avx512,
     .scan_block = scan_block_avx512,
 };

@@ -129,6 +129,16 @@ static void dot_codes_scalar(const uint8_t *codes, size_t nrows, size_t stride,
     }
 }
 
+static float dot_u8_scalar(const uint8_t *codes, const float *table, const float *q, size_t d)
+{
+    float lane[LANES32] = {0};
+    for (size_t j = 0; j < d; j++) {
+        float p = q[j] * table[codes[j]];
+        lane[j % LANES32] = lane[j % LANES32] + p;
+    }
+    return tq_fold16(lane);
+}
+
 static void scan_block_scalar(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32])
 {
     for (int v = 0; v < TQ_SCAN_BLOCK; v++) {
@@ -153,5 +163,6 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .dot_f64 = dot_f64_scalar,
     .l2sq_f64 = l2sq_f64_scalar,
     .dot_codes = dot_codes_scalar,
+    .dot_u8 = dot_u8_scalar,
     .scan_block = scan_block_scalar,
 };

@@ -81,6 +81,9 @@ typedef struct tq_simd_kernels {
     void (*dot_codes)(const uint8_t *codes, size_t nrows, size_t stride,
                       unsigned bits, const float *table, const float *q,
                       size_t d, float *out);
+    /* Lane-16 sum over j < d of q[j] * table[codes[j]]: one vector of 8-bit
+     * codes (one byte per coordinate) against a 256-entry table. */
+    float (*dot_u8)(const uint8_t *codes, const float *table, const float *q, size_t d);
     /* One scan block (layout above) of npairs nibble pairs: out[v] = sum over
      * t < 2*npairs of lut[16t + nib(v, t)], exactly. */
     void (*scan_block)(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32]);

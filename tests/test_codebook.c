@@ -97,3 +97,35 @@ Test(codebook, sphere_abs_mean)
     cr_assert(fabs(tq_sphere_abs_mean(3) - 0.5) < 1e-12);
     cr_assert(fabs(tq_sphere_abs_mean(10000) / sqrt(2 / (M_PI * 10000)) - 1) < 1e-4);
 }
+
+Test(codebook, grid_quantizer_is_exact)
+{
+    /* The fast 8-bit path must give exactly the kernel's definition: the
+     * count of bounds strictly below x, on bounds themselves, their float
+     * neighbours, far outside, and at random. */
+    const uint32_t dims[] = {2, 128, 1536, 16384};
+    tq_rng r;
+    tq_rng_seed(&r, 31);
+    float x[4096];
+    uint8_t fast[4096], ref[4096];
+    for (size_t t = 0; t < sizeof(dims) / sizeof(dims[0]); t++)
+        for (unsigned bits = 1; bits <= 8; bits += 7) {
+            const tq_codebook *cb = tq_codebook_get(dims[t], bits);
+            size_t n = 0;
+            for (unsigned i = 0; i + 1 < cb->levels; i++) {
+                x[n++] = cb->bound_f[i];
+                x[n++] = nextafterf(cb->bound_f[i], -INFINITY);
+                x[n++] = nextafterf(cb->bound_f[i], INFINITY);
+            }
+            x[n++] = 1e30f;
+            x[n++] = -1e30f;
+            x[n++] = 0.0f;
+            while (n < 4096)
+                x[n++] = (float)(tq_rng_gauss(&r) * 1.5 / sqrt(dims[t]));
+            tq_codebook_quantize(cb, x, n, fast);
+            tq_simd_kernels_scalar.quantize(x, n, cb->bound_f, cb->levels - 1, ref);
+            for (size_t i = 0; i < n; i++)
+                cr_assert_eq(fast[i], ref[i], "d=%u bits=%u x=%a: %u vs %u", dims[t], bits, (double)x[i], fast[i],
+                             ref[i]);
+        }
+}

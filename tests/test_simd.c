@@ -198,6 +198,28 @@ static void check_dot_codes(tq_simd_level level)
     tq_free(codes);
 }
 
+static void check_dot_u8(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    tq_rng r;
+    tq_rng_seed(&r, 7);
+    float *q = tq_malloc(16384 * sizeof(float)), table[256];
+    uint8_t *codes = tq_malloc(16384);
+    for (size_t s = 0; s < NSIZES; s++)
+        for (int extreme = 0; extreme < 2; extreme++) {
+            size_t d = sizes[s];
+            fill(q, d, &r, extreme);
+            fill(table, 256, &r, extreme);
+            for (size_t j = 0; j < d; j++)
+                codes[j] = extreme ? (uint8_t)(j % 2 ? 255 : 0) : (uint8_t)tq_rng_next(&r);
+            float a = ref->dot_u8(codes, table, q, d), b = k->dot_u8(codes, table, q, d);
+            cr_assert(same_bits_f(a, b) || (isnan(a) && isnan(b)), "dot_u8 %s d=%zu: %a vs scalar %a",
+                      tq_simd_level_name(level), d, (double)b, (double)a);
+        }
+    tq_free(q);
+    tq_free(codes);
+}
+
 static void check_scan_block(tq_simd_level level)
 {
     const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
@@ -235,7 +257,8 @@ static void check_scan_block(tq_simd_level level)
     Test(checkasm_##name, reductions) { check_reductions(level); }                                  \
     Test(checkasm_##name, quantize_pack) { check_quantize_pack(level); }                            \
     Test(checkasm_##name, dot_codes) { check_dot_codes(level); }                                    \
-    Test(checkasm_##name, scan_block) { check_scan_block(level); }
+    Test(checkasm_##name, scan_block) { check_scan_block(level); }                                  \
+    Test(checkasm_##name, dot_u8) { check_dot_u8(level); }
 
 LEVEL_TESTS(avx2, TQ_SIMD_AVX2)
 LEVEL_TESTS(avx512, TQ_SIMD_AVX512)

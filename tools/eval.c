@@ -24,6 +24,7 @@ typedef struct eval_opts {
     int nbits, nrerank;
     int variant[MAX_LIST], correction[MAX_LIST], scorer[MAX_LIST];
     int nvariant, ncorrection, nscorer;
+    int refine; /* index into refine_names, or -1 for the default */
     size_t k, max_queries, max_base;
     uint64_t seed;
     unsigned threads;
@@ -39,6 +40,8 @@ static const char *const correction_names[] = {"ip", "none"};
 static const int variant_values[] = {TQVEC_VARIANT_MSE, TQVEC_VARIANT_PROD};
 static const int correction_values[] = {TQVEC_CORRECTION_IP, TQVEC_CORRECTION_NONE};
 static const char *const scorer_names[] = {"lut", "float"};
+static const char *const refine_names[] = {"none", "code8", "fp32"};
+static const int refine_values[] = {TQVEC_REFINE_NONE, TQVEC_REFINE_CODE8, TQVEC_REFINE_FP32};
 static const int scorer_values[] = {TQVEC_SCORER_LUT, TQVEC_SCORER_FLOAT};
 
 static void usage(void)
@@ -46,7 +49,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: tqvec eval --base FILE --queries FILE [--gt FILE] --metric l2|ip|cosine\n"
             "                  [--bits 1,2,3,4] [--variant mse,prod] [--correction ip,none]\n"
-            "                  [--rerank 0,4,16] [--scorer lut,float] [-k 10] [--json FILE|-]\n"
+            "                  [--rerank 0,4,16] [--refine fp32|code8] [--scorer lut,float]\n"
+            "                  [-k 10] [--json FILE|-]\n"
             "                  [--nq N] [--nb N]"
             "                  [--seed S] [--threads T] [--name NAME]\n"
             "Vector files: .fvecs, .bvecs, .npy or IDX; ground truth: .ivecs (0-based rows).\n"
@@ -63,7 +67,7 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         {"json", required_argument, 0, 'j'},       {"nq", required_argument, 0, 'Q'},
         {"nb", required_argument, 0, 'N'},         {"seed", required_argument, 0, 's'},
         {"threads", required_argument, 0, 't'},    {"name", required_argument, 0, 'n'},
-        {"scorer", required_argument, 0, 'S'},
+        {"scorer", required_argument, 0, 'S'},     {"refine", required_argument, 0, 'F'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0},
     };
     *o = (eval_opts){.k = 10, .seed = TQVEC_DEFAULT_SEED};
@@ -76,6 +80,7 @@ static int parse_args(int argc, char **argv, eval_opts *o)
     o->ncorrection = 1;
     o->scorer[0] = 0;
     o->nscorer = 1;
+    o->refine = -1;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "k:h", longopts, NULL)) != -1) {
@@ -106,6 +111,10 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         case 'C':
             if ((o->ncorrection = tool_parse_name_list(optarg, correction_names, 2, o->correction, MAX_LIST)) < 0)
                 return tool_fail("eval", "--correction wants ip and/or none, got '%s'", optarg);
+            break;
+        case 'F':
+            if (tool_parse_name_list(optarg, refine_names, 3, &o->refine, 1) != 1)
+                return tool_fail("eval", "--refine wants one of none, code8, fp32, got '%s'", optarg);
             break;
         case 'S':
             if ((o->nscorer = tool_parse_name_list(optarg, scorer_names, 2, o->scorer, MAX_LIST)) < 0)
@@ -298,12 +307,15 @@ int cmd_eval(int argc, char **argv)
     FILE *table = json == stdout ? stderr : stdout;
     char name[256];
     dataset_name(&o, name, sizeof(name));
-    bool need_vectors = false;
+    /* Re-ranking needs refine data: floats unless --refine says otherwise. */
+    bool reranks = false;
     for (int r = 0; r < o.nrerank; r++)
-        need_vectors |= o.rerank[r] > 0;
+        reranks |= o.rerank[r] > 0;
+    int refine = o.refine >= 0 ? refine_values[o.refine] : reranks ? TQVEC_REFINE_FP32 : TQVEC_REFINE_NONE;
+    const char *refine_name = refine_names[refine - 1];
 
-    fprintf(table, "dataset %s: %zu base x %zu queries, d=%zu, metric %s, k=%zu, simd %s\n", name, base.n,
-            queries.n, base.d, tool_metric_name(o.metric), o.k, tqvec_simd_level());
+    fprintf(table, "dataset %s: %zu base x %zu queries, d=%zu, metric %s, k=%zu, refine %s, simd %s\n", name,
+            base.n, queries.n, base.d, tool_metric_name(o.metric), o.k, refine_name, tqvec_simd_level());
     fprintf(table, "%4s %-5s %-5s %-5s %6s | %7s %7s %7s | %9s %9s %9s | %8s %10s | %7s\n", "bits", "var",
             "corr", "score", "rerank", "R@1", "R@k", "R1@k", "QPS", "p50 us", "p99 us", "enc s", "enc vec/s",
             "B/vec");
@@ -317,7 +329,7 @@ int cmd_eval(int argc, char **argv)
                     .variant = variant_values[o.variant[vi]],
                     .correction = correction_values[o.correction[ci]],
                     .seed = o.seed,
-                    .keep_vectors = need_vectors,
+                    .refine = refine,
                 };
                 if (tqvec_index_create(&opts, &ix, &terr)) {
                     rc = tool_fail("eval", "%s", terr.message);
@@ -372,8 +384,9 @@ int cmd_eval(int argc, char **argv)
                         tool_json_num(&j, "encode_s", encode_s);
                         tool_json_num(&j, "encode_vps", (double)base.n / encode_s);
                         tool_json_int(&j, "bytes_per_vector", (long long)info.bytes_per_vector);
+                        tool_json_str(&j, "refine", refine_name);
                         tool_json_int(&j, "rerank_bytes_per_vector",
-                                      o.rerank[ri] ? (long long)(base.d * sizeof(float)) : 0);
+                                      o.rerank[ri] ? (long long)info.refine_bytes_per_vector : 0);
                         tool_json_int(&j, "seed", (long long)o.seed);
                         tool_json_int(&j, "threads", 1);
                         tool_json_str(&j, "simd", tqvec_simd_level());
