@@ -173,11 +173,12 @@ int tq_query_init(tq_query *pq, const tq_quantizer *q)
 {
     memset(pq, 0, sizeof(*pq));
     const uint32_t d = q->d;
-    pq->qr = tq_malloc(2 * (size_t)d * sizeof(float));
+    pq->qr = tq_malloc(3 * (size_t)d * sizeof(float));
     pq->packed = tq_malloc((size_t)d / 2 + 1 + TQ_CODE_PAD);
     if (!pq->qr || !pq->packed)
         goto oom;
     pq->qp = pq->qr + d;
+    pq->centered = pq->qp + d;
     if (q->mse_bits > 0 && tq_scan_lut_init(&pq->code_lut, &q->code_layout))
         goto oom;
     if (q->variant == TQ_VARIANT_PROD && tq_scan_lut_init(&pq->sign_lut, &q->sign_layout))
@@ -194,6 +195,7 @@ void tq_query_free(tq_query *pq)
         return;
     tq_free(pq->qr);
     tq_free(pq->packed);
+    pq->bias = 0.0f;
     tq_scan_lut_free(&pq->code_lut);
     tq_scan_lut_free(&pq->sign_lut);
     memset(pq, 0, sizeof(*pq));
@@ -203,6 +205,7 @@ void tq_quantizer_prepare(const tq_quantizer *q, const float *query, tq_query *p
 {
     const tq_simd_kernels *k = tq_simd();
     pq->qnorm = sqrtf(k->dot(query, query, q->d));
+    pq->bias = 0.0f;
     memcpy(pq->qr, query, q->d * sizeof(float));
     tq_rotation_apply(&q->rot, pq->qr);
     if (q->mse_bits > 0)

@@ -246,6 +246,8 @@ typedef struct tq_query {
     float qnorm;  /* ||q|| */
     tq_scan_lut code_lut, sign_lut;
     uint8_t *packed; /* scratch for the reference estimator */
+    float bias;      /* added to ip/cosine estimates: <q, mean> when centered */
+    float *centered; /* scratch: q - mean */
 } tq_query;
 
 int tq_query_init(tq_query *pq, const tq_quantizer *q);
@@ -315,6 +317,11 @@ typedef enum tq_refine {
     TQ_REFINE_FP32 = 3,  /* the float vector (normalized for cosine): 4d bytes */
 } tq_refine;
 
+typedef enum tq_center {
+    TQ_CENTER_NONE = 1,
+    TQ_CENTER_FIRST_BATCH = 2, /* subtract the mean of the first add's vectors */
+} tq_center;
+
 typedef struct tq_flat_config {
     uint32_t d;
     tq_metric metric;
@@ -323,6 +330,7 @@ typedef struct tq_flat_config {
     tq_correction correction;
     uint64_t seed;
     tq_refine refine;
+    tq_center center;
 } tq_flat_config;
 
 typedef enum tq_scorer {

@@ -19,6 +19,8 @@ static_assert(SAME(TQVEC_MAX_K, TQ_MAX_K) && SAME(TQVEC_MAX_RERANK, TQ_MAX_RERAN
               SAME(TQVEC_MAX_DIM, TQ_MAX_DIM) && SAME(TQVEC_MIN_DIM, TQ_MIN_DIM) &&
               SAME(TQVEC_MAX_THREADS, TQ_MAX_THREADS), "limits differ");
 static_assert(sizeof(tqvec_hit) == sizeof(tq_hit), "hit layouts differ");
+static_assert(SAME(TQVEC_CENTER_NONE, TQ_CENTER_NONE) && SAME(TQVEC_CENTER_FIRST_BATCH, TQ_CENTER_FIRST_BATCH),
+              "center numbering differs");
 static_assert(SAME(TQVEC_REFINE_NONE, TQ_REFINE_NONE) && SAME(TQVEC_REFINE_CODE8, TQ_REFINE_CODE8) &&
               SAME(TQVEC_REFINE_FP32, TQ_REFINE_FP32), "refine numbering differs");
 static_assert(SAME(TQVEC_SCORER_LUT, TQ_SCORER_LUT) && SAME(TQVEC_SCORER_FLOAT, TQ_SCORER_FLOAT),
@@ -121,6 +123,7 @@ int tqvec_index_create(const tqvec_index_options *opts, tqvec_index **out, tqvec
         .correction = opts->correction ? (tq_correction)opts->correction : TQ_CORRECTION_IP,
         .seed = opts->seed ? opts->seed : TQVEC_DEFAULT_SEED,
         .refine = opts->refine ? (tq_refine)opts->refine : TQ_REFINE_NONE,
+        .center = opts->center ? (tq_center)opts->center : TQ_CENTER_NONE,
     };
     if (opts->bits < 0)
         return api_error(err, TQVEC_EARG, "bits %d is outside %d..%d", opts->bits, TQVEC_MIN_BITS, TQVEC_MAX_BITS);
@@ -218,6 +221,7 @@ int tqvec_index_get_info(const tqvec_index *index, tqvec_index_info *info)
     info->seed = cfg->seed;
     info->count = tq_flat_count(index->flat);
     info->refine = (int)cfg->refine;
+    info->center = (int)cfg->center;
     info->bytes_per_vector = tq_flat_bytes_per_vector(index->flat);
     info->refine_bytes_per_vector = tq_flat_refine_bytes_per_vector(index->flat);
     info->simd = tqvec_simd_level();

@@ -101,6 +101,14 @@ typedef enum tqvec_refine {
     TQVEC_REFINE_FP32 = 3,    /* + the float vectors (4d bytes) for exact re-ranking */
 } tqvec_refine;
 
+typedef enum tqvec_center {
+    TQVEC_CENTER_DEFAULT = 0,     /* none */
+    TQVEC_CENTER_NONE = 1,
+    TQVEC_CENTER_FIRST_BATCH = 2, /* subtract the mean of the first add's vectors (frozen);
+                                     helps l2 data far from the origin (fashion-mnist
+                                     recall@10 0.9445 -> 0.9615 at 4 bits) */
+} tqvec_center;
+
 #define TQVEC_MIN_DIM 2
 #define TQVEC_MAX_DIM 16384
 #define TQVEC_MIN_BITS 1
@@ -125,7 +133,8 @@ typedef struct tqvec_index_options {
     int correction;        /* tqvec_correction */
     uint64_t seed;         /* rotation seed; 0 = TQVEC_DEFAULT_SEED */
     int refine;            /* tqvec_refine: data kept for re-ranking */
-    uint32_t reserved[8];  /* must be zero */
+    int center;            /* tqvec_center */
+    uint32_t reserved[7];  /* must be zero */
 } tqvec_index_options;
 
 typedef enum tqvec_scorer {
@@ -154,7 +163,7 @@ typedef struct tqvec_index_info {
     int metric, bits, variant, correction;
     uint64_t seed;
     uint64_t count;            /* vectors held */
-    int refine;
+    int refine, center;
     uint64_t bytes_per_vector; /* compressed: codes and per-vector scalars */
     uint64_t refine_bytes_per_vector; /* refine data kept for re-ranking */
     const char *simd;          /* kernel level in use: "scalar", "avx2", "avx512" */

@@ -76,5 +76,11 @@ expect_fail "unknown simd level" env TQVEC_SIMD=sse9 "$tqvec" bench encode --dim
   python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['encode_vps']>0 and r['ratio']>0" \
     "$work/bench.json" && pass || fail "bench encode"
 
+for threads in 1 2; do
+  "$tqvec" bench scan --dim 100 --bits 2 -n 5000 --queries 8 --batch 4 --threads $threads --json "$work/scan.json" >/dev/null && \
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['qps']>0 and r['code_bytes']==5000*50/2 and r['threads']==$threads" \
+      "$work/scan.json" && pass || fail "bench scan threads=$threads"
+done
+
 echo "cli: $passes passed, $fails failed"
 [ "$fails" -eq 0 ]

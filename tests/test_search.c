@@ -128,6 +128,93 @@ static bool same_hits(const tqvec_hit *a, const tqvec_hit *b, size_t n)
     return true;
 }
 
+Test(recall, centering_helps_l2_and_keeps_scores_true)
+{
+    dataset ds = {0};
+    if (!load("siftsmall", 0, &ds))
+        cr_skip_test("shared dataset siftsmall is not present");
+    double recall[2], rel_err[2];
+    for (int c = 0; c < 2; c++) {
+        double err_sum = 0;
+        size_t err_n = 0;
+        tqvec_index_options o = {.dim = 128, .metric = TQVEC_METRIC_L2, .bits = 4,
+                                 .center = c ? TQVEC_CENTER_FIRST_BATCH : TQVEC_CENTER_NONE};
+        tqvec_index *ix;
+        cr_assert_eq(tqvec_index_create(&o, &ix, NULL), TQVEC_OK);
+        cr_assert_eq(tqvec_index_add(ix, ds.base.data, ds.base.n, NULL, NULL), TQVEC_OK);
+        size_t found = 0;
+        tqvec_hit hits[10];
+        for (size_t i = 0; i < ds.queries.n; i++) {
+            size_t count;
+            const float *q = ds.queries.data + i * 128;
+            cr_assert_eq(tqvec_index_search(ix, q, NULL, hits, 10, &count, NULL), TQVEC_OK);
+            for (size_t a = 0; a < count; a++) {
+                for (size_t b = 0; b < 10; b++)
+                    found += (int64_t)hits[a].id == ds.gt.data[i * ds.gt.d + b];
+                /* The estimate is of the true distance, centered or not. */
+                double exact = 0;
+                for (int j = 0; j < 128; j++) {
+                    double t = (double)q[j] - ds.base.data[hits[a].id * 128 + j];
+                    exact += t * t;
+                }
+                err_sum += fabs(hits[a].score - exact) / exact;
+                err_n++;
+            }
+        }
+        recall[c] = found / (10.0 * ds.queries.n);
+        rel_err[c] = err_sum / (double)err_n;
+        tqvec_index_free(ix);
+    }
+    cr_log_info("siftsmall 4-bit: recall %.4f -> %.4f, mean relative distance error %.4f -> %.4f", recall[0],
+                recall[1], rel_err[0], rel_err[1]);
+    cr_assert(recall[1] > recall[0] + 0.01, "centered %.4f vs plain %.4f", recall[1], recall[0]);
+    cr_assert(rel_err[1] < rel_err[0] && rel_err[0] < 0.1, "distance errors %.4f (plain), %.4f (centered)", rel_err[0],
+              rel_err[1]);
+    unload(&ds);
+}
+
+Test(search, centered_inner_products_add_the_mean_back)
+{
+    /* Data far from the origin: the mean dominates every inner product. */
+    const uint32_t d = 64;
+    const size_t n = 500;
+    float *x = tq_malloc(n * d * sizeof(float)), q[64];
+    tq_rng r;
+    tq_rng_seed(&r, 77);
+    for (size_t i = 0; i < n * d; i++)
+        x[i] = 5.0f + (float)tq_rng_gauss(&r);
+    for (uint32_t j = 0; j < d; j++)
+        q[j] = (float)tq_rng_gauss(&r) + 1.0f;
+    for (int metric = TQVEC_METRIC_IP; metric <= TQVEC_METRIC_COSINE; metric++) {
+        tqvec_index_options o = {.dim = d, .metric = metric, .bits = 4, .center = TQVEC_CENTER_FIRST_BATCH,
+                                 .refine = TQVEC_REFINE_FP32};
+        tqvec_index *ix;
+        cr_assert_eq(tqvec_index_create(&o, &ix, NULL), TQVEC_OK);
+        cr_assert_eq(tqvec_index_add(ix, x, n, NULL, NULL), TQVEC_OK);
+        tqvec_hit est[10], exact[10];
+        size_t ne, nx;
+        tqvec_search_params sp = {.k = 10}, rr = {.k = 10, .rerank = 8};
+        cr_assert_eq(tqvec_index_search(ix, q, &sp, est, 10, &ne, NULL), TQVEC_OK);
+        cr_assert_eq(tqvec_index_search(ix, q, &rr, exact, 10, &nx, NULL), TQVEC_OK);
+        for (size_t i = 0; i < ne; i++) {
+            double truth = 0, qq = 0, xx = 0;
+            for (uint32_t j = 0; j < d; j++) {
+                truth += (double)q[j] * x[est[i].id * d + j];
+                qq += (double)q[j] * q[j];
+                xx += (double)x[est[i].id * d + j] * x[est[i].id * d + j];
+            }
+            if (metric == TQVEC_METRIC_COSINE)
+                truth /= sqrt(qq * xx);
+            cr_assert(fabs(est[i].score - truth) < 0.02 * fabs(truth), "metric %d: estimate %g, truth %g", metric,
+                      (double)est[i].score, truth);
+        }
+        for (size_t i = 1; i < nx; i++)
+            cr_assert(exact[i].score <= exact[i - 1].score, "best first");
+        tqvec_index_free(ix);
+    }
+    tq_free(x);
+}
+
 static tqvec_index *small_index(tqvec_metric metric, tqvec_refine refine, size_t n, uint32_t d)
 {
     tqvec_index_options o = {.dim = d, .metric = metric, .bits = 3, .refine = refine};

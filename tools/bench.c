@@ -45,6 +45,25 @@ static double read_bandwidth(const void *buf, size_t bytes, uint64_t *sink)
     return (double)bytes / t / 1e9;
 }
 
+/* Opens o->json and writes the fields every benchmark record starts with;
+ * NULL (after a message) if the file cannot be written. */
+static FILE *bench_json_begin(const bench_opts *o, const char *what, tool_json *j)
+{
+    FILE *fp = tool_open_output(o->json);
+    if (!fp) {
+        tool_fail("bench", "cannot write %s: %s", o->json, strerror(errno));
+        return NULL;
+    }
+    tool_json_begin(j, fp);
+    tool_json_str(j, "bench", what);
+    tool_json_int(j, "d", (long long)o->dim);
+    tool_json_int(j, "bits", o->bits);
+    tool_json_str(j, "variant", o->variant == TQVEC_VARIANT_PROD ? "prod" : "mse");
+    tool_json_int(j, "n", (long long)o->n);
+    tool_json_str(j, "simd", tqvec_simd_level());
+    return fp;
+}
+
 static float *random_vectors(size_t n, size_t d, uint64_t seed)
 {
     float *x = tq_malloc(n * d * sizeof(float));
@@ -100,22 +119,15 @@ static int bench_encode(const bench_opts *o)
     printf("  plain read   %12s             %6s             %6.2f GB/s (same buffer)\n", "", "", med_read);
     printf("  ratio        %.3f of read bandwidth\n", enc_gbps / med_read);
     if (o->json) {
-        FILE *fp = tool_open_output(o->json);
-        if (!fp)
-            return tool_fail("bench", "cannot write %s: %s", o->json, strerror(errno));
         tool_json j;
-        tool_json_begin(&j, fp);
-        tool_json_str(&j, "bench", "encode");
-        tool_json_int(&j, "d", (long long)d);
-        tool_json_int(&j, "bits", o->bits);
-        tool_json_str(&j, "variant", variant);
-        tool_json_int(&j, "n", (long long)n);
+        FILE *fp = bench_json_begin(o, "encode", &j);
+        if (!fp)
+            return 1;
         tool_json_num(&j, "encode_vps", med_vps);
         tool_json_num(&j, "encode_gbps", enc_gbps);
         tool_json_num(&j, "read_gbps", med_read);
         tool_json_num(&j, "ratio", enc_gbps / med_read);
         tool_json_int(&j, "repeats", REPEATS);
-        tool_json_str(&j, "simd", tqvec_simd_level());
         tool_json_int(&j, "sink", (long long)(sink & 1));
         tool_json_end(&j);
         tool_close_output(fp);
@@ -192,16 +204,13 @@ static int bench_scan(const bench_opts *o)
     printf("  plain read   %10s            %8s           %6.2f GB/s (same size)\n", "", "", med_read);
     printf("  ratio        %.3f of read bandwidth; %.2f ns/vector\n", med_scan / med_read,
            1e9 / (med_qps * (double)n));
+    int rc = 0;
     if (o->json) {
-        FILE *fp = tool_open_output(o->json);
-        if (fp) {
-            tool_json j;
-            tool_json_begin(&j, fp);
-            tool_json_str(&j, "bench", "scan");
-            tool_json_int(&j, "d", (long long)d);
-            tool_json_int(&j, "bits", o->bits);
-            tool_json_str(&j, "variant", variant);
-            tool_json_int(&j, "n", (long long)n);
+        tool_json j;
+        FILE *fp = bench_json_begin(o, "scan", &j);
+        if (!fp) {
+            rc = 1;
+        } else {
             tool_json_int(&j, "queries", (long long)nq);
             tool_json_num(&j, "qps", med_qps);
             tool_json_num(&j, "scan_gbps", med_scan);
@@ -210,7 +219,6 @@ static int bench_scan(const bench_opts *o)
             tool_json_int(&j, "code_bytes", (long long)code_bytes);
             tool_json_int(&j, "threads", (long long)(o->threads ? o->threads : 1));
             tool_json_int(&j, "batch", (long long)batch);
-            tool_json_str(&j, "simd", tqvec_simd_level());
             tool_json_int(&j, "sink", (long long)(sink & 1));
             tool_json_end(&j);
             tool_close_output(fp);
@@ -221,7 +229,7 @@ static int bench_scan(const bench_opts *o)
     tq_free(buf);
     tq_free(q);
     tqvec_index_free(ix);
-    return 0;
+    return rc;
 }
 
 static void usage(void)

@@ -25,6 +25,7 @@ typedef struct eval_opts {
     int variant[MAX_LIST], correction[MAX_LIST], scorer[MAX_LIST];
     int nvariant, ncorrection, nscorer;
     int refine; /* index into refine_names, or -1 for the default */
+    int center[MAX_LIST], ncenter;
     size_t k, max_queries, max_base;
     uint64_t seed;
     unsigned threads;
@@ -42,6 +43,8 @@ static const int correction_values[] = {TQVEC_CORRECTION_IP, TQVEC_CORRECTION_NO
 static const char *const scorer_names[] = {"lut", "float"};
 static const char *const refine_names[] = {"none", "code8", "fp32"};
 static const int refine_values[] = {TQVEC_REFINE_NONE, TQVEC_REFINE_CODE8, TQVEC_REFINE_FP32};
+static const char *const center_names[] = {"none", "mean"};
+static const int center_values[] = {TQVEC_CENTER_NONE, TQVEC_CENTER_FIRST_BATCH};
 static const int scorer_values[] = {TQVEC_SCORER_LUT, TQVEC_SCORER_FLOAT};
 
 static void usage(void)
@@ -49,7 +52,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: tqvec eval --base FILE --queries FILE [--gt FILE] --metric l2|ip|cosine\n"
             "                  [--bits 1,2,3,4] [--variant mse,prod] [--correction ip,none]\n"
-            "                  [--rerank 0,4,16] [--refine fp32|code8] [--scorer lut,float]\n"
+            "                  [--center none,mean] [--rerank 0,4,16] [--refine fp32|code8]\n"
+            "                  [--scorer lut,float]"
             "                  [-k 10] [--json FILE|-]\n"
             "                  [--nq N] [--nb N]"
             "                  [--seed S] [--threads T] [--name NAME]\n"
@@ -68,6 +72,7 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         {"nb", required_argument, 0, 'N'},         {"seed", required_argument, 0, 's'},
         {"threads", required_argument, 0, 't'},    {"name", required_argument, 0, 'n'},
         {"scorer", required_argument, 0, 'S'},     {"refine", required_argument, 0, 'F'},
+        {"center", required_argument, 0, 'M'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0},
     };
     *o = (eval_opts){.k = 10, .seed = TQVEC_DEFAULT_SEED};
@@ -81,6 +86,8 @@ static int parse_args(int argc, char **argv, eval_opts *o)
     o->scorer[0] = 0;
     o->nscorer = 1;
     o->refine = -1;
+    o->center[0] = 0;
+    o->ncenter = 1;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "k:h", longopts, NULL)) != -1) {
@@ -111,6 +118,10 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         case 'C':
             if ((o->ncorrection = tool_parse_name_list(optarg, correction_names, 2, o->correction, MAX_LIST)) < 0)
                 return tool_fail("eval", "--correction wants ip and/or none, got '%s'", optarg);
+            break;
+        case 'M':
+            if ((o->ncenter = tool_parse_name_list(optarg, center_names, 2, o->center, MAX_LIST)) < 0)
+                return tool_fail("eval", "--center wants none and/or mean, got '%s'", optarg);
             break;
         case 'F':
             if (tool_parse_name_list(optarg, refine_names, 3, &o->refine, 1) != 1)
@@ -316,13 +327,16 @@ int cmd_eval(int argc, char **argv)
 
     fprintf(table, "dataset %s: %zu base x %zu queries, d=%zu, metric %s, k=%zu, refine %s, simd %s\n", name,
             base.n, queries.n, base.d, tool_metric_name(o.metric), o.k, refine_name, tqvec_simd_level());
-    fprintf(table, "%4s %-5s %-5s %-5s %6s | %7s %7s %7s | %9s %9s %9s | %8s %10s | %7s\n", "bits", "var",
-            "corr", "score", "rerank", "R@1", "R@k", "R1@k", "QPS", "p50 us", "p99 us", "enc s", "enc vec/s",
+    fprintf(table, "%4s %-5s %-5s %-5s %-5s %6s | %7s %7s %7s | %9s %9s %9s | %8s %10s | %7s\n", "bits", "var",
+            "corr", "cent", "score", "rerank", "R@1", "R@k", "R1@k", "QPS", "p50 us", "p99 us", "enc s", "enc vec/s",
             "B/vec");
     for (int bi = 0; bi < o.nbits; bi++)
         for (int vi = 0; vi < o.nvariant; vi++)
-            for (int ci = 0; ci < o.ncorrection; ci++) {
+            for (int ci = 0; ci < o.ncorrection; ci++)
+            for (int mi = 0; mi < o.ncenter; mi++) {
+                const char *center = center_names[o.center[mi]];
                 tqvec_index_options opts = {
+                    .center = center_values[o.center[mi]],
                     .dim = (uint32_t)base.d,
                     .metric = o.metric,
                     .bits = (int)o.bits[bi],
@@ -347,15 +361,16 @@ int cmd_eval(int argc, char **argv)
                 for (int ri = 0; ri < o.nrerank; ri++) {
                     const char *scorer = scorer_names[o.scorer[si]];
                     char label[96];
-                    snprintf(label, sizeof(label), "b=%u %s %s %s rerank=%u", o.bits[bi],
-                             variant_names[o.variant[vi]], correction_names[o.correction[ci]], scorer, o.rerank[ri]);
+                    snprintf(label, sizeof(label), "b=%u %s %s %s %s rerank=%u", o.bits[bi],
+                             variant_names[o.variant[vi]], correction_names[o.correction[ci]], center, scorer,
+                             o.rerank[ri]);
                     eval_result res = {0};
                     if ((rc = run_queries(ix, &queries, gt.data, gt.d, o.k, o.rerank[ri], scorer_values[o.scorer[si]],
                                           label, &res)))
                         goto done;
                     fprintf(table,
-                            "%4u %-5s %-5s %-5s %6u | %7.4f %7.4f %7.4f | %9.0f %9.1f %9.1f | %8.3f %10.0f | %7llu\n",
-                            o.bits[bi], variant_names[o.variant[vi]], correction_names[o.correction[ci]], scorer,
+                            "%4u %-5s %-5s %-5s %-5s %6u | %7.4f %7.4f %7.4f | %9.0f %9.1f %9.1f | %8.3f %10.0f | %7llu\n",
+                            o.bits[bi], variant_names[o.variant[vi]], correction_names[o.correction[ci]], center, scorer,
                             o.rerank[ri], res.recall_at_1, res.recall_at_k, res.recall_1_at_k, res.qps, res.p50_us,
                             res.p99_us, encode_s, (double)base.n / encode_s,
                             (unsigned long long)info.bytes_per_vector);
@@ -369,6 +384,7 @@ int cmd_eval(int argc, char **argv)
                         tool_json_str(&j, "correction", correction_names[o.correction[ci]]);
                         tool_json_int(&j, "rerank", o.rerank[ri]);
                         tool_json_str(&j, "scorer", scorer);
+                        tool_json_str(&j, "center", center);
                         tool_json_int(&j, "k", (long long)o.k);
                         tool_json_int(&j, "n", (long long)base.n);
                         tool_json_int(&j, "nq", (long long)queries.n);
