@@ -75,11 +75,12 @@ void tq_scan_get(const tq_scan_layout *L, const uint8_t *block, unsigned v, uint
 int tq_scan_lut_init(tq_scan_lut *t, const tq_scan_layout *L)
 {
     t->q8 = tq_malloc((size_t)L->nibbles * 16);
-    t->f = tq_malloc((size_t)L->nibbles * 16 * sizeof(float));
+    t->f = tq_malloc((size_t)L->nibbles * 17 * sizeof(float));
     if (!t->q8 || !t->f) {
         tq_scan_lut_free(t);
         return TQ_ENOMEM;
     }
+    t->row_lo = t->f + (size_t)L->nibbles * 16;
     return TQ_OK;
 }
 
@@ -95,44 +96,49 @@ void tq_scan_lut_free(tq_scan_lut *t)
 
 void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float *q, tq_scan_lut *t)
 {
-    const unsigned entries = 1u << (L->bits * L->per_nibble) > 16 ? 16 : 1u << (L->bits * L->per_nibble);
-    const unsigned mask = (1u << L->bits) - 1;
+    const unsigned per = L->per_nibble, bits = L->bits, mask = (1u << bits) - 1;
+    const unsigned entries = bits * per >= 4 ? 16 : 1u << (bits * per);
+    const float tmin = table[0], tmax = table[mask]; /* centroid tables ascend */
     double bias = 0.0;
     float range = 0.0f;
+    /* Each coordinate's code is chosen independently, so a row's smallest
+     * and largest entries are sums of per-coordinate extremes: no scan of
+     * the 16 entries is needed. The smallest becomes the row's offset. */
     for (uint32_t n = 0; n < L->nibbles; n++) {
         float *row = t->f + 16 * n;
-        float lo = INFINITY, hi = -INFINITY;
+        float lo = 0.0f, hi = 0.0f;
+        for (uint32_t i = 0; i < per; i++) {
+            uint32_t j = n * per + i;
+            float qj = j < L->d ? q[j] : 0.0f;
+            float a = qj * tmin, b = qj * tmax;
+            lo = lo + (a < b ? a : b);
+            hi = hi + (a < b ? b : a);
+        }
         for (unsigned c = 0; c < 16; c++) {
             float sum = 0.0f;
-            if (c < entries)
-                for (uint32_t i = 0; i < L->per_nibble; i++) {
-                    uint32_t j = n * L->per_nibble + i;
-                    if (j < L->d)
-                        sum = sum + q[j] * table[(c >> (i * L->bits)) & mask];
-                }
-            row[c] = sum;
-            if (c < entries) {
-                lo = fminf(lo, sum);
-                hi = fmaxf(hi, sum);
+            for (uint32_t i = 0; i < per; i++) {
+                uint32_t j = n * per + i;
+                if (j < L->d)
+                    sum = sum + q[j] * table[(c >> (i * bits)) & mask];
             }
+            /* Entries no code can reach quantize to 0. */
+            row[c] = c < entries ? sum : lo;
         }
-        /* Unused entries take the row minimum, so they quantize to 0. */
-        for (unsigned c = 0; c < 16; c++)
-            row[c] = c < entries ? row[c] : lo;
+        t->row_lo[n] = lo;
         bias += (double)lo;
-        range = fmaxf(range, hi - lo);
+        range = range > hi - lo ? range : hi - lo;
     }
     t->delta = range > 0.0f ? range / 255.0f : 1.0f;
     t->bias = (float)bias;
     const float inv = 1.0f / t->delta;
     for (uint32_t n = 0; n < L->nibbles; n++) {
         const float *row = t->f + 16 * n;
-        float lo = row[0];
-        for (unsigned c = 1; c < 16; c++)
-            lo = fminf(lo, row[c]);
+        const float lo = t->row_lo[n];
         for (unsigned c = 0; c < 16; c++) {
-            long v = lrintf((row[c] - lo) * inv);
-            t->q8[16 * n + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            /* Non-negative up to rounding, so +0.5 and truncation round to
+             * nearest; the clamp absorbs the rounding at both ends. */
+            float v = (row[c] - lo) * inv + 0.5f;
+            t->q8[16 * n + c] = (uint8_t)(v <= 0.0f ? 0.0f : v >= 255.0f ? 255.0f : v);
         }
     }
 }

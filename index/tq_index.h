@@ -168,6 +168,7 @@ typedef struct tq_scan_layout {
 typedef struct tq_scan_lut {
     uint8_t *q8;
     float *f;
+    float *row_lo;  /* each row's smallest reachable entry (inside f's block) */
     float delta, bias;
 } tq_scan_lut;
 
