@@ -208,10 +208,12 @@ static int set_mean(tq_flat *f, const float *x, size_t n, tq_error *err)
     return TQ_OK;
 }
 
-int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err)
+/* Checks vectors [from, to) of an add: finite, norm representable, and
+ * nonzero for cosine. */
+static int validate_rows(const tq_flat *f, const float *x, size_t from, size_t to, tq_error *err)
 {
     const size_t d = f->cfg.d;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = from; i < to; i++) {
         /* One pass checks everything: the squared norm is NaN or infinite
          * exactly when a coordinate is, or when the norm overflows float. */
         float sq = tq_simd()->dot(x + i * d, x + i * d, d);
@@ -224,41 +226,87 @@ int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err)
         if (f->cfg.metric == TQ_METRIC_COSINE && sq == 0.0f)
             return tq_err(err, TQ_EVALUE, "vector %zu is zero: it has no cosine similarity", i);
     }
+    return TQ_OK;
+}
+
+static void encode_row(tq_flat *f, const float *v, size_t row)
+{
+    const size_t d = f->cfg.d, block = row / TQ_SCAN_BLOCK;
+    const unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
+    const tq_quantizer *q = &f->q;
+    const tq_simd_kernels *k = tq_simd();
+    const float *enc = v;
+    if (f->cfg.metric == TQ_METRIC_COSINE || f->mean) {
+        memcpy(f->tmp, v, d * sizeof(float));
+        if (f->cfg.metric == TQ_METRIC_COSINE)
+            k->scale(f->tmp, d, 1.0f / sqrtf(k->dot(v, v, d)));
+        if (f->mean)
+            for (size_t j = 0; j < d; j++)
+                f->tmp[j] = f->tmp[j] - f->mean[j];
+        enc = f->tmp;
+    }
+    tq_quantizer_encode(q, enc, &f->scratch, f->codes, f->signs, &f->sc[row]);
+    if (q->mse_bits)
+        tq_scan_put(&q->code_layout, f->code_blocks + block * q->code_layout.block_bytes, lane, f->codes);
+    if (q->variant == TQ_VARIANT_PROD)
+        tq_scan_put(&q->sign_layout, f->sign_blocks + block * q->sign_layout.block_bytes, lane, f->signs);
+    if (f->cfg.refine == TQ_REFINE_FP32) {
+        float *dst = f->vectors + row * d;
+        memcpy(dst, v, d * sizeof(float));
+        if (f->cfg.metric == TQ_METRIC_COSINE)
+            k->scale(dst, d, 1.0f / sqrtf(k->dot(v, v, d)));
+    } else if (f->cfg.refine == TQ_REFINE_CODE8) {
+        /* The encode left the rotated unit vector in the scratch. */
+        tq_codebook_quantize(f->cb8, f->scratch.u, d, f->refine8 + row * d);
+    }
+}
+
+/* Puts rows [from, to) back to zero nibbles, as rows never written are:
+ * the scan reads whole blocks. The per-row scalars and refine data past
+ * f->n are never read. */
+static void clear_rows(tq_flat *f, size_t from, size_t to)
+{
+    const tq_quantizer *q = &f->q;
+    for (size_t row = from; row < to; row++) {
+        size_t block = row / TQ_SCAN_BLOCK;
+        unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
+        if (q->mse_bits)
+            tq_scan_clear(&q->code_layout, f->code_blocks + block * q->code_layout.block_bytes, lane);
+        if (q->variant == TQ_VARIANT_PROD)
+            tq_scan_clear(&q->sign_layout, f->sign_blocks + block * q->sign_layout.block_bytes, lane);
+    }
+}
+
+/* Vectors are checked and encoded a chunk at a time, so the check pulls a
+ * chunk into cache for the encode instead of reading the whole batch from
+ * memory twice; a bad vector unwinds the chunks already encoded, so an add
+ * is all or nothing. */
+#define ADD_CHUNK 64
+
+int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err)
+{
+    const size_t d = f->cfg.d;
+    size_t checked = 0;
+    if (f->cfg.center == TQ_CENTER_FIRST_BATCH && !f->mean && n > 0) {
+        /* The mean must come from valid vectors, before any is encoded. */
+        int rc = validate_rows(f, x, 0, n, err);
+        if (rc)
+            return rc;
+        checked = n;
+    }
     int rc = reserve(f, f->n + n, err);
     if (rc)
         return rc;
     if (f->cfg.center == TQ_CENTER_FIRST_BATCH && !f->mean && n > 0 && (rc = set_mean(f, x, n, err)))
         return rc;
-    const tq_quantizer *q = &f->q;
-    const tq_simd_kernels *k = tq_simd();
-    for (size_t i = 0; i < n; i++) {
-        size_t row = f->n + i, block = row / TQ_SCAN_BLOCK;
-        unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
-        const float *v = x + i * d;
-        const float *enc = v;
-        if (f->cfg.metric == TQ_METRIC_COSINE || f->mean) {
-            memcpy(f->tmp, v, d * sizeof(float));
-            if (f->cfg.metric == TQ_METRIC_COSINE)
-                k->scale(f->tmp, d, 1.0f / sqrtf(k->dot(v, v, d)));
-            if (f->mean)
-                for (size_t j = 0; j < d; j++)
-                    f->tmp[j] = f->tmp[j] - f->mean[j];
-            enc = f->tmp;
+    for (size_t i = 0; i < n; i += ADD_CHUNK) {
+        size_t end = i + ADD_CHUNK < n ? i + ADD_CHUNK : n;
+        if (end > checked && (rc = validate_rows(f, x, i, end, err))) {
+            clear_rows(f, f->n, f->n + i);
+            return rc;
         }
-        tq_quantizer_encode(q, enc, &f->scratch, f->codes, f->signs, &f->sc[row]);
-        if (q->mse_bits)
-            tq_scan_put(&q->code_layout, f->code_blocks + block * q->code_layout.block_bytes, lane, f->codes);
-        if (q->variant == TQ_VARIANT_PROD)
-            tq_scan_put(&q->sign_layout, f->sign_blocks + block * q->sign_layout.block_bytes, lane, f->signs);
-        if (f->cfg.refine == TQ_REFINE_FP32) {
-            float *dst = f->vectors + row * d;
-            memcpy(dst, v, d * sizeof(float));
-            if (f->cfg.metric == TQ_METRIC_COSINE)
-                k->scale(dst, d, 1.0f / sqrtf(k->dot(v, v, d)));
-        } else if (f->cfg.refine == TQ_REFINE_CODE8) {
-            /* The encode left the rotated unit vector in the scratch. */
-            tq_codebook_quantize(f->cb8, f->scratch.u, d, f->refine8 + row * d);
-        }
+        for (size_t j = i; j < end; j++)
+            encode_row(f, x + j * d, f->n + j);
     }
     f->n += n;
     return TQ_OK;

@@ -49,12 +49,41 @@ static unsigned nibble_of(const tq_scan_layout *L, const uint8_t *codes, uint32_
     return nib;
 }
 
+/* Called with a constant m so the inner loop unrolls. */
+static inline void put_whole_bytes(uint8_t *block, unsigned v, const uint8_t *codes, uint32_t whole,
+                                   const uint32_t m)
+{
+    const uint32_t shift = 8 / m;
+    for (uint32_t p = 0; p < whole; p++) {
+        const uint8_t *c = codes + (size_t)p * m;
+        unsigned byte = 0;
+        for (uint32_t i = 0; i < m; i++)
+            byte |= (unsigned)c[i] << (i * shift);
+        block[32 * p + v] = (uint8_t)byte;
+    }
+}
+
 void tq_scan_put(const tq_scan_layout *L, uint8_t *block, unsigned v, const uint8_t *codes)
 {
-    for (uint32_t p = 0; p < L->npairs; p++) {
+    /* Byte p of a vector holds codes [p*m, p*m+m), code i at bit i*shift:
+     * the general nibble_of() reduces to this, and the loop over whole
+     * bytes needs no bounds checks (this runs once per vector on add). */
+    const uint32_t whole = L->d / (2 * L->per_nibble);
+    switch (L->per_nibble) {
+    case 1: put_whole_bytes(block, v, codes, whole, 2); break;
+    case 2: put_whole_bytes(block, v, codes, whole, 4); break;
+    default: put_whole_bytes(block, v, codes, whole, 8); break;
+    }
+    for (uint32_t p = whole; p < L->npairs; p++) {
         unsigned lo = nibble_of(L, codes, 2 * p), hi = nibble_of(L, codes, 2 * p + 1);
         block[32 * p + v] = (uint8_t)(lo | hi << 4);
     }
+}
+
+void tq_scan_clear(const tq_scan_layout *L, uint8_t *block, unsigned v)
+{
+    for (uint32_t p = 0; p < L->npairs; p++)
+        block[32 * p + v] = 0;
 }
 
 unsigned tq_scan_nibble(const uint8_t *block, unsigned v, uint32_t t)

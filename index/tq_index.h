@@ -175,6 +175,8 @@ typedef struct tq_scan_lut {
 void tq_scan_layout_init(tq_scan_layout *L, uint32_t d, unsigned bits);
 /* Store vector v (0..31) of a block from its d unpacked codes. */
 void tq_scan_put(const tq_scan_layout *L, uint8_t *block, unsigned v, const uint8_t *codes);
+/* Zero nibbles for vector v: the state of a row never written. */
+void tq_scan_clear(const tq_scan_layout *L, uint8_t *block, unsigned v);
 /* Read vector v's d unpacked codes back. */
 void tq_scan_get(const tq_scan_layout *L, const uint8_t *block, unsigned v, uint8_t *codes);
 unsigned tq_scan_nibble(const uint8_t *block, unsigned v, uint32_t t);

@@ -430,6 +430,51 @@ Test(search, bad_inputs_get_clear_errors_and_change_nothing)
     tqvec_index_free(NULL);
 }
 
+/* A batch rejected past its first chunks must leave the index as if it
+ * had never been tried: the rows it encoded are unwound. */
+Test(search, rejected_batch_leaves_no_trace)
+{
+    const uint32_t d = 24;
+    const size_t before = 40, tried = 150, after = 50;
+    float *x = tq_malloc((before + tried + after) * d * sizeof(float));
+    for (size_t i = 0; i < (before + tried + after) * d; i++)
+        x[i] = (float)sin((double)i * 0.37) + 0.1f;
+    tqvec_index_options o = {.dim = d, .metric = TQVEC_METRIC_L2, .bits = 3, .variant = TQVEC_VARIANT_PROD};
+    tqvec_index *clean, *tried_ix;
+    tqvec_error err;
+    cr_assert_eq(tqvec_index_create(&o, &clean, NULL), TQVEC_OK);
+    cr_assert_eq(tqvec_index_create(&o, &tried_ix, NULL), TQVEC_OK);
+    cr_assert_eq(tqvec_index_add(clean, x, before, NULL, NULL), TQVEC_OK);
+    cr_assert_eq(tqvec_index_add(tried_ix, x, before, NULL, NULL), TQVEC_OK);
+
+    float *bad = x + before * d;
+    float saved = bad[100 * d + 7];
+    bad[100 * d + 7] = NAN;
+    cr_assert_eq(tqvec_index_add(tried_ix, bad, tried, NULL, &err), TQVEC_EVALUE);
+    cr_assert(strstr(err.message, "vector 100"), "%s", err.message);
+    bad[100 * d + 7] = saved;
+
+    /* The good vectors after the failed batch land where it would have. */
+    const float *more = x + (before + tried) * d;
+    cr_assert_eq(tqvec_index_add(clean, more, after, NULL, NULL), TQVEC_OK);
+    cr_assert_eq(tqvec_index_add(tried_ix, more, after, NULL, NULL), TQVEC_OK);
+    tqvec_index_info info;
+    tqvec_index_get_info(tried_ix, &info);
+    cr_assert_eq(info.count, before + after);
+    tqvec_search_params sp = {.k = 20};
+    for (size_t qi = 0; qi < 10; qi++) {
+        tqvec_hit a[20], b[20];
+        size_t na, nb;
+        const float *q = x + (qi * 13) * d;
+        cr_assert_eq(tqvec_index_search(clean, q, &sp, a, 20, &na, NULL), TQVEC_OK);
+        cr_assert_eq(tqvec_index_search(tried_ix, q, &sp, b, 20, &nb, NULL), TQVEC_OK);
+        cr_assert(na == 20 && nb == 20 && same_hits(a, b, na), "query %zu differs after a rejected batch", qi);
+    }
+    tqvec_index_free(clean);
+    tqvec_index_free(tried_ix);
+    tq_free(x);
+}
+
 Test(api, errstr_and_version)
 {
     for (int c = 0; c <= 9; c++)
