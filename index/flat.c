@@ -368,13 +368,34 @@ static float float_key(const tq_flat *f, const tq_query *pq, size_t row)
 static void block_keys(const tq_flat *f, const tq_code_scalars *sc, const uint32_t *code_sum,
                        const uint32_t *sign_sum, const tq_query *pq, float *key)
 {
+    /* The same formulas as tq_unit_estimate() and estimate_key(), with the
+     * variant and metric tests hoisted out of the loops so they vectorize:
+     * this runs for every vector of every block. */
     const tq_quantizer *q = &f->q;
-    const float cd = pq->code_lut.delta, cb = pq->code_lut.bias, sd = pq->sign_lut.delta, sb = pq->sign_lut.bias;
-    const bool has_code = q->mse_bits > 0, prod = q->variant == TQ_VARIANT_PROD;
-    for (int v = 0; v < TQ_SCAN_BLOCK; v++) {
-        float code_dot = has_code ? cd * (float)code_sum[v] + cb : 0.0f;
-        float sign_dot = prod ? sd * (float)sign_sum[v] + sb : 0.0f;
-        key[v] = estimate_key(f->cfg.metric, tq_unit_estimate(q, &sc[v], code_dot, sign_dot), &sc[v], pq);
+    const float cd = q->mse_bits ? pq->code_lut.delta : 0.0f, cb = q->mse_bits ? pq->code_lut.bias : 0.0f;
+    float g[TQ_SCAN_BLOCK];
+    if (q->variant == TQ_VARIANT_PROD) {
+        const float sd = pq->sign_lut.delta, sb = pq->sign_lut.bias, qjl = q->qjl_scale;
+        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
+            g[v] = sc[v].corr * ((cd * (float)code_sum[v] + cb) + sc[v].rnorm * qjl * (sd * (float)sign_sum[v] + sb));
+    } else {
+        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
+            g[v] = sc[v].corr * (cd * (float)code_sum[v] + cb);
+    }
+    const float qq = pq->qnorm * pq->qnorm, bias = pq->bias, qnorm = pq->qnorm;
+    switch (f->cfg.metric) {
+    case TQ_METRIC_L2:
+        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
+            key[v] = -(qq + sc[v].norm * sc[v].norm - 2.0f * sc[v].norm * g[v]);
+        break;
+    case TQ_METRIC_IP:
+        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
+            key[v] = sc[v].norm * g[v] + bias;
+        break;
+    case TQ_METRIC_COSINE:
+        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
+            key[v] = (sc[v].norm * g[v] + bias) / qnorm;
+        break;
     }
 }
 
@@ -433,8 +454,10 @@ static void search_part(void *arg, unsigned part)
                     for (size_t v = 0; v < rows; v++)
                         key[v] = float_key(f, pq, base + v);
                 }
+                /* threshold stays -inf until the heap is full, and keys are
+                 * finite, so one compare decides. */
                 for (size_t v = 0; v < rows; v++)
-                    if (key[v] > threshold || heap->len < heap->cap) {
+                    if (key[v] > threshold) {
                         tq_topk_push(heap, base + v, key[v]);
                         if (heap->len == heap->cap)
                             threshold = heap->heap[0].score;

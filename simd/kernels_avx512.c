@@ -288,13 +288,11 @@ static void scan_block_avx512(const uint8_t *block, size_t npairs, const uint8_t
         tot_even = _mm512_add_epi32(tot_even, _mm512_cvtepu16_epi32(even));
         tot_odd = _mm512_add_epi32(tot_odd, _mm512_cvtepu16_epi32(hi256));
     }
-    uint32_t even[16], odd[16];
-    _mm512_storeu_si512(even, tot_even);
-    _mm512_storeu_si512(odd, tot_odd);
-    for (int k = 0; k < 16; k++) {
-        out[2 * k] = even[k];
-        out[2 * k + 1] = odd[k];
-    }
+    /* Interleave back to vector order: out[2k] = even[k], out[2k+1] = odd[k]. */
+    const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    _mm512_storeu_si512(out, _mm512_permutex2var_epi32(tot_even, first, tot_odd));
+    _mm512_storeu_si512(out + 16, _mm512_permutex2var_epi32(tot_even, second, tot_odd));
 }
 
 const tq_simd_kernels tq_simd_kernels_avx512 = {
