@@ -53,10 +53,8 @@ static void usage(void)
             "usage: tqvec eval --base FILE --queries FILE [--gt FILE] --metric l2|ip|cosine\n"
             "                  [--bits 1,2,3,4] [--variant mse,prod] [--correction ip,none]\n"
             "                  [--center none,mean] [--rerank 0,4,16] [--refine fp32|code8]\n"
-            "                  [--scorer lut,float]"
-            "                  [-k 10] [--json FILE|-]\n"
-            "                  [--nq N] [--nb N]"
-            "                  [--seed S] [--threads T] [--name NAME]\n"
+            "                  [--scorer lut,float] [-k 10] [--json FILE|-]\n"
+            "                  [--nq N] [--nb N] [--seed S] [--threads T] [--name NAME]\n"
             "Vector files: .fvecs, .bvecs, .npy or IDX; ground truth: .ivecs (0-based rows).\n"
             "Without --gt, exact ground truth is computed (on --threads threads).\n");
 }
