@@ -52,6 +52,20 @@ for r in rows:
 PY
   grep -q "R@k" "$work/table" && pass || fail "eval table on stderr when JSON goes to stdout"
 
+  # Batched and threaded searches answer exactly as single queries do.
+  "$tqvec" eval --base "$data/fiori-minilm/base.fvecs" --queries "$data/fiori-minilm/query.fvecs" \
+    --gt "$data/fiori-minilm/gt.ivecs" --metric cosine --bits 2 --batch 7 --threads 2 \
+    --json "$work/batched.json" >/dev/null 2>&1 && \
+  python3 -c "
+import json, sys
+single = [json.loads(l) for l in open(sys.argv[1])]
+single = [r for r in single if r['bits'] == 2 and r['variant'] == 'mse' and r['rerank'] == 0][0]
+b = json.load(open(sys.argv[2]))
+assert b['batch'] == 7 and b['threads'] == 2, b
+for key in ('recall_at_1', 'recall_at_k', 'recall_1_at_k'):
+    assert b[key] == single[key], (key, b[key], single[key])
+" "$work/eval.json" "$work/batched.json" && pass || fail "eval --batch --threads: same recall"
+
   # Without --gt the exact ground truth is computed: same recall as with it.
   "$tqvec" eval --base "$data/fiori-minilm/base.fvecs" --queries "$data/fiori-minilm/query.fvecs" \
     --metric ip --bits 3 --json "$work/a.json" >/dev/null 2>&1 && \

@@ -28,7 +28,8 @@ typedef struct eval_opts {
     int center[MAX_LIST], ncenter;
     size_t k, max_queries, max_base;
     uint64_t seed;
-    unsigned threads;
+    unsigned threads; /* per search; ground truth uses every core */
+    size_t batch;     /* queries per tqvec_index_search_batch call */
 } eval_opts;
 
 typedef struct eval_result {
@@ -54,9 +55,11 @@ static void usage(void)
             "                  [--bits 1,2,3,4] [--variant mse,prod] [--correction ip,none]\n"
             "                  [--center none,mean] [--rerank 0,4,16] [--refine fp32|code8]\n"
             "                  [--scorer lut,float] [-k 10] [--json FILE|-]\n"
-            "                  [--nq N] [--nb N] [--seed S] [--threads T] [--name NAME]\n"
+            "                  [--nq N] [--nb N] [--seed S] [--threads T] [--batch B] [--name NAME]\n"
             "Vector files: .fvecs, .bvecs, .npy or IDX; ground truth: .ivecs (0-based rows).\n"
-            "Without --gt, exact ground truth is computed (on --threads threads).\n");
+            "Without --gt, exact ground truth is computed on every core.\n"
+            "--threads splits each search; --batch sends B queries per call (latency per\n"
+            "query is then the call's time / B).\n");
 }
 
 static int parse_args(int argc, char **argv, eval_opts *o)
@@ -70,10 +73,10 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         {"nb", required_argument, 0, 'N'},         {"seed", required_argument, 0, 's'},
         {"threads", required_argument, 0, 't'},    {"name", required_argument, 0, 'n'},
         {"scorer", required_argument, 0, 'S'},     {"refine", required_argument, 0, 'F'},
-        {"center", required_argument, 0, 'M'},
+        {"center", required_argument, 0, 'M'},     {"batch", required_argument, 0, 'T'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0},
     };
-    *o = (eval_opts){.k = 10, .seed = TQVEC_DEFAULT_SEED};
+    *o = (eval_opts){.k = 10, .seed = TQVEC_DEFAULT_SEED, .threads = 1, .batch = 1};
     o->bits[0] = 4;
     o->nbits = 1;
     o->nrerank = 1;
@@ -150,11 +153,15 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         }
         case 't': {
             size_t t;
-            if (tool_parse_size(optarg, &t) || t > 256)
-                return tool_fail("eval", "--threads wants 0..256, got '%s'", optarg);
+            if (tool_parse_size(optarg, &t) || t < 1 || t > TQVEC_MAX_THREADS)
+                return tool_fail("eval", "--threads wants 1..%d, got '%s'", TQVEC_MAX_THREADS, optarg);
             o->threads = (unsigned)t;
             break;
         }
+        case 'T':
+            if (tool_parse_size(optarg, &o->batch) || o->batch < 1 || o->batch > 4096)
+                return tool_fail("eval", "--batch wants 1..4096, got '%s'", optarg);
+            break;
         case 'h':
             usage();
             return 2;
@@ -193,61 +200,74 @@ static void dataset_name(const eval_opts *o, char *out, size_t cap)
 }
 
 static int run_queries(const tqvec_index *ix, const tq_matrix *queries, const int32_t *gt, size_t gt_k,
-                       size_t k, unsigned rerank, int scorer, const char *label, eval_result *res)
+                       size_t k, unsigned rerank, int scorer, const eval_opts *o, const char *label,
+                       eval_result *res)
 {
-    size_t nq = queries->n, hits_found = 0, top1 = 0, one_in_k = 0;
+    const size_t nq = queries->n, batch = o->batch;
+    size_t hits_found = 0, top1 = 0, one_in_k = 0;
     double *lat = tq_malloc(nq * sizeof(double));
-    tqvec_hit *hits = tq_malloc(k * sizeof(tqvec_hit));
-    if (!lat || !hits) {
+    tqvec_hit *hits = tq_malloc(batch * k * sizeof(tqvec_hit));
+    size_t *counts = tq_malloc(batch * sizeof(size_t));
+    if (!lat || !hits || !counts) {
         tq_free(lat);
         tq_free(hits);
+        tq_free(counts);
         return tool_fail("eval", "out of memory");
     }
-    tqvec_search_params sp = {.k = (uint32_t)k, .rerank = rerank, .scorer = (uint32_t)scorer};
+    tqvec_search_params sp = {.k = (uint32_t)k, .rerank = rerank, .scorer = (uint32_t)scorer,
+                              .threads = o->threads};
     tool_progress prog;
     tool_progress_begin(&prog, label, "queries", nq);
     double total = 0.0;
-    for (size_t i = 0; i < nq; i++) {
-        size_t count;
+    int failed = 0;
+    for (size_t i = 0; i < nq; i += batch) {
+        const size_t g = nq - i < batch ? nq - i : batch;
+        const float *q = queries->data + i * queries->d;
         tqvec_error err;
         double t0 = tool_now();
-        int rc = tqvec_index_search(ix, queries->data + i * queries->d, &sp, hits, k, &count, &err);
-        double t1 = tool_now();
+        int rc = g == 1 ? tqvec_index_search(ix, q, &sp, hits, k, &counts[0], &err)
+                        : tqvec_index_search_batch(ix, q, g, &sp, hits, counts, &err);
+        double t = tool_now() - t0;
         if (rc) {
-            tool_progress_end(&prog);
-            tq_free(lat);
-            tq_free(hits);
-            return tool_fail("eval", "search failed on query %zu: %s", i, err.message);
+            failed = tool_fail("eval", "search failed on queries %zu..%zu: %s", i, i + g - 1, err.message);
+            break;
         }
-        lat[i] = t1 - t0;
-        total += lat[i];
-        const int32_t *truth = gt + i * gt_k;
-        for (size_t a = 0; a < count; a++)
-            for (size_t b = 0; b < k; b++)
-                if ((int64_t)hits[a].id == truth[b]) {
-                    hits_found++;
+        total += t;
+        for (size_t b = 0; b < g; b++) {
+            const size_t qi = i + b, count = counts[b];
+            const tqvec_hit *h = hits + b * k;
+            const int32_t *truth = gt + qi * gt_k;
+            lat[qi] = t / (double)g;
+            for (size_t a = 0; a < count; a++)
+                for (size_t c = 0; c < k; c++)
+                    if ((int64_t)h[a].id == truth[c]) {
+                        hits_found++;
+                        break;
+                    }
+            if (count > 0 && (int64_t)h[0].id == truth[0])
+                top1++;
+            for (size_t a = 0; a < count; a++)
+                if ((int64_t)h[a].id == truth[0]) {
+                    one_in_k++;
                     break;
                 }
-        if (count > 0 && (int64_t)hits[0].id == truth[0])
-            top1++;
-        for (size_t a = 0; a < count; a++)
-            if ((int64_t)hits[a].id == truth[0]) {
-                one_in_k++;
-                break;
-            }
-        tool_progress_update(&prog, i + 1);
+        }
+        tool_progress_update(&prog, i + g);
     }
     tool_progress_end(&prog);
-    res->recall_at_k = (double)hits_found / ((double)nq * (double)k);
-    res->recall_at_1 = (double)top1 / (double)nq;
-    res->recall_1_at_k = (double)one_in_k / (double)nq;
-    res->qps = total > 0 ? (double)nq / total : 0.0;
-    res->mean_us = total / (double)nq * 1e6;
-    res->p50_us = tool_quantile(lat, nq, 0.50) * 1e6;
-    res->p99_us = tool_quantile(lat, nq, 0.99) * 1e6;
+    if (!failed) {
+        res->recall_at_k = (double)hits_found / ((double)nq * (double)k);
+        res->recall_at_1 = (double)top1 / (double)nq;
+        res->recall_1_at_k = (double)one_in_k / (double)nq;
+        res->qps = total > 0 ? (double)nq / total : 0.0;
+        res->mean_us = total / (double)nq * 1e6;
+        res->p50_us = tool_quantile(lat, nq, 0.50) * 1e6;
+        res->p99_us = tool_quantile(lat, nq, 0.99) * 1e6;
+    }
     tq_free(lat);
     tq_free(hits);
-    return 0;
+    tq_free(counts);
+    return failed;
 }
 
 static int load_inputs(const eval_opts *o, tq_matrix *base, tq_matrix *queries, tq_imatrix *gt)
@@ -282,7 +302,7 @@ static int load_inputs(const eval_opts *o, tq_matrix *base, tq_matrix *queries, 
     tool_progress prog;
     tool_progress_begin(&prog, "ground truth", "queries", queries->n);
     double t0 = tool_now();
-    int rc = tq_groundtruth(base, queries, (tq_metric)o->metric, o->k, o->threads, gt->data, NULL,
+    int rc = tq_groundtruth(base, queries, (tq_metric)o->metric, o->k, 0, gt->data, NULL,
                             tool_progress_callback, &prog, &err);
     tool_progress_end(&prog);
     if (rc)
@@ -323,8 +343,10 @@ int cmd_eval(int argc, char **argv)
     int refine = o.refine >= 0 ? refine_values[o.refine] : reranks ? TQVEC_REFINE_FP32 : TQVEC_REFINE_NONE;
     const char *refine_name = refine_names[refine - 1];
 
-    fprintf(table, "dataset %s: %zu base x %zu queries, d=%zu, metric %s, k=%zu, refine %s, simd %s\n", name,
-            base.n, queries.n, base.d, tool_metric_name(o.metric), o.k, refine_name, tqvec_simd_level());
+    fprintf(table,
+            "dataset %s: %zu base x %zu queries, d=%zu, metric %s, k=%zu, refine %s, simd %s, threads %u, batch %zu\n",
+            name, base.n, queries.n, base.d, tool_metric_name(o.metric), o.k, refine_name, tqvec_simd_level(),
+            o.threads, o.batch);
     fprintf(table, "%4s %-5s %-5s %-5s %-5s %6s | %7s %7s %7s | %9s %9s %9s | %8s %10s | %7s\n", "bits", "var",
             "corr", "cent", "score", "rerank", "R@1", "R@k", "R1@k", "QPS", "p50 us", "p99 us", "enc s", "enc vec/s",
             "B/vec");
@@ -364,7 +386,7 @@ int cmd_eval(int argc, char **argv)
                              o.rerank[ri]);
                     eval_result res = {0};
                     if ((rc = run_queries(ix, &queries, gt.data, gt.d, o.k, o.rerank[ri], scorer_values[o.scorer[si]],
-                                          label, &res)))
+                                          &o, label, &res)))
                         goto done;
                     fprintf(table,
                             "%4u %-5s %-5s %-5s %-5s %6u | %7.4f %7.4f %7.4f | %9.0f %9.1f %9.1f | %8.3f %10.0f | %7llu\n",
@@ -402,7 +424,8 @@ int cmd_eval(int argc, char **argv)
                         tool_json_int(&j, "rerank_bytes_per_vector",
                                       o.rerank[ri] ? (long long)info.refine_bytes_per_vector : 0);
                         tool_json_int(&j, "seed", (long long)o.seed);
-                        tool_json_int(&j, "threads", 1);
+                        tool_json_int(&j, "threads", o.threads);
+                        tool_json_int(&j, "batch", (long long)o.batch);
                         tool_json_str(&j, "simd", tqvec_simd_level());
                         tool_json_str(&j, "version", tqvec_version());
                         tool_json_end(&j);

@@ -4,14 +4,14 @@
 FAISS's 4-bit PQ fast scan (IndexPQFastScan, one 4-bit sub-quantizer per
 coordinate group so that bytes per vector equal tqvec's at the same bits) and
 its 4-bit scalar quantizer (IndexScalarQuantizer QT_4bit) are built and
-searched one query at a time on one thread, like `tqvec eval`, which this
+searched on one thread, --batch queries per call (default 1), like `tqvec eval`, which this
 script runs on the same files. Reports QPS, recall@10 and the QPS ratio.
 
 Needs Debian's python3-faiss and python3-numpy (a benchmark dependency only:
 nothing in the build or tests uses FAISS).
 
 Usage: faiss_compare.py --tqvec build-release/tools/tqvec --base B.fvecs
-       --queries Q.fvecs --gt G.ivecs --metric l2|ip [--bits 4] [--nq 200]
+       --queries Q.fvecs --gt G.ivecs --metric l2|ip [--bits 4] [--nq 200] [--batch 1]
        [--synthetic N,D  (writes random Gaussian base/queries, computes gt)]
 """
 import argparse, json, os, subprocess, sys, tempfile, time
@@ -38,13 +38,16 @@ def recall_at_10(found, gt):
     return float(np.mean([len(set(f[:10]) & set(g[:10])) / 10.0 for f, g in zip(found, gt)]))
 
 
-def time_single(index, queries, k=10):
+def time_search(index, queries, batch, k=10):
+    """QPS and median per-query latency, searching batch queries per call."""
     lat, found = [], []
-    for q in queries:
+    for i in range(0, len(queries), batch):
+        group = queries[i:i + batch]
         t0 = time.perf_counter()
-        _, ids = index.search(q[None, :], k)
-        lat.append(time.perf_counter() - t0)
-        found.append(ids[0])
+        _, ids = index.search(group, k)
+        t = time.perf_counter() - t0
+        lat += [t / len(group)] * len(group)
+        found += list(ids)
     return len(queries) / sum(lat), np.median(lat) * 1e6, found
 
 
@@ -57,6 +60,7 @@ def main():
     ap.add_argument("--metric", choices=["l2", "ip"], default="l2")
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--nq", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=1, help="queries per search call, for both engines")
     ap.add_argument("--synthetic", help="N,D: random Gaussian data instead of files")
     a = ap.parse_args()
     faiss.omp_set_num_threads(1)
@@ -97,16 +101,16 @@ def main():
         t0 = time.perf_counter()
         index.add(base)
         add_s = time.perf_counter() - t0
-        qps, p50, found = time_single(index, queries)
+        qps, p50, found = time_search(index, queries, a.batch)
         rows.append((name, qps, p50, recall_at_10(found, gt), train_s, add_s))
 
     cmd = [a.tqvec, "eval", "--base", a.base, "--queries", a.queries, "--gt", a.gt, "--metric", a.metric,
-           "--bits", str(a.bits), "--nq", str(a.nq), "--json", "-"]
+           "--bits", str(a.bits), "--nq", str(a.nq), "--batch", str(a.batch), "--json", "-"]
     r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[0])
     rows.append(("tqvec %d-bit mse" % a.bits, r["qps"], r["p50_us"], r["recall_at_k"], 0.0, r["encode_s"]))
 
-    print("n=%d d=%d metric=%s queries=%d, one query at a time, one thread; FAISS %s built %s"
-          % (n, d, a.metric, len(queries), faiss.__version__, faiss.get_compile_options()))
+    print("n=%d d=%d metric=%s queries=%d, %d per search call, one thread; FAISS %s built %s"
+          % (n, d, a.metric, len(queries), a.batch, faiss.__version__, faiss.get_compile_options()))
     print("%-24s %10s %10s %9s %9s %9s" % ("index", "QPS", "p50 us", "R@10", "train s", "add s"))
     for name, qps, p50, rec, tr, ad in rows:
         print("%-24s %10.1f %10.1f %9.4f %9.2f %9.2f" % (name, qps, p50, rec, tr, ad))
