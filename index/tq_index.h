@@ -16,7 +16,11 @@
  *   scan       the blocked nibble layout of codes and the per-query 8-bit
  *              tables the fast-scan kernel sums
  *   topk       bounded best-k selection with deterministic tie-breaking
- *   flat       an in-memory collection of codes, searched exhaustively
+ *   pool       the persistent worker threads a search splits its scan over
+ *   codec      configuration + quantizer + refine codebook + centering mean:
+ *              validates vectors and encodes them into rows
+ *   search     the three-stage search over any number of row sets
+ *   flat       an in-memory index: one growing set of rows
  */
 #ifndef TQ_INDEX_H
 #define TQ_INDEX_H
@@ -325,7 +329,7 @@ typedef enum tq_center {
     TQ_CENTER_FIRST_BATCH = 2, /* subtract the mean of the first add's vectors */
 } tq_center;
 
-typedef struct tq_flat_config {
+typedef struct tq_config {
     uint32_t d;
     tq_metric metric;
     unsigned bits;
@@ -334,7 +338,7 @@ typedef struct tq_flat_config {
     uint64_t seed;
     tq_refine refine;
     tq_center center;
-} tq_flat_config;
+} tq_config;
 
 typedef enum tq_scorer {
     TQ_SCORER_LUT = 1,   /* 8-bit table scan, then float re-score of the best */
@@ -348,34 +352,103 @@ typedef struct tq_search_opts {
     unsigned threads;    /* split the scan over this many threads; 0 or 1 = the caller only */
 } tq_search_opts;
 
+/* ----------------------------------------------------------------- codec */
+
+/* What encoding rows and searching them both need: the configuration, its
+ * quantizer, the 8-bit refine codebook and the centering mean. Every set of
+ * rows searched together was encoded by one codec (or an identical one:
+ * everything here follows from the config and the mean). */
+typedef struct tq_codec {
+    tq_config cfg;
+    tq_quantizer q;
+    const tq_codebook *cb8; /* refine code8 */
+    float *mean;            /* centering: d floats once set, else NULL */
+} tq_codec;
+
+/* Encoded rows in the scan layout, struct of arrays, row i of each array
+ * being the same vector: the unit a search reads. Whoever made them owns
+ * the memory (a growing in-memory index, a mapped segment file). Arrays
+ * hold whole blocks of TQ_SCAN_BLOCK rows; rows past n are zero nibbles. */
+typedef struct tq_rows {
+    size_t n;
+    const uint8_t *code_blocks;   /* ceil(n/32) * q.code_layout.block_bytes (mse_bits > 0) */
+    const uint8_t *sign_blocks;   /* ceil(n/32) * q.sign_layout.block_bytes (prod) */
+    const tq_code_scalars *sc;    /* n */
+    const float *vectors;         /* n * d (refine fp32) */
+    const uint8_t *refine8;       /* n * d (refine code8) */
+    const uint32_t *deleted;      /* bit v of word b set: row 32b+v is deleted; NULL: none are */
+    size_t ndeleted;              /* set bits in deleted */
+} tq_rows;
+
+/* The same arrays, writable, for encoding into. */
+typedef struct tq_rows_out {
+    uint8_t *code_blocks, *sign_blocks;
+    tq_code_scalars *sc;
+    float *vectors;
+    uint8_t *refine8;
+} tq_rows_out;
+
+/* Per-thread working memory for encoding rows. */
+typedef struct tq_encode_scratch {
+    tq_qscratch q;
+    uint8_t *codes, *signs; /* one vector's unpacked codes */
+    float *tmp;             /* one normalized or centered vector */
+} tq_encode_scratch;
+
+/* Validate cfg and set up the quantizer (and refine codebook); no mean. */
+int tq_codec_init(tq_codec *c, const tq_config *cfg, tq_error *err);
+void tq_codec_free(tq_codec *c);
+/* Set the centering mean from the n vectors at x (normalized first for
+ * cosine), which the caller has checked. */
+int tq_codec_set_mean(tq_codec *c, const float *x, size_t n, tq_error *err);
+int tq_encode_scratch_init(tq_encode_scratch *s, uint32_t d);
+void tq_encode_scratch_free(tq_encode_scratch *s);
+/* Check vectors [from, to) of x: finite, norm representable, nonzero for
+ * cosine. The message names the vector's index in x. */
+int tq_codec_check_vectors(const tq_codec *c, const float *x, size_t from, size_t to, tq_error *err);
+/* Encode one checked vector into row `row` of out. */
+void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, const tq_rows_out *out, size_t row);
+/* Put row `row` back to zero nibbles (its scalars and refine data are
+ * left: nothing reads them past n). */
+void tq_codec_clear_row(const tq_codec *c, const tq_rows_out *out, size_t row);
+/* Bytes per vector of codes and scalars, and of refine data. */
+size_t tq_codec_bytes_per_vector(const tq_codec *c);
+size_t tq_codec_refine_bytes_per_vector(const tq_codec *c);
+/* Row `row`'s unpacked codes (d bytes each; signs for prod) and scalars. */
+void tq_codec_get_codes(const tq_codec *c, const tq_rows *rows, size_t row, uint8_t *codes, uint8_t *signs,
+                        tq_code_scalars *sc);
+
+/* ---------------------------------------------------------------- search */
+
+/* Best min(k, live rows) hits for each of nq queries (row-major) over the
+ * row sets together, in one pass over the codes; deleted rows are skipped
+ * inside the scan. Results of query i go to out + i*k, best first, their
+ * count to counts[i]. A hit's id numbers rows across the sets in order:
+ * row r of set s is (rows in sets before s) + r. rerank > 0 re-scores the
+ * best k*rerank estimates on the refine data. Scores are in the metric's
+ * units: squared L2 distance, inner product, or cosine similarity. Every
+ * query is checked before any is scanned; on error nothing is written.
+ * Only reads: any number may run at once over the same rows. */
+int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float *queries, size_t nq,
+              const tq_search_opts *opts, tq_hit *out, size_t *counts, tq_error *err);
+
+/* ------------------------------------------------------------------ flat */
+
+/* An in-memory index: one growing set of rows. */
 typedef struct tq_flat tq_flat;
 
-int tq_flat_create(const tq_flat_config *cfg, tq_flat **out, tq_error *err);
+int tq_flat_create(const tq_config *cfg, tq_flat **out, tq_error *err);
 void tq_flat_free(tq_flat *f);
 /* Validate and encode n vectors (row-major, d floats each). All or nothing:
  * on error nothing is added. Not concurrent with other calls on f. */
 int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err);
 size_t tq_flat_count(const tq_flat *f);
-const tq_quantizer *tq_flat_quantizer(const tq_flat *f);
-const tq_flat_config *tq_flat_get_config(const tq_flat *f);
-/* Bytes of compressed data per vector (codes and scalars). */
-size_t tq_flat_bytes_per_vector(const tq_flat *f);
-/* Refine bytes per vector (0 without refine data). */
-size_t tq_flat_refine_bytes_per_vector(const tq_flat *f);
-/* Best min(k, count) hits for query, best first, into out (k entries).
- * rerank > 0 re-scores the best k*rerank estimates with the refine data
- * (needs refine data). Scores are reported in the metric's units: squared L2
- * distance, inner product, or cosine similarity. Safe to call from many
- * threads at once. */
-int tq_flat_search(const tq_flat *f, const float *query, const tq_search_opts *opts, tq_hit *out,
-                   size_t *count, tq_error *err);
-/* nq queries (row-major) in one pass over the codes: results of query i go
- * to out + i*k, their count to counts[i]. Validates every query before
- * scanning; on error nothing is written. */
+const tq_codec *tq_flat_codec(const tq_flat *f);
+/* The rows, for tq_search or reading codes back; valid until the next add. */
+tq_rows tq_flat_rows(const tq_flat *f);
+/* tq_search over the index's rows. Safe from many threads at once. */
 int tq_flat_search_batch(const tq_flat *f, const float *queries, size_t nq, const tq_search_opts *opts,
                          tq_hit *out, size_t *counts, tq_error *err);
-/* Row `row`'s unpacked codes (d bytes each; signs for prod) and scalars. */
-int tq_flat_get_codes(const tq_flat *f, size_t row, uint8_t *codes, uint8_t *signs, tq_code_scalars *sc);
 
 /* Check that x[0..n) is finite; on failure report the first bad index. */
 int tq_check_finite(const float *x, size_t n, size_t *bad);

@@ -115,7 +115,7 @@ int tqvec_index_create(const tqvec_index_options *opts, tqvec_index **out, tqvec
         return api_error(err, TQVEC_EARG, "options must not be NULL");
     if (!all_zero(opts->reserved, sizeof(opts->reserved) / sizeof(opts->reserved[0])))
         return api_error(err, TQVEC_EARG, "reserved option fields must be zero");
-    tq_flat_config cfg = {
+    tq_config cfg = {
         .d = opts->dim,
         .metric = opts->metric ? (tq_metric)opts->metric : TQ_METRIC_COSINE,
         .bits = opts->bits ? (unsigned)opts->bits : TQ_DEFAULT_BITS,
@@ -187,7 +187,7 @@ int tqvec_index_search(const tqvec_index *index, const float *query,
     if (cap < opts.k)
         return api_error(err, TQVEC_EARG, "hits capacity %zu is below k=%zu", cap, opts.k);
     tq_error e;
-    if (tq_flat_search(index->flat, query, &opts, (tq_hit *)hits, count, &e))
+    if (tq_flat_search_batch(index->flat, query, 1, &opts, (tq_hit *)hits, count, &e))
         return export_error(&e, err);
     return TQVEC_OK;
 }
@@ -212,7 +212,8 @@ int tqvec_index_get_info(const tqvec_index *index, tqvec_index_info *info)
 {
     if (!index || !info)
         return TQVEC_EARG;
-    const tq_flat_config *cfg = tq_flat_get_config(index->flat);
+    const tq_codec *codec = tq_flat_codec(index->flat);
+    const tq_config *cfg = &codec->cfg;
     info->dim = cfg->d;
     info->metric = (int)cfg->metric;
     info->bits = (int)cfg->bits;
@@ -222,8 +223,8 @@ int tqvec_index_get_info(const tqvec_index *index, tqvec_index_info *info)
     info->count = tq_flat_count(index->flat);
     info->refine = (int)cfg->refine;
     info->center = (int)cfg->center;
-    info->bytes_per_vector = tq_flat_bytes_per_vector(index->flat);
-    info->refine_bytes_per_vector = tq_flat_refine_bytes_per_vector(index->flat);
+    info->bytes_per_vector = tq_codec_bytes_per_vector(codec);
+    info->refine_bytes_per_vector = tq_codec_refine_bytes_per_vector(codec);
     info->simd = tqvec_simd_level();
     return TQVEC_OK;
 }

@@ -1,0 +1,197 @@
+/*
+ * The codec: one configuration's quantizer, refine codebook and centering
+ * mean, and the row operations built on them — checking vectors, encoding
+ * one into a row of the scan layout, reading codes back. An in-memory index
+ * and a stored collection both encode through here, so a row means the same
+ * bytes wherever it lives.
+ *
+ * A row holds: the scalar codes and (prod) sign sketches in scan blocks of
+ * 32 vectors, the per-vector scalars, and optionally refine data for
+ * re-ranking: the float vector (normalized for cosine), or 8-bit Lloyd-Max
+ * codes of the rotated unit vector (a quarter of the bytes; relative error
+ * about 0.6 % of the norm, enough to swap near-ties at rank k: re-ranked
+ * recall@10 0.97-0.996 where floats give 1.0).
+ *
+ * Centering (optional): a mean is subtracted from every vector (normalized
+ * first for cosine) before encoding. Codes then spend their bits on what
+ * distinguishes vectors rather than on what they share: recall@10 at 4 bits
+ * went from 0.9445 to 0.9615 on fashion-mnist and 0.891 to 0.914 on
+ * siftsmall. l2 is unchanged by a common shift, so the search centers the
+ * query too; for ip and cosine <q, x> = <q, x - mean> + <q, mean>, so the
+ * query stays as it is and <q, mean> is added back to every estimate.
+ * Re-ranking on fp32 uses the stored original vectors and is exact either
+ * way.
+ */
+#include "tq_index.h"
+
+int tq_codec_init(tq_codec *c, const tq_config *cfg, tq_error *err)
+{
+    memset(c, 0, sizeof(*c));
+    if (cfg->metric != TQ_METRIC_L2 && cfg->metric != TQ_METRIC_IP && cfg->metric != TQ_METRIC_COSINE)
+        return tq_err(err, TQ_EARG, "unknown metric %d", (int)cfg->metric);
+    if (cfg->refine != TQ_REFINE_NONE && cfg->refine != TQ_REFINE_CODE8 && cfg->refine != TQ_REFINE_FP32)
+        return tq_err(err, TQ_EARG, "unknown refine kind %d", (int)cfg->refine);
+    if (cfg->center != TQ_CENTER_NONE && cfg->center != TQ_CENTER_FIRST_BATCH)
+        return tq_err(err, TQ_EARG, "unknown centering %d", (int)cfg->center);
+    c->cfg = *cfg;
+    int rc = tq_quantizer_init(&c->q, cfg->d, cfg->bits, cfg->variant, cfg->correction, cfg->seed, err);
+    if (rc)
+        return rc;
+    if (cfg->refine == TQ_REFINE_CODE8 && !(c->cb8 = tq_codebook_get(cfg->d, 8))) {
+        tq_codec_free(c);
+        return tq_err(err, TQ_ENOMEM, "out of memory computing the 8-bit refine codebook");
+    }
+    return TQ_OK;
+}
+
+void tq_codec_free(tq_codec *c)
+{
+    tq_quantizer_free(&c->q);
+    tq_free(c->mean);
+    c->mean = NULL;
+}
+
+int tq_codec_set_mean(tq_codec *c, const float *x, size_t n, tq_error *err)
+{
+    const size_t d = c->cfg.d;
+    const tq_simd_kernels *k = tq_simd();
+    double *acc = tq_calloc(d, sizeof(double));
+    float *mean = tq_malloc(d * sizeof(float));
+    if (!acc || !mean) {
+        tq_free(acc);
+        tq_free(mean);
+        return tq_err(err, TQ_ENOMEM, "out of memory for the centering mean");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const float *v = x + i * d;
+        double scale = c->cfg.metric == TQ_METRIC_COSINE ? 1.0 / sqrt(k->dot_f64(v, v, d)) : 1.0;
+        for (size_t j = 0; j < d; j++)
+            acc[j] += (double)v[j] * scale;
+    }
+    for (size_t j = 0; j < d; j++)
+        mean[j] = (float)(acc[j] / (double)(n ? n : 1));
+    tq_free(acc);
+    tq_free(c->mean);
+    c->mean = mean;
+    return TQ_OK;
+}
+
+int tq_encode_scratch_init(tq_encode_scratch *s, uint32_t d)
+{
+    memset(s, 0, sizeof(*s));
+    s->codes = tq_malloc(2 * (size_t)d);
+    s->tmp = tq_malloc((size_t)d * sizeof(float));
+    if (!s->codes || !s->tmp || tq_qscratch_init(&s->q, d)) {
+        tq_encode_scratch_free(s);
+        return TQ_ENOMEM;
+    }
+    s->signs = s->codes + d;
+    return TQ_OK;
+}
+
+void tq_encode_scratch_free(tq_encode_scratch *s)
+{
+    tq_qscratch_free(&s->q);
+    tq_free(s->codes);
+    tq_free(s->tmp);
+    s->codes = s->signs = NULL;
+    s->tmp = NULL;
+}
+
+int tq_codec_check_vectors(const tq_codec *c, const float *x, size_t from, size_t to, tq_error *err)
+{
+    const size_t d = c->cfg.d;
+    for (size_t i = from; i < to; i++) {
+        /* One pass checks everything: the squared norm is NaN or infinite
+         * exactly when a coordinate is, or when the norm overflows float. */
+        float sq = tq_simd()->dot(x + i * d, x + i * d, d);
+        size_t bad;
+        if (!isfinite(sq)) {
+            if (tq_check_finite(x + i * d, d, &bad))
+                return tq_err(err, TQ_EVALUE, "vector %zu has a non-finite value at coordinate %zu", i, bad);
+            return tq_err(err, TQ_EVALUE, "vector %zu has a norm too large for float32", i);
+        }
+        if (c->cfg.metric == TQ_METRIC_COSINE && sq == 0.0f)
+            return tq_err(err, TQ_EVALUE, "vector %zu is zero: it has no cosine similarity", i);
+    }
+    return TQ_OK;
+}
+
+void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, const tq_rows_out *out, size_t row)
+{
+    const size_t d = c->cfg.d, block = row / TQ_SCAN_BLOCK;
+    const unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
+    const tq_quantizer *q = &c->q;
+    const tq_simd_kernels *k = tq_simd();
+    const float *enc = v;
+    if (c->cfg.metric == TQ_METRIC_COSINE || c->mean) {
+        memcpy(s->tmp, v, d * sizeof(float));
+        if (c->cfg.metric == TQ_METRIC_COSINE)
+            k->scale(s->tmp, d, 1.0f / sqrtf(k->dot(v, v, d)));
+        if (c->mean)
+            for (size_t j = 0; j < d; j++)
+                s->tmp[j] = s->tmp[j] - c->mean[j];
+        enc = s->tmp;
+    }
+    tq_quantizer_encode(q, enc, &s->q, s->codes, s->signs, &out->sc[row]);
+    if (q->mse_bits)
+        tq_scan_put(&q->code_layout, out->code_blocks + block * q->code_layout.block_bytes, lane, s->codes);
+    if (q->variant == TQ_VARIANT_PROD)
+        tq_scan_put(&q->sign_layout, out->sign_blocks + block * q->sign_layout.block_bytes, lane, s->signs);
+    if (c->cfg.refine == TQ_REFINE_FP32) {
+        float *dst = out->vectors + row * d;
+        memcpy(dst, v, d * sizeof(float));
+        if (c->cfg.metric == TQ_METRIC_COSINE)
+            k->scale(dst, d, 1.0f / sqrtf(k->dot(v, v, d)));
+    } else if (c->cfg.refine == TQ_REFINE_CODE8) {
+        /* The encode left the rotated unit vector in the scratch. */
+        tq_codebook_quantize(c->cb8, s->q.u, d, out->refine8 + row * d);
+    }
+}
+
+void tq_codec_clear_row(const tq_codec *c, const tq_rows_out *out, size_t row)
+{
+    const tq_quantizer *q = &c->q;
+    size_t block = row / TQ_SCAN_BLOCK;
+    unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
+    if (q->mse_bits)
+        tq_scan_clear(&q->code_layout, out->code_blocks + block * q->code_layout.block_bytes, lane);
+    if (q->variant == TQ_VARIANT_PROD)
+        tq_scan_clear(&q->sign_layout, out->sign_blocks + block * q->sign_layout.block_bytes, lane);
+}
+
+size_t tq_codec_bytes_per_vector(const tq_codec *c)
+{
+    size_t scalars = c->q.variant == TQ_VARIANT_PROD ? 3 : 2;
+    if (c->q.correction == TQ_CORRECTION_NONE)
+        scalars--;
+    size_t code = c->q.mse_bits ? c->q.code_layout.block_bytes / TQ_SCAN_BLOCK : 0;
+    size_t sign = c->q.variant == TQ_VARIANT_PROD ? c->q.sign_layout.block_bytes / TQ_SCAN_BLOCK : 0;
+    return code + sign + scalars * sizeof(float);
+}
+
+size_t tq_codec_refine_bytes_per_vector(const tq_codec *c)
+{
+    switch (c->cfg.refine) {
+    case TQ_REFINE_NONE:
+        return 0;
+    case TQ_REFINE_CODE8:
+        return c->cfg.d;
+    case TQ_REFINE_FP32:
+        return c->cfg.d * sizeof(float);
+    }
+    return 0;
+}
+
+void tq_codec_get_codes(const tq_codec *c, const tq_rows *rows, size_t row, uint8_t *codes, uint8_t *signs,
+                        tq_code_scalars *sc)
+{
+    const tq_quantizer *q = &c->q;
+    size_t block = row / TQ_SCAN_BLOCK;
+    unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
+    if (q->mse_bits)
+        tq_scan_get(&q->code_layout, rows->code_blocks + block * q->code_layout.block_bytes, lane, codes);
+    if (q->variant == TQ_VARIANT_PROD)
+        tq_scan_get(&q->sign_layout, rows->sign_blocks + block * q->sign_layout.block_bytes, lane, signs);
+    *sc = rows->sc[row];
+}

@@ -1,0 +1,398 @@
+/*
+ * The three-stage search over sets of encoded rows (index/tq_index.h,
+ * tq_rows): an in-memory index is one set, a stored collection one set per
+ * segment, all encoded by one codec.
+ *
+ *   1. coarse: the simd scan kernel sums 8-bit query tables over every
+ *      block of every set; the best C = k' + k'/8 + 16 estimates (k' = k,
+ *      or k * rerank) are kept;
+ *   2. re-score: those C get the float-table estimate, which is the float
+ *      scorer's value, so 8-bit table rounding cannot cost recall unless a
+ *      true top-k' vector falls outside the top C coarse estimates;
+ *   3. re-rank (optional): the best k' are rescored on the refine data
+ *      (exactly with floats, to 8 bits with code8) and the best k returned.
+ * The float scorer (TQ_SCORER_FLOAT) runs stage 2 on every vector: the
+ * reference the LUT scorer is measured against.
+ *
+ * Deleted rows are masked to -inf right after a block's keys are computed,
+ * before the heap sees them, so a search returns exactly min(k, live) hits
+ * whatever the share of deletes.
+ *
+ * Internally a larger key is better: l2 uses the negated distance estimate
+ * ||q||^2 + ||x||^2 - 2 ||x|| g, ip uses ||x|| g and cosine ||x|| g/||q||
+ * (cosine encodes the normalized vector, so ||x|| is 1 unless centered);
+ * results go out in the metric's units.
+ *
+ * Work is split across the worker pool by blocks (all sets' blocks in one
+ * sequence), each part with its own heaps; the parts' heaps are merged by
+ * the same total order (key, then id), so the answer does not depend on the
+ * split. A batch of queries walks the blocks in chunks that stay in cache
+ * while every query of the batch scans them.
+ */
+#include "tq_index.h"
+
+/* Where row id `id` lives: its set and the row inside it. */
+typedef struct row_ref {
+    const tq_rows *set;
+    size_t row;
+} row_ref;
+
+/* One search call's shared state; parts write only their own heaps. */
+typedef struct search_job {
+    const tq_codec *c;
+    const tq_rows *sets;
+    size_t nsets;
+    const size_t *first_block; /* nsets + 1: cumulative blocks */
+    const size_t *first_row;   /* nsets + 1: cumulative rows */
+    const tq_search_opts *opts;
+    tq_query *pq;              /* nq prepared queries */
+    size_t nq;
+    size_t nblocks, blocks_per_part;
+    tq_topk *heaps;            /* nparts * nq first-stage heaps */
+} search_job;
+
+static row_ref find_row(const search_job *job, uint64_t id)
+{
+    size_t lo = 0, hi = job->nsets - 1;
+    while (lo < hi) {
+        size_t mid = (lo + hi + 1) / 2;
+        if (job->first_row[mid] <= id)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return (row_ref){&job->sets[lo], (size_t)(id - job->first_row[lo])};
+}
+
+static float estimate_key(tq_metric metric, float g, const tq_code_scalars *sc, const tq_query *pq)
+{
+    switch (metric) {
+    case TQ_METRIC_L2:
+        return -(pq->qnorm * pq->qnorm + sc->norm * sc->norm - 2.0f * sc->norm * g);
+    case TQ_METRIC_IP:
+        return sc->norm * g + pq->bias;
+    case TQ_METRIC_COSINE:
+        return (sc->norm * g + pq->bias) / pq->qnorm;
+    }
+    return 0.0f;
+}
+
+/* The re-rank key of one row from its refine data. */
+static float refine_key(const tq_codec *c, const float *query, const tq_query *pq, row_ref r)
+{
+    const tq_simd_kernels *k = tq_simd();
+    const size_t d = c->cfg.d;
+    /* Cosine queries are never centered, so this is ||q|| for the floats. */
+    const float qnorm = pq->qnorm;
+    if (c->cfg.refine == TQ_REFINE_CODE8) {
+        float g = k->dot_u8(r.set->refine8 + r.row * d, c->cb8->centroid_f, pq->qr, d);
+        return estimate_key(c->cfg.metric, g, &r.set->sc[r.row], pq);
+    }
+    const float *v = r.set->vectors + r.row * d;
+    switch (c->cfg.metric) {
+    case TQ_METRIC_L2:
+        return -k->l2sq(query, v, d);
+    case TQ_METRIC_IP:
+        return k->dot(query, v, d);
+    case TQ_METRIC_COSINE:
+        return k->dot(query, v, d) / qnorm;
+    }
+    return 0.0f;
+}
+
+/* The float-table estimate of one row: stage 2, and the float scorer. */
+static float float_key(const tq_codec *c, const tq_query *pq, row_ref r)
+{
+    const tq_quantizer *q = &c->q;
+    size_t block = r.row / TQ_SCAN_BLOCK;
+    unsigned lane = (unsigned)(r.row % TQ_SCAN_BLOCK);
+    float code_dot = 0.0f, sign_dot = 0.0f;
+    if (q->mse_bits)
+        code_dot = tq_scan_lut_exact(&q->code_layout, &pq->code_lut,
+                                     r.set->code_blocks + block * q->code_layout.block_bytes, lane);
+    if (q->variant == TQ_VARIANT_PROD)
+        sign_dot = tq_scan_lut_exact(&q->sign_layout, &pq->sign_lut,
+                                     r.set->sign_blocks + block * q->sign_layout.block_bytes, lane);
+    const tq_code_scalars *sc = &r.set->sc[r.row];
+    return estimate_key(c->cfg.metric, tq_unit_estimate(q, sc, code_dot, sign_dot), sc, pq);
+}
+
+/* Keys of one block's rows from their table sums. Kept free of calls and
+ * branches on the data so the compiler can vectorize it. */
+static void block_keys(const tq_codec *c, const tq_code_scalars *sc, const uint32_t *code_sum,
+                       const uint32_t *sign_sum, const tq_query *pq, float *key)
+{
+    /* The same formulas as tq_unit_estimate() and estimate_key(), with the
+     * variant and metric tests hoisted out of the loops so they vectorize:
+     * this runs for every vector of every block. */
+    const tq_quantizer *q = &c->q;
+    const float cd = q->mse_bits ? pq->code_lut.delta : 0.0f, cb = q->mse_bits ? pq->code_lut.bias : 0.0f;
+    float g[TQ_SCAN_BLOCK];
+    if (q->variant == TQ_VARIANT_PROD) {
+        const float sd = pq->sign_lut.delta, sb = pq->sign_lut.bias, qjl = q->qjl_scale;
+        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
+            g[v] = sc[v].corr * ((cd * (float)code_sum[v] + cb) + sc[v].rnorm * qjl * (sd * (float)sign_sum[v] + sb));
+    } else {
+        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
+            g[v] = sc[v].corr * (cd * (float)code_sum[v] + cb);
+    }
+    const float qq = pq->qnorm * pq->qnorm, bias = pq->bias, qnorm = pq->qnorm;
+    switch (c->cfg.metric) {
+    case TQ_METRIC_L2:
+        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
+            key[v] = -(qq + sc[v].norm * sc[v].norm - 2.0f * sc[v].norm * g[v]);
+        break;
+    case TQ_METRIC_IP:
+        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
+            key[v] = sc[v].norm * g[v] + bias;
+        break;
+    case TQ_METRIC_COSINE:
+        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
+            key[v] = (sc[v].norm * g[v] + bias) / qnorm;
+        break;
+    }
+}
+
+/* Blocks per chunk of a batched scan: about 256 KiB of codes, so a chunk
+ * read for the first query of a batch is still in cache for the others. */
+static size_t chunk_blocks(const tq_codec *c)
+{
+    size_t bytes = c->q.code_layout.block_bytes + c->q.sign_layout.block_bytes;
+    size_t n = bytes ? (256 * 1024) / bytes : 64;
+    return n ? n : 1;
+}
+
+/* First stage over the blocks of one part: 8-bit table sums (LUT scorer) or
+ * float tables (float scorer). Rows arrive in increasing order, so a key
+ * equal to the current worst kept loses the tie: only a strictly larger key
+ * is pushed. */
+static void search_part(void *arg, unsigned part)
+{
+    search_job *job = arg;
+    const tq_codec *c = job->c;
+    const tq_quantizer *q = &c->q;
+    const tq_simd_kernels *k = tq_simd();
+    const bool prod = q->variant == TQ_VARIANT_PROD, lut = job->opts->scorer == TQ_SCORER_LUT;
+    size_t b0 = part * job->blocks_per_part;
+    size_t b1 = b0 + job->blocks_per_part < job->nblocks ? b0 + job->blocks_per_part : job->nblocks;
+    size_t chunk = chunk_blocks(c);
+    uint32_t code_sum[TQ_SCAN_BLOCK] = {0}, sign_sum[TQ_SCAN_BLOCK] = {0};
+    float key[TQ_SCAN_BLOCK];
+    for (size_t c0 = b0; c0 < b1; c0 += chunk) {
+        size_t c1 = c0 + chunk < b1 ? c0 + chunk : b1;
+        for (size_t qi = 0; qi < job->nq; qi++) {
+            const tq_query *pq = &job->pq[qi];
+            tq_topk *heap = &job->heaps[part * job->nq + qi];
+            float threshold = heap->len == heap->cap && heap->cap ? heap->heap[0].score : -INFINITY;
+            size_t s = 0;
+            for (size_t b = c0; b < c1; b++) {
+                while (b >= job->first_block[s + 1])
+                    s++;
+                const tq_rows *set = &job->sets[s];
+                const size_t lb = b - job->first_block[s], base = lb * TQ_SCAN_BLOCK;
+                const size_t rows = set->n - base < TQ_SCAN_BLOCK ? set->n - base : TQ_SCAN_BLOCK;
+                if (lut) {
+                    if (q->mse_bits)
+                        k->scan_block(set->code_blocks + lb * q->code_layout.block_bytes, q->code_layout.npairs,
+                                      pq->code_lut.q8, code_sum);
+                    if (prod)
+                        k->scan_block(set->sign_blocks + lb * q->sign_layout.block_bytes, q->sign_layout.npairs,
+                                      pq->sign_lut.q8, sign_sum);
+                    block_keys(c, set->sc + base, code_sum, sign_sum, pq, key);
+                } else {
+                    for (size_t v = 0; v < rows; v++)
+                        key[v] = float_key(c, pq, (row_ref){set, base + v});
+                }
+                if (set->deleted)
+                    for (uint32_t dead = set->deleted[lb]; dead; dead &= dead - 1)
+                        key[__builtin_ctz(dead)] = -INFINITY;
+                /* threshold stays -inf until the heap is full, and live keys
+                 * are finite, so one compare decides (and drops the dead). */
+                const uint64_t id0 = job->first_row[s] + base;
+                for (size_t v = 0; v < rows; v++)
+                    if (key[v] > threshold) {
+                        tq_topk_push(heap, id0 + v, key[v]);
+                        if (heap->len == heap->cap)
+                            threshold = heap->heap[0].score;
+                    }
+            }
+        }
+    }
+}
+
+/* Stages 2 and 3 for one query, from the merged first-stage hits (best
+ * first in `first`, nfirst of them). */
+static size_t finish_query(const search_job *job, const float *query, const tq_query *pq, tq_hit *first,
+                           size_t nfirst, tq_topk *mid, tq_topk *best, tq_hit *out)
+{
+    const tq_codec *c = job->c;
+    const tq_search_opts *opts = job->opts;
+    size_t n = nfirst;
+    if (opts->scorer == TQ_SCORER_LUT) {
+        tq_topk_reset(mid);
+        for (size_t i = 0; i < nfirst; i++)
+            tq_topk_push(mid, first[i].id, float_key(c, pq, find_row(job, first[i].id)));
+        n = tq_topk_drain(mid, first);
+    }
+    if (n > mid->cap)
+        n = mid->cap; /* float scorer: the first stage already kept k' */
+    if (opts->rerank) {
+        tq_topk_reset(best);
+        for (size_t i = 0; i < n; i++)
+            tq_topk_push(best, first[i].id, refine_key(c, query, pq, find_row(job, first[i].id)));
+        n = tq_topk_drain(best, out);
+    } else {
+        memcpy(out, first, n * sizeof(tq_hit));
+    }
+    if (c->cfg.metric == TQ_METRIC_L2)
+        for (size_t i = 0; i < n; i++)
+            out[i].score = -out[i].score;
+    return n;
+}
+
+/* Rotate and tabulate one query, centered as the codes are: l2 centers the
+ * query; ip and cosine keep it and add <q, mean> to every estimate. */
+static void prepare_query(const tq_codec *c, const float *query, tq_query *pq)
+{
+    const size_t d = c->cfg.d;
+    if (c->mean && c->cfg.metric == TQ_METRIC_L2) {
+        for (size_t j = 0; j < d; j++)
+            pq->centered[j] = query[j] - c->mean[j];
+        tq_quantizer_prepare(&c->q, pq->centered, pq);
+        return;
+    }
+    tq_quantizer_prepare(&c->q, query, pq);
+    if (c->mean)
+        pq->bias = tq_simd()->dot(query, c->mean, d);
+}
+
+static int check_query(const tq_codec *c, const float *query, size_t index, tq_error *err)
+{
+    const size_t d = c->cfg.d;
+    size_t bad;
+    if (tq_check_finite(query, d, &bad))
+        return tq_err(err, TQ_EVALUE, "query %zu has a non-finite value at coordinate %zu", index, bad);
+    if (c->cfg.metric == TQ_METRIC_COSINE && tq_simd()->dot(query, query, d) == 0.0f)
+        return tq_err(err, TQ_EVALUE, "query %zu is zero: it has no cosine similarity", index);
+    return TQ_OK;
+}
+
+/* Queries prepared per sub-batch: bounds the tables held at once (a query's
+ * tables are about 80 bytes per coordinate at 4 bits). */
+#define QUERY_BATCH 32
+/* Row sets searched without allocating their block and row offsets. */
+#define FEW_SETS 16
+
+int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float *queries, size_t nq,
+              const tq_search_opts *opts, tq_hit *out, size_t *counts, tq_error *err)
+{
+    const size_t d = c->cfg.d, k = opts->k;
+    const unsigned rerank = opts->rerank;
+    for (size_t i = 0; i < nq; i++)
+        counts[i] = 0;
+    if (k > TQ_MAX_K)
+        return tq_err(err, TQ_EARG, "k %zu is above the limit %u", k, TQ_MAX_K);
+    if (rerank > TQ_MAX_RERANK)
+        return tq_err(err, TQ_EARG, "rerank %u is above the limit %u", rerank, TQ_MAX_RERANK);
+    if (rerank > 0 && c->cfg.refine == TQ_REFINE_NONE)
+        return tq_err(err, TQ_EUNSUPPORTED, "re-ranking needs refine data (code8 or fp32), which this index does not keep");
+    if (opts->scorer != TQ_SCORER_LUT && opts->scorer != TQ_SCORER_FLOAT)
+        return tq_err(err, TQ_EARG, "unknown scorer %d", (int)opts->scorer);
+    if (opts->threads > TQ_MAX_THREADS)
+        return tq_err(err, TQ_EARG, "threads %u is above the limit %u", opts->threads, TQ_MAX_THREADS);
+    for (size_t i = 0; i < nq; i++) {
+        int rc = check_query(c, queries + i * d, i, err);
+        if (rc)
+            return rc;
+    }
+    size_t live = 0;
+    for (size_t s = 0; s < nsets; s++)
+        live += sets[s].n - sets[s].ndeleted;
+    if (k == 0 || live == 0 || nq == 0)
+        return TQ_OK;
+
+    size_t offsets_small[2 * (FEW_SETS + 1)];
+    size_t *offsets = nsets <= FEW_SETS ? offsets_small : tq_malloc(2 * (nsets + 1) * sizeof(size_t));
+    if (!offsets)
+        return tq_err(err, TQ_ENOMEM, "out of memory for search scratch");
+    size_t *first_block = offsets, *first_row = offsets + nsets + 1;
+    first_block[0] = first_row[0] = 0;
+    for (size_t s = 0; s < nsets; s++) {
+        first_block[s + 1] = first_block[s] + (sets[s].n + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK;
+        first_row[s + 1] = first_row[s] + sets[s].n;
+    }
+
+    size_t nmid = rerank ? k * rerank : k;
+    if (nmid > live)
+        nmid = live;
+    /* The LUT scorer's first stage keeps k' + k'/8 + 16 for the float
+     * re-score: the 8-bit tables only reorder near-ties, and measured on
+     * every shared dataset 4 extra candidates already give the float
+     * scorer's recall; the margin covers larger k. */
+    size_t nfirst = nmid;
+    if (opts->scorer == TQ_SCORER_LUT) {
+        nfirst = nmid + nmid / 8 + 16;
+        if (nfirst > live)
+            nfirst = live;
+    }
+    const size_t nblocks = first_block[nsets];
+    unsigned nparts = opts->threads > 1 ? opts->threads : 1;
+    if (nparts > nblocks)
+        nparts = (unsigned)nblocks;
+    size_t batch = nq < QUERY_BATCH ? nq : QUERY_BATCH;
+
+    int rc = TQ_OK;
+    tq_query *pq = tq_calloc(batch, sizeof(tq_query));
+    tq_topk *heaps = tq_calloc((size_t)nparts * batch, sizeof(tq_topk));
+    tq_topk merged = {0}, mid = {0}, best = {0};
+    if (!pq || !heaps || tq_topk_init(&merged, nfirst) || tq_topk_init(&mid, nmid) || tq_topk_init(&best, k))
+        goto oom;
+    for (size_t i = 0; i < batch; i++)
+        if (tq_query_init(&pq[i], &c->q))
+            goto oom;
+    for (size_t i = 0; i < (size_t)nparts * batch; i++)
+        if (tq_topk_init(&heaps[i], nfirst))
+            goto oom;
+
+    search_job job = {.c = c, .sets = sets, .nsets = nsets, .first_block = first_block, .first_row = first_row,
+                      .opts = opts, .pq = pq, .nblocks = nblocks,
+                      .blocks_per_part = (nblocks + nparts - 1) / nparts, .heaps = heaps};
+    for (size_t q0 = 0; q0 < nq; q0 += batch) {
+        size_t m = nq - q0 < batch ? nq - q0 : batch;
+        for (size_t i = 0; i < m; i++)
+            prepare_query(c, queries + (q0 + i) * d, &pq[i]);
+        for (size_t i = 0; i < (size_t)nparts * batch; i++)
+            tq_topk_reset(&heaps[i]);
+        job.nq = m;
+        tq_pool_run(nparts, search_part, &job);
+        for (size_t i = 0; i < m; i++) {
+            tq_topk_reset(&merged);
+            for (unsigned p = 0; p < nparts; p++) {
+                tq_topk *h = &heaps[p * m + i];
+                for (size_t j = 0; j < h->len; j++)
+                    tq_topk_push(&merged, h->heap[j].id, h->heap[j].score);
+            }
+            size_t nf = tq_topk_drain(&merged, merged.heap);
+            counts[q0 + i] = finish_query(&job, queries + (q0 + i) * d, &pq[i], merged.heap, nf, &mid, &best,
+                                          out + (q0 + i) * k);
+        }
+    }
+    goto done;
+oom:
+    rc = tq_err(err, TQ_ENOMEM, "out of memory for search scratch");
+done:
+    if (pq)
+        for (size_t i = 0; i < batch; i++)
+            tq_query_free(&pq[i]);
+    if (heaps)
+        for (size_t i = 0; i < (size_t)nparts * batch; i++)
+            tq_topk_free(&heaps[i]);
+    tq_free(pq);
+    tq_free(heaps);
+    tq_topk_free(&merged);
+    tq_topk_free(&mid);
+    tq_topk_free(&best);
+    if (offsets != offsets_small)
+        tq_free(offsets);
+    return rc;
+}
