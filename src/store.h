@@ -7,6 +7,13 @@
  *           a file and its directory, atomic replace by rename
  *   wal     the write-ahead log: checksummed, numbered records appended with
  *           one write per batch, fsync policy, replay with torn-tail repair
+ *   segment immutable segment files: rows in the scan layout, keys and
+ *           attributes, written once, mapped read-only, verified
+ *   manifest the collection's root: config, centering mean, live segments
+ *           and their tombstone files, replaced atomically
+ *   keymap  key -> (segment, row), open addressing over XXH3 hashes
+ *   collection the engine: writes through the WAL into a mutable segment,
+ *           sealing, deletes, compaction, snapshots for readers
  *
  * Every on-disk structure starts with a magic, a format version and an
  * XXH3-64 checksum, and every reader checks all three before trusting a
@@ -99,5 +106,191 @@ typedef struct tq_wal_replay_info {
  * returns nonzero stops the replay with its error. */
 int tq_wal_replay(const char *path, tq_wal_visit_fn visit, void *ctx, bool repair, tq_wal_replay_info *info,
                   tq_error *err);
+
+/* --------------------------------------------------------------- segment */
+
+/* Longest key and attribute blob an element may have. */
+#define TQ_MAX_KEY_BYTES 4096u
+#define TQ_MAX_ATTR_BYTES (1u << 20)
+
+/* Section kinds of a segment file, in file order. */
+enum {
+    TQ_SEC_CODES = 1,   /* scan blocks of scalar codes */
+    TQ_SEC_SIGNS = 2,   /* scan blocks of sign sketches (prod) */
+    TQ_SEC_SCALARS = 3, /* tq_code_scalars per row */
+    TQ_SEC_REFINE = 4,  /* fp32 vectors or code8 bytes per row */
+    TQ_SEC_KEYS = 5,    /* u32 offsets[rows + 1], then the key bytes */
+    TQ_SEC_ATTRS = 6,   /* u64 offsets[rows + 1], then the attribute bytes */
+    TQ_SEC_COUNT = 6,
+};
+
+/* Keys and attributes of the rows being written, row i's key being
+ * key[i] (key_len[i] bytes) and its attributes attr[i] (attr_len[i], 0 for
+ * none). */
+typedef struct tq_row_names {
+    const char *const *key;
+    const uint32_t *key_len;
+    const char *const *attr;
+    const uint32_t *attr_len;
+} tq_row_names;
+
+/* Write rows [0, rows->n) with their names to a new segment file at path,
+ * fsynced with its directory. Rows marked deleted are written too (the
+ * caller compacts first when it wants them gone). */
+int tq_segment_write(const char *path, const tq_codec *c, const tq_rows *rows, const tq_row_names *names,
+                     tq_error *err);
+
+/* A segment file mapped read-only. Only the header, the section table and
+ * the key section are checked on open; the other sections are checked by
+ * tq_segment_verify (every byte hashed once), which a collection runs
+ * before a segment's first search, or at open when asked to. */
+typedef struct tq_segment_file {
+    char *path;
+    uint8_t *map;
+    size_t size;
+    uint64_t rows;
+    tq_rows view;             /* arrays point into the map; deleted left NULL */
+    const uint64_t *key_off;  /* rows + 1 */
+    const char *key_bytes;
+    const uint64_t *attr_off; /* rows + 1 */
+    const char *attr_bytes;
+    uint64_t sec_off[TQ_SEC_COUNT + 1], sec_len[TQ_SEC_COUNT + 1], sec_sum[TQ_SEC_COUNT + 1];
+} tq_segment_file;
+
+int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, tq_error *err);
+/* Hash every section against the table: TQ_ECORRUPT names the section. */
+int tq_segment_verify(const tq_segment_file *s, tq_error *err);
+void tq_segment_close(tq_segment_file *s);
+
+/* ---------------------------------------------------------------- keymap */
+
+/* Where a key's live row is: an owner (the collection's segment object)
+ * and a row in it. The key bytes are not copied: they must stay valid
+ * while the entry exists (they live in the owner's key storage). */
+typedef struct tq_keymap_entry {
+    uint64_t hash;   /* 0 marks an empty slot; real hashes are forced nonzero */
+    const char *key;
+    uint32_t len;
+    void *owner;
+    uint64_t row;
+} tq_keymap_entry;
+
+typedef struct tq_keymap {
+    tq_keymap_entry *slots;
+    size_t cap, count; /* cap is a power of two */
+} tq_keymap;
+
+void tq_keymap_init(tq_keymap *m);
+void tq_keymap_free(tq_keymap *m);
+tq_keymap_entry *tq_keymap_find(const tq_keymap *m, const char *key, uint32_t len);
+/* Insert or repoint key; *old gets the previous location (owner NULL if
+ * the key was new). TQ_ENOMEM leaves the map unchanged. */
+int tq_keymap_put(tq_keymap *m, const char *key, uint32_t len, void *owner, uint64_t row, tq_keymap_entry *old);
+/* Room for `more` new keys, so that many puts cannot fail. */
+int tq_keymap_reserve(tq_keymap *m, size_t more);
+/* Remove key; false if it was not there. */
+bool tq_keymap_remove(tq_keymap *m, const char *key, uint32_t len);
+
+/* -------------------------------------------------------------- manifest */
+
+typedef struct tq_manifest_segment {
+    uint64_t id;      /* file id: seg/<id>.tqs */
+    uint64_t rows;
+    uint64_t del_id;  /* tombstones in seg/<del_id>.del; 0: none */
+} tq_manifest_segment;
+
+typedef struct tq_manifest {
+    tq_config cfg;
+    uint64_t next_file_id;  /* every file the collection creates takes the next id */
+    uint64_t wal_id;        /* the live log: wal/<wal_id>.log */
+    uint64_t wal_first_lsn;
+    uint32_t nsegments;
+    tq_manifest_segment *segments;
+    float *mean;            /* cfg.d floats, or NULL */
+} tq_manifest;
+
+/* Write MANIFEST.tmp in dir, fsync, rename over MANIFEST, fsync dir: a
+ * crash leaves the old manifest or the new one, never a mix. */
+int tq_manifest_write(const char *dir, const tq_manifest *m, tq_error *err);
+/* Read and check dir/MANIFEST; m's arrays are allocated (tq_manifest_free). */
+int tq_manifest_read(const char *dir, tq_manifest *m, tq_error *err);
+void tq_manifest_free(tq_manifest *m);
+
+/* Tombstone files: one bit per row of a segment, set when deleted. */
+int tq_tombstones_write(const char *path, const uint32_t *bits, uint64_t rows, tq_error *err);
+/* Read into bits ((rows + 31) / 32 words); *count gets the set bits. */
+int tq_tombstones_read(const char *path, uint64_t rows, uint32_t *bits, uint64_t *count, tq_error *err);
+
+/* ------------------------------------------------------------ collection */
+
+typedef struct tq_collection tq_collection;
+
+typedef void (*tq_log_fn)(void *ctx, int level, const char *message);
+enum { TQ_LOG_WARNING = 1, TQ_LOG_NOTICE = 2 };
+
+typedef struct tq_collection_options {
+    tq_config cfg;            /* used when creating; checked against an existing collection when cfg.d != 0 */
+    bool create;              /* create the directory's collection if it has none */
+    tq_fsync_policy fsync;
+    size_t segment_rows;      /* the mutable segment is sealed at this many rows */
+    bool verify;              /* hash every segment at open instead of before its first search */
+    tq_log_fn log;            /* warnings (a torn log tail, leftover files); NULL: stderr */
+    void *log_ctx;
+} tq_collection_options;
+
+typedef struct tq_element {
+    const char *key;
+    uint32_t key_len;
+    const float *vector;      /* d floats */
+    const char *attr;         /* NULL or attr_len bytes */
+    uint32_t attr_len;
+} tq_element;
+
+/* A search hit resolved to its element, valid while the snapshot it came
+ * from is held (tq_collection_search hands one back). */
+typedef struct tq_match {
+    const char *key;
+    uint32_t key_len;
+    float score;
+    const char *attr;
+    uint32_t attr_len;
+} tq_match;
+
+typedef struct tq_snapshot tq_snapshot;
+
+typedef struct tq_collection_stats {
+    uint64_t live, deleted;   /* elements, and rows awaiting compaction */
+    uint32_t segments;        /* sealed */
+    uint64_t mutable_rows;
+    uint64_t wal_bytes;
+} tq_collection_stats;
+
+int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_collection **out, tq_error *err);
+/* Seal nothing, sync the log, release everything. NULL is fine. */
+int tq_collection_close(tq_collection *c, tq_error *err);
+const tq_codec *tq_collection_codec(const tq_collection *c);
+/* Upsert n elements: one log write, then each is searchable. *added counts
+ * the keys that were new. Every element is checked first; on error nothing
+ * is written. Writers are serialized; readers are not blocked. */
+int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_t *added, tq_error *err);
+int tq_collection_remove(tq_collection *c, const char *key, uint32_t len, tq_error *err);
+/* The element's vector (decoded from its refine floats when kept, else
+ * from its codes) into vector (d floats, may be NULL) and a copy of its
+ * attributes into attr (cap bytes; *attr_len gets the full length, and
+ * TQ_EARG if cap is too small). */
+int tq_collection_get(tq_collection *c, const char *key, uint32_t len, float *vector, char *attr, size_t cap,
+                      size_t *attr_len, tq_error *err);
+/* Search a consistent snapshot; the matches (nq * k, counts per query)
+ * point into *snap, which the caller releases with tq_snapshot_release. */
+int tq_collection_search(tq_collection *c, const float *queries, size_t nq, const tq_search_opts *opts,
+                         tq_match *matches, size_t *counts, tq_snapshot **snap, tq_error *err);
+void tq_snapshot_release(tq_snapshot *s);
+int tq_collection_sync(tq_collection *c, tq_error *err);
+/* Seal the mutable segment, then rewrite sealed segments that are at least
+ * a fifth deleted, or small, into one. */
+int tq_collection_compact(tq_collection *c, tq_error *err);
+/* Hash every byte of every sealed segment now. */
+int tq_collection_verify(tq_collection *c, tq_error *err);
+void tq_collection_stats_get(tq_collection *c, tq_collection_stats *st);
 
 #endif

@@ -14,7 +14,7 @@ Usage: faiss_compare.py --tqvec build-release/tools/tqvec --base B.fvecs
        --queries Q.fvecs --gt G.ivecs --metric l2|ip [--bits 4] [--nq 200] [--batch 1]
        [--synthetic N,D  (writes random Gaussian base/queries, computes gt)]
 """
-import argparse, json, os, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, subprocess, sys, tempfile, time
 
 import faiss
 import numpy as np
@@ -65,6 +65,13 @@ def main():
     a = ap.parse_args()
     faiss.omp_set_num_threads(1)
     tmp = tempfile.mkdtemp(prefix="tqvec-peer-")
+    try:
+        return compare(a, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compare(a, tmp):
     if a.synthetic:
         n, d = (int(v) for v in a.synthetic.split(","))
         rng = np.random.default_rng(2504)

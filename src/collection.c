@@ -1,0 +1,1312 @@
+/*
+ * A collection: a directory holding a manifest, one live write-ahead log
+ * and immutable segment files, and in memory a mutable segment, the key
+ * map and a reference-counted snapshot of the segment list.
+ *
+ *   DIR/MANIFEST          the commit point of every change to the file set
+ *   DIR/LOCK              flock'd by the one process that has it open
+ *   DIR/wal/<id>.log      the live log: every write since the last seal
+ *   DIR/seg/<id>.tqs      sealed segments; <id>.del their tombstones
+ *
+ * Writes (serialized by write_lock): check every element, make sure the
+ * mutable segment has room (sealing it first when full, so a batch's log
+ * records and its rows always belong to the same segment generation), copy
+ * keys and attributes and reserve the key map (so nothing after the log
+ * write can fail), append one log write for the batch, then encode each
+ * element into the next row. A row becomes visible when the segment's row
+ * count is published with a release store; an upsert marks the old row
+ * deleted just before, so a reader sees the old element or the new one,
+ * never both.
+ *
+ * Sealing writes the mutable segment's live rows as a segment file, new
+ * tombstone files for sealed segments whose deletions changed, and an
+ * empty log, then commits them with a new manifest and drops the old log.
+ * Compaction rewrites segments that are a fifth deleted, or small, into
+ * one. Both build everything new before the manifest rename and only
+ * delete old files after it, so a crash at any point leaves the old state
+ * or the new one; files no manifest names are removed at open.
+ *
+ * Readers take the current snapshot (a mutex held for a pointer copy and a
+ * count) and search it without locks: sealed segments never change except
+ * for tombstone bits (set atomically), the mutable segment's arrays never
+ * move (fixed capacity, mapped up front, pages committed as rows arrive),
+ * and a segment is freed only when the last snapshot naming it is
+ * released. Sealed segments are hashed in full before their first search
+ * (or at open with verify), so damaged bytes are reported, never served.
+ */
+#include "store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum { WAL_ADD = 1, WAL_REMOVE = 2 };
+
+typedef struct seg {
+    int refs;                 /* snapshots naming it; under snap_lock */
+    bool sealed;
+    uint64_t id;              /* file id (sealed) */
+    uint64_t del_id;          /* tombstone file id in the manifest, 0 none */
+    bool del_dirty;           /* deletions since del_id was written; writer only */
+    tq_segment_file file;     /* sealed */
+    /* mutable: fixed-capacity arrays, never moved */
+    size_t cap;
+    tq_rows_out out;
+    void *maps[5];
+    size_t map_len[5];
+    char **keys, **attrs;
+    uint32_t *key_lens, *attr_lens;
+    size_t n;                 /* published rows: release store, acquire load */
+    uint32_t *deleted;        /* one bit per row, set atomically */
+    size_t ndeleted;          /* atomic */
+    pthread_mutex_t verify_lock;
+    int verified;             /* 0 not yet, 1 good, -1 damaged (verify_err) */
+    tq_error verify_err;
+} seg;
+
+struct tq_snapshot {
+    int refs;                 /* under the collection's snap_lock */
+    pthread_mutex_t *lock;
+    size_t nsegs;             /* sealed segments, then the mutable one */
+    seg **segs;
+};
+
+struct tq_collection {
+    char *dir;
+    int lock_fd;
+    tq_collection_options opts;
+    tq_codec codec;
+    tq_encode_scratch scratch;
+    pthread_mutex_t write_lock, snap_lock;
+    pthread_rwlock_t map_lock;
+    tq_keymap map;
+    tq_snapshot *current;
+    seg *mut;
+    uint64_t next_file_id;
+    uint64_t wal_id, wal_first_lsn;
+    tq_wal *wal;
+    bool broken;              /* a committed change could not be taken in: reopen */
+    uint8_t *payload;         /* log framing scratch */
+    size_t payload_cap;
+    tq_wal_entry *entries;
+    size_t entries_cap;
+    float *vec;               /* one vector: replay and the centering mean */
+};
+
+/* ------------------------------------------------------------- logging */
+
+static void say(const tq_collection *c, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void say(const tq_collection *c, int level, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (c->opts.log)
+        c->opts.log(c->opts.log_ctx, level, msg);
+    else
+        fprintf(stderr, "tqvec: %s: %s\n", level == TQ_LOG_WARNING ? "warning" : "notice", msg);
+}
+
+static void file_path(const tq_collection *c, char *out, const char *sub, uint64_t id, const char *ext)
+{
+    snprintf(out, PATH_MAX, "%s/%s/%08llu.%s", c->dir, sub, (unsigned long long)id, ext);
+}
+
+/* ------------------------------------------------------------ segments */
+
+static size_t seg_rows(const seg *s)
+{
+    return s->sealed ? (size_t)s->file.rows : __atomic_load_n(&s->n, __ATOMIC_ACQUIRE);
+}
+
+static const char *seg_key(const seg *s, size_t row, uint32_t *len)
+{
+    if (s->sealed) {
+        *len = (uint32_t)(s->file.key_off[row + 1] - s->file.key_off[row]);
+        return s->file.key_bytes + s->file.key_off[row];
+    }
+    *len = s->key_lens[row];
+    return s->keys[row];
+}
+
+static const char *seg_attr(const seg *s, size_t row, uint32_t *len)
+{
+    if (s->sealed) {
+        *len = (uint32_t)(s->file.attr_off[row + 1] - s->file.attr_off[row]);
+        return *len ? s->file.attr_bytes + s->file.attr_off[row] : NULL;
+    }
+    *len = s->attr_lens[row];
+    return s->attrs[row];
+}
+
+static bool seg_is_deleted(const seg *s, size_t row)
+{
+    return __atomic_load_n(&s->deleted[row / 32], __ATOMIC_RELAXED) >> (row % 32) & 1u;
+}
+
+static void seg_mark_deleted(seg *s, size_t row)
+{
+    uint32_t bit = 1u << (row % 32);
+    if (!(__atomic_fetch_or(&s->deleted[row / 32], bit, __ATOMIC_RELAXED) & bit)) {
+        __atomic_fetch_add(&s->ndeleted, 1, __ATOMIC_RELAXED);
+        if (s->sealed)
+            s->del_dirty = true;
+    }
+}
+
+/* The rows as the search reads them, as of now. */
+static tq_rows seg_view(const seg *s)
+{
+    tq_rows v;
+    if (s->sealed) {
+        v = s->file.view;
+    } else {
+        v = (tq_rows){.code_blocks = s->out.code_blocks, .sign_blocks = s->out.sign_blocks, .sc = s->out.sc,
+                      .vectors = s->out.vectors, .refine8 = s->out.refine8};
+    }
+    v.n = seg_rows(s);
+    v.deleted = s->deleted;
+    v.ndeleted = __atomic_load_n(&s->ndeleted, __ATOMIC_RELAXED);
+    return v;
+}
+
+static void seg_free(seg *s)
+{
+    if (!s)
+        return;
+    if (s->sealed) {
+        tq_segment_close(&s->file);
+    } else {
+        for (int i = 0; i < 5; i++)
+            if (s->maps[i])
+                munmap(s->maps[i], s->map_len[i]);
+        for (size_t r = 0; r < s->cap && s->keys; r++) {
+            tq_free(s->keys[r]);
+            tq_free(s->attrs[r]);
+        }
+        tq_free(s->keys);
+        tq_free(s->attrs);
+        tq_free(s->key_lens);
+        tq_free(s->attr_lens);
+    }
+    tq_free(s->deleted);
+    pthread_mutex_destroy(&s->verify_lock);
+    tq_free(s);
+}
+
+static seg *seg_alloc(void)
+{
+    seg *s = tq_calloc(1, sizeof(*s));
+    if (s)
+        pthread_mutex_init(&s->verify_lock, NULL);
+    return s;
+}
+
+/* Anonymous zero pages reserved for the whole capacity: nothing is
+ * committed until a row is written, and the arrays never move. */
+static void *reserve_pages(seg *s, int slot, size_t bytes)
+{
+    if (bytes == 0)
+        return NULL;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    s->maps[slot] = p;
+    s->map_len[slot] = bytes;
+    return p;
+}
+
+static int new_mutable(const tq_collection *c, size_t cap, seg **out, tq_error *err)
+{
+    const tq_codec *k = &c->codec;
+    const size_t blocks = (cap + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK, d = k->cfg.d;
+    seg *s = seg_alloc();
+    if (!s)
+        return tq_err(err, TQ_ENOMEM, "out of memory for a segment");
+    s->cap = cap;
+    bool ok = true;
+    if (k->q.mse_bits)
+        ok &= (s->out.code_blocks = reserve_pages(s, 0, blocks * k->q.code_layout.block_bytes)) != NULL;
+    if (k->q.variant == TQ_VARIANT_PROD)
+        ok &= (s->out.sign_blocks = reserve_pages(s, 1, blocks * k->q.sign_layout.block_bytes)) != NULL;
+    ok &= (s->out.sc = reserve_pages(s, 2, cap * sizeof(tq_code_scalars))) != NULL;
+    if (k->cfg.refine == TQ_REFINE_FP32)
+        ok &= (s->out.vectors = reserve_pages(s, 3, cap * d * sizeof(float))) != NULL;
+    if (k->cfg.refine == TQ_REFINE_CODE8)
+        ok &= (s->out.refine8 = reserve_pages(s, 4, cap * d)) != NULL;
+    s->keys = tq_calloc(cap, sizeof(char *));
+    s->attrs = tq_calloc(cap, sizeof(char *));
+    s->key_lens = tq_calloc(cap, sizeof(uint32_t));
+    s->attr_lens = tq_calloc(cap, sizeof(uint32_t));
+    s->deleted = tq_calloc(blocks ? blocks : 1, sizeof(uint32_t));
+    if (!ok || !s->keys || !s->attrs || !s->key_lens || !s->attr_lens || !s->deleted) {
+        seg_free(s);
+        return tq_err(err, TQ_ENOMEM, "out of memory reserving a segment of %zu rows", cap);
+    }
+    *out = s;
+    return TQ_OK;
+}
+
+static int open_sealed(tq_collection *c, uint64_t id, uint64_t del_id, uint64_t rows, seg **out, tq_error *err)
+{
+    char path[PATH_MAX];
+    file_path(c, path, "seg", id, "tqs");
+    seg *s = seg_alloc();
+    if (!s)
+        return tq_err(err, TQ_ENOMEM, "out of memory for a segment");
+    s->sealed = true;
+    s->id = id;
+    s->del_id = del_id;
+    int rc = tq_segment_open(path, &c->codec, &s->file, err);
+    if (!rc && s->file.rows != rows)
+        rc = tq_err(err, TQ_ECORRUPT, "%s: %llu rows, the manifest says %llu", path,
+                    (unsigned long long)s->file.rows, (unsigned long long)rows);
+    if (!rc && !(s->deleted = tq_calloc((size_t)(rows + 31) / 32 + 1, sizeof(uint32_t))))
+        rc = tq_err(err, TQ_ENOMEM, "out of memory for tombstones");
+    if (!rc && del_id) {
+        uint64_t count;
+        file_path(c, path, "seg", del_id, "del");
+        rc = tq_tombstones_read(path, rows, s->deleted, &count, err);
+        s->ndeleted = (size_t)count;
+    }
+    if (rc) {
+        seg_free(s);
+        return rc;
+    }
+    *out = s;
+    return TQ_OK;
+}
+
+/* Hash a sealed segment once; later calls return the first answer. */
+static int seg_verify(seg *s, tq_error *err)
+{
+    if (!s->sealed || __atomic_load_n(&s->verified, __ATOMIC_ACQUIRE) == 1)
+        return TQ_OK;
+    pthread_mutex_lock(&s->verify_lock);
+    if (s->verified == 0) {
+        int rc = tq_segment_verify(&s->file, &s->verify_err);
+        __atomic_store_n(&s->verified, rc ? -1 : 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&s->verify_lock);
+    if (s->verified < 0) {
+        if (err)
+            *err = s->verify_err;
+        return s->verify_err.code;
+    }
+    return TQ_OK;
+}
+
+/* ----------------------------------------------------------- snapshots */
+
+static tq_snapshot *snapshot_new(tq_collection *c, seg *const *segs, size_t n)
+{
+    tq_snapshot *s = tq_calloc(1, sizeof(*s));
+    if (!s || !(s->segs = tq_malloc((n ? n : 1) * sizeof(seg *)))) {
+        tq_free(s);
+        return NULL;
+    }
+    s->refs = 1;
+    s->lock = &c->snap_lock;
+    s->nsegs = n;
+    memcpy(s->segs, segs, n * sizeof(seg *));
+    pthread_mutex_lock(&c->snap_lock);
+    for (size_t i = 0; i < n; i++)
+        segs[i]->refs++;
+    pthread_mutex_unlock(&c->snap_lock);
+    return s;
+}
+
+static tq_snapshot *snapshot_acquire(tq_collection *c)
+{
+    pthread_mutex_lock(&c->snap_lock);
+    tq_snapshot *s = c->current;
+    s->refs++;
+    pthread_mutex_unlock(&c->snap_lock);
+    return s;
+}
+
+void tq_snapshot_release(tq_snapshot *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_t *lock = s->lock;
+    pthread_mutex_lock(lock);
+    bool last = --s->refs == 0;
+    size_t nfree = 0;
+    if (last)
+        for (size_t i = 0; i < s->nsegs; i++)
+            if (--s->segs[i]->refs == 0)
+                s->segs[nfree++] = s->segs[i];
+    pthread_mutex_unlock(lock);
+    if (!last)
+        return;
+    for (size_t i = 0; i < nfree; i++)
+        seg_free(s->segs[i]);
+    tq_free(s->segs);
+    tq_free(s);
+}
+
+/* Make segs the current list; the old snapshot goes when its last reader
+ * lets go. */
+static void snapshot_publish(tq_collection *c, tq_snapshot *next)
+{
+    pthread_mutex_lock(&c->snap_lock);
+    tq_snapshot *old = c->current;
+    c->current = next;
+    pthread_mutex_unlock(&c->snap_lock);
+    tq_snapshot_release(old);
+}
+
+/* ------------------------------------------------------------ manifest */
+
+static int commit_manifest(tq_collection *c, seg *const *sealed, size_t nsealed, uint64_t wal_id,
+                           uint64_t wal_first_lsn, tq_error *err)
+{
+    tq_manifest m = {.cfg = c->codec.cfg, .next_file_id = c->next_file_id, .wal_id = wal_id,
+                     .wal_first_lsn = wal_first_lsn, .nsegments = (uint32_t)nsealed, .mean = c->codec.mean};
+    m.segments = tq_calloc(nsealed ? nsealed : 1, sizeof(tq_manifest_segment));
+    if (!m.segments)
+        return tq_err(err, TQ_ENOMEM, "out of memory writing the manifest");
+    for (size_t i = 0; i < nsealed; i++)
+        m.segments[i] = (tq_manifest_segment){sealed[i]->id, sealed[i]->file.rows, sealed[i]->del_id};
+    int rc = tq_manifest_write(c->dir, &m, err);
+    tq_free(m.segments);
+    return rc;
+}
+
+/* --------------------------------------------------------- row copying */
+
+/* The live rows of some segments gathered into fresh arrays, in order, with
+ * their names pointing into the source segments. */
+typedef struct gathered {
+    tq_rows_out out;
+    size_t n;
+    const char **key, **attr;
+    uint32_t *key_len, *attr_len;
+} gathered;
+
+static void gathered_free(gathered *g)
+{
+    tq_free(g->out.code_blocks);
+    tq_free(g->out.sign_blocks);
+    tq_free(g->out.sc);
+    tq_free(g->out.vectors);
+    tq_free(g->out.refine8);
+    tq_free(g->key);
+    tq_free(g->attr);
+    tq_free(g->key_len);
+    tq_free(g->attr_len);
+    memset(g, 0, sizeof(*g));
+}
+
+static int gather_live(tq_collection *c, seg *const *segs, size_t nsegs, gathered *g, tq_error *err)
+{
+    const tq_codec *k = &c->codec;
+    const size_t d = k->cfg.d;
+    memset(g, 0, sizeof(*g));
+    size_t live = 0;
+    for (size_t i = 0; i < nsegs; i++)
+        live += seg_rows(segs[i]) - __atomic_load_n(&segs[i]->ndeleted, __ATOMIC_RELAXED);
+    const size_t blocks = (live + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK + 1;
+    bool ok = true;
+    if (k->q.mse_bits)
+        ok &= (g->out.code_blocks = tq_calloc(blocks, k->q.code_layout.block_bytes)) != NULL;
+    if (k->q.variant == TQ_VARIANT_PROD)
+        ok &= (g->out.sign_blocks = tq_calloc(blocks, k->q.sign_layout.block_bytes)) != NULL;
+    ok &= (g->out.sc = tq_calloc(live + 1, sizeof(tq_code_scalars))) != NULL;
+    if (k->cfg.refine == TQ_REFINE_FP32)
+        ok &= (g->out.vectors = tq_malloc((live + 1) * d * sizeof(float))) != NULL;
+    if (k->cfg.refine == TQ_REFINE_CODE8)
+        ok &= (g->out.refine8 = tq_malloc((live + 1) * d)) != NULL;
+    ok &= (g->key = tq_calloc(live + 1, sizeof(char *))) != NULL;
+    ok &= (g->attr = tq_calloc(live + 1, sizeof(char *))) != NULL;
+    ok &= (g->key_len = tq_calloc(live + 1, sizeof(uint32_t))) != NULL;
+    ok &= (g->attr_len = tq_calloc(live + 1, sizeof(uint32_t))) != NULL;
+    uint8_t *codes = tq_malloc(2 * d);
+    if (!ok || !codes) {
+        tq_free(codes);
+        gathered_free(g);
+        return tq_err(err, TQ_ENOMEM, "out of memory gathering %zu rows", live);
+    }
+    const tq_quantizer *q = &k->q;
+    for (size_t i = 0; i < nsegs; i++) {
+        const seg *s = segs[i];
+        tq_rows src = seg_view(s);
+        for (size_t r = 0; r < src.n && g->n < live; r++) {
+            if (seg_is_deleted(s, r))
+                continue;
+            const size_t to = g->n++, block = to / TQ_SCAN_BLOCK;
+            const unsigned lane = (unsigned)(to % TQ_SCAN_BLOCK);
+            tq_codec_get_codes(k, &src, r, codes, codes + d, &g->out.sc[to]);
+            if (q->mse_bits)
+                tq_scan_put(&q->code_layout, g->out.code_blocks + block * q->code_layout.block_bytes, lane, codes);
+            if (q->variant == TQ_VARIANT_PROD)
+                tq_scan_put(&q->sign_layout, g->out.sign_blocks + block * q->sign_layout.block_bytes, lane,
+                            codes + d);
+            if (src.vectors)
+                memcpy(g->out.vectors + to * d, src.vectors + r * d, d * sizeof(float));
+            if (src.refine8)
+                memcpy(g->out.refine8 + to * d, src.refine8 + r * d, d);
+            g->key[to] = seg_key(s, r, &g->key_len[to]);
+            g->attr[to] = seg_attr(s, r, &g->attr_len[to]);
+        }
+    }
+    tq_free(codes);
+    return TQ_OK;
+}
+
+static tq_rows gathered_rows(const gathered *g)
+{
+    return (tq_rows){.n = g->n, .code_blocks = g->out.code_blocks, .sign_blocks = g->out.sign_blocks,
+                     .sc = g->out.sc, .vectors = g->out.vectors, .refine8 = g->out.refine8};
+}
+
+/* Point every key of a new sealed segment at its row there. */
+static void repoint_keys(tq_collection *c, seg *s)
+{
+    pthread_rwlock_wrlock(&c->map_lock);
+    for (size_t r = 0; r < s->file.rows; r++) {
+        uint32_t len;
+        const char *key = seg_key(s, r, &len);
+        /* The map has room: the key is already in it. */
+        tq_keymap_put(&c->map, key, len, s, r, NULL);
+    }
+    pthread_rwlock_unlock(&c->map_lock);
+}
+
+/* --------------------------------------------------------- seal, compact */
+
+/* Writer lock held. Write the mutable segment's live rows, fresh tombstone
+ * files and an empty log; commit; switch. */
+static int seal(tq_collection *c, tq_error *err)
+{
+    if (c->broken)
+        return tq_err(err, TQ_EIO, "%s: an earlier change could not be completed; reopen the collection", c->dir);
+    seg *mut = c->mut;
+    if (seg_rows(mut) == 0)
+        return TQ_OK;
+    tq_snapshot *cur = c->current;
+    const size_t nsealed = cur->nsegs - 1;
+    char path[PATH_MAX];
+    gathered g;
+    int rc = gather_live(c, &mut, 1, &g, err);
+    if (rc)
+        return rc;
+    const uint64_t seg_id = g.n ? c->next_file_id++ : 0;
+    uint64_t *new_del = tq_calloc(2 * (nsealed + 1), sizeof(uint64_t)), *old_del = new_del + nsealed + 1;
+    seg *next_mut = NULL, *sealed_new = NULL;
+    seg **list = tq_calloc(nsealed + 2, sizeof(seg *));
+    tq_wal *wal = NULL;
+    const uint64_t wal_id = c->next_file_id++;
+    if (!new_del || !list) {
+        rc = tq_err(err, TQ_ENOMEM, "out of memory sealing");
+        goto undo;
+    }
+    if ((rc = new_mutable(c, c->opts.segment_rows, &next_mut, err)))
+        goto undo;
+    if (seg_id) {
+        tq_rows rows = gathered_rows(&g);
+        tq_row_names names = {.key = g.key, .key_len = g.key_len, .attr = g.attr, .attr_len = g.attr_len};
+        file_path(c, path, "seg", seg_id, "tqs");
+        if ((rc = tq_segment_write(path, &c->codec, &rows, &names, err)))
+            goto undo;
+        if ((rc = open_sealed(c, seg_id, 0, g.n, &sealed_new, err)))
+            goto undo;
+        sealed_new->verified = 1; /* written from memory just now */
+    }
+    for (size_t i = 0; i < nsealed; i++) {
+        seg *s = cur->segs[i];
+        if (!s->del_dirty)
+            continue;
+        new_del[i] = c->next_file_id++;
+        file_path(c, path, "seg", new_del[i], "del");
+        if ((rc = tq_tombstones_write(path, s->deleted, s->file.rows, err)))
+            goto undo;
+    }
+    file_path(c, path, "wal", wal_id, "log");
+    const uint64_t first_lsn = tq_wal_next_lsn(c->wal);
+    if ((rc = tq_wal_create(path, first_lsn, c->opts.fsync, &wal, err)))
+        goto undo;
+    /* The manifest names the new tombstone ids; the segments take them
+     * only once it is committed. */
+    for (size_t i = 0; i < nsealed; i++) {
+        old_del[i] = cur->segs[i]->del_id;
+        if (new_del[i])
+            cur->segs[i]->del_id = new_del[i];
+        list[i] = cur->segs[i];
+    }
+    size_t nlist = nsealed;
+    if (sealed_new)
+        list[nlist++] = sealed_new;
+    if ((rc = commit_manifest(c, list, nlist, wal_id, first_lsn, err))) {
+        for (size_t i = 0; i < nsealed; i++)
+            cur->segs[i]->del_id = old_del[i];
+        goto undo;
+    }
+    /* Committed. Nothing below can fail. */
+    for (size_t i = 0; i < nsealed; i++)
+        if (new_del[i])
+            cur->segs[i]->del_dirty = false;
+    if (sealed_new)
+        repoint_keys(c, sealed_new);
+    list[nlist++] = next_mut;
+    tq_snapshot *next = snapshot_new(c, list, nlist);
+    if (!next) {
+        /* The files are right; memory is not. Refuse further work. */
+        c->broken = true;
+        rc = tq_err(err, TQ_ENOMEM, "out of memory switching to the sealed segment; reopen the collection");
+        goto cleanup;
+    }
+    snapshot_publish(c, next);
+    c->mut = next_mut;
+    next_mut = NULL;
+    file_path(c, path, "wal", c->wal_id, "log");
+    tq_wal_close(c->wal, NULL);
+    unlink(path);
+    c->wal = wal;
+    c->wal_id = wal_id;
+    c->wal_first_lsn = first_lsn;
+    wal = NULL;
+    for (size_t i = 0; i < nsealed; i++)
+        if (new_del[i] && old_del[i]) {
+            file_path(c, path, "seg", old_del[i], "del");
+            unlink(path);
+        }
+    sealed_new = NULL;
+    goto cleanup;
+undo:
+    if (seg_id) {
+        file_path(c, path, "seg", seg_id, "tqs");
+        unlink(path);
+    }
+    for (size_t i = 0; new_del && i < nsealed; i++)
+        if (new_del[i]) {
+            file_path(c, path, "seg", new_del[i], "del");
+            unlink(path);
+        }
+    if (wal) {
+        tq_wal_close(wal, NULL);
+        wal = NULL;
+        file_path(c, path, "wal", wal_id, "log");
+        unlink(path);
+    }
+cleanup:
+    seg_free(sealed_new);
+    seg_free(next_mut);
+    tq_free(new_del);
+    tq_free(list);
+    gathered_free(&g);
+    return rc;
+}
+
+int tq_collection_compact(tq_collection *c, tq_error *err)
+{
+    pthread_mutex_lock(&c->write_lock);
+    int rc = seal(c, err);
+    if (rc)
+        goto out;
+    tq_snapshot *cur = c->current;
+    const size_t nsealed = cur->nsegs - 1;
+    seg **pick = tq_calloc(nsealed + 1, sizeof(seg *)), **keep = tq_calloc(nsealed + 2, sizeof(seg *));
+    if (!pick || !keep) {
+        tq_free(pick);
+        tq_free(keep);
+        rc = tq_err(err, TQ_ENOMEM, "out of memory compacting");
+        goto out;
+    }
+    size_t npick = 0, nkeep = 0, with_deletes = 0;
+    for (size_t i = 0; i < nsealed; i++) {
+        seg *s = cur->segs[i];
+        const size_t dead = __atomic_load_n(&s->ndeleted, __ATOMIC_RELAXED);
+        if (dead * 5 >= s->file.rows || s->file.rows * 4 < c->opts.segment_rows) {
+            pick[npick++] = s;
+            with_deletes += dead > 0;
+        } else {
+            keep[nkeep++] = s;
+        }
+    }
+    if (with_deletes == 0 && npick < 2) {
+        tq_free(pick);
+        tq_free(keep);
+        goto out;
+    }
+    gathered g;
+    char path[PATH_MAX];
+    seg *merged = NULL;
+    uint64_t id = 0;
+    if ((rc = gather_live(c, pick, npick, &g, err)))
+        goto done;
+    if (g.n) {
+        id = c->next_file_id++;
+        tq_rows rows = gathered_rows(&g);
+        tq_row_names names = {.key = g.key, .key_len = g.key_len, .attr = g.attr, .attr_len = g.attr_len};
+        file_path(c, path, "seg", id, "tqs");
+        if ((rc = tq_segment_write(path, &c->codec, &rows, &names, err)) ||
+            (rc = open_sealed(c, id, 0, g.n, &merged, err))) {
+            unlink(path);
+            goto done;
+        }
+        merged->verified = 1;
+        keep[nkeep++] = merged;
+    }
+    if ((rc = commit_manifest(c, keep, nkeep, c->wal_id, c->wal_first_lsn, err))) {
+        if (id) {
+            file_path(c, path, "seg", id, "tqs");
+            unlink(path);
+        }
+        goto done;
+    }
+    if (merged)
+        repoint_keys(c, merged);
+    keep[nkeep++] = c->mut;
+    tq_snapshot *next = snapshot_new(c, keep, nkeep);
+    if (!next) {
+        c->broken = true;
+        rc = tq_err(err, TQ_ENOMEM, "out of memory switching to the compacted segment; reopen the collection");
+        goto done;
+    }
+    merged = NULL;
+    snapshot_publish(c, next);
+    /* Readers still holding the old snapshot keep their mappings. */
+    for (size_t i = 0; i < npick; i++) {
+        file_path(c, path, "seg", pick[i]->id, "tqs");
+        unlink(path);
+        if (pick[i]->del_id) {
+            file_path(c, path, "seg", pick[i]->del_id, "del");
+            unlink(path);
+        }
+    }
+done:
+    seg_free(merged);
+    gathered_free(&g);
+    tq_free(pick);
+    tq_free(keep);
+out:
+    pthread_mutex_unlock(&c->write_lock);
+    return rc;
+}
+
+/* -------------------------------------------------------------- writes */
+
+/* Key and attribute copies for the next rows of the mutable segment, made
+ * before the log write so that applying the records cannot fail. */
+static int stage_names(tq_collection *c, const tq_element *elems, size_t n, tq_error *err)
+{
+    seg *m = c->mut;
+    const size_t base = m->n;
+    for (size_t i = 0; i < n; i++) {
+        char *k = tq_malloc(elems[i].key_len);
+        char *a = elems[i].attr_len ? tq_malloc(elems[i].attr_len) : NULL;
+        if (!k || (elems[i].attr_len && !a)) {
+            tq_free(k);
+            tq_free(a);
+            for (size_t j = 0; j < i; j++) {
+                tq_free(m->keys[base + j]);
+                tq_free(m->attrs[base + j]);
+                m->keys[base + j] = m->attrs[base + j] = NULL;
+            }
+            return tq_err(err, TQ_ENOMEM, "out of memory for %zu keys", n);
+        }
+        memcpy(k, elems[i].key, elems[i].key_len);
+        if (a)
+            memcpy(a, elems[i].attr, elems[i].attr_len);
+        tq_free(m->keys[base + i]);
+        tq_free(m->attrs[base + i]);
+        m->keys[base + i] = k;
+        m->key_lens[base + i] = elems[i].key_len;
+        m->attrs[base + i] = a;
+        m->attr_lens[base + i] = elems[i].attr_len;
+    }
+    /* Room in the key map for every key being new. */
+    pthread_rwlock_wrlock(&c->map_lock);
+    int rc = tq_keymap_reserve(&c->map, n);
+    pthread_rwlock_unlock(&c->map_lock);
+    return rc ? tq_err(err, TQ_ENOMEM, "out of memory growing the key map") : TQ_OK;
+}
+
+/* Encode one staged element into the next row and publish it. */
+static bool apply_add(tq_collection *c, const float *vector)
+{
+    seg *m = c->mut;
+    const size_t r = m->n;
+    tq_codec_encode(&c->codec, &c->scratch, vector, &m->out, r);
+    tq_keymap_entry old;
+    pthread_rwlock_wrlock(&c->map_lock);
+    tq_keymap_put(&c->map, m->keys[r], m->key_lens[r], m, r, &old);
+    if (old.owner)
+        seg_mark_deleted(old.owner, (size_t)old.row);
+    __atomic_store_n(&m->n, r + 1, __ATOMIC_RELEASE);
+    pthread_rwlock_unlock(&c->map_lock);
+    return old.owner == NULL;
+}
+
+static bool apply_remove(tq_collection *c, const char *key, uint32_t len)
+{
+    pthread_rwlock_wrlock(&c->map_lock);
+    tq_keymap_entry *e = tq_keymap_find(&c->map, key, len);
+    bool found = e != NULL;
+    if (found) {
+        seg_mark_deleted(e->owner, (size_t)e->row);
+        tq_keymap_remove(&c->map, key, len);
+    }
+    pthread_rwlock_unlock(&c->map_lock);
+    return found;
+}
+
+static int check_element(const tq_collection *c, const tq_element *e, size_t i, tq_error *err)
+{
+    if (e->key_len == 0 || !e->key)
+        return tq_err(err, TQ_EARG, "element %zu has an empty key", i);
+    if (e->key_len > TQ_MAX_KEY_BYTES)
+        return tq_err(err, TQ_EARG, "element %zu: key of %u bytes exceeds the %u-byte limit", i, e->key_len,
+                      TQ_MAX_KEY_BYTES);
+    if (e->attr_len > TQ_MAX_ATTR_BYTES || (e->attr_len && !e->attr))
+        return tq_err(err, TQ_EARG, "element %zu: attributes of %u bytes exceed the %u-byte limit", i, e->attr_len,
+                      TQ_MAX_ATTR_BYTES);
+    if (!e->vector)
+        return tq_err(err, TQ_EARG, "element %zu has no vector", i);
+    tq_error inner;
+    if (tq_codec_check_vectors(&c->codec, e->vector, 0, 1, &inner)) {
+        /* The codec says "vector 0 has ..."; name the element instead. */
+        const char *rest = strncmp(inner.msg, "vector 0", 8) ? inner.msg : inner.msg + 8;
+        return tq_err(err, inner.code, "element %zu (key '%.*s')%s", i, (int)(e->key_len < 64 ? e->key_len : 64),
+                      e->key, rest);
+    }
+    return TQ_OK;
+}
+
+/* Frame n add records into c->entries / c->payload. */
+static int frame_adds(tq_collection *c, const tq_element *elems, size_t n, tq_error *err)
+{
+    const size_t vbytes = c->codec.cfg.d * sizeof(float);
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += 8 + elems[i].key_len + elems[i].attr_len + vbytes;
+    if (total > c->payload_cap) {
+        uint8_t *p = tq_realloc(c->payload, total);
+        if (!p)
+            return tq_err(err, TQ_ENOMEM, "out of memory framing %zu log records", n);
+        c->payload = p;
+        c->payload_cap = total;
+    }
+    if (n > c->entries_cap) {
+        tq_wal_entry *e = tq_realloc(c->entries, n * sizeof(*e));
+        if (!e)
+            return tq_err(err, TQ_ENOMEM, "out of memory framing %zu log records", n);
+        c->entries = e;
+        c->entries_cap = n;
+    }
+    uint8_t *p = c->payload;
+    for (size_t i = 0; i < n; i++) {
+        const tq_element *e = &elems[i];
+        uint32_t lens[2] = {e->key_len, e->attr_len};
+        uint8_t *start = p;
+        memcpy(p, lens, 8);
+        memcpy(p + 8, e->key, e->key_len);
+        p += 8 + e->key_len;
+        if (e->attr_len)
+            memcpy(p, e->attr, e->attr_len);
+        p += e->attr_len;
+        memcpy(p, e->vector, vbytes);
+        p += vbytes;
+        c->entries[i] = (tq_wal_entry){.type = WAL_ADD, .payload = start, .len = (uint32_t)(p - start)};
+    }
+    return TQ_OK;
+}
+
+static int set_mean_from(tq_collection *c, const tq_element *elems, size_t n, tq_error *err)
+{
+    const size_t d = c->codec.cfg.d;
+    float *x = tq_malloc(n * d * sizeof(float));
+    if (!x)
+        return tq_err(err, TQ_ENOMEM, "out of memory for the centering mean");
+    for (size_t i = 0; i < n; i++)
+        memcpy(x + i * d, elems[i].vector, d * sizeof(float));
+    int rc = tq_codec_set_mean(&c->codec, x, n, err);
+    tq_free(x);
+    tq_snapshot *cur = c->current;
+    if (!rc)
+        rc = commit_manifest(c, cur->segs, cur->nsegs - 1, c->wal_id, c->wal_first_lsn, err);
+    if (rc) {
+        tq_free(c->codec.mean);
+        c->codec.mean = NULL;
+    }
+    return rc;
+}
+
+int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_t *added, tq_error *err)
+{
+    if (added)
+        *added = 0;
+    for (size_t i = 0; i < n; i++) {
+        int rc = check_element(c, &elems[i], i, err);
+        if (rc)
+            return rc;
+    }
+    pthread_mutex_lock(&c->write_lock);
+    int rc = TQ_OK;
+    if (c->broken)
+        rc = tq_err(err, TQ_EIO, "%s: an earlier change could not be completed; reopen the collection", c->dir);
+    if (!rc && n && c->codec.cfg.center == TQ_CENTER_FIRST_BATCH && !c->codec.mean)
+        rc = set_mean_from(c, elems, n, err);
+    size_t done = 0, fresh = 0;
+    while (!rc && done < n) {
+        if (c->mut->n == c->mut->cap && (rc = seal(c, err)))
+            break;
+        size_t room = c->mut->cap - c->mut->n, chunk = n - done < room ? n - done : room;
+        if ((rc = stage_names(c, elems + done, chunk, err)) || (rc = frame_adds(c, elems + done, chunk, err)) ||
+            (rc = tq_wal_append(c->wal, c->entries, chunk, NULL, err)))
+            break;
+        for (size_t i = 0; i < chunk; i++)
+            fresh += apply_add(c, elems[done + i].vector);
+        done += chunk;
+    }
+    pthread_mutex_unlock(&c->write_lock);
+    if (added)
+        *added = fresh;
+    return rc;
+}
+
+int tq_collection_remove(tq_collection *c, const char *key, uint32_t len, tq_error *err)
+{
+    if (!key || len == 0 || len > TQ_MAX_KEY_BYTES)
+        return tq_err(err, TQ_EARG, "a key is 1 to %u bytes", TQ_MAX_KEY_BYTES);
+    pthread_mutex_lock(&c->write_lock);
+    int rc = TQ_OK;
+    pthread_rwlock_rdlock(&c->map_lock);
+    bool exists = tq_keymap_find(&c->map, key, len) != NULL;
+    pthread_rwlock_unlock(&c->map_lock);
+    if (c->broken) {
+        rc = tq_err(err, TQ_EIO, "%s: an earlier change could not be completed; reopen the collection", c->dir);
+    } else if (!exists) {
+        rc = tq_err(err, TQ_ENOTFOUND, "no element '%.*s'", (int)(len < 64 ? len : 64), key);
+    } else {
+        uint8_t buf[4 + TQ_MAX_KEY_BYTES];
+        memcpy(buf, &len, 4);
+        memcpy(buf + 4, key, len);
+        tq_wal_entry e = {.type = WAL_REMOVE, .payload = buf, .len = 4 + len};
+        if (!(rc = tq_wal_append(c->wal, &e, 1, NULL, err)))
+            apply_remove(c, key, len);
+    }
+    pthread_mutex_unlock(&c->write_lock);
+    return rc;
+}
+
+/* --------------------------------------------------------------- reads */
+
+int tq_collection_get(tq_collection *c, const char *key, uint32_t len, float *vector, char *attr, size_t cap,
+                      size_t *attr_len, tq_error *err)
+{
+    if (attr_len)
+        *attr_len = 0;
+    const tq_codec *k = &c->codec;
+    const size_t d = k->cfg.d;
+    tq_qscratch scratch;
+    uint8_t *codes = NULL;
+    if (vector && (tq_qscratch_init(&scratch, k->cfg.d) || !(codes = tq_malloc(2 * d)))) {
+        tq_qscratch_free(&scratch);
+        return tq_err(err, TQ_ENOMEM, "out of memory decoding a vector");
+    }
+    int rc = TQ_OK;
+    pthread_rwlock_rdlock(&c->map_lock);
+    tq_keymap_entry *e = tq_keymap_find(&c->map, key, len);
+    if (!e) {
+        rc = tq_err(err, TQ_ENOTFOUND, "no element '%.*s'", (int)(len < 64 ? len : 64), key);
+        goto out;
+    }
+    seg *s = e->owner;
+    size_t row = (size_t)e->row;
+    if ((rc = seg_verify(s, err)))
+        goto out;
+    uint32_t alen;
+    const char *a = seg_attr(s, row, &alen);
+    if (attr_len)
+        *attr_len = alen;
+    if (alen > cap && attr) {
+        rc = tq_err(err, TQ_EARG, "attributes of '%.*s' are %u bytes, the buffer holds %zu",
+                    (int)(len < 64 ? len : 64), key, alen, cap);
+        goto out;
+    }
+    if (attr && alen)
+        memcpy(attr, a, alen);
+    if (vector) {
+        tq_rows v = seg_view(s);
+        if (v.vectors) {
+            memcpy(vector, v.vectors + row * d, d * sizeof(float));
+        } else {
+            tq_code_scalars sc;
+            tq_codec_get_codes(k, &v, row, codes, codes + d, &sc);
+            tq_quantizer_decode(&k->q, codes, codes + d, &sc, vector, &scratch);
+            if (k->mean)
+                for (size_t j = 0; j < d; j++)
+                    vector[j] = vector[j] + k->mean[j];
+        }
+    }
+out:
+    pthread_rwlock_unlock(&c->map_lock);
+    if (vector) {
+        tq_qscratch_free(&scratch);
+        tq_free(codes);
+    }
+    return rc;
+}
+
+int tq_collection_search(tq_collection *c, const float *queries, size_t nq, const tq_search_opts *opts,
+                         tq_match *matches, size_t *counts, tq_snapshot **snap, tq_error *err)
+{
+    *snap = NULL;
+    tq_snapshot *s = snapshot_acquire(c);
+    tq_rows *sets = tq_malloc(s->nsegs * sizeof(tq_rows));
+    size_t *first = tq_malloc((s->nsegs + 1) * sizeof(size_t));
+    tq_hit *hits = tq_malloc((nq * opts->k + 1) * sizeof(tq_hit));
+    int rc = TQ_OK;
+    if (!sets || !first || !hits) {
+        rc = tq_err(err, TQ_ENOMEM, "out of memory for a search");
+        goto out;
+    }
+    first[0] = 0;
+    for (size_t i = 0; i < s->nsegs; i++) {
+        if ((rc = seg_verify(s->segs[i], err)))
+            goto out;
+        sets[i] = seg_view(s->segs[i]);
+        first[i + 1] = first[i] + sets[i].n;
+    }
+    if ((rc = tq_search(&c->codec, sets, s->nsegs, queries, nq, opts, hits, counts, err)))
+        goto out;
+    for (size_t qi = 0; qi < nq; qi++)
+        for (size_t j = 0; j < counts[qi]; j++) {
+            const tq_hit *h = &hits[qi * opts->k + j];
+            size_t si = 0;
+            while (h->id >= first[si + 1])
+                si++;
+            const size_t row = (size_t)(h->id - first[si]);
+            tq_match *m = &matches[qi * opts->k + j];
+            m->key = seg_key(s->segs[si], row, &m->key_len);
+            m->attr = seg_attr(s->segs[si], row, &m->attr_len);
+            m->score = h->score;
+        }
+out:
+    tq_free(sets);
+    tq_free(first);
+    tq_free(hits);
+    if (rc)
+        tq_snapshot_release(s);
+    else
+        *snap = s;
+    return rc;
+}
+
+int tq_collection_sync(tq_collection *c, tq_error *err)
+{
+    pthread_mutex_lock(&c->write_lock);
+    int rc = tq_wal_sync(c->wal, err);
+    pthread_mutex_unlock(&c->write_lock);
+    return rc;
+}
+
+int tq_collection_verify(tq_collection *c, tq_error *err)
+{
+    tq_snapshot *s = snapshot_acquire(c);
+    int rc = TQ_OK;
+    for (size_t i = 0; i < s->nsegs && !rc; i++)
+        rc = seg_verify(s->segs[i], err);
+    tq_snapshot_release(s);
+    return rc;
+}
+
+void tq_collection_stats_get(tq_collection *c, tq_collection_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    tq_snapshot *s = snapshot_acquire(c);
+    for (size_t i = 0; i < s->nsegs; i++) {
+        size_t rows = seg_rows(s->segs[i]), dead = __atomic_load_n(&s->segs[i]->ndeleted, __ATOMIC_RELAXED);
+        st->live += rows - dead;
+        st->deleted += dead;
+        if (s->segs[i]->sealed)
+            st->segments++;
+        else
+            st->mutable_rows = rows;
+    }
+    tq_snapshot_release(s);
+    pthread_mutex_lock(&c->write_lock);
+    st->wal_bytes = tq_wal_bytes(c->wal);
+    pthread_mutex_unlock(&c->write_lock);
+}
+
+const tq_codec *tq_collection_codec(const tq_collection *c)
+{
+    return &c->codec;
+}
+
+/* ---------------------------------------------------------- open, close */
+
+typedef struct replay_ctx {
+    tq_collection *c;
+    size_t adds;
+    bool apply;
+} replay_ctx;
+
+static int replay_record(void *arg, uint16_t type, uint64_t lsn, const uint8_t *p, uint32_t len, tq_error *err)
+{
+    replay_ctx *r = arg;
+    tq_collection *c = r->c;
+    const size_t vbytes = c->codec.cfg.d * sizeof(float);
+    if (type == WAL_ADD) {
+        uint32_t lens[2];
+        if (len < 8 || (memcpy(lens, p, 8), (uint64_t)8 + lens[0] + lens[1] + vbytes != len) || lens[0] == 0 ||
+            lens[0] > TQ_MAX_KEY_BYTES || lens[1] > TQ_MAX_ATTR_BYTES)
+            return tq_err(err, TQ_ECORRUPT, "log record %llu: an add of the wrong size", (unsigned long long)lsn);
+        r->adds++;
+        if (!r->apply)
+            return TQ_OK;
+        memcpy(c->vec, p + 8 + lens[0] + lens[1], vbytes);
+        tq_element e = {.key = (const char *)p + 8, .key_len = lens[0], .vector = c->vec,
+                        .attr = lens[1] ? (const char *)p + 8 + lens[0] : NULL, .attr_len = lens[1]};
+        int rc = stage_names(c, &e, 1, err);
+        if (!rc)
+            apply_add(c, c->vec);
+        return rc;
+    }
+    if (type == WAL_REMOVE) {
+        uint32_t klen;
+        if (len < 4 || (memcpy(&klen, p, 4), (uint64_t)4 + klen != len) || klen == 0)
+            return tq_err(err, TQ_ECORRUPT, "log record %llu: a remove of the wrong size", (unsigned long long)lsn);
+        if (r->apply)
+            apply_remove(c, (const char *)p + 4, klen); /* gone already if compacted away */
+        return TQ_OK;
+    }
+    return tq_err(err, TQ_ECORRUPT, "log record %llu has unknown type %u", (unsigned long long)lsn, type);
+}
+
+/* Delete files in sub/ that the manifest does not name. */
+static void remove_leftovers(tq_collection *c, const char *sub, const tq_manifest *m)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", c->dir, sub);
+    DIR *dir = opendir(path);
+    if (!dir)
+        return;
+    struct dirent *de;
+    while ((de = readdir(dir))) {
+        if (de->d_name[0] == '.')
+            continue;
+        unsigned long long id = 0;
+        char ext[8] = "";
+        bool named = false;
+        if (sscanf(de->d_name, "%llu.%7s", &id, ext) == 2) {
+            if (!strcmp(sub, "wal"))
+                named = !strcmp(ext, "log") && id == m->wal_id;
+            for (uint32_t i = 0; i < m->nsegments && !named; i++)
+                named = (!strcmp(ext, "tqs") && id == m->segments[i].id) ||
+                        (!strcmp(ext, "del") && id == m->segments[i].del_id && id);
+        }
+        if (!named) {
+            snprintf(path, sizeof(path), "%s/%s/%s", c->dir, sub, de->d_name);
+            if (unlink(path) == 0)
+                say(c, TQ_LOG_NOTICE, "removed %s, left by an interrupted change", path);
+        }
+    }
+    closedir(dir);
+}
+
+static int make_dir(const char *path, tq_error *err)
+{
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return tq_err_sys(err, TQ_EIO, errno, "%s: mkdir", path);
+    return TQ_OK;
+}
+
+/* A new collection: directories, an empty log, then the manifest. */
+static int create_layout(tq_collection *c, tq_error *err)
+{
+    char path[PATH_MAX];
+    int rc;
+    snprintf(path, sizeof(path), "%s/seg", c->dir);
+    if ((rc = make_dir(path, err)))
+        return rc;
+    snprintf(path, sizeof(path), "%s/wal", c->dir);
+    if ((rc = make_dir(path, err)))
+        return rc;
+    /* No manifest means nothing was ever committed here. */
+    tq_manifest none = {0};
+    remove_leftovers(c, "seg", &none);
+    remove_leftovers(c, "wal", &none);
+    c->wal_id = 1;
+    c->next_file_id = 2;
+    c->wal_first_lsn = 1;
+    file_path(c, path, "wal", c->wal_id, "log");
+    tq_wal *w;
+    if ((rc = tq_wal_create(path, 1, TQ_FSYNC_NO, &w, err)))
+        return rc;
+    tq_wal_close(w, NULL);
+    tq_manifest m = {.cfg = c->codec.cfg, .next_file_id = c->next_file_id, .wal_id = 1, .wal_first_lsn = 1};
+    return tq_manifest_write(c->dir, &m, err);
+}
+
+static bool same_config(const tq_config *a, const tq_config *b)
+{
+    return a->d == b->d && a->metric == b->metric && a->bits == b->bits && a->variant == b->variant &&
+           a->correction == b->correction && a->seed == b->seed && a->refine == b->refine && a->center == b->center;
+}
+
+int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_collection **out, tq_error *err)
+{
+    *out = NULL;
+    if (strlen(dir) > PATH_MAX - 64)
+        return tq_err(err, TQ_EARG, "directory path too long: %s", dir);
+    tq_collection *c = tq_calloc(1, sizeof(*c));
+    if (!c || !(c->dir = tq_strdup(dir))) {
+        tq_free(c);
+        return tq_err(err, TQ_ENOMEM, "out of memory opening %s", dir);
+    }
+    c->opts = *opts;
+    if (!c->opts.segment_rows)
+        c->opts.segment_rows = 131072;
+    if (!c->opts.fsync)
+        c->opts.fsync = TQ_FSYNC_EVERYSEC;
+    c->lock_fd = -1;
+    pthread_mutex_init(&c->write_lock, NULL);
+    pthread_mutex_init(&c->snap_lock, NULL);
+    pthread_rwlock_init(&c->map_lock, NULL);
+    tq_keymap_init(&c->map);
+    tq_manifest m = {0};
+    seg **segs = NULL;
+    size_t nsegs = 0;
+    char path[PATH_MAX];
+    int rc = TQ_OK;
+
+    if (opts->create && (rc = make_dir(dir, err)))
+        goto fail;
+    snprintf(path, sizeof(path), "%s/LOCK", dir);
+    c->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (c->lock_fd < 0) {
+        rc = tq_err_sys(err, errno == ENOENT ? TQ_ENOTFOUND : TQ_EIO, errno, "%s: open", path);
+        goto fail;
+    }
+    if (flock(c->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        rc = tq_err(err, TQ_EBUSY, "%s is open in another process", dir);
+        goto fail;
+    }
+    rc = tq_manifest_read(dir, &m, err);
+    if (rc == TQ_ENOTFOUND && opts->create) {
+        if ((rc = tq_codec_init(&c->codec, &opts->cfg, err)) || (rc = create_layout(c, err)) ||
+            (rc = tq_manifest_read(dir, &m, err)))
+            goto fail;
+    } else if (rc) {
+        goto fail;
+    } else {
+        if (opts->cfg.d && !same_config(&opts->cfg, &m.cfg)) {
+            rc = tq_err(err, TQ_EARG, "%s holds a collection of dimension %u with other settings than asked", dir,
+                        m.cfg.d);
+            goto fail;
+        }
+        if ((rc = tq_codec_init(&c->codec, &m.cfg, err)))
+            goto fail;
+    }
+    if (m.mean) {
+        c->codec.mean = m.mean;
+        m.mean = NULL;
+    }
+    c->next_file_id = m.next_file_id;
+    c->wal_id = m.wal_id;
+    c->wal_first_lsn = m.wal_first_lsn;
+    if (tq_encode_scratch_init(&c->scratch, c->codec.cfg.d) ||
+        !(c->vec = tq_malloc(c->codec.cfg.d * sizeof(float)))) {
+        rc = tq_err(err, TQ_ENOMEM, "out of memory opening %s", dir);
+        goto fail;
+    }
+    remove_leftovers(c, "seg", &m);
+    remove_leftovers(c, "wal", &m);
+
+    segs = tq_calloc(m.nsegments + 1, sizeof(seg *));
+    if (!segs) {
+        rc = tq_err(err, TQ_ENOMEM, "out of memory opening %s", dir);
+        goto fail;
+    }
+    for (; nsegs < m.nsegments; nsegs++) {
+        const tq_manifest_segment *ms = &m.segments[nsegs];
+        if ((rc = open_sealed(c, ms->id, ms->del_id, ms->rows, &segs[nsegs], err)))
+            goto fail;
+        if (opts->verify && (rc = seg_verify(segs[nsegs], err)))
+            goto fail;
+        for (size_t r = 0; r < ms->rows; r++) {
+            if (seg_is_deleted(segs[nsegs], r))
+                continue;
+            uint32_t len;
+            const char *key = seg_key(segs[nsegs], r, &len);
+            tq_keymap_entry old;
+            if (tq_keymap_put(&c->map, key, len, segs[nsegs], r, &old)) {
+                rc = tq_err(err, TQ_ENOMEM, "out of memory for the key map");
+                goto fail;
+            }
+            if (old.owner)
+                seg_mark_deleted(old.owner, (size_t)old.row);
+        }
+    }
+
+    /* The log: cut a torn tail, count the adds to size the mutable
+     * segment, then apply. */
+    file_path(c, path, "wal", c->wal_id, "log");
+    replay_ctx count = {.c = c};
+    tq_wal_replay_info info;
+    if ((rc = tq_wal_replay(path, replay_record, &count, true, &info, err)))
+        goto fail;
+    if (info.torn_bytes)
+        say(c, TQ_LOG_WARNING, "%s: cut %llu bytes of an incomplete record at the end of the log (a write cut short by a crash)",
+            path, (unsigned long long)info.torn_bytes);
+    size_t cap = count.adds > c->opts.segment_rows ? count.adds : c->opts.segment_rows;
+    if ((rc = new_mutable(c, cap, &c->mut, err)))
+        goto fail;
+    segs[nsegs++] = c->mut;
+    if (!(c->current = snapshot_new(c, segs, nsegs))) {
+        rc = tq_err(err, TQ_ENOMEM, "out of memory opening %s", dir);
+        goto fail;
+    }
+    replay_ctx apply = {.c = c, .apply = true};
+    if ((rc = tq_wal_replay(path, replay_record, &apply, false, &info, err)))
+        goto fail;
+    if ((rc = tq_wal_open(path, info.valid_bytes, info.next_lsn, c->opts.fsync, &c->wal, err)))
+        goto fail;
+    tq_free(segs);
+    tq_manifest_free(&m);
+    *out = c;
+    return TQ_OK;
+fail:
+    if (!c->current)
+        for (size_t i = 0; i < nsegs; i++)
+            seg_free(segs[i]);
+    tq_free(segs);
+    tq_manifest_free(&m);
+    tq_collection_close(c, NULL);
+    return rc;
+}
+
+int tq_collection_close(tq_collection *c, tq_error *err)
+{
+    if (!c)
+        return TQ_OK;
+    int rc = tq_wal_close(c->wal, err);
+    if (c->current)
+        tq_snapshot_release(c->current);
+    tq_keymap_free(&c->map);
+    tq_codec_free(&c->codec);
+    tq_encode_scratch_free(&c->scratch);
+    tq_free(c->payload);
+    tq_free(c->entries);
+    tq_free(c->vec);
+    if (c->lock_fd >= 0)
+        close(c->lock_fd);
+    pthread_mutex_destroy(&c->write_lock);
+    pthread_mutex_destroy(&c->snap_lock);
+    pthread_rwlock_destroy(&c->map_lock);
+    tq_free(c->dir);
+    tq_free(c);
+    return rc;
+}

@@ -1,0 +1,325 @@
+/*
+ * Segment files: a sealed set of rows, written once and then only mapped.
+ *
+ * Layout (little-endian):
+ *   header, 512 bytes: magic "TQVECSEG", u32 format version, u32 header
+ *     size; the codec config (u32 d, metric, bits, variant, correction,
+ *     refine, center, 0; u64 seed); u64 rows; u32 section count, u32 0;
+ *     the section table, one entry per section {u32 kind, u32 0, u64 offset,
+ *     u64 length, u64 XXH3-64 of the section}; zeros; and at byte 504 the
+ *     XXH3-64 of bytes [0, 504)
+ *   sections in kind order, each starting on a 64-byte boundary so the
+ *     scan reads aligned blocks straight from the mapping: codes, signs,
+ *     scalars, refine data (the arrays of index/'s tq_rows, byte for byte),
+ *     keys and attributes (u64 offsets[rows + 1], then the bytes)
+ *
+ * Opening checks the header, the table against the config (every length a
+ * fixed-size section must have), and the key section's checksum, since
+ * the key map reads every key anyway; it also bounds-checks the attribute
+ * offsets, so no damaged offset can send a read outside the mapping. The
+ * large sections are hashed by tq_segment_verify, at open when asked or
+ * before the segment's first search: opening never reads a large segment
+ * end to end, and no search reads bytes that were not checked.
+ */
+#include "store.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+static const char segment_magic[8] = {'T', 'Q', 'V', 'E', 'C', 'S', 'E', 'G'};
+#define SEGMENT_VERSION 1u
+#define HEADER_BYTES 512u
+#define HEADER_SUM_AT 504u
+#define TABLE_AT 72u
+#define SECTION_ALIGN 64u
+
+static const char *const section_names[TQ_SEC_COUNT + 1] = {"?", "codes", "signs", "scalars", "refine", "keys",
+                                                            "attributes"};
+
+static uint64_t align_up(uint64_t n)
+{
+    return (n + SECTION_ALIGN - 1) & ~(uint64_t)(SECTION_ALIGN - 1);
+}
+
+/* Lengths the fixed-size sections must have for this config and row count;
+ * UINT64_MAX for the variable ones. */
+static void fixed_lengths(const tq_codec *c, uint64_t rows, uint64_t len[TQ_SEC_COUNT + 1])
+{
+    const tq_quantizer *q = &c->q;
+    const uint64_t blocks = (rows + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK;
+    len[TQ_SEC_CODES] = q->mse_bits ? blocks * q->code_layout.block_bytes : 0;
+    len[TQ_SEC_SIGNS] = q->variant == TQ_VARIANT_PROD ? blocks * q->sign_layout.block_bytes : 0;
+    len[TQ_SEC_SCALARS] = rows * sizeof(tq_code_scalars);
+    len[TQ_SEC_REFINE] = rows * tq_codec_refine_bytes_per_vector(c);
+    len[TQ_SEC_KEYS] = UINT64_MAX;
+    len[TQ_SEC_ATTRS] = UINT64_MAX;
+}
+
+/* ----------------------------------------------------------------- write */
+
+typedef struct out_file {
+    int fd;
+    const char *path;
+    uint64_t off;
+    XXH3_state_t *hash;
+} out_file;
+
+static int emit(out_file *o, const void *p, size_t n, tq_error *err)
+{
+    if (n == 0)
+        return TQ_OK;
+    XXH3_64bits_update(o->hash, p, n);
+    o->off += n;
+    return tq_write_all(o->fd, p, n, o->path, err);
+}
+
+static int pad_to_alignment(out_file *o, tq_error *err)
+{
+    static const uint8_t zeros[SECTION_ALIGN];
+    size_t pad = (size_t)(align_up(o->off) - o->off);
+    o->off += pad;
+    return pad ? tq_write_all(o->fd, zeros, pad, o->path, err) : TQ_OK;
+}
+
+/* Offsets then bytes of the keys (or attributes) of every row. */
+static int emit_names(out_file *o, uint64_t rows, const char *const *bytes, const uint32_t *lens, tq_error *err)
+{
+    uint64_t at = 0;
+    int rc = emit(o, &at, sizeof(at), err);
+    for (uint64_t i = 0; i < rows && !rc; i++) {
+        at += lens ? lens[i] : 0;
+        rc = emit(o, &at, sizeof(at), err);
+    }
+    for (uint64_t i = 0; i < rows && !rc; i++)
+        if (lens && lens[i])
+            rc = emit(o, bytes[i], lens[i], err);
+    return rc;
+}
+
+int tq_segment_write(const char *path, const tq_codec *c, const tq_rows *rows, const tq_row_names *names,
+                     tq_error *err)
+{
+    const uint64_t n = rows->n;
+    uint64_t len[TQ_SEC_COUNT + 1];
+    fixed_lengths(c, n, len);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return tq_err_sys(err, TQ_EIO, errno, "%s: create", path);
+    XXH3_state_t *hash = XXH3_createState();
+    if (!hash) {
+        close(fd);
+        unlink(path);
+        return tq_err(err, TQ_ENOMEM, "out of memory writing %s", path);
+    }
+    uint8_t header[HEADER_BYTES] = {0};
+    uint64_t sec_off[TQ_SEC_COUNT + 1] = {0}, sec_len[TQ_SEC_COUNT + 1] = {0}, sec_sum[TQ_SEC_COUNT + 1] = {0};
+    out_file o = {.fd = fd, .path = path, .off = HEADER_BYTES, .hash = hash};
+    /* The header goes last, once the table is known; reserve its bytes. */
+    int rc = lseek(fd, HEADER_BYTES, SEEK_SET) < 0 ? tq_err_sys(err, TQ_EIO, errno, "%s: seek", path) : TQ_OK;
+    const void *fixed[TQ_SEC_COUNT + 1] = {NULL, rows->code_blocks, rows->sign_blocks, rows->sc, NULL, NULL, NULL};
+    fixed[TQ_SEC_REFINE] = c->cfg.refine == TQ_REFINE_FP32 ? (const void *)rows->vectors : (const void *)rows->refine8;
+    for (unsigned kind = 1; kind <= TQ_SEC_COUNT && !rc; kind++) {
+        XXH3_64bits_reset(hash);
+        sec_off[kind] = o.off;
+        if (kind == TQ_SEC_KEYS)
+            rc = emit_names(&o, n, names->key, names->key_len, err);
+        else if (kind == TQ_SEC_ATTRS)
+            rc = emit_names(&o, n, names->attr, names->attr_len, err);
+        else
+            rc = emit(&o, fixed[kind], (size_t)len[kind], err);
+        sec_len[kind] = o.off - sec_off[kind];
+        sec_sum[kind] = XXH3_64bits_digest(hash);
+        if (!rc)
+            rc = pad_to_alignment(&o, err);
+    }
+    XXH3_freeState(hash);
+    if (!rc) {
+        const tq_config *cfg = &c->cfg;
+        memcpy(header, segment_magic, 8);
+        uint32_t u32[10] = {SEGMENT_VERSION, HEADER_BYTES, cfg->d, (uint32_t)cfg->metric, cfg->bits,
+                            (uint32_t)cfg->variant, (uint32_t)cfg->correction, (uint32_t)cfg->refine,
+                            (uint32_t)cfg->center, 0};
+        memcpy(header + 8, u32, sizeof(u32));
+        memcpy(header + 48, &cfg->seed, 8);
+        memcpy(header + 56, &n, 8);
+        uint32_t count[2] = {TQ_SEC_COUNT, 0};
+        memcpy(header + 64, count, 8);
+        for (unsigned kind = 1; kind <= TQ_SEC_COUNT; kind++) {
+            uint8_t *e = header + TABLE_AT + (kind - 1) * 32;
+            uint32_t k2[2] = {kind, 0};
+            memcpy(e, k2, 8);
+            memcpy(e + 8, &sec_off[kind], 8);
+            memcpy(e + 16, &sec_len[kind], 8);
+            memcpy(e + 24, &sec_sum[kind], 8);
+        }
+        uint64_t sum = XXH3_64bits(header, HEADER_SUM_AT);
+        memcpy(header + HEADER_SUM_AT, &sum, 8);
+        if (pwrite(fd, header, HEADER_BYTES, 0) != (ssize_t)HEADER_BYTES)
+            rc = tq_err_sys(err, TQ_EIO, errno, "%s: writing the header", path);
+    }
+    if (!rc)
+        rc = tq_sync_fd(fd, path, err);
+    close(fd);
+    if (!rc)
+        rc = tq_sync_parent_dir(path, err);
+    if (rc)
+        unlink(path);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ open */
+
+static uint32_t rd32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static uint64_t rd64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static int corrupt(tq_error *err, const char *path, const char *what)
+{
+    return tq_err(err, TQ_ECORRUPT, "%s: %s", path, what);
+}
+
+/* Offsets of a name section: rows + 1 of them, from 0, never decreasing,
+ * the last one equal to the bytes after the table. */
+static bool names_ok(const uint8_t *sec, uint64_t len, uint64_t rows)
+{
+    if (rows + 1 > len / 8)
+        return false;
+    const uint64_t room = len - (rows + 1) * 8;
+    uint64_t prev = 0;
+    for (uint64_t i = 0; i <= rows; i++) {
+        uint64_t at = rd64(sec + i * 8);
+        if ((i == 0 && at != 0) || at < prev || at > room)
+            return false;
+        prev = at;
+    }
+    return prev == room;
+}
+
+int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, tq_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return tq_err_sys(err, errno == ENOENT ? TQ_ENOTFOUND : TQ_EIO, errno, "%s: open", path);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return tq_err_sys(err, TQ_EIO, e, "%s: stat", path);
+    }
+    if ((uint64_t)st.st_size < HEADER_BYTES) {
+        close(fd);
+        return corrupt(err, path, "shorter than a segment header");
+    }
+    uint8_t *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    int e = errno;
+    close(fd);
+    if (map == MAP_FAILED)
+        return tq_err_sys(err, TQ_EIO, e, "%s: mmap", path);
+    out->map = map;
+    out->size = (size_t)st.st_size;
+    out->path = tq_strdup(path);
+    int rc = TQ_OK;
+    const tq_config *cfg = &c->cfg;
+    if (!out->path) {
+        rc = tq_err(err, TQ_ENOMEM, "out of memory opening %s", path);
+        goto fail;
+    }
+    if (memcmp(map, segment_magic, 8) != 0) {
+        rc = corrupt(err, path, "not a tqvec segment (bad magic)");
+        goto fail;
+    }
+    if (XXH3_64bits(map, HEADER_SUM_AT) != rd64(map + HEADER_SUM_AT)) {
+        rc = corrupt(err, path, "segment header fails its checksum");
+        goto fail;
+    }
+    if (rd32(map + 8) != SEGMENT_VERSION || rd32(map + 12) != HEADER_BYTES) {
+        rc = tq_err(err, TQ_EUNSUPPORTED, "%s: segment format version %u, this build reads %u", path,
+                    rd32(map + 8), SEGMENT_VERSION);
+        goto fail;
+    }
+    if (rd32(map + 16) != cfg->d || rd32(map + 20) != (uint32_t)cfg->metric || rd32(map + 24) != cfg->bits ||
+        rd32(map + 28) != (uint32_t)cfg->variant || rd32(map + 32) != (uint32_t)cfg->correction ||
+        rd32(map + 36) != (uint32_t)cfg->refine || rd32(map + 40) != (uint32_t)cfg->center ||
+        rd64(map + 48) != cfg->seed) {
+        rc = corrupt(err, path, "segment was encoded with a different configuration than the collection's");
+        goto fail;
+    }
+    const uint64_t rows = rd64(map + 56);
+    if (rd32(map + 64) != TQ_SEC_COUNT || rows > (uint64_t)1 << 40) {
+        rc = corrupt(err, path, "segment header has an impossible section or row count");
+        goto fail;
+    }
+    uint64_t want[TQ_SEC_COUNT + 1];
+    fixed_lengths(c, rows, want);
+    for (unsigned kind = 1; kind <= TQ_SEC_COUNT; kind++) {
+        const uint8_t *entry = map + TABLE_AT + (kind - 1) * 32;
+        uint64_t off = rd64(entry + 8), len = rd64(entry + 16);
+        if (rd32(entry) != kind || off % SECTION_ALIGN || off < HEADER_BYTES || off > out->size ||
+            len > out->size - off || (want[kind] != UINT64_MAX && len != want[kind])) {
+            rc = tq_err(err, TQ_ECORRUPT, "%s: section table entry for %s is inconsistent with the file", path,
+                        section_names[kind]);
+            goto fail;
+        }
+        out->sec_off[kind] = off;
+        out->sec_len[kind] = len;
+        out->sec_sum[kind] = rd64(entry + 24);
+    }
+    if (XXH3_64bits(map + out->sec_off[TQ_SEC_KEYS], out->sec_len[TQ_SEC_KEYS]) != out->sec_sum[TQ_SEC_KEYS]) {
+        rc = corrupt(err, path, "section keys fails its checksum");
+        goto fail;
+    }
+    for (unsigned kind = TQ_SEC_KEYS; kind <= TQ_SEC_ATTRS; kind++)
+        if (!names_ok(map + out->sec_off[kind], out->sec_len[kind], rows)) {
+            rc = tq_err(err, TQ_ECORRUPT, "%s: section %s has offsets out of order or out of bounds", path,
+                        section_names[kind]);
+            goto fail;
+        }
+    out->rows = rows;
+    out->key_off = (const uint64_t *)(const void *)(map + out->sec_off[TQ_SEC_KEYS]);
+    out->key_bytes = (const char *)map + out->sec_off[TQ_SEC_KEYS] + (rows + 1) * 8;
+    out->attr_off = (const uint64_t *)(const void *)(map + out->sec_off[TQ_SEC_ATTRS]);
+    out->attr_bytes = (const char *)map + out->sec_off[TQ_SEC_ATTRS] + (rows + 1) * 8;
+    out->view = (tq_rows){
+        .n = rows,
+        .code_blocks = out->sec_len[TQ_SEC_CODES] ? map + out->sec_off[TQ_SEC_CODES] : NULL,
+        .sign_blocks = out->sec_len[TQ_SEC_SIGNS] ? map + out->sec_off[TQ_SEC_SIGNS] : NULL,
+        .sc = (const tq_code_scalars *)(const void *)(map + out->sec_off[TQ_SEC_SCALARS]),
+        .vectors = cfg->refine == TQ_REFINE_FP32 ? (const float *)(const void *)(map + out->sec_off[TQ_SEC_REFINE])
+                                                 : NULL,
+        .refine8 = cfg->refine == TQ_REFINE_CODE8 ? map + out->sec_off[TQ_SEC_REFINE] : NULL,
+    };
+    return TQ_OK;
+fail:
+    tq_segment_close(out);
+    return rc;
+}
+
+int tq_segment_verify(const tq_segment_file *s, tq_error *err)
+{
+    for (unsigned kind = 1; kind <= TQ_SEC_COUNT; kind++)
+        if (XXH3_64bits(s->map + s->sec_off[kind], s->sec_len[kind]) != s->sec_sum[kind])
+            return tq_err(err, TQ_ECORRUPT, "%s: section %s fails its checksum", s->path, section_names[kind]);
+    return TQ_OK;
+}
+
+void tq_segment_close(tq_segment_file *s)
+{
+    if (s->map)
+        munmap(s->map, s->size);
+    tq_free(s->path);
+    memset(s, 0, sizeof(*s));
+}

@@ -1,0 +1,569 @@
+/*
+ * Collections (src/collection.c): persistence through the log and through
+ * sealed segments, upserts and deletes, compaction, answers equal to an
+ * in-memory index of the live vectors, damage reported by file and section,
+ * torn log tails, bad input, the directory lock, readers beside a writer,
+ * and a writer killed with SIGKILL hundreds of times without losing an
+ * acknowledged write.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "store.h"
+
+#define D 24
+
+static char dir[64];
+
+static void make_dir(void)
+{
+    strcpy(dir, "/tmp/tqvec-coll-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void remove_dir(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(collection, .init = make_dir, .fini = remove_dir);
+
+static tq_config config(tq_metric metric, tq_refine refine)
+{
+    return (tq_config){.d = D, .metric = metric, .bits = 4, .variant = TQ_VARIANT_MSE,
+                       .correction = TQ_CORRECTION_IP, .seed = 42, .refine = refine, .center = TQ_CENTER_NONE};
+}
+
+static char warnings[2048];
+
+static void capture(void *ctx, int level, const char *msg)
+{
+    (void)ctx;
+    if (level == TQ_LOG_WARNING)
+        snprintf(warnings + strlen(warnings), sizeof(warnings) - strlen(warnings), "%s\n", msg);
+}
+
+static tq_collection *open_coll(const tq_config *cfg, size_t segment_rows, tq_fsync_policy fsync)
+{
+    tq_collection_options o = {.cfg = *cfg, .create = true, .fsync = fsync, .segment_rows = segment_rows,
+                               .log = capture};
+    tq_collection *c;
+    tq_error err;
+    cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_OK, "%s", err.msg);
+    return c;
+}
+
+static void vector_of(size_t i, unsigned version, float *v)
+{
+    for (int j = 0; j < D; j++)
+        v[j] = (float)sin((double)(i * 31 + (size_t)j * 7 + version * 13)) + (j == 0 ? 1.5f : 0.0f);
+}
+
+static void add_one(tq_collection *c, size_t i, unsigned version)
+{
+    char key[32], attr[32];
+    float v[D];
+    vector_of(i, version, v);
+    snprintf(key, sizeof(key), "doc-%zu", i);
+    snprintf(attr, sizeof(attr), "{\"v\":%u}", version);
+    tq_element e = {.key = key, .key_len = (uint32_t)strlen(key), .vector = v, .attr = attr,
+                    .attr_len = (uint32_t)strlen(attr)};
+    tq_error err;
+    cr_assert_eq(tq_collection_add(c, &e, 1, NULL, &err), TQ_OK, "%s", err.msg);
+}
+
+static void remove_one(tq_collection *c, size_t i)
+{
+    char key[32];
+    snprintf(key, sizeof(key), "doc-%zu", i);
+    tq_error err;
+    cr_assert_eq(tq_collection_remove(c, key, (uint32_t)strlen(key), &err), TQ_OK, "%s", err.msg);
+}
+
+/* The live state the test expects: version per element, 0 = absent. */
+#define N 300
+static unsigned state[N];
+
+/* Search the collection and an in-memory index of the live vectors; the
+ * same keys with the same scores must come back. */
+static void check_against_reference(tq_collection *c, const tq_config *cfg)
+{
+    size_t live = 0, row_of[N];
+    float *x = tq_malloc(N * D * sizeof(float));
+    for (size_t i = 0; i < N; i++)
+        if (state[i]) {
+            vector_of(i, state[i], x + live * D);
+            row_of[live++] = i;
+        }
+    tq_collection_stats st;
+    tq_collection_stats_get(c, &st);
+    cr_assert_eq(st.live, live, "live count %llu, expected %zu", (unsigned long long)st.live, live);
+    tq_flat *ref;
+    cr_assert_eq(tq_flat_create(cfg, &ref, NULL), TQ_OK);
+    if (live)
+        cr_assert_eq(tq_flat_add(ref, x, live, NULL), TQ_OK);
+    for (size_t qi = 0; qi < 5; qi++) {
+        float q[D];
+        vector_of(qi * 17 + 3, 9, q);
+        tq_search_opts o = {.k = 10, .scorer = TQ_SCORER_LUT, .rerank = cfg->refine == TQ_REFINE_NONE ? 0 : 2};
+        tq_hit want[10];
+        size_t nwant, ngot;
+        tq_match got[10];
+        tq_snapshot *snap;
+        tq_error err;
+        cr_assert_eq(tq_flat_search_batch(ref, q, 1, &o, want, &nwant, NULL), TQ_OK);
+        cr_assert_eq(tq_collection_search(c, q, 1, &o, got, &ngot, &snap, &err), TQ_OK, "%s", err.msg);
+        cr_assert_eq(ngot, nwant, "query %zu: %zu hits, expected %zu", qi, ngot, nwant);
+        for (size_t h = 0; h < ngot; h++) {
+            char key[32];
+            size_t i = row_of[want[h].id];
+            snprintf(key, sizeof(key), "doc-%zu", i);
+            cr_assert(got[h].key_len == strlen(key) && !memcmp(got[h].key, key, got[h].key_len),
+                      "query %zu hit %zu: '%.*s', expected %s", qi, h, (int)got[h].key_len, got[h].key, key);
+            cr_assert(fabsf(got[h].score - want[h].score) <= 1e-5f * (1.0f + fabsf(want[h].score)),
+                      "query %zu hit %zu: score %g against %g", qi, h, (double)got[h].score, (double)want[h].score);
+            char attr[32];
+            snprintf(attr, sizeof(attr), "{\"v\":%u}", state[i]);
+            cr_assert(got[h].attr_len == strlen(attr) && !memcmp(got[h].attr, attr, got[h].attr_len));
+        }
+        tq_snapshot_release(snap);
+    }
+    tq_flat_free(ref);
+    tq_free(x);
+}
+
+static void reopen_and_check(tq_collection **c, const tq_config *cfg, size_t segment_rows)
+{
+    cr_assert_eq(tq_collection_close(*c, NULL), TQ_OK);
+    *c = open_coll(cfg, segment_rows, TQ_FSYNC_NO);
+    check_against_reference(*c, cfg);
+}
+
+Test(collection, survives_reopen_seal_upsert_delete_and_compaction)
+{
+    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_FP32);
+    memset(state, 0, sizeof(state));
+    tq_collection *c = open_coll(&cfg, 64, TQ_FSYNC_NO);
+    for (size_t i = 0; i < 40; i++) {
+        add_one(c, i, 1);
+        state[i] = 1;
+    }
+    check_against_reference(c, &cfg);
+    reopen_and_check(&c, &cfg, 64); /* all in the log */
+    for (size_t i = 40; i < N; i++) {
+        add_one(c, i, 1);
+        state[i] = 1;
+    }
+    tq_collection_stats st;
+    tq_collection_stats_get(c, &st);
+    cr_assert_geq(st.segments, 4, "sealed %u segments", st.segments);
+    check_against_reference(c, &cfg);
+    reopen_and_check(&c, &cfg, 64);
+    for (size_t i = 0; i < N; i += 3) { /* upserts across sealed segments and the log */
+        add_one(c, i, 2);
+        state[i] = 2;
+    }
+    for (size_t i = 1; i < N; i += 4) {
+        remove_one(c, i);
+        state[i] = 0;
+    }
+    check_against_reference(c, &cfg);
+    reopen_and_check(&c, &cfg, 64);
+    tq_error err;
+    cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg);
+    tq_collection_stats_get(c, &st);
+    cr_assert_eq(st.deleted, 0, "compaction left %llu deleted rows", (unsigned long long)st.deleted);
+    check_against_reference(c, &cfg);
+    reopen_and_check(&c, &cfg, 64);
+
+    /* get: attributes and the stored vector. */
+    float v[D], want[D];
+    char attr[16];
+    size_t alen;
+    cr_assert_eq(tq_collection_get(c, "doc-3", 5, v, attr, sizeof(attr), &alen, &err), TQ_OK, "%s", err.msg);
+    vector_of(3, 2, want);
+    cr_assert(alen == 7 && !memcmp(attr, "{\"v\":2}", 7));
+    cr_assert(!memcmp(v, want, sizeof(v)), "fp32 refine returns the vector as stored");
+    cr_assert_eq(tq_collection_get(c, "doc-1", 5, v, NULL, 0, NULL, &err), TQ_ENOTFOUND);
+    cr_assert_eq(tq_collection_get(c, "doc-3", 5, NULL, attr, 3, &alen, &err), TQ_EARG, "buffer too small");
+    cr_assert_eq(alen, 7);
+    tq_collection_close(c, NULL);
+}
+
+Test(collection, codes_only_and_ip_metric)
+{
+    const tq_config cfg = config(TQ_METRIC_IP, TQ_REFINE_NONE);
+    memset(state, 0, sizeof(state));
+    tq_collection *c = open_coll(&cfg, 50, TQ_FSYNC_EVERYSEC);
+    for (size_t i = 0; i < 130; i++) {
+        add_one(c, i, 1);
+        state[i] = 1;
+    }
+    remove_one(c, 7);
+    state[7] = 0;
+    check_against_reference(c, &cfg);
+    reopen_and_check(&c, &cfg, 50);
+    /* Without refine floats, get decodes the codes: close, not equal. */
+    float v[D], want[D];
+    tq_error err;
+    cr_assert_eq(tq_collection_get(c, "doc-20", 6, v, NULL, 0, NULL, &err), TQ_OK, "%s", err.msg);
+    vector_of(20, 1, want);
+    double e2 = 0, n2 = 0;
+    for (int j = 0; j < D; j++) {
+        e2 += (double)(v[j] - want[j]) * (v[j] - want[j]);
+        n2 += (double)want[j] * want[j];
+    }
+    cr_assert_lt(e2 / n2, 0.05, "decoded vector relative error %g", e2 / n2);
+    tq_collection_close(c, NULL);
+}
+
+Test(collection, bad_input_changes_nothing)
+{
+    const tq_config cfg = config(TQ_METRIC_COSINE, TQ_REFINE_NONE);
+    tq_collection *c = open_coll(&cfg, 100, TQ_FSYNC_NO);
+    add_one(c, 1, 1);
+    float v[D], zero[D] = {0};
+    vector_of(2, 1, v);
+    char longkey[TQ_MAX_KEY_BYTES + 1];
+    memset(longkey, 'k', sizeof(longkey));
+    tq_element good = {.key = "ok", .key_len = 2, .vector = v};
+    tq_element bad[] = {
+        {.key = "", .key_len = 0, .vector = v},
+        {.key = longkey, .key_len = sizeof(longkey), .vector = v},
+        {.key = "a", .key_len = 1, .vector = v, .attr = "x", .attr_len = TQ_MAX_ATTR_BYTES + 1},
+        {.key = "z", .key_len = 1, .vector = zero},
+    };
+    const int codes[] = {TQ_EARG, TQ_EARG, TQ_EARG, TQ_EVALUE};
+    tq_error err;
+    for (int i = 0; i < 4; i++) {
+        tq_element batch[2] = {good, bad[i]};
+        cr_assert_eq(tq_collection_add(c, batch, 2, NULL, &err), codes[i], "case %d", i);
+        cr_assert(strstr(err.msg, "element 1"), "%s", err.msg);
+    }
+    v[5] = NAN;
+    cr_assert_eq(tq_collection_add(c, &good, 1, NULL, &err), TQ_EVALUE);
+    cr_assert(strstr(err.msg, "coordinate 5") && strstr(err.msg, "'ok'"), "%s", err.msg);
+    cr_assert_eq(tq_collection_remove(c, "nope", 4, &err), TQ_ENOTFOUND);
+    tq_collection_stats st;
+    tq_collection_stats_get(c, &st);
+    cr_assert_eq(st.live, 1);
+    cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+    c = open_coll(&cfg, 100, TQ_FSYNC_NO);
+    tq_collection_stats_get(c, &st);
+    cr_assert_eq(st.live, 1, "nothing rejected reached the log");
+
+    tq_collection *second;
+    tq_collection_options o = {.cfg = cfg};
+    cr_assert_eq(tq_collection_open(dir, &o, &second, &err), TQ_EBUSY, "one process at a time");
+    tq_collection_close(c, NULL);
+    tq_config other = cfg;
+    other.d = D + 1;
+    o.cfg = other;
+    cr_assert_eq(tq_collection_open(dir, &o, &second, &err), TQ_EARG, "different settings");
+    o = (tq_collection_options){0};
+    char missing[96];
+    snprintf(missing, sizeof(missing), "%s/none", dir);
+    cr_assert_eq(tq_collection_open(missing, &o, &second, &err), TQ_ENOTFOUND);
+}
+
+Test(collection, torn_log_tail_is_cut_with_a_warning)
+{
+    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_NONE);
+    memset(state, 0, sizeof(state));
+    tq_collection *c = open_coll(&cfg, 1000, TQ_FSYNC_ALWAYS);
+    for (size_t i = 0; i < 20; i++) {
+        add_one(c, i, 1);
+        state[i] = 1;
+    }
+    tq_collection_close(c, NULL);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/wal/00000001.log", dir);
+    int fd = open(path, O_WRONLY | O_APPEND);
+    cr_assert_eq(write(fd, "\x40\x00\x00\x00\x01\x00garbage", 13), 13);
+    close(fd);
+    warnings[0] = 0;
+    c = open_coll(&cfg, 1000, TQ_FSYNC_NO);
+    cr_assert(strstr(warnings, "cut 13 bytes"), "warnings: %s", warnings);
+    check_against_reference(c, &cfg);
+    tq_collection_close(c, NULL);
+}
+
+/* Flip one byte in each section of a sealed segment, in the manifest and
+ * in the middle of the log: each is reported with the file, and no search
+ * answers from damaged bytes. */
+Test(collection, damage_is_reported_never_served)
+{
+    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_CODE8);
+    memset(state, 0, sizeof(state));
+    tq_collection *c = open_coll(&cfg, 64, TQ_FSYNC_NO);
+    for (size_t i = 0; i < 100; i++) {
+        add_one(c, i, 1);
+        state[i] = 1;
+    }
+    tq_error err;
+    cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg); /* everything sealed */
+    tq_collection_close(c, NULL);
+    char seg[128], cmd[256];
+    snprintf(cmd, sizeof(cmd), "ls %s/seg/*.tqs | head -1", dir);
+    FILE *p = popen(cmd, "r");
+    cr_assert(fgets(seg, sizeof(seg), p));
+    pclose(p);
+    seg[strcspn(seg, "\n")] = 0;
+    tq_segment_file sf;
+    tq_codec codec;
+    cr_assert_eq(tq_codec_init(&codec, &cfg, NULL), TQ_OK);
+    cr_assert_eq(tq_segment_open(seg, &codec, &sf, &err), TQ_OK, "%s", err.msg);
+    uint64_t off[TQ_SEC_COUNT + 1], len[TQ_SEC_COUNT + 1];
+    memcpy(off, sf.sec_off, sizeof(off));
+    memcpy(len, sf.sec_len, sizeof(len));
+    tq_segment_close(&sf);
+    tq_codec_free(&codec);
+    const char *names[] = {"", "codes", "", "scalars", "refine", "keys", "attributes"};
+    for (int kind = 1; kind <= TQ_SEC_COUNT; kind++) {
+        if (!len[kind])
+            continue;
+        off_t at = (off_t)(off[kind] + len[kind] / 2);
+        int fd = open(seg, O_RDWR);
+        uint8_t b, f;
+        cr_assert_eq(pread(fd, &b, 1, at), 1);
+        f = b ^ 0x10;
+        cr_assert_eq(pwrite(fd, &f, 1, at), 1);
+        tq_collection_options o = {.cfg = cfg, .log = capture};
+        int rc = tq_collection_open(dir, &o, &c, &err);
+        if (rc == TQ_OK) {
+            float q[D];
+            vector_of(1, 1, q);
+            tq_search_opts so = {.k = 5, .scorer = TQ_SCORER_LUT};
+            tq_match m[5];
+            size_t n;
+            tq_snapshot *snap;
+            rc = tq_collection_search(c, q, 1, &so, m, &n, &snap, &err);
+            tq_snapshot_release(snap);
+            tq_collection_close(c, NULL);
+        }
+        cr_assert_eq(rc, TQ_ECORRUPT, "section %s: damage went unnoticed", names[kind]);
+        cr_assert(strstr(err.msg, seg) && strstr(err.msg, names[kind]), "section %s: %s", names[kind], err.msg);
+        cr_assert_eq(pwrite(fd, &b, 1, at), 1);
+        close(fd);
+    }
+    char path[128];
+    snprintf(path, sizeof(path), "%s/MANIFEST", dir);
+    int fd = open(path, O_RDWR);
+    uint8_t b, f;
+    cr_assert_eq(pread(fd, &b, 1, 70), 1);
+    f = b ^ 1;
+    cr_assert_eq(pwrite(fd, &f, 1, 70), 1);
+    tq_collection_options o = {.cfg = cfg};
+    cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_ECORRUPT);
+    cr_assert(strstr(err.msg, "MANIFEST"), "%s", err.msg);
+    cr_assert_eq(pwrite(fd, &b, 1, 70), 1);
+    close(fd);
+
+    /* A damaged record with valid ones after it in the live log. */
+    c = open_coll(&cfg, 64, TQ_FSYNC_NO);
+    for (size_t i = 200; i < 205; i++)
+        add_one(c, i, 1);
+    tq_collection_close(c, NULL);
+    snprintf(cmd, sizeof(cmd), "ls %s/wal/*.log | head -1", dir);
+    p = popen(cmd, "r");
+    cr_assert(fgets(path, sizeof(path), p));
+    pclose(p);
+    path[strcspn(path, "\n")] = 0;
+    fd = open(path, O_RDWR);
+    cr_assert_eq(pread(fd, &b, 1, 32 + 40), 1);
+    f = b ^ 4;
+    cr_assert_eq(pwrite(fd, &f, 1, 32 + 40), 1);
+    close(fd);
+    cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_ECORRUPT);
+    cr_assert(strstr(err.msg, path), "%s", err.msg);
+}
+
+typedef struct reader_job {
+    tq_collection *c;
+    volatile bool *stop;
+    size_t searches, bad;
+} reader_job;
+
+static void *reader(void *arg)
+{
+    reader_job *j = arg;
+    float q[D];
+    vector_of(5, 3, q);
+    tq_search_opts o = {.k = 10, .scorer = TQ_SCORER_LUT, .rerank = 2};
+    while (!*j->stop) {
+        tq_match m[10];
+        size_t n;
+        tq_snapshot *snap;
+        if (tq_collection_search(j->c, q, 1, &o, m, &n, &snap, NULL) != TQ_OK) {
+            j->bad++;
+            continue;
+        }
+        /* The writer only adds, and 10 went in before the readers started. */
+        if (n != 10)
+            j->bad++;
+        for (size_t i = 0; i < n; i++)
+            if (m[i].key_len < 5 || memcmp(m[i].key, "doc-", 4) != 0)
+                j->bad++;
+        tq_snapshot_release(snap);
+        j->searches++;
+    }
+    return NULL;
+}
+
+Test(collection, readers_beside_a_writer)
+{
+    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_FP32);
+    memset(state, 0, sizeof(state));
+    tq_collection *c = open_coll(&cfg, 40, TQ_FSYNC_NO);
+    for (size_t i = 0; i < 10; i++) {
+        add_one(c, i, 1);
+        state[i] = 1;
+    }
+    volatile bool stop = false;
+    reader_job jobs[2] = {{c, &stop, 0, 0}, {c, &stop, 0, 0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, reader, &jobs[i]);
+    for (size_t i = 10; i < N; i++) {
+        add_one(c, i, 1);
+        state[i] = 1;
+        if (i % 97 == 0) {
+            tq_error err;
+            cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg);
+        }
+    }
+    stop = true;
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        cr_assert_eq(jobs[i].bad, 0, "reader %d: %zu bad answers in %zu", i, jobs[i].bad, jobs[i].searches);
+        cr_assert_gt(jobs[i].searches, 0);
+    }
+    check_against_reference(c, &cfg);
+    tq_collection_close(c, NULL);
+}
+
+/* The writer runs in a child with fsync always, writing each operation to
+ * a pipe before it starts ("I") and after it is acknowledged ("A"). The
+ * parent kills it at random moments, reopens, and checks every key: an
+ * acknowledged state must be there; only the one operation in flight may
+ * have gone either way. Small segments make kills land inside seals and
+ * compactions too. */
+Test(collection, sigkill_loses_no_acknowledged_write, .timeout = 240)
+{
+    const tq_config cfg = config(TQ_METRIC_IP, TQ_REFINE_NONE);
+    enum { KEYS = 48, KILLS = 200 };
+    unsigned acked[KEYS] = {0}; /* version, 0 = absent */
+    unsigned version = 1;
+    size_t kills = 0, verified = 0;
+    srand(2504);
+    for (int round = 0; round < KILLS; round++) {
+        int fds[2];
+        cr_assert_eq(pipe(fds), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(fds[0]);
+            tq_collection_options o = {.cfg = cfg, .create = true, .fsync = TQ_FSYNC_ALWAYS, .segment_rows = 16,
+                                       .log = capture};
+            tq_collection *c;
+            if (tq_collection_open(dir, &o, &c, NULL))
+                _exit(3);
+            for (unsigned op = 0;; op++) {
+                unsigned v = version + op, k = (unsigned)rand() % KEYS;
+                bool rm = rand() % 4 == 0;
+                char line[64], key[16];
+                snprintf(key, sizeof(key), "doc-%u", k);
+                int len = snprintf(line, sizeof(line), "I %c %u %u\n", rm ? 'R' : 'A', k, v);
+                if (write(fds[1], line, (size_t)len) != len)
+                    _exit(4);
+                int rc;
+                if (rm) {
+                    rc = tq_collection_remove(c, key, (uint32_t)strlen(key), NULL);
+                    if (rc == TQ_ENOTFOUND)
+                        rc = TQ_OK;
+                } else {
+                    float vec[D];
+                    char attr[16];
+                    vector_of(k, v, vec);
+                    snprintf(attr, sizeof(attr), "%u", v);
+                    tq_element e = {.key = key, .key_len = (uint32_t)strlen(key), .vector = vec, .attr = attr,
+                                    .attr_len = (uint32_t)strlen(attr)};
+                    rc = tq_collection_add(c, &e, 1, NULL, NULL);
+                }
+                if (rc)
+                    _exit(5);
+                line[0] = 'A';
+                if (write(fds[1], line, (size_t)len) != len)
+                    _exit(4);
+                if (op % 37 == 36)
+                    tq_collection_compact(c, NULL);
+            }
+        }
+        close(fds[1]);
+        usleep((useconds_t)(rand() % 12000));
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        cr_assert(WIFSIGNALED(status), "writer exited on its own with %d", WEXITSTATUS(status));
+        kills++;
+        /* Read the child's journal: acknowledged ops, and the last in flight. */
+        FILE *in = fdopen(fds[0], "r");
+        char line[64];
+        int pending_key = -1;
+        unsigned max_v = version;
+        while (fgets(line, sizeof(line), in)) {
+            char what, op;
+            unsigned k, v;
+            if (sscanf(line, "%c %c %u %u", &what, &op, &k, &v) != 4)
+                continue; /* a line cut by the kill: its op never started */
+            if (v >= max_v)
+                max_v = v + 1;
+            if (what == 'I') {
+                pending_key = (int)k;
+            } else {
+                acked[k] = op == 'A' ? v : 0;
+                pending_key = -1;
+            }
+        }
+        fclose(in);
+        version = max_v;
+        /* create: the kill may have come before the child created it. */
+        tq_collection_options o = {.cfg = cfg, .create = true, .log = capture};
+        tq_collection *c;
+        tq_error err;
+        cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_OK, "round %d: %s", round, err.msg);
+        for (unsigned k = 0; k < KEYS; k++) {
+            char key[16], attr[16];
+            size_t alen;
+            snprintf(key, sizeof(key), "doc-%u", k);
+            int rc = tq_collection_get(c, key, (uint32_t)strlen(key), NULL, attr, sizeof(attr) - 1, &alen, &err);
+            if ((int)k == pending_key) {
+                /* Either outcome, but then it is what the log says from now on. */
+                if (rc == TQ_OK) {
+                    attr[alen] = 0;
+                    acked[k] = (unsigned)atoi(attr);
+                } else {
+                    acked[k] = 0;
+                }
+                continue;
+            }
+            if (acked[k]) {
+                cr_assert_eq(rc, TQ_OK, "round %d: acknowledged %s (version %u) is missing", round, key, acked[k]);
+                attr[alen] = 0;
+                cr_assert_eq((unsigned)atoi(attr), acked[k], "round %d: %s has version %s, acknowledged %u", round,
+                             key, attr, acked[k]);
+            } else {
+                cr_assert_eq(rc, TQ_ENOTFOUND, "round %d: removed %s is back", round, key);
+            }
+            verified++;
+        }
+        tq_collection_close(c, NULL);
+    }
+    cr_assert_eq(kills, KILLS);
+    cr_log_info("%zu kills, %zu key states verified", kills, verified);
+}
