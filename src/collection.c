@@ -95,6 +95,7 @@ struct tq_collection {
     tq_wal_entry *entries;
     size_t entries_cap;
     float *vec;               /* one vector: replay and the centering mean */
+    uint64_t torn_bytes;      /* cut from the log's tail at open */
 };
 
 /* ------------------------------------------------------------- logging */
@@ -108,10 +109,10 @@ static void say(const tq_collection *c, int level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* The library never prints: without a callback the message is dropped
+     * (the stats still count what recovery did). */
     if (c->opts.log)
         c->opts.log(c->opts.log_ctx, level, msg);
-    else
-        fprintf(stderr, "tqvec: %s: %s\n", level == TQ_LOG_WARNING ? "warning" : "notice", msg);
 }
 
 static void file_path(const tq_collection *c, char *out, const char *sub, uint64_t id, const char *ext)
@@ -1037,6 +1038,7 @@ void tq_collection_stats_get(tq_collection *c, tq_collection_stats *st)
     tq_snapshot_release(s);
     pthread_mutex_lock(&c->write_lock);
     st->wal_bytes = tq_wal_bytes(c->wal);
+    st->torn_bytes = c->torn_bytes;
     pthread_mutex_unlock(&c->write_lock);
 }
 
@@ -1258,6 +1260,7 @@ int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_co
     tq_wal_replay_info info;
     if ((rc = tq_wal_replay(path, replay_record, &count, true, &info, err)))
         goto fail;
+    c->torn_bytes = info.torn_bytes;
     if (info.torn_bytes)
         say(c, TQ_LOG_WARNING, "%s: cut %llu bytes of an incomplete record at the end of the log (a write cut short by a crash)",
             path, (unsigned long long)info.torn_bytes);

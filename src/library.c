@@ -3,8 +3,7 @@
  * argument checking at the API boundary and translation between the public
  * option structs and index/'s configuration. Engine logic stays in index/.
  */
-#include "tqvec.h"
-#include "tq_index.h"
+#include "api.h"
 
 #include <assert.h>
 
@@ -33,8 +32,7 @@ struct tqvec_index {
     tq_flat *flat;
 };
 
-/* Copy internal error detail to the caller's struct; returns the code. */
-static int export_error(const tq_error *in, tqvec_error *out)
+int export_error(const tq_error *in, tqvec_error *out)
 {
     if (out) {
         out->code = in->code;
@@ -44,10 +42,7 @@ static int export_error(const tq_error *in, tqvec_error *out)
     return in->code;
 }
 
-static int api_error(tqvec_error *out, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int api_error(tqvec_error *out, int code, const char *fmt, ...)
+int api_error(tqvec_error *out, int code, const char *fmt, ...)
 {
     if (out) {
         va_list ap;
@@ -98,12 +93,27 @@ const char *tqvec_errstr(int code)
     }
 }
 
-static bool all_zero(const uint32_t *v, size_t n)
+bool all_zero(const uint32_t *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (v[i])
             return false;
     return true;
+}
+
+tq_config config_with_defaults(uint32_t dim, int metric, int bits, int variant, int correction, uint64_t seed,
+                               int refine, int center)
+{
+    return (tq_config){
+        .d = dim,
+        .metric = metric ? (tq_metric)metric : TQ_METRIC_COSINE,
+        .bits = bits > 0 ? (unsigned)bits : TQ_DEFAULT_BITS,
+        .variant = variant ? (tq_variant)variant : TQ_VARIANT_MSE,
+        .correction = correction ? (tq_correction)correction : TQ_CORRECTION_IP,
+        .seed = seed ? seed : TQVEC_DEFAULT_SEED,
+        .refine = refine ? (tq_refine)refine : TQ_REFINE_NONE,
+        .center = center ? (tq_center)center : TQ_CENTER_NONE,
+    };
 }
 
 int tqvec_index_create(const tqvec_index_options *opts, tqvec_index **out, tqvec_error *err)
@@ -115,18 +125,10 @@ int tqvec_index_create(const tqvec_index_options *opts, tqvec_index **out, tqvec
         return api_error(err, TQVEC_EARG, "options must not be NULL");
     if (!all_zero(opts->reserved, sizeof(opts->reserved) / sizeof(opts->reserved[0])))
         return api_error(err, TQVEC_EARG, "reserved option fields must be zero");
-    tq_config cfg = {
-        .d = opts->dim,
-        .metric = opts->metric ? (tq_metric)opts->metric : TQ_METRIC_COSINE,
-        .bits = opts->bits ? (unsigned)opts->bits : TQ_DEFAULT_BITS,
-        .variant = opts->variant ? (tq_variant)opts->variant : TQ_VARIANT_MSE,
-        .correction = opts->correction ? (tq_correction)opts->correction : TQ_CORRECTION_IP,
-        .seed = opts->seed ? opts->seed : TQVEC_DEFAULT_SEED,
-        .refine = opts->refine ? (tq_refine)opts->refine : TQ_REFINE_NONE,
-        .center = opts->center ? (tq_center)opts->center : TQ_CENTER_NONE,
-    };
     if (opts->bits < 0)
         return api_error(err, TQVEC_EARG, "bits %d is outside %d..%d", opts->bits, TQVEC_MIN_BITS, TQVEC_MAX_BITS);
+    tq_config cfg = config_with_defaults(opts->dim, opts->metric, opts->bits, opts->variant, opts->correction,
+                                         opts->seed, opts->refine, opts->center);
     tqvec_index *ix = tq_calloc(1, sizeof(*ix));
     if (!ix)
         return api_error(err, TQVEC_ENOMEM, "out of memory for an index");
@@ -160,8 +162,7 @@ int tqvec_index_add(tqvec_index *index, const float *vectors, size_t n, uint64_t
     return TQVEC_OK;
 }
 
-/* Public parameters to internal options; the one place defaults apply. */
-static int search_opts(const tqvec_search_params *params, tq_search_opts *opts, tqvec_error *err)
+int search_opts(const tqvec_search_params *params, tq_search_opts *opts, tqvec_error *err)
 {
     if (params && !all_zero(params->reserved, sizeof(params->reserved) / sizeof(params->reserved[0])))
         return api_error(err, TQVEC_EARG, "reserved search fields must be zero");

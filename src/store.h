@@ -234,7 +234,7 @@ typedef struct tq_collection_options {
     tq_fsync_policy fsync;
     size_t segment_rows;      /* the mutable segment is sealed at this many rows */
     bool verify;              /* hash every segment at open instead of before its first search */
-    tq_log_fn log;            /* warnings (a torn log tail, leftover files); NULL: stderr */
+    tq_log_fn log;            /* warnings (a torn log tail, leftover files); NULL: dropped */
     void *log_ctx;
 } tq_collection_options;
 
@@ -263,6 +263,7 @@ typedef struct tq_collection_stats {
     uint32_t segments;        /* sealed */
     uint64_t mutable_rows;
     uint64_t wal_bytes;
+    uint64_t torn_bytes;      /* cut from an incomplete log tail at open */
 } tq_collection_stats;
 
 int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_collection **out, tq_error *err);

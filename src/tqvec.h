@@ -198,6 +198,133 @@ TQVEC_API int tqvec_index_search_batch(const tqvec_index *index, const float *qu
 /* Fill *info. Shared. */
 TQVEC_API int tqvec_index_get_info(const tqvec_index *index, tqvec_index_info *info);
 
+/* ----------------------------------------------------------- collections */
+
+/* A collection: a directory that keeps elements (a string key, a vector and
+ * an optional attribute blob, JSON by convention) across restarts. Writes go
+ * to a write-ahead log before they are acknowledged and are searchable by
+ * the next query; the log is sealed into immutable segment files as it
+ * grows. One process opens a directory at a time (TQVEC_EBUSY otherwise). */
+typedef struct tqvec_collection tqvec_collection;
+
+/* When acknowledged writes reach the disk, as Redis's appendfsync. A crash
+ * of the process loses nothing under any policy; a crash of the machine
+ * loses nothing under ALWAYS and at most the last second under EVERYSEC. */
+typedef enum tqvec_fsync {
+    TQVEC_FSYNC_DEFAULT = 0,  /* everysec */
+    TQVEC_FSYNC_ALWAYS = 1,   /* fdatasync before every add or remove returns */
+    TQVEC_FSYNC_EVERYSEC = 2, /* a background thread syncs once a second */
+    TQVEC_FSYNC_NO = 3,       /* the kernel decides */
+} tqvec_fsync;
+
+enum { TQVEC_LOG_WARNING = 1, TQVEC_LOG_NOTICE = 2 };
+
+typedef struct tqvec_collection_options {
+    /* Settings fixed when the collection is created (0 = default, as for
+     * tqvec_index_options). Opening an existing collection with dim != 0
+     * checks that every one of them matches. */
+    uint32_t dim;
+    int metric, bits, variant, correction;
+    uint64_t seed;
+    int refine, center;
+    int create;            /* nonzero: create the collection if dir has none */
+    int fsync;             /* tqvec_fsync */
+    uint32_t segment_rows; /* seal the log into a segment at this many rows; 0 = 131072 */
+    int verify;            /* nonzero: checksum every segment at open (else before its first search) */
+    /* Recovery notes (a torn log tail cut, leftover files removed); NULL:
+     * none are reported (tqvec_collection_info still counts torn bytes). */
+    void (*log)(void *ctx, int level, const char *message);
+    void *log_ctx;
+    uint32_t reserved[8];  /* must be zero */
+} tqvec_collection_options;
+
+#define TQVEC_MAX_KEY_BYTES 4096
+#define TQVEC_MAX_ATTRS_BYTES (1 << 20)
+
+typedef struct tqvec_element {
+    const char *key;       /* 1..TQVEC_MAX_KEY_BYTES bytes, any content */
+    size_t key_len;
+    const float *vector;   /* dim floats */
+    const char *attrs;     /* NULL, or attrs_len bytes (at most TQVEC_MAX_ATTRS_BYTES) */
+    size_t attrs_len;
+} tqvec_element;
+
+/* Open (or with opts->create, create) the collection in dir. Replays the
+ * log; a record cut short by a crash at its end is dropped with a note, a
+ * damaged record inside the log is TQVEC_ECORRUPT. *out is NULL on error. */
+TQVEC_API int tqvec_collection_open(const char *dir, const tqvec_collection_options *opts,
+                                    tqvec_collection **out, tqvec_error *err);
+/* Sync the log and release everything; NULL is accepted. Exclusive. */
+TQVEC_API int tqvec_collection_close(tqvec_collection *c, tqvec_error *err);
+/* Add or replace (same key) n elements with one log write. Every element is
+ * checked first (key and attribute sizes, NaN/Inf, zero vectors under
+ * cosine); on a bad one nothing is written and the message names it.
+ * *added (may be NULL) gets the number of keys that were new. Writers are
+ * serialized with each other; searches and gets run beside them. */
+TQVEC_API int tqvec_collection_add(tqvec_collection *c, const tqvec_element *elems, size_t n, size_t *added,
+                                   tqvec_error *err);
+/* Remove by key; TQVEC_ENOTFOUND if absent. Like add for concurrency. */
+TQVEC_API int tqvec_collection_remove(tqvec_collection *c, const char *key, size_t key_len, tqvec_error *err);
+/* An element's vector into vector (dim floats; NULL to skip) — the stored
+ * floats with fp32 refine data (normalized under cosine), else decoded from
+ * the codes — and its attributes into attrs (attrs_cap bytes; NULL to
+ * skip). *attrs_len gets the attributes' full length; TQVEC_EARG if they do
+ * not fit. TQVEC_ENOTFOUND if the key is absent. Shared. */
+TQVEC_API int tqvec_collection_get(tqvec_collection *c, const char *key, size_t key_len, float *vector,
+                                   char *attrs, size_t attrs_cap, size_t *attrs_len, tqvec_error *err);
+
+/* Search results: nq lists of matches, each best first. The key and
+ * attribute pointers stay valid until tqvec_results_free, whatever writes
+ * or compactions happen meanwhile (the results hold a snapshot). */
+typedef struct tqvec_results tqvec_results;
+
+typedef struct tqvec_match {
+    const char *key;       /* not NUL-terminated */
+    size_t key_len;
+    float score;           /* in the metric's units, as tqvec_hit */
+    const char *attrs;     /* NULL when the element has none */
+    size_t attrs_len;
+} tqvec_match;
+
+/* The min(k, live elements) best matches for each of nq queries (row-major,
+ * dim floats each), from one consistent snapshot of the collection. Shared:
+ * never blocked by writers. */
+TQVEC_API int tqvec_collection_search(tqvec_collection *c, const float *queries, size_t nq,
+                                      const tqvec_search_params *params, tqvec_results **out,
+                                      tqvec_error *err);
+/* Matches of query q (0 if q is out of range). */
+TQVEC_API size_t tqvec_results_count(const tqvec_results *r, size_t q);
+/* Match i of query q, or NULL if out of range. */
+TQVEC_API const tqvec_match *tqvec_results_get(const tqvec_results *r, size_t q, size_t i);
+TQVEC_API void tqvec_results_free(tqvec_results *r);
+
+/* fdatasync the log now, whatever the policy. Like add for concurrency. */
+TQVEC_API int tqvec_collection_sync(tqvec_collection *c, tqvec_error *err);
+/* Seal the log into a segment, then rewrite segments that are at least a
+ * fifth deleted, or small, into one, dropping deleted rows. Searches keep
+ * running on their snapshot throughout. Like add for concurrency. */
+TQVEC_API int tqvec_collection_compact(tqvec_collection *c, tqvec_error *err);
+/* Checksum every byte of every segment now; TQVEC_ECORRUPT names the file
+ * and section. Shared. */
+TQVEC_API int tqvec_collection_verify(tqvec_collection *c, tqvec_error *err);
+
+typedef struct tqvec_collection_info {
+    uint32_t dim;
+    int metric, bits, variant, correction, refine, center;
+    uint64_t seed;
+    uint64_t count;            /* live elements */
+    uint64_t deleted;          /* rows awaiting compaction */
+    uint32_t segments;         /* sealed segment files */
+    uint64_t unsealed;         /* rows only in the log so far */
+    uint64_t log_bytes;
+    uint64_t torn_bytes;       /* cut from an incomplete log tail when opened */
+    uint64_t bytes_per_vector, refine_bytes_per_vector;
+    const char *simd;
+} tqvec_collection_info;
+
+/* Fill *info. Shared. */
+TQVEC_API int tqvec_collection_get_info(tqvec_collection *c, tqvec_collection_info *info);
+
 /* ------------------------------------------------------------------ simd */
 
 /* The kernel level in use: "scalar", "avx2" or "avx512". */

@@ -66,6 +66,38 @@ for key in ('recall_at_1', 'recall_at_k', 'recall_1_at_k'):
     assert b[key] == single[key], (key, b[key], single[key])
 " "$work/eval.json" "$work/batched.json" && pass || fail "eval --batch --threads: same recall"
 
+  # Stored collection: build with keys, query finds the true nearest (the
+  # shipped ground truth's first row) for the first queries, info, compact,
+  # verify; a second build upserts instead of duplicating.
+  coll="$work/coll"
+  awk '{print "row-" NR-1}' "$data/fiori-minilm/base_ids.txt" >"$work/keys.txt"
+  "$tqvec" build --input "$data/fiori-minilm/base.fvecs" --keys "$work/keys.txt" --dir "$coll" --metric cosine \
+    --refine fp32 --segment-rows 300 >"$work/build.out" 2>&1 && grep -q "728 new" "$work/build.out" \
+    && pass || fail "build ($(cat "$work/build.out"))"
+  "$tqvec" query --dir "$coll" --queries "$data/fiori-minilm/query.fvecs" --nq 20 -k 10 --rerank 4 \
+    >"$work/query.out" 2>/dev/null && python3 - "$work/query.out" "$data/fiori-minilm/gt.ivecs" <<'PY' && pass || fail "query finds the true nearest"
+import struct, sys
+lines = open(sys.argv[1]).read().split("\n")
+raw = open(sys.argv[2], "rb").read()
+k = struct.unpack_from("<i", raw, 0)[0]
+hits = 0
+for q in range(20):
+    first = struct.unpack_from("<i", raw, q * 4 * (k + 1) + 4)[0]
+    top = lines[q].split()[1].split(":")[0]
+    hits += top == "row-%d" % first
+assert hits >= 19, hits
+PY
+  "$tqvec" build --input "$data/fiori-minilm/base.fvecs" --keys "$work/keys.txt" --dir "$coll" --limit 100 \
+    >"$work/build2.out" 2>&1 && grep -q "(0 new)" "$work/build2.out" && \
+  "$tqvec" info "$coll" | grep -q "728 elements, 100 deleted" && pass || fail "second build upserts"
+  "$tqvec" compact "$coll" >/dev/null && "$tqvec" info "$coll" | grep -q "728 elements, 0 deleted" && \
+    "$tqvec" verify "$coll" >/dev/null && pass || fail "compact and verify"
+  seg=$(ls "$coll"/seg/*.tqs | head -1)
+  printf '\xff' | dd of="$seg" bs=1 seek=5000 conv=notrunc 2>/dev/null
+  expect_fail "verify finds a damaged segment" "$tqvec" verify "$coll"
+  grep -q "fails its checksum" "$work/err" && pass || fail "verify names the damage ($(cat "$work/err"))"
+  expect_fail "query of the wrong dimension" "$tqvec" query --dir "$coll" --queries "$data/siftsmall/query.fvecs"
+
   # Without --gt the exact ground truth is computed: same recall as with it.
   "$tqvec" eval --base "$data/fiori-minilm/base.fvecs" --queries "$data/fiori-minilm/query.fvecs" \
     --metric ip --bits 3 --json "$work/a.json" >/dev/null 2>&1 && \

@@ -18,6 +18,11 @@ int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_gt(int argc, char **argv);
+int cmd_build(int argc, char **argv);
+int cmd_query(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_compact(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 /* Print "tqvec <cmd>: <message>" to stderr; returns 1 (the exit status). */
 int tool_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -8,8 +8,13 @@ static void usage(FILE *fp)
 {
     fprintf(fp,
             "usage: tqvec COMMAND [options]   (tqvec COMMAND --help for details)\n"
+            "  build     add a vector file to a stored collection (created if new)\n"
+            "  query     search a stored collection with a file of query vectors\n"
+            "  info      a stored collection's settings and counts\n"
+            "  compact   seal the log and rewrite segments with many deletions\n"
+            "  verify    checksum every byte of a stored collection\n"
             "  eval      recall and latency over a grid of quantizer settings\n"
-            "  bench     micro-benchmarks (encode) against a same-run baseline\n"
+            "  bench     micro-benchmarks (encode, scan) against a same-run baseline\n"
             "  gt        exact ground truth (ivecs) for base and query vectors\n"
             "  convert   convert vector files (fvecs, bvecs, npy, IDX)\n"
             "  version   print the library version and SIMD level\n"
@@ -25,6 +30,16 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     argc--;
     argv++;
+    if (!strcmp(cmd, "build"))
+        return cmd_build(argc, argv);
+    if (!strcmp(cmd, "query"))
+        return cmd_query(argc, argv);
+    if (!strcmp(cmd, "info"))
+        return cmd_info(argc, argv);
+    if (!strcmp(cmd, "compact"))
+        return cmd_compact(argc, argv);
+    if (!strcmp(cmd, "verify"))
+        return cmd_verify(argc, argv);
     if (!strcmp(cmd, "eval"))
         return cmd_eval(argc, argv);
     if (!strcmp(cmd, "bench"))

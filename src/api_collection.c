@@ -1,0 +1,253 @@
+/*
+ * The public entry points for collections: argument checks at the API
+ * boundary and translation to src/collection.c, where the engine lives.
+ */
+#include "api.h"
+#include "store.h"
+
+#include <assert.h>
+
+static_assert(TQVEC_MAX_KEY_BYTES == TQ_MAX_KEY_BYTES && TQVEC_MAX_ATTRS_BYTES == TQ_MAX_ATTR_BYTES,
+              "public and internal element limits differ");
+static_assert((int)TQVEC_FSYNC_ALWAYS == (int)TQ_FSYNC_ALWAYS && (int)TQVEC_FSYNC_EVERYSEC == (int)TQ_FSYNC_EVERYSEC &&
+                  (int)TQVEC_FSYNC_NO == (int)TQ_FSYNC_NO,
+              "fsync numbering differs");
+static_assert((int)TQVEC_LOG_WARNING == (int)TQ_LOG_WARNING && (int)TQVEC_LOG_NOTICE == (int)TQ_LOG_NOTICE,
+              "log levels differ");
+
+struct tqvec_collection {
+    tq_collection *c;
+};
+
+struct tqvec_results {
+    tq_snapshot *snap;
+    size_t nq, k;
+    size_t *counts;
+    tqvec_match *matches; /* nq * k */
+};
+
+int tqvec_collection_open(const char *dir, const tqvec_collection_options *opts, tqvec_collection **out,
+                          tqvec_error *err)
+{
+    if (!out)
+        return api_error(err, TQVEC_EARG, "out must not be NULL");
+    *out = NULL;
+    if (!dir || !opts)
+        return api_error(err, TQVEC_EARG, "dir and options must not be NULL");
+    if (!all_zero(opts->reserved, sizeof(opts->reserved) / sizeof(opts->reserved[0])))
+        return api_error(err, TQVEC_EARG, "reserved option fields must be zero");
+    if (opts->bits < 0)
+        return api_error(err, TQVEC_EARG, "bits %d is outside %d..%d", opts->bits, TQVEC_MIN_BITS, TQVEC_MAX_BITS);
+    if (opts->fsync < 0 || opts->fsync > TQVEC_FSYNC_NO)
+        return api_error(err, TQVEC_EARG, "unknown fsync policy %d", opts->fsync);
+    if (opts->create && opts->dim == 0)
+        return api_error(err, TQVEC_EARG, "creating a collection needs its dimension");
+    tq_collection_options o = {
+        .cfg = config_with_defaults(opts->dim, opts->metric, opts->bits, opts->variant, opts->correction,
+                                    opts->seed, opts->refine, opts->center),
+        .create = opts->create != 0,
+        .fsync = opts->fsync ? (tq_fsync_policy)opts->fsync : TQ_FSYNC_EVERYSEC,
+        .segment_rows = opts->segment_rows,
+        .verify = opts->verify != 0,
+        .log = opts->log,
+        .log_ctx = opts->log_ctx,
+    };
+    if (!opts->dim)
+        o.cfg.d = 0; /* open whatever is there */
+    tqvec_collection *h = tq_calloc(1, sizeof(*h));
+    if (!h)
+        return api_error(err, TQVEC_ENOMEM, "out of memory opening %s", dir);
+    tq_error e;
+    if (tq_collection_open(dir, &o, &h->c, &e)) {
+        tq_free(h);
+        return export_error(&e, err);
+    }
+    *out = h;
+    return TQVEC_OK;
+}
+
+int tqvec_collection_close(tqvec_collection *c, tqvec_error *err)
+{
+    if (!c)
+        return TQVEC_OK;
+    tq_error e;
+    int rc = tq_collection_close(c->c, &e);
+    tq_free(c);
+    return rc ? export_error(&e, err) : TQVEC_OK;
+}
+
+/* Elements as the engine takes them; sizes checked here so that a size_t
+ * length cannot wrap the engine's 32-bit ones. */
+static int convert(const tqvec_element *in, size_t n, tq_element *out, tqvec_error *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (in[i].key_len > TQVEC_MAX_KEY_BYTES)
+            return api_error(err, TQVEC_EARG, "element %zu: key of %zu bytes exceeds the %d-byte limit", i,
+                             in[i].key_len, TQVEC_MAX_KEY_BYTES);
+        if (in[i].attrs_len > TQVEC_MAX_ATTRS_BYTES)
+            return api_error(err, TQVEC_EARG, "element %zu: attributes of %zu bytes exceed the %d-byte limit", i,
+                             in[i].attrs_len, TQVEC_MAX_ATTRS_BYTES);
+        out[i] = (tq_element){.key = in[i].key, .key_len = (uint32_t)in[i].key_len, .vector = in[i].vector,
+                              .attr = in[i].attrs, .attr_len = (uint32_t)in[i].attrs_len};
+    }
+    return TQVEC_OK;
+}
+
+int tqvec_collection_add(tqvec_collection *c, const tqvec_element *elems, size_t n, size_t *added,
+                         tqvec_error *err)
+{
+    if (added)
+        *added = 0;
+    if (!c || (n && !elems))
+        return api_error(err, TQVEC_EARG, "collection and elements must not be NULL");
+    tq_element small[16];
+    tq_element *conv = n <= 16 ? small : tq_malloc(n * sizeof(tq_element));
+    if (!conv)
+        return api_error(err, TQVEC_ENOMEM, "out of memory for %zu elements", n);
+    int rc = convert(elems, n, conv, err);
+    if (!rc) {
+        tq_error e;
+        if (tq_collection_add(c->c, conv, n, added, &e))
+            rc = export_error(&e, err);
+    }
+    if (conv != small)
+        tq_free(conv);
+    return rc;
+}
+
+int tqvec_collection_remove(tqvec_collection *c, const char *key, size_t key_len, tqvec_error *err)
+{
+    if (!c || !key)
+        return api_error(err, TQVEC_EARG, "collection and key must not be NULL");
+    if (key_len == 0 || key_len > TQVEC_MAX_KEY_BYTES)
+        return api_error(err, TQVEC_EARG, "a key is 1 to %d bytes, not %zu", TQVEC_MAX_KEY_BYTES, key_len);
+    tq_error e;
+    return tq_collection_remove(c->c, key, (uint32_t)key_len, &e) ? export_error(&e, err) : TQVEC_OK;
+}
+
+int tqvec_collection_get(tqvec_collection *c, const char *key, size_t key_len, float *vector, char *attrs,
+                         size_t attrs_cap, size_t *attrs_len, tqvec_error *err)
+{
+    if (attrs_len)
+        *attrs_len = 0;
+    if (!c || !key)
+        return api_error(err, TQVEC_EARG, "collection and key must not be NULL");
+    if (key_len == 0 || key_len > TQVEC_MAX_KEY_BYTES)
+        return api_error(err, TQVEC_EARG, "a key is 1 to %d bytes, not %zu", TQVEC_MAX_KEY_BYTES, key_len);
+    tq_error e;
+    if (tq_collection_get(c->c, key, (uint32_t)key_len, vector, attrs, attrs ? attrs_cap : 0, attrs_len, &e))
+        return export_error(&e, err);
+    return TQVEC_OK;
+}
+
+int tqvec_collection_search(tqvec_collection *c, const float *queries, size_t nq, const tqvec_search_params *params,
+                            tqvec_results **out, tqvec_error *err)
+{
+    if (!out)
+        return api_error(err, TQVEC_EARG, "out must not be NULL");
+    *out = NULL;
+    if (!c || (nq && !queries))
+        return api_error(err, TQVEC_EARG, "collection and queries must not be NULL");
+    tq_search_opts opts;
+    int rc = search_opts(params, &opts, err);
+    if (rc)
+        return rc;
+    if (opts.k > TQVEC_MAX_K)
+        return api_error(err, TQVEC_EARG, "k %zu is above the limit %d", opts.k, TQVEC_MAX_K);
+    tqvec_results *r = tq_calloc(1, sizeof(*r));
+    if (r) {
+        r->counts = tq_calloc(nq + 1, sizeof(size_t));
+        r->matches = tq_calloc(nq * opts.k + 1, sizeof(tqvec_match));
+    }
+    if (!r || !r->counts || !r->matches) {
+        tqvec_results_free(r);
+        return api_error(err, TQVEC_ENOMEM, "out of memory for %zu x %zu results", nq, opts.k);
+    }
+    r->nq = nq;
+    r->k = opts.k;
+    tq_match *m = tq_malloc((nq * opts.k + 1) * sizeof(tq_match));
+    tq_error e;
+    if (!m) {
+        rc = api_error(err, TQVEC_ENOMEM, "out of memory for %zu x %zu results", nq, opts.k);
+    } else if (tq_collection_search(c->c, queries, nq, &opts, m, r->counts, &r->snap, &e)) {
+        rc = export_error(&e, err);
+    } else {
+        for (size_t q = 0; q < nq; q++)
+            for (size_t i = 0; i < r->counts[q]; i++) {
+                const tq_match *src = &m[q * opts.k + i];
+                r->matches[q * opts.k + i] = (tqvec_match){.key = src->key, .key_len = src->key_len,
+                                                           .score = src->score, .attrs = src->attr,
+                                                           .attrs_len = src->attr_len};
+            }
+    }
+    tq_free(m);
+    if (rc) {
+        tqvec_results_free(r);
+        return rc;
+    }
+    *out = r;
+    return TQVEC_OK;
+}
+
+size_t tqvec_results_count(const tqvec_results *r, size_t q)
+{
+    return r && q < r->nq ? r->counts[q] : 0;
+}
+
+const tqvec_match *tqvec_results_get(const tqvec_results *r, size_t q, size_t i)
+{
+    return r && q < r->nq && i < r->counts[q] ? &r->matches[q * r->k + i] : NULL;
+}
+
+void tqvec_results_free(tqvec_results *r)
+{
+    if (!r)
+        return;
+    tq_snapshot_release(r->snap);
+    tq_free(r->counts);
+    tq_free(r->matches);
+    tq_free(r);
+}
+
+int tqvec_collection_sync(tqvec_collection *c, tqvec_error *err)
+{
+    if (!c)
+        return api_error(err, TQVEC_EARG, "collection must not be NULL");
+    tq_error e;
+    return tq_collection_sync(c->c, &e) ? export_error(&e, err) : TQVEC_OK;
+}
+
+int tqvec_collection_compact(tqvec_collection *c, tqvec_error *err)
+{
+    if (!c)
+        return api_error(err, TQVEC_EARG, "collection must not be NULL");
+    tq_error e;
+    return tq_collection_compact(c->c, &e) ? export_error(&e, err) : TQVEC_OK;
+}
+
+int tqvec_collection_verify(tqvec_collection *c, tqvec_error *err)
+{
+    if (!c)
+        return api_error(err, TQVEC_EARG, "collection must not be NULL");
+    tq_error e;
+    return tq_collection_verify(c->c, &e) ? export_error(&e, err) : TQVEC_OK;
+}
+
+int tqvec_collection_get_info(tqvec_collection *c, tqvec_collection_info *info)
+{
+    if (!c || !info)
+        return TQVEC_EARG;
+    const tq_codec *codec = tq_collection_codec(c->c);
+    const tq_config *cfg = &codec->cfg;
+    tq_collection_stats st;
+    tq_collection_stats_get(c->c, &st);
+    *info = (tqvec_collection_info){
+        .dim = cfg->d, .metric = (int)cfg->metric, .bits = (int)cfg->bits, .variant = (int)cfg->variant,
+        .correction = (int)cfg->correction, .refine = (int)cfg->refine, .center = (int)cfg->center,
+        .seed = cfg->seed, .count = st.live, .deleted = st.deleted, .segments = st.segments,
+        .unsealed = st.mutable_rows, .log_bytes = st.wal_bytes, .torn_bytes = st.torn_bytes,
+        .bytes_per_vector = tq_codec_bytes_per_vector(codec),
+        .refine_bytes_per_vector = tq_codec_refine_bytes_per_vector(codec), .simd = tqvec_simd_level(),
+    };
+    return TQVEC_OK;
+}
