@@ -195,3 +195,65 @@ void tq_codec_get_codes(const tq_codec *c, const tq_rows *rows, size_t row, uint
         tq_scan_get(&q->sign_layout, rows->sign_blocks + block * q->sign_layout.block_bytes, lane, signs);
     *sc = rows->sc[row];
 }
+
+size_t tq_codec_row_bytes(const tq_codec *c)
+{
+    const tq_quantizer *q = &c->q;
+    return (q->mse_bits ? q->code_layout.npairs : 0) + (q->variant == TQ_VARIANT_PROD ? q->sign_layout.npairs : 0) +
+           sizeof(tq_code_scalars) + tq_codec_refine_bytes_per_vector(c);
+}
+
+/* Byte p of a row's column in its block is at 32 p + lane. */
+static void column_out(const uint8_t *block, unsigned lane, uint32_t npairs, uint8_t *dst)
+{
+    for (uint32_t p = 0; p < npairs; p++)
+        dst[p] = block[32 * p + lane];
+}
+
+static void column_in(uint8_t *block, unsigned lane, uint32_t npairs, const uint8_t *src)
+{
+    for (uint32_t p = 0; p < npairs; p++)
+        block[32 * p + lane] = src[p];
+}
+
+void tq_codec_row_save(const tq_codec *c, const tq_rows_out *rows, size_t row, uint8_t *dst)
+{
+    const tq_quantizer *q = &c->q;
+    const size_t block = row / TQ_SCAN_BLOCK, refine = tq_codec_refine_bytes_per_vector(c);
+    const unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
+    if (q->mse_bits) {
+        column_out(rows->code_blocks + block * q->code_layout.block_bytes, lane, q->code_layout.npairs, dst);
+        dst += q->code_layout.npairs;
+    }
+    if (q->variant == TQ_VARIANT_PROD) {
+        column_out(rows->sign_blocks + block * q->sign_layout.block_bytes, lane, q->sign_layout.npairs, dst);
+        dst += q->sign_layout.npairs;
+    }
+    memcpy(dst, &rows->sc[row], sizeof(tq_code_scalars));
+    dst += sizeof(tq_code_scalars);
+    if (c->cfg.refine == TQ_REFINE_FP32)
+        memcpy(dst, rows->vectors + row * c->cfg.d, refine);
+    else if (c->cfg.refine == TQ_REFINE_CODE8)
+        memcpy(dst, rows->refine8 + row * c->cfg.d, refine);
+}
+
+void tq_codec_row_load(const tq_codec *c, const tq_rows_out *rows, size_t row, const uint8_t *src)
+{
+    const tq_quantizer *q = &c->q;
+    const size_t block = row / TQ_SCAN_BLOCK, refine = tq_codec_refine_bytes_per_vector(c);
+    const unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
+    if (q->mse_bits) {
+        column_in(rows->code_blocks + block * q->code_layout.block_bytes, lane, q->code_layout.npairs, src);
+        src += q->code_layout.npairs;
+    }
+    if (q->variant == TQ_VARIANT_PROD) {
+        column_in(rows->sign_blocks + block * q->sign_layout.block_bytes, lane, q->sign_layout.npairs, src);
+        src += q->sign_layout.npairs;
+    }
+    memcpy(&rows->sc[row], src, sizeof(tq_code_scalars));
+    src += sizeof(tq_code_scalars);
+    if (c->cfg.refine == TQ_REFINE_FP32)
+        memcpy(rows->vectors + row * c->cfg.d, src, refine);
+    else if (c->cfg.refine == TQ_REFINE_CODE8)
+        memcpy(rows->refine8 + row * c->cfg.d, src, refine);
+}

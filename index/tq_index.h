@@ -411,6 +411,12 @@ void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, co
 /* Put row `row` back to zero nibbles (its scalars and refine data are
  * left: nothing reads them past n). */
 void tq_codec_clear_row(const tq_codec *c, const tq_rows_out *out, size_t row);
+/* One encoded row as a flat byte string (its code and sign columns, its
+ * scalars, its refine data): what the log stores, so that replay copies
+ * rows instead of encoding them again. */
+size_t tq_codec_row_bytes(const tq_codec *c);
+void tq_codec_row_save(const tq_codec *c, const tq_rows_out *rows, size_t row, uint8_t *dst);
+void tq_codec_row_load(const tq_codec *c, const tq_rows_out *rows, size_t row, const uint8_t *src);
 /* Bytes per vector of codes and scalars, and of refine data. */
 size_t tq_codec_bytes_per_vector(const tq_codec *c);
 size_t tq_codec_refine_bytes_per_vector(const tq_codec *c);

@@ -94,7 +94,6 @@ struct tq_collection {
     size_t payload_cap;
     tq_wal_entry *entries;
     size_t entries_cap;
-    float *vec;               /* one vector: replay and the centering mean */
     uint64_t torn_bytes;      /* cut from the log's tail at open */
 };
 
@@ -496,12 +495,25 @@ static int seal(tq_collection *c, tq_error *err)
     tq_snapshot *cur = c->current;
     const size_t nsealed = cur->nsegs - 1;
     char path[PATH_MAX];
-    gathered g;
-    int rc = gather_live(c, &mut, 1, &g, err);
-    if (rc)
-        return rc;
-    const uint64_t seg_id = g.n ? c->next_file_id++ : 0;
-    uint64_t *new_del = tq_calloc(2 * (nsealed + 1), sizeof(uint64_t)), *old_del = new_del + nsealed + 1;
+    /* Without deletions the segment is written straight from the mutable
+     * arrays; otherwise the live rows are gathered first. */
+    gathered g = {0};
+    tq_rows rows;
+    tq_row_names names;
+    int rc;
+    if (__atomic_load_n(&mut->ndeleted, __ATOMIC_RELAXED) == 0) {
+        rows = seg_view(mut);
+        names = (tq_row_names){.key = (const char *const *)mut->keys, .key_len = mut->key_lens,
+                               .attr = (const char *const *)mut->attrs, .attr_len = mut->attr_lens};
+    } else {
+        if ((rc = gather_live(c, &mut, 1, &g, err)))
+            return rc;
+        rows = gathered_rows(&g);
+        names = (tq_row_names){.key = g.key, .key_len = g.key_len, .attr = g.attr, .attr_len = g.attr_len};
+    }
+    const uint64_t seg_id = rows.n ? c->next_file_id++ : 0;
+    uint64_t *new_del = tq_calloc(2 * (nsealed + 1), sizeof(uint64_t));
+    uint64_t *old_del = new_del ? new_del + nsealed + 1 : NULL;
     seg *next_mut = NULL, *sealed_new = NULL;
     seg **list = tq_calloc(nsealed + 2, sizeof(seg *));
     tq_wal *wal = NULL;
@@ -513,12 +525,10 @@ static int seal(tq_collection *c, tq_error *err)
     if ((rc = new_mutable(c, c->opts.segment_rows, &next_mut, err)))
         goto undo;
     if (seg_id) {
-        tq_rows rows = gathered_rows(&g);
-        tq_row_names names = {.key = g.key, .key_len = g.key_len, .attr = g.attr, .attr_len = g.attr_len};
         file_path(c, path, "seg", seg_id, "tqs");
         if ((rc = tq_segment_write(path, &c->codec, &rows, &names, err)))
             goto undo;
-        if ((rc = open_sealed(c, seg_id, 0, g.n, &sealed_new, err)))
+        if ((rc = open_sealed(c, seg_id, 0, rows.n, &sealed_new, err)))
             goto undo;
         sealed_new->verified = 1; /* written from memory just now */
     }
@@ -732,20 +742,26 @@ static int stage_names(tq_collection *c, const tq_element *elems, size_t n, tq_e
     return rc ? tq_err(err, TQ_ENOMEM, "out of memory growing the key map") : TQ_OK;
 }
 
-/* Encode one staged element into the next row and publish it. */
-static bool apply_add(tq_collection *c, const float *vector)
+/* Publish the next n rows (encoded, names staged), in order: repoint each
+ * key, delete the row it had, then let readers see the row. Returns how
+ * many keys were new. */
+static size_t publish_rows(tq_collection *c, size_t n)
 {
     seg *m = c->mut;
-    const size_t r = m->n;
-    tq_codec_encode(&c->codec, &c->scratch, vector, &m->out, r);
-    tq_keymap_entry old;
+    size_t fresh = 0;
     pthread_rwlock_wrlock(&c->map_lock);
-    tq_keymap_put(&c->map, m->keys[r], m->key_lens[r], m, r, &old);
-    if (old.owner)
-        seg_mark_deleted(old.owner, (size_t)old.row);
-    __atomic_store_n(&m->n, r + 1, __ATOMIC_RELEASE);
+    for (size_t i = 0; i < n; i++) {
+        const size_t r = m->n;
+        tq_keymap_entry old;
+        tq_keymap_put(&c->map, m->keys[r], m->key_lens[r], m, r, &old);
+        if (old.owner)
+            seg_mark_deleted(old.owner, (size_t)old.row);
+        else
+            fresh++;
+        __atomic_store_n(&m->n, r + 1, __ATOMIC_RELEASE);
+    }
     pthread_rwlock_unlock(&c->map_lock);
-    return old.owner == NULL;
+    return fresh;
 }
 
 static bool apply_remove(tq_collection *c, const char *key, uint32_t len)
@@ -761,7 +777,8 @@ static bool apply_remove(tq_collection *c, const char *key, uint32_t len)
     return found;
 }
 
-static int check_element(const tq_collection *c, const tq_element *e, size_t i, tq_error *err)
+/* Sizes and presence: cheap, checked for the whole batch up front. */
+static int check_element(const tq_element *e, size_t i, tq_error *err)
 {
     if (e->key_len == 0 || !e->key)
         return tq_err(err, TQ_EARG, "element %zu has an empty key", i);
@@ -773,20 +790,25 @@ static int check_element(const tq_collection *c, const tq_element *e, size_t i, 
                       TQ_MAX_ATTR_BYTES);
     if (!e->vector)
         return tq_err(err, TQ_EARG, "element %zu has no vector", i);
-    tq_error inner;
-    if (tq_codec_check_vectors(&c->codec, e->vector, 0, 1, &inner)) {
-        /* The codec says "vector 0 has ..."; name the element instead. */
-        const char *rest = strncmp(inner.msg, "vector 0", 8) ? inner.msg : inner.msg + 8;
-        return tq_err(err, inner.code, "element %zu (key '%.*s')%s", i, (int)(e->key_len < 64 ? e->key_len : 64),
-                      e->key, rest);
-    }
     return TQ_OK;
 }
 
-/* Frame n add records into c->entries / c->payload. */
-static int frame_adds(tq_collection *c, const tq_element *elems, size_t n, tq_error *err)
+/* The values: checked as each vector is encoded, while it is in cache. */
+static int check_vector(const tq_collection *c, const tq_element *e, size_t i, tq_error *err)
 {
-    const size_t vbytes = c->codec.cfg.d * sizeof(float);
+    tq_error inner;
+    if (!tq_codec_check_vectors(&c->codec, e->vector, 0, 1, &inner))
+        return TQ_OK;
+    /* The codec says "vector 0 has ..."; name the element instead. */
+    const char *rest = strncmp(inner.msg, "vector 0", 8) ? inner.msg : inner.msg + 8;
+    return tq_err(err, inner.code, "element %zu (key '%.*s')%s", i, (int)(e->key_len < 64 ? e->key_len : 64), e->key,
+                  rest);
+}
+
+/* Room in c->payload and c->entries for n add records. */
+static int frame_begin(tq_collection *c, const tq_element *elems, size_t n, tq_error *err)
+{
+    const size_t vbytes = tq_codec_row_bytes(&c->codec);
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += 8 + elems[i].key_len + elems[i].attr_len + vbytes;
@@ -804,22 +826,36 @@ static int frame_adds(tq_collection *c, const tq_element *elems, size_t n, tq_er
         c->entries = e;
         c->entries_cap = n;
     }
-    uint8_t *p = c->payload;
-    for (size_t i = 0; i < n; i++) {
-        const tq_element *e = &elems[i];
-        uint32_t lens[2] = {e->key_len, e->attr_len};
-        uint8_t *start = p;
-        memcpy(p, lens, 8);
-        memcpy(p + 8, e->key, e->key_len);
-        p += 8 + e->key_len;
-        if (e->attr_len)
-            memcpy(p, e->attr, e->attr_len);
-        p += e->attr_len;
-        memcpy(p, e->vector, vbytes);
-        p += vbytes;
-        c->entries[i] = (tq_wal_entry){.type = WAL_ADD, .payload = start, .len = (uint32_t)(p - start)};
-    }
     return TQ_OK;
+}
+
+/* Record i of the batch: u32 key length, u32 attribute length, key,
+ * attributes, then the encoded row (tq_codec_row_save): the codec is fixed
+ * when the collection is created, so the row is exactly what encoding the
+ * vector again would give, and at 4 bits it is about an eighth of the
+ * floats. Returns where the next record starts. */
+static uint8_t *frame_one(tq_collection *c, size_t i, const tq_element *e, size_t row, uint8_t *p)
+{
+    uint32_t lens[2] = {e->key_len, e->attr_len};
+    uint8_t *start = p;
+    memcpy(p, lens, 8);
+    memcpy(p + 8, e->key, e->key_len);
+    p += 8 + e->key_len;
+    if (e->attr_len)
+        memcpy(p, e->attr, e->attr_len);
+    p += e->attr_len;
+    tq_codec_row_save(&c->codec, &c->mut->out, row, p);
+    p += tq_codec_row_bytes(&c->codec);
+    c->entries[i] = (tq_wal_entry){.type = WAL_ADD, .payload = start, .len = (uint32_t)(p - start)};
+    return p;
+}
+
+/* Undo encoded but unpublished rows [from, from + n) of the mutable
+ * segment: back to zero nibbles, as rows never written are. */
+static void unwind_rows(tq_collection *c, size_t from, size_t n)
+{
+    for (size_t r = from; r < from + n; r++)
+        tq_codec_clear_row(&c->codec, &c->mut->out, r);
 }
 
 static int set_mean_from(tq_collection *c, const tq_element *elems, size_t n, tq_error *err)
@@ -847,7 +883,7 @@ int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_
     if (added)
         *added = 0;
     for (size_t i = 0; i < n; i++) {
-        int rc = check_element(c, &elems[i], i, err);
+        int rc = check_element(&elems[i], i, err);
         if (rc)
             return rc;
     }
@@ -855,18 +891,40 @@ int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_
     int rc = TQ_OK;
     if (c->broken)
         rc = tq_err(err, TQ_EIO, "%s: an earlier change could not be completed; reopen the collection", c->dir);
-    if (!rc && n && c->codec.cfg.center == TQ_CENTER_FIRST_BATCH && !c->codec.mean)
-        rc = set_mean_from(c, elems, n, err);
+    if (!rc && n && c->codec.cfg.center == TQ_CENTER_FIRST_BATCH && !c->codec.mean) {
+        /* The mean comes from this batch: every vector is checked first. */
+        for (size_t i = 0; i < n && !rc; i++)
+            rc = check_vector(c, &elems[i], i, err);
+        if (!rc)
+            rc = set_mean_from(c, elems, n, err);
+    }
     size_t done = 0, fresh = 0;
     while (!rc && done < n) {
         if (c->mut->n == c->mut->cap && (rc = seal(c, err)))
             break;
-        size_t room = c->mut->cap - c->mut->n, chunk = n - done < room ? n - done : room;
-        if ((rc = stage_names(c, elems + done, chunk, err)) || (rc = frame_adds(c, elems + done, chunk, err)) ||
-            (rc = tq_wal_append(c->wal, c->entries, chunk, NULL, err)))
+        const size_t base = c->mut->n, room = c->mut->cap - base, chunk = n - done < room ? n - done : room;
+        if ((rc = stage_names(c, elems + done, chunk, err)) || (rc = frame_begin(c, elems + done, chunk, err)))
             break;
-        for (size_t i = 0; i < chunk; i++)
-            fresh += apply_add(c, elems[done + i].vector);
+        /* Check, encode (unpublished) and frame each vector in one visit,
+         * so it is read from memory once; the log write follows, and only
+         * then do the rows become visible. */
+        uint8_t *p = c->payload;
+        for (size_t i = 0; i < chunk && !rc; i++) {
+            const tq_element *e = &elems[done + i];
+            if ((rc = check_vector(c, e, done + i, err))) {
+                unwind_rows(c, base, i);
+                break;
+            }
+            tq_codec_encode(&c->codec, &c->scratch, e->vector, &c->mut->out, base + i);
+            p = frame_one(c, i, e, base + i, p);
+        }
+        if (rc)
+            break;
+        if ((rc = tq_wal_append(c->wal, c->entries, chunk, NULL, err))) {
+            unwind_rows(c, base, chunk);
+            break;
+        }
+        fresh += publish_rows(c, chunk);
         done += chunk;
     }
     pthread_mutex_unlock(&c->write_lock);
@@ -1059,21 +1117,22 @@ static int replay_record(void *arg, uint16_t type, uint64_t lsn, const uint8_t *
 {
     replay_ctx *r = arg;
     tq_collection *c = r->c;
-    const size_t vbytes = c->codec.cfg.d * sizeof(float);
     if (type == WAL_ADD) {
+        const size_t row_bytes = tq_codec_row_bytes(&c->codec);
         uint32_t lens[2];
-        if (len < 8 || (memcpy(lens, p, 8), (uint64_t)8 + lens[0] + lens[1] + vbytes != len) || lens[0] == 0 ||
+        if (len < 8 || (memcpy(lens, p, 8), (uint64_t)8 + lens[0] + lens[1] + row_bytes != len) || lens[0] == 0 ||
             lens[0] > TQ_MAX_KEY_BYTES || lens[1] > TQ_MAX_ATTR_BYTES)
             return tq_err(err, TQ_ECORRUPT, "log record %llu: an add of the wrong size", (unsigned long long)lsn);
         r->adds++;
         if (!r->apply)
             return TQ_OK;
-        memcpy(c->vec, p + 8 + lens[0] + lens[1], vbytes);
-        tq_element e = {.key = (const char *)p + 8, .key_len = lens[0], .vector = c->vec,
+        tq_element e = {.key = (const char *)p + 8, .key_len = lens[0],
                         .attr = lens[1] ? (const char *)p + 8 + lens[0] : NULL, .attr_len = lens[1]};
         int rc = stage_names(c, &e, 1, err);
-        if (!rc)
-            apply_add(c, c->vec);
+        if (!rc) {
+            tq_codec_row_load(&c->codec, &c->mut->out, c->mut->n, p + 8 + lens[0] + lens[1]);
+            publish_rows(c, 1);
+        }
         return rc;
     }
     if (type == WAL_REMOVE) {
@@ -1219,8 +1278,7 @@ int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_co
     c->next_file_id = m.next_file_id;
     c->wal_id = m.wal_id;
     c->wal_first_lsn = m.wal_first_lsn;
-    if (tq_encode_scratch_init(&c->scratch, c->codec.cfg.d) ||
-        !(c->vec = tq_malloc(c->codec.cfg.d * sizeof(float)))) {
+    if (tq_encode_scratch_init(&c->scratch, c->codec.cfg.d)) {
         rc = tq_err(err, TQ_ENOMEM, "out of memory opening %s", dir);
         goto fail;
     }
@@ -1303,7 +1361,6 @@ int tq_collection_close(tq_collection *c, tq_error *err)
     tq_encode_scratch_free(&c->scratch);
     tq_free(c->payload);
     tq_free(c->entries);
-    tq_free(c->vec);
     if (c->lock_fd >= 0)
         close(c->lock_fd);
     pthread_mutex_destroy(&c->write_lock);

@@ -60,28 +60,56 @@ static void fixed_lengths(const tq_codec *c, uint64_t rows, uint64_t len[TQ_SEC_
 
 /* ----------------------------------------------------------------- write */
 
+/* The file being written, through a buffer: name sections are written an
+ * offset and a key at a time. */
 typedef struct out_file {
     int fd;
     const char *path;
-    uint64_t off;
-    XXH3_state_t *hash;
+    uint64_t off;         /* bytes emitted, header included */
+    XXH3_state_t *hash;   /* of the current section */
+    uint8_t *buf;
+    size_t used;
 } out_file;
+
+#define OUT_BUFFER (1u << 20)
+
+static int flush_out(out_file *o, tq_error *err)
+{
+    int rc = o->used ? tq_write_all(o->fd, o->buf, o->used, o->path, err) : TQ_OK;
+    o->used = 0;
+    return rc;
+}
+
+static int put_raw(out_file *o, const void *p, size_t n, tq_error *err)
+{
+    o->off += n;
+    if (n >= OUT_BUFFER) {
+        int rc = flush_out(o, err);
+        return rc ? rc : tq_write_all(o->fd, p, n, o->path, err);
+    }
+    if (o->used + n > OUT_BUFFER) {
+        int rc = flush_out(o, err);
+        if (rc)
+            return rc;
+    }
+    memcpy(o->buf + o->used, p, n);
+    o->used += n;
+    return TQ_OK;
+}
 
 static int emit(out_file *o, const void *p, size_t n, tq_error *err)
 {
     if (n == 0)
         return TQ_OK;
     XXH3_64bits_update(o->hash, p, n);
-    o->off += n;
-    return tq_write_all(o->fd, p, n, o->path, err);
+    return put_raw(o, p, n, err);
 }
 
 static int pad_to_alignment(out_file *o, tq_error *err)
 {
     static const uint8_t zeros[SECTION_ALIGN];
     size_t pad = (size_t)(align_up(o->off) - o->off);
-    o->off += pad;
-    return pad ? tq_write_all(o->fd, zeros, pad, o->path, err) : TQ_OK;
+    return pad ? put_raw(o, zeros, pad, err) : TQ_OK;
 }
 
 /* Offsets then bytes of the keys (or attributes) of every row. */
@@ -109,14 +137,17 @@ int tq_segment_write(const char *path, const tq_codec *c, const tq_rows *rows, c
     if (fd < 0)
         return tq_err_sys(err, TQ_EIO, errno, "%s: create", path);
     XXH3_state_t *hash = XXH3_createState();
-    if (!hash) {
+    uint8_t *buf = tq_malloc(OUT_BUFFER);
+    if (!hash || !buf) {
+        XXH3_freeState(hash);
+        tq_free(buf);
         close(fd);
         unlink(path);
         return tq_err(err, TQ_ENOMEM, "out of memory writing %s", path);
     }
     uint8_t header[HEADER_BYTES] = {0};
     uint64_t sec_off[TQ_SEC_COUNT + 1] = {0}, sec_len[TQ_SEC_COUNT + 1] = {0}, sec_sum[TQ_SEC_COUNT + 1] = {0};
-    out_file o = {.fd = fd, .path = path, .off = HEADER_BYTES, .hash = hash};
+    out_file o = {.fd = fd, .path = path, .off = HEADER_BYTES, .hash = hash, .buf = buf};
     /* The header goes last, once the table is known; reserve its bytes. */
     int rc = lseek(fd, HEADER_BYTES, SEEK_SET) < 0 ? tq_err_sys(err, TQ_EIO, errno, "%s: seek", path) : TQ_OK;
     const void *fixed[TQ_SEC_COUNT + 1] = {NULL, rows->code_blocks, rows->sign_blocks, rows->sc, NULL, NULL, NULL};
@@ -135,7 +166,10 @@ int tq_segment_write(const char *path, const tq_codec *c, const tq_rows *rows, c
         if (!rc)
             rc = pad_to_alignment(&o, err);
     }
+    if (!rc)
+        rc = flush_out(&o, err);
     XXH3_freeState(hash);
+    tq_free(buf);
     if (!rc) {
         const tq_config *cfg = &c->cfg;
         memcpy(header, segment_magic, 8);

@@ -11,6 +11,10 @@
  *            random vectors, one query at a time on one thread, and the code
  *            bytes scanned per second against a plain sequential read of a
  *            buffer of the same size, in the same run.
+ *   store    a stored collection against the in-memory index on the same
+ *            vectors in the same run: ingest (tqvec_collection_add in
+ *            batches of 1000, through the log, sealing as it goes) against
+ *            tqvec_index_add; reopen time; search QPS against the index's.
  */
 #include "tq_tools.h"
 
@@ -20,7 +24,8 @@ typedef struct bench_opts {
     size_t dim, n, queries, batch, threads;
     unsigned bits;
     int variant;
-    const char *json;
+    int fsync;
+    const char *json, *dir;
 } bench_opts;
 
 /* Read every byte of buf once (8-byte words, four independent chains so the
@@ -232,11 +237,140 @@ static int bench_scan(const bench_opts *o)
     return rc;
 }
 
+/* A fresh collection directory path under dir (or /tmp). */
+static void store_dir(const bench_opts *o, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/tqvec-bench-store-%d", o->dir ? o->dir : "/tmp", (int)getpid());
+}
+
+static int remove_tree(const char *path)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
+    return system(cmd);
+}
+
+static int bench_store(const bench_opts *o)
+{
+    const size_t d = o->dim, n = o->n, nq = o->queries, batch = 1000;
+    float *x = random_vectors(n, d, 42), *q = random_vectors(nq, d, 7);
+    char (*keys)[24] = tq_malloc(n * sizeof(*keys));
+    tqvec_element *elems = tq_malloc(batch * sizeof(tqvec_element));
+    tqvec_hit *hits = tq_malloc(10 * sizeof(tqvec_hit));
+    if (!x || !q || !keys || !elems || !hits)
+        return tool_fail("bench", "out of memory for %zu x %zu floats", n, d);
+    for (size_t i = 0; i < n; i++)
+        snprintf(keys[i], sizeof(keys[i]), "row-%zu", i);
+    char dir[512];
+    store_dir(o, dir, sizeof(dir));
+    double mem_vps[3], store_vps[3], open_s[3], mem_qps[3], store_qps[3];
+    tqvec_error err;
+    int rc = 0;
+    tqvec_index_options io = {.dim = (uint32_t)d, .metric = TQVEC_METRIC_IP, .bits = (int)o->bits,
+                              .variant = o->variant};
+    tqvec_collection_options co = {.dim = (uint32_t)d, .metric = TQVEC_METRIC_IP, .bits = (int)o->bits,
+                                   .variant = o->variant, .create = 1, .fsync = o->fsync};
+    tqvec_search_params sp = {.k = 10};
+    for (int r = 0; r < 3 && !rc; r++) {
+        tqvec_index *ix;
+        if (tqvec_index_create(&io, &ix, &err))
+            return tool_fail("bench", "%s", err.message);
+        double t0 = tool_now();
+        if (tqvec_index_add(ix, x, n, NULL, &err))
+            return tool_fail("bench", "%s", err.message);
+        mem_vps[r] = (double)n / (tool_now() - t0);
+
+        remove_tree(dir);
+        tqvec_collection *c;
+        if (tqvec_collection_open(dir, &co, &c, &err))
+            return tool_fail("bench", "%s", err.message);
+        t0 = tool_now();
+        for (size_t i = 0; i < n && !rc; i += batch) {
+            size_t m = n - i < batch ? n - i : batch;
+            for (size_t j = 0; j < m; j++)
+                elems[j] = (tqvec_element){.key = keys[i + j], .key_len = strlen(keys[i + j]),
+                                           .vector = x + (i + j) * d};
+            if (tqvec_collection_add(c, elems, m, NULL, &err))
+                rc = tool_fail("bench", "%s", err.message);
+        }
+        store_vps[r] = (double)n / (tool_now() - t0);
+        if (!rc && tqvec_collection_close(c, &err))
+            rc = tool_fail("bench", "%s", err.message);
+
+        /* Reopen: manifest, segment headers and keys, key map, log replay. */
+        tqvec_collection_options plain = {0};
+        t0 = tool_now();
+        if (!rc && tqvec_collection_open(dir, &plain, &c, &err))
+            rc = tool_fail("bench", "%s", err.message);
+        open_s[r] = tool_now() - t0;
+        if (rc) {
+            tqvec_index_free(ix);
+            break;
+        }
+        /* Warm both (the collection checksums each segment before its
+         * first search), then time the same queries on each. */
+        tqvec_results *res;
+        size_t count;
+        tqvec_index_search(ix, q, &sp, hits, 10, &count, NULL);
+        if (tqvec_collection_search(c, q, 1, &sp, &res, &err))
+            rc = tool_fail("bench", "%s", err.message);
+        tqvec_results_free(res);
+        t0 = tool_now();
+        for (size_t i = 0; i < nq; i++)
+            tqvec_index_search(ix, q + i * d, &sp, hits, 10, &count, NULL);
+        mem_qps[r] = (double)nq / (tool_now() - t0);
+        t0 = tool_now();
+        for (size_t i = 0; i < nq && !rc; i++) {
+            if (tqvec_collection_search(c, q + i * d, 1, &sp, &res, &err))
+                rc = tool_fail("bench", "%s", err.message);
+            tqvec_results_free(res);
+        }
+        store_qps[r] = (double)nq / (tool_now() - t0);
+        tqvec_collection_close(c, NULL);
+        tqvec_index_free(ix);
+    }
+    remove_tree(dir);
+    tq_free(x);
+    tq_free(q);
+    tq_free(keys);
+    tq_free(elems);
+    tq_free(hits);
+    if (rc)
+        return rc;
+    static const char *const fsync_names[] = {"everysec", "always", "everysec", "no"};
+    double mv = tool_median(mem_vps, 3), sv = tool_median(store_vps, 3), os = tool_median(open_s, 3);
+    double mq = tool_median(mem_qps, 3), sq = tool_median(store_qps, 3);
+    printf("store d=%zu bits=%u n=%zu fsync=%s simd=%s (median of 3)\n", d, o->bits, n, fsync_names[o->fsync & 3],
+           tqvec_simd_level());
+    printf("  ingest       %12.0f vectors/s stored, %12.0f in memory: ratio %.3f\n", sv, mv, sv / mv);
+    printf("  reopen       %12.3f s\n", os);
+    printf("  search       %12.1f queries/s stored, %10.1f in memory: ratio %.3f\n", sq, mq, sq / mq);
+    if (o->json) {
+        tool_json j;
+        FILE *fp = bench_json_begin(o, "store", &j);
+        if (!fp)
+            return 1;
+        tool_json_str(&j, "fsync", fsync_names[o->fsync & 3]);
+        tool_json_num(&j, "ingest_vps", sv);
+        tool_json_num(&j, "memory_vps", mv);
+        tool_json_num(&j, "ingest_ratio", sv / mv);
+        tool_json_num(&j, "reopen_s", os);
+        tool_json_num(&j, "store_qps", sq);
+        tool_json_num(&j, "memory_qps", mq);
+        tool_json_num(&j, "search_ratio", sq / mq);
+        tool_json_end(&j);
+        tool_close_output(fp);
+    }
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: tqvec bench encode --dim D --bits B [-n N] [--variant mse|prod] [--json FILE|-]\n"
                     "       tqvec bench scan --dim D --bits B [-n N] [--queries Q] [--batch B] [--threads T]\n"
-                    "                        [--variant mse|prod] [--json FILE|-]\n");
+                    "                        [--variant mse|prod] [--json FILE|-]\n"
+                    "       tqvec bench store --dim D --bits B [-n N] [--queries Q] [--fsync always|everysec|no]\n"
+                    "                         [--dir PARENT] [--json FILE|-]\n");
 }
 
 int cmd_bench(int argc, char **argv)
@@ -245,7 +379,8 @@ int cmd_bench(int argc, char **argv)
         {"dim", required_argument, 0, 'd'}, {"bits", required_argument, 0, 'b'},
         {"variant", required_argument, 0, 'v'}, {"json", required_argument, 0, 'j'},
         {"queries", required_argument, 0, 'q'}, {"batch", required_argument, 0, 'B'},
-        {"threads", required_argument, 0, 't'},
+        {"threads", required_argument, 0, 't'}, {"fsync", required_argument, 0, 'f'},
+        {"dir", required_argument, 0, 'D'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     if (argc < 2) {
@@ -293,6 +428,13 @@ int cmd_bench(int argc, char **argv)
                 return tool_fail("bench", "--threads wants 0..%d, got '%s'", TQVEC_MAX_THREADS, optarg);
             break;
         case 'j': o.json = optarg; break;
+        case 'D': o.dir = optarg; break;
+        case 'f':
+            o.fsync = !strcmp(optarg, "always") ? TQVEC_FSYNC_ALWAYS : !strcmp(optarg, "everysec") ? TQVEC_FSYNC_EVERYSEC
+                    : !strcmp(optarg, "no") ? TQVEC_FSYNC_NO : -1;
+            if (o.fsync < 0)
+                return tool_fail("bench", "--fsync wants always, everysec or no, got '%s'", optarg);
+            break;
         case 'h': usage(); return 0;
         default: usage(); return 1;
         }
@@ -304,6 +446,8 @@ int cmd_bench(int argc, char **argv)
         return bench_encode(&o);
     if (!strcmp(what, "scan"))
         return bench_scan(&o);
+    if (!strcmp(what, "store"))
+        return bench_store(&o);
     usage();
     return tool_fail("bench", "unknown benchmark '%s'", what);
 }
