@@ -191,7 +191,9 @@ static void search_part(void *arg, unsigned part)
                 const tq_rows *set = &job->sets[s];
                 const size_t lb = b - job->first_block[s], base = lb * TQ_SCAN_BLOCK;
                 const size_t rows = set->n - base < TQ_SCAN_BLOCK ? set->n - base : TQ_SCAN_BLOCK;
-                if (lut) {
+                /* A partial block still being filled is read a row at a
+                 * time: the kernel would read the lanes being written. */
+                if (lut && !(set->growing && rows < TQ_SCAN_BLOCK)) {
                     if (q->mse_bits)
                         k->scan_block(set->code_blocks + lb * q->code_layout.block_bytes, q->code_layout.npairs,
                                       pq->code_lut.q8, code_sum);
@@ -204,7 +206,7 @@ static void search_part(void *arg, unsigned part)
                         key[v] = float_key(c, pq, (row_ref){set, base + v});
                 }
                 if (set->deleted)
-                    for (uint32_t dead = set->deleted[lb]; dead; dead &= dead - 1)
+                    for (uint32_t dead = __atomic_load_n(&set->deleted[lb], __ATOMIC_RELAXED); dead; dead &= dead - 1)
                         key[__builtin_ctz(dead)] = -INFINITY;
                 /* threshold stays -inf until the heap is full, and live keys
                  * are finite, so one compare decides (and drops the dead). */

@@ -376,8 +376,11 @@ typedef struct tq_rows {
     const tq_code_scalars *sc;    /* n */
     const float *vectors;         /* n * d (refine fp32) */
     const uint8_t *refine8;       /* n * d (refine code8) */
-    const uint32_t *deleted;      /* bit v of word b set: row 32b+v is deleted; NULL: none are */
+    const uint32_t *deleted;      /* bit v of word b set: row 32b+v is deleted; NULL: none are;
+                                     read atomically, so a writer may set bits during a search */
     size_t ndeleted;              /* set bits in deleted */
+    bool growing;                 /* a writer is filling rows past n: the last, partial block is
+                                     read a row at a time, never as a whole block */
 } tq_rows;
 
 /* The same arrays, writable, for encoding into. */

@@ -169,7 +169,7 @@ static tq_rows seg_view(const seg *s)
         v = s->file.view;
     } else {
         v = (tq_rows){.code_blocks = s->out.code_blocks, .sign_blocks = s->out.sign_blocks, .sc = s->out.sc,
-                      .vectors = s->out.vectors, .refine8 = s->out.refine8};
+                      .vectors = s->out.vectors, .refine8 = s->out.refine8, .growing = true};
     }
     v.n = seg_rows(s);
     v.deleted = s->deleted;
