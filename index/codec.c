@@ -29,7 +29,8 @@ int tq_codec_init(tq_codec *c, const tq_config *cfg, tq_error *err)
     memset(c, 0, sizeof(*c));
     if (cfg->metric != TQ_METRIC_L2 && cfg->metric != TQ_METRIC_IP && cfg->metric != TQ_METRIC_COSINE)
         return tq_err(err, TQ_EARG, "unknown metric %d", (int)cfg->metric);
-    if (cfg->refine != TQ_REFINE_NONE && cfg->refine != TQ_REFINE_CODE8 && cfg->refine != TQ_REFINE_FP32)
+    if (cfg->refine != TQ_REFINE_NONE && cfg->refine != TQ_REFINE_CODE8 && cfg->refine != TQ_REFINE_FP32 &&
+        cfg->refine != TQ_REFINE_FP16)
         return tq_err(err, TQ_EARG, "unknown refine kind %d", (int)cfg->refine);
     if (cfg->center != TQ_CENTER_NONE && cfg->center != TQ_CENTER_FIRST_BATCH)
         return tq_err(err, TQ_EARG, "unknown centering %d", (int)cfg->center);
@@ -113,6 +114,12 @@ int tq_codec_check_vectors(const tq_codec *c, const float *x, size_t from, size_
         }
         if (c->cfg.metric == TQ_METRIC_COSINE && sq == 0.0f)
             return tq_err(err, TQ_EVALUE, "vector %zu is zero: it has no cosine similarity", i);
+        /* Cosine stores the normalized vector, which always fits. */
+        if (c->cfg.refine == TQ_REFINE_FP16 && c->cfg.metric != TQ_METRIC_COSINE)
+            for (size_t j = 0; j < d; j++)
+                if (fabsf(x[i * d + j]) > TQ_HALF_MAX)
+                    return tq_err(err, TQ_EVALUE, "vector %zu: coordinate %zu is %g, beyond fp16 refine data (%g)",
+                                  i, j, (double)x[i * d + j], (double)TQ_HALF_MAX);
     }
     return TQ_OK;
 }
@@ -143,6 +150,16 @@ void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, co
         memcpy(dst, v, d * sizeof(float));
         if (c->cfg.metric == TQ_METRIC_COSINE)
             k->scale(dst, d, 1.0f / sqrtf(k->dot(v, v, d)));
+    } else if (c->cfg.refine == TQ_REFINE_FP16) {
+        const float scale = c->cfg.metric == TQ_METRIC_COSINE ? 1.0f / sqrtf(k->dot(v, v, d)) : 1.0f;
+        /* Cosine stores the normalized vector; the scratch is free here. */
+        const float *src = v;
+        if (scale != 1.0f) {
+            memcpy(s->tmp, v, d * sizeof(float));
+            k->scale(s->tmp, d, scale);
+            src = s->tmp;
+        }
+        k->float_to_half(src, out->half + row * d, d);
     } else if (c->cfg.refine == TQ_REFINE_CODE8) {
         /* The encode left the rotated unit vector in the scratch. */
         tq_codebook_quantize(c->cb8, s->q.u, d, out->refine8 + row * d);
@@ -179,6 +196,8 @@ size_t tq_codec_refine_bytes_per_vector(const tq_codec *c)
         return c->cfg.d;
     case TQ_REFINE_FP32:
         return c->cfg.d * sizeof(float);
+    case TQ_REFINE_FP16:
+        return c->cfg.d * sizeof(uint16_t);
     }
     return 0;
 }
@@ -233,6 +252,8 @@ void tq_codec_row_save(const tq_codec *c, const tq_rows_out *rows, size_t row, u
     dst += sizeof(tq_code_scalars);
     if (c->cfg.refine == TQ_REFINE_FP32)
         memcpy(dst, rows->vectors + row * c->cfg.d, refine);
+    else if (c->cfg.refine == TQ_REFINE_FP16)
+        memcpy(dst, rows->half + row * c->cfg.d, refine);
     else if (c->cfg.refine == TQ_REFINE_CODE8)
         memcpy(dst, rows->refine8 + row * c->cfg.d, refine);
 }
@@ -254,6 +275,8 @@ void tq_codec_row_load(const tq_codec *c, const tq_rows_out *rows, size_t row, c
     src += sizeof(tq_code_scalars);
     if (c->cfg.refine == TQ_REFINE_FP32)
         memcpy(rows->vectors + row * c->cfg.d, src, refine);
+    else if (c->cfg.refine == TQ_REFINE_FP16)
+        memcpy(rows->half + row * c->cfg.d, src, refine);
     else if (c->cfg.refine == TQ_REFINE_CODE8)
         memcpy(rows->refine8 + row * c->cfg.d, src, refine);
 }

@@ -51,6 +51,7 @@ void tq_flat_free(tq_flat *f)
     tq_free(f->rows.sc);
     tq_free(f->rows.vectors);
     tq_free(f->rows.refine8);
+    tq_free(f->rows.half);
     tq_free(f);
 }
 
@@ -67,7 +68,8 @@ const tq_codec *tq_flat_codec(const tq_flat *f)
 tq_rows tq_flat_rows(const tq_flat *f)
 {
     return (tq_rows){.n = f->n, .code_blocks = f->rows.code_blocks, .sign_blocks = f->rows.sign_blocks,
-                     .sc = f->rows.sc, .vectors = f->rows.vectors, .refine8 = f->rows.refine8};
+                     .sc = f->rows.sc, .vectors = f->rows.vectors, .refine8 = f->rows.refine8,
+                     .half = f->rows.half};
 }
 
 /* Grow one array from old_n to new_n elements of `size` bytes, zeroing the
@@ -102,7 +104,8 @@ static int reserve(tq_flat *f, size_t want, tq_error *err)
         grow((void **)&f->rows.sign_blocks, old, cap, prod ? c->q.sign_layout.block_bytes : 0) ||
         grow((void **)&f->rows.sc, old, cap, TQ_SCAN_BLOCK * sizeof(tq_code_scalars)) ||
         grow((void **)&f->rows.vectors, old, cap, refine == TQ_REFINE_FP32 ? TQ_SCAN_BLOCK * d * sizeof(float) : 0) ||
-        grow((void **)&f->rows.refine8, old, cap, refine == TQ_REFINE_CODE8 ? TQ_SCAN_BLOCK * d : 0))
+        grow((void **)&f->rows.refine8, old, cap, refine == TQ_REFINE_CODE8 ? TQ_SCAN_BLOCK * d : 0) ||
+        grow((void **)&f->rows.half, old, cap, refine == TQ_REFINE_FP16 ? TQ_SCAN_BLOCK * d * sizeof(uint16_t) : 0))
         return tq_err(err, TQ_ENOMEM, "out of memory growing the index to %zu vectors", cap * TQ_SCAN_BLOCK);
     f->cap_blocks = cap;
     return TQ_OK;

@@ -89,6 +89,10 @@ static float refine_key(const tq_codec *c, const float *query, const tq_query *p
         return estimate_key(c->cfg.metric, g, &r.set->sc[r.row], pq);
     }
     const float *v = r.set->vectors + r.row * d;
+    if (c->cfg.refine == TQ_REFINE_FP16) {
+        k->half_to_float(r.set->half + r.row * d, pq->refine_tmp, d);
+        v = pq->refine_tmp;
+    }
     switch (c->cfg.metric) {
     case TQ_METRIC_L2:
         return -k->l2sq(query, v, d);

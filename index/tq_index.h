@@ -255,6 +255,7 @@ typedef struct tq_query {
     uint8_t *packed; /* scratch for the reference estimator */
     float bias;      /* added to ip/cosine estimates: <q, mean> when centered */
     float *centered; /* scratch: q - mean */
+    float *refine_tmp; /* scratch: one row's fp16 refine data as floats */
 } tq_query;
 
 int tq_query_init(tq_query *pq, const tq_quantizer *q);
@@ -322,6 +323,7 @@ typedef enum tq_refine {
     TQ_REFINE_NONE = 1,
     TQ_REFINE_CODE8 = 2, /* the rotated unit vector at 8 bits (Lloyd-Max): d bytes */
     TQ_REFINE_FP32 = 3,  /* the float vector (normalized for cosine): 4d bytes */
+    TQ_REFINE_FP16 = 4,  /* the same in IEEE half precision: 2d bytes */
 } tq_refine;
 
 typedef enum tq_center {
@@ -376,6 +378,7 @@ typedef struct tq_rows {
     const tq_code_scalars *sc;    /* n */
     const float *vectors;         /* n * d (refine fp32) */
     const uint8_t *refine8;       /* n * d (refine code8) */
+    const uint16_t *half;         /* n * d (refine fp16) */
     const uint32_t *deleted;      /* bit v of word b set: row 32b+v is deleted; NULL: none are;
                                      read atomically, so a writer may set bits during a search */
     size_t ndeleted;              /* set bits in deleted */
@@ -389,6 +392,7 @@ typedef struct tq_rows_out {
     tq_code_scalars *sc;
     float *vectors;
     uint8_t *refine8;
+    uint16_t *half;
 } tq_rows_out;
 
 /* Per-thread working memory for encoding rows. */
@@ -397,6 +401,8 @@ typedef struct tq_encode_scratch {
     uint8_t *codes, *signs; /* one vector's unpacked codes */
     float *tmp;             /* one normalized or centered vector */
 } tq_encode_scratch;
+
+#define TQ_HALF_MAX 65504.0f
 
 /* Validate cfg and set up the quantizer (and refine codebook); no mean. */
 int tq_codec_init(tq_codec *c, const tq_config *cfg, tq_error *err);

@@ -38,8 +38,8 @@ static tq_simd_level detect_cpu(void)
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx))
         return TQ_SIMD_SCALAR;
-    int osxsave = (ecx >> 27) & 1, avx = (ecx >> 28) & 1;
-    if (!osxsave || !avx)
+    int osxsave = (ecx >> 27) & 1, avx = (ecx >> 28) & 1, f16c = (ecx >> 29) & 1;
+    if (!osxsave || !avx || !f16c)
         return TQ_SIMD_SCALAR;
     uint64_t xcr0 = read_xcr0();
     if ((xcr0 & 0x6) != 0x6) /* XMM and YMM state */

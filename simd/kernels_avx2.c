@@ -343,6 +343,25 @@ static void scan_block_avx2(const uint8_t *block, size_t npairs, const uint8_t *
     scan_store(tot, out);
 }
 
+/* F16C: eight at a time, the tail through the scalar reference. */
+static void float_to_half_avx2(const float *f, uint16_t *h, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(h + i), _mm256_cvtps_ph(_mm256_loadu_ps(f + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++)
+        h[i] = tq_half_from_float(f[i]);
+}
+
+static void half_to_float_avx2(const uint16_t *h, float *f, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(f + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; i++)
+        f[i] = tq_float_from_half(h[i]);
+}
+
 const tq_simd_kernels tq_simd_kernels_avx2 = {
     .fwht = fwht_avx2,
     .mul = mul_avx2,
@@ -356,4 +375,6 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .dot_codes = dot_codes_avx2,
     .dot_u8 = dot_u8_avx2,
     .scan_block = scan_block_avx2,
+    .float_to_half = float_to_half_avx2,
+    .half_to_float = half_to_float_avx2,
 };

@@ -295,6 +295,23 @@ static void scan_block_avx512(const uint8_t *block, size_t npairs, const uint8_t
     _mm512_storeu_si512(out + 16, _mm512_permutex2var_epi32(tot_even, second, tot_odd));
 }
 
+static void float_to_half_avx512(const float *f, uint16_t *h, size_t n)
+{
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask16(n - i);
+        __m256i v = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, f + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm256_mask_storeu_epi16(h + i, m, v);
+    }
+}
+
+static void half_to_float_avx512(const uint16_t *h, float *f, size_t n)
+{
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask16(n - i);
+        _mm512_mask_storeu_ps(f + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, h + i)));
+    }
+}
+
 const tq_simd_kernels tq_simd_kernels_avx512 = {
     .fwht = fwht_avx512,
     .mul = mul_avx512,
@@ -308,4 +325,6 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .dot_codes = dot_codes_avx512,
     .dot_u8 = dot_u8_avx512,
     .scan_block = scan_block_avx512,
+    .float_to_half = float_to_half_avx512,
+    .half_to_float = half_to_float_avx512,
 };

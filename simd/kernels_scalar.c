@@ -152,6 +152,73 @@ static void scan_block_scalar(const uint8_t *block, size_t npairs, const uint8_t
     }
 }
 
+uint16_t tq_half_from_float(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    const uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t abs = x & 0x7fffffffu;
+    if (abs >= 0x7f800000u) /* inf or NaN */
+        return (uint16_t)(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0));
+    if (abs >= 0x477ff000u) /* rounds past 65504 */
+        return (uint16_t)(sign | 0x7c00u);
+    if (abs < 0x38800000u) { /* below 2^-14: a half subnormal, in units of 2^-24 */
+        if (abs < 0x33000000u)
+            return (uint16_t)sign; /* at most half the smallest subnormal: rounds to zero */
+        const uint32_t shift = 126u - (abs >> 23), mant = (abs & 0x7fffffu) | 0x800000u;
+        uint32_t q = mant >> shift;
+        const uint32_t rem = mant & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+        if (rem > halfway || (rem == halfway && (q & 1u)))
+            q++; /* may become the smallest normal, which is the right encoding */
+        return (uint16_t)(sign | q);
+    }
+    /* normal: rebias the exponent, round 23 mantissa bits to 10 */
+    uint32_t h = ((abs >> 13) - (112u << 10));
+    const uint32_t rem = abs & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
+        h++; /* may carry into the exponent, which is right */
+    return (uint16_t)(sign | h);
+}
+
+float tq_float_from_half(uint16_t h)
+{
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+    uint32_t x;
+    if (exp == 0) {
+        if (mant == 0) {
+            x = sign;
+        } else { /* subnormal: normalize */
+            int e = -1;
+            uint32_t m = mant;
+            do {
+                e++;
+                m <<= 1;
+            } while (!(m & 0x400u));
+            x = sign | ((uint32_t)(127 - 15 - e) << 23) | ((m & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        /* A NaN comes out quiet, as F16C makes it. */
+        x = sign | 0x7f800000u | (mant ? 0x400000u : 0) | (mant << 13);
+    } else {
+        x = sign | ((exp + 112u) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+static void float_to_half_scalar(const float *f, uint16_t *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h[i] = tq_half_from_float(f[i]);
+}
+
+static void half_to_float_scalar(const uint16_t *h, float *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        f[i] = tq_float_from_half(h[i]);
+}
+
 const tq_simd_kernels tq_simd_kernels_scalar = {
     .fwht = tq_fwht_scalar,
     .mul = mul_scalar,
@@ -164,5 +231,7 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .l2sq_f64 = l2sq_f64_scalar,
     .dot_codes = dot_codes_scalar,
     .dot_u8 = dot_u8_scalar,
+    .float_to_half = float_to_half_scalar,
+    .half_to_float = half_to_float_scalar,
     .scan_block = scan_block_scalar,
 };

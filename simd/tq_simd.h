@@ -87,7 +87,16 @@ typedef struct tq_simd_kernels {
     /* One scan block (layout above) of npairs nibble pairs: out[v] = sum over
      * t < 2*npairs of lut[16t + nib(v, t)], exactly. */
     void (*scan_block)(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32]);
+    /* IEEE binary16 conversions, round to nearest even (F16C where the
+     * level has it): refine data kept in half precision. */
+    void (*float_to_half)(const float *f, uint16_t *h, size_t n);
+    void (*half_to_float)(const uint16_t *h, float *f, size_t n);
 } tq_simd_kernels;
+
+/* One value each way, the scalar reference: round to nearest even, beyond
+ * 65504 to infinity, subnormals kept. */
+uint16_t tq_half_from_float(float f);
+float tq_float_from_half(uint16_t h);
 
 /* The active table; filled on first use. Never NULL. */
 const tq_simd_kernels *tq_simd(void);

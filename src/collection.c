@@ -56,8 +56,8 @@ typedef struct seg {
     /* mutable: fixed-capacity arrays, never moved */
     size_t cap;
     tq_rows_out out;
-    void *maps[5];
-    size_t map_len[5];
+    void *maps[6];
+    size_t map_len[6];
     char **keys, **attrs;
     uint32_t *key_lens, *attr_lens;
     size_t n;                 /* published rows: release store, acquire load */
@@ -169,7 +169,8 @@ static tq_rows seg_view(const seg *s)
         v = s->file.view;
     } else {
         v = (tq_rows){.code_blocks = s->out.code_blocks, .sign_blocks = s->out.sign_blocks, .sc = s->out.sc,
-                      .vectors = s->out.vectors, .refine8 = s->out.refine8, .growing = true};
+                      .vectors = s->out.vectors, .refine8 = s->out.refine8, .half = s->out.half,
+                      .growing = true};
     }
     v.n = seg_rows(s);
     v.deleted = s->deleted;
@@ -184,7 +185,7 @@ static void seg_free(seg *s)
     if (s->sealed) {
         tq_segment_close(&s->file);
     } else {
-        for (int i = 0; i < 5; i++)
+        for (int i = 0; i < 6; i++)
             if (s->maps[i])
                 munmap(s->maps[i], s->map_len[i]);
         for (size_t r = 0; r < s->cap && s->keys; r++) {
@@ -241,6 +242,8 @@ static int new_mutable(const tq_collection *c, size_t cap, seg **out, tq_error *
         ok &= (s->out.vectors = reserve_pages(s, 3, cap * d * sizeof(float))) != NULL;
     if (k->cfg.refine == TQ_REFINE_CODE8)
         ok &= (s->out.refine8 = reserve_pages(s, 4, cap * d)) != NULL;
+    if (k->cfg.refine == TQ_REFINE_FP16)
+        ok &= (s->out.half = reserve_pages(s, 5, cap * d * sizeof(uint16_t))) != NULL;
     s->keys = tq_calloc(cap, sizeof(char *));
     s->attrs = tq_calloc(cap, sizeof(char *));
     s->key_lens = tq_calloc(cap, sizeof(uint32_t));
@@ -399,6 +402,7 @@ static void gathered_free(gathered *g)
     tq_free(g->out.sc);
     tq_free(g->out.vectors);
     tq_free(g->out.refine8);
+    tq_free(g->out.half);
     tq_free(g->key);
     tq_free(g->attr);
     tq_free(g->key_len);
@@ -425,6 +429,8 @@ static int gather_live(tq_collection *c, seg *const *segs, size_t nsegs, gathere
         ok &= (g->out.vectors = tq_malloc((live + 1) * d * sizeof(float))) != NULL;
     if (k->cfg.refine == TQ_REFINE_CODE8)
         ok &= (g->out.refine8 = tq_malloc((live + 1) * d)) != NULL;
+    if (k->cfg.refine == TQ_REFINE_FP16)
+        ok &= (g->out.half = tq_malloc((live + 1) * d * sizeof(uint16_t))) != NULL;
     ok &= (g->key = tq_calloc(live + 1, sizeof(char *))) != NULL;
     ok &= (g->attr = tq_calloc(live + 1, sizeof(char *))) != NULL;
     ok &= (g->key_len = tq_calloc(live + 1, sizeof(uint32_t))) != NULL;
@@ -454,6 +460,8 @@ static int gather_live(tq_collection *c, seg *const *segs, size_t nsegs, gathere
                 memcpy(g->out.vectors + to * d, src.vectors + r * d, d * sizeof(float));
             if (src.refine8)
                 memcpy(g->out.refine8 + to * d, src.refine8 + r * d, d);
+            if (src.half)
+                memcpy(g->out.half + to * d, src.half + r * d, d * sizeof(uint16_t));
             g->key[to] = seg_key(s, r, &g->key_len[to]);
             g->attr[to] = seg_attr(s, r, &g->attr_len[to]);
         }
@@ -465,7 +473,7 @@ static int gather_live(tq_collection *c, seg *const *segs, size_t nsegs, gathere
 static tq_rows gathered_rows(const gathered *g)
 {
     return (tq_rows){.n = g->n, .code_blocks = g->out.code_blocks, .sign_blocks = g->out.sign_blocks,
-                     .sc = g->out.sc, .vectors = g->out.vectors, .refine8 = g->out.refine8};
+                     .sc = g->out.sc, .vectors = g->out.vectors, .refine8 = g->out.refine8, .half = g->out.half};
 }
 
 /* Point every key of a new sealed segment at its row there. */
@@ -999,6 +1007,8 @@ int tq_collection_get(tq_collection *c, const char *key, uint32_t len, float *ve
         tq_rows v = seg_view(s);
         if (v.vectors) {
             memcpy(vector, v.vectors + row * d, d * sizeof(float));
+        } else if (v.half) {
+            tq_simd()->half_to_float(v.half + row * d, vector, d);
         } else {
             tq_code_scalars sc;
             tq_codec_get_codes(k, &v, row, codes, codes + d, &sc);

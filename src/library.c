@@ -21,7 +21,8 @@ static_assert(sizeof(tqvec_hit) == sizeof(tq_hit), "hit layouts differ");
 static_assert(SAME(TQVEC_CENTER_NONE, TQ_CENTER_NONE) && SAME(TQVEC_CENTER_FIRST_BATCH, TQ_CENTER_FIRST_BATCH),
               "center numbering differs");
 static_assert(SAME(TQVEC_REFINE_NONE, TQ_REFINE_NONE) && SAME(TQVEC_REFINE_CODE8, TQ_REFINE_CODE8) &&
-              SAME(TQVEC_REFINE_FP32, TQ_REFINE_FP32), "refine numbering differs");
+              SAME(TQVEC_REFINE_FP32, TQ_REFINE_FP32) && SAME(TQVEC_REFINE_FP16, TQ_REFINE_FP16),
+              "refine numbering differs");
 static_assert(SAME(TQVEC_SCORER_LUT, TQ_SCORER_LUT) && SAME(TQVEC_SCORER_FLOAT, TQ_SCORER_FLOAT),
               "scorer numbering differs");
 

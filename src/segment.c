@@ -151,7 +151,9 @@ int tq_segment_write(const char *path, const tq_codec *c, const tq_rows *rows, c
     /* The header goes last, once the table is known; reserve its bytes. */
     int rc = lseek(fd, HEADER_BYTES, SEEK_SET) < 0 ? tq_err_sys(err, TQ_EIO, errno, "%s: seek", path) : TQ_OK;
     const void *fixed[TQ_SEC_COUNT + 1] = {NULL, rows->code_blocks, rows->sign_blocks, rows->sc, NULL, NULL, NULL};
-    fixed[TQ_SEC_REFINE] = c->cfg.refine == TQ_REFINE_FP32 ? (const void *)rows->vectors : (const void *)rows->refine8;
+    fixed[TQ_SEC_REFINE] = c->cfg.refine == TQ_REFINE_FP32   ? (const void *)rows->vectors
+                           : c->cfg.refine == TQ_REFINE_FP16 ? (const void *)rows->half
+                                                             : (const void *)rows->refine8;
     for (unsigned kind = 1; kind <= TQ_SEC_COUNT && !rc; kind++) {
         XXH3_64bits_reset(hash);
         sec_off[kind] = o.off;
@@ -335,6 +337,8 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
         .vectors = cfg->refine == TQ_REFINE_FP32 ? (const float *)(const void *)(map + out->sec_off[TQ_SEC_REFINE])
                                                  : NULL,
         .refine8 = cfg->refine == TQ_REFINE_CODE8 ? map + out->sec_off[TQ_SEC_REFINE] : NULL,
+        .half = cfg->refine == TQ_REFINE_FP16 ? (const uint16_t *)(const void *)(map + out->sec_off[TQ_SEC_REFINE])
+                                              : NULL,
     };
     return TQ_OK;
 fail:

@@ -99,6 +99,7 @@ typedef enum tqvec_refine {
     TQVEC_REFINE_NONE = 1,    /* codes only: no re-ranking */
     TQVEC_REFINE_CODE8 = 2,   /* + 8-bit codes (d bytes per vector) for re-ranking */
     TQVEC_REFINE_FP32 = 3,    /* + the float vectors (4d bytes) for exact re-ranking */
+    TQVEC_REFINE_FP16 = 4,    /* + the vectors in half precision (2d bytes; coordinates up to 65504) */
 } tqvec_refine;
 
 typedef enum tqvec_center {

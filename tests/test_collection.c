@@ -223,6 +223,43 @@ Test(collection, codes_only_and_ip_metric)
     tq_collection_close(c, NULL);
 }
 
+Test(collection, fp16_refine_data)
+{
+    const tq_config cfg = config(TQ_METRIC_COSINE, TQ_REFINE_FP16);
+    memset(state, 0, sizeof(state));
+    tq_collection *c = open_coll(&cfg, 70, TQ_FSYNC_NO);
+    for (size_t i = 0; i < 150; i++) {
+        add_one(c, i, 1);
+        state[i] = 1;
+    }
+    check_against_reference(c, &cfg);
+    reopen_and_check(&c, &cfg, 70);
+    /* get: the normalized vector to half precision. */
+    float v[D], want[D];
+    tq_error err;
+    cr_assert_eq(tq_collection_get(c, "doc-9", 5, v, NULL, 0, NULL, &err), TQ_OK, "%s", err.msg);
+    vector_of(9, 1, want);
+    double n2 = 0;
+    for (int j = 0; j < D; j++)
+        n2 += (double)want[j] * want[j];
+    for (int j = 0; j < D; j++)
+        cr_assert(fabs(v[j] - want[j] / sqrt(n2)) <= 1e-3, "coordinate %d: %g against %g", j, (double)v[j],
+                  want[j] / sqrt(n2));
+    tq_collection_close(c, NULL);
+
+    /* Beyond the half range: refused under l2, where vectors are stored as given. */
+    const tq_config l2 = config(TQ_METRIC_L2, TQ_REFINE_FP16);
+    remove_dir();
+    make_dir();
+    c = open_coll(&l2, 70, TQ_FSYNC_NO);
+    float big[D] = {0};
+    big[4] = 70000.0f;
+    tq_element e = {.key = "big", .key_len = 3, .vector = big};
+    cr_assert_eq(tq_collection_add(c, &e, 1, NULL, &err), TQ_EVALUE);
+    cr_assert(strstr(err.msg, "fp16"), "%s", err.msg);
+    tq_collection_close(c, NULL);
+}
+
 Test(collection, bad_input_changes_nothing)
 {
     const tq_config cfg = config(TQ_METRIC_COSINE, TQ_REFINE_NONE);

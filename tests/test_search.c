@@ -79,9 +79,12 @@ static void check_floors(const char *name, tqvec_metric metric, double floor4, s
     double r0 = recall_at_10(&ds, metric, 4, 0, TQVEC_REFINE_NONE);
     double r16 = recall_at_10(&ds, metric, 4, 16, TQVEC_REFINE_FP32);
     double r16c8 = recall_at_10(&ds, metric, 4, 16, TQVEC_REFINE_CODE8);
-    cr_log_info("%s: recall@10 4-bit %.4f, re-rank 16 fp32 %.4f, code8 %.4f", name, r0, r16, r16c8);
+    double r16h = recall_at_10(&ds, metric, 4, 16, TQVEC_REFINE_FP16);
+    cr_log_info("%s: recall@10 4-bit %.4f, re-rank 16 fp32 %.4f, fp16 %.4f, code8 %.4f", name, r0, r16, r16h,
+                r16c8);
     cr_assert(r0 >= floor4, "%s: 4-bit recall@10 %.4f below %.2f", name, r0, floor4);
     cr_assert(r16 >= 0.99, "%s: re-ranked recall@10 %.4f below 0.99", name, r16);
+    cr_assert(r16h >= r16 - 0.002, "%s: fp16 re-rank %.4f, fp32 %.4f", name, r16h, r16);
     cr_assert(r16c8 >= 0.96 && r16c8 > r0 + 0.01, "%s: code8 re-rank %.4f (fp32 %.4f, none %.4f)", name, r16c8,
               r16, r0);
     unload(&ds);

@@ -220,6 +220,47 @@ static void check_dot_u8(tq_simd_level level)
     tq_free(codes);
 }
 
+/* Every half value to float, and float bit patterns across every exponent
+ * (with the rounding-tie and overflow edges) to half: each level gives the
+ * scalar reference's bits. */
+static void check_half(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    enum { N = 65536 + 37 }; /* not a multiple of any vector width */
+    uint16_t *h = tq_malloc(N * sizeof(uint16_t)), *ha = tq_malloc(N * sizeof(uint16_t)),
+             *hb = tq_malloc(N * sizeof(uint16_t));
+    float *fa = tq_malloc(N * sizeof(float)), *fb = tq_malloc(N * sizeof(float));
+    for (size_t i = 0; i < N; i++)
+        h[i] = (uint16_t)i;
+    ref->half_to_float(h, fa, N);
+    k->half_to_float(h, fb, N);
+    for (size_t i = 0; i < N; i++)
+        cr_assert(same_bits_f(fa[i], fb[i]), "half_to_float %s of 0x%04zx: %a vs scalar %a",
+                  tq_simd_level_name(level), i % 65536, (double)fb[i], (double)fa[i]);
+    tq_rng r;
+    tq_rng_seed(&r, 16);
+    for (size_t i = 0; i < N; i++) {
+        uint32_t bits = (uint32_t)tq_rng_next(&r);
+        if (i % 4 == 1)
+            bits = (bits & 0x80000000u) | ((uint32_t)(100 + i % 60) << 23) | (bits & 0x1fffu) | 0x1000u; /* ties */
+        if (i % 4 == 2)
+            bits = (bits & 0x80000000u) | (0x477fe000u + (uint32_t)(i % 8192)); /* around 65504 */
+        memcpy(&fa[i], &bits, 4);
+        if (isnan(fa[i]))
+            fa[i] = 0.0f; /* NaN payloads are not part of the contract */
+    }
+    ref->float_to_half(fa, ha, N);
+    k->float_to_half(fa, hb, N);
+    for (size_t i = 0; i < N; i++)
+        cr_assert_eq(ha[i], hb[i], "float_to_half %s of %a: 0x%04x vs scalar 0x%04x", tq_simd_level_name(level),
+                     (double)fa[i], hb[i], ha[i]);
+    tq_free(h);
+    tq_free(ha);
+    tq_free(hb);
+    tq_free(fa);
+    tq_free(fb);
+}
+
 static void check_scan_block(tq_simd_level level)
 {
     const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
@@ -258,10 +299,46 @@ static void check_scan_block(tq_simd_level level)
     Test(checkasm_##name, quantize_pack) { check_quantize_pack(level); }                            \
     Test(checkasm_##name, dot_codes) { check_dot_codes(level); }                                    \
     Test(checkasm_##name, scan_block) { check_scan_block(level); }                                  \
-    Test(checkasm_##name, dot_u8) { check_dot_u8(level); }
+    Test(checkasm_##name, dot_u8) { check_dot_u8(level); }                                          \
+    Test(checkasm_##name, half) { check_half(level); }
 
 LEVEL_TESTS(avx2, TQ_SIMD_AVX2)
 LEVEL_TESTS(avx512, TQ_SIMD_AVX512)
+
+/* The scalar reference against the compiler's own conversion (libgcc's
+ * round-to-nearest-even), on every half and on float patterns around each
+ * rounding boundary. */
+__extension__ typedef _Float16 compiler_half;
+
+Test(dispatch, half_reference_matches_the_compiler)
+{
+    for (uint32_t i = 0; i < 65536; i++) {
+        compiler_half h;
+        uint16_t bits = (uint16_t)i;
+        memcpy(&h, &bits, 2);
+        float want = (float)h, got = tq_float_from_half(bits);
+        cr_assert(same_bits_f(want, got) || (isnan(want) && isnan(got)), "0x%04x: %a vs %a", i, (double)got,
+                  (double)want);
+        if (isnan(want))
+            continue;
+        /* The float halfway between this half and the next, and its
+         * neighbours. */
+        uint32_t fb;
+        memcpy(&fb, &want, 4);
+        for (int delta = -2; delta <= 2; delta++) {
+            uint32_t probe = fb + (uint32_t)delta + (i % 2 ? 0x1000u : 0);
+            float f;
+            memcpy(&f, &probe, 4);
+            if (isnan(f))
+                continue;
+            compiler_half r = (compiler_half)f;
+            uint16_t rb;
+            memcpy(&rb, &r, 2);
+            cr_assert_eq(tq_half_from_float(f), rb, "%a: 0x%04x vs compiler 0x%04x", (double)f,
+                         tq_half_from_float(f), rb);
+        }
+    }
+}
 
 Test(dispatch, scan_reference_sums)
 {

@@ -71,7 +71,7 @@ static void free_keys(char **keys, size_t n)
 static void build_usage(void)
 {
     fprintf(stderr, "usage: tqvec build --input VECTORS --dir DIR [--keys KEYS.txt] [--metric l2|ip|cosine]\n"
-                    "                   [--bits 1..4] [--variant mse|prod] [--refine none|code8|fp32]\n"
+                    "                   [--bits 1..4] [--variant mse|prod] [--refine none|code8|fp16|fp32]\n"
                     "                   [--fsync always|everysec|no] [--segment-rows N] [--limit N]\n"
                     "Creates the collection when DIR holds none (the settings apply then), else adds\n"
                     "to it (same key: replaced). Keys: one per line, else the row numbers.\n");
@@ -114,9 +114,9 @@ int cmd_build(int argc, char **argv)
             break;
         case 'r':
             o.refine = !strcmp(optarg, "none") ? TQVEC_REFINE_NONE : !strcmp(optarg, "code8") ? TQVEC_REFINE_CODE8
-                     : !strcmp(optarg, "fp32") ? TQVEC_REFINE_FP32 : -1;
+                     : !strcmp(optarg, "fp32") ? TQVEC_REFINE_FP32 : !strcmp(optarg, "fp16") ? TQVEC_REFINE_FP16 : -1;
             if (o.refine < 0)
-                return tool_fail("build", "--refine wants none, code8 or fp32, got '%s'", optarg);
+                return tool_fail("build", "--refine wants none, code8, fp16 or fp32, got '%s'", optarg);
             break;
         case 'f':
             o.fsync = !strcmp(optarg, "always") ? TQVEC_FSYNC_ALWAYS : !strcmp(optarg, "everysec") ? TQVEC_FSYNC_EVERYSEC
@@ -313,13 +313,13 @@ int cmd_info(int argc, char **argv)
         return rc;
     tqvec_collection_info i;
     tqvec_collection_get_info(c, &i);
-    static const char *const refine[] = {"none", "none", "code8", "fp32"};
+    static const char *const refine[] = {"none", "none", "code8", "fp32", "fp16"};
     printf("collection %s\n"
            "  dim %u, metric %s, %d bits %s, correction %s, refine %s, centering %s, seed %llu\n"
            "  %llu elements, %llu deleted awaiting compaction, %u segments, %llu rows in the log (%llu bytes)\n"
            "  %llu bytes per vector of codes, %llu of refine data; simd %s\n",
            argv[1], i.dim, metric_text(i.metric), i.bits, i.variant == TQVEC_VARIANT_PROD ? "prod" : "mse",
-           i.correction == TQVEC_CORRECTION_NONE ? "none" : "ip", refine[i.refine & 3],
+           i.correction == TQVEC_CORRECTION_NONE ? "none" : "ip", refine[i.refine >= 0 && i.refine <= 4 ? i.refine : 0],
            i.center == TQVEC_CENTER_FIRST_BATCH ? "first batch" : "none", (unsigned long long)i.seed,
            (unsigned long long)i.count, (unsigned long long)i.deleted, i.segments, (unsigned long long)i.unsealed,
            (unsigned long long)i.log_bytes, (unsigned long long)i.bytes_per_vector,

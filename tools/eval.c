@@ -42,8 +42,9 @@ static const char *const correction_names[] = {"ip", "none"};
 static const int variant_values[] = {TQVEC_VARIANT_MSE, TQVEC_VARIANT_PROD};
 static const int correction_values[] = {TQVEC_CORRECTION_IP, TQVEC_CORRECTION_NONE};
 static const char *const scorer_names[] = {"lut", "float"};
-static const char *const refine_names[] = {"none", "code8", "fp32"};
-static const int refine_values[] = {TQVEC_REFINE_NONE, TQVEC_REFINE_CODE8, TQVEC_REFINE_FP32};
+/* In tqvec_refine order (value - 1), so refine_names[refine - 1] names it. */
+static const char *const refine_names[] = {"none", "code8", "fp32", "fp16"};
+static const int refine_values[] = {TQVEC_REFINE_NONE, TQVEC_REFINE_CODE8, TQVEC_REFINE_FP32, TQVEC_REFINE_FP16};
 static const char *const center_names[] = {"none", "mean"};
 static const int center_values[] = {TQVEC_CENTER_NONE, TQVEC_CENTER_FIRST_BATCH};
 static const int scorer_values[] = {TQVEC_SCORER_LUT, TQVEC_SCORER_FLOAT};
@@ -53,7 +54,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: tqvec eval --base FILE --queries FILE [--gt FILE] --metric l2|ip|cosine\n"
             "                  [--bits 1,2,3,4] [--variant mse,prod] [--correction ip,none]\n"
-            "                  [--center none,mean] [--rerank 0,4,16] [--refine fp32|code8]\n"
+            "                  [--center none,mean] [--rerank 0,4,16] [--refine fp32|fp16|code8]\n"
             "                  [--scorer lut,float] [-k 10] [--json FILE|-]\n"
             "                  [--nq N] [--nb N] [--seed S] [--threads T] [--batch B] [--name NAME]\n"
             "Vector files: .fvecs, .bvecs, .npy or IDX; ground truth: .ivecs (0-based rows).\n"
@@ -125,8 +126,8 @@ static int parse_args(int argc, char **argv, eval_opts *o)
                 return tool_fail("eval", "--center wants none and/or mean, got '%s'", optarg);
             break;
         case 'F':
-            if (tool_parse_name_list(optarg, refine_names, 3, &o->refine, 1) != 1)
-                return tool_fail("eval", "--refine wants one of none, code8, fp32, got '%s'", optarg);
+            if (tool_parse_name_list(optarg, refine_names, 4, &o->refine, 1) != 1)
+                return tool_fail("eval", "--refine wants one of none, code8, fp32, fp16, got '%s'", optarg);
             break;
         case 'S':
             if ((o->nscorer = tool_parse_name_list(optarg, scorer_names, 2, o->scorer, MAX_LIST)) < 0)
