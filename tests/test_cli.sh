@@ -98,6 +98,24 @@ PY
   grep -q "fails its checksum" "$work/err" && pass || fail "verify names the damage ($(cat "$work/err"))"
   expect_fail "query of the wrong dimension" "$tqvec" query --dir "$coll" --queries "$data/siftsmall/query.fvecs"
 
+  # eval --dir: builds a collection (row-number keys) on first use, then
+  # evaluates the stored copy: same recall as in memory, twice.
+  for run in 1 2; do
+    "$tqvec" eval --base "$data/fiori-minilm/base.fvecs" --queries "$data/fiori-minilm/query.fvecs" \
+      --gt "$data/fiori-minilm/gt.ivecs" --metric cosine --bits 2 --dir "$work/evaldir" \
+      --json "$work/stored$run.json" >/dev/null 2>&1 || fail "eval --dir run $run"
+  done
+  python3 -c "
+import json, sys
+mem = [json.loads(l) for l in open(sys.argv[1])]
+mem = [r for r in mem if r['bits'] == 2 and r['variant'] == 'mse' and r['rerank'] == 0][0]
+for f in sys.argv[2:]:
+    r = json.load(open(f))
+    assert r['dir'] and r['recall_at_k'] == mem['recall_at_k'], (r, mem['recall_at_k'])
+" "$work/eval.json" "$work/stored1.json" "$work/stored2.json" && pass || fail "eval --dir recall equals in-memory"
+  expect_fail "eval --dir of another dimension" "$tqvec" eval --base "$data/siftsmall/base.fvecs" \
+    --queries "$data/siftsmall/query.fvecs" --metric l2 --dir "$work/evaldir"
+
   # Without --gt the exact ground truth is computed: same recall as with it.
   "$tqvec" eval --base "$data/fiori-minilm/base.fvecs" --queries "$data/fiori-minilm/query.fvecs" \
     --metric ip --bits 3 --json "$work/a.json" >/dev/null 2>&1 && \

@@ -30,6 +30,7 @@ typedef struct eval_opts {
     uint64_t seed;
     unsigned threads; /* per search; ground truth uses every core */
     size_t batch;     /* queries per tqvec_index_search_batch call */
+    const char *dir;  /* evaluate this stored collection (built from --base if absent) */
 } eval_opts;
 
 typedef struct eval_result {
@@ -57,10 +58,13 @@ static void usage(void)
             "                  [--center none,mean] [--rerank 0,4,16] [--refine fp32|fp16|code8]\n"
             "                  [--scorer lut,float] [-k 10] [--json FILE|-]\n"
             "                  [--nq N] [--nb N] [--seed S] [--threads T] [--batch B] [--name NAME]\n"
+            "                  [--dir DIR]\n"
             "Vector files: .fvecs, .bvecs, .npy or IDX; ground truth: .ivecs (0-based rows).\n"
             "Without --gt, exact ground truth is computed on every core.\n"
             "--threads splits each search; --batch sends B queries per call (latency per\n"
-            "query is then the call's time / B).\n");
+            "query is then the call's time / B). --dir evaluates a stored collection whose\n"
+            "keys are row numbers of --base, building it from --base with the (single)\n"
+            "settings given when DIR holds none.\n");
 }
 
 static int parse_args(int argc, char **argv, eval_opts *o)
@@ -75,6 +79,7 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         {"threads", required_argument, 0, 't'},    {"name", required_argument, 0, 'n'},
         {"scorer", required_argument, 0, 'S'},     {"refine", required_argument, 0, 'F'},
         {"center", required_argument, 0, 'M'},     {"batch", required_argument, 0, 'T'},
+        {"dir", required_argument, 0, 'D'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0},
     };
     *o = (eval_opts){.k = 10, .seed = TQVEC_DEFAULT_SEED, .threads = 1, .batch = 1};
@@ -159,6 +164,9 @@ static int parse_args(int argc, char **argv, eval_opts *o)
             o->threads = (unsigned)t;
             break;
         }
+        case 'D':
+            o->dir = optarg;
+            break;
         case 'T':
             if (tool_parse_size(optarg, &o->batch) || o->batch < 1 || o->batch > 4096)
                 return tool_fail("eval", "--batch wants 1..4096, got '%s'", optarg);
@@ -200,7 +208,46 @@ static void dataset_name(const eval_opts *o, char *out, size_t cap)
     snprintf(out, cap, "%.*s", (int)(slash - start), start);
 }
 
-static int run_queries(const tqvec_index *ix, const tq_matrix *queries, const int32_t *gt, size_t gt_k,
+/* What is evaluated: an in-memory index, or a stored collection whose keys
+ * are the base's row numbers. */
+typedef struct eval_target {
+    const tqvec_index *ix;
+    tqvec_collection *coll;
+} eval_target;
+
+/* g queries into hits (k per query) and counts, ids being base rows. */
+static int target_search(const eval_target *t, const float *q, size_t g, const tqvec_search_params *sp,
+                         tqvec_hit *hits, size_t *counts, tqvec_error *err)
+{
+    if (t->ix)
+        return g == 1 ? tqvec_index_search(t->ix, q, sp, hits, sp->k, &counts[0], err)
+                      : tqvec_index_search_batch(t->ix, q, g, sp, hits, counts, err);
+    tqvec_results *r;
+    int rc = tqvec_collection_search(t->coll, q, g, sp, &r, err);
+    if (rc)
+        return rc;
+    for (size_t b = 0; b < g && !rc; b++) {
+        counts[b] = tqvec_results_count(r, b);
+        for (size_t i = 0; i < counts[b]; i++) {
+            const tqvec_match *m = tqvec_results_get(r, b, i);
+            uint64_t id = 0;
+            for (size_t c = 0; c < m->key_len && !rc; c++) {
+                if (m->key[c] < '0' || m->key[c] > '9' || m->key_len > 18) {
+                    snprintf(err->message, sizeof(err->message),
+                             "key '%.*s' is not a row number: --dir needs a collection built with row keys",
+                             (int)(m->key_len < 40 ? m->key_len : 40), m->key);
+                    rc = err->code = TQVEC_EARG;
+                }
+                id = id * 10 + (uint64_t)(m->key[c] - '0');
+            }
+            hits[b * sp->k + i] = (tqvec_hit){.id = id, .score = m->score};
+        }
+    }
+    tqvec_results_free(r);
+    return rc;
+}
+
+static int run_queries(const eval_target *target, const tq_matrix *queries, const int32_t *gt, size_t gt_k,
                        size_t k, unsigned rerank, int scorer, const eval_opts *o, const char *label,
                        eval_result *res)
 {
@@ -226,8 +273,7 @@ static int run_queries(const tqvec_index *ix, const tq_matrix *queries, const in
         const float *q = queries->data + i * queries->d;
         tqvec_error err;
         double t0 = tool_now();
-        int rc = g == 1 ? tqvec_index_search(ix, q, &sp, hits, k, &counts[0], &err)
-                        : tqvec_index_search_batch(ix, q, g, &sp, hits, counts, &err);
+        int rc = target_search(target, q, g, &sp, hits, counts, &err);
         double t = tool_now() - t0;
         if (rc) {
             failed = tool_fail("eval", "search failed on queries %zu..%zu: %s", i, i + g - 1, err.message);
@@ -312,6 +358,55 @@ static int load_inputs(const eval_opts *o, tq_matrix *base, tq_matrix *queries, 
     return 0;
 }
 
+/* The collection in o->dir, built from the base (keys = row numbers) when
+ * the directory holds none; *build_s is the build time, 0 if it existed. */
+static int open_or_build(const eval_opts *o, const tqvec_collection_options *create, const tq_matrix *base,
+                         tqvec_collection **c, double *build_s)
+{
+    tqvec_collection_options plain = {0};
+    tqvec_error err;
+    *build_s = 0;
+    if (!tqvec_collection_open(o->dir, &plain, c, &err))
+        return 0;
+    if (err.code != TQVEC_ENOTFOUND)
+        return tool_fail("eval", "%s", err.message);
+    if (tqvec_collection_open(o->dir, create, c, &err))
+        return tool_fail("eval", "%s", err.message);
+    const size_t batch = 1000;
+    char (*keys)[24] = tq_malloc(batch * sizeof(*keys));
+    tqvec_element *el = tq_malloc(batch * sizeof(tqvec_element));
+    if (!keys || !el) {
+        tq_free(keys);
+        tq_free(el);
+        return tool_fail("eval", "out of memory");
+    }
+    tool_progress prog;
+    tool_progress_begin(&prog, "build", "vectors", base->n);
+    double t0 = tool_now();
+    int rc = 0;
+    for (size_t i = 0; i < base->n && !rc; i += batch) {
+        size_t m = base->n - i < batch ? base->n - i : batch;
+        for (size_t j = 0; j < m; j++) {
+            snprintf(keys[j], sizeof(keys[j]), "%zu", i + j);
+            el[j] = (tqvec_element){.key = keys[j], .key_len = strlen(keys[j]), .vector = base->data + (i + j) * base->d};
+        }
+        if (tqvec_collection_add(*c, el, m, NULL, &err))
+            rc = tool_fail("eval", "building %s: %s", o->dir, err.message);
+        tool_progress_update(&prog, i + m);
+    }
+    if (!rc && tqvec_collection_sync(*c, &err))
+        rc = tool_fail("eval", "%s", err.message);
+    *build_s = tool_now() - t0;
+    tool_progress_end(&prog);
+    tq_free(keys);
+    tq_free(el);
+    if (rc) {
+        tqvec_collection_close(*c, NULL);
+        *c = NULL;
+    }
+    return rc;
+}
+
 int cmd_eval(int argc, char **argv)
 {
     eval_opts o;
@@ -326,6 +421,12 @@ int cmd_eval(int argc, char **argv)
     tq_imatrix gt = {0};
     FILE *json = NULL;
     tqvec_index *ix = NULL;
+    tqvec_collection *coll = NULL;
+    if (o.dir && (o.nbits > 1 || o.nvariant > 1 || o.ncorrection > 1 || o.ncenter > 1)) {
+        rc = tool_fail("eval", "--dir evaluates one collection: give one value each for --bits, --variant, "
+                               "--correction and --center");
+        goto done;
+    }
     if ((rc = load_inputs(&o, &base, &queries, &gt)))
         goto done;
     if (o.json && !(json = tool_open_output(o.json))) {
@@ -366,18 +467,43 @@ int cmd_eval(int argc, char **argv)
                     .seed = o.seed,
                     .refine = refine,
                 };
-                if (tqvec_index_create(&opts, &ix, &terr)) {
-                    rc = tool_fail("eval", "%s", terr.message);
-                    goto done;
+                eval_target target = {0};
+                double encode_s;
+                uint64_t bytes_per_vector, refine_bytes;
+                if (o.dir) {
+                    tqvec_collection_options co = {
+                        .dim = opts.dim, .metric = opts.metric, .bits = opts.bits, .variant = opts.variant,
+                        .correction = opts.correction, .seed = opts.seed, .refine = opts.refine,
+                        .center = opts.center, .create = 1};
+                    if ((rc = open_or_build(&o, &co, &base, &coll, &encode_s)))
+                        goto done;
+                    tqvec_collection_info cinfo;
+                    tqvec_collection_get_info(coll, &cinfo);
+                    if (cinfo.dim != base.d || cinfo.metric != o.metric) {
+                        rc = tool_fail("eval", "%s holds dimension %u, metric %s; the base has %zu, %s asked", o.dir,
+                                       cinfo.dim, tool_metric_name(cinfo.metric), base.d, tool_metric_name(o.metric));
+                        goto done;
+                    }
+                    bytes_per_vector = cinfo.bytes_per_vector;
+                    refine_bytes = cinfo.refine_bytes_per_vector;
+                    target.coll = coll;
+                } else {
+                    if (tqvec_index_create(&opts, &ix, &terr)) {
+                        rc = tool_fail("eval", "%s", terr.message);
+                        goto done;
+                    }
+                    double t0 = tool_now();
+                    if (tqvec_index_add(ix, base.data, base.n, NULL, &terr)) {
+                        rc = tool_fail("eval", "adding the base: %s", terr.message);
+                        goto done;
+                    }
+                    encode_s = tool_now() - t0;
+                    tqvec_index_info info;
+                    tqvec_index_get_info(ix, &info);
+                    bytes_per_vector = info.bytes_per_vector;
+                    refine_bytes = info.refine_bytes_per_vector;
+                    target.ix = ix;
                 }
-                double t0 = tool_now();
-                if (tqvec_index_add(ix, base.data, base.n, NULL, &terr)) {
-                    rc = tool_fail("eval", "adding the base: %s", terr.message);
-                    goto done;
-                }
-                double encode_s = tool_now() - t0;
-                tqvec_index_info info;
-                tqvec_index_get_info(ix, &info);
                 for (int si = 0; si < o.nscorer; si++)
                 for (int ri = 0; ri < o.nrerank; ri++) {
                     const char *scorer = scorer_names[o.scorer[si]];
@@ -386,15 +512,15 @@ int cmd_eval(int argc, char **argv)
                              variant_names[o.variant[vi]], correction_names[o.correction[ci]], center, scorer,
                              o.rerank[ri]);
                     eval_result res = {0};
-                    if ((rc = run_queries(ix, &queries, gt.data, gt.d, o.k, o.rerank[ri], scorer_values[o.scorer[si]],
+                    if ((rc = run_queries(&target, &queries, gt.data, gt.d, o.k, o.rerank[ri], scorer_values[o.scorer[si]],
                                           &o, label, &res)))
                         goto done;
                     fprintf(table,
                             "%4u %-5s %-5s %-5s %-5s %6u | %7.4f %7.4f %7.4f | %9.0f %9.1f %9.1f | %8.3f %10.0f | %7llu\n",
                             o.bits[bi], variant_names[o.variant[vi]], correction_names[o.correction[ci]], center, scorer,
                             o.rerank[ri], res.recall_at_1, res.recall_at_k, res.recall_1_at_k, res.qps, res.p50_us,
-                            res.p99_us, encode_s, (double)base.n / encode_s,
-                            (unsigned long long)info.bytes_per_vector);
+                            res.p99_us, encode_s, encode_s > 0 ? (double)base.n / encode_s : 0.0,
+                            (unsigned long long)bytes_per_vector);
                     fflush(table);
                     if (json) {
                         tool_json j;
@@ -419,11 +545,13 @@ int cmd_eval(int argc, char **argv)
                         tool_json_num(&j, "p50_us", res.p50_us);
                         tool_json_num(&j, "p99_us", res.p99_us);
                         tool_json_num(&j, "encode_s", encode_s);
-                        tool_json_num(&j, "encode_vps", (double)base.n / encode_s);
-                        tool_json_int(&j, "bytes_per_vector", (long long)info.bytes_per_vector);
+                        tool_json_num(&j, "encode_vps", encode_s > 0 ? (double)base.n / encode_s : 0.0);
+                        tool_json_int(&j, "bytes_per_vector", (long long)bytes_per_vector);
                         tool_json_str(&j, "refine", refine_name);
                         tool_json_int(&j, "rerank_bytes_per_vector",
-                                      o.rerank[ri] ? (long long)info.refine_bytes_per_vector : 0);
+                                      o.rerank[ri] ? (long long)refine_bytes : 0);
+                        if (o.dir)
+                            tool_json_str(&j, "dir", o.dir);
                         tool_json_int(&j, "seed", (long long)o.seed);
                         tool_json_int(&j, "threads", o.threads);
                         tool_json_int(&j, "batch", (long long)o.batch);
@@ -437,6 +565,7 @@ int cmd_eval(int argc, char **argv)
             }
 done:
     tqvec_index_free(ix);
+    tqvec_collection_close(coll, NULL);
     tool_close_output(json);
     tq_matrix_free(&base);
     tq_matrix_free(&queries);
