@@ -24,6 +24,17 @@
  */
 #include "tq_index.h"
 
+void tq_rows_out_free(tq_rows_out *rows)
+{
+    tq_free(rows->code_blocks);
+    tq_free(rows->sign_blocks);
+    tq_free(rows->sc);
+    tq_free(rows->vectors);
+    tq_free(rows->refine8);
+    tq_free(rows->half);
+    memset(rows, 0, sizeof(*rows));
+}
+
 int tq_codec_init(tq_codec *c, const tq_config *cfg, tq_error *err)
 {
     memset(c, 0, sizeof(*c));

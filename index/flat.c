@@ -46,12 +46,7 @@ void tq_flat_free(tq_flat *f)
         return;
     tq_codec_free(&f->codec);
     tq_encode_scratch_free(&f->scratch);
-    tq_free(f->rows.code_blocks);
-    tq_free(f->rows.sign_blocks);
-    tq_free(f->rows.sc);
-    tq_free(f->rows.vectors);
-    tq_free(f->rows.refine8);
-    tq_free(f->rows.half);
+    tq_rows_out_free(&f->rows);
     tq_free(f);
 }
 

@@ -404,6 +404,9 @@ typedef struct tq_encode_scratch {
 
 #define TQ_HALF_MAX 65504.0f
 
+/* Free every array of heap-allocated rows (tq_malloc'd) and clear them. */
+void tq_rows_out_free(tq_rows_out *rows);
+
 /* Validate cfg and set up the quantizer (and refine codebook); no mean. */
 int tq_codec_init(tq_codec *c, const tq_config *cfg, tq_error *err);
 void tq_codec_free(tq_codec *c);

@@ -397,12 +397,7 @@ typedef struct gathered {
 
 static void gathered_free(gathered *g)
 {
-    tq_free(g->out.code_blocks);
-    tq_free(g->out.sign_blocks);
-    tq_free(g->out.sc);
-    tq_free(g->out.vectors);
-    tq_free(g->out.refine8);
-    tq_free(g->out.half);
+    tq_rows_out_free(&g->out);
     tq_free(g->key);
     tq_free(g->attr);
     tq_free(g->key_len);

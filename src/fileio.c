@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int tq_write_all(int fd, const void *buf, size_t n, const char *path, tq_error *err)
@@ -23,6 +24,22 @@ int tq_write_all(int fd, const void *buf, size_t n, const char *path, tq_error *
         p += w;
         n -= (size_t)w;
     }
+    return TQ_OK;
+}
+
+int tq_open_sized(const char *path, int flags, int *fd, uint64_t *size, tq_error *err)
+{
+    *fd = open(path, flags | O_CLOEXEC);
+    if (*fd < 0)
+        return tq_err_sys(err, errno == ENOENT ? TQ_ENOTFOUND : TQ_EIO, errno, "%s: open", path);
+    struct stat st;
+    if (fstat(*fd, &st) != 0) {
+        int e = errno;
+        close(*fd);
+        *fd = -1;
+        return tq_err_sys(err, TQ_EIO, e, "%s: stat", path);
+    }
+    *size = (uint64_t)st.st_size;
     return TQ_OK;
 }
 

@@ -68,20 +68,6 @@ static void put64(buf *b, uint64_t v)
     put(b, &v, 8);
 }
 
-static uint32_t rd32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
 /* Write bytes to path through path.tmp and a rename, fsyncing both the file
  * and the directory. */
 static int replace_file(const char *path, const uint8_t *bytes, size_t n, tq_error *err)
@@ -108,16 +94,12 @@ static int replace_file(const char *path, const uint8_t *bytes, size_t n, tq_err
 /* The whole of a small file, allocated. */
 static int slurp(const char *path, uint8_t **out, size_t *len, tq_error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return tq_err_sys(err, errno == ENOENT ? TQ_ENOTFOUND : TQ_EIO, errno, "%s: open", path);
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return tq_err_sys(err, TQ_EIO, e, "%s: stat", path);
-    }
-    size_t n = (size_t)st.st_size;
+    int fd;
+    uint64_t size;
+    int rc = tq_open_sized(path, O_RDONLY, &fd, &size, err);
+    if (rc)
+        return rc;
+    size_t n = (size_t)size;
     uint8_t *p = tq_malloc(n ? n : 1);
     if (!p) {
         close(fd);
@@ -198,24 +180,24 @@ int tq_manifest_read(const char *dir, tq_manifest *m, tq_error *err)
         rc = tq_err(err, TQ_ECORRUPT, "%s: not a tqvec manifest", path);
         goto out;
     }
-    if (XXH3_64bits(p, n - 8) != rd64(p + n - 8)) {
+    if (XXH3_64bits(p, n - 8) != tq_get64(p + n - 8)) {
         rc = tq_err(err, TQ_ECORRUPT, "%s: manifest fails its checksum", path);
         goto out;
     }
-    if (rd32(p + 8) != MANIFEST_VERSION) {
-        rc = tq_err(err, TQ_EUNSUPPORTED, "%s: manifest format version %u, this build reads %u", path, rd32(p + 8),
+    if (tq_get32(p + 8) != MANIFEST_VERSION) {
+        rc = tq_err(err, TQ_EUNSUPPORTED, "%s: manifest format version %u, this build reads %u", path, tq_get32(p + 8),
                     MANIFEST_VERSION);
         goto out;
     }
-    m->cfg = (tq_config){.d = rd32(p + 16), .metric = (tq_metric)rd32(p + 20), .bits = rd32(p + 24),
-                         .variant = (tq_variant)rd32(p + 28), .correction = (tq_correction)rd32(p + 32),
-                         .refine = (tq_refine)rd32(p + 36), .center = (tq_center)rd32(p + 40),
-                         .seed = rd64(p + 48)};
-    m->next_file_id = rd64(p + 56);
-    m->wal_id = rd64(p + 64);
-    m->wal_first_lsn = rd64(p + 72);
-    m->nsegments = rd32(p + 80);
-    const bool has_mean = rd32(p + 84) != 0;
+    m->cfg = (tq_config){.d = tq_get32(p + 16), .metric = (tq_metric)tq_get32(p + 20), .bits = tq_get32(p + 24),
+                         .variant = (tq_variant)tq_get32(p + 28), .correction = (tq_correction)tq_get32(p + 32),
+                         .refine = (tq_refine)tq_get32(p + 36), .center = (tq_center)tq_get32(p + 40),
+                         .seed = tq_get64(p + 48)};
+    m->next_file_id = tq_get64(p + 56);
+    m->wal_id = tq_get64(p + 64);
+    m->wal_first_lsn = tq_get64(p + 72);
+    m->nsegments = tq_get32(p + 80);
+    const bool has_mean = tq_get32(p + 84) != 0;
     const uint64_t need = FIXED_BYTES + (uint64_t)m->nsegments * 24 + (has_mean ? (uint64_t)m->cfg.d * 4 : 0) + 8;
     if (m->nsegments > MAX_SEGMENTS || m->cfg.d < TQ_MIN_DIM || m->cfg.d > TQ_MAX_DIM || need != n) {
         rc = tq_err(err, TQ_ECORRUPT, "%s: manifest sizes are inconsistent", path);
@@ -230,7 +212,7 @@ int tq_manifest_read(const char *dir, tq_manifest *m, tq_error *err)
     }
     const uint8_t *at = p + FIXED_BYTES;
     for (uint32_t i = 0; i < m->nsegments; i++, at += 24)
-        m->segments[i] = (tq_manifest_segment){rd64(at), rd64(at + 8), rd64(at + 16)};
+        m->segments[i] = (tq_manifest_segment){tq_get64(at), tq_get64(at + 8), tq_get64(at + 16)};
     if (has_mean)
         memcpy(m->mean, at, m->cfg.d * sizeof(float));
 out:
@@ -293,9 +275,9 @@ int tq_tombstones_read(const char *path, uint64_t rows, uint32_t *bits, uint64_t
     const size_t words = (size_t)((rows + 31) / 32);
     if (n != 32 + words * 4 + 8 || memcmp(p, tombstone_magic, 8) != 0) {
         rc = tq_err(err, TQ_ECORRUPT, "%s: not a tombstone file for %llu rows", path, (unsigned long long)rows);
-    } else if (XXH3_64bits(p, n - 8) != rd64(p + n - 8)) {
+    } else if (XXH3_64bits(p, n - 8) != tq_get64(p + n - 8)) {
         rc = tq_err(err, TQ_ECORRUPT, "%s: tombstones fail their checksum", path);
-    } else if (rd32(p + 8) != TOMBSTONE_VERSION || rd64(p + 16) != rows) {
+    } else if (tq_get32(p + 8) != TOMBSTONE_VERSION || tq_get64(p + 16) != rows) {
         rc = tq_err(err, TQ_ECORRUPT, "%s: tombstone file version or row count does not match", path);
     } else {
         memcpy(bits, p + 32, words * 4);
@@ -304,7 +286,7 @@ int tq_tombstones_read(const char *path, uint64_t rows, uint32_t *bits, uint64_t
             c += (uint64_t)__builtin_popcount(bits[i]);
         if (rows % 32 && words && bits[words - 1] >> (rows % 32))
             rc = tq_err(err, TQ_ECORRUPT, "%s: tombstones past the last row", path);
-        else if (c != rd64(p + 24))
+        else if (c != tq_get64(p + 24))
             rc = tq_err(err, TQ_ECORRUPT, "%s: tombstone count does not match its bits", path);
         *count = c;
     }

@@ -208,20 +208,6 @@ int tq_segment_write(const char *path, const tq_codec *c, const tq_rows *rows, c
 
 /* ------------------------------------------------------------------ open */
 
-static uint32_t rd32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
 static int corrupt(tq_error *err, const char *path, const char *what)
 {
     return tq_err(err, TQ_ECORRUPT, "%s: %s", path, what);
@@ -236,7 +222,7 @@ static bool names_ok(const uint8_t *sec, uint64_t len, uint64_t rows)
     const uint64_t room = len - (rows + 1) * 8;
     uint64_t prev = 0;
     for (uint64_t i = 0; i <= rows; i++) {
-        uint64_t at = rd64(sec + i * 8);
+        uint64_t at = tq_get64(sec + i * 8);
         if ((i == 0 && at != 0) || at < prev || at > room)
             return false;
         prev = at;
@@ -247,28 +233,23 @@ static bool names_ok(const uint8_t *sec, uint64_t len, uint64_t rows)
 int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, tq_error *err)
 {
     memset(out, 0, sizeof(*out));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return tq_err_sys(err, errno == ENOENT ? TQ_ENOTFOUND : TQ_EIO, errno, "%s: open", path);
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return tq_err_sys(err, TQ_EIO, e, "%s: stat", path);
-    }
-    if ((uint64_t)st.st_size < HEADER_BYTES) {
+    int fd;
+    uint64_t size;
+    int rc = tq_open_sized(path, O_RDONLY, &fd, &size, err);
+    if (rc)
+        return rc;
+    if (size < HEADER_BYTES) {
         close(fd);
         return corrupt(err, path, "shorter than a segment header");
     }
-    uint8_t *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    uint8_t *map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
     int e = errno;
     close(fd);
     if (map == MAP_FAILED)
         return tq_err_sys(err, TQ_EIO, e, "%s: mmap", path);
     out->map = map;
-    out->size = (size_t)st.st_size;
+    out->size = (size_t)size;
     out->path = tq_strdup(path);
-    int rc = TQ_OK;
     const tq_config *cfg = &c->cfg;
     if (!out->path) {
         rc = tq_err(err, TQ_ENOMEM, "out of memory opening %s", path);
@@ -278,24 +259,24 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
         rc = corrupt(err, path, "not a tqvec segment (bad magic)");
         goto fail;
     }
-    if (XXH3_64bits(map, HEADER_SUM_AT) != rd64(map + HEADER_SUM_AT)) {
+    if (XXH3_64bits(map, HEADER_SUM_AT) != tq_get64(map + HEADER_SUM_AT)) {
         rc = corrupt(err, path, "segment header fails its checksum");
         goto fail;
     }
-    if (rd32(map + 8) != SEGMENT_VERSION || rd32(map + 12) != HEADER_BYTES) {
+    if (tq_get32(map + 8) != SEGMENT_VERSION || tq_get32(map + 12) != HEADER_BYTES) {
         rc = tq_err(err, TQ_EUNSUPPORTED, "%s: segment format version %u, this build reads %u", path,
-                    rd32(map + 8), SEGMENT_VERSION);
+                    tq_get32(map + 8), SEGMENT_VERSION);
         goto fail;
     }
-    if (rd32(map + 16) != cfg->d || rd32(map + 20) != (uint32_t)cfg->metric || rd32(map + 24) != cfg->bits ||
-        rd32(map + 28) != (uint32_t)cfg->variant || rd32(map + 32) != (uint32_t)cfg->correction ||
-        rd32(map + 36) != (uint32_t)cfg->refine || rd32(map + 40) != (uint32_t)cfg->center ||
-        rd64(map + 48) != cfg->seed) {
+    if (tq_get32(map + 16) != cfg->d || tq_get32(map + 20) != (uint32_t)cfg->metric || tq_get32(map + 24) != cfg->bits ||
+        tq_get32(map + 28) != (uint32_t)cfg->variant || tq_get32(map + 32) != (uint32_t)cfg->correction ||
+        tq_get32(map + 36) != (uint32_t)cfg->refine || tq_get32(map + 40) != (uint32_t)cfg->center ||
+        tq_get64(map + 48) != cfg->seed) {
         rc = corrupt(err, path, "segment was encoded with a different configuration than the collection's");
         goto fail;
     }
-    const uint64_t rows = rd64(map + 56);
-    if (rd32(map + 64) != TQ_SEC_COUNT || rows > (uint64_t)1 << 40) {
+    const uint64_t rows = tq_get64(map + 56);
+    if (tq_get32(map + 64) != TQ_SEC_COUNT || rows > (uint64_t)1 << 40) {
         rc = corrupt(err, path, "segment header has an impossible section or row count");
         goto fail;
     }
@@ -303,8 +284,8 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
     fixed_lengths(c, rows, want);
     for (unsigned kind = 1; kind <= TQ_SEC_COUNT; kind++) {
         const uint8_t *entry = map + TABLE_AT + (kind - 1) * 32;
-        uint64_t off = rd64(entry + 8), len = rd64(entry + 16);
-        if (rd32(entry) != kind || off % SECTION_ALIGN || off < HEADER_BYTES || off > out->size ||
+        uint64_t off = tq_get64(entry + 8), len = tq_get64(entry + 16);
+        if (tq_get32(entry) != kind || off % SECTION_ALIGN || off < HEADER_BYTES || off > out->size ||
             len > out->size - off || (want[kind] != UINT64_MAX && len != want[kind])) {
             rc = tq_err(err, TQ_ECORRUPT, "%s: section table entry for %s is inconsistent with the file", path,
                         section_names[kind]);
@@ -312,7 +293,7 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
         }
         out->sec_off[kind] = off;
         out->sec_len[kind] = len;
-        out->sec_sum[kind] = rd64(entry + 24);
+        out->sec_sum[kind] = tq_get64(entry + 24);
     }
     if (XXH3_64bits(map + out->sec_off[TQ_SEC_KEYS], out->sec_len[TQ_SEC_KEYS]) != out->sec_sum[TQ_SEC_KEYS]) {
         rc = corrupt(err, path, "section keys fails its checksum");

@@ -28,8 +28,43 @@
 
 /* ---------------------------------------------------------------- fileio */
 
+/* Little-endian fields of on-disk structures, read and written through
+ * memcpy (no alignment assumed). Every supported target is little-endian. */
+static inline void tq_put16(uint8_t *p, uint16_t v)
+{
+    memcpy(p, &v, 2);
+}
+static inline void tq_put32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+static inline void tq_put64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
+static inline uint16_t tq_get16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+static inline uint32_t tq_get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline uint64_t tq_get64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
 /* write() all n bytes, retrying short writes and EINTR. */
 int tq_write_all(int fd, const void *buf, size_t n, const char *path, tq_error *err);
+/* open(path, flags) and its size; TQ_ENOTFOUND if it does not exist. */
+int tq_open_sized(const char *path, int flags, int *fd, uint64_t *size, tq_error *err);
 /* fdatasync, with the path in the error. */
 int tq_sync_fd(int fd, const char *path, tq_error *err);
 /* fsync the directory holding path, so a create or rename in it is durable. */

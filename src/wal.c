@@ -62,37 +62,6 @@ static inline size_t pad8(size_t n)
     return (n + 7) & ~(size_t)7;
 }
 
-static void put_u16(uint8_t *p, uint16_t v)
-{
-    memcpy(p, &v, 2);
-}
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    memcpy(p, &v, 4);
-}
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    memcpy(p, &v, 8);
-}
-static uint16_t get_u16(const uint8_t *p)
-{
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return v;
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
 static void *syncer_main(void *arg)
 {
     tq_wal *w = arg;
@@ -160,10 +129,10 @@ int tq_wal_create(const char *path, uint64_t first_lsn, tq_fsync_policy policy, 
         return tq_err_sys(err, TQ_EIO, errno, "%s: create", path);
     uint8_t h[TQ_WAL_HEADER_BYTES] = {0};
     memcpy(h, wal_magic, 8);
-    put_u32(h + 8, WAL_VERSION);
-    put_u32(h + 12, TQ_WAL_HEADER_BYTES);
-    put_u64(h + 16, first_lsn);
-    put_u64(h + 24, XXH3_64bits(h, 24));
+    tq_put32(h + 8, WAL_VERSION);
+    tq_put32(h + 12, TQ_WAL_HEADER_BYTES);
+    tq_put64(h + 16, first_lsn);
+    tq_put64(h + 24, XXH3_64bits(h, 24));
     int rc = tq_write_all(fd, h, sizeof(h), path, err);
     if (!rc)
         rc = tq_sync_fd(fd, path, err);
@@ -224,12 +193,12 @@ static size_t frame(tq_wal *w, const tq_wal_entry *entries, size_t n)
         const tq_wal_entry *e = &entries[i];
         size_t body = 16 + pad8(e->len);
         memset(p, 0, body);
-        put_u32(p, e->len);
-        put_u16(p + 4, e->type);
-        put_u64(p + 8, lsn++);
+        tq_put32(p, e->len);
+        tq_put16(p + 4, e->type);
+        tq_put64(p + 8, lsn++);
         if (e->len)
             memcpy(p + 16, e->payload, e->len);
-        put_u64(p + body, XXH3_64bits(p, body));
+        tq_put64(p + body, XXH3_64bits(p, body));
         p += body + 8;
     }
     return total;
@@ -351,15 +320,15 @@ static bool record_ok(const uint8_t *map, uint64_t filesize, uint64_t off, const
     if (filesize - off < TQ_WAL_RECORD_OVERHEAD)
         return false;
     const uint8_t *p = map + off;
-    uint32_t len = get_u32(p);
-    if (len > TQ_WAL_MAX_PAYLOAD || get_u16(p + 4) == 0 || get_u16(p + 6) != 0)
+    uint32_t len = tq_get32(p);
+    if (len > TQ_WAL_MAX_PAYLOAD || tq_get16(p + 4) == 0 || tq_get16(p + 6) != 0)
         return false;
     uint64_t body = 16 + pad8(len);
     if (body + 8 > filesize - off)
         return false;
-    if (XXH3_64bits(p, body) != get_u64(p + body))
+    if (XXH3_64bits(p, body) != tq_get64(p + body))
         return false;
-    if (want_lsn && get_u64(p + 8) != *want_lsn)
+    if (want_lsn && tq_get64(p + 8) != *want_lsn)
         return false;
     *size = body + 8;
     return true;
@@ -369,16 +338,11 @@ int tq_wal_replay(const char *path, tq_wal_visit_fn visit, void *ctx, bool repai
                   tq_error *err)
 {
     memset(info, 0, sizeof(*info));
-    int fd = open(path, (repair ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-    if (fd < 0)
-        return tq_err_sys(err, errno == ENOENT ? TQ_ENOTFOUND : TQ_EIO, errno, "%s: open", path);
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return tq_err_sys(err, TQ_EIO, e, "%s: stat", path);
-    }
-    const uint64_t filesize = (uint64_t)st.st_size;
+    int fd;
+    uint64_t filesize;
+    int rc = tq_open_sized(path, repair ? O_RDWR : O_RDONLY, &fd, &filesize, err);
+    if (rc)
+        return rc;
     if (filesize < TQ_WAL_HEADER_BYTES) {
         close(fd);
         return tq_err(err, TQ_ECORRUPT, "%s: %llu bytes, shorter than the log header", path,
@@ -390,25 +354,24 @@ int tq_wal_replay(const char *path, tq_wal_visit_fn visit, void *ctx, bool repai
         close(fd);
         return tq_err_sys(err, TQ_EIO, e, "%s: mmap", path);
     }
-    int rc = TQ_OK;
     if (memcmp(map, wal_magic, 8) != 0) {
         rc = tq_err(err, TQ_ECORRUPT, "%s: not a tqvec log (bad magic)", path);
         goto out;
     }
-    if (XXH3_64bits(map, 24) != get_u64(map + 24)) {
+    if (XXH3_64bits(map, 24) != tq_get64(map + 24)) {
         rc = tq_err(err, TQ_ECORRUPT, "%s: log header fails its checksum", path);
         goto out;
     }
-    if (get_u32(map + 8) != WAL_VERSION || get_u32(map + 12) != TQ_WAL_HEADER_BYTES) {
+    if (tq_get32(map + 8) != WAL_VERSION || tq_get32(map + 12) != TQ_WAL_HEADER_BYTES) {
         rc = tq_err(err, TQ_EUNSUPPORTED, "%s: log format version %u, this build reads %u", path,
-                    get_u32(map + 8), WAL_VERSION);
+                    tq_get32(map + 8), WAL_VERSION);
         goto out;
     }
-    info->first_lsn = get_u64(map + 16);
+    info->first_lsn = tq_get64(map + 16);
     uint64_t lsn = info->first_lsn, off = TQ_WAL_HEADER_BYTES, size;
     while (off < filesize && record_ok(map, filesize, off, &lsn, &size)) {
         const uint8_t *p = map + off;
-        if ((rc = visit(ctx, get_u16(p + 4), lsn, p + 16, get_u32(p), err)))
+        if ((rc = visit(ctx, tq_get16(p + 4), lsn, p + 16, tq_get32(p), err)))
             goto out;
         info->records++;
         lsn++;

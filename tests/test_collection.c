@@ -17,20 +17,7 @@
 
 #define D 24
 
-static char dir[64];
-
-static void make_dir(void)
-{
-    strcpy(dir, "/tmp/tqvec-coll-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-
-static void remove_dir(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+#include "temp_dir.h"
 
 TestSuite(collection, .init = make_dir, .fini = remove_dir);
 
@@ -89,6 +76,15 @@ static void remove_one(tq_collection *c, size_t i)
 /* The live state the test expects: version per element, 0 = absent. */
 #define N 300
 static unsigned state[N];
+
+/* Elements [from, to) at version 1, recorded in state. */
+static void add_range(tq_collection *c, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++) {
+        add_one(c, i, 1);
+        state[i] = 1;
+    }
+}
 
 /* Search the collection and an in-memory index of the live vectors; the
  * same keys with the same scores must come back. */
@@ -150,16 +146,10 @@ Test(collection, survives_reopen_seal_upsert_delete_and_compaction)
     const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_FP32);
     memset(state, 0, sizeof(state));
     tq_collection *c = open_coll(&cfg, 64, TQ_FSYNC_NO);
-    for (size_t i = 0; i < 40; i++) {
-        add_one(c, i, 1);
-        state[i] = 1;
-    }
+    add_range(c, 0, 40);
     check_against_reference(c, &cfg);
     reopen_and_check(&c, &cfg, 64); /* all in the log */
-    for (size_t i = 40; i < N; i++) {
-        add_one(c, i, 1);
-        state[i] = 1;
-    }
+    add_range(c, 40, N);
     tq_collection_stats st;
     tq_collection_stats_get(c, &st);
     cr_assert_geq(st.segments, 4, "sealed %u segments", st.segments);
@@ -201,10 +191,7 @@ Test(collection, codes_only_and_ip_metric)
     const tq_config cfg = config(TQ_METRIC_IP, TQ_REFINE_NONE);
     memset(state, 0, sizeof(state));
     tq_collection *c = open_coll(&cfg, 50, TQ_FSYNC_EVERYSEC);
-    for (size_t i = 0; i < 130; i++) {
-        add_one(c, i, 1);
-        state[i] = 1;
-    }
+    add_range(c, 0, 130);
     remove_one(c, 7);
     state[7] = 0;
     check_against_reference(c, &cfg);
@@ -228,10 +215,7 @@ Test(collection, fp16_refine_data)
     const tq_config cfg = config(TQ_METRIC_COSINE, TQ_REFINE_FP16);
     memset(state, 0, sizeof(state));
     tq_collection *c = open_coll(&cfg, 70, TQ_FSYNC_NO);
-    for (size_t i = 0; i < 150; i++) {
-        add_one(c, i, 1);
-        state[i] = 1;
-    }
+    add_range(c, 0, 150);
     check_against_reference(c, &cfg);
     reopen_and_check(&c, &cfg, 70);
     /* get: the normalized vector to half precision. */
@@ -314,10 +298,7 @@ Test(collection, torn_log_tail_is_cut_with_a_warning)
     const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_NONE);
     memset(state, 0, sizeof(state));
     tq_collection *c = open_coll(&cfg, 1000, TQ_FSYNC_ALWAYS);
-    for (size_t i = 0; i < 20; i++) {
-        add_one(c, i, 1);
-        state[i] = 1;
-    }
+    add_range(c, 0, 20);
     tq_collection_close(c, NULL);
     char path[128];
     snprintf(path, sizeof(path), "%s/wal/00000001.log", dir);
@@ -339,10 +320,7 @@ Test(collection, damage_is_reported_never_served)
     const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_CODE8);
     memset(state, 0, sizeof(state));
     tq_collection *c = open_coll(&cfg, 64, TQ_FSYNC_NO);
-    for (size_t i = 0; i < 100; i++) {
-        add_one(c, i, 1);
-        state[i] = 1;
-    }
+    add_range(c, 0, 100);
     tq_error err;
     cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg); /* everything sealed */
     tq_collection_close(c, NULL);
@@ -458,10 +436,7 @@ Test(collection, readers_beside_a_writer)
     const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_FP32);
     memset(state, 0, sizeof(state));
     tq_collection *c = open_coll(&cfg, 40, TQ_FSYNC_NO);
-    for (size_t i = 0; i < 10; i++) {
-        add_one(c, i, 1);
-        state[i] = 1;
-    }
+    add_range(c, 0, 10);
     volatile bool stop = false;
     reader_job jobs[2] = {{c, &stop, 0, 0}, {c, &stop, 0, 0}};
     pthread_t t[2];

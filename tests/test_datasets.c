@@ -7,20 +7,7 @@
 
 #include "tq_datasets.h"
 
-static char dir[64];
-
-static void make_dir(void)
-{
-    strcpy(dir, "/tmp/tqvec-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-
-static void remove_dir(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+#include "temp_dir.h"
 
 TestSuite(datasets, .init = make_dir, .fini = remove_dir);
 

@@ -41,20 +41,7 @@ static int record(void *ctx, uint16_t type, uint64_t lsn, const uint8_t *payload
     return TQ_OK;
 }
 
-static char dir[64];
-
-static void make_dir(void)
-{
-    strcpy(dir, "/tmp/tqvec-wal-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-
-static void remove_dir(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
+#include "temp_dir.h"
 
 TestSuite(wal, .init = make_dir, .fini = remove_dir);
 

@@ -430,9 +430,7 @@ int cmd_bench(int argc, char **argv)
         case 'j': o.json = optarg; break;
         case 'D': o.dir = optarg; break;
         case 'f':
-            o.fsync = !strcmp(optarg, "always") ? TQVEC_FSYNC_ALWAYS : !strcmp(optarg, "everysec") ? TQVEC_FSYNC_EVERYSEC
-                    : !strcmp(optarg, "no") ? TQVEC_FSYNC_NO : -1;
-            if (o.fsync < 0)
+            if ((o.fsync = tool_parse_fsync(optarg)) < 0)
                 return tool_fail("bench", "--fsync wants always, everysec or no, got '%s'", optarg);
             break;
         case 'h': usage(); return 0;

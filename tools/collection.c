@@ -119,9 +119,7 @@ int cmd_build(int argc, char **argv)
                 return tool_fail("build", "--refine wants none, code8, fp16 or fp32, got '%s'", optarg);
             break;
         case 'f':
-            o.fsync = !strcmp(optarg, "always") ? TQVEC_FSYNC_ALWAYS : !strcmp(optarg, "everysec") ? TQVEC_FSYNC_EVERYSEC
-                    : !strcmp(optarg, "no") ? TQVEC_FSYNC_NO : -1;
-            if (o.fsync < 0)
+            if ((o.fsync = tool_parse_fsync(optarg)) < 0)
                 return tool_fail("build", "--fsync wants always, everysec or no, got '%s'", optarg);
             break;
         case 's':

@@ -77,6 +77,14 @@ int tool_parse_name_list(const char *s, const char *const *choices, int nchoices
     return n ? n : -1;
 }
 
+int tool_parse_fsync(const char *s)
+{
+    return !strcmp(s, "always")     ? TQVEC_FSYNC_ALWAYS
+           : !strcmp(s, "everysec") ? TQVEC_FSYNC_EVERYSEC
+           : !strcmp(s, "no")       ? TQVEC_FSYNC_NO
+                                    : -1;
+}
+
 int tool_parse_metric(const char *s)
 {
     if (!strcmp(s, "l2"))

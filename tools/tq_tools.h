@@ -38,6 +38,8 @@ int tool_parse_name_list(const char *s, const char *const *choices, int nchoices
 /* "l2", "ip", "cosine" to tqvec_metric; 0 if unknown. */
 int tool_parse_metric(const char *s);
 const char *tool_metric_name(int metric);
+/* "always", "everysec", "no" to tqvec_fsync; -1 if unknown. */
+int tool_parse_fsync(const char *s);
 /* Strict unsigned parse of a whole string; -1 on failure. */
 int tool_parse_size(const char *s, size_t *out);
 
