@@ -256,6 +256,28 @@ int tq_tombstones_write(const char *path, const uint32_t *bits, uint64_t rows, t
 /* Read into bits ((rows + 31) / 32 words); *count gets the set bits. */
 int tq_tombstones_read(const char *path, uint64_t rows, uint32_t *bits, uint64_t *count, tq_error *err);
 
+/* ---------------------------------------------------------------- filter */
+
+/* Redis vector-set FILTER expressions over JSON attributes (src/filter.c
+ * says exactly what they mean). */
+#define TQ_FILTER_MAX_BYTES 16384u
+#define TQ_FILTER_MAX_TOKENS 4096u
+
+typedef struct tq_filter tq_filter;
+typedef struct tq_filter_eval tq_filter_eval;
+
+/* Compile expr[0, len); a syntax error is TQ_EARG with the message
+ * "syntax error in FILTER expression near: <the rest from the error>". */
+int tq_filter_compile(const char *expr, size_t len, tq_filter **out, tq_error *err);
+void tq_filter_free(tq_filter *f);
+/* Working memory for running f on attributes of up to max_attr bytes; one
+ * per thread. */
+int tq_filter_eval_init(const tq_filter *f, size_t max_attr, tq_filter_eval **out);
+void tq_filter_eval_free(tq_filter_eval *ev);
+/* Whether the attributes json[0, len) (NULL: none) pass: a missing field or
+ * attributes that are not a JSON object fail, never error. No allocation. */
+bool tq_filter_match(const tq_filter *f, tq_filter_eval *ev, const char *json, size_t len);
+
 /* ------------------------------------------------------------ collection */
 
 typedef struct tq_collection tq_collection;
