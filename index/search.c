@@ -16,7 +16,10 @@
  *
  * Deleted rows are masked to -inf right after a block's keys are computed,
  * before the heap sees them, so a search returns exactly min(k, live) hits
- * whatever the share of deletes.
+ * whatever the share of deletes. An attribute filter is evaluated in the
+ * same place, for each row whose estimate would enter the heap: the answer
+ * holds exactly min(k, matching) rows at any selectivity, and the filter
+ * runs on the fewest rows that guarantee it.
  *
  * Internally a larger key is better: l2 uses the negated distance estimate
  * ||q||^2 + ||x||^2 - 2 ||x|| g, ip uses ||x|| g and cosine ||x|| g/||q||
@@ -213,10 +216,14 @@ static void search_part(void *arg, unsigned part)
                     for (uint32_t dead = __atomic_load_n(&set->deleted[lb], __ATOMIC_RELAXED); dead; dead &= dead - 1)
                         key[__builtin_ctz(dead)] = -INFINITY;
                 /* threshold stays -inf until the heap is full, and live keys
-                 * are finite, so one compare decides (and drops the dead). */
+                 * are finite, so one compare decides (and drops the dead).
+                 * The filter is asked only then: a row that could not enter
+                 * the heap need not be tested, and every row that could is,
+                 * so the answer holds min(k, matching) rows. */
                 const uint64_t id0 = job->first_row[s] + base;
+                const tq_row_filter *filter = job->opts->filter;
                 for (size_t v = 0; v < rows; v++)
-                    if (key[v] > threshold) {
+                    if (key[v] > threshold && (!filter || filter->accept(filter->ctx, part, s, base + v))) {
                         tq_topk_push(heap, id0 + v, key[v]);
                         if (heap->len == heap->cap)
                             threshold = heap->heap[0].score;

@@ -347,11 +347,20 @@ typedef enum tq_scorer {
     TQ_SCORER_FLOAT = 2, /* float tables for every vector: the reference */
 } tq_scorer;
 
+/* Which rows a search may return, asked inside the scan (only for rows
+ * whose estimate would enter the candidate heap), from the scan's threads:
+ * `part` (0 .. threads-1) lets the callback keep per-thread state. */
+typedef struct tq_row_filter {
+    bool (*accept)(void *ctx, unsigned part, size_t set, size_t row);
+    void *ctx;
+} tq_row_filter;
+
 typedef struct tq_search_opts {
     size_t k;
     unsigned rerank;     /* exact re-rank of the best k*rerank; 0 = off */
     tq_scorer scorer;
     unsigned threads;    /* split the scan over this many threads; 0 or 1 = the caller only */
+    const tq_row_filter *filter; /* NULL: every live row */
 } tq_search_opts;
 
 /* ----------------------------------------------------------------- codec */

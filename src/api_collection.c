@@ -166,10 +166,13 @@ int tqvec_collection_search(tqvec_collection *c, const float *queries, size_t nq
     r->nq = nq;
     r->k = opts.k;
     tq_match *m = tq_malloc((nq * opts.k + 1) * sizeof(tq_match));
+    tq_filter *filter = NULL;
     tq_error e;
     if (!m) {
         rc = api_error(err, TQVEC_ENOMEM, "out of memory for %zu x %zu results", nq, opts.k);
-    } else if (tq_collection_search(c->c, queries, nq, &opts, m, r->counts, &r->snap, &e)) {
+    } else if (params && params->filter && tq_filter_compile(params->filter, strlen(params->filter), &filter, &e)) {
+        rc = export_error(&e, err);
+    } else if (tq_collection_search(c->c, queries, nq, &opts, filter, m, r->counts, &r->snap, &e)) {
         rc = export_error(&e, err);
     } else {
         for (size_t q = 0; q < nq; q++)
@@ -181,6 +184,7 @@ int tqvec_collection_search(tqvec_collection *c, const float *queries, size_t nq
             }
     }
     tq_free(m);
+    tq_filter_free(filter);
     if (rc) {
         tqvec_results_free(r);
         return rc;

@@ -1022,11 +1022,32 @@ out:
     return rc;
 }
 
+/* The attribute filter as the scan asks it: one evaluator per thread. */
+typedef struct filter_ctx {
+    const tq_snapshot *snap;
+    const tq_filter *filter;
+    tq_filter_eval **evals;
+} filter_ctx;
+
+static bool accept_row(void *arg, unsigned part, size_t set, size_t row)
+{
+    const filter_ctx *fc = arg;
+    uint32_t len;
+    const char *attr = seg_attr(fc->snap->segs[set], row, &len);
+    return tq_filter_match(fc->filter, fc->evals[part], attr, len);
+}
+
 int tq_collection_search(tq_collection *c, const float *queries, size_t nq, const tq_search_opts *opts,
-                         tq_match *matches, size_t *counts, tq_snapshot **snap, tq_error *err)
+                         const tq_filter *filter, tq_match *matches, size_t *counts, tq_snapshot **snap,
+                         tq_error *err)
 {
     *snap = NULL;
     tq_snapshot *s = snapshot_acquire(c);
+    const unsigned nparts = opts->threads > 1 ? opts->threads : 1;
+    tq_filter_eval *evals_small[4] = {0}, **evals = evals_small;
+    filter_ctx fc = {.snap = s, .filter = filter};
+    tq_row_filter rf = {.accept = accept_row, .ctx = &fc};
+    tq_search_opts o = *opts;
     tq_rows *sets = tq_malloc(s->nsegs * sizeof(tq_rows));
     size_t *first = tq_malloc((s->nsegs + 1) * sizeof(size_t));
     tq_hit *hits = tq_malloc((nq * opts->k + 1) * sizeof(tq_hit));
@@ -1035,6 +1056,19 @@ int tq_collection_search(tq_collection *c, const float *queries, size_t nq, cons
         rc = tq_err(err, TQ_ENOMEM, "out of memory for a search");
         goto out;
     }
+    if (filter) {
+        if (nparts > 4 && !(evals = tq_calloc(nparts, sizeof(*evals)))) {
+            rc = tq_err(err, TQ_ENOMEM, "out of memory for a search");
+            goto out;
+        }
+        for (unsigned p = 0; p < nparts; p++)
+            if (tq_filter_eval_init(filter, &evals[p])) {
+                rc = tq_err(err, TQ_ENOMEM, "out of memory for a search");
+                goto out;
+            }
+        fc.evals = evals;
+        o.filter = &rf;
+    }
     first[0] = 0;
     for (size_t i = 0; i < s->nsegs; i++) {
         if ((rc = seg_verify(s->segs[i], err)))
@@ -1042,7 +1076,7 @@ int tq_collection_search(tq_collection *c, const float *queries, size_t nq, cons
         sets[i] = seg_view(s->segs[i]);
         first[i + 1] = first[i] + sets[i].n;
     }
-    if ((rc = tq_search(&c->codec, sets, s->nsegs, queries, nq, opts, hits, counts, err)))
+    if ((rc = tq_search(&c->codec, sets, s->nsegs, queries, nq, &o, hits, counts, err)))
         goto out;
     for (size_t qi = 0; qi < nq; qi++)
         for (size_t j = 0; j < counts[qi]; j++) {
@@ -1057,6 +1091,12 @@ int tq_collection_search(tq_collection *c, const float *queries, size_t nq, cons
             m->score = h->score;
         }
 out:
+    if (filter) {
+        for (unsigned p = 0; p < nparts && evals; p++)
+            tq_filter_eval_free(evals[p]);
+        if (evals != evals_small)
+            tq_free(evals);
+    }
     tq_free(sets);
     tq_free(first);
     tq_free(hits);

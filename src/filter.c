@@ -23,8 +23,10 @@
  *
  * Compilation (once per query) produces a postfix program and the stack
  * depth it needs; the arity of every operator is checked then, so running
- * it cannot fail. Running it needs no allocation: the value stack and the
- * buffer for unescaped JSON strings belong to a per-thread evaluator.
+ * it cannot fail. Running it needs no allocation: JSON strings are used
+ * in place unless they hold escapes, and the value stack and the buffer
+ * for unescaped strings belong to a per-thread evaluator (the buffer grows
+ * only when an element has a longer escaped string than any before).
  */
 #include "store.h"
 
@@ -100,6 +102,9 @@ struct tq_filter_eval {
     value *stack;
     char *scratch;   /* unescaped JSON strings of one run */
     size_t scratch_cap, scratch_used;
+    char *spare;     /* a larger buffer, swapped in after a run that overflowed */
+    size_t spare_cap;
+    bool overflow;
 };
 
 /* ------------------------------------------------------------- compile */
@@ -583,8 +588,24 @@ static bool json_value(tq_filter_eval *ev, const char *p, const char *e, value *
 {
     if (*p == '"') {
         size_t n = (size_t)(e - p) - 2;
-        if (ev->scratch_used + n > ev->scratch_cap)
+        if (!memchr(p + 1, '\\', n)) {
+            *out = (value){.type = V_STR, .s = p + 1, .len = n};
+            return true;
+        }
+        if (ev->scratch_used + n > ev->scratch_cap) {
+            /* Earlier strings of this run point into the buffer, so it
+             * cannot move now: make room for the next run and give up on
+             * this one (rare: the buffer only ever grows). */
+            size_t cap = 2 * (ev->scratch_used + n);
+            char *bigger = tq_malloc(cap);
+            if (bigger) {
+                tq_free(ev->spare);
+                ev->spare = bigger;
+                ev->spare_cap = cap;
+            }
+            ev->overflow = true;
             return false;
+        }
         char *dst = ev->scratch + ev->scratch_used;
         long m = unescape(p + 1, n, dst);
         if (m < 0)
@@ -679,18 +700,13 @@ static bool json_field(tq_filter_eval *ev, const char *json, size_t len, const c
 
 /* --------------------------------------------------------------- run */
 
-int tq_filter_eval_init(const tq_filter *f, size_t max_attr, tq_filter_eval **out)
+int tq_filter_eval_init(const tq_filter *f, tq_filter_eval **out)
 {
     tq_filter_eval *ev = tq_calloc(1, sizeof(*ev));
     if (!ev)
         return TQ_ENOMEM;
     ev->stack = tq_malloc((f->depth + 1) * sizeof(value));
-    /* Unescaped strings are never longer than their JSON text, and a run
-     * extracts each selector once, so this bound holds for any element. */
-    size_t sels = 0;
-    for (size_t i = 0; i < f->nprog; i++)
-        sels += f->prog[i].kind == T_SEL;
-    ev->scratch_cap = sels * max_attr + 1;
+    ev->scratch_cap = 4096;
     ev->scratch = tq_malloc(ev->scratch_cap);
     if (!ev->stack || !ev->scratch) {
         tq_filter_eval_free(ev);
@@ -706,6 +722,7 @@ void tq_filter_eval_free(tq_filter_eval *ev)
         return;
     tq_free(ev->stack);
     tq_free(ev->scratch);
+    tq_free(ev->spare);
     tq_free(ev);
 }
 
@@ -788,7 +805,8 @@ static bool contains(tq_filter_eval *ev, const tq_filter *f, const value *a, con
     return false;
 }
 
-bool tq_filter_match(const tq_filter *f, tq_filter_eval *ev, const char *json, size_t len)
+/* One run; *overflow set if an escaped string did not fit the buffer. */
+static bool match_once(const tq_filter *f, tq_filter_eval *ev, const char *json, size_t len)
 {
     value *st = ev->stack;
     size_t n = 0;
@@ -844,4 +862,20 @@ bool tq_filter_match(const tq_filter *f, tq_filter_eval *ev, const char *json, s
         st[n++] = (value){.type = V_NUM, .num = r};
     }
     return n == 1 && truthy(&st[0]);
+}
+
+bool tq_filter_match(const tq_filter *f, tq_filter_eval *ev, const char *json, size_t len)
+{
+    ev->overflow = false;
+    bool r = match_once(f, ev, json, len);
+    if (ev->overflow && ev->spare) {
+        /* Retry with the larger buffer made ready by the failed run. */
+        tq_free(ev->scratch);
+        ev->scratch = ev->spare;
+        ev->scratch_cap = ev->spare_cap;
+        ev->spare = NULL;
+        ev->overflow = false;
+        r = match_once(f, ev, json, len);
+    }
+    return r;
 }

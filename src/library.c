@@ -171,6 +171,7 @@ int search_opts(const tqvec_search_params *params, tq_search_opts *opts, tqvec_e
     opts->rerank = params ? params->rerank : 0;
     opts->scorer = params && params->scorer ? (tq_scorer)params->scorer : TQ_SCORER_LUT;
     opts->threads = params ? params->threads : 0;
+    opts->filter = NULL;
     return TQVEC_OK;
 }
 
@@ -186,6 +187,8 @@ int tqvec_index_search(const tqvec_index *index, const float *query,
     int rc = search_opts(params, &opts, err);
     if (rc)
         return rc;
+    if (params && params->filter)
+        return api_error(err, TQVEC_EUNSUPPORTED, "an in-memory index keeps no attributes to filter on");
     if (cap < opts.k)
         return api_error(err, TQVEC_EARG, "hits capacity %zu is below k=%zu", cap, opts.k);
     tq_error e;
@@ -204,6 +207,8 @@ int tqvec_index_search_batch(const tqvec_index *index, const float *queries, siz
     int rc = search_opts(params, &opts, err);
     if (rc)
         return rc;
+    if (params && params->filter)
+        return api_error(err, TQVEC_EUNSUPPORTED, "an in-memory index keeps no attributes to filter on");
     tq_error e;
     if (tq_flat_search_batch(index->flat, queries, nq, &opts, (tq_hit *)hits, counts, &e))
         return export_error(&e, err);

@@ -270,12 +270,12 @@ typedef struct tq_filter_eval tq_filter_eval;
  * "syntax error in FILTER expression near: <the rest from the error>". */
 int tq_filter_compile(const char *expr, size_t len, tq_filter **out, tq_error *err);
 void tq_filter_free(tq_filter *f);
-/* Working memory for running f on attributes of up to max_attr bytes; one
- * per thread. */
-int tq_filter_eval_init(const tq_filter *f, size_t max_attr, tq_filter_eval **out);
+/* Working memory for running f; one per thread. */
+int tq_filter_eval_init(const tq_filter *f, tq_filter_eval **out);
 void tq_filter_eval_free(tq_filter_eval *ev);
 /* Whether the attributes json[0, len) (NULL: none) pass: a missing field or
- * attributes that are not a JSON object fail, never error. No allocation. */
+ * attributes that are not a JSON object fail, never error. Allocates only
+ * to grow its buffer for an escaped string longer than any seen before. */
 bool tq_filter_match(const tq_filter *f, tq_filter_eval *ev, const char *json, size_t len);
 
 /* ------------------------------------------------------------ collection */
@@ -338,10 +338,12 @@ int tq_collection_remove(tq_collection *c, const char *key, uint32_t len, tq_err
  * TQ_EARG if cap is too small). */
 int tq_collection_get(tq_collection *c, const char *key, uint32_t len, float *vector, char *attr, size_t cap,
                       size_t *attr_len, tq_error *err);
-/* Search a consistent snapshot; the matches (nq * k, counts per query)
- * point into *snap, which the caller releases with tq_snapshot_release. */
+/* Search a consistent snapshot, keeping only elements whose attributes
+ * pass filter (NULL: all); the matches (nq * k, counts per query) point
+ * into *snap, which the caller releases with tq_snapshot_release. */
 int tq_collection_search(tq_collection *c, const float *queries, size_t nq, const tq_search_opts *opts,
-                         tq_match *matches, size_t *counts, tq_snapshot **snap, tq_error *err);
+                         const tq_filter *filter, tq_match *matches, size_t *counts, tq_snapshot **snap,
+                         tq_error *err);
 void tq_snapshot_release(tq_snapshot *s);
 int tq_collection_sync(tq_collection *c, tq_error *err);
 /* Seal the mutable segment, then rewrite sealed segments that are at least

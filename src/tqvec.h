@@ -152,6 +152,12 @@ typedef struct tqvec_search_params {
                               no start-up per query); 0 or 1 = the calling thread only;
                               results do not depend on it */
     uint32_t reserved[4];  /* must be zero */
+    /* Collections only: a FILTER expression over each element's JSON
+     * attributes, in the syntax of Redis vector sets (".year >= 1980 and
+     * .genre in ['drama', 'crime']"); NULL = none. Evaluated inside the
+     * scan, so a search returns min(k, matching elements) whatever the
+     * selectivity. A syntax error is TQVEC_EARG naming the place. */
+    const char *filter;
 } tqvec_search_params;
 
 typedef struct tqvec_hit {

@@ -48,7 +48,7 @@ static void *reader(void *arg)
         tq_match m[8];
         size_t n;
         tq_snapshot *snap;
-        if (tq_collection_search(coll, q, 1, &o, m, &n, &snap, NULL) != TQ_OK) {
+        if (tq_collection_search(coll, q, 1, &o, NULL, m, &n, &snap, NULL) != TQ_OK) {
             fail("search failed");
             continue;
         }

@@ -98,6 +98,26 @@ PY
   grep -q "fails its checksum" "$work/err" && pass || fail "verify names the damage ($(cat "$work/err"))"
   expect_fail "query of the wrong dimension" "$tqvec" query --dir "$coll" --queries "$data/siftsmall/query.fvecs"
 
+  # Attributes and filters: every match passes the filter, ten come back
+  # while ten match, and a syntax error names the place.
+  awk '{printf "{\"i\": %d, \"half\": \"%s\"}\n", NR-1, (NR-1) % 2 ? "odd" : "even"}' \
+    "$data/fiori-minilm/base_ids.txt" >"$work/attrs.jsonl"
+  "$tqvec" build --input "$data/fiori-minilm/base.fvecs" --attrs "$work/attrs.jsonl" --dir "$work/fcoll" \
+    --metric cosine >/dev/null 2>&1 && \
+  "$tqvec" query --dir "$work/fcoll" --queries "$data/fiori-minilm/query.fvecs" --nq 5 -k 10 --attrs \
+    --filter ".half == 'odd' and .i < 200" >"$work/fquery.out" 2>/dev/null && python3 - "$work/fquery.out" <<'PY' && pass || fail "query --filter"
+import json, sys
+for line in open(sys.argv[1]):
+    parts = line.split(" ", 1)[1]
+    matches = [m for m in parts.split(" ") if ":" in m and not m.startswith("{") and not m.startswith('"')]
+    rows = [int(m.split(":")[0]) for m in matches]
+    assert len(rows) == 10, line
+    assert all(r % 2 == 1 and r < 200 for r in rows), rows
+PY
+  expect_fail "filter syntax error" "$tqvec" query --dir "$work/fcoll" --queries "$data/fiori-minilm/query.fvecs" \
+    --filter ".i <"
+  grep -q "syntax error in FILTER expression near: <" "$work/err" && pass || fail "filter error names the place ($(cat "$work/err"))"
+
   # eval --dir: builds a collection (row-number keys) on first use, then
   # evaluates the stored copy: same recall as in memory, twice.
   for run in 1 2; do

@@ -114,7 +114,7 @@ static void check_against_reference(tq_collection *c, const tq_config *cfg)
         tq_snapshot *snap;
         tq_error err;
         cr_assert_eq(tq_flat_search_batch(ref, q, 1, &o, want, &nwant, NULL), TQ_OK);
-        cr_assert_eq(tq_collection_search(c, q, 1, &o, got, &ngot, &snap, &err), TQ_OK, "%s", err.msg);
+        cr_assert_eq(tq_collection_search(c, q, 1, &o, NULL, got, &ngot, &snap, &err), TQ_OK, "%s", err.msg);
         cr_assert_eq(ngot, nwant, "query %zu: %zu hits, expected %zu", qi, ngot, nwant);
         for (size_t h = 0; h < ngot; h++) {
             char key[32];
@@ -358,7 +358,7 @@ Test(collection, damage_is_reported_never_served)
             tq_match m[5];
             size_t n;
             tq_snapshot *snap;
-            rc = tq_collection_search(c, q, 1, &so, m, &n, &snap, &err);
+            rc = tq_collection_search(c, q, 1, &so, NULL, m, &n, &snap, &err);
             tq_snapshot_release(snap);
             tq_collection_close(c, NULL);
         }
@@ -415,7 +415,7 @@ static void *reader(void *arg)
         tq_match m[10];
         size_t n;
         tq_snapshot *snap;
-        if (tq_collection_search(j->c, q, 1, &o, m, &n, &snap, NULL) != TQ_OK) {
+        if (tq_collection_search(j->c, q, 1, &o, NULL, m, &n, &snap, NULL) != TQ_OK) {
             j->bad++;
             continue;
         }
@@ -578,4 +578,71 @@ Test(collection, sigkill_loses_no_acknowledged_write, .timeout = 240)
     }
     cr_assert_eq(kills, KILLS);
     cr_log_info("%zu kills, %zu key states verified", kills, verified);
+}
+
+/* Filtered search answers exactly as an index of the matching vectors
+ * only, at any selectivity, and always with min(k, matching) results. */
+Test(collection, filtered_search_is_exact_at_any_selectivity)
+{
+    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_FP32);
+    tq_collection *c = open_coll(&cfg, 64, TQ_FSYNC_NO);
+    for (size_t i = 0; i < N; i++) {
+        char key[32], attr[64];
+        float v[D];
+        vector_of(i, 1, v);
+        snprintf(key, sizeof(key), "doc-%zu", i);
+        snprintf(attr, sizeof(attr), "{\"i\": %zu, \"g\": \"grp%zu\"}", i, i % 10);
+        tq_element e = {.key = key, .key_len = (uint32_t)strlen(key), .vector = v, .attr = attr,
+                        .attr_len = (uint32_t)strlen(attr)};
+        cr_assert_eq(tq_collection_add(c, &e, 1, NULL, NULL), TQ_OK);
+    }
+    static const char *const exprs[] = {".i % 2 == 0", ".g in ['grp1', 'grp2']", ".i % 100 == 7", ".i == 17",
+                                        ".i < 0", "'grp' in .g and .i >= 290"};
+    for (size_t t = 0; t < sizeof(exprs) / sizeof(exprs[0]); t++) {
+        tq_filter *f;
+        tq_error err;
+        cr_assert_eq(tq_filter_compile(exprs[t], strlen(exprs[t]), &f, &err), TQ_OK, "%s", err.msg);
+        tq_filter_eval *ev;
+        cr_assert_eq(tq_filter_eval_init(f, &ev), TQ_OK);
+        /* The reference: an index of the matching vectors. */
+        float *x = tq_malloc(N * D * sizeof(float));
+        size_t nmatch = 0, row_of[N];
+        for (size_t i = 0; i < N; i++) {
+            char attr[64];
+            snprintf(attr, sizeof(attr), "{\"i\": %zu, \"g\": \"grp%zu\"}", i, i % 10);
+            if (tq_filter_match(f, ev, attr, strlen(attr))) {
+                vector_of(i, 1, x + nmatch * D);
+                row_of[nmatch++] = i;
+            }
+        }
+        tq_flat *ref;
+        cr_assert_eq(tq_flat_create(&cfg, &ref, NULL), TQ_OK);
+        if (nmatch)
+            cr_assert_eq(tq_flat_add(ref, x, nmatch, NULL), TQ_OK);
+        for (unsigned threads = 1; threads <= 2; threads++) {
+            float q[D];
+            vector_of(123, 4, q);
+            tq_search_opts o = {.k = 10, .scorer = TQ_SCORER_LUT, .rerank = 2, .threads = threads};
+            tq_hit want[10];
+            tq_match got[10];
+            size_t nwant, ngot;
+            tq_snapshot *snap;
+            cr_assert_eq(tq_flat_search_batch(ref, q, 1, &o, want, &nwant, NULL), TQ_OK);
+            cr_assert_eq(tq_collection_search(c, q, 1, &o, f, got, &ngot, &snap, &err), TQ_OK, "%s", err.msg);
+            cr_assert_eq(ngot, nmatch < 10 ? nmatch : 10, "'%s': %zu results for %zu matching", exprs[t], ngot, nmatch);
+            cr_assert_eq(ngot, nwant);
+            for (size_t h = 0; h < ngot; h++) {
+                char key[32];
+                snprintf(key, sizeof(key), "doc-%zu", row_of[want[h].id]);
+                cr_assert(got[h].key_len == strlen(key) && !memcmp(got[h].key, key, got[h].key_len),
+                          "'%s' hit %zu: '%.*s', expected %s", exprs[t], h, (int)got[h].key_len, got[h].key, key);
+            }
+            tq_snapshot_release(snap);
+        }
+        tq_flat_free(ref);
+        tq_free(x);
+        tq_filter_eval_free(ev);
+        tq_filter_free(f);
+    }
+    tq_collection_close(c, NULL);
 }

@@ -23,42 +23,48 @@ static int open_existing(const char *cmd, const char *dir, int verify, tqvec_col
     return 0;
 }
 
-/* Keys, one per line, for n rows; NULL path: the row numbers. */
-static int read_keys(const char *path, size_t n, char ***keys)
+/* n lines of a text file (keys, or JSON attributes), at most max bytes
+ * each; NULL path: the row numbers (for keys) or nothing (attributes). */
+static int read_lines(const char *path, size_t n, size_t max, bool numbers, const char *what, char ***out)
 {
-    *keys = tq_calloc(n ? n : 1, sizeof(char *));
-    if (!*keys)
-        return tool_fail("build", "out of memory for %zu keys", n);
+    *out = tq_calloc(n ? n : 1, sizeof(char *));
+    char *line = tq_malloc(max + 2);
+    int rc = 0;
+    if (!*out || !line) {
+        tq_free(line);
+        return tool_fail("build", "out of memory for %zu %s", n, what);
+    }
     if (!path) {
-        for (size_t i = 0; i < n; i++) {
-            char buf[24];
-            snprintf(buf, sizeof(buf), "%zu", i);
-            (*keys)[i] = tq_strdup(buf);
+        for (size_t i = 0; i < n && numbers && !rc; i++) {
+            snprintf(line, max + 2, "%zu", i);
+            if (!((*out)[i] = tq_strdup(line)))
+                rc = tool_fail("build", "out of memory for %zu %s", n, what);
         }
-        return 0;
+        tq_free(line);
+        return rc;
     }
     FILE *fp = fopen(path, "r");
-    if (!fp)
+    if (!fp) {
+        tq_free(line);
         return tool_fail("build", "%s: %s", path, strerror(errno));
-    static char line[TQVEC_MAX_KEY_BYTES + 2];
+    }
     size_t i = 0;
-    while (i < n && fgets(line, sizeof(line), fp)) {
+    while (!rc && i < n && fgets(line, (int)(max + 2), fp)) {
         size_t len = strlen(line);
-        if (len == sizeof(line) - 1 && line[len - 1] != '\n') {
-            fclose(fp);
-            return tool_fail("build", "%s: key %zu is longer than %d bytes", path, i, TQVEC_MAX_KEY_BYTES);
+        if (len == max + 1 && line[len - 1] != '\n') {
+            rc = tool_fail("build", "%s: line %zu is longer than %zu bytes", path, i + 1, max);
+            break;
         }
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = 0;
-        if (!((*keys)[i++] = tq_strdup(line))) {
-            fclose(fp);
-            return tool_fail("build", "out of memory for %zu keys", n);
-        }
+        if (!((*out)[i++] = tq_strdup(line)))
+            rc = tool_fail("build", "out of memory for %zu %s", n, what);
     }
     fclose(fp);
-    if (i < n)
-        return tool_fail("build", "%s has %zu keys for %zu vectors", path, i, n);
-    return 0;
+    tq_free(line);
+    if (!rc && i < n)
+        rc = tool_fail("build", "%s has %zu %s for %zu vectors", path, i, what, n);
+    return rc;
 }
 
 static void free_keys(char **keys, size_t n)
@@ -70,11 +76,13 @@ static void free_keys(char **keys, size_t n)
 
 static void build_usage(void)
 {
-    fprintf(stderr, "usage: tqvec build --input VECTORS --dir DIR [--keys KEYS.txt] [--metric l2|ip|cosine]\n"
+    fprintf(stderr, "usage: tqvec build --input VECTORS --dir DIR [--keys KEYS.txt] [--attrs ATTRS.jsonl]\n"
+                    "                   [--metric l2|ip|cosine]\n"
                     "                   [--bits 1..4] [--variant mse|prod] [--refine none|code8|fp16|fp32]\n"
                     "                   [--fsync always|everysec|no] [--segment-rows N] [--limit N]\n"
                     "Creates the collection when DIR holds none (the settings apply then), else adds\n"
-                    "to it (same key: replaced). Keys: one per line, else the row numbers.\n");
+                    "to it (same key: replaced). Keys: one per line, else the row numbers;\n"
+                    "attributes: one JSON object per line (an empty line: none).\n");
 }
 
 int cmd_build(int argc, char **argv)
@@ -82,12 +90,13 @@ int cmd_build(int argc, char **argv)
     static const struct option longopts[] = {
         {"input", required_argument, 0, 'i'}, {"dir", required_argument, 0, 'd'},
         {"keys", required_argument, 0, 'k'},  {"metric", required_argument, 0, 'm'},
+        {"attrs", required_argument, 0, 'a'},
         {"bits", required_argument, 0, 'b'},  {"variant", required_argument, 0, 'v'},
         {"refine", required_argument, 0, 'r'}, {"fsync", required_argument, 0, 'f'},
         {"segment-rows", required_argument, 0, 's'}, {"limit", required_argument, 0, 'l'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0},
     };
-    const char *input = NULL, *dir = NULL, *keys_path = NULL;
+    const char *input = NULL, *dir = NULL, *keys_path = NULL, *attrs_path = NULL;
     tqvec_collection_options o = {.create = 1, .metric = TQVEC_METRIC_COSINE, .log = log_to_stderr,
                                   .log_ctx = cmd_build_name};
     size_t limit = 0, v;
@@ -98,6 +107,7 @@ int cmd_build(int argc, char **argv)
         case 'i': input = optarg; break;
         case 'd': dir = optarg; break;
         case 'k': keys_path = optarg; break;
+        case 'a': attrs_path = optarg; break;
         case 'm':
             if (!(o.metric = tool_parse_metric(optarg)))
                 return tool_fail("build", "unknown metric '%s'", optarg);
@@ -145,8 +155,10 @@ int cmd_build(int argc, char **argv)
     if (tq_vectors_read(input, limit, &x, &e))
         return tool_fail("build", "%s", e.msg);
     o.dim = (uint32_t)x.d;
-    char **keys = NULL;
-    int rc = read_keys(keys_path, x.n, &keys);
+    char **keys = NULL, **attrs = NULL;
+    int rc = read_lines(keys_path, x.n, TQVEC_MAX_KEY_BYTES, true, "keys", &keys);
+    if (!rc)
+        rc = read_lines(attrs_path, x.n, TQVEC_MAX_ATTRS_BYTES, false, "attributes", &attrs);
     tqvec_collection *c = NULL;
     tqvec_error err;
     if (!rc && tqvec_collection_open(dir, &o, &c, &err)) {
@@ -174,7 +186,8 @@ int cmd_build(int argc, char **argv)
         size_t m = x.n - i < batch ? x.n - i : batch, fresh;
         for (size_t j = 0; j < m; j++)
             elems[j] = (tqvec_element){.key = keys[i + j], .key_len = strlen(keys[i + j]),
-                                       .vector = x.data + (i + j) * x.d};
+                                       .vector = x.data + (i + j) * x.d, .attrs = attrs[i + j],
+                                       .attrs_len = attrs[i + j] ? strlen(attrs[i + j]) : 0};
         if (tqvec_collection_add(c, elems, m, &fresh, &err))
             rc = tool_fail("build", "rows %zu..%zu: %s", i, i + m - 1, err.message);
         added += fresh;
@@ -194,6 +207,7 @@ int cmd_build(int argc, char **argv)
         rc = tool_fail("build", "%s", err.message);
     tq_free(elems);
     free_keys(keys, x.n);
+    free_keys(attrs, x.n);
     tq_free(x.data);
     return rc;
 }
@@ -201,8 +215,10 @@ int cmd_build(int argc, char **argv)
 static void query_usage(void)
 {
     fprintf(stderr, "usage: tqvec query --dir DIR --queries VECTORS [-k 10] [--rerank R] [--nq N]\n"
-                    "                   [--threads T] [--attrs]\n"
-                    "Prints one line per query: its row, then key:score for each match, best first.\n");
+                    "                   [--threads T] [--attrs] [--filter EXPR]\n"
+                    "Prints one line per query: its row, then key:score for each match, best first.\n"
+                    "--filter takes a Redis vector-set FILTER expression over the attributes,\n"
+                    "e.g. '.year >= 1980 and .genre in [\"drama\", \"crime\"]'.\n");
 }
 
 int cmd_query(int argc, char **argv)
@@ -211,6 +227,7 @@ int cmd_query(int argc, char **argv)
         {"dir", required_argument, 0, 'd'},   {"queries", required_argument, 0, 'q'},
         {"rerank", required_argument, 0, 'r'}, {"nq", required_argument, 0, 'n'},
         {"threads", required_argument, 0, 't'}, {"attrs", no_argument, 0, 'a'},
+        {"filter", required_argument, 0, 'F'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0},
     };
     const char *dir = NULL, *queries = NULL;
@@ -224,6 +241,7 @@ int cmd_query(int argc, char **argv)
         case 'd': dir = optarg; break;
         case 'q': queries = optarg; break;
         case 'a': attrs = true; break;
+        case 'F': sp.filter = optarg; break;
         case 'k':
             if (tool_parse_size(optarg, &v) || v < 1 || v > TQVEC_MAX_K)
                 return tool_fail("query", "-k wants 1..%d, got '%s'", TQVEC_MAX_K, optarg);
