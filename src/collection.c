@@ -46,6 +46,10 @@
 
 enum { WAL_ADD = 1, WAL_REMOVE = 2 };
 
+/* Attribute fields a sealed segment keeps parsed for filters; a filter on
+ * more fields than this reads the rest from JSON. */
+#define MAX_COLUMNS 32
+
 typedef struct seg {
     int refs;                 /* snapshots naming it; under snap_lock */
     bool sealed;
@@ -66,6 +70,12 @@ typedef struct seg {
     pthread_mutex_t verify_lock;
     int verified;             /* 0 not yet, 1 good, -1 damaged (verify_err) */
     tq_error verify_err;
+    /* sealed: attribute columns built for filters, published by ncols
+     * (release); built under verify_lock. */
+    size_t ncols;
+    char *col_name[MAX_COLUMNS];
+    uint32_t col_name_len[MAX_COLUMNS];
+    tq_attr_column cols[MAX_COLUMNS];
 } seg;
 
 struct tq_snapshot {
@@ -196,6 +206,10 @@ static void seg_free(seg *s)
         tq_free(s->attrs);
         tq_free(s->key_lens);
         tq_free(s->attr_lens);
+    }
+    for (size_t i = 0; i < s->ncols; i++) {
+        tq_free(s->col_name[i]);
+        tq_attr_column_free(&s->cols[i]);
     }
     tq_free(s->deleted);
     pthread_mutex_destroy(&s->verify_lock);
@@ -1022,19 +1036,87 @@ out:
     return rc;
 }
 
-/* The attribute filter as the scan asks it: one evaluator per thread. */
+static const char *seg_attr_fn(void *ctx, size_t row, uint32_t *len)
+{
+    return seg_attr(ctx, row, len);
+}
+
+/* The column of field `name` in a sealed segment, built on first use (the
+ * first filtered search touching it pays one pass over the attributes);
+ * NULL when the segment keeps no more columns, or out of memory: the
+ * caller then reads JSON. */
+static const tq_attr_column *seg_column(seg *s, const char *name, uint32_t len)
+{
+    size_t n = __atomic_load_n(&s->ncols, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i < n; i++)
+        if (s->col_name_len[i] == len && !memcmp(s->col_name[i], name, len))
+            return &s->cols[i];
+    const tq_attr_column *found = NULL;
+    pthread_mutex_lock(&s->verify_lock);
+    n = s->ncols;
+    for (size_t i = 0; i < n && !found; i++)
+        if (s->col_name_len[i] == len && !memcmp(s->col_name[i], name, len))
+            found = &s->cols[i];
+    if (!found && n < MAX_COLUMNS && (s->col_name[n] = tq_malloc(len ? len : 1))) {
+        memcpy(s->col_name[n], name, len);
+        s->col_name_len[n] = len;
+        if (tq_attr_column_build(name, len, (size_t)s->file.rows, seg_attr_fn, s, &s->cols[n]) == TQ_OK) {
+            found = &s->cols[n];
+            __atomic_store_n(&s->ncols, n + 1, __ATOMIC_RELEASE);
+        } else {
+            tq_free(s->col_name[n]);
+            s->col_name[n] = NULL;
+        }
+    }
+    pthread_mutex_unlock(&s->verify_lock);
+    return found;
+}
+
+/* The attribute filter as the scan asks it: one evaluator per thread, and
+ * per set the columns of the filter's fields (NULL: read JSON). */
 typedef struct filter_ctx {
     const tq_snapshot *snap;
     const tq_filter *filter;
     tq_filter_eval **evals;
+    const tq_attr_column ***cols;
 } filter_ctx;
 
 static bool accept_row(void *arg, unsigned part, size_t set, size_t row)
 {
     const filter_ctx *fc = arg;
+    if (fc->cols[set])
+        return tq_filter_match_columns(fc->filter, fc->evals[part], fc->cols[set], row);
     uint32_t len;
     const char *attr = seg_attr(fc->snap->segs[set], row, &len);
     return tq_filter_match(fc->filter, fc->evals[part], attr, len);
+}
+
+/* Columns for every sealed set, when every field of the filter has one. */
+static int bind_columns(const tq_snapshot *s, const tq_filter *filter, filter_ctx *fc, tq_error *err)
+{
+    const size_t nsel = tq_filter_selector_count(filter);
+    fc->cols = tq_calloc(s->nsegs, sizeof(*fc->cols));
+    if (!fc->cols)
+        return tq_err(err, TQ_ENOMEM, "out of memory for a search");
+    for (size_t i = 0; i < s->nsegs && nsel; i++) {
+        seg *sg = s->segs[i];
+        if (!sg->sealed)
+            continue;
+        const tq_attr_column **cols = tq_malloc(nsel * sizeof(*cols));
+        if (!cols)
+            return tq_err(err, TQ_ENOMEM, "out of memory for a search");
+        bool all = true;
+        for (size_t k = 0; k < nsel && all; k++) {
+            uint32_t len;
+            const char *name = tq_filter_selector(filter, k, &len);
+            all = (cols[k] = seg_column(sg, name, len)) != NULL;
+        }
+        if (all)
+            fc->cols[i] = cols;
+        else
+            tq_free(cols);
+    }
+    return TQ_OK;
 }
 
 int tq_collection_search(tq_collection *c, const float *queries, size_t nq, const tq_search_opts *opts,
@@ -1067,6 +1149,8 @@ int tq_collection_search(tq_collection *c, const float *queries, size_t nq, cons
                 goto out;
             }
         fc.evals = evals;
+        if ((rc = bind_columns(s, filter, &fc, err)))
+            goto out;
         o.filter = &rf;
     }
     first[0] = 0;
@@ -1096,6 +1180,9 @@ out:
             tq_filter_eval_free(evals[p]);
         if (evals != evals_small)
             tq_free(evals);
+        for (size_t i = 0; fc.cols && i < s->nsegs; i++)
+            tq_free((void *)fc.cols[i]);
+        tq_free((void *)fc.cols);
     }
     tq_free(sets);
     tq_free(first);

@@ -84,19 +84,18 @@ typedef struct step {
 struct tq_filter {
     step *prog;
     size_t nprog;
+    size_t nsel;     /* selector steps; step.count numbers them */
     size_t depth;    /* values on the stack at most */
     char *pool;
     size_t pool_len;
 };
 
 /* A value while running. JSON arrays keep their raw text for `in`. */
-enum { V_NUM, V_STR, V_NULL, V_TUPLE, V_ARRAY };
-typedef struct value {
-    int type;
-    double num;
-    const char *s;   /* string bytes, tuple's first step, array text */
-    size_t len;      /* bytes, or tuple element count */
-} value;
+/* A value while running: store.h's tq_attr_value (a tuple's s is its first
+ * element step, its len the element count). */
+enum { V_NUM = TQ_ATTR_NUM, V_STR = TQ_ATTR_STR, V_NULL = TQ_ATTR_NULL, V_TUPLE = TQ_ATTR_TUPLE,
+       V_ARRAY = TQ_ATTR_ARRAY };
+typedef tq_attr_value value;
 
 struct tq_filter_eval {
     value *stack;
@@ -444,6 +443,8 @@ int tq_filter_compile(const char *expr, size_t len, tq_filter **out, tq_error *e
         const step *t = &c.tokens[i];
         if (t->kind != T_OP) {
             f->prog[f->nprog++] = *t;
+            if (t->kind == T_SEL)
+                f->prog[f->nprog - 1].count = (uint32_t)f->nsel++;
             if (t->kind == T_TUPLE)
                 for (uint32_t k = 0; k < t->count; k++)
                     f->prog[f->nprog++] = c.tokens[++i];
@@ -805,9 +806,19 @@ static bool contains(tq_filter_eval *ev, const tq_filter *f, const value *a, con
     return false;
 }
 
-/* One run; *overflow set if an escaped string did not fit the buffer. */
-static bool match_once(const tq_filter *f, tq_filter_eval *ev, const char *json, size_t len)
+/* Where a run reads fields: one JSON blob, or columns at a row. */
+typedef struct source {
+    const char *json;
+    size_t len;
+    const tq_attr_column *const *cols;
+    size_t row;
+} source;
+
+/* One run; ev->overflow set if an escaped string did not fit the buffer. */
+static bool match_once(const tq_filter *f, tq_filter_eval *ev, const source *src)
 {
+    const char *json = src->json;
+    const size_t len = src->len;
     value *st = ev->stack;
     size_t n = 0;
     bool checked = false;
@@ -825,6 +836,13 @@ static bool match_once(const tq_filter *f, tq_filter_eval *ev, const char *json,
             i += s->count;
             continue;
         case T_SEL:
+            if (src->cols) {
+                st[n] = src->cols[s->count]->v[src->row];
+                if (st[n].type == TQ_ATTR_MISSING)
+                    return false;
+                n++;
+                continue;
+            }
             /* Attributes that are not one well-formed JSON value match
              * nothing: checked once, at the first field read. */
             if (!json || (!checked && !json_whole(json, len)))
@@ -864,10 +882,18 @@ static bool match_once(const tq_filter *f, tq_filter_eval *ev, const char *json,
     return n == 1 && truthy(&st[0]);
 }
 
+bool tq_filter_match_columns(const tq_filter *f, tq_filter_eval *ev, const tq_attr_column *const *cols, size_t row)
+{
+    const source src = {.cols = cols, .row = row};
+    ev->overflow = false;
+    return match_once(f, ev, &src); /* column strings are unescaped already: no overflow */
+}
+
 bool tq_filter_match(const tq_filter *f, tq_filter_eval *ev, const char *json, size_t len)
 {
+    const source src = {.json = json, .len = len};
     ev->overflow = false;
-    bool r = match_once(f, ev, json, len);
+    bool r = match_once(f, ev, &src);
     if (ev->overflow && ev->spare) {
         /* Retry with the larger buffer made ready by the failed run. */
         tq_free(ev->scratch);
@@ -875,7 +901,120 @@ bool tq_filter_match(const tq_filter *f, tq_filter_eval *ev, const char *json, s
         ev->scratch_cap = ev->spare_cap;
         ev->spare = NULL;
         ev->overflow = false;
-        r = match_once(f, ev, json, len);
+        r = match_once(f, ev, &src);
     }
     return r;
+}
+
+/* ------------------------------------------------------------- columns */
+
+size_t tq_filter_selector_count(const tq_filter *f)
+{
+    return f->nsel;
+}
+
+const char *tq_filter_selector(const tq_filter *f, size_t i, uint32_t *len)
+{
+    for (size_t k = 0; k < f->nprog; k++)
+        if (f->prog[k].kind == T_SEL && f->prog[k].count == i) {
+            *len = f->prog[k].len;
+            return f->pool + f->prog[k].off;
+        }
+    *len = 0;
+    return NULL;
+}
+
+/* Unescaped strings of a column live in blocks chained through their first
+ * bytes; blocks never move, so values can point into them. */
+typedef struct block {
+    struct block *next;
+    size_t used, cap;
+    char data[];
+} block;
+
+static char *block_copy(block **head, const char *s, size_t n)
+{
+    block *b = *head;
+    if (!b || b->used + n > b->cap) {
+        size_t cap = n > 65536 ? n : 65536;
+        block *nb = tq_malloc(sizeof(block) + cap);
+        if (!nb)
+            return NULL;
+        nb->next = b;
+        nb->used = 0;
+        nb->cap = cap;
+        *head = b = nb;
+    }
+    char *dst = b->data + b->used;
+    memcpy(dst, s, n);
+    b->used += n;
+    return dst;
+}
+
+int tq_attr_column_build(const char *field, uint32_t flen, size_t n, tq_attr_fn get, void *ctx,
+                         tq_attr_column *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->v = tq_malloc((n ? n : 1) * sizeof(tq_attr_value));
+    tq_filter_eval ev = {.scratch_cap = 4096};
+    ev.scratch = tq_malloc(ev.scratch_cap);
+    if (!out->v || !ev.scratch) {
+        tq_free(out->v);
+        tq_free(ev.scratch);
+        out->v = NULL;
+        return TQ_ENOMEM;
+    }
+    block *blocks = NULL;
+    int rc = TQ_OK;
+    for (size_t r = 0; r < n && !rc; r++) {
+        uint32_t len;
+        const char *json = get(ctx, r, &len);
+        tq_attr_value *v = &out->v[r];
+        v->type = TQ_ATTR_MISSING;
+        if (!json || !json_whole(json, len))
+            continue;
+        ev.scratch_used = 0;
+        ev.overflow = false;
+        if (!json_field(&ev, json, len, field, flen, v)) {
+            if (ev.overflow) { /* an escaped string longer than the scratch: grow it and retry */
+                tq_free(ev.scratch);
+                ev.scratch = ev.spare;
+                ev.scratch_cap = ev.spare_cap;
+                ev.spare = NULL;
+                if (!ev.scratch) {
+                    rc = TQ_ENOMEM;
+                    break;
+                }
+                r--;
+                continue;
+            }
+            v->type = TQ_ATTR_MISSING;
+            continue;
+        }
+        /* A string unescaped into the scratch moves to the column's blocks. */
+        if (v->type == TQ_ATTR_STR && v->s >= ev.scratch && v->s < ev.scratch + ev.scratch_cap) {
+            char *kept = block_copy(&blocks, v->s, v->len);
+            if (!kept)
+                rc = TQ_ENOMEM;
+            v->s = kept;
+        }
+    }
+    tq_free(ev.scratch);
+    tq_free(ev.spare);
+    out->n = n;
+    out->blocks = blocks;
+    if (rc)
+        tq_attr_column_free(out);
+    return rc;
+}
+
+void tq_attr_column_free(tq_attr_column *c)
+{
+    for (block *b = c->blocks; b;) {
+        block *next = b->next;
+        tq_free(b);
+        b = next;
+    }
+    tq_free(c->v);
+    memset(c, 0, sizeof(*c));
 }

@@ -273,6 +273,38 @@ void tq_filter_free(tq_filter *f);
 /* Working memory for running f; one per thread. */
 int tq_filter_eval_init(const tq_filter *f, tq_filter_eval **out);
 void tq_filter_eval_free(tq_filter_eval *ev);
+/* One field's value for every row of a segment, parsed once so filters do
+ * not read JSON per element per query. Strings point into the attribute
+ * bytes (or the column's own blocks when they had escapes), arrays are the
+ * raw JSON text; rows whose attributes lack the field, or are not valid
+ * JSON, are marked missing. */
+enum { TQ_ATTR_NUM, TQ_ATTR_STR, TQ_ATTR_NULL, TQ_ATTR_TUPLE, TQ_ATTR_ARRAY, TQ_ATTR_MISSING };
+typedef struct tq_attr_value {
+    int type;
+    double num;
+    const char *s;  /* string bytes, array text (a tuple's first step, inside filters) */
+    size_t len;
+} tq_attr_value;
+
+typedef struct tq_attr_column {
+    tq_attr_value *v; /* one per row */
+    size_t n;
+    void *blocks;     /* unescaped strings, freed with the column */
+} tq_attr_column;
+
+typedef const char *(*tq_attr_fn)(void *ctx, size_t row, uint32_t *len);
+/* Build the column of `field` for rows [0, n), reading attributes with get
+ * (which must return bytes that outlive the column). */
+int tq_attr_column_build(const char *field, uint32_t flen, size_t n, tq_attr_fn get, void *ctx,
+                         tq_attr_column *out);
+void tq_attr_column_free(tq_attr_column *c);
+/* The selectors of a compiled filter, in program order (repeats included). */
+size_t tq_filter_selector_count(const tq_filter *f);
+const char *tq_filter_selector(const tq_filter *f, size_t i, uint32_t *len);
+/* tq_filter_match with the row's fields taken from columns: cols[i] is the
+ * column of selector i. */
+bool tq_filter_match_columns(const tq_filter *f, tq_filter_eval *ev, const tq_attr_column *const *cols, size_t row);
+
 /* Whether the attributes json[0, len) (NULL: none) pass: a missing field or
  * attributes that are not a JSON object fail, never error. Allocates only
  * to grow its buffer for an escaped string longer than any seen before. */

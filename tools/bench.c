@@ -386,6 +386,10 @@ static int build_filtered(const char *dir, const tq_matrix *base, int metric, tq
         if (tqvec_collection_add(*c, &e, 1, NULL, &err))
             return tool_fail("bench", "%s", err.message);
     }
+    /* Sealed, as a stored collection mostly is: filters then read the
+     * segments' attribute columns. */
+    if (tqvec_collection_compact(*c, &err))
+        return tool_fail("bench", "%s", err.message);
     return 0;
 }
 
@@ -446,7 +450,9 @@ static int bench_filter(const bench_opts *o)
             want += truth;
             for (size_t i = 0; i < tqvec_results_count(r, 0); i++) {
                 const tqvec_match *mt = tqvec_results_get(r, 0, i);
-                size_t row = (size_t)strtoull(mt->key, NULL, 10);
+                size_t row = 0; /* keys are not NUL-terminated */
+                for (size_t ch = 0; ch < mt->key_len; ch++)
+                    row = row * 10 + (size_t)(mt->key[ch] - '0');
                 for (size_t g = 0; g < truth; g++)
                     if (rows[gt[qi * k + g]] == row) {
                         found++;
