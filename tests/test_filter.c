@@ -189,3 +189,56 @@ Test(filter, long_escaped_strings)
     NO("'pin' in .s", json);
     tq_free(json);
 }
+
+static const char *const docs[] = {
+    "{\"a\": 1, \"s\": \"x\\ty\", \"t\": [1, \"two\"]}",
+    "{\"a\": 2.5, \"s\": \"plain\"}",
+    "{\"s\": null}",
+    "not json",
+    "{\"a\": true, \"s\": \"\\u00e9t\\u00e9\", \"t\": []}",
+    "{\"a\": {\"nested\": 1}}",
+    "",
+    "{\"a\": -3e2, \"s\": \"\", \"t\": [\"x\\ty\"]}",
+};
+#define NDOCS (sizeof(docs) / sizeof(docs[0]))
+
+static const char *doc_at(void *ctx, size_t row, uint32_t *len)
+{
+    (void)ctx;
+    *len = (uint32_t)strlen(docs[row]);
+    return *len ? docs[row] : NULL;
+}
+
+/* Columns give the same answers as reading the JSON, row by row. */
+Test(filter, columns_agree_with_json)
+{
+    static const char *const exprs[] = {".a > 0", ".s == 'x\\ty'", ".s", "'x\\ty' in .t", ".a + 1 == -299",
+                                        "not .s", ".s == null", "'t' in .s and .a", ".a == 1 or .s == 'été'",
+                                        "1 == 1"};
+    for (size_t e = 0; e < sizeof(exprs) / sizeof(exprs[0]); e++) {
+        tq_filter *f;
+        cr_assert_eq(tq_filter_compile(exprs[e], strlen(exprs[e]), &f, NULL), TQ_OK, "%s", exprs[e]);
+        tq_filter_eval *ev;
+        cr_assert_eq(tq_filter_eval_init(f, &ev), TQ_OK);
+        size_t nsel = tq_filter_selector_count(f);
+        tq_attr_column cols[8];
+        const tq_attr_column *ptrs[8];
+        for (size_t k = 0; k < nsel; k++) {
+            uint32_t len;
+            const char *name = tq_filter_selector(f, k, &len);
+            cr_assert_eq(tq_attr_column_build(name, len, NDOCS, doc_at, NULL, &cols[k]), TQ_OK);
+            ptrs[k] = &cols[k];
+        }
+        for (size_t r = 0; r < NDOCS; r++) {
+            uint32_t len;
+            const char *json = doc_at(NULL, r, &len);
+            bool want = tq_filter_match(f, ev, json, len);
+            bool got = nsel ? tq_filter_match_columns(f, ev, ptrs, r) : want;
+            cr_assert_eq(got, want, "'%s' on doc %zu: columns say %d, JSON %d", exprs[e], r, got, want);
+        }
+        for (size_t k = 0; k < nsel; k++)
+            tq_attr_column_free(&cols[k]);
+        tq_filter_eval_free(ev);
+        tq_filter_free(f);
+    }
+}
