@@ -1,6 +1,6 @@
 /*
- * The in-memory index: one growing set of rows (index/codec.c encodes
- * them, index/search.c searches them). Arrays grow by doubling and are
+ * The in-memory index: one growing set of rows (the codec encodes them,
+ * the search module searches them). Arrays grow by doubling and are
  * zeroed as they grow, so rows not yet written are zero nibbles.
  *
  * An add checks and encodes a chunk of vectors at a time: the check pulls

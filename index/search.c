@@ -1,7 +1,7 @@
 /*
- * The three-stage search over sets of encoded rows (index/tq_index.h,
- * tq_rows): an in-memory index is one set, a stored collection one set per
- * segment, all encoded by one codec.
+ * The three-stage search over sets of encoded rows (tq_rows): an in-memory
+ * index is one set, a stored collection one set per segment, all encoded
+ * by one codec.
  *
  *   1. coarse: the simd scan kernel sums 8-bit query tables over every
  *      block of every set; the best C = k' + k'/8 + 16 estimates (k' = k,

@@ -1,5 +1,5 @@
 /*
- * Helpers every public entry point shares (src/library.c defines them):
+ * Helpers every public entry point shares (defined with the index API):
  * error export, argument checks and the one place public defaults apply.
  */
 #ifndef TQ_API_H

@@ -1,12 +1,15 @@
 /*
  * The public entry points for collections: argument checks at the API
- * boundary and translation to src/collection.c, where the engine lives.
+ * boundary and translation to the collection engine, where the work is.
  */
 #include "api.h"
 #include "store.h"
 
 #include <assert.h>
 
+static_assert(TQVEC_MIN_SEGMENT_ROWS == TQ_MIN_SEGMENT_ROWS && TQVEC_DEFAULT_SEGMENT_ROWS == TQ_DEFAULT_SEGMENT_ROWS &&
+                  TQVEC_MAX_SEGMENT_ROWS == TQ_MAX_SEGMENT_ROWS,
+              "segment size limits differ");
 static_assert(TQVEC_MAX_KEY_BYTES == TQ_MAX_KEY_BYTES && TQVEC_MAX_ATTRS_BYTES == TQ_MAX_ATTR_BYTES,
               "public and internal element limits differ");
 static_assert((int)TQVEC_FSYNC_ALWAYS == (int)TQ_FSYNC_ALWAYS && (int)TQVEC_FSYNC_EVERYSEC == (int)TQ_FSYNC_EVERYSEC &&
@@ -40,6 +43,9 @@ int tqvec_collection_open(const char *dir, const tqvec_collection_options *opts,
         return api_error(err, TQVEC_EARG, "bits %d is outside %d..%d", opts->bits, TQVEC_MIN_BITS, TQVEC_MAX_BITS);
     if (opts->fsync < 0 || opts->fsync > TQVEC_FSYNC_NO)
         return api_error(err, TQVEC_EARG, "unknown fsync policy %d", opts->fsync);
+    if (opts->segment_rows > TQVEC_MAX_SEGMENT_ROWS)
+        return api_error(err, TQVEC_EARG, "segment_rows %u is above the limit %d", opts->segment_rows,
+                         TQVEC_MAX_SEGMENT_ROWS);
     if (opts->create && opts->dim == 0)
         return api_error(err, TQVEC_EARG, "creating a collection needs its dimension");
     tq_collection_options o = {

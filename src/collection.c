@@ -85,16 +85,20 @@ struct tq_snapshot {
     seg **segs;
 };
 
+/* Fields below write_lock belong to the one writer at a time (adds,
+ * removes, seals, compactions); the map and the current snapshot have
+ * locks of their own because readers use them too. */
 struct tq_collection {
     char *dir;
-    int lock_fd;
+    int lock_fd;              /* flock'd LOCK file: one process per directory */
     tq_collection_options opts;
-    tq_codec codec;
-    tq_encode_scratch scratch;
+    tq_codec codec;           /* fixed at open (the mean is set once, before any row) */
     pthread_mutex_t write_lock, snap_lock;
     pthread_rwlock_t map_lock;
-    tq_keymap map;
-    tq_snapshot *current;
+    tq_keymap map;            /* map_lock */
+    tq_snapshot *current;     /* snap_lock: sealed segments, then the mutable one */
+    /* write_lock: */
+    tq_encode_scratch scratch;
     seg *mut;
     uint64_t next_file_id;
     uint64_t wal_id, wal_first_lsn;
@@ -502,7 +506,7 @@ static void repoint_keys(tq_collection *c, seg *s)
 
 /* Writer lock held. Write the mutable segment's live rows, fresh tombstone
  * files and an empty log; commit; switch. */
-static int seal(tq_collection *c, tq_error *err)
+static int seal_nolock(tq_collection *c, tq_error *err)
 {
     if (c->broken)
         return tq_err(err, TQ_EIO, "%s: an earlier change could not be completed; reopen the collection", c->dir);
@@ -637,7 +641,7 @@ cleanup:
 int tq_collection_compact(tq_collection *c, tq_error *err)
 {
     pthread_mutex_lock(&c->write_lock);
-    int rc = seal(c, err);
+    int rc = seal_nolock(c, err);
     if (rc)
         goto out;
     tq_snapshot *cur = c->current;
@@ -917,7 +921,7 @@ int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_
     }
     size_t done = 0, fresh = 0;
     while (!rc && done < n) {
-        if (c->mut->n == c->mut->cap && (rc = seal(c, err)))
+        if (c->mut->n == c->mut->cap && (rc = seal_nolock(c, err)))
             break;
         const size_t base = c->mut->n, room = c->mut->cap - base, chunk = n - done < room ? n - done : room;
         if ((rc = stage_names(c, elems + done, chunk, err)) || (rc = frame_begin(c, elems + done, chunk, err)))
@@ -1361,7 +1365,7 @@ int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_co
     }
     c->opts = *opts;
     if (!c->opts.segment_rows)
-        c->opts.segment_rows = 131072;
+        c->opts.segment_rows = TQ_DEFAULT_SEGMENT_ROWS;
     if (!c->opts.fsync)
         c->opts.fsync = TQ_FSYNC_EVERYSEC;
     c->lock_fd = -1;

@@ -91,7 +91,7 @@ struct tq_filter {
 };
 
 /* A value while running. JSON arrays keep their raw text for `in`. */
-/* A value while running: store.h's tq_attr_value (a tuple's s is its first
+/* A value while running: the attribute value type (a tuple's s is its first
  * element step, its len the element count). */
 enum { V_NUM = TQ_ATTR_NUM, V_STR = TQ_ATTR_STR, V_NULL = TQ_ATTR_NULL, V_TUPLE = TQ_ATTR_TUPLE,
        V_ARRAY = TQ_ATTR_ARRAY };

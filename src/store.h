@@ -144,6 +144,12 @@ int tq_wal_replay(const char *path, tq_wal_visit_fn visit, void *ctx, bool repai
 
 /* --------------------------------------------------------------- segment */
 
+/* Rows at which the mutable segment is sealed (its arrays are reserved for
+ * this many rows up front). */
+#define TQ_MIN_SEGMENT_ROWS 1u
+#define TQ_DEFAULT_SEGMENT_ROWS 131072u
+#define TQ_MAX_SEGMENT_ROWS (1u << 24)
+
 /* Longest key and attribute blob an element may have. */
 #define TQ_MAX_KEY_BYTES 4096u
 #define TQ_MAX_ATTR_BYTES (1u << 20)
@@ -258,8 +264,8 @@ int tq_tombstones_read(const char *path, uint64_t rows, uint32_t *bits, uint64_t
 
 /* ---------------------------------------------------------------- filter */
 
-/* Redis vector-set FILTER expressions over JSON attributes (src/filter.c
- * says exactly what they mean). */
+/* Redis vector-set FILTER expressions over JSON attributes (the filter
+ * module's design comment says exactly what they mean). */
 #define TQ_FILTER_MAX_BYTES 16384u
 #define TQ_FILTER_MAX_TOKENS 4096u
 

@@ -236,7 +236,8 @@ typedef struct tqvec_collection_options {
     int refine, center;
     int create;            /* nonzero: create the collection if dir has none */
     int fsync;             /* tqvec_fsync */
-    uint32_t segment_rows; /* seal the log into a segment at this many rows; 0 = 131072 */
+    uint32_t segment_rows; /* seal the log into a segment at this many rows;
+                              TQVEC_MIN_SEGMENT_ROWS..TQVEC_MAX_SEGMENT_ROWS, 0 = default */
     int verify;            /* nonzero: checksum every segment at open (else before its first search) */
     /* Recovery notes (a torn log tail cut, leftover files removed); NULL:
      * none are reported (tqvec_collection_info still counts torn bytes). */
@@ -245,6 +246,9 @@ typedef struct tqvec_collection_options {
     uint32_t reserved[8];  /* must be zero */
 } tqvec_collection_options;
 
+#define TQVEC_MIN_SEGMENT_ROWS 1
+#define TQVEC_DEFAULT_SEGMENT_ROWS 131072
+#define TQVEC_MAX_SEGMENT_ROWS (1 << 24)
 #define TQVEC_MAX_KEY_BYTES 4096
 #define TQVEC_MAX_ATTRS_BYTES (1 << 20)
 

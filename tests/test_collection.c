@@ -1,5 +1,5 @@
 /*
- * Collections (src/collection.c): persistence through the log and through
+ * Collections (tq_collection_*): persistence through the log and through
  * sealed segments, upserts and deletes, compaction, answers equal to an
  * in-memory index of the live vectors, damage reported by file and section,
  * torn log tails, bad input, the directory lock, readers beside a writer,

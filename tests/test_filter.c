@@ -1,5 +1,5 @@
 /*
- * FILTER expressions (src/filter.c): the grammar, precedence, the value
+ * FILTER expressions (tq_filter_*): the grammar, precedence, the value
  * rules Redis vector sets use (coercions, null, truth), missing fields and
  * bad JSON as no match, `in` over tuples, arrays and strings, unicode,
  * deep nesting and the length limits.

@@ -1,5 +1,5 @@
 /*
- * Search over several row sets with deletions (index/search.c): the answer
+ * Search over several row sets with deletions (tq_search): the answer
  * must equal that of one index holding the same live vectors, whatever the
  * split into sets, the thread count or the share of deleted rows.
  */
