@@ -75,7 +75,7 @@ static int op_arity(int op)
 typedef struct step {
     uint8_t kind;
     uint8_t op;
-    uint32_t count;  /* tuple: elements that follow */
+    uint32_t count;  /* tuple: elements that follow; selector: its number; operator: arity */
     uint32_t off, len; /* string / selector bytes in pool */
     double num;
     uint32_t at;     /* offset in the expression, for errors */
@@ -437,7 +437,8 @@ int tq_filter_compile(const char *expr, size_t len, tq_filter **out, tq_error *e
             break;                                                                                   \
         }                                                                                            \
         values = values - (size_t)ar_ + 1;                                                           \
-        f->prog[f->nprog++] = *o_;                                                                   \
+        f->prog[f->nprog] = *o_;                                                                     \
+        f->prog[f->nprog++].count = (uint32_t)ar_;                                                   \
     } while (0)
     for (size_t i = 0; !rc && i < c.ntokens; i++) {
         const step *t = &c.tokens[i];
@@ -856,7 +857,7 @@ static bool match_once(const tq_filter *f, tq_filter_eval *ev, const source *src
             break;
         }
         value b = st[--n], a = {0};
-        if (op_arity(s->op) == 2)
+        if (s->count == 2) /* an operator step's count is its arity */
             a = st[--n];
         double r = 0;
         switch (s->op) {
