@@ -198,6 +198,12 @@ static void search_part(void *arg, unsigned part)
                 const tq_rows *set = &job->sets[s];
                 const size_t lb = b - job->first_block[s], base = lb * TQ_SCAN_BLOCK;
                 const size_t rows = set->n - base < TQ_SCAN_BLOCK ? set->n - base : TQ_SCAN_BLOCK;
+                /* A block whose rows are all deleted (or all filtered out
+                 * by an allow-list) is not scanned at all. */
+                const uint32_t dead_bits = set->deleted ? __atomic_load_n(&set->deleted[lb], __ATOMIC_RELAXED) : 0;
+                const uint32_t every = rows == TQ_SCAN_BLOCK ? 0xFFFFFFFFu : (1u << rows) - 1;
+                if ((dead_bits & every) == every)
+                    continue;
                 /* A partial block still being filled is read a row at a
                  * time: the kernel would read the lanes being written. */
                 if (lut && !(set->growing && rows < TQ_SCAN_BLOCK)) {
@@ -213,7 +219,7 @@ static void search_part(void *arg, unsigned part)
                         key[v] = float_key(c, pq, (row_ref){set, base + v});
                 }
                 if (set->deleted)
-                    for (uint32_t dead = __atomic_load_n(&set->deleted[lb], __ATOMIC_RELAXED); dead; dead &= dead - 1)
+                    for (uint32_t dead = dead_bits; dead; dead &= dead - 1)
                         key[__builtin_ctz(dead)] = -INFINITY;
                 /* threshold stays -inf until the heap is full, and live keys
                  * are finite, so one compare decides (and drops the dead).

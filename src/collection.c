@@ -1076,18 +1076,22 @@ static const tq_attr_column *seg_column(seg *s, const char *name, uint32_t len)
     return found;
 }
 
-/* The attribute filter as the scan asks it: one evaluator per thread, and
- * per set the columns of the filter's fields (NULL: read JSON). */
+/* The attribute filter as the scan asks it: one evaluator per thread, per
+ * set the columns of the filter's fields (NULL: read JSON), and the sets
+ * already narrowed to an allow-list (their mask says it all). */
 typedef struct filter_ctx {
     const tq_snapshot *snap;
     const tq_filter *filter;
     tq_filter_eval **evals;
     const tq_attr_column ***cols;
+    uint32_t **masks;         /* per set: deleted | filtered out, or NULL */
 } filter_ctx;
 
 static bool accept_row(void *arg, unsigned part, size_t set, size_t row)
 {
     const filter_ctx *fc = arg;
+    if (fc->masks[set])
+        return true;
     if (fc->cols[set])
         return tq_filter_match_columns(fc->filter, fc->evals[part], fc->cols[set], row);
     uint32_t len;
@@ -1119,6 +1123,52 @@ static int bind_columns(const tq_snapshot *s, const tq_filter *filter, filter_ct
             fc->cols[i] = cols;
         else
             tq_free(cols);
+    }
+    return TQ_OK;
+}
+
+/* Strategy by estimated selectivity: a filter that a sample says passes
+ * fewer than allowlist_below of a sealed segment's rows is run over the
+ * segment's columns first, and the rows it rejects join the deleted mask.
+ * The scan then skips blocks with nothing allowed and never calls the
+ * filter for that segment; at higher selectivity the filter runs inside
+ * the scan, on just the rows that could enter the heap, which costs less
+ * than testing every row. */
+static int narrow_to_allowlists(const tq_collection *c, const tq_snapshot *s, const tq_filter *filter,
+                                filter_ctx *fc, tq_rows *sets, tq_error *err)
+{
+    const double below = c->opts.allowlist_below ? c->opts.allowlist_below : TQ_DEFAULT_ALLOWLIST_BELOW;
+    if (!(fc->masks = tq_calloc(s->nsegs, sizeof(uint32_t *))))
+        return tq_err(err, TQ_ENOMEM, "out of memory for a search");
+    for (size_t i = 0; i < s->nsegs; i++) {
+        const size_t n = sets[i].n;
+        if (!fc->cols[i] || n == 0 || below < 0)
+            continue;
+        if (below <= 1) {
+            /* Up to 256 rows spread over the segment. */
+            const size_t step = n > 256 ? n / 256 : 1;
+            size_t tried = 0, passed = 0;
+            for (size_t r = 0; r < n; r += step, tried++)
+                passed += tq_filter_match_columns(filter, fc->evals[0], fc->cols[i], r);
+            if ((double)passed >= below * (double)tried)
+                continue;
+        }
+        const size_t words = (n + 31) / 32;
+        uint32_t *mask = tq_malloc(words * sizeof(uint32_t));
+        if (!mask)
+            return tq_err(err, TQ_ENOMEM, "out of memory for a search");
+        tq_filter_allow_columns(filter, fc->evals[0], fc->cols[i], n, mask);
+        size_t masked = 0;
+        for (size_t w = 0; w < words; w++) {
+            uint32_t dead = ~mask[w] | (sets[i].deleted ? __atomic_load_n(&sets[i].deleted[w], __ATOMIC_RELAXED) : 0);
+            if (w == words - 1 && n % 32)
+                dead &= (1u << (n % 32)) - 1; /* no bits past the last row */
+            mask[w] = dead;
+            masked += (size_t)__builtin_popcount(dead);
+        }
+        fc->masks[i] = mask;
+        sets[i].deleted = mask;
+        sets[i].ndeleted = masked;
     }
     return TQ_OK;
 }
@@ -1164,6 +1214,8 @@ int tq_collection_search(tq_collection *c, const float *queries, size_t nq, cons
         sets[i] = seg_view(s->segs[i]);
         first[i + 1] = first[i] + sets[i].n;
     }
+    if (filter && (rc = narrow_to_allowlists(c, s, filter, &fc, sets, err)))
+        goto out;
     if ((rc = tq_search(&c->codec, sets, s->nsegs, queries, nq, &o, hits, counts, err)))
         goto out;
     for (size_t qi = 0; qi < nq; qi++)
@@ -1187,6 +1239,9 @@ out:
         for (size_t i = 0; fc.cols && i < s->nsegs; i++)
             tq_free((void *)fc.cols[i]);
         tq_free((void *)fc.cols);
+        for (size_t i = 0; fc.masks && i < s->nsegs; i++)
+            tq_free(fc.masks[i]);
+        tq_free(fc.masks);
     }
     tq_free(sets);
     tq_free(first);

@@ -1019,3 +1019,62 @@ void tq_attr_column_free(tq_attr_column *c)
     tq_free(c->v);
     memset(c, 0, sizeof(*c));
 }
+
+/* [selector, number, comparison] or [number, selector, comparison]: the
+ * shape of most real filters, run over a numeric column without the
+ * interpreter. Other rows, and other shapes, take the general path. */
+static bool simple_compare(const tq_filter *f, int *op, double *c, bool *sel_first)
+{
+    if (f->nprog != 3 || f->prog[2].kind != T_OP)
+        return false;
+    *op = f->prog[2].op;
+    if (*op != OP_GT && *op != OP_GE && *op != OP_LT && *op != OP_LE && *op != OP_EQ && *op != OP_NE)
+        return false;
+    if (f->prog[0].kind == T_SEL && f->prog[1].kind == T_NUM) {
+        *sel_first = true;
+        *c = f->prog[1].num;
+        return true;
+    }
+    if (f->prog[0].kind == T_NUM && f->prog[1].kind == T_SEL) {
+        *sel_first = false;
+        *c = f->prog[0].num;
+        return true;
+    }
+    return false;
+}
+
+static bool compare(int op, double a, double b)
+{
+    switch (op) {
+    case OP_GT: return a > b;
+    case OP_GE: return a >= b;
+    case OP_LT: return a < b;
+    case OP_LE: return a <= b;
+    case OP_EQ: return a == b;
+    default: return a != b;
+    }
+}
+
+size_t tq_filter_allow_columns(const tq_filter *f, tq_filter_eval *ev, const tq_attr_column *const *cols, size_t n,
+                               uint32_t *bits)
+{
+    memset(bits, 0, ((n + 31) / 32) * sizeof(uint32_t));
+    int op = 0;
+    double c = 0;
+    bool sel_first = false;
+    const bool simple = simple_compare(f, &op, &c, &sel_first);
+    size_t pass = 0;
+    for (size_t r = 0; r < n; r++) {
+        bool ok;
+        const tq_attr_value *v = simple ? &cols[0]->v[r] : NULL;
+        if (simple && v->type == TQ_ATTR_NUM)
+            ok = sel_first ? compare(op, v->num, c) : compare(op, c, v->num);
+        else
+            ok = tq_filter_match_columns(f, ev, cols, r);
+        if (ok) {
+            bits[r / 32] |= 1u << (r % 32);
+            pass++;
+        }
+    }
+    return pass;
+}

@@ -146,6 +146,7 @@ int tq_wal_replay(const char *path, tq_wal_visit_fn visit, void *ctx, bool repai
 
 /* Rows at which the mutable segment is sealed (its arrays are reserved for
  * this many rows up front). */
+#define TQ_DEFAULT_ALLOWLIST_BELOW 0.05
 #define TQ_MIN_SEGMENT_ROWS 1u
 #define TQ_DEFAULT_SEGMENT_ROWS 131072u
 #define TQ_MAX_SEGMENT_ROWS (1u << 24)
@@ -311,6 +312,12 @@ const char *tq_filter_selector(const tq_filter *f, size_t i, uint32_t *len);
  * column of selector i. */
 bool tq_filter_match_columns(const tq_filter *f, tq_filter_eval *ev, const tq_attr_column *const *cols, size_t row);
 
+/* Bit r of bits ((n + 31) / 32 words) set when row r passes, from columns;
+ * returns how many pass. The common `.field <op> number` runs as a plain
+ * loop over the column. */
+size_t tq_filter_allow_columns(const tq_filter *f, tq_filter_eval *ev, const tq_attr_column *const *cols, size_t n,
+                               uint32_t *bits);
+
 /* Whether the attributes json[0, len) (NULL: none) pass: a missing field or
  * attributes that are not a JSON object fail, never error. Allocates only
  * to grow its buffer for an escaped string longer than any seen before. */
@@ -330,6 +337,10 @@ typedef struct tq_collection_options {
     size_t segment_rows;      /* the mutable segment is sealed at this many rows */
     bool verify;              /* hash every segment at open instead of before its first search */
     tq_log_fn log;            /* warnings (a torn log tail, leftover files); NULL: dropped */
+    /* Filters expected to pass fewer than this share of a sealed segment's
+     * rows are turned into an allow-list first (0: TQ_DEFAULT_ALLOWLIST_BELOW;
+     * above 1: always; negative: never). */
+    double allowlist_below;
     void *log_ctx;
 } tq_collection_options;
 

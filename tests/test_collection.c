@@ -582,10 +582,28 @@ Test(collection, sigkill_loses_no_acknowledged_write, .timeout = 240)
 
 /* Filtered search answers exactly as an index of the matching vectors
  * only, at any selectivity, and always with min(k, matching) results. */
+static void check_filtered(double allowlist_below);
+
+/* Both strategies — the filter inside the scan, and an allow-list made
+ * first — and the default choice between them give the exact answer. */
 Test(collection, filtered_search_is_exact_at_any_selectivity)
 {
+    check_filtered(-1);  /* never an allow-list */
+    remove_dir();
+    make_dir();
+    check_filtered(2.0); /* always */
+    remove_dir();
+    make_dir();
+    check_filtered(0);   /* chosen by a sample */
+}
+
+static void check_filtered(double allowlist_below)
+{
     const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_FP32);
-    tq_collection *c = open_coll(&cfg, 64, TQ_FSYNC_NO);
+    tq_collection_options opts = {.cfg = cfg, .create = true, .fsync = TQ_FSYNC_NO, .segment_rows = 64,
+                                  .allowlist_below = allowlist_below};
+    tq_collection *c;
+    cr_assert_eq(tq_collection_open(dir, &opts, &c, NULL), TQ_OK);
     for (size_t i = 0; i < N; i++) {
         char key[32], attr[64];
         float v[D];
@@ -596,8 +614,15 @@ Test(collection, filtered_search_is_exact_at_any_selectivity)
                         .attr_len = (uint32_t)strlen(attr)};
         cr_assert_eq(tq_collection_add(c, &e, 1, NULL, NULL), TQ_OK);
     }
+    /* Removed elements stay out under either strategy. */
+    static const size_t removed[] = {17, 40, 52, 107, 294};
+    for (size_t r = 0; r < sizeof(removed) / sizeof(removed[0]); r++) {
+        char key[32];
+        snprintf(key, sizeof(key), "doc-%zu", removed[r]);
+        cr_assert_eq(tq_collection_remove(c, key, (uint32_t)strlen(key), NULL), TQ_OK);
+    }
     static const char *const exprs[] = {".i % 2 == 0", ".g in ['grp1', 'grp2']", ".i % 100 == 7", ".i == 17",
-                                        ".i < 0", "'grp' in .g and .i >= 290"};
+                                        ".i == 18", ".i < 0", "'grp' in .g and .i >= 290", ".i < 60"};
     for (size_t t = 0; t < sizeof(exprs) / sizeof(exprs[0]); t++) {
         tq_filter *f;
         tq_error err;
@@ -610,7 +635,10 @@ Test(collection, filtered_search_is_exact_at_any_selectivity)
         for (size_t i = 0; i < N; i++) {
             char attr[64];
             snprintf(attr, sizeof(attr), "{\"i\": %zu, \"g\": \"grp%zu\"}", i, i % 10);
-            if (tq_filter_match(f, ev, attr, strlen(attr))) {
+            bool gone = false;
+            for (size_t r = 0; r < sizeof(removed) / sizeof(removed[0]); r++)
+                gone |= removed[r] == i;
+            if (!gone && tq_filter_match(f, ev, attr, strlen(attr))) {
                 vector_of(i, 1, x + nmatch * D);
                 row_of[nmatch++] = i;
             }
