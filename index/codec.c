@@ -24,6 +24,35 @@
  */
 #include "tq_index.h"
 
+tq_rows tq_rows_view(const tq_rows_out *out, size_t n)
+{
+    return (tq_rows){.n = n, .code_blocks = out->code_blocks, .sign_blocks = out->sign_blocks, .sc = out->sc,
+                     .vectors = out->vectors, .refine8 = out->refine8, .half = out->half};
+}
+
+int tq_rows_out_alloc(const tq_codec *c, size_t rows, tq_rows_out *out)
+{
+    memset(out, 0, sizeof(*out));
+    const size_t blocks = (rows + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK + 1, d = c->cfg.d;
+    const size_t n = blocks * TQ_SCAN_BLOCK;
+    bool ok = (out->sc = tq_calloc(n, sizeof(tq_code_scalars))) != NULL;
+    if (c->q.mse_bits)
+        ok &= (out->code_blocks = tq_calloc(blocks, c->q.code_layout.block_bytes)) != NULL;
+    if (c->q.variant == TQ_VARIANT_PROD)
+        ok &= (out->sign_blocks = tq_calloc(blocks, c->q.sign_layout.block_bytes)) != NULL;
+    if (c->cfg.refine == TQ_REFINE_FP32)
+        ok &= (out->vectors = tq_malloc(n * d * sizeof(float))) != NULL;
+    if (c->cfg.refine == TQ_REFINE_FP16)
+        ok &= (out->half = tq_malloc(n * d * sizeof(uint16_t))) != NULL;
+    if (c->cfg.refine == TQ_REFINE_CODE8)
+        ok &= (out->refine8 = tq_malloc(n * d)) != NULL;
+    if (!ok) {
+        tq_rows_out_free(out);
+        return TQ_ENOMEM;
+    }
+    return TQ_OK;
+}
+
 void tq_rows_out_free(tq_rows_out *rows)
 {
     tq_free(rows->code_blocks);
@@ -177,15 +206,17 @@ void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, co
     }
 }
 
-void tq_codec_clear_row(const tq_codec *c, const tq_rows_out *out, size_t row)
+void tq_codec_clear_rows(const tq_codec *c, const tq_rows_out *out, size_t from, size_t n)
 {
     const tq_quantizer *q = &c->q;
-    size_t block = row / TQ_SCAN_BLOCK;
-    unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
-    if (q->mse_bits)
-        tq_scan_clear(&q->code_layout, out->code_blocks + block * q->code_layout.block_bytes, lane);
-    if (q->variant == TQ_VARIANT_PROD)
-        tq_scan_clear(&q->sign_layout, out->sign_blocks + block * q->sign_layout.block_bytes, lane);
+    for (size_t row = from; row < from + n; row++) {
+        size_t block = row / TQ_SCAN_BLOCK;
+        unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
+        if (q->mse_bits)
+            tq_scan_clear(&q->code_layout, out->code_blocks + block * q->code_layout.block_bytes, lane);
+        if (q->variant == TQ_VARIANT_PROD)
+            tq_scan_clear(&q->sign_layout, out->sign_blocks + block * q->sign_layout.block_bytes, lane);
+    }
 }
 
 size_t tq_codec_bytes_per_vector(const tq_codec *c)
@@ -246,7 +277,31 @@ static void column_in(uint8_t *block, unsigned lane, uint32_t npairs, const uint
         block[32 * p + lane] = src[p];
 }
 
-void tq_codec_row_save(const tq_codec *c, const tq_rows_out *rows, size_t row, uint8_t *dst)
+/* The refine array as bytes, whichever kind the config keeps: to read from
+ * rows, and to write into arrays. */
+static const uint8_t *refine_of(const tq_codec *c, const tq_rows *rows)
+{
+    switch (c->cfg.refine) {
+    case TQ_REFINE_FP32: return (const uint8_t *)rows->vectors;
+    case TQ_REFINE_FP16: return (const uint8_t *)rows->half;
+    case TQ_REFINE_CODE8: return rows->refine8;
+    case TQ_REFINE_NONE: return NULL;
+    }
+    return NULL;
+}
+
+static uint8_t *refine_of_out(const tq_codec *c, const tq_rows_out *out)
+{
+    switch (c->cfg.refine) {
+    case TQ_REFINE_FP32: return (uint8_t *)out->vectors;
+    case TQ_REFINE_FP16: return (uint8_t *)out->half;
+    case TQ_REFINE_CODE8: return out->refine8;
+    case TQ_REFINE_NONE: return NULL;
+    }
+    return NULL;
+}
+
+void tq_codec_row_save(const tq_codec *c, const tq_rows *rows, size_t row, uint8_t *dst)
 {
     const tq_quantizer *q = &c->q;
     const size_t block = row / TQ_SCAN_BLOCK, refine = tq_codec_refine_bytes_per_vector(c);
@@ -260,34 +315,24 @@ void tq_codec_row_save(const tq_codec *c, const tq_rows_out *rows, size_t row, u
         dst += q->sign_layout.npairs;
     }
     memcpy(dst, &rows->sc[row], sizeof(tq_code_scalars));
-    dst += sizeof(tq_code_scalars);
-    if (c->cfg.refine == TQ_REFINE_FP32)
-        memcpy(dst, rows->vectors + row * c->cfg.d, refine);
-    else if (c->cfg.refine == TQ_REFINE_FP16)
-        memcpy(dst, rows->half + row * c->cfg.d, refine);
-    else if (c->cfg.refine == TQ_REFINE_CODE8)
-        memcpy(dst, rows->refine8 + row * c->cfg.d, refine);
+    if (refine)
+        memcpy(dst + sizeof(tq_code_scalars), refine_of(c, rows) + row * refine, refine);
 }
 
-void tq_codec_row_load(const tq_codec *c, const tq_rows_out *rows, size_t row, const uint8_t *src)
+void tq_codec_row_load(const tq_codec *c, const tq_rows_out *out, size_t row, const uint8_t *src)
 {
     const tq_quantizer *q = &c->q;
     const size_t block = row / TQ_SCAN_BLOCK, refine = tq_codec_refine_bytes_per_vector(c);
     const unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
     if (q->mse_bits) {
-        column_in(rows->code_blocks + block * q->code_layout.block_bytes, lane, q->code_layout.npairs, src);
+        column_in(out->code_blocks + block * q->code_layout.block_bytes, lane, q->code_layout.npairs, src);
         src += q->code_layout.npairs;
     }
     if (q->variant == TQ_VARIANT_PROD) {
-        column_in(rows->sign_blocks + block * q->sign_layout.block_bytes, lane, q->sign_layout.npairs, src);
+        column_in(out->sign_blocks + block * q->sign_layout.block_bytes, lane, q->sign_layout.npairs, src);
         src += q->sign_layout.npairs;
     }
-    memcpy(&rows->sc[row], src, sizeof(tq_code_scalars));
-    src += sizeof(tq_code_scalars);
-    if (c->cfg.refine == TQ_REFINE_FP32)
-        memcpy(rows->vectors + row * c->cfg.d, src, refine);
-    else if (c->cfg.refine == TQ_REFINE_FP16)
-        memcpy(rows->half + row * c->cfg.d, src, refine);
-    else if (c->cfg.refine == TQ_REFINE_CODE8)
-        memcpy(rows->refine8 + row * c->cfg.d, src, refine);
+    memcpy(&out->sc[row], src, sizeof(tq_code_scalars));
+    if (refine)
+        memcpy(refine_of_out(c, out) + row * refine, src + sizeof(tq_code_scalars), refine);
 }

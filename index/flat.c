@@ -62,9 +62,7 @@ const tq_codec *tq_flat_codec(const tq_flat *f)
 
 tq_rows tq_flat_rows(const tq_flat *f)
 {
-    return (tq_rows){.n = f->n, .code_blocks = f->rows.code_blocks, .sign_blocks = f->rows.sign_blocks,
-                     .sc = f->rows.sc, .vectors = f->rows.vectors, .refine8 = f->rows.refine8,
-                     .half = f->rows.half};
+    return tq_rows_view(&f->rows, f->n);
 }
 
 /* Grow one array from old_n to new_n elements of `size` bytes, zeroing the
@@ -128,8 +126,7 @@ int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err)
     for (size_t i = 0; i < n; i += ADD_CHUNK) {
         size_t end = i + ADD_CHUNK < n ? i + ADD_CHUNK : n;
         if (end > checked && (rc = tq_codec_check_vectors(c, x, i, end, err))) {
-            for (size_t j = 0; j < i; j++)
-                tq_codec_clear_row(c, &f->rows, f->n + j);
+            tq_codec_clear_rows(c, &f->rows, f->n, i);
             return rc;
         }
         for (size_t j = i; j < end; j++)

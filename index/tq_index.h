@@ -415,6 +415,10 @@ typedef struct tq_encode_scratch {
 
 /* Free every array of heap-allocated rows (tq_malloc'd) and clear them. */
 void tq_rows_out_free(tq_rows_out *rows);
+/* Zeroed heap arrays for `rows` rows (whole blocks) of what c keeps. */
+int tq_rows_out_alloc(const tq_codec *c, size_t rows, tq_rows_out *out);
+/* The first n rows of writable arrays, as the search reads them. */
+tq_rows tq_rows_view(const tq_rows_out *out, size_t n);
 
 /* Validate cfg and set up the quantizer (and refine codebook); no mean. */
 int tq_codec_init(tq_codec *c, const tq_config *cfg, tq_error *err);
@@ -429,15 +433,15 @@ void tq_encode_scratch_free(tq_encode_scratch *s);
 int tq_codec_check_vectors(const tq_codec *c, const float *x, size_t from, size_t to, tq_error *err);
 /* Encode one checked vector into row `row` of out. */
 void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, const tq_rows_out *out, size_t row);
-/* Put row `row` back to zero nibbles (its scalars and refine data are
- * left: nothing reads them past n). */
-void tq_codec_clear_row(const tq_codec *c, const tq_rows_out *out, size_t row);
+/* Put rows [from, from + n) back to zero nibbles (their scalars and refine
+ * data are left: nothing reads them past the row count). */
+void tq_codec_clear_rows(const tq_codec *c, const tq_rows_out *out, size_t from, size_t n);
 /* One encoded row as a flat byte string (its code and sign columns, its
  * scalars, its refine data): what the log stores, so that replay copies
  * rows instead of encoding them again. */
 size_t tq_codec_row_bytes(const tq_codec *c);
-void tq_codec_row_save(const tq_codec *c, const tq_rows_out *rows, size_t row, uint8_t *dst);
-void tq_codec_row_load(const tq_codec *c, const tq_rows_out *rows, size_t row, const uint8_t *src);
+void tq_codec_row_save(const tq_codec *c, const tq_rows *rows, size_t row, uint8_t *dst);
+void tq_codec_row_load(const tq_codec *c, const tq_rows_out *out, size_t row, const uint8_t *src);
 /* Bytes per vector of codes and scalars, and of refine data. */
 size_t tq_codec_bytes_per_vector(const tq_codec *c);
 size_t tq_codec_refine_bytes_per_vector(const tq_codec *c);

@@ -182,9 +182,8 @@ static tq_rows seg_view(const seg *s)
     if (s->sealed) {
         v = s->file.view;
     } else {
-        v = (tq_rows){.code_blocks = s->out.code_blocks, .sign_blocks = s->out.sign_blocks, .sc = s->out.sc,
-                      .vectors = s->out.vectors, .refine8 = s->out.refine8, .half = s->out.half,
-                      .growing = true};
+        v = tq_rows_view(&s->out, 0);
+        v.growing = true;
     }
     v.n = seg_rows(s);
     v.deleted = s->deleted;
@@ -426,67 +425,37 @@ static void gathered_free(gathered *g)
 static int gather_live(tq_collection *c, seg *const *segs, size_t nsegs, gathered *g, tq_error *err)
 {
     const tq_codec *k = &c->codec;
-    const size_t d = k->cfg.d;
     memset(g, 0, sizeof(*g));
     size_t live = 0;
     for (size_t i = 0; i < nsegs; i++)
         live += seg_rows(segs[i]) - __atomic_load_n(&segs[i]->ndeleted, __ATOMIC_RELAXED);
-    const size_t blocks = (live + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK + 1;
-    bool ok = true;
-    if (k->q.mse_bits)
-        ok &= (g->out.code_blocks = tq_calloc(blocks, k->q.code_layout.block_bytes)) != NULL;
-    if (k->q.variant == TQ_VARIANT_PROD)
-        ok &= (g->out.sign_blocks = tq_calloc(blocks, k->q.sign_layout.block_bytes)) != NULL;
-    ok &= (g->out.sc = tq_calloc(live + 1, sizeof(tq_code_scalars))) != NULL;
-    if (k->cfg.refine == TQ_REFINE_FP32)
-        ok &= (g->out.vectors = tq_malloc((live + 1) * d * sizeof(float))) != NULL;
-    if (k->cfg.refine == TQ_REFINE_CODE8)
-        ok &= (g->out.refine8 = tq_malloc((live + 1) * d)) != NULL;
-    if (k->cfg.refine == TQ_REFINE_FP16)
-        ok &= (g->out.half = tq_malloc((live + 1) * d * sizeof(uint16_t))) != NULL;
+    bool ok = tq_rows_out_alloc(k, live, &g->out) == TQ_OK;
     ok &= (g->key = tq_calloc(live + 1, sizeof(char *))) != NULL;
     ok &= (g->attr = tq_calloc(live + 1, sizeof(char *))) != NULL;
     ok &= (g->key_len = tq_calloc(live + 1, sizeof(uint32_t))) != NULL;
     ok &= (g->attr_len = tq_calloc(live + 1, sizeof(uint32_t))) != NULL;
-    uint8_t *codes = tq_malloc(2 * d);
-    if (!ok || !codes) {
-        tq_free(codes);
+    uint8_t *row = tq_malloc(tq_codec_row_bytes(k));
+    if (!ok || !row) {
+        tq_free(row);
         gathered_free(g);
         return tq_err(err, TQ_ENOMEM, "out of memory gathering %zu rows", live);
     }
-    const tq_quantizer *q = &k->q;
+    /* A row moves as the log stores it: its flat byte string. */
     for (size_t i = 0; i < nsegs; i++) {
         const seg *s = segs[i];
         tq_rows src = seg_view(s);
         for (size_t r = 0; r < src.n && g->n < live; r++) {
             if (seg_is_deleted(s, r))
                 continue;
-            const size_t to = g->n++, block = to / TQ_SCAN_BLOCK;
-            const unsigned lane = (unsigned)(to % TQ_SCAN_BLOCK);
-            tq_codec_get_codes(k, &src, r, codes, codes + d, &g->out.sc[to]);
-            if (q->mse_bits)
-                tq_scan_put(&q->code_layout, g->out.code_blocks + block * q->code_layout.block_bytes, lane, codes);
-            if (q->variant == TQ_VARIANT_PROD)
-                tq_scan_put(&q->sign_layout, g->out.sign_blocks + block * q->sign_layout.block_bytes, lane,
-                            codes + d);
-            if (src.vectors)
-                memcpy(g->out.vectors + to * d, src.vectors + r * d, d * sizeof(float));
-            if (src.refine8)
-                memcpy(g->out.refine8 + to * d, src.refine8 + r * d, d);
-            if (src.half)
-                memcpy(g->out.half + to * d, src.half + r * d, d * sizeof(uint16_t));
+            const size_t to = g->n++;
+            tq_codec_row_save(k, &src, r, row);
+            tq_codec_row_load(k, &g->out, to, row);
             g->key[to] = seg_key(s, r, &g->key_len[to]);
             g->attr[to] = seg_attr(s, r, &g->attr_len[to]);
         }
     }
-    tq_free(codes);
+    tq_free(row);
     return TQ_OK;
-}
-
-static tq_rows gathered_rows(const gathered *g)
-{
-    return (tq_rows){.n = g->n, .code_blocks = g->out.code_blocks, .sign_blocks = g->out.sign_blocks,
-                     .sc = g->out.sc, .vectors = g->out.vectors, .refine8 = g->out.refine8, .half = g->out.half};
 }
 
 /* Point every key of a new sealed segment at its row there. */
@@ -529,7 +498,7 @@ static int seal_nolock(tq_collection *c, tq_error *err)
     } else {
         if ((rc = gather_live(c, &mut, 1, &g, err)))
             return rc;
-        rows = gathered_rows(&g);
+        rows = tq_rows_view(&g.out, g.n);
         names = (tq_row_names){.key = g.key, .key_len = g.key_len, .attr = g.attr, .attr_len = g.attr_len};
     }
     const uint64_t seg_id = rows.n ? c->next_file_id++ : 0;
@@ -677,7 +646,7 @@ int tq_collection_compact(tq_collection *c, tq_error *err)
         goto done;
     if (g.n) {
         id = c->next_file_id++;
-        tq_rows rows = gathered_rows(&g);
+        tq_rows rows = tq_rows_view(&g.out, g.n);
         tq_row_names names = {.key = g.key, .key_len = g.key_len, .attr = g.attr, .attr_len = g.attr_len};
         file_path(c, path, "seg", id, "tqs");
         if ((rc = tq_segment_write(path, &c->codec, &rows, &names, err)) ||
@@ -865,18 +834,11 @@ static uint8_t *frame_one(tq_collection *c, size_t i, const tq_element *e, size_
     if (e->attr_len)
         memcpy(p, e->attr, e->attr_len);
     p += e->attr_len;
-    tq_codec_row_save(&c->codec, &c->mut->out, row, p);
+    const tq_rows mut = tq_rows_view(&c->mut->out, row + 1);
+    tq_codec_row_save(&c->codec, &mut, row, p);
     p += tq_codec_row_bytes(&c->codec);
     c->entries[i] = (tq_wal_entry){.type = WAL_ADD, .payload = start, .len = (uint32_t)(p - start)};
     return p;
-}
-
-/* Undo encoded but unpublished rows [from, from + n) of the mutable
- * segment: back to zero nibbles, as rows never written are. */
-static void unwind_rows(tq_collection *c, size_t from, size_t n)
-{
-    for (size_t r = from; r < from + n; r++)
-        tq_codec_clear_row(&c->codec, &c->mut->out, r);
 }
 
 static int set_mean_from(tq_collection *c, const tq_element *elems, size_t n, tq_error *err)
@@ -897,6 +859,14 @@ static int set_mean_from(tq_collection *c, const tq_element *elems, size_t n, tq
         c->codec.mean = NULL;
     }
     return rc;
+}
+
+/* Rows at which the mutable segment is sealed: segment_rows, unless the
+ * segment is smaller. One replayed at open may already hold more (its
+ * capacity was sized by the log); the next add seals it first. */
+static size_t seal_at(const tq_collection *c)
+{
+    return c->opts.segment_rows < c->mut->cap ? c->opts.segment_rows : c->mut->cap;
 }
 
 int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_t *added, tq_error *err)
@@ -921,9 +891,9 @@ int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_
     }
     size_t done = 0, fresh = 0;
     while (!rc && done < n) {
-        if (c->mut->n == c->mut->cap && (rc = seal_nolock(c, err)))
+        if (c->mut->n >= seal_at(c) && (rc = seal_nolock(c, err)))
             break;
-        const size_t base = c->mut->n, room = c->mut->cap - base, chunk = n - done < room ? n - done : room;
+        const size_t base = c->mut->n, room = seal_at(c) - base, chunk = n - done < room ? n - done : room;
         if ((rc = stage_names(c, elems + done, chunk, err)) || (rc = frame_begin(c, elems + done, chunk, err)))
             break;
         /* Check, encode (unpublished) and frame each vector in one visit,
@@ -933,7 +903,7 @@ int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_
         for (size_t i = 0; i < chunk && !rc; i++) {
             const tq_element *e = &elems[done + i];
             if ((rc = check_vector(c, e, done + i, err))) {
-                unwind_rows(c, base, i);
+                tq_codec_clear_rows(&c->codec, &c->mut->out, base, i); /* unpublished: undo */
                 break;
             }
             tq_codec_encode(&c->codec, &c->scratch, e->vector, &c->mut->out, base + i);
@@ -942,7 +912,7 @@ int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_
         if (rc)
             break;
         if ((rc = tq_wal_append(c->wal, c->entries, chunk, NULL, err))) {
-            unwind_rows(c, base, chunk);
+            tq_codec_clear_rows(&c->codec, &c->mut->out, base, chunk);
             break;
         }
         fresh += publish_rows(c, chunk);
@@ -1298,25 +1268,22 @@ const tq_codec *tq_collection_codec(const tq_collection *c)
 
 /* ---------------------------------------------------------- open, close */
 
-typedef struct replay_ctx {
-    tq_collection *c;
-    size_t adds;
-    bool apply;
-} replay_ctx;
+/* Bytes an add record takes in the log at the least (a one-byte key, no
+ * attributes): the log's size over this bounds the adds it can hold. */
+static size_t min_add_record(const tq_codec *codec)
+{
+    return TQ_WAL_RECORD_OVERHEAD + 8 + 1 + tq_codec_row_bytes(codec);
+}
 
 static int replay_record(void *arg, uint16_t type, uint64_t lsn, const uint8_t *p, uint32_t len, tq_error *err)
 {
-    replay_ctx *r = arg;
-    tq_collection *c = r->c;
+    tq_collection *c = arg;
     if (type == WAL_ADD) {
         const size_t row_bytes = tq_codec_row_bytes(&c->codec);
         uint32_t lens[2];
         if (len < 8 || (memcpy(lens, p, 8), (uint64_t)8 + lens[0] + lens[1] + row_bytes != len) || lens[0] == 0 ||
             lens[0] > TQ_MAX_KEY_BYTES || lens[1] > TQ_MAX_ATTR_BYTES)
             return tq_err(err, TQ_ECORRUPT, "log record %llu: an add of the wrong size", (unsigned long long)lsn);
-        r->adds++;
-        if (!r->apply)
-            return TQ_OK;
         tq_element e = {.key = (const char *)p + 8, .key_len = lens[0],
                         .attr = lens[1] ? (const char *)p + 8 + lens[0] : NULL, .attr_len = lens[1]};
         int rc = stage_names(c, &e, 1, err);
@@ -1330,8 +1297,7 @@ static int replay_record(void *arg, uint16_t type, uint64_t lsn, const uint8_t *
         uint32_t klen;
         if (len < 4 || (memcpy(&klen, p, 4), (uint64_t)4 + klen != len) || klen == 0)
             return tq_err(err, TQ_ECORRUPT, "log record %llu: a remove of the wrong size", (unsigned long long)lsn);
-        if (r->apply)
-            apply_remove(c, (const char *)p + 4, klen); /* gone already if compacted away */
+        apply_remove(c, (const char *)p + 4, klen); /* gone already if compacted away */
         return TQ_OK;
     }
     return tq_err(err, TQ_ECORRUPT, "log record %llu has unknown type %u", (unsigned long long)lsn, type);
@@ -1502,18 +1468,18 @@ int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_co
         }
     }
 
-    /* The log: cut a torn tail, count the adds to size the mutable
-     * segment, then apply. */
+    /* The log, in one pass: its records go into a mutable segment sized by
+     * the most adds the file could hold (pages are committed only as rows
+     * arrive), and a torn tail is cut. */
     file_path(c, path, "wal", c->wal_id, "log");
-    replay_ctx count = {.c = c};
-    tq_wal_replay_info info;
-    if ((rc = tq_wal_replay(path, replay_record, &count, true, &info, err)))
+    struct stat wst;
+    if (stat(path, &wst) != 0) {
+        rc = tq_err_sys(err, errno == ENOENT ? TQ_ENOTFOUND : TQ_EIO, errno, "%s: stat", path);
         goto fail;
-    c->torn_bytes = info.torn_bytes;
-    if (info.torn_bytes)
-        say(c, TQ_LOG_WARNING, "%s: cut %llu bytes of an incomplete record at the end of the log (a write cut short by a crash)",
-            path, (unsigned long long)info.torn_bytes);
-    size_t cap = count.adds > c->opts.segment_rows ? count.adds : c->opts.segment_rows;
+    }
+    size_t cap = (size_t)wst.st_size / min_add_record(&c->codec);
+    if (cap < c->opts.segment_rows)
+        cap = c->opts.segment_rows;
     if ((rc = new_mutable(c, cap, &c->mut, err)))
         goto fail;
     segs[nsegs++] = c->mut;
@@ -1521,9 +1487,13 @@ int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_co
         rc = tq_err(err, TQ_ENOMEM, "out of memory opening %s", dir);
         goto fail;
     }
-    replay_ctx apply = {.c = c, .apply = true};
-    if ((rc = tq_wal_replay(path, replay_record, &apply, false, &info, err)))
+    tq_wal_replay_info info;
+    if ((rc = tq_wal_replay(path, replay_record, c, true, &info, err)))
         goto fail;
+    c->torn_bytes = info.torn_bytes;
+    if (info.torn_bytes)
+        say(c, TQ_LOG_WARNING, "%s: cut %llu bytes of an incomplete record at the end of the log (a write cut short by a crash)",
+            path, (unsigned long long)info.torn_bytes);
     if ((rc = tq_wal_open(path, info.valid_bytes, info.next_lsn, c->opts.fsync, &c->wal, err)))
         goto fail;
     tq_free(segs);

@@ -370,6 +370,12 @@ static int bench_store(const bench_opts *o)
 
 /* Build a collection of base with attributes {"s": row % 1000} and keys =
  * row numbers. */
+/* {"s": row % 1000}: `.s < T` selects T per mille of the rows. */
+static size_t selector_attrs(size_t row, char *buf, size_t cap)
+{
+    return (size_t)snprintf(buf, cap, "{\"s\": %zu}", row % 1000);
+}
+
 static int build_filtered(const char *dir, const tq_matrix *base, int metric, tqvec_collection **c)
 {
     tqvec_collection_options co = {.dim = (uint32_t)base->d, .metric = metric, .create = 1,
@@ -377,15 +383,8 @@ static int build_filtered(const char *dir, const tq_matrix *base, int metric, tq
     tqvec_error err;
     if (tqvec_collection_open(dir, &co, c, &err))
         return tool_fail("bench", "%s", err.message);
-    char key[24], attr[32];
-    for (size_t i = 0; i < base->n; i++) {
-        snprintf(key, sizeof(key), "%zu", i);
-        snprintf(attr, sizeof(attr), "{\"s\": %zu}", i % 1000);
-        tqvec_element e = {.key = key, .key_len = strlen(key), .vector = base->data + i * base->d, .attrs = attr,
-                           .attrs_len = strlen(attr)};
-        if (tqvec_collection_add(*c, &e, 1, NULL, &err))
-            return tool_fail("bench", "%s", err.message);
-    }
+    if (tool_add_rows(*c, base, selector_attrs, NULL, &err))
+        return tool_fail("bench", "%s", err.message);
     /* Sealed, as a stored collection mostly is: filters then read the
      * segments' attribute columns. */
     if (tqvec_collection_compact(*c, &err))

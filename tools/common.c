@@ -77,6 +77,39 @@ int tool_parse_name_list(const char *s, const char *const *choices, int nchoices
     return n ? n : -1;
 }
 
+int tool_add_rows(tqvec_collection *c, const tq_matrix *x, size_t (*attrs)(size_t row, char *buf, size_t cap),
+                  tool_progress *prog, tqvec_error *err)
+{
+    enum { BATCH = 1000, KEY = 24, ATTR = 256 };
+    char (*keys)[KEY] = tq_malloc(BATCH * KEY);
+    char (*attr)[ATTR] = attrs ? tq_malloc(BATCH * ATTR) : NULL;
+    tqvec_element *el = tq_malloc(BATCH * sizeof(tqvec_element));
+    int rc = TQVEC_OK;
+    if (!keys || !el || (attrs && !attr)) {
+        rc = TQVEC_ENOMEM;
+        snprintf(err->message, sizeof(err->message), "out of memory");
+        err->code = rc;
+    }
+    for (size_t i = 0; i < x->n && !rc; i += BATCH) {
+        const size_t m = x->n - i < BATCH ? x->n - i : BATCH;
+        for (size_t j = 0; j < m; j++) {
+            snprintf(keys[j], KEY, "%zu", i + j);
+            el[j] = (tqvec_element){.key = keys[j], .key_len = strlen(keys[j]), .vector = x->data + (i + j) * x->d};
+            if (attrs) {
+                el[j].attrs = attr[j];
+                el[j].attrs_len = attrs(i + j, attr[j], ATTR);
+            }
+        }
+        rc = tqvec_collection_add(c, el, m, NULL, err);
+        if (prog)
+            tool_progress_update(prog, i + m);
+    }
+    tq_free(keys);
+    tq_free(attr);
+    tq_free(el);
+    return rc;
+}
+
 int tool_parse_fsync(const char *s)
 {
     return !strcmp(s, "always")     ? TQVEC_FSYNC_ALWAYS

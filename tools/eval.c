@@ -372,34 +372,14 @@ static int open_or_build(const eval_opts *o, const tqvec_collection_options *cre
         return tool_fail("eval", "%s", err.message);
     if (tqvec_collection_open(o->dir, create, c, &err))
         return tool_fail("eval", "%s", err.message);
-    const size_t batch = 1000;
-    char (*keys)[24] = tq_malloc(batch * sizeof(*keys));
-    tqvec_element *el = tq_malloc(batch * sizeof(tqvec_element));
-    if (!keys || !el) {
-        tq_free(keys);
-        tq_free(el);
-        return tool_fail("eval", "out of memory");
-    }
     tool_progress prog;
     tool_progress_begin(&prog, "build", "vectors", base->n);
     double t0 = tool_now();
     int rc = 0;
-    for (size_t i = 0; i < base->n && !rc; i += batch) {
-        size_t m = base->n - i < batch ? base->n - i : batch;
-        for (size_t j = 0; j < m; j++) {
-            snprintf(keys[j], sizeof(keys[j]), "%zu", i + j);
-            el[j] = (tqvec_element){.key = keys[j], .key_len = strlen(keys[j]), .vector = base->data + (i + j) * base->d};
-        }
-        if (tqvec_collection_add(*c, el, m, NULL, &err))
-            rc = tool_fail("eval", "building %s: %s", o->dir, err.message);
-        tool_progress_update(&prog, i + m);
-    }
-    if (!rc && tqvec_collection_sync(*c, &err))
-        rc = tool_fail("eval", "%s", err.message);
+    if (tool_add_rows(*c, base, NULL, &prog, &err) || tqvec_collection_sync(*c, &err))
+        rc = tool_fail("eval", "building %s: %s", o->dir, err.message);
     *build_s = tool_now() - t0;
     tool_progress_end(&prog);
-    tq_free(keys);
-    tq_free(el);
     if (rc) {
         tqvec_collection_close(*c, NULL);
         *c = NULL;

@@ -63,6 +63,12 @@ void tool_progress_end(tool_progress *p);
 /* Adapter for tq_groundtruth's callback. */
 void tool_progress_callback(void *ctx, size_t done);
 
+/* Add every row of x to c, its key the row number, in batches of 1000 (one
+ * log write each). attrs, when not NULL, writes row's attributes into buf
+ * (cap bytes) and returns their length. prog (may be NULL) is advanced. */
+int tool_add_rows(tqvec_collection *c, const tq_matrix *x, size_t (*attrs)(size_t row, char *buf, size_t cap),
+                  tool_progress *prog, tqvec_error *err);
+
 /* Minimal JSON object writer: one object per line. */
 typedef struct tool_json {
     FILE *fp;
