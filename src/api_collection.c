@@ -27,6 +27,7 @@ struct tqvec_results {
     size_t nq, k;
     size_t *counts;
     tqvec_match *matches; /* nq * k */
+    char *owned;          /* key bytes the results own (random keys), else NULL */
 };
 
 int tqvec_collection_open(const char *dir, const tqvec_collection_options *opts, tqvec_collection **out,
@@ -199,6 +200,60 @@ int tqvec_collection_search(tqvec_collection *c, const float *queries, size_t nq
     return TQVEC_OK;
 }
 
+int tqvec_collection_set_attrs(tqvec_collection *c, const char *key, size_t key_len, const char *attrs,
+                               size_t attrs_len, tqvec_error *err)
+{
+    if (!c || !key || (attrs_len && !attrs))
+        return api_error(err, TQVEC_EARG, "collection, key and attributes must not be NULL");
+    if (key_len == 0 || key_len > TQVEC_MAX_KEY_BYTES)
+        return api_error(err, TQVEC_EARG, "a key is 1 to %d bytes, not %zu", TQVEC_MAX_KEY_BYTES, key_len);
+    if (attrs_len > TQVEC_MAX_ATTRS_BYTES)
+        return api_error(err, TQVEC_EARG, "attributes of %zu bytes exceed the %d-byte limit", attrs_len,
+                         TQVEC_MAX_ATTRS_BYTES);
+    tq_error e;
+    if (tq_collection_set_attr(c->c, key, (uint32_t)key_len, attrs, (uint32_t)attrs_len, &e))
+        return export_error(&e, err);
+    return TQVEC_OK;
+}
+
+int tqvec_collection_random_keys(tqvec_collection *c, size_t n, int allow_repeats, uint64_t seed,
+                                 tqvec_results **out, tqvec_error *err)
+{
+    if (!out)
+        return api_error(err, TQVEC_EARG, "out must not be NULL");
+    *out = NULL;
+    if (!c)
+        return api_error(err, TQVEC_EARG, "collection must not be NULL");
+    if (n > TQVEC_MAX_K)
+        return api_error(err, TQVEC_EARG, "%zu keys is above the limit %d", n, TQVEC_MAX_K);
+    tq_sample s;
+    tq_error e;
+    if (tq_collection_sample(c->c, n, allow_repeats != 0, seed, &s, &e))
+        return export_error(&e, err);
+    tqvec_results *r = tq_calloc(1, sizeof(*r));
+    if (r) {
+        r->counts = tq_calloc(1, sizeof(size_t));
+        r->matches = tq_calloc(s.n + 1, sizeof(tqvec_match));
+    }
+    if (!r || !r->counts || !r->matches) {
+        tqvec_results_free(r);
+        tq_free(s.bytes);
+        tq_free(s.lens);
+        return api_error(err, TQVEC_ENOMEM, "out of memory for %zu keys", s.n);
+    }
+    r->nq = 1;
+    r->k = s.n;
+    r->counts[0] = s.n;
+    r->owned = s.bytes;
+    for (size_t i = 0, at = 0; i < s.n; i++) {
+        r->matches[i] = (tqvec_match){.key = s.bytes + at, .key_len = s.lens[i]};
+        at += s.lens[i];
+    }
+    tq_free(s.lens);
+    *out = r;
+    return TQVEC_OK;
+}
+
 size_t tqvec_results_count(const tqvec_results *r, size_t q)
 {
     return r && q < r->nq ? r->counts[q] : 0;
@@ -216,6 +271,7 @@ void tqvec_results_free(tqvec_results *r)
     tq_snapshot_release(r->snap);
     tq_free(r->counts);
     tq_free(r->matches);
+    tq_free(r->owned);
     tq_free(r);
 }
 

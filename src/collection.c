@@ -949,6 +949,58 @@ int tq_collection_remove(tq_collection *c, const char *key, uint32_t len, tq_err
     return rc;
 }
 
+/* Replace an element's attributes without touching its vector: the row's
+ * stored bytes (codes, scalars, refine data) are copied into a new row, so
+ * nothing is re-encoded and nothing is lost to a decode/encode round trip.
+ * It is an ordinary add record in the log. */
+int tq_collection_set_attr(tq_collection *c, const char *key, uint32_t len, const char *attr, uint32_t attr_len,
+                           tq_error *err)
+{
+    if (!key || len == 0 || len > TQ_MAX_KEY_BYTES)
+        return tq_err(err, TQ_EARG, "a key is 1 to %u bytes", TQ_MAX_KEY_BYTES);
+    if (attr_len > TQ_MAX_ATTR_BYTES || (attr_len && !attr))
+        return tq_err(err, TQ_EARG, "attributes of %u bytes exceed the %u-byte limit", attr_len, TQ_MAX_ATTR_BYTES);
+    const tq_codec *k = &c->codec;
+    uint8_t *row = tq_malloc(tq_codec_row_bytes(k));
+    if (!row)
+        return tq_err(err, TQ_ENOMEM, "out of memory copying a row");
+    pthread_mutex_lock(&c->write_lock);
+    int rc = TQ_OK;
+    if (c->broken)
+        rc = tq_err(err, TQ_EIO, "%s: an earlier change could not be completed; reopen the collection", c->dir);
+    else if (c->mut->n >= seal_at(c))
+        rc = seal_nolock(c, err);
+    /* Looked up after any seal (which repoints keys); the writer lock keeps
+     * the entry and its segment where they are until the row is copied. */
+    tq_keymap_entry found = {0};
+    if (!rc) {
+        pthread_rwlock_rdlock(&c->map_lock);
+        tq_keymap_entry *e = tq_keymap_find(&c->map, key, len);
+        if (e)
+            found = *e;
+        pthread_rwlock_unlock(&c->map_lock);
+        if (!found.owner)
+            rc = tq_err(err, TQ_ENOTFOUND, "no element '%.*s'", (int)(len < 64 ? len : 64), key);
+        else
+            rc = seg_verify(found.owner, err);
+    }
+    tq_element el = {.key = key, .key_len = len, .attr = attr_len ? attr : NULL, .attr_len = attr_len};
+    if (!rc && !(rc = stage_names(c, &el, 1, err)) && !(rc = frame_begin(c, &el, 1, err))) {
+        const size_t base = c->mut->n;
+        const tq_rows src = seg_view(found.owner);
+        tq_codec_row_save(k, &src, (size_t)found.row, row);
+        tq_codec_row_load(k, &c->mut->out, base, row);
+        frame_one(c, 0, &el, base, c->payload);
+        if ((rc = tq_wal_append(c->wal, c->entries, 1, NULL, err)))
+            tq_codec_clear_rows(k, &c->mut->out, base, 1);
+        else
+            publish_rows(c, 1);
+    }
+    pthread_mutex_unlock(&c->write_lock);
+    tq_free(row);
+    return rc;
+}
+
 /* --------------------------------------------------------------- reads */
 
 int tq_collection_get(tq_collection *c, const char *key, uint32_t len, float *vector, char *attr, size_t cap,
@@ -1007,6 +1059,89 @@ out:
         tq_qscratch_free(&scratch);
         tq_free(codes);
     }
+    return rc;
+}
+
+/* Keys picked uniformly at random from the key map. Slots are probed at
+ * random, which is uniform over keys because each key has one slot; a map
+ * left sparse by removals (under an eighth full) is walked once instead,
+ * so a pick never probes without bound. */
+int tq_collection_sample(tq_collection *c, size_t n, bool repeats, uint64_t seed, tq_sample *out, tq_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    tq_rng rng;
+    tq_rng_seed(&rng, seed);
+    int rc = TQ_OK;
+    pthread_rwlock_rdlock(&c->map_lock);
+    const tq_keymap *m = &c->map;
+    const size_t live = m->count;
+    const size_t want = repeats ? (live ? n : 0) : (n < live ? n : live);
+    const tq_keymap_entry **pick = tq_malloc((want + 1) * sizeof(*pick));
+    const tq_keymap_entry **all = NULL;
+    uint32_t *taken = NULL;
+    if (!pick) {
+        rc = tq_err(err, TQ_ENOMEM, "out of memory sampling %zu keys", want);
+        goto out;
+    }
+    const bool walk = live * 8 < m->cap || (!repeats && want * 2 > live);
+    if (walk && want) {
+        if (!(all = tq_malloc(live * sizeof(*all)))) {
+            rc = tq_err(err, TQ_ENOMEM, "out of memory sampling %zu keys", want);
+            goto out;
+        }
+        size_t j = 0;
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i].hash)
+                all[j++] = &m->slots[i];
+        for (size_t i = 0; i < want; i++) {
+            /* Distinct: a partial Fisher-Yates shuffle; repeats: draws. */
+            size_t r = repeats ? (size_t)(tq_rng_next(&rng) % live) : i + (size_t)(tq_rng_next(&rng) % (live - i));
+            const tq_keymap_entry *t = all[r];
+            if (!repeats) {
+                all[r] = all[i];
+                all[i] = t;
+            }
+            pick[i] = t;
+        }
+    } else if (want) {
+        if (!repeats && !(taken = tq_calloc(m->cap / 32 + 1, sizeof(uint32_t)))) {
+            rc = tq_err(err, TQ_ENOMEM, "out of memory sampling %zu keys", want);
+            goto out;
+        }
+        for (size_t i = 0; i < want;) {
+            size_t s = (size_t)(tq_rng_next(&rng) & (m->cap - 1));
+            if (!m->slots[s].hash || (taken && (taken[s / 32] >> (s % 32) & 1u)))
+                continue;
+            if (taken)
+                taken[s / 32] |= 1u << (s % 32);
+            pick[i++] = &m->slots[s];
+        }
+    }
+    /* Copies, because the key bytes may go with a compaction once the lock
+     * is released. */
+    size_t bytes = 0;
+    for (size_t i = 0; i < want; i++)
+        bytes += pick[i]->len;
+    out->lens = tq_malloc((want + 1) * sizeof(uint32_t));
+    out->bytes = tq_malloc(bytes + 1);
+    if (!out->lens || !out->bytes) {
+        tq_free(out->lens);
+        tq_free(out->bytes);
+        memset(out, 0, sizeof(*out));
+        rc = tq_err(err, TQ_ENOMEM, "out of memory sampling %zu keys", want);
+        goto out;
+    }
+    for (size_t i = 0, at = 0; i < want; i++) {
+        memcpy(out->bytes + at, pick[i]->key, pick[i]->len);
+        out->lens[i] = pick[i]->len;
+        at += pick[i]->len;
+    }
+    out->n = want;
+out:
+    pthread_rwlock_unlock(&c->map_lock);
+    tq_free(pick);
+    tq_free(all);
+    tq_free(taken);
     return rc;
 }
 

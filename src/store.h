@@ -394,6 +394,18 @@ int tq_collection_search(tq_collection *c, const float *queries, size_t nq, cons
                          const tq_filter *filter, tq_match *matches, size_t *counts, tq_snapshot **snap,
                          tq_error *err);
 void tq_snapshot_release(tq_snapshot *s);
+/* Replace key's attributes (attr_len 0: remove them), keeping its stored
+ * row bytes exactly; TQ_ENOTFOUND if absent. A writer like add. */
+int tq_collection_set_attr(tq_collection *c, const char *key, uint32_t len, const char *attr, uint32_t attr_len,
+                           tq_error *err);
+/* Keys picked at random: min(n, live) distinct ones, or with repeats n
+ * draws (none when empty); copied into one block (tq_free bytes and lens). */
+typedef struct tq_sample {
+    size_t n;
+    char *bytes;    /* the keys back to back */
+    uint32_t *lens;
+} tq_sample;
+int tq_collection_sample(tq_collection *c, size_t n, bool repeats, uint64_t seed, tq_sample *out, tq_error *err);
 int tq_collection_sync(tq_collection *c, tq_error *err);
 /* Seal the mutable segment, then rewrite sealed segments that are at least
  * a fifth deleted, or small, into one. */

@@ -284,6 +284,12 @@ TQVEC_API int tqvec_collection_remove(tqvec_collection *c, const char *key, size
 TQVEC_API int tqvec_collection_get(tqvec_collection *c, const char *key, size_t key_len, float *vector,
                                    char *attrs, size_t attrs_cap, size_t *attrs_len, tqvec_error *err);
 
+/* Replace an element's attributes (attrs_len 0: remove them) and keep its
+ * vector exactly as stored (nothing is re-encoded). TQVEC_ENOTFOUND if the
+ * key is absent. Like add for concurrency. */
+TQVEC_API int tqvec_collection_set_attrs(tqvec_collection *c, const char *key, size_t key_len, const char *attrs,
+                                         size_t attrs_len, tqvec_error *err);
+
 /* Search results: nq lists of matches, each best first. The key and
  * attribute pointers stay valid until tqvec_results_free, whatever writes
  * or compactions happen meanwhile (the results hold a snapshot). */
@@ -308,6 +314,14 @@ TQVEC_API size_t tqvec_results_count(const tqvec_results *r, size_t q);
 /* Match i of query q, or NULL if out of range. */
 TQVEC_API const tqvec_match *tqvec_results_get(const tqvec_results *r, size_t q, size_t i);
 TQVEC_API void tqvec_results_free(tqvec_results *r);
+
+/* Keys drawn at random, uniformly over live elements, as a results object
+ * with one list (query 0; scores 0, no attributes): min(n, count)
+ * distinct keys, or with allow_repeats exactly n independent draws (none
+ * when the collection is empty). The same seed on the same contents gives
+ * the same keys. Shared. */
+TQVEC_API int tqvec_collection_random_keys(tqvec_collection *c, size_t n, int allow_repeats, uint64_t seed,
+                                           tqvec_results **out, tqvec_error *err);
 
 /* fdatasync the log now, whatever the policy. Like add for concurrency. */
 TQVEC_API int tqvec_collection_sync(tqvec_collection *c, tqvec_error *err);

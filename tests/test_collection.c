@@ -674,3 +674,80 @@ static void check_filtered(double allowlist_below)
     }
     tq_collection_close(c, NULL);
 }
+
+/* Attributes replaced in place keep the vector bit for bit (fp32 refine
+ * data and codes alike), in the log, after a seal and after a reopen. */
+Test(collection, set_attr_keeps_the_stored_row)
+{
+    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_NONE);
+    tq_collection *c = open_coll(&cfg, 64, TQ_FSYNC_NO);
+    add_range(c, 0, 100);
+    float before[D], after[D];
+    char attr[64];
+    size_t alen;
+    tq_error err;
+    cr_assert_eq(tq_collection_get(c, "doc-7", 5, before, NULL, 0, NULL, &err), TQ_OK, "%s", err.msg);
+    cr_assert_eq(tq_collection_set_attr(c, "doc-7", 5, "{\"v\":5}", 7, &err), TQ_OK, "%s", err.msg);
+    cr_assert_eq(tq_collection_set_attr(c, "doc-70", 6, NULL, 0, &err), TQ_OK, "%s", err.msg);
+    cr_assert_eq(tq_collection_set_attr(c, "nope", 4, "{}", 2, &err), TQ_ENOTFOUND);
+    for (int round = 0; round < 3; round++) {
+        cr_assert_eq(tq_collection_get(c, "doc-7", 5, after, attr, sizeof(attr), &alen, &err), TQ_OK, "%s", err.msg);
+        cr_assert(alen == 7 && !memcmp(attr, "{\"v\":5}", 7), "round %d: attributes '%.*s'", round, (int)alen, attr);
+        cr_assert(!memcmp(before, after, sizeof(before)), "round %d: the vector changed", round);
+        cr_assert_eq(tq_collection_get(c, "doc-70", 6, NULL, attr, sizeof(attr), &alen, &err), TQ_OK);
+        cr_assert_eq(alen, 0, "round %d: removed attributes still %zu bytes", round, alen);
+        tq_collection_stats st;
+        tq_collection_stats_get(c, &st);
+        cr_assert_eq(st.live, 100, "round %d: %llu live", round, (unsigned long long)st.live);
+        if (round == 0)
+            cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg);
+        if (round == 1) {
+            cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+            c = open_coll(&cfg, 64, TQ_FSYNC_NO);
+        }
+    }
+    tq_collection_close(c, NULL);
+}
+
+/* Distinct samples hold distinct live keys; draws with repeats hold
+ * exactly n; a removed key is never drawn; the seed fixes the draw. */
+Test(collection, random_keys)
+{
+    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_NONE);
+    tq_collection *c = open_coll(&cfg, 1000, TQ_FSYNC_NO);
+    tq_sample s, t;
+    tq_error err;
+    cr_assert_eq(tq_collection_sample(c, 5, true, 1, &s, &err), TQ_OK);
+    cr_assert_eq(s.n, 0, "an empty collection gave %zu keys", s.n);
+    tq_free(s.bytes);
+    tq_free(s.lens);
+    add_range(c, 0, 200);
+    for (size_t i = 0; i < 200; i += 2)
+        remove_one(c, i);
+    const size_t asks[] = {1, 10, 60, 100, 500};
+    for (size_t a = 0; a < sizeof(asks) / sizeof(asks[0]); a++) {
+        for (int repeats = 0; repeats < 2; repeats++) {
+            cr_assert_eq(tq_collection_sample(c, asks[a], repeats, 7, &s, &err), TQ_OK, "%s", err.msg);
+            size_t want = repeats ? asks[a] : (asks[a] < 100 ? asks[a] : 100);
+            cr_assert_eq(s.n, want, "n %zu repeats %d: %zu keys", asks[a], repeats, s.n);
+            bool seen[200] = {false};
+            for (size_t i = 0, at = 0; i < s.n; at += s.lens[i++]) {
+                unsigned id;
+                char key[16];
+                cr_assert(s.lens[i] < sizeof(key));
+                memcpy(key, s.bytes + at, s.lens[i]);
+                key[s.lens[i]] = 0;
+                cr_assert(sscanf(key, "doc-%u", &id) == 1 && id < 200 && id % 2 == 1, "drew '%s'", key);
+                cr_assert(repeats || !seen[id], "'%s' drawn twice", key);
+                seen[id] = true;
+            }
+            cr_assert_eq(tq_collection_sample(c, asks[a], repeats, 7, &t, &err), TQ_OK);
+            cr_assert(t.n == s.n && !memcmp(t.lens, s.lens, s.n * sizeof(uint32_t)), "seeded draws differ");
+            tq_free(s.bytes);
+            tq_free(s.lens);
+            tq_free(t.bytes);
+            tq_free(t.lens);
+        }
+    }
+    tq_collection_close(c, NULL);
+}
