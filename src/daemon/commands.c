@@ -1,0 +1,838 @@
+/*
+ * The command table and the server commands: connection (PING, HELLO,
+ * AUTH, ...), keyspace (DEL, EXISTS, SCAN, ...), persistence (SAVE,
+ * BGSAVE) and introspection (INFO, COMMAND, CONFIG GET). The vector-set
+ * commands live with the vector sets.
+ *
+ * Replies and error strings are Redis's, word for word where a client may
+ * test them (NOAUTH, WRONGPASS, "wrong number of arguments", "unknown
+ * command"), so clients and their error handling work unchanged. There is
+ * one database (SELECT 0); the keyspace holds vector sets only, so TYPE
+ * answers "vectorset" or "none".
+ */
+#include "daemon.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <jemalloc/jemalloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ helpers */
+
+bool tqd_arg_is(const tqd_arg *a, const char *word)
+{
+    size_t n = strlen(word);
+    return a->len == n && strncasecmp(a->p, word, n) == 0;
+}
+
+bool tqd_arg_ll(const tqd_arg *a, long long *v)
+{
+    char tmp[32];
+    if (a->len == 0 || a->len >= sizeof(tmp))
+        return false;
+    memcpy(tmp, a->p, a->len);
+    tmp[a->len] = 0;
+    char *end;
+    errno = 0;
+    long long n = strtoll(tmp, &end, 10);
+    if (errno || *end || isspace((unsigned char)tmp[0]))
+        return false;
+    *v = n;
+    return true;
+}
+
+bool tqd_arg_double(const tqd_arg *a, double *v)
+{
+    char tmp[64];
+    if (a->len == 0 || a->len >= sizeof(tmp))
+        return false;
+    memcpy(tmp, a->p, a->len);
+    tmp[a->len] = 0;
+    char *end;
+    errno = 0;
+    double d = strtod(tmp, &end);
+    /* As Redis: no NaN, no leading space, all of it a number. */
+    if (*end || isspace((unsigned char)tmp[0]) || d != d || errno == ERANGE)
+        return false;
+    *v = d;
+    return true;
+}
+
+bool tqd_glob(const char *pat, size_t plen, const char *s, size_t slen)
+{
+    while (plen) {
+        switch (*pat) {
+        case '*':
+            while (plen > 1 && pat[1] == '*') {
+                pat++;
+                plen--;
+            }
+            if (plen == 1)
+                return true;
+            for (size_t i = 0; i <= slen; i++)
+                if (tqd_glob(pat + 1, plen - 1, s + i, slen - i))
+                    return true;
+            return false;
+        case '?':
+            if (!slen)
+                return false;
+            s++;
+            slen--;
+            break;
+        case '[': {
+            if (!slen)
+                return false;
+            pat++;
+            plen--;
+            bool negate = plen && *pat == '^', match = false;
+            if (negate) {
+                pat++;
+                plen--;
+            }
+            while (plen && *pat != ']') {
+                if (*pat == '\\' && plen >= 2) {
+                    pat++;
+                    plen--;
+                    match |= *pat == *s;
+                } else if (plen >= 3 && pat[1] == '-' && pat[2] != ']') {
+                    char lo = pat[0] < pat[2] ? pat[0] : pat[2], hi = pat[0] < pat[2] ? pat[2] : pat[0];
+                    match |= *s >= lo && *s <= hi;
+                    pat += 2;
+                    plen -= 2;
+                } else {
+                    match |= *pat == *s;
+                }
+                pat++;
+                plen--;
+            }
+            if (!plen)
+                return false; /* unclosed class matches nothing */
+            if (match == negate)
+                return false;
+            s++;
+            slen--;
+            break;
+        }
+        case '\\':
+            if (plen >= 2) {
+                pat++;
+                plen--;
+            }
+            /* fall through */
+        default:
+            if (!slen || *pat != *s)
+                return false;
+            s++;
+            slen--;
+            break;
+        }
+        pat++;
+        plen--;
+    }
+    return slen == 0;
+}
+
+/* Lowercase copy of a command name, bounded, for messages. */
+static void name_of(const tqd_arg *a, char *out, size_t cap)
+{
+    size_t n = a->len < cap - 1 ? a->len : cap - 1;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)tolower((unsigned char)a->p[i]);
+    out[n] = 0;
+}
+
+/* Constant time in the length of the secret, whatever the guess. */
+static bool password_matches(const tqd_arg *guess)
+{
+    const char *secret = tqd.cfg.requirepass;
+    size_t n = strlen(secret);
+    unsigned diff = (unsigned)(guess->len != n);
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)secret[i] ^ (unsigned char)(i < guess->len ? guess->p[i] : 0);
+    return diff == 0;
+}
+
+/* -------------------------------------------------------- connection */
+
+static void cmd_ping(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    if (argc > 2)
+        tqd_reply_error(r, "ERR wrong number of arguments for 'ping' command");
+    else if (argc == 2)
+        tqd_reply_bulk(r, argv[1].p, argv[1].len);
+    else
+        tqd_reply_simple(r, "PONG");
+}
+
+static void cmd_echo(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argc;
+    tqd_reply_bulk(r, argv[1].p, argv[1].len);
+}
+
+static bool do_auth(tqd_client *cl, const tqd_arg *user, const tqd_arg *pass, tqd_reply *r)
+{
+    if (!tqd.cfg.requirepass) {
+        tqd_reply_error(r, "ERR AUTH <password> called without any password configured for the default user. Are "
+                           "you sure your configuration is correct?");
+        return false;
+    }
+    if ((user && !tqd_arg_is(user, "default")) || !password_matches(pass)) {
+        tqd_log(TQD_LOG_VERBOSE, "client %llu (%s): wrong password", (unsigned long long)cl->id, cl->addr);
+        tqd_reply_error(r, "WRONGPASS invalid username-password pair or user is disabled.");
+        return false;
+    }
+    cl->authed = true;
+    return true;
+}
+
+static void cmd_auth(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    if (argc > 3) {
+        tqd_reply_error(r, "ERR syntax error");
+        return;
+    }
+    if (do_auth(cl, argc == 3 ? &argv[1] : NULL, &argv[argc - 1], r))
+        tqd_reply_simple(r, "OK");
+}
+
+static void cmd_hello(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    long long proto = cl->proto;
+    size_t i = 1;
+    if (argc >= 2) {
+        if (!tqd_arg_ll(&argv[1], &proto)) {
+            tqd_reply_error(r, "ERR Protocol version is not an integer or out of range");
+            return;
+        }
+        if (proto != 2 && proto != 3) {
+            tqd_reply_error(r, "NOPROTO unsupported protocol version");
+            return;
+        }
+        i = 2;
+    }
+    const char *setname = NULL;
+    size_t setname_len = 0;
+    for (; i < argc; i++) {
+        if (tqd_arg_is(&argv[i], "AUTH") && i + 2 < argc) {
+            if (!do_auth(cl, &argv[i + 1], &argv[i + 2], r))
+                return;
+            i += 2;
+        } else if (tqd_arg_is(&argv[i], "SETNAME") && i + 1 < argc) {
+            setname = argv[i + 1].p;
+            setname_len = argv[i + 1].len;
+            i++;
+        } else {
+            char name[32];
+            name_of(&argv[i], name, sizeof(name));
+            tqd_reply_error(r, "ERR Syntax error in HELLO option '%s'", name);
+            return;
+        }
+    }
+    if (!cl->authed) {
+        tqd_reply_error(r, "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+                           "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+                           "select the RESP protocol version at the same time");
+        return;
+    }
+    if (setname) {
+        size_t n = setname_len < sizeof(cl->name) - 1 ? setname_len : sizeof(cl->name) - 1;
+        memcpy(cl->name, setname, n);
+        cl->name[n] = 0;
+    }
+    cl->proto = (int)proto;
+    r->proto = cl->proto;
+    tqd_reply_map(r, 7);
+    tqd_reply_cstr(r, "server");
+    tqd_reply_cstr(r, "tqvecd");
+    tqd_reply_cstr(r, "version");
+    tqd_reply_cstr(r, tqvec_version());
+    tqd_reply_cstr(r, "proto");
+    tqd_reply_int(r, proto);
+    tqd_reply_cstr(r, "id");
+    tqd_reply_int(r, (long long)cl->id);
+    tqd_reply_cstr(r, "mode");
+    tqd_reply_cstr(r, "standalone");
+    tqd_reply_cstr(r, "role");
+    tqd_reply_cstr(r, "master");
+    tqd_reply_cstr(r, "modules");
+    tqd_reply_array(r, 0);
+}
+
+static void cmd_select(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argc;
+    long long db;
+    if (!tqd_arg_ll(&argv[1], &db))
+        tqd_reply_error(r, "ERR value is not an integer or out of range");
+    else if (db != 0)
+        tqd_reply_error(r, "ERR DB index is out of range");
+    else
+        tqd_reply_simple(r, "OK");
+}
+
+static void cmd_quit(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)argv;
+    (void)argc;
+    tqd_reply_simple(r, "OK");
+    cl->close_after_reply = true;
+}
+
+static void cmd_shutdown(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    for (size_t i = 1; i < argc; i++) {
+        if (tqd_arg_is(&argv[i], "ABORT")) {
+            tqd_reply_error(r, "ERR No shutdown in progress.");
+            return;
+        }
+        if (!tqd_arg_is(&argv[i], "SAVE") && !tqd_arg_is(&argv[i], "NOSAVE") && !tqd_arg_is(&argv[i], "NOW") &&
+            !tqd_arg_is(&argv[i], "FORCE")) {
+            tqd_reply_error(r, "ERR syntax error");
+            return;
+        }
+    }
+    /* As Redis: no reply on success, the connection just closes. Every
+     * acknowledged write is already in a log, so SAVE/NOSAVE change nothing. */
+    tqd_log(TQD_LOG_WARNING, "user requested shutdown (client %llu, %s)", (unsigned long long)cl->id, cl->addr);
+    cl->close_after_reply = true;
+    atomic_store(&tqd.shutdown_requested, 1);
+    tqd_server_wake();
+}
+
+static void cmd_client(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    const tqd_arg *sub = &argv[1];
+    if (tqd_arg_is(sub, "ID") && argc == 2) {
+        tqd_reply_int(r, (long long)cl->id);
+    } else if (tqd_arg_is(sub, "SETNAME") && argc == 3) {
+        for (size_t i = 0; i < argv[2].len; i++)
+            if (argv[2].p[i] <= ' ' || argv[2].p[i] > '~') {
+                tqd_reply_error(r, "ERR Client names cannot contain spaces, newlines or special characters.");
+                return;
+            }
+        size_t n = argv[2].len < sizeof(cl->name) - 1 ? argv[2].len : sizeof(cl->name) - 1;
+        memcpy(cl->name, argv[2].p, n);
+        cl->name[n] = 0;
+        tqd_reply_simple(r, "OK");
+    } else if (tqd_arg_is(sub, "GETNAME") && argc == 2) {
+        if (cl->name[0])
+            tqd_reply_cstr(r, cl->name);
+        else
+            tqd_reply_null(r);
+    } else if (tqd_arg_is(sub, "SETINFO") && argc == 4) {
+        tqd_reply_simple(r, "OK"); /* library name and version: accepted, not kept */
+    } else if ((tqd_arg_is(sub, "INFO") && argc == 2) || (tqd_arg_is(sub, "LIST") && argc == 2)) {
+        char line[320];
+        snprintf(line, sizeof(line), "id=%llu addr=%s name=%s age=%llu db=0 resp=%d\n", (unsigned long long)cl->id,
+                 cl->addr, cl->name, (unsigned long long)((tqd_now_ms() - cl->created_ms) / 1000), cl->proto);
+        tqd_reply_cstr(r, line);
+    } else {
+        char name[32];
+        name_of(sub, name, sizeof(name));
+        tqd_reply_error(r, "ERR unknown subcommand or wrong number of arguments for '%s'. Try CLIENT HELP.", name);
+    }
+}
+
+/* ----------------------------------------------------------- keyspace */
+
+static void cmd_dbsize(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argv;
+    (void)argc;
+    tqd_reply_int(r, (long long)tqd_keyspace_count());
+}
+
+static void cmd_exists(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    long long n = 0;
+    for (size_t i = 1; i < argc; i++) {
+        tqd_vset *v = tqd_keyspace_get(argv[i].p, argv[i].len);
+        n += v != NULL;
+        tqd_vset_release(v);
+    }
+    tqd_reply_int(r, n);
+}
+
+static void cmd_del(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    long long n = 0;
+    for (size_t i = 1; i < argc; i++)
+        n += tqd_keyspace_drop(argv[i].p, argv[i].len);
+    tqd_reply_int(r, n);
+}
+
+static void cmd_type(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argc;
+    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqd_reply_simple(r, v ? "vectorset" : "none");
+    tqd_vset_release(v);
+}
+
+static void reply_names(const tqd_arg *pattern, tqd_reply *r)
+{
+    tqd_names names;
+    if (tqd_keyspace_names(&names)) {
+        tqd_reply_error(r, "ERR out of memory listing keys");
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < names.n; i++)
+        n += !pattern || tqd_glob(pattern->p, pattern->len, names.name[i], names.len[i]);
+    tqd_reply_array(r, n);
+    for (size_t i = 0; i < names.n; i++)
+        if (!pattern || tqd_glob(pattern->p, pattern->len, names.name[i], names.len[i]))
+            tqd_reply_bulk(r, names.name[i], names.len[i]);
+    tqd_names_free(&names);
+}
+
+static void cmd_keys(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argc;
+    reply_names(&argv[1], r);
+}
+
+/* One pass returns every key (cursor 0), which SCAN's contract allows:
+ * the keyspace is a few thousand names at most. */
+static void cmd_scan(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    long long cursor;
+    if (!tqd_arg_ll(&argv[1], &cursor) || cursor < 0) {
+        tqd_reply_error(r, "ERR invalid cursor");
+        return;
+    }
+    const tqd_arg *pattern = NULL;
+    bool other_type = false;
+    for (size_t i = 2; i < argc; i++) {
+        long long count;
+        if (tqd_arg_is(&argv[i], "MATCH") && i + 1 < argc) {
+            pattern = &argv[++i];
+        } else if (tqd_arg_is(&argv[i], "COUNT") && i + 1 < argc) {
+            if (!tqd_arg_ll(&argv[++i], &count) || count < 1) {
+                tqd_reply_error(r, count < 1 ? "ERR syntax error" : "ERR value is not an integer or out of range");
+                return;
+            }
+        } else if (tqd_arg_is(&argv[i], "TYPE") && i + 1 < argc) {
+            other_type = !tqd_arg_is(&argv[++i], "vectorset");
+        } else {
+            tqd_reply_error(r, "ERR syntax error");
+            return;
+        }
+    }
+    tqd_reply_array(r, 2);
+    tqd_reply_cstr(r, "0");
+    if (cursor != 0 || other_type)
+        tqd_reply_array(r, 0);
+    else
+        reply_names(pattern, r);
+}
+
+static void cmd_flushall(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    if (argc > 2 || (argc == 2 && !tqd_arg_is(&argv[1], "ASYNC") && !tqd_arg_is(&argv[1], "SYNC"))) {
+        tqd_reply_error(r, "ERR syntax error");
+        return;
+    }
+    tqd_names names;
+    if (tqd_keyspace_names(&names)) {
+        tqd_reply_error(r, "ERR out of memory listing keys");
+        return;
+    }
+    for (size_t i = 0; i < names.n; i++)
+        tqd_keyspace_drop(names.name[i], names.len[i]);
+    tqd_log(TQD_LOG_NOTICE, "FLUSHALL dropped %zu vector sets", names.n);
+    tqd_names_free(&names);
+    tqd_reply_simple(r, "OK");
+}
+
+/* -------------------------------------------------------- persistence */
+
+static void cmd_save(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argv;
+    (void)argc;
+    tqvec_error err;
+    if (atomic_load(&tqd.bgsave_running)) {
+        tqd_reply_error(r, "ERR Background save already in progress");
+    } else if (tqd_keyspace_save(&err)) {
+        tqd_reply_tqvec_error(r, &err);
+    } else {
+        atomic_store(&tqd.last_save_s, tqd_now_ms() / 1000);
+        tqd_reply_simple(r, "OK");
+    }
+}
+
+static void *bgsave_main(void *arg)
+{
+    (void)arg;
+    tqvec_error err;
+    if (tqd_keyspace_save(&err))
+        tqd_log(TQD_LOG_WARNING, "background save failed: %s", err.message);
+    else {
+        atomic_store(&tqd.last_save_s, tqd_now_ms() / 1000);
+        tqd_log(TQD_LOG_NOTICE, "background save done");
+    }
+    atomic_store(&tqd.bgsave_running, 0);
+    return NULL;
+}
+
+static void cmd_bgsave(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    if (argc > 2 || (argc == 2 && !tqd_arg_is(&argv[1], "SCHEDULE"))) {
+        tqd_reply_error(r, "ERR syntax error");
+        return;
+    }
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&tqd.bgsave_running, &expected, 1)) {
+        tqd_reply_error(r, "ERR Background save already in progress");
+        return;
+    }
+    pthread_t t;
+    if (pthread_create(&t, NULL, bgsave_main, NULL)) {
+        atomic_store(&tqd.bgsave_running, 0);
+        tqd_reply_error(r, "ERR cannot start a background save thread");
+        return;
+    }
+    pthread_detach(t);
+    tqd_reply_simple(r, "Background saving started");
+}
+
+static void cmd_lastsave(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argv;
+    (void)argc;
+    uint64_t t = atomic_load(&tqd.last_save_s);
+    tqd_reply_int(r, (long long)(t ? t : tqd.start_ms / 1000));
+}
+
+/* ------------------------------------------------------ introspection */
+
+static void memory_stats(size_t *allocated, size_t *resident)
+{
+    uint64_t epoch = 1;
+    size_t sz = sizeof(epoch);
+    mallctl("epoch", &epoch, &sz, &epoch, sz);
+    sz = sizeof(size_t);
+    if (mallctl("stats.allocated", allocated, &sz, NULL, 0))
+        *allocated = 0;
+    sz = sizeof(size_t);
+    if (mallctl("stats.resident", resident, &sz, NULL, 0))
+        *resident = 0;
+}
+
+static void appendf(tqd_buf *b, bool *oom, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void appendf(tqd_buf *b, bool *oom, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !tqd_buf_reserve(b, (size_t)n + 1)) {
+        *oom = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+static bool want_section(const tqd_arg *argv, size_t argc, const char *name)
+{
+    if (argc < 2)
+        return true;
+    for (size_t i = 1; i < argc; i++)
+        if (tqd_arg_is(&argv[i], name) || tqd_arg_is(&argv[i], "all") || tqd_arg_is(&argv[i], "everything") ||
+            tqd_arg_is(&argv[i], "default"))
+            return true;
+    return false;
+}
+
+static void info_vectorsets(tqd_buf *b, bool *oom)
+{
+    tqd_names names;
+    if (tqd_keyspace_names(&names)) {
+        *oom = true;
+        return;
+    }
+    for (size_t i = 0; i < names.n; i++) {
+        tqd_vset *v = tqd_keyspace_get(names.name[i], names.len[i]);
+        if (!v)
+            continue;
+        tqvec_collection_info in;
+        tqvec_collection_get_info(v->c, &in);
+        /* Key bytes are printed only when plain, since INFO is lines of text. */
+        bool plain = true;
+        for (size_t j = 0; j < v->name_len; j++)
+            plain &= v->name[j] > ' ' && v->name[j] <= '~' && v->name[j] != ':' && v->name[j] != ',';
+        appendf(b, oom,
+                "vset_%s:size=%llu,dim=%u,metric=%s,bits=%d,refine=%s,deleted=%llu,segments=%u,unsealed=%llu,"
+                "log_bytes=%llu,bytes_per_vector=%llu\r\n",
+                plain ? v->name : "(binary)", (unsigned long long)in.count, in.dim, tqd_metric_name(in.metric),
+                in.bits, tqd_refine_name(in.refine), (unsigned long long)in.deleted, in.segments,
+                (unsigned long long)in.unsealed, (unsigned long long)in.log_bytes,
+                (unsigned long long)(in.bytes_per_vector + in.refine_bytes_per_vector));
+        tqd_vset_release(v);
+    }
+    tqd_names_free(&names);
+}
+
+static void cmd_info(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    tqd_buf b = {0};
+    bool oom = false;
+    const uint64_t now = tqd_now_ms();
+    if (want_section(argv, argc, "server"))
+        appendf(&b, &oom,
+                "# Server\r\ntqvec_version:%s\r\nredis_mode:standalone\r\nmultiplexing_api:%s\r\nsimd:%s\r\n"
+                "process_id:%d\r\ntcp_port:%d\r\nuptime_in_seconds:%llu\r\nexecutable:tqvecd\r\n"
+                "worker_threads:%d\r\n\r\n",
+                tqvec_version(), tqd.io_backend, tqvec_simd_level(), (int)getpid(), tqd.cfg.port,
+                (unsigned long long)((now - tqd.start_ms) / 1000), tqd.cfg.threads);
+    if (want_section(argv, argc, "clients"))
+        appendf(&b, &oom, "# Clients\r\nconnected_clients:%llu\r\nmaxclients:%d\r\n\r\n",
+                (unsigned long long)atomic_load(&tqd.clients), tqd.cfg.maxclients);
+    if (want_section(argv, argc, "memory")) {
+        size_t allocated, resident;
+        memory_stats(&allocated, &resident);
+        appendf(&b, &oom,
+                "# Memory\r\nused_memory:%zu\r\nused_memory_human:%.2fM\r\nused_memory_rss:%zu\r\n"
+                "mem_allocator:jemalloc\r\n\r\n",
+                allocated, (double)allocated / (1 << 20), resident);
+    }
+    if (want_section(argv, argc, "persistence"))
+        appendf(&b, &oom,
+                "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:%s\r\nbgsave_in_progress:%d\r\n"
+                "rdb_bgsave_in_progress:%d\r\nlastsave:%llu\r\n\r\n",
+                tqd_fsync_name(tqd.cfg.appendfsync), atomic_load(&tqd.bgsave_running),
+                atomic_load(&tqd.bgsave_running),
+                (unsigned long long)(atomic_load(&tqd.last_save_s) ? atomic_load(&tqd.last_save_s)
+                                                                   : tqd.start_ms / 1000));
+    if (want_section(argv, argc, "stats"))
+        appendf(&b, &oom,
+                "# Stats\r\ntotal_connections_received:%llu\r\ntotal_commands_processed:%llu\r\n"
+                "rejected_connections:%llu\r\ntotal_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\n\r\n",
+                (unsigned long long)atomic_load(&tqd.connections_received),
+                (unsigned long long)atomic_load(&tqd.commands),
+                (unsigned long long)atomic_load(&tqd.rejected_connections),
+                (unsigned long long)atomic_load(&tqd.net_in), (unsigned long long)atomic_load(&tqd.net_out));
+    if (want_section(argv, argc, "keyspace")) {
+        size_t n = tqd_keyspace_count();
+        appendf(&b, &oom, "# Keyspace\r\n");
+        if (n)
+            appendf(&b, &oom, "db0:keys=%zu,expires=0,avg_ttl=0\r\n", n);
+        appendf(&b, &oom, "\r\n");
+    }
+    if (want_section(argv, argc, "vectorsets")) {
+        appendf(&b, &oom, "# Vectorsets\r\n");
+        info_vectorsets(&b, &oom);
+        appendf(&b, &oom, "\r\n");
+    }
+    if (oom)
+        tqd_reply_error(r, "ERR out of memory building INFO");
+    else
+        tqd_reply_bulk(r, b.p ? b.p : "", b.len >= 2 ? b.len - 2 : b.len);
+    tqd_buf_free(&b);
+}
+
+static void cmd_config(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    if (tqd_arg_is(&argv[1], "RESETSTAT") && argc == 2) {
+        tqd_reply_simple(r, "OK");
+        return;
+    }
+    if (!tqd_arg_is(&argv[1], "GET") || argc < 3) {
+        if (tqd_arg_is(&argv[1], "SET"))
+            tqd_reply_error(r, "ERR CONFIG SET is not supported: restart tqvecd with the option instead");
+        else
+            tqd_reply_error(r, "ERR unknown subcommand or wrong number of arguments for 'config'. Try CONFIG HELP.");
+        return;
+    }
+    char port[16], maxclients[16], threads[16];
+    snprintf(port, sizeof(port), "%d", tqd.cfg.port);
+    snprintf(maxclients, sizeof(maxclients), "%d", tqd.cfg.maxclients);
+    snprintf(threads, sizeof(threads), "%d", tqd.cfg.threads);
+    const char *items[][2] = {
+        {"port", port},
+        {"bind", tqd.cfg.bind},
+        {"dir", tqd.cfg.dir},
+        {"appendonly", "yes"},
+        {"appendfsync", tqd_fsync_name(tqd.cfg.appendfsync)},
+        {"save", ""},
+        {"databases", "1"},
+        {"maxclients", maxclients},
+        {"io-threads", threads},
+        {"protected-mode", tqd.cfg.protected_mode ? "yes" : "no"},
+    };
+    const size_t nitems = sizeof(items) / sizeof(items[0]);
+    bool hit[sizeof(items) / sizeof(items[0])] = {false};
+    size_t n = 0;
+    for (size_t i = 2; i < argc; i++)
+        for (size_t j = 0; j < nitems; j++)
+            if (!hit[j] && tqd_glob(argv[i].p, argv[i].len, items[j][0], strlen(items[j][0]))) {
+                hit[j] = true;
+                n++;
+            }
+    tqd_reply_map(r, n);
+    for (size_t j = 0; j < nitems; j++)
+        if (hit[j]) {
+            tqd_reply_cstr(r, items[j][0]);
+            tqd_reply_cstr(r, items[j][1]);
+        }
+}
+
+static void cmd_time(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argv;
+    (void)argc;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char s[32], us[24];
+    snprintf(s, sizeof(s), "%lld", (long long)ts.tv_sec);
+    snprintf(us, sizeof(us), "%ld", ts.tv_nsec / 1000);
+    tqd_reply_array(r, 2);
+    tqd_reply_cstr(r, s);
+    tqd_reply_cstr(r, us);
+}
+
+static void cmd_command(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r);
+
+static const tqd_command server_commands[] = {
+    {"ping", cmd_ping, -1, false, 0},
+    {"echo", cmd_echo, 2, false, 0},
+    {"auth", cmd_auth, -2, true, 0},
+    {"hello", cmd_hello, -1, true, 0},
+    {"select", cmd_select, 2, false, 0},
+    {"quit", cmd_quit, -1, true, 0},
+    {"shutdown", cmd_shutdown, -1, false, 0},
+    {"client", cmd_client, -2, false, 0},
+    {"dbsize", cmd_dbsize, 1, false, 0},
+    {"exists", cmd_exists, -2, false, -1},
+    {"del", cmd_del, -2, false, -1},
+    {"unlink", cmd_del, -2, false, -1},
+    {"type", cmd_type, 2, false, 1},
+    {"keys", cmd_keys, 2, false, 0},
+    {"scan", cmd_scan, -2, false, 0},
+    {"flushall", cmd_flushall, -1, false, 0},
+    {"flushdb", cmd_flushall, -1, false, 0},
+    {"save", cmd_save, 1, false, 0},
+    {"bgsave", cmd_bgsave, -1, false, 0},
+    {"lastsave", cmd_lastsave, 1, false, 0},
+    {"info", cmd_info, -1, false, 0},
+    {"config", cmd_config, -2, false, 0},
+    {"time", cmd_time, 1, false, 0},
+    {"command", cmd_command, -1, false, 0},
+};
+
+static const tqd_command *lookup(const tqd_arg *name)
+{
+    for (size_t i = 0; i < sizeof(server_commands) / sizeof(server_commands[0]); i++)
+        if (tqd_arg_is(name, server_commands[i].name))
+            return &server_commands[i];
+    for (size_t i = 0; i < tqd_vset_command_count; i++)
+        if (tqd_arg_is(name, tqd_vset_commands[i].name))
+            return &tqd_vset_commands[i];
+    return NULL;
+}
+
+static void command_entry(const tqd_command *c, tqd_reply *r)
+{
+    /* The ten fields of Redis 7's COMMAND reply. */
+    tqd_reply_array(r, 10);
+    tqd_reply_cstr(r, c->name);
+    tqd_reply_int(r, c->arity);
+    tqd_reply_array(r, 0);
+    tqd_reply_int(r, c->keys != 0);
+    tqd_reply_int(r, c->keys);
+    tqd_reply_int(r, c->keys != 0);
+    tqd_reply_array(r, 0);
+    tqd_reply_array(r, 0);
+    tqd_reply_array(r, 0);
+    tqd_reply_array(r, 0);
+}
+
+static void cmd_command(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    const size_t nserver = sizeof(server_commands) / sizeof(server_commands[0]);
+    if (argc == 1 || (argc == 2 && tqd_arg_is(&argv[1], "LIST"))) {
+        bool full = argc == 1;
+        tqd_reply_array(r, nserver + tqd_vset_command_count);
+        for (size_t i = 0; i < nserver; i++)
+            full ? command_entry(&server_commands[i], r) : tqd_reply_cstr(r, server_commands[i].name);
+        for (size_t i = 0; i < tqd_vset_command_count; i++)
+            full ? command_entry(&tqd_vset_commands[i], r) : tqd_reply_cstr(r, tqd_vset_commands[i].name);
+    } else if (tqd_arg_is(&argv[1], "COUNT") && argc == 2) {
+        tqd_reply_int(r, (long long)(nserver + tqd_vset_command_count));
+    } else if (tqd_arg_is(&argv[1], "DOCS")) {
+        tqd_reply_map(r, 0); /* no documentation strings; clients fall back to none */
+    } else if (tqd_arg_is(&argv[1], "INFO")) {
+        tqd_reply_array(r, argc - 2);
+        for (size_t i = 2; i < argc; i++) {
+            const tqd_command *c = lookup(&argv[i]);
+            if (c)
+                command_entry(c, r);
+            else
+                tqd_reply_null_array(r);
+        }
+    } else {
+        char name[32];
+        name_of(&argv[1], name, sizeof(name));
+        tqd_reply_error(r, "ERR unknown subcommand or wrong number of arguments for '%s'. Try COMMAND HELP.", name);
+    }
+}
+
+void tqd_execute(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    const tqd_command *c = lookup(&argv[0]);
+    if (!c) {
+        char name[64], args[192] = "";
+        name_of(&argv[0], name, sizeof(name));
+        size_t at = 0;
+        for (size_t i = 1; i < argc && at < sizeof(args) - 40; i++) {
+            int n = snprintf(args + at, sizeof(args) - at, "'%.*s' ", (int)(argv[i].len < 32 ? argv[i].len : 32),
+                             argv[i].p);
+            at += (size_t)n < sizeof(args) - at ? (size_t)n : sizeof(args) - at - 1;
+        }
+        /* A command name is the client's bytes: keep the reply printable. */
+        for (char *p = name; *p; p++)
+            if (*p < ' ' || *p > '~')
+                *p = '?';
+        for (char *p = args; *p; p++)
+            if (*p < ' ' || *p > '~')
+                *p = '?';
+        tqd_reply_error(r, "ERR unknown command '%s', with args beginning with: %s", name, args);
+        return;
+    }
+    if (!cl->authed && !c->no_auth) {
+        tqd_reply_error(r, "NOAUTH Authentication required.");
+        return;
+    }
+    if ((c->arity > 0 && argc != (size_t)c->arity) || (c->arity < 0 && argc < (size_t)-c->arity)) {
+        tqd_reply_error(r, "ERR wrong number of arguments for '%s' command", c->name);
+        return;
+    }
+    c->fn(cl, argv, argc, r);
+}

@@ -1,0 +1,242 @@
+/*
+ * tqvecd: the k-NN daemon. It speaks RESP2/RESP3 so every Redis client can
+ * talk to it, and serves each key as a tqvec collection with the commands
+ * of Redis 8 vector sets. It is glue over tqvec.h, the way Redis's vset.c
+ * sits on hnsw.c: nothing here knows how vectors are stored.
+ *
+ * Pieces, one file each:
+ *   resp      request parsing (multibulk and inline) and reply encoding
+ *   server    the io_uring loop, connections, the worker pool, shutdown
+ *   keyspace  key name -> open collection, directories under --dir
+ *   commands  the command table and the server commands (PING, INFO, ...)
+ *   vset      the vector-set commands (VADD, VSIM, ...) and our extensions
+ *   config    options from the command line and a config file
+ *
+ * Threads: one loop thread does all socket I/O; a connection's parsed
+ * requests run on a worker, one connection on one worker at a time (so a
+ * pipeline's replies keep their order) while other connections run on the
+ * other workers. While a worker owns a connection the loop does not touch
+ * its buffers; ownership passes back through a queue and an eventfd.
+ */
+#ifndef TQD_DAEMON_H
+#define TQD_DAEMON_H
+
+#include "tqvec.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- config */
+
+#define TQD_DEFAULT_PORT 6380
+#define TQD_MIN_CLIENTS 1
+#define TQD_DEFAULT_CLIENTS 10000
+#define TQD_MAX_CLIENTS 100000
+#define TQD_MIN_REQUEST_BYTES 1024
+#define TQD_DEFAULT_REQUEST_BYTES (64u << 20)
+#define TQD_MAX_REQUEST_BYTES (1u << 30)
+#define TQD_DEFAULT_ARGS (1u << 20)
+#define TQD_MIN_THREADS 1
+#define TQD_MAX_THREADS 256
+#define TQD_DEFAULT_COLLECTIONS 1024
+#define TQD_MAX_COLLECTIONS 65536
+/* A key becomes a directory name (hex-encoded), which file systems limit
+ * to 255 bytes. */
+#define TQD_MAX_KEY_BYTES 100
+/* Re-rank depth of VSIM when it gives no EF: k * this many candidates are
+ * re-scored on the refine data. */
+#define TQD_DEFAULT_RERANK 16
+
+enum { TQD_LOG_DEBUG, TQD_LOG_VERBOSE, TQD_LOG_NOTICE, TQD_LOG_WARNING };
+
+typedef struct tqd_config {
+    char *dir;
+    char *bind;
+    int port;
+    char *unixsocket;
+    int threads;
+    char *requirepass;
+    int appendfsync;          /* tqvec_fsync */
+    int maxclients;
+    size_t max_request_bytes;
+    size_t max_args;
+    int max_collections;
+    int loglevel;
+    bool daemonize;
+    char *pidfile;
+    bool protected_mode;
+} tqd_config;
+
+/* Defaults, then argv (and a --config file where it appears). On error
+ * prints the reason and returns nonzero. */
+int tqd_config_parse(tqd_config *cfg, int argc, char **argv);
+void tqd_config_free(tqd_config *cfg);
+const char *tqd_fsync_name(int policy);
+
+void tqd_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+extern int tqd_loglevel;
+
+/* ------------------------------------------------------------------ resp */
+
+typedef struct tqd_buf {
+    char *p;
+    size_t len, cap;
+} tqd_buf;
+
+/* Grow to hold `more` bytes beyond len; false when out of memory. */
+bool tqd_buf_reserve(tqd_buf *b, size_t more);
+void tqd_buf_free(tqd_buf *b);
+
+typedef struct tqd_arg {
+    const char *p;    /* into the connection's read buffer; not NUL-terminated */
+    size_t len;
+} tqd_arg;
+
+enum { TQD_PARSE_OK, TQD_PARSE_MORE, TQD_PARSE_ERROR };
+
+typedef struct tqd_request {
+    size_t argc;
+    tqd_arg *argv;    /* argc entries, owned by the parser's caller */
+    size_t args_cap;
+    size_t consumed;  /* bytes of the buffer this request used */
+    const char *error; /* TQD_PARSE_ERROR: the Redis-style protocol error */
+} tqd_request;
+
+/* Parse one request at buf[0, len): TQD_PARSE_OK fills req, MORE means it
+ * is incomplete, ERROR means the stream cannot be trusted any more. No
+ * declared length is believed beyond max_bytes or max_args. */
+int tqd_parse(const char *buf, size_t len, size_t max_bytes, size_t max_args, tqd_request *req);
+
+/* Replies, encoded for the client's protocol (2 or 3) into out. Allocation
+ * failure sets oom and drops the reply; the connection is then closed. */
+typedef struct tqd_reply {
+    tqd_buf *out;
+    int proto;
+    bool oom;
+} tqd_reply;
+
+void tqd_reply_simple(tqd_reply *r, const char *s);
+void tqd_reply_error(tqd_reply *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tqd_reply_int(tqd_reply *r, long long v);
+void tqd_reply_bulk(tqd_reply *r, const char *p, size_t n);
+void tqd_reply_cstr(tqd_reply *r, const char *s);
+void tqd_reply_null(tqd_reply *r);        /* RESP2 $-1 */
+void tqd_reply_null_array(tqd_reply *r);  /* RESP2 *-1 */
+void tqd_reply_array(tqd_reply *r, size_t n);
+void tqd_reply_map(tqd_reply *r, size_t pairs); /* RESP2: an array of 2n */
+void tqd_reply_double(tqd_reply *r, double v);  /* RESP2: a bulk string */
+void tqd_reply_bool(tqd_reply *r, bool v);      /* RESP2: an integer */
+/* The error for a tqvec status, "ERR <message>". */
+void tqd_reply_tqvec_error(tqd_reply *r, const tqvec_error *e);
+
+/* -------------------------------------------------------------- keyspace */
+
+/* A key's collection, shared by reference: commands hold one while they
+ * use it, so DEL can unlink a key whose collection a search still reads. */
+typedef struct tqd_vset {
+    char *name;
+    size_t name_len;
+    char *dir;
+    tqvec_collection *c;
+    /* Serializes read-modify-write commands on this key (VADD keeping old
+     * attributes, VREM of the last element dropping the key). */
+    pthread_mutex_t write_lock;
+    int refs;                 /* under the keyspace lock */
+    bool dropped;             /* unlinked: delete the files on last release */
+    uint32_t dim;
+    int metric, bits, refine;
+} tqd_vset;
+
+/* Lock the data directory, remove leftovers of interrupted drops, open
+ * every collection in it. */
+int tqd_keyspace_open(const tqd_config *cfg);
+/* Sync and close everything (at shutdown, with no command running). */
+void tqd_keyspace_close(void);
+/* The key's collection with a reference, or NULL if there is none. */
+tqd_vset *tqd_keyspace_get(const char *name, size_t len);
+/* Get, or create with opts if absent (*created tells which). */
+int tqd_keyspace_get_or_create(const char *name, size_t len, const tqvec_collection_options *opts, tqd_vset **out,
+                               bool *created, tqvec_error *err);
+void tqd_vset_release(tqd_vset *v);
+/* Unlink the key: new commands no longer find it; its files go when the
+ * last reference is released. Returns false if it did not exist. */
+bool tqd_keyspace_drop(const char *name, size_t len);
+/* Drop only if v is still the key's collection and holds no element. */
+void tqd_keyspace_drop_if_empty(tqd_vset *v);
+size_t tqd_keyspace_count(void);
+/* Names of every key, in a stable order, copied: free with tqd_names_free. */
+typedef struct tqd_names {
+    size_t n;
+    char **name;
+    size_t *len;
+} tqd_names;
+int tqd_keyspace_names(tqd_names *out);
+void tqd_names_free(tqd_names *n);
+/* Seal and sync every collection (SAVE); the first failure is returned. */
+int tqd_keyspace_save(tqvec_error *err);
+const char *tqd_metric_name(int metric);
+const char *tqd_refine_name(int refine);
+
+/* ---------------------------------------------------------------- server */
+
+typedef struct tqd_client {
+    uint64_t id;
+    int proto;                /* 2 or 3 */
+    bool authed;
+    bool close_after_reply;
+    char name[128];
+    char addr[64];
+    uint64_t created_ms;
+} tqd_client;
+
+/* Global state the commands read. */
+typedef struct tqd_server {
+    tqd_config cfg;
+    uint64_t start_ms;
+    _Atomic uint64_t commands, connections_received, rejected_connections, clients;
+    _Atomic uint64_t net_in, net_out;
+    _Atomic int shutdown_requested;
+    _Atomic int bgsave_running;
+    _Atomic uint64_t last_save_s;
+    const char *io_backend;
+} tqd_server;
+
+extern tqd_server tqd;
+
+uint64_t tqd_now_ms(void);
+/* Wake the loop (after SHUTDOWN). */
+void tqd_server_wake(void);
+/* The daemon: returns the process exit status. */
+int tqd_main(int argc, char **argv);
+
+/* -------------------------------------------------------------- commands */
+
+/* Run one request; its reply goes to r. */
+void tqd_execute(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r);
+
+typedef void (*tqd_command_fn)(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r);
+
+typedef struct tqd_command {
+    const char *name;
+    tqd_command_fn fn;
+    int arity;                /* as Redis: n exact, -n at least n */
+    bool no_auth;             /* allowed before AUTH */
+    int keys;                 /* 0: none, 1: the first argument, -1: every argument */
+} tqd_command;
+
+/* The vector-set commands, for the command table. */
+extern const tqd_command tqd_vset_commands[];
+extern const size_t tqd_vset_command_count;
+
+/* Argument helpers. */
+bool tqd_arg_is(const tqd_arg *a, const char *word);
+bool tqd_arg_ll(const tqd_arg *a, long long *v);
+bool tqd_arg_double(const tqd_arg *a, double *v);
+/* Glob match as Redis's KEYS/SCAN MATCH: * ? [abc] [^a-z] and \ escapes. */
+bool tqd_glob(const char *pat, size_t plen, const char *s, size_t slen);
+
+#endif

@@ -1,0 +1,767 @@
+/*
+ * The vector-set commands of Redis 8 (VADD, VSIM, VREM, VCARD, VDIM, VEMB,
+ * VINFO, VSETATTR, VGETATTR, VISMEMBER, VRANDMEMBER) over collections, and
+ * the extensions for what Redis cannot say (TQ.CREATE, VSIM ... RERANK).
+ *
+ * Syntax, replies and error strings follow Redis where we support a
+ * feature. What differs, because the index is a TurboQuant scan and not
+ * an HNSW graph:
+ *   - A set made by VADD is cosine with 4-bit codes plus refine data for
+ *     re-ranking chosen by the quantization option: Q8 (the default, as in
+ *     Redis) keeps 8-bit codes (d bytes), NOQUANT keeps the fp32 vector,
+ *     BIN keeps 1-bit codes and nothing else. A later VADD naming another
+ *     of the three is refused with Redis's "quantization mismatch" error.
+ *   - EF at VSIM sets the re-rank depth: the best max(EF, COUNT) code
+ *     estimates are re-scored on the refine data (rounded up to a multiple
+ *     of COUNT); without EF, TQD_DEFAULT_RERANK * COUNT are. EF and M at
+ *     VADD, CAS and NOTHREAD shape a graph we do not have: accepted,
+ *     checked, ignored.
+ *   - TRUTH scores every element with float tables and re-ranks the
+ *     deepest list allowed: exact whenever the set has fp32 refine data and
+ *     at most COUNT * TQVEC_MAX_RERANK elements.
+ *   - FILTER runs inside the scan, so VSIM returns min(COUNT, matching)
+ *     elements at any selectivity; FILTER-EF is accepted and not needed.
+ *   - REDUCE (random projection) is refused: the rotation already spreads
+ *     every coordinate, and codes are 4 bits per dimension.
+ *   - VEMB returns the stored vector (normalized, for cosine sets); VEMB
+ *     RAW returns the set's code name, the vector as an FP32 blob and its
+ *     L2 norm.
+ *   - Scores: cosine sets report 1 - distance/2 in [0, 1] as Redis does;
+ *     l2 and ip sets (TQ.CREATE) report the squared distance or the inner
+ *     product, and EPSILON needs a cosine set.
+ *   - A set disappears when VREM removes its last element, as in Redis.
+ */
+#include "daemon.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Random seeds for VRANDMEMBER: distinct per call, no global lock. */
+static uint64_t random_seed(void)
+{
+    static _Atomic uint64_t counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30)) + atomic_fetch_add(&counter, 0x9e3779b97f4a7c15ull);
+}
+
+/* "FP32 blob" or "VALUES n v1 .. vn" at argv[at]: a malloc'd vector, or
+ * NULL (the caller replies "invalid vector specification"). */
+static float *parse_vector(const tqd_arg *argv, size_t argc, size_t at, size_t *dim, size_t *consumed)
+{
+    if (at + 1 >= argc)
+        return NULL;
+    if (tqd_arg_is(&argv[at], "FP32")) {
+        const tqd_arg *blob = &argv[at + 1];
+        if (blob->len < 4 || blob->len % 4)
+            return NULL;
+        float *v = malloc(blob->len);
+        if (!v)
+            return NULL;
+        memcpy(v, blob->p, blob->len); /* little-endian, as every Redis client sends it */
+        *dim = blob->len / 4;
+        *consumed = 2;
+        return v;
+    }
+    if (tqd_arg_is(&argv[at], "VALUES")) {
+        long long n;
+        if (!tqd_arg_ll(&argv[at + 1], &n) || n < 1 || (unsigned long long)n > argc - at - 2)
+            return NULL;
+        float *v = malloc((size_t)n * sizeof(float));
+        if (!v)
+            return NULL;
+        for (long long j = 0; j < n; j++) {
+            double x;
+            if (!tqd_arg_double(&argv[at + 2 + j], &x)) {
+                free(v);
+                return NULL;
+            }
+            v[j] = (float)x;
+        }
+        *dim = (size_t)n;
+        *consumed = 2 + (size_t)n;
+        return v;
+    }
+    return NULL;
+}
+
+static void reply_dim_mismatch(tqd_reply *r, size_t got, uint32_t has)
+{
+    tqd_reply_error(r, "ERR Vector dimension mismatch - got %zu but set has %u", got, has);
+}
+
+/* The quantization options of VADD as collection settings. */
+enum { QUANT_UNSET, QUANT_Q8, QUANT_NOQUANT, QUANT_BIN };
+
+static int quant_of(const tqd_vset *v)
+{
+    if (v->refine == TQVEC_REFINE_FP32)
+        return QUANT_NOQUANT;
+    if (v->refine == TQVEC_REFINE_CODE8)
+        return QUANT_Q8;
+    if (v->bits == 1 && v->refine == TQVEC_REFINE_NONE)
+        return QUANT_BIN;
+    return QUANT_UNSET; /* made by TQ.CREATE with other settings */
+}
+
+static const char *code_name(const tqd_vset *v)
+{
+    static const char *const names[] = {"tq1", "tq2", "tq3", "tq4"};
+    static _Thread_local char buf[32];
+    snprintf(buf, sizeof(buf), "%s+%s", v->bits >= 1 && v->bits <= 4 ? names[v->bits - 1] : "tq",
+             tqd_refine_name(v->refine));
+    return buf;
+}
+
+/* ---------------------------------------------------------------- VADD */
+
+/* The element's current attributes (malloc'd, *len 0 and NULL if none). */
+static int current_attrs(tqd_vset *v, const tqd_arg *elem, char **out, size_t *len, tqvec_error *err)
+{
+    *out = NULL;
+    *len = 0;
+    size_t n = 0;
+    int rc = tqvec_collection_get(v->c, elem->p, elem->len, NULL, NULL, 0, &n, err);
+    if (rc == TQVEC_ENOTFOUND || (rc == TQVEC_OK && n == 0))
+        return TQVEC_OK;
+    if (rc)
+        return rc;
+    if (!(*out = malloc(n)))
+        return TQVEC_ENOMEM;
+    if ((rc = tqvec_collection_get(v->c, elem->p, elem->len, NULL, *out, n, len, err))) {
+        free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static void cmd_vadd(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    if (tqd_arg_is(&argv[2], "REDUCE")) {
+        tqd_reply_error(r, "ERR REDUCE is not supported: tqvec stores vectors at their full dimension");
+        return;
+    }
+    size_t dim, consumed;
+    float *vec = parse_vector(argv, argc, 2, &dim, &consumed);
+    if (!vec) {
+        tqd_reply_error(r, "ERR invalid vector specification");
+        return;
+    }
+    const size_t elem_at = 2 + consumed;
+    if (elem_at >= argc) {
+        free(vec);
+        tqd_reply_error(r, "ERR wrong number of arguments for 'vadd' command");
+        return;
+    }
+    const tqd_arg *elem = &argv[elem_at];
+    const tqd_arg *attr = NULL;
+    int quant = QUANT_UNSET;
+    for (size_t j = elem_at + 1; j < argc; j++) {
+        long long n;
+        if (tqd_arg_is(&argv[j], "CAS")) {
+            continue;
+        } else if (tqd_arg_is(&argv[j], "NOQUANT")) {
+            quant = QUANT_NOQUANT;
+        } else if (tqd_arg_is(&argv[j], "Q8")) {
+            quant = QUANT_Q8;
+        } else if (tqd_arg_is(&argv[j], "BIN")) {
+            quant = QUANT_BIN;
+        } else if (tqd_arg_is(&argv[j], "EF") && j + 1 < argc) {
+            if (!tqd_arg_ll(&argv[++j], &n) || n <= 0 || n > 1000000) {
+                free(vec);
+                tqd_reply_error(r, "ERR invalid EF");
+                return;
+            }
+        } else if (tqd_arg_is(&argv[j], "M") && j + 1 < argc) {
+            if (!tqd_arg_ll(&argv[++j], &n) || n < 4 || n > 4096) {
+                free(vec);
+                tqd_reply_error(r, "ERR invalid M");
+                return;
+            }
+        } else if (tqd_arg_is(&argv[j], "SETATTR") && j + 1 < argc) {
+            attr = &argv[++j];
+        } else {
+            free(vec);
+            tqd_reply_error(r, "ERR invalid option after element");
+            return;
+        }
+    }
+    tqvec_collection_options create = {0};
+    create.dim = (uint32_t)(dim > TQVEC_MAX_DIM ? 0 : dim);
+    create.metric = TQVEC_METRIC_COSINE;
+    create.bits = quant == QUANT_BIN ? 1 : 4;
+    create.refine = quant == QUANT_BIN ? TQVEC_REFINE_NONE : quant == QUANT_NOQUANT ? TQVEC_REFINE_FP32
+                                                                                     : TQVEC_REFINE_CODE8;
+    tqvec_error err = {0};
+    tqd_vset *v = NULL;
+    bool created;
+    size_t added = 0;
+    char *keep = NULL;
+    size_t keep_len = 0;
+    int rc;
+    if (dim > TQVEC_MAX_DIM) {
+        tqd_reply_error(r, "ERR vector dimension %zu is above the limit %d", dim, TQVEC_MAX_DIM);
+        goto out;
+    }
+    /* A drop may win the race between finding the key and locking it;
+     * then the key is new again. */
+    for (int attempt = 0;; attempt++) {
+        if ((rc = tqd_keyspace_get_or_create(argv[1].p, argv[1].len, &create, &v, &created, &err))) {
+            tqd_reply_tqvec_error(r, &err);
+            goto out;
+        }
+        pthread_mutex_lock(&v->write_lock);
+        if (!v->dropped || attempt == 3)
+            break;
+        pthread_mutex_unlock(&v->write_lock);
+        tqd_vset_release(v);
+        v = NULL;
+    }
+    if (v->dropped) {
+        tqd_reply_error(r, "ERR the key was deleted while being written; retry");
+    } else if (v->dim != dim) {
+        reply_dim_mismatch(r, dim, v->dim);
+    } else if (quant != QUANT_UNSET && quant != quant_of(v)) {
+        tqd_reply_error(r, "ERR asked quantization mismatch with existing vector set");
+    } else if (!attr && (rc = current_attrs(v, elem, &keep, &keep_len, &err))) {
+        tqd_reply_tqvec_error(r, &err);
+    } else {
+        /* Without SETATTR an update keeps the element's attributes, and an
+         * empty SETATTR removes them, as in Redis. */
+        tqvec_element e = {.key = elem->p, .key_len = elem->len, .vector = vec,
+                           .attrs = attr ? (attr->len ? attr->p : NULL) : keep,
+                           .attrs_len = attr ? attr->len : keep_len};
+        if ((rc = tqvec_collection_add(v->c, &e, 1, &added, &err)))
+            tqd_reply_tqvec_error(r, &err);
+        else
+            tqd_reply_bool(r, added == 1);
+    }
+    /* A set VADD created but could not fill must not linger empty. */
+    if (created && !added)
+        tqd_keyspace_drop_if_empty(v);
+    pthread_mutex_unlock(&v->write_lock);
+out:
+    tqd_vset_release(v);
+    free(keep);
+    free(vec);
+}
+
+/* ---------------------------------------------------------------- VSIM */
+
+typedef struct vsim_args {
+    bool withscores, withattribs, truth;
+    long long count, ef, rerank;
+    double epsilon;
+    char *filter;
+} vsim_args;
+
+/* Options after the query; false after replying with the error. */
+static bool parse_vsim_options(const tqd_arg *argv, size_t argc, size_t j, vsim_args *a, tqd_reply *r)
+{
+    for (; j < argc; j++) {
+        long long n;
+        if (tqd_arg_is(&argv[j], "WITHSCORES")) {
+            a->withscores = true;
+        } else if (tqd_arg_is(&argv[j], "WITHATTRIBS")) {
+            a->withattribs = true;
+        } else if (tqd_arg_is(&argv[j], "TRUTH")) {
+            a->truth = true;
+        } else if (tqd_arg_is(&argv[j], "NOTHREAD")) {
+            continue;
+        } else if (tqd_arg_is(&argv[j], "COUNT") && j + 1 < argc) {
+            if (!tqd_arg_ll(&argv[++j], &a->count) || a->count <= 0) {
+                tqd_reply_error(r, "ERR invalid COUNT");
+                return false;
+            }
+            if (a->count > TQVEC_MAX_K) {
+                tqd_reply_error(r, "ERR COUNT %lld is above the limit %d", a->count, TQVEC_MAX_K);
+                return false;
+            }
+        } else if (tqd_arg_is(&argv[j], "EPSILON") && j + 1 < argc) {
+            if (!tqd_arg_double(&argv[++j], &a->epsilon) || a->epsilon <= 0) {
+                tqd_reply_error(r, "ERR invalid EPSILON");
+                return false;
+            }
+        } else if (tqd_arg_is(&argv[j], "EF") && j + 1 < argc) {
+            if (!tqd_arg_ll(&argv[++j], &a->ef) || a->ef <= 0) {
+                tqd_reply_error(r, "ERR invalid EF");
+                return false;
+            }
+        } else if (tqd_arg_is(&argv[j], "RERANK") && j + 1 < argc) {
+            if (!tqd_arg_ll(&argv[++j], &a->rerank) || a->rerank < 0 || a->rerank > TQVEC_MAX_RERANK) {
+                tqd_reply_error(r, "ERR invalid RERANK: 0 to %d", TQVEC_MAX_RERANK);
+                return false;
+            }
+        } else if (tqd_arg_is(&argv[j], "FILTER-EF") && j + 1 < argc) {
+            if (!tqd_arg_ll(&argv[++j], &n) || n <= 0) {
+                tqd_reply_error(r, "ERR invalid FILTER-EF");
+                return false;
+            }
+        } else if (tqd_arg_is(&argv[j], "FILTER") && j + 1 < argc) {
+            const tqd_arg *f = &argv[++j];
+            if (memchr(f->p, 0, f->len)) {
+                tqd_reply_error(r, "ERR syntax error in FILTER expression near: (a NUL byte)");
+                return false;
+            }
+            free(a->filter);
+            if (!(a->filter = malloc(f->len + 1))) {
+                tqd_reply_error(r, "ERR out of memory");
+                return false;
+            }
+            memcpy(a->filter, f->p, f->len);
+            a->filter[f->len] = 0;
+        } else {
+            tqd_reply_error(r, "ERR syntax error in VSIM command");
+            return false;
+        }
+    }
+    return true;
+}
+
+static void cmd_vsim(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    if (!v) {
+        tqd_reply_array(r, 0);
+        return;
+    }
+    vsim_args a = {.count = 10, .rerank = -1, .epsilon = 2.0};
+    float *vec = NULL;
+    tqvec_results *res = NULL;
+    size_t dim = 0, consumed = 0;
+    tqvec_error err;
+    const tqd_arg *how = &argv[2];
+    if (tqd_arg_is(how, "ELE")) {
+        dim = v->dim;
+        consumed = 2;
+        if (!(vec = malloc(dim * sizeof(float)))) {
+            tqd_reply_error(r, "ERR out of memory");
+            goto out;
+        }
+        int rc = tqvec_collection_get(v->c, argv[3].p, argv[3].len, vec, NULL, 0, NULL, &err);
+        if (rc == TQVEC_ENOTFOUND || (rc == TQVEC_EARG && argv[3].len == 0)) {
+            tqd_reply_error(r, "ERR element not found in set");
+            goto out;
+        }
+        if (rc) {
+            tqd_reply_tqvec_error(r, &err);
+            goto out;
+        }
+    } else if (!tqd_arg_is(how, "FP32") && !tqd_arg_is(how, "VALUES")) {
+        tqd_reply_error(r, "ERR vector type must be ELE, FP32 or VALUES");
+        goto out;
+    } else if (!(vec = parse_vector(argv, argc, 2, &dim, &consumed))) {
+        tqd_reply_error(r, "ERR invalid vector specification");
+        goto out;
+    } else if (dim != v->dim) {
+        reply_dim_mismatch(r, dim, v->dim);
+        goto out;
+    }
+    if (!parse_vsim_options(argv, argc, 2 + consumed, &a, r))
+        goto out;
+    const bool cosine = v->metric == TQVEC_METRIC_COSINE || v->metric == TQVEC_METRIC_DEFAULT;
+    if (a.epsilon != 2.0 && !cosine) {
+        tqd_reply_error(r, "ERR EPSILON needs a cosine vector set; this one is %s", tqd_metric_name(v->metric));
+        goto out;
+    }
+    tqvec_search_params p = {0};
+    p.k = (uint32_t)a.count;
+    p.filter = a.filter;
+    if (v->refine != TQVEC_REFINE_NONE) {
+        long long depth = a.rerank >= 0 ? a.rerank
+                          : a.ef > 0    ? (a.ef + a.count - 1) / a.count
+                                        : TQD_DEFAULT_RERANK;
+        if (a.truth)
+            depth = TQVEC_MAX_RERANK;
+        p.rerank = (uint32_t)(depth < 0 ? 0 : depth > TQVEC_MAX_RERANK ? TQVEC_MAX_RERANK : depth);
+    }
+    if (a.truth)
+        p.scorer = TQVEC_SCORER_FLOAT;
+    if (tqvec_collection_search(v->c, vec, 1, &p, &res, &err)) {
+        tqd_reply_tqvec_error(r, &err);
+        goto out;
+    }
+    size_t n = tqvec_results_count(res, 0);
+    if (cosine)
+        for (size_t i = 0; i < n; i++)
+            if ((1.0 - (double)tqvec_results_get(res, 0, i)->score) / 2.0 > a.epsilon) {
+                n = i;
+                break;
+            }
+    const bool as_map = r->proto == 3 && (a.withscores || a.withattribs);
+    if (as_map)
+        tqd_reply_map(r, n);
+    else
+        tqd_reply_array(r, n * (1 + a.withscores + a.withattribs));
+    for (size_t i = 0; i < n; i++) {
+        const tqvec_match *m = tqvec_results_get(res, 0, i);
+        tqd_reply_bulk(r, m->key, m->key_len);
+        if (r->proto == 3 && a.withscores && a.withattribs)
+            tqd_reply_array(r, 2);
+        if (a.withscores) {
+            double s = m->score;
+            if (cosine) {
+                s = (1.0 + s) / 2.0; /* 1 - cosine distance / 2 */
+                s = s < 0 ? 0 : s > 1 ? 1 : s;
+            }
+            tqd_reply_double(r, s);
+        }
+        if (a.withattribs) {
+            if (m->attrs)
+                tqd_reply_bulk(r, m->attrs, m->attrs_len);
+            else
+                tqd_reply_null(r);
+        }
+    }
+out:
+    tqvec_results_free(res);
+    free(a.filter);
+    free(vec);
+    tqd_vset_release(v);
+}
+
+/* ------------------------------------------------- the small commands */
+
+static void cmd_vrem(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argc;
+    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    if (!v) {
+        tqd_reply_bool(r, false);
+        return;
+    }
+    pthread_mutex_lock(&v->write_lock);
+    tqvec_error err;
+    int rc = v->dropped ? TQVEC_ENOTFOUND : tqvec_collection_remove(v->c, argv[2].p, argv[2].len, &err);
+    if (rc == TQVEC_OK) {
+        tqd_keyspace_drop_if_empty(v);
+        tqd_reply_bool(r, true);
+    } else if (rc == TQVEC_ENOTFOUND || (rc == TQVEC_EARG && argv[2].len == 0)) {
+        tqd_reply_bool(r, false);
+    } else {
+        tqd_reply_tqvec_error(r, &err);
+    }
+    pthread_mutex_unlock(&v->write_lock);
+    tqd_vset_release(v);
+}
+
+static void cmd_vcard(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argc;
+    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqvec_collection_info in = {0};
+    if (v)
+        tqvec_collection_get_info(v->c, &in);
+    tqd_reply_int(r, (long long)in.count);
+    tqd_vset_release(v);
+}
+
+static void cmd_vdim(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argc;
+    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    if (!v)
+        tqd_reply_error(r, "ERR key does not exist");
+    else
+        tqd_reply_int(r, v->dim);
+    tqd_vset_release(v);
+}
+
+static void cmd_vemb(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    bool raw = false;
+    for (size_t j = 3; j < argc; j++) {
+        if (!tqd_arg_is(&argv[j], "RAW")) {
+            tqd_reply_error(r, "ERR invalid option");
+            return;
+        }
+        raw = true;
+    }
+    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    float *vec = v ? malloc(v->dim * sizeof(float)) : NULL;
+    tqvec_error err;
+    int rc = !v ? TQVEC_ENOTFOUND : !vec ? TQVEC_ENOMEM
+                                         : tqvec_collection_get(v->c, argv[2].p, argv[2].len, vec, NULL, 0, NULL, &err);
+    if (rc == TQVEC_ENOTFOUND || (rc == TQVEC_EARG && argv[2].len == 0)) {
+        tqd_reply_null(r);
+    } else if (rc == TQVEC_ENOMEM && !vec) {
+        tqd_reply_error(r, "ERR out of memory");
+    } else if (rc) {
+        tqd_reply_tqvec_error(r, &err);
+    } else if (raw) {
+        double norm = 0;
+        for (uint32_t i = 0; i < v->dim; i++)
+            norm += (double)vec[i] * (double)vec[i];
+        tqd_reply_array(r, 3);
+        tqd_reply_simple(r, code_name(v));
+        tqd_reply_bulk(r, (const char *)vec, v->dim * sizeof(float));
+        tqd_reply_double(r, sqrt(norm));
+    } else {
+        tqd_reply_array(r, v->dim);
+        for (uint32_t i = 0; i < v->dim; i++)
+            tqd_reply_double(r, vec[i]);
+    }
+    free(vec);
+    tqd_vset_release(v);
+}
+
+static void cmd_vinfo(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argc;
+    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    if (!v) {
+        tqd_reply_null_array(r);
+        return;
+    }
+    tqvec_collection_info in;
+    tqvec_collection_get_info(v->c, &in);
+    static const char *const variants[] = {"mse", "mse", "prod"};
+    tqd_reply_map(r, 13);
+    tqd_reply_simple(r, "quant-type");
+    tqd_reply_simple(r, code_name(v));
+    tqd_reply_simple(r, "vector-dim");
+    tqd_reply_int(r, in.dim);
+    tqd_reply_simple(r, "projection-input-dim");
+    tqd_reply_int(r, 0);
+    tqd_reply_simple(r, "size");
+    tqd_reply_int(r, (long long)in.count);
+    tqd_reply_simple(r, "metric");
+    tqd_reply_simple(r, tqd_metric_name(in.metric));
+    tqd_reply_simple(r, "bits");
+    tqd_reply_int(r, in.bits);
+    tqd_reply_simple(r, "variant");
+    tqd_reply_simple(r, variants[in.variant >= 0 && in.variant <= 2 ? in.variant : 0]);
+    tqd_reply_simple(r, "refine");
+    tqd_reply_simple(r, tqd_refine_name(in.refine));
+    tqd_reply_simple(r, "bytes-per-vector");
+    tqd_reply_int(r, (long long)(in.bytes_per_vector + in.refine_bytes_per_vector));
+    tqd_reply_simple(r, "deleted-rows");
+    tqd_reply_int(r, (long long)in.deleted);
+    tqd_reply_simple(r, "segments");
+    tqd_reply_int(r, in.segments);
+    tqd_reply_simple(r, "unsealed-rows");
+    tqd_reply_int(r, (long long)in.unsealed);
+    tqd_reply_simple(r, "simd");
+    tqd_reply_simple(r, in.simd);
+    tqd_vset_release(v);
+}
+
+static void cmd_vsetattr(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argc;
+    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    if (!v) {
+        tqd_reply_bool(r, false);
+        return;
+    }
+    pthread_mutex_lock(&v->write_lock);
+    tqvec_error err;
+    int rc = v->dropped ? TQVEC_ENOTFOUND
+                        : tqvec_collection_set_attrs(v->c, argv[2].p, argv[2].len, argv[3].p, argv[3].len, &err);
+    pthread_mutex_unlock(&v->write_lock);
+    if (rc == TQVEC_OK)
+        tqd_reply_bool(r, true);
+    else if (rc == TQVEC_ENOTFOUND || (rc == TQVEC_EARG && argv[2].len == 0))
+        tqd_reply_bool(r, false);
+    else
+        tqd_reply_tqvec_error(r, &err);
+    tqd_vset_release(v);
+}
+
+static void cmd_vgetattr(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argc;
+    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    char *attrs = NULL;
+    size_t len = 0;
+    tqvec_error err;
+    int rc = v ? current_attrs(v, &argv[2], &attrs, &len, &err) : TQVEC_OK;
+    if (rc == TQVEC_EARG && argv[2].len == 0)
+        rc = TQVEC_OK;
+    if (rc)
+        tqd_reply_tqvec_error(r, &err);
+    else if (!attrs)
+        tqd_reply_null(r);
+    else
+        tqd_reply_bulk(r, attrs, len);
+    free(attrs);
+    tqd_vset_release(v);
+}
+
+static void cmd_vismember(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argc;
+    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    bool found = v && argv[2].len &&
+                 tqvec_collection_get(v->c, argv[2].p, argv[2].len, NULL, NULL, 0, NULL, NULL) == TQVEC_OK;
+    tqd_reply_bool(r, found);
+    tqd_vset_release(v);
+}
+
+static void cmd_vrandmember(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    if (argc > 3) {
+        tqd_reply_error(r, "ERR wrong number of arguments for 'vrandmember' command");
+        return;
+    }
+    long long count = 1;
+    if (argc == 3 && !tqd_arg_ll(&argv[2], &count)) {
+        tqd_reply_error(r, "ERR value is not an integer or out of range");
+        return;
+    }
+    if (count > TQVEC_MAX_K || count < -(long long)TQVEC_MAX_K) {
+        tqd_reply_error(r, "ERR count is out of range (at most %d)", TQVEC_MAX_K);
+        return;
+    }
+    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqvec_results *res = NULL;
+    tqvec_error err;
+    size_t want = (size_t)(count < 0 ? -count : count);
+    if (v && want && tqvec_collection_random_keys(v->c, want, count < 0, random_seed(), &res, &err)) {
+        tqd_reply_tqvec_error(r, &err);
+    } else {
+        size_t n = tqvec_results_count(res, 0);
+        if (argc == 2) {
+            if (n)
+                tqd_reply_bulk(r, tqvec_results_get(res, 0, 0)->key, tqvec_results_get(res, 0, 0)->key_len);
+            else
+                tqd_reply_null(r);
+        } else {
+            tqd_reply_array(r, n);
+            for (size_t i = 0; i < n; i++)
+                tqd_reply_bulk(r, tqvec_results_get(res, 0, i)->key, tqvec_results_get(res, 0, i)->key_len);
+        }
+    }
+    tqvec_results_free(res);
+    tqd_vset_release(v);
+}
+
+/* ---------------------------------------------------------- extensions */
+
+/* Word -> value for TQ.CREATE's enumerated options. */
+static bool pick(const tqd_arg *a, const char *const *words, const int *values, size_t n, int *out)
+{
+    for (size_t i = 0; i < n; i++)
+        if (tqd_arg_is(a, words[i])) {
+            *out = values[i];
+            return true;
+        }
+    return false;
+}
+
+/* TQ.CREATE key DIM d [METRIC cosine|l2|ip] [BITS 1..4] [VARIANT mse|prod]
+ *   [REFINE none|code8|fp16|fp32] [SEED n] [CENTER none|first-batch] */
+static void cmd_tq_create(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    static const char *const metrics[] = {"cosine", "l2", "ip"};
+    static const int metric_v[] = {TQVEC_METRIC_COSINE, TQVEC_METRIC_L2, TQVEC_METRIC_IP};
+    static const char *const variants[] = {"mse", "prod"};
+    static const int variant_v[] = {TQVEC_VARIANT_MSE, TQVEC_VARIANT_PROD};
+    static const char *const refines[] = {"none", "code8", "fp16", "fp32"};
+    static const int refine_v[] = {TQVEC_REFINE_NONE, TQVEC_REFINE_CODE8, TQVEC_REFINE_FP16, TQVEC_REFINE_FP32};
+    static const char *const centers[] = {"none", "first-batch"};
+    static const int center_v[] = {TQVEC_CENTER_NONE, TQVEC_CENTER_FIRST_BATCH};
+    tqvec_collection_options o = {0};
+    o.metric = TQVEC_METRIC_COSINE;
+    for (size_t j = 2; j < argc; j += 2) {
+        long long n;
+        const tqd_arg *opt = &argv[j], *val = j + 1 < argc ? &argv[j + 1] : NULL;
+        bool ok = val != NULL;
+        if (ok && tqd_arg_is(opt, "DIM"))
+            ok = tqd_arg_ll(val, &n) && n >= TQVEC_MIN_DIM && n <= TQVEC_MAX_DIM && (o.dim = (uint32_t)n);
+        else if (ok && tqd_arg_is(opt, "BITS"))
+            ok = tqd_arg_ll(val, &n) && n >= TQVEC_MIN_BITS && n <= TQVEC_MAX_BITS && (o.bits = (int)n);
+        else if (ok && tqd_arg_is(opt, "SEED"))
+            ok = tqd_arg_ll(val, &n) && n > 0 && ((o.seed = (uint64_t)n), true);
+        else if (ok && tqd_arg_is(opt, "METRIC"))
+            ok = pick(val, metrics, metric_v, 3, &o.metric);
+        else if (ok && tqd_arg_is(opt, "VARIANT"))
+            ok = pick(val, variants, variant_v, 2, &o.variant);
+        else if (ok && tqd_arg_is(opt, "REFINE"))
+            ok = pick(val, refines, refine_v, 4, &o.refine);
+        else if (ok && tqd_arg_is(opt, "CENTER"))
+            ok = pick(val, centers, center_v, 2, &o.center);
+        else
+            ok = false;
+        if (!ok) {
+            char name[32];
+            size_t n2 = opt->len < sizeof(name) - 1 ? opt->len : sizeof(name) - 1;
+            memcpy(name, opt->p, n2);
+            name[n2] = 0;
+            tqd_reply_error(r, "ERR invalid TQ.CREATE option '%s' (DIM %d..%d, METRIC cosine|l2|ip, BITS %d..%d, "
+                               "VARIANT mse|prod, REFINE none|code8|fp16|fp32, SEED n, CENTER none|first-batch)",
+                            name, TQVEC_MIN_DIM, TQVEC_MAX_DIM, TQVEC_MIN_BITS, TQVEC_MAX_BITS);
+            return;
+        }
+    }
+    if (!o.dim) {
+        tqd_reply_error(r, "ERR TQ.CREATE needs DIM");
+        return;
+    }
+    tqd_vset *v;
+    bool created;
+    tqvec_error err;
+    if (tqd_keyspace_get_or_create(argv[1].p, argv[1].len, &o, &v, &created, &err)) {
+        tqd_reply_tqvec_error(r, &err);
+        return;
+    }
+    if (created)
+        tqd_reply_simple(r, "OK");
+    else
+        tqd_reply_error(r, "BUSYKEY Target key name already exists.");
+    tqd_vset_release(v);
+}
+
+/* TQ.COMPACT key: seal the log into a segment and rewrite deleted-heavy
+ * segments now (SAVE does it for every key). */
+static void cmd_tq_compact(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)cl;
+    (void)argc;
+    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqvec_error err;
+    if (!v) {
+        tqd_reply_error(r, "ERR key does not exist");
+        return;
+    }
+    pthread_mutex_lock(&v->write_lock);
+    int rc = v->dropped ? TQVEC_OK : tqvec_collection_compact(v->c, &err);
+    pthread_mutex_unlock(&v->write_lock);
+    if (rc)
+        tqd_reply_tqvec_error(r, &err);
+    else
+        tqd_reply_simple(r, "OK");
+    tqd_vset_release(v);
+}
+
+const tqd_command tqd_vset_commands[] = {
+    {"vadd", cmd_vadd, -5, false, 1},
+    {"vsim", cmd_vsim, -4, false, 1},
+    {"vrem", cmd_vrem, 3, false, 1},
+    {"vcard", cmd_vcard, 2, false, 1},
+    {"vdim", cmd_vdim, 2, false, 1},
+    {"vemb", cmd_vemb, -3, false, 1},
+    {"vinfo", cmd_vinfo, 2, false, 1},
+    {"vsetattr", cmd_vsetattr, 4, false, 1},
+    {"vgetattr", cmd_vgetattr, 3, false, 1},
+    {"vismember", cmd_vismember, 3, false, 1},
+    {"vrandmember", cmd_vrandmember, -2, false, 1},
+    {"tq.create", cmd_tq_create, -4, false, 1},
+    {"tq.compact", cmd_tq_compact, 2, false, 1},
+};
+const size_t tqd_vset_command_count = sizeof(tqd_vset_commands) / sizeof(tqd_vset_commands[0]);
