@@ -482,7 +482,8 @@ static void usage(void)
                     "                        [--variant mse|prod] [--json FILE|-]\n"
                     "       tqvec bench filter --base B --query-vectors Q --metric M [--nq N]\n"
                     "       tqvec bench store --dim D --bits B [-n N] [--queries Q] [--fsync always|everysec|no]\n"
-                    "                         [--dir PARENT] [--json FILE|-]\n");
+                    "                         [--dir PARENT] [--json FILE|-]\n"
+                    "       tqvec bench server (--server HOST:PORT --key NAME | --local DIR) --queries FILE ...\n");
 }
 
 int cmd_bench(int argc, char **argv)
@@ -502,6 +503,8 @@ int cmd_bench(int argc, char **argv)
         return 1;
     }
     const char *what = argv[1];
+    if (!strcmp(what, "server"))
+        return cmd_bench_server(argc - 1, argv + 1);
     bench_opts o = {.dim = 1536, .n = 100000, .queries = 100, .batch = 1, .bits = 4, .variant = TQVEC_VARIANT_MSE};
     int c;
     optind = 2;

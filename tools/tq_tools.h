@@ -23,6 +23,9 @@ int cmd_query(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_load(int argc, char **argv);
+int cmd_bench_server(int argc, char **argv);
 
 /* Print "tqvec <cmd>: <message>" to stderr; returns 1 (the exit status). */
 int tool_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

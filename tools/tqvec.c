@@ -14,7 +14,9 @@ static void usage(FILE *fp)
             "  compact   seal the log and rewrite segments with many deletions\n"
             "  verify    checksum every byte of a stored collection\n"
             "  eval      recall and latency over a grid of quantizer settings\n"
-            "  bench     micro-benchmarks (encode, scan) against a same-run baseline\n"
+            "  serve     run the daemon tqvecd (same options)\n"
+            "  load      add a vector file to a running daemon's vector set (VADD)\n"
+            "  bench     micro-benchmarks (encode, scan, store, filter) and end-to-end VSIM (server)\n"
             "  gt        exact ground truth (ivecs) for base and query vectors\n"
             "  convert   convert vector files (fvecs, bvecs, npy, IDX)\n"
             "  version   print the library version and SIMD level\n"
@@ -40,6 +42,10 @@ int main(int argc, char **argv)
         return cmd_compact(argc, argv);
     if (!strcmp(cmd, "verify"))
         return cmd_verify(argc, argv);
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(argc, argv);
+    if (!strcmp(cmd, "load"))
+        return cmd_load(argc, argv);
     if (!strcmp(cmd, "eval"))
         return cmd_eval(argc, argv);
     if (!strcmp(cmd, "bench"))

@@ -1,0 +1,664 @@
+#!/usr/bin/env python3
+"""End-to-end tests of tqvecd: the real daemon, driven by redis-cli (Debian's
+redis-tools) and, for what redis-cli cannot send (binary FP32 blobs, broken
+requests, exact RESP framing), by a raw socket.
+
+usage: test_daemon.py TQVECD [TQVEC]
+
+Every test starts from its own daemon on a free port and a fresh data
+directory, so tests do not depend on each other's state.
+"""
+import math
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+TQVECD = os.path.abspath(sys.argv[1])
+TQVEC = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else None
+REDIS_CLI = shutil.which("redis-cli")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """A tqvecd process on a free port over a data directory."""
+
+    def __init__(self, data=None, args=(), exe=None):
+        self.data = data or tempfile.mkdtemp(prefix="tqvecd-test-")
+        self.owns_data = data is None
+        self.args = list(args)
+        self.exe = exe or [TQVECD]
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.port = free_port()
+        self.log = open(os.path.join(self.data, "..", os.path.basename(self.data) + ".log"), "ab")
+        self.proc = subprocess.Popen(self.exe + ["--dir", self.data, "--port", str(self.port)] + self.args,
+                                     stdout=self.log, stderr=self.log)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("tqvecd exited with %d at start" % self.proc.returncode)
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError("tqvecd did not start listening")
+
+    def kill(self, sig=signal.SIGKILL):
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            assert self.proc.wait(timeout=30) == 0, "tqvecd exit status %d" % self.proc.returncode
+            self.log.close()
+        if self.owns_data:
+            shutil.rmtree(self.data, ignore_errors=True)
+
+    def cli(self, *args, resp3=False, password=None):
+        cmd = [REDIS_CLI, "-p", str(self.port)]
+        if resp3:
+            cmd.append("-3")
+        if password:
+            cmd += ["-a", password, "--no-auth-warning"]
+        out = subprocess.run(cmd + [str(a) for a in args], capture_output=True, timeout=30)
+        return out.stdout.decode().rstrip("\n")
+
+    def conn(self):
+        return Conn(self.port)
+
+
+class Conn:
+    """A raw RESP connection; replies are parsed into Python values
+    (errors as Err, RESP3 maps as dicts, doubles as floats)."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.buf = b""
+
+    def send_raw(self, data):
+        self.s.sendall(data)
+
+    def send(self, *args):
+        self.send_raw(encode(args))
+
+    def call(self, *args):
+        self.send(*args)
+        return self.reply()
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _bytes(self, n):
+        while len(self.buf) < n + 2:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def reply(self):
+        line = self._line()
+        t, rest = line[:1], line[1:]
+        if t == b"+":
+            return rest.decode()
+        if t == b"-":
+            return Err(rest.decode())
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            return None if n < 0 else self._bytes(n)
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.reply() for _ in range(n)]
+        if t == b"%":
+            n = int(rest)
+            out = {}
+            for _ in range(n):
+                k = self.reply()
+                out[k] = self.reply()
+            return out
+        if t == b",":
+            return float(rest)
+        if t == b"#":
+            return rest == b"t"
+        if t == b"_":
+            return None
+        raise AssertionError("unexpected reply type %r" % line)
+
+    def closed(self):
+        """True if the server closed this connection."""
+        try:
+            self.s.settimeout(5)
+            while True:
+                chunk = self.s.recv(65536)
+                if not chunk:
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.s.close()
+
+
+class Err(str):
+    pass
+
+
+def encode(args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif isinstance(a, (int, float)):
+            a = str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def fp32(v):
+    return struct.pack("<%df" % len(v), *v)
+
+
+def unit(v):
+    n = math.sqrt(sum(x * x for x in v))
+    return [x / n for x in v]
+
+
+def vectors(n, d, seed=1):
+    rng = random.Random(seed)
+    return [[rng.gauss(0, 1) for _ in range(d)] for _ in range(n)]
+
+
+def cosine(a, b):
+    return sum(x * y for x, y in zip(unit(a), unit(b)))
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_server_commands(d):
+    assert d.cli("PING") == "PONG"
+    assert d.cli("PING", "hi") == "hi"
+    assert d.cli("ECHO", "hello world") == "hello world"
+    assert d.cli("SELECT", "0") == "OK"
+    assert d.cli("SELECT", "1") == "ERR DB index is out of range"
+    assert d.cli("NOSUCH", "a", "b") == "ERR unknown command 'nosuch', with args beginning with: 'a' 'b' "
+    assert d.cli("ECHO") == "ERR wrong number of arguments for 'echo' command"
+    assert d.cli("DBSIZE") == "0"
+    assert d.cli("TYPE", "nope") == "none"
+    c = d.conn()
+    assert c.call("CLIENT", "SETNAME", "tester") == "OK"
+    assert c.call("CLIENT", "GETNAME") == b"tester"
+    assert isinstance(c.call("CLIENT", "ID"), int)
+    assert c.call("CONFIG", "GET", "appendfsync") == [b"appendfsync", b"everysec"]
+    assert c.call("CONFIG", "GET", "save") == [b"save", b""]
+    assert c.call("COMMAND", "COUNT") >= 30
+    info = c.call("INFO").decode()
+    for section in ("# Server", "# Clients", "# Memory", "# Persistence", "# Stats", "# Keyspace", "# Vectorsets"):
+        assert section in info, section
+    assert "used_memory:" in info and "connected_clients:1" in info
+    assert c.call("INFO", "memory").decode().startswith("# Memory")
+    assert c.call("QUIT") == "OK"
+    assert c.closed()
+
+
+def test_vadd_vsim_basics(d):
+    assert d.cli("VADD", "s", "VALUES", 3, 1, 0, 0, "a", "SETATTR", '{"year":1990}') == "1"
+    assert d.cli("VADD", "s", "VALUES", 3, 0, 1, 0, "b") == "1"
+    assert d.cli("VADD", "s", "VALUES", 3, 0.9, 0.1, 0, "c", "SETATTR", '{"year":2000}') == "1"
+    # an update replies 0 and keeps the attributes when SETATTR is absent
+    assert d.cli("VADD", "s", "VALUES", 3, 1, 0, 0.01, "a") == "0"
+    assert d.cli("VGETATTR", "s", "a") == '{"year":1990}'
+    assert d.cli("VCARD", "s") == "3"
+    assert d.cli("VDIM", "s") == "3"
+    assert d.cli("TYPE", "s") == "vectorset"
+    assert d.cli("VSIM", "s", "VALUES", 3, 1, 0, 0).split("\n") == ["a", "c", "b"]
+    assert d.cli("VSIM", "s", "ELE", "b", "COUNT", 1) == "b"
+    assert d.cli("VSIM", "s", "VALUES", 3, 1, 0, 0, "FILTER", ".year > 1995") == "c"
+    assert d.cli("VSIM", "s", "VALUES", 3, 1, 0, 0, "FILTER", ".year >") == \
+        "ERR syntax error in FILTER expression near: >"
+    assert d.cli("VSIM", "s", "VALUES", 3, 1, 0, 0, "FILTER-EF", 10, "FILTER", ".year") .split("\n") == ["a", "c"]
+    assert d.cli("VSIM", "nokey", "VALUES", 3, 1, 0, 0) == ""
+    assert d.cli("VSIM", "s", "ELE", "zz") == "ERR element not found in set"
+    assert d.cli("VSIM", "s", "VALUES", 2, 1, 0) == "ERR Vector dimension mismatch - got 2 but set has 3"
+    assert d.cli("VSIM", "s", "XYZ", 1) == "ERR vector type must be ELE, FP32 or VALUES"
+    assert d.cli("VSIM", "s", "VALUES", 3, 1, 0, 0, "BOGUS") == "ERR syntax error in VSIM command"
+    assert d.cli("VSIM", "s", "VALUES", 3, 1, 0, 0, "COUNT", 0) == "ERR invalid COUNT"
+    assert d.cli("VADD", "s", "VALUES", 2, 1, 0, "x") == "ERR Vector dimension mismatch - got 2 but set has 3"
+    assert d.cli("VADD", "s", "VALUES", 3, 1, 0, "x") == "ERR invalid vector specification"
+    assert d.cli("VADD", "s", "VALUES", 3, 1, 0, 0, "x", "WHAT") == "ERR invalid option after element"
+    assert d.cli("VADD", "s", "VALUES", 3, 1, 0, 0, "x", "NOQUANT") == \
+        "ERR asked quantization mismatch with existing vector set"
+    assert d.cli("VADD", "s", "REDUCE", 2, "VALUES", 3, 1, 0, 0, "x").startswith("ERR REDUCE is not supported")
+    # HNSW-only options are accepted and ignored
+    assert d.cli("VADD", "s", "VALUES", 3, 0, 0, 1, "d", "CAS", "EF", 200, "M", 16, "Q8") == "1"
+    assert d.cli("VCARD", "s") == "4"
+
+
+def test_scores_epsilon_truth(d):
+    vs = vectors(200, 16, seed=3)
+    c = d.conn()
+    for i, v in enumerate(vs):
+        assert c.call("VADD", "t", "FP32", fp32(v), "e%d" % i, "NOQUANT") == 1
+    q = vs[7]
+    r = c.call("VSIM", "t", "FP32", fp32(q), "WITHSCORES", "COUNT", 5, "TRUTH")
+    names, scores = r[0::2], [float(s) for s in r[1::2]]
+    assert names[0] == b"e7" and abs(scores[0] - 1.0) < 1e-4, r
+    # TRUTH with fp32 refine data is exact: compare with cosine here
+    want = sorted(range(200), key=lambda i: -cosine(q, vs[i]))[:5]
+    assert names == [b"e%d" % i for i in want], (names, want)
+    for n, s in zip(names, scores):
+        i = int(n[1:])
+        assert abs(s - (1 + cosine(q, vs[i])) / 2) < 1e-4
+    assert scores == sorted(scores, reverse=True)
+    # EPSILON keeps scores >= 1 - eps
+    r = c.call("VSIM", "t", "FP32", fp32(q), "WITHSCORES", "COUNT", 50, "EPSILON", 0.4)
+    assert all(float(s) >= 0.6 - 1e-6 for s in r[1::2]) and 0 < len(r) < 100
+    # RERANK (extension) and EF are accepted; EF 1 is one candidate per result
+    assert c.call("VSIM", "t", "FP32", fp32(q), "COUNT", 3, "RERANK", 0)[0] == b"e7"
+    assert c.call("VSIM", "t", "FP32", fp32(q), "COUNT", 3, "EF", 500)[0] == b"e7"
+    assert c.call("VSIM", "t", "FP32", fp32(q), "RERANK", 99999).startswith("ERR invalid RERANK")
+
+
+def test_resp3(d):
+    d.cli("VADD", "s", "VALUES", 2, 1, 0, "a", "SETATTR", '{"k":1}')
+    d.cli("VADD", "s", "VALUES", 2, 0, 1, "b")
+    c = d.conn()
+    hello = c.call("HELLO", 3)
+    assert hello[b"proto"] == 3 and hello[b"server"] == b"tqvecd"
+    r = c.call("VSIM", "s", "VALUES", 2, 1, 0, "WITHSCORES")
+    assert isinstance(r, dict) and set(r) == {b"a", b"b"} and isinstance(r[b"a"], float)
+    r = c.call("VSIM", "s", "VALUES", 2, 1, 0, "WITHSCORES", "WITHATTRIBS")
+    assert r[b"a"][1] == b'{"k":1}' and r[b"b"][1] is None and r[b"a"][0] > r[b"b"][0]
+    assert c.call("VSIM", "s", "VALUES", 2, 1, 0) == [b"a", b"b"]
+    assert c.call("VISMEMBER", "s", "a") is True
+    assert c.call("VISMEMBER", "s", "zz") is False
+    assert c.call("VGETATTR", "s", "b") is None
+    assert isinstance(c.call("VINFO", "s"), dict)
+    assert c.call("VINFO", "nokey") is None
+    assert c.call("HELLO", 4).startswith("NOPROTO")
+    r = c.call("HELLO", 2)  # RESP2: the map as a flat array
+    assert dict(zip(r[0::2], r[1::2]))[b"proto"] == 2
+    assert c.call("VISMEMBER", "s", "a") == 1
+    # redis-cli speaks RESP3 too
+    out = d.cli("VSIM", "s", "VALUES", 2, 1, 0, "WITHSCORES", resp3=True)
+    assert out.startswith("1# \"a\" => ") or out.startswith("a "), out
+
+
+def test_binary_blobs_and_keys(d):
+    c = d.conn()
+    key = b"bin\x00key/../x"
+    elem = b"\xff\x00elem\r\n"
+    assert c.call("VADD", key, "FP32", fp32([0.5, -1.5, 2.0, 0.25]), elem, "NOQUANT") == 1
+    assert c.call("VSIM", key, "FP32", fp32([0.5, -1.5, 2.0, 0.25]), "COUNT", 1) == [elem]
+    emb = [float(x) for x in c.call("VEMB", key, elem)]
+    want = unit([0.5, -1.5, 2.0, 0.25])
+    assert all(abs(a - b) < 1e-6 for a, b in zip(emb, want)), emb
+    raw = c.call("VEMB", key, elem, "RAW")
+    assert raw[0] == "tq4+fp32" and struct.unpack("<4f", raw[1]) == tuple(struct.unpack("<4f", fp32(want)))
+    assert c.call("VEMB", key, "nope") is None
+    assert c.call("VEMB", "nokey", elem) is None
+    assert c.call("VEMB", key, elem, "BAD") == "ERR invalid option"
+    assert c.call("EXISTS", key) == 1
+    # keys never become paths: only the lock file and v-<hex> directories
+    for name in os.listdir(d.data):
+        assert name == "tqvecd.lock" or (name.startswith("v-") and all(ch in "0123456789abcdef" for ch in name[2:])), name
+    assert c.call("KEYS", "*") == [key]
+    assert c.call("VADD", "k" * 101, "VALUES", 2, 1, 0, "a").startswith("ERR a vector set's key is 1 to 100 bytes")
+    # bad values: NaN in a blob, a zero vector under cosine, NaN as text
+    assert c.call("VADD", key, "FP32", fp32([float("nan"), 0, 0, 1]), "n").startswith("ERR ")
+    assert c.call("VADD", key, "FP32", fp32([0, 0, 0, 0]), "z").startswith("ERR ")
+    assert c.call("VADD", key, "VALUES", 4, "nan", 0, 0, 1, "n") == "ERR invalid vector specification"
+    assert c.call("VADD", key, "FP32", b"\x00\x00\x80", "odd") == "ERR invalid vector specification"
+    assert c.call("VCARD", key) == 1
+
+
+def test_small_commands(d):
+    vs = vectors(50, 8, seed=5)
+    c = d.conn()
+    for i, v in enumerate(vs):
+        c.call("VADD", "r", "FP32", fp32(v), "m%d" % i, "SETATTR", '{"i":%d}' % i)
+    assert c.call("VCARD", "r") == 50
+    assert c.call("VCARD", "nokey") == 0
+    assert c.call("VDIM", "nokey") == "ERR key does not exist"
+    assert c.call("VISMEMBER", "r", "m3") == 1 and c.call("VISMEMBER", "r", "m99") == 0
+    assert c.call("VISMEMBER", "nokey", "m3") == 0
+    # VSETATTR keeps the vector: the element still finds itself first
+    before = c.call("VEMB", "r", "m4")
+    assert c.call("VSETATTR", "r", "m4", '{"i":400}') == 1
+    assert c.call("VEMB", "r", "m4") == before
+    assert c.call("VGETATTR", "r", "m4") == b'{"i":400}'
+    assert c.call("VSIM", "r", "ELE", "m4", "FILTER", ".i == 400") == [b"m4"]
+    assert c.call("VSETATTR", "r", "m4", "") == 1 and c.call("VGETATTR", "r", "m4") is None
+    assert c.call("VSETATTR", "r", "m999", "{}") == 0
+    assert c.call("VSETATTR", "nokey", "m1", "{}") == 0
+    assert c.call("VGETATTR", "nokey", "m1") is None
+    # VRANDMEMBER: one, distinct, with repeats, missing key
+    assert c.call("VRANDMEMBER", "r").startswith(b"m")
+    distinct = c.call("VRANDMEMBER", "r", 20)
+    assert len(distinct) == 20 and len(set(distinct)) == 20
+    assert len(c.call("VRANDMEMBER", "r", 500)) == 50
+    rep = c.call("VRANDMEMBER", "r", -200)
+    assert len(rep) == 200 and len(set(rep)) < 200
+    assert c.call("VRANDMEMBER", "r", 0) == []
+    assert c.call("VRANDMEMBER", "nokey") is None
+    assert c.call("VRANDMEMBER", "nokey", 5) == []
+    info = c.call("VINFO", "r")
+    info = dict(zip(info[0::2], info[1::2]))
+    assert info["size"] == 50 and info["vector-dim"] == 8 and info["metric"] == "cosine"
+    assert info["quant-type"] == "tq4+code8"
+    # VREM; removing the last element removes the key, as in Redis
+    assert c.call("VREM", "r", "m0") == 1 and c.call("VREM", "r", "m0") == 0
+    assert c.call("VREM", "nokey", "m0") == 0
+    for i in range(1, 50):
+        assert c.call("VREM", "r", "m%d" % i) == 1
+    assert c.call("EXISTS", "r") == 0 and c.call("DBSIZE") == 0
+    assert c.call("VADD", "r", "VALUES", 3, 1, 2, 3, "new") == 1  # a new set, any dimension
+    assert c.call("VDIM", "r") == 3
+
+
+def test_keyspace_and_persistence_commands(d):
+    c = d.conn()
+    for k in ("alpha", "beta", "gamma"):
+        c.call("VADD", k, "VALUES", 2, 1, 1, "x")
+    assert c.call("DBSIZE") == 3
+    assert c.call("KEYS", "*a") == [b"alpha", b"beta", b"gamma"]
+    assert c.call("KEYS", "b*") == [b"beta"]
+    assert c.call("KEYS", "?amm[a-z]") == [b"gamma"]
+    assert c.call("SCAN", 0, "MATCH", "g*") == [b"0", [b"gamma"]]
+    assert c.call("SCAN", 0, "TYPE", "string") == [b"0", []]
+    assert c.call("EXISTS", "alpha", "beta", "nope") == 2
+    assert c.call("DEL", "alpha", "nope") == 1
+    assert c.call("EXISTS", "alpha") == 0
+    assert c.call("SAVE") == "OK"
+    assert c.call("BGSAVE") == "Background saving started"
+    time.sleep(0.5)
+    assert c.call("LASTSAVE") > 0
+    assert c.call("TQ.CREATE", "l2set", "DIM", 4, "METRIC", "l2", "BITS", 3, "REFINE", "fp16") == "OK"
+    assert c.call("TQ.CREATE", "l2set", "DIM", 4) == "BUSYKEY Target key name already exists."
+    assert c.call("TQ.CREATE", "bad", "DIM", 1).startswith("ERR invalid TQ.CREATE option 'DIM'")
+    assert c.call("TQ.CREATE", "bad", "METRIC", "l2") == "ERR TQ.CREATE needs DIM"
+    c.call("VADD", "l2set", "VALUES", 4, 0, 0, 0, 0, "origin")
+    c.call("VADD", "l2set", "VALUES", 4, 3, 4, 0, 0, "far")
+    r = c.call("VSIM", "l2set", "VALUES", 4, 0, 0, 0, 0, "WITHSCORES")
+    assert r[0] == b"origin" and abs(float(r[3]) - 25.0) < 0.5, r  # l2 sets report squared distances
+    assert c.call("VSIM", "l2set", "VALUES", 4, 0, 0, 0, 0, "EPSILON", 0.1).startswith("ERR EPSILON needs")
+    info = c.call("VINFO", "l2set")
+    info = dict(zip(info[0::2], info[1::2]))
+    assert info["metric"] == "l2" and info["bits"] == 3 and info["refine"] == "fp16"
+    assert c.call("TQ.COMPACT", "l2set") == "OK"
+    assert c.call("FLUSHALL") == "OK" and c.call("DBSIZE") == 0
+    assert [n for n in os.listdir(d.data) if n != "tqvecd.lock"] == []
+
+
+def test_restart_keeps_everything(d):
+    vs = vectors(300, 24, seed=9)
+    c = d.conn()
+    for i, v in enumerate(vs):
+        c.send("VADD", "p", "FP32", fp32(v), "e%d" % i, "SETATTR", '{"i":%d}' % i)
+    for i in range(300):
+        assert c.reply() == 1
+    c.call("TQ.CREATE", "q", "DIM", 24, "METRIC", "ip")
+    c.call("VADD", "q", "FP32", fp32(vs[0]), "only")
+    c.call("VREM", "p", "e5")
+    before = c.call("VSIM", "p", "FP32", fp32(vs[10]), "WITHSCORES", "WITHATTRIBS", "COUNT", 20)
+    c.close()
+    d.stop_keep = True
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=30) == 0
+    d.log.close()
+    d.start()
+    c = d.conn()
+    assert c.call("VCARD", "p") == 299 and c.call("VISMEMBER", "p", "e5") == 0
+    assert c.call("VSIM", "p", "FP32", fp32(vs[10]), "WITHSCORES", "WITHATTRIBS", "COUNT", 20) == before
+    info = c.call("VINFO", "q")
+    assert dict(zip(info[0::2], info[1::2]))["metric"] == "ip"
+
+
+def test_auth():
+    d = Daemon(args=["--requirepass", "s3cret"])
+    try:
+        assert d.cli("PING") == "NOAUTH Authentication required."
+        assert d.cli("AUTH", "wrong") == "WRONGPASS invalid username-password pair or user is disabled."
+        assert d.cli("AUTH", "other", "s3cret") == "WRONGPASS invalid username-password pair or user is disabled."
+        assert d.cli("PING", password="s3cret") == "PONG"
+        c = d.conn()
+        assert c.call("HELLO", 3).startswith("NOAUTH HELLO must be called")
+        assert c.call("HELLO", 3, "AUTH", "default", "s3cret")[b"proto"] == 3
+        assert c.call("PING") == "PONG"
+    finally:
+        d.stop()
+    d = Daemon()
+    try:
+        assert d.cli("AUTH", "x").startswith("ERR AUTH <password> called without any password configured")
+    finally:
+        d.stop()
+
+
+def test_pipelining(d):
+    c = d.conn()
+    n = 2000
+    vs = vectors(n, 8, seed=11)
+    c.send_raw(b"".join(encode(("VADD", "pp", "FP32", fp32(v), "e%d" % i)) for i, v in enumerate(vs)))
+    assert [c.reply() for _ in range(n)] == [1] * n
+    batch = b"".join(encode(("ECHO", str(i))) + encode(("VSIM", "pp", "ELE", "e%d" % i, "COUNT", 1)) for i in range(500))
+    c.send_raw(batch)
+    for i in range(500):
+        assert c.reply() == str(i).encode()
+        assert c.reply() == [b"e%d" % i]
+    # inline commands, as typed into telnet, with quoting
+    c.send_raw(b'PING\r\nECHO "a\\x41 b"\r\nECHO \'it\'\'s\'\r\n')
+    assert c.reply() == "PONG" and c.reply() == b"aA b"
+    assert isinstance(c.reply(), Err)  # 'it''s' is not valid quoting
+    assert c.closed()
+
+
+def test_malformed_requests(d):
+    cases = [
+        (b"*2\r\n$4\r\nECHO\r\n$99999999999\r\n", "ERR Protocol error: invalid bulk length"),
+        (b"*99999999999\r\n", "ERR Protocol error: invalid multibulk length"),
+        (b"*2\r\n$4\r\nECHO\r\n:12\r\n", "ERR Protocol error: expected '$', got ':'"),
+        (b"*1\r\n$4\r\nPINGxx\r\n", "ERR Protocol error: bulk string not followed by CRLF"),
+        (b"*x\r\n", "ERR Protocol error: invalid multibulk length"),
+        (b'ECHO "unclosed\r\n', "ERR Protocol error: unbalanced quotes in request"),
+        (b"\x00\xff\xfe" * 30000, "ERR Protocol error: too big inline request"),
+    ]
+    for data, want in cases:
+        c = d.conn()
+        c.send_raw(data)
+        got = c.reply()
+        assert isinstance(got, Err) and got == want, (data[:30], got)
+        assert c.closed()
+    # a request larger than --max-request-bytes
+    c = d.conn()
+    c.send_raw(b"*2\r\n$4\r\nECHO\r\n$2000000\r\n" + b"x" * 2000000)
+    assert c.reply().startswith("ERR Protocol error: invalid bulk length")
+    # half a request, then gone; and binary garbage
+    for junk in (b"*3\r\n$4\r\nVADD\r\n$1\r\nk", os.urandom(5000)):
+        c = d.conn()
+        c.send_raw(junk)
+        c.close()
+    # the server is fine and lost nothing
+    assert d.cli("PING") == "PONG"
+    assert d.cli("VADD", "ok", "VALUES", 2, 1, 0, "a") == "1"
+    assert d.cli("VCARD", "ok") == "1"
+
+
+def test_limits():
+    d = Daemon(args=["--maxclients", "2", "--max-args", "64"])
+    try:
+        a, b = d.conn(), d.conn()
+        assert a.call("PING") == "PONG" and b.call("PING") == "PONG"
+        c = d.conn()
+        assert c.reply() == "ERR max number of clients reached"
+        a.close()
+        time.sleep(0.2)
+        c = d.conn()
+        assert c.call("PING") == "PONG"
+        c.send_raw(encode(["ECHO"] + ["x"] * 100))
+        assert c.reply() == "ERR Protocol error: invalid multibulk length"
+    finally:
+        d.stop()
+
+
+def test_sigkill_loses_no_acknowledged_write():
+    """Pipelined VADD/VREM load, SIGKILL at random moments, restart: every
+    acknowledged write is there, every acknowledged removal stays removed."""
+    data = tempfile.mkdtemp(prefix="tqvecd-kill-")
+    rng = random.Random(7)
+    acked_add, acked_rem = set(), set()
+    kills = 0
+    try:
+        d = Daemon(data=data, args=["--appendfsync", "no"])
+        next_id = 0
+        for round_ in range(6):
+            stop = threading.Event()
+
+            def load(port):
+                nonlocal next_id
+                try:
+                    c = Conn(port)
+                    while not stop.is_set():
+                        batch, ids = [], []
+                        for _ in range(50):
+                            i = next_id
+                            next_id += 1
+                            ids.append(("add", i))
+                            batch.append(encode(("VADD", "crash", "VALUES", 4, i % 7 + 1, i % 5, 1, i % 3, "e%d" % i)))
+                            if i % 10 == 9:
+                                ids.append(("rem", i - 5))
+                                batch.append(encode(("VREM", "crash", "e%d" % (i - 5))))
+                        c.send_raw(b"".join(batch))
+                        for kind, i in ids:
+                            r = c.reply()
+                            if kind == "add" and r in (0, 1):
+                                acked_add.add(i)
+                                acked_rem.discard(i)
+                            elif kind == "rem" and r == 1:
+                                acked_rem.add(i)
+                except (EOFError, OSError):
+                    pass
+
+            t = threading.Thread(target=load, args=(d.port,))
+            t.start()
+            time.sleep(0.2 + rng.random() * 0.6)
+            d.kill(signal.SIGKILL)
+            kills += 1
+            stop.set()
+            t.join()
+            d.start()
+            c = d.conn()
+            ids = sorted(acked_add)
+            for at in range(0, len(ids), 2000):
+                chunk = ids[at:at + 2000]
+                c.send_raw(b"".join(encode(("VISMEMBER", "crash", "e%d" % i)) for i in chunk))
+                for i in chunk:
+                    want = 0 if i in acked_rem else 1
+                    got = c.reply()
+                    assert got == want, "round %d: e%d is %d, acknowledged %s" % (
+                        round_, i, got, "removed" if want == 0 else "added")
+            c.close()
+        d.stop()
+        print("  %d kills, %d acknowledged adds and %d removals verified" % (kills, len(acked_add), len(acked_rem)))
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_shutdown_command_and_signal(d):
+    c = d.conn()
+    c.call("VADD", "s", "VALUES", 2, 1, 0, "a")
+    c.send("SHUTDOWN")
+    assert c.closed()
+    assert d.proc.wait(timeout=30) == 0
+    d.log.close()
+    d.start()
+    assert d.cli("VCARD", "s") == "1"
+    d.proc.send_signal(signal.SIGINT)
+    assert d.proc.wait(timeout=30) == 0
+    d.log.close()
+    d.start()
+    assert d.cli("VCARD", "s") == "1"
+
+
+def test_second_daemon_on_same_dir_is_refused(d):
+    p = subprocess.run([TQVECD, "--dir", d.data, "--port", str(free_port())], capture_output=True, timeout=30)
+    assert p.returncode != 0 and b"another tqvecd" in p.stderr, p.stderr
+
+
+def test_tqvec_serve_and_load():
+    if not TQVEC:
+        return
+    d = Daemon(exe=[TQVEC, "serve"])
+    try:
+        path = os.path.join(d.data, "..", os.path.basename(d.data) + ".fvecs")
+        vs = vectors(500, 16, seed=13)
+        with open(path, "wb") as f:
+            for v in vs:
+                f.write(struct.pack("<i", 16) + fp32(v))
+        out = subprocess.run([TQVEC, "load", "--server", "127.0.0.1:%d" % d.port, "--key", "ld", "--base", path,
+                              "--pipeline", "64"], capture_output=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert d.cli("VCARD", "ld") == "500"
+        assert d.cli("VSIM", "ld", "ELE", "123", "COUNT", 1) == "123"
+        os.unlink(path)
+    finally:
+        d.stop()
+
+
+def main():
+    if not REDIS_CLI:
+        print("redis-cli not found (Debian package redis-tools): skipping")
+        return 77
+    tests = [(name, fn) for name, fn in globals().items() if name.startswith("test_")]
+    only = os.environ.get("TQVECD_TEST")
+    failed = 0
+    for name, fn in tests:
+        if only and only not in name:
+            continue
+        t0 = time.time()
+        d = Daemon(args=["--max-request-bytes", "1048576"]) if fn.__code__.co_argcount == 1 else None
+        try:
+            fn(d) if d else fn()
+            print("ok   %s (%.1f s)" % (name, time.time() - t0))
+        except Exception as e:  # report every test, then fail
+            failed += 1
+            import traceback
+            traceback.print_exc()
+            print("FAIL %s: %r" % (name, e))
+        finally:
+            if d:
+                d.stop()
+    print("%d of %d daemon tests failed" % (failed, len(tests)) if failed else "all %d daemon tests passed" % len(tests))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
