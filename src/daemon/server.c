@@ -26,8 +26,8 @@
  * the collection, searches run beside them (tqvec.h's contract).
  *
  * io_uring: Debian 12 ships liburing 2.3, and kernels differ, so the loop
- * uses only single-shot accept, recv and send, read, and async cancel
- * (all in 5.6+), and checks them with a probe at start. Completions carry
+ * uses only single-shot accept, recv and send, read, async cancel and
+ * linked timeouts (all in 5.6+), and checks them with a probe at start. Completions carry
  * the connection pointer with the operation kind in its low bits.
  *
  * Stop (SIGTERM, SIGINT or SHUTDOWN): stop accepting, let running
@@ -67,7 +67,7 @@ tqd_server tqd;
 static sigset_t stop_signals;
 
 enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_WAKE, OP_SIGNAL, OP_CANCEL };
-enum { READING, WORKING, WRITING, IDLE };
+enum { READING, WORKING, WRITING, DRAINING, IDLE };
 
 typedef struct listener {
     int fd;
@@ -84,6 +84,8 @@ typedef struct conn {
     bool dead;                /* close as soon as no operation is in flight */
     bool loopback;
     bool need_more;           /* the last job stopped at an incomplete request */
+    bool protocol_error;      /* the stream broke: reply, then drain and close */
+    size_t drained;
     tqd_client cl;
     char *rbuf;
     size_t rlen, rcap;
@@ -162,6 +164,7 @@ static void run_requests(conn *c)
             tqd_log(TQD_LOG_VERBOSE, "client %llu (%s): %s; closing it", (unsigned long long)c->cl.id, c->cl.addr,
                     c->req.error);
             c->cl.close_after_reply = true;
+            c->protocol_error = true;
             break;
         }
         pos += c->req.consumed;
@@ -311,6 +314,7 @@ static void arm_recv(conn *c)
             tqd_reply_error(&r, "ERR Protocol error: request larger than max-request-bytes (%zu)",
                             tqd.cfg.max_request_bytes);
             c->cl.close_after_reply = true;
+            c->protocol_error = true;
             c->state = WRITING;
             struct io_uring_sqe *sqe = get_sqe();
             io_uring_prep_send(sqe, c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
@@ -339,13 +343,39 @@ static void arm_send(conn *c)
     c->ops++;
 }
 
+/* After a protocol error the client may still be sending the rest of its
+ * request. Closing with unread bytes makes the kernel answer with a reset,
+ * which can destroy the error reply before the client reads it; so stop
+ * writing, read and discard until the client closes, DRAIN_LIMIT bytes
+ * have gone, or a read waits DRAIN_WAIT_MS (a linked timeout). */
+#define DRAIN_LIMIT (64u << 20)
+#define DRAIN_WAIT_MS 1000
+
+static void arm_drain(conn *c)
+{
+    static struct __kernel_timespec wait = {.tv_sec = DRAIN_WAIT_MS / 1000,
+                                            .tv_nsec = (DRAIN_WAIT_MS % 1000) * 1000000L};
+    c->state = DRAINING;
+    struct io_uring_sqe *sqe = get_sqe();
+    io_uring_prep_recv(sqe, c->fd, c->rbuf, c->rcap, 0);
+    io_uring_sqe_set_flags(sqe, IOSQE_IO_LINK);
+    tag(sqe, c, OP_RECV);
+    c->ops++;
+    sqe = get_sqe();
+    io_uring_prep_link_timeout(sqe, &wait, 0);
+    tag(sqe, NULL, OP_CANCEL);
+}
+
 /* The replies are out (or there were none): what next. */
 static void after_write(conn *c)
 {
     c->out.len = c->sent = 0;
     if (c->out.cap > 4 * REPLY_BATCH)
         tqd_buf_free(&c->out);
-    if (c->cl.close_after_reply || c->dead || S.stopping) {
+    if (c->protocol_error && !c->dead && !S.stopping) {
+        shutdown(c->fd, SHUT_WR);
+        arm_drain(c);
+    } else if (c->cl.close_after_reply || c->dead || S.stopping) {
         c->state = IDLE;
         conn_close(c);
     } else if (!c->need_more) {
@@ -435,6 +465,16 @@ static void on_accept(listener *l, int res)
 static void on_recv(conn *c, int res)
 {
     c->ops--;
+    if (c->state == DRAINING) {
+        c->drained += res > 0 ? (size_t)res : 0;
+        if (res > 0 && c->drained < DRAIN_LIMIT && !S.stopping) {
+            arm_drain(c);
+        } else {
+            c->state = IDLE;
+            conn_close(c);
+        }
+        return;
+    }
     if (res <= 0 || c->dead || S.stopping) {
         if (res < 0 && res != -ECANCELED && res != -ECONNRESET)
             tqd_log(TQD_LOG_VERBOSE, "client %llu: recv: %s", (unsigned long long)c->cl.id, strerror(-res));
@@ -546,7 +586,8 @@ static int probe_ring(void)
         int op;
         const char *name;
     } need[] = {{IORING_OP_ACCEPT, "accept"}, {IORING_OP_RECV, "recv"}, {IORING_OP_SEND, "send"},
-                {IORING_OP_READ, "read"}, {IORING_OP_ASYNC_CANCEL, "async cancel"}};
+                {IORING_OP_READ, "read"}, {IORING_OP_ASYNC_CANCEL, "async cancel"},
+                {IORING_OP_LINK_TIMEOUT, "link timeout"}};
     int rc = 0;
     for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
         if (!io_uring_opcode_supported(p, need[i].op)) {
