@@ -218,11 +218,15 @@ static void *worker_main(void *arg)
             }
         }
 
+        /* One wake-up covers every connection on the list: the loop takes
+         * the whole list, so only the first to join an empty one writes. */
         pthread_mutex_lock(&S.qlock);
+        bool first = S.done == NULL;
         c->next = S.done;
         S.done = c;
         pthread_mutex_unlock(&S.qlock);
-        tqd_server_wake();
+        if (first)
+            tqd_server_wake();
     }
 }
 
