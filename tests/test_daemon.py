@@ -288,6 +288,25 @@ def test_scores_epsilon_truth(d):
     assert c.call("VSIM", "t", "FP32", fp32(q), "RERANK", 99999).startswith("ERR invalid RERANK")
 
 
+def test_filter_returns_every_match(d):
+    """FILTER runs inside the scan: min(COUNT, matching) results at any
+    selectivity, where a graph search would come back short."""
+    vs = vectors(3000, 12, seed=17)
+    c = d.conn()
+    c.send_raw(b"".join(encode(("VADD", "f", "FP32", fp32(v), "e%d" % i, "SETATTR",
+                                '{"g":%d,"tag":"%s"}' % (i % 1000, "odd" if i % 2 else "even")))
+                        for i, v in enumerate(vs)))
+    assert [c.reply() for _ in vs] == [1] * len(vs)
+    for expr, matching in ((".g == 7", 3), (".g < 10", 30), ('.tag == "odd" and .g >= 990', 15),
+                           (".g in [1, 2, 3]", 9), (".missing > 1", 0), ("(.g + 1) % 500 == 0", 6)):
+        r = c.call("VSIM", "f", "FP32", fp32(vs[0]), "COUNT", 20, "WITHATTRIBS", "FILTER", expr, "FILTER-EF", 1)
+        names = r[0::2]
+        assert len(names) == min(20, matching), (expr, len(names))
+        assert len(set(names)) == len(names)
+    r = c.call("VSIM", "f", "FP32", fp32(vs[0]), "COUNT", 5, "WITHATTRIBS", "FILTER", ".g == 7")
+    assert all(b'"g":7,' in a for a in r[1::2]), r
+
+
 def test_resp3(d):
     d.cli("VADD", "s", "VALUES", 2, 1, 0, "a", "SETATTR", '{"k":1}')
     d.cli("VADD", "s", "VALUES", 2, 0, 1, "b")
