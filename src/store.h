@@ -381,8 +381,8 @@ const tq_codec *tq_collection_codec(const tq_collection *c);
  * is written. Writers are serialized; readers are not blocked. */
 int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_t *added, tq_error *err);
 int tq_collection_remove(tq_collection *c, const char *key, uint32_t len, tq_error *err);
-/* The element's vector (decoded from its refine floats when kept, else
- * from its codes) into vector (d floats, may be NULL) and a copy of its
+/* The element's vector (its refine floats when kept, else decoded from
+ * its 8-bit refine codes when kept, else from its scan codes) into vector (d floats, may be NULL) and a copy of its
  * attributes into attr (cap bytes; *attr_len gets the full length, and
  * TQ_EARG if cap is too small). */
 int tq_collection_get(tq_collection *c, const char *key, uint32_t len, float *vector, char *attr, size_t cap,
