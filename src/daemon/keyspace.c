@@ -74,7 +74,10 @@ const char *tqd_refine_name(int refine)
 
 static void collection_log(void *ctx, int level, const char *message)
 {
-    tqd_log(level == TQVEC_LOG_WARNING ? TQD_LOG_WARNING : TQD_LOG_NOTICE, "%s: %s", (const char *)ctx, message);
+    /* ctx is the key's name, which lives as long as its collection (the
+     * directory path changes when the key is dropped). */
+    tqd_log(level == TQVEC_LOG_WARNING ? TQD_LOG_WARNING : TQD_LOG_NOTICE, "vector set '%s': %s", (const char *)ctx,
+            message);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -186,7 +189,7 @@ static tqvec_collection_options open_options(const tqd_vset *v)
     tqvec_collection_options o = {0};
     o.fsync = ks.fsync;
     o.log = collection_log;
-    o.log_ctx = v->dir;
+    o.log_ctx = v->name;
     return o;
 }
 
@@ -324,7 +327,7 @@ int tqd_keyspace_get_or_create(const char *name, size_t len, const tqvec_collect
     o.fsync = ks.fsync;
     o.create = 1;
     o.log = collection_log;
-    o.log_ctx = v->dir;
+    o.log_ctx = v->name;
     if (mkdir(v->dir, 0755) && errno != EEXIST) {
         snprintf(err->message, sizeof(err->message), "cannot create %s: %s", v->dir, strerror(errno));
         rc = err->code = TQVEC_EIO;

@@ -412,8 +412,11 @@ static void refuse(int fd, const char *msg)
 static void on_accept(listener *l, int res)
 {
     l->armed = false;
-    if (S.stopping)
+    if (S.stopping) {
+        if (res >= 0)
+            close(res);
         return;
+    }
     arm_accept(l);
     if (res < 0) {
         if (res != -ECANCELED)
@@ -802,6 +805,9 @@ int tqd_main(int argc, char **argv)
     if (tqd.cfg.unixsocket)
         tqd_log(TQD_LOG_NOTICE, "ready to accept connections on %s", tqd.cfg.unixsocket);
     run_loop();
+    /* A BGSAVE still compacting holds collections that are about to close. */
+    while (atomic_load(&tqd.bgsave_running))
+        usleep(10000);
     teardown();
     tqd_log(TQD_LOG_NOTICE, "closing vector sets (syncing their logs)");
     tqd_keyspace_close();
