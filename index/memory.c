@@ -1,15 +1,91 @@
 /*
- * The one allocator module. tqvec allocates through jemalloc's extended API
- * (mallocx/rallocx/dallocx) so that its memory is jemalloc's whatever
- * allocator the host process links first (a Python interpreter loading
- * libtqvec, say). Every other file sees malloc & co. poisoned.
+ * The one allocator module; every other file sees malloc & co. poisoned.
+ *
+ * Built twice, and each target links the one it needs:
+ *   - jemalloc (executables, the static library): allocation through its
+ *     extended API (mallocx/rallocx/dallocx), so tqvec's memory is
+ *     jemalloc's whatever allocator the process links first;
+ *   - TQ_ALLOCATOR_LIBC (the shared library): the host process's malloc.
+ *     A library that Python or another runtime dlopen()s cannot bring
+ *     Debian's jemalloc along: it uses initial-exec TLS (2.6 KB), and a
+ *     process that did not start with it fails the load with "cannot
+ *     allocate memory in static TLS block".
  *
  * jemalloc leaves mallocx(0) and dallocx(NULL) undefined; these wrappers
  * give them the C meanings callers expect.
  */
+#ifdef TQ_ALLOCATOR_LIBC
+/* Before the index header, whose poison forbids these names afterwards. */
+#include <malloc.h>
+#include <stdlib.h>
+
+static void *libc_malloc(size_t n)
+{
+    return malloc(n);
+}
+static void *libc_calloc(size_t count, size_t size)
+{
+    return calloc(count, size);
+}
+static void *libc_realloc(void *p, size_t n)
+{
+    return realloc(p, n);
+}
+static void *libc_aligned(size_t align, size_t n)
+{
+    void *p = NULL;
+    return posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align, n) ? NULL : p;
+}
+static void libc_free(void *p)
+{
+    free(p);
+}
+static size_t libc_allocated(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
+#else
 #include <jemalloc/jemalloc.h>
+#endif
 
 #include "tq_index.h"
+
+#ifdef TQ_ALLOCATOR_LIBC
+
+void *tq_malloc(size_t n)
+{
+    return libc_malloc(n ? n : 1);
+}
+
+void *tq_calloc(size_t count, size_t size)
+{
+    if (size && count > SIZE_MAX / size)
+        return NULL;
+    return libc_calloc(count ? count : 1, size ? size : 1);
+}
+
+void *tq_realloc(void *p, size_t n)
+{
+    return libc_realloc(p, n ? n : 1);
+}
+
+void *tq_aligned_alloc(size_t align, size_t n)
+{
+    return libc_aligned(align, n ? n : 1);
+}
+
+void tq_free(void *p)
+{
+    libc_free(p);
+}
+
+size_t tq_mem_allocated(void)
+{
+    return libc_allocated();
+}
+
+#else
 
 void *tq_malloc(size_t n)
 {
@@ -42,15 +118,6 @@ void tq_free(void *p)
         dallocx(p, 0);
 }
 
-char *tq_strdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = tq_malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 size_t tq_mem_allocated(void)
 {
     uint64_t epoch = 1;
@@ -60,4 +127,15 @@ size_t tq_mem_allocated(void)
     if (mallctl("stats.allocated", &allocated, &asz, NULL, 0) != 0)
         return 0;
     return allocated;
+}
+
+#endif
+
+char *tq_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = tq_malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
 }

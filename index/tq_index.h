@@ -48,7 +48,8 @@ void *tq_aligned_alloc(size_t align, size_t n);
 void tq_free(void *p);
 char *tq_strdup(const char *s);
 /* Bytes currently allocated by this process (jemalloc's stats.allocated,
- * refreshed on call); 0 if unavailable. */
+ * refreshed on call; glibc's mallinfo2 in the shared library); 0 if
+ * unavailable. */
 size_t tq_mem_allocated(void);
 
 #pragma GCC poison malloc calloc realloc free strdup aligned_alloc posix_memalign

@@ -264,6 +264,13 @@ const tqvec_match *tqvec_results_get(const tqvec_results *r, size_t q, size_t i)
     return r && q < r->nq && i < r->counts[q] ? &r->matches[q * r->k + i] : NULL;
 }
 
+const tqvec_match *tqvec_results_list(const tqvec_results *r, size_t q, size_t *count)
+{
+    if (count)
+        *count = tqvec_results_count(r, q);
+    return r && q < r->nq && r->counts[q] ? &r->matches[q * r->k] : NULL;
+}
+
 void tqvec_results_free(tqvec_results *r)
 {
     if (!r)

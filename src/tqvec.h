@@ -314,6 +314,10 @@ TQVEC_API int tqvec_collection_search(tqvec_collection *c, const float *queries,
 TQVEC_API size_t tqvec_results_count(const tqvec_results *r, size_t q);
 /* Match i of query q, or NULL if out of range. */
 TQVEC_API const tqvec_match *tqvec_results_get(const tqvec_results *r, size_t q, size_t i);
+/* All matches of query q as one array of *count entries (best first), for
+ * bindings that read them in bulk; NULL with *count 0 if q is out of range.
+ * Valid until tqvec_results_free. */
+TQVEC_API const tqvec_match *tqvec_results_list(const tqvec_results *r, size_t q, size_t *count);
 TQVEC_API void tqvec_results_free(tqvec_results *r);
 
 /* Keys drawn at random, uniformly over live elements, as a results object
