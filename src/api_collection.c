@@ -271,6 +271,40 @@ const tqvec_match *tqvec_results_list(const tqvec_results *r, size_t q, size_t *
     return r && q < r->nq && r->counts[q] ? &r->matches[q * r->k] : NULL;
 }
 
+int tqvec_results_export(const tqvec_results *r, size_t q, tqvec_results_out *out)
+{
+    if (!out)
+        return TQVEC_EARG;
+    size_t n;
+    const tqvec_match *m = tqvec_results_list(r, q, &n);
+    const bool attrs = out->attrs_lens != NULL;
+    size_t kb = 0, ab = 0;
+    for (size_t i = 0; i < n; i++) {
+        kb += m[i].key_len;
+        ab += attrs && m[i].attrs ? m[i].attrs_len : 0;
+    }
+    out->count = n;
+    out->keys_bytes = kb;
+    out->attrs_bytes = ab;
+    if ((n && (!out->scores || !out->key_lens)) || kb > out->keys_cap || (kb && !out->keys) ||
+        (attrs && (ab > out->attrs_cap || (ab && !out->attrs))))
+        return TQVEC_EARG;
+    for (size_t i = 0, k = 0, a = 0; i < n; i++) {
+        out->scores[i] = m[i].score;
+        out->key_lens[i] = (uint32_t)m[i].key_len;
+        memcpy(out->keys + k, m[i].key, m[i].key_len);
+        k += m[i].key_len;
+        if (attrs) {
+            out->attrs_lens[i] = m[i].attrs ? (uint32_t)m[i].attrs_len : UINT32_MAX;
+            if (m[i].attrs) {
+                memcpy(out->attrs + a, m[i].attrs, m[i].attrs_len);
+                a += m[i].attrs_len;
+            }
+        }
+    }
+    return TQVEC_OK;
+}
+
 void tqvec_results_free(tqvec_results *r)
 {
     if (!r)

@@ -318,6 +318,24 @@ TQVEC_API const tqvec_match *tqvec_results_get(const tqvec_results *r, size_t q,
  * bindings that read them in bulk; NULL with *count 0 if q is out of range.
  * Valid until tqvec_results_free. */
 TQVEC_API const tqvec_match *tqvec_results_list(const tqvec_results *r, size_t q, size_t *count);
+/* Query q's matches copied out in bulk, for bindings where a call per
+ * match is the cost (Python): scores[i], key_lens[i] and the keys back to
+ * back in keys; when attrs_lens is not NULL, also attrs_lens[i]
+ * (UINT32_MAX: none) and the attributes back to back in attrs. The arrays
+ * hold at least tqvec_results_count(r, q) entries. On return count,
+ * keys_bytes and attrs_bytes say what was (or would be) written;
+ * TQVEC_EARG, with nothing copied, if keys_cap or attrs_cap is too small. */
+typedef struct tqvec_results_out {
+    float *scores;
+    uint32_t *key_lens;
+    char *keys;
+    size_t keys_cap;
+    uint32_t *attrs_lens;  /* NULL: attributes not wanted */
+    char *attrs;
+    size_t attrs_cap;
+    size_t count, keys_bytes, attrs_bytes; /* set by the call */
+} tqvec_results_out;
+TQVEC_API int tqvec_results_export(const tqvec_results *r, size_t q, tqvec_results_out *out);
 TQVEC_API void tqvec_results_free(tqvec_results *r);
 
 /* Keys drawn at random, uniformly over live elements, as a results object

@@ -8,7 +8,7 @@ query — so no hot path loops in Python per vector.
     import numpy as np, tqvec
     with tqvec.Collection.create("/tmp/docs", dim=384, metric="cosine", refine="fp16") as c:
         c.add(["a", "b"], np.random.rand(2, 384).astype(np.float32), [{"year": 1999}, None])
-        for m in c.search(query, k=5, filter=".year > 1990"):
+        for m in c.search(query, k=5, filter=".year > 1990"):   # Hits: .keys, .scores, .attrs; iterates as Match
             print(m.key, m.score, m.attrs)
 
 The library is found through $TQVEC_LIBRARY, then the build directories of
@@ -17,14 +17,17 @@ this source tree, then the system's library path.
 
 import ctypes
 import ctypes.util
+import itertools
 import json
 import os
+import struct
+import threading
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
 __all__ = [
-    "Collection", "Match", "TqvecError", "ArgumentError", "DimensionError", "InvalidValueError",
+    "Collection", "Match", "Hits", "TqvecError", "ArgumentError", "DimensionError", "InvalidValueError",
     "NotFoundError", "CorruptError", "StorageError", "OutOfMemoryError", "BusyError", "UnsupportedError",
     "version", "simd_level",
 ]
@@ -99,9 +102,11 @@ class _Element(ctypes.Structure):
                 ("attrs", ctypes.c_void_p), ("attrs_len", ctypes.c_size_t)]
 
 
-class _Match(ctypes.Structure):
-    _fields_ = [("key", ctypes.c_void_p), ("key_len", ctypes.c_size_t), ("score", ctypes.c_float),
-                ("attrs", ctypes.c_void_p), ("attrs_len", ctypes.c_size_t)]
+class _ResultsOut(ctypes.Structure):
+    _fields_ = [("scores", ctypes.c_void_p), ("key_lens", ctypes.c_void_p), ("keys", ctypes.c_void_p),
+                ("keys_cap", ctypes.c_size_t), ("attrs_lens", ctypes.c_void_p), ("attrs", ctypes.c_void_p),
+                ("attrs_cap", ctypes.c_size_t), ("count", ctypes.c_size_t), ("keys_bytes", ctypes.c_size_t),
+                ("attrs_bytes", ctypes.c_size_t)]
 
 
 class _SearchParams(ctypes.Structure):
@@ -170,10 +175,10 @@ _get = _fn("tqvec_collection_get", ctypes.c_int, _P, ctypes.c_char_p, ctypes.c_s
            ctypes.POINTER(ctypes.c_size_t), _err_p)
 _set_attrs = _fn("tqvec_collection_set_attrs", ctypes.c_int, _P, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
                  ctypes.c_size_t, _err_p)
-_search = _fn("tqvec_collection_search", ctypes.c_int, _P, _P, ctypes.c_size_t, ctypes.POINTER(_SearchParams),
-              ctypes.POINTER(_P), _err_p)
-_results_list = _fn("tqvec_results_list", ctypes.POINTER(_Match), _P, ctypes.c_size_t,
-                    ctypes.POINTER(ctypes.c_size_t))
+# The search path takes plain addresses (precomputed per thread): converting
+# an int is the cheapest argument ctypes has.
+_search = _fn("tqvec_collection_search", ctypes.c_int, _P, _P, ctypes.c_size_t, _P, _P, _P)
+_results_export = _fn("tqvec_results_export", ctypes.c_int, _P, ctypes.c_size_t, _P)
 _results_free = _fn("tqvec_results_free", None, _P)
 _sync = _fn("tqvec_collection_sync", ctypes.c_int, _P, _err_p)
 _compact = _fn("tqvec_collection_compact", ctypes.c_int, _P, _err_p)
@@ -237,6 +242,23 @@ def _attrs_bytes(attrs) -> bytes:
     return json.dumps(attrs, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _pack_keys(keys):
+    """All keys back to back as UTF-8 and their byte lengths. The common
+    case (every key a str, all ASCII) is one join and one encode, checked
+    by the total length; anything else is encoded key by key."""
+    if type(keys) is not list:
+        keys = list(keys)
+    try:
+        blob = "".join(keys).encode()
+        lens = np.fromiter(map(len, keys), dtype=np.uintp, count=len(keys))
+        if len(blob) == int(lens.sum()):
+            return blob, lens
+    except TypeError:
+        pass
+    kb = [_key_bytes(k) for k in keys]
+    return b"".join(kb), np.fromiter(map(len, kb), dtype=np.uintp, count=len(kb))
+
+
 class Match(NamedTuple):
     """One search result: the element's key (str when it is UTF-8), its
     score (cosine similarity, squared l2 distance or inner product) and its
@@ -261,6 +283,103 @@ def _decode_attrs(b: Optional[bytes]):
         return json.loads(b)
     except ValueError:
         return b.decode(errors="replace")
+
+
+class _Scratch(threading.local):
+    """Per-thread buffers for search: a search is a hot path, so nothing
+    here is allocated per call once it has grown to fit."""
+
+    def __init__(self):
+        self.params = _SearchParams()
+        self.params_ref = ctypes.addressof(self.params)
+        self.res = _P()
+        self.res_ref = ctypes.addressof(self.res)
+        self.err = _Error()
+        self.err_ref = ctypes.addressof(self.err)
+        self.out = _ResultsOut()
+        self.out_ref = ctypes.addressof(self.out)
+        self.fit(16, 4096, 65536)
+
+    def fit(self, k, key_bytes, attr_bytes):
+        o = self.out
+        if not hasattr(self, "scores") or len(self.scores) < k:
+            self.scores = np.empty(k, dtype=np.float32)
+            self.key_lens = np.empty(k, dtype=np.uint32)
+            self.attrs_lens = np.empty(k, dtype=np.uint32)
+            o.scores, o.key_lens = self.scores.ctypes.data, self.key_lens.ctypes.data
+            self.attrs_lens_addr = o.attrs_lens = self.attrs_lens.ctypes.data
+        if o.keys_cap < key_bytes:
+            self.keys = ctypes.create_string_buffer(key_bytes)
+            o.keys, o.keys_cap = ctypes.addressof(self.keys), key_bytes
+        if o.attrs_cap < attr_bytes:
+            self.attrs = ctypes.create_string_buffer(attr_bytes)
+            o.attrs, o.attrs_cap = ctypes.addressof(self.attrs), attr_bytes
+
+
+_scratch_tls = _Scratch()
+
+
+class Hits:
+    """One query's matches, best first, kept as columns (so no Python object
+    per match is made unless asked): keys (a list: str when UTF-8, else
+    bytes), scores (cosine similarity, squared l2 distance or inner
+    product) and attrs (a list of parsed JSON, raw
+    strings or None; all None when the search skipped them). Scores are
+    a list of floats (np.asarray(hits.scores) for an array). Indexing or
+    iterating gives Match tuples."""
+
+    __slots__ = ("keys", "scores", "attrs")
+
+    def __init__(self, keys, scores, attrs):
+        self.keys, self.scores, self.attrs = keys, scores, attrs
+
+    def __len__(self):
+        return len(self.keys)
+
+    def __getitem__(self, i):
+        return Match(self.keys[i], self.scores[i], self.attrs[i])
+
+    def __iter__(self):
+        return (Match(k, s, a) for k, s, a in zip(self.keys, self.scores, self.attrs))
+
+    def __eq__(self, other):
+        return list(self) == list(other)
+
+    def __repr__(self):
+        return "Hits(%r)" % list(self)
+
+
+def _keys_of(blob, lens):
+    offs = [0]
+    offs.extend(itertools.accumulate(lens))
+    if blob.isascii():
+        text = blob.decode("ascii")  # byte offsets are character offsets
+        return [text[a:b] for a, b in zip(offs, offs[1:])]
+    return [_decode_key(blob[a:b]) for a, b in zip(offs, offs[1:])]
+
+
+def _read_matches(res, i, s, with_attrs):
+    """Query i's matches, copied out in one call (tqvec_results_export)."""
+    o = s.out
+    o.attrs_lens = s.attrs_lens_addr if with_attrs else None
+    if _results_export(res, i, s.out_ref):
+        s.fit(o.count, o.keys_bytes, o.attrs_bytes)
+        o.attrs_lens = s.attrs_lens_addr if with_attrs else None
+        _results_export(res, i, s.out_ref)
+    n = o.count
+    if not n:
+        return Hits([], [], [])
+    keys = _keys_of(ctypes.string_at(o.keys, o.keys_bytes), s.key_lens[:n].tolist())
+    scores = s.scores[:n].tolist()
+    attrs = [None] * n
+    if with_attrs and o.attrs_bytes:
+        blob = ctypes.string_at(o.attrs, o.attrs_bytes)
+        at = 0
+        for j, a in enumerate(s.attrs_lens[:n].tolist()):
+            if a != 0xFFFFFFFF:
+                attrs[j] = _decode_attrs(blob[at:at + a])
+                at += a
+    return Hits(keys, scores, attrs)
 
 
 class Collection:
@@ -348,9 +467,7 @@ class Collection:
             raise ArgumentError("%d attributes for %d keys" % (len(attrs), n))
         if n == 0:
             return 0
-        kb = [_key_bytes(k) for k in keys]
-        key_blob = b"".join(kb)
-        key_len = np.fromiter(map(len, kb), dtype=np.uintp, count=n)
+        key_blob, key_len = _pack_keys(keys)
         table = np.empty(n, dtype=_ELEMENT_DTYPE)
         key_base = ctypes.cast(ctypes.c_char_p(key_blob), ctypes.c_void_p).value or 0
         table["key"] = key_base + np.concatenate(([0], np.cumsum(key_len)[:-1])).astype(np.uintp)
@@ -423,45 +540,41 @@ class Collection:
         return _get(self._handle(), kb, len(kb), None, None, 0, None, None) == 0
 
     def search(self, queries, k: int = 10, *, rerank: int = 0, filter: Optional[str] = None,
-               threads: int = 0, exact: bool = False):
-        """The k best matches of one query (a 1-D array: a list of Match)
-        or of each row of a 2-D array (a list of lists), from one snapshot.
+               threads: int = 0, exact: bool = False, attrs: bool = True):
+        """The k best matches of one query (a 1-D array: a Hits) or of each
+        row of a 2-D array (a list of Hits), from one snapshot.
         rerank re-scores k*rerank candidates on the refine data; filter is
         a Redis vector-set FILTER expression over the JSON attributes;
-        exact uses float scoring instead of the 8-bit tables."""
-        h = self._handle()
-        q = np.ascontiguousarray(queries, dtype=np.float32)
+        exact uses float scoring instead of the 8-bit tables; attrs=False
+        leaves Match.attrs None (and skips reading them)."""
+        h = self._h
+        if not h:
+            raise ArgumentError("the collection is closed")
+        q = queries if (type(queries) is np.ndarray and queries.dtype == np.float32
+                        and queries.flags.c_contiguous) else np.ascontiguousarray(queries, dtype=np.float32)
         single = q.ndim == 1
-        if single:
-            q = q.reshape(1, -1)
-        if q.ndim != 2 or q.shape[1] != self.dim:
+        nq = 1 if single else q.shape[0]
+        if q.shape[-1] != self.dim or q.ndim > 2:
             raise DimensionError("queries have dimension %s, the collection %d" % (q.shape[-1:], self.dim))
-        p = _SearchParams()
-        p.k = int(k)
-        p.rerank = int(rerank)
+        # Per-thread scratch: a search is a hot path and these are 300 bytes.
+        s = _scratch_tls
+        p = s.params
+        p.k = k
+        p.rerank = rerank
         p.scorer = 2 if exact else 0
-        p.threads = int(threads)
+        p.threads = threads
         p.filter = filter.encode() if isinstance(filter, str) else filter
-        res = _P()
-        err = _Error()
-        _check(_search(h, q.ctypes.data, q.shape[0], ctypes.byref(p), ctypes.byref(res), ctypes.byref(err)), err)
+        rc = _search(h, q.ctypes.data, nq, s.params_ref, s.res_ref, s.err_ref)
+        if rc:
+            _raise(rc, s.err)
+        res = s.res.value
+        if len(s.scores) < k:
+            s.fit(k, 0, 0)
         try:
-            out = [self._read_matches(res, i) for i in range(q.shape[0])]
+            out = [_read_matches(res, i, s, attrs) for i in range(nq)]
         finally:
             _results_free(res)
         return out[0] if single else out
-
-    @staticmethod
-    def _read_matches(res, i):
-        count = ctypes.c_size_t()
-        arr = _results_list(res, i, ctypes.byref(count))
-        out = []
-        string_at = ctypes.string_at
-        for j in range(count.value):
-            m = arr[j]
-            out.append(Match(_decode_key(string_at(m.key, m.key_len)), m.score,
-                             _decode_attrs(string_at(m.attrs, m.attrs_len)) if m.attrs else None))
-        return out
 
     # ------------------------------------------------------ maintenance
     def sync(self):
