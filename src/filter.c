@@ -152,7 +152,8 @@ static bool pool_put(compiler *c, const char *p, size_t n)
         c->pool = q;
         c->pool_cap = cap;
     }
-    memcpy(c->pool + c->pool_len, p, n);
+    if (n) /* an empty literal has no bytes (and may have no pool yet) */
+        memcpy(c->pool + c->pool_len, p, n);
     c->pool_len += n;
     return true;
 }

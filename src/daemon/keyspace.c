@@ -441,7 +441,8 @@ int tqd_keyspace_names(tqd_names *out)
     if (!copy || !out->name || !out->len) {
         rc = -1;
     } else {
-        memcpy(copy, ks.v, ks.n * sizeof(*copy));
+        if (ks.n) /* an empty table may not be allocated yet */
+            memcpy(copy, ks.v, ks.n * sizeof(*copy));
         qsort(copy, ks.n, sizeof(*copy), by_name);
         for (size_t i = 0; i < ks.n && !rc; i++) {
             if (!(out->name[i] = malloc(copy[i]->name_len + 1))) {
