@@ -4,6 +4,8 @@ redis-tools) and, for what redis-cli cannot send (binary FP32 blobs, broken
 requests, exact RESP framing), by a raw socket.
 
 usage: test_daemon.py TQVECD [TQVEC]
+  TQVECD_PREFIX: words put before every daemon command line (tools/test
+  runs a ThreadSanitizer build under "setarch <arch> -R").
 
 Every test starts from its own daemon on a free port and a fresh data
 directory, so tests do not depend on each other's state.
@@ -24,6 +26,7 @@ import time
 TQVECD = os.path.abspath(sys.argv[1])
 TQVEC = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else None
 REDIS_CLI = shutil.which("redis-cli")
+PREFIX = os.environ.get("TQVECD_PREFIX", "").split()
 
 
 def free_port():
@@ -39,7 +42,7 @@ class Daemon:
         self.data = data or tempfile.mkdtemp(prefix="tqvecd-test-")
         self.owns_data = data is None
         self.args = list(args)
-        self.exe = exe or [TQVECD]
+        self.exe = PREFIX + (exe or [TQVECD])
         self.proc = None
         self.start()
 
@@ -633,7 +636,8 @@ def test_shutdown_command_and_signal(d):
 
 
 def test_second_daemon_on_same_dir_is_refused(d):
-    p = subprocess.run([TQVECD, "--dir", d.data, "--port", str(free_port())], capture_output=True, timeout=30)
+    p = subprocess.run(PREFIX + [TQVECD, "--dir", d.data, "--port", str(free_port())], capture_output=True,
+                       timeout=30)
     assert p.returncode != 0 and b"another tqvecd" in p.stderr, p.stderr
 
 

@@ -113,6 +113,7 @@ static struct {
     pthread_mutex_t qlock;
     pthread_cond_t qcond;
     conn *jobs, *jobs_tail;
+    _Atomic size_t jobs_queued; /* what the spinning workers watch (no lock) */
     conn *done;
     bool quit_workers;
 } S;
@@ -191,7 +192,7 @@ static void *worker_main(void *arg)
          * the futex sleep and wake-up (about as long again) on every
          * request. An idle pool goes to sleep after SPIN_US. */
         const uint64_t spin_until = mono_us() + SPIN_US;
-        while (!__atomic_load_n(&S.jobs, __ATOMIC_RELAXED) && mono_us() < spin_until)
+        while (!atomic_load_explicit(&S.jobs_queued, memory_order_relaxed) && mono_us() < spin_until)
             __builtin_ia32_pause();
         pthread_mutex_lock(&S.qlock);
         while (!S.jobs && !S.quit_workers)
@@ -204,6 +205,7 @@ static void *worker_main(void *arg)
         S.jobs = c->next;
         if (!S.jobs)
             S.jobs_tail = NULL;
+        atomic_fetch_sub_explicit(&S.jobs_queued, 1, memory_order_relaxed);
         pthread_mutex_unlock(&S.qlock);
 
         run_requests(c);
@@ -240,6 +242,7 @@ static void queue_job(conn *c)
     else
         S.jobs = c;
     S.jobs_tail = c;
+    atomic_fetch_add_explicit(&S.jobs_queued, 1, memory_order_relaxed);
     pthread_cond_signal(&S.qcond);
     pthread_mutex_unlock(&S.qlock);
 }
