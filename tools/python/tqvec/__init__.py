@@ -20,7 +20,6 @@ import ctypes.util
 import itertools
 import json
 import os
-import struct
 import threading
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Union
 
@@ -317,6 +316,7 @@ class _Scratch(threading.local):
 
 
 _scratch_tls = _Scratch()
+_F32 = np.dtype(np.float32)
 
 
 class Hits:
@@ -550,7 +550,7 @@ class Collection:
         h = self._h
         if not h:
             raise ArgumentError("the collection is closed")
-        q = queries if (type(queries) is np.ndarray and queries.dtype == np.float32
+        q = queries if (type(queries) is np.ndarray and queries.dtype is _F32
                         and queries.flags.c_contiguous) else np.ascontiguousarray(queries, dtype=np.float32)
         single = q.ndim == 1
         nq = 1 if single else q.shape[0]
@@ -564,17 +564,22 @@ class Collection:
         p.scorer = 2 if exact else 0
         p.threads = threads
         p.filter = filter.encode() if isinstance(filter, str) else filter
-        rc = _search(h, q.ctypes.data, nq, s.params_ref, s.res_ref, s.err_ref)
+        try:  # the cheapest way to an array's address, when it is writable
+            addr = ctypes.addressof(ctypes.c_char.from_buffer(q))
+        except (TypeError, ValueError):
+            addr = q.ctypes.data
+        rc = _search(h, addr, nq, s.params_ref, s.res_ref, s.err_ref)
         if rc:
             _raise(rc, s.err)
         res = s.res.value
         if len(s.scores) < k:
             s.fit(k, 0, 0)
         try:
-            out = [_read_matches(res, i, s, attrs) for i in range(nq)]
+            if single:
+                return _read_matches(res, 0, s, attrs)
+            return [_read_matches(res, i, s, attrs) for i in range(nq)]
         finally:
             _results_free(res)
-        return out[0] if single else out
 
     # ------------------------------------------------------ maintenance
     def sync(self):
