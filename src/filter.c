@@ -768,7 +768,8 @@ static value literal(const tq_filter *f, const step *s)
 {
     switch (s->kind) {
     case T_NUM: return (value){.type = V_NUM, .num = s->num};
-    case T_STR: return (value){.type = V_STR, .s = f->pool + s->off, .len = s->len};
+    /* A filter whose only strings are empty has no pool. */
+    case T_STR: return (value){.type = V_STR, .s = f->pool ? f->pool + s->off : "", .len = s->len};
     default: return (value){.type = V_NULL};
     }
 }

@@ -242,3 +242,15 @@ Test(filter, columns_agree_with_json)
         tq_filter_free(f);
     }
 }
+
+/* Found by fuzz_filter: a filter whose only string literal is empty has no
+ * string pool, and comparing with it must not offset a NULL pointer
+ * (UBSan). Also its answers. */
+Test(filter, empty_string_literals_alone)
+{
+    cr_assert(run(".s == ''", "{\"s\":\"\"}"));
+    cr_assert(!run(".s == ''", "{\"s\":\"x\"}"));
+    cr_assert(!run(" 199 == ''", "{}"));
+    cr_assert(run("'' in .s", "{\"s\":\"abc\"}"));
+    cr_assert(run(".s in ['']", "{\"s\":\"\"}"));
+}

@@ -1,0 +1,51 @@
+/*
+ * The daemon's front door: bytes as a client would send them, parsed into
+ * requests and run through the command dispatcher against a real keyspace
+ * (a scratch directory), as a worker would. Replies are discarded; a
+ * crash, a hang or a sanitizer report is the failure.
+ */
+#include "daemon.h"
+#include "fuzz_common.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    fuzz_make_dir("resp");
+    /* Small limits keep one input's work bounded; everything else as run. */
+    char *args[] = {"tqvecd", "--dir", fuzz_dir, "--appendfsync", "no", "--loglevel", "warning",
+                    "--max-request-bytes", "65536", "--max-args", "2048", "--max-collections", "8", NULL};
+    if (tqd_config_parse(&tqd.cfg, 13, args) || tqd_keyspace_open(&tqd.cfg))
+        abort();
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    /* The parser unescapes inline quotes in place: give it its own copy. */
+    char *buf = malloc(size + 1);
+    if (!buf)
+        return 0;
+    memcpy(buf, data, size);
+    tqd_request req = {0};
+    tqd_buf out = {0};
+    tqd_client cl = {.id = 1, .proto = 2, .authed = true};
+    size_t pos = 0;
+    while (pos < size && !cl.close_after_reply) {
+        if (tqd_parse(buf + pos, size - pos, tqd.cfg.max_request_bytes, tqd.cfg.max_args, &req) != TQD_PARSE_OK)
+            break;
+        pos += req.consumed;
+        /* BGSAVE would leave a thread running past this input. */
+        if (!req.argc || tqd_arg_is(&req.argv[0], "BGSAVE"))
+            continue;
+        tqd_reply r = {.out = &out, .proto = cl.proto};
+        tqd_execute(&cl, req.argv, req.argc, &r);
+        out.len = 0;
+    }
+    tqd_buf_free(&out);
+    free(req.argv);
+    free(buf);
+    return 0;
+}
