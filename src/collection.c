@@ -201,9 +201,12 @@ static void seg_free(seg *s)
         for (int i = 0; i < 6; i++)
             if (s->maps[i])
                 munmap(s->maps[i], s->map_len[i]);
-        for (size_t r = 0; r < s->cap && s->keys; r++) {
-            tq_free(s->keys[r]);
-            tq_free(s->attrs[r]);
+        /* Either array may be missing when the segment's allocation failed. */
+        for (size_t r = 0; r < s->cap; r++) {
+            if (s->keys)
+                tq_free(s->keys[r]);
+            if (s->attrs)
+                tq_free(s->attrs[r]);
         }
         tq_free(s->keys);
         tq_free(s->attrs);
@@ -386,9 +389,14 @@ static void snapshot_publish(tq_collection *c, tq_snapshot *next)
 
 /* ------------------------------------------------------------ manifest */
 
+/* Write the manifest naming these sealed segments and this log. An error
+ * with *committed set means it is in place but maybe not durable: the
+ * caller takes the change in, deletes nothing the old manifest named (a
+ * machine crash could bring it back), and marks the collection broken. */
 static int commit_manifest(tq_collection *c, seg *const *sealed, size_t nsealed, uint64_t wal_id,
-                           uint64_t wal_first_lsn, tq_error *err)
+                           uint64_t wal_first_lsn, bool *committed, tq_error *err)
 {
+    *committed = false;
     tq_manifest m = {.cfg = c->codec.cfg, .next_file_id = c->next_file_id, .wal_id = wal_id,
                      .wal_first_lsn = wal_first_lsn, .nsegments = (uint32_t)nsealed, .mean = c->codec.mean};
     m.segments = tq_calloc(nsealed ? nsealed : 1, sizeof(tq_manifest_segment));
@@ -396,8 +404,10 @@ static int commit_manifest(tq_collection *c, seg *const *sealed, size_t nsealed,
         return tq_err(err, TQ_ENOMEM, "out of memory writing the manifest");
     for (size_t i = 0; i < nsealed; i++)
         m.segments[i] = (tq_manifest_segment){sealed[i]->id, sealed[i]->file.rows, sealed[i]->del_id};
-    int rc = tq_manifest_write(c->dir, &m, err);
+    int rc = tq_manifest_write(c->dir, &m, committed, err);
     tq_free(m.segments);
+    if (rc && *committed)
+        c->broken = true;
     return rc;
 }
 
@@ -546,12 +556,14 @@ static int seal_nolock(tq_collection *c, tq_error *err)
     size_t nlist = nsealed;
     if (sealed_new)
         list[nlist++] = sealed_new;
-    if ((rc = commit_manifest(c, list, nlist, wal_id, first_lsn, err))) {
+    bool committed;
+    if ((rc = commit_manifest(c, list, nlist, wal_id, first_lsn, &committed, err)) && !committed) {
         for (size_t i = 0; i < nsealed; i++)
             cur->segs[i]->del_id = old_del[i];
         goto undo;
     }
-    /* Committed. Nothing below can fail. */
+    /* Committed (durably unless rc says otherwise). Nothing below can fail. */
+    const bool durable = rc == TQ_OK;
     for (size_t i = 0; i < nsealed; i++)
         if (new_del[i])
             cur->segs[i]->del_dirty = false;
@@ -570,12 +582,13 @@ static int seal_nolock(tq_collection *c, tq_error *err)
     next_mut = NULL;
     file_path(c, path, "wal", c->wal_id, "log");
     tq_wal_close(c->wal, NULL);
-    unlink(path);
+    if (durable)
+        unlink(path);
     c->wal = wal;
     c->wal_id = wal_id;
     c->wal_first_lsn = first_lsn;
     wal = NULL;
-    for (size_t i = 0; i < nsealed; i++)
+    for (size_t i = 0; durable && i < nsealed; i++)
         if (new_del[i] && old_del[i]) {
             file_path(c, path, "seg", old_del[i], "del");
             unlink(path);
@@ -657,7 +670,8 @@ int tq_collection_compact(tq_collection *c, tq_error *err)
         merged->verified = 1;
         keep[nkeep++] = merged;
     }
-    if ((rc = commit_manifest(c, keep, nkeep, c->wal_id, c->wal_first_lsn, err))) {
+    bool committed;
+    if ((rc = commit_manifest(c, keep, nkeep, c->wal_id, c->wal_first_lsn, &committed, err)) && !committed) {
         if (id) {
             file_path(c, path, "seg", id, "tqs");
             unlink(path);
@@ -675,8 +689,10 @@ int tq_collection_compact(tq_collection *c, tq_error *err)
     }
     merged = NULL;
     snapshot_publish(c, next);
-    /* Readers still holding the old snapshot keep their mappings. */
-    for (size_t i = 0; i < npick; i++) {
+    /* Readers still holding the old snapshot keep their mappings. After
+     * a commit of unknown durability the old files stay (open removes
+     * whatever the manifest does not name). */
+    for (size_t i = 0; !rc && i < npick; i++) {
         file_path(c, path, "seg", pick[i]->id, "tqs");
         unlink(path);
         if (pick[i]->del_id) {
@@ -852,9 +868,10 @@ static int set_mean_from(tq_collection *c, const tq_element *elems, size_t n, tq
     int rc = tq_codec_set_mean(&c->codec, x, n, err);
     tq_free(x);
     tq_snapshot *cur = c->current;
+    bool committed = false;
     if (!rc)
-        rc = commit_manifest(c, cur->segs, cur->nsegs - 1, c->wal_id, c->wal_first_lsn, err);
-    if (rc) {
+        rc = commit_manifest(c, cur->segs, cur->nsegs - 1, c->wal_id, c->wal_first_lsn, &committed, err);
+    if (rc && !committed) {
         tq_free(c->codec.mean);
         c->codec.mean = NULL;
     }
@@ -1513,7 +1530,7 @@ static int create_layout(tq_collection *c, tq_error *err)
         return rc;
     tq_wal_close(w, NULL);
     tq_manifest m = {.cfg = c->codec.cfg, .next_file_id = c->next_file_id, .wal_id = 1, .wal_first_lsn = 1};
-    return tq_manifest_write(c->dir, &m, err);
+    return tq_manifest_write(c->dir, &m, NULL, err);
 }
 
 static bool same_config(const tq_config *a, const tq_config *b)

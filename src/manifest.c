@@ -70,8 +70,13 @@ static void put64(buf *b, uint64_t v)
 
 /* Write bytes to path through path.tmp and a rename, fsyncing both the file
  * and the directory. */
-static int replace_file(const char *path, const uint8_t *bytes, size_t n, tq_error *err)
+/* *committed turns true once the rename has happened: from then on the new
+ * file is the one readers see, even if the directory fsync after it fails
+ * (then it may not survive a machine crash, and the caller must keep what
+ * the old file named). */
+static int replace_file(const char *path, const uint8_t *bytes, size_t n, bool *committed, tq_error *err)
 {
+    *committed = false;
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
         return tq_err(err, TQ_EARG, "path too long: %s", path);
@@ -84,11 +89,12 @@ static int replace_file(const char *path, const uint8_t *bytes, size_t n, tq_err
     close(fd);
     if (!rc && rename(tmp, path) != 0)
         rc = tq_err_sys(err, TQ_EIO, errno, "%s: rename to %s", tmp, path);
-    if (!rc)
-        rc = tq_sync_parent_dir(path, err);
-    if (rc)
+    if (rc) {
         unlink(tmp);
-    return rc;
+        return rc;
+    }
+    *committed = true;
+    return tq_sync_parent_dir(path, err);
 }
 
 /* The whole of a small file, allocated. */
@@ -124,8 +130,12 @@ static int slurp(const char *path, uint8_t **out, size_t *len, tq_error *err)
     return TQ_OK;
 }
 
-int tq_manifest_write(const char *dir, const tq_manifest *m, tq_error *err)
+int tq_manifest_write(const char *dir, const tq_manifest *m, bool *committed, tq_error *err)
 {
+    bool done = false;
+    if (!committed)
+        committed = &done;
+    *committed = false;
     buf b = {0};
     const tq_config *c = &m->cfg;
     put(&b, manifest_magic, 8);
@@ -160,7 +170,7 @@ int tq_manifest_write(const char *dir, const tq_manifest *m, tq_error *err)
     } else {
         char path[PATH_MAX];
         snprintf(path, sizeof(path), "%s/MANIFEST", dir);
-        rc = replace_file(path, b.p, b.len, err);
+        rc = replace_file(path, b.p, b.len, committed, err);
     }
     tq_free(b.p);
     return rc;

@@ -252,8 +252,11 @@ typedef struct tq_manifest {
 } tq_manifest;
 
 /* Write MANIFEST.tmp in dir, fsync, rename over MANIFEST, fsync dir: a
- * crash leaves the old manifest or the new one, never a mix. */
-int tq_manifest_write(const char *dir, const tq_manifest *m, tq_error *err);
+ * crash leaves the old manifest or the new one, never a mix. *committed
+ * (may be NULL) tells whether the rename happened: an error with it set
+ * means the new manifest is in place but its durability is not known, so
+ * nothing the old one names may be deleted. */
+int tq_manifest_write(const char *dir, const tq_manifest *m, bool *committed, tq_error *err);
 /* Read and check dir/MANIFEST; m's arrays are allocated (tq_manifest_free). */
 int tq_manifest_read(const char *dir, tq_manifest *m, tq_error *err);
 void tq_manifest_free(tq_manifest *m);
