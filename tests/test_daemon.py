@@ -539,6 +539,42 @@ def test_malformed_requests(d):
     assert d.cli("VCARD", "ok") == "1"
 
 
+def local_address():
+    """A non-loopback address of this machine, or None."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("10.255.255.255", 1))  # no packet is sent: this only picks a route
+        addr = s.getsockname()[0]
+        return None if addr.startswith("127.") else addr
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def test_protected_mode():
+    """Bound beyond loopback without a password, tqvecd refuses clients that
+    are not on loopback (Redis's protected mode); a password lifts it."""
+    addr = local_address()
+    if not addr:
+        print("  (no non-loopback address here: skipped)")
+        return
+    for args, password in ((["--bind", "0.0.0.0"], None), (["--bind", "0.0.0.0", "--requirepass", "pw"], "pw")):
+        d = Daemon(args=args)
+        try:
+            c = socket.create_connection((addr, d.port), timeout=10)
+            c.sendall(encode(("PING",)))
+            reply = c.recv(4096)
+            if password is None:
+                assert reply.startswith(b"-DENIED tqvecd is running in protected mode"), reply
+            else:
+                assert reply == b"-NOAUTH Authentication required.\r\n", reply
+            c.close()
+            assert d.cli("PING", password=password) == "PONG"  # loopback is always served
+        finally:
+            d.stop()
+
+
 def test_limits():
     d = Daemon(args=["--maxclients", "2", "--max-args", "64"])
     try:
