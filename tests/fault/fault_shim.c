@@ -1,6 +1,6 @@
 /*
- * A test-only LD_PRELOAD shim that makes one chosen system or allocator
- * call fail: TQ_FAULT="<kind>:<n>:<errno>" fails the n-th call of that kind
+ * A test-only LD_PRELOAD shim that makes chosen system or allocator calls
+ * fail: TQ_FAULT="<kind>:<n>:<errno>[,...]" fails the n-th call of that kind
  * made after the program calls tq_fault_arm() (found with dlsym, so the
  * program runs unchanged without the shim). TQ_FAULT="count" only counts;
  * tq_fault_report() writes "kind count" lines to a file descriptor.
@@ -26,8 +26,11 @@ static const char *const kind_names[K_COUNT] = {"write", "fsync", "rename", "mma
 
 static atomic_long counts[K_COUNT];
 static atomic_int armed;
-static int target_kind = -1, target_errno;
-static long target_n;
+/* Per kind: which call fails (0: none) and with what errno. Several kinds
+ * may be given, comma-separated, e.g. a failed write and then a failed
+ * truncate cutting it back. */
+static long target_n[K_COUNT];
+static int target_errno[K_COUNT];
 static int parsed;
 
 static void parse(void)
@@ -36,19 +39,19 @@ static void parse(void)
         return;
     parsed = 1;
     const char *spec = getenv("TQ_FAULT");
-    if (!spec || !strcmp(spec, "count"))
-        return;
-    char name[32];
-    long n;
-    int e;
-    if (sscanf(spec, "%31[a-z]:%ld:%d", name, &n, &e) != 3)
-        return;
-    for (int k = 0; k < K_COUNT; k++)
-        if (!strcmp(name, kind_names[k])) {
-            target_kind = k;
-            target_n = n;
-            target_errno = e;
-        }
+    while (spec && *spec) {
+        char name[32];
+        long n;
+        int e;
+        if (sscanf(spec, "%31[a-z]:%ld:%d", name, &n, &e) == 3)
+            for (int k = 0; k < K_COUNT; k++)
+                if (!strcmp(name, kind_names[k])) {
+                    target_n[k] = n;
+                    target_errno[k] = e;
+                }
+        spec = strchr(spec, ',');
+        spec = spec ? spec + 1 : NULL;
+    }
 }
 
 void tq_fault_arm(void);
@@ -81,8 +84,8 @@ static int fail_now(int k)
     if (!atomic_load(&armed))
         return 0;
     long n = atomic_fetch_add(&counts[k], 1) + 1;
-    if (k == target_kind && n == target_n) {
-        errno = target_errno;
+    if (n == target_n[k]) {
+        errno = target_errno[k];
         return 1;
     }
     return 0;
