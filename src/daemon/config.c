@@ -54,7 +54,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: tqvecd [--dir DATA] [--bind ADDR] [--port N] [--unixsocket PATH] [--threads N]\n"
             "              [--requirepass PASS] [--appendfsync always|everysec|no] [--maxclients N]\n"
-            "              [--max-request-bytes N] [--max-args N] [--max-collections N]\n"
+            "              [--max-request-bytes N] [--max-args N] [--max-collections N] [--segment-rows N]\n"
             "              [--loglevel debug|verbose|notice|warning] [--daemonize yes|no] [--pidfile PATH]\n"
             "              [--protected-mode yes|no] [--config FILE]\n"
             "Serves every key as a vector set (Redis 8 vector-set commands) over RESP2/RESP3.\n"
@@ -123,6 +123,10 @@ static int apply(tqd_config *cfg, const char *name, const char *v, int depth)
                    : (cfg->max_request_bytes = (size_t)n, 0);
     if (!strcmp(name, "max-args"))
         return set_long(name, v, 16, 1 << 24, &n) ? -1 : (cfg->max_args = (size_t)n, 0);
+    if (!strcmp(name, "segment-rows"))
+        return set_long(name, v, TQVEC_MIN_SEGMENT_ROWS, TQVEC_MAX_SEGMENT_ROWS, &n)
+                   ? -1
+                   : (cfg->segment_rows = (uint32_t)n, 0);
     if (!strcmp(name, "max-collections"))
         return set_long(name, v, 1, TQD_MAX_COLLECTIONS, &n) ? -1 : (cfg->max_collections = (int)n, 0);
     if (!strcmp(name, "daemonize"))

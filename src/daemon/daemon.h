@@ -65,6 +65,7 @@ typedef struct tqd_config {
     size_t max_request_bytes;
     size_t max_args;
     int max_collections;
+    uint32_t segment_rows;    /* 0: the library's default */
     int loglevel;
     bool daemonize;
     char *pidfile;

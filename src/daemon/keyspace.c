@@ -42,6 +42,7 @@ static struct {
     char *root;
     int lock_fd;
     int fsync;
+    uint32_t segment_rows;
     int max;
     uint64_t drops;
 } ks = {.lock = PTHREAD_MUTEX_INITIALIZER, .lock_fd = -1};
@@ -188,6 +189,7 @@ static tqvec_collection_options open_options(const tqd_vset *v)
 {
     tqvec_collection_options o = {0};
     o.fsync = ks.fsync;
+    o.segment_rows = ks.segment_rows;
     o.log = collection_log;
     o.log_ctx = v->name;
     return o;
@@ -196,6 +198,7 @@ static tqvec_collection_options open_options(const tqd_vset *v)
 int tqd_keyspace_open(const tqd_config *cfg)
 {
     ks.fsync = cfg->appendfsync;
+    ks.segment_rows = cfg->segment_rows;
     ks.max = cfg->max_collections;
     if (!(ks.root = strdup(cfg->dir)))
         return -1;
@@ -325,6 +328,7 @@ int tqd_keyspace_get_or_create(const char *name, size_t len, const tqvec_collect
     }
     tqvec_collection_options o = *opts;
     o.fsync = ks.fsync;
+    o.segment_rows = ks.segment_rows;
     o.create = 1;
     o.log = collection_log;
     o.log_ctx = v->name;

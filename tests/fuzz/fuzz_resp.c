@@ -14,10 +14,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     fuzz_make_dir("resp");
-    /* Small limits keep one input's work bounded; everything else as run. */
+    /* Small limits keep one input's work bounded (small segments also seal
+     * often, so sealing is fuzzed too); everything else as run. */
     char *args[] = {"tqvecd", "--dir", fuzz_dir, "--appendfsync", "no", "--loglevel", "warning",
-                    "--max-request-bytes", "65536", "--max-args", "2048", "--max-collections", "8", NULL};
-    if (tqd_config_parse(&tqd.cfg, 13, args) || tqd_keyspace_open(&tqd.cfg))
+                    "--max-request-bytes", "65536", "--max-args", "2048", "--max-collections", "8",
+                    "--segment-rows", "64", NULL};
+    if (tqd_config_parse(&tqd.cfg, 15, args) || tqd_keyspace_open(&tqd.cfg))
         abort();
     return 0;
 }
