@@ -1061,23 +1061,20 @@ int tq_collection_get(tq_collection *c, const char *key, uint32_t len, float *ve
             memcpy(vector, v.vectors + row * d, d * sizeof(float));
         } else if (v.half) {
             tq_simd()->half_to_float(v.half + row * d, vector, d);
-        } else if (v.refine8) {
-            /* The 8-bit codes of the rotated unit vector: sixteen times
-             * finer than 4-bit scan codes. */
-            tq_code_scalars sc;
-            tq_codec_get_codes(k, &v, row, codes, codes + d, &sc);
-            const uint8_t *c8 = v.refine8 + row * d;
-            for (size_t j = 0; j < d; j++)
-                vector[j] = k->cb8->centroid_f[c8[j]];
-            tq_rotation_invert(&k->q.rot, vector);
-            tq_simd()->scale(vector, d, sc.norm);
-            if (k->mean)
-                for (size_t j = 0; j < d; j++)
-                    vector[j] = vector[j] + k->mean[j];
         } else {
             tq_code_scalars sc;
             tq_codec_get_codes(k, &v, row, codes, codes + d, &sc);
-            tq_quantizer_decode(&k->q, codes, codes + d, &sc, vector, &scratch);
+            if (v.refine8) {
+                /* The 8-bit codes of the rotated unit vector: sixteen
+                 * times finer than the scan codes. */
+                const uint8_t *c8 = v.refine8 + row * d;
+                for (size_t j = 0; j < d; j++)
+                    vector[j] = k->cb8->centroid_f[c8[j]];
+                tq_rotation_invert(&k->q.rot, vector);
+                tq_simd()->scale(vector, d, sc.norm);
+            } else {
+                tq_quantizer_decode(&k->q, codes, codes + d, &sc, vector, &scratch);
+            }
             if (k->mean)
                 for (size_t j = 0; j < d; j++)
                     vector[j] = vector[j] + k->mean[j];

@@ -131,6 +131,34 @@ static int client_flush(client *c)
     return 0;
 }
 
+/* Receive more input with room for at least `room` unread bytes (the
+ * unread part moved to the front first); false when the connection ends. */
+static bool client_fill(client *c, size_t room)
+{
+    if (c->in_cap - c->in_pos < room) {
+        if (c->in_len > c->in_pos)
+            memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
+        c->in_len -= c->in_pos;
+        c->in_pos = 0;
+        if (c->in_cap < room + 65536) {
+            char *p = tq_realloc(c->in, room + 65536);
+            if (!p)
+                return false;
+            c->in = p;
+            c->in_cap = room + 65536;
+        }
+    }
+    for (;;) {
+        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        c->in_len += (size_t)n;
+        return true;
+    }
+}
+
 /* A line ending in \r\n from the input, reading as needed. */
 static char *read_line(client *c, size_t *len)
 {
@@ -142,56 +170,17 @@ static char *read_line(client *c, size_t *len)
             c->in_pos = (size_t)(nl + 1 - c->in);
             return start;
         }
-        if (c->in_pos > 0 && c->in_pos == c->in_len)
-            c->in_pos = c->in_len = 0;
-        if (c->in_cap - c->in_len < 65536) {
-            if (c->in_pos) {
-                memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
-                c->in_len -= c->in_pos;
-                c->in_pos = 0;
-            }
-            if (c->in_cap - c->in_len < 65536) {
-                char *p = tq_realloc(c->in, c->in_cap * 2 + 65536);
-                if (!p)
-                    return NULL;
-                c->in = p;
-                c->in_cap = c->in_cap * 2 + 65536;
-            }
-            start = c->in + c->in_pos;
-        }
-        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
+        if (!client_fill(c, c->in_len - c->in_pos + 65536))
             return NULL;
-        c->in_len += (size_t)n;
     }
 }
 
 /* n more bytes plus \r\n after the current position. */
 static char *read_bytes(client *c, size_t n)
 {
-    while (c->in_len - c->in_pos < n + 2) {
-        if (c->in_cap - c->in_len < n + 2 + 65536) {
-            memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
-            c->in_len -= c->in_pos;
-            c->in_pos = 0;
-            size_t cap = c->in_len + n + 2 + 65536;
-            if (cap > c->in_cap) {
-                char *p = tq_realloc(c->in, cap);
-                if (!p)
-                    return NULL;
-                c->in = p;
-                c->in_cap = cap;
-            }
-        }
-        ssize_t r = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
+    while (c->in_len - c->in_pos < n + 2)
+        if (!client_fill(c, n + 2))
             return NULL;
-        c->in_len += (size_t)r;
-    }
     char *p = c->in + c->in_pos;
     c->in_pos += n + 2;
     return p;

@@ -30,17 +30,24 @@ bool tqd_arg_is(const tqd_arg *a, const char *word)
     return a->len == n && strncasecmp(a->p, word, n) == 0;
 }
 
-bool tqd_arg_ll(const tqd_arg *a, long long *v)
+/* The argument as a C string in tmp (cap bytes); false if empty or longer. */
+static bool arg_cstr(const tqd_arg *a, char *tmp, size_t cap)
 {
-    char tmp[32];
-    if (a->len == 0 || a->len >= sizeof(tmp))
+    if (a->len == 0 || a->len >= cap)
         return false;
     memcpy(tmp, a->p, a->len);
     tmp[a->len] = 0;
-    char *end;
+    return !isspace((unsigned char)tmp[0]); /* as Redis: no leading space */
+}
+
+bool tqd_arg_ll(const tqd_arg *a, long long *v)
+{
+    char tmp[32], *end;
+    if (!arg_cstr(a, tmp, sizeof(tmp)))
+        return false;
     errno = 0;
     long long n = strtoll(tmp, &end, 10);
-    if (errno || *end || isspace((unsigned char)tmp[0]))
+    if (errno || *end)
         return false;
     *v = n;
     return true;
@@ -48,16 +55,13 @@ bool tqd_arg_ll(const tqd_arg *a, long long *v)
 
 bool tqd_arg_double(const tqd_arg *a, double *v)
 {
-    char tmp[64];
-    if (a->len == 0 || a->len >= sizeof(tmp))
+    char tmp[64], *end;
+    if (!arg_cstr(a, tmp, sizeof(tmp)))
         return false;
-    memcpy(tmp, a->p, a->len);
-    tmp[a->len] = 0;
-    char *end;
     errno = 0;
     double d = strtod(tmp, &end);
-    /* As Redis: no NaN, no leading space, all of it a number. */
-    if (*end || isspace((unsigned char)tmp[0]) || d != d || errno == ERANGE)
+    /* As Redis: no NaN, all of it a number. */
+    if (*end || d != d || errno == ERANGE)
         return false;
     *v = d;
     return true;

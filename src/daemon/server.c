@@ -134,9 +134,7 @@ static uint64_t mono_us(void)
 
 static uint64_t mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return mono_us() / 1000;
 }
 
 void tqd_server_wake(void)
@@ -308,6 +306,8 @@ static void conn_close(conn *c)
     atomic_fetch_sub(&tqd.clients, 1);
 }
 
+static void arm_send(conn *c);
+
 static void arm_recv(conn *c)
 {
     if (c->rcap - c->rlen < READ_CHUNK) {
@@ -324,11 +324,7 @@ static void arm_recv(conn *c)
                             tqd.cfg.max_request_bytes);
             c->cl.close_after_reply = true;
             c->protocol_error = true;
-            c->state = WRITING;
-            struct io_uring_sqe *sqe = get_sqe();
-            io_uring_prep_send(sqe, c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
-            tag(sqe, c, OP_SEND);
-            c->ops++;
+            arm_send(c);
             return;
         }
         if (p) {

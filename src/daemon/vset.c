@@ -116,6 +116,26 @@ static const char *code_name(const tqd_vset *v)
     return buf;
 }
 
+/* Whether a call on element elem failed only because there is no such
+ * element: absent, or named by the empty string (which the library refuses
+ * as an argument, and which no element can have). */
+static bool no_such_element(int rc, const tqd_arg *elem)
+{
+    return rc == TQVEC_ENOTFOUND || (rc == TQVEC_EARG && elem->len == 0);
+}
+
+/* The reply to an element write (VREM, VSETATTR), as Redis gives it:
+ * 1 when done, 0 when there is no such key or element. */
+static void reply_element_write(tqd_reply *r, int rc, const tqd_arg *elem, const tqvec_error *err)
+{
+    if (rc == TQVEC_OK)
+        tqd_reply_bool(r, true);
+    else if (no_such_element(rc, elem))
+        tqd_reply_bool(r, false);
+    else
+        tqd_reply_tqvec_error(r, err);
+}
+
 /* ---------------------------------------------------------------- VADD */
 
 /* The element's current attributes (malloc'd, *len 0 and NULL if none). */
@@ -344,7 +364,7 @@ static void cmd_vsim(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
             goto out;
         }
         int rc = tqvec_collection_get(v->c, argv[3].p, argv[3].len, vec, NULL, 0, NULL, &err);
-        if (rc == TQVEC_ENOTFOUND || (rc == TQVEC_EARG && argv[3].len == 0)) {
+        if (no_such_element(rc, &argv[3])) {
             tqd_reply_error(r, "ERR element not found in set");
             goto out;
         }
@@ -439,15 +459,10 @@ static void cmd_vrem(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     pthread_mutex_lock(&v->write_lock);
     tqvec_error err;
     int rc = v->dropped ? TQVEC_ENOTFOUND : tqvec_collection_remove(v->c, argv[2].p, argv[2].len, &err);
-    if (rc == TQVEC_OK) {
+    if (rc == TQVEC_OK)
         tqd_keyspace_drop_if_empty(v);
-        tqd_reply_bool(r, true);
-    } else if (rc == TQVEC_ENOTFOUND || (rc == TQVEC_EARG && argv[2].len == 0)) {
-        tqd_reply_bool(r, false);
-    } else {
-        tqd_reply_tqvec_error(r, &err);
-    }
     pthread_mutex_unlock(&v->write_lock);
+    reply_element_write(r, rc, &argv[2], &err);
     tqd_vset_release(v);
 }
 
@@ -491,7 +506,7 @@ static void cmd_vemb(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     tqvec_error err;
     int rc = !v ? TQVEC_ENOTFOUND : !vec ? TQVEC_ENOMEM
                                          : tqvec_collection_get(v->c, argv[2].p, argv[2].len, vec, NULL, 0, NULL, &err);
-    if (rc == TQVEC_ENOTFOUND || (rc == TQVEC_EARG && argv[2].len == 0)) {
+    if (no_such_element(rc, &argv[2])) {
         tqd_reply_null(r);
     } else if (rc == TQVEC_ENOMEM && !vec) {
         tqd_reply_error(r, "ERR out of memory");
@@ -570,12 +585,7 @@ static void cmd_vsetattr(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_r
     int rc = v->dropped ? TQVEC_ENOTFOUND
                         : tqvec_collection_set_attrs(v->c, argv[2].p, argv[2].len, argv[3].p, argv[3].len, &err);
     pthread_mutex_unlock(&v->write_lock);
-    if (rc == TQVEC_OK)
-        tqd_reply_bool(r, true);
-    else if (rc == TQVEC_ENOTFOUND || (rc == TQVEC_EARG && argv[2].len == 0))
-        tqd_reply_bool(r, false);
-    else
-        tqd_reply_tqvec_error(r, &err);
+    reply_element_write(r, rc, &argv[2], &err);
     tqd_vset_release(v);
 }
 
@@ -588,9 +598,7 @@ static void cmd_vgetattr(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_r
     size_t len = 0;
     tqvec_error err;
     int rc = v ? current_attrs(v, &argv[2], &attrs, &len, &err) : TQVEC_OK;
-    if (rc == TQVEC_EARG && argv[2].len == 0)
-        rc = TQVEC_OK;
-    if (rc)
+    if (rc && !no_such_element(rc, &argv[2]))
         tqd_reply_tqvec_error(r, &err);
     else if (!attrs)
         tqd_reply_null(r);

@@ -130,11 +130,13 @@ class _LocalBackend:
         return self.collection.remove(ids) if self.collection is not None else 0
 
     def get(self, ids):
+        if self.collection is None:
+            return []
         out = []
         for i in ids:
             try:
                 out.append((i, self.collection.get(i, with_vector=False)[1]))
-            except (NotFoundError, AttributeError):
+            except NotFoundError:
                 continue
         return out
 
