@@ -4,267 +4,16 @@
  * VSIM end to end (recall, QPS, latency percentiles over N connections)
  * and, with --local, the same searches in-process on the same collection
  * directory, so the ratio comes from one run.
- *
- * The client is a minimal blocking RESP2 client: commands go out as
- * multibulk with binary FP32 blobs, many per write when pipelined; replies
- * are read into a flat list of their scalar parts (nesting flattened), which
- * is all VADD and VSIM need.
+ * The RESP client they use is resp_client.c.
  */
-#include "daemon.h"
+#include "resp_client.h"
 #include "tq_tools.h"
 
-#include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 
 int cmd_serve(int argc, char **argv)
 {
     return tqd_main(argc, argv);
-}
-
-/* ---------------------------------------------------------- the client */
-
-typedef struct client {
-    int fd;
-    char *in;
-    size_t in_len, in_cap, in_pos;
-    tqd_buf out;
-    /* the last reply, flattened */
-    size_t nparts;
-    char **part;
-    size_t *part_len, parts_cap;
-    bool error;               /* the reply (or a nested part) was an error */
-} client;
-
-static int client_connect(const char *where, client *c, char *why, size_t cap)
-{
-    memset(c, 0, sizeof(*c));
-    c->fd = -1;
-    if (where[0] == '/') {
-        struct sockaddr_un a = {.sun_family = AF_UNIX};
-        snprintf(a.sun_path, sizeof(a.sun_path), "%s", where);
-        c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&a, sizeof(a))) {
-            snprintf(why, cap, "cannot connect to %s: %s", where, strerror(errno));
-            return -1;
-        }
-    } else {
-        char host[256];
-        snprintf(host, sizeof(host), "%s", where);
-        char *colon = strrchr(host, ':');
-        const char *port = colon ? colon + 1 : "6380";
-        if (colon)
-            *colon = 0;
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-        int rc = getaddrinfo(host, port, &hints, &res);
-        if (rc) {
-            snprintf(why, cap, "cannot resolve %s: %s", where, gai_strerror(rc));
-            return -1;
-        }
-        for (struct addrinfo *a = res; a && c->fd < 0; a = a->ai_next) {
-            c->fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-            if (c->fd >= 0 && connect(c->fd, a->ai_addr, a->ai_addrlen)) {
-                close(c->fd);
-                c->fd = -1;
-            }
-        }
-        freeaddrinfo(res);
-        if (c->fd < 0) {
-            snprintf(why, cap, "cannot connect to %s: %s", where, strerror(errno));
-            return -1;
-        }
-        int one = 1;
-        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    }
-    return 0;
-}
-
-static void client_close(client *c)
-{
-    if (c->fd >= 0)
-        close(c->fd);
-    tq_free(c->in);
-    tqd_buf_free(&c->out);
-    for (size_t i = 0; i < c->parts_cap; i++)
-        tq_free(c->part[i]);
-    tq_free(c->part);
-    tq_free(c->part_len);
-}
-
-/* Queue one command (args of given lengths) for the next flush. */
-static bool client_queue(client *c, size_t argc, const char *const *argv, const size_t *lens)
-{
-    size_t need = 32;
-    for (size_t i = 0; i < argc; i++)
-        need += lens[i] + 32;
-    if (!tqd_buf_reserve(&c->out, need))
-        return false;
-    char *p = c->out.p + c->out.len;
-    p += sprintf(p, "*%zu\r\n", argc);
-    for (size_t i = 0; i < argc; i++) {
-        p += sprintf(p, "$%zu\r\n", lens[i]);
-        memcpy(p, argv[i], lens[i]);
-        p += lens[i];
-        *p++ = '\r';
-        *p++ = '\n';
-    }
-    c->out.len = (size_t)(p - c->out.p);
-    return true;
-}
-
-static int client_flush(client *c)
-{
-    size_t at = 0;
-    while (at < c->out.len) {
-        ssize_t n = send(c->fd, c->out.p + at, c->out.len - at, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        at += (size_t)n;
-    }
-    c->out.len = 0;
-    return 0;
-}
-
-/* Receive more input with room for at least `room` unread bytes (the
- * unread part moved to the front first); false when the connection ends. */
-static bool client_fill(client *c, size_t room)
-{
-    if (c->in_cap - c->in_pos < room) {
-        if (c->in_len > c->in_pos)
-            memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
-        c->in_len -= c->in_pos;
-        c->in_pos = 0;
-        if (c->in_cap < room + 65536) {
-            char *p = tq_realloc(c->in, room + 65536);
-            if (!p)
-                return false;
-            c->in = p;
-            c->in_cap = room + 65536;
-        }
-    }
-    for (;;) {
-        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        c->in_len += (size_t)n;
-        return true;
-    }
-}
-
-/* A line ending in \r\n from the input, reading as needed. */
-static char *read_line(client *c, size_t *len)
-{
-    for (;;) {
-        char *start = c->in + c->in_pos;
-        char *nl = c->in_len > c->in_pos ? memchr(start, '\n', c->in_len - c->in_pos) : NULL;
-        if (nl && nl > start && nl[-1] == '\r') {
-            *len = (size_t)(nl - 1 - start);
-            c->in_pos = (size_t)(nl + 1 - c->in);
-            return start;
-        }
-        if (!client_fill(c, c->in_len - c->in_pos + 65536))
-            return NULL;
-    }
-}
-
-/* n more bytes plus \r\n after the current position. */
-static char *read_bytes(client *c, size_t n)
-{
-    while (c->in_len - c->in_pos < n + 2)
-        if (!client_fill(c, n + 2))
-            return NULL;
-    char *p = c->in + c->in_pos;
-    c->in_pos += n + 2;
-    return p;
-}
-
-static bool add_part(client *c, const char *p, size_t n)
-{
-    if (c->nparts == c->parts_cap) {
-        size_t cap = c->parts_cap ? c->parts_cap * 2 : 16;
-        char **part = tq_realloc(c->part, cap * sizeof(char *));
-        if (part)
-            c->part = part;
-        size_t *len = tq_realloc(c->part_len, cap * sizeof(size_t));
-        if (len)
-            c->part_len = len;
-        if (!part || !len)
-            return false;
-        for (size_t i = c->parts_cap; i < cap; i++)
-            c->part[i] = NULL;
-        c->parts_cap = cap;
-    }
-    char *copy = tq_realloc(c->part[c->nparts], n + 1);
-    if (!copy)
-        return false;
-    memcpy(copy, p, n);
-    copy[n] = 0;
-    c->part[c->nparts] = copy;
-    c->part_len[c->nparts++] = n;
-    return true;
-}
-
-static int read_value(client *c, int depth)
-{
-    size_t len;
-    char *line = read_line(c, &len);
-    if (!line || len == 0 || depth > 8)
-        return -1;
-    char type = line[0];
-    line[len] = 0;
-    long long n = strtoll(line + 1, NULL, 10);
-    switch (type) {
-    case '-':
-        c->error = true;
-        /* fall through */
-    case '+':
-    case ':':
-    case ',':
-    case '#':
-        return add_part(c, line + 1, len - 1) ? 0 : -1;
-    case '_':
-        return add_part(c, "", 0) ? 0 : -1;
-    case '$':
-    case '=': {
-        if (n < 0)
-            return add_part(c, "", 0) ? 0 : -1;
-        char *p = read_bytes(c, (size_t)n);
-        return p && add_part(c, p, (size_t)n) ? 0 : -1;
-    }
-    case '*':
-    case '%':
-    case '~':
-        for (long long i = 0; i < (type == '%' ? 2 * n : n); i++)
-            if (read_value(c, depth + 1))
-                return -1;
-        return 0;
-    default:
-        return -1;
-    }
-}
-
-/* Read one reply into c->part; -1 if the connection failed. */
-static int client_reply(client *c)
-{
-    c->nparts = 0;
-    c->error = false;
-    return read_value(c, 0);
-}
-
-/* One command, one reply. */
-static int client_call(client *c, size_t argc, const char *const *argv, const size_t *lens)
-{
-    if (!client_queue(c, argc, argv, lens) || client_flush(c))
-        return -1;
-    return client_reply(c);
 }
 
 /* ---------------------------------------------------------------- load */
@@ -324,10 +73,10 @@ int cmd_load(int argc, char **argv)
     tq_error e;
     if (tq_vectors_read(base, nb, &x, &e))
         return tool_fail("load", "%s", e.msg);
-    client c;
+    resp_client c;
     char why[300];
     int rc = 0;
-    if (client_connect(server, &c, why, sizeof(why))) {
+    if (resp_connect(server, &c, why, sizeof(why))) {
         tq_matrix_free(&x);
         return tool_fail("load", "%s", why);
     }
@@ -338,7 +87,7 @@ int cmd_load(int argc, char **argv)
         size_t lens[8];
         for (int i = 0; i < 8; i++)
             lens[i] = strlen(args[i]);
-        if (client_call(&c, 8, args, lens) || c.error) {
+        if (resp_call(&c, 8, args, lens) || c.error) {
             rc = tool_fail("load", "TQ.CREATE %s: %s", key, c.nparts ? c.part[0] : "connection lost");
             goto out;
         }
@@ -353,15 +102,15 @@ int cmd_load(int argc, char **argv)
             snprintf(id, sizeof(id), "%zu", i);
             const char *args[] = {"VADD", key, "FP32", (const char *)(x.data + i * x.d), id, quant ? quant : "Q8"};
             size_t lens[] = {4, strlen(key), 4, x.d * sizeof(float), strlen(id), quant ? strlen(quant) : 2};
-            if (!client_queue(&c, quant ? 6 : 5, args, lens)) {
+            if (!resp_queue(&c, quant ? 6 : 5, args, lens)) {
                 rc = tool_fail("load", "out of memory");
                 break;
             }
         }
-        if (!rc && client_flush(&c))
+        if (!rc && resp_flush(&c))
             rc = tool_fail("load", "connection lost");
         for (size_t i = from; i < to && !rc; i++) {
-            if (client_reply(&c))
+            if (resp_reply(&c))
                 rc = tool_fail("load", "connection lost");
             else if (c.error)
                 rc = tool_fail("load", "VADD row %zu: %s", i, c.part[0]);
@@ -375,7 +124,7 @@ int cmd_load(int argc, char **argv)
                (double)x.n / s, pipeline);
     }
 out:
-    client_close(&c);
+    resp_close(&c);
     tq_matrix_free(&x);
     return rc;
 }
@@ -402,8 +151,8 @@ typedef struct bench_target {
 static void *bench_worker(void *arg)
 {
     bench_target *t = arg;
-    client c = {.fd = -1};
-    if (t->server && client_connect(t->server, &c, t->why, sizeof(t->why))) {
+    resp_client c = {.fd = -1};
+    if (t->server && resp_connect(t->server, &c, t->why, sizeof(t->why))) {
         atomic_store(&t->failed, 1);
         return NULL;
     }
@@ -420,9 +169,9 @@ static void *bench_worker(void *arg)
             const char *args[] = {"VSIM", t->key, "FP32", (const char *)(t->q->data + (i % t->q->n) * t->q->d),
                                   "COUNT", kbuf, "RERANK", rbuf};
             size_t lens[] = {4, strlen(t->key), 4, t->q->d * sizeof(float), 5, strlen(kbuf), 6, strlen(rbuf)};
-            client_queue(&c, t->has_rerank ? 8 : 6, args, lens);
+            resp_queue(&c, t->has_rerank ? 8 : 6, args, lens);
         }
-        if (t->server && client_flush(&c)) {
+        if (t->server && resp_flush(&c)) {
             snprintf(t->why, sizeof(t->why), "connection lost");
             atomic_store(&t->failed, 1);
             break;
@@ -432,7 +181,7 @@ static void *bench_worker(void *arg)
             for (size_t j = 0; j < t->k; j++)
                 out[j] = -1;
             if (t->server) {
-                if (client_reply(&c) || c.error) {
+                if (resp_reply(&c) || c.error) {
                     snprintf(t->why, sizeof(t->why), "VSIM: %s", c.nparts ? c.part[0] : "connection lost");
                     atomic_store(&t->failed, 1);
                     break;
@@ -462,7 +211,7 @@ static void *bench_worker(void *arg)
         }
     }
     if (t->server)
-        client_close(&c);
+        resp_close(&c);
     return NULL;
 }
 
