@@ -9,6 +9,8 @@
  *          narrowed to float32; a value that overflows float is an error)
  *   idx    MNIST-style IDX3 ubyte images (optionally gzip-compressed), each
  *          image flattened to one row of rows*cols floats
+ *   hdf5   ann-benchmarks files (train/test/neighbors/distances), through
+ *          libhdf5 when the build has it; "FILE.hdf5:NAME" names a dataset
  * Readers check everything a file could get wrong and name it in the error:
  * sizes that are not a whole number of records, records whose dimension
  * differs from the first, headers that lie, NaN/Inf values. A reader either
@@ -38,7 +40,19 @@ int tq_bvecs_read(const char *path, size_t max_rows, tq_matrix *out, tq_error *e
 int tq_ivecs_read(const char *path, size_t max_rows, tq_imatrix *out, tq_error *err);
 int tq_npy_read(const char *path, size_t max_rows, tq_matrix *out, tq_error *err);
 int tq_idx_read(const char *path, size_t max_rows, tq_matrix *out, tq_error *err);
-/* Chooses the reader by file name: .fvecs, .bvecs, .npy, .idx/.idx3-ubyte(.gz). */
+/* ann-benchmarks HDF5 (hdf5.c). Without libhdf5 in the build every call
+ * fails with TQ_EUNSUPPORTED and tq_hdf5_available() is false. */
+bool tq_hdf5_available(void);
+bool tq_hdf5_is_path(const char *path); /* ends in .hdf5 or .h5 */
+/* A 2-D float dataset (e.g. "train", "test"), first max_rows rows (0: all). */
+int tq_hdf5_read(const char *path, const char *dataset, size_t max_rows, tq_matrix *out, tq_error *err);
+/* A 2-D integer dataset (e.g. "neighbors") as int32. */
+int tq_hdf5_read_ids(const char *path, const char *dataset, size_t max_rows, tq_imatrix *out, tq_error *err);
+/* The file's "distance" attribute ("angular", "euclidean", ...). */
+int tq_hdf5_distance(const char *path, char *out, size_t cap, tq_error *err);
+
+/* Chooses the reader by file name: .fvecs, .bvecs, .npy, .idx/.idx3-ubyte(.gz),
+ * .hdf5/.h5 (dataset "train"), or "FILE.hdf5:NAME" (dataset NAME). */
 int tq_vectors_read(const char *path, size_t max_rows, tq_matrix *out, tq_error *err);
 
 int tq_fvecs_write(const char *path, const tq_matrix *m, tq_error *err);

@@ -254,6 +254,12 @@ void tool_json_num(tool_json *j, const char *key, double value)
         fputs("null", j->fp);
 }
 
+void tool_json_bool(tool_json *j, const char *key, bool value)
+{
+    json_key(j, key);
+    fputs(value ? "true" : "false", j->fp);
+}
+
 void tool_json_end(tool_json *j)
 {
     fputs("}\n", j->fp);

@@ -1,42 +1,47 @@
 /*
- * tqvec eval: recall and latency of the in-memory index over a grid of
- * configurations (bits x variant x correction x re-rank), against exact
- * ground truth from a file or computed here.
+ * tqvec eval: the evaluation harness. Recall and latency over a sweep of
+ * configurations (bits x variant x correction x center, then per index
+ * scorer x re-rank x k x threads x clients), against exact ground truth
+ * from a file or computed here, on one of three targets:
+ *   memory  an in-memory index built from the base (encode time measured)
+ *   dir     a stored collection (--dir; built from the base when absent)
+ *   server  a running tqvecd (--server HOST:PORT), end to end over RESP;
+ *           one vector set per index configuration, created with TQ.CREATE
+ *           and loaded with pipelined VADD when it does not exist yet.
  *
- * Method: for each (bits, variant, correction) one index is built from the
- * whole base, timing the encode (the add call, single-threaded); then for
- * each re-rank depth every query is run once, one at a time on one thread,
- * timing each search. QPS is queries / total search time; p50/p99 are over
- * the per-query times. Recall figures:
- *   recall_at_k    mean |top-k found ∩ true top-k| / k
- *   recall_at_1    fraction of queries whose first hit is the true nearest
- *   recall_1_at_k  fraction whose true nearest is among the k hits (the
- *                  TurboQuant paper's Recall@1@k)
+ * Method: each query is sent on its own (or --batch at a time: one batch
+ * call in memory, a pipeline of VSIMs on a server) by `clients` concurrent
+ * threads or connections pulling from a shared counter; `threads` splits
+ * each search inside the engine. QPS is queries / wall time of the whole
+ * set; latency is per query (a batch's time / its size in memory; the time
+ * to the query's reply on a server). metrics.c defines the recall figures;
+ * report.c writes JSON lines, the plots and the report pages, every record
+ * carrying dataset checksum, seed, revision, CPU, SIMD level and command.
  */
 #include "tq_tools.h"
+
+#include "resp_client.h"
+
+#include <pthread.h>
 
 #define MAX_LIST 16
 
 typedef struct eval_opts {
-    const char *base, *queries, *gt, *json, *name;
+    const char *base, *queries, *gt, *json, *name, *report;
     int metric;
-    unsigned bits[MAX_LIST], rerank[MAX_LIST];
-    int nbits, nrerank;
+    unsigned bits[MAX_LIST], rerank[MAX_LIST], ks[MAX_LIST], threads[MAX_LIST], clients[MAX_LIST];
+    int nbits, nrerank, nk, nthreads, nclients;
     int variant[MAX_LIST], correction[MAX_LIST], scorer[MAX_LIST];
     int nvariant, ncorrection, nscorer;
     int refine; /* index into refine_names, or -1 for the default */
     int center[MAX_LIST], ncenter;
-    size_t k, max_queries, max_base;
+    size_t max_queries, max_base, kmax;
     uint64_t seed;
-    unsigned threads; /* per search; ground truth uses every core */
-    size_t batch;     /* queries per tqvec_index_search_batch call */
-    const char *dir;  /* evaluate this stored collection (built from --base if absent) */
+    size_t batch;       /* queries per search call, or VSIMs per pipeline */
+    const char *dir;    /* evaluate this stored collection (built from --base if absent) */
+    const char *server; /* evaluate a running tqvecd */
+    const char *key;    /* its vector set (default: one per configuration) */
 } eval_opts;
-
-typedef struct eval_result {
-    double recall_at_1, recall_at_k, recall_1_at_k;
-    double qps, p50_us, p99_us, mean_us;
-} eval_result;
 
 static const char *const variant_names[] = {"mse", "prod"};
 static const char *const correction_names[] = {"ip", "none"};
@@ -53,18 +58,32 @@ static const int scorer_values[] = {TQVEC_SCORER_LUT, TQVEC_SCORER_FLOAT};
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: tqvec eval --base FILE --queries FILE [--gt FILE] --metric l2|ip|cosine\n"
+            "usage: tqvec eval --base FILE [--queries FILE] [--gt FILE] [--metric l2|ip|cosine]\n"
             "                  [--bits 1,2,3,4] [--variant mse,prod] [--correction ip,none]\n"
             "                  [--center none,mean] [--rerank 0,4,16] [--refine fp32|fp16|code8]\n"
-            "                  [--scorer lut,float] [-k 10] [--json FILE|-]\n"
-            "                  [--nq N] [--nb N] [--seed S] [--threads T] [--batch B] [--name NAME]\n"
-            "                  [--dir DIR]\n"
-            "Vector files: .fvecs, .bvecs, .npy or IDX; ground truth: .ivecs (0-based rows).\n"
-            "Without --gt, exact ground truth is computed on every core.\n"
-            "--threads splits each search; --batch sends B queries per call (latency per\n"
-            "query is then the call's time / B). --dir evaluates a stored collection whose\n"
-            "keys are row numbers of --base, building it from --base with the (single)\n"
-            "settings given when DIR holds none.\n");
+            "                  [--scorer lut,float] [-k 10[,100]] [--threads 1[,2]] [--clients 1[,2]]\n"
+            "                  [--json FILE|-] [--report DIR] [--nq N] [--nb N] [--seed S] [--batch B]\n"
+            "                  [--name NAME] [--dir DIR | --server HOST:PORT [--key NAME]]\n"
+            "Vector files: .fvecs, .bvecs, .npy, IDX, or an ann-benchmarks .hdf5 (its train set;\n"
+            "then test, neighbors and the metric come from the same file unless given).\n"
+            "Ground truth: .ivecs (0-based rows) or FILE.hdf5:neighbors; without --gt it is\n"
+            "computed exactly on every core. Lists sweep: every combination is measured.\n"
+            "--threads splits each search; --clients runs that many query streams at once\n"
+            "(connections with --server); --batch sends B queries per call (pipelined VSIMs\n"
+            "on a server). --dir evaluates a stored collection whose keys are row numbers of\n"
+            "--base, building it when DIR holds none. --server evaluates tqvecd end to end:\n"
+            "one vector set per index configuration (tqeval:<dataset>:<settings>, or --key),\n"
+            "created and loaded over RESP when absent. --report DIR writes an SVG plot of\n"
+            "recall against QPS per k, a Markdown and a self-contained HTML report, and the\n"
+            "JSON lines.\n");
+}
+
+/* An option taking a list of counts in lo..hi. */
+static int parse_counts(const char *opt, const char *arg, unsigned lo, unsigned hi, unsigned *out, int *n)
+{
+    if ((*n = tool_parse_uint_list(arg, lo, hi, out, MAX_LIST)) < 0)
+        return tool_fail("eval", "%s wants a list of values in %u..%u, got '%s'", opt, lo, hi, arg);
+    return 0;
 }
 
 static int parse_args(int argc, char **argv, eval_opts *o)
@@ -79,10 +98,15 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         {"threads", required_argument, 0, 't'},    {"name", required_argument, 0, 'n'},
         {"scorer", required_argument, 0, 'S'},     {"refine", required_argument, 0, 'F'},
         {"center", required_argument, 0, 'M'},     {"batch", required_argument, 0, 'T'},
-        {"dir", required_argument, 0, 'D'},
+        {"dir", required_argument, 0, 'D'},        {"server", required_argument, 0, 'X'},
+        {"key", required_argument, 0, 'K'},        {"clients", required_argument, 0, 'c'},
+        {"report", required_argument, 0, 'P'},     {"k", required_argument, 0, 'k'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0},
     };
-    *o = (eval_opts){.k = 10, .seed = TQVEC_DEFAULT_SEED, .threads = 1, .batch = 1};
+    *o = (eval_opts){.seed = TQVEC_DEFAULT_SEED, .batch = 1, .nk = 1, .nthreads = 1, .nclients = 1};
+    o->ks[0] = 10;
+    o->threads[0] = 1;
+    o->clients[0] = 1;
     o->bits[0] = 4;
     o->nbits = 1;
     o->nrerank = 1;
@@ -109,15 +133,28 @@ static int parse_args(int argc, char **argv, eval_opts *o)
                 return tool_fail("eval", "unknown metric '%s' (l2, ip, cosine)", optarg);
             break;
         case 'B':
-            if ((o->nbits = tool_parse_uint_list(optarg, TQVEC_MIN_BITS, TQVEC_MAX_BITS, o->bits, MAX_LIST)) < 0)
-                return tool_fail("eval", "--bits wants a list of values in %d..%d, got '%s'", TQVEC_MIN_BITS,
-                                 TQVEC_MAX_BITS, optarg);
+            if (parse_counts("--bits", optarg, TQVEC_MIN_BITS, TQVEC_MAX_BITS, o->bits, &o->nbits))
+                return 1;
             break;
         case 'R':
-            if ((o->nrerank = tool_parse_uint_list(optarg, 0, TQVEC_MAX_RERANK, o->rerank, MAX_LIST)) < 0)
-                return tool_fail("eval", "--rerank wants a list of values in 0..%d, got '%s'", TQVEC_MAX_RERANK,
-                                 optarg);
+            if (parse_counts("--rerank", optarg, 0, TQVEC_MAX_RERANK, o->rerank, &o->nrerank))
+                return 1;
             break;
+        case 'k':
+            if (parse_counts("-k", optarg, 1, 1000, o->ks, &o->nk))
+                return 1;
+            break;
+        case 't':
+            if (parse_counts("--threads", optarg, 1, TQVEC_MAX_THREADS, o->threads, &o->nthreads))
+                return 1;
+            break;
+        case 'c':
+            if (parse_counts("--clients", optarg, 1, 256, o->clients, &o->nclients))
+                return 1;
+            break;
+        case 'X': o->server = optarg; break;
+        case 'K': o->key = optarg; break;
+        case 'P': o->report = optarg; break;
         case 'V':
             if ((o->nvariant = tool_parse_name_list(optarg, variant_names, 2, o->variant, MAX_LIST)) < 0)
                 return tool_fail("eval", "--variant wants mse and/or prod, got '%s'", optarg);
@@ -138,10 +175,6 @@ static int parse_args(int argc, char **argv, eval_opts *o)
             if ((o->nscorer = tool_parse_name_list(optarg, scorer_names, 2, o->scorer, MAX_LIST)) < 0)
                 return tool_fail("eval", "--scorer wants lut and/or float, got '%s'", optarg);
             break;
-        case 'k':
-            if (tool_parse_size(optarg, &o->k) || o->k == 0 || o->k > 1000)
-                return tool_fail("eval", "-k wants 1..1000, got '%s'", optarg);
-            break;
         case 'Q':
             if (tool_parse_size(optarg, &o->max_queries))
                 return tool_fail("eval", "--nq wants a count, got '%s'", optarg);
@@ -155,13 +188,6 @@ static int parse_args(int argc, char **argv, eval_opts *o)
             if (tool_parse_size(optarg, &s))
                 return tool_fail("eval", "--seed wants an unsigned integer, got '%s'", optarg);
             o->seed = s ? s : TQVEC_DEFAULT_SEED;
-            break;
-        }
-        case 't': {
-            size_t t;
-            if (tool_parse_size(optarg, &t) || t < 1 || t > TQVEC_MAX_THREADS)
-                return tool_fail("eval", "--threads wants 1..%d, got '%s'", TQVEC_MAX_THREADS, optarg);
-            o->threads = (unsigned)t;
             break;
         }
         case 'D':
@@ -181,12 +207,31 @@ static int parse_args(int argc, char **argv, eval_opts *o)
     }
     if (optind < argc)
         return tool_fail("eval", "unexpected argument '%s'", argv[optind]);
-    if (!o->base || !o->queries || !o->metric) {
+    if (!o->base) {
         usage();
-        return tool_fail("eval", "--base, --queries and --metric are required");
+        return tool_fail("eval", "--base is required");
+    }
+    if (!tq_hdf5_is_path(o->base) && (!o->queries || !o->metric)) {
+        usage();
+        return tool_fail("eval", "--queries and --metric are required (they come from the file only for .hdf5)");
     }
     if (o->gt && o->max_base)
         return tool_fail("eval", "--nb cuts the base, so a ground-truth file no longer applies: drop --gt");
+    if (o->dir && o->server)
+        return tool_fail("eval", "--dir and --server are two different targets: give one");
+    if (o->key && !o->server)
+        return tool_fail("eval", "--key names a vector set on --server");
+    bool one_index = o->nbits == 1 && o->nvariant == 1 && o->ncorrection == 1 && o->ncenter == 1;
+    if ((o->dir || o->key) && !one_index)
+        return tool_fail("eval", "%s evaluates one index: give one value each for --bits, --variant, --correction "
+                                 "and --center", o->dir ? "--dir" : "--key");
+    if (o->server && (o->ncorrection > 1 || o->correction[0] != 0 || o->nscorer > 1 || o->scorer[0] != 0))
+        return tool_fail("eval", "tqvecd sets use correction ip and the lut scorer (TQ.CREATE has no other)");
+    if (o->server && o->nthreads > 1)
+        return tool_fail("eval", "--threads is the daemon's setting (tqvecd --threads); sweep --clients instead");
+    o->kmax = 0;
+    for (int i = 0; i < o->nk; i++)
+        o->kmax = o->ks[i] > o->kmax ? o->ks[i] : o->kmax;
     return 0;
 }
 
@@ -208,113 +253,280 @@ static void dataset_name(const eval_opts *o, char *out, size_t cap)
     snprintf(out, cap, "%.*s", (int)(slash - start), start);
 }
 
-/* What is evaluated: an in-memory index, or a stored collection whose keys
- * are the base's row numbers. */
+/* What is evaluated: an in-memory index, a stored collection whose keys
+ * are the base's row numbers, or a vector set on a tqvecd. */
 typedef struct eval_target {
     const tqvec_index *ix;
     tqvec_collection *coll;
+    const char *server;
+    char key[512];
 } eval_target;
 
-/* g queries into hits (k per query) and counts, ids being base rows. */
-static int target_search(const eval_target *t, const float *q, size_t g, const tqvec_search_params *sp,
-                         tqvec_hit *hits, size_t *counts, tqvec_error *err)
+/* A key written as a base row number (as tool_add_rows and tqvec load
+ * write them) back to the row; false when it is not one. */
+static bool key_row(const char *key, size_t len, int64_t *row)
 {
-    if (t->ix)
-        return g == 1 ? tqvec_index_search(t->ix, q, sp, hits, sp->k, &counts[0], err)
-                      : tqvec_index_search_batch(t->ix, q, g, sp, hits, counts, err);
-    tqvec_results *r;
-    int rc = tqvec_collection_search(t->coll, q, g, sp, &r, err);
-    if (rc)
-        return rc;
-    for (size_t b = 0; b < g && !rc; b++) {
-        counts[b] = tqvec_results_count(r, b);
-        for (size_t i = 0; i < counts[b]; i++) {
-            const tqvec_match *m = tqvec_results_get(r, b, i);
-            uint64_t id = 0;
-            for (size_t c = 0; c < m->key_len && !rc; c++) {
-                if (m->key[c] < '0' || m->key[c] > '9' || m->key_len > 18) {
-                    snprintf(err->message, sizeof(err->message),
-                             "key '%.*s' is not a row number: --dir needs a collection built with row keys",
+    if (len == 0 || len > 18)
+        return false;
+    int64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (key[i] < '0' || key[i] > '9')
+            return false;
+        v = v * 10 + (key[i] - '0');
+    }
+    *row = v;
+    return true;
+}
+
+/* One sweep point's queries, shared by its query streams. */
+typedef struct query_run {
+    const eval_target *target;
+    const tq_matrix *queries;
+    tqvec_search_params sp;
+    size_t batch;
+    int64_t *found;  /* nq * k base rows, nearest first */
+    size_t *nfound;  /* nq */
+    double *lat_us;  /* nq */
+    _Atomic size_t next, done;
+    _Atomic int failed;
+    char why[320];
+} query_run;
+
+static void run_fail(query_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void run_fail(query_run *r, const char *fmt, ...)
+{
+    if (atomic_exchange(&r->failed, 1))
+        return; /* the first failure is the one reported */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->why, sizeof(r->why), fmt, ap);
+    va_end(ap);
+}
+
+/* Queries from..from+g through the library; false on failure. */
+static bool search_local(query_run *r, size_t from, size_t g, tqvec_hit *hits, size_t *counts)
+{
+    const eval_target *t = r->target;
+    const size_t k = r->sp.k;
+    const float *q = r->queries->data + from * r->queries->d;
+    tqvec_error err;
+    const double t0 = tool_now();
+    int rc;
+    if (t->ix) {
+        rc = g == 1 ? tqvec_index_search(t->ix, q, &r->sp, hits, k, &counts[0], &err)
+                    : tqvec_index_search_batch(t->ix, q, g, &r->sp, hits, counts, &err);
+        for (size_t b = 0; b < g && !rc; b++)
+            for (size_t i = 0; i < counts[b]; i++)
+                r->found[(from + b) * k + i] = (int64_t)hits[b * k + i].id;
+    } else {
+        tqvec_results *res;
+        rc = tqvec_collection_search(t->coll, q, g, &r->sp, &res, &err);
+        for (size_t b = 0; b < g && !rc; b++) {
+            counts[b] = tqvec_results_count(res, b);
+            for (size_t i = 0; i < counts[b]; i++) {
+                const tqvec_match *m = tqvec_results_get(res, b, i);
+                if (!key_row(m->key, m->key_len, &r->found[(from + b) * k + i])) {
+                    run_fail(r, "key '%.*s' is not a row number: --dir needs a collection built with row keys",
                              (int)(m->key_len < 40 ? m->key_len : 40), m->key);
-                    rc = err->code = TQVEC_EARG;
+                    tqvec_results_free(res);
+                    return false;
                 }
-                id = id * 10 + (uint64_t)(m->key[c] - '0');
             }
-            hits[b * sp->k + i] = (tqvec_hit){.id = id, .score = m->score};
+        }
+        if (!rc)
+            tqvec_results_free(res);
+    }
+    if (rc) {
+        run_fail(r, "search failed on queries %zu..%zu: %s", from, from + g - 1, err.message);
+        return false;
+    }
+    const double us = (tool_now() - t0) * 1e6 / (double)g;
+    for (size_t b = 0; b < g; b++) {
+        r->nfound[from + b] = counts[b];
+        r->lat_us[from + b] = us;
+    }
+    return true;
+}
+
+/* Queries from..from+g as pipelined VSIMs on conn; false on failure. */
+static bool search_server(query_run *r, resp_client *conn, size_t from, size_t g)
+{
+    const size_t k = r->sp.k, d = r->queries->d;
+    char kbuf[16], rbuf[16];
+    snprintf(kbuf, sizeof(kbuf), "%u", r->sp.k);
+    snprintf(rbuf, sizeof(rbuf), "%u", r->sp.rerank);
+    const double t0 = tool_now();
+    for (size_t i = from; i < from + g; i++) {
+        const char *args[] = {"VSIM", r->target->key, "FP32", (const char *)(r->queries->data + i * d),
+                              "COUNT", kbuf, "RERANK", rbuf};
+        const size_t lens[] = {4, strlen(r->target->key), 4, d * sizeof(float), 5, strlen(kbuf), 6, strlen(rbuf)};
+        if (!resp_queue(conn, 8, args, lens)) {
+            run_fail(r, "out of memory");
+            return false;
         }
     }
-    tqvec_results_free(r);
+    if (resp_flush(conn)) {
+        run_fail(r, "connection to %s lost", r->target->server);
+        return false;
+    }
+    for (size_t i = from; i < from + g; i++) {
+        if (resp_reply(conn) || conn->error) {
+            run_fail(r, "VSIM: %s", conn->nparts ? conn->part[0] : "connection lost");
+            return false;
+        }
+        r->lat_us[i] = (tool_now() - t0) * 1e6;
+        size_t n = conn->nparts < k ? conn->nparts : k;
+        for (size_t j = 0; j < n; j++)
+            if (!key_row(conn->part[j], conn->part_len[j], &r->found[i * k + j])) {
+                run_fail(r, "element '%.40s' is not a row number: the set was not loaded from this base",
+                         conn->part[j]);
+                return false;
+            }
+        r->nfound[i] = n;
+    }
+    return true;
+}
+
+/* A query stream's thread argument; the first stream draws the progress
+ * line (a poller thread would blur the wall time QPS is taken from). */
+typedef struct stream_arg {
+    query_run *run;
+    tool_progress *prog; /* or NULL */
+} stream_arg;
+
+/* One query stream (a thread; a connection on a server): takes batches of
+ * queries from the shared counter until none are left. */
+static void *query_stream(void *arg)
+{
+    query_run *r = ((stream_arg *)arg)->run;
+    tool_progress *prog = ((stream_arg *)arg)->prog;
+    resp_client conn = {.fd = -1};
+    tqvec_hit *hits = tq_malloc(r->batch * r->sp.k * sizeof(tqvec_hit));
+    size_t *counts = tq_malloc(r->batch * sizeof(size_t));
+    if (!hits || !counts)
+        run_fail(r, "out of memory");
+    else if (r->target->server && resp_connect(r->target->server, &conn, r->why, sizeof(r->why)))
+        atomic_store(&r->failed, 1);
+    const size_t nq = r->queries->n;
+    while (!atomic_load(&r->failed)) {
+        size_t from = atomic_fetch_add(&r->next, r->batch);
+        if (from >= nq)
+            break;
+        size_t g = nq - from < r->batch ? nq - from : r->batch;
+        if (!(r->target->server ? search_server(r, &conn, from, g) : search_local(r, from, g, hits, counts)))
+            break;
+        size_t done = atomic_fetch_add(&r->done, g) + g;
+        if (prog)
+            tool_progress_update(prog, done);
+    }
+    if (r->target->server)
+        resp_close(&conn);
+    tq_free(hits);
+    tq_free(counts);
+    return NULL;
+}
+
+/* Runs every query with `clients` streams and fills the record's recall,
+ * QPS and latency figures. */
+static int run_queries(const eval_target *target, const tq_matrix *queries, const tq_imatrix *gt, unsigned clients,
+                       const tqvec_search_params *sp, size_t batch, const char *label, tool_eval_record *rec)
+{
+    const size_t nq = queries->n, k = sp->k;
+    query_run r = {.target = target, .queries = queries, .sp = *sp, .batch = batch};
+    r.found = tq_malloc(nq * k * sizeof(int64_t));
+    r.nfound = tq_calloc(nq, sizeof(size_t));
+    r.lat_us = tq_malloc(nq * sizeof(double));
+    pthread_t *th = tq_calloc(clients, sizeof(pthread_t));
+    stream_arg *args = tq_calloc(clients, sizeof(stream_arg));
+    int rc = 0;
+    if (!r.found || !r.nfound || !r.lat_us || !th || !args) {
+        rc = tool_fail("eval", "out of memory");
+        goto out;
+    }
+    tool_progress prog;
+    tool_progress_begin(&prog, label, "queries", nq);
+    const double t0 = tool_now();
+    unsigned started = 0;
+    for (; started < clients; started++) {
+        args[started] = (stream_arg){.run = &r, .prog = started == 0 ? &prog : NULL};
+        if (pthread_create(&th[started], NULL, query_stream, &args[started])) {
+            run_fail(&r, "cannot start a query thread");
+            break;
+        }
+    }
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    const double wall = tool_now() - t0;
+    tool_progress_end(&prog);
+    if (atomic_load(&r.failed)) {
+        rc = tool_fail("eval", "%s", r.why);
+        goto out;
+    }
+    tool_recall acc;
+    tool_recall_init(&acc, k);
+    for (size_t i = 0; i < nq; i++)
+        tool_recall_add(&acc, r.found + i * k, r.nfound[i], gt->data + i * gt->d);
+    rec->recall_at_k = tool_recall_at_k(&acc);
+    rec->recall_at_1 = tool_recall_at_1(&acc);
+    rec->recall_1_at_k = tool_recall_1_at_k(&acc);
+    rec->qps = wall > 0 ? (double)nq / wall : 0.0;
+    tool_latency_summarize(r.lat_us, nq, &rec->lat_us);
+out:
+    tq_free(r.found);
+    tq_free(r.nfound);
+    tq_free(r.lat_us);
+    tq_free(th);
+    tq_free(args);
     return rc;
 }
 
-static int run_queries(const eval_target *target, const tq_matrix *queries, const int32_t *gt, size_t gt_k,
-                       size_t k, unsigned rerank, int scorer, const eval_opts *o, const char *label,
-                       eval_result *res)
+/* The file part of "FILE.hdf5:NAME" (or the path itself) into out. */
+static const char *file_part(const char *spec, char *out, size_t cap)
 {
-    const size_t nq = queries->n, batch = o->batch;
-    size_t hits_found = 0, top1 = 0, one_in_k = 0;
-    double *lat = tq_malloc(nq * sizeof(double));
-    tqvec_hit *hits = tq_malloc(batch * k * sizeof(tqvec_hit));
-    size_t *counts = tq_malloc(batch * sizeof(size_t));
-    if (!lat || !hits || !counts) {
-        tq_free(lat);
-        tq_free(hits);
-        tq_free(counts);
-        return tool_fail("eval", "out of memory");
+    const char *colon = strrchr(spec, ':');
+    snprintf(out, cap, "%.*s", colon ? (int)(colon - spec) : (int)strlen(spec), spec);
+    if (colon && tq_hdf5_is_path(out))
+        return out;
+    snprintf(out, cap, "%s", spec);
+    return out;
+}
+
+/* Ground truth from .ivecs, FILE.hdf5 (its "neighbors") or FILE.hdf5:NAME. */
+static int read_truth(const char *spec, size_t max_rows, tq_imatrix *out, tq_error *err)
+{
+    char file[4096];
+    file_part(spec, file, sizeof(file));
+    if (tq_hdf5_is_path(file))
+        return tq_hdf5_read_ids(file, strcmp(file, spec) ? spec + strlen(file) + 1 : "neighbors", max_rows, out,
+                                err);
+    return tq_ivecs_read(spec, max_rows, out, err);
+}
+
+/* An ann-benchmarks file names its queries, truth and metric itself. */
+static int resolve_hdf5(eval_opts *o, char *queries, size_t cap)
+{
+    if (!tq_hdf5_is_path(o->base))
+        return 0;
+    if (!o->queries) {
+        snprintf(queries, cap, "%s:test", o->base);
+        o->queries = queries;
     }
-    tqvec_search_params sp = {.k = (uint32_t)k, .rerank = rerank, .scorer = (uint32_t)scorer,
-                              .threads = o->threads};
-    tool_progress prog;
-    tool_progress_begin(&prog, label, "queries", nq);
-    double total = 0.0;
-    int failed = 0;
-    for (size_t i = 0; i < nq; i += batch) {
-        const size_t g = nq - i < batch ? nq - i : batch;
-        const float *q = queries->data + i * queries->d;
-        tqvec_error err;
-        double t0 = tool_now();
-        int rc = target_search(target, q, g, &sp, hits, counts, &err);
-        double t = tool_now() - t0;
-        if (rc) {
-            failed = tool_fail("eval", "search failed on queries %zu..%zu: %s", i, i + g - 1, err.message);
-            break;
-        }
-        total += t;
-        for (size_t b = 0; b < g; b++) {
-            const size_t qi = i + b, count = counts[b];
-            const tqvec_hit *h = hits + b * k;
-            const int32_t *truth = gt + qi * gt_k;
-            lat[qi] = t / (double)g;
-            for (size_t a = 0; a < count; a++)
-                for (size_t c = 0; c < k; c++)
-                    if ((int64_t)h[a].id == truth[c]) {
-                        hits_found++;
-                        break;
-                    }
-            if (count > 0 && (int64_t)h[0].id == truth[0])
-                top1++;
-            for (size_t a = 0; a < count; a++)
-                if ((int64_t)h[a].id == truth[0]) {
-                    one_in_k++;
-                    break;
-                }
-        }
-        tool_progress_update(&prog, i + g);
+    if (!o->gt && !o->max_base)
+        o->gt = o->base; /* its "neighbors" */
+    if (!o->metric) {
+        char distance[64];
+        tq_error err;
+        if (tq_hdf5_distance(o->base, distance, sizeof(distance), &err))
+            return tool_fail("eval", "%s (give --metric)", err.msg);
+        o->metric = !strcmp(distance, "angular")     ? TQVEC_METRIC_COSINE
+                    : !strcmp(distance, "euclidean") ? TQVEC_METRIC_L2
+                    : !strcmp(distance, "dot")       ? TQVEC_METRIC_IP
+                                                     : 0;
+        if (!o->metric)
+            return tool_fail("eval", "%s: distance '%s' is not one tqvec serves (angular, euclidean, dot)", o->base,
+                             distance);
     }
-    tool_progress_end(&prog);
-    if (!failed) {
-        res->recall_at_k = (double)hits_found / ((double)nq * (double)k);
-        res->recall_at_1 = (double)top1 / (double)nq;
-        res->recall_1_at_k = (double)one_in_k / (double)nq;
-        res->qps = total > 0 ? (double)nq / total : 0.0;
-        res->mean_us = total / (double)nq * 1e6;
-        res->p50_us = tool_quantile(lat, nq, 0.50) * 1e6;
-        res->p99_us = tool_quantile(lat, nq, 0.99) * 1e6;
-    }
-    tq_free(lat);
-    tq_free(hits);
-    tq_free(counts);
-    return failed;
+    return 0;
 }
 
 static int load_inputs(const eval_opts *o, tq_matrix *base, tq_matrix *queries, tq_imatrix *gt)
@@ -329,12 +541,12 @@ static int load_inputs(const eval_opts *o, tq_matrix *base, tq_matrix *queries, 
     if (base->n == 0 || queries->n == 0)
         return tool_fail("eval", "base and queries must not be empty");
     if (o->gt) {
-        if (tq_ivecs_read(o->gt, o->max_queries, gt, &err))
+        if (read_truth(o->gt, o->max_queries, gt, &err))
             return tool_fail("eval", "%s", err.msg);
         if (gt->n < queries->n)
             return tool_fail("eval", "%s has %zu rows for %zu queries", o->gt, gt->n, queries->n);
-        if (gt->d < o->k)
-            return tool_fail("eval", "%s holds %zu neighbours per query, fewer than k=%zu", o->gt, gt->d, o->k);
+        if (gt->d < o->kmax)
+            return tool_fail("eval", "%s holds %zu neighbours per query, fewer than k=%zu", o->gt, gt->d, o->kmax);
         for (size_t i = 0; i < queries->n * gt->d; i++)
             if (gt->data[i] < -1 || gt->data[i] >= (int64_t)base->n)
                 return tool_fail("eval", "%s: row %zu names base row %d, outside 0..%zu", o->gt, i / gt->d,
@@ -342,14 +554,14 @@ static int load_inputs(const eval_opts *o, tq_matrix *base, tq_matrix *queries, 
         return 0;
     }
     gt->n = queries->n;
-    gt->d = o->k;
+    gt->d = o->kmax;
     gt->data = tq_malloc(gt->n * gt->d * sizeof(int32_t));
     if (!gt->data)
         return tool_fail("eval", "out of memory for ground truth");
     tool_progress prog;
     tool_progress_begin(&prog, "ground truth", "queries", queries->n);
     double t0 = tool_now();
-    int rc = tq_groundtruth(base, queries, (tq_metric)o->metric, o->k, 0, gt->data, NULL,
+    int rc = tq_groundtruth(base, queries, (tq_metric)o->metric, o->kmax, 0, gt->data, NULL,
                             tool_progress_callback, &prog, &err);
     tool_progress_end(&prog);
     if (rc)
@@ -387,6 +599,200 @@ static int open_or_build(const eval_opts *o, const tqvec_collection_options *cre
     return rc;
 }
 
+/* A number from a flat RESP reply of name/value pairs (VINFO, INFO lines). */
+static bool reply_field(const resp_client *c, const char *name, long long *out)
+{
+    for (size_t i = 0; i + 1 < c->nparts; i++)
+        if (!strcmp(c->part[i], name)) {
+            *out = strtoll(c->part[i + 1], NULL, 10);
+            return true;
+        }
+    if (c->nparts == 1) { /* INFO: one bulk string of "name:value" lines */
+        const char *at = strstr(c->part[0], name);
+        size_t n = strlen(name);
+        if (at && at[n] == ':') {
+            *out = strtoll(at + n + 1, NULL, 10);
+            return true;
+        }
+    }
+    return false;
+}
+
+static int call(resp_client *c, size_t argc, const char *const *argv)
+{
+    size_t lens[16];
+    for (size_t i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    return resp_call(c, argc, argv, lens) || c->error ? -1 : 0;
+}
+
+/* The configuration's vector set on the server: reused when it holds the
+ * base, else created with TQ.CREATE and loaded with pipelined VADD (timed
+ * as the build). bytes_per_vector from VINFO. */
+static int server_set(const eval_opts *o, const tqvec_collection_options *co, const char *refine,
+                      const tq_matrix *base, eval_target *t, double *build_s, uint64_t *bytes_per_vector)
+{
+    resp_client c;
+    char why[320];
+    if (resp_connect(o->server, &c, why, sizeof(why)))
+        return tool_fail("eval", "%s", why);
+    int rc = 0;
+    long long have = 0;
+    *build_s = 0;
+    if (call(&c, 2, (const char *[]){"VCARD", t->key})) {
+        rc = tool_fail("eval", "VCARD %s: %s", t->key, c.nparts ? c.part[0] : "connection lost");
+        goto out;
+    }
+    have = strtoll(c.part[0], NULL, 10);
+    if (have != 0 && have != (long long)base->n) {
+        rc = tool_fail("eval", "%s on %s holds %lld elements, the base has %zu: DEL it or give another --key", t->key,
+                       o->server, have, base->n);
+        goto out;
+    }
+    if (have == 0) {
+        char dim[16], bits[8], seed[24];
+        snprintf(dim, sizeof(dim), "%u", co->dim);
+        snprintf(bits, sizeof(bits), "%d", co->bits);
+        snprintf(seed, sizeof(seed), "%llu", (unsigned long long)co->seed);
+        const char *args[] = {"TQ.CREATE", t->key, "DIM", dim, "METRIC", tool_metric_name(co->metric), "BITS", bits,
+                              "VARIANT", co->variant == TQVEC_VARIANT_PROD ? "prod" : "mse", "REFINE", refine,
+                              "SEED", seed, "CENTER", co->center == TQVEC_CENTER_NONE ? "none" : "first-batch"};
+        if (call(&c, 16, args)) {
+            rc = tool_fail("eval", "TQ.CREATE %s: %s", t->key, c.nparts ? c.part[0] : "connection lost");
+            goto out;
+        }
+        tool_progress prog;
+        tool_progress_begin(&prog, "load", "vectors", base->n);
+        const double t0 = tool_now();
+        rc = resp_add_rows(&c, t->key, base, 256, &prog, why, sizeof(why), NULL);
+        *build_s = tool_now() - t0;
+        tool_progress_end(&prog);
+        if (rc) {
+            rc = tool_fail("eval", "loading %s: %s", t->key, why);
+            goto out;
+        }
+    }
+    long long bpv = 0;
+    if (call(&c, 2, (const char *[]){"VINFO", t->key}) || !reply_field(&c, "bytes-per-vector", &bpv))
+        rc = tool_fail("eval", "VINFO %s: %s", t->key, c.nparts ? c.part[0] : "connection lost");
+    *bytes_per_vector = (uint64_t)bpv;
+out:
+    resp_close(&c);
+    return rc;
+}
+
+/* The daemon's resident memory (INFO memory), 0 if it does not say. */
+static uint64_t server_rss(const char *server)
+{
+    resp_client c;
+    char why[320];
+    long long rss = 0;
+    if (resp_connect(server, &c, why, sizeof(why)))
+        return 0;
+    if (call(&c, 2, (const char *[]){"INFO", "memory"}) || !reply_field(&c, "used_memory_rss", &rss))
+        rss = 0;
+    resp_close(&c);
+    return (uint64_t)rss;
+}
+
+/* The index or set one sweep configuration is measured on. */
+typedef struct eval_index {
+    eval_target target;
+    tqvec_index *ix;
+    tqvec_collection *coll;
+    double build_s;
+    uint64_t bytes_per_vector, refine_bytes;
+} eval_index;
+
+static int build_index(const eval_opts *o, const tqvec_index_options *opts, const char *refine_name,
+                       const char *dataset, const tq_matrix *base, eval_index *out)
+{
+    memset(out, 0, sizeof(*out));
+    tqvec_error err;
+    tqvec_collection_options co = {.dim = opts->dim, .metric = opts->metric, .bits = opts->bits,
+                                   .variant = opts->variant, .correction = opts->correction, .seed = opts->seed,
+                                   .refine = opts->refine, .center = opts->center, .create = 1};
+    if (o->server) {
+        out->target.server = o->server;
+        if (o->key)
+            snprintf(out->target.key, sizeof(out->target.key), "%s", o->key);
+        else
+            snprintf(out->target.key, sizeof(out->target.key), "tqeval:%s:%zu:%s:b%d:%s:%s:%s:s%llu", dataset,
+                     base->n, tool_metric_name(opts->metric), opts->bits,
+                     opts->variant == TQVEC_VARIANT_PROD ? "prod" : "mse",
+                     opts->center == TQVEC_CENTER_NONE ? "none" : "mean", refine_name,
+                     (unsigned long long)opts->seed);
+        return server_set(o, &co, refine_name, base, &out->target, &out->build_s, &out->bytes_per_vector);
+    }
+    if (o->dir) {
+        if (open_or_build(o, &co, base, &out->coll, &out->build_s))
+            return 1;
+        tqvec_collection_info info;
+        tqvec_collection_get_info(out->coll, &info);
+        if (info.dim != base->d || info.metric != o->metric)
+            return tool_fail("eval", "%s holds dimension %u, metric %s; the base has %zu, %s asked", o->dir,
+                             info.dim, tool_metric_name(info.metric), base->d, tool_metric_name(o->metric));
+        out->bytes_per_vector = info.bytes_per_vector;
+        out->refine_bytes = info.refine_bytes_per_vector;
+        out->target.coll = out->coll;
+        return 0;
+    }
+    if (tqvec_index_create(opts, &out->ix, &err))
+        return tool_fail("eval", "%s", err.message);
+    const double t0 = tool_now();
+    if (tqvec_index_add(out->ix, base->data, base->n, NULL, &err))
+        return tool_fail("eval", "adding the base: %s", err.message);
+    out->build_s = tool_now() - t0;
+    tqvec_index_info info;
+    tqvec_index_get_info(out->ix, &info);
+    out->bytes_per_vector = info.bytes_per_vector;
+    out->refine_bytes = info.refine_bytes_per_vector;
+    out->target.ix = out->ix;
+    return 0;
+}
+
+static void free_index(eval_index *x)
+{
+    tqvec_index_free(x->ix);
+    tqvec_collection_close(x->coll, NULL);
+    memset(x, 0, sizeof(*x));
+}
+
+/* Appends a record, growing the array; NULL when out of memory. */
+static tool_eval_record *new_record(tool_eval_run *run, size_t *cap)
+{
+    if (run->nrec == *cap) {
+        size_t n = *cap ? *cap * 2 : 32;
+        tool_eval_record *p = tq_realloc(run->rec, n * sizeof(*p));
+        if (!p)
+            return NULL;
+        run->rec = p;
+        *cap = n;
+    }
+    tool_eval_record *r = &run->rec[run->nrec++];
+    memset(r, 0, sizeof(*r));
+    return r;
+}
+
+static void print_header(FILE *table)
+{
+    fprintf(table, "%4s %-4s %-4s %-4s %-5s %6s %4s %3s %3s | %6s %6s %6s | %8s %8s %8s %8s | %7s %5s %6s %s\n",
+            "bits", "var", "corr", "cent", "score", "rerank", "k", "thr", "cli", "R@1", "R@k", "R1@k", "QPS",
+            "p50 us", "p95 us", "p99 us", "build s", "B/vec", "RSS MB", "");
+}
+
+static void print_record(FILE *table, const tool_eval_record *r, bool mark_pareto)
+{
+    fprintf(table,
+            "%4u %-4s %-4s %-4s %-5s %6u %4zu %3u %3u | %6.4f %6.4f %6.4f | %8.0f %8.1f %8.1f %8.1f | %7.3f %5llu "
+            "%6.1f %s\n",
+            r->bits, r->variant, r->correction, r->center, r->scorer, r->rerank, r->k, r->threads, r->clients,
+            r->recall_at_1, r->recall_at_k, r->recall_1_at_k, r->qps, r->lat_us.p50, r->lat_us.p95, r->lat_us.p99,
+            r->build_s, (unsigned long long)r->bytes_per_vector, (double)r->peak_rss / 1048576.0,
+            mark_pareto && r->pareto ? "*" : "");
+    fflush(table);
+}
+
 int cmd_eval(int argc, char **argv)
 {
     eval_opts o;
@@ -396,28 +802,57 @@ int cmd_eval(int argc, char **argv)
     tqvec_error terr;
     if (tqvec_simd_check_env(&terr))
         return tool_fail("eval", "%s", terr.message);
+    char hdf5_queries[4200];
+    if ((rc = resolve_hdf5(&o, hdf5_queries, sizeof(hdf5_queries))))
+        return rc;
 
     tq_matrix base = {0}, queries = {0};
     tq_imatrix gt = {0};
     FILE *json = NULL;
-    tqvec_index *ix = NULL;
-    tqvec_collection *coll = NULL;
-    if (o.dir && (o.nbits > 1 || o.nvariant > 1 || o.ncorrection > 1 || o.ncenter > 1)) {
-        rc = tool_fail("eval", "--dir evaluates one collection: give one value each for --bits, --variant, "
-                               "--correction and --center");
-        goto done;
-    }
+    eval_index index = {0};
+    tool_eval_run run = {.seed = o.seed, .batch = o.batch};
+    size_t cap = 0;
     if ((rc = load_inputs(&o, &base, &queries, &gt)))
         goto done;
     if (o.json && !(json = tool_open_output(o.json))) {
         rc = tool_fail("eval", "cannot write %s: %s", o.json, strerror(errno));
         goto done;
     }
+    /* The records' shared fields, checksum over the distinct input files. */
+    tool_provenance_init(&run.prov, argc, argv);
+    {
+        char files[3][4096];
+        const char *paths[3];
+        size_t nfiles = 0;
+        const char *specs[3] = {o.base, o.queries, o.gt};
+        for (int i = 0; i < 3; i++) {
+            if (!specs[i])
+                continue;
+            file_part(specs[i], files[nfiles], sizeof(files[nfiles]));
+            bool seen = false;
+            for (size_t j = 0; j < nfiles && !seen; j++)
+                seen = !strcmp(files[j], files[nfiles]);
+            if (!seen) {
+                paths[nfiles] = files[nfiles];
+                nfiles++;
+            }
+        }
+        tq_error err;
+        if (tool_files_checksum(paths, nfiles, run.checksum, &err)) {
+            rc = tool_fail("eval", "%s", err.msg);
+            goto done;
+        }
+    }
+    dataset_name(&o, run.dataset, sizeof(run.dataset));
+    run.metric = tool_metric_name(o.metric);
+    run.target = o.server ? "server" : o.dir ? "dir" : "memory";
+    run.target_where = o.server ? o.server : o.dir;
+    run.n = base.n;
+    run.nq = queries.n;
+    run.d = base.d;
     /* With JSON on stdout the table moves to stderr, so stdout stays
      * machine-readable. */
     FILE *table = json == stdout ? stderr : stdout;
-    char name[256];
-    dataset_name(&o, name, sizeof(name));
     /* Re-ranking needs refine data: floats unless --refine says otherwise. */
     bool reranks = false;
     for (int r = 0; r < o.nrerank; r++)
@@ -425,128 +860,81 @@ int cmd_eval(int argc, char **argv)
     int refine = o.refine >= 0 ? refine_values[o.refine] : reranks ? TQVEC_REFINE_FP32 : TQVEC_REFINE_NONE;
     const char *refine_name = refine_names[refine - 1];
 
-    fprintf(table,
-            "dataset %s: %zu base x %zu queries, d=%zu, metric %s, k=%zu, refine %s, simd %s, threads %u, batch %zu\n",
-            name, base.n, queries.n, base.d, tool_metric_name(o.metric), o.k, refine_name, tqvec_simd_level(),
-            o.threads, o.batch);
-    fprintf(table, "%4s %-5s %-5s %-5s %-5s %6s | %7s %7s %7s | %9s %9s %9s | %8s %10s | %7s\n", "bits", "var",
-            "corr", "cent", "score", "rerank", "R@1", "R@k", "R1@k", "QPS", "p50 us", "p99 us", "enc s", "enc vec/s",
-            "B/vec");
+    fprintf(table, "dataset %s: %zu base x %zu queries, d=%zu, metric %s, refine %s, target %s%s%s, simd %s, batch %zu\n",
+            run.dataset, base.n, queries.n, base.d, run.metric, refine_name, run.target, run.target_where ? " " : "",
+            run.target_where ? run.target_where : "", tqvec_simd_level(), o.batch);
+    print_header(table);
+    run.peak_rss_per_config = true;
     for (int bi = 0; bi < o.nbits; bi++)
         for (int vi = 0; vi < o.nvariant; vi++)
             for (int ci = 0; ci < o.ncorrection; ci++)
-            for (int mi = 0; mi < o.ncenter; mi++) {
-                const char *center = center_names[o.center[mi]];
-                tqvec_index_options opts = {
-                    .center = center_values[o.center[mi]],
-                    .dim = (uint32_t)base.d,
-                    .metric = o.metric,
-                    .bits = (int)o.bits[bi],
-                    .variant = variant_values[o.variant[vi]],
-                    .correction = correction_values[o.correction[ci]],
-                    .seed = o.seed,
-                    .refine = refine,
-                };
-                eval_target target = {0};
-                double encode_s;
-                uint64_t bytes_per_vector, refine_bytes;
-                if (o.dir) {
-                    tqvec_collection_options co = {
-                        .dim = opts.dim, .metric = opts.metric, .bits = opts.bits, .variant = opts.variant,
-                        .correction = opts.correction, .seed = opts.seed, .refine = opts.refine,
-                        .center = opts.center, .create = 1};
-                    if ((rc = open_or_build(&o, &co, &base, &coll, &encode_s)))
+                for (int mi = 0; mi < o.ncenter; mi++) {
+                    tqvec_index_options opts = {
+                        .center = center_values[o.center[mi]],
+                        .dim = (uint32_t)base.d,
+                        .metric = o.metric,
+                        .bits = (int)o.bits[bi],
+                        .variant = variant_values[o.variant[vi]],
+                        .correction = correction_values[o.correction[ci]],
+                        .seed = o.seed,
+                        .refine = refine,
+                    };
+                    run.peak_rss_per_config &= tool_peak_rss_reset();
+                    if ((rc = build_index(&o, &opts, refine_name, run.dataset, &base, &index)))
                         goto done;
-                    tqvec_collection_info cinfo;
-                    tqvec_collection_get_info(coll, &cinfo);
-                    if (cinfo.dim != base.d || cinfo.metric != o.metric) {
-                        rc = tool_fail("eval", "%s holds dimension %u, metric %s; the base has %zu, %s asked", o.dir,
-                                       cinfo.dim, tool_metric_name(cinfo.metric), base.d, tool_metric_name(o.metric));
-                        goto done;
-                    }
-                    bytes_per_vector = cinfo.bytes_per_vector;
-                    refine_bytes = cinfo.refine_bytes_per_vector;
-                    target.coll = coll;
-                } else {
-                    if (tqvec_index_create(&opts, &ix, &terr)) {
-                        rc = tool_fail("eval", "%s", terr.message);
-                        goto done;
-                    }
-                    double t0 = tool_now();
-                    if (tqvec_index_add(ix, base.data, base.n, NULL, &terr)) {
-                        rc = tool_fail("eval", "adding the base: %s", terr.message);
-                        goto done;
-                    }
-                    encode_s = tool_now() - t0;
-                    tqvec_index_info info;
-                    tqvec_index_get_info(ix, &info);
-                    bytes_per_vector = info.bytes_per_vector;
-                    refine_bytes = info.refine_bytes_per_vector;
-                    target.ix = ix;
+                    for (int si = 0; si < o.nscorer; si++)
+                        for (int ri = 0; ri < o.nrerank; ri++)
+                            for (int ki = 0; ki < o.nk; ki++)
+                                for (int ti = 0; ti < o.nthreads; ti++)
+                                    for (int li = 0; li < o.nclients; li++) {
+                                        tool_eval_record *rec = new_record(&run, &cap);
+                                        if (!rec) {
+                                            rc = tool_fail("eval", "out of memory");
+                                            goto done;
+                                        }
+                                        *rec = (tool_eval_record){
+                                            .bits = o.bits[bi], .rerank = o.rerank[ri], .threads = o.threads[ti],
+                                            .clients = o.clients[li], .variant = variant_names[o.variant[vi]],
+                                            .correction = correction_names[o.correction[ci]],
+                                            .center = center_names[o.center[mi]],
+                                            .scorer = scorer_names[o.scorer[si]], .refine = refine_name,
+                                            .k = o.ks[ki], .build_s = index.build_s,
+                                            .bytes_per_vector = index.bytes_per_vector,
+                                            .rerank_bytes_per_vector = index.refine_bytes};
+                                        tqvec_search_params sp = {.k = o.ks[ki], .rerank = o.rerank[ri],
+                                                                  .scorer = (uint32_t)scorer_values[o.scorer[si]],
+                                                                  .threads = o.threads[ti]};
+                                        char label[128];
+                                        snprintf(label, sizeof(label), "b=%u %s %s rerank=%u k=%u t=%u c=%u",
+                                                 rec->bits, rec->variant, rec->scorer, rec->rerank, o.ks[ki],
+                                                 rec->threads, rec->clients);
+                                        if ((rc = run_queries(&index.target, &queries, &gt, o.clients[li], &sp,
+                                                              o.batch, label, rec)))
+                                            goto done;
+                                        rec->peak_rss = o.server ? server_rss(o.server) : tool_peak_rss();
+                                        print_record(table, rec, false);
+                                    }
+                    free_index(&index);
                 }
-                for (int si = 0; si < o.nscorer; si++)
-                for (int ri = 0; ri < o.nrerank; ri++) {
-                    const char *scorer = scorer_names[o.scorer[si]];
-                    char label[96];
-                    snprintf(label, sizeof(label), "b=%u %s %s %s %s rerank=%u", o.bits[bi],
-                             variant_names[o.variant[vi]], correction_names[o.correction[ci]], center, scorer,
-                             o.rerank[ri]);
-                    eval_result res = {0};
-                    if ((rc = run_queries(&target, &queries, gt.data, gt.d, o.k, o.rerank[ri], scorer_values[o.scorer[si]],
-                                          &o, label, &res)))
-                        goto done;
-                    fprintf(table,
-                            "%4u %-5s %-5s %-5s %-5s %6u | %7.4f %7.4f %7.4f | %9.0f %9.1f %9.1f | %8.3f %10.0f | %7llu\n",
-                            o.bits[bi], variant_names[o.variant[vi]], correction_names[o.correction[ci]], center, scorer,
-                            o.rerank[ri], res.recall_at_1, res.recall_at_k, res.recall_1_at_k, res.qps, res.p50_us,
-                            res.p99_us, encode_s, encode_s > 0 ? (double)base.n / encode_s : 0.0,
-                            (unsigned long long)bytes_per_vector);
-                    fflush(table);
-                    if (json) {
-                        tool_json j;
-                        tool_json_begin(&j, json);
-                        tool_json_str(&j, "dataset", name);
-                        tool_json_int(&j, "bits", o.bits[bi]);
-                        tool_json_str(&j, "variant", variant_names[o.variant[vi]]);
-                        tool_json_str(&j, "correction", correction_names[o.correction[ci]]);
-                        tool_json_int(&j, "rerank", o.rerank[ri]);
-                        tool_json_str(&j, "scorer", scorer);
-                        tool_json_str(&j, "center", center);
-                        tool_json_int(&j, "k", (long long)o.k);
-                        tool_json_int(&j, "n", (long long)base.n);
-                        tool_json_int(&j, "nq", (long long)queries.n);
-                        tool_json_int(&j, "d", (long long)base.d);
-                        tool_json_str(&j, "metric", tool_metric_name(o.metric));
-                        tool_json_num(&j, "recall_at_1", res.recall_at_1);
-                        tool_json_num(&j, "recall_at_k", res.recall_at_k);
-                        tool_json_num(&j, "recall_1_at_k", res.recall_1_at_k);
-                        tool_json_num(&j, "qps", res.qps);
-                        tool_json_num(&j, "mean_us", res.mean_us);
-                        tool_json_num(&j, "p50_us", res.p50_us);
-                        tool_json_num(&j, "p99_us", res.p99_us);
-                        tool_json_num(&j, "encode_s", encode_s);
-                        tool_json_num(&j, "encode_vps", encode_s > 0 ? (double)base.n / encode_s : 0.0);
-                        tool_json_int(&j, "bytes_per_vector", (long long)bytes_per_vector);
-                        tool_json_str(&j, "refine", refine_name);
-                        tool_json_int(&j, "rerank_bytes_per_vector",
-                                      o.rerank[ri] ? (long long)refine_bytes : 0);
-                        if (o.dir)
-                            tool_json_str(&j, "dir", o.dir);
-                        tool_json_int(&j, "seed", (long long)o.seed);
-                        tool_json_int(&j, "threads", o.threads);
-                        tool_json_int(&j, "batch", (long long)o.batch);
-                        tool_json_str(&j, "simd", tqvec_simd_level());
-                        tool_json_str(&j, "version", tqvec_version());
-                        tool_json_end(&j);
-                    }
-                }
-                tqvec_index_free(ix);
-                ix = NULL;
-            }
+    tool_eval_mark_pareto(&run);
+    fprintf(table, "Pareto frontier (recall@k against QPS, per k):\n");
+    print_header(table);
+    for (size_t i = 0; i < run.nrec; i++)
+        if (run.rec[i].pareto)
+            print_record(table, &run.rec[i], true);
+    for (size_t i = 0; json && i < run.nrec; i++)
+        tool_eval_json(&run, &run.rec[i], json);
+    if (o.report) {
+        tq_error err;
+        if (tool_eval_report(&run, o.report, &err))
+            rc = tool_fail("eval", "report: %s", err.msg);
+        else
+            fprintf(table, "report: %s/%s.md, .html, -k<k>.svg, .jsonl\n", o.report, run.dataset);
+    }
 done:
-    tqvec_index_free(ix);
-    tqvec_collection_close(coll, NULL);
+    free_index(&index);
     tool_close_output(json);
+    tq_free(run.rec);
     tq_matrix_free(&base);
     tq_matrix_free(&queries);
     tq_imatrix_free(&gt);

@@ -241,3 +241,38 @@ int resp_call(resp_client *c, size_t argc, const char *const *argv, const size_t
     return resp_reply(c);
 }
 
+
+int resp_add_rows(resp_client *c, const char *key, const tq_matrix *x, size_t pipeline, tool_progress *prog,
+                  char *why, size_t cap, const char *quant)
+{
+    for (size_t from = 0; from < x->n; from += pipeline) {
+        size_t to = from + pipeline < x->n ? from + pipeline : x->n;
+        for (size_t i = from; i < to; i++) {
+            char id[24];
+            snprintf(id, sizeof(id), "%zu", i);
+            const char *args[] = {"VADD", key, "FP32", (const char *)(x->data + i * x->d), id, quant};
+            size_t lens[] = {4, strlen(key), 4, x->d * sizeof(float), strlen(id), quant ? strlen(quant) : 0};
+            if (!resp_queue(c, quant ? 6 : 5, args, lens)) {
+                snprintf(why, cap, "out of memory");
+                return -1;
+            }
+        }
+        if (resp_flush(c)) {
+            snprintf(why, cap, "connection lost");
+            return -1;
+        }
+        for (size_t i = from; i < to; i++) {
+            if (resp_reply(c)) {
+                snprintf(why, cap, "connection lost");
+                return -1;
+            }
+            if (c->error) {
+                snprintf(why, cap, "VADD row %zu: %s", i, c->part[0]);
+                return -1;
+            }
+        }
+        if (prog)
+            tool_progress_update(prog, to);
+    }
+    return 0;
+}

@@ -9,6 +9,7 @@
 #define TQ_RESP_CLIENT_H
 
 #include "daemon.h"
+#include "tq_tools.h"
 
 typedef struct resp_client {
     int fd;
@@ -32,5 +33,9 @@ int resp_flush(resp_client *c);
 int resp_reply(resp_client *c);
 /* One command, one reply. */
 int resp_call(resp_client *c, size_t argc, const char *const *argv, const size_t *lens);
+/* Every row of x as VADD key FP32 <row> <row number> [quant], `pipeline`
+ * commands per write; -1 with why set on the first failure. */
+int resp_add_rows(resp_client *c, const char *key, const tq_matrix *x, size_t pipeline, tool_progress *prog,
+                  char *why, size_t cap, const char *quant);
 
 #endif

@@ -95,28 +95,8 @@ int cmd_load(int argc, char **argv)
     tool_progress prog;
     tool_progress_begin(&prog, "load", "vec", x.n);
     const double t0 = tool_now();
-    for (size_t from = 0; from < x.n && !rc; from += pipeline) {
-        size_t to = from + pipeline < x.n ? from + pipeline : x.n;
-        for (size_t i = from; i < to; i++) {
-            char id[24];
-            snprintf(id, sizeof(id), "%zu", i);
-            const char *args[] = {"VADD", key, "FP32", (const char *)(x.data + i * x.d), id, quant ? quant : "Q8"};
-            size_t lens[] = {4, strlen(key), 4, x.d * sizeof(float), strlen(id), quant ? strlen(quant) : 2};
-            if (!resp_queue(&c, quant ? 6 : 5, args, lens)) {
-                rc = tool_fail("load", "out of memory");
-                break;
-            }
-        }
-        if (!rc && resp_flush(&c))
-            rc = tool_fail("load", "connection lost");
-        for (size_t i = from; i < to && !rc; i++) {
-            if (resp_reply(&c))
-                rc = tool_fail("load", "connection lost");
-            else if (c.error)
-                rc = tool_fail("load", "VADD row %zu: %s", i, c.part[0]);
-        }
-        tool_progress_update(&prog, to);
-    }
+    if (resp_add_rows(&c, key, &x, pipeline, &prog, why, sizeof(why), quant))
+        rc = tool_fail("load", "%s", why);
     tool_progress_end(&prog);
     if (!rc) {
         double s = tool_now() - t0;

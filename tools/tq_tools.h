@@ -50,6 +50,103 @@ int tool_parse_size(const char *s, size_t *out);
 double tool_quantile(double *v, size_t n, double q);
 double tool_median(double *v, size_t n);
 
+/* Recall of a run against exact ground truth (metrics.c says how each
+ * figure is defined). Add one query at a time; truth holds >= k ids. */
+typedef struct tool_recall {
+    size_t k, queries, truth_slots, hits, top1, one_in_k;
+} tool_recall;
+
+void tool_recall_init(tool_recall *r, size_t k);
+void tool_recall_add(tool_recall *r, const int64_t *found, size_t nfound, const int32_t *truth);
+double tool_recall_at_k(const tool_recall *r);
+double tool_recall_at_1(const tool_recall *r);
+double tool_recall_1_at_k(const tool_recall *r);
+
+typedef struct tool_latency {
+    double mean, p50, p95, p99;
+} tool_latency;
+
+/* Summary of n per-query latencies (sorts us in place). */
+void tool_latency_summarize(double *us, size_t n, tool_latency *out);
+
+/* on[i] = no other point has recall and QPS both at least as high, one
+ * higher (the recall-vs-QPS Pareto frontier; equal points are both on). */
+void tool_pareto(const double *recall, const double *qps, size_t n, bool *on);
+
+/* An SVG line plot (plot.c): one polyline per series, legend on the right. */
+typedef struct tool_plot_series {
+    const char *label;
+    size_t n;
+    const double *x, *y;
+    bool dashed; /* a reference line (the Pareto frontier): grey, no markers */
+} tool_plot_series;
+
+typedef struct tool_plot {
+    const char *title, *x_label, *y_label;
+    bool log_x;
+    bool y_max_one; /* clip the y axis at 1 (recall) */
+    size_t nseries;
+    const tool_plot_series *series;
+} tool_plot;
+
+/* Writes the whole SVG document; -1 on a write error. */
+int tool_plot_svg(const tool_plot *p, FILE *out);
+
+/* Reproducibility fields every benchmark record carries (provenance.c). */
+typedef struct tool_provenance {
+    char revision[64]; /* git describe of the source, "-dirty" if modified */
+    char version[32];
+    char cpu[128];
+    char simd[16];
+    char command[4096]; /* the command line, shell-quoted */
+    unsigned cores;
+} tool_provenance;
+
+void tool_provenance_init(tool_provenance *p, int argc, char **argv);
+/* XXH3-64 of the files' bytes in order, as 16 hex digits. */
+int tool_files_checksum(const char *const *paths, size_t n, char out[17], tq_error *err);
+/* Reset the peak-RSS mark; false if the kernel refused (then the peak is
+ * the process's so far). */
+bool tool_peak_rss_reset(void);
+uint64_t tool_peak_rss(void); /* bytes */
+
+/* One measured configuration of `tqvec eval` (report.c writes them). */
+typedef struct tool_eval_record {
+    unsigned bits, rerank, threads, clients;
+    const char *variant, *correction, *center, *scorer, *refine;
+    size_t k;
+    double recall_at_1, recall_at_k, recall_1_at_k;
+    double qps;
+    tool_latency lat_us;
+    double build_s;           /* encode (memory) or build/load time; 0 when reused */
+    uint64_t bytes_per_vector; /* scanned codes */
+    uint64_t rerank_bytes_per_vector;
+    uint64_t peak_rss;        /* bytes; the daemon's RSS for a server target */
+    bool pareto;              /* on the recall@k-vs-QPS frontier of its k */
+} tool_eval_record;
+
+/* A whole evaluation: what every record shares, and the records. */
+typedef struct tool_eval_run {
+    char dataset[128];
+    char checksum[17];        /* XXH3-64 of base, queries and truth files */
+    const char *metric, *target, *target_where; /* target: memory, dir, server */
+    size_t n, nq, d, batch;
+    uint64_t seed;
+    bool peak_rss_per_config; /* false: the process's peak so far */
+    tool_provenance prov;
+    tool_eval_record *rec;
+    size_t nrec;
+} tool_eval_run;
+
+/* Sets rec[].pareto: the frontier among records of the same k. */
+void tool_eval_mark_pareto(tool_eval_run *run);
+/* One JSON line for record r (fields: tools/eval-record.schema.json). */
+void tool_eval_json(const tool_eval_run *run, const tool_eval_record *r, FILE *out);
+/* DIR/<dataset>.md and .html (self-contained, plots inline) and one
+ * DIR/<dataset>-k<k>.svg per k: recall@k against QPS (log), a curve per
+ * configuration along its re-rank depths, and the Pareto frontier. */
+int tool_eval_report(const tool_eval_run *run, const char *dir, tq_error *err);
+
 /* Progress line on stderr when it is a terminal: label, done/total, rate,
  * ETA; redrawn at most ten times a second. */
 typedef struct tool_progress {
@@ -82,6 +179,7 @@ void tool_json_begin(tool_json *j, FILE *fp);
 void tool_json_str(tool_json *j, const char *key, const char *value);
 void tool_json_int(tool_json *j, const char *key, long long value);
 void tool_json_num(tool_json *j, const char *key, double value);
+void tool_json_bool(tool_json *j, const char *key, bool value);
 void tool_json_end(tool_json *j);
 
 /* Open "-" as stdout, else the file for writing; NULL on failure. */

@@ -1,0 +1,384 @@
+/*
+ * Evaluation output: JSON lines (one record per measured configuration,
+ * each carrying the run's provenance so a line stands on its own), and a
+ * report directory with an SVG plot per k, a Markdown page and a
+ * self-contained HTML page showing the same plots and table.
+ *
+ * Curves: records that differ only in re-rank depth form one curve (the
+ * search-time knob); the legend names a curve by the settings that vary in
+ * this run, so a sweep over bits reads "4 bit", "2 bit", ... rather than
+ * every setting every time.
+ */
+#include "tq_tools.h"
+
+#include <sys/stat.h>
+
+void tool_eval_mark_pareto(tool_eval_run *run)
+{
+    double *recall = tq_malloc((run->nrec + 1) * sizeof(double)), *qps = tq_malloc((run->nrec + 1) * sizeof(double));
+    bool *on = tq_malloc((run->nrec + 1) * sizeof(bool));
+    size_t *idx = tq_malloc((run->nrec + 1) * sizeof(size_t));
+    if (!recall || !qps || !on || !idx)
+        goto out;
+    for (size_t a = 0; a < run->nrec; a++) {
+        size_t k = run->rec[a].k, m = 0;
+        bool first = true;
+        for (size_t b = 0; b < a && first; b++)
+            first = run->rec[b].k != k;
+        if (!first)
+            continue;
+        for (size_t b = a; b < run->nrec; b++)
+            if (run->rec[b].k == k) {
+                idx[m] = b;
+                recall[m] = run->rec[b].recall_at_k;
+                qps[m++] = run->rec[b].qps;
+            }
+        tool_pareto(recall, qps, m, on);
+        for (size_t i = 0; i < m; i++)
+            run->rec[idx[i]].pareto = on[i];
+    }
+out:
+    tq_free(recall);
+    tq_free(qps);
+    tq_free(on);
+    tq_free(idx);
+}
+
+void tool_eval_json(const tool_eval_run *run, const tool_eval_record *r, FILE *out)
+{
+    tool_json j;
+    tool_json_begin(&j, out);
+    tool_json_str(&j, "dataset", run->dataset);
+    tool_json_str(&j, "dataset_checksum", run->checksum);
+    tool_json_str(&j, "metric", run->metric);
+    tool_json_int(&j, "n", (long long)run->n);
+    tool_json_int(&j, "nq", (long long)run->nq);
+    tool_json_int(&j, "d", (long long)run->d);
+    tool_json_str(&j, "target", run->target);
+    if (run->target_where)
+        tool_json_str(&j, "target_where", run->target_where);
+    tool_json_int(&j, "bits", r->bits);
+    tool_json_str(&j, "variant", r->variant);
+    tool_json_str(&j, "correction", r->correction);
+    tool_json_str(&j, "center", r->center);
+    tool_json_str(&j, "scorer", r->scorer);
+    tool_json_str(&j, "refine", r->refine);
+    tool_json_int(&j, "rerank", r->rerank);
+    tool_json_int(&j, "k", (long long)r->k);
+    tool_json_int(&j, "threads", r->threads);
+    tool_json_int(&j, "clients", r->clients);
+    tool_json_int(&j, "batch", (long long)run->batch);
+    tool_json_num(&j, "recall_at_1", r->recall_at_1);
+    tool_json_num(&j, "recall_at_k", r->recall_at_k);
+    tool_json_num(&j, "recall_1_at_k", r->recall_1_at_k);
+    tool_json_num(&j, "qps", r->qps);
+    tool_json_num(&j, "mean_us", r->lat_us.mean);
+    tool_json_num(&j, "p50_us", r->lat_us.p50);
+    tool_json_num(&j, "p95_us", r->lat_us.p95);
+    tool_json_num(&j, "p99_us", r->lat_us.p99);
+    tool_json_num(&j, "build_s", r->build_s);
+    tool_json_num(&j, "build_vps", r->build_s > 0 ? (double)run->n / r->build_s : 0.0);
+    tool_json_int(&j, "bytes_per_vector", (long long)r->bytes_per_vector);
+    tool_json_int(&j, "rerank_bytes_per_vector", r->rerank ? (long long)r->rerank_bytes_per_vector : 0);
+    tool_json_int(&j, "peak_rss_bytes", (long long)r->peak_rss);
+    tool_json_str(&j, "peak_rss_scope",
+                  !strcmp(run->target, "server") ? "server" : run->peak_rss_per_config ? "configuration" : "process");
+    tool_json_bool(&j, "pareto", r->pareto);
+    tool_json_int(&j, "seed", (long long)run->seed);
+    tool_json_str(&j, "git_revision", run->prov.revision);
+    tool_json_str(&j, "version", run->prov.version);
+    tool_json_str(&j, "cpu", run->prov.cpu);
+    tool_json_int(&j, "cores", run->prov.cores);
+    tool_json_str(&j, "simd", run->prov.simd);
+    tool_json_str(&j, "command", run->prov.command);
+    tool_json_end(&j);
+}
+
+/* Which settings vary across the run's records: only those name a curve. */
+typedef struct varying {
+    bool bits, variant, correction, center, scorer, threads, clients;
+} varying;
+
+static varying find_varying(const tool_eval_run *run)
+{
+    varying v = {0};
+    const tool_eval_record *a = &run->rec[0];
+    for (size_t i = 1; i < run->nrec; i++) {
+        const tool_eval_record *b = &run->rec[i];
+        v.bits |= a->bits != b->bits;
+        v.variant |= strcmp(a->variant, b->variant) != 0;
+        v.correction |= strcmp(a->correction, b->correction) != 0;
+        v.center |= strcmp(a->center, b->center) != 0;
+        v.scorer |= strcmp(a->scorer, b->scorer) != 0;
+        v.threads |= a->threads != b->threads;
+        v.clients |= a->clients != b->clients;
+    }
+    return v;
+}
+
+static void curve_label(const tool_eval_record *r, const varying *v, char *out, size_t cap)
+{
+    size_t at = (size_t)snprintf(out, cap, "%u bit", r->bits);
+#define PART(cond, ...)                                                                                       \
+    if ((cond) && at < cap)                                                                                   \
+    at += (size_t)snprintf(out + at, cap - at, __VA_ARGS__)
+    PART(v->variant, " %s", r->variant);
+    PART(v->correction, " corr=%s", r->correction);
+    PART(v->center, " center=%s", r->center);
+    PART(v->scorer, " %s", r->scorer);
+    PART(v->threads, " %u thr", r->threads);
+    PART(v->clients, " %u cli", r->clients);
+#undef PART
+}
+
+static bool same_curve(const tool_eval_record *a, const tool_eval_record *b)
+{
+    return a->k == b->k && a->bits == b->bits && !strcmp(a->variant, b->variant) &&
+           !strcmp(a->correction, b->correction) && !strcmp(a->center, b->center) && !strcmp(a->scorer, b->scorer) &&
+           a->threads == b->threads && a->clients == b->clients;
+}
+
+static int by_rerank(const void *x, const void *y)
+{
+    const tool_eval_record *a = *(const tool_eval_record *const *)x, *b = *(const tool_eval_record *const *)y;
+    return (a->rerank > b->rerank) - (a->rerank < b->rerank);
+}
+
+static int by_qps(const void *x, const void *y)
+{
+    const tool_eval_record *a = *(const tool_eval_record *const *)x, *b = *(const tool_eval_record *const *)y;
+    return (a->qps > b->qps) - (a->qps < b->qps);
+}
+
+/* The recall@k-vs-QPS plot of the records with this k. */
+static int plot_for_k(const tool_eval_run *run, size_t k, FILE *out)
+{
+    const size_t n = run->nrec;
+    const tool_eval_record **order = tq_malloc((n + 1) * sizeof(*order));
+    double *x = tq_malloc((n + 1) * sizeof(double)), *y = tq_malloc((n + 1) * sizeof(double));
+    tool_plot_series *series = tq_malloc((n + 1) * sizeof(*series));
+    char (*labels)[96] = tq_malloc((n + 1) * sizeof(*labels));
+    bool *done = tq_calloc(n + 1, sizeof(bool));
+    int rc = -1;
+    if (!order || !x || !y || !series || !labels || !done)
+        goto out;
+    varying v = find_varying(run);
+    size_t used = 0, ns = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (done[i] || run->rec[i].k != k)
+            continue;
+        size_t start = used;
+        for (size_t j = i; j < n; j++)
+            if (!done[j] && same_curve(&run->rec[i], &run->rec[j])) {
+                done[j] = true;
+                order[used++] = &run->rec[j];
+            }
+        qsort(order + start, used - start, sizeof(*order), by_rerank);
+        for (size_t j = start; j < used; j++) {
+            x[j] = order[j]->qps;
+            y[j] = order[j]->recall_at_k;
+        }
+        curve_label(&run->rec[i], &v, labels[ns], sizeof(labels[ns]));
+        series[ns] = (tool_plot_series){.label = labels[ns], .n = used - start, .x = x + start, .y = y + start};
+        ns++;
+    }
+    /* The frontier as a dashed reference, in QPS order. Its points reuse
+     * the tail of order/x/y, which has room: frontier points are records. */
+    const tool_eval_record **front = tq_malloc((n + 1) * sizeof(*front));
+    double *fx = tq_malloc((n + 1) * sizeof(double)), *fy = tq_malloc((n + 1) * sizeof(double));
+    if (!front || !fx || !fy) {
+        tq_free(front), tq_free(fx), tq_free(fy);
+        goto out;
+    }
+    size_t nf = 0;
+    for (size_t i = 0; i < n; i++)
+        if (run->rec[i].k == k && run->rec[i].pareto)
+            front[nf++] = &run->rec[i];
+    qsort(front, nf, sizeof(*front), by_qps);
+    for (size_t i = 0; i < nf; i++) {
+        fx[i] = front[i]->qps;
+        fy[i] = front[i]->recall_at_k;
+    }
+    if (nf > 1)
+        series[ns++] = (tool_plot_series){.label = "Pareto frontier", .n = nf, .x = fx, .y = fy, .dashed = true};
+    char title[256], ylabel[32];
+    snprintf(title, sizeof(title), "%s (n=%zu, d=%zu, %s): recall@%zu vs QPS, %s", run->dataset, run->n, run->d,
+             run->metric, k, run->target);
+    snprintf(ylabel, sizeof(ylabel), "recall@%zu", k);
+    tool_plot plot = {.title = title, .x_label = "queries per second (log scale)", .y_label = ylabel, .log_x = true,
+                      .y_max_one = true, .nseries = ns, .series = series};
+    rc = tool_plot_svg(&plot, out);
+    tq_free(front), tq_free(fx), tq_free(fy);
+out:
+    tq_free(order), tq_free(x), tq_free(y), tq_free(series), tq_free(labels), tq_free(done);
+    return rc;
+}
+
+/* The distinct k values in record order. */
+static size_t distinct_ks(const tool_eval_run *run, size_t *ks, size_t cap)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < run->nrec; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < m && !seen; j++)
+            seen = ks[j] == run->rec[i].k;
+        if (!seen && m < cap)
+            ks[m++] = run->rec[i].k;
+    }
+    return m;
+}
+
+static void md_escape(FILE *out, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '|' || *s == '`' || *s == '*' || *s == '_' || *s == '<')
+            fputc('\\', out);
+        fputc(*s, out);
+    }
+}
+
+/* The body shared by both pages: provenance, then per k a plot and a table.
+ * html chooses tags and inlines the SVG; markdown links the SVG file. */
+static int write_page(const tool_eval_run *run, bool html, FILE *out)
+{
+    size_t ks[64], nk = distinct_ks(run, ks, 64);
+    const char *b = html ? "<b>" : "**", *eb = html ? "</b>" : "**";
+    if (html)
+        fprintf(out, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>tqvec eval: %s</title>\n"
+                     "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+                     "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;"
+                     "text-align:right}code{font-size:12px}</style></head><body>\n<h2>%s</h2>\n",
+                run->dataset, run->dataset);
+    else
+        fprintf(out, "### %s\n\n", run->dataset);
+    fprintf(out, "%s%zu%s base vectors, %s%zu%s queries, d = %zu, metric %s, target %s%s%s; "
+                 "data checksum xxh3 %s; seed %llu; revision %s; %s, %u cores, SIMD %s.%s",
+            b, run->n, eb, b, run->nq, eb, run->d, run->metric, run->target, run->target_where ? " " : "",
+            run->target_where ? run->target_where : "", run->checksum, (unsigned long long)run->seed,
+            run->prov.revision, run->prov.cpu, run->prov.cores, run->prov.simd, html ? "<br>\n" : "\n\n");
+    fprintf(out, html ? "Command: <code>" : "Command: `");
+    if (html) {
+        for (const char *c = run->prov.command; *c; c++) {
+            if (*c == '<')
+                fputs("&lt;", out);
+            else if (*c == '&')
+                fputs("&amp;", out);
+            else
+                fputc(*c, out);
+        }
+        fputs("</code>\n", out);
+    } else {
+        fprintf(out, "%s`\n\n", run->prov.command);
+    }
+    for (size_t ki = 0; ki < nk; ki++) {
+        if (html) {
+            fputs("<div>\n", out);
+            if (plot_for_k(run, ks[ki], out))
+                return -1;
+            fputs("</div>\n<table>\n<tr>", out);
+        } else {
+            fprintf(out, "![recall@%zu vs QPS on %s](", ks[ki], run->dataset);
+            md_escape(out, run->dataset);
+            fprintf(out, "-k%zu.svg)\n\n", ks[ki]);
+        }
+        static const char *const cols[] = {"bits", "variant", "corr.", "center", "scorer", "re-rank", "threads",
+                                           "clients", "R@1", "R@k", "R1@k", "QPS", "mean µs", "p50 µs",
+                                           "p95 µs", "p99 µs", "build s", "B/vec", "peak RSS MB", "Pareto"};
+        const size_t ncols = sizeof(cols) / sizeof(*cols);
+        for (size_t c = 0; c < ncols; c++)
+            fprintf(out, html ? "<th>%s</th>" : "| %s ", cols[c]);
+        fputs(html ? "</tr>\n" : "|\n", out);
+        if (!html) {
+            for (size_t c = 0; c < ncols; c++)
+                fputs(c < 5 ? "|---" : "|---:", out);
+            fputs("|\n", out);
+        }
+        for (size_t i = 0; i < run->nrec; i++) {
+            const tool_eval_record *r = &run->rec[i];
+            if (r->k != ks[ki])
+                continue;
+            char cell[20][48];
+            snprintf(cell[0], 48, "%u", r->bits);
+            snprintf(cell[1], 48, "%s", r->variant);
+            snprintf(cell[2], 48, "%s", r->correction);
+            snprintf(cell[3], 48, "%s", r->center);
+            snprintf(cell[4], 48, "%s", r->scorer);
+            snprintf(cell[5], 48, "%u", r->rerank);
+            snprintf(cell[6], 48, "%u", r->threads);
+            snprintf(cell[7], 48, "%u", r->clients);
+            snprintf(cell[8], 48, "%.4f", r->recall_at_1);
+            snprintf(cell[9], 48, "%.4f", r->recall_at_k);
+            snprintf(cell[10], 48, "%.4f", r->recall_1_at_k);
+            snprintf(cell[11], 48, "%.0f", r->qps);
+            snprintf(cell[12], 48, "%.1f", r->lat_us.mean);
+            snprintf(cell[13], 48, "%.1f", r->lat_us.p50);
+            snprintf(cell[14], 48, "%.1f", r->lat_us.p95);
+            snprintf(cell[15], 48, "%.1f", r->lat_us.p99);
+            snprintf(cell[16], 48, "%.3f", r->build_s);
+            snprintf(cell[17], 48, "%llu", (unsigned long long)r->bytes_per_vector);
+            snprintf(cell[18], 48, "%.1f", (double)r->peak_rss / 1048576.0);
+            snprintf(cell[19], 48, "%s", r->pareto ? "yes" : "");
+            if (html)
+                fputs("<tr>", out);
+            for (size_t c = 0; c < ncols; c++)
+                fprintf(out, html ? "<td>%s</td>" : "| %s ", cell[c]);
+            fputs(html ? "</tr>\n" : "|\n", out);
+        }
+        fputs(html ? "</table>\n" : "\n", out);
+    }
+    fprintf(out, html ? "<p>R@1: first result is the true nearest; R@k: share of the true top-k found; R1@k: "
+                        "true nearest among the k results. Latency per query over %zu queries, one at a time per "
+                        "client. Peak RSS: %s.</p>\n</body></html>\n"
+                      : "R@1: first result is the true nearest; R@k: share of the true top-k found; R1@k: true "
+                        "nearest among the k results. Latency per query over %zu queries, one at a time per "
+                        "client. Peak RSS: %s.\n",
+            run->nq,
+            !strcmp(run->target, "server") ? "the daemon's resident memory after the run"
+            : run->peak_rss_per_config     ? "this process's high-water mark during each build and its queries"
+                                           : "this process's high-water mark so far");
+    return ferror(out) ? -1 : 0;
+}
+
+/* dir/<dataset><suffix> opened for writing; name gets the path. */
+static FILE *open_in(const char *dir, const tool_eval_run *run, const char *suffix, char *name, size_t cap)
+{
+    snprintf(name, cap, "%s/%s%s", dir, run->dataset, suffix);
+    for (char *p = name + strlen(dir) + 1; *p; p++)
+        if (*p == '/')
+            *p = '_'; /* a dataset name never makes a subdirectory */
+    return fopen(name, "w");
+}
+
+int tool_eval_report(const tool_eval_run *run, const char *dir, tq_error *err)
+{
+    if (mkdir(dir, 0755) && errno != EEXIST)
+        return tq_err_sys(err, TQ_EIO, errno, "%s", dir);
+    char name[4096];
+    size_t ks[64], nk = distinct_ks(run, ks, 64);
+    for (size_t i = 0; i < nk; i++) {
+        char suffix[32];
+        snprintf(suffix, sizeof(suffix), "-k%zu.svg", ks[i]);
+        FILE *f = open_in(dir, run, suffix, name, sizeof(name));
+        if (!f)
+            return tq_err_sys(err, TQ_EIO, errno, "%s", name);
+        int rc = plot_for_k(run, ks[i], f);
+        if (fclose(f) || rc)
+            return tq_err(err, TQ_EIO, "%s: write failed", name);
+    }
+    for (int html = 0; html < 2; html++) {
+        FILE *f = open_in(dir, run, html ? ".html" : ".md", name, sizeof(name));
+        if (!f)
+            return tq_err_sys(err, TQ_EIO, errno, "%s", name);
+        int rc = write_page(run, html, f);
+        if (fclose(f) || rc)
+            return tq_err(err, TQ_EIO, "%s: write failed", name);
+    }
+    FILE *f = open_in(dir, run, ".jsonl", name, sizeof(name));
+    if (!f)
+        return tq_err_sys(err, TQ_EIO, errno, "%s", name);
+    for (size_t i = 0; i < run->nrec; i++)
+        tool_eval_json(run, &run->rec[i], f);
+    if (fclose(f))
+        return tq_err(err, TQ_EIO, "%s: write failed", name);
+    return 0;
+}
