@@ -1,7 +1,11 @@
 /*
  * Dataset readers and writers on good files and on every way a file can be
- * wrong, and ground truth against a naive double-precision search.
+ * wrong (fvecs, ivecs, bvecs, npy, IDX, ann-benchmarks HDF5), and ground truth against a naive double-precision search.
  */
+/* hdf5.h before our headers, which poison the allocator names it uses. */
+#ifdef TQ_HAVE_HDF5
+#include <hdf5.h>
+#endif
 #include <criterion/criterion.h>
 #include <zlib.h>
 
@@ -286,4 +290,145 @@ Test(datasets, groundtruth_matches_naive_search)
     tq_free(ids1);
     tq_free(scores);
     tq_free(order);
+}
+
+/* ------------------------------------------------- ann-benchmarks HDF5 */
+
+#ifdef TQ_HAVE_HDF5
+/* A file laid out as ann-benchmarks writes it: train/test float32,
+ * neighbors int32, "distance" a variable-length string attribute. */
+static void write_hdf5(const char *p, const tq_matrix *train, const tq_matrix *test, const int32_t *nbrs,
+                       size_t nk, const char *distance, hid_t float_type)
+{
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    const struct {
+        const char *name;
+        hsize_t dims[2];
+        hid_t file_type, mem_type;
+        const void *data;
+    } sets[] = {
+        {"train", {train->n, train->d}, float_type, H5T_NATIVE_FLOAT, train->data},
+        {"test", {test->n, test->d}, float_type, H5T_NATIVE_FLOAT, test->data},
+        {"neighbors", {test->n, nk}, H5T_STD_I32LE, H5T_NATIVE_INT32, nbrs},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        hid_t sp = H5Screate_simple(2, sets[i].dims, NULL);
+        hid_t ds = H5Dcreate2(f, sets[i].name, sets[i].file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        cr_assert(ds >= 0);
+        cr_assert(H5Dwrite(ds, sets[i].mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, sets[i].data) >= 0);
+        H5Dclose(ds);
+        H5Sclose(sp);
+    }
+    hid_t st = H5Tcopy(H5T_C_S1);
+    H5Tset_size(st, H5T_VARIABLE);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, "distance", st, sp, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(H5Awrite(a, st, &distance) >= 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(st);
+    H5Fclose(f);
+}
+#endif
+
+Test(datasets, hdf5_ann_benchmarks_file)
+{
+    if (!tq_hdf5_available())
+        cr_skip_test("built without libhdf5");
+#ifdef TQ_HAVE_HDF5
+    tq_matrix train = sample(50, 12, false), test = sample(7, 12, false);
+    int32_t nbrs[7 * 5];
+    for (int i = 0; i < 7 * 5; i++)
+        nbrs[i] = (i * 11) % 50;
+    /* stored as float64 too: the reader converts to float32 */
+    for (int wide = 0; wide < 2; wide++) {
+        const char *p = path(wide ? "wide.hdf5" : "ann.hdf5");
+        write_hdf5(p, &train, &test, nbrs, 5, "angular", wide ? H5T_IEEE_F64LE : H5T_IEEE_F32LE);
+        tq_matrix m;
+        tq_imatrix ids;
+        tq_error err;
+        cr_assert_eq(tq_vectors_read(p, 0, &m, &err), 0, "%s", err.msg);
+        cr_assert_eq(m.n, 50);
+        cr_assert_eq(m.d, 12);
+        cr_assert_arr_eq(m.data, train.data, 50 * 12 * sizeof(float));
+        tq_matrix_free(&m);
+        char spec[300];
+        snprintf(spec, sizeof(spec), "%s:test", p);
+        cr_assert_eq(tq_vectors_read(spec, 3, &m, &err), 0, "%s", err.msg);
+        cr_assert_eq(m.n, 3, "max_rows reads the first rows only");
+        cr_assert_arr_eq(m.data, test.data, 3 * 12 * sizeof(float));
+        tq_matrix_free(&m);
+        cr_assert_eq(tq_hdf5_read_ids(p, "neighbors", 0, &ids, &err), 0, "%s", err.msg);
+        cr_assert_eq(ids.n, 7);
+        cr_assert_eq(ids.d, 5);
+        cr_assert_arr_eq(ids.data, nbrs, sizeof(nbrs));
+        tq_imatrix_free(&ids);
+        char distance[32];
+        cr_assert_eq(tq_hdf5_distance(p, distance, sizeof(distance), &err), 0, "%s", err.msg);
+        cr_assert_str_eq(distance, "angular");
+    }
+    tq_matrix_free(&train);
+    tq_matrix_free(&test);
+#endif
+}
+
+Test(datasets, corrupt_hdf5_files_are_rejected_with_detail)
+{
+    if (!tq_hdf5_available())
+        cr_skip_test("built without libhdf5");
+#ifdef TQ_HAVE_HDF5
+    tq_matrix train = sample(40, 8, false), test = sample(4, 8, false);
+    int32_t nbrs[4 * 3] = {0};
+    char good[256]; /* path() reuses its buffers */
+    snprintf(good, sizeof(good), "%s", path("good.hdf5"));
+    write_hdf5(good, &train, &test, nbrs, 3, "euclidean", H5T_IEEE_F32LE);
+    static char bytes[1 << 16];
+    size_t n = read_bytes(good, bytes, sizeof(bytes));
+    cr_assert(n > 512 && n < sizeof(bytes));
+    tq_matrix m;
+    tq_imatrix ids;
+    tq_error err;
+
+    cr_assert_eq(tq_hdf5_read(path("absent.hdf5"), "train", 0, &m, &err), TQ_EIO);
+    cr_assert_eq(tq_hdf5_read(good, "nothing", 0, &m, &err), TQ_ENOTFOUND);
+    cr_assert(strstr(err.msg, "no dataset 'nothing'"), "%s", err.msg);
+    cr_assert_eq(tq_hdf5_read(good, "neighbors", 0, &m, &err), TQ_EUNSUPPORTED, "ids are not vectors");
+    cr_assert(strstr(err.msg, "holds integers"), "%s", err.msg);
+    cr_assert_eq(tq_hdf5_read_ids(good, "train", 0, &ids, &err), TQ_EUNSUPPORTED);
+    cr_assert_null(m.data);
+
+    /* the signature destroyed */
+    bytes[0] ^= 0x5a;
+    write_bytes(path("nosig.hdf5"), bytes, n);
+    cr_assert_eq(tq_hdf5_read(path("nosig.hdf5"), "train", 0, &m, &err), TQ_ECORRUPT);
+    cr_assert(strstr(err.msg, "not a readable HDF5 file"), "%s", err.msg);
+    bytes[0] ^= 0x5a;
+    /* cut short at several points: an error every time, never a crash */
+    for (size_t cut = 64; cut < n; cut += n / 7) {
+        write_bytes(path("cut.hdf5"), bytes, cut);
+        cr_assert_neq(tq_hdf5_read(path("cut.hdf5"), "train", 0, &m, &err), 0, "cut at %zu of %zu", cut, n);
+        cr_assert_null(m.data);
+    }
+    /* a NaN in the data */
+    tq_matrix bad = sample(40, 8, false);
+    bad.data[8 * 17 + 3] = NAN;
+    write_hdf5(path("nan.hdf5"), &bad, &test, nbrs, 3, "euclidean", H5T_IEEE_F32LE);
+    cr_assert_eq(tq_hdf5_read(path("nan.hdf5"), "train", 0, &m, &err), TQ_EVALUE);
+    cr_assert(strstr(err.msg, "row 17"), "%s", err.msg);
+    /* a 1-D dataset */
+    hid_t f = H5Fopen(good, H5F_ACC_RDWR, H5P_DEFAULT);
+    hsize_t dim = 5;
+    hid_t sp = H5Screate_simple(1, &dim, NULL);
+    hid_t ds = H5Dcreate2(f, "flat", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, train.data);
+    H5Dclose(ds);
+    H5Sclose(sp);
+    H5Fclose(f);
+    cr_assert_eq(tq_hdf5_read(good, "flat", 0, &m, &err), TQ_EUNSUPPORTED);
+    cr_assert(strstr(err.msg, "not a 2-D array"), "%s", err.msg);
+    tq_matrix_free(&bad);
+    tq_matrix_free(&train);
+    tq_matrix_free(&test);
+#endif
 }
