@@ -171,6 +171,7 @@ int tq_hdf5_distance(const char *path, char *out, size_t cap, tq_error *err)
             char *s = NULL;
             hid_t mem = H5Tcopy(H5T_C_S1);
             H5Tset_size(mem, H5T_VARIABLE);
+            H5Tset_cset(mem, H5Tget_cset(type)); /* h5py writes UTF-8 */
             if (H5Aread(attr, mem, &s) < 0 || !s)
                 rc = tq_err(err, TQ_ECORRUPT, "%s: attribute 'distance' cannot be read", path);
             else
@@ -183,6 +184,7 @@ int tq_hdf5_distance(const char *path, char *out, size_t cap, tq_error *err)
             char buf[256] = {0};
             hid_t mem = H5Tcopy(H5T_C_S1);
             H5Tset_size(mem, sizeof(buf) - 1);
+            H5Tset_cset(mem, H5Tget_cset(type));
             if (n == 0 || n >= sizeof(buf) || H5Aread(attr, mem, buf) < 0)
                 rc = tq_err(err, TQ_ECORRUPT, "%s: attribute 'distance' cannot be read", path);
             else

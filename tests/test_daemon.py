@@ -11,6 +11,7 @@ Every test starts from its own daemon on a free port and a fresh data
 directory, so tests do not depend on each other's state.
 """
 import math
+import json
 import os
 import random
 import shutil
@@ -695,6 +696,51 @@ def test_tqvec_serve_and_load():
         os.unlink(path)
     finally:
         d.stop()
+
+
+def test_eval_against_the_daemon(d):
+    """tqvec eval --server: creates and loads one set per configuration,
+    measures end to end, reuses a loaded set; recall agrees with in-memory."""
+    if not TQVEC:
+        return
+    base = d.data + "-base.fvecs"
+    queries = d.data + "-query.fvecs"
+    for path, n, seed in ((base, 1500, 21), (queries, 40, 22)):
+        with open(path, "wb") as f:
+            for v in vectors(n, 24, seed=seed):
+                f.write(struct.pack("<i", 24) + fp32(v))
+    try:
+        where = "127.0.0.1:%d" % d.port
+        common = ["eval", "--base", base, "--queries", queries, "--metric", "cosine", "-k", "10",
+                  "--refine", "code8", "--rerank", "0,8", "--json", "-", "--name", "tiny"]
+        out = subprocess.run([TQVEC] + common + ["--server", where, "--bits", "2,4", "--clients", "1,3"],
+                             capture_output=True, timeout=300, text=True)
+        assert out.returncode == 0, out.stderr
+        recs = [json.loads(line) for line in out.stdout.splitlines()]
+        assert len(recs) == 2 * 2 * 2
+        assert all(r["target"] == "server" and r["target_where"] == where for r in recs)
+        keys = d.cli("KEYS", "tqeval:*").split("\n")
+        assert len(keys) == 2 and all(d.cli("VCARD", k) == "1500" for k in keys), keys
+        assert all(r["build_s"] > 0 and r["peak_rss_scope"] == "server" and r["peak_rss_bytes"] > 0 for r in recs)
+        # The same searches in memory give the same answers: same seed, same codes.
+        mem = subprocess.run([TQVEC] + common + ["--bits", "2,4"], capture_output=True, timeout=300, text=True)
+        assert mem.returncode == 0, mem.stderr
+        local = {(r["bits"], r["rerank"]): r["recall_at_k"] for r in map(json.loads, mem.stdout.splitlines())}
+        for r in recs:
+            assert abs(r["recall_at_k"] - local[(r["bits"], r["rerank"])]) < 0.03, (r, local)
+        # A second run reuses the loaded sets (build time 0).
+        again = subprocess.run([TQVEC] + common + ["--server", where, "--bits", "4"], capture_output=True,
+                               timeout=300, text=True)
+        assert again.returncode == 0, again.stderr
+        assert all(json.loads(line)["build_s"] == 0 for line in again.stdout.splitlines())
+        # A set holding something else is refused, not mixed in.
+        d.cli("VADD", "other", "VALUES", 2, 1, 0, "x")
+        bad = subprocess.run([TQVEC] + common + ["--server", where, "--key", "other"], capture_output=True,
+                             timeout=60, text=True)
+        assert bad.returncode == 1 and "holds 1 elements" in bad.stderr, bad.stderr
+    finally:
+        os.unlink(base)
+        os.unlink(queries)
 
 
 def main():
