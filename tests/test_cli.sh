@@ -40,7 +40,7 @@ if [ -f "$data/fiori-minilm/base.fvecs" ]; then
   python3 - "$work/eval.json" <<'PY' && pass || fail "eval JSON"
 import json, sys
 need = {"bits", "variant", "correction", "rerank", "k", "n", "d", "metric", "recall_at_1", "recall_at_k",
-        "recall_1_at_k", "qps", "p50_us", "p99_us", "encode_s", "encode_vps", "bytes_per_vector", "simd"}
+        "recall_1_at_k", "qps", "p50_us", "p99_us", "build_s", "build_vps", "bytes_per_vector", "simd"}
 rows = [json.loads(l) for l in open(sys.argv[1])]
 assert len(rows) == 8, len(rows)
 for r in rows:
@@ -131,7 +131,7 @@ mem = [json.loads(l) for l in open(sys.argv[1])]
 mem = [r for r in mem if r['bits'] == 2 and r['variant'] == 'mse' and r['rerank'] == 0][0]
 for f in sys.argv[2:]:
     r = json.load(open(f))
-    assert r['dir'] and r['recall_at_k'] == mem['recall_at_k'], (r, mem['recall_at_k'])
+    assert r['target'] == 'dir' and r['target_where'] and r['recall_at_k'] == mem['recall_at_k'], (r, mem['recall_at_k'])
 " "$work/eval.json" "$work/stored1.json" "$work/stored2.json" && pass || fail "eval --dir recall equals in-memory"
   expect_fail "eval --dir of another dimension" "$tqvec" eval --base "$data/siftsmall/base.fvecs" \
     --queries "$data/siftsmall/query.fvecs" --metric l2 --dir "$work/evaldir"

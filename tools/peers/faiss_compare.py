@@ -114,7 +114,7 @@ def compare(a, tmp):
     cmd = [a.tqvec, "eval", "--base", a.base, "--queries", a.queries, "--gt", a.gt, "--metric", a.metric,
            "--bits", str(a.bits), "--nq", str(a.nq), "--batch", str(a.batch), "--json", "-"]
     r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[0])
-    rows.append(("tqvec %d-bit mse" % a.bits, r["qps"], r["p50_us"], r["recall_at_k"], 0.0, r["encode_s"]))
+    rows.append(("tqvec %d-bit mse" % a.bits, r["qps"], r["p50_us"], r["recall_at_k"], 0.0, r["build_s"]))
 
     print("n=%d d=%d metric=%s queries=%d, %d per search call, one thread; FAISS %s built %s"
           % (n, d, a.metric, len(queries), a.batch, faiss.__version__, faiss.get_compile_options()))
