@@ -153,6 +153,18 @@ expect_fail "truncated fvecs" "$tqvec" eval --base "$work/junk.fvecs" --queries 
 expect_fail "missing file" "$tqvec" eval --base "$work/nope.fvecs" --queries "$work/nope.fvecs" --metric l2
 expect_fail "bad metric" "$tqvec" eval --base a.fvecs --queries b.fvecs --metric manhattan
 expect_fail "bad bits" "$tqvec" eval --base a.fvecs --queries b.fvecs --metric l2 --bits 1,9
+expect_fail "target dir without --dir" "$tqvec" eval --base a.fvecs --queries b.fvecs --metric l2 --targets dir
+expect_fail "--dir and --server without --targets" "$tqvec" eval --base a.fvecs --queries b.fvecs --metric l2 \
+  --dir "$work/x" --server 127.0.0.1:1
+expect_fail "--server outside --targets" "$tqvec" eval --base a.fvecs --queries b.fvecs --metric l2 \
+  --server 127.0.0.1:1 --targets memory
+expect_fail "unknown target" "$tqvec" eval --base a.fvecs --queries b.fvecs --metric l2 --targets cloud
+expect_fail "bad repeat" "$tqvec" eval --base a.fvecs --queries b.fvecs --metric l2 --repeat 0
+if [ -f "$work/part.fvecs" ]; then
+  expect_fail "server unreachable" "$tqvec" eval --base "$work/part.fvecs" --queries "$work/part.fvecs" \
+    --metric l2 --server 127.0.0.1:1
+  grep -q "cannot connect to 127.0.0.1:1" "$work/err" && pass || fail "unreachable server named ($(cat "$work/err"))"
+fi
 expect_fail "unknown command" "$tqvec" frobnicate
 expect_fail "unknown simd level" env TQVEC_SIMD=sse9 "$tqvec" bench encode --dim 64 -n 100
 

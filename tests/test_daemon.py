@@ -722,12 +722,24 @@ def test_eval_against_the_daemon(d):
         keys = d.cli("KEYS", "tqeval:*").split("\n")
         assert len(keys) == 2 and all(d.cli("VCARD", k) == "1500" for k in keys), keys
         assert all(r["build_s"] > 0 and r["peak_rss_scope"] == "server" and r["peak_rss_bytes"] > 0 for r in recs)
-        # The same searches in memory give the same answers: same seed, same codes.
-        mem = subprocess.run([TQVEC] + common + ["--bits", "2,4"], capture_output=True, timeout=300, text=True)
-        assert mem.returncode == 0, mem.stderr
-        local = {(r["bits"], r["rerank"]): r["recall_at_k"] for r in map(json.loads, mem.stdout.splitlines())}
-        for r in recs:
-            assert abs(r["recall_at_k"] - local[(r["bits"], r["rerank"])]) < 0.03, (r, local)
+        # The same points in memory, on disk and through the daemon in one run
+        # (--targets): same seed, same codes, so the same answers.
+        both = subprocess.run([TQVEC] + common + ["--targets", "memory,dir,server", "--server",
+                                                  where, "--dir", d.data + "-coll", "--bits", "4"],
+                              capture_output=True, timeout=300, text=True)
+        assert both.returncode == 0, both.stderr
+        rows = [json.loads(line) for line in both.stdout.splitlines()]
+        assert [r["target"] for r in rows] == ["memory"] * 2 + ["dir"] * 2 + ["server"] * 2, rows
+        local = {(r["bits"], r["rerank"]): r for r in rows if r["target"] == "memory"}
+        for r in recs + rows:
+            m = local.get((r["bits"], r["rerank"]))
+            if not m:
+                continue
+            assert abs(r["recall_at_k"] - m["recall_at_k"]) < 0.03, (r, m)
+            # VINFO's split: scanned codes as in memory, code8 refine data beside them
+            assert r["bytes_per_vector"] == m["bytes_per_vector"], (r, m)
+            assert r["rerank_bytes_per_vector"] == m["rerank_bytes_per_vector"], (r, m)
+        shutil.rmtree(d.data + "-coll")
         # A second run reuses the loaded sets (build time 0).
         again = subprocess.run([TQVEC] + common + ["--server", where, "--bits", "4"], capture_output=True,
                                timeout=300, text=True)

@@ -38,10 +38,15 @@ typedef struct eval_opts {
     size_t max_queries, max_base, kmax;
     uint64_t seed;
     size_t batch;       /* queries per search call, or VSIMs per pipeline */
+    size_t repeat;      /* runs of the query set per point; QPS is their median */
     const char *dir;    /* evaluate this stored collection (built from --base if absent) */
     const char *server; /* evaluate a running tqvecd */
     const char *key;    /* its vector set (default: one per configuration) */
+    int targets[3], ntargets; /* indexes into target_names, in sweep order */
 } eval_opts;
+
+enum { TARGET_MEMORY, TARGET_DIR, TARGET_SERVER };
+static const char *const target_names[] = {"memory", "dir", "server"};
 
 static const char *const variant_names[] = {"mse", "prod"};
 static const char *const correction_names[] = {"ip", "none"};
@@ -63,17 +68,21 @@ static void usage(void)
             "                  [--center none,mean] [--rerank 0,4,16] [--refine fp32|fp16|code8]\n"
             "                  [--scorer lut,float] [-k 10[,100]] [--threads 1[,2]] [--clients 1[,2]]\n"
             "                  [--json FILE|-] [--report DIR] [--nq N] [--nb N] [--seed S] [--batch B]\n"
-            "                  [--name NAME] [--dir DIR | --server HOST:PORT [--key NAME]]\n"
+            "                  [--repeat R] [--name NAME] [--dir DIR] [--server HOST:PORT [--key NAME]]\n"
+            "                  [--targets memory,dir,server]\n"
             "Vector files: .fvecs, .bvecs, .npy, IDX, or an ann-benchmarks .hdf5 (its train set;\n"
             "then test, neighbors and the metric come from the same file unless given).\n"
             "Ground truth: .ivecs (0-based rows) or FILE.hdf5:neighbors; without --gt it is\n"
             "computed exactly on every core. Lists sweep: every combination is measured.\n"
             "--threads splits each search; --clients runs that many query streams at once\n"
             "(connections with --server); --batch sends B queries per call (pipelined VSIMs\n"
-            "on a server). --dir evaluates a stored collection whose keys are row numbers of\n"
-            "--base, building it when DIR holds none. --server evaluates tqvecd end to end:\n"
+            "on a server); --repeat runs each point R times and reports the median QPS.\n"
+            "--dir evaluates a stored collection whose keys are row numbers of --base,\n"
+            "building it when DIR holds none. --server evaluates tqvecd end to end:\n"
             "one vector set per index configuration (tqeval:<dataset>:<settings>, or --key),\n"
-            "created and loaded over RESP when absent. --report DIR writes an SVG plot of\n"
+            "created and loaded over RESP when absent. --targets measures the same points on\n"
+            "several of these in one run (default: the one --dir/--server names, else memory).\n"
+            "--report DIR writes an SVG plot of\n"
             "recall against QPS per k, a Markdown and a self-contained HTML report, and the\n"
             "JSON lines.\n");
 }
@@ -101,9 +110,10 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         {"dir", required_argument, 0, 'D'},        {"server", required_argument, 0, 'X'},
         {"key", required_argument, 0, 'K'},        {"clients", required_argument, 0, 'c'},
         {"report", required_argument, 0, 'P'},     {"k", required_argument, 0, 'k'},
+        {"repeat", required_argument, 0, 'r'},     {"targets", required_argument, 0, 'G'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0},
     };
-    *o = (eval_opts){.seed = TQVEC_DEFAULT_SEED, .batch = 1, .nk = 1, .nthreads = 1, .nclients = 1};
+    *o = (eval_opts){.seed = TQVEC_DEFAULT_SEED, .batch = 1, .repeat = 1, .nk = 1, .nthreads = 1, .nclients = 1};
     o->ks[0] = 10;
     o->threads[0] = 1;
     o->clients[0] = 1;
@@ -151,6 +161,14 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         case 'c':
             if (parse_counts("--clients", optarg, 1, 256, o->clients, &o->nclients))
                 return 1;
+            break;
+        case 'r':
+            if (tool_parse_size(optarg, &o->repeat) || o->repeat < 1 || o->repeat > 100)
+                return tool_fail("eval", "--repeat wants 1..100, got '%s'", optarg);
+            break;
+        case 'G':
+            if ((o->ntargets = tool_parse_name_list(optarg, target_names, 3, o->targets, 3)) < 0)
+                return tool_fail("eval", "--targets wants memory, dir and/or server, got '%s'", optarg);
             break;
         case 'X': o->server = optarg; break;
         case 'K': o->key = optarg; break;
@@ -217,8 +235,20 @@ static int parse_args(int argc, char **argv, eval_opts *o)
     }
     if (o->gt && o->max_base)
         return tool_fail("eval", "--nb cuts the base, so a ground-truth file no longer applies: drop --gt");
-    if (o->dir && o->server)
-        return tool_fail("eval", "--dir and --server are two different targets: give one");
+    if (o->ntargets == 0) { /* the target the locations name */
+        if (o->dir && o->server)
+            return tool_fail("eval", "--dir and --server together need --targets (e.g. memory,dir,server)");
+        o->targets[0] = o->server ? TARGET_SERVER : o->dir ? TARGET_DIR : TARGET_MEMORY;
+        o->ntargets = 1;
+    }
+    bool wants[3] = {false, false, false};
+    for (int i = 0; i < o->ntargets; i++)
+        wants[o->targets[i]] = true;
+    if (wants[TARGET_DIR] != (o->dir != NULL))
+        return tool_fail("eval", o->dir ? "--dir is given but --targets has no 'dir'" : "target 'dir' needs --dir DIR");
+    if (wants[TARGET_SERVER] != (o->server != NULL))
+        return tool_fail("eval", o->server ? "--server is given but --targets has no 'server'"
+                                           : "target 'server' needs --server HOST:PORT");
     if (o->key && !o->server)
         return tool_fail("eval", "--key names a vector set on --server");
     bool one_index = o->nbits == 1 && o->nvariant == 1 && o->ncorrection == 1 && o->ncenter == 1;
@@ -253,230 +283,48 @@ static void dataset_name(const eval_opts *o, char *out, size_t cap)
     snprintf(out, cap, "%.*s", (int)(slash - start), start);
 }
 
-/* What is evaluated: an in-memory index, a stored collection whose keys
- * are the base's row numbers, or a vector set on a tqvecd. */
-typedef struct eval_target {
-    const tqvec_index *ix;
-    tqvec_collection *coll;
-    const char *server;
-    char key[512];
-} eval_target;
-
-/* A key written as a base row number (as tool_add_rows and tqvec load
- * write them) back to the row; false when it is not one. */
-static bool key_row(const char *key, size_t len, int64_t *row)
-{
-    if (len == 0 || len > 18)
-        return false;
-    int64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (key[i] < '0' || key[i] > '9')
-            return false;
-        v = v * 10 + (key[i] - '0');
-    }
-    *row = v;
-    return true;
-}
-
-/* One sweep point's queries, shared by its query streams. */
-typedef struct query_run {
-    const eval_target *target;
-    const tq_matrix *queries;
-    tqvec_search_params sp;
-    size_t batch;
-    int64_t *found;  /* nq * k base rows, nearest first */
-    size_t *nfound;  /* nq */
-    double *lat_us;  /* nq */
-    _Atomic size_t next, done;
-    _Atomic int failed;
-    char why[320];
-} query_run;
-
-static void run_fail(query_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void run_fail(query_run *r, const char *fmt, ...)
-{
-    if (atomic_exchange(&r->failed, 1))
-        return; /* the first failure is the one reported */
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->why, sizeof(r->why), fmt, ap);
-    va_end(ap);
-}
-
-/* Queries from..from+g through the library; false on failure. */
-static bool search_local(query_run *r, size_t from, size_t g, tqvec_hit *hits, size_t *counts)
-{
-    const eval_target *t = r->target;
-    const size_t k = r->sp.k;
-    const float *q = r->queries->data + from * r->queries->d;
-    tqvec_error err;
-    const double t0 = tool_now();
-    int rc;
-    if (t->ix) {
-        rc = g == 1 ? tqvec_index_search(t->ix, q, &r->sp, hits, k, &counts[0], &err)
-                    : tqvec_index_search_batch(t->ix, q, g, &r->sp, hits, counts, &err);
-        for (size_t b = 0; b < g && !rc; b++)
-            for (size_t i = 0; i < counts[b]; i++)
-                r->found[(from + b) * k + i] = (int64_t)hits[b * k + i].id;
-    } else {
-        tqvec_results *res;
-        rc = tqvec_collection_search(t->coll, q, g, &r->sp, &res, &err);
-        for (size_t b = 0; b < g && !rc; b++) {
-            counts[b] = tqvec_results_count(res, b);
-            for (size_t i = 0; i < counts[b]; i++) {
-                const tqvec_match *m = tqvec_results_get(res, b, i);
-                if (!key_row(m->key, m->key_len, &r->found[(from + b) * k + i])) {
-                    run_fail(r, "key '%.*s' is not a row number: --dir needs a collection built with row keys",
-                             (int)(m->key_len < 40 ? m->key_len : 40), m->key);
-                    tqvec_results_free(res);
-                    return false;
-                }
-            }
-        }
-        if (!rc)
-            tqvec_results_free(res);
-    }
-    if (rc) {
-        run_fail(r, "search failed on queries %zu..%zu: %s", from, from + g - 1, err.message);
-        return false;
-    }
-    const double us = (tool_now() - t0) * 1e6 / (double)g;
-    for (size_t b = 0; b < g; b++) {
-        r->nfound[from + b] = counts[b];
-        r->lat_us[from + b] = us;
-    }
-    return true;
-}
-
-/* Queries from..from+g as pipelined VSIMs on conn; false on failure. */
-static bool search_server(query_run *r, resp_client *conn, size_t from, size_t g)
-{
-    const size_t k = r->sp.k, d = r->queries->d;
-    char kbuf[16], rbuf[16];
-    snprintf(kbuf, sizeof(kbuf), "%u", r->sp.k);
-    snprintf(rbuf, sizeof(rbuf), "%u", r->sp.rerank);
-    const double t0 = tool_now();
-    for (size_t i = from; i < from + g; i++) {
-        const char *args[] = {"VSIM", r->target->key, "FP32", (const char *)(r->queries->data + i * d),
-                              "COUNT", kbuf, "RERANK", rbuf};
-        const size_t lens[] = {4, strlen(r->target->key), 4, d * sizeof(float), 5, strlen(kbuf), 6, strlen(rbuf)};
-        if (!resp_queue(conn, 8, args, lens)) {
-            run_fail(r, "out of memory");
-            return false;
-        }
-    }
-    if (resp_flush(conn)) {
-        run_fail(r, "connection to %s lost", r->target->server);
-        return false;
-    }
-    for (size_t i = from; i < from + g; i++) {
-        if (resp_reply(conn) || conn->error) {
-            run_fail(r, "VSIM: %s", conn->nparts ? conn->part[0] : "connection lost");
-            return false;
-        }
-        r->lat_us[i] = (tool_now() - t0) * 1e6;
-        size_t n = conn->nparts < k ? conn->nparts : k;
-        for (size_t j = 0; j < n; j++)
-            if (!key_row(conn->part[j], conn->part_len[j], &r->found[i * k + j])) {
-                run_fail(r, "element '%.40s' is not a row number: the set was not loaded from this base",
-                         conn->part[j]);
-                return false;
-            }
-        r->nfound[i] = n;
-    }
-    return true;
-}
-
-/* A query stream's thread argument; the first stream draws the progress
- * line (a poller thread would blur the wall time QPS is taken from). */
-typedef struct stream_arg {
-    query_run *run;
-    tool_progress *prog; /* or NULL */
-} stream_arg;
-
-/* One query stream (a thread; a connection on a server): takes batches of
- * queries from the shared counter until none are left. */
-static void *query_stream(void *arg)
-{
-    query_run *r = ((stream_arg *)arg)->run;
-    tool_progress *prog = ((stream_arg *)arg)->prog;
-    resp_client conn = {.fd = -1};
-    tqvec_hit *hits = tq_malloc(r->batch * r->sp.k * sizeof(tqvec_hit));
-    size_t *counts = tq_malloc(r->batch * sizeof(size_t));
-    if (!hits || !counts)
-        run_fail(r, "out of memory");
-    else if (r->target->server && resp_connect(r->target->server, &conn, r->why, sizeof(r->why)))
-        atomic_store(&r->failed, 1);
-    const size_t nq = r->queries->n;
-    while (!atomic_load(&r->failed)) {
-        size_t from = atomic_fetch_add(&r->next, r->batch);
-        if (from >= nq)
-            break;
-        size_t g = nq - from < r->batch ? nq - from : r->batch;
-        if (!(r->target->server ? search_server(r, &conn, from, g) : search_local(r, from, g, hits, counts)))
-            break;
-        size_t done = atomic_fetch_add(&r->done, g) + g;
-        if (prog)
-            tool_progress_update(prog, done);
-    }
-    if (r->target->server)
-        resp_close(&conn);
-    tq_free(hits);
-    tq_free(counts);
-    return NULL;
-}
-
-/* Runs every query with `clients` streams and fills the record's recall,
- * QPS and latency figures. */
-static int run_queries(const eval_target *target, const tq_matrix *queries, const tq_imatrix *gt, unsigned clients,
-                       const tqvec_search_params *sp, size_t batch, const char *label, tool_eval_record *rec)
+/* Runs every query with `clients` streams (query.c) and fills the
+ * record's recall, QPS and latency figures; QPS is the median over
+ * `repeat` runs of the whole set, latency percentiles over all of them. */
+static int run_queries(const tool_target *target, const tq_matrix *queries, const tq_imatrix *gt, unsigned clients,
+                       const tqvec_search_params *sp, size_t batch, size_t repeat, const char *label,
+                       tool_eval_record *rec)
 {
     const size_t nq = queries->n, k = sp->k;
-    query_run r = {.target = target, .queries = queries, .sp = *sp, .batch = batch};
-    r.found = tq_malloc(nq * k * sizeof(int64_t));
-    r.nfound = tq_calloc(nq, sizeof(size_t));
-    r.lat_us = tq_malloc(nq * sizeof(double));
-    pthread_t *th = tq_calloc(clients, sizeof(pthread_t));
-    stream_arg *args = tq_calloc(clients, sizeof(stream_arg));
+    double *qps = tq_malloc(repeat * sizeof(double)), *lat = tq_malloc(repeat * nq * sizeof(double));
+    tool_query_result res = {0};
     int rc = 0;
-    if (!r.found || !r.nfound || !r.lat_us || !th || !args) {
+    if (!qps || !lat) {
         rc = tool_fail("eval", "out of memory");
         goto out;
     }
-    tool_progress prog;
-    tool_progress_begin(&prog, label, "queries", nq);
-    const double t0 = tool_now();
-    unsigned started = 0;
-    for (; started < clients; started++) {
-        args[started] = (stream_arg){.run = &r, .prog = started == 0 ? &prog : NULL};
-        if (pthread_create(&th[started], NULL, query_stream, &args[started])) {
-            run_fail(&r, "cannot start a query thread");
+    for (size_t rep = 0; rep < repeat && !rc; rep++) {
+        char why[320];
+        tool_query_result_free(&res);
+        if (tool_run_queries(target, queries, nq, sp, clients, batch, label, &res, why, sizeof(why))) {
+            rc = tool_fail("eval", "%s", why);
             break;
         }
+        qps[rep] = res.wall_s > 0 ? (double)nq / res.wall_s : 0.0;
+        memcpy(lat + rep * nq, res.lat_us, nq * sizeof(double));
     }
-    for (unsigned i = 0; i < started; i++)
-        pthread_join(th[i], NULL);
-    const double wall = tool_now() - t0;
-    tool_progress_end(&prog);
-    if (atomic_load(&r.failed)) {
-        rc = tool_fail("eval", "%s", r.why);
+    if (rc)
         goto out;
-    }
+    /* Answers are the same every run (fixed seeds, exact re-rank ties
+     * broken by row): recall from the last one. */
     tool_recall acc;
     tool_recall_init(&acc, k);
     for (size_t i = 0; i < nq; i++)
-        tool_recall_add(&acc, r.found + i * k, r.nfound[i], gt->data + i * gt->d);
+        tool_recall_add(&acc, res.found + i * k, res.nfound[i], gt->data + i * gt->d);
     rec->recall_at_k = tool_recall_at_k(&acc);
     rec->recall_at_1 = tool_recall_at_1(&acc);
     rec->recall_1_at_k = tool_recall_1_at_k(&acc);
-    rec->qps = wall > 0 ? (double)nq / wall : 0.0;
-    tool_latency_summarize(r.lat_us, nq, &rec->lat_us);
+    rec->qps = tool_median(qps, repeat);
+    tool_latency_summarize(lat, repeat * nq, &rec->lat_us);
 out:
-    tq_free(r.found);
-    tq_free(r.nfound);
-    tq_free(r.lat_us);
-    tq_free(th);
-    tq_free(args);
+    tool_query_result_free(&res);
+    tq_free(qps);
+    tq_free(lat);
     return rc;
 }
 
@@ -628,9 +476,10 @@ static int call(resp_client *c, size_t argc, const char *const *argv)
 
 /* The configuration's vector set on the server: reused when it holds the
  * base, else created with TQ.CREATE and loaded with pipelined VADD (timed
- * as the build). bytes_per_vector from VINFO. */
+ * as the build). Bytes per vector (scanned, and refine) from VINFO. */
 static int server_set(const eval_opts *o, const tqvec_collection_options *co, const char *refine,
-                      const tq_matrix *base, eval_target *t, double *build_s, uint64_t *bytes_per_vector)
+                      const tq_matrix *base, tool_target *t, double *build_s, uint64_t *bytes_per_vector,
+                      uint64_t *refine_bytes)
 {
     resp_client c;
     char why[320];
@@ -672,10 +521,12 @@ static int server_set(const eval_opts *o, const tqvec_collection_options *co, co
             goto out;
         }
     }
-    long long bpv = 0;
-    if (call(&c, 2, (const char *[]){"VINFO", t->key}) || !reply_field(&c, "bytes-per-vector", &bpv))
+    long long total = 0, kept = 0;
+    if (call(&c, 2, (const char *[]){"VINFO", t->key}) || !reply_field(&c, "bytes-per-vector", &total) ||
+        !reply_field(&c, "refine-bytes-per-vector", &kept))
         rc = tool_fail("eval", "VINFO %s: %s", t->key, c.nparts ? c.part[0] : "connection lost");
-    *bytes_per_vector = (uint64_t)bpv;
+    *bytes_per_vector = (uint64_t)(total - kept);
+    *refine_bytes = (uint64_t)kept;
 out:
     resp_close(&c);
     return rc;
@@ -697,14 +548,14 @@ static uint64_t server_rss(const char *server)
 
 /* The index or set one sweep configuration is measured on. */
 typedef struct eval_index {
-    eval_target target;
+    tool_target target;
     tqvec_index *ix;
     tqvec_collection *coll;
     double build_s;
     uint64_t bytes_per_vector, refine_bytes;
 } eval_index;
 
-static int build_index(const eval_opts *o, const tqvec_index_options *opts, const char *refine_name,
+static int build_index(const eval_opts *o, int kind, const tqvec_index_options *opts, const char *refine_name,
                        const char *dataset, const tq_matrix *base, eval_index *out)
 {
     memset(out, 0, sizeof(*out));
@@ -712,7 +563,7 @@ static int build_index(const eval_opts *o, const tqvec_index_options *opts, cons
     tqvec_collection_options co = {.dim = opts->dim, .metric = opts->metric, .bits = opts->bits,
                                    .variant = opts->variant, .correction = opts->correction, .seed = opts->seed,
                                    .refine = opts->refine, .center = opts->center, .create = 1};
-    if (o->server) {
+    if (kind == TARGET_SERVER) {
         out->target.server = o->server;
         if (o->key)
             snprintf(out->target.key, sizeof(out->target.key), "%s", o->key);
@@ -722,9 +573,10 @@ static int build_index(const eval_opts *o, const tqvec_index_options *opts, cons
                      opts->variant == TQVEC_VARIANT_PROD ? "prod" : "mse",
                      opts->center == TQVEC_CENTER_NONE ? "none" : "mean", refine_name,
                      (unsigned long long)opts->seed);
-        return server_set(o, &co, refine_name, base, &out->target, &out->build_s, &out->bytes_per_vector);
+        return server_set(o, &co, refine_name, base, &out->target, &out->build_s, &out->bytes_per_vector,
+                          &out->refine_bytes);
     }
-    if (o->dir) {
+    if (kind == TARGET_DIR) {
         if (open_or_build(o, &co, base, &out->coll, &out->build_s))
             return 1;
         tqvec_collection_info info;
@@ -776,17 +628,17 @@ static tool_eval_record *new_record(tool_eval_run *run, size_t *cap)
 
 static void print_header(FILE *table)
 {
-    fprintf(table, "%4s %-4s %-4s %-4s %-5s %6s %4s %3s %3s | %6s %6s %6s | %8s %8s %8s %8s | %7s %5s %6s %s\n",
-            "bits", "var", "corr", "cent", "score", "rerank", "k", "thr", "cli", "R@1", "R@k", "R1@k", "QPS",
+    fprintf(table, "%-6s %4s %-4s %-4s %-4s %-5s %6s %4s %3s %3s | %6s %6s %6s | %8s %8s %8s %8s | %7s %5s %6s %s\n",
+            "target", "bits", "var", "corr", "cent", "score", "rerank", "k", "thr", "cli", "R@1", "R@k", "R1@k", "QPS",
             "p50 us", "p95 us", "p99 us", "build s", "B/vec", "RSS MB", "");
 }
 
 static void print_record(FILE *table, const tool_eval_record *r, bool mark_pareto)
 {
     fprintf(table,
-            "%4u %-4s %-4s %-4s %-5s %6u %4zu %3u %3u | %6.4f %6.4f %6.4f | %8.0f %8.1f %8.1f %8.1f | %7.3f %5llu "
+            "%-6s %4u %-4s %-4s %-4s %-5s %6u %4zu %3u %3u | %6.4f %6.4f %6.4f | %8.0f %8.1f %8.1f %8.1f | %7.3f %5llu "
             "%6.1f %s\n",
-            r->bits, r->variant, r->correction, r->center, r->scorer, r->rerank, r->k, r->threads, r->clients,
+            r->target, r->bits, r->variant, r->correction, r->center, r->scorer, r->rerank, r->k, r->threads, r->clients,
             r->recall_at_1, r->recall_at_k, r->recall_1_at_k, r->qps, r->lat_us.p50, r->lat_us.p95, r->lat_us.p99,
             r->build_s, (unsigned long long)r->bytes_per_vector, (double)r->peak_rss / 1048576.0,
             mark_pareto && r->pareto ? "*" : "");
@@ -810,7 +662,7 @@ int cmd_eval(int argc, char **argv)
     tq_imatrix gt = {0};
     FILE *json = NULL;
     eval_index index = {0};
-    tool_eval_run run = {.seed = o.seed, .batch = o.batch};
+    tool_eval_run run = {.seed = o.seed, .batch = o.batch, .repeat = o.repeat};
     size_t cap = 0;
     if ((rc = load_inputs(&o, &base, &queries, &gt)))
         goto done;
@@ -845,8 +697,6 @@ int cmd_eval(int argc, char **argv)
     }
     dataset_name(&o, run.dataset, sizeof(run.dataset));
     run.metric = tool_metric_name(o.metric);
-    run.target = o.server ? "server" : o.dir ? "dir" : "memory";
-    run.target_where = o.server ? o.server : o.dir;
     run.n = base.n;
     run.nq = queries.n;
     run.d = base.d;
@@ -860,9 +710,8 @@ int cmd_eval(int argc, char **argv)
     int refine = o.refine >= 0 ? refine_values[o.refine] : reranks ? TQVEC_REFINE_FP32 : TQVEC_REFINE_NONE;
     const char *refine_name = refine_names[refine - 1];
 
-    fprintf(table, "dataset %s: %zu base x %zu queries, d=%zu, metric %s, refine %s, target %s%s%s, simd %s, batch %zu\n",
-            run.dataset, base.n, queries.n, base.d, run.metric, refine_name, run.target, run.target_where ? " " : "",
-            run.target_where ? run.target_where : "", tqvec_simd_level(), o.batch);
+    fprintf(table, "dataset %s: %zu base x %zu queries, d=%zu, metric %s, refine %s, simd %s, batch %zu, repeat %zu\n",
+            run.dataset, base.n, queries.n, base.d, run.metric, refine_name, tqvec_simd_level(), o.batch, o.repeat);
     print_header(table);
     run.peak_rss_per_config = true;
     for (int bi = 0; bi < o.nbits; bi++)
@@ -879,8 +728,10 @@ int cmd_eval(int argc, char **argv)
                         .seed = o.seed,
                         .refine = refine,
                     };
+                    for (int gi = 0; gi < o.ntargets; gi++) {
+                    const int kind = o.targets[gi];
                     run.peak_rss_per_config &= tool_peak_rss_reset();
-                    if ((rc = build_index(&o, &opts, refine_name, run.dataset, &base, &index)))
+                    if ((rc = build_index(&o, kind, &opts, refine_name, run.dataset, &base, &index)))
                         goto done;
                     for (int si = 0; si < o.nscorer; si++)
                         for (int ri = 0; ri < o.nrerank; ri++)
@@ -893,6 +744,10 @@ int cmd_eval(int argc, char **argv)
                                             goto done;
                                         }
                                         *rec = (tool_eval_record){
+                                            .target = target_names[kind],
+                                            .target_where = kind == TARGET_SERVER ? o.server
+                                                            : kind == TARGET_DIR  ? o.dir
+                                                                                  : NULL,
                                             .bits = o.bits[bi], .rerank = o.rerank[ri], .threads = o.threads[ti],
                                             .clients = o.clients[li], .variant = variant_names[o.variant[vi]],
                                             .correction = correction_names[o.correction[ci]],
@@ -905,16 +760,18 @@ int cmd_eval(int argc, char **argv)
                                                                   .scorer = (uint32_t)scorer_values[o.scorer[si]],
                                                                   .threads = o.threads[ti]};
                                         char label[128];
-                                        snprintf(label, sizeof(label), "b=%u %s %s rerank=%u k=%u t=%u c=%u",
-                                                 rec->bits, rec->variant, rec->scorer, rec->rerank, o.ks[ki],
-                                                 rec->threads, rec->clients);
+                                        snprintf(label, sizeof(label), "%s b=%u %s %s rerank=%u k=%u t=%u c=%u",
+                                                 rec->target, rec->bits, rec->variant, rec->scorer, rec->rerank,
+                                                 o.ks[ki], rec->threads, rec->clients);
                                         if ((rc = run_queries(&index.target, &queries, &gt, o.clients[li], &sp,
-                                                              o.batch, label, rec)))
+                                                              o.batch, o.repeat, label, rec)))
                                             goto done;
-                                        rec->peak_rss = o.server ? server_rss(o.server) : tool_peak_rss();
+                                        rec->peak_rss =
+                                            kind == TARGET_SERVER ? server_rss(o.server) : tool_peak_rss();
                                         print_record(table, rec, false);
                                     }
                     free_index(&index);
+                    }
                 }
     tool_eval_mark_pareto(&run);
     fprintf(table, "Pareto frontier (recall@k against QPS, per k):\n");

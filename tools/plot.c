@@ -109,7 +109,10 @@ int tool_plot_svg(const tool_plot *p, FILE *out)
             "font-family=\"sans-serif\" font-size=\"12\">\n"
             "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
             WIDTH, HEIGHT, WIDTH, HEIGHT);
-    fprintf(out, "<text x=\"%.1f\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">", (x0 + x1) / 2);
+    /* A long title gets a smaller font rather than running off the frame. */
+    const size_t title_len = p->title ? strlen(p->title) : 0;
+    fprintf(out, "<text x=\"%.1f\" y=\"22\" text-anchor=\"middle\" font-size=\"%d\">", (x0 + x1) / 2,
+            title_len > 100 ? 11 : title_len > 75 ? 13 : 15);
     xml_text(out, p->title ? p->title : "");
     fputs("</text>\n", out);
 

@@ -54,9 +54,9 @@ void tool_eval_json(const tool_eval_run *run, const tool_eval_record *r, FILE *o
     tool_json_int(&j, "n", (long long)run->n);
     tool_json_int(&j, "nq", (long long)run->nq);
     tool_json_int(&j, "d", (long long)run->d);
-    tool_json_str(&j, "target", run->target);
-    if (run->target_where)
-        tool_json_str(&j, "target_where", run->target_where);
+    tool_json_str(&j, "target", r->target);
+    if (r->target_where)
+        tool_json_str(&j, "target_where", r->target_where);
     tool_json_int(&j, "bits", r->bits);
     tool_json_str(&j, "variant", r->variant);
     tool_json_str(&j, "correction", r->correction);
@@ -68,6 +68,7 @@ void tool_eval_json(const tool_eval_run *run, const tool_eval_record *r, FILE *o
     tool_json_int(&j, "threads", r->threads);
     tool_json_int(&j, "clients", r->clients);
     tool_json_int(&j, "batch", (long long)run->batch);
+    tool_json_int(&j, "repeat", (long long)run->repeat);
     tool_json_num(&j, "recall_at_1", r->recall_at_1);
     tool_json_num(&j, "recall_at_k", r->recall_at_k);
     tool_json_num(&j, "recall_1_at_k", r->recall_1_at_k);
@@ -82,7 +83,7 @@ void tool_eval_json(const tool_eval_run *run, const tool_eval_record *r, FILE *o
     tool_json_int(&j, "rerank_bytes_per_vector", r->rerank ? (long long)r->rerank_bytes_per_vector : 0);
     tool_json_int(&j, "peak_rss_bytes", (long long)r->peak_rss);
     tool_json_str(&j, "peak_rss_scope",
-                  !strcmp(run->target, "server") ? "server" : run->peak_rss_per_config ? "configuration" : "process");
+                  !strcmp(r->target, "server") ? "server" : run->peak_rss_per_config ? "configuration" : "process");
     tool_json_bool(&j, "pareto", r->pareto);
     tool_json_int(&j, "seed", (long long)run->seed);
     tool_json_str(&j, "git_revision", run->prov.revision);
@@ -96,7 +97,7 @@ void tool_eval_json(const tool_eval_run *run, const tool_eval_record *r, FILE *o
 
 /* Which settings vary across the run's records: only those name a curve. */
 typedef struct varying {
-    bool bits, variant, correction, center, scorer, threads, clients;
+    bool target, bits, variant, correction, center, scorer, threads, clients;
 } varying;
 
 static varying find_varying(const tool_eval_run *run)
@@ -105,6 +106,7 @@ static varying find_varying(const tool_eval_run *run)
     const tool_eval_record *a = &run->rec[0];
     for (size_t i = 1; i < run->nrec; i++) {
         const tool_eval_record *b = &run->rec[i];
+        v.target |= strcmp(a->target, b->target) != 0;
         v.bits |= a->bits != b->bits;
         v.variant |= strcmp(a->variant, b->variant) != 0;
         v.correction |= strcmp(a->correction, b->correction) != 0;
@@ -118,10 +120,11 @@ static varying find_varying(const tool_eval_run *run)
 
 static void curve_label(const tool_eval_record *r, const varying *v, char *out, size_t cap)
 {
-    size_t at = (size_t)snprintf(out, cap, "%u bit", r->bits);
+    size_t at = v->target ? (size_t)snprintf(out, cap, "%s, ", r->target) : 0;
 #define PART(cond, ...)                                                                                       \
     if ((cond) && at < cap)                                                                                   \
     at += (size_t)snprintf(out + at, cap - at, __VA_ARGS__)
+    PART(true, "%u bit", r->bits);
     PART(v->variant, " %s", r->variant);
     PART(v->correction, " corr=%s", r->correction);
     PART(v->center, " center=%s", r->center);
@@ -133,7 +136,7 @@ static void curve_label(const tool_eval_record *r, const varying *v, char *out, 
 
 static bool same_curve(const tool_eval_record *a, const tool_eval_record *b)
 {
-    return a->k == b->k && a->bits == b->bits && !strcmp(a->variant, b->variant) &&
+    return a->k == b->k && !strcmp(a->target, b->target) && a->bits == b->bits && !strcmp(a->variant, b->variant) &&
            !strcmp(a->correction, b->correction) && !strcmp(a->center, b->center) && !strcmp(a->scorer, b->scorer) &&
            a->threads == b->threads && a->clients == b->clients;
 }
@@ -148,6 +151,24 @@ static int by_qps(const void *x, const void *y)
 {
     const tool_eval_record *a = *(const tool_eval_record *const *)x, *b = *(const tool_eval_record *const *)y;
     return (a->qps > b->qps) - (a->qps < b->qps);
+}
+
+/* The distinct targets of the run, in order, comma-separated, each with
+ * its directory or address when `where`. */
+static void target_list(const tool_eval_run *run, bool where, char *out, size_t cap)
+{
+    size_t at = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < run->nrec && at < cap; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = !strcmp(run->rec[j].target, run->rec[i].target);
+        if (!seen) {
+            const char *place = where ? run->rec[i].target_where : NULL;
+            at += (size_t)snprintf(out + at, cap - at, "%s%s%s%s", at ? ", " : "", run->rec[i].target,
+                                   place ? " " : "", place ? place : "");
+        }
+    }
 }
 
 /* The recall@k-vs-QPS plot of the records with this k. */
@@ -201,9 +222,10 @@ static int plot_for_k(const tool_eval_run *run, size_t k, FILE *out)
     }
     if (nf > 1)
         series[ns++] = (tool_plot_series){.label = "Pareto frontier", .n = nf, .x = fx, .y = fy, .dashed = true};
-    char title[256], ylabel[32];
+    char title[256], ylabel[32], targets[64];
+    target_list(run, false, targets, sizeof(targets));
     snprintf(title, sizeof(title), "%s (n=%zu, d=%zu, %s): recall@%zu vs QPS, %s", run->dataset, run->n, run->d,
-             run->metric, k, run->target);
+             run->metric, k, targets);
     snprintf(ylabel, sizeof(ylabel), "recall@%zu", k);
     tool_plot plot = {.title = title, .x_label = "queries per second (log scale)", .y_label = ylabel, .log_x = true,
                       .y_max_one = true, .nseries = ns, .series = series};
@@ -243,6 +265,8 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
 {
     size_t ks[64], nk = distinct_ks(run, ks, 64);
     const char *b = html ? "<b>" : "**", *eb = html ? "</b>" : "**";
+    char targets[512];
+    target_list(run, true, targets, sizeof(targets));
     if (html)
         fprintf(out, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>tqvec eval: %s</title>\n"
                      "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
@@ -251,10 +275,9 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
                 run->dataset, run->dataset);
     else
         fprintf(out, "### %s\n\n", run->dataset);
-    fprintf(out, "%s%zu%s base vectors, %s%zu%s queries, d = %zu, metric %s, target %s%s%s; "
+    fprintf(out, "%s%zu%s base vectors, %s%zu%s queries, d = %zu, metric %s, target %s; "
                  "data checksum xxh3 %s; seed %llu; revision %s; %s, %u cores, SIMD %s.%s",
-            b, run->n, eb, b, run->nq, eb, run->d, run->metric, run->target, run->target_where ? " " : "",
-            run->target_where ? run->target_where : "", run->checksum, (unsigned long long)run->seed,
+            b, run->n, eb, b, run->nq, eb, run->d, run->metric, targets, run->checksum, (unsigned long long)run->seed,
             run->prov.revision, run->prov.cpu, run->prov.cores, run->prov.simd, html ? "<br>\n" : "\n\n");
     fprintf(out, html ? "Command: <code>" : "Command: `");
     if (html) {
@@ -281,7 +304,7 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
             md_escape(out, run->dataset);
             fprintf(out, "-k%zu.svg)\n\n", ks[ki]);
         }
-        static const char *const cols[] = {"bits", "variant", "corr.", "center", "scorer", "re-rank", "threads",
+        static const char *const cols[] = {"target", "bits", "variant", "corr.", "center", "scorer", "re-rank", "threads",
                                            "clients", "R@1", "R@k", "R1@k", "QPS", "mean µs", "p50 µs",
                                            "p95 µs", "p99 µs", "build s", "B/vec", "peak RSS MB", "Pareto"};
         const size_t ncols = sizeof(cols) / sizeof(*cols);
@@ -290,34 +313,35 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
         fputs(html ? "</tr>\n" : "|\n", out);
         if (!html) {
             for (size_t c = 0; c < ncols; c++)
-                fputs(c < 5 ? "|---" : "|---:", out);
+                fputs(c < 6 ? "|---" : "|---:", out);
             fputs("|\n", out);
         }
         for (size_t i = 0; i < run->nrec; i++) {
             const tool_eval_record *r = &run->rec[i];
             if (r->k != ks[ki])
                 continue;
-            char cell[20][48];
-            snprintf(cell[0], 48, "%u", r->bits);
-            snprintf(cell[1], 48, "%s", r->variant);
-            snprintf(cell[2], 48, "%s", r->correction);
-            snprintf(cell[3], 48, "%s", r->center);
-            snprintf(cell[4], 48, "%s", r->scorer);
-            snprintf(cell[5], 48, "%u", r->rerank);
-            snprintf(cell[6], 48, "%u", r->threads);
-            snprintf(cell[7], 48, "%u", r->clients);
-            snprintf(cell[8], 48, "%.4f", r->recall_at_1);
-            snprintf(cell[9], 48, "%.4f", r->recall_at_k);
-            snprintf(cell[10], 48, "%.4f", r->recall_1_at_k);
-            snprintf(cell[11], 48, "%.0f", r->qps);
-            snprintf(cell[12], 48, "%.1f", r->lat_us.mean);
-            snprintf(cell[13], 48, "%.1f", r->lat_us.p50);
-            snprintf(cell[14], 48, "%.1f", r->lat_us.p95);
-            snprintf(cell[15], 48, "%.1f", r->lat_us.p99);
-            snprintf(cell[16], 48, "%.3f", r->build_s);
-            snprintf(cell[17], 48, "%llu", (unsigned long long)r->bytes_per_vector);
-            snprintf(cell[18], 48, "%.1f", (double)r->peak_rss / 1048576.0);
-            snprintf(cell[19], 48, "%s", r->pareto ? "yes" : "");
+            char cell[21][48];
+            snprintf(cell[0], 48, "%s", r->target);
+            snprintf(cell[1], 48, "%u", r->bits);
+            snprintf(cell[2], 48, "%s", r->variant);
+            snprintf(cell[3], 48, "%s", r->correction);
+            snprintf(cell[4], 48, "%s", r->center);
+            snprintf(cell[5], 48, "%s", r->scorer);
+            snprintf(cell[6], 48, "%u", r->rerank);
+            snprintf(cell[7], 48, "%u", r->threads);
+            snprintf(cell[8], 48, "%u", r->clients);
+            snprintf(cell[9], 48, "%.4f", r->recall_at_1);
+            snprintf(cell[10], 48, "%.4f", r->recall_at_k);
+            snprintf(cell[11], 48, "%.4f", r->recall_1_at_k);
+            snprintf(cell[12], 48, "%.0f", r->qps);
+            snprintf(cell[13], 48, "%.1f", r->lat_us.mean);
+            snprintf(cell[14], 48, "%.1f", r->lat_us.p50);
+            snprintf(cell[15], 48, "%.1f", r->lat_us.p95);
+            snprintf(cell[16], 48, "%.1f", r->lat_us.p99);
+            snprintf(cell[17], 48, "%.3f", r->build_s);
+            snprintf(cell[18], 48, "%llu", (unsigned long long)r->bytes_per_vector);
+            snprintf(cell[19], 48, "%.1f", (double)r->peak_rss / 1048576.0);
+            snprintf(cell[20], 48, "%s", r->pareto ? "yes" : "");
             if (html)
                 fputs("<tr>", out);
             for (size_t c = 0; c < ncols; c++)
@@ -326,16 +350,13 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
         }
         fputs(html ? "</table>\n" : "\n", out);
     }
-    fprintf(out, html ? "<p>R@1: first result is the true nearest; R@k: share of the true top-k found; R1@k: "
-                        "true nearest among the k results. Latency per query over %zu queries, one at a time per "
-                        "client. Peak RSS: %s.</p>\n</body></html>\n"
-                      : "R@1: first result is the true nearest; R@k: share of the true top-k found; R1@k: true "
-                        "nearest among the k results. Latency per query over %zu queries, one at a time per "
-                        "client. Peak RSS: %s.\n",
-            run->nq,
-            !strcmp(run->target, "server") ? "the daemon's resident memory after the run"
-            : run->peak_rss_per_config     ? "this process's high-water mark during each build and its queries"
-                                           : "this process's high-water mark so far");
+    static const char *const legend =
+        "R@1: first result is the true nearest; R@k: share of the true top-k found; R1@k: true nearest "
+        "among the k results. QPS: queries over the wall time of the whole set (median of the repeats); "
+        "latency per query, one at a time per client. B/vec: bytes scanned per vector (refine data for "
+        "re-ranking is kept beside). Peak RSS: in memory and dir, this process's high-water mark during "
+        "each index's build and queries; on a server, the daemon's resident memory after the point.";
+    fprintf(out, html ? "<p>%s</p>\n</body></html>\n" : "%s\n", legend);
     return ferror(out) ? -1 : 0;
 }
 

@@ -111,90 +111,6 @@ out:
 
 /* -------------------------------------------------------- bench server */
 
-typedef struct bench_target {
-    const char *server;       /* or NULL: in-process on local */
-    tqvec_collection *local;
-    const char *key;
-    const tq_matrix *q;
-    size_t k, rerank;
-    bool has_rerank;
-    size_t nq, pipeline;
-    int32_t *found;           /* nq * k result ids, -1 empty */
-    double *lat_us;           /* nq */
-    _Atomic size_t next;
-    _Atomic int failed;
-    char why[300];
-} bench_target;
-
-/* One connection (or one in-process thread): takes queries from the shared
- * counter, a batch of `pipeline` at a time. */
-static void *bench_worker(void *arg)
-{
-    bench_target *t = arg;
-    resp_client c = {.fd = -1};
-    if (t->server && resp_connect(t->server, &c, t->why, sizeof(t->why))) {
-        atomic_store(&t->failed, 1);
-        return NULL;
-    }
-    char kbuf[16], rbuf[16];
-    snprintf(kbuf, sizeof(kbuf), "%zu", t->k);
-    snprintf(rbuf, sizeof(rbuf), "%zu", t->rerank);
-    for (;;) {
-        size_t from = atomic_fetch_add(&t->next, t->pipeline);
-        if (from >= t->nq || atomic_load(&t->failed))
-            break;
-        size_t to = from + t->pipeline < t->nq ? from + t->pipeline : t->nq;
-        double start = tool_now();
-        for (size_t i = from; i < to && t->server; i++) {
-            const char *args[] = {"VSIM", t->key, "FP32", (const char *)(t->q->data + (i % t->q->n) * t->q->d),
-                                  "COUNT", kbuf, "RERANK", rbuf};
-            size_t lens[] = {4, strlen(t->key), 4, t->q->d * sizeof(float), 5, strlen(kbuf), 6, strlen(rbuf)};
-            resp_queue(&c, t->has_rerank ? 8 : 6, args, lens);
-        }
-        if (t->server && resp_flush(&c)) {
-            snprintf(t->why, sizeof(t->why), "connection lost");
-            atomic_store(&t->failed, 1);
-            break;
-        }
-        for (size_t i = from; i < to; i++) {
-            int32_t *out = t->found + i * t->k;
-            for (size_t j = 0; j < t->k; j++)
-                out[j] = -1;
-            if (t->server) {
-                if (resp_reply(&c) || c.error) {
-                    snprintf(t->why, sizeof(t->why), "VSIM: %s", c.nparts ? c.part[0] : "connection lost");
-                    atomic_store(&t->failed, 1);
-                    break;
-                }
-                for (size_t j = 0; j < c.nparts && j < t->k; j++)
-                    out[j] = (int32_t)strtol(c.part[j], NULL, 10);
-            } else {
-                tqvec_search_params p = {.k = (uint32_t)t->k, .rerank = (uint32_t)t->rerank};
-                tqvec_results *res;
-                tqvec_error err;
-                if (tqvec_collection_search(t->local, t->q->data + (i % t->q->n) * t->q->d, 1, &p, &res, &err)) {
-                    snprintf(t->why, sizeof(t->why), "search: %s", err.message);
-                    atomic_store(&t->failed, 1);
-                    break;
-                }
-                for (size_t j = 0; j < tqvec_results_count(res, 0); j++) {
-                    const tqvec_match *m = tqvec_results_get(res, 0, j);
-                    char id[24];
-                    size_t n = m->key_len < sizeof(id) - 1 ? m->key_len : sizeof(id) - 1;
-                    memcpy(id, m->key, n);
-                    id[n] = 0;
-                    out[j] = (int32_t)strtol(id, NULL, 10);
-                }
-                tqvec_results_free(res);
-            }
-            t->lat_us[i] = (tool_now() - start) * 1e6;
-        }
-    }
-    if (t->server)
-        resp_close(&c);
-    return NULL;
-}
-
 static void bench_server_usage(void)
 {
     fprintf(stderr,
@@ -271,57 +187,47 @@ int cmd_bench_server(int argc, char **argv)
     }
     if (server && !has_rerank)
         rerank = TQD_DEFAULT_RERANK; /* the daemon's default, for the report */
-    bench_target t = {.server = server, .local = coll, .key = key, .q = &q, .k = k, .rerank = rerank,
-                      .has_rerank = has_rerank, .nq = nq, .pipeline = pipeline};
-    t.found = tq_malloc(nq * k * sizeof(int32_t));
-    t.lat_us = tq_malloc(nq * sizeof(double));
+    tool_target t = {.coll = coll, .server = server, .server_default_rerank = server && !has_rerank};
+    if (server)
+        snprintf(t.key, sizeof(t.key), "%s", key);
+    tqvec_search_params sp = {.k = (uint32_t)k, .rerank = (uint32_t)rerank};
+    tool_query_result res = {0};
     double *qps = tq_calloc(repeat, sizeof(double));
-    pthread_t *th = tq_calloc(clients, sizeof(pthread_t));
-    if (!t.found || !t.lat_us || !qps || !th) {
+    if (!qps) {
         rc = tool_fail("bench server", "out of memory");
         goto done;
     }
     for (size_t rep = 0; rep < repeat && !rc; rep++) {
-        atomic_store(&t.next, 0);
-        double t0 = tool_now();
-        for (size_t i = 0; i < clients; i++)
-            pthread_create(&th[i], NULL, bench_worker, &t);
-        for (size_t i = 0; i < clients; i++)
-            pthread_join(th[i], NULL);
-        qps[rep] = (double)nq / (tool_now() - t0);
-        if (atomic_load(&t.failed))
-            rc = tool_fail("bench server", "%s", t.why);
+        char why[320];
+        tool_query_result_free(&res);
+        if (tool_run_queries(&t, &q, nq, &sp, (unsigned)clients, pipeline, NULL, &res, why, sizeof(why)))
+            rc = tool_fail("bench server", "%s", why);
+        else
+            qps[rep] = (double)nq / res.wall_s;
     }
     if (!rc) {
         double recall = -1;
         if (gt) {
-            size_t hit = 0, total = 0;
-            for (size_t i = 0; i < nq; i++) {
-                const int32_t *want = truth.data + (i % q.n) * truth.d;
-                for (size_t j = 0; j < k && j < truth.d; j++, total++)
-                    for (size_t h = 0; h < k; h++)
-                        if (t.found[i * k + h] == want[j]) {
-                            hit++;
-                            break;
-                        }
-            }
-            recall = (double)hit / (double)total;
+            tool_recall acc;
+            tool_recall_init(&acc, k < truth.d ? k : truth.d);
+            for (size_t i = 0; i < nq; i++)
+                tool_recall_add(&acc, res.found + i * k, res.nfound[i], truth.data + (i % q.n) * truth.d);
+            recall = tool_recall_at_k(&acc);
         }
         double med = tool_median(qps, repeat);
-        double p50 = tool_quantile(t.lat_us, nq, 0.50), p95 = tool_quantile(t.lat_us, nq, 0.95),
-               p99 = tool_quantile(t.lat_us, nq, 0.99);
+        tool_latency lat;
+        tool_latency_summarize(res.lat_us, nq, &lat);
         printf("%-8s %s: %zu queries x %zu, k=%zu, rerank %zu, %zu %s, pipeline %zu\n", server ? "server" : "local",
                server ? server : local, nq, repeat, k, rerank, clients, server ? "connections" : "threads", pipeline);
-        printf("  QPS (median of %zu) %.0f   latency us p50 %.0f p95 %.0f p99 %.0f", repeat, med, p50, p95, p99);
+        printf("  QPS (median of %zu) %.0f   latency us p50 %.0f p95 %.0f p99 %.0f", repeat, med, lat.p50, lat.p95,
+               lat.p99);
         if (recall >= 0)
             printf("   recall@%zu %.4f", k, recall);
         printf("\n");
     }
 done:
-    tq_free(th);
+    tool_query_result_free(&res);
     tq_free(qps);
-    tq_free(t.found);
-    tq_free(t.lat_us);
 out:
     tqvec_collection_close(coll, NULL);
     tq_matrix_free(&q);

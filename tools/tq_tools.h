@@ -110,8 +110,38 @@ int tool_files_checksum(const char *const *paths, size_t n, char out[17], tq_err
 bool tool_peak_rss_reset(void);
 uint64_t tool_peak_rss(void); /* bytes */
 
+/* What queries run against (query.c): an in-memory index, a stored
+ * collection, or a vector set on tqvecd. Result keys are base row numbers. */
+typedef struct tool_target {
+    const tqvec_index *ix;
+    tqvec_collection *coll;
+    const char *server;         /* HOST:PORT or a unix socket path */
+    char key[512];              /* the vector set on server */
+    bool server_default_rerank; /* send no RERANK: the daemon's default applies */
+} tool_target;
+
+/* Per query: up to k result rows (nearest first) and its latency. */
+typedef struct tool_query_result {
+    int64_t *found; /* nq * k */
+    size_t *nfound; /* nq */
+    double *lat_us; /* nq */
+    double wall_s;  /* the whole set */
+} tool_query_result;
+
+/* Runs queries 0..nq-1 (query i is row i mod queries->n) by `clients`
+ * concurrent streams, `batch` per search call or pipeline. label, when not
+ * NULL, titles a progress line. -1 with why set on the first failure. */
+int tool_run_queries(const tool_target *target, const tq_matrix *queries, size_t nq, const tqvec_search_params *sp,
+                     unsigned clients, size_t batch, const char *label, tool_query_result *out, char *why,
+                     size_t cap);
+void tool_query_result_free(tool_query_result *res);
+/* A key that is a base row number ("0".."999999999999999999") to the row. */
+bool tool_key_row(const char *key, size_t len, int64_t *row);
+
 /* One measured configuration of `tqvec eval` (report.c writes them). */
 typedef struct tool_eval_record {
+    const char *target;       /* memory, dir or server */
+    const char *target_where; /* the directory or HOST:PORT, or NULL */
     unsigned bits, rerank, threads, clients;
     const char *variant, *correction, *center, *scorer, *refine;
     size_t k;
@@ -129,8 +159,8 @@ typedef struct tool_eval_record {
 typedef struct tool_eval_run {
     char dataset[128];
     char checksum[17];        /* XXH3-64 of base, queries and truth files */
-    const char *metric, *target, *target_where; /* target: memory, dir, server */
-    size_t n, nq, d, batch;
+    const char *metric;
+    size_t n, nq, d, batch, repeat;
     uint64_t seed;
     bool peak_rss_per_config; /* false: the process's peak so far */
     tool_provenance prov;

@@ -541,7 +541,7 @@ static void cmd_vinfo(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
     tqvec_collection_info in;
     tqvec_collection_get_info(v->c, &in);
     static const char *const variants[] = {"mse", "mse", "prod"};
-    tqd_reply_map(r, 13);
+    tqd_reply_map(r, 14);
     tqd_reply_simple(r, "quant-type");
     tqd_reply_simple(r, code_name(v));
     tqd_reply_simple(r, "vector-dim");
@@ -560,6 +560,9 @@ static void cmd_vinfo(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
     tqd_reply_simple(r, tqd_refine_name(in.refine));
     tqd_reply_simple(r, "bytes-per-vector");
     tqd_reply_int(r, (long long)(in.bytes_per_vector + in.refine_bytes_per_vector));
+    /* the part of it kept only for re-ranking (not scanned) */
+    tqd_reply_simple(r, "refine-bytes-per-vector");
+    tqd_reply_int(r, (long long)in.refine_bytes_per_vector);
     tqd_reply_simple(r, "deleted-rows");
     tqd_reply_int(r, (long long)in.deleted);
     tqd_reply_simple(r, "segments");
