@@ -645,6 +645,42 @@ static void print_record(FILE *table, const tool_eval_record *r, bool mark_paret
     fflush(table);
 }
 
+/* Every search-time point (scorer x re-rank x k x threads x clients) on
+ * one built index; index_fields holds what the index fixes. */
+static int sweep_index(const eval_opts *o, const eval_index *index, const tool_eval_record *index_fields,
+                       const tq_matrix *queries, const tq_imatrix *gt, tool_eval_run *run, size_t *cap, FILE *table)
+{
+    for (int si = 0; si < o->nscorer; si++)
+        for (int ri = 0; ri < o->nrerank; ri++)
+            for (int ki = 0; ki < o->nk; ki++)
+                for (int ti = 0; ti < o->nthreads; ti++)
+                    for (int li = 0; li < o->nclients; li++) {
+                        tool_eval_record *rec = new_record(run, cap);
+                        if (!rec)
+                            return tool_fail("eval", "out of memory");
+                        *rec = *index_fields;
+                        rec->scorer = scorer_names[o->scorer[si]];
+                        rec->rerank = o->rerank[ri];
+                        rec->k = o->ks[ki];
+                        rec->threads = o->threads[ti];
+                        rec->clients = o->clients[li];
+                        tqvec_search_params sp = {.k = o->ks[ki], .rerank = o->rerank[ri],
+                                                  .scorer = (uint32_t)scorer_values[o->scorer[si]],
+                                                  .threads = o->threads[ti]};
+                        char label[128];
+                        snprintf(label, sizeof(label), "%s b=%u %s %s rerank=%u k=%u t=%u c=%u", rec->target,
+                                 rec->bits, rec->variant, rec->scorer, rec->rerank, o->ks[ki], rec->threads,
+                                 rec->clients);
+                        int rc = run_queries(&index->target, queries, gt, o->clients[li], &sp, o->batch, o->repeat,
+                                             label, rec);
+                        if (rc)
+                            return rc;
+                        rec->peak_rss = index->target.server ? server_rss(o->server) : tool_peak_rss();
+                        print_record(table, rec, false);
+                    }
+    return 0;
+}
+
 int cmd_eval(int argc, char **argv)
 {
     eval_opts o;
@@ -729,48 +765,24 @@ int cmd_eval(int argc, char **argv)
                         .refine = refine,
                     };
                     for (int gi = 0; gi < o.ntargets; gi++) {
-                    const int kind = o.targets[gi];
-                    run.peak_rss_per_config &= tool_peak_rss_reset();
-                    if ((rc = build_index(&o, kind, &opts, refine_name, run.dataset, &base, &index)))
-                        goto done;
-                    for (int si = 0; si < o.nscorer; si++)
-                        for (int ri = 0; ri < o.nrerank; ri++)
-                            for (int ki = 0; ki < o.nk; ki++)
-                                for (int ti = 0; ti < o.nthreads; ti++)
-                                    for (int li = 0; li < o.nclients; li++) {
-                                        tool_eval_record *rec = new_record(&run, &cap);
-                                        if (!rec) {
-                                            rc = tool_fail("eval", "out of memory");
-                                            goto done;
-                                        }
-                                        *rec = (tool_eval_record){
-                                            .target = target_names[kind],
-                                            .target_where = kind == TARGET_SERVER ? o.server
-                                                            : kind == TARGET_DIR  ? o.dir
-                                                                                  : NULL,
-                                            .bits = o.bits[bi], .rerank = o.rerank[ri], .threads = o.threads[ti],
-                                            .clients = o.clients[li], .variant = variant_names[o.variant[vi]],
-                                            .correction = correction_names[o.correction[ci]],
-                                            .center = center_names[o.center[mi]],
-                                            .scorer = scorer_names[o.scorer[si]], .refine = refine_name,
-                                            .k = o.ks[ki], .build_s = index.build_s,
-                                            .bytes_per_vector = index.bytes_per_vector,
-                                            .rerank_bytes_per_vector = index.refine_bytes};
-                                        tqvec_search_params sp = {.k = o.ks[ki], .rerank = o.rerank[ri],
-                                                                  .scorer = (uint32_t)scorer_values[o.scorer[si]],
-                                                                  .threads = o.threads[ti]};
-                                        char label[128];
-                                        snprintf(label, sizeof(label), "%s b=%u %s %s rerank=%u k=%u t=%u c=%u",
-                                                 rec->target, rec->bits, rec->variant, rec->scorer, rec->rerank,
-                                                 o.ks[ki], rec->threads, rec->clients);
-                                        if ((rc = run_queries(&index.target, &queries, &gt, o.clients[li], &sp,
-                                                              o.batch, o.repeat, label, rec)))
-                                            goto done;
-                                        rec->peak_rss =
-                                            kind == TARGET_SERVER ? server_rss(o.server) : tool_peak_rss();
-                                        print_record(table, rec, false);
-                                    }
-                    free_index(&index);
+                        const int kind = o.targets[gi];
+                        run.peak_rss_per_config &= tool_peak_rss_reset();
+                        if ((rc = build_index(&o, kind, &opts, refine_name, run.dataset, &base, &index)))
+                            goto done;
+                        const tool_eval_record index_fields = {
+                            .target = target_names[kind],
+                            .target_where = kind == TARGET_SERVER ? o.server : kind == TARGET_DIR ? o.dir : NULL,
+                            .bits = o.bits[bi],
+                            .variant = variant_names[o.variant[vi]],
+                            .correction = correction_names[o.correction[ci]],
+                            .center = center_names[o.center[mi]],
+                            .refine = refine_name,
+                            .build_s = index.build_s,
+                            .bytes_per_vector = index.bytes_per_vector,
+                            .rerank_bytes_per_vector = index.refine_bytes};
+                        if ((rc = sweep_index(&o, &index, &index_fields, &queries, &gt, &run, &cap, table)))
+                            goto done;
+                        free_index(&index);
                     }
                 }
     tool_eval_mark_pareto(&run);
