@@ -355,6 +355,9 @@ static int resolve_hdf5(eval_opts *o, char *queries, size_t cap)
 {
     if (!tq_hdf5_is_path(o->base))
         return 0;
+    if (!tq_hdf5_available())
+        return tool_fail("eval", "%s: this tqvec was built without HDF5 support (install libhdf5-dev and rebuild)",
+                         o->base);
     if (!o->queries) {
         snprintf(queries, cap, "%s:test", o->base);
         o->queries = queries;
