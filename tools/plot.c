@@ -98,6 +98,11 @@ int tool_plot_svg(const tool_plot *p, FILE *out)
     double ystep = nice_step(ymax > ymin ? ymax - ymin : fabs(ymax) + 0.1);
     ay.lo = floor(ymin / ystep) * ystep;
     ay.hi = ceil(ymax / ystep) * ystep;
+    /* Keep markers off the frame: a fifth of a step of room each side. */
+    if (ymin - ay.lo < 0.2 * ystep && !(ymin >= 0 && ay.lo <= 0))
+        ay.lo -= ystep;
+    if (ay.hi - ymax < 0.2 * ystep)
+        ay.hi += ystep;
     if (ay.hi <= ay.lo)
         ay.hi = ay.lo + ystep;
     if (p->y_max_one && ay.hi > 1.0 && ymax <= 1.0)
