@@ -43,6 +43,7 @@ typedef struct eval_opts {
     const char *server; /* evaluate a running tqvecd */
     const char *key;    /* its vector set (default: one per configuration) */
     int targets[3], ntargets; /* indexes into target_names, in sweep order */
+    size_t points;            /* sweep points in all, for the progress line */
 } eval_opts;
 
 enum { TARGET_MEMORY, TARGET_DIR, TARGET_SERVER };
@@ -262,6 +263,9 @@ static int parse_args(int argc, char **argv, eval_opts *o)
     o->kmax = 0;
     for (int i = 0; i < o->nk; i++)
         o->kmax = o->ks[i] > o->kmax ? o->ks[i] : o->kmax;
+    o->points = (size_t)o->nbits * (size_t)o->nvariant * (size_t)o->ncorrection * (size_t)o->ncenter *
+                (size_t)o->ntargets * (size_t)o->nscorer * (size_t)o->nrerank * (size_t)o->nk *
+                (size_t)o->nthreads * (size_t)o->nclients;
     return 0;
 }
 
@@ -671,9 +675,9 @@ static int sweep_index(const eval_opts *o, const eval_index *index, const tool_e
                                                   .scorer = (uint32_t)scorer_values[o->scorer[si]],
                                                   .threads = o->threads[ti]};
                         char label[128];
-                        snprintf(label, sizeof(label), "%s b=%u %s %s rerank=%u k=%u t=%u c=%u", rec->target,
-                                 rec->bits, rec->variant, rec->scorer, rec->rerank, o->ks[ki], rec->threads,
-                                 rec->clients);
+                        snprintf(label, sizeof(label), "[%zu/%zu] %s b=%u %s %s rerank=%u k=%u t=%u c=%u",
+                                 run->nrec, o->points, rec->target, rec->bits, rec->variant, rec->scorer,
+                                 rec->rerank, o->ks[ki], rec->threads, rec->clients);
                         int rc = run_queries(&index->target, queries, gt, o->clients[li], &sp, o->batch, o->repeat,
                                              label, rec);
                         if (rc)
