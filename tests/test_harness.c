@@ -57,6 +57,36 @@ Test(metrics, short_answers_and_short_truth)
     cr_assert_float_eq(tool_recall_at_1(&z), 0.0, 1e-12);
 }
 
+Test(metrics, distance_threshold_recall_counts_ties)
+{
+    /* k = 3, true distances 1, 2, 3 (the 3rd is the threshold, + 1e-3).
+     * Results at 1, 3.0005 (a near-tie with the 3rd: counts), 5 (no) -> 2/3.
+     * A second query: 4 results can't score over its 3 slots. */
+    tool_recall r;
+    tool_recall_init(&r, 3);
+    const double d0[] = {1.0, 3.0005, 5.0};
+    tool_recall_add_by_distance(&r, d0, 3, 3.0, 3);
+    cr_assert_float_eq(tool_recall_at_k_by_distance(&r), 2.0 / 3.0, 1e-12);
+    const double d1[] = {0.5, 0.5, 0.5};
+    tool_recall_add_by_distance(&r, d1, 3, 0.5, 3); /* duplicates of the true ones: all hits */
+    cr_assert_float_eq(tool_recall_at_k_by_distance(&r), 5.0 / 6.0, 1e-12);
+    /* only 2 true neighbours exist (tiny base): 2 slots */
+    tool_recall s;
+    tool_recall_init(&s, 3);
+    const double d2[] = {0.1, 0.2};
+    tool_recall_add_by_distance(&s, d2, 2, 0.2, 2);
+    cr_assert_float_eq(tool_recall_at_k_by_distance(&s), 1.0, 1e-12);
+}
+
+Test(metrics, distances_as_ann_benchmarks_defines_them)
+{
+    const float a[] = {3, 0, 0, 0}, b[] = {0, 4, 0, 0}, c[] = {6, 0, 0, 0};
+    cr_assert_float_eq(tool_distance(TQVEC_METRIC_L2, a, b, 4), 5.0, 1e-12); /* not squared */
+    cr_assert_float_eq(tool_distance(TQVEC_METRIC_COSINE, a, b, 4), 1.0, 1e-12);
+    cr_assert_float_eq(tool_distance(TQVEC_METRIC_COSINE, a, c, 4), 0.0, 1e-12);
+    cr_assert_float_eq(tool_distance(TQVEC_METRIC_IP, a, c, 4), -18.0, 1e-12);
+}
+
 Test(metrics, latency_percentiles_nearest_rank)
 {
     double us[20];

@@ -73,6 +73,7 @@ try:
     check(len({rec["dataset_checksum"] for rec in records}) == 1, "one checksum per run")
     for rec in records:
         check(rec["recall_1_at_k"] >= rec["recall_at_1"] - 1e-12, "R1@k >= R@1")
+        check(rec["recall_at_k_dist"] >= rec["recall_at_k"] - 1e-12, "ties only add: R@k dist >= R@k")
         if rec["k"] == 1:
             check(abs(rec["recall_at_k"] - rec["recall_at_1"]) < 1e-12, "k=1: R@k == R@1")
         check(rec["p50_us"] <= rec["p95_us"] <= rec["p99_us"], "percentiles ordered")
@@ -99,6 +100,16 @@ try:
     r3 = tqvec("eval", "--base", bp, "--queries", os.path.join(tmp, "query2.npy"), "--metric", "l2", "--json", "-")
     check(json.loads(r3.stdout.splitlines()[0])["dataset_checksum"] != rec2["dataset_checksum"],
           "checksum follows the data")
+
+    # ---- duplicates in the base: ids of tied neighbours are arbitrary, the
+    # distance-threshold recall is not fooled by them
+    dup = np.repeat(base[:500], 3, axis=0)
+    dp = os.path.join(tmp, "dup.npy")
+    write_npy(dp, dup)
+    rd = json.loads(tqvec("eval", "--base", dp, "--queries", qp, "--metric", "l2", "--bits", "4", "--refine",
+                          "fp32", "--rerank", "16", "--json", "-").stdout.splitlines()[0])
+    check(rd["recall_at_k_dist"] == 1.0, "exact re-rank on duplicates: distance recall 1 (%s)" % rd["recall_at_k_dist"])
+    check(rd["recall_at_k"] <= rd["recall_at_k_dist"], "id recall never above distance recall")
 
     # ---- the report: SVGs render, pages reference or inline them
     svgs = sorted(f for f in os.listdir(rep) if f.endswith(".svg"))

@@ -287,13 +287,21 @@ static void dataset_name(const eval_opts *o, char *out, size_t cap)
     snprintf(out, cap, "%.*s", (int)(slash - start), start);
 }
 
+/* What every point is measured on. */
+typedef struct eval_data {
+    tq_matrix base, queries;
+    tq_imatrix gt; /* at least kmax true neighbours per query */
+    int metric;
+} eval_data;
+
 /* Runs every query with `clients` streams (query.c) and fills the
  * record's recall, QPS and latency figures; QPS is the median over
  * `repeat` runs of the whole set, latency percentiles over all of them. */
-static int run_queries(const tool_target *target, const tq_matrix *queries, const tq_imatrix *gt, unsigned clients,
+static int run_queries(const tool_target *target, const eval_data *data, unsigned clients,
                        const tqvec_search_params *sp, size_t batch, size_t repeat, const char *label,
                        tool_eval_record *rec)
 {
+    const tq_matrix *queries = &data->queries;
     const size_t nq = queries->n, k = sp->k;
     double *qps = tq_malloc(repeat * sizeof(double)), *lat = tq_malloc(repeat * nq * sizeof(double));
     tool_query_result res = {0};
@@ -318,9 +326,27 @@ static int run_queries(const tool_target *target, const tq_matrix *queries, cons
      * broken by row): recall from the last one. */
     tool_recall acc;
     tool_recall_init(&acc, k);
-    for (size_t i = 0; i < nq; i++)
-        tool_recall_add(&acc, res.found + i * k, res.nfound[i], gt->data + i * gt->d);
+    for (size_t i = 0; i < nq; i++) {
+        const int32_t *truth = data->gt.data + i * data->gt.d;
+        const float *q = queries->data + i * queries->d;
+        tool_recall_add(&acc, res.found + i * k, res.nfound[i], truth);
+        /* exact distances of the results and of the k-th true neighbour */
+        double dist[1000];
+        size_t slots = 0;
+        while (slots < k && truth[slots] >= 0)
+            slots++;
+        for (size_t j = 0; j < res.nfound[i]; j++)
+            dist[j] = tool_distance(data->metric, q, data->base.data + res.found[i * k + j] * data->base.d,
+                                    data->base.d);
+        if (slots > 0)
+            tool_recall_add_by_distance(
+                &acc, dist, res.nfound[i],
+                tool_distance(data->metric, q, data->base.data + (size_t)truth[slots - 1] * data->base.d,
+                              data->base.d),
+                slots);
+    }
     rec->recall_at_k = tool_recall_at_k(&acc);
+    rec->recall_at_k_dist = tool_recall_at_k_by_distance(&acc);
     rec->recall_at_1 = tool_recall_at_1(&acc);
     rec->recall_1_at_k = tool_recall_1_at_k(&acc);
     rec->qps = tool_median(qps, repeat);
@@ -655,7 +681,7 @@ static void print_record(FILE *table, const tool_eval_record *r, bool mark_paret
 /* Every search-time point (scorer x re-rank x k x threads x clients) on
  * one built index; index_fields holds what the index fixes. */
 static int sweep_index(const eval_opts *o, const eval_index *index, const tool_eval_record *index_fields,
-                       const tq_matrix *queries, const tq_imatrix *gt, tool_eval_run *run, size_t *cap, FILE *table)
+                       const eval_data *data, tool_eval_run *run, size_t *cap, FILE *table)
 {
     for (int si = 0; si < o->nscorer; si++)
         for (int ri = 0; ri < o->nrerank; ri++)
@@ -678,8 +704,8 @@ static int sweep_index(const eval_opts *o, const eval_index *index, const tool_e
                         snprintf(label, sizeof(label), "[%zu/%zu] %s b=%u %s %s rerank=%u k=%u t=%u c=%u",
                                  run->nrec, o->points, rec->target, rec->bits, rec->variant, rec->scorer,
                                  rec->rerank, o->ks[ki], rec->threads, rec->clients);
-                        int rc = run_queries(&index->target, queries, gt, o->clients[li], &sp, o->batch, o->repeat,
-                                             label, rec);
+                        int rc = run_queries(&index->target, data, o->clients[li], &sp, o->batch, o->repeat, label,
+                                             rec);
                         if (rc)
                             return rc;
                         rec->peak_rss = index->target.server ? server_rss(o->server) : tool_peak_rss();
@@ -701,13 +727,12 @@ int cmd_eval(int argc, char **argv)
     if ((rc = resolve_hdf5(&o, hdf5_queries, sizeof(hdf5_queries))))
         return rc;
 
-    tq_matrix base = {0}, queries = {0};
-    tq_imatrix gt = {0};
+    eval_data data = {.metric = o.metric};
     FILE *json = NULL;
     eval_index index = {0};
     tool_eval_run run = {.seed = o.seed, .batch = o.batch, .repeat = o.repeat};
     size_t cap = 0;
-    if ((rc = load_inputs(&o, &base, &queries, &gt)))
+    if ((rc = load_inputs(&o, &data.base, &data.queries, &data.gt)))
         goto done;
     if (o.json && !(json = tool_open_output(o.json))) {
         rc = tool_fail("eval", "cannot write %s: %s", o.json, strerror(errno));
@@ -740,9 +765,9 @@ int cmd_eval(int argc, char **argv)
     }
     dataset_name(&o, run.dataset, sizeof(run.dataset));
     run.metric = tool_metric_name(o.metric);
-    run.n = base.n;
-    run.nq = queries.n;
-    run.d = base.d;
+    run.n = data.base.n;
+    run.nq = data.queries.n;
+    run.d = data.base.d;
     /* With JSON on stdout the table moves to stderr, so stdout stays
      * machine-readable. */
     FILE *table = json == stdout ? stderr : stdout;
@@ -754,7 +779,7 @@ int cmd_eval(int argc, char **argv)
     const char *refine_name = refine_names[refine - 1];
 
     fprintf(table, "dataset %s: %zu base x %zu queries, d=%zu, metric %s, refine %s, simd %s, batch %zu, repeat %zu\n",
-            run.dataset, base.n, queries.n, base.d, run.metric, refine_name, tqvec_simd_level(), o.batch, o.repeat);
+            run.dataset, data.base.n, data.queries.n, data.base.d, run.metric, refine_name, tqvec_simd_level(), o.batch, o.repeat);
     print_header(table);
     run.peak_rss_per_config = true;
     for (int bi = 0; bi < o.nbits; bi++)
@@ -763,7 +788,7 @@ int cmd_eval(int argc, char **argv)
                 for (int mi = 0; mi < o.ncenter; mi++) {
                     tqvec_index_options opts = {
                         .center = center_values[o.center[mi]],
-                        .dim = (uint32_t)base.d,
+                        .dim = (uint32_t)data.base.d,
                         .metric = o.metric,
                         .bits = (int)o.bits[bi],
                         .variant = variant_values[o.variant[vi]],
@@ -774,7 +799,7 @@ int cmd_eval(int argc, char **argv)
                     for (int gi = 0; gi < o.ntargets; gi++) {
                         const int kind = o.targets[gi];
                         run.peak_rss_per_config &= tool_peak_rss_reset();
-                        if ((rc = build_index(&o, kind, &opts, refine_name, run.dataset, &base, &index)))
+                        if ((rc = build_index(&o, kind, &opts, refine_name, run.dataset, &data.base, &index)))
                             goto done;
                         const tool_eval_record index_fields = {
                             .target = target_names[kind],
@@ -787,7 +812,7 @@ int cmd_eval(int argc, char **argv)
                             .build_s = index.build_s,
                             .bytes_per_vector = index.bytes_per_vector,
                             .rerank_bytes_per_vector = index.refine_bytes};
-                        if ((rc = sweep_index(&o, &index, &index_fields, &queries, &gt, &run, &cap, table)))
+                        if ((rc = sweep_index(&o, &index, &index_fields, &data, &run, &cap, table)))
                             goto done;
                         free_index(&index);
                     }
@@ -811,8 +836,8 @@ done:
     free_index(&index);
     tool_close_output(json);
     tq_free(run.rec);
-    tq_matrix_free(&base);
-    tq_matrix_free(&queries);
-    tq_imatrix_free(&gt);
+    tq_matrix_free(&data.base);
+    tq_matrix_free(&data.queries);
+    tq_imatrix_free(&data.gt);
     return rc;
 }

@@ -7,6 +7,12 @@
  *   recall@k     |k results ∩ true top-k| / k, averaged over queries
  *   recall@1     fraction of queries whose first result is the true nearest
  *   recall@1@k   fraction whose true nearest is anywhere in the k results
+ *   recall@k by distance  ann-benchmarks' "knn" measure: a result counts
+ *                when its exact distance is at most the k-th true
+ *                neighbour's distance + 1e-3, so a result tied with a true
+ *                neighbour (duplicates in the data) is not a miss. Distances
+ *                as ann-benchmarks defines them: euclidean (not squared),
+ *                angular = 1 - cosine, dot = -inner product.
  * A truth row may end in -1 (the base had fewer than k rows); those slots
  * are not counted, so a perfect answer on a tiny base still scores 1.
  */
@@ -41,6 +47,41 @@ void tool_recall_add(tool_recall *r, const int64_t *found, size_t nfound, const 
                 break;
             }
     }
+}
+
+double tool_distance(int metric, const float *a, const float *b, size_t d)
+{
+    double dot = 0, aa = 0, bb = 0, l2 = 0;
+    for (size_t i = 0; i < d; i++) {
+        const double x = a[i], y = b[i];
+        dot += x * y;
+        aa += x * x;
+        bb += y * y;
+        l2 += (x - y) * (x - y);
+    }
+    switch (metric) {
+    case TQVEC_METRIC_L2:
+        return sqrt(l2);
+    case TQVEC_METRIC_COSINE:
+        return aa > 0 && bb > 0 ? 1.0 - dot / sqrt(aa * bb) : 1.0;
+    default:
+        return -dot;
+    }
+}
+
+void tool_recall_add_by_distance(tool_recall *r, const double *found_dist, size_t nfound, double kth_true_dist,
+                                 size_t true_slots)
+{
+    size_t hits = 0;
+    for (size_t f = 0; f < nfound && f < r->k; f++)
+        hits += found_dist[f] <= kth_true_dist + TOOL_RECALL_EPSILON;
+    r->dist_hits += hits < true_slots ? hits : true_slots;
+    r->dist_slots += true_slots;
+}
+
+double tool_recall_at_k_by_distance(const tool_recall *r)
+{
+    return r->dist_slots ? (double)r->dist_hits / (double)r->dist_slots : 0.0;
 }
 
 double tool_recall_at_k(const tool_recall *r)

@@ -54,13 +54,26 @@ double tool_median(double *v, size_t n);
  * figure is defined). Add one query at a time; truth holds >= k ids. */
 typedef struct tool_recall {
     size_t k, queries, truth_slots, hits, top1, one_in_k;
+    size_t dist_slots, dist_hits; /* the distance-threshold measure */
 } tool_recall;
+
+/* ann-benchmarks' tolerance on the k-th true distance. */
+#define TOOL_RECALL_EPSILON 1e-3
 
 void tool_recall_init(tool_recall *r, size_t k);
 void tool_recall_add(tool_recall *r, const int64_t *found, size_t nfound, const int32_t *truth);
 double tool_recall_at_k(const tool_recall *r);
 double tool_recall_at_1(const tool_recall *r);
 double tool_recall_1_at_k(const tool_recall *r);
+/* The distance-threshold measure: found_dist are the exact distances of the
+ * results, kth_true_dist that of the k-th (or last existing) true
+ * neighbour, true_slots how many true neighbours exist (<= k). */
+void tool_recall_add_by_distance(tool_recall *r, const double *found_dist, size_t nfound, double kth_true_dist,
+                                 size_t true_slots);
+double tool_recall_at_k_by_distance(const tool_recall *r);
+/* ann-benchmarks' distance under a tqvec metric, in double precision:
+ * l2 euclidean, cosine 1 - cos, ip -dot. */
+double tool_distance(int metric, const float *a, const float *b, size_t d);
 
 typedef struct tool_latency {
     double mean, p50, p95, p99;
@@ -146,6 +159,7 @@ typedef struct tool_eval_record {
     const char *variant, *correction, *center, *scorer, *refine;
     size_t k;
     double recall_at_1, recall_at_k, recall_1_at_k;
+    double recall_at_k_dist; /* ann-benchmarks' distance-threshold recall */
     double qps;
     tool_latency lat_us;
     double build_s;           /* encode (memory) or build/load time; 0 when reused */
