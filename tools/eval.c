@@ -730,7 +730,8 @@ int cmd_eval(int argc, char **argv)
     eval_data data = {.metric = o.metric};
     FILE *json = NULL;
     eval_index index = {0};
-    tool_eval_run run = {.seed = o.seed, .batch = o.batch, .repeat = o.repeat};
+    tool_eval_source source = {.seed = o.seed, .batch = o.batch, .repeat = o.repeat};
+    tool_eval_run run = {.sources = &source, .nsources = 1};
     size_t cap = 0;
     if ((rc = load_inputs(&o, &data.base, &data.queries, &data.gt)))
         goto done;
@@ -739,7 +740,7 @@ int cmd_eval(int argc, char **argv)
         goto done;
     }
     /* The records' shared fields, checksum over the distinct input files. */
-    tool_provenance_init(&run.prov, argc, argv);
+    tool_provenance_init(&source.prov, argc, argv);
     {
         char files[3][4096];
         const char *paths[3];
@@ -781,7 +782,7 @@ int cmd_eval(int argc, char **argv)
     fprintf(table, "dataset %s: %zu base x %zu queries, d=%zu, metric %s, refine %s, simd %s, batch %zu, repeat %zu\n",
             run.dataset, data.base.n, data.queries.n, data.base.d, run.metric, refine_name, tqvec_simd_level(), o.batch, o.repeat);
     print_header(table);
-    run.peak_rss_per_config = true;
+    bool peak_rss_per_config = true;
     for (int bi = 0; bi < o.nbits; bi++)
         for (int vi = 0; vi < o.nvariant; vi++)
             for (int ci = 0; ci < o.ncorrection; ci++)
@@ -798,10 +799,11 @@ int cmd_eval(int argc, char **argv)
                     };
                     for (int gi = 0; gi < o.ntargets; gi++) {
                         const int kind = o.targets[gi];
-                        run.peak_rss_per_config &= tool_peak_rss_reset();
+                        peak_rss_per_config &= tool_peak_rss_reset();
                         if ((rc = build_index(&o, kind, &opts, refine_name, run.dataset, &data.base, &index)))
                             goto done;
                         const tool_eval_record index_fields = {
+                            .source = &source,
                             .target = target_names[kind],
                             .target_where = kind == TARGET_SERVER ? o.server : kind == TARGET_DIR ? o.dir : NULL,
                             .bits = o.bits[bi],
@@ -817,6 +819,8 @@ int cmd_eval(int argc, char **argv)
                         free_index(&index);
                     }
                 }
+    snprintf(source.peak_rss_scope, sizeof(source.peak_rss_scope), "%s",
+             peak_rss_per_config ? "configuration" : "process");
     tool_eval_mark_pareto(&run);
     fprintf(table, "Pareto frontier (recall@k against QPS, per k):\n");
     print_header(table);

@@ -67,8 +67,8 @@ void tool_eval_json(const tool_eval_run *run, const tool_eval_record *r, FILE *o
     tool_json_int(&j, "k", (long long)r->k);
     tool_json_int(&j, "threads", r->threads);
     tool_json_int(&j, "clients", r->clients);
-    tool_json_int(&j, "batch", (long long)run->batch);
-    tool_json_int(&j, "repeat", (long long)run->repeat);
+    tool_json_int(&j, "batch", (long long)r->source->batch);
+    tool_json_int(&j, "repeat", (long long)r->source->repeat);
     tool_json_num(&j, "recall_at_1", r->recall_at_1);
     tool_json_num(&j, "recall_at_k", r->recall_at_k);
     tool_json_num(&j, "recall_1_at_k", r->recall_1_at_k);
@@ -83,22 +83,22 @@ void tool_eval_json(const tool_eval_run *run, const tool_eval_record *r, FILE *o
     tool_json_int(&j, "bytes_per_vector", (long long)r->bytes_per_vector);
     tool_json_int(&j, "rerank_bytes_per_vector", r->rerank ? (long long)r->rerank_bytes_per_vector : 0);
     tool_json_int(&j, "peak_rss_bytes", (long long)r->peak_rss);
-    tool_json_str(&j, "peak_rss_scope",
-                  !strcmp(r->target, "server") ? "server" : run->peak_rss_per_config ? "configuration" : "process");
+    tool_json_str(&j, "peak_rss_scope", !strcmp(r->target, "server") ? "server" : r->source->peak_rss_scope);
     tool_json_bool(&j, "pareto", r->pareto);
-    tool_json_int(&j, "seed", (long long)run->seed);
-    tool_json_str(&j, "git_revision", run->prov.revision);
-    tool_json_str(&j, "version", run->prov.version);
-    tool_json_str(&j, "cpu", run->prov.cpu);
-    tool_json_int(&j, "cores", run->prov.cores);
-    tool_json_str(&j, "simd", run->prov.simd);
-    tool_json_str(&j, "command", run->prov.command);
+    const tool_provenance *p = &r->source->prov;
+    tool_json_int(&j, "seed", (long long)r->source->seed);
+    tool_json_str(&j, "git_revision", p->revision);
+    tool_json_str(&j, "version", p->version);
+    tool_json_str(&j, "cpu", p->cpu);
+    tool_json_int(&j, "cores", p->cores);
+    tool_json_str(&j, "simd", p->simd);
+    tool_json_str(&j, "command", p->command);
     tool_json_end(&j);
 }
 
 /* Which settings vary across the run's records: only those name a curve. */
 typedef struct varying {
-    bool target, bits, variant, correction, center, scorer, threads, clients;
+    bool source, target, bits, variant, correction, center, scorer, threads, clients;
 } varying;
 
 static varying find_varying(const tool_eval_run *run)
@@ -107,6 +107,7 @@ static varying find_varying(const tool_eval_run *run)
     const tool_eval_record *a = &run->rec[0];
     for (size_t i = 1; i < run->nrec; i++) {
         const tool_eval_record *b = &run->rec[i];
+        v.source |= a->source != b->source;
         v.target |= strcmp(a->target, b->target) != 0;
         v.bits |= a->bits != b->bits;
         v.variant |= strcmp(a->variant, b->variant) != 0;
@@ -121,7 +122,9 @@ static varying find_varying(const tool_eval_run *run)
 
 static void curve_label(const tool_eval_record *r, const varying *v, char *out, size_t cap)
 {
-    size_t at = v->target ? (size_t)snprintf(out, cap, "%s, ", r->target) : 0;
+    size_t at = v->source ? (size_t)snprintf(out, cap, "%s: ", r->source->label) : 0;
+    if (v->target && at < cap)
+        at += (size_t)snprintf(out + at, cap - at, "%s, ", r->target);
 #define PART(cond, ...)                                                                                       \
     if ((cond) && at < cap)                                                                                   \
     at += (size_t)snprintf(out + at, cap - at, __VA_ARGS__)
@@ -137,7 +140,7 @@ static void curve_label(const tool_eval_record *r, const varying *v, char *out, 
 
 static bool same_curve(const tool_eval_record *a, const tool_eval_record *b)
 {
-    return a->k == b->k && !strcmp(a->target, b->target) && a->bits == b->bits && !strcmp(a->variant, b->variant) &&
+    return a->k == b->k && a->source == b->source && !strcmp(a->target, b->target) && a->bits == b->bits && !strcmp(a->variant, b->variant) &&
            !strcmp(a->correction, b->correction) && !strcmp(a->center, b->center) && !strcmp(a->scorer, b->scorer) &&
            a->threads == b->threads && a->clients == b->clients;
 }
@@ -251,6 +254,21 @@ static size_t distinct_ks(const tool_eval_run *run, size_t *ks, size_t cap)
     return m;
 }
 
+/* Text into a page: HTML-escaped for html, as it is for Markdown. */
+static void put_text(FILE *out, bool html, const char *s)
+{
+    for (; *s; s++) {
+        if (html && *s == '<')
+            fputs("&lt;", out);
+        else if (html && *s == '>')
+            fputs("&gt;", out);
+        else if (html && *s == '&')
+            fputs("&amp;", out);
+        else
+            fputc(*s, out);
+    }
+}
+
 static void md_escape(FILE *out, const char *s)
 {
     for (; *s; s++) {
@@ -268,31 +286,36 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
     const char *b = html ? "<b>" : "**", *eb = html ? "</b>" : "**";
     char targets[512];
     target_list(run, true, targets, sizeof(targets));
-    if (html)
-        fprintf(out, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>tqvec eval: %s</title>\n"
-                     "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-                     "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;"
-                     "text-align:right}code{font-size:12px}</style></head><body>\n<h2>%s</h2>\n",
-                run->dataset, run->dataset);
-    else
-        fprintf(out, "### %s\n\n", run->dataset);
-    fprintf(out, "%s%zu%s base vectors, %s%zu%s queries, d = %zu, metric %s, target %s; "
-                 "data checksum xxh3 %s; seed %llu; revision %s; %s, %u cores, SIMD %s.%s",
-            b, run->n, eb, b, run->nq, eb, run->d, run->metric, targets, run->checksum, (unsigned long long)run->seed,
-            run->prov.revision, run->prov.cpu, run->prov.cores, run->prov.simd, html ? "<br>\n" : "\n\n");
-    fprintf(out, html ? "Command: <code>" : "Command: `");
     if (html) {
-        for (const char *c = run->prov.command; *c; c++) {
-            if (*c == '<')
-                fputs("&lt;", out);
-            else if (*c == '&')
-                fputs("&amp;", out);
-            else
-                fputc(*c, out);
-        }
-        fputs("</code>\n", out);
+        fputs("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>tqvec eval: ", out);
+        put_text(out, true, run->dataset);
+        fputs("</title>\n<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;"
+              "text-align:right}code{font-size:12px}</style></head><body>\n<h2>",
+              out);
+        put_text(out, true, run->dataset);
+        fputs("</h2>\n", out);
     } else {
-        fprintf(out, "%s`\n\n", run->prov.command);
+        fprintf(out, "### %s\n\n", run->dataset);
+    }
+    fprintf(out, "%s%zu%s base vectors, %s%zu%s queries, d = %zu, metric %s, target ", b, run->n, eb, b, run->nq,
+            eb, run->d, run->metric);
+    put_text(out, html, targets);
+    fprintf(out, "; data checksum xxh3 %s.%s", run->checksum, html ? "<br>\n" : "\n\n");
+    /* Each run's provenance: one for a live evaluation, one per run merged. */
+    for (size_t i = 0; i < run->nsources; i++) {
+        const tool_eval_source *src = &run->sources[i];
+        if (src->label[0]) {
+            fprintf(out, "Run %s", b);
+            put_text(out, html, src->label);
+            fprintf(out, "%s: ", eb);
+        }
+        fprintf(out, "revision %s; ", src->prov.revision);
+        put_text(out, html, src->prov.cpu);
+        fprintf(out, ", %u cores, SIMD %s; seed %llu, batch %zu, repeat %zu. Command: %s", src->prov.cores,
+                src->prov.simd, (unsigned long long)src->seed, src->batch, src->repeat, html ? "<code>" : "`");
+        put_text(out, html, src->prov.command);
+        fputs(html ? "</code><br>\n" : "`\n\n", out);
     }
     for (size_t ki = 0; ki < nk; ki++) {
         if (html) {

@@ -151,8 +151,19 @@ void tool_query_result_free(tool_query_result *res);
 /* A key that is a base row number ("0".."999999999999999999") to the row. */
 bool tool_key_row(const char *key, size_t len, int64_t *row);
 
+/* One run of `tqvec eval`: what its records share besides the data. A
+ * merged report (tqvec report) holds several, each with a label. */
+typedef struct tool_eval_source {
+    char label[64];           /* "" for a live evaluation */
+    tool_provenance prov;
+    uint64_t seed;
+    size_t batch, repeat;
+    char peak_rss_scope[16];  /* configuration, process or server */
+} tool_eval_source;
+
 /* One measured configuration of `tqvec eval` (report.c writes them). */
 typedef struct tool_eval_record {
+    const tool_eval_source *source;
     const char *target;       /* memory, dir or server */
     const char *target_where; /* the directory or HOST:PORT, or NULL */
     unsigned bits, rerank, threads, clients;
@@ -169,15 +180,14 @@ typedef struct tool_eval_record {
     bool pareto;              /* on the recall@k-vs-QPS frontier of its k */
 } tool_eval_record;
 
-/* A whole evaluation: what every record shares, and the records. */
+/* Records on one dataset: the data they share, the runs, the records. */
 typedef struct tool_eval_run {
     char dataset[128];
     char checksum[17];        /* XXH3-64 of base, queries and truth files */
     const char *metric;
-    size_t n, nq, d, batch, repeat;
-    uint64_t seed;
-    bool peak_rss_per_config; /* false: the process's peak so far */
-    tool_provenance prov;
+    size_t n, nq, d;
+    const tool_eval_source *sources; /* what rec[].source point into */
+    size_t nsources;
     tool_eval_record *rec;
     size_t nrec;
 } tool_eval_run;
