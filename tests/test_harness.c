@@ -173,3 +173,78 @@ Test(plot, empty_plot_is_still_a_valid_frame)
     cr_assert_eq(count(buf, "<polyline"), 0);
     cr_assert_null(strstr(buf, "nan"));
 }
+
+/* ------------------------------------------- reading JSON lines back */
+
+Test(jsonl, reads_what_the_writer_writes)
+{
+    FILE *f = tmpfile();
+    tool_json j;
+    tool_json_begin(&j, f);
+    tool_json_str(&j, "s", "quote \" backslash \\ tab \t newline \n ctrl \x01 é");
+    tool_json_int(&j, "seed", (long long)8391739247810670196LL);
+    tool_json_num(&j, "x", 0.125);
+    tool_json_num(&j, "nan", NAN);
+    tool_json_bool(&j, "yes", true);
+    tool_json_end(&j);
+    rewind(f);
+    char line[512];
+    cr_assert_not_null(fgets(line, sizeof(line), f));
+    fclose(f);
+    tool_json_field fields[8];
+    size_t n;
+    char why[128];
+    cr_assert_eq(tool_json_parse_object(line, fields, 8, &n, why, sizeof(why)), 0, "%s", why);
+    cr_assert_eq(n, 5);
+    cr_assert_str_eq(tool_json_find(fields, n, "s")->str, "quote \" backslash \\ tab \t newline \n ctrl \x01 é");
+    const tool_json_field *seed = tool_json_find(fields, n, "seed");
+    cr_assert_eq(seed->type, TOOL_JSON_NUMBER);
+    cr_assert_str_eq(seed->str, "8391739247810670196", "the text survives where a double would not");
+    cr_assert_float_eq(tool_json_find(fields, n, "x")->num, 0.125, 0);
+    cr_assert_eq(tool_json_find(fields, n, "nan")->type, TOOL_JSON_NULL);
+    cr_assert(tool_json_find(fields, n, "yes")->boolean);
+    cr_assert_null(tool_json_find(fields, n, "absent"));
+}
+
+Test(jsonl, unicode_escapes)
+{
+    char line[] = "{\"a\": \"\\u00e9\\u20ac\\ud83d\\ude00\", \"b\" : -1.5e+3 , \"c\":{}}";
+    /* the nested object at the end is refused; the same without it parses */
+    tool_json_field f[4];
+    size_t n;
+    char why[128];
+    cr_assert_neq(tool_json_parse_object(line, f, 4, &n, why, sizeof(why)), 0);
+    cr_assert(strstr(why, "nested"), "%s", why);
+    char ok[] = "{\"a\": \"\\u00e9\\u20ac\\ud83d\\ude00\", \"b\" : -1.5e+3 }";
+    cr_assert_eq(tool_json_parse_object(ok, f, 4, &n, why, sizeof(why)), 0, "%s", why);
+    cr_assert_str_eq(f[0].str, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+    cr_assert_float_eq(f[1].num, -1500.0, 0);
+}
+
+Test(jsonl, malformed_lines_are_refused_with_a_column)
+{
+    static const char *const bad[] = {
+        "",                        "[1]",                   "{\"a\": 01}",          "{\"a\": 1.}",
+        "{\"a\": -}",              "{\"a\": .5}",           "{\"a\": 1e}",          "{\"a\": \"x}",
+        "{\"a\": \"\x01\"}",       "{\"a\" 1}",             "{\"a\": 1,}",          "{\"a\": 1} x",
+        "{\"a\": \"\\ud800\"}",    "{\"a\": \"\\udc00\"}",  "{\"a\": \"\\u12\"}",   "{\"a\": \"\\q\"}",
+        "{\"a\": tru}",            "{a: 1}",                "{\"a\": 1",            "{\"a\": \"\\u0000\"}",
+        "{\"a\": [1, 2]}",         "{\"a\": 1 \"b\": 2}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        char line[64];
+        snprintf(line, sizeof(line), "%s", bad[i]);
+        tool_json_field f[4];
+        size_t n;
+        char why[128] = "";
+        cr_assert_neq(tool_json_parse_object(line, f, 4, &n, why, sizeof(why)), 0, "accepted: %s", bad[i]);
+        cr_assert(strstr(why, "column"), "no position for %s: %s", bad[i], why);
+    }
+    /* more fields than room */
+    char many[] = "{\"a\": 1, \"b\": 2, \"c\": 3}";
+    tool_json_field f[2];
+    size_t n;
+    char why[128];
+    cr_assert_neq(tool_json_parse_object(many, f, 2, &n, why, sizeof(why)), 0);
+    cr_assert(strstr(why, "too many"), "%s", why);
+}

@@ -137,6 +137,47 @@ try:
     check(html.count("<svg") == 2 and "src=" not in html, "HTML is self-contained (plots inline)")
     check(len(open(os.path.join(rep, "blobs.jsonl")).read().splitlines()) == len(records), "report JSON lines")
 
+    # ---- tqvec report: two stored runs merged onto one plot
+    before, after = os.path.join(tmp, "before.jsonl"), os.path.join(tmp, "after.jsonl")
+    shutil.copy(out, before)
+    tqvec("eval", "--base", bp, "--queries", qp, "--metric", "l2", "--bits", "3", "--rerank", "0,8",
+          "--name", "blobs", "--json", after)
+    merged = os.path.join(tmp, "merged")
+    r = tqvec("report", "--out", merged, before, after)
+    mrecs = [json.loads(line) for line in open(os.path.join(merged, "blobs.jsonl"))]
+    check(len(mrecs) == len(records) + 2, "merged records: %d" % len(mrecs))
+    for rec in mrecs:
+        try:
+            jsonschema.validate(rec, schema)
+        except jsonschema.ValidationError as e:
+            check(False, "merged record schema: %s" % e.message)
+    # a record keeps its own run's command and seed (64-bit, exact)
+    check({rec["command"] for rec in mrecs} == {records[0]["command"], "tqvec eval --base %s --queries %s "
+          "--metric l2 --bits 3 --rerank 0,8 --name blobs --json %s" % (bp, qp, after)}, "commands kept")
+    check(all(rec["seed"] == records[0]["seed"] for rec in mrecs), "seed kept exactly")
+    mmd = open(os.path.join(merged, "blobs.md")).read()
+    check("Run **before**" in mmd and "Run **after**" in mmd, "both runs' provenance on the page")
+    svg10 = open(os.path.join(merged, "blobs-k10.svg")).read()
+    check(">before: 2 bit" in svg10 and ">after: 3 bit" in svg10, "curves named by run")
+    if renderer:
+        rr = subprocess.run([renderer, os.path.join(merged, "blobs-k10.svg"), "-o", os.path.join(tmp, "m.png")],
+                            capture_output=True)
+        check(rr.returncode == 0, "merged plot renders")
+    # runs on different data, and a damaged line, are refused with a reason
+    other = os.path.join(tmp, "other.jsonl")
+    tqvec("eval", "--base", bp, "--queries", os.path.join(tmp, "query2.npy"), "--metric", "l2", "--name", "blobs",
+          "--json", other)
+    r = tqvec("report", "--out", merged, before, other, ok=False)
+    check(r.returncode == 1 and "cannot share a plot" in r.stderr, "different data refused: %r" % r.stderr)
+    lines = open(before).read().splitlines()
+    damaged = os.path.join(tmp, "damaged.jsonl")
+    open(damaged, "w").write("\n".join(lines[:3] + [lines[3][:-20]] + lines[4:]) + "\n")
+    r = tqvec("report", "--out", merged, damaged, ok=False)
+    check(r.returncode == 1 and "damaged.jsonl:4:" in r.stderr, "damaged line named: %r" % r.stderr)
+    open(damaged, "w").write('{"dataset": "x"}\n')
+    r = tqvec("report", "--out", merged, damaged, ok=False)
+    check(r.returncode == 1 and "not a tqvec eval record" in r.stderr, "foreign record refused: %r" % r.stderr)
+
     # ---- ann-benchmarks HDF5: same figures as the same data as .npy
     try:
         import h5py

@@ -26,6 +26,7 @@ int cmd_verify(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_load(int argc, char **argv);
 int cmd_bench_server(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 /* Print "tqvec <cmd>: <message>" to stderr; returns 1 (the exit status). */
 int tool_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -235,6 +236,22 @@ void tool_json_int(tool_json *j, const char *key, long long value);
 void tool_json_num(tool_json *j, const char *key, double value);
 void tool_json_bool(tool_json *j, const char *key, bool value);
 void tool_json_end(tool_json *j);
+
+/* Reading a flat JSON object back (jsonl.c): fields point into the line,
+ * which is modified in place (strings unescaped, numbers terminated). */
+typedef enum { TOOL_JSON_STRING, TOOL_JSON_NUMBER, TOOL_JSON_BOOL, TOOL_JSON_NULL } tool_json_type;
+
+typedef struct tool_json_field {
+    const char *key;
+    tool_json_type type;
+    const char *str; /* STRING: the text; NUMBER: the number as written */
+    double num;
+    bool boolean;
+} tool_json_field;
+
+/* -1 with why set ("... at column N") when line is not one flat object. */
+int tool_json_parse_object(char *line, tool_json_field *fields, size_t cap, size_t *n, char *why, size_t why_cap);
+const tool_json_field *tool_json_find(const tool_json_field *fields, size_t n, const char *key);
 
 /* Open "-" as stdout, else the file for writing; NULL on failure. */
 FILE *tool_open_output(const char *path);

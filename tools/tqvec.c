@@ -13,7 +13,8 @@ static void usage(FILE *fp)
             "  info      a stored collection's settings and counts\n"
             "  compact   seal the log and rewrite segments with many deletions\n"
             "  verify    checksum every byte of a stored collection\n"
-            "  eval      recall and latency over a grid of quantizer settings\n"
+            "  eval      the evaluation harness: recall and speed over a sweep of settings and targets\n"
+            "  report    plots and pages from stored eval records (compare runs)\n"
             "  serve     run the daemon tqvecd (same options)\n"
             "  load      add a vector file to a running daemon's vector set (VADD)\n"
             "  bench     micro-benchmarks (encode, scan, store, filter) and end-to-end VSIM (server)\n"
@@ -48,6 +49,8 @@ int main(int argc, char **argv)
         return cmd_load(argc, argv);
     if (!strcmp(cmd, "eval"))
         return cmd_eval(argc, argv);
+    if (!strcmp(cmd, "report"))
+        return cmd_report(argc, argv);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc, argv);
     if (!strcmp(cmd, "gt"))

@@ -81,6 +81,10 @@ def main():
     idx = struct.pack(">BBBBIII", 0, 0, 8, 3, 2, 2, 2) + bytes(range(8))
     put("datasets", bytes([4]) + idx)
     put("datasets", bytes([5]) + gzip.compress(idx, mtime=0))
+    record = ('{"dataset": "glove-50", "dataset_checksum": "63cf536acfb9f6e5", "k": 10, "qps": 3031.5, '
+              '"pareto": false, "target_where": null, "seed": 8391739247810670196, '
+              '"command": "tqvec eval --name \\"a\\\\b\\" \\u00e9\\ud83d\\ude00"}')
+    put("datasets", bytes([6]) + record.encode())
     for t in sorted(os.listdir(OUT)):
         files = os.listdir(os.path.join(OUT, t))
         print("%-9s %2d seeds, %6d bytes" % (t, len(files), sum(os.path.getsize(os.path.join(OUT, t, f)) for f in files)))

@@ -1,0 +1,363 @@
+/*
+ * tqvec report: plots and pages from stored evaluation records, so runs
+ * made at different times, on different targets or before and after a
+ * change can be compared on one plot without measuring again.
+ *
+ * Every line of every file must be a record tools/eval-record.schema.json
+ * describes (what `tqvec eval --json` writes); a line that is not is an
+ * error naming file and line, not skipped. Records are grouped by dataset
+ * name, and a group must be one dataset: same checksum, metric and sizes --
+ * a plot never puts runs on different data side by side. Each distinct run
+ * (command line, revision, CPU, seed) becomes a source labelled with its
+ * file's name (plus #2, #3 when a file holds several runs), which names its
+ * curves. The Pareto frontier is recomputed over the merged records.
+ */
+#include "tq_tools.h"
+
+#include <libgen.h>
+
+enum { MAX_FIELDS = 64, MAX_SOURCES = 256 };
+
+typedef struct loaded {
+    char **lines; /* each file's text, owning the strings records point to */
+    size_t nlines, lines_cap;
+    tool_eval_record *rec;
+    char (*dataset)[128];  /* per record */
+    char (*checksum)[17];
+    const char **metric;
+    size_t (*sizes)[3];    /* n, nq, d */
+    size_t nrec, rec_cap;
+    tool_eval_source *sources;
+    size_t nsources;
+} loaded;
+
+static const char *str_field(const tool_json_field *f, size_t n, const char *key, bool *ok)
+{
+    const tool_json_field *x = tool_json_find(f, n, key);
+    if (!x || x->type != TOOL_JSON_STRING) {
+        *ok = false;
+        return "";
+    }
+    return x->str;
+}
+
+static double num_field(const tool_json_field *f, size_t n, const char *key, bool *ok)
+{
+    const tool_json_field *x = tool_json_find(f, n, key);
+    if (!x || x->type != TOOL_JSON_NUMBER) {
+        *ok = false;
+        return 0;
+    }
+    return x->num;
+}
+
+/* Integers from their text: a 64-bit seed does not fit a double. */
+static unsigned long long uint_field(const tool_json_field *f, size_t n, const char *key, bool *ok)
+{
+    const tool_json_field *x = tool_json_find(f, n, key);
+    if (!x || x->type != TOOL_JSON_NUMBER || x->str[0] == '-') {
+        *ok = false;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(x->str, &end, 10);
+    if (errno || *end) {
+        *ok = false;
+        return 0;
+    }
+    return v;
+}
+
+/* The source a record came from: an existing one when file and run match. */
+static const tool_eval_source *find_source(loaded *L, const char *file_label, const tool_eval_source *s,
+                                           char *why, size_t cap)
+{
+    size_t same_file = 0;
+    for (size_t i = 0; i < L->nsources; i++) {
+        const tool_eval_source *t = &L->sources[i];
+        bool from_file = !strncmp(t->label, file_label, strlen(file_label)) &&
+                         (t->label[strlen(file_label)] == 0 || t->label[strlen(file_label)] == '#');
+        same_file += from_file;
+        if (from_file && !strcmp(t->prov.command, s->prov.command) && !strcmp(t->prov.revision, s->prov.revision) &&
+            !strcmp(t->prov.cpu, s->prov.cpu) && t->seed == s->seed && t->batch == s->batch &&
+            t->repeat == s->repeat)
+            return t;
+    }
+    if (L->nsources == MAX_SOURCES) {
+        snprintf(why, cap, "more than %d runs", MAX_SOURCES);
+        return NULL;
+    }
+    tool_eval_source *t = &L->sources[L->nsources++];
+    *t = *s;
+    if (same_file)
+        snprintf(t->label, sizeof(t->label), "%.50s#%zu", file_label, same_file + 1);
+    else
+        snprintf(t->label, sizeof(t->label), "%.60s", file_label);
+    return t;
+}
+
+/* One line into a record; why names what is wrong. */
+static int add_record(loaded *L, char *line, const char *file_label, char *why, size_t cap)
+{
+    tool_json_field f[MAX_FIELDS];
+    size_t n;
+    if (tool_json_parse_object(line, f, MAX_FIELDS, &n, why, cap))
+        return -1;
+    if (L->nrec == L->rec_cap) {
+        size_t c = L->rec_cap ? L->rec_cap * 2 : 64;
+        tool_eval_record *r = tq_realloc(L->rec, c * sizeof(*r));
+        if (r)
+            L->rec = r;
+        char(*ds)[128] = tq_realloc(L->dataset, c * sizeof(*ds));
+        if (ds)
+            L->dataset = ds;
+        char(*ck)[17] = tq_realloc(L->checksum, c * sizeof(*ck));
+        if (ck)
+            L->checksum = ck;
+        const char **me = tq_realloc(L->metric, c * sizeof(*me));
+        if (me)
+            L->metric = me;
+        size_t(*sz)[3] = tq_realloc(L->sizes, c * sizeof(*sz));
+        if (sz)
+            L->sizes = sz;
+        if (!r || !ds || !ck || !me || !sz) {
+            snprintf(why, cap, "out of memory");
+            return -1;
+        }
+        L->rec_cap = c;
+    }
+    bool ok = true;
+    tool_eval_source s = {0};
+    snprintf(s.prov.command, sizeof(s.prov.command), "%s", str_field(f, n, "command", &ok));
+    snprintf(s.prov.revision, sizeof(s.prov.revision), "%s", str_field(f, n, "git_revision", &ok));
+    snprintf(s.prov.version, sizeof(s.prov.version), "%s", str_field(f, n, "version", &ok));
+    snprintf(s.prov.cpu, sizeof(s.prov.cpu), "%s", str_field(f, n, "cpu", &ok));
+    snprintf(s.prov.simd, sizeof(s.prov.simd), "%s", str_field(f, n, "simd", &ok));
+    snprintf(s.peak_rss_scope, sizeof(s.peak_rss_scope), "%s", str_field(f, n, "peak_rss_scope", &ok));
+    s.prov.cores = (unsigned)uint_field(f, n, "cores", &ok);
+    s.seed = uint_field(f, n, "seed", &ok);
+    s.batch = (size_t)uint_field(f, n, "batch", &ok);
+    s.repeat = (size_t)uint_field(f, n, "repeat", &ok);
+    tool_eval_record r = {
+        .target = str_field(f, n, "target", &ok),
+        .bits = (unsigned)uint_field(f, n, "bits", &ok),
+        .rerank = (unsigned)uint_field(f, n, "rerank", &ok),
+        .threads = (unsigned)uint_field(f, n, "threads", &ok),
+        .clients = (unsigned)uint_field(f, n, "clients", &ok),
+        .variant = str_field(f, n, "variant", &ok),
+        .correction = str_field(f, n, "correction", &ok),
+        .center = str_field(f, n, "center", &ok),
+        .scorer = str_field(f, n, "scorer", &ok),
+        .refine = str_field(f, n, "refine", &ok),
+        .k = (size_t)uint_field(f, n, "k", &ok),
+        .recall_at_1 = num_field(f, n, "recall_at_1", &ok),
+        .recall_at_k = num_field(f, n, "recall_at_k", &ok),
+        .recall_1_at_k = num_field(f, n, "recall_1_at_k", &ok),
+        .recall_at_k_dist = num_field(f, n, "recall_at_k_dist", &ok),
+        .qps = num_field(f, n, "qps", &ok),
+        .lat_us = {num_field(f, n, "mean_us", &ok), num_field(f, n, "p50_us", &ok), num_field(f, n, "p95_us", &ok),
+                   num_field(f, n, "p99_us", &ok)},
+        .build_s = num_field(f, n, "build_s", &ok),
+        .bytes_per_vector = uint_field(f, n, "bytes_per_vector", &ok),
+        .rerank_bytes_per_vector = uint_field(f, n, "rerank_bytes_per_vector", &ok),
+        .peak_rss = uint_field(f, n, "peak_rss_bytes", &ok),
+    };
+    const tool_json_field *where = tool_json_find(f, n, "target_where");
+    r.target_where = where && where->type == TOOL_JSON_STRING ? where->str : NULL;
+    const size_t i = L->nrec;
+    snprintf(L->dataset[i], sizeof(L->dataset[i]), "%s", str_field(f, n, "dataset", &ok));
+    snprintf(L->checksum[i], sizeof(L->checksum[i]), "%s", str_field(f, n, "dataset_checksum", &ok));
+    L->metric[i] = str_field(f, n, "metric", &ok);
+    L->sizes[i][0] = (size_t)uint_field(f, n, "n", &ok);
+    L->sizes[i][1] = (size_t)uint_field(f, n, "nq", &ok);
+    L->sizes[i][2] = (size_t)uint_field(f, n, "d", &ok);
+    if (!ok || r.k == 0 || !(r.qps > 0)) {
+        snprintf(why, cap, "not a tqvec eval record (a field is missing or of the wrong type)");
+        return -1;
+    }
+    if (!(r.source = find_source(L, file_label, &s, why, cap)))
+        return -1;
+    L->rec[L->nrec++] = r;
+    return 0;
+}
+
+/* The whole file into one buffer (kept: records point into it). */
+static char *read_all(FILE *fp, size_t *len)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = tq_malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n - 1, fp);
+        if (n < cap - 1)
+            break;
+        char *bigger = tq_realloc(buf, cap * 2);
+        if (!bigger)
+            tq_free(buf);
+        buf = bigger;
+        cap *= 2;
+    }
+    if (buf)
+        buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static int load_file(loaded *L, const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return tool_fail("report", "%s: %s", path, strerror(errno));
+    char copy[4096], label[64];
+    snprintf(copy, sizeof(copy), "%s", path);
+    snprintf(label, sizeof(label), "%s", basename(copy));
+    char *dot = strrchr(label, '.');
+    if (dot && dot != label)
+        *dot = 0;
+    size_t len;
+    char *text = read_all(fp, &len);
+    int rc = !text ? tool_fail("report", "out of memory") : ferror(fp) ? tool_fail("report", "%s: read error", path) : 0;
+    fclose(fp);
+    if (!rc && L->nlines == L->lines_cap) {
+        size_t c = L->lines_cap ? L->lines_cap * 2 : 16;
+        char **p = tq_realloc(L->lines, c * sizeof(char *));
+        if (!p)
+            rc = tool_fail("report", "out of memory");
+        else
+            L->lines = p, L->lines_cap = c;
+    }
+    if (rc) {
+        tq_free(text);
+        return rc;
+    }
+    L->lines[L->nlines++] = text;
+    if (memchr(text, 0, len))
+        return tool_fail("report", "%s: a NUL byte: not a JSON lines file", path);
+    size_t lineno = 0, records = 0;
+    for (char *line = text; *line && !rc;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = 0;
+        lineno++;
+        if (line[strspn(line, " \t\r")]) {
+            char why[256];
+            if (add_record(L, line, label, why, sizeof(why)))
+                rc = tool_fail("report", "%s:%zu: %s", path, lineno, why);
+            records++;
+        }
+        line = nl ? nl + 1 : line + strlen(line);
+    }
+    if (!rc && records == 0)
+        rc = tool_fail("report", "%s: no records", path);
+    return rc;
+}
+
+static void loaded_free(loaded *L)
+{
+    for (size_t i = 0; i < L->nlines; i++)
+        tq_free(L->lines[i]);
+    tq_free(L->lines);
+    tq_free(L->rec);
+    tq_free(L->dataset);
+    tq_free(L->checksum);
+    tq_free(L->metric);
+    tq_free(L->sizes);
+    tq_free(L->sources);
+}
+
+/* The records of one dataset as a run, checked to be one dataset. */
+static int group_run(const loaded *L, size_t first, bool *taken, tool_eval_run *run, tool_eval_record *recs,
+                     tool_eval_source *srcs)
+{
+    memset(run, 0, sizeof(*run));
+    snprintf(run->dataset, sizeof(run->dataset), "%s", L->dataset[first]);
+    snprintf(run->checksum, sizeof(run->checksum), "%s", L->checksum[first]);
+    run->metric = L->metric[first];
+    run->n = L->sizes[first][0];
+    run->nq = L->sizes[first][1];
+    run->d = L->sizes[first][2];
+    run->rec = recs;
+    run->sources = srcs;
+    for (size_t i = first; i < L->nrec; i++) {
+        if (taken[i] || strcmp(L->dataset[i], run->dataset))
+            continue;
+        if (strcmp(L->checksum[i], run->checksum) || strcmp(L->metric[i], run->metric) ||
+            L->sizes[i][0] != run->n || L->sizes[i][1] != run->nq || L->sizes[i][2] != run->d)
+            return tool_fail("report",
+                             "dataset '%s': runs %s and %s measured different data (checksum %s vs %s, n %zu vs "
+                             "%zu, nq %zu vs %zu): they cannot share a plot",
+                             run->dataset, L->rec[first].source->label, L->rec[i].source->label, run->checksum,
+                             L->checksum[i], run->n, L->sizes[i][0], run->nq, L->sizes[i][1]);
+        taken[i] = true;
+        recs[run->nrec++] = L->rec[i];
+        bool seen = false;
+        for (size_t s = 0; s < run->nsources && !seen; s++)
+            seen = !strcmp(srcs[s].label, L->rec[i].source->label);
+        if (!seen)
+            srcs[run->nsources++] = *L->rec[i].source;
+    }
+    /* Records point at this run's copies of their sources. */
+    for (size_t r = 0; r < run->nrec; r++)
+        for (size_t s = 0; s < run->nsources; s++)
+            if (!strcmp(srcs[s].label, recs[r].source->label))
+                recs[r].source = &srcs[s];
+    return 0;
+}
+
+static void report_usage(void)
+{
+    fprintf(stderr,
+            "usage: tqvec report --out DIR FILE.jsonl [FILE.jsonl ...]\n"
+            "Plots and pages (SVG per k, Markdown, HTML, merged JSON lines) from stored\n"
+            "tqvec eval --json records, one report per dataset. Each run is named by its\n"
+            "file (before.jsonl, after.jsonl, ...); runs on different data are refused.\n");
+}
+
+int cmd_report(int argc, char **argv)
+{
+    const char *out = NULL;
+    static const struct option opts[] = {{"out", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'o': out = optarg; break;
+        case 'h': report_usage(); return 0;
+        default: report_usage(); return 1;
+        }
+    }
+    if (!out || optind >= argc) {
+        report_usage();
+        return 1;
+    }
+    loaded L = {0};
+    L.sources = tq_calloc(MAX_SOURCES, sizeof(tool_eval_source));
+    int rc = L.sources ? 0 : tool_fail("report", "out of memory");
+    for (int i = optind; i < argc && !rc; i++)
+        rc = load_file(&L, argv[i]);
+    bool *taken = rc ? NULL : tq_calloc(L.nrec + 1, sizeof(bool));
+    tool_eval_record *recs = rc ? NULL : tq_malloc((L.nrec + 1) * sizeof(*recs));
+    tool_eval_source *srcs = rc ? NULL : tq_malloc(MAX_SOURCES * sizeof(*srcs));
+    if (!rc && (!taken || !recs || !srcs))
+        rc = tool_fail("report", "out of memory");
+    for (size_t i = 0; i < L.nrec && !rc; i++) {
+        if (taken[i])
+            continue;
+        tool_eval_run run;
+        if ((rc = group_run(&L, i, taken, &run, recs, srcs)))
+            break;
+        tool_eval_mark_pareto(&run);
+        tq_error err;
+        if (tool_eval_report(&run, out, &err))
+            rc = tool_fail("report", "%s", err.msg);
+        else
+            printf("%s: %zu records from %zu run%s -> %s/%s.md, .html, -k<k>.svg, .jsonl\n", run.dataset,
+                   run.nrec, run.nsources, run.nsources == 1 ? "" : "s", out, run.dataset);
+    }
+    tq_free(taken);
+    tq_free(recs);
+    tq_free(srcs);
+    loaded_free(&L);
+    return rc;
+}
