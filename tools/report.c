@@ -305,11 +305,13 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
     /* Each run's provenance: one for a live evaluation, one per run merged. */
     for (size_t i = 0; i < run->nsources; i++) {
         const tool_eval_source *src = &run->sources[i];
+        fputs("Run", out);
         if (src->label[0]) {
-            fprintf(out, "Run %s", b);
+            fprintf(out, " %s", b);
             put_text(out, html, src->label);
-            fprintf(out, "%s: ", eb);
+            fputs(eb, out);
         }
+        fputs(": ", out);
         fprintf(out, "revision %s; ", src->prov.revision);
         put_text(out, html, src->prov.cpu);
         fprintf(out, ", %u cores, SIMD %s; seed %llu, batch %zu, repeat %zu. Command: %s", src->prov.cores,
