@@ -294,68 +294,60 @@ typedef struct eval_data {
     int metric;
 } eval_data;
 
-/* Runs every query with `clients` streams (query.c) and fills the
- * record's recall, QPS and latency figures; QPS is the median over
- * `repeat` runs of the whole set, latency percentiles over all of them. */
-static int run_queries(const tool_target *target, const eval_data *data, unsigned clients,
-                       const tqvec_search_params *sp, size_t batch, size_t repeat, const char *label,
-                       tool_eval_record *rec)
+/* One measured point while its repeats run: its record (by index: the
+ * record array grows) and the samples its figures come from. */
+typedef struct point {
+    size_t rec;
+    const tool_target *target;
+    tqvec_search_params sp;
+    unsigned clients;
+    double *qps; /* one per repeat */
+    double *lat; /* repeat x nq */
+} point;
+
+/* One run of every query for a point (repeat number rep): its QPS and
+ * latencies are stored; recall is taken from the first run, the answers
+ * being the same every run (fixed seeds; ties broken by row). */
+static int measure_once(point *pt, const eval_data *data, size_t batch, size_t rep, const char *label,
+                        tool_eval_record *rec)
 {
     const tq_matrix *queries = &data->queries;
-    const size_t nq = queries->n, k = sp->k;
-    double *qps = tq_malloc(repeat * sizeof(double)), *lat = tq_malloc(repeat * nq * sizeof(double));
-    tool_query_result res = {0};
-    int rc = 0;
-    if (!qps || !lat) {
-        rc = tool_fail("eval", "out of memory");
-        goto out;
-    }
-    for (size_t rep = 0; rep < repeat && !rc; rep++) {
-        char why[320];
-        tool_query_result_free(&res);
-        if (tool_run_queries(target, queries, nq, sp, clients, batch, label, &res, why, sizeof(why))) {
-            rc = tool_fail("eval", "%s", why);
-            break;
+    const size_t nq = queries->n, k = pt->sp.k;
+    tool_query_result res;
+    char why[320];
+    if (tool_run_queries(pt->target, queries, nq, &pt->sp, pt->clients, batch, label, &res, why, sizeof(why)))
+        return tool_fail("eval", "%s", why);
+    pt->qps[rep] = res.wall_s > 0 ? (double)nq / res.wall_s : 0.0;
+    memcpy(pt->lat + rep * nq, res.lat_us, nq * sizeof(double));
+    if (rep == 0) {
+        tool_recall acc;
+        tool_recall_init(&acc, k);
+        for (size_t i = 0; i < nq; i++) {
+            const int32_t *truth = data->gt.data + i * data->gt.d;
+            const float *q = queries->data + i * queries->d;
+            tool_recall_add(&acc, res.found + i * k, res.nfound[i], truth);
+            /* exact distances of the results and of the k-th true neighbour */
+            double dist[1000];
+            size_t slots = 0;
+            while (slots < k && truth[slots] >= 0)
+                slots++;
+            for (size_t j = 0; j < res.nfound[i]; j++)
+                dist[j] = tool_distance(data->metric, q, data->base.data + res.found[i * k + j] * data->base.d,
+                                        data->base.d);
+            if (slots > 0)
+                tool_recall_add_by_distance(
+                    &acc, dist, res.nfound[i],
+                    tool_distance(data->metric, q, data->base.data + (size_t)truth[slots - 1] * data->base.d,
+                                  data->base.d),
+                    slots);
         }
-        qps[rep] = res.wall_s > 0 ? (double)nq / res.wall_s : 0.0;
-        memcpy(lat + rep * nq, res.lat_us, nq * sizeof(double));
+        rec->recall_at_k = tool_recall_at_k(&acc);
+        rec->recall_at_k_dist = tool_recall_at_k_by_distance(&acc);
+        rec->recall_at_1 = tool_recall_at_1(&acc);
+        rec->recall_1_at_k = tool_recall_1_at_k(&acc);
     }
-    if (rc)
-        goto out;
-    /* Answers are the same every run (fixed seeds, exact re-rank ties
-     * broken by row): recall from the last one. */
-    tool_recall acc;
-    tool_recall_init(&acc, k);
-    for (size_t i = 0; i < nq; i++) {
-        const int32_t *truth = data->gt.data + i * data->gt.d;
-        const float *q = queries->data + i * queries->d;
-        tool_recall_add(&acc, res.found + i * k, res.nfound[i], truth);
-        /* exact distances of the results and of the k-th true neighbour */
-        double dist[1000];
-        size_t slots = 0;
-        while (slots < k && truth[slots] >= 0)
-            slots++;
-        for (size_t j = 0; j < res.nfound[i]; j++)
-            dist[j] = tool_distance(data->metric, q, data->base.data + res.found[i * k + j] * data->base.d,
-                                    data->base.d);
-        if (slots > 0)
-            tool_recall_add_by_distance(
-                &acc, dist, res.nfound[i],
-                tool_distance(data->metric, q, data->base.data + (size_t)truth[slots - 1] * data->base.d,
-                              data->base.d),
-                slots);
-    }
-    rec->recall_at_k = tool_recall_at_k(&acc);
-    rec->recall_at_k_dist = tool_recall_at_k_by_distance(&acc);
-    rec->recall_at_1 = tool_recall_at_1(&acc);
-    rec->recall_1_at_k = tool_recall_1_at_k(&acc);
-    rec->qps = tool_median(qps, repeat);
-    tool_latency_summarize(lat, repeat * nq, &rec->lat_us);
-out:
     tool_query_result_free(&res);
-    tq_free(qps);
-    tq_free(lat);
-    return rc;
+    return 0;
 }
 
 /* The file part of "FILE.hdf5:NAME" (or the path itself) into out. */
@@ -678,40 +670,72 @@ static void print_record(FILE *table, const tool_eval_record *r, bool mark_paret
     fflush(table);
 }
 
-/* Every search-time point (scorer x re-rank x k x threads x clients) on
- * one built index; index_fields holds what the index fixes. */
-static int sweep_index(const eval_opts *o, const eval_index *index, const tool_eval_record *index_fields,
-                       const eval_data *data, tool_eval_run *run, size_t *cap, FILE *table)
+/* Every search-time point (scorer x re-rank x k x threads x clients) of
+ * one index configuration on each of its built targets. The repeats run in
+ * rounds, and within a round each point runs on every target in turn, so
+ * a burst of noise on this shared machine lands on all targets alike
+ * instead of on whichever ran during it. fields[t] holds what target t's
+ * index fixes. */
+static int sweep_config(const eval_opts *o, const eval_index *indexes, const tool_eval_record *fields,
+                        const eval_data *data, tool_eval_run *run, size_t *cap, size_t *done, FILE *table)
 {
-    for (int si = 0; si < o->nscorer; si++)
-        for (int ri = 0; ri < o->nrerank; ri++)
-            for (int ki = 0; ki < o->nk; ki++)
-                for (int ti = 0; ti < o->nthreads; ti++)
-                    for (int li = 0; li < o->nclients; li++) {
-                        tool_eval_record *rec = new_record(run, cap);
-                        if (!rec)
-                            return tool_fail("eval", "out of memory");
-                        *rec = *index_fields;
-                        rec->scorer = scorer_names[o->scorer[si]];
-                        rec->rerank = o->rerank[ri];
-                        rec->k = o->ks[ki];
-                        rec->threads = o->threads[ti];
-                        rec->clients = o->clients[li];
-                        tqvec_search_params sp = {.k = o->ks[ki], .rerank = o->rerank[ri],
-                                                  .scorer = (uint32_t)scorer_values[o->scorer[si]],
-                                                  .threads = o->threads[ti]};
-                        char label[128];
-                        snprintf(label, sizeof(label), "[%zu/%zu] %s b=%u %s %s rerank=%u k=%u t=%u c=%u",
-                                 run->nrec, o->points, rec->target, rec->bits, rec->variant, rec->scorer,
-                                 rec->rerank, o->ks[ki], rec->threads, rec->clients);
-                        int rc = run_queries(&index->target, data, o->clients[li], &sp, o->batch, o->repeat, label,
-                                             rec);
-                        if (rc)
-                            return rc;
-                        rec->peak_rss = index->target.server ? server_rss(o->server) : tool_peak_rss();
-                        print_record(table, rec, false);
-                    }
-    return 0;
+    const size_t nq = data->queries.n, per_target = (size_t)o->nscorer * (size_t)o->nrerank * (size_t)o->nk *
+                                                    (size_t)o->nthreads * (size_t)o->nclients;
+    const size_t npoints = per_target * (size_t)o->ntargets;
+    point *pts = tq_calloc(npoints, sizeof(point));
+    int rc = pts ? 0 : tool_fail("eval", "out of memory");
+    /* Records in report order: target, then scorer, re-rank, k, threads, clients. */
+    for (size_t i = 0; i < npoints && !rc; i++) {
+        const size_t t = i / per_target, j = i % per_target;
+        const size_t li = j % (size_t)o->nclients, ti = j / (size_t)o->nclients % (size_t)o->nthreads,
+                     ki = j / ((size_t)o->nclients * (size_t)o->nthreads) % (size_t)o->nk,
+                     ri = j / ((size_t)o->nclients * (size_t)o->nthreads * (size_t)o->nk) % (size_t)o->nrerank,
+                     si = j / ((size_t)o->nclients * (size_t)o->nthreads * (size_t)o->nk * (size_t)o->nrerank);
+        tool_eval_record *rec = new_record(run, cap);
+        pts[i].qps = tq_calloc(o->repeat, sizeof(double));
+        pts[i].lat = tq_malloc(o->repeat * nq * sizeof(double));
+        if (!rec || !pts[i].qps || !pts[i].lat) {
+            rc = tool_fail("eval", "out of memory");
+            break;
+        }
+        *rec = fields[t];
+        rec->scorer = scorer_names[o->scorer[si]];
+        rec->rerank = o->rerank[ri];
+        rec->k = o->ks[ki];
+        rec->threads = o->threads[ti];
+        rec->clients = o->clients[li];
+        pts[i].rec = run->nrec - 1;
+        pts[i].target = &indexes[t].target;
+        pts[i].clients = o->clients[li];
+        pts[i].sp = (tqvec_search_params){.k = o->ks[ki], .rerank = o->rerank[ri],
+                                          .scorer = (uint32_t)scorer_values[o->scorer[si]],
+                                          .threads = o->threads[ti]};
+    }
+    for (size_t rep = 0; rep < o->repeat && !rc; rep++)
+        for (size_t j = 0; j < per_target && !rc; j++)
+            for (size_t t = 0; t < (size_t)o->ntargets && !rc; t++) {
+                point *pt = &pts[t * per_target + j];
+                tool_eval_record *rec = &run->rec[pt->rec];
+                char label[160];
+                snprintf(label, sizeof(label), "[%zu/%zu] %s b=%u %s %s rerank=%u k=%zu t=%u c=%u", ++*done,
+                         o->points * o->repeat, rec->target, rec->bits, rec->variant, rec->scorer, rec->rerank,
+                         rec->k, rec->threads, rec->clients);
+                rc = measure_once(pt, data, o->batch, rep, label, rec);
+                if (!rc) /* after its queries: the high-water mark they reached */
+                    rec->peak_rss = pt->target->server ? server_rss(o->server) : tool_peak_rss();
+            }
+    for (size_t i = 0; i < npoints && !rc; i++) {
+        tool_eval_record *rec = &run->rec[pts[i].rec];
+        rec->qps = tool_median(pts[i].qps, o->repeat);
+        tool_latency_summarize(pts[i].lat, o->repeat * nq, &rec->lat_us);
+        print_record(table, rec, false);
+    }
+    for (size_t i = 0; pts && i < npoints; i++) {
+        tq_free(pts[i].qps);
+        tq_free(pts[i].lat);
+    }
+    tq_free(pts);
+    return rc;
 }
 
 int cmd_eval(int argc, char **argv)
@@ -729,7 +753,8 @@ int cmd_eval(int argc, char **argv)
 
     eval_data data = {.metric = o.metric};
     FILE *json = NULL;
-    eval_index index = {0};
+    eval_index indexes[3] = {0};
+    size_t done_runs = 0;
     tool_eval_source source = {.seed = o.seed, .batch = o.batch, .repeat = o.repeat};
     tool_eval_run run = {.sources = &source, .nsources = 1};
     size_t cap = 0;
@@ -782,7 +807,15 @@ int cmd_eval(int argc, char **argv)
     fprintf(table, "dataset %s: %zu base x %zu queries, d=%zu, metric %s, refine %s, simd %s, batch %zu, repeat %zu\n",
             run.dataset, data.base.n, data.queries.n, data.base.d, run.metric, refine_name, tqvec_simd_level(), o.batch, o.repeat);
     print_header(table);
+    /* Per configuration unless two in-process targets (memory, dir) are
+     * alive at once: their peaks then share one high-water mark. */
     bool peak_rss_per_config = true;
+    {
+        int in_process = 0;
+        for (int gi = 0; gi < o.ntargets; gi++)
+            in_process += o.targets[gi] != TARGET_SERVER;
+        peak_rss_per_config = in_process <= 1;
+    }
     for (int bi = 0; bi < o.nbits; bi++)
         for (int vi = 0; vi < o.nvariant; vi++)
             for (int ci = 0; ci < o.ncorrection; ci++)
@@ -797,12 +830,13 @@ int cmd_eval(int argc, char **argv)
                         .seed = o.seed,
                         .refine = refine,
                     };
+                    tool_eval_record fields[3];
                     for (int gi = 0; gi < o.ntargets; gi++) {
                         const int kind = o.targets[gi];
                         peak_rss_per_config &= tool_peak_rss_reset();
-                        if ((rc = build_index(&o, kind, &opts, refine_name, run.dataset, &data.base, &index)))
+                        if ((rc = build_index(&o, kind, &opts, refine_name, run.dataset, &data.base, &indexes[gi])))
                             goto done;
-                        const tool_eval_record index_fields = {
+                        fields[gi] = (tool_eval_record){
                             .source = &source,
                             .target = target_names[kind],
                             .target_where = kind == TARGET_SERVER ? o.server : kind == TARGET_DIR ? o.dir : NULL,
@@ -811,13 +845,14 @@ int cmd_eval(int argc, char **argv)
                             .correction = correction_names[o.correction[ci]],
                             .center = center_names[o.center[mi]],
                             .refine = refine_name,
-                            .build_s = index.build_s,
-                            .bytes_per_vector = index.bytes_per_vector,
-                            .rerank_bytes_per_vector = index.refine_bytes};
-                        if ((rc = sweep_index(&o, &index, &index_fields, &data, &run, &cap, table)))
-                            goto done;
-                        free_index(&index);
+                            .build_s = indexes[gi].build_s,
+                            .bytes_per_vector = indexes[gi].bytes_per_vector,
+                            .rerank_bytes_per_vector = indexes[gi].refine_bytes};
                     }
+                    if ((rc = sweep_config(&o, indexes, fields, &data, &run, &cap, &done_runs, table)))
+                        goto done;
+                    for (int gi = 0; gi < o.ntargets; gi++)
+                        free_index(&indexes[gi]);
                 }
     snprintf(source.peak_rss_scope, sizeof(source.peak_rss_scope), "%s",
              peak_rss_per_config ? "configuration" : "process");
@@ -837,7 +872,8 @@ int cmd_eval(int argc, char **argv)
             fprintf(table, "report: %s/%s.md, .html, -k<k>.svg, .jsonl\n", o.report, run.dataset);
     }
 done:
-    free_index(&index);
+    for (int gi = 0; gi < 3; gi++)
+        free_index(&indexes[gi]);
     tool_close_output(json);
     tq_free(run.rec);
     tq_matrix_free(&data.base);

@@ -383,7 +383,8 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
         "count (ties with a true neighbour are hits). QPS: queries over the wall time of the whole set (median of the repeats); "
         "latency per query, one at a time per client. B/vec: bytes scanned per vector (refine data for "
         "re-ranking is kept beside). Peak RSS: in memory and dir, this process's high-water mark during "
-        "each index's build and queries; on a server, the daemon's resident memory after the point.";
+        "each index's build and queries (shared when memory and dir run together); on a server, the "
+        "daemon's resident memory after the point.";
     fprintf(out, html ? "<p>%s</p>\n</body></html>\n" : "%s\n", legend);
     return ferror(out) ? -1 : 0;
 }
