@@ -107,51 +107,56 @@ static int hdf5_read_rows(const char *path, const char *name, hdf5_handle *h, hi
     return 0;
 }
 
+/* The first rows (max_rows, 0 = all) of a 2-D dataset of `class`, as
+ * mem_type elements of `size` bytes, into a new array. */
+static int read_2d(const char *path, const char *dataset, H5T_class_t class, hid_t mem_type, size_t size,
+                   size_t max_rows, void **data, size_t shape[2], tq_error *err)
+{
+    *data = NULL;
+    hdf5_handle h;
+    int rc = hdf5_open_set(path, dataset, class, &h, shape, err);
+    if (!rc) {
+        shape[0] = max_rows && max_rows < shape[0] ? max_rows : shape[0];
+        *data = tq_malloc((shape[0] ? shape[0] : 1) * shape[1] * size);
+        if (!*data)
+            rc = tq_err(err, TQ_ENOMEM, "%s: no memory for %zu x %zu values", path, shape[0], shape[1]);
+        else
+            rc = hdf5_read_rows(path, dataset, &h, mem_type, shape[0], shape[1], *data, err);
+    }
+    hdf5_close(&h);
+    if (rc) {
+        tq_free(*data);
+        *data = NULL;
+    }
+    return rc;
+}
+
 int tq_hdf5_read(const char *path, const char *dataset, size_t max_rows, tq_matrix *out, tq_error *err)
 {
     memset(out, 0, sizeof(*out));
-    hdf5_handle h;
     size_t shape[2];
-    int rc = hdf5_open_set(path, dataset, H5T_FLOAT, &h, shape, err);
-    if (!rc) {
-        size_t rows = max_rows && max_rows < shape[0] ? max_rows : shape[0];
-        out->data = tq_malloc((rows ? rows : 1) * shape[1] * sizeof(float));
-        if (!out->data)
-            rc = tq_err(err, TQ_ENOMEM, "%s: no memory for %zu x %zu floats", path, rows, shape[1]);
-        else if (!(rc = hdf5_read_rows(path, dataset, &h, H5T_NATIVE_FLOAT, rows, shape[1], out->data, err))) {
-            out->n = rows;
-            out->d = shape[1];
-            for (size_t i = 0; i < rows * shape[1] && !rc; i++)
-                if (!isfinite(out->data[i]))
-                    rc = tq_err(err, TQ_EVALUE, "%s: '%s' row %zu holds a NaN or infinite value", path, dataset,
-                                i / shape[1]);
-        }
-    }
-    hdf5_close(&h);
+    void *data;
+    int rc = read_2d(path, dataset, H5T_FLOAT, H5T_NATIVE_FLOAT, sizeof(float), max_rows, &data, shape, err);
     if (rc)
-        tq_matrix_free(out);
-    return rc;
+        return rc;
+    *out = (tq_matrix){.n = shape[0], .d = shape[1], .data = data};
+    for (size_t i = 0; i < out->n * out->d; i++)
+        if (!isfinite(out->data[i])) {
+            tq_matrix_free(out);
+            return tq_err(err, TQ_EVALUE, "%s: '%s' row %zu holds a NaN or infinite value", path, dataset,
+                          i / shape[1]);
+        }
+    return 0;
 }
 
 int tq_hdf5_read_ids(const char *path, const char *dataset, size_t max_rows, tq_imatrix *out, tq_error *err)
 {
     memset(out, 0, sizeof(*out));
-    hdf5_handle h;
     size_t shape[2];
-    int rc = hdf5_open_set(path, dataset, H5T_INTEGER, &h, shape, err);
-    if (!rc) {
-        size_t rows = max_rows && max_rows < shape[0] ? max_rows : shape[0];
-        out->data = tq_malloc((rows ? rows : 1) * shape[1] * sizeof(int32_t));
-        if (!out->data)
-            rc = tq_err(err, TQ_ENOMEM, "%s: no memory for %zu x %zu ids", path, rows, shape[1]);
-        else if (!(rc = hdf5_read_rows(path, dataset, &h, H5T_NATIVE_INT32, rows, shape[1], out->data, err))) {
-            out->n = rows;
-            out->d = shape[1];
-        }
-    }
-    hdf5_close(&h);
-    if (rc)
-        tq_imatrix_free(out);
+    void *data;
+    int rc = read_2d(path, dataset, H5T_INTEGER, H5T_NATIVE_INT32, sizeof(int32_t), max_rows, &data, shape, err);
+    if (!rc)
+        *out = (tq_imatrix){.n = shape[0], .d = shape[1], .data = data};
     return rc;
 }
 
@@ -240,4 +245,16 @@ bool tq_hdf5_is_path(const char *path)
 {
     size_t n = strlen(path);
     return (n > 5 && !strcmp(path + n - 5, ".hdf5")) || (n > 3 && !strcmp(path + n - 3, ".h5"));
+}
+
+const char *tq_hdf5_spec(const char *spec, char *file, size_t cap)
+{
+    const char *colon = strrchr(spec, ':');
+    if (colon && colon > spec) {
+        snprintf(file, cap, "%.*s", (int)(colon - spec), spec);
+        if (tq_hdf5_is_path(file))
+            return colon + 1;
+    }
+    snprintf(file, cap, "%s", spec);
+    return tq_hdf5_is_path(file) ? "" : NULL;
 }

@@ -44,6 +44,10 @@ int tq_idx_read(const char *path, size_t max_rows, tq_matrix *out, tq_error *err
  * fails with TQ_EUNSUPPORTED and tq_hdf5_available() is false. */
 bool tq_hdf5_available(void);
 bool tq_hdf5_is_path(const char *path); /* ends in .hdf5 or .h5 */
+/* Splits "FILE.hdf5:NAME" (or "FILE.hdf5") into the file, copied to file,
+ * and returns NAME ("" when none is named); NULL when spec is no HDF5
+ * path (file then gets spec whole). */
+const char *tq_hdf5_spec(const char *spec, char *file, size_t cap);
 /* A 2-D float dataset (e.g. "train", "test"), first max_rows rows (0: all). */
 int tq_hdf5_read(const char *path, const char *dataset, size_t max_rows, tq_matrix *out, tq_error *err);
 /* A 2-D integer dataset (e.g. "neighbors") as int32. */
@@ -54,6 +58,9 @@ int tq_hdf5_distance(const char *path, char *out, size_t cap, tq_error *err);
 /* Chooses the reader by file name: .fvecs, .bvecs, .npy, .idx/.idx3-ubyte(.gz),
  * .hdf5/.h5 (dataset "train"), or "FILE.hdf5:NAME" (dataset NAME). */
 int tq_vectors_read(const char *path, size_t max_rows, tq_matrix *out, tq_error *err);
+/* Neighbour ids by file name: .ivecs, FILE.hdf5 (dataset "neighbors") or
+ * FILE.hdf5:NAME. */
+int tq_ids_read(const char *path, size_t max_rows, tq_imatrix *out, tq_error *err);
 
 int tq_fvecs_write(const char *path, const tq_matrix *m, tq_error *err);
 int tq_ivecs_write(const char *path, const tq_imatrix *m, tq_error *err);

@@ -221,15 +221,19 @@ int tq_vectors_read(const char *path, size_t max_rows, tq_matrix *out, tq_error 
     if (ends_with(path, "-ubyte") || ends_with(path, "-ubyte.gz") || ends_with(path, ".idx") ||
         ends_with(path, ".idx.gz"))
         return tq_idx_read(path, max_rows, out, err);
-    if (tq_hdf5_is_path(path))
-        return tq_hdf5_read(path, "train", max_rows, out, err);
-    const char *colon = strrchr(path, ':');
-    if (colon && colon > path) {
-        char file[4096];
-        snprintf(file, sizeof(file), "%.*s", (int)(colon - path), path);
-        if (tq_hdf5_is_path(file))
-            return tq_hdf5_read(file, colon + 1, max_rows, out, err);
-    }
+    char file[4096];
+    const char *dataset = tq_hdf5_spec(path, file, sizeof(file));
+    if (dataset)
+        return tq_hdf5_read(file, *dataset ? dataset : "train", max_rows, out, err);
     memset(out, 0, sizeof(*out));
     return tq_err(err, TQ_EARG, "%s: unknown vector file type (expected .fvecs, .bvecs, .npy, IDX or .hdf5)", path);
+}
+
+int tq_ids_read(const char *path, size_t max_rows, tq_imatrix *out, tq_error *err)
+{
+    char file[4096];
+    const char *dataset = tq_hdf5_spec(path, file, sizeof(file));
+    if (dataset)
+        return tq_hdf5_read_ids(file, *dataset ? dataset : "neighbors", max_rows, out, err);
+    return tq_ivecs_read(path, max_rows, out, err);
 }

@@ -22,8 +22,6 @@
 
 #include "resp_client.h"
 
-#include <pthread.h>
-
 #define MAX_LIST 16
 
 typedef struct eval_opts {
@@ -322,25 +320,9 @@ static int measure_once(point *pt, const eval_data *data, size_t batch, size_t r
     if (rep == 0) {
         tool_recall acc;
         tool_recall_init(&acc, k);
-        for (size_t i = 0; i < nq; i++) {
-            const int32_t *truth = data->gt.data + i * data->gt.d;
-            const float *q = queries->data + i * queries->d;
-            tool_recall_add(&acc, res.found + i * k, res.nfound[i], truth);
-            /* exact distances of the results and of the k-th true neighbour */
-            double dist[1000];
-            size_t slots = 0;
-            while (slots < k && truth[slots] >= 0)
-                slots++;
-            for (size_t j = 0; j < res.nfound[i]; j++)
-                dist[j] = tool_distance(data->metric, q, data->base.data + res.found[i * k + j] * data->base.d,
-                                        data->base.d);
-            if (slots > 0)
-                tool_recall_add_by_distance(
-                    &acc, dist, res.nfound[i],
-                    tool_distance(data->metric, q, data->base.data + (size_t)truth[slots - 1] * data->base.d,
-                                  data->base.d),
-                    slots);
-        }
+        for (size_t i = 0; i < nq; i++)
+            tool_recall_add_query(&acc, data->metric, &data->base, queries->data + i * queries->d,
+                                  res.found + i * k, res.nfound[i], data->gt.data + i * data->gt.d);
         rec->recall_at_k = tool_recall_at_k(&acc);
         rec->recall_at_k_dist = tool_recall_at_k_by_distance(&acc);
         rec->recall_at_1 = tool_recall_at_1(&acc);
@@ -350,26 +332,30 @@ static int measure_once(point *pt, const eval_data *data, size_t batch, size_t r
     return 0;
 }
 
-/* The file part of "FILE.hdf5:NAME" (or the path itself) into out. */
-static const char *file_part(const char *spec, char *out, size_t cap)
+/* XXH3 over the distinct input files (an ann-benchmarks file may be base,
+ * queries and truth at once) into out. */
+static int inputs_checksum(const eval_opts *o, char out[17])
 {
-    const char *colon = strrchr(spec, ':');
-    snprintf(out, cap, "%.*s", colon ? (int)(colon - spec) : (int)strlen(spec), spec);
-    if (colon && tq_hdf5_is_path(out))
-        return out;
-    snprintf(out, cap, "%s", spec);
-    return out;
-}
-
-/* Ground truth from .ivecs, FILE.hdf5 (its "neighbors") or FILE.hdf5:NAME. */
-static int read_truth(const char *spec, size_t max_rows, tq_imatrix *out, tq_error *err)
-{
-    char file[4096];
-    file_part(spec, file, sizeof(file));
-    if (tq_hdf5_is_path(file))
-        return tq_hdf5_read_ids(file, strcmp(file, spec) ? spec + strlen(file) + 1 : "neighbors", max_rows, out,
-                                err);
-    return tq_ivecs_read(spec, max_rows, out, err);
+    char files[3][4096];
+    const char *paths[3];
+    const char *specs[3] = {o->base, o->queries, o->gt};
+    size_t nfiles = 0;
+    for (int i = 0; i < 3; i++) {
+        if (!specs[i])
+            continue;
+        tq_hdf5_spec(specs[i], files[nfiles], sizeof(files[nfiles]));
+        bool seen = false;
+        for (size_t j = 0; j < nfiles && !seen; j++)
+            seen = !strcmp(files[j], files[nfiles]);
+        if (!seen) {
+            paths[nfiles] = files[nfiles];
+            nfiles++;
+        }
+    }
+    tq_error err;
+    if (tool_files_checksum(paths, nfiles, out, &err))
+        return tool_fail("eval", "%s", err.msg);
+    return 0;
 }
 
 /* An ann-benchmarks file names its queries, truth and metric itself. */
@@ -414,7 +400,7 @@ static int load_inputs(const eval_opts *o, tq_matrix *base, tq_matrix *queries, 
     if (base->n == 0 || queries->n == 0)
         return tool_fail("eval", "base and queries must not be empty");
     if (o->gt) {
-        if (read_truth(o->gt, o->max_queries, gt, &err))
+        if (tq_ids_read(o->gt, o->max_queries, gt, &err))
             return tool_fail("eval", "%s", err.msg);
         if (gt->n < queries->n)
             return tool_fail("eval", "%s has %zu rows for %zu queries", o->gt, gt->n, queries->n);
@@ -472,33 +458,6 @@ static int open_or_build(const eval_opts *o, const tqvec_collection_options *cre
     return rc;
 }
 
-/* A number from a flat RESP reply of name/value pairs (VINFO, INFO lines). */
-static bool reply_field(const resp_client *c, const char *name, long long *out)
-{
-    for (size_t i = 0; i + 1 < c->nparts; i++)
-        if (!strcmp(c->part[i], name)) {
-            *out = strtoll(c->part[i + 1], NULL, 10);
-            return true;
-        }
-    if (c->nparts == 1) { /* INFO: one bulk string of "name:value" lines */
-        const char *at = strstr(c->part[0], name);
-        size_t n = strlen(name);
-        if (at && at[n] == ':') {
-            *out = strtoll(at + n + 1, NULL, 10);
-            return true;
-        }
-    }
-    return false;
-}
-
-static int call(resp_client *c, size_t argc, const char *const *argv)
-{
-    size_t lens[16];
-    for (size_t i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    return resp_call(c, argc, argv, lens) || c->error ? -1 : 0;
-}
-
 /* The configuration's vector set on the server: reused when it holds the
  * base, else created with TQ.CREATE and loaded with pipelined VADD (timed
  * as the build). Bytes per vector (scanned, and refine) from VINFO. */
@@ -513,7 +472,7 @@ static int server_set(const eval_opts *o, const tqvec_collection_options *co, co
     int rc = 0;
     long long have = 0;
     *build_s = 0;
-    if (call(&c, 2, (const char *[]){"VCARD", t->key})) {
+    if (resp_call(&c, 2, (const char *[]){"VCARD", t->key})) {
         rc = tool_fail("eval", "VCARD %s: %s", t->key, c.nparts ? c.part[0] : "connection lost");
         goto out;
     }
@@ -531,7 +490,7 @@ static int server_set(const eval_opts *o, const tqvec_collection_options *co, co
         const char *args[] = {"TQ.CREATE", t->key, "DIM", dim, "METRIC", tool_metric_name(co->metric), "BITS", bits,
                               "VARIANT", co->variant == TQVEC_VARIANT_PROD ? "prod" : "mse", "REFINE", refine,
                               "SEED", seed, "CENTER", co->center == TQVEC_CENTER_NONE ? "none" : "first-batch"};
-        if (call(&c, 16, args)) {
+        if (resp_call(&c, 16, args)) {
             rc = tool_fail("eval", "TQ.CREATE %s: %s", t->key, c.nparts ? c.part[0] : "connection lost");
             goto out;
         }
@@ -547,8 +506,8 @@ static int server_set(const eval_opts *o, const tqvec_collection_options *co, co
         }
     }
     long long total = 0, kept = 0;
-    if (call(&c, 2, (const char *[]){"VINFO", t->key}) || !reply_field(&c, "bytes-per-vector", &total) ||
-        !reply_field(&c, "refine-bytes-per-vector", &kept))
+    if (resp_call(&c, 2, (const char *[]){"VINFO", t->key}) || !resp_reply_number(&c, "bytes-per-vector", &total) ||
+        !resp_reply_number(&c, "refine-bytes-per-vector", &kept))
         rc = tool_fail("eval", "VINFO %s: %s", t->key, c.nparts ? c.part[0] : "connection lost");
     *bytes_per_vector = (uint64_t)(total - kept);
     *refine_bytes = (uint64_t)kept;
@@ -565,7 +524,7 @@ static uint64_t server_rss(const char *server)
     long long rss = 0;
     if (resp_connect(server, &c, why, sizeof(why)))
         return 0;
-    if (call(&c, 2, (const char *[]){"INFO", "memory"}) || !reply_field(&c, "used_memory_rss", &rss))
+    if (resp_call(&c, 2, (const char *[]){"INFO", "memory"}) || !resp_reply_number(&c, "used_memory_rss", &rss))
         rss = 0;
     resp_close(&c);
     return (uint64_t)rss;
@@ -721,7 +680,7 @@ static int sweep_config(const eval_opts *o, const eval_index *indexes, const too
                          o->points * o->repeat, rec->target, rec->bits, rec->variant, rec->scorer, rec->rerank,
                          rec->k, rec->threads, rec->clients);
                 rc = measure_once(pt, data, o->batch, rep, label, rec);
-                if (!rc) /* after its queries: the high-water mark they reached */
+                if (!rc && rep + 1 == o->repeat) /* after its last queries: the mark they reached */
                     rec->peak_rss = pt->target->server ? server_rss(o->server) : tool_peak_rss();
             }
     for (size_t i = 0; i < npoints && !rc; i++) {
@@ -756,7 +715,7 @@ int cmd_eval(int argc, char **argv)
     eval_index indexes[3] = {0};
     size_t done_runs = 0;
     tool_eval_source source = {.seed = o.seed, .batch = o.batch, .repeat = o.repeat};
-    tool_eval_run run = {.sources = &source, .nsources = 1};
+    tool_eval_run run = {0};
     size_t cap = 0;
     if ((rc = load_inputs(&o, &data.base, &data.queries, &data.gt)))
         goto done;
@@ -764,31 +723,9 @@ int cmd_eval(int argc, char **argv)
         rc = tool_fail("eval", "cannot write %s: %s", o.json, strerror(errno));
         goto done;
     }
-    /* The records' shared fields, checksum over the distinct input files. */
     tool_provenance_init(&source.prov, argc, argv);
-    {
-        char files[3][4096];
-        const char *paths[3];
-        size_t nfiles = 0;
-        const char *specs[3] = {o.base, o.queries, o.gt};
-        for (int i = 0; i < 3; i++) {
-            if (!specs[i])
-                continue;
-            file_part(specs[i], files[nfiles], sizeof(files[nfiles]));
-            bool seen = false;
-            for (size_t j = 0; j < nfiles && !seen; j++)
-                seen = !strcmp(files[j], files[nfiles]);
-            if (!seen) {
-                paths[nfiles] = files[nfiles];
-                nfiles++;
-            }
-        }
-        tq_error err;
-        if (tool_files_checksum(paths, nfiles, run.checksum, &err)) {
-            rc = tool_fail("eval", "%s", err.msg);
-            goto done;
-        }
-    }
+    if ((rc = inputs_checksum(&o, run.checksum)))
+        goto done;
     dataset_name(&o, run.dataset, sizeof(run.dataset));
     run.metric = tool_metric_name(o.metric);
     run.n = data.base.n;
@@ -809,13 +746,10 @@ int cmd_eval(int argc, char **argv)
     print_header(table);
     /* Per configuration unless two in-process targets (memory, dir) are
      * alive at once: their peaks then share one high-water mark. */
-    bool peak_rss_per_config = true;
-    {
-        int in_process = 0;
-        for (int gi = 0; gi < o.ntargets; gi++)
-            in_process += o.targets[gi] != TARGET_SERVER;
-        peak_rss_per_config = in_process <= 1;
-    }
+    int in_process = 0;
+    for (int gi = 0; gi < o.ntargets; gi++)
+        in_process += o.targets[gi] != TARGET_SERVER;
+    bool peak_rss_per_config = in_process <= 1;
     for (int bi = 0; bi < o.nbits; bi++)
         for (int vi = 0; vi < o.nvariant; vi++)
             for (int ci = 0; ci < o.ncorrection; ci++)

@@ -79,6 +79,22 @@ void tool_recall_add_by_distance(tool_recall *r, const double *found_dist, size_
     r->dist_slots += true_slots;
 }
 
+void tool_recall_add_query(tool_recall *r, int metric, const tq_matrix *base, const float *q, const int64_t *found,
+                           size_t nfound, const int32_t *truth)
+{
+    tool_recall_add(r, found, nfound, truth);
+    size_t slots = 0;
+    while (slots < r->k && truth[slots] >= 0)
+        slots++;
+    if (slots == 0)
+        return;
+    double dist[1000]; /* k <= 1000 */
+    for (size_t j = 0; j < nfound && j < r->k && j < 1000; j++)
+        dist[j] = tool_distance(metric, q, base->data + (size_t)found[j] * base->d, base->d);
+    const double kth = tool_distance(metric, q, base->data + (size_t)truth[slots - 1] * base->d, base->d);
+    tool_recall_add_by_distance(r, dist, nfound < r->k ? nfound : r->k, kth, slots);
+}
+
 double tool_recall_at_k_by_distance(const tool_recall *r)
 {
     return r->dist_slots ? (double)r->dist_hits / (double)r->dist_slots : 0.0;

@@ -69,6 +69,37 @@ static void tick_label(char *buf, size_t cap, double v)
         snprintf(buf, cap, "%.10g", v);
 }
 
+enum { MAX_TICKS = 256 };
+
+typedef struct tick {
+    double v;
+    bool major;    /* a decade on a log axis: a darker grid line */
+    bool labelled;
+} tick;
+
+/* The x axis's ticks. Log: every m x 10^e (m = 1..9), labelled at 1, 2 and
+ * 5 (only the decades when the axis spans more than 3); linear: every nice
+ * step, each labelled. */
+static size_t x_ticks(const axis *a, tick *t)
+{
+    size_t n = 0;
+    if (!a->log) {
+        const double step = nice_step(a->hi - a->lo);
+        for (double u = a->lo; u <= a->hi + 1e-9 && n < MAX_TICKS; u += step)
+            t[n++] = (tick){.v = u, .labelled = true};
+        return n;
+    }
+    for (double e = a->lo; e <= a->hi + 1e-9; e += 1)
+        for (int m = 1; m <= 9 && n < MAX_TICKS; m++) {
+            const double v = pow(10.0, e) * m;
+            if (log10(v) > a->hi + 1e-9)
+                break;
+            t[n++] = (tick){.v = v, .major = m == 1,
+                            .labelled = m == 1 || ((m == 2 || m == 5) && a->hi - a->lo <= 3)};
+        }
+    return n;
+}
+
 int tool_plot_svg(const tool_plot *p, FILE *out)
 {
     double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
@@ -122,46 +153,25 @@ int tool_plot_svg(const tool_plot *p, FILE *out)
     fputs("</text>\n", out);
 
     /* grid and ticks */
+    tick ticks[MAX_TICKS];
+    const size_t nticks = x_ticks(&ax, ticks);
     fputs("<g stroke=\"#e0e0e0\" stroke-width=\"1\">\n", out);
-    char label[32];
-    for (double u = ax.lo; u <= ax.hi + 1e-9;) {
-        if (ax.log) {
-            for (int m = 1; m <= 9; m++) {
-                double v = pow(10.0, u) * m;
-                if (log10(v) > ax.hi + 1e-9)
-                    break;
-                double px = axis_pos(&ax, v, x0, x1);
-                fprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"%s/>\n", px, y0, px, y1,
-                        m == 1 ? " stroke=\"#c8c8c8\"" : "");
-            }
-            u += 1;
-        } else {
-            double px = axis_pos(&ax, u, x0, x1);
-            fprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", px, y0, px, y1);
-            u += nice_step(ax.hi - ax.lo);
-        }
+    for (size_t i = 0; i < nticks; i++) {
+        double px = axis_pos(&ax, ticks[i].v, x0, x1);
+        fprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"%s/>\n", px, y0, px, y1,
+                ticks[i].major ? " stroke=\"#c8c8c8\"" : "");
     }
     for (double v = ay.lo; v <= ay.hi + ystep * 1e-6; v += ystep) {
         double py = axis_pos(&ay, v, y0, y1);
         fprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", x0, py, x1, py);
     }
     fputs("</g>\n<g text-anchor=\"middle\" fill=\"#333\">\n", out);
-    for (double u = ax.lo; u <= ax.hi + 1e-9;) {
-        if (ax.log) {
-            static const int marks[] = {1, 2, 5};
-            for (int m = 0; m < 3; m++) {
-                double v = pow(10.0, u) * marks[m];
-                if (log10(v) > ax.hi + 1e-9 || (marks[m] != 1 && ax.hi - ax.lo > 3))
-                    continue;
-                tick_label(label, sizeof(label), v);
-                fprintf(out, "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", axis_pos(&ax, v, x0, x1), y0 + 16, label);
-            }
-            u += 1;
-        } else {
-            tick_label(label, sizeof(label), u);
-            fprintf(out, "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", axis_pos(&ax, u, x0, x1), y0 + 16, label);
-            u += nice_step(ax.hi - ax.lo);
-        }
+    char label[32];
+    for (size_t i = 0; i < nticks; i++) {
+        if (!ticks[i].labelled)
+            continue;
+        tick_label(label, sizeof(label), ticks[i].v);
+        fprintf(out, "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", axis_pos(&ax, ticks[i].v, x0, x1), y0 + 16, label);
     }
     fputs("</g>\n<g text-anchor=\"end\" fill=\"#333\">\n", out);
     for (double v = ay.lo; v <= ay.hi + ystep * 1e-6; v += ystep) {

@@ -18,16 +18,27 @@
 
 enum { MAX_FIELDS = 64, MAX_SOURCES = 256 };
 
+/* A record as read, with the data it claims to be measured on. */
+typedef struct loaded_record {
+    tool_eval_record rec;
+    char dataset[128];
+    char checksum[17];
+    const char *metric;
+    size_t n, nq, d;
+} loaded_record;
+
+/* A run, and the file it was read from (several runs may share one). */
+typedef struct loaded_source {
+    tool_eval_source src;
+    char file[64];
+} loaded_source;
+
 typedef struct loaded {
     char **lines; /* each file's text, owning the strings records point to */
     size_t nlines, lines_cap;
-    tool_eval_record *rec;
-    char (*dataset)[128];  /* per record */
-    char (*checksum)[17];
-    const char **metric;
-    size_t (*sizes)[3];    /* n, nq, d */
+    loaded_record *rec;
     size_t nrec, rec_cap;
-    tool_eval_source *sources;
+    loaded_source *sources; /* MAX_SOURCES, fixed: records point into it */
     size_t nsources;
 } loaded;
 
@@ -70,16 +81,16 @@ static unsigned long long uint_field(const tool_json_field *f, size_t n, const c
 }
 
 /* The source a record came from: an existing one when file and run match. */
-static const tool_eval_source *find_source(loaded *L, const char *file_label, const tool_eval_source *s,
-                                           char *why, size_t cap)
+static const tool_eval_source *find_source(loaded *L, const char *file, const tool_eval_source *s, char *why,
+                                           size_t cap)
 {
     size_t same_file = 0;
     for (size_t i = 0; i < L->nsources; i++) {
-        const tool_eval_source *t = &L->sources[i];
-        bool from_file = !strncmp(t->label, file_label, strlen(file_label)) &&
-                         (t->label[strlen(file_label)] == 0 || t->label[strlen(file_label)] == '#');
-        same_file += from_file;
-        if (from_file && !strcmp(t->prov.command, s->prov.command) && !strcmp(t->prov.revision, s->prov.revision) &&
+        const tool_eval_source *t = &L->sources[i].src;
+        if (strcmp(L->sources[i].file, file))
+            continue;
+        same_file++;
+        if (!strcmp(t->prov.command, s->prov.command) && !strcmp(t->prov.revision, s->prov.revision) &&
             !strcmp(t->prov.cpu, s->prov.cpu) && t->seed == s->seed && t->batch == s->batch &&
             t->repeat == s->repeat)
             return t;
@@ -88,13 +99,14 @@ static const tool_eval_source *find_source(loaded *L, const char *file_label, co
         snprintf(why, cap, "more than %d runs", MAX_SOURCES);
         return NULL;
     }
-    tool_eval_source *t = &L->sources[L->nsources++];
-    *t = *s;
+    loaded_source *t = &L->sources[L->nsources++];
+    t->src = *s;
+    snprintf(t->file, sizeof(t->file), "%s", file);
     if (same_file)
-        snprintf(t->label, sizeof(t->label), "%.50s#%zu", file_label, same_file + 1);
+        snprintf(t->src.label, sizeof(t->src.label), "%.50s#%zu", file, same_file + 1);
     else
-        snprintf(t->label, sizeof(t->label), "%.60s", file_label);
-    return t;
+        snprintf(t->src.label, sizeof(t->src.label), "%s", file);
+    return &t->src;
 }
 
 /* One line into a record; why names what is wrong. */
@@ -106,25 +118,12 @@ static int add_record(loaded *L, char *line, const char *file_label, char *why, 
         return -1;
     if (L->nrec == L->rec_cap) {
         size_t c = L->rec_cap ? L->rec_cap * 2 : 64;
-        tool_eval_record *r = tq_realloc(L->rec, c * sizeof(*r));
-        if (r)
-            L->rec = r;
-        char(*ds)[128] = tq_realloc(L->dataset, c * sizeof(*ds));
-        if (ds)
-            L->dataset = ds;
-        char(*ck)[17] = tq_realloc(L->checksum, c * sizeof(*ck));
-        if (ck)
-            L->checksum = ck;
-        const char **me = tq_realloc(L->metric, c * sizeof(*me));
-        if (me)
-            L->metric = me;
-        size_t(*sz)[3] = tq_realloc(L->sizes, c * sizeof(*sz));
-        if (sz)
-            L->sizes = sz;
-        if (!r || !ds || !ck || !me || !sz) {
+        loaded_record *r = tq_realloc(L->rec, c * sizeof(*r));
+        if (!r) {
             snprintf(why, cap, "out of memory");
             return -1;
         }
+        L->rec = r;
         L->rec_cap = c;
     }
     bool ok = true;
@@ -165,20 +164,21 @@ static int add_record(loaded *L, char *line, const char *file_label, char *why, 
     };
     const tool_json_field *where = tool_json_find(f, n, "target_where");
     r.target_where = where && where->type == TOOL_JSON_STRING ? where->str : NULL;
-    const size_t i = L->nrec;
-    snprintf(L->dataset[i], sizeof(L->dataset[i]), "%s", str_field(f, n, "dataset", &ok));
-    snprintf(L->checksum[i], sizeof(L->checksum[i]), "%s", str_field(f, n, "dataset_checksum", &ok));
-    L->metric[i] = str_field(f, n, "metric", &ok);
-    L->sizes[i][0] = (size_t)uint_field(f, n, "n", &ok);
-    L->sizes[i][1] = (size_t)uint_field(f, n, "nq", &ok);
-    L->sizes[i][2] = (size_t)uint_field(f, n, "d", &ok);
+    loaded_record *lr = &L->rec[L->nrec];
+    lr->rec = r;
+    snprintf(lr->dataset, sizeof(lr->dataset), "%s", str_field(f, n, "dataset", &ok));
+    snprintf(lr->checksum, sizeof(lr->checksum), "%s", str_field(f, n, "dataset_checksum", &ok));
+    lr->metric = str_field(f, n, "metric", &ok);
+    lr->n = (size_t)uint_field(f, n, "n", &ok);
+    lr->nq = (size_t)uint_field(f, n, "nq", &ok);
+    lr->d = (size_t)uint_field(f, n, "d", &ok);
     if (!ok || r.k == 0 || !(r.qps > 0)) {
         snprintf(why, cap, "not a tqvec eval record (a field is missing or of the wrong type)");
         return -1;
     }
-    if (!(r.source = find_source(L, file_label, &s, why, cap)))
+    if (!(lr->rec.source = find_source(L, file_label, &s, why, cap)))
         return -1;
-    L->rec[L->nrec++] = r;
+    L->nrec++;
     return 0;
 }
 
@@ -258,49 +258,42 @@ static void loaded_free(loaded *L)
         tq_free(L->lines[i]);
     tq_free(L->lines);
     tq_free(L->rec);
-    tq_free(L->dataset);
-    tq_free(L->checksum);
-    tq_free(L->metric);
-    tq_free(L->sizes);
     tq_free(L->sources);
 }
 
-/* The records of one dataset as a run, checked to be one dataset. */
+/* The records of one dataset (the first not yet taken, from `first`) as
+ * a run, checked to be one dataset; *nsources gets how many runs. */
 static int group_run(const loaded *L, size_t first, bool *taken, tool_eval_run *run, tool_eval_record *recs,
-                     tool_eval_source *srcs)
+                     size_t *nsources)
 {
+    const loaded_record *a = &L->rec[first];
     memset(run, 0, sizeof(*run));
-    snprintf(run->dataset, sizeof(run->dataset), "%s", L->dataset[first]);
-    snprintf(run->checksum, sizeof(run->checksum), "%s", L->checksum[first]);
-    run->metric = L->metric[first];
-    run->n = L->sizes[first][0];
-    run->nq = L->sizes[first][1];
-    run->d = L->sizes[first][2];
+    snprintf(run->dataset, sizeof(run->dataset), "%s", a->dataset);
+    snprintf(run->checksum, sizeof(run->checksum), "%s", a->checksum);
+    run->metric = a->metric;
+    run->n = a->n;
+    run->nq = a->nq;
+    run->d = a->d;
     run->rec = recs;
-    run->sources = srcs;
+    *nsources = 0;
     for (size_t i = first; i < L->nrec; i++) {
-        if (taken[i] || strcmp(L->dataset[i], run->dataset))
+        const loaded_record *b = &L->rec[i];
+        if (taken[i] || strcmp(b->dataset, a->dataset))
             continue;
-        if (strcmp(L->checksum[i], run->checksum) || strcmp(L->metric[i], run->metric) ||
-            L->sizes[i][0] != run->n || L->sizes[i][1] != run->nq || L->sizes[i][2] != run->d)
+        if (strcmp(b->checksum, a->checksum) || strcmp(b->metric, a->metric) || b->n != a->n || b->nq != a->nq ||
+            b->d != a->d)
             return tool_fail("report",
                              "dataset '%s': runs %s and %s measured different data (checksum %s vs %s, n %zu vs "
                              "%zu, nq %zu vs %zu): they cannot share a plot",
-                             run->dataset, L->rec[first].source->label, L->rec[i].source->label, run->checksum,
-                             L->checksum[i], run->n, L->sizes[i][0], run->nq, L->sizes[i][1]);
+                             a->dataset, a->rec.source->label, b->rec.source->label, a->checksum, b->checksum, a->n,
+                             b->n, a->nq, b->nq);
         taken[i] = true;
-        recs[run->nrec++] = L->rec[i];
         bool seen = false;
-        for (size_t s = 0; s < run->nsources && !seen; s++)
-            seen = !strcmp(srcs[s].label, L->rec[i].source->label);
-        if (!seen)
-            srcs[run->nsources++] = *L->rec[i].source;
+        for (size_t r = 0; r < run->nrec && !seen; r++)
+            seen = recs[r].source == b->rec.source;
+        *nsources += !seen;
+        recs[run->nrec++] = b->rec;
     }
-    /* Records point at this run's copies of their sources. */
-    for (size_t r = 0; r < run->nrec; r++)
-        for (size_t s = 0; s < run->nsources; s++)
-            if (!strcmp(srcs[s].label, recs[r].source->label))
-                recs[r].source = &srcs[s];
     return 0;
 }
 
@@ -332,20 +325,20 @@ int cmd_report(int argc, char **argv)
         return 1;
     }
     loaded L = {0};
-    L.sources = tq_calloc(MAX_SOURCES, sizeof(tool_eval_source));
+    L.sources = tq_calloc(MAX_SOURCES, sizeof(loaded_source));
     int rc = L.sources ? 0 : tool_fail("report", "out of memory");
     for (int i = optind; i < argc && !rc; i++)
         rc = load_file(&L, argv[i]);
     bool *taken = rc ? NULL : tq_calloc(L.nrec + 1, sizeof(bool));
     tool_eval_record *recs = rc ? NULL : tq_malloc((L.nrec + 1) * sizeof(*recs));
-    tool_eval_source *srcs = rc ? NULL : tq_malloc(MAX_SOURCES * sizeof(*srcs));
-    if (!rc && (!taken || !recs || !srcs))
+    if (!rc && (!taken || !recs))
         rc = tool_fail("report", "out of memory");
     for (size_t i = 0; i < L.nrec && !rc; i++) {
         if (taken[i])
             continue;
         tool_eval_run run;
-        if ((rc = group_run(&L, i, taken, &run, recs, srcs)))
+        size_t nsources;
+        if ((rc = group_run(&L, i, taken, &run, recs, &nsources)))
             break;
         tool_eval_mark_pareto(&run);
         tq_error err;
@@ -353,11 +346,10 @@ int cmd_report(int argc, char **argv)
             rc = tool_fail("report", "%s", err.msg);
         else
             printf("%s: %zu records from %zu run%s -> %s/%s.md, .html, -k<k>.svg, .jsonl\n", run.dataset,
-                   run.nrec, run.nsources, run.nsources == 1 ? "" : "s", out, run.dataset);
+                   run.nrec, nsources, nsources == 1 ? "" : "s", out, run.dataset);
     }
     tq_free(taken);
     tq_free(recs);
-    tq_free(srcs);
     loaded_free(&L);
     return rc;
 }

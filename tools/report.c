@@ -13,22 +13,30 @@
 
 #include <sys/stat.h>
 
+/* The distinct k values in record order. */
+static size_t distinct_ks(const tool_eval_run *run, size_t *ks, size_t cap)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < run->nrec; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < m && !seen; j++)
+            seen = ks[j] == run->rec[i].k;
+        if (!seen && m < cap)
+            ks[m++] = run->rec[i].k;
+    }
+    return m;
+}
+
 void tool_eval_mark_pareto(tool_eval_run *run)
 {
     double *recall = tq_malloc((run->nrec + 1) * sizeof(double)), *qps = tq_malloc((run->nrec + 1) * sizeof(double));
     bool *on = tq_malloc((run->nrec + 1) * sizeof(bool));
     size_t *idx = tq_malloc((run->nrec + 1) * sizeof(size_t));
-    if (!recall || !qps || !on || !idx)
-        goto out;
-    for (size_t a = 0; a < run->nrec; a++) {
-        size_t k = run->rec[a].k, m = 0;
-        bool first = true;
-        for (size_t b = 0; b < a && first; b++)
-            first = run->rec[b].k != k;
-        if (!first)
-            continue;
-        for (size_t b = a; b < run->nrec; b++)
-            if (run->rec[b].k == k) {
+    size_t ks[64], nk = distinct_ks(run, ks, 64);
+    for (size_t ki = 0; ki < nk && recall && qps && on && idx; ki++) {
+        size_t m = 0;
+        for (size_t b = 0; b < run->nrec; b++)
+            if (run->rec[b].k == ks[ki]) {
                 idx[m] = b;
                 recall[m] = run->rec[b].recall_at_k;
                 qps[m++] = run->rec[b].qps;
@@ -37,7 +45,6 @@ void tool_eval_mark_pareto(tool_eval_run *run)
         for (size_t i = 0; i < m; i++)
             run->rec[idx[i]].pareto = on[i];
     }
-out:
     tq_free(recall);
     tq_free(qps);
     tq_free(on);
@@ -140,9 +147,9 @@ static void curve_label(const tool_eval_record *r, const varying *v, char *out, 
 
 static bool same_curve(const tool_eval_record *a, const tool_eval_record *b)
 {
-    return a->k == b->k && a->source == b->source && !strcmp(a->target, b->target) && a->bits == b->bits && !strcmp(a->variant, b->variant) &&
-           !strcmp(a->correction, b->correction) && !strcmp(a->center, b->center) && !strcmp(a->scorer, b->scorer) &&
-           a->threads == b->threads && a->clients == b->clients;
+    return a->k == b->k && a->source == b->source && !strcmp(a->target, b->target) && a->bits == b->bits &&
+           !strcmp(a->variant, b->variant) && !strcmp(a->correction, b->correction) && !strcmp(a->center, b->center) &&
+           !strcmp(a->scorer, b->scorer) && a->threads == b->threads && a->clients == b->clients;
 }
 
 static int by_rerank(const void *x, const void *y)
@@ -179,8 +186,10 @@ static void target_list(const tool_eval_run *run, bool where, char *out, size_t 
 static int plot_for_k(const tool_eval_run *run, size_t k, FILE *out)
 {
     const size_t n = run->nrec;
-    const tool_eval_record **order = tq_malloc((n + 1) * sizeof(*order));
-    double *x = tq_malloc((n + 1) * sizeof(double)), *y = tq_malloc((n + 1) * sizeof(double));
+    /* Room for every record twice: once in its curve, once more when it
+     * is on the frontier. */
+    const tool_eval_record **order = tq_malloc((2 * n + 1) * sizeof(*order));
+    double *x = tq_malloc((2 * n + 1) * sizeof(double)), *y = tq_malloc((2 * n + 1) * sizeof(double));
     tool_plot_series *series = tq_malloc((n + 1) * sizeof(*series));
     char (*labels)[96] = tq_malloc((n + 1) * sizeof(*labels));
     bool *done = tq_calloc(n + 1, sizeof(bool));
@@ -207,14 +216,9 @@ static int plot_for_k(const tool_eval_run *run, size_t k, FILE *out)
         series[ns] = (tool_plot_series){.label = labels[ns], .n = used - start, .x = x + start, .y = y + start};
         ns++;
     }
-    /* The frontier as a dashed reference, in QPS order. Its points reuse
-     * the tail of order/x/y, which has room: frontier points are records. */
-    const tool_eval_record **front = tq_malloc((n + 1) * sizeof(*front));
-    double *fx = tq_malloc((n + 1) * sizeof(double)), *fy = tq_malloc((n + 1) * sizeof(double));
-    if (!front || !fx || !fy) {
-        tq_free(front), tq_free(fx), tq_free(fy);
-        goto out;
-    }
+    /* The frontier as a dashed reference, in QPS order, after the curves. */
+    const tool_eval_record **front = order + used;
+    double *fx = x + used, *fy = y + used;
     size_t nf = 0;
     for (size_t i = 0; i < n; i++)
         if (run->rec[i].k == k && run->rec[i].pareto)
@@ -234,24 +238,9 @@ static int plot_for_k(const tool_eval_run *run, size_t k, FILE *out)
     tool_plot plot = {.title = title, .x_label = "queries per second (log scale)", .y_label = ylabel, .log_x = true,
                       .y_max_one = true, .nseries = ns, .series = series};
     rc = tool_plot_svg(&plot, out);
-    tq_free(front), tq_free(fx), tq_free(fy);
 out:
     tq_free(order), tq_free(x), tq_free(y), tq_free(series), tq_free(labels), tq_free(done);
     return rc;
-}
-
-/* The distinct k values in record order. */
-static size_t distinct_ks(const tool_eval_run *run, size_t *ks, size_t cap)
-{
-    size_t m = 0;
-    for (size_t i = 0; i < run->nrec; i++) {
-        bool seen = false;
-        for (size_t j = 0; j < m && !seen; j++)
-            seen = ks[j] == run->rec[i].k;
-        if (!seen && m < cap)
-            ks[m++] = run->rec[i].k;
-    }
-    return m;
 }
 
 /* Text into a page: HTML-escaped for html, as it is for Markdown. */
@@ -303,8 +292,13 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
     put_text(out, html, targets);
     fprintf(out, "; data checksum xxh3 %s.%s", run->checksum, html ? "<br>\n" : "\n\n");
     /* Each run's provenance: one for a live evaluation, one per run merged. */
-    for (size_t i = 0; i < run->nsources; i++) {
-        const tool_eval_source *src = &run->sources[i];
+    for (size_t i = 0; i < run->nrec; i++) {
+        const tool_eval_source *src = run->rec[i].source;
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = run->rec[j].source == src;
+        if (seen)
+            continue;
         fputs("Run", out);
         if (src->label[0]) {
             fprintf(out, " %s", b);

@@ -233,12 +233,34 @@ int resp_reply(resp_client *c)
     return read_value(c, 0);
 }
 
-/* One command, one reply. */
-int resp_call(resp_client *c, size_t argc, const char *const *argv, const size_t *lens)
+int resp_call(resp_client *c, size_t argc, const char *const *argv)
 {
-    if (!resp_queue(c, argc, argv, lens) || resp_flush(c))
+    size_t lens[32];
+    if (argc > 32)
         return -1;
-    return resp_reply(c);
+    for (size_t i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    if (!resp_queue(c, argc, argv, lens) || resp_flush(c) || resp_reply(c))
+        return -1;
+    return c->error ? -1 : 0;
+}
+
+bool resp_reply_number(const resp_client *c, const char *name, long long *out)
+{
+    for (size_t i = 0; i + 1 < c->nparts; i++)
+        if (!strcmp(c->part[i], name)) {
+            *out = strtoll(c->part[i + 1], NULL, 10);
+            return true;
+        }
+    if (c->nparts == 1) { /* INFO: one bulk string of "name:value" lines */
+        const size_t n = strlen(name);
+        for (const char *at = strstr(c->part[0], name); at; at = strstr(at + 1, name))
+            if ((at == c->part[0] || at[-1] == '\n') && at[n] == ':') {
+                *out = strtoll(at + n + 1, NULL, 10);
+                return true;
+            }
+    }
+    return false;
 }
 
 

@@ -31,8 +31,12 @@ bool resp_queue(resp_client *c, size_t argc, const char *const *argv, const size
 int resp_flush(resp_client *c);
 /* Read one reply into c->part; -1 if the connection failed. */
 int resp_reply(resp_client *c);
-/* One command, one reply. */
-int resp_call(resp_client *c, size_t argc, const char *const *argv, const size_t *lens);
+/* One command of text arguments, one reply: -1 when the connection fails
+ * or the reply is an error (c->part[0], when there is one, says which). */
+int resp_call(resp_client *c, size_t argc, const char *const *argv);
+/* The number named `name` in the last reply: a name/value pair of a flat
+ * array or map (VINFO), or a "name:value" line of a bulk string (INFO). */
+bool resp_reply_number(const resp_client *c, const char *name, long long *out);
 /* Every row of x as VADD key FP32 <row> <row number> [quant], `pipeline`
  * commands per write; -1 with why set on the first failure. */
 int resp_add_rows(resp_client *c, const char *key, const tq_matrix *x, size_t pipeline, tool_progress *prog,

@@ -84,10 +84,7 @@ int cmd_load(int argc, char **argv)
         char dim[16];
         snprintf(dim, sizeof(dim), "%zu", x.d);
         const char *args[] = {"TQ.CREATE", key, "DIM", dim, "METRIC", tool_metric_name(metric), "REFINE", "code8"};
-        size_t lens[8];
-        for (int i = 0; i < 8; i++)
-            lens[i] = strlen(args[i]);
-        if (resp_call(&c, 8, args, lens) || c.error) {
+        if (resp_call(&c, 8, args)) {
             rc = tool_fail("load", "TQ.CREATE %s: %s", key, c.nparts ? c.part[0] : "connection lost");
             goto out;
         }
@@ -167,7 +164,7 @@ int cmd_bench_server(int argc, char **argv)
     tq_matrix q = {0};
     tq_imatrix truth = {0};
     tq_error e;
-    if (tq_vectors_read(queries, 0, &q, &e) || (gt && tq_ivecs_read(gt, 0, &truth, &e)))
+    if (tq_vectors_read(queries, 0, &q, &e) || (gt && tq_ids_read(gt, 0, &truth, &e)))
         return tool_fail("bench server", "%s", e.msg);
     if (!nq)
         nq = q.n;

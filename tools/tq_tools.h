@@ -72,6 +72,11 @@ double tool_recall_1_at_k(const tool_recall *r);
 void tool_recall_add_by_distance(tool_recall *r, const double *found_dist, size_t nfound, double kth_true_dist,
                                  size_t true_slots);
 double tool_recall_at_k_by_distance(const tool_recall *r);
+/* Both measures for one query: its result rows against the true ones, and
+ * their exact distances to q (rows of base, under metric) against the k-th
+ * true neighbour's. */
+void tool_recall_add_query(tool_recall *r, int metric, const tq_matrix *base, const float *q, const int64_t *found,
+                           size_t nfound, const int32_t *truth);
 /* ann-benchmarks' distance under a tqvec metric, in double precision:
  * l2 euclidean, cosine 1 - cos, ip -dot. */
 double tool_distance(int metric, const float *a, const float *b, size_t d);
@@ -153,7 +158,7 @@ void tool_query_result_free(tool_query_result *res);
 bool tool_key_row(const char *key, size_t len, int64_t *row);
 
 /* One run of `tqvec eval`: what its records share besides the data. A
- * merged report (tqvec report) holds several, each with a label. */
+ * merged report (tqvec report) holds records of several, each labelled. */
 typedef struct tool_eval_source {
     char label[64];           /* "" for a live evaluation */
     tool_provenance prov;
@@ -187,8 +192,6 @@ typedef struct tool_eval_run {
     char checksum[17];        /* XXH3-64 of base, queries and truth files */
     const char *metric;
     size_t n, nq, d;
-    const tool_eval_source *sources; /* what rec[].source point into */
-    size_t nsources;
     tool_eval_record *rec;
     size_t nrec;
 } tool_eval_run;
