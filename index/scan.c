@@ -103,7 +103,7 @@ void tq_scan_get(const tq_scan_layout *L, const uint8_t *block, unsigned v, uint
 
 int tq_scan_lut_init(tq_scan_lut *t, const tq_scan_layout *L)
 {
-    t->q8 = tq_malloc((size_t)L->nibbles * 16);
+    t->q8 = tq_malloc(TQ_SCAN_LUT_BYTES(L->npairs));
     t->f = tq_malloc((size_t)L->nibbles * 17 * sizeof(float));
     if (!t->q8 || !t->f) {
         tq_scan_lut_free(t);
@@ -128,48 +128,44 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
     const unsigned per = L->per_nibble, bits = L->bits, mask = (1u << bits) - 1;
     const unsigned entries = bits * per >= 4 ? 16 : 1u << (bits * per);
     const float tmin = table[0], tmax = table[mask]; /* centroid tables ascend */
+    /* sel[i][c]: the centroid that nibble value c gives the nibble's i-th
+     * coordinate. A row is then sum_i q_j * sel[i][c], added in increasing
+     * i (the order every estimate uses); written as whole 16-entry rows so
+     * the compiler vectorizes them. */
+    float sel[4][16];
+    for (unsigned i = 0; i < per; i++)
+        for (unsigned c = 0; c < 16; c++)
+            sel[i][c] = table[(c >> (i * bits)) & mask];
     double bias = 0.0;
     float range = 0.0f;
-    /* Each coordinate's code is chosen independently, so a row's smallest
-     * and largest entries are sums of per-coordinate extremes: no scan of
-     * the 16 entries is needed. The smallest becomes the row's offset. */
     for (uint32_t n = 0; n < L->nibbles; n++) {
         float *row = t->f + 16 * n;
         float lo = 0.0f, hi = 0.0f;
+        for (unsigned c = 0; c < 16; c++)
+            row[c] = 0.0f;
+        /* Each coordinate's code is chosen independently, so a row's
+         * smallest and largest entries are sums of per-coordinate extremes.
+         * The smallest becomes the row's offset. */
         for (uint32_t i = 0; i < per; i++) {
             uint32_t j = n * per + i;
-            float qj = j < L->d ? q[j] : 0.0f;
-            float a = qj * tmin, b = qj * tmax;
+            if (j >= L->d)
+                break;
+            const float qj = q[j], a = qj * tmin, b = qj * tmax;
             lo = lo + (a < b ? a : b);
             hi = hi + (a < b ? b : a);
+            for (unsigned c = 0; c < 16; c++)
+                row[c] = row[c] + qj * sel[i][c];
         }
-        for (unsigned c = 0; c < 16; c++) {
-            float sum = 0.0f;
-            for (uint32_t i = 0; i < per; i++) {
-                uint32_t j = n * per + i;
-                if (j < L->d)
-                    sum = sum + q[j] * table[(c >> (i * bits)) & mask];
-            }
-            /* Entries no code can reach quantize to 0. */
-            row[c] = c < entries ? sum : lo;
-        }
+        /* Entries no code can reach quantize to 0. */
+        for (unsigned c = entries; c < 16; c++)
+            row[c] = lo;
         t->row_lo[n] = lo;
         bias += (double)lo;
         range = range > hi - lo ? range : hi - lo;
     }
     t->delta = range > 0.0f ? range / 255.0f : 1.0f;
     t->bias = (float)bias;
-    const float inv = 1.0f / t->delta;
-    for (uint32_t n = 0; n < L->nibbles; n++) {
-        const float *row = t->f + 16 * n;
-        const float lo = t->row_lo[n];
-        for (unsigned c = 0; c < 16; c++) {
-            /* Non-negative up to rounding, so +0.5 and truncation round to
-             * nearest; the clamp absorbs the rounding at both ends. */
-            float v = (row[c] - lo) * inv + 0.5f;
-            t->q8[16 * n + c] = (uint8_t)(v <= 0.0f ? 0.0f : v >= 255.0f ? 255.0f : v);
-        }
-    }
+    tq_simd()->scan_lut_quantize(t->f, t->row_lo, L->nibbles, 1.0f / t->delta, t->q8);
 }
 
 float tq_scan_lut_exact(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *block, unsigned v)

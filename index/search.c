@@ -40,7 +40,7 @@ typedef struct row_ref {
     size_t row;
 } row_ref;
 
-/* One search call's shared state; parts write only their own heaps. */
+/* One search call's shared state; parts write only their own collectors. */
 typedef struct search_job {
     const tq_codec *c;
     const tq_rows *sets;
@@ -51,7 +51,7 @@ typedef struct search_job {
     tq_query *pq;              /* nq prepared queries */
     size_t nq;
     size_t nblocks, blocks_per_part;
-    tq_topk *heaps;            /* nparts * nq first-stage heaps */
+    tq_collector *cols;        /* nparts * nq first-stage collectors */
 } search_job;
 
 static row_ref find_row(const search_job *job, uint64_t id)
@@ -124,44 +124,8 @@ static float float_key(const tq_codec *c, const tq_query *pq, row_ref r)
     return estimate_key(c->cfg.metric, tq_unit_estimate(q, sc, code_dot, sign_dot), sc, pq);
 }
 
-/* Keys of one block's rows from their table sums. Kept free of calls and
- * branches on the data so the compiler can vectorize it. */
-static void block_keys(const tq_codec *c, const tq_code_scalars *sc, const uint32_t *code_sum,
-                       const uint32_t *sign_sum, const tq_query *pq, float *key)
-{
-    /* The same formulas as tq_unit_estimate() and estimate_key(), with the
-     * variant and metric tests hoisted out of the loops so they vectorize:
-     * this runs for every vector of every block. */
-    const tq_quantizer *q = &c->q;
-    const float cd = q->mse_bits ? pq->code_lut.delta : 0.0f, cb = q->mse_bits ? pq->code_lut.bias : 0.0f;
-    float g[TQ_SCAN_BLOCK];
-    if (q->variant == TQ_VARIANT_PROD) {
-        const float sd = pq->sign_lut.delta, sb = pq->sign_lut.bias, qjl = q->qjl_scale;
-        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
-            g[v] = sc[v].corr * ((cd * (float)code_sum[v] + cb) + sc[v].rnorm * qjl * (sd * (float)sign_sum[v] + sb));
-    } else {
-        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
-            g[v] = sc[v].corr * (cd * (float)code_sum[v] + cb);
-    }
-    const float qq = pq->qnorm * pq->qnorm, bias = pq->bias, qnorm = pq->qnorm;
-    switch (c->cfg.metric) {
-    case TQ_METRIC_L2:
-        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
-            key[v] = -(qq + sc[v].norm * sc[v].norm - 2.0f * sc[v].norm * g[v]);
-        break;
-    case TQ_METRIC_IP:
-        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
-            key[v] = sc[v].norm * g[v] + bias;
-        break;
-    case TQ_METRIC_COSINE:
-        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
-            key[v] = (sc[v].norm * g[v] + bias) / qnorm;
-        break;
-    }
-}
-
 /* Blocks per chunk of a batched scan: about 256 KiB of codes, so a chunk
- * read for the first query of a batch is still in cache for the others. */
+ * read for the first queries of a batch is still in cache for the others. */
 static size_t chunk_blocks(const tq_codec *c)
 {
     size_t bytes = c->q.code_layout.block_bytes + c->q.sign_layout.block_bytes;
@@ -169,71 +133,104 @@ static size_t chunk_blocks(const tq_codec *c)
     return n ? n : 1;
 }
 
-/* First stage over the blocks of one part: 8-bit table sums (LUT scorer) or
- * float tables (float scorer). Rows arrive in increasing order, so a key
- * equal to the current worst kept loses the tie: only a strictly larger key
- * is pushed. */
-static void search_part(void *arg, unsigned part)
+/* The first stage for up to TQ_SCAN_MAX_QUERIES queries over one block:
+ * their sums in one pass over the block's bytes, then per query the keys,
+ * and the rows that beat the query's threshold and are live go to its
+ * collector. The filter is asked only for those rows: a row that could not
+ * be kept need not be tested, and every row that could is, so the answer
+ * holds min(k, matching) rows. */
+static void scan_block_queries(const search_job *job, unsigned part, size_t s, size_t lb, size_t q0, size_t nq,
+                               tq_collector *const *cols)
 {
-    search_job *job = arg;
     const tq_codec *c = job->c;
     const tq_quantizer *q = &c->q;
     const tq_simd_kernels *k = tq_simd();
-    const bool prod = q->variant == TQ_VARIANT_PROD, lut = job->opts->scorer == TQ_SCORER_LUT;
+    const tq_rows *set = &job->sets[s];
+    const size_t base = lb * TQ_SCAN_BLOCK;
+    const size_t rows = set->n - base < TQ_SCAN_BLOCK ? set->n - base : TQ_SCAN_BLOCK;
+    /* A block whose rows are all deleted (or all filtered out by an
+     * allow-list) is not scanned at all. */
+    const uint32_t dead = set->deleted ? __atomic_load_n(&set->deleted[lb], __ATOMIC_RELAXED) : 0;
+    const uint32_t live = (rows == TQ_SCAN_BLOCK ? 0xFFFFFFFFu : (1u << rows) - 1) & ~dead;
+    if (!live)
+        return;
+    const uint64_t id0 = job->first_row[s] + base;
+    const tq_row_filter *filter = job->opts->filter;
+    float key[TQ_SCAN_BLOCK];
+    /* A partial block still being filled is read a row at a time: the
+     * kernel would read the lanes being written. */
+    if (job->opts->scorer != TQ_SCORER_LUT || (set->growing && rows < TQ_SCAN_BLOCK)) {
+        for (size_t i = 0; i < nq; i++) {
+            tq_collector *col = cols[i];
+            for (uint32_t m = live; m; m &= m - 1) {
+                unsigned v = (unsigned)__builtin_ctz(m);
+                float kv = float_key(c, &job->pq[q0 + i], (row_ref){set, base + v});
+                if (kv > col->threshold && (!filter || filter->accept(filter->ctx, part, s, base + v)))
+                    tq_collector_add(col, id0 + v, kv);
+            }
+        }
+        return;
+    }
+    uint32_t code_sum[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK], sign_sum[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
+    const uint8_t *luts[TQ_SCAN_MAX_QUERIES];
+    if (q->mse_bits) {
+        for (size_t i = 0; i < nq; i++)
+            luts[i] = job->pq[q0 + i].code_lut.q8;
+        k->scan_block_multi(set->code_blocks + lb * q->code_layout.block_bytes, q->code_layout.npairs, luts, nq,
+                            code_sum[0]);
+    } else {
+        memset(code_sum, 0, sizeof(code_sum));
+    }
+    if (q->variant == TQ_VARIANT_PROD) {
+        for (size_t i = 0; i < nq; i++)
+            luts[i] = job->pq[q0 + i].sign_lut.q8;
+        k->scan_block_multi(set->sign_blocks + lb * q->sign_layout.block_bytes, q->sign_layout.npairs, luts, nq,
+                            sign_sum[0]);
+    }
+    /* The kernel reads 32 rows of scalars; a segment's last block may have
+     * fewer stored. */
+    const float *scalars = (const float *)(const void *)(set->sc + base);
+    tq_code_scalars padded[TQ_SCAN_BLOCK];
+    if (rows < TQ_SCAN_BLOCK) {
+        memset(padded, 0, sizeof(padded));
+        memcpy(padded, set->sc + base, rows * sizeof(tq_code_scalars));
+        scalars = (const float *)(const void *)padded;
+    }
+    for (size_t i = 0; i < nq; i++) {
+        tq_collector *col = cols[i];
+        uint32_t m = live & k->block_select(code_sum[i], sign_sum[i], scalars, &job->pq[q0 + i].keys,
+                                            col->threshold, key);
+        for (; m; m &= m - 1) {
+            unsigned v = (unsigned)__builtin_ctz(m);
+            /* A cut inside this block may have raised the threshold. */
+            if (key[v] > col->threshold && (!filter || filter->accept(filter->ctx, part, s, base + v)))
+                tq_collector_add(col, id0 + v, key[v]);
+        }
+    }
+}
+
+/* First stage over the blocks of one part: 8-bit table sums (LUT scorer) or
+ * float tables (float scorer), queries taken TQ_SCAN_MAX_QUERIES at a time
+ * over cache-sized chunks. Rows arrive in increasing order per collector,
+ * which the collector's tie rule relies on. */
+static void search_part(void *arg, unsigned part)
+{
+    search_job *job = arg;
     size_t b0 = part * job->blocks_per_part;
     size_t b1 = b0 + job->blocks_per_part < job->nblocks ? b0 + job->blocks_per_part : job->nblocks;
-    size_t chunk = chunk_blocks(c);
-    uint32_t code_sum[TQ_SCAN_BLOCK] = {0}, sign_sum[TQ_SCAN_BLOCK] = {0};
-    float key[TQ_SCAN_BLOCK];
+    size_t chunk = chunk_blocks(job->c);
     for (size_t c0 = b0; c0 < b1; c0 += chunk) {
         size_t c1 = c0 + chunk < b1 ? c0 + chunk : b1;
-        for (size_t qi = 0; qi < job->nq; qi++) {
-            const tq_query *pq = &job->pq[qi];
-            tq_topk *heap = &job->heaps[part * job->nq + qi];
-            float threshold = heap->len == heap->cap && heap->cap ? heap->heap[0].score : -INFINITY;
+        for (size_t q0 = 0; q0 < job->nq; q0 += TQ_SCAN_MAX_QUERIES) {
+            size_t nq = job->nq - q0 < TQ_SCAN_MAX_QUERIES ? job->nq - q0 : TQ_SCAN_MAX_QUERIES;
+            tq_collector *cols[TQ_SCAN_MAX_QUERIES];
+            for (size_t i = 0; i < nq; i++)
+                cols[i] = &job->cols[part * job->nq + q0 + i];
             size_t s = 0;
             for (size_t b = c0; b < c1; b++) {
                 while (b >= job->first_block[s + 1])
                     s++;
-                const tq_rows *set = &job->sets[s];
-                const size_t lb = b - job->first_block[s], base = lb * TQ_SCAN_BLOCK;
-                const size_t rows = set->n - base < TQ_SCAN_BLOCK ? set->n - base : TQ_SCAN_BLOCK;
-                /* A block whose rows are all deleted (or all filtered out
-                 * by an allow-list) is not scanned at all. */
-                const uint32_t dead_bits = set->deleted ? __atomic_load_n(&set->deleted[lb], __ATOMIC_RELAXED) : 0;
-                const uint32_t every = rows == TQ_SCAN_BLOCK ? 0xFFFFFFFFu : (1u << rows) - 1;
-                if ((dead_bits & every) == every)
-                    continue;
-                /* A partial block still being filled is read a row at a
-                 * time: the kernel would read the lanes being written. */
-                if (lut && !(set->growing && rows < TQ_SCAN_BLOCK)) {
-                    if (q->mse_bits)
-                        k->scan_block(set->code_blocks + lb * q->code_layout.block_bytes, q->code_layout.npairs,
-                                      pq->code_lut.q8, code_sum);
-                    if (prod)
-                        k->scan_block(set->sign_blocks + lb * q->sign_layout.block_bytes, q->sign_layout.npairs,
-                                      pq->sign_lut.q8, sign_sum);
-                    block_keys(c, set->sc + base, code_sum, sign_sum, pq, key);
-                } else {
-                    for (size_t v = 0; v < rows; v++)
-                        key[v] = float_key(c, pq, (row_ref){set, base + v});
-                }
-                if (set->deleted)
-                    for (uint32_t dead = dead_bits; dead; dead &= dead - 1)
-                        key[__builtin_ctz(dead)] = -INFINITY;
-                /* threshold stays -inf until the heap is full, and live keys
-                 * are finite, so one compare decides (and drops the dead).
-                 * The filter is asked only then: a row that could not enter
-                 * the heap need not be tested, and every row that could is,
-                 * so the answer holds min(k, matching) rows. */
-                const uint64_t id0 = job->first_row[s] + base;
-                const tq_row_filter *filter = job->opts->filter;
-                for (size_t v = 0; v < rows; v++)
-                    if (key[v] > threshold && (!filter || filter->accept(filter->ctx, part, s, base + v))) {
-                        tq_topk_push(heap, id0 + v, key[v]);
-                        if (heap->len == heap->cap)
-                            threshold = heap->heap[0].score;
-                    }
+                scan_block_queries(job, part, s, b - job->first_block[s], q0, nq, cols);
             }
         }
     }
@@ -285,6 +282,26 @@ static void prepare_query(const tq_codec *c, const float *query, tq_query *pq)
         pq->bias = tq_simd()->dot(query, c->mean, d);
 }
 
+/* What block_select needs of a prepared query: the same formulas as
+ * tq_unit_estimate() and estimate_key(), applied to 8-bit table sums. */
+static void prepare_keys(const tq_codec *c, tq_query *pq)
+{
+    const tq_quantizer *q = &c->q;
+    tq_key_params *kp = &pq->keys;
+    kp->metric = c->cfg.metric == TQ_METRIC_L2   ? TQ_KEY_L2
+                 : c->cfg.metric == TQ_METRIC_IP ? TQ_KEY_IP
+                                                 : TQ_KEY_COSINE;
+    kp->prod = q->variant == TQ_VARIANT_PROD;
+    kp->code_delta = q->mse_bits ? pq->code_lut.delta : 0.0f;
+    kp->code_bias = q->mse_bits ? pq->code_lut.bias : 0.0f;
+    kp->sign_delta = kp->prod ? pq->sign_lut.delta : 0.0f;
+    kp->sign_bias = kp->prod ? pq->sign_lut.bias : 0.0f;
+    kp->qjl = q->qjl_scale;
+    kp->qq = pq->qnorm * pq->qnorm;
+    kp->bias = pq->bias;
+    kp->qnorm = pq->qnorm;
+}
+
 static int check_query(const tq_codec *c, const float *query, size_t index, tq_error *err)
 {
     const size_t d = c->cfg.d;
@@ -324,9 +341,13 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
         if (rc)
             return rc;
     }
-    size_t live = 0;
-    for (size_t s = 0; s < nsets; s++)
+    size_t live = 0, rows = 0;
+    for (size_t s = 0; s < nsets; s++) {
         live += sets[s].n - sets[s].ndeleted;
+        rows += sets[s].n;
+    }
+    if (rows > (size_t)TQ_COLLECTOR_MAX_ID + 1)
+        return tq_err(err, TQ_EUNSUPPORTED, "a search covers at most 2^32 rows, not %zu", rows);
     if (k == 0 || live == 0 || nq == 0)
         return TQ_OK;
 
@@ -362,37 +383,49 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
 
     int rc = TQ_OK;
     tq_query *pq = tq_calloc(batch, sizeof(tq_query));
-    tq_topk *heaps = tq_calloc((size_t)nparts * batch, sizeof(tq_topk));
+    tq_collector *cols = tq_calloc((size_t)nparts * batch, sizeof(tq_collector));
     tq_topk merged = {0}, mid = {0}, best = {0};
-    if (!pq || !heaps || tq_topk_init(&merged, nfirst) || tq_topk_init(&mid, nmid) || tq_topk_init(&best, k))
+    if (!pq || !cols || tq_topk_init(&merged, nfirst) || tq_topk_init(&mid, nmid) || tq_topk_init(&best, k))
         goto oom;
     for (size_t i = 0; i < batch; i++)
         if (tq_query_init(&pq[i], &c->q))
             goto oom;
     for (size_t i = 0; i < (size_t)nparts * batch; i++)
-        if (tq_topk_init(&heaps[i], nfirst))
+        if (tq_collector_init(&cols[i], nfirst))
             goto oom;
 
     search_job job = {.c = c, .sets = sets, .nsets = nsets, .first_block = first_block, .first_row = first_row,
                       .opts = opts, .pq = pq, .nblocks = nblocks,
-                      .blocks_per_part = (nblocks + nparts - 1) / nparts, .heaps = heaps};
+                      .blocks_per_part = (nblocks + nparts - 1) / nparts, .cols = cols};
     for (size_t q0 = 0; q0 < nq; q0 += batch) {
         size_t m = nq - q0 < batch ? nq - q0 : batch;
-        for (size_t i = 0; i < m; i++)
+        for (size_t i = 0; i < m; i++) {
             prepare_query(c, queries + (q0 + i) * d, &pq[i]);
+            prepare_keys(c, &pq[i]);
+        }
         for (size_t i = 0; i < (size_t)nparts * batch; i++)
-            tq_topk_reset(&heaps[i]);
+            tq_collector_reset(&cols[i]);
         job.nq = m;
         tq_pool_run(nparts, search_part, &job);
         for (size_t i = 0; i < m; i++) {
-            tq_topk_reset(&merged);
-            for (unsigned p = 0; p < nparts; p++) {
-                tq_topk *h = &heaps[p * m + i];
-                for (size_t j = 0; j < h->len; j++)
-                    tq_topk_push(&merged, h->heap[j].id, h->heap[j].score);
+            /* One part's collector is already the first stage's answer;
+             * several parts' are merged by the same total order. */
+            tq_hit *first;
+            size_t nf;
+            if (nparts == 1) {
+                nf = tq_collector_finish(&cols[i]);
+                first = cols[i].out;
+            } else {
+                tq_topk_reset(&merged);
+                for (unsigned p = 0; p < nparts; p++) {
+                    tq_collector *col = &cols[p * m + i];
+                    for (size_t j = 0; j < col->len; j++)
+                        tq_topk_push(&merged, tq_collector_id(col->buf[j]), tq_collector_score(col->buf[j]));
+                }
+                nf = tq_topk_drain(&merged, merged.heap);
+                first = merged.heap;
             }
-            size_t nf = tq_topk_drain(&merged, merged.heap);
-            counts[q0 + i] = finish_query(&job, queries + (q0 + i) * d, &pq[i], merged.heap, nf, &mid, &best,
+            counts[q0 + i] = finish_query(&job, queries + (q0 + i) * d, &pq[i], first, nf, &mid, &best,
                                           out + (q0 + i) * k);
         }
     }
@@ -403,11 +436,11 @@ done:
     if (pq)
         for (size_t i = 0; i < batch; i++)
             tq_query_free(&pq[i]);
-    if (heaps)
+    if (cols)
         for (size_t i = 0; i < (size_t)nparts * batch; i++)
-            tq_topk_free(&heaps[i]);
+            tq_collector_free(&cols[i]);
     tq_free(pq);
-    tq_free(heaps);
+    tq_free(cols);
     tq_topk_free(&merged);
     tq_topk_free(&mid);
     tq_topk_free(&best);

@@ -257,6 +257,7 @@ typedef struct tq_query {
     float bias;      /* added to ip/cosine estimates: <q, mean> when centered */
     float *centered; /* scratch: q - mean */
     float *refine_tmp; /* scratch: one row's fp16 refine data as floats */
+    tq_key_params keys; /* turns this query's block sums into search keys */
 } tq_query;
 
 int tq_query_init(tq_query *pq, const tq_quantizer *q);
@@ -299,6 +300,63 @@ bool tq_topk_accepts(const tq_topk *t, uint64_t id, float score);
 /* Sort the kept hits best first into out (len entries; out may be t->heap);
  * the heap is left empty. Returns the count. */
 size_t tq_topk_drain(tq_topk *t, tq_hit *out);
+
+/* The scan's candidate collector: the same best `keep` as a tq_topk fed
+ * the same hits, at a lower cost per hit. Hits are appended to a buffer of
+ * `cap` slots; when it fills, one selection keeps the best `keep` and their
+ * worst score becomes the threshold. The caller offers only hits scoring
+ * strictly above the threshold, in increasing id order (so a hit that ties
+ * the threshold loses to the kept one on id and may be skipped).
+ *
+ * A hit is packed into one integer that orders as (score, then lower id):
+ * the score's bits made monotone in the high half, the id's complement in
+ * the low half, so the selection compares integers and never branches on
+ * a comparison. Ids must fit in 32 bits (tq_search checks). */
+typedef struct tq_collector {
+    size_t keep, cap, len;
+    float threshold; /* -inf until the first selection */
+    uint64_t *buf;   /* cap packed hits */
+    tq_hit *out;     /* keep slots: tq_collector_finish's answer */
+} tq_collector;
+
+#define TQ_COLLECTOR_MAX_ID 0xFFFFFFFFu
+
+static inline uint64_t tq_collector_pack(uint64_t id, float score)
+{
+    uint32_t u;
+    score = score + 0.0f; /* -0 as +0: the two compare equal */
+    memcpy(&u, &score, 4);
+    u = u & 0x80000000u ? ~u : u | 0x80000000u;
+    return (uint64_t)u << 32 | (uint32_t)~(uint32_t)id;
+}
+
+static inline uint64_t tq_collector_id(uint64_t packed)
+{
+    return (uint32_t)~(uint32_t)packed;
+}
+
+static inline float tq_collector_score(uint64_t packed)
+{
+    uint32_t u = (uint32_t)(packed >> 32);
+    u = u & 0x80000000u ? u & 0x7FFFFFFFu : ~u;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+int tq_collector_init(tq_collector *c, size_t keep);
+void tq_collector_free(tq_collector *c);
+void tq_collector_reset(tq_collector *c);
+/* Keep the best `keep` of the buffer and raise the threshold. */
+void tq_collector_cut(tq_collector *c);
+static inline void tq_collector_add(tq_collector *c, uint64_t id, float score)
+{
+    c->buf[c->len] = tq_collector_pack(id, score);
+    if (++c->len == c->cap)
+        tq_collector_cut(c);
+}
+/* The kept hits, best first, into c->out; returns their count. */
+size_t tq_collector_finish(tq_collector *c);
 /* a better than b under the index ordering. */
 bool tq_hit_better(const tq_hit *a, const tq_hit *b);
 

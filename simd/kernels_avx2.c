@@ -306,41 +306,120 @@ static inline void scan_store(const __m256i tot[4], uint32_t out[32])
     }
 }
 
-/* Sum of one pair's two table lookups into the 16-bit partials. */
-static inline void scan_pair(const uint8_t *block, const uint8_t *lut, size_t p, __m256i *lo, __m256i *hi)
+/* Sums of one block for NQ queries (a constant after inlining). A pair's
+ * 32 bytes are split into nibbles once; each query's two tables are plain
+ * 32-byte loads (layout in tq_simd.h). Both pairs of a group go into the
+ * same 16-bit partials: 2 entries per pair per lane, 256 per flush interval
+ * of 128 pairs, inside the bound of the header. */
+static inline __attribute__((always_inline)) void scan_queries_avx2(const uint8_t *block, size_t npairs,
+                                                                    const uint8_t *const *luts, const size_t NQ,
+                                                                    uint32_t *out)
 {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
-    __m256i v = _mm256_loadu_si256((const __m256i *)(block + 32 * p));
-    __m256i t0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(lut + 32 * p)));
-    __m256i t1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(lut + 32 * p + 16)));
-    __m256i r0 = _mm256_shuffle_epi8(t0, _mm256_and_si256(v, low4));
-    __m256i r1 = _mm256_shuffle_epi8(t1, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
-    *lo = _mm256_add_epi16(*lo, _mm256_add_epi16(r0, r1));
-    *hi = _mm256_add_epi16(*hi, _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
+    __m256i tot[TQ_SCAN_MAX_QUERIES][4];
+    for (size_t i = 0; i < NQ; i++)
+        tot[i][0] = tot[i][1] = tot[i][2] = tot[i][3] = _mm256_setzero_si256();
+    for (size_t p0 = 0; p0 < npairs; p0 += TQ_SCAN_FLUSH_PAIRS) {
+        size_t p1 = p0 + TQ_SCAN_FLUSH_PAIRS < npairs ? p0 + TQ_SCAN_FLUSH_PAIRS : npairs;
+        __m256i lo[TQ_SCAN_MAX_QUERIES], hi[TQ_SCAN_MAX_QUERIES];
+        for (size_t i = 0; i < NQ; i++)
+            lo[i] = hi[i] = _mm256_setzero_si256();
+        for (size_t p = p0; p < p1; p++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(block + 32 * p));
+            __m256i vl = _mm256_and_si256(v, low4), vh = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+            const size_t at = 128 * (p / 2) + 32 * (p % 2);
+            for (size_t i = 0; i < NQ; i++) {
+                __m256i r0 = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(luts[i] + at)), vl);
+                __m256i r1 = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(luts[i] + at + 64)), vh);
+                lo[i] = _mm256_add_epi16(lo[i], _mm256_add_epi16(r0, r1));
+                hi[i] = _mm256_add_epi16(hi[i], _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
+            }
+        }
+        for (size_t i = 0; i < NQ; i++)
+            scan_flush(lo[i], hi[i], tot[i]);
+    }
+    for (size_t i = 0; i < NQ; i++)
+        scan_store(tot[i], out + 32 * i);
 }
 
 static void scan_block_avx2(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32])
 {
-    __m256i tot[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                      _mm256_setzero_si256()};
-    for (size_t p0 = 0; p0 < npairs; p0 += TQ_SCAN_FLUSH_PAIRS) {
-        size_t p1 = p0 + TQ_SCAN_FLUSH_PAIRS < npairs ? p0 + TQ_SCAN_FLUSH_PAIRS : npairs;
-        /* Two independent partial sums (even and odd pairs), each within the
-         * flush bound on its own and added as integers mod 2^16 before the
-         * flush, which is the same exact sum. */
-        __m256i lo0 = _mm256_setzero_si256(), hi0 = _mm256_setzero_si256();
-        __m256i lo1 = _mm256_setzero_si256(), hi1 = _mm256_setzero_si256();
-        size_t p = p0;
-        for (; p + 2 <= p1; p += 2) {
-            _mm_prefetch((const char *)(block + 32 * p + 1024), _MM_HINT_T0);
-            scan_pair(block, lut, p, &lo0, &hi0);
-            scan_pair(block, lut, p + 1, &lo1, &hi1);
-        }
-        if (p < p1)
-            scan_pair(block, lut, p, &lo0, &hi0);
-        scan_flush(_mm256_add_epi16(lo0, lo1), _mm256_add_epi16(hi0, hi1), tot);
+    scan_queries_avx2(block, npairs, &lut, 1, out);
+}
+
+static void scan_block_multi_avx2(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
+                                  uint32_t *out)
+{
+    switch (nq) {
+    case 1: scan_queries_avx2(block, npairs, luts, 1, out); break;
+    case 2: scan_queries_avx2(block, npairs, luts, 2, out); break;
+    case 3: scan_queries_avx2(block, npairs, luts, 3, out); break;
+    default: scan_queries_avx2(block, npairs, luts, 4, out); break;
     }
-    scan_store(tot, out);
+}
+
+/* One nibble's 16 entries as two halves of 8, the scalar reference's
+ * operations element by element, then packed to bytes in order. */
+static void scan_lut_quantize_avx2(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut)
+{
+    const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f);
+    const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+    for (size_t t = 0; t < nibbles; t++) {
+        const __m256 l = _mm256_set1_ps(lo[t]);
+        __m256i w[2];
+        for (int h = 0; h < 2; h++) {
+            __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(f + 16 * t + 8 * h), l), vinv), half);
+            w[h] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(v, zero), top));
+        }
+        /* packs interleaves the halves by 128-bit lane; the permute puts
+         * entries 0-3, 4-7, 8-11, 12-15 back in order. */
+        __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(w[0], w[1]), 0xD8);
+        __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+        _mm256_storeu_si256((__m256i *)(lut + tq_scan_lut_offset(t)), _mm256_broadcastsi128_si256(bytes));
+    }
+    if (nibbles % 4) {
+        memset(lut + tq_scan_lut_offset(nibbles), 0, 32);
+        memset(lut + tq_scan_lut_offset(nibbles + 1), 0, 32);
+    }
+}
+
+/* Eight rows at a time; the stride-3 scalars come in by gathers. */
+static uint32_t block_select_avx2(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
+                                  const tq_key_params *p, float threshold, float key[32])
+{
+    uint32_t mask = 0;
+    const __m256i stride3 = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
+    const __m256 cd = _mm256_set1_ps(p->code_delta), cb = _mm256_set1_ps(p->code_bias);
+    const __m256 thr = _mm256_set1_ps(threshold);
+    for (int h = 0; h < 4; h++) {
+        const float *sc = scalars + 24 * h;
+        __m256 norm = _mm256_i32gather_ps(sc, stride3, 4), corr = _mm256_i32gather_ps(sc + 1, stride3, 4);
+        __m256 s = _mm256_add_ps(
+            _mm256_mul_ps(cd, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(code_sum + 8 * h)))), cb);
+        if (p->prod) {
+            __m256 rnorm = _mm256_i32gather_ps(sc + 2, stride3, 4);
+            __m256 sp = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_set1_ps(p->sign_delta),
+                              _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(sign_sum + 8 * h)))),
+                _mm256_set1_ps(p->sign_bias));
+            s = _mm256_add_ps(s, _mm256_mul_ps(_mm256_mul_ps(rnorm, _mm256_set1_ps(p->qjl)), sp));
+        }
+        __m256 g = _mm256_mul_ps(corr, s), k;
+        switch (p->metric) {
+        case TQ_KEY_L2:
+            k = _mm256_sub_ps(_mm256_add_ps(_mm256_set1_ps(p->qq), _mm256_mul_ps(norm, norm)),
+                              _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(2.0f), norm), g));
+            k = _mm256_xor_ps(k, _mm256_set1_ps(-0.0f));
+            break;
+        case TQ_KEY_IP: k = _mm256_add_ps(_mm256_mul_ps(norm, g), _mm256_set1_ps(p->bias)); break;
+        default:
+            k = _mm256_div_ps(_mm256_add_ps(_mm256_mul_ps(norm, g), _mm256_set1_ps(p->bias)), _mm256_set1_ps(p->qnorm));
+            break;
+        }
+        _mm256_storeu_ps(key + 8 * h, k);
+        mask |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(k, thr, _CMP_GT_OQ)) << (8 * h);
+    }
+    return mask;
 }
 
 /* F16C: eight at a time, the tail through the scalar reference. */
@@ -375,6 +454,9 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .dot_codes = dot_codes_avx2,
     .dot_u8 = dot_u8_avx2,
     .scan_block = scan_block_avx2,
+    .scan_block_multi = scan_block_multi_avx2,
+    .scan_lut_quantize = scan_lut_quantize_avx2,
+    .block_select = block_select_avx2,
     .float_to_half = float_to_half_avx2,
     .half_to_float = half_to_float_avx2,
 };

@@ -252,47 +252,154 @@ static float dot_u8_avx512(const uint8_t *codes, const float *table, const float
  * p+1, each for the same 32 vectors; the halves are added at each flush.
  * Partial sums as in the AVX2 kernel: lo = (even + 256 * odd) mod 2^16,
  * hi = odd, so even = lo - 256 * hi. */
-static void scan_block_avx512(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32])
+/* Sums of one block for NQ queries (a constant after inlining, so every
+ * query's partials stay in registers). A 64-byte load covers pairs 2g and
+ * 2g+1; its nibbles are split once and shuffled against each query's two
+ * 64-byte table halves (layout in tq_simd.h: no table byte is moved). Each
+ * 16-bit lane takes 2 entries per group, 2 * 64 groups per flush interval of
+ * 128 pairs, so the lo/hi bound of the header holds. */
+static inline __attribute__((always_inline)) void scan_queries_avx512(const uint8_t *block, size_t npairs,
+                                                                      const uint8_t *const *luts, const size_t NQ,
+                                                                      uint32_t *out)
 {
     const __m512i low4 = _mm512_set1_epi8(0x0F);
-    __m512i tot_even = _mm512_setzero_si512(), tot_odd = _mm512_setzero_si512();
+    __m512i tot_even[TQ_SCAN_MAX_QUERIES], tot_odd[TQ_SCAN_MAX_QUERIES];
+    for (size_t i = 0; i < NQ; i++)
+        tot_even[i] = tot_odd[i] = _mm512_setzero_si512();
     for (size_t p0 = 0; p0 < npairs; p0 += TQ_SCAN_FLUSH_PAIRS) {
         size_t p1 = p0 + TQ_SCAN_FLUSH_PAIRS < npairs ? p0 + TQ_SCAN_FLUSH_PAIRS : npairs;
-        __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+        __m512i lo[TQ_SCAN_MAX_QUERIES], hi[TQ_SCAN_MAX_QUERIES];
+        for (size_t i = 0; i < NQ; i++)
+            lo[i] = hi[i] = _mm512_setzero_si512();
         size_t p = p0;
-        /* Within an interval each 16-bit lane receives at most 2 * 128
-         * entries whichever half it sits in, so the bound still holds. */
         for (; p + 2 <= p1; p += 2) {
             __m512i v = _mm512_loadu_si512(block + 32 * p);
-            __m512i tabs = _mm512_loadu_si512(lut + 32 * p); /* tables 2p, 2p+1, 2p+2, 2p+3 */
-            __m512i t0 = _mm512_shuffle_i64x2(tabs, tabs, 0xA0); /* 2p, 2p, 2p+2, 2p+2 */
-            __m512i t1 = _mm512_shuffle_i64x2(tabs, tabs, 0xF5); /* 2p+1, 2p+1, 2p+3, 2p+3 */
-            __m512i r0 = _mm512_shuffle_epi8(t0, _mm512_and_si512(v, low4));
-            __m512i r1 = _mm512_shuffle_epi8(t1, _mm512_and_si512(_mm512_srli_epi16(v, 4), low4));
-            lo = _mm512_add_epi16(lo, _mm512_add_epi16(r0, r1));
-            hi = _mm512_add_epi16(hi, _mm512_add_epi16(_mm512_srli_epi16(r0, 8), _mm512_srli_epi16(r1, 8)));
+            __m512i vl = _mm512_and_si512(v, low4), vh = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+            for (size_t i = 0; i < NQ; i++) {
+                const uint8_t *t = luts[i] + 64 * p; /* group p/2 starts at 128 * (p/2) */
+                __m512i r0 = _mm512_shuffle_epi8(_mm512_loadu_si512(t), vl);
+                __m512i r1 = _mm512_shuffle_epi8(_mm512_loadu_si512(t + 64), vh);
+                lo[i] = _mm512_add_epi16(lo[i], _mm512_add_epi16(r0, r1));
+                hi[i] = _mm512_add_epi16(hi[i], _mm512_add_epi16(_mm512_srli_epi16(r0, 8), _mm512_srli_epi16(r1, 8)));
+            }
         }
-        __m256i lo256 = _mm256_add_epi16(_mm512_castsi512_si256(lo), _mm512_extracti64x4_epi64(lo, 1));
-        __m256i hi256 = _mm256_add_epi16(_mm512_castsi512_si256(hi), _mm512_extracti64x4_epi64(hi, 1));
-        if (p < p1) {
+        __m256i tail_l = _mm256_setzero_si256(), tail_h = _mm256_setzero_si256();
+        const bool tail = p < p1;
+        if (tail) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(block + 32 * p));
-            __m256i t0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(lut + 32 * p)));
-            __m256i t1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(lut + 32 * p + 16)));
-            __m256i r0 = _mm256_shuffle_epi8(t0, _mm256_and_si256(v, _mm512_castsi512_si256(low4)));
-            __m256i r1 = _mm256_shuffle_epi8(t1, _mm256_and_si256(_mm256_srli_epi16(v, 4),
-                                                                   _mm512_castsi512_si256(low4)));
-            lo256 = _mm256_add_epi16(lo256, _mm256_add_epi16(r0, r1));
-            hi256 = _mm256_add_epi16(hi256, _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
+            tail_l = _mm256_and_si256(v, _mm512_castsi512_si256(low4));
+            tail_h = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm512_castsi512_si256(low4));
         }
-        __m256i even = _mm256_sub_epi16(lo256, _mm256_slli_epi16(hi256, 8));
-        tot_even = _mm512_add_epi32(tot_even, _mm512_cvtepu16_epi32(even));
-        tot_odd = _mm512_add_epi32(tot_odd, _mm512_cvtepu16_epi32(hi256));
+        for (size_t i = 0; i < NQ; i++) {
+            __m256i lo256 = _mm256_add_epi16(_mm512_castsi512_si256(lo[i]), _mm512_extracti64x4_epi64(lo[i], 1));
+            __m256i hi256 = _mm256_add_epi16(_mm512_castsi512_si256(hi[i]), _mm512_extracti64x4_epi64(hi[i], 1));
+            if (tail) {
+                const uint8_t *t = luts[i] + 64 * p; /* p even: the group's first pair */
+                __m256i r0 = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)t), tail_l);
+                __m256i r1 = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(t + 64)), tail_h);
+                lo256 = _mm256_add_epi16(lo256, _mm256_add_epi16(r0, r1));
+                hi256 = _mm256_add_epi16(hi256, _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
+            }
+            __m256i even = _mm256_sub_epi16(lo256, _mm256_slli_epi16(hi256, 8));
+            tot_even[i] = _mm512_add_epi32(tot_even[i], _mm512_cvtepu16_epi32(even));
+            tot_odd[i] = _mm512_add_epi32(tot_odd[i], _mm512_cvtepu16_epi32(hi256));
+        }
     }
     /* Interleave back to vector order: out[2k] = even[k], out[2k+1] = odd[k]. */
     const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    _mm512_storeu_si512(out, _mm512_permutex2var_epi32(tot_even, first, tot_odd));
-    _mm512_storeu_si512(out + 16, _mm512_permutex2var_epi32(tot_even, second, tot_odd));
+    for (size_t i = 0; i < NQ; i++) {
+        _mm512_storeu_si512(out + 32 * i, _mm512_permutex2var_epi32(tot_even[i], first, tot_odd[i]));
+        _mm512_storeu_si512(out + 32 * i + 16, _mm512_permutex2var_epi32(tot_even[i], second, tot_odd[i]));
+    }
+}
+
+static void scan_block_avx512(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32])
+{
+    scan_queries_avx512(block, npairs, &lut, 1, out);
+}
+
+static void scan_block_multi_avx512(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
+                                    uint32_t *out)
+{
+    switch (nq) {
+    case 1: scan_queries_avx512(block, npairs, luts, 1, out); break;
+    case 2: scan_queries_avx512(block, npairs, luts, 2, out); break;
+    case 3: scan_queries_avx512(block, npairs, luts, 3, out); break;
+    default: scan_queries_avx512(block, npairs, luts, 4, out); break;
+    }
+}
+
+/* Sixteen entries (one nibble's table) at a time; the same operations as
+ * the scalar reference, element by element. */
+static void scan_lut_quantize_avx512(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut)
+{
+    const __m512 vinv = _mm512_set1_ps(inv), half = _mm512_set1_ps(0.5f);
+    const __m512 zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255.0f);
+    for (size_t t = 0; t < nibbles; t++) {
+        __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(f + 16 * t), _mm512_set1_ps(lo[t])),
+                                               vinv),
+                                 half);
+        v = _mm512_min_ps(_mm512_max_ps(v, zero), top);
+        __m128i bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
+        _mm256_storeu_si256((__m256i *)(lut + tq_scan_lut_offset(t)), _mm256_broadcastsi128_si256(bytes));
+    }
+    if (nibbles % 4) {
+        memset(lut + tq_scan_lut_offset(nibbles), 0, 32);
+        memset(lut + tq_scan_lut_offset(nibbles + 1), 0, 32);
+    }
+}
+
+/* Sixteen rows at a time: field f (0 norm, 1 corr, 2 rnorm) of rows r =
+ * 0..15 is element 3r + f of the 48 floats in a, b, c. The first permute
+ * gathers the elements below 32 (from a and b), the second keeps those and
+ * brings the rest from c. */
+static inline __m512 stride3_lanes(__m512 a, __m512 b, __m512 c, int field)
+{
+    int32_t from_ab[16], from_c[16];
+    for (int r = 0; r < 16; r++) {
+        int e = 3 * r + field;
+        from_ab[r] = e < 32 ? e : 0;
+        from_c[r] = e < 32 ? r : 16 + e - 32;
+    }
+    __m512 ab = _mm512_permutex2var_ps(a, _mm512_loadu_si512(from_ab), b);
+    return _mm512_permutex2var_ps(ab, _mm512_loadu_si512(from_c), c);
+}
+
+static uint32_t block_select_avx512(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
+                                    const tq_key_params *p, float threshold, float key[32])
+{
+    uint32_t mask = 0;
+    const __m512 cd = _mm512_set1_ps(p->code_delta), cb = _mm512_set1_ps(p->code_bias);
+    const __m512 thr = _mm512_set1_ps(threshold);
+    for (int h = 0; h < 2; h++) {
+        const float *sc = scalars + 48 * h;
+        __m512 a = _mm512_loadu_ps(sc), b = _mm512_loadu_ps(sc + 16), c = _mm512_loadu_ps(sc + 32);
+        __m512 norm = stride3_lanes(a, b, c, 0), corr = stride3_lanes(a, b, c, 1);
+        __m512 s = _mm512_add_ps(_mm512_mul_ps(cd, _mm512_cvtepi32_ps(_mm512_loadu_si512(code_sum + 16 * h))), cb);
+        if (p->prod) {
+            __m512 rnorm = stride3_lanes(a, b, c, 2);
+            __m512 sp = _mm512_add_ps(
+                _mm512_mul_ps(_mm512_set1_ps(p->sign_delta), _mm512_cvtepi32_ps(_mm512_loadu_si512(sign_sum + 16 * h))),
+                _mm512_set1_ps(p->sign_bias));
+            s = _mm512_add_ps(s, _mm512_mul_ps(_mm512_mul_ps(rnorm, _mm512_set1_ps(p->qjl)), sp));
+        }
+        __m512 g = _mm512_mul_ps(corr, s), k;
+        switch (p->metric) {
+        case TQ_KEY_L2:
+            k = _mm512_sub_ps(_mm512_add_ps(_mm512_set1_ps(p->qq), _mm512_mul_ps(norm, norm)),
+                              _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), norm), g));
+            k = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(k), _mm512_set1_epi32(INT32_MIN)));
+            break;
+        case TQ_KEY_IP: k = _mm512_add_ps(_mm512_mul_ps(norm, g), _mm512_set1_ps(p->bias)); break;
+        default:
+            k = _mm512_div_ps(_mm512_add_ps(_mm512_mul_ps(norm, g), _mm512_set1_ps(p->bias)), _mm512_set1_ps(p->qnorm));
+            break;
+        }
+        _mm512_storeu_ps(key + 16 * h, k);
+        mask |= (uint32_t)_mm512_cmp_ps_mask(k, thr, _CMP_GT_OQ) << (16 * h);
+    }
+    return mask;
 }
 
 static void float_to_half_avx512(const float *f, uint16_t *h, size_t n)
@@ -325,6 +432,9 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .dot_codes = dot_codes_avx512,
     .dot_u8 = dot_u8_avx512,
     .scan_block = scan_block_avx512,
+    .scan_block_multi = scan_block_multi_avx512,
+    .scan_lut_quantize = scan_lut_quantize_avx512,
+    .block_select = block_select_avx512,
     .float_to_half = float_to_half_avx512,
     .half_to_float = half_to_float_avx512,
 };

@@ -145,11 +145,60 @@ static void scan_block_scalar(const uint8_t *block, size_t npairs, const uint8_t
         uint32_t sum = 0;
         for (size_t p = 0; p < npairs; p++) {
             uint8_t byte = block[32 * p + v];
-            sum += lut[32 * p + (byte & 15)];
-            sum += lut[32 * p + 16 + (byte >> 4)];
+            sum += lut[tq_scan_lut_offset(2 * p) + (byte & 15)];
+            sum += lut[tq_scan_lut_offset(2 * p + 1) + (byte >> 4)];
         }
         out[v] = sum;
     }
+}
+
+static void scan_block_multi_scalar(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
+                                    uint32_t *out)
+{
+    for (size_t i = 0; i < nq; i++)
+        scan_block_scalar(block, npairs, luts[i], out + 32 * i);
+}
+
+static inline uint8_t quantize_entry(float f, float lo, float inv)
+{
+    float v = (f - lo) * inv + 0.5f;
+    return (uint8_t)(v <= 0.0f ? 0.0f : v >= 255.0f ? 255.0f : v);
+}
+
+void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut)
+{
+    for (size_t t = 0; t < nibbles; t++) {
+        uint8_t *row = lut + tq_scan_lut_offset(t);
+        for (int c = 0; c < 16; c++)
+            row[c] = row[16 + c] = quantize_entry(f[16 * t + c], lo[t], inv);
+    }
+    /* nibbles is even: a last group of one pair lacks nibbles 4g+2, 4g+3. */
+    if (nibbles % 4) {
+        memset(lut + tq_scan_lut_offset(nibbles), 0, 32);
+        memset(lut + tq_scan_lut_offset(nibbles + 1), 0, 32);
+    }
+}
+
+uint32_t tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
+                                const tq_key_params *p, float threshold, float key[32])
+{
+    uint32_t mask = 0;
+    for (int v = 0; v < TQ_SCAN_BLOCK; v++) {
+        const float norm = scalars[3 * v], corr = scalars[3 * v + 1], rnorm = scalars[3 * v + 2];
+        float s = p->code_delta * (float)code_sum[v] + p->code_bias;
+        if (p->prod)
+            s = s + (rnorm * p->qjl) * (p->sign_delta * (float)sign_sum[v] + p->sign_bias);
+        const float g = corr * s;
+        float k;
+        switch (p->metric) {
+        case TQ_KEY_L2: k = -((p->qq + norm * norm) - (2.0f * norm) * g); break;
+        case TQ_KEY_IP: k = norm * g + p->bias; break;
+        default: k = (norm * g + p->bias) / p->qnorm; break;
+        }
+        key[v] = k;
+        mask |= (uint32_t)(k > threshold) << v;
+    }
+    return mask;
 }
 
 uint16_t tq_half_from_float(float f)
@@ -234,4 +283,7 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .float_to_half = float_to_half_scalar,
     .half_to_float = half_to_float_scalar,
     .scan_block = scan_block_scalar,
+    .scan_block_multi = scan_block_multi_scalar,
+    .scan_lut_quantize = tq_scan_lut_quantize_scalar,
+    .block_select = tq_block_select_scalar,
 };

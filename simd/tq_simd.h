@@ -23,11 +23,20 @@
  * a block holds the 4-bit LUT indices ("nibbles") of TQ_SCAN_BLOCK = 32
  * vectors. Nibbles t = 2p and 2p+1 of the 32 vectors fill the 32 bytes at
  * block + 32p: byte v = nib(v, 2p) | nib(v, 2p+1) << 4. A query supplies one
- * 16-entry uint8 table per nibble position (16 bytes at lut + 16t), and the
- * block kernel returns, per vector, the exact uint32 sum of its table
- * entries. SIMD paths accumulate in 16-bit lanes and widen to 32 bits at
- * least every TQ_SCAN_FLUSH_PAIRS pairs (256 entries of at most 255 fit in
- * 16 bits), so the sum is exact for any length.
+ * 16-entry uint8 table per nibble position, and the block kernel returns,
+ * per vector, the exact uint32 sum of its table entries. SIMD paths
+ * accumulate in 16-bit lanes and widen to 32 bits at least every
+ * TQ_SCAN_FLUSH_PAIRS pairs (256 entries of at most 255 fit in 16 bits), so
+ * the sum is exact for any length.
+ *
+ * The tables are stored in the order the shuffles consume them, so no kernel
+ * moves table bytes between registers: nibbles 4g..4g+3 (pairs 2g and 2g+1)
+ * take the 128 bytes at lut + 128g, each 16-byte table twice in a row, as
+ *     T(4g) T(4g) | T(4g+2) T(4g+2) | T(4g+1) T(4g+1) | T(4g+3) T(4g+3).
+ * A 64-byte load of the first half is the low-nibble table of both pairs
+ * for a 512-bit shuffle, of the second half the high-nibble one; a 256-bit
+ * path loads 32 bytes of each. Tables of nibbles past the last are zero.
+ * tq_scan_lut_offset() gives where nibble t's first copy starts.
  *
  * Packed codes: coordinate j of a row takes bits [j*b, j*b+b) of a
  * little-endian bit stream (LSB first); a row starts on a byte boundary.
@@ -43,6 +52,29 @@
 #define TQ_CODE_PAD 16
 #define TQ_SCAN_BLOCK 32
 #define TQ_SCAN_FLUSH_PAIRS 128
+/* Queries one scan_block_multi call sums at most. */
+#define TQ_SCAN_MAX_QUERIES 4
+/* Bytes of a query's tables for npairs nibble pairs (whole groups of 2). */
+#define TQ_SCAN_LUT_BYTES(npairs) ((size_t)128 * (((npairs) + 1) / 2))
+
+/* Where the first copy of nibble t's table starts (layout above). */
+static inline size_t tq_scan_lut_offset(size_t t)
+{
+    static const unsigned char quarter[4] = {0, 64, 32, 96};
+    return 128 * (t / 4) + quarter[t % 4];
+}
+
+/* How a block's table sums become search keys (see block_select). */
+typedef enum tq_key_metric { TQ_KEY_L2 = 0, TQ_KEY_IP = 1, TQ_KEY_COSINE = 2 } tq_key_metric;
+
+typedef struct tq_key_params {
+    tq_key_metric metric;
+    int prod;                     /* add the sign-sketch term */
+    float code_delta, code_bias;  /* code part = code_delta * sum + code_bias */
+    float sign_delta, sign_bias;  /* sign part, likewise (prod) */
+    float qjl;                    /* the sign part's scale (prod) */
+    float qq, bias, qnorm;        /* ||q||^2, additive bias, ||q|| */
+} tq_key_params;
 
 typedef enum tq_simd_level {
     TQ_SIMD_SCALAR = 0,
@@ -85,8 +117,31 @@ typedef struct tq_simd_kernels {
      * codes (one byte per coordinate) against a 256-entry table. */
     float (*dot_u8)(const uint8_t *codes, const float *table, const float *q, size_t d);
     /* One scan block (layout above) of npairs nibble pairs: out[v] = sum over
-     * t < 2*npairs of lut[16t + nib(v, t)], exactly. */
+     * t < 2*npairs of lut[tq_scan_lut_offset(t) + nib(v, t)], exactly. */
     void (*scan_block)(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32]);
+    /* The same for nq <= TQ_SCAN_MAX_QUERIES queries at once: each block
+     * byte is loaded and split into nibbles once for all of them.
+     * out[32i + v] is query i's sum, equal to scan_block with luts[i]. */
+    void (*scan_block_multi)(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
+                             uint32_t *out);
+    /* Float scan tables (16 entries per nibble: f[16t + c]) to 8-bit tables
+     * in the layout above, both copies: entry = (f[16t+c] - lo[t]) * inv
+     * + 0.5, clamped to [0, 255] and truncated. nibbles is even; the tables
+     * of a last group's two missing nibbles are zeroed. */
+    void (*scan_lut_quantize)(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut);
+    /* Search keys of one block's 32 rows from their table sums, and the
+     * rows whose key beats threshold. scalars holds 3 floats per row
+     * (norm, corr, rnorm), 32 rows of them. With s = code_delta *
+     * (float)code_sum[v] + code_bias:
+     *   g = corr * s                                      (mse)
+     *   g = corr * (s + (rnorm * qjl) * (sign_delta * (float)sign_sum[v]
+     *                                    + sign_bias))    (prod)
+     *   l2: -((qq + norm*norm) - (2*norm)*g); ip: norm*g + bias;
+     *   cosine: (norm*g + bias) / qnorm,
+     * each operation rounded in that order (sign_sum is unread for mse).
+     * Writes key[0..32), returns bit v set where key[v] > threshold. */
+    uint32_t (*block_select)(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
+                             const tq_key_params *p, float threshold, float key[32]);
     /* IEEE binary16 conversions, round to nearest even (F16C where the
      * level has it): refine data kept in half precision. */
     void (*float_to_half)(const float *f, uint16_t *h, size_t n);
@@ -158,5 +213,8 @@ void tq_quantize_scalar(const float *x, size_t n, const float *bounds,
                         unsigned nbounds, uint8_t *codes);
 void tq_pack_scalar(const uint8_t *codes, size_t n, unsigned bits, uint8_t *out);
 void tq_fwht_scalar(float *x, size_t n, const float *signs, float scale);
+void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut);
+uint32_t tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
+                                const tq_key_params *p, float threshold, float key[32]);
 
 #endif

@@ -261,6 +261,21 @@ static void check_half(tq_simd_level level)
     tq_free(fb);
 }
 
+/* Query tables in the kernels' layout from one 16-byte table per nibble
+ * (plain[16t + c]): each copied twice, absent nibbles of the last group 0. */
+static void arrange_tables(const uint8_t *plain, size_t npairs, uint8_t *lut)
+{
+    memset(lut, 0xA5, TQ_SCAN_LUT_BYTES(npairs)); /* any byte left unwritten shows */
+    for (size_t t = 0; t < 2 * npairs; t++) {
+        memcpy(lut + tq_scan_lut_offset(t), plain + 16 * t, 16);
+        memcpy(lut + tq_scan_lut_offset(t) + 16, plain + 16 * t, 16);
+    }
+    if (npairs % 2) {
+        memset(lut + tq_scan_lut_offset(2 * npairs), 0, 32);
+        memset(lut + tq_scan_lut_offset(2 * npairs + 1), 0, 32);
+    }
+}
+
 static void check_scan_block(tq_simd_level level)
 {
     const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
@@ -269,27 +284,131 @@ static void check_scan_block(tq_simd_level level)
     static const size_t npairs[] = {1, 2, 3, 4, 7, 64, 127, 128, 129, 255, 256, 257, 1000, 8192};
     tq_rng r;
     tq_rng_seed(&r, 6);
-    uint8_t *block = tq_malloc(32 * 8192), *lut = tq_malloc(32 * 8192);
-    uint32_t a[32], b[32];
+    uint8_t *block = tq_malloc(32 * 8192), *plain = tq_malloc(32 * 8192);
+    uint8_t *lut[TQ_SCAN_MAX_QUERIES];
+    for (int i = 0; i < TQ_SCAN_MAX_QUERIES; i++)
+        lut[i] = tq_malloc(TQ_SCAN_LUT_BYTES(8192));
+    uint32_t a[32], b[32], multi[32 * TQ_SCAN_MAX_QUERIES];
     for (size_t s = 0; s < sizeof(npairs) / sizeof(npairs[0]); s++)
         for (int kind = 0; kind < 3; kind++) {
             size_t np = npairs[s];
-            for (size_t i = 0; i < 32 * np; i++) {
+            for (size_t i = 0; i < 32 * np; i++)
                 /* kind 0 random; 1 all-max codes and tables (the overflow
                  * case: 255 per entry); 2 random codes, max tables. */
                 block[i] = kind == 1 ? 0xFF : (uint8_t)tq_rng_next(&r);
-                lut[i] = kind == 0 ? (uint8_t)tq_rng_next(&r) : 0xFF;
+            for (int qi = 0; qi < TQ_SCAN_MAX_QUERIES; qi++) {
+                for (size_t i = 0; i < 32 * np; i++)
+                    plain[i] = kind == 0 ? (uint8_t)tq_rng_next(&r) : 0xFF;
+                arrange_tables(plain, np, lut[qi]);
             }
-            ref->scan_block(block, np, lut, a);
-            k->scan_block(block, np, lut, b);
+            ref->scan_block(block, np, lut[0], a);
+            k->scan_block(block, np, lut[0], b);
             for (int v = 0; v < 32; v++)
                 cr_assert_eq(a[v], b[v], "scan_block %s npairs=%zu kind %d vector %d: %u vs scalar %u",
                              tq_simd_level_name(level), np, kind, v, b[v], a[v]);
             if (kind == 1)
                 cr_assert_eq(a[0], 255u * 2 * np, "all-max sum is 255 per nibble");
+            /* Every query count of the multi-query kernel: query i's sums
+             * equal the single-query reference with its own tables. */
+            for (size_t nq = 1; nq <= TQ_SCAN_MAX_QUERIES; nq++) {
+                k->scan_block_multi(block, np, (const uint8_t *const *)lut, nq, multi);
+                for (size_t qi = 0; qi < nq; qi++) {
+                    ref->scan_block(block, np, lut[qi], a);
+                    for (int v = 0; v < 32; v++)
+                        cr_assert_eq(multi[32 * qi + v], a[v],
+                                     "scan_block_multi %s npairs=%zu nq=%zu query %zu vector %d: %u vs %u",
+                                     tq_simd_level_name(level), np, nq, qi, v, multi[32 * qi + v], a[v]);
+                }
+            }
         }
     tq_free(block);
-    tq_free(lut);
+    tq_free(plain);
+    for (int i = 0; i < TQ_SCAN_MAX_QUERIES; i++)
+        tq_free(lut[i]);
+}
+
+static void check_scan_lut_quantize(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    static const size_t nibbles[] = {2, 4, 6, 8, 10, 128, 258, 1536, 16384};
+    tq_rng r;
+    tq_rng_seed(&r, 11);
+    float *f = tq_malloc(16 * 16384 * sizeof(float)), *lo = tq_malloc(16384 * sizeof(float));
+    uint8_t *a = tq_malloc(TQ_SCAN_LUT_BYTES(8192)), *b = tq_malloc(TQ_SCAN_LUT_BYTES(8192));
+    for (size_t s = 0; s < sizeof(nibbles) / sizeof(nibbles[0]); s++) {
+        size_t n = nibbles[s];
+        fill(f, 16 * n, &r, false);
+        for (size_t t = 0; t < n; t++) {
+            lo[t] = f[16 * t];
+            for (int c = 1; c < 16; c++)
+                lo[t] = f[16 * t + c] < lo[t] ? f[16 * t + c] : lo[t];
+            /* Exact halves, entries below the offset and beyond the top:
+             * rounding and both clamps. */
+            if (t % 5 == 1)
+                f[16 * t + 3] = lo[t] + 7.5f * 0.125f;
+            if (t % 7 == 2)
+                f[16 * t + 5] = lo[t] - 1.0f;
+            if (t % 3 == 0)
+                f[16 * t + 9] = lo[t] + 1000.0f;
+        }
+        const float inv = 8.0f; /* delta 1/8: exact halves above */
+        size_t bytes = TQ_SCAN_LUT_BYTES(n / 2);
+        memset(a, 0x5A, bytes);
+        memset(b, 0xC3, bytes);
+        ref->scan_lut_quantize(f, lo, n, inv, a);
+        k->scan_lut_quantize(f, lo, n, inv, b);
+        for (size_t i = 0; i < bytes; i++)
+            cr_assert_eq(a[i], b[i], "scan_lut_quantize %s nibbles=%zu byte %zu: %u vs scalar %u",
+                         tq_simd_level_name(level), n, i, b[i], a[i]);
+        /* The reference against its own definition. */
+        for (size_t t = 0; t < n; t++)
+            for (int c = 0; c < 16; c++) {
+                float v = (f[16 * t + c] - lo[t]) * inv + 0.5f;
+                unsigned want = v <= 0.0f ? 0 : v >= 255.0f ? 255 : (unsigned)v;
+                cr_assert_eq(a[tq_scan_lut_offset(t) + c], want, "nibble %zu entry %d", t, c);
+                cr_assert_eq(a[tq_scan_lut_offset(t) + 16 + c], want, "second copy");
+            }
+    }
+    tq_free(f);
+    tq_free(lo);
+    tq_free(a);
+    tq_free(b);
+}
+
+static void check_block_select(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    tq_rng r;
+    tq_rng_seed(&r, 12);
+    uint32_t code_sum[32], sign_sum[32];
+    float scalars[96], ka[32], kb[32];
+    for (int trial = 0; trial < 200; trial++) {
+        for (int v = 0; v < 32; v++) {
+            code_sum[v] = (uint32_t)(tq_rng_next(&r) % (255u * 16384));
+            sign_sum[v] = (uint32_t)(tq_rng_next(&r) % (255u * 4096));
+            scalars[3 * v] = (float)fabs(tq_rng_gauss(&r)) * 10.0f;
+            scalars[3 * v + 1] = 1.0f + (float)tq_rng_gauss(&r) * 0.01f;
+            scalars[3 * v + 2] = (float)fabs(tq_rng_gauss(&r)) * 0.3f;
+        }
+        tq_key_params p = {.metric = (tq_key_metric)(trial % 3), .prod = trial % 2,
+                           .code_delta = (float)fabs(tq_rng_gauss(&r)) * 1e-3f, .code_bias = (float)tq_rng_gauss(&r),
+                           .sign_delta = (float)fabs(tq_rng_gauss(&r)) * 1e-3f, .sign_bias = (float)tq_rng_gauss(&r),
+                           .qjl = 1.25f, .qq = 4.0f, .bias = (float)tq_rng_gauss(&r), .qnorm = 2.0f};
+        /* A threshold at one row's key splits the block; -inf takes all. */
+        ref->block_select(code_sum, sign_sum, scalars, &p, -INFINITY, ka);
+        float thr = trial % 4 == 3 ? -INFINITY : ka[trial % 32];
+        uint32_t ma = ref->block_select(code_sum, sign_sum, scalars, &p, thr, ka);
+        uint32_t mb = k->block_select(code_sum, sign_sum, scalars, &p, thr, kb);
+        for (int v = 0; v < 32; v++)
+            cr_assert(same_bits_f(ka[v], kb[v]), "block_select %s trial %d row %d: %a vs scalar %a",
+                      tq_simd_level_name(level), trial, v, (double)kb[v], (double)ka[v]);
+        cr_assert_eq(ma, mb, "block_select %s trial %d mask %08x vs scalar %08x", tq_simd_level_name(level), trial,
+                     mb, ma);
+        if (trial % 4 == 3)
+            cr_assert_eq(ma, 0xFFFFFFFFu, "every finite key beats -inf");
+        else
+            cr_assert_eq((ma >> (trial % 32)) & 1, 0u, "a key does not beat itself");
+    }
 }
 
 #define LEVEL_TESTS(name, level)                                                                   \
@@ -299,6 +418,8 @@ static void check_scan_block(tq_simd_level level)
     Test(checkasm_##name, quantize_pack) { check_quantize_pack(level); }                            \
     Test(checkasm_##name, dot_codes) { check_dot_codes(level); }                                    \
     Test(checkasm_##name, scan_block) { check_scan_block(level); }                                  \
+    Test(checkasm_##name, scan_lut_quantize) { check_scan_lut_quantize(level); }                    \
+    Test(checkasm_##name, block_select) { check_block_select(level); }                              \
     Test(checkasm_##name, dot_u8) { check_dot_u8(level); }                                          \
     Test(checkasm_##name, half) { check_half(level); }
 
@@ -344,13 +465,21 @@ Test(dispatch, scan_reference_sums)
 {
     /* The reference on a hand-made block: vector v has nibbles v % 16 and
      * 15 - v % 16 in every pair; tables are entry value = index + 16 * t. */
-    uint8_t block[32 * 3], lut[32 * 3];
+    uint8_t block[32 * 3], plain[16 * 6], lut[TQ_SCAN_LUT_BYTES(3)];
     for (int p = 0; p < 3; p++)
         for (int v = 0; v < 32; v++)
             block[32 * p + v] = (uint8_t)((v % 16) | (15 - v % 16) << 4);
     for (int t = 0; t < 6; t++)
         for (int c = 0; c < 16; c++)
-            lut[16 * t + c] = (uint8_t)(c + 16 * t);
+            plain[16 * t + c] = (uint8_t)(c + 16 * t);
+    arrange_tables(plain, 3, lut);
+    /* The layout written out by hand for nibbles 0..3 (group 0). */
+    cr_assert_eq(lut[0], 0);
+    cr_assert_eq(lut[16], 0);
+    cr_assert_eq(lut[32], 32, "nibble 2 follows nibble 0's two copies");
+    cr_assert_eq(lut[64], 16, "nibble 1 starts the second half");
+    cr_assert_eq(lut[96], 48);
+    cr_assert_eq(lut[128 + 32], 0, "absent nibble 6 is zero");
     uint32_t out[32];
     tq_simd_kernels_scalar.scan_block(block, 3, lut, out);
     for (int v = 0; v < 32; v++) {
