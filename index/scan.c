@@ -128,44 +128,59 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
     const unsigned per = L->per_nibble, bits = L->bits, mask = (1u << bits) - 1;
     const unsigned entries = bits * per >= 4 ? 16 : 1u << (bits * per);
     const float tmin = table[0], tmax = table[mask]; /* centroid tables ascend */
+    const uint32_t nibbles = L->nibbles, d = L->d;
+    float *lo = t->row_lo;
+    /* Each coordinate's code is chosen independently, so a row's smallest
+     * and largest entries are sums of per-coordinate extremes; the
+     * smallest becomes the row's offset. The loops below run over whole
+     * arrays without branches on the data, so the compiler vectorizes
+     * them; the sums keep the order of the specification (coordinates of
+     * a nibble in increasing order, starting from 0). */
+    float hi[256];
+    float range = 0.0f;
+    for (uint32_t n0 = 0; n0 < nibbles; n0 += 256) {
+        const uint32_t n1 = n0 + 256 < nibbles ? n0 + 256 : nibbles;
+        for (uint32_t n = n0; n < n1; n++)
+            lo[n] = hi[n - n0] = 0.0f;
+        for (uint32_t i = 0; i < per; i++)
+            for (uint32_t n = n0; n < n1; n++) {
+                const uint32_t j = n * per + i;
+                const float qj = j < d ? q[j] : 0.0f, a = qj * tmin, b = qj * tmax;
+                lo[n] = lo[n] + (a < b ? a : b);
+                hi[n - n0] = hi[n - n0] + (a < b ? b : a);
+            }
+        /* max is exact in any order */
+        for (uint32_t n = n0; n < n1; n++)
+            range = range > hi[n - n0] - lo[n] ? range : hi[n - n0] - lo[n];
+    }
     /* sel[i][c]: the centroid that nibble value c gives the nibble's i-th
-     * coordinate. A row is then sum_i q_j * sel[i][c], added in increasing
-     * i (the order every estimate uses); written as whole 16-entry rows so
-     * the compiler vectorizes them. */
+     * coordinate, so row n is sum_i q_j * sel[i][c]. */
     float sel[4][16];
     for (unsigned i = 0; i < per; i++)
         for (unsigned c = 0; c < 16; c++)
             sel[i][c] = table[(c >> (i * bits)) & mask];
-    double bias = 0.0;
-    float range = 0.0f;
-    for (uint32_t n = 0; n < L->nibbles; n++) {
+    for (uint32_t n = 0; n < nibbles; n++) {
         float *row = t->f + 16 * n;
-        float lo = 0.0f, hi = 0.0f;
+        float acc[16];
         for (unsigned c = 0; c < 16; c++)
-            row[c] = 0.0f;
-        /* Each coordinate's code is chosen independently, so a row's
-         * smallest and largest entries are sums of per-coordinate extremes.
-         * The smallest becomes the row's offset. */
+            acc[c] = 0.0f;
         for (uint32_t i = 0; i < per; i++) {
-            uint32_t j = n * per + i;
-            if (j >= L->d)
-                break;
-            const float qj = q[j], a = qj * tmin, b = qj * tmax;
-            lo = lo + (a < b ? a : b);
-            hi = hi + (a < b ? b : a);
-            for (unsigned c = 0; c < 16; c++)
-                row[c] = row[c] + qj * sel[i][c];
+            const uint32_t j = n * per + i;
+            const float qj = j < d ? q[j] : 0.0f;
+            if (j < d) /* past d a coordinate adds nothing, not even a zero */
+                for (unsigned c = 0; c < 16; c++)
+                    acc[c] = acc[c] + qj * sel[i][c];
         }
         /* Entries no code can reach quantize to 0. */
-        for (unsigned c = entries; c < 16; c++)
-            row[c] = lo;
-        t->row_lo[n] = lo;
-        bias += (double)lo;
-        range = range > hi - lo ? range : hi - lo;
+        for (unsigned c = 0; c < 16; c++)
+            row[c] = c < entries ? acc[c] : lo[n];
     }
+    double bias = 0.0;
+    for (uint32_t n = 0; n < nibbles; n++)
+        bias += (double)lo[n];
     t->delta = range > 0.0f ? range / 255.0f : 1.0f;
     t->bias = (float)bias;
-    tq_simd()->scan_lut_quantize(t->f, t->row_lo, L->nibbles, 1.0f / t->delta, t->q8);
+    tq_simd()->scan_lut_quantize(t->f, lo, nibbles, 1.0f / t->delta, t->q8);
 }
 
 float tq_scan_lut_exact(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *block, unsigned v)
