@@ -156,7 +156,6 @@ static void scan_block_queries(const search_job *job, unsigned part, size_t s, s
         return;
     const uint64_t id0 = job->first_row[s] + base;
     const tq_row_filter *filter = job->opts->filter;
-    float key[TQ_SCAN_BLOCK];
     /* A partial block still being filled is read a row at a time: the
      * kernel would read the lanes being written. */
     if (job->opts->scorer != TQ_SCORER_LUT || (set->growing && rows < TQ_SCAN_BLOCK)) {
@@ -196,11 +195,18 @@ static void scan_block_queries(const search_job *job, unsigned part, size_t s, s
         memcpy(padded, set->sc + base, rows * sizeof(tq_code_scalars));
         scalars = (const float *)(const void *)padded;
     }
+    const tq_key_params *params[TQ_SCAN_MAX_QUERIES];
+    float thresholds[TQ_SCAN_MAX_QUERIES], keys[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
+    uint32_t masks[TQ_SCAN_MAX_QUERIES];
+    for (size_t i = 0; i < nq; i++) {
+        params[i] = &job->pq[q0 + i].keys;
+        thresholds[i] = cols[i]->threshold;
+    }
+    k->block_select(code_sum[0], sign_sum[0], scalars, params, thresholds, nq, keys[0], masks);
     for (size_t i = 0; i < nq; i++) {
         tq_collector *col = cols[i];
-        uint32_t m = live & k->block_select(code_sum[i], sign_sum[i], scalars, &job->pq[q0 + i].keys,
-                                            col->threshold, key);
-        for (; m; m &= m - 1) {
+        const float *key = keys[i];
+        for (uint32_t m = masks[i] & live; m; m &= m - 1) {
             unsigned v = (unsigned)__builtin_ctz(m);
             /* A cut inside this block may have raised the threshold. */
             if (key[v] > col->threshold && (!filter || filter->accept(filter->ctx, part, s, base + v)))

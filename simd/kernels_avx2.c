@@ -383,43 +383,54 @@ static void scan_lut_quantize_avx2(const float *f, const float *lo, size_t nibbl
     }
 }
 
-/* Eight rows at a time; the stride-3 scalars come in by gathers. */
-static uint32_t block_select_avx2(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
-                                  const tq_key_params *p, float threshold, float key[32])
+/* Eight rows at a time; the stride-3 scalars come in by gathers, once
+ * for all queries. */
+static void block_select_avx2(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
+                              const tq_key_params *const *p, const float *threshold, size_t nq, float *key,
+                              uint32_t *mask)
 {
-    uint32_t mask = 0;
     const __m256i stride3 = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
-    const __m256 cd = _mm256_set1_ps(p->code_delta), cb = _mm256_set1_ps(p->code_bias);
-    const __m256 thr = _mm256_set1_ps(threshold);
+    const tq_key_metric metric = p[0]->metric;
+    const bool prod = p[0]->prod;
+    for (size_t i = 0; i < nq; i++)
+        mask[i] = 0;
     for (int h = 0; h < 4; h++) {
         const float *sc = scalars + 24 * h;
-        __m256 norm = _mm256_i32gather_ps(sc, stride3, 4), corr = _mm256_i32gather_ps(sc + 1, stride3, 4);
-        __m256 s = _mm256_add_ps(
-            _mm256_mul_ps(cd, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(code_sum + 8 * h)))), cb);
-        if (p->prod) {
-            __m256 rnorm = _mm256_i32gather_ps(sc + 2, stride3, 4);
-            __m256 sp = _mm256_add_ps(
-                _mm256_mul_ps(_mm256_set1_ps(p->sign_delta),
-                              _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(sign_sum + 8 * h)))),
-                _mm256_set1_ps(p->sign_bias));
-            s = _mm256_add_ps(s, _mm256_mul_ps(_mm256_mul_ps(rnorm, _mm256_set1_ps(p->qjl)), sp));
+        const __m256 norm = _mm256_i32gather_ps(sc, stride3, 4), corr = _mm256_i32gather_ps(sc + 1, stride3, 4);
+        const __m256 rnorm = prod ? _mm256_i32gather_ps(sc + 2, stride3, 4) : _mm256_setzero_ps();
+        const __m256 norm2 = _mm256_mul_ps(norm, norm), twice = _mm256_mul_ps(_mm256_set1_ps(2.0f), norm);
+        for (size_t i = 0; i < nq; i++) {
+            const tq_key_params *q = p[i];
+            __m256 s = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_set1_ps(q->code_delta),
+                              _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(code_sum + 32 * i + 8 * h)))),
+                _mm256_set1_ps(q->code_bias));
+            if (prod) {
+                __m256 sp = _mm256_add_ps(
+                    _mm256_mul_ps(_mm256_set1_ps(q->sign_delta),
+                                  _mm256_cvtepi32_ps(
+                                      _mm256_loadu_si256((const __m256i *)(sign_sum + 32 * i + 8 * h)))),
+                    _mm256_set1_ps(q->sign_bias));
+                s = _mm256_add_ps(s, _mm256_mul_ps(_mm256_mul_ps(rnorm, _mm256_set1_ps(q->qjl)), sp));
+            }
+            const __m256 g = _mm256_mul_ps(corr, s);
+            __m256 k;
+            switch (metric) {
+            case TQ_KEY_L2:
+                k = _mm256_sub_ps(_mm256_add_ps(_mm256_set1_ps(q->qq), norm2), _mm256_mul_ps(twice, g));
+                k = _mm256_xor_ps(k, _mm256_set1_ps(-0.0f));
+                break;
+            case TQ_KEY_IP: k = _mm256_add_ps(_mm256_mul_ps(norm, g), _mm256_set1_ps(q->bias)); break;
+            default:
+                k = _mm256_div_ps(_mm256_add_ps(_mm256_mul_ps(norm, g), _mm256_set1_ps(q->bias)),
+                                  _mm256_set1_ps(q->qnorm));
+                break;
+            }
+            _mm256_storeu_ps(key + 32 * i + 8 * h, k);
+            mask[i] |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(k, _mm256_set1_ps(threshold[i]), _CMP_GT_OQ))
+                       << (8 * h);
         }
-        __m256 g = _mm256_mul_ps(corr, s), k;
-        switch (p->metric) {
-        case TQ_KEY_L2:
-            k = _mm256_sub_ps(_mm256_add_ps(_mm256_set1_ps(p->qq), _mm256_mul_ps(norm, norm)),
-                              _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(2.0f), norm), g));
-            k = _mm256_xor_ps(k, _mm256_set1_ps(-0.0f));
-            break;
-        case TQ_KEY_IP: k = _mm256_add_ps(_mm256_mul_ps(norm, g), _mm256_set1_ps(p->bias)); break;
-        default:
-            k = _mm256_div_ps(_mm256_add_ps(_mm256_mul_ps(norm, g), _mm256_set1_ps(p->bias)), _mm256_set1_ps(p->qnorm));
-            break;
-        }
-        _mm256_storeu_ps(key + 8 * h, k);
-        mask |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(k, thr, _CMP_GT_OQ)) << (8 * h);
     }
-    return mask;
 }
 
 /* F16C: eight at a time, the tail through the scalar reference. */

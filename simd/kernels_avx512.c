@@ -366,40 +366,52 @@ static inline __m512 stride3_lanes(__m512 a, __m512 b, __m512 c, int field)
     return _mm512_permutex2var_ps(ab, _mm512_loadu_si512(from_c), c);
 }
 
-static uint32_t block_select_avx512(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
-                                    const tq_key_params *p, float threshold, float key[32])
+/* Sixteen rows at a time; the rows' own terms (norm^2, 2 norm, corr,
+ * rnorm) are split out of the stride-3 scalars once for all queries. */
+static void block_select_avx512(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
+                                const tq_key_params *const *p, const float *threshold, size_t nq, float *key,
+                                uint32_t *mask)
 {
-    uint32_t mask = 0;
-    const __m512 cd = _mm512_set1_ps(p->code_delta), cb = _mm512_set1_ps(p->code_bias);
-    const __m512 thr = _mm512_set1_ps(threshold);
+    const tq_key_metric metric = p[0]->metric;
+    const bool prod = p[0]->prod;
+    for (size_t i = 0; i < nq; i++)
+        mask[i] = 0;
     for (int h = 0; h < 2; h++) {
         const float *sc = scalars + 48 * h;
         __m512 a = _mm512_loadu_ps(sc), b = _mm512_loadu_ps(sc + 16), c = _mm512_loadu_ps(sc + 32);
-        __m512 norm = stride3_lanes(a, b, c, 0), corr = stride3_lanes(a, b, c, 1);
-        __m512 s = _mm512_add_ps(_mm512_mul_ps(cd, _mm512_cvtepi32_ps(_mm512_loadu_si512(code_sum + 16 * h))), cb);
-        if (p->prod) {
-            __m512 rnorm = stride3_lanes(a, b, c, 2);
-            __m512 sp = _mm512_add_ps(
-                _mm512_mul_ps(_mm512_set1_ps(p->sign_delta), _mm512_cvtepi32_ps(_mm512_loadu_si512(sign_sum + 16 * h))),
-                _mm512_set1_ps(p->sign_bias));
-            s = _mm512_add_ps(s, _mm512_mul_ps(_mm512_mul_ps(rnorm, _mm512_set1_ps(p->qjl)), sp));
+        const __m512 norm = stride3_lanes(a, b, c, 0), corr = stride3_lanes(a, b, c, 1);
+        const __m512 rnorm = prod ? stride3_lanes(a, b, c, 2) : _mm512_setzero_ps();
+        const __m512 norm2 = _mm512_mul_ps(norm, norm), twice = _mm512_mul_ps(_mm512_set1_ps(2.0f), norm);
+        for (size_t i = 0; i < nq; i++) {
+            const tq_key_params *q = p[i];
+            __m512 s = _mm512_add_ps(
+                _mm512_mul_ps(_mm512_set1_ps(q->code_delta),
+                              _mm512_cvtepi32_ps(_mm512_loadu_si512(code_sum + 32 * i + 16 * h))),
+                _mm512_set1_ps(q->code_bias));
+            if (prod) {
+                __m512 sp = _mm512_add_ps(
+                    _mm512_mul_ps(_mm512_set1_ps(q->sign_delta),
+                                  _mm512_cvtepi32_ps(_mm512_loadu_si512(sign_sum + 32 * i + 16 * h))),
+                    _mm512_set1_ps(q->sign_bias));
+                s = _mm512_add_ps(s, _mm512_mul_ps(_mm512_mul_ps(rnorm, _mm512_set1_ps(q->qjl)), sp));
+            }
+            const __m512 g = _mm512_mul_ps(corr, s);
+            __m512 k;
+            switch (metric) {
+            case TQ_KEY_L2:
+                k = _mm512_sub_ps(_mm512_add_ps(_mm512_set1_ps(q->qq), norm2), _mm512_mul_ps(twice, g));
+                k = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(k), _mm512_set1_epi32(INT32_MIN)));
+                break;
+            case TQ_KEY_IP: k = _mm512_add_ps(_mm512_mul_ps(norm, g), _mm512_set1_ps(q->bias)); break;
+            default:
+                k = _mm512_div_ps(_mm512_add_ps(_mm512_mul_ps(norm, g), _mm512_set1_ps(q->bias)),
+                                  _mm512_set1_ps(q->qnorm));
+                break;
+            }
+            _mm512_storeu_ps(key + 32 * i + 16 * h, k);
+            mask[i] |= (uint32_t)_mm512_cmp_ps_mask(k, _mm512_set1_ps(threshold[i]), _CMP_GT_OQ) << (16 * h);
         }
-        __m512 g = _mm512_mul_ps(corr, s), k;
-        switch (p->metric) {
-        case TQ_KEY_L2:
-            k = _mm512_sub_ps(_mm512_add_ps(_mm512_set1_ps(p->qq), _mm512_mul_ps(norm, norm)),
-                              _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), norm), g));
-            k = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(k), _mm512_set1_epi32(INT32_MIN)));
-            break;
-        case TQ_KEY_IP: k = _mm512_add_ps(_mm512_mul_ps(norm, g), _mm512_set1_ps(p->bias)); break;
-        default:
-            k = _mm512_div_ps(_mm512_add_ps(_mm512_mul_ps(norm, g), _mm512_set1_ps(p->bias)), _mm512_set1_ps(p->qnorm));
-            break;
-        }
-        _mm512_storeu_ps(key + 16 * h, k);
-        mask |= (uint32_t)_mm512_cmp_ps_mask(k, thr, _CMP_GT_OQ) << (16 * h);
     }
-    return mask;
 }
 
 static void float_to_half_avx512(const float *f, uint16_t *h, size_t n)

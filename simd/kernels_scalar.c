@@ -179,8 +179,8 @@ void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t nibbles
     }
 }
 
-uint32_t tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
-                                const tq_key_params *p, float threshold, float key[32])
+static uint32_t select_one(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
+                           const tq_key_params *p, float threshold, float *key)
 {
     uint32_t mask = 0;
     for (int v = 0; v < TQ_SCAN_BLOCK; v++) {
@@ -199,6 +199,14 @@ uint32_t tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_s
         mask |= (uint32_t)(k > threshold) << v;
     }
     return mask;
+}
+
+void tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
+                            const tq_key_params *const *p, const float *threshold, size_t nq, float *key,
+                            uint32_t *mask)
+{
+    for (size_t i = 0; i < nq; i++)
+        mask[i] = select_one(code_sum + 32 * i, sign_sum + 32 * i, scalars, p[i], threshold[i], key + 32 * i);
 }
 
 uint16_t tq_half_from_float(float f)

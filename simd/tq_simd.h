@@ -130,18 +130,22 @@ typedef struct tq_simd_kernels {
      * of a last group's two missing nibbles are zeroed. */
     void (*scan_lut_quantize)(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut);
     /* Search keys of one block's 32 rows from their table sums, and the
-     * rows whose key beats threshold. scalars holds 3 floats per row
-     * (norm, corr, rnorm), 32 rows of them. With s = code_delta *
-     * (float)code_sum[v] + code_bias:
+     * rows whose key beats a threshold, for nq <= TQ_SCAN_MAX_QUERIES
+     * queries of one codec (one metric and variant: p[0]'s). scalars holds 3
+     * floats per row (norm, corr, rnorm), 32 rows of them; query i's sums
+     * are at code_sum + 32i and sign_sum + 32i (sign_sum is unread for
+     * mse), its parameters *p[i] and threshold threshold[i]. With s =
+     * code_delta * (float)code_sum + code_bias:
      *   g = corr * s                                      (mse)
-     *   g = corr * (s + (rnorm * qjl) * (sign_delta * (float)sign_sum[v]
+     *   g = corr * (s + (rnorm * qjl) * (sign_delta * (float)sign_sum
      *                                    + sign_bias))    (prod)
      *   l2: -((qq + norm*norm) - (2*norm)*g); ip: norm*g + bias;
      *   cosine: (norm*g + bias) / qnorm,
-     * each operation rounded in that order (sign_sum is unread for mse).
-     * Writes key[0..32), returns bit v set where key[v] > threshold. */
-    uint32_t (*block_select)(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
-                             const tq_key_params *p, float threshold, float key[32]);
+     * each operation rounded in that order. Writes key[32i + v], and sets
+     * bit v of mask[i] where key[32i + v] > threshold[i]. */
+    void (*block_select)(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
+                         const tq_key_params *const *p, const float *threshold, size_t nq, float *key,
+                         uint32_t *mask);
     /* IEEE binary16 conversions, round to nearest even (F16C where the
      * level has it): refine data kept in half precision. */
     void (*float_to_half)(const float *f, uint16_t *h, size_t n);
@@ -214,7 +218,8 @@ void tq_quantize_scalar(const float *x, size_t n, const float *bounds,
 void tq_pack_scalar(const uint8_t *codes, size_t n, unsigned bits, uint8_t *out);
 void tq_fwht_scalar(float *x, size_t n, const float *signs, float scale);
 void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut);
-uint32_t tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
-                                const tq_key_params *p, float threshold, float key[32]);
+void tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
+                            const tq_key_params *const *p, const float *threshold, size_t nq, float *key,
+                            uint32_t *mask);
 
 #endif

@@ -378,36 +378,51 @@ static void check_scan_lut_quantize(tq_simd_level level)
 static void check_block_select(tq_simd_level level)
 {
     const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    enum { NQ = TQ_SCAN_MAX_QUERIES };
     tq_rng r;
     tq_rng_seed(&r, 12);
-    uint32_t code_sum[32], sign_sum[32];
-    float scalars[96], ka[32], kb[32];
-    for (int trial = 0; trial < 200; trial++) {
+    uint32_t code_sum[NQ * 32], sign_sum[NQ * 32], ma[NQ], mb[NQ];
+    float scalars[96], ka[NQ * 32], kb[NQ * 32], thr[NQ];
+    tq_key_params params[NQ];
+    const tq_key_params *pp[NQ] = {&params[0], &params[1], &params[2], &params[3]};
+    for (int trial = 0; trial < 300; trial++) {
         for (int v = 0; v < 32; v++) {
-            code_sum[v] = (uint32_t)(tq_rng_next(&r) % (255u * 16384));
-            sign_sum[v] = (uint32_t)(tq_rng_next(&r) % (255u * 4096));
             scalars[3 * v] = (float)fabs(tq_rng_gauss(&r)) * 10.0f;
             scalars[3 * v + 1] = 1.0f + (float)tq_rng_gauss(&r) * 0.01f;
             scalars[3 * v + 2] = (float)fabs(tq_rng_gauss(&r)) * 0.3f;
         }
-        tq_key_params p = {.metric = (tq_key_metric)(trial % 3), .prod = trial % 2,
-                           .code_delta = (float)fabs(tq_rng_gauss(&r)) * 1e-3f, .code_bias = (float)tq_rng_gauss(&r),
-                           .sign_delta = (float)fabs(tq_rng_gauss(&r)) * 1e-3f, .sign_bias = (float)tq_rng_gauss(&r),
-                           .qjl = 1.25f, .qq = 4.0f, .bias = (float)tq_rng_gauss(&r), .qnorm = 2.0f};
+        const size_t nq = 1 + (size_t)trial % NQ;
+        for (size_t i = 0; i < nq; i++) {
+            for (int v = 0; v < 32; v++) {
+                code_sum[32 * i + v] = (uint32_t)(tq_rng_next(&r) % (255u * 16384));
+                sign_sum[32 * i + v] = (uint32_t)(tq_rng_next(&r) % (255u * 4096));
+            }
+            params[i] = (tq_key_params){.metric = (tq_key_metric)(trial % 3), .prod = (trial / 3) % 2,
+                                        .code_delta = (float)fabs(tq_rng_gauss(&r)) * 1e-3f,
+                                        .code_bias = (float)tq_rng_gauss(&r),
+                                        .sign_delta = (float)fabs(tq_rng_gauss(&r)) * 1e-3f,
+                                        .sign_bias = (float)tq_rng_gauss(&r), .qjl = 1.25f,
+                                        .qq = 4.0f + (float)i, .bias = (float)tq_rng_gauss(&r), .qnorm = 2.0f};
+            thr[i] = -INFINITY;
+        }
         /* A threshold at one row's key splits the block; -inf takes all. */
-        ref->block_select(code_sum, sign_sum, scalars, &p, -INFINITY, ka);
-        float thr = trial % 4 == 3 ? -INFINITY : ka[trial % 32];
-        uint32_t ma = ref->block_select(code_sum, sign_sum, scalars, &p, thr, ka);
-        uint32_t mb = k->block_select(code_sum, sign_sum, scalars, &p, thr, kb);
-        for (int v = 0; v < 32; v++)
-            cr_assert(same_bits_f(ka[v], kb[v]), "block_select %s trial %d row %d: %a vs scalar %a",
-                      tq_simd_level_name(level), trial, v, (double)kb[v], (double)ka[v]);
-        cr_assert_eq(ma, mb, "block_select %s trial %d mask %08x vs scalar %08x", tq_simd_level_name(level), trial,
-                     mb, ma);
-        if (trial % 4 == 3)
-            cr_assert_eq(ma, 0xFFFFFFFFu, "every finite key beats -inf");
-        else
-            cr_assert_eq((ma >> (trial % 32)) & 1, 0u, "a key does not beat itself");
+        ref->block_select(code_sum, sign_sum, scalars, pp, thr, nq, ka, ma);
+        for (size_t i = 0; i < nq; i++)
+            thr[i] = (trial + i) % 4 == 3 ? -INFINITY : ka[32 * i + (trial + i) % 32];
+        ref->block_select(code_sum, sign_sum, scalars, pp, thr, nq, ka, ma);
+        k->block_select(code_sum, sign_sum, scalars, pp, thr, nq, kb, mb);
+        for (size_t i = 0; i < nq; i++) {
+            for (int v = 0; v < 32; v++)
+                cr_assert(same_bits_f(ka[32 * i + v], kb[32 * i + v]),
+                          "block_select %s trial %d query %zu row %d: %a vs scalar %a", tq_simd_level_name(level),
+                          trial, i, v, (double)kb[32 * i + v], (double)ka[32 * i + v]);
+            cr_assert_eq(ma[i], mb[i], "block_select %s trial %d query %zu mask %08x vs scalar %08x",
+                         tq_simd_level_name(level), trial, i, mb[i], ma[i]);
+            if ((trial + i) % 4 == 3)
+                cr_assert_eq(ma[i], 0xFFFFFFFFu, "every finite key beats -inf");
+            else
+                cr_assert_eq((ma[i] >> ((trial + i) % 32)) & 1, 0u, "a key does not beat itself");
+        }
     }
 }
 
