@@ -52,6 +52,7 @@ typedef struct search_job {
     size_t nq;
     size_t nblocks, blocks_per_part;
     tq_collector *cols;        /* nparts * nq first-stage collectors */
+    struct block_sums *scratch; /* nparts * chunk_blocks(): a sliced scan's sums; NULL when unsliced */
 } search_job;
 
 static row_ref find_row(const search_job *job, uint64_t id)
@@ -133,32 +134,101 @@ static size_t chunk_blocks(const tq_codec *c)
     return n ? n : 1;
 }
 
-/* The first stage for up to TQ_SCAN_MAX_QUERIES queries over one block:
- * their sums in one pass over the block's bytes, then per query the keys,
- * and the rows that beat the query's threshold and are live go to its
- * collector. The filter is asked only for those rows: a row that could not
- * be kept need not be tested, and every row that could is, so the answer
- * holds min(k, matching) rows. */
-static void scan_block_queries(const search_job *job, unsigned part, size_t s, size_t lb, size_t q0, size_t nq,
-                               tq_collector *const *cols)
+/* Pairs per slice when a layout is scanned in slices: the tables of
+ * TQ_SCAN_MAX_QUERIES queries over one slice (64 bytes a pair each) are
+ * 32 KiB and stay in L1 while the slice is summed over a chunk's blocks.
+ * Unsliced, a query's tables at d = 4096 (256 KiB at 4 bits, twice the
+ * block's codes) were re-read from L2 for every block. Even, so a slice
+ * starts on a table group. */
+#define SLICE_PAIRS 128
+/* Blocks per chunk of a sliced scan, and the sums it keeps per part: one
+ * block_sums (1 KiB) per block and group of queries. */
+#define SLICED_CHUNK_BLOCKS 32
+#define SLICED_SCRATCH(nq) ((size_t)SLICED_CHUNK_BLOCKS * (((nq) + TQ_SCAN_MAX_QUERIES - 1) / TQ_SCAN_MAX_QUERIES))
+
+/* A block's table sums for the queries of one pass. */
+struct block_sums {
+    uint32_t code[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
+    uint32_t sign[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
+};
+typedef struct block_sums block_sums;
+
+/* Rows of block lb of set s that are there and not deleted; 0 skips the
+ * block (all deleted, or all filtered out by an allow-list). */
+static uint32_t live_rows(const tq_rows *set, size_t lb, size_t *rows)
+{
+    const size_t base = lb * TQ_SCAN_BLOCK;
+    *rows = set->n - base < TQ_SCAN_BLOCK ? set->n - base : TQ_SCAN_BLOCK;
+    const uint32_t dead = set->deleted ? __atomic_load_n(&set->deleted[lb], __ATOMIC_RELAXED) : 0;
+    return (*rows == TQ_SCAN_BLOCK ? 0xFFFFFFFFu : (1u << *rows) - 1) & ~dead;
+}
+
+/* Whether a block's first stage uses the integer kernels: not for the
+ * float scorer, nor for a partial block still being filled (the kernel
+ * would read the lanes being written; it is read a row at a time). */
+static bool scans_block(const search_job *job, const tq_rows *set, size_t rows)
+{
+    return job->opts->scorer == TQ_SCORER_LUT && !(set->growing && rows < TQ_SCAN_BLOCK);
+}
+
+/* Sums over pairs [p0, p1) of one layout for nq queries: stored into sum
+ * when p0 is 0, else added to it. */
+static void layout_sums(const tq_scan_layout *L, const uint8_t *blocks, size_t lb, const tq_scan_lut *const *luts,
+                        size_t nq, size_t p0, size_t p1, uint32_t (*sum)[TQ_SCAN_BLOCK])
+{
+    const uint8_t *tables[TQ_SCAN_MAX_QUERIES];
+    for (size_t i = 0; i < nq; i++)
+        tables[i] = luts[i]->q8 + 64 * p0; /* table group p0/2 */
+    const uint8_t *block = blocks + lb * L->block_bytes + 32 * p0;
+    if (p0 == 0) {
+        tq_simd()->scan_block_multi(block, p1, tables, nq, sum[0]);
+        return;
+    }
+    uint32_t part[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
+    tq_simd()->scan_block_multi(block, p1 - p0, tables, nq, part[0]);
+    for (size_t i = 0; i < nq; i++)
+        for (int v = 0; v < TQ_SCAN_BLOCK; v++)
+            sum[i][v] += part[i][v];
+}
+
+/* The sums of one block over pairs [p0, p1) of its layouts (each layout
+ * clipped to its own pair count). */
+static void block_sums_range(const search_job *job, const tq_rows *set, size_t lb, size_t q0, size_t nq, size_t p0,
+                             size_t p1, block_sums *out)
+{
+    const tq_quantizer *q = &job->c->q;
+    const tq_scan_lut *luts[TQ_SCAN_MAX_QUERIES];
+    if (!q->mse_bits && p0 == 0)
+        memset(out->code, 0, sizeof(out->code));
+    if (q->mse_bits && p0 < q->code_layout.npairs) {
+        for (size_t i = 0; i < nq; i++)
+            luts[i] = &job->pq[q0 + i].code_lut;
+        size_t end = p1 < q->code_layout.npairs ? p1 : q->code_layout.npairs;
+        layout_sums(&q->code_layout, set->code_blocks, lb, luts, nq, p0, end, out->code);
+    }
+    if (q->variant == TQ_VARIANT_PROD && p0 < q->sign_layout.npairs) {
+        for (size_t i = 0; i < nq; i++)
+            luts[i] = &job->pq[q0 + i].sign_lut;
+        size_t end = p1 < q->sign_layout.npairs ? p1 : q->sign_layout.npairs;
+        layout_sums(&q->sign_layout, set->sign_blocks, lb, luts, nq, p0, end, out->sign);
+    }
+}
+
+/* Keys of one block for up to TQ_SCAN_MAX_QUERIES queries, and the rows
+ * that beat a query's threshold and are live go to its collector. The
+ * filter is asked only for those rows: a row that could not be kept need
+ * not be tested, and every row that could is, so the answer holds
+ * min(k, matching) rows. sums is NULL for a block not scanned by the
+ * kernels, whose rows are scored with the float tables. */
+static void collect_block(const search_job *job, unsigned part, size_t s, size_t lb, uint32_t live, size_t rows,
+                          size_t q0, size_t nq, tq_collector *const *cols, const block_sums *sums)
 {
     const tq_codec *c = job->c;
-    const tq_quantizer *q = &c->q;
-    const tq_simd_kernels *k = tq_simd();
     const tq_rows *set = &job->sets[s];
     const size_t base = lb * TQ_SCAN_BLOCK;
-    const size_t rows = set->n - base < TQ_SCAN_BLOCK ? set->n - base : TQ_SCAN_BLOCK;
-    /* A block whose rows are all deleted (or all filtered out by an
-     * allow-list) is not scanned at all. */
-    const uint32_t dead = set->deleted ? __atomic_load_n(&set->deleted[lb], __ATOMIC_RELAXED) : 0;
-    const uint32_t live = (rows == TQ_SCAN_BLOCK ? 0xFFFFFFFFu : (1u << rows) - 1) & ~dead;
-    if (!live)
-        return;
     const uint64_t id0 = job->first_row[s] + base;
     const tq_row_filter *filter = job->opts->filter;
-    /* A partial block still being filled is read a row at a time: the
-     * kernel would read the lanes being written. */
-    if (job->opts->scorer != TQ_SCORER_LUT || (set->growing && rows < TQ_SCAN_BLOCK)) {
+    if (!sums) {
         for (size_t i = 0; i < nq; i++) {
             tq_collector *col = cols[i];
             for (uint32_t m = live; m; m &= m - 1) {
@@ -169,22 +239,6 @@ static void scan_block_queries(const search_job *job, unsigned part, size_t s, s
             }
         }
         return;
-    }
-    uint32_t code_sum[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK], sign_sum[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
-    const uint8_t *luts[TQ_SCAN_MAX_QUERIES];
-    if (q->mse_bits) {
-        for (size_t i = 0; i < nq; i++)
-            luts[i] = job->pq[q0 + i].code_lut.q8;
-        k->scan_block_multi(set->code_blocks + lb * q->code_layout.block_bytes, q->code_layout.npairs, luts, nq,
-                            code_sum[0]);
-    } else {
-        memset(code_sum, 0, sizeof(code_sum));
-    }
-    if (q->variant == TQ_VARIANT_PROD) {
-        for (size_t i = 0; i < nq; i++)
-            luts[i] = job->pq[q0 + i].sign_lut.q8;
-        k->scan_block_multi(set->sign_blocks + lb * q->sign_layout.block_bytes, q->sign_layout.npairs, luts, nq,
-                            sign_sum[0]);
     }
     /* The kernel reads 32 rows of scalars; a segment's last block may have
      * fewer stored. */
@@ -202,7 +256,7 @@ static void scan_block_queries(const search_job *job, unsigned part, size_t s, s
         params[i] = &job->pq[q0 + i].keys;
         thresholds[i] = cols[i]->threshold;
     }
-    k->block_select(code_sum[0], sign_sum[0], scalars, params, thresholds, nq, keys[0], masks);
+    tq_simd()->block_select(sums->code[0], sums->sign[0], scalars, params, thresholds, nq, keys[0], masks);
     for (size_t i = 0; i < nq; i++) {
         tq_collector *col = cols[i];
         const float *key = keys[i];
@@ -215,30 +269,103 @@ static void scan_block_queries(const search_job *job, unsigned part, size_t s, s
     }
 }
 
-/* First stage over the blocks of one part: 8-bit table sums (LUT scorer) or
- * float tables (float scorer), queries taken TQ_SCAN_MAX_QUERIES at a time
- * over cache-sized chunks. Rows arrive in increasing order per collector,
- * which the collector's tie rule relies on. */
+/* The first stage of the queries of one pass over blocks [c0, c1), for
+ * codes short enough that one query's tables stay in L1: block by block,
+ * each summed over all its pairs for TQ_SCAN_MAX_QUERIES queries at once. */
+static void scan_chunk(const search_job *job, unsigned part, size_t c0, size_t c1)
+{
+    const tq_quantizer *q = &job->c->q;
+    const size_t npairs = q->code_layout.npairs > q->sign_layout.npairs ? q->code_layout.npairs
+                                                                        : q->sign_layout.npairs;
+    for (size_t q0 = 0; q0 < job->nq; q0 += TQ_SCAN_MAX_QUERIES) {
+        size_t nq = job->nq - q0 < TQ_SCAN_MAX_QUERIES ? job->nq - q0 : TQ_SCAN_MAX_QUERIES;
+        tq_collector *cols[TQ_SCAN_MAX_QUERIES];
+        for (size_t i = 0; i < nq; i++)
+            cols[i] = &job->cols[part * job->nq + q0 + i];
+        size_t s = 0;
+        for (size_t b = c0; b < c1; b++) {
+            while (b >= job->first_block[s + 1])
+                s++;
+            const tq_rows *set = &job->sets[s];
+            size_t lb = b - job->first_block[s], rows;
+            const uint32_t live = live_rows(set, lb, &rows);
+            if (!live)
+                continue;
+            block_sums sums;
+            const bool kernel = scans_block(job, set, rows);
+            if (kernel)
+                block_sums_range(job, set, lb, q0, nq, 0, npairs, &sums);
+            collect_block(job, part, s, lb, live, rows, q0, nq, cols, kernel ? &sums : NULL);
+        }
+    }
+}
+
+/* The same for long codes (more than SLICE_PAIRS pairs), tiled so that
+ * neither the tables nor the codes are re-read from memory: for each slice
+ * of pairs, the slice's tables of every query of the pass (64 bytes a pair
+ * each: 8 KiB per query, 256 KiB for 32) and the slice of every block of
+ * the chunk are summed, group by group of TQ_SCAN_MAX_QUERIES queries; the
+ * sums wait in `scratch` (one block_sums per block and group) until the
+ * last slice, then the blocks are collected in order. Unsliced, a query's
+ * tables at d = 4096 (128 KiB at 4 bits) were re-read from L2 for every
+ * block, and from memory once 32 queries' tables were prepared. */
+static void scan_chunk_sliced(const search_job *job, unsigned part, size_t c0, size_t c1, block_sums *scratch)
+{
+    const tq_quantizer *q = &job->c->q;
+    const size_t npairs = q->code_layout.npairs > q->sign_layout.npairs ? q->code_layout.npairs
+                                                                        : q->sign_layout.npairs;
+    const size_t ngroups = (job->nq + TQ_SCAN_MAX_QUERIES - 1) / TQ_SCAN_MAX_QUERIES;
+    for (size_t p0 = 0; p0 < npairs; p0 += SLICE_PAIRS)
+        for (size_t g = 0; g < ngroups; g++) {
+            const size_t q0 = g * TQ_SCAN_MAX_QUERIES;
+            const size_t nq = job->nq - q0 < TQ_SCAN_MAX_QUERIES ? job->nq - q0 : TQ_SCAN_MAX_QUERIES;
+            size_t s = 0;
+            for (size_t b = c0; b < c1; b++) {
+                while (b >= job->first_block[s + 1])
+                    s++;
+                const tq_rows *set = &job->sets[s];
+                size_t lb = b - job->first_block[s], rows;
+                if (live_rows(set, lb, &rows) && scans_block(job, set, rows))
+                    block_sums_range(job, set, lb, q0, nq, p0, p0 + SLICE_PAIRS,
+                                     &scratch[(b - c0) * ngroups + g]);
+            }
+        }
+    for (size_t g = 0; g < ngroups; g++) {
+        const size_t q0 = g * TQ_SCAN_MAX_QUERIES;
+        const size_t nq = job->nq - q0 < TQ_SCAN_MAX_QUERIES ? job->nq - q0 : TQ_SCAN_MAX_QUERIES;
+        tq_collector *cols[TQ_SCAN_MAX_QUERIES];
+        for (size_t i = 0; i < nq; i++)
+            cols[i] = &job->cols[part * job->nq + q0 + i];
+        size_t s = 0;
+        for (size_t b = c0; b < c1; b++) {
+            while (b >= job->first_block[s + 1])
+                s++;
+            const tq_rows *set = &job->sets[s];
+            size_t lb = b - job->first_block[s], rows;
+            const uint32_t live = live_rows(set, lb, &rows);
+            if (live)
+                collect_block(job, part, s, lb, live, rows, q0, nq, cols,
+                              scans_block(job, set, rows) ? &scratch[(b - c0) * ngroups + g] : NULL);
+        }
+    }
+}
+
+/* First stage over the blocks of one part, chunk by chunk (each chunk's
+ * codes stay in cache while every query of the pass scans them). Rows
+ * arrive in increasing order per collector, which the collector's tie rule
+ * relies on. */
 static void search_part(void *arg, unsigned part)
 {
     search_job *job = arg;
     size_t b0 = part * job->blocks_per_part;
     size_t b1 = b0 + job->blocks_per_part < job->nblocks ? b0 + job->blocks_per_part : job->nblocks;
-    size_t chunk = chunk_blocks(job->c);
+    const size_t chunk = job->scratch ? SLICED_CHUNK_BLOCKS : chunk_blocks(job->c);
     for (size_t c0 = b0; c0 < b1; c0 += chunk) {
         size_t c1 = c0 + chunk < b1 ? c0 + chunk : b1;
-        for (size_t q0 = 0; q0 < job->nq; q0 += TQ_SCAN_MAX_QUERIES) {
-            size_t nq = job->nq - q0 < TQ_SCAN_MAX_QUERIES ? job->nq - q0 : TQ_SCAN_MAX_QUERIES;
-            tq_collector *cols[TQ_SCAN_MAX_QUERIES];
-            for (size_t i = 0; i < nq; i++)
-                cols[i] = &job->cols[part * job->nq + q0 + i];
-            size_t s = 0;
-            for (size_t b = c0; b < c1; b++) {
-                while (b >= job->first_block[s + 1])
-                    s++;
-                scan_block_queries(job, part, s, b - job->first_block[s], q0, nq, cols);
-            }
-        }
+        if (job->scratch)
+            scan_chunk_sliced(job, part, c0, c1, job->scratch + (size_t)part * SLICED_SCRATCH(job->nq));
+        else
+            scan_chunk(job, part, c0, c1);
     }
 }
 
@@ -390,8 +517,15 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
     int rc = TQ_OK;
     tq_query *pq = tq_calloc(batch, sizeof(tq_query));
     tq_collector *cols = tq_calloc((size_t)nparts * batch, sizeof(tq_collector));
+    const size_t npairs = c->q.code_layout.npairs > c->q.sign_layout.npairs ? c->q.code_layout.npairs
+                                                                            : c->q.sign_layout.npairs;
+    /* Sums of a sliced scan's chunk, per part (see scan_chunk). */
+    block_sums *scratch = npairs > SLICE_PAIRS && opts->scorer == TQ_SCORER_LUT
+                              ? tq_malloc((size_t)nparts * SLICED_SCRATCH(batch) * sizeof(block_sums))
+                              : NULL;
     tq_topk merged = {0}, mid = {0}, best = {0};
-    if (!pq || !cols || tq_topk_init(&merged, nfirst) || tq_topk_init(&mid, nmid) || tq_topk_init(&best, k))
+    if (!pq || !cols || (npairs > SLICE_PAIRS && opts->scorer == TQ_SCORER_LUT && !scratch) ||
+        tq_topk_init(&merged, nfirst) || tq_topk_init(&mid, nmid) || tq_topk_init(&best, k))
         goto oom;
     for (size_t i = 0; i < batch; i++)
         if (tq_query_init(&pq[i], &c->q))
@@ -402,7 +536,7 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
 
     search_job job = {.c = c, .sets = sets, .nsets = nsets, .first_block = first_block, .first_row = first_row,
                       .opts = opts, .pq = pq, .nblocks = nblocks,
-                      .blocks_per_part = (nblocks + nparts - 1) / nparts, .cols = cols};
+                      .blocks_per_part = (nblocks + nparts - 1) / nparts, .cols = cols, .scratch = scratch};
     for (size_t q0 = 0; q0 < nq; q0 += batch) {
         size_t m = nq - q0 < batch ? nq - q0 : batch;
         for (size_t i = 0; i < m; i++) {
@@ -447,6 +581,7 @@ done:
             tq_collector_free(&cols[i]);
     tq_free(pq);
     tq_free(cols);
+    tq_free(scratch);
     tq_topk_free(&merged);
     tq_topk_free(&mid);
     tq_topk_free(&best);
