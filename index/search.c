@@ -43,6 +43,7 @@ typedef struct row_ref {
 /* One search call's shared state; parts write only their own collectors. */
 typedef struct search_job {
     const tq_codec *c;
+    const tq_simd_kernels *k; /* looked up once: tq_simd() per block showed in profiles */
     const tq_rows *sets;
     size_t nsets;
     const size_t *first_block; /* nsets + 1: cumulative blocks */
@@ -148,7 +149,9 @@ static size_t chunk_blocks(const tq_codec *c)
 
 /* A block's table sums for the queries of one pass. */
 struct block_sums {
-    uint32_t code[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
+    /* Aligned: the kernels store and reload these as whole 64-byte
+     * vectors, and a store split across cache lines is not forwarded. */
+    _Alignas(64) uint32_t code[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
     uint32_t sign[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
 };
 typedef struct block_sums block_sums;
@@ -173,15 +176,16 @@ static bool scans_block(const search_job *job, const tq_rows *set, size_t rows)
 
 /* Sums over pairs [p0, p1) of one layout for nq queries: stored into sum
  * when p0 is 0, else added to it. */
-static void layout_sums(const tq_scan_layout *L, const uint8_t *blocks, size_t lb, const tq_scan_lut *const *luts,
-                        size_t nq, size_t p0, size_t p1, uint32_t (*sum)[TQ_SCAN_BLOCK])
+static void layout_sums(const tq_simd_kernels *k, const tq_scan_layout *L, const uint8_t *blocks, size_t lb,
+                        const tq_scan_lut *const *luts, size_t nq, size_t p0, size_t p1,
+                        uint32_t (*sum)[TQ_SCAN_BLOCK])
 {
     const uint8_t *tables[TQ_SCAN_MAX_QUERIES];
     for (size_t i = 0; i < nq; i++)
         tables[i] = luts[i]->q8 + 64 * p0; /* table group p0/2 */
     const uint8_t *block = blocks + lb * L->block_bytes + 32 * p0;
     if (p0 == 0) {
-        tq_simd()->scan_block_multi(block, p1, tables, nq, sum[0]);
+        k->scan_block_multi(block, p1, tables, nq, sum[0]);
         return;
     }
     uint32_t part[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
@@ -204,59 +208,26 @@ static void block_sums_range(const search_job *job, const tq_rows *set, size_t l
         for (size_t i = 0; i < nq; i++)
             luts[i] = &job->pq[q0 + i].code_lut;
         size_t end = p1 < q->code_layout.npairs ? p1 : q->code_layout.npairs;
-        layout_sums(&q->code_layout, set->code_blocks, lb, luts, nq, p0, end, out->code);
+        layout_sums(job->k, &q->code_layout, set->code_blocks, lb, luts, nq, p0, end, out->code);
     }
     if (q->variant == TQ_VARIANT_PROD && p0 < q->sign_layout.npairs) {
         for (size_t i = 0; i < nq; i++)
             luts[i] = &job->pq[q0 + i].sign_lut;
         size_t end = p1 < q->sign_layout.npairs ? p1 : q->sign_layout.npairs;
-        layout_sums(&q->sign_layout, set->sign_blocks, lb, luts, nq, p0, end, out->sign);
+        layout_sums(job->k, &q->sign_layout, set->sign_blocks, lb, luts, nq, p0, end, out->sign);
     }
 }
 
-/* Keys of one block for up to TQ_SCAN_MAX_QUERIES queries, and the rows
- * that beat a query's threshold and are live go to its collector. The
- * filter is asked only for those rows: a row that could not be kept need
- * not be tested, and every row that could is, so the answer holds
- * min(k, matching) rows. sums is NULL for a block not scanned by the
- * kernels, whose rows are scored with the float tables. */
-static void collect_block(const search_job *job, unsigned part, size_t s, size_t lb, uint32_t live, size_t rows,
-                          size_t q0, size_t nq, tq_collector *const *cols, const block_sums *sums)
+/* The rows of a block whose keys beat their query's threshold and are live
+ * go to the query's collector. The filter is asked only for those rows: a
+ * row that could not be kept need not be tested, and every row that could
+ * is, so the answer holds min(k, matching) rows. */
+static void collect_keys(const search_job *job, unsigned part, size_t s, size_t lb, uint32_t live, size_t nq,
+                         tq_collector *const *cols, float (*keys)[TQ_SCAN_BLOCK], const uint32_t *masks)
 {
-    const tq_codec *c = job->c;
-    const tq_rows *set = &job->sets[s];
     const size_t base = lb * TQ_SCAN_BLOCK;
     const uint64_t id0 = job->first_row[s] + base;
     const tq_row_filter *filter = job->opts->filter;
-    if (!sums) {
-        for (size_t i = 0; i < nq; i++) {
-            tq_collector *col = cols[i];
-            for (uint32_t m = live; m; m &= m - 1) {
-                unsigned v = (unsigned)__builtin_ctz(m);
-                float kv = float_key(c, &job->pq[q0 + i], (row_ref){set, base + v});
-                if (kv > col->threshold && (!filter || filter->accept(filter->ctx, part, s, base + v)))
-                    tq_collector_add(col, id0 + v, kv);
-            }
-        }
-        return;
-    }
-    /* The kernel reads 32 rows of scalars; a segment's last block may have
-     * fewer stored. */
-    const float *scalars = (const float *)(const void *)(set->sc + base);
-    tq_code_scalars padded[TQ_SCAN_BLOCK];
-    if (rows < TQ_SCAN_BLOCK) {
-        memset(padded, 0, sizeof(padded));
-        memcpy(padded, set->sc + base, rows * sizeof(tq_code_scalars));
-        scalars = (const float *)(const void *)padded;
-    }
-    const tq_key_params *params[TQ_SCAN_MAX_QUERIES];
-    float thresholds[TQ_SCAN_MAX_QUERIES], keys[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
-    uint32_t masks[TQ_SCAN_MAX_QUERIES];
-    for (size_t i = 0; i < nq; i++) {
-        params[i] = &job->pq[q0 + i].keys;
-        thresholds[i] = cols[i]->threshold;
-    }
-    tq_simd()->block_select(sums->code[0], sums->sign[0], scalars, params, thresholds, nq, keys[0], masks);
     for (size_t i = 0; i < nq; i++) {
         tq_collector *col = cols[i];
         const float *key = keys[i];
@@ -269,14 +240,72 @@ static void collect_block(const search_job *job, unsigned part, size_t s, size_t
     }
 }
 
+/* The block's 32 rows of scalars as the kernels read them; a segment's last
+ * block may have fewer stored, which are copied into `padded`. */
+static const float *block_scalars(const tq_rows *set, size_t base, size_t rows, tq_code_scalars *padded)
+{
+    if (rows == TQ_SCAN_BLOCK)
+        return (const float *)(const void *)(set->sc + base);
+    memset(padded, 0, TQ_SCAN_BLOCK * sizeof(tq_code_scalars));
+    memcpy(padded, set->sc + base, rows * sizeof(tq_code_scalars));
+    return (const float *)(const void *)padded;
+}
+
+/* One block's first stage for up to TQ_SCAN_MAX_QUERIES queries: keys from
+ * the kernels' sums (sums NULL: summed here, over all pairs), or from the
+ * float tables for a block the kernels do not read, then collection. */
+static void collect_block(const search_job *job, unsigned part, size_t s, size_t lb, uint32_t live, size_t rows,
+                          size_t q0, size_t nq, tq_collector *const *cols, const block_sums *sums)
+{
+    const tq_rows *set = &job->sets[s];
+    const size_t base = lb * TQ_SCAN_BLOCK;
+    float keys[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
+    uint32_t masks[TQ_SCAN_MAX_QUERIES];
+    if (!scans_block(job, set, rows)) {
+        for (size_t i = 0; i < nq; i++) {
+            masks[i] = 0;
+            for (uint32_t m = live; m; m &= m - 1) {
+                unsigned v = (unsigned)__builtin_ctz(m);
+                keys[i][v] = float_key(job->c, &job->pq[q0 + i], (row_ref){set, base + v});
+                masks[i] |= (uint32_t)(keys[i][v] > cols[i]->threshold) << v;
+            }
+        }
+        collect_keys(job, part, s, lb, live, nq, cols, keys, masks);
+        return;
+    }
+    tq_code_scalars padded[TQ_SCAN_BLOCK];
+    const float *scalars = block_scalars(set, base, rows, padded);
+    const tq_key_params *params[TQ_SCAN_MAX_QUERIES];
+    float thresholds[TQ_SCAN_MAX_QUERIES];
+    for (size_t i = 0; i < nq; i++) {
+        params[i] = &job->pq[q0 + i].keys;
+        thresholds[i] = cols[i]->threshold;
+    }
+    const tq_quantizer *q = &job->c->q;
+    if (sums) {
+        job->k->block_select(sums->code[0], sums->sign[0], scalars, params, thresholds, nq, keys[0], masks);
+    } else if (q->variant == TQ_VARIANT_MSE) {
+        /* The common case in one kernel call: sums never leave registers. */
+        const uint8_t *tables[TQ_SCAN_MAX_QUERIES];
+        for (size_t i = 0; i < nq; i++)
+            tables[i] = job->pq[q0 + i].code_lut.q8;
+        job->k->scan_select(set->code_blocks + lb * q->code_layout.block_bytes, q->code_layout.npairs, tables, nq,
+                            scalars, params, thresholds, keys[0], masks);
+    } else {
+        block_sums all;
+        const size_t npairs = q->code_layout.npairs > q->sign_layout.npairs ? q->code_layout.npairs
+                                                                            : q->sign_layout.npairs;
+        block_sums_range(job, set, lb, q0, nq, 0, npairs, &all);
+        job->k->block_select(all.code[0], all.sign[0], scalars, params, thresholds, nq, keys[0], masks);
+    }
+    collect_keys(job, part, s, lb, live, nq, cols, keys, masks);
+}
+
 /* The first stage of the queries of one pass over blocks [c0, c1), for
  * codes short enough that one query's tables stay in L1: block by block,
  * each summed over all its pairs for TQ_SCAN_MAX_QUERIES queries at once. */
 static void scan_chunk(const search_job *job, unsigned part, size_t c0, size_t c1)
 {
-    const tq_quantizer *q = &job->c->q;
-    const size_t npairs = q->code_layout.npairs > q->sign_layout.npairs ? q->code_layout.npairs
-                                                                        : q->sign_layout.npairs;
     for (size_t q0 = 0; q0 < job->nq; q0 += TQ_SCAN_MAX_QUERIES) {
         size_t nq = job->nq - q0 < TQ_SCAN_MAX_QUERIES ? job->nq - q0 : TQ_SCAN_MAX_QUERIES;
         tq_collector *cols[TQ_SCAN_MAX_QUERIES];
@@ -286,16 +315,10 @@ static void scan_chunk(const search_job *job, unsigned part, size_t c0, size_t c
         for (size_t b = c0; b < c1; b++) {
             while (b >= job->first_block[s + 1])
                 s++;
-            const tq_rows *set = &job->sets[s];
             size_t lb = b - job->first_block[s], rows;
-            const uint32_t live = live_rows(set, lb, &rows);
-            if (!live)
-                continue;
-            block_sums sums;
-            const bool kernel = scans_block(job, set, rows);
-            if (kernel)
-                block_sums_range(job, set, lb, q0, nq, 0, npairs, &sums);
-            collect_block(job, part, s, lb, live, rows, q0, nq, cols, kernel ? &sums : NULL);
+            const uint32_t live = live_rows(&job->sets[s], lb, &rows);
+            if (live)
+                collect_block(job, part, s, lb, live, rows, q0, nq, cols, NULL);
         }
     }
 }
@@ -344,8 +367,7 @@ static void scan_chunk_sliced(const search_job *job, unsigned part, size_t c0, s
             size_t lb = b - job->first_block[s], rows;
             const uint32_t live = live_rows(set, lb, &rows);
             if (live)
-                collect_block(job, part, s, lb, live, rows, q0, nq, cols,
-                              scans_block(job, set, rows) ? &scratch[(b - c0) * ngroups + g] : NULL);
+                collect_block(job, part, s, lb, live, rows, q0, nq, cols, &scratch[(b - c0) * ngroups + g]);
         }
     }
 }
@@ -534,7 +556,7 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
         if (tq_collector_init(&cols[i], nfirst))
             goto oom;
 
-    search_job job = {.c = c, .sets = sets, .nsets = nsets, .first_block = first_block, .first_row = first_row,
+    search_job job = {.c = c, .k = tq_simd(), .sets = sets, .nsets = nsets, .first_block = first_block, .first_row = first_row,
                       .opts = opts, .pq = pq, .nblocks = nblocks,
                       .blocks_per_part = (nblocks + nparts - 1) / nparts, .cols = cols, .scratch = scratch};
     for (size_t q0 = 0; q0 < nq; q0 += batch) {

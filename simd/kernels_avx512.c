@@ -258,9 +258,9 @@ static float dot_u8_avx512(const uint8_t *codes, const float *table, const float
  * 64-byte table halves (layout in tq_simd.h: no table byte is moved). Each
  * 16-bit lane takes 2 entries per group, 2 * 64 groups per flush interval of
  * 128 pairs, so the lo/hi bound of the header holds. */
-static inline __attribute__((always_inline)) void scan_queries_avx512(const uint8_t *block, size_t npairs,
-                                                                      const uint8_t *const *luts, const size_t NQ,
-                                                                      uint32_t *out)
+static inline __attribute__((always_inline)) void scan_sums_avx512(const uint8_t *block, size_t npairs,
+                                                                   const uint8_t *const *luts, const size_t NQ,
+                                                                   __m512i sums[][2])
 {
     const __m512i low4 = _mm512_set1_epi8(0x0F);
     __m512i tot_even[TQ_SCAN_MAX_QUERIES], tot_odd[TQ_SCAN_MAX_QUERIES];
@@ -305,12 +305,24 @@ static inline __attribute__((always_inline)) void scan_queries_avx512(const uint
             tot_odd[i] = _mm512_add_epi32(tot_odd[i], _mm512_cvtepu16_epi32(hi256));
         }
     }
-    /* Interleave back to vector order: out[2k] = even[k], out[2k+1] = odd[k]. */
+    /* Interleave back to vector order: rows 2k = even[k], 2k+1 = odd[k]. */
     const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     for (size_t i = 0; i < NQ; i++) {
-        _mm512_storeu_si512(out + 32 * i, _mm512_permutex2var_epi32(tot_even[i], first, tot_odd[i]));
-        _mm512_storeu_si512(out + 32 * i + 16, _mm512_permutex2var_epi32(tot_even[i], second, tot_odd[i]));
+        sums[i][0] = _mm512_permutex2var_epi32(tot_even[i], first, tot_odd[i]);
+        sums[i][1] = _mm512_permutex2var_epi32(tot_even[i], second, tot_odd[i]);
+    }
+}
+
+static inline __attribute__((always_inline)) void scan_queries_avx512(const uint8_t *block, size_t npairs,
+                                                                      const uint8_t *const *luts, const size_t NQ,
+                                                                      uint32_t *out)
+{
+    __m512i sums[TQ_SCAN_MAX_QUERIES][2];
+    scan_sums_avx512(block, npairs, luts, NQ, sums);
+    for (size_t i = 0; i < NQ; i++) {
+        _mm512_storeu_si512(out + 32 * i, sums[i][0]);
+        _mm512_storeu_si512(out + 32 * i + 16, sums[i][1]);
     }
 }
 
@@ -356,18 +368,68 @@ static void scan_lut_quantize_avx512(const float *f, const float *lo, size_t nib
  * brings the rest from c. */
 static inline __m512 stride3_lanes(__m512 a, __m512 b, __m512 c, int field)
 {
-    int32_t from_ab[16], from_c[16];
-    for (int r = 0; r < 16; r++) {
-        int e = 3 * r + field;
-        from_ab[r] = e < 32 ? e : 0;
-        from_c[r] = e < 32 ? r : 16 + e - 32;
-    }
-    __m512 ab = _mm512_permutex2var_ps(a, _mm512_loadu_si512(from_ab), b);
-    return _mm512_permutex2var_ps(ab, _mm512_loadu_si512(from_c), c);
+    static const int32_t from_ab[3][16] = {
+        {0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 0, 0, 0, 0, 0},
+        {1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 0, 0, 0, 0, 0},
+        {2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 0, 0, 0, 0, 0, 0},
+    };
+    static const int32_t from_c[3][16] = {
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 17, 20, 23, 26, 29},
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 18, 21, 24, 27, 30},
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 19, 22, 25, 28, 31},
+    };
+    __m512 ab = _mm512_permutex2var_ps(a, _mm512_loadu_si512(from_ab[field]), b);
+    return _mm512_permutex2var_ps(ab, _mm512_loadu_si512(from_c[field]), c);
 }
 
-/* Sixteen rows at a time; the rows' own terms (norm^2, 2 norm, corr,
- * rnorm) are split out of the stride-3 scalars once for all queries. */
+/* A block's own terms for sixteen rows (half h), split out of the stride-3
+ * scalars once for all queries. */
+typedef struct row_terms {
+    __m512 norm, corr, rnorm, norm2, twice;
+} row_terms;
+
+static inline __attribute__((always_inline)) row_terms row_terms_avx512(const float *scalars, int h, bool prod)
+{
+    const float *sc = scalars + 48 * h;
+    __m512 a = _mm512_loadu_ps(sc), b = _mm512_loadu_ps(sc + 16), c = _mm512_loadu_ps(sc + 32);
+    row_terms t;
+    t.norm = stride3_lanes(a, b, c, 0);
+    t.corr = stride3_lanes(a, b, c, 1);
+    t.rnorm = prod ? stride3_lanes(a, b, c, 2) : _mm512_setzero_ps();
+    t.norm2 = _mm512_mul_ps(t.norm, t.norm);
+    t.twice = _mm512_mul_ps(_mm512_set1_ps(2.0f), t.norm);
+    return t;
+}
+
+/* Keys of sixteen rows of one query from their sums (the formula in
+ * tq_simd.h), stored to key; returns the rows beating threshold. */
+static inline __attribute__((always_inline)) __mmask16 keys_avx512(const tq_key_params *q, tq_key_metric metric,
+                                                                   bool prod, const row_terms *t, __m512i code,
+                                                                   __m512i sign, float threshold, float *key)
+{
+    __m512 s = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(q->code_delta), _mm512_cvtepi32_ps(code)),
+                             _mm512_set1_ps(q->code_bias));
+    if (prod) {
+        __m512 sp = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(q->sign_delta), _mm512_cvtepi32_ps(sign)),
+                                  _mm512_set1_ps(q->sign_bias));
+        s = _mm512_add_ps(s, _mm512_mul_ps(_mm512_mul_ps(t->rnorm, _mm512_set1_ps(q->qjl)), sp));
+    }
+    const __m512 g = _mm512_mul_ps(t->corr, s);
+    __m512 k;
+    switch (metric) {
+    case TQ_KEY_L2:
+        k = _mm512_sub_ps(_mm512_add_ps(_mm512_set1_ps(q->qq), t->norm2), _mm512_mul_ps(t->twice, g));
+        k = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(k), _mm512_set1_epi32(INT32_MIN)));
+        break;
+    case TQ_KEY_IP: k = _mm512_add_ps(_mm512_mul_ps(t->norm, g), _mm512_set1_ps(q->bias)); break;
+    default:
+        k = _mm512_div_ps(_mm512_add_ps(_mm512_mul_ps(t->norm, g), _mm512_set1_ps(q->bias)), _mm512_set1_ps(q->qnorm));
+        break;
+    }
+    _mm512_storeu_ps(key, k);
+    return _mm512_cmp_ps_mask(k, _mm512_set1_ps(threshold), _CMP_GT_OQ);
+}
+
 static void block_select_avx512(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
                                 const tq_key_params *const *p, const float *threshold, size_t nq, float *key,
                                 uint32_t *mask)
@@ -377,40 +439,43 @@ static void block_select_avx512(const uint32_t *code_sum, const uint32_t *sign_s
     for (size_t i = 0; i < nq; i++)
         mask[i] = 0;
     for (int h = 0; h < 2; h++) {
-        const float *sc = scalars + 48 * h;
-        __m512 a = _mm512_loadu_ps(sc), b = _mm512_loadu_ps(sc + 16), c = _mm512_loadu_ps(sc + 32);
-        const __m512 norm = stride3_lanes(a, b, c, 0), corr = stride3_lanes(a, b, c, 1);
-        const __m512 rnorm = prod ? stride3_lanes(a, b, c, 2) : _mm512_setzero_ps();
-        const __m512 norm2 = _mm512_mul_ps(norm, norm), twice = _mm512_mul_ps(_mm512_set1_ps(2.0f), norm);
+        const row_terms t = row_terms_avx512(scalars, h, prod);
         for (size_t i = 0; i < nq; i++) {
-            const tq_key_params *q = p[i];
-            __m512 s = _mm512_add_ps(
-                _mm512_mul_ps(_mm512_set1_ps(q->code_delta),
-                              _mm512_cvtepi32_ps(_mm512_loadu_si512(code_sum + 32 * i + 16 * h))),
-                _mm512_set1_ps(q->code_bias));
-            if (prod) {
-                __m512 sp = _mm512_add_ps(
-                    _mm512_mul_ps(_mm512_set1_ps(q->sign_delta),
-                                  _mm512_cvtepi32_ps(_mm512_loadu_si512(sign_sum + 32 * i + 16 * h))),
-                    _mm512_set1_ps(q->sign_bias));
-                s = _mm512_add_ps(s, _mm512_mul_ps(_mm512_mul_ps(rnorm, _mm512_set1_ps(q->qjl)), sp));
-            }
-            const __m512 g = _mm512_mul_ps(corr, s);
-            __m512 k;
-            switch (metric) {
-            case TQ_KEY_L2:
-                k = _mm512_sub_ps(_mm512_add_ps(_mm512_set1_ps(q->qq), norm2), _mm512_mul_ps(twice, g));
-                k = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(k), _mm512_set1_epi32(INT32_MIN)));
-                break;
-            case TQ_KEY_IP: k = _mm512_add_ps(_mm512_mul_ps(norm, g), _mm512_set1_ps(q->bias)); break;
-            default:
-                k = _mm512_div_ps(_mm512_add_ps(_mm512_mul_ps(norm, g), _mm512_set1_ps(q->bias)),
-                                  _mm512_set1_ps(q->qnorm));
-                break;
-            }
-            _mm512_storeu_ps(key + 32 * i + 16 * h, k);
-            mask[i] |= (uint32_t)_mm512_cmp_ps_mask(k, _mm512_set1_ps(threshold[i]), _CMP_GT_OQ) << (16 * h);
+            const __m512i code = _mm512_loadu_si512(code_sum + 32 * i + 16 * h);
+            const __m512i sign = prod ? _mm512_loadu_si512(sign_sum + 32 * i + 16 * h) : _mm512_setzero_si512();
+            mask[i] |= (uint32_t)keys_avx512(p[i], metric, prod, &t, code, sign, threshold[i], key + 32 * i + 16 * h)
+                       << (16 * h);
         }
+    }
+}
+
+/* scan_block_multi and block_select in one: the sums stay in registers
+ * (through memory, the keys waited on the reload of the kernel's stores). */
+static inline __attribute__((always_inline)) void scan_select_queries_avx512(
+    const uint8_t *block, size_t npairs, const uint8_t *const *luts, const size_t NQ, const float *scalars,
+    const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask)
+{
+    __m512i sums[TQ_SCAN_MAX_QUERIES][2];
+    scan_sums_avx512(block, npairs, luts, NQ, sums);
+    const tq_key_metric metric = p[0]->metric;
+    const row_terms t0 = row_terms_avx512(scalars, 0, false), t1 = row_terms_avx512(scalars, 1, false);
+    for (size_t i = 0; i < NQ; i++) {
+        const __m512i zero = _mm512_setzero_si512();
+        uint32_t lo = keys_avx512(p[i], metric, false, &t0, sums[i][0], zero, threshold[i], key + 32 * i);
+        uint32_t hi = keys_avx512(p[i], metric, false, &t1, sums[i][1], zero, threshold[i], key + 32 * i + 16);
+        mask[i] = lo | hi << 16;
+    }
+}
+
+static void scan_select_avx512(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
+                               const float *scalars, const tq_key_params *const *p, const float *threshold,
+                               float *key, uint32_t *mask)
+{
+    switch (nq) {
+    case 1: scan_select_queries_avx512(block, npairs, luts, 1, scalars, p, threshold, key, mask); break;
+    case 2: scan_select_queries_avx512(block, npairs, luts, 2, scalars, p, threshold, key, mask); break;
+    case 3: scan_select_queries_avx512(block, npairs, luts, 3, scalars, p, threshold, key, mask); break;
+    default: scan_select_queries_avx512(block, npairs, luts, 4, scalars, p, threshold, key, mask); break;
     }
 }
 
@@ -447,6 +512,7 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .scan_block_multi = scan_block_multi_avx512,
     .scan_lut_quantize = scan_lut_quantize_avx512,
     .block_select = block_select_avx512,
+    .scan_select = scan_select_avx512,
     .float_to_half = float_to_half_avx512,
     .half_to_float = half_to_float_avx512,
 };

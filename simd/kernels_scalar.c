@@ -209,6 +209,22 @@ void tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, 
         mask[i] = select_one(code_sum + 32 * i, sign_sum + 32 * i, scalars, p[i], threshold[i], key + 32 * i);
 }
 
+void tq_scan_select_composed(const tq_simd_kernels *k, const uint8_t *block, size_t npairs,
+                             const uint8_t *const *luts, size_t nq, const float *scalars,
+                             const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask)
+{
+    _Alignas(64) uint32_t sums[TQ_SCAN_MAX_QUERIES * TQ_SCAN_BLOCK];
+    k->scan_block_multi(block, npairs, luts, nq, sums);
+    k->block_select(sums, sums, scalars, p, threshold, nq, key, mask); /* mse: sign sums unread */
+}
+
+static void scan_select_scalar(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
+                               const float *scalars, const tq_key_params *const *p, const float *threshold,
+                               float *key, uint32_t *mask)
+{
+    tq_scan_select_composed(&tq_simd_kernels_scalar, block, npairs, luts, nq, scalars, p, threshold, key, mask);
+}
+
 uint16_t tq_half_from_float(float f)
 {
     uint32_t x;
@@ -294,4 +310,5 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .scan_block_multi = scan_block_multi_scalar,
     .scan_lut_quantize = tq_scan_lut_quantize_scalar,
     .block_select = tq_block_select_scalar,
+    .scan_select = scan_select_scalar,
 };

@@ -146,6 +146,12 @@ typedef struct tq_simd_kernels {
     void (*block_select)(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
                          const tq_key_params *const *p, const float *threshold, size_t nq, float *key,
                          uint32_t *mask);
+    /* scan_block_multi followed by block_select, for the mse variant (no
+     * sign sums): the same keys and masks, the sums never leaving
+     * registers where the level can. */
+    void (*scan_select)(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
+                        const float *scalars, const tq_key_params *const *p, const float *threshold, float *key,
+                        uint32_t *mask);
     /* IEEE binary16 conversions, round to nearest even (F16C where the
      * level has it): refine data kept in half precision. */
     void (*float_to_half)(const float *f, uint16_t *h, size_t n);
@@ -221,5 +227,9 @@ void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t nibbles
 void tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
                             const tq_key_params *const *p, const float *threshold, size_t nq, float *key,
                             uint32_t *mask);
+/* scan_select from a level's own scan_block_multi and block_select. */
+void tq_scan_select_composed(const tq_simd_kernels *k, const uint8_t *block, size_t npairs,
+                             const uint8_t *const *luts, size_t nq, const float *scalars,
+                             const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask);
 
 #endif
