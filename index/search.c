@@ -135,7 +135,8 @@ static size_t chunk_blocks(const tq_codec *c)
     return n ? n : 1;
 }
 
-/* Pairs per slice when a layout is scanned in slices: the tables of
+/* Pairs per slice when a layout is scanned in slices (see tq_search for
+ * when): the tables of
  * TQ_SCAN_MAX_QUERIES queries over one slice (64 bytes a pair each) are
  * 32 KiB and stay in L1 while the slice is summed over a chunk's blocks.
  * Unsliced, a query's tables at d = 4096 (256 KiB at 4 bits, twice the
@@ -541,12 +542,15 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
     tq_collector *cols = tq_calloc((size_t)nparts * batch, sizeof(tq_collector));
     const size_t npairs = c->q.code_layout.npairs > c->q.sign_layout.npairs ? c->q.code_layout.npairs
                                                                             : c->q.sign_layout.npairs;
-    /* Sums of a sliced scan's chunk, per part (see scan_chunk). */
-    block_sums *scratch = npairs > SLICE_PAIRS && opts->scorer == TQ_SCORER_LUT
-                              ? tq_malloc((size_t)nparts * SLICED_SCRATCH(batch) * sizeof(block_sums))
-                              : NULL;
+    /* Slicing pays when several queries' tables (64 bytes a pair each)
+     * would not stay in L1 together; one query's stream well from L2
+     * (measured at d = 1536 and 4096: unsliced was faster for one query,
+     * sliced for four). The scratch holds a sliced chunk's sums per part. */
+    const bool sliced = opts->scorer == TQ_SCORER_LUT && batch > 1 &&
+                        npairs * 64 * (batch < TQ_SCAN_MAX_QUERIES ? batch : TQ_SCAN_MAX_QUERIES) > 64 * 1024;
+    block_sums *scratch = sliced ? tq_malloc((size_t)nparts * SLICED_SCRATCH(batch) * sizeof(block_sums)) : NULL;
     tq_topk merged = {0}, mid = {0}, best = {0};
-    if (!pq || !cols || (npairs > SLICE_PAIRS && opts->scorer == TQ_SCORER_LUT && !scratch) ||
+    if (!pq || !cols || (sliced && !scratch) ||
         tq_topk_init(&merged, nfirst) || tq_topk_init(&mid, nmid) || tq_topk_init(&best, k))
         goto oom;
     for (size_t i = 0; i < batch; i++)
