@@ -159,49 +159,39 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
     for (unsigned i = 0; i < per; i++)
         for (unsigned c = 0; c < 16; c++)
             sel[i][c] = table[(c >> (i * bits)) & mask];
-    for (uint32_t n = 0; n < nibbles; n++) {
-        float *row = t->f + 16 * n;
-        float acc[16];
-        for (unsigned c = 0; c < 16; c++)
-            acc[c] = 0.0f;
-        for (uint32_t i = 0; i < per; i++) {
-            const uint32_t j = n * per + i;
-            const float qj = j < d ? q[j] : 0.0f;
-            if (j < d) /* past d a coordinate adds nothing, not even a zero */
-                for (unsigned c = 0; c < 16; c++)
-                    acc[c] = acc[c] + qj * sel[i][c];
-        }
-        /* Entries no code can reach quantize to 0. */
-        for (unsigned c = 0; c < 16; c++)
-            row[c] = c < entries ? acc[c] : lo[n];
-    }
+    const tq_simd_kernels *k = tq_simd();
+    k->scan_lut_rows(q, d, per, sel[0], nibbles, t->f);
+    /* Entries no code can reach (3-bit codes leave the top half of a
+     * nibble's table unused) quantize to 0. */
+    for (uint32_t n = 0; entries < 16 && n < nibbles; n++)
+        for (unsigned c = entries; c < 16; c++)
+            t->f[16 * n + c] = lo[n];
     double bias = 0.0;
     for (uint32_t n = 0; n < nibbles; n++)
         bias += (double)lo[n];
     t->delta = range > 0.0f ? range / 255.0f : 1.0f;
     t->bias = (float)bias;
-    tq_simd()->scan_lut_quantize(t->f, lo, nibbles, 1.0f / t->delta, t->q8);
+    k->scan_lut_quantize(t->f, lo, nibbles, 1.0f / t->delta, t->q8);
 }
 
 float tq_scan_lut_exact(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *block, unsigned v)
 {
-    /* Four partial sums (nibbles 4i+0..3), folded in a fixed order: one
-     * chain of dependent adds was the cost of re-scoring candidates. The
-     * nibble count is even, so pairs are whole. */
-    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    /* Eight partial sums (nibbles 8i+0..7), folded in a fixed order: with
+     * fewer, the chain of dependent adds was the cost of re-scoring
+     * candidates. The nibble count is even, so pairs are whole. */
+    float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     const float *f = t->f;
     uint32_t p = 0;
-    for (; p + 2 <= L->npairs; p += 2, f += 64) {
-        unsigned b0 = block[32 * p + v], b1 = block[32 * (p + 1) + v];
-        s0 = s0 + f[b0 & 15u];
-        s1 = s1 + f[16 + (b0 >> 4)];
-        s2 = s2 + f[32 + (b1 & 15u)];
-        s3 = s3 + f[48 + (b1 >> 4)];
+    for (; p + 4 <= L->npairs; p += 4, f += 128)
+        for (int i = 0; i < 4; i++) {
+            unsigned byte = block[32 * (p + i) + v];
+            s[2 * i] = s[2 * i] + f[32 * i + (byte & 15u)];
+            s[2 * i + 1] = s[2 * i + 1] + f[32 * i + 16 + (byte >> 4)];
+        }
+    for (int i = 0; p < L->npairs; p++, i++, f += 32) {
+        unsigned byte = block[32 * p + v];
+        s[2 * i] = s[2 * i] + f[byte & 15u];
+        s[2 * i + 1] = s[2 * i + 1] + f[16 + (byte >> 4)];
     }
-    if (p < L->npairs) {
-        unsigned b0 = block[32 * p + v];
-        s0 = s0 + f[b0 & 15u];
-        s1 = s1 + f[16 + (b0 >> 4)];
-    }
-    return (s0 + s1) + (s2 + s3);
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }

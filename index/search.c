@@ -469,6 +469,117 @@ static int check_query(const tq_codec *c, const float *query, size_t index, tq_e
     return TQ_OK;
 }
 
+/* What a search call allocates depends only on this; a thread keeps the
+ * last call's allocations and reuses them when the next call has the same
+ * shape (the per-call allocations were a tenth of a small search). */
+typedef struct search_shape {
+    uint32_t d;
+    unsigned mse_bits;
+    tq_variant variant;
+    size_t batch, ncols, nfirst, nmid, k, nsums;
+} search_shape;
+
+typedef struct search_scratch {
+    search_shape shape;
+    size_t bytes;          /* about what it holds */
+    tq_query *pq;          /* batch prepared queries */
+    tq_collector *cols;    /* ncols: nparts * batch */
+    block_sums *sums;      /* nsums: a sliced scan's sums, per part */
+    tq_topk merged, mid, best;
+} search_scratch;
+
+/* A thread keeps at most this much between calls (one query's tables are
+ * about 100 bytes a coordinate at 4 bits; a batch of 32 at d = 4096 is
+ * 13 MB, which is allocated per call instead). */
+#define SCRATCH_KEEP_BYTES ((size_t)4 << 20)
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *arg)
+{
+    search_scratch *sc = arg;
+    if (!sc)
+        return;
+    if (sc->pq)
+        for (size_t i = 0; i < sc->shape.batch; i++)
+            tq_query_free(&sc->pq[i]);
+    if (sc->cols)
+        for (size_t i = 0; i < sc->shape.ncols; i++)
+            tq_collector_free(&sc->cols[i]);
+    tq_free(sc->pq);
+    tq_free(sc->cols);
+    tq_free(sc->sums);
+    tq_topk_free(&sc->merged);
+    tq_topk_free(&sc->mid);
+    tq_topk_free(&sc->best);
+    tq_free(sc);
+}
+
+static void scratch_key_create(void)
+{
+    /* Without a key, nothing is kept: every call allocates. */
+    if (pthread_key_create(&scratch_key, scratch_free))
+        scratch_key = (pthread_key_t)-1;
+}
+
+static bool same_shape(const search_shape *a, const search_shape *b)
+{
+    return a->d == b->d && a->mse_bits == b->mse_bits && a->variant == b->variant && a->batch == b->batch &&
+           a->ncols == b->ncols && a->nfirst == b->nfirst && a->nmid == b->nmid && a->k == b->k &&
+           a->nsums == b->nsums;
+}
+
+static size_t scratch_bytes(const tq_quantizer *q, const search_shape *sh)
+{
+    size_t per_query = 16 * (size_t)q->d + 100 * ((size_t)q->code_layout.nibbles + q->sign_layout.nibbles);
+    return sh->batch * per_query + sh->nsums * sizeof(block_sums) + sh->ncols * 12 * sh->nfirst;
+}
+
+static search_scratch *scratch_new(const tq_quantizer *q, const search_shape *sh)
+{
+    search_scratch *sc = tq_calloc(1, sizeof(*sc));
+    if (!sc)
+        return NULL;
+    sc->shape = *sh;
+    sc->bytes = scratch_bytes(q, sh);
+    sc->pq = tq_calloc(sh->batch, sizeof(tq_query));
+    sc->cols = tq_calloc(sh->ncols, sizeof(tq_collector));
+    sc->sums = sh->nsums ? tq_malloc(sh->nsums * sizeof(block_sums)) : NULL;
+    bool ok = sc->pq && sc->cols && (!sh->nsums || sc->sums) && !tq_topk_init(&sc->merged, sh->nfirst) &&
+              !tq_topk_init(&sc->mid, sh->nmid) && !tq_topk_init(&sc->best, sh->k);
+    for (size_t i = 0; ok && i < sh->batch; i++)
+        ok = !tq_query_init(&sc->pq[i], q);
+    for (size_t i = 0; ok && i < sh->ncols; i++)
+        ok = !tq_collector_init(&sc->cols[i], sh->nfirst);
+    if (!ok) {
+        scratch_free(sc);
+        return NULL;
+    }
+    return sc;
+}
+
+/* This thread's kept scratch if it has the shape, else a new one. */
+static search_scratch *scratch_take(const tq_quantizer *q, const search_shape *sh)
+{
+    pthread_once(&scratch_once, scratch_key_create);
+    if (scratch_key != (pthread_key_t)-1) {
+        search_scratch *kept = pthread_getspecific(scratch_key);
+        /* Taken out while in use, so nothing else can find it. */
+        pthread_setspecific(scratch_key, NULL);
+        if (kept && same_shape(&kept->shape, sh))
+            return kept;
+        scratch_free(kept);
+    }
+    return scratch_new(q, sh);
+}
+
+static void scratch_give(search_scratch *sc)
+{
+    if (scratch_key == (pthread_key_t)-1 || sc->bytes > SCRATCH_KEEP_BYTES || pthread_setspecific(scratch_key, sc))
+        scratch_free(sc);
+}
+
 /* Queries prepared per sub-batch: bounds the tables held at once (a query's
  * tables are about 80 bytes per coordinate at 4 bits). */
 #define QUERY_BATCH 32
@@ -537,32 +648,31 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
         nparts = (unsigned)nblocks;
     size_t batch = nq < QUERY_BATCH ? nq : QUERY_BATCH;
 
-    int rc = TQ_OK;
-    tq_query *pq = tq_calloc(batch, sizeof(tq_query));
-    tq_collector *cols = tq_calloc((size_t)nparts * batch, sizeof(tq_collector));
     const size_t npairs = c->q.code_layout.npairs > c->q.sign_layout.npairs ? c->q.code_layout.npairs
                                                                             : c->q.sign_layout.npairs;
     /* Slicing pays when several queries' tables (64 bytes a pair each)
      * would not stay in L1 together; one query's stream well from L2
      * (measured at d = 1536 and 4096: unsliced was faster for one query,
-     * sliced for four). The scratch holds a sliced chunk's sums per part. */
+     * sliced for four). */
     const bool sliced = opts->scorer == TQ_SCORER_LUT && batch > 1 &&
                         npairs * 64 * (batch < TQ_SCAN_MAX_QUERIES ? batch : TQ_SCAN_MAX_QUERIES) > 64 * 1024;
-    block_sums *scratch = sliced ? tq_malloc((size_t)nparts * SLICED_SCRATCH(batch) * sizeof(block_sums)) : NULL;
-    tq_topk merged = {0}, mid = {0}, best = {0};
-    if (!pq || !cols || (sliced && !scratch) ||
-        tq_topk_init(&merged, nfirst) || tq_topk_init(&mid, nmid) || tq_topk_init(&best, k))
-        goto oom;
-    for (size_t i = 0; i < batch; i++)
-        if (tq_query_init(&pq[i], &c->q))
-            goto oom;
-    for (size_t i = 0; i < (size_t)nparts * batch; i++)
-        if (tq_collector_init(&cols[i], nfirst))
-            goto oom;
+    const search_shape shape = {.d = c->q.d, .mse_bits = c->q.mse_bits, .variant = c->q.variant, .batch = batch,
+                                .ncols = (size_t)nparts * batch, .nfirst = nfirst, .nmid = nmid, .k = k,
+                                .nsums = sliced ? (size_t)nparts * SLICED_SCRATCH(batch) : 0};
+    int rc = TQ_OK;
+    search_scratch *sc = scratch_take(&c->q, &shape);
+    if (!sc) {
+        if (offsets != offsets_small)
+            tq_free(offsets);
+        return tq_err(err, TQ_ENOMEM, "out of memory for search scratch");
+    }
+    tq_query *pq = sc->pq;
+    tq_collector *cols = sc->cols;
+    tq_topk *merged = &sc->merged, *mid = &sc->mid, *best = &sc->best;
 
     search_job job = {.c = c, .k = tq_simd(), .sets = sets, .nsets = nsets, .first_block = first_block, .first_row = first_row,
                       .opts = opts, .pq = pq, .nblocks = nblocks,
-                      .blocks_per_part = (nblocks + nparts - 1) / nparts, .cols = cols, .scratch = scratch};
+                      .blocks_per_part = (nblocks + nparts - 1) / nparts, .cols = cols, .scratch = sc->sums};
     for (size_t q0 = 0; q0 < nq; q0 += batch) {
         size_t m = nq - q0 < batch ? nq - q0 : batch;
         for (size_t i = 0; i < m; i++) {
@@ -582,35 +692,20 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
                 nf = tq_collector_finish(&cols[i]);
                 first = cols[i].out;
             } else {
-                tq_topk_reset(&merged);
+                tq_topk_reset(merged);
                 for (unsigned p = 0; p < nparts; p++) {
                     tq_collector *col = &cols[p * m + i];
                     for (size_t j = 0; j < col->len; j++)
-                        tq_topk_push(&merged, tq_collector_id(col->buf[j]), tq_collector_score(col->buf[j]));
+                        tq_topk_push(merged, tq_collector_id(col->buf[j]), tq_collector_score(col->buf[j]));
                 }
-                nf = tq_topk_drain(&merged, merged.heap);
-                first = merged.heap;
+                nf = tq_topk_drain(merged, merged->heap);
+                first = merged->heap;
             }
-            counts[q0 + i] = finish_query(&job, queries + (q0 + i) * d, &pq[i], first, nf, &mid, &best,
+            counts[q0 + i] = finish_query(&job, queries + (q0 + i) * d, &pq[i], first, nf, mid, best,
                                           out + (q0 + i) * k);
         }
     }
-    goto done;
-oom:
-    rc = tq_err(err, TQ_ENOMEM, "out of memory for search scratch");
-done:
-    if (pq)
-        for (size_t i = 0; i < batch; i++)
-            tq_query_free(&pq[i]);
-    if (cols)
-        for (size_t i = 0; i < (size_t)nparts * batch; i++)
-            tq_collector_free(&cols[i]);
-    tq_free(pq);
-    tq_free(cols);
-    tq_free(scratch);
-    tq_topk_free(&merged);
-    tq_topk_free(&mid);
-    tq_topk_free(&best);
+    scratch_give(sc);
     if (offsets != offsets_small)
         tq_free(offsets);
     return rc;

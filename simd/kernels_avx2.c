@@ -358,6 +358,20 @@ static void scan_block_multi_avx2(const uint8_t *block, size_t npairs, const uin
     }
 }
 
+/* One row per nibble as two halves of eight entries, the coordinates'
+ * products added in order as in the reference. */
+static void scan_lut_rows_avx2(const float *q, size_t d, unsigned per, const float *sel, size_t nibbles, float *f)
+{
+    for (size_t t = 0; t < nibbles; t++)
+        for (int h = 0; h < 2; h++) {
+            __m256 acc = _mm256_setzero_ps();
+            for (unsigned i = 0; i < per && t * per + i < d; i++)
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(q[t * per + i]),
+                                                       _mm256_loadu_ps(sel + 16 * i + 8 * h)));
+            _mm256_storeu_ps(f + 16 * t + 8 * h, acc);
+        }
+}
+
 /* One nibble's 16 entries as two halves of 8, the scalar reference's
  * operations element by element, then packed to bytes in order. */
 static void scan_lut_quantize_avx2(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut)
@@ -473,6 +487,7 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .dot_u8 = dot_u8_avx2,
     .scan_block = scan_block_avx2,
     .scan_block_multi = scan_block_multi_avx2,
+    .scan_lut_rows = scan_lut_rows_avx2,
     .scan_lut_quantize = scan_lut_quantize_avx2,
     .block_select = block_select_avx2,
     .scan_select = scan_select_avx2,

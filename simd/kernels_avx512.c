@@ -342,6 +342,21 @@ static void scan_block_multi_avx512(const uint8_t *block, size_t npairs, const u
     }
 }
 
+/* One row (sixteen entries) per nibble, the coordinates' products added in
+ * order as in the reference. */
+static void scan_lut_rows_avx512(const float *q, size_t d, unsigned per, const float *sel, size_t nibbles, float *f)
+{
+    __m512 s[4];
+    for (unsigned i = 0; i < per; i++)
+        s[i] = _mm512_loadu_ps(sel + 16 * i);
+    for (size_t t = 0; t < nibbles; t++) {
+        __m512 acc = _mm512_setzero_ps();
+        for (unsigned i = 0; i < per && t * per + i < d; i++)
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(q[t * per + i]), s[i]));
+        _mm512_storeu_ps(f + 16 * t, acc);
+    }
+}
+
 /* Sixteen entries (one nibble's table) at a time; the same operations as
  * the scalar reference, element by element. */
 static void scan_lut_quantize_avx512(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut)
@@ -510,6 +525,7 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .dot_u8 = dot_u8_avx512,
     .scan_block = scan_block_avx512,
     .scan_block_multi = scan_block_multi_avx512,
+    .scan_lut_rows = scan_lut_rows_avx512,
     .scan_lut_quantize = scan_lut_quantize_avx512,
     .block_select = block_select_avx512,
     .scan_select = scan_select_avx512,

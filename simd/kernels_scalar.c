@@ -159,6 +159,17 @@ static void scan_block_multi_scalar(const uint8_t *block, size_t npairs, const u
         scan_block_scalar(block, npairs, luts[i], out + 32 * i);
 }
 
+void tq_scan_lut_rows_scalar(const float *q, size_t d, unsigned per, const float *sel, size_t nibbles, float *f)
+{
+    for (size_t t = 0; t < nibbles; t++)
+        for (int c = 0; c < 16; c++) {
+            float acc = 0.0f;
+            for (unsigned i = 0; i < per && t * per + i < d; i++)
+                acc = acc + q[t * per + i] * sel[16 * i + c];
+            f[16 * t + c] = acc;
+        }
+}
+
 static inline uint8_t quantize_entry(float f, float lo, float inv)
 {
     float v = (f - lo) * inv + 0.5f;
@@ -308,6 +319,7 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .half_to_float = half_to_float_scalar,
     .scan_block = scan_block_scalar,
     .scan_block_multi = scan_block_multi_scalar,
+    .scan_lut_rows = tq_scan_lut_rows_scalar,
     .scan_lut_quantize = tq_scan_lut_quantize_scalar,
     .block_select = tq_block_select_scalar,
     .scan_select = scan_select_scalar,

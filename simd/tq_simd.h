@@ -124,6 +124,11 @@ typedef struct tq_simd_kernels {
      * out[32i + v] is query i's sum, equal to scan_block with luts[i]. */
     void (*scan_block_multi)(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
                              uint32_t *out);
+    /* Float scan table rows: for nibble t < nibbles, entry c < 16,
+     *   f[16t + c] = (((0 + q[m t] * sel[c]) + q[m t + 1] * sel[16 + c]) + ...)
+     * over the nibble's m = per (1, 2 or 4) coordinates below d, each
+     * product rounded, then added in that order. */
+    void (*scan_lut_rows)(const float *q, size_t d, unsigned per, const float *sel, size_t nibbles, float *f);
     /* Float scan tables (16 entries per nibble: f[16t + c]) to 8-bit tables
      * in the layout above, both copies: entry = (f[16t+c] - lo[t]) * inv
      * + 0.5, clamped to [0, 255] and truncated. nibbles is even; the tables
@@ -223,6 +228,7 @@ void tq_quantize_scalar(const float *x, size_t n, const float *bounds,
                         unsigned nbounds, uint8_t *codes);
 void tq_pack_scalar(const uint8_t *codes, size_t n, unsigned bits, uint8_t *out);
 void tq_fwht_scalar(float *x, size_t n, const float *signs, float scale);
+void tq_scan_lut_rows_scalar(const float *q, size_t d, unsigned per, const float *sel, size_t nibbles, float *f);
 void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut);
 void tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
                             const tq_key_params *const *p, const float *threshold, size_t nq, float *key,

@@ -327,6 +327,35 @@ static void check_scan_block(tq_simd_level level)
         tq_free(lut[i]);
 }
 
+static void check_scan_lut_rows(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    tq_rng r;
+    tq_rng_seed(&r, 14);
+    float *q = tq_malloc(16384 * sizeof(float)), *a = tq_malloc(16 * 16384 * sizeof(float));
+    float *b = tq_malloc(16 * 16384 * sizeof(float)), sel[64];
+    for (unsigned per = 1; per <= 4; per *= 2)
+        for (size_t si = 0; si < NSIZES; si++) {
+            const size_t d = sizes[si], nibbles = ((d + per - 1) / per + 1) & ~(size_t)1;
+            fill(q, d, &r, true);
+            fill(sel, 64, &r, false);
+            ref->scan_lut_rows(q, d, per, sel, nibbles, a);
+            k->scan_lut_rows(q, d, per, sel, nibbles, b);
+            for (size_t i = 0; i < 16 * nibbles; i++)
+                cr_assert(same_bits_f(a[i], b[i]) || (isnan(a[i]) && isnan(b[i])),
+                          "scan_lut_rows %s per=%u d=%zu entry %zu: %a vs scalar %a", tq_simd_level_name(level), per,
+                          d, i, (double)b[i], (double)a[i]);
+            /* The reference against its definition on one entry. */
+            float want = 0.0f + q[0] * sel[5];
+            for (unsigned i = 1; i < per && i < d; i++)
+                want = want + q[i] * sel[16 * i + 5];
+            cr_assert(same_bits_f(a[5], want) || (isnan(a[5]) && isnan(want)), "row 0 entry 5");
+        }
+    tq_free(q);
+    tq_free(a);
+    tq_free(b);
+}
+
 static void check_scan_lut_quantize(tq_simd_level level)
 {
     const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
@@ -496,6 +525,7 @@ static void check_scan_select(tq_simd_level level)
     Test(checkasm_##name, dot_codes) { check_dot_codes(level); }                                    \
     Test(checkasm_##name, scan_block) { check_scan_block(level); }                                  \
     Test(checkasm_##name, scan_lut_quantize) { check_scan_lut_quantize(level); }                    \
+    Test(checkasm_##name, scan_lut_rows) { check_scan_lut_rows(level); }                            \
     Test(checkasm_##name, block_select) { check_block_select(level); }                              \
     Test(checkasm_##name, scan_select) { check_scan_select(level); }                                \
     Test(checkasm_##name, dot_u8) { check_dot_u8(level); }                                          \
