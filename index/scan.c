@@ -136,23 +136,34 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
      * arrays without branches on the data, so the compiler vectorizes
      * them; the sums keep the order of the specification (coordinates of
      * a nibble in increasing order, starting from 0). */
-    float hi[256];
-    float range = 0.0f;
-    for (uint32_t n0 = 0; n0 < nibbles; n0 += 256) {
-        const uint32_t n1 = n0 + 256 < nibbles ? n0 + 256 : nibbles;
-        for (uint32_t n = n0; n < n1; n++)
-            lo[n] = hi[n - n0] = 0.0f;
-        for (uint32_t i = 0; i < per; i++)
-            for (uint32_t n = n0; n < n1; n++) {
-                const uint32_t j = n * per + i;
-                const float qj = j < d ? q[j] : 0.0f, a = qj * tmin, b = qj * tmax;
-                lo[n] = lo[n] + (a < b ? a : b);
-                hi[n - n0] = hi[n - n0] + (a < b ? b : a);
+    enum { CHUNK = 256 };
+    float mn[4 * CHUNK], mx[4 * CHUNK], spread[8] = {0};
+    for (uint32_t n0 = 0; n0 < nibbles; n0 += CHUNK) {
+        const uint32_t n1 = n0 + CHUNK < nibbles ? n0 + CHUNK : nibbles;
+        /* Per coordinate, its smallest and largest product (0 past d). */
+        const uint32_t j0 = n0 * per, j1 = n1 * per < d ? n1 * per : (j0 < d ? d : j0);
+        for (uint32_t j = j0; j < j1; j++) {
+            const float a = q[j] * tmin, b = q[j] * tmax;
+            mn[j - j0] = a < b ? a : b;
+            mx[j - j0] = a < b ? b : a;
+        }
+        for (uint32_t j = j1; j < n1 * per; j++)
+            mn[j - j0] = mx[j - j0] = 0.0f;
+        /* Per nibble, the sums over its coordinates below d, in order. */
+        for (uint32_t n = n0; n < n1; n++) {
+            float l = 0.0f, h = 0.0f;
+            for (uint32_t i = 0; i < per && n * per + i < d; i++) {
+                l = l + mn[(n - n0) * per + i];
+                h = h + mx[(n - n0) * per + i];
             }
-        /* max is exact in any order */
-        for (uint32_t n = n0; n < n1; n++)
-            range = range > hi[n - n0] - lo[n] ? range : hi[n - n0] - lo[n];
+            lo[n] = l;
+            /* max is exact in any grouping: eight independent chains */
+            spread[n % 8] = spread[n % 8] > h - l ? spread[n % 8] : h - l;
+        }
     }
+    float range = 0.0f;
+    for (int i = 0; i < 8; i++)
+        range = range > spread[i] ? range : spread[i];
     /* sel[i][c]: the centroid that nibble value c gives the nibble's i-th
      * coordinate, so row n is sum_i q_j * sel[i][c]. */
     float sel[4][16];
@@ -166,9 +177,12 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
     for (uint32_t n = 0; entries < 16 && n < nibbles; n++)
         for (unsigned c = entries; c < 16; c++)
             t->f[16 * n + c] = lo[n];
-    double bias = 0.0;
+    /* Four chains, folded in a fixed order (one chain of double adds cost
+     * as much as the rest of a small table build). */
+    double part[4] = {0.0, 0.0, 0.0, 0.0};
     for (uint32_t n = 0; n < nibbles; n++)
-        bias += (double)lo[n];
+        part[n % 4] += (double)lo[n];
+    const double bias = (part[0] + part[1]) + (part[2] + part[3]);
     t->delta = range > 0.0f ? range / 255.0f : 1.0f;
     t->bias = (float)bias;
     k->scan_lut_quantize(t->f, lo, nibbles, 1.0f / t->delta, t->q8);
