@@ -504,6 +504,54 @@ def test_pipelining(d):
     assert c.closed()
 
 
+def test_pipelined_vsims_answered_together(d):
+    """Pipelined VSIMs on one set are answered by one search (vsim_run):
+    every reply must equal the one the same request gets alone, in order,
+    also where the run breaks (another set, other options, an error, a
+    command in between) and with scores and attributes."""
+    c = d.conn()
+    n, dim = 3000, 24
+    vs = vectors(n, dim, seed=21)
+    c.send_raw(b"".join(encode(("VADD", "runs", "FP32", fp32(v), "e%d" % i, "SETATTR", '{"i":%d}' % i))
+                        for i, v in enumerate(vs)))
+    assert [c.reply() for _ in range(n)] == [1] * n
+    assert c.call("VADD", "other", "VALUES", 3, 1, 0, 0, "x") == 1
+    qs = vectors(40, dim, seed=22)
+    reqs = []
+    for i, q in enumerate(qs):
+        reqs.append(("VSIM", "runs", "FP32", fp32(q), "COUNT", 7, "WITHSCORES"))
+        if i == 9:
+            reqs.append(("VSIM", "runs", "FP32", fp32(q), "COUNT", 3))            # other COUNT: a new run
+        if i == 14:
+            reqs.append(("VSIM", "runs", "VALUES", 2, 1, 0))                    # an error inside a run
+        if i == 19:
+            reqs.append(("VSIM", "other", "VALUES", 3, 1, 0, 0))                 # another set
+        if i == 24:
+            reqs.append(("PING",))                                              # another command
+        if i == 29:
+            reqs.append(("VSIM", "runs", "ELE", "e5", "COUNT", 7, "WITHSCORES"))  # ELE in a run
+        if i == 34:
+            reqs.append(("VSIM", "runs", "FP32", fp32(q), "COUNT", 7, "FILTER", ".i % 2 == 0", "WITHATTRIBS"))
+    # one at a time: the reference
+    alone = [c.call(*r) for r in reqs]
+    def batched():
+        info = c.call("INFO", "stats").decode()
+        return [int(line.split(":")[1]) for line in info.split("\r\n") if line.startswith("vsim_batched_")]
+    assert batched() == [0, 0]  # one at a time, nothing is shared
+    # all pipelined in one write, twice (a run may start anywhere)
+    for _ in range(2):
+        c.send_raw(b"".join(encode(r) for r in reqs))
+        together = [c.reply() for _ in reqs]
+        assert together == alone
+    searches, queries = batched()
+    assert searches >= 2 and queries > 2 * searches  # runs were shared searches
+    bad = alone[reqs.index(("VSIM", "runs", "VALUES", 2, 1, 0))]
+    assert isinstance(bad, Err) and "dimension mismatch" in bad
+    assert alone[0] != alone[1] and len(alone[0]) == 14  # 7 keys with scores, query by query
+    evens = alone[reqs.index(next(r for r in reqs if "FILTER" in r))]
+    assert len(evens) == 14 and all(int(evens[j][1:].decode()) % 2 == 0 for j in range(0, 14, 2))
+
+
 def test_malformed_requests(d):
     cases = [
         (b"*2\r\n$4\r\nECHO\r\n$99999999999\r\n", "ERR Protocol error: invalid bulk length"),

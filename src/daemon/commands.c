@@ -635,11 +635,14 @@ static void cmd_info(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     if (want_section(argv, argc, "stats"))
         appendf(&b, &oom,
                 "# Stats\r\ntotal_connections_received:%llu\r\ntotal_commands_processed:%llu\r\n"
-                "rejected_connections:%llu\r\ntotal_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\n\r\n",
+                "rejected_connections:%llu\r\ntotal_net_input_bytes:%llu\r\ntotal_net_output_bytes:%llu\r\n"
+                "vsim_batched_searches:%llu\r\nvsim_batched_queries:%llu\r\n\r\n",
                 (unsigned long long)atomic_load(&tqd.connections_received),
                 (unsigned long long)atomic_load(&tqd.commands),
                 (unsigned long long)atomic_load(&tqd.rejected_connections),
-                (unsigned long long)atomic_load(&tqd.net_in), (unsigned long long)atomic_load(&tqd.net_out));
+                (unsigned long long)atomic_load(&tqd.net_in), (unsigned long long)atomic_load(&tqd.net_out),
+                (unsigned long long)atomic_load(&tqd.vsim_runs),
+                (unsigned long long)atomic_load(&tqd.vsim_run_queries));
     if (want_section(argv, argc, "keyspace")) {
         size_t n = tqd_keyspace_count();
         appendf(&b, &oom, "# Keyspace\r\n");
@@ -808,7 +811,9 @@ static void cmd_command(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_re
     }
 }
 
-void tqd_execute(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+/* The command a request names if it may run now; else NULL after replying
+ * why (unknown, not authenticated, wrong arity). */
+static const tqd_command *runnable(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
 {
     const tqd_command *c = lookup(&argv[0]);
     if (!c) {
@@ -828,15 +833,48 @@ void tqd_execute(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
             if (*p < ' ' || *p > '~')
                 *p = '?';
         tqd_reply_error(r, "ERR unknown command '%s', with args beginning with: %s", name, args);
-        return;
+        return NULL;
     }
     if (!cl->authed && !c->no_auth) {
         tqd_reply_error(r, "NOAUTH Authentication required.");
-        return;
+        return NULL;
     }
     if ((c->arity > 0 && argc != (size_t)c->arity) || (c->arity < 0 && argc < (size_t)-c->arity)) {
         tqd_reply_error(r, "ERR wrong number of arguments for '%s' command", c->name);
-        return;
+        return NULL;
     }
-    c->fn(cl, argv, argc, r);
+    return c;
+}
+
+void tqd_execute(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    const tqd_command *c = runnable(cl, argv, argc, r);
+    if (c)
+        c->fn(cl, argv, argc, r);
+}
+
+size_t tqd_parse_run(const char *buf, size_t len, size_t max_bytes, size_t max_args, tqd_request *reqs, size_t cap)
+{
+    const tqd_command *c = lookup(&reqs[0].argv[0]);
+    if (!c || !c->run)
+        return 0;
+    size_t n = 1, pos = 0;
+    while (n < cap && tqd_parse(buf + pos, len - pos, max_bytes, max_args, &reqs[n]) == TQD_PARSE_OK &&
+           reqs[n].argc > 0 && lookup(&reqs[n].argv[0]) == c)
+        pos += reqs[n++].consumed;
+    return n - 1;
+}
+
+size_t tqd_execute_run(tqd_client *cl, const tqd_request *reqs, size_t n, tqd_reply *r)
+{
+    const tqd_command *c = runnable(cl, reqs[0].argv, reqs[0].argc, r);
+    if (!c)
+        return 1;
+    /* The arity of the others is checked by the command (a request it
+     * cannot take ends the run and is answered on its own). */
+    if (n < 2 || !c->run) {
+        c->fn(cl, reqs[0].argv, reqs[0].argc, r);
+        return 1;
+    }
+    return c->run(cl, reqs, n, r);
 }

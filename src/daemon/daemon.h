@@ -200,6 +200,8 @@ typedef struct tqd_server {
     uint64_t start_ms;
     _Atomic uint64_t commands, connections_received, rejected_connections, clients;
     _Atomic uint64_t net_in, net_out;
+    /* Pipelined VSIMs answered by shared searches: searches, queries. */
+    _Atomic uint64_t vsim_runs, vsim_run_queries;
     _Atomic int shutdown_requested;
     _Atomic int bgsave_running;
     _Atomic uint64_t last_save_s;
@@ -219,7 +221,27 @@ int tqd_main(int argc, char **argv);
 /* Run one request; its reply goes to r. */
 void tqd_execute(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r);
 
+/* Pipelined requests of one command that can be answered together (VSIM:
+ * one search pass for several queries). A worker parses the complete
+ * requests that follow one of these (tqd_parse_run), up to TQD_MAX_RUN in
+ * all, and tqd_execute_run answers as many of them as it can together, in
+ * order; nothing waits for requests that have not arrived, so a lone
+ * request is answered as before. */
+#define TQD_MAX_RUN 32
+
+/* After reqs[0] (parsed, not empty), parse the complete requests at
+ * buf[0, len) that name the same command, when that command answers runs,
+ * into reqs[1..cap): returns how many. Stops at anything else. */
+size_t tqd_parse_run(const char *buf, size_t len, size_t max_bytes, size_t max_args, tqd_request *reqs, size_t cap);
+/* Run reqs[0] and, when its command answers runs, as many of the n - 1
+ * after it as it can answer together; replies go to r in request order.
+ * Returns how many requests were answered (at least 1). */
+size_t tqd_execute_run(tqd_client *cl, const tqd_request *reqs, size_t n, tqd_reply *r);
+
 typedef void (*tqd_command_fn)(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r);
+/* Answer reqs[0..n) (all this command, n >= 2) or a prefix of them, at
+ * least reqs[0]; returns how many. */
+typedef size_t (*tqd_command_run_fn)(tqd_client *cl, const tqd_request *reqs, size_t n, tqd_reply *r);
 
 typedef struct tqd_command {
     const char *name;
@@ -227,6 +249,7 @@ typedef struct tqd_command {
     int arity;                /* as Redis: n exact, -n at least n */
     bool no_auth;             /* allowed before AUTH */
     int keys;                 /* 0: none, 1: the first argument, -1: every argument */
+    tqd_command_run_fn run;   /* optional: answers pipelined runs together */
 } tqd_command;
 
 /* The vector-set commands, for the command table. */

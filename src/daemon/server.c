@@ -91,7 +91,7 @@ typedef struct conn {
     size_t rlen, rcap;
     tqd_buf out;
     size_t sent;
-    tqd_request req;          /* parser scratch, used by the worker */
+    tqd_request *run;         /* TQD_MAX_RUN parser scratch slots, used by the worker */
     struct conn *next;        /* job or done queue link */
     struct conn *prev_all, *next_all;
 } conn;
@@ -155,25 +155,33 @@ static void run_requests(conn *c)
     size_t pos = 0;
     c->need_more = false;
     while (!c->cl.close_after_reply && c->out.len < REPLY_BATCH) {
-        int rc = tqd_parse(c->rbuf + pos, c->rlen - pos, tqd.cfg.max_request_bytes, tqd.cfg.max_args, &c->req);
+        tqd_request *req = &c->run[0];
+        int rc = tqd_parse(c->rbuf + pos, c->rlen - pos, tqd.cfg.max_request_bytes, tqd.cfg.max_args, req);
         if (rc == TQD_PARSE_MORE) {
             c->need_more = true;
             break;
         }
         if (rc == TQD_PARSE_ERROR) {
-            tqd_reply_error(&r, "ERR %s", c->req.error);
+            tqd_reply_error(&r, "ERR %s", req->error);
             tqd_log(TQD_LOG_VERBOSE, "client %llu (%s): %s; closing it", (unsigned long long)c->cl.id, c->cl.addr,
-                    c->req.error);
+                    req->error);
             c->cl.close_after_reply = true;
             c->protocol_error = true;
             break;
         }
-        pos += c->req.consumed;
-        if (c->req.argc == 0)
+        pos += req->consumed;
+        if (req->argc == 0)
             continue;
-        tqd_execute(&c->cl, c->req.argv, c->req.argc, &r);
+        /* Pipelined requests already here that can be answered with this
+         * one (VSIMs: one search pass); requests after the answered ones
+         * are parsed again on the next turn. */
+        size_t more = tqd_parse_run(c->rbuf + pos, c->rlen - pos, tqd.cfg.max_request_bytes, tqd.cfg.max_args,
+                                    c->run, TQD_MAX_RUN);
+        size_t done = tqd_execute_run(&c->cl, c->run, 1 + more, &r);
+        for (size_t i = 1; i < done; i++)
+            pos += c->run[i].consumed;
         r.proto = c->cl.proto; /* HELLO may have switched it */
-        atomic_fetch_add(&tqd.commands, 1);
+        atomic_fetch_add(&tqd.commands, done);
         if (r.oom) {
             c->cl.close_after_reply = true;
             break;
@@ -300,7 +308,9 @@ static void conn_close(conn *c)
     if (c->next_all)
         c->next_all->prev_all = c->prev_all;
     free(c->rbuf);
-    free(c->req.argv);
+    for (size_t i = 0; c->run && i < TQD_MAX_RUN; i++)
+        free(c->run[i].argv);
+    free(c->run);
     tqd_buf_free(&c->out);
     free(c);
     atomic_fetch_sub(&tqd.clients, 1);
@@ -440,7 +450,9 @@ static void on_accept(listener *l, int res)
         return;
     }
     conn *c = calloc(1, sizeof(*c));
-    if (!c || !(c->rbuf = malloc(READ_CHUNK * 2))) {
+    if (!c || !(c->rbuf = malloc(READ_CHUNK * 2)) || !(c->run = calloc(TQD_MAX_RUN, sizeof(tqd_request)))) {
+        if (c)
+            free(c->rbuf);
         free(c);
         refuse(res, "-ERR out of memory\r\n");
         return;

@@ -342,6 +342,126 @@ static bool parse_vsim_options(const tqd_arg *argv, size_t argc, size_t j, vsim_
     return true;
 }
 
+/* One VSIM request made ready to search: its query vector and options. */
+typedef struct vsim_query {
+    float *vec;
+    vsim_args a;
+    tqvec_search_params p;
+    bool cosine;
+} vsim_query;
+
+static void vsim_query_free(vsim_query *q)
+{
+    free(q->vec);
+    free(q->a.filter);
+    q->vec = NULL;
+    q->a.filter = NULL;
+}
+
+/* Parse a VSIM on set v into q; false after replying with the error. */
+static bool vsim_prepare(tqd_vset *v, const tqd_arg *argv, size_t argc, vsim_query *q, tqd_reply *r)
+{
+    *q = (vsim_query){.a = {.count = 10, .rerank = -1, .epsilon = 2.0}};
+    size_t dim = 0, consumed = 0;
+    tqvec_error err;
+    const tqd_arg *how = &argv[2];
+    if (tqd_arg_is(how, "ELE")) {
+        dim = v->dim;
+        consumed = 2;
+        if (!(q->vec = malloc(dim * sizeof(float)))) {
+            tqd_reply_error(r, "ERR out of memory");
+            return false;
+        }
+        int rc = tqvec_collection_get(v->c, argv[3].p, argv[3].len, q->vec, NULL, 0, NULL, &err);
+        if (no_such_element(rc, &argv[3])) {
+            tqd_reply_error(r, "ERR element not found in set");
+            goto fail;
+        }
+        if (rc) {
+            tqd_reply_tqvec_error(r, &err);
+            goto fail;
+        }
+    } else if (!tqd_arg_is(how, "FP32") && !tqd_arg_is(how, "VALUES")) {
+        tqd_reply_error(r, "ERR vector type must be ELE, FP32 or VALUES");
+        return false;
+    } else if (!(q->vec = parse_vector(argv, argc, 2, &dim, &consumed))) {
+        tqd_reply_error(r, "ERR invalid vector specification");
+        return false;
+    } else if (dim != v->dim) {
+        reply_dim_mismatch(r, dim, v->dim);
+        goto fail;
+    }
+    if (!parse_vsim_options(argv, argc, 2 + consumed, &q->a, r))
+        goto fail;
+    const vsim_args *a = &q->a;
+    q->cosine = v->metric == TQVEC_METRIC_COSINE || v->metric == TQVEC_METRIC_DEFAULT;
+    if (a->epsilon != 2.0 && !q->cosine) {
+        tqd_reply_error(r, "ERR EPSILON needs a cosine vector set; this one is %s", tqd_metric_name(v->metric));
+        goto fail;
+    }
+    q->p.k = (uint32_t)a->count;
+    q->p.filter = a->filter;
+    if (v->refine != TQVEC_REFINE_NONE) {
+        long long depth = a->rerank >= 0 ? a->rerank
+                          : a->ef > 0    ? (a->ef + a->count - 1) / a->count
+                                         : TQD_DEFAULT_RERANK;
+        if (a->truth)
+            depth = TQVEC_MAX_RERANK;
+        q->p.rerank = (uint32_t)(depth < 0 ? 0 : depth > TQVEC_MAX_RERANK ? TQVEC_MAX_RERANK : depth);
+    }
+    if (a->truth)
+        q->p.scorer = TQVEC_SCORER_FLOAT;
+    return true;
+fail:
+    vsim_query_free(q);
+    return false;
+}
+
+/* Whether two prepared queries can share one search call. */
+static bool same_search(const vsim_query *x, const vsim_query *y)
+{
+    return x->p.k == y->p.k && x->p.rerank == y->p.rerank && x->p.scorer == y->p.scorer &&
+           (x->a.filter == NULL) == (y->a.filter == NULL) && (!x->a.filter || !strcmp(x->a.filter, y->a.filter));
+}
+
+/* The reply to query qi of a search's results. */
+static void vsim_reply(tqd_reply *r, const tqvec_results *res, size_t qi, const vsim_query *q)
+{
+    const vsim_args *a = &q->a;
+    size_t n = tqvec_results_count(res, qi);
+    if (q->cosine)
+        for (size_t i = 0; i < n; i++)
+            if ((1.0 - (double)tqvec_results_get(res, qi, i)->score) / 2.0 > a->epsilon) {
+                n = i;
+                break;
+            }
+    const bool as_map = r->proto == 3 && (a->withscores || a->withattribs);
+    if (as_map)
+        tqd_reply_map(r, n);
+    else
+        tqd_reply_array(r, n * (1 + a->withscores + a->withattribs));
+    for (size_t i = 0; i < n; i++) {
+        const tqvec_match *m = tqvec_results_get(res, qi, i);
+        tqd_reply_bulk(r, m->key, m->key_len);
+        if (r->proto == 3 && a->withscores && a->withattribs)
+            tqd_reply_array(r, 2);
+        if (a->withscores) {
+            double sc = m->score;
+            if (q->cosine) {
+                sc = (1.0 + sc) / 2.0; /* 1 - cosine distance / 2 */
+                sc = sc < 0 ? 0 : sc > 1 ? 1 : sc;
+            }
+            tqd_reply_double(r, sc);
+        }
+        if (a->withattribs) {
+            if (m->attrs)
+                tqd_reply_bulk(r, m->attrs, m->attrs_len);
+            else
+                tqd_reply_null(r);
+        }
+    }
+}
+
 static void cmd_vsim(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
 {
     (void)cl;
@@ -350,99 +470,78 @@ static void cmd_vsim(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
         tqd_reply_array(r, 0);
         return;
     }
-    vsim_args a = {.count = 10, .rerank = -1, .epsilon = 2.0};
-    float *vec = NULL;
+    vsim_query q;
     tqvec_results *res = NULL;
-    size_t dim = 0, consumed = 0;
     tqvec_error err;
-    const tqd_arg *how = &argv[2];
-    if (tqd_arg_is(how, "ELE")) {
-        dim = v->dim;
-        consumed = 2;
-        if (!(vec = malloc(dim * sizeof(float)))) {
-            tqd_reply_error(r, "ERR out of memory");
-            goto out;
-        }
-        int rc = tqvec_collection_get(v->c, argv[3].p, argv[3].len, vec, NULL, 0, NULL, &err);
-        if (no_such_element(rc, &argv[3])) {
-            tqd_reply_error(r, "ERR element not found in set");
-            goto out;
-        }
-        if (rc) {
+    if (vsim_prepare(v, argv, argc, &q, r)) {
+        if (tqvec_collection_search(v->c, q.vec, 1, &q.p, &res, &err))
             tqd_reply_tqvec_error(r, &err);
-            goto out;
-        }
-    } else if (!tqd_arg_is(how, "FP32") && !tqd_arg_is(how, "VALUES")) {
-        tqd_reply_error(r, "ERR vector type must be ELE, FP32 or VALUES");
-        goto out;
-    } else if (!(vec = parse_vector(argv, argc, 2, &dim, &consumed))) {
-        tqd_reply_error(r, "ERR invalid vector specification");
-        goto out;
-    } else if (dim != v->dim) {
-        reply_dim_mismatch(r, dim, v->dim);
-        goto out;
+        else
+            vsim_reply(r, res, 0, &q);
+        vsim_query_free(&q);
     }
-    if (!parse_vsim_options(argv, argc, 2 + consumed, &a, r))
-        goto out;
-    const bool cosine = v->metric == TQVEC_METRIC_COSINE || v->metric == TQVEC_METRIC_DEFAULT;
-    if (a.epsilon != 2.0 && !cosine) {
-        tqd_reply_error(r, "ERR EPSILON needs a cosine vector set; this one is %s", tqd_metric_name(v->metric));
-        goto out;
-    }
-    tqvec_search_params p = {0};
-    p.k = (uint32_t)a.count;
-    p.filter = a.filter;
-    if (v->refine != TQVEC_REFINE_NONE) {
-        long long depth = a.rerank >= 0 ? a.rerank
-                          : a.ef > 0    ? (a.ef + a.count - 1) / a.count
-                                        : TQD_DEFAULT_RERANK;
-        if (a.truth)
-            depth = TQVEC_MAX_RERANK;
-        p.rerank = (uint32_t)(depth < 0 ? 0 : depth > TQVEC_MAX_RERANK ? TQVEC_MAX_RERANK : depth);
-    }
-    if (a.truth)
-        p.scorer = TQVEC_SCORER_FLOAT;
-    if (tqvec_collection_search(v->c, vec, 1, &p, &res, &err)) {
-        tqd_reply_tqvec_error(r, &err);
-        goto out;
-    }
-    size_t n = tqvec_results_count(res, 0);
-    if (cosine)
-        for (size_t i = 0; i < n; i++)
-            if ((1.0 - (double)tqvec_results_get(res, 0, i)->score) / 2.0 > a.epsilon) {
-                n = i;
-                break;
-            }
-    const bool as_map = r->proto == 3 && (a.withscores || a.withattribs);
-    if (as_map)
-        tqd_reply_map(r, n);
-    else
-        tqd_reply_array(r, n * (1 + a.withscores + a.withattribs));
-    for (size_t i = 0; i < n; i++) {
-        const tqvec_match *m = tqvec_results_get(res, 0, i);
-        tqd_reply_bulk(r, m->key, m->key_len);
-        if (r->proto == 3 && a.withscores && a.withattribs)
-            tqd_reply_array(r, 2);
-        if (a.withscores) {
-            double s = m->score;
-            if (cosine) {
-                s = (1.0 + s) / 2.0; /* 1 - cosine distance / 2 */
-                s = s < 0 ? 0 : s > 1 ? 1 : s;
-            }
-            tqd_reply_double(r, s);
-        }
-        if (a.withattribs) {
-            if (m->attrs)
-                tqd_reply_bulk(r, m->attrs, m->attrs_len);
-            else
-                tqd_reply_null(r);
-        }
-    }
-out:
     tqvec_results_free(res);
-    free(a.filter);
-    free(vec);
     tqd_vset_release(v);
+}
+
+/* Pipelined VSIMs on one set with the same search options (COUNT, EF or
+ * RERANK, FILTER, TRUTH) are answered by one search call for all their
+ * queries, whose scan reads each block once for several queries. The run
+ * ends before the first request that names another set, searches
+ * differently, or has an error (that one is answered on its own, with its
+ * error, after the run). */
+static size_t vsim_run(tqd_client *cl, const tqd_request *reqs, size_t n, tqd_reply *r)
+{
+    const tqd_arg *key = &reqs[0].argv[1];
+    tqd_vset *v = tqd_keyspace_get(key->p, key->len);
+    if (!v) {
+        cmd_vsim(cl, reqs[0].argv, reqs[0].argc, r);
+        return 1;
+    }
+    vsim_query q[TQD_MAX_RUN];
+    size_t m = 0;
+    if (!vsim_prepare(v, reqs[0].argv, reqs[0].argc, &q[0], r)) {
+        tqd_vset_release(v);
+        return 1;
+    }
+    /* The others are prepared with their errors sent nowhere: a request
+     * that fails is answered by cmd_vsim on its own turn. */
+    tqd_buf quiet = {0};
+    tqd_reply silent = {.out = &quiet, .proto = r->proto};
+    for (m = 1; m < n && m < TQD_MAX_RUN; m++) {
+        const tqd_request *rq = &reqs[m];
+        if (rq->argc < 4 || rq->argv[1].len != key->len || memcmp(rq->argv[1].p, key->p, key->len) ||
+            !vsim_prepare(v, rq->argv, rq->argc, &q[m], &silent))
+            break;
+        if (!same_search(&q[0], &q[m])) {
+            vsim_query_free(&q[m]);
+            break;
+        }
+    }
+    tqd_buf_free(&quiet);
+    float *queries = m > 1 ? malloc(m * v->dim * sizeof(float)) : NULL;
+    tqvec_results *res = NULL;
+    tqvec_error err;
+    if (m > 1 && !queries)
+        m = 1; /* answer the first alone; the others on their own turns */
+    for (size_t i = 0; i < m && queries; i++)
+        memcpy(queries + i * v->dim, q[i].vec, v->dim * sizeof(float));
+    int rc = tqvec_collection_search(v->c, m > 1 ? queries : q[0].vec, m, &q[0].p, &res, &err);
+    if (m > 1) {
+        atomic_fetch_add(&tqd.vsim_runs, 1);
+        atomic_fetch_add(&tqd.vsim_run_queries, m);
+    }
+    for (size_t i = 0; i < m; i++) {
+        if (rc)
+            tqd_reply_tqvec_error(r, &err);
+        else
+            vsim_reply(r, res, i, &q[i]);
+        vsim_query_free(&q[i]);
+    }
+    tqvec_results_free(res);
+    free(queries);
+    tqd_vset_release(v);
+    return m;
 }
 
 /* ------------------------------------------------- the small commands */
@@ -762,7 +861,7 @@ static void cmd_tq_compact(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd
 
 const tqd_command tqd_vset_commands[] = {
     {"vadd", cmd_vadd, -5, false, 1},
-    {"vsim", cmd_vsim, -4, false, 1},
+    {"vsim", cmd_vsim, -4, false, 1, vsim_run},
     {"vrem", cmd_vrem, 3, false, 1},
     {"vcard", cmd_vcard, 2, false, 1},
     {"vdim", cmd_vdim, 2, false, 1},

@@ -31,23 +31,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!buf)
         return 0;
     memcpy(buf, data, size);
-    tqd_request req = {0};
+    tqd_request run[TQD_MAX_RUN] = {0};
     tqd_buf out = {0};
     tqd_client cl = {.id = 1, .proto = 2, .authed = true};
     size_t pos = 0;
     while (pos < size && !cl.close_after_reply) {
-        if (tqd_parse(buf + pos, size - pos, tqd.cfg.max_request_bytes, tqd.cfg.max_args, &req) != TQD_PARSE_OK)
+        if (tqd_parse(buf + pos, size - pos, tqd.cfg.max_request_bytes, tqd.cfg.max_args, &run[0]) != TQD_PARSE_OK)
             break;
-        pos += req.consumed;
+        pos += run[0].consumed;
         /* BGSAVE would leave a thread running past this input. */
-        if (!req.argc || tqd_arg_is(&req.argv[0], "BGSAVE"))
+        if (!run[0].argc || tqd_arg_is(&run[0].argv[0], "BGSAVE"))
             continue;
+        /* As a worker does: pipelined runs (VSIMs) answered together. */
+        size_t more = tqd_parse_run(buf + pos, size - pos, tqd.cfg.max_request_bytes, tqd.cfg.max_args, run,
+                                    TQD_MAX_RUN);
         tqd_reply r = {.out = &out, .proto = cl.proto};
-        tqd_execute(&cl, req.argv, req.argc, &r);
+        size_t done = tqd_execute_run(&cl, run, 1 + more, &r);
+        for (size_t i = 1; i < done; i++)
+            pos += run[i].consumed;
         out.len = 0;
     }
     tqd_buf_free(&out);
-    free(req.argv);
+    for (size_t i = 0; i < TQD_MAX_RUN; i++)
+        free(run[i].argv);
     free(buf);
     return 0;
 }
