@@ -3,6 +3,7 @@
  * the engine itself is in the library.
  */
 #include "tq_tools.h"
+#include "tq_revision.h"
 
 static void usage(FILE *fp)
 {
@@ -20,7 +21,7 @@ static void usage(FILE *fp)
             "  bench     micro-benchmarks (encode, scan, store, filter) and end-to-end VSIM (server)\n"
             "  gt        exact ground truth (ivecs) for base and query vectors\n"
             "  convert   convert vector files (fvecs, bvecs, npy, IDX)\n"
-            "  version   print the library version and SIMD level\n"
+            "  version   print the version, git revision and SIMD level (also --version)\n"
             "Environment: TQVEC_SIMD=scalar|avx2|avx512 pins the kernel level.\n");
 }
 
@@ -58,7 +59,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "convert"))
         return cmd_convert(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-        printf("tqvec %s (simd %s)\n", tqvec_version(), tqvec_simd_level());
+        printf("tqvec %s (revision %s, simd %s)\n", tqvec_version(), TQ_REVISION, tqvec_simd_level());
         return 0;
     }
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {

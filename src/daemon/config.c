@@ -6,6 +6,7 @@
  * --config appears among the arguments. Also the log writer.
  */
 #include "daemon.h"
+#include "tq_revision.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -56,7 +57,7 @@ static void usage(void)
             "              [--requirepass PASS] [--appendfsync always|everysec|no] [--maxclients N]\n"
             "              [--max-request-bytes N] [--max-args N] [--max-collections N] [--segment-rows N]\n"
             "              [--loglevel debug|verbose|notice|warning] [--daemonize yes|no] [--pidfile PATH]\n"
-            "              [--protected-mode yes|no] [--config FILE]\n"
+            "              [--protected-mode yes|no] [--config FILE] | --version\n"
             "Serves every key as a vector set (Redis 8 vector-set commands) over RESP2/RESP3.\n"
             "Defaults: --dir tqvecd-data --bind 127.0.0.1 --port %d --threads <cores> --appendfsync everysec\n",
             TQD_DEFAULT_PORT);
@@ -218,6 +219,10 @@ int tqd_config_parse(tqd_config *cfg, int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage();
+            return 1;
+        }
+        if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--version")) {
+            printf("tqvecd %s (revision %s, simd %s)\n", tqvec_version(), TQ_REVISION, tqvec_simd_level());
             return 1;
         }
         if (strncmp(argv[i], "--", 2) || i + 1 >= argc) {

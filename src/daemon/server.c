@@ -777,6 +777,30 @@ static void teardown(void)
     io_uring_queue_exit(&S.ring);
 }
 
+/* Tell systemd (Type=notify) how the daemon is doing: one datagram to
+ * $NOTIFY_SOCKET, the protocol sd_notify(3) documents, written here rather
+ * than linking libsystemd for it. Without the variable, nothing happens. */
+static void notify_service_manager(const char *state)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (!path || (path[0] != '/' && path[0] != '@'))
+        return;
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    if (len >= sizeof(addr.sun_path))
+        return;
+    memcpy(addr.sun_path, path, len);
+    if (addr.sun_path[0] == '@') /* an abstract socket */
+        addr.sun_path[0] = 0;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&addr,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+        tqd_log(TQD_LOG_WARNING, "notifying the service manager: %s", strerror(errno));
+    close(fd);
+}
+
 int tqd_main(int argc, char **argv)
 {
     int rc = tqd_config_parse(&tqd.cfg, argc, argv);
@@ -817,7 +841,9 @@ int tqd_main(int argc, char **argv)
         tqd_log(TQD_LOG_NOTICE, "ready to accept connections on %s:%d", tqd.cfg.bind, tqd.cfg.port);
     if (tqd.cfg.unixsocket)
         tqd_log(TQD_LOG_NOTICE, "ready to accept connections on %s", tqd.cfg.unixsocket);
+    notify_service_manager("READY=1\nSTATUS=ready to accept connections");
     run_loop();
+    notify_service_manager("STOPPING=1");
     /* A BGSAVE still compacting holds collections that are about to close. */
     while (atomic_load(&tqd.bgsave_running))
         usleep(10000);

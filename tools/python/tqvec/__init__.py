@@ -11,8 +11,11 @@ query — so no hot path loops in Python per vector.
         for m in c.search(query, k=5, filter=".year > 1990"):   # Hits: .keys, .scores, .attrs; iterates as Match
             print(m.key, m.score, m.attrs)
 
-The library is found through $TQVEC_LIBRARY, then the build directories of
-this source tree, then the system's library path.
+The library is found through $TQVEC_LIBRARY; for a package installed by
+meson, at the library directory it was installed beside (the same relative
+position, so a staged or moved tree works too); then the build directories
+of this source tree; then by its SONAME on the system's library path (a
+pip install, or the Debian package).
 """
 
 import ctypes
@@ -137,20 +140,40 @@ _ELEMENT_DTYPE = np.dtype([("key", np.uintp), ("key_len", np.uintp), ("vector", 
 assert _ELEMENT_DTYPE.itemsize == ctypes.sizeof(_Element)
 
 
+SONAME = "libtqvec.so.0"
+
+
 def _find_library():
     env = os.environ.get("TQVEC_LIBRARY")
     if env:
         return env
     here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        from . import _install  # written by meson install
+    except ImportError:
+        _install = None
+    if _install is not None:
+        # The install paths are absolute; their relative position holds
+        # wherever the tree now is (a --destdir stage, a moved prefix).
+        libdir = os.path.normpath(os.path.join(here, os.path.relpath(_install.LIBDIR, _install.PKGDIR)))
+        path = os.path.join(libdir, _install.SONAME)
+        if os.path.exists(path):
+            return path
     root = os.path.normpath(os.path.join(here, "..", "..", ".."))
     for build in ("build-release", "build"):
         path = os.path.join(root, build, "src", "libtqvec.so")
         if os.path.exists(path):
             return path
+    try:
+        ctypes.CDLL(SONAME)  # the dynamic loader's own search: ld.so.cache, LD_LIBRARY_PATH
+        return SONAME
+    except OSError:
+        pass
     found = ctypes.util.find_library("tqvec")
     if found:
         return found
-    raise ImportError("libtqvec.so not found: build the project (tools/build) or set TQVEC_LIBRARY")
+    raise ImportError(SONAME + " not found: install tqvec (meson install or the Debian package), "
+                      "build this tree (tools/build), or set TQVEC_LIBRARY")
 
 
 _lib = ctypes.CDLL(_find_library())
