@@ -14,7 +14,7 @@ The peers are the optimized builds in ../shared/peers (see its README);
 Debian's python3-faiss is a generic build and is never used here.
 
 Usage: tools/peers/scan_compare.py [--tqvec build-release/tools/tqvec]
-       [--peers ../shared/peers/peers.py] [--bits 1,2,4] [--repeat 3]
+       [--peers ../shared/peers/peers.py] [--bits 1,2,4] [--repeat R]
        [--out-dir DIR] DATASET_DIR [DATASET_DIR ...]
 """
 import argparse, json, os, subprocess, sys, tempfile
@@ -33,11 +33,14 @@ def run_peers(args, folder, out_dir):
     return {r["method"]: r for r in rows}
 
 
-def run_tqvec(args, folder, metric, batch):
+def run_tqvec(args, folder, metric, nq, batch):
+    # Small query sets are repeated up to ~5,000 queries so the timing is
+    # not a few milliseconds long (eval takes the median of the repeats).
+    repeat = args.repeat or min(100, max(3, -(-5000 // nq)))
     cmd = [args.tqvec, "eval", "--base", os.path.join(folder, "base.fvecs"),
            "--queries", os.path.join(folder, "query.fvecs"), "--gt", os.path.join(folder, "gt.ivecs"),
            "--metric", metric, "--bits", ",".join(str(b) for b in args.bits), "--rerank", "0", "-k", "10",
-           "--repeat", str(args.repeat), "--json", "-"]
+           "--repeat", str(repeat), "--json", "-"]
     if batch:
         cmd += ["--batch", str(batch)]
     print("$", " ".join(cmd), file=sys.stderr)
@@ -53,7 +56,8 @@ def main():
                                                     "peers", "peers.py"))
     ap.add_argument("--python", default="/usr/bin/python3", help="interpreter the peers' modules are built for")
     ap.add_argument("--bits", default="1,2,4")
-    ap.add_argument("--repeat", type=int, default=3, help="tqvec eval --repeat (median QPS)")
+    ap.add_argument("--repeat", type=int, default=0,
+                    help="tqvec eval --repeat (median QPS); default: enough for ~5,000 queries, 3 to 100")
     ap.add_argument("--out-dir", default=None, help="keep the peers' JSON lines here")
     args = ap.parse_args()
     args.bits = [int(b) for b in args.bits.split(",")]
@@ -68,8 +72,8 @@ def main():
                 sys.exit(f"scan_compare: no peer rows for {folder}")
             first = next(iter(peers.values()))
             metric, nq = first["metric"], first["nq"]
-            batched = run_tqvec(args, folder, metric, nq)
-            single = run_tqvec(args, folder, metric, 0)
+            batched = run_tqvec(args, folder, metric, nq, nq)
+            single = run_tqvec(args, folder, metric, nq, 0)
             for b in args.bits:
                 p = peers.get(PEER_OF_BITS[b])
                 if p is None:
