@@ -257,24 +257,33 @@ void tq_codec_get_codes(const tq_codec *c, const tq_rows *rows, size_t row, uint
     *sc = rows->sc[row];
 }
 
+static size_t column_bytes(const tq_scan_layout *L);
+
 size_t tq_codec_row_bytes(const tq_codec *c)
 {
     const tq_quantizer *q = &c->q;
-    return (q->mse_bits ? q->code_layout.npairs : 0) + (q->variant == TQ_VARIANT_PROD ? q->sign_layout.npairs : 0) +
-           sizeof(tq_code_scalars) + tq_codec_refine_bytes_per_vector(c);
+    return (q->mse_bits ? column_bytes(&q->code_layout) : 0) +
+           (q->variant == TQ_VARIANT_PROD ? column_bytes(&q->sign_layout) : 0) + sizeof(tq_code_scalars) +
+           tq_codec_refine_bytes_per_vector(c);
 }
 
-/* Byte p of a row's column in its block is at 32 p + lane. */
-static void column_out(const uint8_t *block, unsigned lane, uint32_t npairs, uint8_t *dst)
+/* Byte i of a row's column in its block is at 32 i + lane, in both
+ * layouts: a row is its column of block_bytes / 32 bytes. */
+static size_t column_bytes(const tq_scan_layout *L)
 {
-    for (uint32_t p = 0; p < npairs; p++)
-        dst[p] = block[32 * p + lane];
+    return L->block_bytes / TQ_SCAN_BLOCK;
 }
 
-static void column_in(uint8_t *block, unsigned lane, uint32_t npairs, const uint8_t *src)
+static void column_out(const uint8_t *block, unsigned lane, size_t n, uint8_t *dst)
 {
-    for (uint32_t p = 0; p < npairs; p++)
-        block[32 * p + lane] = src[p];
+    for (size_t i = 0; i < n; i++)
+        dst[i] = block[32 * i + lane];
+}
+
+static void column_in(uint8_t *block, unsigned lane, size_t n, const uint8_t *src)
+{
+    for (size_t i = 0; i < n; i++)
+        block[32 * i + lane] = src[i];
 }
 
 /* The refine array as bytes, whichever kind the config keeps: to read from
@@ -307,12 +316,12 @@ void tq_codec_row_save(const tq_codec *c, const tq_rows *rows, size_t row, uint8
     const size_t block = row / TQ_SCAN_BLOCK, refine = tq_codec_refine_bytes_per_vector(c);
     const unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
     if (q->mse_bits) {
-        column_out(rows->code_blocks + block * q->code_layout.block_bytes, lane, q->code_layout.npairs, dst);
-        dst += q->code_layout.npairs;
+        column_out(rows->code_blocks + block * q->code_layout.block_bytes, lane, column_bytes(&q->code_layout), dst);
+        dst += column_bytes(&q->code_layout);
     }
     if (q->variant == TQ_VARIANT_PROD) {
-        column_out(rows->sign_blocks + block * q->sign_layout.block_bytes, lane, q->sign_layout.npairs, dst);
-        dst += q->sign_layout.npairs;
+        column_out(rows->sign_blocks + block * q->sign_layout.block_bytes, lane, column_bytes(&q->sign_layout), dst);
+        dst += column_bytes(&q->sign_layout);
     }
     memcpy(dst, &rows->sc[row], sizeof(tq_code_scalars));
     if (refine)
@@ -325,12 +334,12 @@ void tq_codec_row_load(const tq_codec *c, const tq_rows_out *out, size_t row, co
     const size_t block = row / TQ_SCAN_BLOCK, refine = tq_codec_refine_bytes_per_vector(c);
     const unsigned lane = (unsigned)(row % TQ_SCAN_BLOCK);
     if (q->mse_bits) {
-        column_in(out->code_blocks + block * q->code_layout.block_bytes, lane, q->code_layout.npairs, src);
-        src += q->code_layout.npairs;
+        column_in(out->code_blocks + block * q->code_layout.block_bytes, lane, column_bytes(&q->code_layout), src);
+        src += column_bytes(&q->code_layout);
     }
     if (q->variant == TQ_VARIANT_PROD) {
-        column_in(out->sign_blocks + block * q->sign_layout.block_bytes, lane, q->sign_layout.npairs, src);
-        src += q->sign_layout.npairs;
+        column_in(out->sign_blocks + block * q->sign_layout.block_bytes, lane, column_bytes(&q->sign_layout), src);
+        src += column_bytes(&q->sign_layout);
     }
     memcpy(&out->sc[row], src, sizeof(tq_code_scalars));
     if (refine)

@@ -1,24 +1,36 @@
 /*
  * Scan layout and query tables: the fast path of search.
  *
- * Codes are stored in blocks of TQ_SCAN_BLOCK (32) vectors in the nibble
- * layout the simd scan kernel reads (see the simd header): each 4-bit
- * nibble is one LUT index, holding
- *     1 coordinate at 4 and 3 bits (a 3-bit code leaves the top bit 0),
+ * Codes are stored in blocks of TQ_SCAN_BLOCK (32) vectors in a layout the
+ * simd scan kernels read (see the simd header), in one of two ways:
+ *
+ * Nibbles (1, 2 and 4 bits, and the prod variant's sign sketch): each
+ * 4-bit nibble is one LUT index, holding
+ *     1 coordinate at 4 bits,
  *     2 coordinates at 2 bits (c_2t | c_2t+1 << 2),
  *     4 coordinates at 1 bit (sign sketches of the prod variant too).
  * The nibble count is padded to even with zero nibbles (whose table rows are
- * all zero). Storage is therefore bits/8 bytes per coordinate except at 3
- * bits, which costs 4 bits per coordinate in this layout: no 16-entry table
- * can index a 3-bit code pair.
+ * all zero); nibble pair p of the 32 vectors fills 32 bytes.
  *
- * For a query, each nibble position t gets a float table
- *     F[t][c] = sum over the nibble's coordinates j of q_j * centroid[c_j],
+ * Sextets (3 bits): no 16-entry table can index a pair of 3-bit codes, and
+ * one code a nibble would cost 4 bits a coordinate, so coordinates 2t and
+ * 2t+1 form a 6-bit index x_t = c_2t | c_2t+1 << 3 into a 64-entry table
+ * (AVX-512 VBMI looks 64 up with one byte permute). Sextets 4g..4g+3 of the
+ * 32 vectors fill 96 bytes, three planes of one byte per vector:
+ *     plane 0: x_4g   | (x_4g+3      & 3) << 6
+ *     plane 1: x_4g+1 | (x_4g+3 >> 2 & 3) << 6
+ *     plane 2: x_4g+2 | (x_4g+3 >> 4    ) << 6
+ * so the first three are the low 6 bits of a byte (which the permute
+ * reads, ignoring the top two) and the fourth is gathered from the top
+ * bits: 3 bits a coordinate, padded to a group of 8 coordinates.
+ *
+ * For a query, each lookup t (nibble or sextet) gets a float table
+ *     F[t][x] = sum over its coordinates j of q_j * centroid[c_j(x)],
  * quantized to 8 bits with one scale for the whole query (so integer sums
- * stay additive): Q[t][c] = round((F[t][c] - min_t) / delta), delta =
- * max_t (max_c F[t][c] - min_t) / 255. Then
- *     sum_t F[t][nib_t]  ≈  delta * (integer kernel sum) + sum_t min_t,
- * each nibble off by at most delta/2. FAISS shrinks its tables further so
+ * stay additive): Q[t][x] = round((F[t][x] - min_t) / delta), delta =
+ * max_t (max_x F[t][x] - min_t) / 255. Then
+ *     sum_t F[t][x_t]  ≈  delta * (integer kernel sum) + sum_t min_t,
+ * each lookup off by at most delta/2. FAISS shrinks its tables further so
  * that 16-bit accumulators cannot overflow (at d = 1536 that leaves about 43
  * levels); our kernels widen to 32 bits in time, so all 256 levels stay.
  * Search re-scores the best candidates with the float tables F (exact up to
@@ -28,13 +40,64 @@
 
 void tq_scan_layout_init(tq_scan_layout *L, uint32_t d, unsigned bits)
 {
+    memset(L, 0, sizeof(*L));
     L->d = d;
     L->bits = bits;
-    L->per_nibble = bits >= 3 ? 1 : bits == 2 ? 2 : 4;
-    uint32_t nibbles = (d + L->per_nibble - 1) / L->per_nibble;
-    L->nibbles = (nibbles + 1) & ~1u;
-    L->npairs = L->nibbles / 2;
-    L->block_bytes = (size_t)TQ_SCAN_BLOCK * L->npairs;
+    if (bits == 3) {
+        L->sextets = true;
+        L->groups = ((d + 1) / 2 + 3) / 4;
+        L->lookups = 4 * L->groups; /* sextets past d have no coordinates: their rows are 0 */
+        L->entries = 64;
+        L->units = L->groups;
+        L->unit_bytes = 96;
+        L->unit_lut_bytes = 256;
+    } else {
+        L->per_nibble = bits == 4 ? 1 : bits == 2 ? 2 : 4;
+        uint32_t nibbles = (d + L->per_nibble - 1) / L->per_nibble;
+        L->nibbles = (nibbles + 1) & ~1u;
+        L->npairs = L->nibbles / 2;
+        L->lookups = L->nibbles;
+        L->entries = 16;
+        L->units = L->npairs;
+        L->unit_bytes = 32;
+        L->unit_lut_bytes = 64;
+    }
+    L->block_bytes = L->unit_bytes * L->units;
+    L->lut_bytes = L->sextets ? L->unit_lut_bytes * L->units : TQ_SCAN_LUT_BYTES(L->npairs);
+}
+
+/* Sextet t of a vector from its unpacked codes (0 past d). */
+static unsigned sextet_of(const tq_scan_layout *L, const uint8_t *codes, uint32_t t)
+{
+    unsigned x = 2 * t < L->d ? codes[2 * t] : 0;
+    if (2 * t + 1 < L->d)
+        x |= (unsigned)codes[2 * t + 1] << 3;
+    return x;
+}
+
+static void sextets_put(const tq_scan_layout *L, uint8_t *block, unsigned v, const uint8_t *codes)
+{
+    for (uint32_t g = 0; g < L->groups; g++) {
+        const unsigned x3 = sextet_of(L, codes, 4 * g + 3);
+        uint8_t *planes = block + 96 * (size_t)g + v;
+        for (unsigned k = 0; k < 3; k++)
+            planes[32 * k] = (uint8_t)(sextet_of(L, codes, 4 * g + k) | ((x3 >> (2 * k)) & 3u) << 6);
+    }
+}
+
+/* Sextet t of vector v as stored. */
+static unsigned sextet_at(const uint8_t *block, unsigned v, uint32_t t)
+{
+    const uint8_t *planes = block + 96 * (size_t)(t / 4) + v;
+    if (t % 4 < 3)
+        return planes[32 * (t % 4)] & 63u;
+    return (unsigned)(planes[0] >> 6) | (unsigned)(planes[32] >> 6) << 2 | (unsigned)(planes[64] >> 6) << 4;
+}
+
+static void sextets_get(const tq_scan_layout *L, const uint8_t *block, unsigned v, uint8_t *codes)
+{
+    for (uint32_t j = 0; j < L->d; j++)
+        codes[j] = (uint8_t)((sextet_at(block, v, j / 2) >> (3 * (j % 2))) & 7u);
 }
 
 /* Nibble t of a vector from its unpacked codes. */
@@ -65,6 +128,10 @@ static inline void put_whole_bytes(uint8_t *block, unsigned v, const uint8_t *co
 
 void tq_scan_put(const tq_scan_layout *L, uint8_t *block, unsigned v, const uint8_t *codes)
 {
+    if (L->sextets) {
+        sextets_put(L, block, v, codes);
+        return;
+    }
     /* Byte p of a vector holds codes [p*m, p*m+m), code i at bit i*shift:
      * the general nibble_of() reduces to this, and the loop over whole
      * bytes needs no bounds checks (this runs once per vector on add). */
@@ -82,11 +149,12 @@ void tq_scan_put(const tq_scan_layout *L, uint8_t *block, unsigned v, const uint
 
 void tq_scan_clear(const tq_scan_layout *L, uint8_t *block, unsigned v)
 {
-    for (uint32_t p = 0; p < L->npairs; p++)
-        block[32 * p + v] = 0;
+    /* Byte v of every 32 is vector v's, in both layouts. */
+    for (size_t i = 0; i < L->block_bytes / 32; i++)
+        block[32 * i + v] = 0;
 }
 
-unsigned tq_scan_nibble(const uint8_t *block, unsigned v, uint32_t t)
+static unsigned nibble_at(const uint8_t *block, unsigned v, uint32_t t)
 {
     uint8_t byte = block[32 * (t / 2) + v];
     return t % 2 ? byte >> 4 : byte & 15u;
@@ -94,22 +162,26 @@ unsigned tq_scan_nibble(const uint8_t *block, unsigned v, uint32_t t)
 
 void tq_scan_get(const tq_scan_layout *L, const uint8_t *block, unsigned v, uint8_t *codes)
 {
+    if (L->sextets) {
+        sextets_get(L, block, v, codes);
+        return;
+    }
     unsigned mask = (1u << L->bits) - 1;
     for (uint32_t j = 0; j < L->d; j++) {
-        unsigned nib = tq_scan_nibble(block, v, j / L->per_nibble);
+        unsigned nib = nibble_at(block, v, j / L->per_nibble);
         codes[j] = (uint8_t)((nib >> ((j % L->per_nibble) * L->bits)) & mask);
     }
 }
 
 int tq_scan_lut_init(tq_scan_lut *t, const tq_scan_layout *L)
 {
-    t->q8 = tq_malloc(TQ_SCAN_LUT_BYTES(L->npairs));
-    t->f = tq_malloc((size_t)L->nibbles * 17 * sizeof(float));
+    t->q8 = tq_malloc(L->lut_bytes);
+    t->f = tq_malloc((size_t)L->lookups * (L->entries + 1) * sizeof(float));
     if (!t->q8 || !t->f) {
         tq_scan_lut_free(t);
         return TQ_ENOMEM;
     }
-    t->row_lo = t->f + (size_t)L->nibbles * 16;
+    t->row_lo = t->f + (size_t)L->lookups * L->entries;
     return TQ_OK;
 }
 
@@ -125,21 +197,22 @@ void tq_scan_lut_free(tq_scan_lut *t)
 
 void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float *q, tq_scan_lut *t)
 {
-    const unsigned per = L->per_nibble, bits = L->bits, mask = (1u << bits) - 1;
-    const unsigned entries = bits * per >= 4 ? 16 : 1u << (bits * per);
+    /* per: coordinates a lookup covers; entries: its table's width. */
+    const unsigned per = L->sextets ? 2 : L->per_nibble, bits = L->bits, mask = (1u << bits) - 1;
+    const unsigned entries = L->entries, reachable = bits * per >= 4 ? entries : 1u << (bits * per);
     const float tmin = table[0], tmax = table[mask]; /* centroid tables ascend */
-    const uint32_t nibbles = L->nibbles, d = L->d;
+    const uint32_t lookups = L->lookups, d = L->d;
     float *lo = t->row_lo;
     /* Each coordinate's code is chosen independently, so a row's smallest
      * and largest entries are sums of per-coordinate extremes; the
      * smallest becomes the row's offset. The loops below run over whole
      * arrays without branches on the data, so the compiler vectorizes
      * them; the sums keep the order of the specification (coordinates of
-     * a nibble in increasing order, starting from 0). */
+     * a lookup in increasing order, starting from 0). */
     enum { CHUNK = 256 };
     float mn[4 * CHUNK], mx[4 * CHUNK], spread[8] = {0};
-    for (uint32_t n0 = 0; n0 < nibbles; n0 += CHUNK) {
-        const uint32_t n1 = n0 + CHUNK < nibbles ? n0 + CHUNK : nibbles;
+    for (uint32_t n0 = 0; n0 < lookups; n0 += CHUNK) {
+        const uint32_t n1 = n0 + CHUNK < lookups ? n0 + CHUNK : lookups;
         /* Per coordinate, its smallest and largest product (0 past d). */
         const uint32_t j0 = n0 * per, j1 = n1 * per < d ? n1 * per : (j0 < d ? d : j0);
         for (uint32_t j = j0; j < j1; j++) {
@@ -149,7 +222,7 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
         }
         for (uint32_t j = j1; j < n1 * per; j++)
             mn[j - j0] = mx[j - j0] = 0.0f;
-        /* Per nibble, the sums over its coordinates below d, in order. */
+        /* Per lookup, the sums over its coordinates below d, in order. */
         for (uint32_t n = n0; n < n1; n++) {
             float l = 0.0f, h = 0.0f;
             for (uint32_t i = 0; i < per && n * per + i < d; i++) {
@@ -164,37 +237,50 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
     float range = 0.0f;
     for (int i = 0; i < 8; i++)
         range = range > spread[i] ? range : spread[i];
-    /* sel[i][c]: the centroid that nibble value c gives the nibble's i-th
-     * coordinate, so row n is sum_i q_j * sel[i][c]. */
-    float sel[4][16];
+    /* sel[i][x]: the centroid that table index x gives the lookup's i-th
+     * coordinate, so row n is sum_i q_j * sel[i][x]. */
+    float sel[4 * 64];
     for (unsigned i = 0; i < per; i++)
-        for (unsigned c = 0; c < 16; c++)
-            sel[i][c] = table[(c >> (i * bits)) & mask];
+        for (unsigned x = 0; x < entries; x++)
+            sel[entries * i + x] = table[(x >> (i * bits)) & mask];
     const tq_simd_kernels *k = tq_simd();
-    k->scan_lut_rows(q, d, per, sel[0], nibbles, t->f);
-    /* Entries no code can reach (3-bit codes leave the top half of a
-     * nibble's table unused) quantize to 0. */
-    for (uint32_t n = 0; entries < 16 && n < nibbles; n++)
-        for (unsigned c = entries; c < 16; c++)
-            t->f[16 * n + c] = lo[n];
+    k->scan_lut_rows(q, d, per, sel, entries, lookups, t->f);
+    /* Entries no code can reach (none at present: every layout's index
+     * bits are all code bits) quantize to 0. */
+    for (uint32_t n = 0; reachable < entries && n < lookups; n++)
+        for (unsigned x = reachable; x < entries; x++)
+            t->f[(size_t)entries * n + x] = lo[n];
     /* Four chains, folded in a fixed order (one chain of double adds cost
      * as much as the rest of a small table build). */
     double part[4] = {0.0, 0.0, 0.0, 0.0};
-    for (uint32_t n = 0; n < nibbles; n++)
+    for (uint32_t n = 0; n < lookups; n++)
         part[n % 4] += (double)lo[n];
     const double bias = (part[0] + part[1]) + (part[2] + part[3]);
     t->delta = range > 0.0f ? range / 255.0f : 1.0f;
     t->bias = (float)bias;
-    k->scan_lut_quantize(t->f, lo, nibbles, 1.0f / t->delta, t->q8);
+    k->scan_lut_quantize(t->f, lo, lookups, entries, 1.0f / t->delta, t->q8);
 }
 
 float tq_scan_lut_exact(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *block, unsigned v)
 {
-    /* Eight partial sums (nibbles 8i+0..7), folded in a fixed order: with
+    /* Eight partial sums (lookups 8i+0..7), folded in a fixed order: with
      * fewer, the chain of dependent adds was the cost of re-scoring
-     * candidates. The nibble count is even, so pairs are whole. */
+     * candidates. */
     float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     const float *f = t->f;
+    if (L->sextets) {
+        for (uint32_t g = 0; g < L->groups; g++, f += 256) {
+            const uint8_t *planes = block + 96 * (size_t)g + v;
+            const unsigned a = planes[0], b = planes[32], c = planes[64];
+            const int i = 4 * (g % 2);
+            s[i] = s[i] + f[a & 63u];
+            s[i + 1] = s[i + 1] + f[64 + (b & 63u)];
+            s[i + 2] = s[i + 2] + f[128 + (c & 63u)];
+            s[i + 3] = s[i + 3] + f[192 + ((a >> 6) | (b >> 6) << 2 | (c >> 6) << 4)];
+        }
+        return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    }
+    /* The nibble count is even, so pairs are whole. */
     uint32_t p = 0;
     for (; p + 4 <= L->npairs; p += 4, f += 128)
         for (int i = 0; i < 4; i++) {

@@ -135,14 +135,20 @@ static size_t chunk_blocks(const tq_codec *c)
     return n ? n : 1;
 }
 
-/* Pairs per slice when a layout is scanned in slices (see tq_search for
- * when): the tables of
- * TQ_SCAN_MAX_QUERIES queries over one slice (64 bytes a pair each) are
- * 32 KiB and stay in L1 while the slice is summed over a chunk's blocks.
- * Unsliced, a query's tables at d = 4096 (256 KiB at 4 bits, twice the
- * block's codes) were re-read from L2 for every block. Even, so a slice
- * starts on a table group. */
-#define SLICE_PAIRS 128
+/* Table bytes per query and slice when a layout is scanned in slices (see
+ * tq_search for when): the tables of TQ_SCAN_MAX_QUERIES queries over one
+ * slice are 32 KiB and stay in L1 while the slice is summed over a chunk's
+ * blocks. Unsliced, a query's tables at d = 4096 (128 KiB at 4 bits) were
+ * re-read from L2 for every block. A slice is 128 nibble pairs (a whole
+ * number of table groups) or 32 sextet groups; both layouts of the prod
+ * variant take slice i together. */
+#define SLICE_LUT_BYTES 8192u
+
+static size_t slice_units(const tq_scan_layout *L)
+{
+    return SLICE_LUT_BYTES / L->unit_lut_bytes;
+}
+
 /* Blocks per chunk of a sliced scan, and the sums it keeps per part: one
  * block_sums (1 KiB) per block and group of queries. */
 #define SLICED_CHUNK_BLOCKS 32
@@ -175,48 +181,70 @@ static bool scans_block(const search_job *job, const tq_rows *set, size_t rows)
     return job->opts->scorer == TQ_SCORER_LUT && !(set->growing && rows < TQ_SCAN_BLOCK);
 }
 
-/* Sums over pairs [p0, p1) of one layout for nq queries: stored into sum
- * when p0 is 0, else added to it. */
+/* Sums over units [u0, u1) of one layout (nibble pairs or sextet groups)
+ * for nq queries: stored into sum when u0 is 0, else added to it. */
 static void layout_sums(const tq_simd_kernels *k, const tq_scan_layout *L, const uint8_t *blocks, size_t lb,
-                        const tq_scan_lut *const *luts, size_t nq, size_t p0, size_t p1,
+                        const tq_scan_lut *const *luts, size_t nq, size_t u0, size_t u1,
                         uint32_t (*sum)[TQ_SCAN_BLOCK])
 {
     const uint8_t *tables[TQ_SCAN_MAX_QUERIES];
     for (size_t i = 0; i < nq; i++)
-        tables[i] = luts[i]->q8 + 64 * p0; /* table group p0/2 */
-    const uint8_t *block = blocks + lb * L->block_bytes + 32 * p0;
-    if (p0 == 0) {
-        k->scan_block_multi(block, p1, tables, nq, sum[0]);
-        return;
-    }
+        tables[i] = luts[i]->q8 + L->unit_lut_bytes * u0;
+    const uint8_t *block = blocks + lb * L->block_bytes + L->unit_bytes * u0;
     uint32_t part[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
-    tq_simd()->scan_block_multi(block, p1 - p0, tables, nq, part[0]);
+    uint32_t(*dst)[TQ_SCAN_BLOCK] = u0 == 0 ? sum : part;
+    if (L->sextets)
+        k->scan6_block_multi(block, u1 - u0, tables, nq, dst[0]);
+    else
+        k->scan_block_multi(block, u1 - u0, tables, nq, dst[0]);
+    if (u0 == 0)
+        return;
     for (size_t i = 0; i < nq; i++)
         for (int v = 0; v < TQ_SCAN_BLOCK; v++)
             sum[i][v] += part[i][v];
 }
 
-/* The sums of one block over pairs [p0, p1) of its layouts (each layout
- * clipped to its own pair count). */
-static void block_sums_range(const search_job *job, const tq_rows *set, size_t lb, size_t q0, size_t nq, size_t p0,
-                             size_t p1, block_sums *out)
+/* The sums of one block over slice `slice` of its layouts (slice SIZE_MAX:
+ * all of them). */
+static void block_sums_slice(const search_job *job, const tq_rows *set, size_t lb, size_t q0, size_t nq,
+                             size_t slice, block_sums *out)
 {
     const tq_quantizer *q = &job->c->q;
     const tq_scan_lut *luts[TQ_SCAN_MAX_QUERIES];
-    if (!q->mse_bits && p0 == 0)
+    if (!q->mse_bits && (slice == 0 || slice == SIZE_MAX))
         memset(out->code, 0, sizeof(out->code));
-    if (q->mse_bits && p0 < q->code_layout.npairs) {
+    const tq_scan_layout *layouts[2] = {q->mse_bits ? &q->code_layout : NULL,
+                                        q->variant == TQ_VARIANT_PROD ? &q->sign_layout : NULL};
+    const uint8_t *blocks[2] = {set->code_blocks, set->sign_blocks};
+    uint32_t(*sums[2])[TQ_SCAN_BLOCK] = {out->code, out->sign};
+    for (int which = 0; which < 2; which++) {
+        const tq_scan_layout *L = layouts[which];
+        if (!L)
+            continue;
+        size_t u0 = 0, u1 = L->units;
+        if (slice != SIZE_MAX) {
+            u0 = slice * slice_units(L);
+            u1 = u0 + slice_units(L) < L->units ? u0 + slice_units(L) : L->units;
+            if (u0 >= u1)
+                continue;
+        }
         for (size_t i = 0; i < nq; i++)
-            luts[i] = &job->pq[q0 + i].code_lut;
-        size_t end = p1 < q->code_layout.npairs ? p1 : q->code_layout.npairs;
-        layout_sums(job->k, &q->code_layout, set->code_blocks, lb, luts, nq, p0, end, out->code);
+            luts[i] = which ? &job->pq[q0 + i].sign_lut : &job->pq[q0 + i].code_lut;
+        layout_sums(job->k, L, blocks[which], lb, luts, nq, u0, u1, sums[which]);
     }
-    if (q->variant == TQ_VARIANT_PROD && p0 < q->sign_layout.npairs) {
-        for (size_t i = 0; i < nq; i++)
-            luts[i] = &job->pq[q0 + i].sign_lut;
-        size_t end = p1 < q->sign_layout.npairs ? p1 : q->sign_layout.npairs;
-        layout_sums(job->k, &q->sign_layout, set->sign_blocks, lb, luts, nq, p0, end, out->sign);
+}
+
+/* Slices of a sliced scan: enough for the longer layout. */
+static size_t slice_count(const tq_quantizer *q)
+{
+    size_t n = 0;
+    if (q->mse_bits)
+        n = (q->code_layout.units + slice_units(&q->code_layout) - 1) / slice_units(&q->code_layout);
+    if (q->variant == TQ_VARIANT_PROD) {
+        size_t m = (q->sign_layout.units + slice_units(&q->sign_layout) - 1) / slice_units(&q->sign_layout);
+        n = m > n ? m : n;
     }
+    return n;
 }
 
 /* The rows of a block whose keys beat their query's threshold and are live
@@ -285,18 +313,16 @@ static void collect_block(const search_job *job, unsigned part, size_t s, size_t
     const tq_quantizer *q = &job->c->q;
     if (sums) {
         job->k->block_select(sums->code[0], sums->sign[0], scalars, params, thresholds, nq, keys[0], masks);
-    } else if (q->variant == TQ_VARIANT_MSE) {
+    } else if (q->variant == TQ_VARIANT_MSE && !q->code_layout.sextets) {
         /* The common case in one kernel call: sums never leave registers. */
         const uint8_t *tables[TQ_SCAN_MAX_QUERIES];
         for (size_t i = 0; i < nq; i++)
             tables[i] = job->pq[q0 + i].code_lut.q8;
-        job->k->scan_select(set->code_blocks + lb * q->code_layout.block_bytes, q->code_layout.npairs, tables, nq,
+        job->k->scan_select(set->code_blocks + lb * q->code_layout.block_bytes, q->code_layout.units, tables, nq,
                             scalars, params, thresholds, keys[0], masks);
     } else {
         block_sums all;
-        const size_t npairs = q->code_layout.npairs > q->sign_layout.npairs ? q->code_layout.npairs
-                                                                            : q->sign_layout.npairs;
-        block_sums_range(job, set, lb, q0, nq, 0, npairs, &all);
+        block_sums_slice(job, set, lb, q0, nq, SIZE_MAX, &all);
         job->k->block_select(all.code[0], all.sign[0], scalars, params, thresholds, nq, keys[0], masks);
     }
     collect_keys(job, part, s, lb, live, nq, cols, keys, masks);
@@ -324,7 +350,7 @@ static void scan_chunk(const search_job *job, unsigned part, size_t c0, size_t c
     }
 }
 
-/* The same for long codes (more than SLICE_PAIRS pairs), tiled so that
+/* The same for long codes, tiled so that
  * neither the tables nor the codes are re-read from memory: for each slice
  * of pairs, the slice's tables of every query of the pass (64 bytes a pair
  * each: 8 KiB per query, 256 KiB for 32) and the slice of every block of
@@ -336,10 +362,8 @@ static void scan_chunk(const search_job *job, unsigned part, size_t c0, size_t c
 static void scan_chunk_sliced(const search_job *job, unsigned part, size_t c0, size_t c1, block_sums *scratch)
 {
     const tq_quantizer *q = &job->c->q;
-    const size_t npairs = q->code_layout.npairs > q->sign_layout.npairs ? q->code_layout.npairs
-                                                                        : q->sign_layout.npairs;
-    const size_t ngroups = (job->nq + TQ_SCAN_MAX_QUERIES - 1) / TQ_SCAN_MAX_QUERIES;
-    for (size_t p0 = 0; p0 < npairs; p0 += SLICE_PAIRS)
+    const size_t ngroups = (job->nq + TQ_SCAN_MAX_QUERIES - 1) / TQ_SCAN_MAX_QUERIES, nslices = slice_count(q);
+    for (size_t slice = 0; slice < nslices; slice++)
         for (size_t g = 0; g < ngroups; g++) {
             const size_t q0 = g * TQ_SCAN_MAX_QUERIES;
             const size_t nq = job->nq - q0 < TQ_SCAN_MAX_QUERIES ? job->nq - q0 : TQ_SCAN_MAX_QUERIES;
@@ -350,8 +374,7 @@ static void scan_chunk_sliced(const search_job *job, unsigned part, size_t c0, s
                 const tq_rows *set = &job->sets[s];
                 size_t lb = b - job->first_block[s], rows;
                 if (live_rows(set, lb, &rows) && scans_block(job, set, rows))
-                    block_sums_range(job, set, lb, q0, nq, p0, p0 + SLICE_PAIRS,
-                                     &scratch[(b - c0) * ngroups + g]);
+                    block_sums_slice(job, set, lb, q0, nq, slice, &scratch[(b - c0) * ngroups + g]);
             }
         }
     for (size_t g = 0; g < ngroups; g++) {
@@ -532,7 +555,10 @@ static bool same_shape(const search_shape *a, const search_shape *b)
 
 static size_t scratch_bytes(const tq_quantizer *q, const search_shape *sh)
 {
-    size_t per_query = 16 * (size_t)q->d + 100 * ((size_t)q->code_layout.nibbles + q->sign_layout.nibbles);
+    size_t per_query = 16 * (size_t)q->d;
+    const tq_scan_layout *layouts[2] = {&q->code_layout, &q->sign_layout};
+    for (int i = 0; i < 2; i++) /* float tables and row offsets, 8-bit tables (unused layouts are zero) */
+        per_query += (size_t)layouts[i]->lookups * (layouts[i]->entries + 1) * sizeof(float) + layouts[i]->lut_bytes;
     return sh->batch * per_query + sh->nsums * sizeof(block_sums) + sh->ncols * 12 * sh->nfirst;
 }
 
@@ -648,14 +674,14 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
         nparts = (unsigned)nblocks;
     size_t batch = nq < QUERY_BATCH ? nq : QUERY_BATCH;
 
-    const size_t npairs = c->q.code_layout.npairs > c->q.sign_layout.npairs ? c->q.code_layout.npairs
-                                                                            : c->q.sign_layout.npairs;
-    /* Slicing pays when several queries' tables (64 bytes a pair each)
-     * would not stay in L1 together; one query's stream well from L2
+    const size_t lut_bytes = (c->q.mse_bits ? c->q.code_layout.lut_bytes : 0) +
+                             (c->q.variant == TQ_VARIANT_PROD ? c->q.sign_layout.lut_bytes : 0);
+    /* Slicing pays when several queries' tables would not stay in L1
+     * together; one query's stream well from L2
      * (measured at d = 1536 and 4096: unsliced was faster for one query,
      * sliced for four). */
     const bool sliced = opts->scorer == TQ_SCORER_LUT && batch > 1 &&
-                        npairs * 64 * (batch < TQ_SCAN_MAX_QUERIES ? batch : TQ_SCAN_MAX_QUERIES) > 64 * 1024;
+                        lut_bytes * (batch < TQ_SCAN_MAX_QUERIES ? batch : TQ_SCAN_MAX_QUERIES) > 64 * 1024;
     const search_shape shape = {.d = c->q.d, .mse_bits = c->q.mse_bits, .variant = c->q.variant, .batch = batch,
                                 .ncols = (size_t)nparts * batch, .nfirst = nfirst, .nmid = nmid, .k = k,
                                 .nsums = sliced ? (size_t)nparts * SLICED_SCRATCH(batch) : 0};

@@ -159,17 +159,28 @@ double tq_sphere_abs_mean(uint32_t d);
 
 /* ------------------------------------------------------------------ scan */
 
+/* Two layouts (see scan.c): nibbles, one 16-entry table lookup per 4 bits
+ * (1, 2 and 4 bits, and the sign sketch); and sextets at 3 bits, one
+ * 64-entry lookup per pair of codes, 3 bits a coordinate. */
 typedef struct tq_scan_layout {
     uint32_t d;
     unsigned bits;        /* bits of each code: 1..4 */
-    uint32_t per_nibble;  /* coordinates per 4-bit nibble: 1, 2 or 4 */
-    uint32_t nibbles;     /* per vector, padded to even */
-    uint32_t npairs;      /* nibbles / 2 */
+    bool sextets;         /* the 3-bit layout */
+    uint32_t per_nibble;  /* nibbles: coordinates per 4-bit nibble, 1, 2 or 4 */
+    uint32_t nibbles;     /* nibbles: per vector, padded to even */
+    uint32_t npairs;      /* nibbles: nibbles / 2 */
+    uint32_t groups;      /* sextets: groups of 4 sextets (8 coordinates) */
+    /* What both have: tables (one per nibble or sextet, `entries` wide,
+     * `lookups` of them), and the units the kernels step over (a nibble
+     * pair, or a sextet group) with their block and table bytes. */
+    uint32_t lookups, entries;
+    uint32_t units;
+    size_t unit_bytes, unit_lut_bytes, lut_bytes;
     size_t block_bytes;   /* bytes of one block of TQ_SCAN_BLOCK vectors */
 } tq_scan_layout;
 
-/* A query's tables for one layout: float rows (16 per nibble) and their
- * 8-bit quantization, sum_t f[t][nib] ≈ delta * sum_t q8[t][nib] + bias. */
+/* A query's tables for one layout: float rows (`entries` per lookup) and
+ * their 8-bit quantization, sum_t f[t][x] ≈ delta * sum_t q8[t][x] + bias. */
 typedef struct tq_scan_lut {
     uint8_t *q8;
     float *f;
@@ -184,7 +195,6 @@ void tq_scan_put(const tq_scan_layout *L, uint8_t *block, unsigned v, const uint
 void tq_scan_clear(const tq_scan_layout *L, uint8_t *block, unsigned v);
 /* Read vector v's d unpacked codes back. */
 void tq_scan_get(const tq_scan_layout *L, const uint8_t *block, unsigned v, uint8_t *codes);
-unsigned tq_scan_nibble(const uint8_t *block, unsigned v, uint32_t t);
 int tq_scan_lut_init(tq_scan_lut *t, const tq_scan_layout *L);
 void tq_scan_lut_free(tq_scan_lut *t);
 /* Tables for query coordinates q (d floats) against a 16-entry centroid

@@ -33,6 +33,11 @@ static uint64_t read_xcr0(void)
     return ((uint64_t)edx << 32) | eax;
 }
 
+/* AVX-512 VBMI (one-instruction 64-entry byte lookups, for the 3-bit
+ * scan) is not part of the AVX-512 level: Skylake-X has the level without
+ * it, and then that one kernel comes from the AVX2 table. */
+static int cpu_vbmi;
+
 static tq_simd_level detect_cpu(void)
 {
     unsigned eax, ebx, ecx, edx;
@@ -52,6 +57,7 @@ static tq_simd_level detect_cpu(void)
         return TQ_SIMD_SCALAR;
     int avx512f = (ebx >> 16) & 1, avx512dq = (ebx >> 17) & 1;
     int avx512bw = (ebx >> 30) & 1, avx512vl = (ebx >> 31) & 1;
+    cpu_vbmi = (ecx >> 1) & 1;
     if (avx512f && avx512dq && avx512bw && avx512vl && (xcr0 & 0xe0) == 0xe0)
         return TQ_SIMD_AVX512;
     return TQ_SIMD_AVX2;
@@ -76,6 +82,9 @@ static tq_simd_level compiled_cap(tq_simd_level cpu)
     return cpu;
 }
 
+#ifdef TQ_HAVE_AVX512
+static tq_simd_kernels avx512_table; /* the AVX-512 kernels, VBMI's where the CPU has it */
+#endif
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static const tq_simd_kernels *active = &tq_simd_kernels_scalar;
 static tq_simd_level active_level = TQ_SIMD_SCALAR;
@@ -95,7 +104,7 @@ static const tq_simd_kernels *table_of(tq_simd_level level)
 #endif
     case TQ_SIMD_AVX512:
 #ifdef TQ_HAVE_AVX512
-        return &tq_simd_kernels_avx512;
+        return &avx512_table;
 #else
         return NULL;
 #endif
@@ -106,6 +115,15 @@ static const tq_simd_kernels *table_of(tq_simd_level level)
 static void init_table(void)
 {
     best_level = compiled_cap(detect_cpu());
+#ifdef TQ_HAVE_AVX512
+    avx512_table = tq_simd_kernels_avx512;
+    if (!cpu_vbmi)
+#ifdef TQ_HAVE_AVX2
+        avx512_table.scan6_block_multi = tq_simd_kernels_avx2.scan6_block_multi;
+#else
+        avx512_table.scan6_block_multi = tq_simd_kernels_scalar.scan6_block_multi;
+#endif
+#endif
     tq_simd_level want = best_level;
     /* An unusable TQVEC_SIMD cannot be reported from here (the library never
      * prints); the table stays at the best level and tq_simd_env_unusable()

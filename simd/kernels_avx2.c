@@ -358,42 +358,132 @@ static void scan_block_multi_avx2(const uint8_t *block, size_t npairs, const uin
     }
 }
 
-/* One row per nibble as two halves of eight entries, the coordinates'
- * products added in order as in the reference. */
-static void scan_lut_rows_avx2(const float *q, size_t d, unsigned per, const float *sel, size_t nibbles, float *f)
+/* One row per lookup in halves of eight entries, the coordinates' products
+ * added in order as in the reference. */
+static void scan_lut_rows_avx2(const float *q, size_t d, unsigned per, const float *sel, unsigned width,
+                               size_t lookups, float *f)
 {
-    for (size_t t = 0; t < nibbles; t++)
-        for (int h = 0; h < 2; h++) {
+    for (size_t t = 0; t < lookups; t++)
+        for (unsigned h = 0; h < width; h += 8) {
             __m256 acc = _mm256_setzero_ps();
             for (unsigned i = 0; i < per && t * per + i < d; i++)
                 acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(q[t * per + i]),
-                                                       _mm256_loadu_ps(sel + 16 * i + 8 * h)));
-            _mm256_storeu_ps(f + 16 * t + 8 * h, acc);
+                                                       _mm256_loadu_ps(sel + width * i + h)));
+            _mm256_storeu_ps(f + width * t + h, acc);
         }
 }
 
-/* One nibble's 16 entries as two halves of 8, the scalar reference's
- * operations element by element, then packed to bytes in order. */
-static void scan_lut_quantize_avx2(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut)
+/* Sixteen entries as two halves of 8, the scalar reference's operations
+ * element by element, then packed to bytes in order. */
+static inline __m128i quantize16_avx2(const float *f, float lo, __m256 vinv)
 {
-    const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f);
-    const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
-    for (size_t t = 0; t < nibbles; t++) {
-        const __m256 l = _mm256_set1_ps(lo[t]);
-        __m256i w[2];
-        for (int h = 0; h < 2; h++) {
-            __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(f + 16 * t + 8 * h), l), vinv), half);
-            w[h] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(v, zero), top));
-        }
-        /* packs interleaves the halves by 128-bit lane; the permute puts
-         * entries 0-3, 4-7, 8-11, 12-15 back in order. */
-        __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(w[0], w[1]), 0xD8);
-        __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
-        _mm256_storeu_si256((__m256i *)(lut + tq_scan_lut_offset(t)), _mm256_broadcastsi128_si256(bytes));
+    const __m256 l = _mm256_set1_ps(lo), half = _mm256_set1_ps(0.5f);
+    __m256i w[2];
+    for (int h = 0; h < 2; h++) {
+        __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(f + 8 * h), l), vinv), half);
+        w[h] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(v, _mm256_setzero_ps()), _mm256_set1_ps(255.0f)));
     }
-    if (nibbles % 4) {
-        memset(lut + tq_scan_lut_offset(nibbles), 0, 32);
-        memset(lut + tq_scan_lut_offset(nibbles + 1), 0, 32);
+    /* packs interleaves the halves by 128-bit lane; the permute puts
+     * entries 0-3, 4-7, 8-11, 12-15 back in order. */
+    __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(w[0], w[1]), 0xD8);
+    return _mm_packus_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+}
+
+static void scan_lut_quantize_avx2(const float *f, const float *lo, size_t lookups, unsigned width, float inv,
+                                   uint8_t *lut)
+{
+    const __m256 vinv = _mm256_set1_ps(inv);
+    if (width == 64) {
+        for (size_t i = 0; i < 64 * lookups; i += 16)
+            _mm_storeu_si128((__m128i *)(lut + i), quantize16_avx2(f + i, lo[i / 64], vinv));
+        return;
+    }
+    for (size_t t = 0; t < lookups; t++)
+        _mm256_storeu_si256((__m256i *)(lut + tq_scan_lut_offset(t)),
+                            _mm256_broadcastsi128_si256(quantize16_avx2(f + 16 * t, lo[t], vinv)));
+    if (lookups % 4) {
+        memset(lut + tq_scan_lut_offset(lookups), 0, 32);
+        memset(lut + tq_scan_lut_offset(lookups + 1), 0, 32);
+    }
+}
+
+/* A 64-entry byte lookup without VBMI: four 16-entry shuffles, one per
+ * quarter of the table. For quarter k, x ^ 16k is below 16 exactly for the
+ * indices in that quarter; adding 0x70 with saturation sets bit 7 (the
+ * shuffle's "zero this byte") for all others. The four index vectors are
+ * made once per group for all queries. */
+typedef struct quarter_index {
+    __m256i q[4];
+} quarter_index;
+
+static inline quarter_index quarters(__m256i x)
+{
+    const __m256i bias = _mm256_set1_epi8(0x70);
+    quarter_index r;
+    for (int k = 0; k < 4; k++)
+        r.q[k] = _mm256_adds_epu8(_mm256_xor_si256(x, _mm256_set1_epi8((char)(16 * k))), bias);
+    return r;
+}
+
+static inline __m256i lookup64(const uint8_t *table, const quarter_index *x)
+{
+    __m256i r = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++)
+        r = _mm256_or_si256(r, _mm256_shuffle_epi8(
+                                   _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(table + 16 * k))),
+                                   x->q[k]));
+    return r;
+}
+
+static inline __attribute__((always_inline)) void scan6_queries_avx2(const uint8_t *block, size_t groups,
+                                                                     const uint8_t *const *luts, const size_t NQ,
+                                                                     uint32_t *out)
+{
+    const __m256i low6 = _mm256_set1_epi8(0x3F), two = _mm256_set1_epi8(0x03);
+    __m256i tot[TQ_SCAN_MAX_QUERIES][4];
+    for (size_t i = 0; i < NQ; i++)
+        tot[i][0] = tot[i][1] = tot[i][2] = tot[i][3] = _mm256_setzero_si256();
+    for (size_t g0 = 0; g0 < groups; g0 += TQ_SCAN6_FLUSH_GROUPS) {
+        const size_t g1 = g0 + TQ_SCAN6_FLUSH_GROUPS < groups ? g0 + TQ_SCAN6_FLUSH_GROUPS : groups;
+        __m256i lo[TQ_SCAN_MAX_QUERIES], hi[TQ_SCAN_MAX_QUERIES];
+        for (size_t i = 0; i < NQ; i++)
+            lo[i] = hi[i] = _mm256_setzero_si256();
+        for (size_t g = g0; g < g1; g++) {
+            const uint8_t *pl = block + 96 * g;
+            const __m256i a = _mm256_loadu_si256((const __m256i *)pl);
+            const __m256i b = _mm256_loadu_si256((const __m256i *)(pl + 32));
+            const __m256i c = _mm256_loadu_si256((const __m256i *)(pl + 64));
+            const __m256i d = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(a, 6), two),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), _mm256_slli_epi16(two, 2)),
+                                _mm256_and_si256(_mm256_srli_epi16(c, 2), _mm256_slli_epi16(two, 4))));
+            const quarter_index xs[4] = {quarters(_mm256_and_si256(a, low6)), quarters(_mm256_and_si256(b, low6)),
+                                         quarters(_mm256_and_si256(c, low6)), quarters(d)};
+            for (size_t i = 0; i < NQ; i++) {
+                const uint8_t *t = luts[i] + 256 * g;
+                const __m256i r0 = lookup64(t, &xs[0]), r1 = lookup64(t + 64, &xs[1]);
+                const __m256i r2 = lookup64(t + 128, &xs[2]), r3 = lookup64(t + 192, &xs[3]);
+                lo[i] = _mm256_add_epi16(lo[i], _mm256_add_epi16(_mm256_add_epi16(r0, r1), _mm256_add_epi16(r2, r3)));
+                hi[i] = _mm256_add_epi16(
+                    hi[i], _mm256_add_epi16(_mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)),
+                                            _mm256_add_epi16(_mm256_srli_epi16(r2, 8), _mm256_srli_epi16(r3, 8))));
+            }
+        }
+        for (size_t i = 0; i < NQ; i++)
+            scan_flush(lo[i], hi[i], tot[i]);
+    }
+    for (size_t i = 0; i < NQ; i++)
+        scan_store(tot[i], out + 32 * i);
+}
+
+static void scan6_block_multi_avx2(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,
+                                   uint32_t *out)
+{
+    switch (nq) {
+    case 1: scan6_queries_avx2(block, groups, luts, 1, out); break;
+    case 2: scan6_queries_avx2(block, groups, luts, 2, out); break;
+    case 3: scan6_queries_avx2(block, groups, luts, 3, out); break;
+    default: scan6_queries_avx2(block, groups, luts, 4, out); break;
     }
 }
 
@@ -489,6 +579,7 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .scan_block_multi = scan_block_multi_avx2,
     .scan_lut_rows = scan_lut_rows_avx2,
     .scan_lut_quantize = scan_lut_quantize_avx2,
+    .scan6_block_multi = scan6_block_multi_avx2,
     .block_select = block_select_avx2,
     .scan_select = scan_select_avx2,
     .float_to_half = float_to_half_avx2,

@@ -342,38 +342,119 @@ static void scan_block_multi_avx512(const uint8_t *block, size_t npairs, const u
     }
 }
 
-/* One row (sixteen entries) per nibble, the coordinates' products added in
- * order as in the reference. */
-static void scan_lut_rows_avx512(const float *q, size_t d, unsigned per, const float *sel, size_t nibbles, float *f)
+/* One row per lookup (width/16 registers), the coordinates' products added
+ * in order as in the reference. */
+static void scan_lut_rows_avx512(const float *q, size_t d, unsigned per, const float *sel, unsigned width,
+                                 size_t lookups, float *f)
 {
-    __m512 s[4];
-    for (unsigned i = 0; i < per; i++)
-        s[i] = _mm512_loadu_ps(sel + 16 * i);
-    for (size_t t = 0; t < nibbles; t++) {
-        __m512 acc = _mm512_setzero_ps();
-        for (unsigned i = 0; i < per && t * per + i < d; i++)
-            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(q[t * per + i]), s[i]));
-        _mm512_storeu_ps(f + 16 * t, acc);
+    for (unsigned h = 0; h < width; h += 16)
+        for (size_t t = 0; t < lookups; t++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (unsigned i = 0; i < per && t * per + i < d; i++)
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(q[t * per + i]),
+                                                       _mm512_loadu_ps(sel + width * i + h)));
+            _mm512_storeu_ps(f + width * t + h, acc);
+        }
+}
+
+/* Sixteen entries at a time; the same operations as the scalar reference,
+ * element by element. */
+static inline __m128i quantize16_avx512(const float *f, float lo, __m512 vinv)
+{
+    __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(f), _mm512_set1_ps(lo)), vinv),
+                             _mm512_set1_ps(0.5f));
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+    return _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
+}
+
+static void scan_lut_quantize_avx512(const float *f, const float *lo, size_t lookups, unsigned width, float inv,
+                                     uint8_t *lut)
+{
+    const __m512 vinv = _mm512_set1_ps(inv);
+    if (width == 64) {
+        for (size_t i = 0; i < 64 * lookups; i += 16)
+            _mm_storeu_si128((__m128i *)(lut + i), quantize16_avx512(f + i, lo[i / 64], vinv));
+        return;
+    }
+    for (size_t t = 0; t < lookups; t++)
+        _mm256_storeu_si256((__m256i *)(lut + tq_scan_lut_offset(t)),
+                            _mm256_broadcastsi128_si256(quantize16_avx512(f + 16 * t, lo[t], vinv)));
+    if (lookups % 4) {
+        memset(lut + tq_scan_lut_offset(lookups), 0, 32);
+        memset(lut + tq_scan_lut_offset(lookups + 1), 0, 32);
     }
 }
 
-/* Sixteen entries (one nibble's table) at a time; the same operations as
- * the scalar reference, element by element. */
-static void scan_lut_quantize_avx512(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut)
+/* The sextet scan with VBMI's two-table byte permute: a group's 96 bytes
+ * are planes A, B, C; [A | B] (one 64-byte load) and [C | D] (D, the
+ * fourth sextet, gathered from the top bits of all three) index 128-entry
+ * table pairs (T 4g, T 4g+1) and (T 4g+2, T 4g+3), bit 6 of each index
+ * choosing the table: the byte's own top bits are replaced by 0 in the
+ * lower half and 1 in the upper. The index work is done once for all
+ * queries; each query costs two permutes and the 16-bit sums. */
+__attribute__((target("avx512vbmi"))) static inline __attribute__((always_inline)) void
+scan6_queries_vbmi(const uint8_t *block, size_t groups, const uint8_t *const *luts, const size_t NQ, uint32_t *out)
 {
-    const __m512 vinv = _mm512_set1_ps(inv), half = _mm512_set1_ps(0.5f);
-    const __m512 zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255.0f);
-    for (size_t t = 0; t < nibbles; t++) {
-        __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(f + 16 * t), _mm512_set1_ps(lo[t])),
-                                               vinv),
-                                 half);
-        v = _mm512_min_ps(_mm512_max_ps(v, zero), top);
-        __m128i bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
-        _mm256_storeu_si256((__m256i *)(lut + tq_scan_lut_offset(t)), _mm256_broadcastsi128_si256(bytes));
+    const __m512i low6 = _mm512_set1_epi8(0x3F);
+    const __m512i upper = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi8(0x40), 1);
+    const __m256i two = _mm256_set1_epi8(0x03);
+    __m512i tot_even[TQ_SCAN_MAX_QUERIES], tot_odd[TQ_SCAN_MAX_QUERIES];
+    for (size_t i = 0; i < NQ; i++)
+        tot_even[i] = tot_odd[i] = _mm512_setzero_si512();
+    for (size_t g0 = 0; g0 < groups; g0 += TQ_SCAN6_FLUSH_GROUPS) {
+        const size_t g1 = g0 + TQ_SCAN6_FLUSH_GROUPS < groups ? g0 + TQ_SCAN6_FLUSH_GROUPS : groups;
+        __m512i lo[TQ_SCAN_MAX_QUERIES], hi[TQ_SCAN_MAX_QUERIES];
+        for (size_t i = 0; i < NQ; i++)
+            lo[i] = hi[i] = _mm512_setzero_si512();
+        for (size_t g = g0; g < g1; g++) {
+            const uint8_t *pl = block + 96 * g;
+            const __m512i ab = _mm512_loadu_si512(pl);
+            const __m256i a = _mm512_castsi512_si256(ab), b = _mm512_extracti64x4_epi64(ab, 1);
+            const __m256i c = _mm256_loadu_si256((const __m256i *)(pl + 64));
+            /* D = a >> 6 | (b >> 6) << 2 | (c >> 6) << 4, byte by byte
+             * (16-bit shifts, then the bits from the neighbour masked off) */
+            const __m256i d = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(a, 6), two),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), _mm256_slli_epi16(two, 2)),
+                                _mm256_and_si256(_mm256_srli_epi16(c, 2), _mm256_slli_epi16(two, 4))));
+            const __m512i cd = _mm512_inserti64x4(_mm512_castsi256_si512(c), d, 1);
+            const __m512i iab = _mm512_ternarylogic_epi32(ab, low6, upper, 0xEA); /* (ab & low6) | upper */
+            const __m512i icd = _mm512_ternarylogic_epi32(cd, low6, upper, 0xEA);
+            for (size_t i = 0; i < NQ; i++) {
+                const uint8_t *t = luts[i] + 256 * g;
+                const __m512i r1 = _mm512_permutex2var_epi8(_mm512_loadu_si512(t), iab, _mm512_loadu_si512(t + 64));
+                const __m512i r2 =
+                    _mm512_permutex2var_epi8(_mm512_loadu_si512(t + 128), icd, _mm512_loadu_si512(t + 192));
+                lo[i] = _mm512_add_epi16(lo[i], _mm512_add_epi16(r1, r2));
+                hi[i] = _mm512_add_epi16(hi[i], _mm512_add_epi16(_mm512_srli_epi16(r1, 8), _mm512_srli_epi16(r2, 8)));
+            }
+        }
+        for (size_t i = 0; i < NQ; i++) {
+            /* Both halves hold the same 32 vectors (other sextets). */
+            __m256i lo256 = _mm256_add_epi16(_mm512_castsi512_si256(lo[i]), _mm512_extracti64x4_epi64(lo[i], 1));
+            __m256i hi256 = _mm256_add_epi16(_mm512_castsi512_si256(hi[i]), _mm512_extracti64x4_epi64(hi[i], 1));
+            __m256i even = _mm256_sub_epi16(lo256, _mm256_slli_epi16(hi256, 8));
+            tot_even[i] = _mm512_add_epi32(tot_even[i], _mm512_cvtepu16_epi32(even));
+            tot_odd[i] = _mm512_add_epi32(tot_odd[i], _mm512_cvtepu16_epi32(hi256));
+        }
     }
-    if (nibbles % 4) {
-        memset(lut + tq_scan_lut_offset(nibbles), 0, 32);
-        memset(lut + tq_scan_lut_offset(nibbles + 1), 0, 32);
+    const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for (size_t i = 0; i < NQ; i++) {
+        _mm512_storeu_si512(out + 32 * i, _mm512_permutex2var_epi32(tot_even[i], first, tot_odd[i]));
+        _mm512_storeu_si512(out + 32 * i + 16, _mm512_permutex2var_epi32(tot_even[i], second, tot_odd[i]));
+    }
+}
+
+__attribute__((target("avx512vbmi"))) static void scan6_block_multi_vbmi(const uint8_t *block, size_t groups,
+                                                                        const uint8_t *const *luts, size_t nq,
+                                                                        uint32_t *out)
+{
+    switch (nq) {
+    case 1: scan6_queries_vbmi(block, groups, luts, 1, out); break;
+    case 2: scan6_queries_vbmi(block, groups, luts, 2, out); break;
+    case 3: scan6_queries_vbmi(block, groups, luts, 3, out); break;
+    default: scan6_queries_vbmi(block, groups, luts, 4, out); break;
     }
 }
 
@@ -527,6 +608,7 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .scan_block_multi = scan_block_multi_avx512,
     .scan_lut_rows = scan_lut_rows_avx512,
     .scan_lut_quantize = scan_lut_quantize_avx512,
+    .scan6_block_multi = scan6_block_multi_vbmi,
     .block_select = block_select_avx512,
     .scan_select = scan_select_avx512,
     .float_to_half = float_to_half_avx512,

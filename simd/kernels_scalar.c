@@ -159,14 +159,15 @@ static void scan_block_multi_scalar(const uint8_t *block, size_t npairs, const u
         scan_block_scalar(block, npairs, luts[i], out + 32 * i);
 }
 
-void tq_scan_lut_rows_scalar(const float *q, size_t d, unsigned per, const float *sel, size_t nibbles, float *f)
+void tq_scan_lut_rows_scalar(const float *q, size_t d, unsigned per, const float *sel, unsigned width,
+                             size_t lookups, float *f)
 {
-    for (size_t t = 0; t < nibbles; t++)
-        for (int c = 0; c < 16; c++) {
+    for (size_t t = 0; t < lookups; t++)
+        for (unsigned c = 0; c < width; c++) {
             float acc = 0.0f;
             for (unsigned i = 0; i < per && t * per + i < d; i++)
-                acc = acc + q[t * per + i] * sel[16 * i + c];
-            f[16 * t + c] = acc;
+                acc = acc + q[t * per + i] * sel[width * i + c];
+            f[width * t + c] = acc;
         }
 }
 
@@ -176,18 +177,42 @@ static inline uint8_t quantize_entry(float f, float lo, float inv)
     return (uint8_t)(v <= 0.0f ? 0.0f : v >= 255.0f ? 255.0f : v);
 }
 
-void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut)
+void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t lookups, unsigned width, float inv,
+                                 uint8_t *lut)
 {
-    for (size_t t = 0; t < nibbles; t++) {
+    if (width == 64) {
+        for (size_t i = 0; i < 64 * lookups; i++)
+            lut[i] = quantize_entry(f[i], lo[i / 64], inv);
+        return;
+    }
+    for (size_t t = 0; t < lookups; t++) {
         uint8_t *row = lut + tq_scan_lut_offset(t);
         for (int c = 0; c < 16; c++)
             row[c] = row[16 + c] = quantize_entry(f[16 * t + c], lo[t], inv);
     }
-    /* nibbles is even: a last group of one pair lacks nibbles 4g+2, 4g+3. */
-    if (nibbles % 4) {
-        memset(lut + tq_scan_lut_offset(nibbles), 0, 32);
-        memset(lut + tq_scan_lut_offset(nibbles + 1), 0, 32);
+    /* lookups is even: a last group of one pair lacks nibbles 4g+2, 4g+3. */
+    if (lookups % 4) {
+        memset(lut + tq_scan_lut_offset(lookups), 0, 32);
+        memset(lut + tq_scan_lut_offset(lookups + 1), 0, 32);
     }
+}
+
+void tq_scan6_block_multi_scalar(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,
+                                 uint32_t *out)
+{
+    for (size_t i = 0; i < nq; i++)
+        for (int v = 0; v < TQ_SCAN_BLOCK; v++) {
+            uint32_t sum = 0;
+            for (size_t g = 0; g < groups; g++) {
+                const uint8_t *planes = block + 96 * g + v, *t = luts[i] + 256 * g;
+                const unsigned a = planes[0], b = planes[32], c = planes[64];
+                sum += t[a & 63u];
+                sum += t[64 + (b & 63u)];
+                sum += t[128 + (c & 63u)];
+                sum += t[192 + ((a >> 6) | (b >> 6) << 2 | (c >> 6) << 4)];
+            }
+            out[32 * i + v] = sum;
+        }
 }
 
 static uint32_t select_one(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
@@ -321,6 +346,7 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .scan_block_multi = scan_block_multi_scalar,
     .scan_lut_rows = tq_scan_lut_rows_scalar,
     .scan_lut_quantize = tq_scan_lut_quantize_scalar,
+    .scan6_block_multi = tq_scan6_block_multi_scalar,
     .block_select = tq_block_select_scalar,
     .scan_select = scan_select_scalar,
 };

@@ -52,6 +52,9 @@
 #define TQ_CODE_PAD 16
 #define TQ_SCAN_BLOCK 32
 #define TQ_SCAN_FLUSH_PAIRS 128
+/* Sextet groups between widenings: each vector's 16-bit partial takes 4
+ * entries of at most 255 per group, 256 in all. */
+#define TQ_SCAN6_FLUSH_GROUPS 64
 /* Queries one scan_block_multi call sums at most. */
 #define TQ_SCAN_MAX_QUERIES 4
 /* Bytes of a query's tables for npairs nibble pairs (whole groups of 2). */
@@ -124,16 +127,29 @@ typedef struct tq_simd_kernels {
      * out[32i + v] is query i's sum, equal to scan_block with luts[i]. */
     void (*scan_block_multi)(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
                              uint32_t *out);
-    /* Float scan table rows: for nibble t < nibbles, entry c < 16,
-     *   f[16t + c] = (((0 + q[m t] * sel[c]) + q[m t + 1] * sel[16 + c]) + ...)
-     * over the nibble's m = per (1, 2 or 4) coordinates below d, each
+    /* Float scan table rows of `width` (16 or 64) entries: for lookup
+     * t < lookups, entry c < width,
+     *   f[width t + c] = (((0 + q[m t] * sel[c]) + q[m t + 1] * sel[width + c]) + ...)
+     * over the lookup's m = per (1, 2 or 4) coordinates below d, each
      * product rounded, then added in that order. */
-    void (*scan_lut_rows)(const float *q, size_t d, unsigned per, const float *sel, size_t nibbles, float *f);
-    /* Float scan tables (16 entries per nibble: f[16t + c]) to 8-bit tables
-     * in the layout above, both copies: entry = (f[16t+c] - lo[t]) * inv
-     * + 0.5, clamped to [0, 255] and truncated. nibbles is even; the tables
-     * of a last group's two missing nibbles are zeroed. */
-    void (*scan_lut_quantize)(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut);
+    void (*scan_lut_rows)(const float *q, size_t d, unsigned per, const float *sel, unsigned width, size_t lookups,
+                          float *f);
+    /* Float scan tables (width entries per lookup: f[width t + c]) to 8-bit
+     * tables: entry = (f[width t + c] - lo[t]) * inv + 0.5, clamped to
+     * [0, 255] and truncated. Width 16 (nibbles): the layout above, both
+     * copies; lookups is even and the tables of a last group's two missing
+     * nibbles are zeroed. Width 64 (sextets): lut[64t + c]. */
+    void (*scan_lut_quantize)(const float *f, const float *lo, size_t lookups, unsigned width, float inv,
+                              uint8_t *lut);
+    /* The sextet layout's scan (3-bit codes, see index/scan.c): block holds
+     * `groups` groups of 96 bytes (three planes of 32: sextets 4g, 4g+1,
+     * 4g+2 in the low 6 bits, sextet 4g+3 in the top 2 bits of the three);
+     * query i's tables are 64 bytes a sextet at luts[i] + 64t. out[32i + v]
+     * = sum over sextets t of luts[i][64t + x_t(v)], exactly (16-bit
+     * partials widened to 32 bits at least every TQ_SCAN6_FLUSH_GROUPS
+     * groups). */
+    void (*scan6_block_multi)(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,
+                              uint32_t *out);
     /* Search keys of one block's 32 rows from their table sums, and the
      * rows whose key beats a threshold, for nq <= TQ_SCAN_MAX_QUERIES
      * queries of one codec (one metric and variant: p[0]'s). scalars holds 3
@@ -228,8 +244,12 @@ void tq_quantize_scalar(const float *x, size_t n, const float *bounds,
                         unsigned nbounds, uint8_t *codes);
 void tq_pack_scalar(const uint8_t *codes, size_t n, unsigned bits, uint8_t *out);
 void tq_fwht_scalar(float *x, size_t n, const float *signs, float scale);
-void tq_scan_lut_rows_scalar(const float *q, size_t d, unsigned per, const float *sel, size_t nibbles, float *f);
-void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t nibbles, float inv, uint8_t *lut);
+void tq_scan_lut_rows_scalar(const float *q, size_t d, unsigned per, const float *sel, unsigned width,
+                             size_t lookups, float *f);
+void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t lookups, unsigned width, float inv,
+                                 uint8_t *lut);
+void tq_scan6_block_multi_scalar(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,
+                                 uint32_t *out);
 void tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
                             const tq_key_params *const *p, const float *threshold, size_t nq, float *key,
                             uint32_t *mask);

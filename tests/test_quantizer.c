@@ -216,3 +216,74 @@ Test(quantizer, rejects_bad_configuration)
     cr_assert_eq(tq_quantizer_init(&q, 64, 2, (tq_variant)7, TQ_CORRECTION_IP, 1, &err), TQ_EARG);
     cr_assert_eq(tq_quantizer_init(&q, 1, 2, TQ_VARIANT_MSE, TQ_CORRECTION_IP, 1, &err), TQ_EDIM);
 }
+
+/* Both scan layouts at many dimensions: codes go in and come back out; a
+ * cleared row reads as zero codes; the float tables give sum_j q_j t[c_j];
+ * and the 8-bit kernel sums reproduce it within half a table step per
+ * lookup (the bound scan.c states). */
+Test(scan, layouts_round_trip_and_tables_agree)
+{
+    static const uint32_t dims[] = {2, 3, 7, 8, 9, 15, 16, 17, 50, 100, 128, 129, 384, 1000};
+    tq_rng r;
+    tq_rng_seed(&r, 77);
+    const float table[16] = {-1.5f, -1.0f, -0.6f, -0.25f, 0.25f, 0.6f, 1.0f, 1.5f,
+                             -0.1f, 0.1f, 0.3f, 0.7f, 1.1f, 1.3f, 1.7f, 2.0f};
+    for (unsigned bits = 1; bits <= 4; bits++)
+        for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
+            const uint32_t d = dims[di];
+            tq_scan_layout L;
+            tq_scan_layout_init(&L, d, bits);
+            cr_assert_eq(L.sextets, bits == 3);
+            cr_assert_eq(L.block_bytes, L.units * L.unit_bytes);
+            if (bits == 3)
+                cr_assert_eq(L.block_bytes / 32, 3 * ((d + 7) / 8), "3 bits a coordinate, d=%u", d);
+            else
+                cr_assert_eq(L.block_bytes / 32, L.npairs, "one byte per nibble pair");
+            uint8_t *block = tq_calloc(1, L.block_bytes), codes[32][1000], back[1000];
+            for (int v = 0; v < 32; v++) {
+                for (uint32_t j = 0; j < d; j++)
+                    codes[v][j] = (uint8_t)(tq_rng_next(&r) % (1u << bits));
+                tq_scan_put(&L, block, (unsigned)v, codes[v]);
+            }
+            for (int v = 0; v < 32; v++) {
+                tq_scan_get(&L, block, (unsigned)v, back);
+                cr_assert(!memcmp(back, codes[v], d), "bits %u d %u vector %d round trip", bits, d, v);
+            }
+            /* Tables: a random query, every vector's float-table sum and
+             * its kernel sum against the direct sum. */
+            float q[1000];
+            for (uint32_t j = 0; j < d; j++)
+                q[j] = (float)tq_rng_gauss(&r);
+            tq_scan_lut lut;
+            cr_assert_eq(tq_scan_lut_init(&lut, &L), TQ_OK);
+            tq_scan_lut_build(&L, table, q, &lut);
+            const uint8_t *tables[1] = {lut.q8};
+            uint32_t sums[32];
+            if (L.sextets)
+                tq_simd()->scan6_block_multi(block, L.units, tables, 1, sums);
+            else
+                tq_simd()->scan_block_multi(block, L.units, tables, 1, sums);
+            for (int v = 0; v < 32; v++) {
+                double want = 0.0, mag = 0.0;
+                for (uint32_t j = 0; j < d; j++) {
+                    want += (double)q[j] * table[codes[v][j]];
+                    mag += fabs((double)q[j] * table[codes[v][j]]);
+                }
+                float exact = tq_scan_lut_exact(&L, &lut, block, (unsigned)v);
+                cr_assert(fabs(exact - want) <= 1e-5 * (mag + 1.0), "bits %u d %u vector %d: %g vs %g", bits, d,
+                          v, (double)exact, want);
+                double coarse = (double)lut.delta * sums[v] + lut.bias;
+                cr_assert(fabs(coarse - want) <= 0.5 * lut.delta * L.lookups + 1e-4 * (mag + 1.0),
+                          "bits %u d %u vector %d: 8-bit sum %g vs %g (step %g)", bits, d, v, coarse, want,
+                          (double)lut.delta);
+            }
+            tq_scan_clear(&L, block, 5);
+            tq_scan_get(&L, block, 5, back);
+            for (uint32_t j = 0; j < d; j++)
+                cr_assert_eq(back[j], 0, "a cleared row reads as zero codes");
+            tq_scan_get(&L, block, 6, back);
+            cr_assert(!memcmp(back, codes[6], d), "clearing one row leaves the others");
+            tq_scan_lut_free(&lut);
+            tq_free(block);
+        }
+}

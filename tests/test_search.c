@@ -258,9 +258,9 @@ Test(search, count_order_and_exact_scores)
     cr_assert_eq(tqvec_index_get_info(ix, &info), TQVEC_OK);
     cr_assert_eq(info.count, 25);
     cr_assert_eq(info.bits, 3);
-    /* 3-bit codes take a whole nibble in the scan layout: 40 coordinates are
-     * 20 bytes, plus the norm and the correction factor. */
-    cr_assert_eq(info.bytes_per_vector, 40 / 2 + 8, "codes plus norm and correction");
+    /* 3-bit codes take 3 bits in the sextet layout: 40 coordinates are 20
+     * sextets, 5 groups of 3 bytes, plus the norm and the correction. */
+    cr_assert_eq(info.bytes_per_vector, 40 * 3 / 8 + 8, "codes plus norm and correction");
     cr_assert_eq(info.refine_bytes_per_vector, 40 * 4, "float vectors");
     tqvec_index_free(ix);
 }
@@ -274,8 +274,13 @@ Test(search, same_results_on_every_simd_level)
     for (uint32_t j = 0; j < d; j++)
         q[j] = (float)cos(j * 0.3);
     tq_simd_level best = tq_simd_best_level();
+    /* Every layout: nibbles at 1, 2 and 4 bits, sextets at 3 (and under
+     * the prod variant at 4, with its 1-bit signs). */
+    for (int bits = 1; bits <= 4; bits++)
     for (int variant = 1; variant <= 2; variant++) {
-        tqvec_index_options o = {.dim = d, .metric = TQVEC_METRIC_IP, .bits = 2, .variant = variant};
+        if (bits == 1 && variant == 2)
+            continue;
+        tqvec_index_options o = {.dim = d, .metric = TQVEC_METRIC_IP, .bits = bits, .variant = variant};
         tqvec_index *ix1, *ix2;
         float *x = tq_malloc(500 * d * sizeof(float));
         for (size_t i = 0; i < 500 * d; i++)
@@ -288,7 +293,7 @@ Test(search, same_results_on_every_simd_level)
         cr_assert_eq(tqvec_index_create(&o, &ix2, NULL), TQVEC_OK);
         cr_assert_eq(tqvec_index_add(ix2, x, 500, NULL, NULL), TQVEC_OK);
         cr_assert_eq(tqvec_index_search(ix2, q, NULL, b, 10, &nb, NULL), TQVEC_OK);
-        cr_assert(na == nb && same_hits(a, b, na), "variant %d: scalar and %s results differ",
+        cr_assert(na == nb && same_hits(a, b, na), "%d bits variant %d: scalar and %s results differ", bits,
                   variant, tq_simd_level_name(best));
         tqvec_index_free(ix1);
         tqvec_index_free(ix2);

@@ -333,22 +333,28 @@ static void check_scan_lut_rows(tq_simd_level level)
     tq_rng r;
     tq_rng_seed(&r, 14);
     float *q = tq_malloc(16384 * sizeof(float)), *a = tq_malloc(16 * 16384 * sizeof(float));
-    float *b = tq_malloc(16 * 16384 * sizeof(float)), sel[64];
-    for (unsigned per = 1; per <= 4; per *= 2)
+    float *b = tq_malloc(16 * 16384 * sizeof(float)), sel[4 * 64];
+    /* Nibble rows (16 wide, 1, 2 or 4 coordinates) and sextet rows (64
+     * wide, 2 coordinates). */
+    static const unsigned shapes[][2] = {{1, 16}, {2, 16}, {4, 16}, {2, 64}};
+    for (size_t sh = 0; sh < 4; sh++)
         for (size_t si = 0; si < NSIZES; si++) {
-            const size_t d = sizes[si], nibbles = ((d + per - 1) / per + 1) & ~(size_t)1;
+            const unsigned per = shapes[sh][0], width = shapes[sh][1];
+            const size_t d = sizes[si], lookups = ((d + per - 1) / per + 3) & ~(size_t)3;
+            if (lookups * width > 16 * 16384)
+                continue;
             fill(q, d, &r, true);
-            fill(sel, 64, &r, false);
-            ref->scan_lut_rows(q, d, per, sel, nibbles, a);
-            k->scan_lut_rows(q, d, per, sel, nibbles, b);
-            for (size_t i = 0; i < 16 * nibbles; i++)
+            fill(sel, 4 * 64, &r, false);
+            ref->scan_lut_rows(q, d, per, sel, width, lookups, a);
+            k->scan_lut_rows(q, d, per, sel, width, lookups, b);
+            for (size_t i = 0; i < width * lookups; i++)
                 cr_assert(same_bits_f(a[i], b[i]) || (isnan(a[i]) && isnan(b[i])),
-                          "scan_lut_rows %s per=%u d=%zu entry %zu: %a vs scalar %a", tq_simd_level_name(level), per,
-                          d, i, (double)b[i], (double)a[i]);
+                          "scan_lut_rows %s per=%u width=%u d=%zu entry %zu: %a vs scalar %a",
+                          tq_simd_level_name(level), per, width, d, i, (double)b[i], (double)a[i]);
             /* The reference against its definition on one entry. */
             float want = 0.0f + q[0] * sel[5];
             for (unsigned i = 1; i < per && i < d; i++)
-                want = want + q[i] * sel[16 * i + 5];
+                want = want + q[i] * sel[width * i + 5];
             cr_assert(same_bits_f(a[5], want) || (isnan(a[5]) && isnan(want)), "row 0 entry 5");
         }
     tq_free(q);
@@ -359,49 +365,109 @@ static void check_scan_lut_rows(tq_simd_level level)
 static void check_scan_lut_quantize(tq_simd_level level)
 {
     const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
-    static const size_t nibbles[] = {2, 4, 6, 8, 10, 128, 258, 1536, 16384};
+    static const size_t counts[] = {2, 4, 6, 8, 10, 128, 258, 1536, 4096};
     tq_rng r;
     tq_rng_seed(&r, 11);
-    float *f = tq_malloc(16 * 16384 * sizeof(float)), *lo = tq_malloc(16384 * sizeof(float));
-    uint8_t *a = tq_malloc(TQ_SCAN_LUT_BYTES(8192)), *b = tq_malloc(TQ_SCAN_LUT_BYTES(8192));
-    for (size_t s = 0; s < sizeof(nibbles) / sizeof(nibbles[0]); s++) {
-        size_t n = nibbles[s];
-        fill(f, 16 * n, &r, false);
-        for (size_t t = 0; t < n; t++) {
-            lo[t] = f[16 * t];
-            for (int c = 1; c < 16; c++)
-                lo[t] = f[16 * t + c] < lo[t] ? f[16 * t + c] : lo[t];
-            /* Exact halves, entries below the offset and beyond the top:
-             * rounding and both clamps. */
-            if (t % 5 == 1)
-                f[16 * t + 3] = lo[t] + 7.5f * 0.125f;
-            if (t % 7 == 2)
-                f[16 * t + 5] = lo[t] - 1.0f;
-            if (t % 3 == 0)
-                f[16 * t + 9] = lo[t] + 1000.0f;
-        }
-        const float inv = 8.0f; /* delta 1/8: exact halves above */
-        size_t bytes = TQ_SCAN_LUT_BYTES(n / 2);
-        memset(a, 0x5A, bytes);
-        memset(b, 0xC3, bytes);
-        ref->scan_lut_quantize(f, lo, n, inv, a);
-        k->scan_lut_quantize(f, lo, n, inv, b);
-        for (size_t i = 0; i < bytes; i++)
-            cr_assert_eq(a[i], b[i], "scan_lut_quantize %s nibbles=%zu byte %zu: %u vs scalar %u",
-                         tq_simd_level_name(level), n, i, b[i], a[i]);
-        /* The reference against its own definition. */
-        for (size_t t = 0; t < n; t++)
-            for (int c = 0; c < 16; c++) {
-                float v = (f[16 * t + c] - lo[t]) * inv + 0.5f;
-                unsigned want = v <= 0.0f ? 0 : v >= 255.0f ? 255 : (unsigned)v;
-                cr_assert_eq(a[tq_scan_lut_offset(t) + c], want, "nibble %zu entry %d", t, c);
-                cr_assert_eq(a[tq_scan_lut_offset(t) + 16 + c], want, "second copy");
+    float *f = tq_malloc(64 * 4096 * sizeof(float)), *lo = tq_malloc(4096 * sizeof(float));
+    uint8_t *a = tq_malloc(64 * 4096), *b = tq_malloc(64 * 4096);
+    for (unsigned width = 16; width <= 64; width *= 4)
+        for (size_t s = 0; s < sizeof(counts) / sizeof(counts[0]); s++) {
+            size_t n = counts[s];
+            if (width == 64 && n % 4)
+                continue; /* sextet tables come in whole groups */
+            fill(f, width * n, &r, false);
+            for (size_t t = 0; t < n; t++) {
+                float *row = f + width * t;
+                lo[t] = row[0];
+                for (unsigned c = 1; c < width; c++)
+                    lo[t] = row[c] < lo[t] ? row[c] : lo[t];
+                /* Exact halves, entries below the offset and beyond the
+                 * top: rounding and both clamps. */
+                if (t % 5 == 1)
+                    row[3] = lo[t] + 7.5f * 0.125f;
+                if (t % 7 == 2)
+                    row[5] = lo[t] - 1.0f;
+                if (t % 3 == 0)
+                    row[9] = lo[t] + 1000.0f;
             }
-    }
+            const float inv = 8.0f; /* delta 1/8: exact halves above */
+            size_t bytes = width == 16 ? TQ_SCAN_LUT_BYTES(n / 2) : 64 * n;
+            memset(a, 0x5A, bytes);
+            memset(b, 0xC3, bytes);
+            ref->scan_lut_quantize(f, lo, n, width, inv, a);
+            k->scan_lut_quantize(f, lo, n, width, inv, b);
+            for (size_t i = 0; i < bytes; i++)
+                cr_assert_eq(a[i], b[i], "scan_lut_quantize %s width=%u lookups=%zu byte %zu: %u vs scalar %u",
+                             tq_simd_level_name(level), width, n, i, b[i], a[i]);
+            /* The reference against its own definition. */
+            for (size_t t = 0; t < n; t++)
+                for (unsigned c = 0; c < width; c++) {
+                    float v = (f[width * t + c] - lo[t]) * inv + 0.5f;
+                    unsigned want = v <= 0.0f ? 0 : v >= 255.0f ? 255 : (unsigned)v;
+                    if (width == 64) {
+                        cr_assert_eq(a[64 * t + c], want, "sextet %zu entry %u", t, c);
+                    } else {
+                        cr_assert_eq(a[tq_scan_lut_offset(t) + c], want, "nibble %zu entry %u", t, c);
+                        cr_assert_eq(a[tq_scan_lut_offset(t) + 16 + c], want, "second copy");
+                    }
+                }
+        }
     tq_free(f);
     tq_free(lo);
     tq_free(a);
     tq_free(b);
+}
+
+/* The sextet scan (3-bit codes) of every query count against the scalar
+ * reference, around the 16-bit widening interval and with all-max bytes
+ * and tables (the overflow case); and the reference against sums taken
+ * straight from the layout's definition. */
+static void check_scan6(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    enum { NQ = TQ_SCAN_MAX_QUERIES, MAXG = 2048 };
+    static const size_t groups[] = {1, 2, 3, 63, 64, 65, 127, 128, 129, 1000, 2048};
+    tq_rng r;
+    tq_rng_seed(&r, 15);
+    uint8_t *block = tq_malloc(96 * MAXG), *lut[NQ];
+    for (int i = 0; i < NQ; i++)
+        lut[i] = tq_malloc(256 * MAXG);
+    uint32_t want[NQ * 32], got[NQ * 32];
+    for (size_t gi = 0; gi < sizeof(groups) / sizeof(groups[0]); gi++)
+        for (int kind = 0; kind < 3; kind++) {
+            const size_t g = groups[gi];
+            for (size_t i = 0; i < 96 * g; i++)
+                block[i] = kind == 1 ? 0xFF : (uint8_t)tq_rng_next(&r);
+            for (int qi = 0; qi < NQ; qi++)
+                for (size_t i = 0; i < 256 * g; i++)
+                    lut[qi][i] = kind == 0 ? (uint8_t)tq_rng_next(&r) : 0xFF;
+            for (size_t nq = 1; nq <= NQ; nq++) {
+                ref->scan6_block_multi(block, g, (const uint8_t *const *)lut, nq, want);
+                k->scan6_block_multi(block, g, (const uint8_t *const *)lut, nq, got);
+                for (size_t i = 0; i < 32 * nq; i++)
+                    cr_assert_eq(got[i], want[i], "scan6 %s groups=%zu kind %d nq=%zu query %zu vector %zu: %u vs %u",
+                                 tq_simd_level_name(level), g, kind, nq, i / 32, i % 32, got[i], want[i]);
+            }
+            if (kind == 1)
+                cr_assert_eq(want[0], 255u * 4 * g, "all-max sum is 255 per sextet");
+            /* Vector 7 of query 0 from the definition: sextet 4g+k (k < 3)
+             * is the low 6 bits of plane k, sextet 4g+3 the top bits. */
+            uint32_t sum = 0;
+            for (size_t gg = 0; gg < g; gg++) {
+                unsigned x[4] = {0, 0, 0, 0};
+                for (int kk = 0; kk < 3; kk++) {
+                    unsigned byte = block[96 * gg + 32 * kk + 7];
+                    x[kk] = byte & 63u;
+                    x[3] |= (byte >> 6) << (2 * kk);
+                }
+                for (int kk = 0; kk < 4; kk++)
+                    sum += lut[0][256 * gg + 64 * kk + x[kk]];
+            }
+            cr_assert_eq(want[7], sum, "reference against the definition, groups=%zu", g);
+        }
+    tq_free(block);
+    for (int i = 0; i < NQ; i++)
+        tq_free(lut[i]);
 }
 
 static void check_block_select(tq_simd_level level)
@@ -526,6 +592,7 @@ static void check_scan_select(tq_simd_level level)
     Test(checkasm_##name, scan_block) { check_scan_block(level); }                                  \
     Test(checkasm_##name, scan_lut_quantize) { check_scan_lut_quantize(level); }                    \
     Test(checkasm_##name, scan_lut_rows) { check_scan_lut_rows(level); }                            \
+    Test(checkasm_##name, scan6) { check_scan6(level); }                                            \
     Test(checkasm_##name, block_select) { check_block_select(level); }                              \
     Test(checkasm_##name, scan_select) { check_scan_select(level); }                                \
     Test(checkasm_##name, dot_u8) { check_dot_u8(level); }                                          \
