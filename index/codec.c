@@ -345,3 +345,60 @@ void tq_codec_row_load(const tq_codec *c, const tq_rows_out *out, size_t row, co
     if (refine)
         memcpy(refine_of_out(c, out) + row * refine, src + sizeof(tq_code_scalars), refine);
 }
+
+/* ------------------------------------------------------------ format 1 */
+
+bool tq_codec_format1_differs(const tq_codec *c)
+{
+    return c->q.mse_bits && c->q.code_layout.sextets;
+}
+
+void tq_codec_blocks_from_format1(const tq_codec *c, const uint8_t *old, size_t blocks, uint8_t *out)
+{
+    const tq_scan_layout *now = &c->q.code_layout;
+    tq_scan_layout then;
+    tq_scan_layout_init_format1(&then, now->d, now->bits);
+    uint8_t codes[TQ_MAX_DIM];
+    for (size_t b = 0; b < blocks; b++)
+        for (unsigned lane = 0; lane < TQ_SCAN_BLOCK; lane++) {
+            tq_scan_get(&then, old + b * then.block_bytes, lane, codes);
+            tq_scan_put(now, out + b * now->block_bytes, lane, codes);
+        }
+}
+
+size_t tq_codec_row_bytes_format1(const tq_codec *c)
+{
+    if (!tq_codec_format1_differs(c))
+        return tq_codec_row_bytes(c);
+    tq_scan_layout then;
+    tq_scan_layout_init_format1(&then, c->q.d, c->q.mse_bits);
+    return tq_codec_row_bytes(c) - column_bytes(&c->q.code_layout) + column_bytes(&then);
+}
+
+size_t tq_codec_format1_scratch_bytes(const tq_codec *c)
+{
+    tq_scan_layout then;
+    tq_scan_layout_init_format1(&then, c->q.d, c->q.mse_bits ? c->q.mse_bits : 1);
+    return then.block_bytes + c->q.code_layout.block_bytes + c->q.d;
+}
+
+void tq_codec_row_from_format1(const tq_codec *c, const uint8_t *old, uint8_t *row, uint8_t *scratch)
+{
+    if (!tq_codec_format1_differs(c)) {
+        memcpy(row, old, tq_codec_row_bytes(c));
+        return;
+    }
+    /* The code column leads the row; the rest is the same bytes. As a
+     * column is lane 0 of a block, the layouts' own get and put convert. */
+    const tq_scan_layout *now = &c->q.code_layout;
+    tq_scan_layout then;
+    tq_scan_layout_init_format1(&then, now->d, now->bits);
+    uint8_t *from = scratch, *to = scratch + then.block_bytes, *codes = to + now->block_bytes;
+    memset(from, 0, then.block_bytes);
+    column_in(from, 0, column_bytes(&then), old);
+    tq_scan_get(&then, from, 0, codes);
+    memset(to, 0, now->block_bytes);
+    tq_scan_put(now, to, 0, codes);
+    column_out(to, 0, column_bytes(now), row);
+    memcpy(row + column_bytes(now), old + column_bytes(&then), tq_codec_row_bytes(c) - column_bytes(now));
+}

@@ -38,12 +38,12 @@
  */
 #include "tq_index.h"
 
-void tq_scan_layout_init(tq_scan_layout *L, uint32_t d, unsigned bits)
+static void layout_init(tq_scan_layout *L, uint32_t d, unsigned bits, bool sextets)
 {
     memset(L, 0, sizeof(*L));
     L->d = d;
     L->bits = bits;
-    if (bits == 3) {
+    if (sextets) {
         L->sextets = true;
         L->groups = ((d + 1) / 2 + 3) / 4;
         L->lookups = 4 * L->groups; /* sextets past d have no coordinates: their rows are 0 */
@@ -52,7 +52,7 @@ void tq_scan_layout_init(tq_scan_layout *L, uint32_t d, unsigned bits)
         L->unit_bytes = 96;
         L->unit_lut_bytes = 256;
     } else {
-        L->per_nibble = bits == 4 ? 1 : bits == 2 ? 2 : 4;
+        L->per_nibble = bits >= 3 ? 1 : bits == 2 ? 2 : 4;
         uint32_t nibbles = (d + L->per_nibble - 1) / L->per_nibble;
         L->nibbles = (nibbles + 1) & ~1u;
         L->npairs = L->nibbles / 2;
@@ -64,6 +64,16 @@ void tq_scan_layout_init(tq_scan_layout *L, uint32_t d, unsigned bits)
     }
     L->block_bytes = L->unit_bytes * L->units;
     L->lut_bytes = L->sextets ? L->unit_lut_bytes * L->units : TQ_SCAN_LUT_BYTES(L->npairs);
+}
+
+void tq_scan_layout_init(tq_scan_layout *L, uint32_t d, unsigned bits)
+{
+    layout_init(L, d, bits, bits == 3);
+}
+
+void tq_scan_layout_init_format1(tq_scan_layout *L, uint32_t d, unsigned bits)
+{
+    layout_init(L, d, bits, false);
 }
 
 /* Sextet t of a vector from its unpacked codes (0 past d). */

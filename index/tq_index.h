@@ -189,6 +189,10 @@ typedef struct tq_scan_lut {
 } tq_scan_lut;
 
 void tq_scan_layout_init(tq_scan_layout *L, uint32_t d, unsigned bits);
+/* The layout of storage format 1 (segment and log files written before the
+ * sextet layout): nibbles at every width, a 3-bit code in a whole nibble.
+ * Only for reading such files. */
+void tq_scan_layout_init_format1(tq_scan_layout *L, uint32_t d, unsigned bits);
 /* Store vector v (0..31) of a block from its d unpacked codes. */
 void tq_scan_put(const tq_scan_layout *L, uint8_t *block, unsigned v, const uint8_t *codes);
 /* Zero nibbles for vector v: the state of a row never written. */
@@ -511,6 +515,19 @@ void tq_codec_clear_rows(const tq_codec *c, const tq_rows_out *out, size_t from,
 size_t tq_codec_row_bytes(const tq_codec *c);
 void tq_codec_row_save(const tq_codec *c, const tq_rows *rows, size_t row, uint8_t *dst);
 void tq_codec_row_load(const tq_codec *c, const tq_rows_out *out, size_t row, const uint8_t *src);
+
+/* Reading storage format 1 (see tq_scan_layout_init_format1). Only a codec
+ * whose codes are 3 bits (mse 3, or prod 4) stored them differently: for
+ * the others every function below is the identity. */
+bool tq_codec_format1_differs(const tq_codec *c);
+/* Code blocks of format 1 (blocks of them) rewritten in the current layout
+ * into out (blocks * code_layout.block_bytes). */
+void tq_codec_blocks_from_format1(const tq_codec *c, const uint8_t *old, size_t blocks, uint8_t *out);
+/* A saved row of format 1: its size, and its conversion to a current row
+ * (tq_codec_row_bytes). scratch: tq_codec_format1_scratch_bytes(c). */
+size_t tq_codec_row_bytes_format1(const tq_codec *c);
+size_t tq_codec_format1_scratch_bytes(const tq_codec *c);
+void tq_codec_row_from_format1(const tq_codec *c, const uint8_t *old, uint8_t *row, uint8_t *scratch);
 /* Bytes per vector of codes and scalars, and of refine data. */
 size_t tq_codec_bytes_per_vector(const tq_codec *c);
 size_t tq_codec_refine_bytes_per_vector(const tq_codec *c);

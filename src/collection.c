@@ -44,7 +44,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { WAL_ADD = 1, WAL_REMOVE = 2 };
+/* Log record types. An add's row is tq_codec_row_save's bytes: WAL_ADD in
+ * storage format 1 (3-bit codes in whole nibbles; written before the
+ * sextet layout, read and converted at replay), WAL_ADD_ROW2 in the current
+ * one. A log may hold both kinds: one written by an older build and
+ * appended to by this one. */
+enum { WAL_ADD = 1, WAL_REMOVE = 2, WAL_ADD_ROW2 = 3 };
 
 /* Attribute fields a sealed segment keeps parsed for filters; a filter on
  * more fields than this reads the rest from JSON. */
@@ -853,7 +858,7 @@ static uint8_t *frame_one(tq_collection *c, size_t i, const tq_element *e, size_
     const tq_rows mut = tq_rows_view(&c->mut->out, row + 1);
     tq_codec_row_save(&c->codec, &mut, row, p);
     p += tq_codec_row_bytes(&c->codec);
-    c->entries[i] = (tq_wal_entry){.type = WAL_ADD, .payload = start, .len = (uint32_t)(p - start)};
+    c->entries[i] = (tq_wal_entry){.type = WAL_ADD_ROW2, .payload = start, .len = (uint32_t)(p - start)};
     return p;
 }
 
@@ -1440,17 +1445,33 @@ static size_t min_add_record(const tq_codec *codec)
 static int replay_record(void *arg, uint16_t type, uint64_t lsn, const uint8_t *p, uint32_t len, tq_error *err)
 {
     tq_collection *c = arg;
-    if (type == WAL_ADD) {
-        const size_t row_bytes = tq_codec_row_bytes(&c->codec);
+    if (type == WAL_ADD || type == WAL_ADD_ROW2) {
+        const bool format1 = type == WAL_ADD;
+        const size_t row_bytes = format1 ? tq_codec_row_bytes_format1(&c->codec) : tq_codec_row_bytes(&c->codec);
         uint32_t lens[2];
         if (len < 8 || (memcpy(lens, p, 8), (uint64_t)8 + lens[0] + lens[1] + row_bytes != len) || lens[0] == 0 ||
             lens[0] > TQ_MAX_KEY_BYTES || lens[1] > TQ_MAX_ATTR_BYTES)
             return tq_err(err, TQ_ECORRUPT, "log record %llu: an add of the wrong size", (unsigned long long)lsn);
         tq_element e = {.key = (const char *)p + 8, .key_len = lens[0],
                         .attr = lens[1] ? (const char *)p + 8 + lens[0] : NULL, .attr_len = lens[1]};
+        const uint8_t *row = p + 8 + lens[0] + lens[1];
+        if (format1 && tq_codec_format1_differs(&c->codec)) {
+            /* The framing scratch is free during replay: the row, then the
+             * conversion's own scratch. */
+            size_t need = tq_codec_row_bytes(&c->codec) + tq_codec_format1_scratch_bytes(&c->codec);
+            if (need > c->payload_cap) {
+                uint8_t *grown = tq_realloc(c->payload, need);
+                if (!grown)
+                    return tq_err(err, TQ_ENOMEM, "out of memory replaying the log");
+                c->payload = grown;
+                c->payload_cap = need;
+            }
+            tq_codec_row_from_format1(&c->codec, row, c->payload, c->payload + tq_codec_row_bytes(&c->codec));
+            row = c->payload;
+        }
         int rc = stage_names(c, &e, 1, err);
         if (!rc) {
-            tq_codec_row_load(&c->codec, &c->mut->out, c->mut->n, p + 8 + lens[0] + lens[1]);
+            tq_codec_row_load(&c->codec, &c->mut->out, c->mut->n, row);
             publish_rows(c, 1);
         }
         return rc;

@@ -30,7 +30,10 @@
 #include <xxhash.h>
 
 static const char segment_magic[8] = {'T', 'Q', 'V', 'E', 'C', 'S', 'E', 'G'};
-#define SEGMENT_VERSION 1u
+/* Format 2: 3-bit codes in the sextet layout. Format 1 files (3-bit codes
+ * in whole nibbles; every other width the same bytes) are still read: a
+ * 3-bit one has its codes rewritten in memory at open. */
+#define SEGMENT_VERSION 2u
 #define HEADER_BYTES 512u
 #define HEADER_SUM_AT 504u
 #define TABLE_AT 72u
@@ -46,11 +49,14 @@ static uint64_t align_up(uint64_t n)
 
 /* Lengths the fixed-size sections must have for this config and row count;
  * UINT64_MAX for the variable ones. */
-static void fixed_lengths(const tq_codec *c, uint64_t rows, uint64_t len[TQ_SEC_COUNT + 1])
+static void fixed_lengths(const tq_codec *c, uint32_t version, uint64_t rows, uint64_t len[TQ_SEC_COUNT + 1])
 {
     const tq_quantizer *q = &c->q;
     const uint64_t blocks = (rows + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK;
-    len[TQ_SEC_CODES] = q->mse_bits ? blocks * q->code_layout.block_bytes : 0;
+    tq_scan_layout codes = q->code_layout;
+    if (version == 1 && q->mse_bits)
+        tq_scan_layout_init_format1(&codes, q->d, q->mse_bits);
+    len[TQ_SEC_CODES] = q->mse_bits ? blocks * codes.block_bytes : 0;
     len[TQ_SEC_SIGNS] = q->variant == TQ_VARIANT_PROD ? blocks * q->sign_layout.block_bytes : 0;
     len[TQ_SEC_SCALARS] = rows * sizeof(tq_code_scalars);
     len[TQ_SEC_REFINE] = rows * tq_codec_refine_bytes_per_vector(c);
@@ -132,7 +138,7 @@ int tq_segment_write(const char *path, const tq_codec *c, const tq_rows *rows, c
 {
     const uint64_t n = rows->n;
     uint64_t len[TQ_SEC_COUNT + 1];
-    fixed_lengths(c, n, len);
+    fixed_lengths(c, SEGMENT_VERSION, n, len);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
         return tq_err_sys(err, TQ_EIO, errno, "%s: create", path);
@@ -263,9 +269,10 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
         rc = corrupt(err, path, "segment header fails its checksum");
         goto fail;
     }
-    if (tq_get32(map + 8) != SEGMENT_VERSION || tq_get32(map + 12) != HEADER_BYTES) {
-        rc = tq_err(err, TQ_EUNSUPPORTED, "%s: segment format version %u, this build reads %u", path,
-                    tq_get32(map + 8), SEGMENT_VERSION);
+    const uint32_t version = tq_get32(map + 8);
+    if (version < 1 || version > SEGMENT_VERSION || tq_get32(map + 12) != HEADER_BYTES) {
+        rc = tq_err(err, TQ_EUNSUPPORTED, "%s: segment format version %u, this build reads 1 to %u", path,
+                    version, SEGMENT_VERSION);
         goto fail;
     }
     if (tq_get32(map + 16) != cfg->d || tq_get32(map + 20) != (uint32_t)cfg->metric || tq_get32(map + 24) != cfg->bits ||
@@ -281,7 +288,7 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
         goto fail;
     }
     uint64_t want[TQ_SEC_COUNT + 1];
-    fixed_lengths(c, rows, want);
+    fixed_lengths(c, version, rows, want);
     for (unsigned kind = 1; kind <= TQ_SEC_COUNT; kind++) {
         const uint8_t *entry = map + TABLE_AT + (kind - 1) * 32;
         uint64_t off = tq_get64(entry + 8), len = tq_get64(entry + 16);
@@ -310,9 +317,22 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
     out->key_bytes = (const char *)map + out->sec_off[TQ_SEC_KEYS] + (rows + 1) * 8;
     out->attr_off = (const uint64_t *)(const void *)(map + out->sec_off[TQ_SEC_ATTRS]);
     out->attr_bytes = (const char *)map + out->sec_off[TQ_SEC_ATTRS] + (rows + 1) * 8;
+    const uint8_t *code_blocks = out->sec_len[TQ_SEC_CODES] ? map + out->sec_off[TQ_SEC_CODES] : NULL;
+    if (version == 1 && code_blocks && tq_codec_format1_differs(c)) {
+        /* Read once here, before the section is hashed (its first search
+         * or verify still checks the file's bytes); damaged codes can only
+         * give wrong codes, never a read outside the mapping. */
+        const uint64_t blocks = (rows + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK;
+        if (!(out->converted_codes = tq_malloc(blocks * c->q.code_layout.block_bytes + 1))) {
+            rc = tq_err(err, TQ_ENOMEM, "out of memory converting the 3-bit codes of %s", path);
+            goto fail;
+        }
+        tq_codec_blocks_from_format1(c, code_blocks, blocks, out->converted_codes);
+        code_blocks = out->converted_codes;
+    }
     out->view = (tq_rows){
         .n = rows,
-        .code_blocks = out->sec_len[TQ_SEC_CODES] ? map + out->sec_off[TQ_SEC_CODES] : NULL,
+        .code_blocks = code_blocks,
         .sign_blocks = out->sec_len[TQ_SEC_SIGNS] ? map + out->sec_off[TQ_SEC_SIGNS] : NULL,
         .sc = (const tq_code_scalars *)(const void *)(map + out->sec_off[TQ_SEC_SCALARS]),
         .vectors = cfg->refine == TQ_REFINE_FP32 ? (const float *)(const void *)(map + out->sec_off[TQ_SEC_REFINE])
@@ -340,5 +360,6 @@ void tq_segment_close(tq_segment_file *s)
     if (s->map)
         munmap(s->map, s->size);
     tq_free(s->path);
+    tq_free(s->converted_codes);
     memset(s, 0, sizeof(*s));
 }

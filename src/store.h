@@ -197,6 +197,7 @@ typedef struct tq_segment_file {
     const uint64_t *attr_off; /* rows + 1 */
     const char *attr_bytes;
     uint64_t sec_off[TQ_SEC_COUNT + 1], sec_len[TQ_SEC_COUNT + 1], sec_sum[TQ_SEC_COUNT + 1];
+    uint8_t *converted_codes; /* a format-1 file's 3-bit codes in the current layout (view points here) */
 } tq_segment_file;
 
 int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, tq_error *err);

@@ -147,6 +147,48 @@ else
   echo "SKIP: shared datasets not found at $data"
 fi
 
+# Storage format 1: collections written before 3-bit codes took the sextet
+# layout (tests/data/format1, made by that build with `tqvec build ...
+# --segment-rows 64`: one segment and 36 rows in the log, 3-bit mse and
+# 4-bit prod). Opened by this build they answer as the old build did
+# (its answers in *.expected: the same neighbours in the same order, scores
+# equal to float rounding), verify, compact to format 2, and answer the
+# same again; a row added afterwards lands beside the old ones.
+fixtures=$(dirname "$0")/data/format1
+same_answers() {
+  python3 - "$1" "$2" <<'PY'
+import sys
+got, want = (open(p).read().split("\n") for p in sys.argv[1:3])
+assert len(got) == len(want) > 1, (len(got), len(want))
+for g, w in zip(got, want):
+    g, w = g.split(), w.split()
+    assert [x.split(":")[0] for x in g] == [x.split(":")[0] for x in w], (g, w)
+    for x, y in zip(g[1:], w[1:]):
+        a, b = float(x.split(":")[1]), float(y.split(":")[1])
+        assert abs(a - b) <= 1e-4 * (1 + abs(b)), (g, w)
+PY
+}
+for c in mse3 prod4; do
+  cp -r "$fixtures/$c" "$work/legacy-$c"
+  "$tqvec" query --dir "$work/legacy-$c" --queries "$fixtures/vectors.fvecs" -k 5 --nq 20 >"$work/q1" 2>/dev/null &&
+    same_answers "$work/q1" "$fixtures/$c.expected" && pass || fail "format 1 $c answers as before"
+  "$tqvec" verify "$work/legacy-$c" >/dev/null 2>&1 && pass || fail "format 1 $c verifies"
+  "$tqvec" compact "$work/legacy-$c" >/dev/null 2>&1 &&
+    "$tqvec" query --dir "$work/legacy-$c" --queries "$fixtures/vectors.fvecs" -k 5 --nq 20 >"$work/q2" 2>/dev/null &&
+    same_answers "$work/q2" "$fixtures/$c.expected" && pass || fail "format 1 $c compacted answers the same"
+  od -An -tu4 -j8 -N4 "$(ls "$work/legacy-$c"/seg/*.tqs | head -1)" | grep -qw 2 && pass ||
+    fail "format 1 $c compacted into a format 2 segment"
+  "$tqvec" convert "$fixtures/vectors.fvecs" "$work/one.fvecs" --limit 1 2>/dev/null &&
+    printf 'new\n' >"$work/one.keys" &&
+    "$tqvec" build --input "$work/one.fvecs" --keys "$work/one.keys" --dir "$work/legacy-$c" >/dev/null 2>&1 &&
+    "$tqvec" query --dir "$work/legacy-$c" --queries "$work/one.fvecs" -k 101 2>/dev/null >"$work/q3" &&
+    python3 -c '
+import sys
+hits = dict(x.rsplit(":", 1) for x in open(sys.argv[1]).read().split()[1:])
+assert len(hits) == 101 and hits["new"] == hits["0"], hits
+' "$work/q3" && pass || fail "format 1 $c takes a new row, encoded as the old ones"
+done
+
 # Bad input: each a non-zero exit with a message, never a crash.
 printf 'abc' >"$work/junk.fvecs"
 expect_fail "truncated fvecs" "$tqvec" eval --base "$work/junk.fvecs" --queries "$work/junk.fvecs" --metric l2
