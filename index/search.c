@@ -313,13 +313,16 @@ static void collect_block(const search_job *job, unsigned part, size_t s, size_t
     const tq_quantizer *q = &job->c->q;
     if (sums) {
         job->k->block_select(sums->code[0], sums->sign[0], scalars, params, thresholds, nq, keys[0], masks);
-    } else if (q->variant == TQ_VARIANT_MSE && !q->code_layout.sextets) {
+    } else if (q->variant == TQ_VARIANT_MSE) {
         /* The common case in one kernel call: sums never leave registers. */
         const uint8_t *tables[TQ_SCAN_MAX_QUERIES];
         for (size_t i = 0; i < nq; i++)
             tables[i] = job->pq[q0 + i].code_lut.q8;
-        job->k->scan_select(set->code_blocks + lb * q->code_layout.block_bytes, q->code_layout.units, tables, nq,
-                            scalars, params, thresholds, keys[0], masks);
+        const uint8_t *block = set->code_blocks + lb * q->code_layout.block_bytes;
+        if (q->code_layout.sextets)
+            job->k->scan6_select(block, q->code_layout.units, tables, nq, scalars, params, thresholds, keys[0], masks);
+        else
+            job->k->scan_select(block, q->code_layout.units, tables, nq, scalars, params, thresholds, keys[0], masks);
     } else {
         block_sums all;
         block_sums_slice(job, set, lb, q0, nq, SIZE_MAX, &all);

@@ -84,6 +84,14 @@ static tq_simd_level compiled_cap(tq_simd_level cpu)
 
 #ifdef TQ_HAVE_AVX512
 static tq_simd_kernels avx512_table; /* the AVX-512 kernels, VBMI's where the CPU has it */
+
+/* Without VBMI: the table's own (AVX2) sextet scan and AVX-512 keys. */
+static void scan6_select_without_vbmi(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,
+                                      const float *scalars, const tq_key_params *const *p, const float *threshold,
+                                      float *key, uint32_t *mask)
+{
+    tq_scan_select_composed(&avx512_table, true, block, groups, luts, nq, scalars, p, threshold, key, mask);
+}
 #endif
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static const tq_simd_kernels *active = &tq_simd_kernels_scalar;
@@ -117,12 +125,14 @@ static void init_table(void)
     best_level = compiled_cap(detect_cpu());
 #ifdef TQ_HAVE_AVX512
     avx512_table = tq_simd_kernels_avx512;
-    if (!cpu_vbmi)
+    if (!cpu_vbmi) {
 #ifdef TQ_HAVE_AVX2
         avx512_table.scan6_block_multi = tq_simd_kernels_avx2.scan6_block_multi;
 #else
         avx512_table.scan6_block_multi = tq_simd_kernels_scalar.scan6_block_multi;
 #endif
+        avx512_table.scan6_select = scan6_select_without_vbmi;
+    }
 #endif
     tq_simd_level want = best_level;
     /* An unusable TQVEC_SIMD cannot be reported from here (the library never

@@ -541,7 +541,14 @@ static void scan_select_avx2(const uint8_t *block, size_t npairs, const uint8_t 
                              const float *scalars, const tq_key_params *const *p, const float *threshold, float *key,
                              uint32_t *mask)
 {
-    tq_scan_select_composed(&tq_simd_kernels_avx2, block, npairs, luts, nq, scalars, p, threshold, key, mask);
+    tq_scan_select_composed(&tq_simd_kernels_avx2, false, block, npairs, luts, nq, scalars, p, threshold, key, mask);
+}
+
+static void scan6_select_avx2(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,
+                              const float *scalars, const tq_key_params *const *p, const float *threshold,
+                              float *key, uint32_t *mask)
+{
+    tq_scan_select_composed(&tq_simd_kernels_avx2, true, block, groups, luts, nq, scalars, p, threshold, key, mask);
 }
 
 /* F16C: eight at a time, the tail through the scalar reference. */
@@ -582,6 +589,7 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .scan6_block_multi = scan6_block_multi_avx2,
     .block_select = block_select_avx2,
     .scan_select = scan_select_avx2,
+    .scan6_select = scan6_select_avx2,
     .float_to_half = float_to_half_avx2,
     .half_to_float = half_to_float_avx2,
 };

@@ -393,11 +393,11 @@ static void scan_lut_quantize_avx512(const float *f, const float *lo, size_t loo
  * lower half and 1 in the upper. The index work is done once for all
  * queries; each query costs two permutes and the 16-bit sums. */
 __attribute__((target("avx512vbmi"))) static inline __attribute__((always_inline)) void
-scan6_queries_vbmi(const uint8_t *block, size_t groups, const uint8_t *const *luts, const size_t NQ, uint32_t *out)
+scan6_sums_vbmi(const uint8_t *block, size_t groups, const uint8_t *const *luts, const size_t NQ, __m512i sums[][2])
 {
     const __m512i low6 = _mm512_set1_epi8(0x3F);
     const __m512i upper = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi8(0x40), 1);
-    const __m256i two = _mm256_set1_epi8(0x03);
+    const __m256i two = _mm256_set1_epi8(0x03), nibble = _mm256_set1_epi8(0x0F);
     __m512i tot_even[TQ_SCAN_MAX_QUERIES], tot_odd[TQ_SCAN_MAX_QUERIES];
     for (size_t i = 0; i < NQ; i++)
         tot_even[i] = tot_odd[i] = _mm512_setzero_si512();
@@ -409,14 +409,14 @@ scan6_queries_vbmi(const uint8_t *block, size_t groups, const uint8_t *const *lu
         for (size_t g = g0; g < g1; g++) {
             const uint8_t *pl = block + 96 * g;
             const __m512i ab = _mm512_loadu_si512(pl);
-            const __m256i a = _mm512_castsi512_si256(ab), b = _mm512_extracti64x4_epi64(ab, 1);
+            const __m256i a = _mm512_castsi512_si256(ab), b = _mm256_loadu_si256((const __m256i *)(pl + 32));
             const __m256i c = _mm256_loadu_si256((const __m256i *)(pl + 64));
-            /* D = a >> 6 | (b >> 6) << 2 | (c >> 6) << 4, byte by byte
-             * (16-bit shifts, then the bits from the neighbour masked off) */
-            const __m256i d = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(a, 6), two),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), _mm256_slli_epi16(two, 2)),
-                                _mm256_and_si256(_mm256_srli_epi16(c, 2), _mm256_slli_epi16(two, 4))));
+            /* D = a >> 6 | (b >> 6) << 2 | (c >> 6) << 4 in bits 0-5 of each
+             * byte: 16-bit shifts bring each top pair into place, two bit
+             * selects merge them (bits 6-7 are left to the index mask). */
+            const __m256i d = _mm256_ternarylogic_epi32(
+                _mm256_ternarylogic_epi32(_mm256_srli_epi16(a, 6), _mm256_srli_epi16(b, 4), two, 0xE4),
+                _mm256_srli_epi16(c, 2), nibble, 0xE4);
             const __m512i cd = _mm512_inserti64x4(_mm512_castsi256_si512(c), d, 1);
             const __m512i iab = _mm512_ternarylogic_epi32(ab, low6, upper, 0xEA); /* (ab & low6) | upper */
             const __m512i icd = _mm512_ternarylogic_epi32(cd, low6, upper, 0xEA);
@@ -441,8 +441,19 @@ scan6_queries_vbmi(const uint8_t *block, size_t groups, const uint8_t *const *lu
     const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     for (size_t i = 0; i < NQ; i++) {
-        _mm512_storeu_si512(out + 32 * i, _mm512_permutex2var_epi32(tot_even[i], first, tot_odd[i]));
-        _mm512_storeu_si512(out + 32 * i + 16, _mm512_permutex2var_epi32(tot_even[i], second, tot_odd[i]));
+        sums[i][0] = _mm512_permutex2var_epi32(tot_even[i], first, tot_odd[i]);
+        sums[i][1] = _mm512_permutex2var_epi32(tot_even[i], second, tot_odd[i]);
+    }
+}
+
+__attribute__((target("avx512vbmi"))) static inline __attribute__((always_inline)) void
+scan6_queries_vbmi(const uint8_t *block, size_t groups, const uint8_t *const *luts, const size_t NQ, uint32_t *out)
+{
+    __m512i sums[TQ_SCAN_MAX_QUERIES][2];
+    scan6_sums_vbmi(block, groups, luts, NQ, sums);
+    for (size_t i = 0; i < NQ; i++) {
+        _mm512_storeu_si512(out + 32 * i, sums[i][0]);
+        _mm512_storeu_si512(out + 32 * i + 16, sums[i][1]);
     }
 }
 
@@ -563,6 +574,38 @@ static inline __attribute__((always_inline)) void scan_select_queries_avx512(
     }
 }
 
+/* The same for the sextet layout (VBMI). */
+__attribute__((target("avx512vbmi"))) static inline __attribute__((always_inline)) void scan6_select_queries_vbmi(
+    const uint8_t *block, size_t groups, const uint8_t *const *luts, const size_t NQ, const float *scalars,
+    const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask)
+{
+    __m512i sums[TQ_SCAN_MAX_QUERIES][2];
+    scan6_sums_vbmi(block, groups, luts, NQ, sums);
+    const tq_key_metric metric = p[0]->metric;
+    const row_terms t0 = row_terms_avx512(scalars, 0, false), t1 = row_terms_avx512(scalars, 1, false);
+    for (size_t i = 0; i < NQ; i++) {
+        const __m512i zero = _mm512_setzero_si512();
+        uint32_t lo = keys_avx512(p[i], metric, false, &t0, sums[i][0], zero, threshold[i], key + 32 * i);
+        uint32_t hi = keys_avx512(p[i], metric, false, &t1, sums[i][1], zero, threshold[i], key + 32 * i + 16);
+        mask[i] = lo | hi << 16;
+    }
+}
+
+__attribute__((target("avx512vbmi"))) static void scan6_select_vbmi(const uint8_t *block, size_t groups,
+                                                                   const uint8_t *const *luts, size_t nq,
+                                                                   const float *scalars,
+                                                                   const tq_key_params *const *p,
+                                                                   const float *threshold, float *key,
+                                                                   uint32_t *mask)
+{
+    switch (nq) {
+    case 1: scan6_select_queries_vbmi(block, groups, luts, 1, scalars, p, threshold, key, mask); break;
+    case 2: scan6_select_queries_vbmi(block, groups, luts, 2, scalars, p, threshold, key, mask); break;
+    case 3: scan6_select_queries_vbmi(block, groups, luts, 3, scalars, p, threshold, key, mask); break;
+    default: scan6_select_queries_vbmi(block, groups, luts, 4, scalars, p, threshold, key, mask); break;
+    }
+}
+
 static void scan_select_avx512(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
                                const float *scalars, const tq_key_params *const *p, const float *threshold,
                                float *key, uint32_t *mask)
@@ -609,6 +652,7 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .scan_lut_rows = scan_lut_rows_avx512,
     .scan_lut_quantize = scan_lut_quantize_avx512,
     .scan6_block_multi = scan6_block_multi_vbmi,
+    .scan6_select = scan6_select_vbmi,
     .block_select = block_select_avx512,
     .scan_select = scan_select_avx512,
     .float_to_half = float_to_half_avx512,

@@ -245,12 +245,15 @@ void tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, 
         mask[i] = select_one(code_sum + 32 * i, sign_sum + 32 * i, scalars, p[i], threshold[i], key + 32 * i);
 }
 
-void tq_scan_select_composed(const tq_simd_kernels *k, const uint8_t *block, size_t npairs,
+void tq_scan_select_composed(const tq_simd_kernels *k, bool sextets, const uint8_t *block, size_t units,
                              const uint8_t *const *luts, size_t nq, const float *scalars,
                              const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask)
 {
     _Alignas(64) uint32_t sums[TQ_SCAN_MAX_QUERIES * TQ_SCAN_BLOCK];
-    k->scan_block_multi(block, npairs, luts, nq, sums);
+    if (sextets)
+        k->scan6_block_multi(block, units, luts, nq, sums);
+    else
+        k->scan_block_multi(block, units, luts, nq, sums);
     k->block_select(sums, sums, scalars, p, threshold, nq, key, mask); /* mse: sign sums unread */
 }
 
@@ -258,7 +261,16 @@ static void scan_select_scalar(const uint8_t *block, size_t npairs, const uint8_
                                const float *scalars, const tq_key_params *const *p, const float *threshold,
                                float *key, uint32_t *mask)
 {
-    tq_scan_select_composed(&tq_simd_kernels_scalar, block, npairs, luts, nq, scalars, p, threshold, key, mask);
+    tq_scan_select_composed(&tq_simd_kernels_scalar, false, block, npairs, luts, nq, scalars, p, threshold, key,
+                            mask);
+}
+
+static void scan6_select_scalar(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,
+                                const float *scalars, const tq_key_params *const *p, const float *threshold,
+                                float *key, uint32_t *mask)
+{
+    tq_scan_select_composed(&tq_simd_kernels_scalar, true, block, groups, luts, nq, scalars, p, threshold, key,
+                            mask);
 }
 
 uint16_t tq_half_from_float(float f)
@@ -349,4 +361,5 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .scan6_block_multi = tq_scan6_block_multi_scalar,
     .block_select = tq_block_select_scalar,
     .scan_select = scan_select_scalar,
+    .scan6_select = scan6_select_scalar,
 };

@@ -46,6 +46,7 @@
 #ifndef TQ_SIMD_H
 #define TQ_SIMD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -173,6 +174,10 @@ typedef struct tq_simd_kernels {
     void (*scan_select)(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
                         const float *scalars, const tq_key_params *const *p, const float *threshold, float *key,
                         uint32_t *mask);
+    /* The same for the sextet layout: scan6_block_multi then block_select. */
+    void (*scan6_select)(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,
+                         const float *scalars, const tq_key_params *const *p, const float *threshold, float *key,
+                         uint32_t *mask);
     /* IEEE binary16 conversions, round to nearest even (F16C where the
      * level has it): refine data kept in half precision. */
     void (*float_to_half)(const float *f, uint16_t *h, size_t n);
@@ -253,8 +258,9 @@ void tq_scan6_block_multi_scalar(const uint8_t *block, size_t groups, const uint
 void tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
                             const tq_key_params *const *p, const float *threshold, size_t nq, float *key,
                             uint32_t *mask);
-/* scan_select from a level's own scan_block_multi and block_select. */
-void tq_scan_select_composed(const tq_simd_kernels *k, const uint8_t *block, size_t npairs,
+/* scan_select (sextets false) or scan6_select (true) from a table's own
+ * scan kernel and block_select. */
+void tq_scan_select_composed(const tq_simd_kernels *k, bool sextets, const uint8_t *block, size_t units,
                              const uint8_t *const *luts, size_t nq, const float *scalars,
                              const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask);
 
