@@ -318,11 +318,10 @@ static void collect_block(const search_job *job, unsigned part, size_t s, size_t
         const uint8_t *tables[TQ_SCAN_MAX_QUERIES];
         for (size_t i = 0; i < nq; i++)
             tables[i] = job->pq[q0 + i].code_lut.q8;
-        const uint8_t *block = set->code_blocks + lb * q->code_layout.block_bytes;
-        if (q->code_layout.sextets)
-            job->k->scan6_select(block, q->code_layout.units, tables, nq, scalars, params, thresholds, keys[0], masks);
-        else
-            job->k->scan_select(block, q->code_layout.units, tables, nq, scalars, params, thresholds, keys[0], masks);
+        const tq_scan_layout *L = &q->code_layout;
+        const uint8_t *block = set->code_blocks + lb * L->block_bytes;
+        (L->sextets ? job->k->scan6_select : job->k->scan_select)(block, 1, L->block_bytes, L->units, tables, nq,
+                                                                 scalars, params, thresholds, keys[0], masks);
     } else {
         block_sums all;
         block_sums_slice(job, set, lb, q0, nq, SIZE_MAX, &all);
@@ -331,25 +330,75 @@ static void collect_block(const search_job *job, unsigned part, size_t s, size_t
     collect_keys(job, part, s, lb, live, nq, cols, keys, masks);
 }
 
+/* Full blocks summed and keyed by one kernel call: the per-block cost of
+ * a call and its set-up was a fifth of a one-query search at small d. The
+ * thresholds are those at the run's start; a cut during the run only makes
+ * collect_keys look at a few more rows. */
+#define RUN_BLOCKS 8
+
+/* Blocks [lb0, lb0 + n) of set s, all full and read by the kernels, for
+ * the mse variant: keys in one call, then collected block by block. */
+static void collect_run(const search_job *job, unsigned part, size_t s, size_t lb0, size_t n,
+                        const uint32_t *live, size_t q0, size_t nq, tq_collector *const *cols)
+{
+    const tq_rows *set = &job->sets[s];
+    const tq_scan_layout *L = &job->c->q.code_layout;
+    const tq_key_params *params[TQ_SCAN_MAX_QUERIES];
+    const uint8_t *tables[TQ_SCAN_MAX_QUERIES];
+    float thresholds[TQ_SCAN_MAX_QUERIES], keys[RUN_BLOCKS][TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
+    uint32_t masks[RUN_BLOCKS][TQ_SCAN_MAX_QUERIES];
+    for (size_t i = 0; i < nq; i++) {
+        params[i] = &job->pq[q0 + i].keys;
+        thresholds[i] = cols[i]->threshold;
+        tables[i] = job->pq[q0 + i].code_lut.q8;
+    }
+    /* keys and masks are packed by the query count: block j's at j nq */
+    (L->sextets ? job->k->scan6_select : job->k->scan_select)(
+        set->code_blocks + lb0 * L->block_bytes, n, L->block_bytes, L->units, tables, nq,
+        (const float *)(const void *)(set->sc + lb0 * TQ_SCAN_BLOCK), params, thresholds, keys[0][0], masks[0]);
+    float (*packed_keys)[TQ_SCAN_BLOCK] = keys[0];
+    for (size_t j = 0; j < n; j++)
+        collect_keys(job, part, s, lb0 + j, live[j], nq, cols, packed_keys + j * nq, masks[0] + j * nq);
+}
+
 /* The first stage of the queries of one pass over blocks [c0, c1), for
  * codes short enough that one query's tables stay in L1: block by block,
- * each summed over all its pairs for TQ_SCAN_MAX_QUERIES queries at once. */
+ * each summed over all its pairs for TQ_SCAN_MAX_QUERIES queries at once
+ * (full blocks of the mse variant in runs of RUN_BLOCKS). */
 static void scan_chunk(const search_job *job, unsigned part, size_t c0, size_t c1)
 {
+    const bool runs = job->c->q.variant == TQ_VARIANT_MSE && job->opts->scorer == TQ_SCORER_LUT;
     for (size_t q0 = 0; q0 < job->nq; q0 += TQ_SCAN_MAX_QUERIES) {
         size_t nq = job->nq - q0 < TQ_SCAN_MAX_QUERIES ? job->nq - q0 : TQ_SCAN_MAX_QUERIES;
         tq_collector *cols[TQ_SCAN_MAX_QUERIES];
         for (size_t i = 0; i < nq; i++)
             cols[i] = &job->cols[part * job->nq + q0 + i];
-        size_t s = 0;
+        uint32_t run_live[RUN_BLOCKS];
+        size_t run_s = 0, run_lb = 0, run_n = 0, s = 0;
         for (size_t b = c0; b < c1; b++) {
             while (b >= job->first_block[s + 1])
                 s++;
             size_t lb = b - job->first_block[s], rows;
             const uint32_t live = live_rows(&job->sets[s], lb, &rows);
-            if (live)
+            const bool joins = runs && live && rows == TQ_SCAN_BLOCK && scans_block(job, &job->sets[s], rows);
+            /* A run ends at a block it cannot take, a gap, a set's end or
+             * its length; blocks stay in order either way. */
+            if (run_n && (!joins || s != run_s || lb != run_lb + run_n || run_n == RUN_BLOCKS)) {
+                collect_run(job, part, run_s, run_lb, run_n, run_live, q0, nq, cols);
+                run_n = 0;
+            }
+            if (joins) {
+                if (!run_n) {
+                    run_s = s;
+                    run_lb = lb;
+                }
+                run_live[run_n++] = live;
+            } else if (live) {
                 collect_block(job, part, s, lb, live, rows, q0, nq, cols, NULL);
+            }
         }
+        if (run_n)
+            collect_run(job, part, run_s, run_lb, run_n, run_live, q0, nq, cols);
     }
 }
 

@@ -86,11 +86,13 @@ static tq_simd_level compiled_cap(tq_simd_level cpu)
 static tq_simd_kernels avx512_table; /* the AVX-512 kernels, VBMI's where the CPU has it */
 
 /* Without VBMI: the table's own (AVX2) sextet scan and AVX-512 keys. */
-static void scan6_select_without_vbmi(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,
-                                      const float *scalars, const tq_key_params *const *p, const float *threshold,
-                                      float *key, uint32_t *mask)
+static void scan6_select_without_vbmi(const uint8_t *blocks, size_t nblocks, size_t block_bytes, size_t groups,
+                                      const uint8_t *const *luts, size_t nq, const float *scalars,
+                                      const tq_key_params *const *p, const float *threshold, float *key,
+                                      uint32_t *mask)
 {
-    tq_scan_select_composed(&avx512_table, true, block, groups, luts, nq, scalars, p, threshold, key, mask);
+    tq_scan_select_composed(&avx512_table, true, blocks, nblocks, block_bytes, groups, luts, nq, scalars, p,
+                            threshold, key, mask);
 }
 #endif
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;

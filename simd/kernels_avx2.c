@@ -537,18 +537,20 @@ static void block_select_avx2(const uint32_t *code_sum, const uint32_t *sign_sum
     }
 }
 
-static void scan_select_avx2(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
-                             const float *scalars, const tq_key_params *const *p, const float *threshold, float *key,
-                             uint32_t *mask)
+static void scan_select_avx2(const uint8_t *blocks, size_t nblocks, size_t block_bytes, size_t npairs,
+                             const uint8_t *const *luts, size_t nq, const float *scalars,
+                             const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask)
 {
-    tq_scan_select_composed(&tq_simd_kernels_avx2, false, block, npairs, luts, nq, scalars, p, threshold, key, mask);
+    tq_scan_select_composed(&tq_simd_kernels_avx2, false, blocks, nblocks, block_bytes, npairs, luts, nq, scalars, p,
+                            threshold, key, mask);
 }
 
-static void scan6_select_avx2(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,
-                              const float *scalars, const tq_key_params *const *p, const float *threshold,
-                              float *key, uint32_t *mask)
+static void scan6_select_avx2(const uint8_t *blocks, size_t nblocks, size_t block_bytes, size_t groups,
+                              const uint8_t *const *luts, size_t nq, const float *scalars,
+                              const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask)
 {
-    tq_scan_select_composed(&tq_simd_kernels_avx2, true, block, groups, luts, nq, scalars, p, threshold, key, mask);
+    tq_scan_select_composed(&tq_simd_kernels_avx2, true, blocks, nblocks, block_bytes, groups, luts, nq, scalars, p,
+                            threshold, key, mask);
 }
 
 /* F16C: eight at a time, the tail through the scalar reference. */

@@ -556,14 +556,14 @@ static void block_select_avx512(const uint32_t *code_sum, const uint32_t *sign_s
     }
 }
 
-/* scan_block_multi and block_select in one: the sums stay in registers
- * (through memory, the keys waited on the reload of the kernel's stores). */
-static inline __attribute__((always_inline)) void scan_select_queries_avx512(
-    const uint8_t *block, size_t npairs, const uint8_t *const *luts, const size_t NQ, const float *scalars,
-    const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask)
+/* scan_block_multi and block_select in one, block after block: the sums
+ * stay in registers (through memory, the keys waited on the reload of the
+ * kernel's stores), and the loop over blocks costs no call per block. */
+static inline __attribute__((always_inline)) void select_from_sums(__m512i sums[][2], const size_t NQ,
+                                                                 const float *scalars,
+                                                                 const tq_key_params *const *p,
+                                                                 const float *threshold, float *key, uint32_t *mask)
 {
-    __m512i sums[TQ_SCAN_MAX_QUERIES][2];
-    scan_sums_avx512(block, npairs, luts, NQ, sums);
     const tq_key_metric metric = p[0]->metric;
     const row_terms t0 = row_terms_avx512(scalars, 0, false), t1 = row_terms_avx512(scalars, 1, false);
     for (size_t i = 0; i < NQ; i++) {
@@ -571,27 +571,40 @@ static inline __attribute__((always_inline)) void scan_select_queries_avx512(
         uint32_t lo = keys_avx512(p[i], metric, false, &t0, sums[i][0], zero, threshold[i], key + 32 * i);
         uint32_t hi = keys_avx512(p[i], metric, false, &t1, sums[i][1], zero, threshold[i], key + 32 * i + 16);
         mask[i] = lo | hi << 16;
+    }
+}
+
+static inline __attribute__((always_inline)) void scan_select_queries_avx512(
+    const uint8_t *blocks, size_t nblocks, size_t block_bytes, size_t npairs, const uint8_t *const *luts,
+    const size_t NQ, const float *scalars, const tq_key_params *const *p, const float *threshold, float *key,
+    uint32_t *mask)
+{
+    for (size_t b = 0; b < nblocks; b++) {
+        __m512i sums[TQ_SCAN_MAX_QUERIES][2];
+        scan_sums_avx512(blocks + b * block_bytes, npairs, luts, NQ, sums);
+        select_from_sums(sums, NQ, scalars + 96 * b, p, threshold, key + 32 * NQ * b, mask + NQ * b);
     }
 }
 
 /* The same for the sextet layout (VBMI). */
 __attribute__((target("avx512vbmi"))) static inline __attribute__((always_inline)) void scan6_select_queries_vbmi(
-    const uint8_t *block, size_t groups, const uint8_t *const *luts, const size_t NQ, const float *scalars,
-    const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask)
+    const uint8_t *blocks, size_t nblocks, size_t block_bytes, size_t groups, const uint8_t *const *luts,
+    const size_t NQ, const float *scalars, const tq_key_params *const *p, const float *threshold, float *key,
+    uint32_t *mask)
 {
-    __m512i sums[TQ_SCAN_MAX_QUERIES][2];
-    scan6_sums_vbmi(block, groups, luts, NQ, sums);
-    const tq_key_metric metric = p[0]->metric;
-    const row_terms t0 = row_terms_avx512(scalars, 0, false), t1 = row_terms_avx512(scalars, 1, false);
-    for (size_t i = 0; i < NQ; i++) {
-        const __m512i zero = _mm512_setzero_si512();
-        uint32_t lo = keys_avx512(p[i], metric, false, &t0, sums[i][0], zero, threshold[i], key + 32 * i);
-        uint32_t hi = keys_avx512(p[i], metric, false, &t1, sums[i][1], zero, threshold[i], key + 32 * i + 16);
-        mask[i] = lo | hi << 16;
+    for (size_t b = 0; b < nblocks; b++) {
+        __m512i sums[TQ_SCAN_MAX_QUERIES][2];
+        scan6_sums_vbmi(blocks + b * block_bytes, groups, luts, NQ, sums);
+        select_from_sums(sums, NQ, scalars + 96 * b, p, threshold, key + 32 * NQ * b, mask + NQ * b);
     }
 }
 
-__attribute__((target("avx512vbmi"))) static void scan6_select_vbmi(const uint8_t *block, size_t groups,
+/* The arguments both entry points pass on, around the query count. */
+#define SELECT_ARGS blocks, nblocks, block_bytes, units, luts
+#define SELECT_TAIL scalars, p, threshold, key, mask
+
+__attribute__((target("avx512vbmi"))) static void scan6_select_vbmi(const uint8_t *blocks, size_t nblocks,
+                                                                   size_t block_bytes, size_t units,
                                                                    const uint8_t *const *luts, size_t nq,
                                                                    const float *scalars,
                                                                    const tq_key_params *const *p,
@@ -599,22 +612,22 @@ __attribute__((target("avx512vbmi"))) static void scan6_select_vbmi(const uint8_
                                                                    uint32_t *mask)
 {
     switch (nq) {
-    case 1: scan6_select_queries_vbmi(block, groups, luts, 1, scalars, p, threshold, key, mask); break;
-    case 2: scan6_select_queries_vbmi(block, groups, luts, 2, scalars, p, threshold, key, mask); break;
-    case 3: scan6_select_queries_vbmi(block, groups, luts, 3, scalars, p, threshold, key, mask); break;
-    default: scan6_select_queries_vbmi(block, groups, luts, 4, scalars, p, threshold, key, mask); break;
+    case 1: scan6_select_queries_vbmi(SELECT_ARGS, 1, SELECT_TAIL); break;
+    case 2: scan6_select_queries_vbmi(SELECT_ARGS, 2, SELECT_TAIL); break;
+    case 3: scan6_select_queries_vbmi(SELECT_ARGS, 3, SELECT_TAIL); break;
+    default: scan6_select_queries_vbmi(SELECT_ARGS, 4, SELECT_TAIL); break;
     }
 }
 
-static void scan_select_avx512(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
-                               const float *scalars, const tq_key_params *const *p, const float *threshold,
-                               float *key, uint32_t *mask)
+static void scan_select_avx512(const uint8_t *blocks, size_t nblocks, size_t block_bytes, size_t units,
+                               const uint8_t *const *luts, size_t nq, const float *scalars,
+                               const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask)
 {
     switch (nq) {
-    case 1: scan_select_queries_avx512(block, npairs, luts, 1, scalars, p, threshold, key, mask); break;
-    case 2: scan_select_queries_avx512(block, npairs, luts, 2, scalars, p, threshold, key, mask); break;
-    case 3: scan_select_queries_avx512(block, npairs, luts, 3, scalars, p, threshold, key, mask); break;
-    default: scan_select_queries_avx512(block, npairs, luts, 4, scalars, p, threshold, key, mask); break;
+    case 1: scan_select_queries_avx512(SELECT_ARGS, 1, SELECT_TAIL); break;
+    case 2: scan_select_queries_avx512(SELECT_ARGS, 2, SELECT_TAIL); break;
+    case 3: scan_select_queries_avx512(SELECT_ARGS, 3, SELECT_TAIL); break;
+    default: scan_select_queries_avx512(SELECT_ARGS, 4, SELECT_TAIL); break;
     }
 }
 

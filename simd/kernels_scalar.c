@@ -245,32 +245,37 @@ void tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, 
         mask[i] = select_one(code_sum + 32 * i, sign_sum + 32 * i, scalars, p[i], threshold[i], key + 32 * i);
 }
 
-void tq_scan_select_composed(const tq_simd_kernels *k, bool sextets, const uint8_t *block, size_t units,
-                             const uint8_t *const *luts, size_t nq, const float *scalars,
-                             const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask)
+void tq_scan_select_composed(const tq_simd_kernels *k, bool sextets, const uint8_t *blocks, size_t nblocks,
+                             size_t block_bytes, size_t units, const uint8_t *const *luts, size_t nq,
+                             const float *scalars, const tq_key_params *const *p, const float *threshold, float *key,
+                             uint32_t *mask)
 {
     _Alignas(64) uint32_t sums[TQ_SCAN_MAX_QUERIES * TQ_SCAN_BLOCK];
-    if (sextets)
-        k->scan6_block_multi(block, units, luts, nq, sums);
-    else
-        k->scan_block_multi(block, units, luts, nq, sums);
-    k->block_select(sums, sums, scalars, p, threshold, nq, key, mask); /* mse: sign sums unread */
+    for (size_t b = 0; b < nblocks; b++) {
+        const uint8_t *block = blocks + b * block_bytes;
+        if (sextets)
+            k->scan6_block_multi(block, units, luts, nq, sums);
+        else
+            k->scan_block_multi(block, units, luts, nq, sums);
+        /* mse: the sign sums are unread */
+        k->block_select(sums, sums, scalars + 96 * b, p, threshold, nq, key + 32 * nq * b, mask + nq * b);
+    }
 }
 
-static void scan_select_scalar(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
-                               const float *scalars, const tq_key_params *const *p, const float *threshold,
-                               float *key, uint32_t *mask)
+static void scan_select_scalar(const uint8_t *blocks, size_t nblocks, size_t block_bytes, size_t npairs,
+                               const uint8_t *const *luts, size_t nq, const float *scalars,
+                               const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask)
 {
-    tq_scan_select_composed(&tq_simd_kernels_scalar, false, block, npairs, luts, nq, scalars, p, threshold, key,
-                            mask);
+    tq_scan_select_composed(&tq_simd_kernels_scalar, false, blocks, nblocks, block_bytes, npairs, luts, nq, scalars,
+                            p, threshold, key, mask);
 }
 
-static void scan6_select_scalar(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,
-                                const float *scalars, const tq_key_params *const *p, const float *threshold,
-                                float *key, uint32_t *mask)
+static void scan6_select_scalar(const uint8_t *blocks, size_t nblocks, size_t block_bytes, size_t groups,
+                                const uint8_t *const *luts, size_t nq, const float *scalars,
+                                const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask)
 {
-    tq_scan_select_composed(&tq_simd_kernels_scalar, true, block, groups, luts, nq, scalars, p, threshold, key,
-                            mask);
+    tq_scan_select_composed(&tq_simd_kernels_scalar, true, blocks, nblocks, block_bytes, groups, luts, nq, scalars, p,
+                            threshold, key, mask);
 }
 
 uint16_t tq_half_from_float(float f)

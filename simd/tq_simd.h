@@ -169,15 +169,18 @@ typedef struct tq_simd_kernels {
                          const tq_key_params *const *p, const float *threshold, size_t nq, float *key,
                          uint32_t *mask);
     /* scan_block_multi followed by block_select, for the mse variant (no
-     * sign sums): the same keys and masks, the sums never leaving
-     * registers where the level can. */
-    void (*scan_select)(const uint8_t *block, size_t npairs, const uint8_t *const *luts, size_t nq,
-                        const float *scalars, const tq_key_params *const *p, const float *threshold, float *key,
-                        uint32_t *mask);
+     * sign sums), over nblocks consecutive blocks (block_bytes apart, their
+     * scalars 96 floats apart) with the same thresholds: block b's keys
+     * and masks go to key + 32 (b nq + i) and mask[b nq + i]. The same
+     * keys and masks as the two kernels, block by block; the sums never
+     * leave registers where the level can. */
+    void (*scan_select)(const uint8_t *blocks, size_t nblocks, size_t block_bytes, size_t npairs,
+                        const uint8_t *const *luts, size_t nq, const float *scalars, const tq_key_params *const *p,
+                        const float *threshold, float *key, uint32_t *mask);
     /* The same for the sextet layout: scan6_block_multi then block_select. */
-    void (*scan6_select)(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,
-                         const float *scalars, const tq_key_params *const *p, const float *threshold, float *key,
-                         uint32_t *mask);
+    void (*scan6_select)(const uint8_t *blocks, size_t nblocks, size_t block_bytes, size_t groups,
+                         const uint8_t *const *luts, size_t nq, const float *scalars, const tq_key_params *const *p,
+                         const float *threshold, float *key, uint32_t *mask);
     /* IEEE binary16 conversions, round to nearest even (F16C where the
      * level has it): refine data kept in half precision. */
     void (*float_to_half)(const float *f, uint16_t *h, size_t n);
@@ -260,8 +263,9 @@ void tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, 
                             uint32_t *mask);
 /* scan_select (sextets false) or scan6_select (true) from a table's own
  * scan kernel and block_select. */
-void tq_scan_select_composed(const tq_simd_kernels *k, bool sextets, const uint8_t *block, size_t units,
-                             const uint8_t *const *luts, size_t nq, const float *scalars,
-                             const tq_key_params *const *p, const float *threshold, float *key, uint32_t *mask);
+void tq_scan_select_composed(const tq_simd_kernels *k, bool sextets, const uint8_t *blocks, size_t nblocks,
+                             size_t block_bytes, size_t units, const uint8_t *const *luts, size_t nq,
+                             const float *scalars, const tq_key_params *const *p, const float *threshold, float *key,
+                             uint32_t *mask);
 
 #endif

@@ -527,27 +527,27 @@ static void check_block_select(tq_simd_level level)
 static void check_scan_select(tq_simd_level level)
 {
     const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
-    enum { NQ = TQ_SCAN_MAX_QUERIES };
+    enum { NQ = TQ_SCAN_MAX_QUERIES, NB = 3 };
     /* units: nibble pairs (32 bytes of block, tables arranged) or sextet
-     * groups (96 bytes, 256 bytes of plain tables). */
+     * groups (96 bytes, 256 bytes of plain tables); NB blocks a call. */
     static const size_t units[] = {1, 2, 3, 63, 64, 65, 127, 128, 129, 392};
     tq_rng r;
     tq_rng_seed(&r, 13);
-    uint8_t *block = tq_malloc(96 * 392), *plain = tq_malloc(256 * 392), *lut[NQ];
+    uint8_t *blocks = tq_malloc(NB * 96 * 392), *plain = tq_malloc(256 * 392), *lut[NQ];
     for (int i = 0; i < NQ; i++)
         lut[i] = tq_malloc(256 * 392);
-    float scalars[96], ka[NQ * 32], kb[NQ * 32], thr[NQ];
-    uint32_t sums[NQ * 32], ma[NQ], mb[NQ];
+    float scalars[NB * 96], ka[NB * NQ * 32], kb[NB * NQ * 32], thr[NQ];
+    uint32_t sums[NQ * 32], ma[NB * NQ], mb[NB * NQ];
     tq_key_params params[NQ];
     const tq_key_params *pp[NQ] = {&params[0], &params[1], &params[2], &params[3]};
     for (int sextets = 0; sextets < 2; sextets++)
         for (size_t si = 0; si < sizeof(units) / sizeof(units[0]); si++)
             for (int metric = 0; metric < 3; metric++)
                 for (size_t nq = 1; nq <= NQ; nq++) {
-                    const size_t nu = units[si];
-                    for (size_t i = 0; i < (sextets ? 96 : 32) * nu; i++)
-                        block[i] = (uint8_t)tq_rng_next(&r);
-                    for (int v = 0; v < 32; v++) {
+                    const size_t nu = units[si], bb = (sextets ? 96 : 32) * nu;
+                    for (size_t i = 0; i < NB * bb; i++)
+                        blocks[i] = (uint8_t)tq_rng_next(&r);
+                    for (int v = 0; v < NB * 32; v++) {
                         scalars[3 * v] = (float)fabs(tq_rng_gauss(&r)) * 3.0f;
                         scalars[3 * v + 1] = 1.0f + (float)tq_rng_gauss(&r) * 0.01f;
                         scalars[3 * v + 2] = 0.0f;
@@ -565,32 +565,37 @@ static void check_scan_select(tq_simd_level level)
                                                     .bias = (float)tq_rng_gauss(&r), .qnorm = 1.5f};
                         thr[i] = -INFINITY;
                     }
-                    /* Thresholds at one row's key, from a first reference run. */
-                    if (sextets)
-                        ref->scan6_block_multi(block, nu, (const uint8_t *const *)lut, nq, sums);
-                    else
-                        ref->scan_block_multi(block, nu, (const uint8_t *const *)lut, nq, sums);
-                    ref->block_select(sums, sums, scalars, pp, thr, nq, ka, ma);
-                    for (size_t i = 0; i < nq; i++)
-                        thr[i] = ka[32 * i + (i * 7 + si) % 32];
-                    ref->block_select(sums, sums, scalars, pp, thr, nq, ka, ma);
-                    if (sextets)
-                        k->scan6_select(block, nu, (const uint8_t *const *)lut, nq, scalars, pp, thr, kb, mb);
-                    else
-                        k->scan_select(block, nu, (const uint8_t *const *)lut, nq, scalars, pp, thr, kb, mb);
-                    for (size_t i = 0; i < nq; i++) {
+                    /* The reference, block by block: scan, then select;
+                     * first with no threshold, then at one row's key of
+                     * the middle block. */
+                    for (int pass = 0; pass < 2; pass++)
+                        for (size_t blk = 0; blk < NB; blk++) {
+                            if (sextets)
+                                ref->scan6_block_multi(blocks + blk * bb, nu, (const uint8_t *const *)lut, nq, sums);
+                            else
+                                ref->scan_block_multi(blocks + blk * bb, nu, (const uint8_t *const *)lut, nq, sums);
+                            ref->block_select(sums, sums, scalars + 96 * blk, pp, thr, nq, ka + 32 * nq * blk,
+                                              ma + nq * blk);
+                            if (pass == 0 && blk == NB - 1)
+                                for (size_t i = 0; i < nq; i++)
+                                    thr[i] = ka[32 * nq + 32 * i + (i * 7 + si) % 32];
+                        }
+                    (sextets ? k->scan6_select : k->scan_select)(blocks, NB, bb, nu, (const uint8_t *const *)lut, nq,
+                                                                 scalars, pp, thr, kb, mb);
+                    for (size_t i = 0; i < NB * nq; i++) {
                         for (int v = 0; v < 32; v++)
                             cr_assert(same_bits_f(ka[32 * i + v], kb[32 * i + v]),
-                                      "%s %s units=%zu metric %d nq=%zu query %zu row %d: %a vs %a",
+                                      "%s %s units=%zu metric %d nq=%zu block %zu query %zu row %d: %a vs %a",
                                       sextets ? "scan6_select" : "scan_select", tq_simd_level_name(level), nu,
-                                      metric, nq, i, v, (double)kb[32 * i + v], (double)ka[32 * i + v]);
-                        cr_assert_eq(ma[i], mb[i], "%s %s units=%zu nq=%zu query %zu mask %08x vs %08x",
-                                     sextets ? "scan6_select" : "scan_select", tq_simd_level_name(level), nu, nq, i,
-                                     mb[i], ma[i]);
-                        cr_assert(ma[i] != 0xFFFFFFFFu, "the threshold row does not beat itself");
+                                      metric, nq, i / nq, i % nq, v, (double)kb[32 * i + v], (double)ka[32 * i + v]);
+                        cr_assert_eq(ma[i], mb[i], "%s %s units=%zu nq=%zu block %zu query %zu mask %08x vs %08x",
+                                     sextets ? "scan6_select" : "scan_select", tq_simd_level_name(level), nu, nq,
+                                     i / nq, i % nq, mb[i], ma[i]);
                     }
+                    for (size_t i = 0; i < nq; i++)
+                        cr_assert(ma[nq + i] != 0xFFFFFFFFu, "the threshold row does not beat itself");
                 }
-    tq_free(block);
+    tq_free(blocks);
     tq_free(plain);
     for (int i = 0; i < NQ; i++)
         tq_free(lut[i]);
