@@ -163,6 +163,15 @@ struct block_sums {
 };
 typedef struct block_sums block_sums;
 
+/* Block b of the call's sequence as (set, block in it): *s is the set of
+ * the previous block asked for, and blocks are asked for in order. */
+static size_t local_block(const search_job *job, size_t b, size_t *s)
+{
+    while (b >= job->first_block[*s + 1])
+        ++*s;
+    return b - job->first_block[*s];
+}
+
 /* Rows of block lb of set s that are there and not deleted; 0 skips the
  * block (all deleted, or all filtered out by an allow-list). */
 static uint32_t live_rows(const tq_rows *set, size_t lb, size_t *rows)
@@ -376,9 +385,7 @@ static void scan_chunk(const search_job *job, unsigned part, size_t c0, size_t c
         uint32_t run_live[RUN_BLOCKS];
         size_t run_s = 0, run_lb = 0, run_n = 0, s = 0;
         for (size_t b = c0; b < c1; b++) {
-            while (b >= job->first_block[s + 1])
-                s++;
-            size_t lb = b - job->first_block[s], rows;
+            size_t lb = local_block(job, b, &s), rows;
             const uint32_t live = live_rows(&job->sets[s], lb, &rows);
             const bool joins = runs && live && rows == TQ_SCAN_BLOCK && scans_block(job, &job->sets[s], rows);
             /* A run ends at a block it cannot take, a gap, a set's end or
@@ -421,10 +428,8 @@ static void scan_chunk_sliced(const search_job *job, unsigned part, size_t c0, s
             const size_t nq = job->nq - q0 < TQ_SCAN_MAX_QUERIES ? job->nq - q0 : TQ_SCAN_MAX_QUERIES;
             size_t s = 0;
             for (size_t b = c0; b < c1; b++) {
-                while (b >= job->first_block[s + 1])
-                    s++;
+                size_t lb = local_block(job, b, &s), rows;
                 const tq_rows *set = &job->sets[s];
-                size_t lb = b - job->first_block[s], rows;
                 if (live_rows(set, lb, &rows) && scans_block(job, set, rows))
                     block_sums_slice(job, set, lb, q0, nq, slice, &scratch[(b - c0) * ngroups + g]);
             }
@@ -437,11 +442,8 @@ static void scan_chunk_sliced(const search_job *job, unsigned part, size_t c0, s
             cols[i] = &job->cols[part * job->nq + q0 + i];
         size_t s = 0;
         for (size_t b = c0; b < c1; b++) {
-            while (b >= job->first_block[s + 1])
-                s++;
-            const tq_rows *set = &job->sets[s];
-            size_t lb = b - job->first_block[s], rows;
-            const uint32_t live = live_rows(set, lb, &rows);
+            size_t lb = local_block(job, b, &s), rows;
+            const uint32_t live = live_rows(&job->sets[s], lb, &rows);
             if (live)
                 collect_block(job, part, s, lb, live, rows, q0, nq, cols, &scratch[(b - c0) * ngroups + g]);
         }

@@ -252,6 +252,32 @@ static float dot_u8_avx512(const uint8_t *codes, const float *table, const float
  * p+1, each for the same 32 vectors; the halves are added at each flush.
  * Partial sums as in the AVX2 kernel: lo = (even + 256 * odd) mod 2^16,
  * hi = odd, so even = lo - 256 * hi. */
+/* Widen one interval's 16-bit partials into the 32-bit totals. lo and hi
+ * hold the same 32 vectors in both 256-bit halves (other pairs or other
+ * sextets), so the halves are added first; then even vectors' sums are
+ * lo - hi * 256 and odd vectors' hi (the header's 16-bit scheme). */
+static inline __attribute__((always_inline)) void widen_halves(__m256i lo256, __m256i hi256, __m512i *tot_even,
+                                                               __m512i *tot_odd)
+{
+    __m256i even = _mm256_sub_epi16(lo256, _mm256_slli_epi16(hi256, 8));
+    *tot_even = _mm512_add_epi32(*tot_even, _mm512_cvtepu16_epi32(even));
+    *tot_odd = _mm512_add_epi32(*tot_odd, _mm512_cvtepu16_epi32(hi256));
+}
+
+static inline __m256i fold_halves(__m512i x)
+{
+    return _mm256_add_epi16(_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64(x, 1));
+}
+
+/* The totals back in vector order: rows 2k = even[k], 2k+1 = odd[k]. */
+static inline __attribute__((always_inline)) void vector_order(__m512i tot_even, __m512i tot_odd, __m512i out[2])
+{
+    const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    out[0] = _mm512_permutex2var_epi32(tot_even, first, tot_odd);
+    out[1] = _mm512_permutex2var_epi32(tot_even, second, tot_odd);
+}
+
 /* Sums of one block for NQ queries (a constant after inlining, so every
  * query's partials stay in registers). A 64-byte load covers pairs 2g and
  * 2g+1; its nibbles are split once and shuffled against each query's two
@@ -291,8 +317,7 @@ static inline __attribute__((always_inline)) void scan_sums_avx512(const uint8_t
             tail_h = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm512_castsi512_si256(low4));
         }
         for (size_t i = 0; i < NQ; i++) {
-            __m256i lo256 = _mm256_add_epi16(_mm512_castsi512_si256(lo[i]), _mm512_extracti64x4_epi64(lo[i], 1));
-            __m256i hi256 = _mm256_add_epi16(_mm512_castsi512_si256(hi[i]), _mm512_extracti64x4_epi64(hi[i], 1));
+            __m256i lo256 = fold_halves(lo[i]), hi256 = fold_halves(hi[i]);
             if (tail) {
                 const uint8_t *t = luts[i] + 64 * p; /* p even: the group's first pair */
                 __m256i r0 = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)t), tail_l);
@@ -300,18 +325,11 @@ static inline __attribute__((always_inline)) void scan_sums_avx512(const uint8_t
                 lo256 = _mm256_add_epi16(lo256, _mm256_add_epi16(r0, r1));
                 hi256 = _mm256_add_epi16(hi256, _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
             }
-            __m256i even = _mm256_sub_epi16(lo256, _mm256_slli_epi16(hi256, 8));
-            tot_even[i] = _mm512_add_epi32(tot_even[i], _mm512_cvtepu16_epi32(even));
-            tot_odd[i] = _mm512_add_epi32(tot_odd[i], _mm512_cvtepu16_epi32(hi256));
+            widen_halves(lo256, hi256, &tot_even[i], &tot_odd[i]);
         }
     }
-    /* Interleave back to vector order: rows 2k = even[k], 2k+1 = odd[k]. */
-    const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    for (size_t i = 0; i < NQ; i++) {
-        sums[i][0] = _mm512_permutex2var_epi32(tot_even[i], first, tot_odd[i]);
-        sums[i][1] = _mm512_permutex2var_epi32(tot_even[i], second, tot_odd[i]);
-    }
+    for (size_t i = 0; i < NQ; i++)
+        vector_order(tot_even[i], tot_odd[i], sums[i]);
 }
 
 static inline __attribute__((always_inline)) void scan_queries_avx512(const uint8_t *block, size_t npairs,
@@ -429,21 +447,11 @@ scan6_sums_vbmi(const uint8_t *block, size_t groups, const uint8_t *const *luts,
                 hi[i] = _mm512_add_epi16(hi[i], _mm512_add_epi16(_mm512_srli_epi16(r1, 8), _mm512_srli_epi16(r2, 8)));
             }
         }
-        for (size_t i = 0; i < NQ; i++) {
-            /* Both halves hold the same 32 vectors (other sextets). */
-            __m256i lo256 = _mm256_add_epi16(_mm512_castsi512_si256(lo[i]), _mm512_extracti64x4_epi64(lo[i], 1));
-            __m256i hi256 = _mm256_add_epi16(_mm512_castsi512_si256(hi[i]), _mm512_extracti64x4_epi64(hi[i], 1));
-            __m256i even = _mm256_sub_epi16(lo256, _mm256_slli_epi16(hi256, 8));
-            tot_even[i] = _mm512_add_epi32(tot_even[i], _mm512_cvtepu16_epi32(even));
-            tot_odd[i] = _mm512_add_epi32(tot_odd[i], _mm512_cvtepu16_epi32(hi256));
-        }
+        for (size_t i = 0; i < NQ; i++)
+            widen_halves(fold_halves(lo[i]), fold_halves(hi[i]), &tot_even[i], &tot_odd[i]);
     }
-    const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    for (size_t i = 0; i < NQ; i++) {
-        sums[i][0] = _mm512_permutex2var_epi32(tot_even[i], first, tot_odd[i]);
-        sums[i][1] = _mm512_permutex2var_epi32(tot_even[i], second, tot_odd[i]);
-    }
+    for (size_t i = 0; i < NQ; i++)
+        vector_order(tot_even[i], tot_odd[i], sums[i]);
 }
 
 __attribute__((target("avx512vbmi"))) static inline __attribute__((always_inline)) void

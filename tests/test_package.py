@@ -166,8 +166,10 @@ def main():
 
         venv = os.path.join(tmp, "venv")
         run(PY, "-m", "venv", "--system-site-packages", venv)
-        run(os.path.join(venv, "bin", "pip"), "install", "--no-build-isolation", "--no-index", "--quiet",
-            os.path.join(ROOT, "tools", "python"))
+        # pip builds in the source folder: build a copy, not the tree
+        src = os.path.join(tmp, "python-src")
+        shutil.copytree(os.path.join(ROOT, "tools", "python"), src)
+        run(os.path.join(venv, "bin", "pip"), "install", "--no-build-isolation", "--no-index", "--quiet", src)
         vsite = run(os.path.join(venv, "bin", "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
         # As if libtqvec0 were installed: the loader finds it by SONAME.
         lib = search_from(vsite.strip(), env={"LD_LIBRARY_PATH": os.path.join(root, "usr/lib/x86_64-linux-gnu")})
