@@ -213,6 +213,9 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
     const float tmin = table[0], tmax = table[mask]; /* centroid tables ascend */
     const uint32_t lookups = L->lookups, d = L->d;
     float *lo = t->row_lo;
+    t->q = q;
+    for (unsigned c = 0; c < 16; c++)
+        t->table[c] = c <= mask ? table[c] : 0.0f;
     /* Each coordinate's code is chosen independently, so a row's smallest
      * and largest entries are sums of per-coordinate extremes; the
      * smallest becomes the row's offset. The loops below run over whole
@@ -275,33 +278,60 @@ float tq_scan_lut_exact(const tq_scan_layout *L, const tq_scan_lut *t, const uin
 {
     /* Eight partial sums (lookups 8i+0..7), folded in a fixed order: with
      * fewer, the chain of dependent adds was the cost of re-scoring
-     * candidates. */
+     * candidates. Where an entry is one or two products (4-bit nibbles,
+     * sextets) it is computed from the query and the centroids, the same
+     * operations that made the table's entry: the tables of a large d do
+     * not stay in cache across a batch (at d = 4096 this was a fifth of
+     * the search), the query and 16 centroids do. */
     float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-    const float *f = t->f;
+    const float *q = t->q, *c = t->table;
+    const uint32_t d = L->d;
     if (L->sextets) {
-        for (uint32_t g = 0; g < L->groups; g++, f += 256) {
+        /* entry(t, x) = (0 + q[2t] c[x & 7]) + q[2t+1] c[x >> 3], a missing
+         * coordinate's product left out */
+        for (uint32_t g = 0; g < L->groups; g++) {
             const uint8_t *planes = block + 96 * (size_t)g + v;
-            const unsigned a = planes[0], b = planes[32], c = planes[64];
-            const int i = 4 * (g % 2);
-            s[i] = s[i] + f[a & 63u];
-            s[i + 1] = s[i + 1] + f[64 + (b & 63u)];
-            s[i + 2] = s[i + 2] + f[128 + (c & 63u)];
-            s[i + 3] = s[i + 3] + f[192 + ((a >> 6) | (b >> 6) << 2 | (c >> 6) << 4)];
+            const unsigned a = planes[0], b = planes[32], cc = planes[64];
+            const unsigned x[4] = {a & 63u, b & 63u, cc & 63u, (a >> 6) | (b >> 6) << 2 | (cc >> 6) << 4};
+            for (int k = 0; k < 4; k++) {
+                const uint32_t j = 8 * g + 2 * (uint32_t)k;
+                float e = 0.0f;
+                if (j < d)
+                    e = e + q[j] * c[x[k] & 7u];
+                if (j + 1 < d)
+                    e = e + q[j + 1] * c[x[k] >> 3];
+                const int i = 4 * (int)(g % 2) + k;
+                s[i] = s[i] + e;
+            }
         }
         return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
     }
+    const float *f = t->f;
+    const bool direct = L->per_nibble == 1; /* entry(t, x) = 0 + q[t] c[x] */
     /* The nibble count is even, so pairs are whole. */
     uint32_t p = 0;
     for (; p + 4 <= L->npairs; p += 4, f += 128)
         for (int i = 0; i < 4; i++) {
-            unsigned byte = block[32 * (p + i) + v];
-            s[2 * i] = s[2 * i] + f[32 * i + (byte & 15u)];
-            s[2 * i + 1] = s[2 * i + 1] + f[32 * i + 16 + (byte >> 4)];
+            const unsigned byte = block[32 * (p + i) + v];
+            const uint32_t t0 = 2 * (p + (uint32_t)i);
+            if (direct) {
+                s[2 * i] = s[2 * i] + (t0 < d ? q[t0] * c[byte & 15u] : 0.0f);
+                s[2 * i + 1] = s[2 * i + 1] + (t0 + 1 < d ? q[t0 + 1] * c[byte >> 4] : 0.0f);
+            } else {
+                s[2 * i] = s[2 * i] + f[32 * i + (byte & 15u)];
+                s[2 * i + 1] = s[2 * i + 1] + f[32 * i + 16 + (byte >> 4)];
+            }
         }
     for (int i = 0; p < L->npairs; p++, i++, f += 32) {
-        unsigned byte = block[32 * p + v];
-        s[2 * i] = s[2 * i] + f[byte & 15u];
-        s[2 * i + 1] = s[2 * i + 1] + f[16 + (byte >> 4)];
+        const unsigned byte = block[32 * p + v];
+        const uint32_t t0 = 2 * p;
+        if (direct) {
+            s[2 * i] = s[2 * i] + (t0 < d ? q[t0] * c[byte & 15u] : 0.0f);
+            s[2 * i + 1] = s[2 * i + 1] + (t0 + 1 < d ? q[t0 + 1] * c[byte >> 4] : 0.0f);
+        } else {
+            s[2 * i] = s[2 * i] + f[byte & 15u];
+            s[2 * i + 1] = s[2 * i + 1] + f[16 + (byte >> 4)];
+        }
     }
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }

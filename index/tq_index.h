@@ -186,6 +186,11 @@ typedef struct tq_scan_lut {
     float *f;
     float *row_lo;  /* each row's smallest reachable entry (inside f's block) */
     float delta, bias;
+    /* What the rows were built from (q is the caller's, alive while the
+     * tables are used): tq_scan_lut_exact computes one-coordinate entries
+     * from them instead of reading large tables. */
+    const float *q;
+    float table[16];
 } tq_scan_lut;
 
 void tq_scan_layout_init(tq_scan_layout *L, uint32_t d, unsigned bits);
