@@ -159,9 +159,10 @@ double tq_sphere_abs_mean(uint32_t d);
 
 /* ------------------------------------------------------------------ scan */
 
-/* Two layouts (see scan.c): nibbles, one 16-entry table lookup per 4 bits
- * (1, 2 and 4 bits, and the sign sketch); and sextets at 3 bits, one
- * 64-entry lookup per pair of codes, 3 bits a coordinate. */
+/* Two layouts (the scan layout's design comment has both byte by byte):
+ * nibbles, one 16-entry table lookup per 4 bits (1, 2 and 4 bits, and the
+ * sign sketch); and sextets at 3 bits, one 64-entry lookup per pair of
+ * codes, 3 bits a coordinate. */
 typedef struct tq_scan_layout {
     uint32_t d;
     unsigned bits;        /* bits of each code: 1..4 */

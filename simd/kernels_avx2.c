@@ -308,7 +308,7 @@ static inline void scan_store(const __m256i tot[4], uint32_t out[32])
 
 /* Sums of one block for NQ queries (a constant after inlining). A pair's
  * 32 bytes are split into nibbles once; each query's two tables are plain
- * 32-byte loads (layout in tq_simd.h). Both pairs of a group go into the
+ * 32-byte loads (the layout in the simd header). Both pairs of a group go into the
  * same 16-bit partials: 2 entries per pair per lane, 256 per flush interval
  * of 128 pairs, inside the bound of the header. */
 static inline __attribute__((always_inline)) void scan_queries_avx2(const uint8_t *block, size_t npairs,

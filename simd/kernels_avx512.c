@@ -281,7 +281,7 @@ static inline __attribute__((always_inline)) void vector_order(__m512i tot_even,
 /* Sums of one block for NQ queries (a constant after inlining, so every
  * query's partials stay in registers). A 64-byte load covers pairs 2g and
  * 2g+1; its nibbles are split once and shuffled against each query's two
- * 64-byte table halves (layout in tq_simd.h: no table byte is moved). Each
+ * 64-byte table halves (the layout in the simd header: no table byte is moved). Each
  * 16-bit lane takes 2 entries per group, 2 * 64 groups per flush interval of
  * 128 pairs, so the lo/hi bound of the header holds. */
 static inline __attribute__((always_inline)) void scan_sums_avx512(const uint8_t *block, size_t npairs,
@@ -516,8 +516,8 @@ static inline __attribute__((always_inline)) row_terms row_terms_avx512(const fl
     return t;
 }
 
-/* Keys of sixteen rows of one query from their sums (the formula in
- * tq_simd.h), stored to key; returns the rows beating threshold. */
+/* Keys of sixteen rows of one query from their sums (the formula of
+ * block_select), stored to key; returns the rows beating threshold. */
 static inline __attribute__((always_inline)) __mmask16 keys_avx512(const tq_key_params *q, tq_key_metric metric,
                                                                    bool prod, const row_terms *t, __m512i code,
                                                                    __m512i sign, float threshold, float *key)

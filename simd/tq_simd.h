@@ -142,7 +142,7 @@ typedef struct tq_simd_kernels {
      * nibbles are zeroed. Width 64 (sextets): lut[64t + c]. */
     void (*scan_lut_quantize)(const float *f, const float *lo, size_t lookups, unsigned width, float inv,
                               uint8_t *lut);
-    /* The sextet layout's scan (3-bit codes, see index/scan.c): block holds
+    /* The sextet layout's scan (3-bit codes, see the scan layout): block holds
      * `groups` groups of 96 bytes (three planes of 32: sextets 4g, 4g+1,
      * 4g+2 in the low 6 bits, sextet 4g+3 in the top 2 bits of the three);
      * query i's tables are 64 bytes a sextet at luts[i] + 64t. out[32i + v]

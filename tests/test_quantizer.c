@@ -220,7 +220,7 @@ Test(quantizer, rejects_bad_configuration)
 /* Both scan layouts at many dimensions: codes go in and come back out; a
  * cleared row reads as zero codes; the float tables give sum_j q_j t[c_j];
  * and the 8-bit kernel sums reproduce it within half a table step per
- * lookup (the bound scan.c states). */
+ * lookup (the bound the scan layout states). */
 Test(scan, layouts_round_trip_and_tables_agree)
 {
     static const uint32_t dims[] = {2, 3, 7, 8, 9, 15, 16, 17, 50, 100, 128, 129, 384, 1000};
