@@ -7,6 +7,13 @@
  * The FWHT does the four smallest stages inside a register (permute, add,
  * masked subtract) and the rest across registers; each output is produced by
  * the same additions as the scalar butterfly loop, in the same stage order.
+ *
+ * The sextet (3-bit) scan alone needs VBMI's byte permute. Its functions
+ * carry target("avx512vbmi") here rather than living in a file of their
+ * own flags: they share this file's inline pieces (the 16-bit widening,
+ * the keys), and a file built with -mavx512vbmi could let the compiler use
+ * VBMI in every kernel of the level. The dispatch hands them out only on a
+ * CPU that has VBMI; elsewhere the AVX2 sextet scan stands in.
  */
 #include "tq_simd.h"
 
