@@ -1517,9 +1517,14 @@ static void remove_leftovers(tq_collection *c, const char *sub, const tq_manifes
     closedir(dir);
 }
 
+/* A directory made durable: its entry in the parent is synced too, or a
+ * power cut could take a created collection away with everything
+ * acknowledged in it (found by the power-cut test). */
 static int make_dir(const char *path, tq_error *err)
 {
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+    if (mkdir(path, 0755) == 0)
+        return tq_sync_parent_dir(path, err);
+    if (errno != EEXIST)
         return tq_err_sys(err, TQ_EIO, errno, "%s: mkdir", path);
     return TQ_OK;
 }
