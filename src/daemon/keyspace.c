@@ -240,7 +240,19 @@ int tqd_keyspace_open(const tqd_config *cfg)
         }
         tqvec_collection_options o = open_options(v);
         tqvec_error err;
-        if (tqvec_collection_open(v->dir, &o, &v->c, &err)) {
+        int orc = tqvec_collection_open(v->dir, &o, &v->c, &err);
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/MANIFEST", v->dir);
+        if (orc == TQVEC_ENOTFOUND && stat(path, &st) != 0 && errno == ENOENT) {
+            /* A set whose creation never committed (no manifest: a crash or
+             * power cut inside TQ.CREATE or a first VADD, before the
+             * reply): nothing in it was acknowledged. */
+            tqd_log(TQD_LOG_NOTICE, "removing %s, a vector set whose creation did not complete", v->dir);
+            remove_tree(v->dir);
+            vset_free(v);
+            continue;
+        }
+        if (orc) {
             tqd_log(TQD_LOG_WARNING, "cannot open vector set '%s' in %s: %s", v->name, v->dir, err.message);
             vset_free(v);
             rc = -1;
@@ -332,10 +344,9 @@ int tqd_keyspace_get_or_create(const char *name, size_t len, const tqvec_collect
     o.create = 1;
     o.log = collection_log;
     o.log_ctx = v->name;
-    if (mkdir(v->dir, 0755) && errno != EEXIST) {
-        snprintf(err->message, sizeof(err->message), "cannot create %s: %s", v->dir, strerror(errno));
-        rc = err->code = TQVEC_EIO;
-    } else if ((rc = tqvec_collection_open(v->dir, &o, &v->c, err)) != TQVEC_OK) {
+    /* The collection makes its directory, and syncs it into the data
+     * directory before the set can be acknowledged. */
+    if ((rc = tqvec_collection_open(v->dir, &o, &v->c, err)) != TQVEC_OK) {
         remove_tree(v->dir);
     } else if (table_push(v)) {
         tqvec_collection_close(v->c, NULL);
@@ -372,6 +383,17 @@ void tqd_vset_release(tqd_vset *v)
     vset_free(v);
 }
 
+/* fsync the data directory: a rename in it (a drop) is durable once its
+ * entry is. */
+static void sync_root(void)
+{
+    int fd = open(ks.root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd))
+        tqd_log(TQD_LOG_WARNING, "cannot sync %s: %s", ks.root, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+}
+
 /* Keyspace lock and v->write_lock held, v in the table at i. */
 static void drop_nolock(tqd_vset *v, size_t i)
 {
@@ -380,6 +402,8 @@ static void drop_nolock(tqd_vset *v, size_t i)
         sprintf(trash, "%s/.drop-%llu-%s", ks.root, (unsigned long long)++ks.drops, strrchr(v->dir, '/') + 3);
         if (rename(v->dir, trash))
             tqd_log(TQD_LOG_WARNING, "cannot move %s aside: %s", v->dir, strerror(errno));
+        else if (ks.fsync != TQVEC_FSYNC_NO)
+            sync_root(); /* else a power cut could bring the set back (found by the power-cut test) */
         free(v->dir);
         v->dir = trash;
     }

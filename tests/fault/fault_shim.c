@@ -327,8 +327,23 @@ int rename(const char *from, const char *to)
         return real_rename(from, to);
     pthread_mutex_lock(&journal_lock);
     int rc = real_rename(from, to);
-    if (rc == 0)
+    if (rc == 0) {
         journal_line("R %s %s\n", a, b);
+        /* Files open under a renamed directory now live under its new name. */
+        const size_t alen = strlen(a);
+        for (int fd = 0; fd < MAX_FDS; fd++) {
+            char *old = fd_path[fd];
+            if (old && !strncmp(old, a, alen) && old[alen] == '/') {
+                char *moved = malloc(strlen(b) + strlen(old + alen) + 1);
+                if (!moved)
+                    abort();
+                strcpy(moved, b);
+                strcat(moved, old + alen);
+                fd_path[fd] = moved;
+                free(old);
+            }
+        }
+    }
     pthread_mutex_unlock(&journal_lock);
     return rc;
 }

@@ -19,6 +19,11 @@ the shim: it opens, holds every acknowledged add, upsert, removal and
 attribute change (fsync always: nothing acknowledged may be lost; the one
 operation the cut interrupted may be in either state), and verifies.
 
+Three workloads: a collection with fsync always, tqvecd's keyspace with
+appendfsync always (sets created, elements added, removed and changed, sets
+deleted), and a collection with fsync everysec (whose acknowledgements of
+the last second before a cut may be lost, and no others).
+
 Usage: powercut.py POWERCUT_EXE SHIM.so [CUTS]     (CUTS: at least this many; default 2000)
 Ends with one line:
   powercut: N cuts, M acknowledged writes checked, L lost, C opened with wrong contents
@@ -123,7 +128,10 @@ class Model:
             self.ns = keep
         elif op == "R":
             a, b = args
-            self.current[b] = self.current.pop(a)
+            if a in self.dirs:  # a directory: everything under it moves
+                self.ns_apply(("rename", a, b), self.current, self.dirs)
+            else:
+                self.current[b] = self.current.pop(a)
             self.ns.append(("rename", a, b))
         elif op == "U":
             self.current.pop(args)
@@ -142,8 +150,16 @@ class Model:
         if kind == "create":
             files.setdefault(nsop[1], nsop[2])
         elif kind == "rename":
-            if nsop[1] in files:
-                files[nsop[2]] = files.pop(nsop[1])
+            a, b = nsop[1], nsop[2]
+            if a in files:
+                files[b] = files.pop(a)
+            elif a in dirs:
+                # a directory: its entry moves, and with it all below
+                for d in [d for d in dirs if d == a or d.startswith(a + "/")]:
+                    dirs.discard(d)
+                    dirs.add(b + d[len(a):])
+                for f in [f for f in files if f.startswith(a + "/")]:
+                    files[b + f[len(a):]] = files.pop(f)
         elif kind == "unlink":
             files.pop(nsop[1], None)
         elif kind == "mkdir":
@@ -191,67 +207,82 @@ def parents(path):
             return out
 
 
+def run_workload(exe, mode, check, want, work, rng, totals, failures):
+    """Record one workload, then cut and check at least `want` states."""
+    root, journal = os.path.join(work, "root"), os.path.join(work, "journal")
+    shutil.rmtree(root, ignore_errors=True)
+    os.mkdir(root)
+    shim = os.environ["POWERCUT_SHIM"]
+    env = dict(os.environ, LD_PRELOAD=shim, TQ_POWERCUT=journal, TQ_POWERCUT_ROOT=root)
+    subprocess.run([exe, mode, root], env=env, check=True)
+    recs = parse(journal)
+    syncs = [i + 1 for i, r in enumerate(recs) if r[0] in "SD"]
+    between = [i + 1 for i, r in enumerate(recs) if r[0] not in "SDA"]
+    # every sync boundary, then sampled points between them, several
+    # choices of what survived at each, until `want` cuts
+    points = list(syncs)
+    points += rng.sample(between, min(len(between), max(0, want // 4 - len(points))))
+    points.sort()
+    per = max(1, -(-want // len(points)))
+    model, applied = Model(), 0
+    state = os.path.join(work, "state")
+    acks_path = os.path.join(work, "acks")
+    for point in points:
+        while applied < point:
+            model.apply(recs[applied])
+            applied += 1
+        acks = [r[1] for r in recs[:point] if r[0] == "A"]
+        with open(acks_path, "w") as f:
+            f.write("\n".join(acks) + "\n")
+        # the cut happened after the last acknowledgement before it
+        cut = float(acks[-1].rsplit("@", 1)[1]) if acks else 0.0
+        for choice in range(per):
+            shutil.rmtree(state, ignore_errors=True)
+            os.mkdir(state)
+            model.crash_state(random.Random(point * 1000 + choice), state)
+            args = [exe, check, os.path.join(state, "c"), acks_path] + (["%.6f" % cut] if mode == "work-everysec" else [])
+            r = subprocess.run(args, capture_output=True, text=True)
+            out = r.stdout.strip()
+            totals["cuts"] += 1
+            where = "%s: cut after record %d of %d (choice %d)" % (mode, point, len(recs), choice)
+            if r.returncode != 0 or not out:
+                totals["wrong"] += 1
+                failures.append("%s: checker failed: %s" % (where, r.stderr.strip()))
+            elif out.split()[0] == "ok":
+                totals["checked"] += int(out.split()[1])
+            elif out.startswith("ok-uncreated"):
+                pass
+            elif out.startswith("lost") or out.startswith("unopened"):
+                totals["lost"] += 1
+                failures.append("%s: %s" % (where, out))
+            else:
+                totals["wrong"] += 1
+                failures.append("%s: %s" % (where, out))
+    return len(recs), len(syncs)
+
+
 def main():
     exe, shim = sys.argv[1:3]
     want = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
+    os.environ["POWERCUT_SHIM"] = shim
     work = tempfile.mkdtemp(prefix="tqvec-powercut-")
+    rng = random.Random(2026)
+    totals = {"cuts": 0, "checked": 0, "lost": 0, "wrong": 0}
+    failures = []
     try:
-        root, journal = os.path.join(work, "root"), os.path.join(work, "journal")
-        os.mkdir(root)
-        env = dict(os.environ, LD_PRELOAD=shim, TQ_POWERCUT=journal, TQ_POWERCUT_ROOT=root)
-        subprocess.run([exe, "work", root], env=env, check=True)
-        recs = parse(journal)
-        syncs = [i + 1 for i, r in enumerate(recs) if r[0] in "SD"]
-        between = [i + 1 for i, r in enumerate(recs) if r[0] not in "SDA"]
-        rng = random.Random(2026)
-        # every sync boundary, then sampled points between them, several
-        # choices of what survived at each, until `want` cuts
-        points = list(syncs)
-        points += rng.sample(between, min(len(between), max(0, want // 4 - len(points))))
-        points.sort()
-        per = max(1, -(-want // len(points)))
-        cuts = checked = lost = wrong = 0
-        model, applied = Model(), 0
-        state = os.path.join(work, "state")
-        acks_path = os.path.join(work, "acks")
-        failures = []
-        for point in points:
-            while applied < point:
-                model.apply(recs[applied])
-                applied += 1
-            acks = [r[1] for r in recs[:point] if r[0] == "A"]
-            # the last mark before the cut says "inflight ..." when its
-            # operation had begun and was not acknowledged
-            with open(acks_path, "w") as f:
-                f.write("\n".join(acks) + "\n")
-            for choice in range(per):
-                shutil.rmtree(state, ignore_errors=True)
-                os.mkdir(state)
-                model.crash_state(random.Random(point * 1000 + choice), state)
-                r = subprocess.run([exe, "check", os.path.join(state, "c"), acks_path], capture_output=True,
-                                   text=True)
-                out = r.stdout.strip()
-                cuts += 1
-                if r.returncode != 0 or not out:
-                    wrong += 1
-                    failures.append("cut after record %d (choice %d): checker failed: %s" % (point, choice,
-                                                                                       r.stderr.strip()))
-                elif out.startswith("ok"):
-                    checked += int(out.split()[1]) if out.split()[0] == "ok" else 0
-                elif out.startswith("lost") or out.startswith("unopened"):
-                    lost += 1
-                    failures.append("cut after record %d (choice %d): %s" % (point, choice, out))
-                else:
-                    wrong += 1
-                    failures.append("cut after record %d (choice %d): %s" % (point, choice, out))
-        for f in failures[:20]:
-            print(f)
-        print("powercut: %d records, %d sync boundaries" % (len(recs), len(syncs)))
-        print("powercut: %d cuts, %d acknowledged writes checked, %d lost, %d opened with wrong contents"
-              % (cuts, checked, lost, wrong))
-        return 0 if not lost and not wrong and cuts >= want else 1
+        # a collection (fsync always), tqvecd's keyspace (appendfsync
+        # always), and a collection under everysec
+        for mode, check, share in (("work", "check", 0.5), ("work-daemon", "check-daemon", 0.35),
+                                   ("work-everysec", "check", 0.15)):
+            n, syncs = run_workload(exe, mode, check, int(want * share) + 1, work, rng, totals, failures)
+            print("powercut: %s: %d records, %d sync boundaries" % (mode, n, syncs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    for f in failures[:20]:
+        print(f)
+    print("powercut: %d cuts, %d acknowledged writes checked, %d lost, %d opened with wrong contents"
+          % (totals["cuts"], totals["checked"], totals["lost"], totals["wrong"]))
+    return 0 if not totals["lost"] and not totals["wrong"] and totals["cuts"] >= want else 1
 
 
 if __name__ == "__main__":
