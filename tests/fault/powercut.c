@@ -357,6 +357,12 @@ static int work_daemon(const char *root)
                 goto fail;
             version[key] = 0;
             mark("rm %d %d", key, 0);
+        } else if (what < 10) {
+            const char *w[] = {"TQ.COMPACT", sname};
+            mark("inflight compact %d %d", set, 0);
+            if (!run(&cl, &out, w, NULL, 2))
+                goto fail;
+            mark("compact %d %d", set, 0);
         } else if (what < 11) {
             if (!version[key])
                 continue;
@@ -422,7 +428,7 @@ static int check_daemon(const char *dir, const char *acks)
         return 0;
     }
     int checked = 0;
-    for (int set = 0; set < SETS; set++)
+    for (int set = 0; set < SETS; set++) {
         for (int k = set * 100; k < set * 100 + ELEMS; k++, checked++)
             if (!any_state(e, k, daemon_matches, NULL)) {
                 printf("lost-or-wrong key s%d/e%d (acknowledged version %d%s)\n", set, k % 100, e[k].version[0],
@@ -430,6 +436,19 @@ static int check_daemon(const char *dir, const char *acks)
                 tqd_keyspace_close();
                 return 0;
             }
+        char sname[8];
+        snprintf(sname, sizeof(sname), "s%d", set);
+        tqd_vset *v = tqd_keyspace_get(sname, strlen(sname));
+        tqvec_error err;
+        int vrc = v ? tqvec_collection_verify(v->c, &err) : TQVEC_OK;
+        if (v)
+            tqd_vset_release(v);
+        if (vrc) {
+            printf("unverified set %s: %s\n", sname, err.message);
+            tqd_keyspace_close();
+            return 0;
+        }
+    }
     tqd_keyspace_close();
     printf("ok %d\n", checked);
     return 0;
