@@ -172,12 +172,13 @@ static void select_largest(uint64_t *h, size_t n, size_t m)
 
 void tq_collector_cut(tq_collector *c)
 {
-    if (c->len <= c->keep) {
+    if (c->len < c->keep || c->keep == 0) {
         if (c->keep == 0)
             c->len = 0;
         return;
     }
-    select_largest(c->buf, c->len, c->keep);
+    if (c->len > c->keep)
+        select_largest(c->buf, c->len, c->keep);
     c->len = c->keep;
     uint64_t worst = c->buf[0];
     for (size_t i = 1; i < c->len; i++)

@@ -372,7 +372,9 @@ void tq_collector_cut(tq_collector *c);
 static inline void tq_collector_add(tq_collector *c, uint64_t id, float score)
 {
     c->buf[c->len] = tq_collector_pack(id, score);
-    if (++c->len == c->cap)
+    /* The first threshold as soon as `keep` hits are in, as a heap's;
+     * then a cut whenever the buffer fills. */
+    if (++c->len == c->cap || c->len == c->keep)
         tq_collector_cut(c);
 }
 /* The kept hits, best first, into c->out; returns their count. */
