@@ -217,10 +217,11 @@ static int read_acks(const char *acks, double window, double cut, expect *e, int
     return created;
 }
 
-static int state_matches(tqvec_collection *c, int key, int version, int attr)
+/* Whether element `name` of c is in the state (version 0: absent; the
+ * vector of key and version, attributes {"v":version} or with "a":1). */
+static int element_matches(tqvec_collection *c, const char *name, int key, int version, int attr)
 {
-    char name[16], attrs[64], want[64];
-    snprintf(name, sizeof(name), "k%d", key);
+    char attrs[64], want[64];
     float v[DIM], w[DIM];
     size_t alen = 0;
     int rc = tqvec_collection_get(c, name, strlen(name), v, attrs, sizeof(attrs), &alen, NULL);
@@ -232,6 +233,13 @@ static int state_matches(tqvec_collection *c, int key, int version, int attr)
     int wlen = attr ? snprintf(want, sizeof(want), "{\"v\":%d,\"a\":1}", version)
                     : snprintf(want, sizeof(want), "{\"v\":%d}", version);
     return !memcmp(v, w, sizeof(v)) && alen == (size_t)wlen && !memcmp(attrs, want, alen);
+}
+
+static int state_matches(tqvec_collection *c, int key, int version, int attr)
+{
+    char name[16];
+    snprintf(name, sizeof(name), "k%d", key);
+    return element_matches(c, name, key, version, attr);
 }
 
 static int any_state(const expect *e, int k, int (*matches)(void *, int, int, int), void *ctx)
@@ -400,20 +408,11 @@ static int daemon_matches(void *ctx, int key, int version, int attr)
     tqd_vset *v = tqd_keyspace_get(sname, strlen(sname));
     if (!v)
         return version == 0;
-    char name[16], attrs[64], want[64];
+    char name[16];
     snprintf(name, sizeof(name), "e%d", key % 100);
-    float got[DIM], w[DIM];
-    size_t alen = 0;
-    int rc = tqvec_collection_get(v->c, name, strlen(name), got, attrs, sizeof(attrs), &alen, NULL);
+    int ok = element_matches(v->c, name, key, version, attr);
     tqd_vset_release(v);
-    if (!version)
-        return rc == TQVEC_ENOTFOUND;
-    if (rc)
-        return 0;
-    vector_of(key, version, w);
-    int wlen = attr ? snprintf(want, sizeof(want), "{\"v\":%d,\"a\":1}", version)
-                    : snprintf(want, sizeof(want), "{\"v\":%d}", version);
-    return !memcmp(got, w, sizeof(got)) && alen == (size_t)wlen && !memcmp(attrs, want, alen);
+    return ok;
 }
 
 static int check_daemon(const char *dir, const char *acks)
