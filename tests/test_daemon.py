@@ -552,6 +552,64 @@ def test_pipelined_vsims_answered_together(d):
     assert len(evens) == 14 and all(int(evens[j][1:].decode()) % 2 == 0 for j in range(0, 14, 2))
 
 
+def test_transactions(d):
+    """MULTI queues, EXEC runs the queue as one reply array, DISCARD drops
+    it, a command refused while queueing aborts the whole transaction
+    (EXECABORT, nothing applied), and redis-py's default (transactional)
+    pipeline works."""
+    c = d.conn()
+    assert c.call("MULTI") == "OK"
+    assert c.call("VADD", "tx", "VALUES", 3, 1, 0, 0, "a") == "QUEUED"
+    assert c.call("VADD", "tx", "VALUES", 3, 0, 1, 0, "b") == "QUEUED"
+    assert c.call("VCARD", "tx") == "QUEUED"
+    assert c.call("MULTI") == Err("ERR MULTI calls can not be nested")
+    assert c.call("EXEC") == [1, 1, 2]
+    assert c.call("EXEC") == Err("ERR EXEC without MULTI")
+    assert c.call("DISCARD") == Err("ERR DISCARD without MULTI")
+    # a refused command: nothing of the transaction is applied
+    assert c.call("MULTI") == "OK"
+    assert c.call("VADD", "tx", "VALUES", 3, 0, 0, 1, "c") == "QUEUED"
+    assert isinstance(c.call("NOSUCHCOMMAND", "x"), Err)
+    assert isinstance(c.call("VCARD"), Err)  # wrong number of arguments
+    reply = c.call("EXEC")
+    assert isinstance(reply, Err) and reply.startswith("EXECABORT"), reply
+    assert c.call("VCARD", "tx") == 2 and c.call("VISMEMBER", "tx", "c") == 0
+    # DISCARD drops the queue
+    assert c.call("MULTI") == "OK"
+    assert c.call("VREM", "tx", "a") == "QUEUED"
+    assert c.call("DISCARD") == "OK"
+    assert c.call("VCARD", "tx") == 2
+    # errors at run time stay inside the reply array, the rest is applied
+    assert c.call("MULTI") == "OK"
+    assert c.call("VADD", "tx", "VALUES", 2, 1, 0, "d") == "QUEUED"  # wrong dimension: refused when run
+    assert c.call("VADD", "tx", "VALUES", 3, 0, 0, 1, "e") == "QUEUED"
+    out = c.call("EXEC")
+    assert isinstance(out[0], Err) and out[1] == 1, out
+    assert c.call("VCARD", "tx") == 3
+    try:
+        import redis
+    except ImportError:
+        # tools/setup installs it; under CI its absence is a failure
+        assert not os.environ.get("CI"), "redis-py (python3-redis) is missing"
+        print("redis-py not installed (Debian package python3-redis): its pipeline not checked")
+        return
+    r = redis.Redis(port=d.port)
+    with r.pipeline() as p:  # transaction=True: MULTI ... EXEC
+        p.execute_command("VADD", "txp", "VALUES", 3, 1, 0, 0, "x")
+        p.execute_command("VADD", "txp", "VALUES", 3, 0, 1, 0, "y")
+        p.execute_command("VCARD", "txp")
+        assert p.execute() == [1, 1, 2]
+    with r.pipeline() as p:
+        p.execute_command("VADD", "txp", "VALUES", 3, 0, 0, 1, "z")
+        p.execute_command("NOSUCHCOMMAND")
+        try:
+            p.execute()
+            raise AssertionError("a transaction with an unknown command was executed")
+        except redis.exceptions.ResponseError:
+            pass
+    assert r.execute_command("VCARD", "txp") == 2, "nothing of an aborted transaction is applied"
+
+
 def test_malformed_requests(d):
     cases = [
         (b"*2\r\n$4\r\nECHO\r\n$99999999999\r\n", "ERR Protocol error: invalid bulk length"),

@@ -12,6 +12,8 @@
  */
 #include "daemon.h"
 
+#include <pthread.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <jemalloc/jemalloc.h>
@@ -726,31 +728,165 @@ static void cmd_time(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
 
 static void cmd_command(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r);
 
+/* ---------------------------------------------------------- MULTI/EXEC */
+
+/* Transactions: MULTI queues the client's commands (each checked as it
+ * arrives: an unknown command or a wrong argument count is refused then,
+ * and EXEC answers EXECABORT and runs none of them); EXEC runs the queue
+ * with no other client's command in between, replying one array of the
+ * replies; DISCARD drops it. "In between" is kept by one lock: every other
+ * command runs holding it shared, EXEC holds it exclusive (preferring
+ * writers, so a steady stream of searches cannot hold EXEC off). Before
+ * this, MULTI and EXEC were unknown commands and the writes between them
+ * were applied although the client's EXEC failed. WATCH is not there
+ * yet. */
+static pthread_rwlock_t exec_lock;
+static pthread_once_t exec_lock_once = PTHREAD_ONCE_INIT;
+
+static void exec_lock_init(void)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&exec_lock, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
+static void discard_queue(tqd_client *cl)
+{
+    for (size_t i = 0; i < cl->nqueued; i++) {
+        free(cl->queued[i].argv);
+        free(cl->queued[i].bytes);
+    }
+    cl->nqueued = 0;
+    cl->multi = cl->multi_refused = false;
+}
+
+void tqd_client_release(tqd_client *cl)
+{
+    discard_queue(cl);
+    free(cl->queued);
+    cl->queued = NULL;
+    cl->queued_cap = 0;
+}
+
+/* Copy a request into the client's queue; false when out of memory. */
+static bool enqueue(tqd_client *cl, const tqd_arg *argv, size_t argc)
+{
+    if (cl->nqueued == cl->queued_cap) {
+        size_t cap = cl->queued_cap ? 2 * cl->queued_cap : 8;
+        tqd_queued *q = realloc(cl->queued, cap * sizeof(*q));
+        if (!q)
+            return false;
+        cl->queued = q;
+        cl->queued_cap = cap;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < argc; i++)
+        total += argv[i].len;
+    tqd_queued *q = &cl->queued[cl->nqueued];
+    q->argc = argc;
+    q->argv = malloc(argc * sizeof(tqd_arg));
+    q->bytes = malloc(total ? total : 1);
+    if (!q->argv || !q->bytes) {
+        free(q->argv);
+        free(q->bytes);
+        return false;
+    }
+    char *at = q->bytes;
+    for (size_t i = 0; i < argc; i++) {
+        memcpy(at, argv[i].p, argv[i].len);
+        q->argv[i] = (tqd_arg){at, argv[i].len};
+        at += argv[i].len;
+    }
+    cl->nqueued++;
+    return true;
+}
+
+static void cmd_multi(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)argv;
+    (void)argc;
+    if (cl->multi) {
+        tqd_reply_error(r, "ERR MULTI calls can not be nested");
+        return;
+    }
+    cl->multi = true;
+    cl->multi_refused = false;
+    tqd_reply_simple(r, "OK");
+}
+
+static void cmd_discard(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)argv;
+    (void)argc;
+    if (!cl->multi) {
+        tqd_reply_error(r, "ERR DISCARD without MULTI");
+        return;
+    }
+    discard_queue(cl);
+    tqd_reply_simple(r, "OK");
+}
+
+static const tqd_command *runnable(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r);
+
+/* Called without the lock held (it takes it exclusive). */
+static void cmd_exec(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)argv;
+    (void)argc;
+    if (!cl->multi) {
+        tqd_reply_error(r, "ERR EXEC without MULTI");
+        return;
+    }
+    if (cl->multi_refused) {
+        discard_queue(cl);
+        tqd_reply_error(r, "EXECABORT Transaction discarded because of previous errors.");
+        return;
+    }
+    pthread_once(&exec_lock_once, exec_lock_init);
+    pthread_rwlock_wrlock(&exec_lock);
+    tqd_reply_array(r, cl->nqueued);
+    const size_t n = cl->nqueued;
+    cl->multi = false; /* the queued commands run as commands */
+    for (size_t i = 0; i < n; i++) {
+        const tqd_queued *q = &cl->queued[i];
+        const tqd_command *c = runnable(cl, q->argv, q->argc, r);
+        if (c)
+            c->fn(cl, q->argv, q->argc, r);
+    }
+    pthread_rwlock_unlock(&exec_lock);
+    discard_queue(cl);
+}
+
 static const tqd_command server_commands[] = {
-    {"ping", cmd_ping, -1, false, 0},
-    {"echo", cmd_echo, 2, false, 0},
-    {"auth", cmd_auth, -2, true, 0},
-    {"hello", cmd_hello, -1, true, 0},
-    {"select", cmd_select, 2, false, 0},
-    {"quit", cmd_quit, -1, true, 0},
-    {"shutdown", cmd_shutdown, -1, false, 0},
-    {"client", cmd_client, -2, false, 0},
-    {"dbsize", cmd_dbsize, 1, false, 0},
-    {"exists", cmd_exists, -2, false, -1},
-    {"del", cmd_del, -2, false, -1},
-    {"unlink", cmd_del, -2, false, -1},
-    {"type", cmd_type, 2, false, 1},
-    {"keys", cmd_keys, 2, false, 0},
-    {"scan", cmd_scan, -2, false, 0},
-    {"flushall", cmd_flushall, -1, false, 0},
-    {"flushdb", cmd_flushall, -1, false, 0},
-    {"save", cmd_save, 1, false, 0},
-    {"bgsave", cmd_bgsave, -1, false, 0},
-    {"lastsave", cmd_lastsave, 1, false, 0},
-    {"info", cmd_info, -1, false, 0},
-    {"config", cmd_config, -2, false, 0},
-    {"time", cmd_time, 1, false, 0},
-    {"command", cmd_command, -1, false, 0},
+    {"multi", cmd_multi, 1, false, 0, NULL},
+    {"exec", cmd_exec, 1, false, 0, NULL},
+    {"discard", cmd_discard, 1, false, 0, NULL},
+    {"ping", cmd_ping, -1, false, 0, NULL},
+    {"echo", cmd_echo, 2, false, 0, NULL},
+    {"auth", cmd_auth, -2, true, 0, NULL},
+    {"hello", cmd_hello, -1, true, 0, NULL},
+    {"select", cmd_select, 2, false, 0, NULL},
+    {"quit", cmd_quit, -1, true, 0, NULL},
+    {"shutdown", cmd_shutdown, -1, false, 0, NULL},
+    {"client", cmd_client, -2, false, 0, NULL},
+    {"dbsize", cmd_dbsize, 1, false, 0, NULL},
+    {"exists", cmd_exists, -2, false, -1, NULL},
+    {"del", cmd_del, -2, false, -1, NULL},
+    {"unlink", cmd_del, -2, false, -1, NULL},
+    {"type", cmd_type, 2, false, 1, NULL},
+    {"keys", cmd_keys, 2, false, 0, NULL},
+    {"scan", cmd_scan, -2, false, 0, NULL},
+    {"flushall", cmd_flushall, -1, false, 0, NULL},
+    {"flushdb", cmd_flushall, -1, false, 0, NULL},
+    {"save", cmd_save, 1, false, 0, NULL},
+    {"bgsave", cmd_bgsave, -1, false, 0, NULL},
+    {"lastsave", cmd_lastsave, 1, false, 0, NULL},
+    {"info", cmd_info, -1, false, 0, NULL},
+    {"config", cmd_config, -2, false, 0, NULL},
+    {"time", cmd_time, 1, false, 0, NULL},
+    {"command", cmd_command, -1, false, 0, NULL},
 };
 
 static const tqd_command *lookup(const tqd_arg *name)
@@ -846,11 +982,43 @@ static const tqd_command *runnable(tqd_client *cl, const tqd_arg *argv, size_t a
     return c;
 }
 
+/* Inside MULTI: queue the request (or refuse it and mark the transaction)
+ * unless it is one of the transaction's own commands. True if handled. */
+static bool queued_in_multi(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    if (!cl->multi)
+        return false;
+    const tqd_command *c = lookup(&argv[0]);
+    if (c && (c->fn == cmd_exec || c->fn == cmd_discard || c->fn == cmd_multi))
+        return false;
+    if (!runnable(cl, argv, argc, r)) {
+        cl->multi_refused = true;
+        return true;
+    }
+    if (!enqueue(cl, argv, argc)) {
+        cl->multi_refused = true;
+        tqd_reply_error(r, "ERR out of memory queueing the command");
+        return true;
+    }
+    tqd_reply_simple(r, "QUEUED");
+    return true;
+}
+
 void tqd_execute(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
 {
+    if (queued_in_multi(cl, argv, argc, r))
+        return;
     const tqd_command *c = runnable(cl, argv, argc, r);
-    if (c)
+    if (!c)
+        return;
+    if (c->fn == cmd_exec) { /* takes the lock exclusive itself */
         c->fn(cl, argv, argc, r);
+        return;
+    }
+    pthread_once(&exec_lock_once, exec_lock_init);
+    pthread_rwlock_rdlock(&exec_lock);
+    c->fn(cl, argv, argc, r);
+    pthread_rwlock_unlock(&exec_lock);
 }
 
 size_t tqd_parse_run(const char *buf, size_t len, size_t max_bytes, size_t max_args, tqd_request *reqs, size_t cap)
@@ -867,14 +1035,18 @@ size_t tqd_parse_run(const char *buf, size_t len, size_t max_bytes, size_t max_a
 
 size_t tqd_execute_run(tqd_client *cl, const tqd_request *reqs, size_t n, tqd_reply *r)
 {
-    const tqd_command *c = runnable(cl, reqs[0].argv, reqs[0].argc, r);
-    if (!c)
+    const tqd_command *c = cl->multi ? NULL : lookup(&reqs[0].argv[0]);
+    if (n < 2 || !c || !c->run || !cl->authed) {
+        tqd_execute(cl, reqs[0].argv, reqs[0].argc, r);
+        return 1;
+    }
+    if (!(c = runnable(cl, reqs[0].argv, reqs[0].argc, r)))
         return 1;
     /* The arity of the others is checked by the command (a request it
      * cannot take ends the run and is answered on its own). */
-    if (n < 2 || !c->run) {
-        c->fn(cl, reqs[0].argv, reqs[0].argc, r);
-        return 1;
-    }
-    return c->run(cl, reqs, n, r);
+    pthread_once(&exec_lock_once, exec_lock_init);
+    pthread_rwlock_rdlock(&exec_lock);
+    size_t done = c->run(cl, reqs, n, r);
+    pthread_rwlock_unlock(&exec_lock);
+    return done;
 }

@@ -184,6 +184,13 @@ const char *tqd_refine_name(int refine);
 
 /* ---------------------------------------------------------------- server */
 
+/* A command queued by MULTI: its arguments copied out of the read buffer. */
+typedef struct tqd_queued {
+    size_t argc;
+    tqd_arg *argv;
+    char *bytes;
+} tqd_queued;
+
 typedef struct tqd_client {
     uint64_t id;
     int proto;                /* 2 or 3 */
@@ -192,7 +199,15 @@ typedef struct tqd_client {
     char name[128];
     char addr[64];
     uint64_t created_ms;
+    /* MULTI ... EXEC: the commands queued since MULTI, and whether one of
+     * them was refused (EXEC then runs none: EXECABORT). */
+    bool multi, multi_refused;
+    tqd_queued *queued;
+    size_t nqueued, queued_cap;
 } tqd_client;
+
+/* Free what a client holds (its queued transaction); when it goes away. */
+void tqd_client_release(tqd_client *cl);
 
 /* Global state the commands read. */
 typedef struct tqd_server {

@@ -308,6 +308,7 @@ static void conn_close(conn *c)
     if (c->next_all)
         c->next_all->prev_all = c->prev_all;
     free(c->rbuf);
+    tqd_client_release(&c->cl);
     for (size_t i = 0; c->run && i < TQD_MAX_RUN; i++)
         free(c->run[i].argv);
     free(c->run);

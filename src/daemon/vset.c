@@ -860,18 +860,18 @@ static void cmd_tq_compact(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd
 }
 
 const tqd_command tqd_vset_commands[] = {
-    {"vadd", cmd_vadd, -5, false, 1},
+    {"vadd", cmd_vadd, -5, false, 1, NULL},
     {"vsim", cmd_vsim, -4, false, 1, vsim_run},
-    {"vrem", cmd_vrem, 3, false, 1},
-    {"vcard", cmd_vcard, 2, false, 1},
-    {"vdim", cmd_vdim, 2, false, 1},
-    {"vemb", cmd_vemb, -3, false, 1},
-    {"vinfo", cmd_vinfo, 2, false, 1},
-    {"vsetattr", cmd_vsetattr, 4, false, 1},
-    {"vgetattr", cmd_vgetattr, 3, false, 1},
-    {"vismember", cmd_vismember, 3, false, 1},
-    {"vrandmember", cmd_vrandmember, -2, false, 1},
-    {"tq.create", cmd_tq_create, -4, false, 1},
-    {"tq.compact", cmd_tq_compact, 2, false, 1},
+    {"vrem", cmd_vrem, 3, false, 1, NULL},
+    {"vcard", cmd_vcard, 2, false, 1, NULL},
+    {"vdim", cmd_vdim, 2, false, 1, NULL},
+    {"vemb", cmd_vemb, -3, false, 1, NULL},
+    {"vinfo", cmd_vinfo, 2, false, 1, NULL},
+    {"vsetattr", cmd_vsetattr, 4, false, 1, NULL},
+    {"vgetattr", cmd_vgetattr, 3, false, 1, NULL},
+    {"vismember", cmd_vismember, 3, false, 1, NULL},
+    {"vrandmember", cmd_vrandmember, -2, false, 1, NULL},
+    {"tq.create", cmd_tq_create, -4, false, 1, NULL},
+    {"tq.compact", cmd_tq_compact, 2, false, 1, NULL},
 };
 const size_t tqd_vset_command_count = sizeof(tqd_vset_commands) / sizeof(tqd_vset_commands[0]);

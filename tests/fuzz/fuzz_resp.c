@@ -52,6 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         out.len = 0;
     }
     tqd_buf_free(&out);
+    tqd_client_release(&cl);
     for (size_t i = 0; i < TQD_MAX_RUN; i++)
         free(run[i].argv);
     free(buf);
