@@ -586,6 +586,29 @@ def test_transactions(d):
     out = c.call("EXEC")
     assert isinstance(out[0], Err) and out[1] == 1, out
     assert c.call("VCARD", "tx") == 3
+    # WATCH: a change to a watched key by anyone makes EXEC run nothing
+    other = d.conn()
+    assert c.call("WATCH", "tx", "elsewhere") == "OK"
+    assert other.call("VADD", "tx", "VALUES", 3, 1, 1, 0, "f") == 1
+    assert c.call("MULTI") == "OK"
+    assert c.call("VADD", "tx", "VALUES", 3, 1, 1, 1, "g") == "QUEUED"
+    assert c.call("EXEC") is None
+    assert c.call("VISMEMBER", "tx", "g") == 0
+    assert c.call("WATCH", "tx") == "OK"  # unchanged since: runs
+    assert other.call("VCARD", "tx") == 4  # reads do not count
+    assert c.call("MULTI") == "OK"
+    assert c.call("WATCH", "tx") == Err("ERR WATCH inside MULTI is not allowed")
+    assert c.call("VADD", "tx", "VALUES", 3, 1, 1, 1, "g") == "QUEUED"
+    assert c.call("EXEC") == [1]
+    assert c.call("WATCH", "tx") == "OK"
+    assert other.call("DEL", "tx") == 1  # a deleted key counts as changed
+    assert c.call("UNWATCH") == "OK"     # ... unless no longer watched
+    assert c.call("MULTI") == "OK" and c.call("VADD", "tx", "VALUES", 3, 1, 0, 0, "a") == "QUEUED"
+    assert c.call("EXEC") == [1]
+    assert c.call("WATCH", "fl") == "OK"
+    assert other.call("FLUSHALL") == "OK"  # breaks every watch
+    assert c.call("MULTI") == "OK" and c.call("VCARD", "tx") == "QUEUED"
+    assert c.call("EXEC") is None
     try:
         import redis
     except ImportError:
@@ -608,6 +631,24 @@ def test_transactions(d):
         except redis.exceptions.ResponseError:
             pass
     assert r.execute_command("VCARD", "txp") == 2, "nothing of an aborted transaction is applied"
+    # redis-py's optimistic locking: watch, read, change in a transaction
+    with r.pipeline() as p:
+        p.watch("txp")
+        n = p.execute_command("VCARD", "txp")
+        p.multi()
+        p.execute_command("VADD", "txp", "VALUES", 3, 1, 1, n, "w%d" % n)
+        assert p.execute() == [1]
+    with r.pipeline() as p:
+        p.watch("txp")
+        r.execute_command("VREM", "txp", "x")  # another client's change
+        p.multi()
+        p.execute_command("VADD", "txp", "VALUES", 3, 1, 1, 1, "never")
+        try:
+            p.execute()
+            raise AssertionError("EXEC ran although a watched key changed")
+        except redis.exceptions.WatchError:
+            pass
+    assert r.execute_command("VISMEMBER", "txp", "never") == 0
 
 
 def test_malformed_requests(d):

@@ -13,6 +13,7 @@
 #include "daemon.h"
 
 #include <pthread.h>
+#include <xxhash.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -738,8 +739,15 @@ static void cmd_command(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_re
  * command runs holding it shared, EXEC holds it exclusive (preferring
  * writers, so a steady stream of searches cannot hold EXEC off). Before
  * this, MULTI and EXEC were unknown commands and the writes between them
- * were applied although the client's EXEC failed. WATCH is not there
- * yet. */
+ * were applied although the client's EXEC failed.
+ *
+ * WATCH: every key has a version, raised by each command that may change
+ * it (VADD, VREM, VSETATTR, TQ.CREATE, DEL, UNLINK; FLUSHALL and FLUSHDB
+ * raise a global count instead). Versions live in a table keyed by the
+ * key's XXH3-64; EXEC compares the watched ones under the exclusive lock,
+ * so no write can slip between the check and the run. A command that
+ * failed still raises its key's version: a transaction may abort for a
+ * write that did nothing, never run past one that did. */
 static pthread_rwlock_t exec_lock;
 static pthread_once_t exec_lock_once = PTHREAD_ONCE_INIT;
 
@@ -750,6 +758,145 @@ static void exec_lock_init(void)
     pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&exec_lock, &a);
     pthread_rwlockattr_destroy(&a);
+}
+
+typedef struct tqd_watch {
+    uint64_t hash, version;
+} tqd_watch;
+
+static struct {
+    pthread_mutex_t lock;
+    tqd_watch *slot; /* open addressing on hash; hash 0 marks a free slot */
+    size_t cap, n;
+    uint64_t flushes;
+} versions = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static uint64_t key_hash(const tqd_arg *key)
+{
+    uint64_t h = XXH3_64bits(key->p, key->len);
+    return h ? h : 1;
+}
+
+/* The version of a key (0 if never written); lock held. */
+static tqd_watch *version_slot_nolock(uint64_t h, bool add)
+{
+    if (add && 2 * (versions.n + 1) > versions.cap) {
+        size_t cap = versions.cap ? 2 * versions.cap : 256;
+        tqd_watch *grown = calloc(cap, sizeof(tqd_watch));
+        if (!grown)
+            return NULL;
+        for (size_t i = 0; i < versions.cap; i++)
+            if (versions.slot[i].hash) {
+                size_t j = versions.slot[i].hash & (cap - 1);
+                while (grown[j].hash)
+                    j = (j + 1) & (cap - 1);
+                grown[j] = versions.slot[i];
+            }
+        free(versions.slot);
+        versions.slot = grown;
+        versions.cap = cap;
+    }
+    if (!versions.cap)
+        return NULL;
+    size_t j = h & (versions.cap - 1);
+    while (versions.slot[j].hash && versions.slot[j].hash != h)
+        j = (j + 1) & (versions.cap - 1);
+    if (!versions.slot[j].hash) {
+        if (!add)
+            return NULL;
+        versions.slot[j].hash = h;
+        versions.n++;
+    }
+    return &versions.slot[j];
+}
+
+static uint64_t key_version(uint64_t h)
+{
+    pthread_mutex_lock(&versions.lock);
+    tqd_watch *w = version_slot_nolock(h, false);
+    uint64_t v = w ? w->version : 0;
+    pthread_mutex_unlock(&versions.lock);
+    return v;
+}
+
+/* After a command ran: raise the versions of the keys it may have
+ * changed. Out of memory, every watch is broken instead (the global
+ * count), so a change is never missed. */
+static void note_writes(const tqd_arg *argv, size_t argc)
+{
+    static const char *const one_key[] = {"vadd", "vrem", "vsetattr", "tq.create"};
+    size_t first = 0, last = 0;
+    for (size_t i = 0; i < sizeof(one_key) / sizeof(one_key[0]); i++)
+        if (tqd_arg_is(&argv[0], one_key[i]))
+            first = last = 1;
+    if (tqd_arg_is(&argv[0], "del") || tqd_arg_is(&argv[0], "unlink"))
+        first = 1, last = argc - 1;
+    const bool flush = tqd_arg_is(&argv[0], "flushall") || tqd_arg_is(&argv[0], "flushdb");
+    if (!first && !flush)
+        return;
+    pthread_mutex_lock(&versions.lock);
+    for (size_t i = first; first && i <= last && i < argc; i++) {
+        tqd_watch *w = version_slot_nolock(key_hash(&argv[i]), true);
+        if (w)
+            w->version++;
+        else
+            versions.flushes++;
+    }
+    if (flush)
+        versions.flushes++;
+    pthread_mutex_unlock(&versions.lock);
+}
+
+static void unwatch(tqd_client *cl)
+{
+    cl->nwatched = 0;
+}
+
+static void cmd_watch(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    if (!cl->nwatched) {
+        pthread_mutex_lock(&versions.lock);
+        cl->watch_flushes = versions.flushes;
+        pthread_mutex_unlock(&versions.lock);
+    }
+    for (size_t i = 1; i < argc; i++) {
+        if (cl->nwatched == cl->watched_cap) {
+            size_t cap = cl->watched_cap ? 2 * cl->watched_cap : 8;
+            tqd_watch *w = realloc(cl->watched, cap * sizeof(*w));
+            if (!w) {
+                tqd_reply_error(r, "ERR out of memory watching keys");
+                return;
+            }
+            cl->watched = w;
+            cl->watched_cap = cap;
+        }
+        const uint64_t h = key_hash(&argv[i]);
+        cl->watched[cl->nwatched++] = (tqd_watch){h, key_version(h)};
+    }
+    tqd_reply_simple(r, "OK");
+}
+
+static void cmd_unwatch(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)argv;
+    (void)argc;
+    unwatch(cl);
+    tqd_reply_simple(r, "OK");
+}
+
+/* Whether a watched key changed since WATCH; exclusive lock held. */
+static bool watch_broken(const tqd_client *cl)
+{
+    if (!cl->nwatched)
+        return false;
+    pthread_mutex_lock(&versions.lock);
+    bool broken = versions.flushes != cl->watch_flushes;
+    for (size_t i = 0; !broken && i < cl->nwatched; i++) {
+        tqd_watch *w = version_slot_nolock(cl->watched[i].hash, false);
+        broken = (w ? w->version : 0) != cl->watched[i].version;
+    }
+    pthread_mutex_unlock(&versions.lock);
+    return broken;
 }
 
 static void discard_queue(tqd_client *cl)
@@ -766,8 +913,10 @@ void tqd_client_release(tqd_client *cl)
 {
     discard_queue(cl);
     free(cl->queued);
+    free(cl->watched);
     cl->queued = NULL;
-    cl->queued_cap = 0;
+    cl->watched = NULL;
+    cl->queued_cap = cl->watched_cap = cl->nwatched = 0;
 }
 
 /* Copy a request into the client's queue; false when out of memory. */
@@ -825,6 +974,7 @@ static void cmd_discard(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_re
         return;
     }
     discard_queue(cl);
+    unwatch(cl);
     tqd_reply_simple(r, "OK");
 }
 
@@ -846,23 +996,32 @@ static void cmd_exec(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     }
     pthread_once(&exec_lock_once, exec_lock_init);
     pthread_rwlock_wrlock(&exec_lock);
-    tqd_reply_array(r, cl->nqueued);
-    const size_t n = cl->nqueued;
-    cl->multi = false; /* the queued commands run as commands */
-    for (size_t i = 0; i < n; i++) {
-        const tqd_queued *q = &cl->queued[i];
-        const tqd_command *c = runnable(cl, q->argv, q->argc, r);
-        if (c)
-            c->fn(cl, q->argv, q->argc, r);
+    if (watch_broken(cl)) {
+        tqd_reply_null_array(r); /* a watched key changed: nothing runs */
+    } else {
+        tqd_reply_array(r, cl->nqueued);
+        const size_t n = cl->nqueued;
+        cl->multi = false; /* the queued commands run as commands */
+        for (size_t i = 0; i < n; i++) {
+            const tqd_queued *q = &cl->queued[i];
+            const tqd_command *c = runnable(cl, q->argv, q->argc, r);
+            if (c) {
+                c->fn(cl, q->argv, q->argc, r);
+                note_writes(q->argv, q->argc);
+            }
+        }
     }
     pthread_rwlock_unlock(&exec_lock);
     discard_queue(cl);
+    unwatch(cl);
 }
 
 static const tqd_command server_commands[] = {
     {"multi", cmd_multi, 1, false, 0, NULL},
     {"exec", cmd_exec, 1, false, 0, NULL},
     {"discard", cmd_discard, 1, false, 0, NULL},
+    {"watch", cmd_watch, -2, false, -1, NULL},
+    {"unwatch", cmd_unwatch, 1, false, 0, NULL},
     {"ping", cmd_ping, -1, false, 0, NULL},
     {"echo", cmd_echo, 2, false, 0, NULL},
     {"auth", cmd_auth, -2, true, 0, NULL},
@@ -991,6 +1150,10 @@ static bool queued_in_multi(tqd_client *cl, const tqd_arg *argv, size_t argc, tq
     const tqd_command *c = lookup(&argv[0]);
     if (c && (c->fn == cmd_exec || c->fn == cmd_discard || c->fn == cmd_multi))
         return false;
+    if (c && c->fn == cmd_watch) {
+        tqd_reply_error(r, "ERR WATCH inside MULTI is not allowed");
+        return true;
+    }
     if (!runnable(cl, argv, argc, r)) {
         cl->multi_refused = true;
         return true;
@@ -1018,6 +1181,7 @@ void tqd_execute(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
     pthread_once(&exec_lock_once, exec_lock_init);
     pthread_rwlock_rdlock(&exec_lock);
     c->fn(cl, argv, argc, r);
+    note_writes(argv, argc);
     pthread_rwlock_unlock(&exec_lock);
 }
 

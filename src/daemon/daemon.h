@@ -204,6 +204,11 @@ typedef struct tqd_client {
     bool multi, multi_refused;
     tqd_queued *queued;
     size_t nqueued, queued_cap;
+    /* WATCH: each watched key's hash and the version it had then, and the
+     * FLUSHALL count then; EXEC runs nothing if any moved. */
+    struct tqd_watch *watched;
+    size_t nwatched, watched_cap;
+    uint64_t watch_flushes;
 } tqd_client;
 
 /* Free what a client holds (its queued transaction); when it goes away. */
