@@ -256,6 +256,8 @@ def test_vadd_vsim_basics(d):
     assert d.cli("VSIM", "s", "XYZ", 1) == "ERR vector type must be ELE, FP32 or VALUES"
     assert d.cli("VSIM", "s", "VALUES", 3, 1, 0, 0, "BOGUS") == "ERR syntax error in VSIM command"
     assert d.cli("VSIM", "s", "VALUES", 3, 1, 0, 0, "COUNT", 0) == "ERR invalid COUNT"
+    # a COUNT beyond the set answers with what there is, as Redis does
+    assert d.cli("VSIM", "s", "VALUES", 3, 1, 0, 0, "COUNT", 10 ** 9).split("\n") == ["a", "c", "b"]
     assert d.cli("VADD", "s", "VALUES", 2, 1, 0, "x") == "ERR Vector dimension mismatch - got 2 but set has 3"
     assert d.cli("VADD", "s", "VALUES", 3, 1, 0, "x") == "ERR invalid vector specification"
     assert d.cli("VADD", "s", "VALUES", 3, 1, 0, 0, "x", "WHAT") == "ERR invalid option after element"

@@ -297,10 +297,11 @@ static bool parse_vsim_options(const tqd_arg *argv, size_t argc, size_t j, vsim_
                 tqd_reply_error(r, "ERR invalid COUNT");
                 return false;
             }
-            if (a->count > TQVEC_MAX_K) {
-                tqd_reply_error(r, "ERR COUNT %lld is above the limit %d", a->count, TQVEC_MAX_K);
-                return false;
-            }
+            /* Redis answers a COUNT beyond the set with what there is; a
+             * search here returns at most TQVEC_MAX_K, which is all of any
+             * smaller set. */
+            if (a->count > TQVEC_MAX_K)
+                a->count = TQVEC_MAX_K;
         } else if (tqd_arg_is(&argv[j], "EPSILON") && j + 1 < argc) {
             if (!tqd_arg_double(&argv[++j], &a->epsilon) || a->epsilon <= 0) {
                 tqd_reply_error(r, "ERR invalid EPSILON");
