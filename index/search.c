@@ -289,6 +289,36 @@ static const float *block_scalars(const tq_rows *set, size_t base, size_t rows, 
     return (const float *)(const void *)padded;
 }
 
+/* What the select kernels take for a group of queries: each query's key
+ * parameters and code tables, and its collector's threshold as it stands. */
+typedef struct {
+    const tq_key_params *params[TQ_SCAN_MAX_QUERIES];
+    const uint8_t *tables[TQ_SCAN_MAX_QUERIES];
+    float thresholds[TQ_SCAN_MAX_QUERIES];
+} select_inputs;
+
+static void select_inputs_of(const search_job *job, size_t q0, size_t nq, tq_collector *const *cols,
+                             select_inputs *in)
+{
+    for (size_t i = 0; i < nq; i++) {
+        in->params[i] = &job->pq[q0 + i].keys;
+        in->tables[i] = job->pq[q0 + i].code_lut.q8;
+        in->thresholds[i] = cols[i]->threshold;
+    }
+}
+
+/* Blocks [lb, lb + n) of a set, mse variant, summed and keyed in one
+ * kernel call (the sextet kernel for the 3-bit layout). */
+static void scan_select_blocks(const search_job *job, const tq_rows *set, size_t lb, size_t n,
+                               const float *scalars, size_t nq, const select_inputs *in, float *keys,
+                               uint32_t *masks)
+{
+    const tq_scan_layout *L = &job->c->q.code_layout;
+    (L->sextets ? job->k->scan6_select : job->k->scan_select)(set->code_blocks + lb * L->block_bytes, n,
+                                                             L->block_bytes, L->units, in->tables, nq, scalars,
+                                                             in->params, in->thresholds, keys, masks);
+}
+
 /* One block's first stage for up to TQ_SCAN_MAX_QUERIES queries: keys from
  * the kernels' sums (sums NULL: summed here, over all pairs), or from the
  * float tables for a block the kernels do not read, then collection. */
@@ -313,30 +343,35 @@ static void collect_block(const search_job *job, unsigned part, size_t s, size_t
     }
     tq_code_scalars padded[TQ_SCAN_BLOCK];
     const float *scalars = block_scalars(set, base, rows, padded);
-    const tq_key_params *params[TQ_SCAN_MAX_QUERIES];
-    float thresholds[TQ_SCAN_MAX_QUERIES];
-    for (size_t i = 0; i < nq; i++) {
-        params[i] = &job->pq[q0 + i].keys;
-        thresholds[i] = cols[i]->threshold;
-    }
-    const tq_quantizer *q = &job->c->q;
+    select_inputs in;
+    select_inputs_of(job, q0, nq, cols, &in);
     if (sums) {
-        job->k->block_select(sums->code[0], sums->sign[0], scalars, params, thresholds, nq, keys[0], masks);
-    } else if (q->variant == TQ_VARIANT_MSE) {
+        job->k->block_select(sums->code[0], sums->sign[0], scalars, in.params, in.thresholds, nq, keys[0], masks);
+    } else if (job->c->q.variant == TQ_VARIANT_MSE) {
         /* The common case in one kernel call: sums never leave registers. */
-        const uint8_t *tables[TQ_SCAN_MAX_QUERIES];
-        for (size_t i = 0; i < nq; i++)
-            tables[i] = job->pq[q0 + i].code_lut.q8;
-        const tq_scan_layout *L = &q->code_layout;
-        const uint8_t *block = set->code_blocks + lb * L->block_bytes;
-        (L->sextets ? job->k->scan6_select : job->k->scan_select)(block, 1, L->block_bytes, L->units, tables, nq,
-                                                                 scalars, params, thresholds, keys[0], masks);
+        scan_select_blocks(job, set, lb, 1, scalars, nq, &in, keys[0], masks);
     } else {
         block_sums all;
         block_sums_slice(job, set, lb, q0, nq, SIZE_MAX, &all);
-        job->k->block_select(all.code[0], all.sign[0], scalars, params, thresholds, nq, keys[0], masks);
+        job->k->block_select(all.code[0], all.sign[0], scalars, in.params, in.thresholds, nq, keys[0], masks);
     }
     collect_keys(job, part, s, lb, live, nq, cols, keys, masks);
+}
+
+/* The kernels take the queries of a pass in groups of up to
+ * TQ_SCAN_MAX_QUERIES: the size of the group starting at query q0, and
+ * its collectors in this part. */
+static size_t group_size(const search_job *job, size_t q0)
+{
+    return job->nq - q0 < TQ_SCAN_MAX_QUERIES ? job->nq - q0 : TQ_SCAN_MAX_QUERIES;
+}
+
+static size_t group_collectors(const search_job *job, unsigned part, size_t q0, tq_collector **cols)
+{
+    const size_t nq = group_size(job, q0);
+    for (size_t i = 0; i < nq; i++)
+        cols[i] = &job->cols[part * job->nq + q0 + i];
+    return nq;
 }
 
 /* Full blocks summed and keyed by one kernel call: the per-block cost of
@@ -351,20 +386,13 @@ static void collect_run(const search_job *job, unsigned part, size_t s, size_t l
                         const uint32_t *live, size_t q0, size_t nq, tq_collector *const *cols)
 {
     const tq_rows *set = &job->sets[s];
-    const tq_scan_layout *L = &job->c->q.code_layout;
-    const tq_key_params *params[TQ_SCAN_MAX_QUERIES];
-    const uint8_t *tables[TQ_SCAN_MAX_QUERIES];
-    float thresholds[TQ_SCAN_MAX_QUERIES], keys[RUN_BLOCKS][TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
+    float keys[RUN_BLOCKS][TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
     uint32_t masks[RUN_BLOCKS][TQ_SCAN_MAX_QUERIES];
-    for (size_t i = 0; i < nq; i++) {
-        params[i] = &job->pq[q0 + i].keys;
-        thresholds[i] = cols[i]->threshold;
-        tables[i] = job->pq[q0 + i].code_lut.q8;
-    }
+    select_inputs in;
+    select_inputs_of(job, q0, nq, cols, &in);
     /* keys and masks are packed by the query count: block j's at j nq */
-    (L->sextets ? job->k->scan6_select : job->k->scan_select)(
-        set->code_blocks + lb0 * L->block_bytes, n, L->block_bytes, L->units, tables, nq,
-        (const float *)(const void *)(set->sc + lb0 * TQ_SCAN_BLOCK), params, thresholds, keys[0][0], masks[0]);
+    scan_select_blocks(job, set, lb0, n, (const float *)(const void *)(set->sc + lb0 * TQ_SCAN_BLOCK), nq, &in,
+                       keys[0][0], masks[0]);
     float (*packed_keys)[TQ_SCAN_BLOCK] = keys[0];
     for (size_t j = 0; j < n; j++)
         collect_keys(job, part, s, lb0 + j, live[j], nq, cols, packed_keys + j * nq, masks[0] + j * nq);
@@ -378,10 +406,8 @@ static void scan_chunk(const search_job *job, unsigned part, size_t c0, size_t c
 {
     const bool runs = job->c->q.variant == TQ_VARIANT_MSE && job->opts->scorer == TQ_SCORER_LUT;
     for (size_t q0 = 0; q0 < job->nq; q0 += TQ_SCAN_MAX_QUERIES) {
-        size_t nq = job->nq - q0 < TQ_SCAN_MAX_QUERIES ? job->nq - q0 : TQ_SCAN_MAX_QUERIES;
         tq_collector *cols[TQ_SCAN_MAX_QUERIES];
-        for (size_t i = 0; i < nq; i++)
-            cols[i] = &job->cols[part * job->nq + q0 + i];
+        const size_t nq = group_collectors(job, part, q0, cols);
         uint32_t run_live[RUN_BLOCKS];
         size_t run_s = 0, run_lb = 0, run_n = 0, s = 0;
         for (size_t b = c0; b < c1; b++) {
@@ -424,8 +450,7 @@ static void scan_chunk_sliced(const search_job *job, unsigned part, size_t c0, s
     const size_t ngroups = (job->nq + TQ_SCAN_MAX_QUERIES - 1) / TQ_SCAN_MAX_QUERIES, nslices = slice_count(q);
     for (size_t slice = 0; slice < nslices; slice++)
         for (size_t g = 0; g < ngroups; g++) {
-            const size_t q0 = g * TQ_SCAN_MAX_QUERIES;
-            const size_t nq = job->nq - q0 < TQ_SCAN_MAX_QUERIES ? job->nq - q0 : TQ_SCAN_MAX_QUERIES;
+            const size_t q0 = g * TQ_SCAN_MAX_QUERIES, nq = group_size(job, q0);
             size_t s = 0;
             for (size_t b = c0; b < c1; b++) {
                 size_t lb = local_block(job, b, &s), rows;
@@ -435,11 +460,8 @@ static void scan_chunk_sliced(const search_job *job, unsigned part, size_t c0, s
             }
         }
     for (size_t g = 0; g < ngroups; g++) {
-        const size_t q0 = g * TQ_SCAN_MAX_QUERIES;
-        const size_t nq = job->nq - q0 < TQ_SCAN_MAX_QUERIES ? job->nq - q0 : TQ_SCAN_MAX_QUERIES;
         tq_collector *cols[TQ_SCAN_MAX_QUERIES];
-        for (size_t i = 0; i < nq; i++)
-            cols[i] = &job->cols[part * job->nq + q0 + i];
+        const size_t q0 = g * TQ_SCAN_MAX_QUERIES, nq = group_collectors(job, part, q0, cols);
         size_t s = 0;
         for (size_t b = c0; b < c1; b++) {
             size_t lb = local_block(job, b, &s), rows;
