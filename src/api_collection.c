@@ -216,6 +216,34 @@ int tqvec_collection_set_attrs(tqvec_collection *c, const char *key, size_t key_
     return TQVEC_OK;
 }
 
+/* A results object of one list holding the keys s copied out (scores 0,
+ * no attributes); takes s's memory either way. */
+static int results_of_keys(tq_sample *s, tqvec_results **out, tqvec_error *err)
+{
+    tqvec_results *r = tq_calloc(1, sizeof(*r));
+    if (r) {
+        r->counts = tq_calloc(1, sizeof(size_t));
+        r->matches = tq_calloc(s->n + 1, sizeof(tqvec_match));
+    }
+    if (!r || !r->counts || !r->matches) {
+        tqvec_results_free(r);
+        tq_free(s->bytes);
+        tq_free(s->lens);
+        return api_error(err, TQVEC_ENOMEM, "out of memory for %zu keys", s->n);
+    }
+    r->nq = 1;
+    r->k = s->n;
+    r->counts[0] = s->n;
+    r->owned = s->bytes;
+    for (size_t i = 0, at = 0; i < s->n; i++) {
+        r->matches[i] = (tqvec_match){.key = s->bytes + at, .key_len = s->lens[i]};
+        at += s->lens[i];
+    }
+    tq_free(s->lens);
+    *out = r;
+    return TQVEC_OK;
+}
+
 int tqvec_collection_random_keys(tqvec_collection *c, size_t n, int allow_repeats, uint64_t seed,
                                  tqvec_results **out, tqvec_error *err)
 {
@@ -230,28 +258,52 @@ int tqvec_collection_random_keys(tqvec_collection *c, size_t n, int allow_repeat
     tq_error e;
     if (tq_collection_sample(c->c, n, allow_repeats != 0, seed, &s, &e))
         return export_error(&e, err);
-    tqvec_results *r = tq_calloc(1, sizeof(*r));
-    if (r) {
-        r->counts = tq_calloc(1, sizeof(size_t));
-        r->matches = tq_calloc(s.n + 1, sizeof(tqvec_match));
-    }
-    if (!r || !r->counts || !r->matches) {
-        tqvec_results_free(r);
-        tq_free(s.bytes);
-        tq_free(s.lens);
-        return api_error(err, TQVEC_ENOMEM, "out of memory for %zu keys", s.n);
-    }
-    r->nq = 1;
-    r->k = s.n;
-    r->counts[0] = s.n;
-    r->owned = s.bytes;
-    for (size_t i = 0, at = 0; i < s.n; i++) {
-        r->matches[i] = (tqvec_match){.key = s.bytes + at, .key_len = s.lens[i]};
-        at += s.lens[i];
-    }
-    tq_free(s.lens);
-    *out = r;
-    return TQVEC_OK;
+    return results_of_keys(&s, out, err);
+}
+
+static bool bound_of(const tqvec_key_bound *in, tq_key_bound *out)
+{
+    *out = (tq_key_bound){0};
+    if (!in || !in->key)
+        return true;
+    if (in->key_len > TQVEC_MAX_KEY_BYTES)
+        return false;
+    *out = (tq_key_bound){.key = in->key, .len = (uint32_t)in->key_len, .inclusive = in->inclusive != 0};
+    return true;
+}
+
+int tqvec_collection_key_range(tqvec_collection *c, const tqvec_key_bound *lo, const tqvec_key_bound *hi,
+                               size_t max, tqvec_results **out, tqvec_error *err)
+{
+    if (!out)
+        return api_error(err, TQVEC_EARG, "out must not be NULL");
+    *out = NULL;
+    if (!c)
+        return api_error(err, TQVEC_EARG, "collection must not be NULL");
+    tq_key_bound l, h;
+    if (!bound_of(lo, &l) || !bound_of(hi, &h))
+        return api_error(err, TQVEC_EARG, "a range bound is longer than the %d-byte key limit", TQVEC_MAX_KEY_BYTES);
+    tq_sample s;
+    tq_error e;
+    if (tq_collection_key_range(c->c, &l, &h, max, &s, &e))
+        return export_error(&e, err);
+    return results_of_keys(&s, out, err);
+}
+
+int tqvec_collection_backup(tqvec_collection *c, const char *dest, tqvec_error *err)
+{
+    if (!c || !dest)
+        return api_error(err, TQVEC_EARG, "collection and destination must not be NULL");
+    tq_error e;
+    return tq_collection_backup(c->c, dest, &e) ? export_error(&e, err) : TQVEC_OK;
+}
+
+int tqvec_collection_move(tqvec_collection *c, const char *dir, tqvec_error *err)
+{
+    if (!c || !dir)
+        return api_error(err, TQVEC_EARG, "collection and directory must not be NULL");
+    tq_error e;
+    return tq_collection_move(c->c, dir, &e) ? export_error(&e, err) : TQVEC_OK;
 }
 
 size_t tqvec_results_count(const tqvec_results *r, size_t q)

@@ -1094,6 +1094,30 @@ out:
     return rc;
 }
 
+/* Copy the picked keys out (map_lock held), because their bytes may go
+ * with a compaction once the lock is released. */
+static int copy_keys(const tq_keymap_entry *const *pick, size_t n, tq_sample *out, tq_error *err)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += pick[i]->len;
+    out->lens = tq_malloc((n + 1) * sizeof(uint32_t));
+    out->bytes = tq_malloc(bytes + 1);
+    if (!out->lens || !out->bytes) {
+        tq_free(out->lens);
+        tq_free(out->bytes);
+        memset(out, 0, sizeof(*out));
+        return tq_err(err, TQ_ENOMEM, "out of memory copying %zu keys", n);
+    }
+    for (size_t i = 0, at = 0; i < n; i++) {
+        memcpy(out->bytes + at, pick[i]->key, pick[i]->len);
+        out->lens[i] = pick[i]->len;
+        at += pick[i]->len;
+    }
+    out->n = n;
+    return TQ_OK;
+}
+
 /* Keys picked uniformly at random from the key map. Slots are probed at
  * random, which is uniform over keys because each key has one slot; a map
  * left sparse by removals (under an eighth full) is walked once instead,
@@ -1149,31 +1173,58 @@ int tq_collection_sample(tq_collection *c, size_t n, bool repeats, uint64_t seed
             pick[i++] = &m->slots[s];
         }
     }
-    /* Copies, because the key bytes may go with a compaction once the lock
-     * is released. */
-    size_t bytes = 0;
-    for (size_t i = 0; i < want; i++)
-        bytes += pick[i]->len;
-    out->lens = tq_malloc((want + 1) * sizeof(uint32_t));
-    out->bytes = tq_malloc(bytes + 1);
-    if (!out->lens || !out->bytes) {
-        tq_free(out->lens);
-        tq_free(out->bytes);
-        memset(out, 0, sizeof(*out));
-        rc = tq_err(err, TQ_ENOMEM, "out of memory sampling %zu keys", want);
-        goto out;
-    }
-    for (size_t i = 0, at = 0; i < want; i++) {
-        memcpy(out->bytes + at, pick[i]->key, pick[i]->len);
-        out->lens[i] = pick[i]->len;
-        at += pick[i]->len;
-    }
-    out->n = want;
+    rc = copy_keys(pick, want, out, err);
 out:
     pthread_rwlock_unlock(&c->map_lock);
     tq_free(pick);
     tq_free(all);
     tq_free(taken);
+    return rc;
+}
+
+/* Byte order of keys: memcmp, a prefix before the longer key. */
+static int key_order(const char *a, uint32_t alen, const char *b, uint32_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    return c ? c : (alen > blen) - (alen < blen);
+}
+
+static int entry_order(const void *x, const void *y)
+{
+    const tq_keymap_entry *a = *(const tq_keymap_entry *const *)x, *b = *(const tq_keymap_entry *const *)y;
+    return key_order(a->key, a->len, b->key, b->len);
+}
+
+static bool within(const tq_key_bound *b, const tq_keymap_entry *e, int side)
+{
+    if (!b->key)
+        return true;
+    int c = key_order(e->key, e->len, b->key, b->len) * side;
+    return c > 0 || (c == 0 && b->inclusive);
+}
+
+/* The map keeps no order, so a range is a pass over every key and a sort
+ * of those inside it. */
+int tq_collection_key_range(tq_collection *c, const tq_key_bound *lo, const tq_key_bound *hi, size_t max,
+                            tq_sample *out, tq_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_rwlock_rdlock(&c->map_lock);
+    const tq_keymap *m = &c->map;
+    const tq_keymap_entry **in = tq_malloc((m->count + 1) * sizeof(*in));
+    int rc = TQ_OK;
+    if (!in) {
+        rc = tq_err(err, TQ_ENOMEM, "out of memory listing %zu keys", m->count);
+    } else {
+        size_t n = 0;
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i].hash && within(lo, &m->slots[i], 1) && within(hi, &m->slots[i], -1))
+                in[n++] = &m->slots[i];
+        qsort(in, n, sizeof(*in), entry_order);
+        rc = copy_keys(in, n < max ? n : max, out, err);
+    }
+    pthread_rwlock_unlock(&c->map_lock);
+    tq_free(in);
     return rc;
 }
 
@@ -1395,6 +1446,131 @@ int tq_collection_sync(tq_collection *c, tq_error *err)
     pthread_mutex_lock(&c->write_lock);
     int rc = tq_wal_sync(c->wal, err);
     pthread_mutex_unlock(&c->write_lock);
+    return rc;
+}
+
+/* ---------------------------------------------------- backup and move */
+
+static int copy_file(const char *from, const char *to, tq_error *err)
+{
+    int in, out = -1;
+    uint64_t size;
+    int rc = tq_open_sized(from, O_RDONLY, &in, &size, err);
+    if (rc)
+        return rc;
+    enum { CHUNK = 1 << 20 };
+    uint8_t *buf = tq_malloc(CHUNK);
+    if (!buf) {
+        rc = tq_err(err, TQ_ENOMEM, "out of memory copying %s", from);
+        goto out;
+    }
+    if ((out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) < 0) {
+        rc = tq_err_sys(err, errno == EEXIST ? TQ_EARG : TQ_EIO, errno, "%s: create", to);
+        goto out;
+    }
+    for (uint64_t done = 0; done < size && !rc;) {
+        ssize_t n = read(in, buf, size - done < CHUNK ? (size_t)(size - done) : CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = n < 0 ? tq_err_sys(err, TQ_EIO, errno, "%s: read", from)
+                       : tq_err(err, TQ_EIO, "%s: shorter than it was when opened", from);
+            break;
+        }
+        rc = tq_write_all(out, buf, (size_t)n, to, err);
+        done += (uint64_t)n;
+    }
+    if (!rc)
+        rc = tq_sync_fd(out, to, err);
+out:
+    tq_free(buf);
+    close(in);
+    if (out >= 0)
+        close(out);
+    return rc;
+}
+
+/* Copy root/sub/<id>.ext from the collection into dest. */
+static int copy_numbered(const tq_collection *c, const char *dest, const char *sub, uint64_t id, const char *ext,
+                         tq_error *err)
+{
+    char from[PATH_MAX], to[PATH_MAX];
+    file_path(c, from, sub, id, ext);
+    snprintf(to, sizeof(to), "%s/%s/%08llu.%s", dest, sub, (unsigned long long)id, ext);
+    return copy_file(from, to, err);
+}
+
+int tq_collection_backup(tq_collection *c, const char *dest, tq_error *err)
+{
+    char path[PATH_MAX], to[PATH_MAX];
+    tq_manifest m = {0};
+    pthread_mutex_lock(&c->write_lock);
+    int rc = TQ_OK;
+    if (c->broken) {
+        rc = tq_err(err, TQ_EIO, "%s: an earlier change could not be completed; reopen the collection", c->dir);
+        goto out;
+    }
+    /* Under the write lock the manifest on disk names every file of the
+     * current state, and the log holds every acknowledged write since. */
+    if ((rc = tq_manifest_read(c->dir, &m, err)))
+        goto out;
+    if (mkdir(dest, 0755)) {
+        rc = tq_err_sys(err, errno == EEXIST ? TQ_EARG : TQ_EIO, errno, "%s: mkdir", dest);
+        goto out;
+    }
+    snprintf(path, sizeof(path), "%s/seg", dest);
+    snprintf(to, sizeof(to), "%s/wal", dest);
+    if (mkdir(path, 0755) || mkdir(to, 0755)) {
+        rc = tq_err_sys(err, TQ_EIO, errno, "%s: mkdir", dest);
+        goto out;
+    }
+    for (uint32_t i = 0; i < m.nsegments && !rc; i++) {
+        rc = copy_numbered(c, dest, "seg", m.segments[i].id, "tqs", err);
+        if (!rc && m.segments[i].del_id)
+            rc = copy_numbered(c, dest, "seg", m.segments[i].del_id, "del", err);
+    }
+    if (!rc)
+        rc = copy_numbered(c, dest, "wal", m.wal_id, "log", err);
+    /* The files' names durable, then the manifest: the commit point. */
+    snprintf(path, sizeof(path), "%s/seg/x", dest);
+    snprintf(to, sizeof(to), "%s/wal/x", dest);
+    if (!rc && !(rc = tq_sync_parent_dir(path, err)) && !(rc = tq_sync_parent_dir(to, err))) {
+        snprintf(path, sizeof(path), "%s/MANIFEST", c->dir);
+        snprintf(to, sizeof(to), "%s/MANIFEST", dest);
+        if (!(rc = copy_file(path, to, err)) && !(rc = tq_sync_parent_dir(to, err)))
+            rc = tq_sync_parent_dir(dest, err);
+    }
+out:
+    pthread_mutex_unlock(&c->write_lock);
+    tq_manifest_free(&m);
+    return rc;
+}
+
+int tq_collection_move(tq_collection *c, const char *dir, tq_error *err)
+{
+    char *moved = tq_strdup(dir);
+    if (!moved)
+        return tq_err(err, TQ_ENOMEM, "out of memory moving %s", c->dir);
+    pthread_mutex_lock(&c->write_lock);
+    int rc = TQ_OK;
+    struct stat st;
+    if (lstat(dir, &st) == 0 || errno != ENOENT) {
+        rc = tq_err(err, TQ_EARG, "%s already exists", dir);
+    } else if (rename(c->dir, dir)) {
+        rc = tq_err_sys(err, TQ_EIO, errno, "%s: rename to %s", c->dir, dir);
+    } else {
+        /* Both parents: the old entry gone and the new one there. */
+        rc = tq_sync_parent_dir(dir, err);
+        if (!rc)
+            rc = tq_sync_parent_dir(c->dir, err);
+        /* Every file this collection makes from now on goes under dir
+         * (c->dir is read by writers only, under this lock). */
+        tq_free(c->dir);
+        c->dir = moved;
+        moved = NULL;
+    }
+    pthread_mutex_unlock(&c->write_lock);
+    tq_free(moved);
     return rc;
 }
 

@@ -410,6 +410,25 @@ typedef struct tq_sample {
     uint32_t *lens;
 } tq_sample;
 int tq_collection_sample(tq_collection *c, size_t n, bool repeats, uint64_t seed, tq_sample *out, tq_error *err);
+/* One end of a key range: NULL key for none. */
+typedef struct tq_key_bound {
+    const char *key;
+    uint32_t len;
+    bool inclusive;
+} tq_key_bound;
+/* The first max live keys between lo and hi, in byte order (memcmp; a
+ * prefix first), copied out as for a sample. */
+int tq_collection_key_range(tq_collection *c, const tq_key_bound *lo, const tq_key_bound *hi, size_t max,
+                            tq_sample *out, tq_error *err);
+/* Write a consistent copy of the collection's files into dest, a
+ * directory that must not exist yet; it can be opened as a collection of
+ * its own. Its manifest is written last, so a copy cut short is no
+ * collection. A writer like add (writes wait for the copy). */
+int tq_collection_backup(tq_collection *c, const char *dest, tq_error *err);
+/* Rename the collection's directory to dir (same file system, dir must
+ * not exist) and go on working there. A writer like add; searches
+ * running meanwhile are not disturbed. */
+int tq_collection_move(tq_collection *c, const char *dir, tq_error *err);
 int tq_collection_sync(tq_collection *c, tq_error *err);
 /* Seal the mutable segment, then rewrite sealed segments that are at least
  * a fifth deleted, or small, into one. */

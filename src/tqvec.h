@@ -346,6 +346,32 @@ TQVEC_API void tqvec_results_free(tqvec_results *r);
 TQVEC_API int tqvec_collection_random_keys(tqvec_collection *c, size_t n, int allow_repeats, uint64_t seed,
                                            tqvec_results **out, tqvec_error *err);
 
+/* One end of a key range; key NULL: unbounded on that side. */
+typedef struct tqvec_key_bound {
+    const char *key;
+    size_t key_len;
+    int inclusive;         /* nonzero: the bound itself is in the range */
+} tqvec_key_bound;
+
+/* The first max live keys between lo and hi (NULL: unbounded) in byte
+ * order (memcmp, a key before the longer keys it prefixes), as a results
+ * object with one list (query 0; scores 0, no attributes): for paging
+ * through a collection by key. Keys live in a hash map, so a call costs a
+ * pass over every key plus a sort of those in the range. Shared. */
+TQVEC_API int tqvec_collection_key_range(tqvec_collection *c, const tqvec_key_bound *lo, const tqvec_key_bound *hi,
+                                         size_t max, tqvec_results **out, tqvec_error *err);
+
+/* Copy the collection, as it is now, into dest: a directory that must not
+ * exist (TQVEC_EARG if it does), on any file system. The copy is a
+ * collection of its own, opened like any other; its manifest is written
+ * (and synced) last, so a copy cut short by a crash is not mistaken for
+ * one. Writes wait while it runs; searches do not. */
+TQVEC_API int tqvec_collection_backup(tqvec_collection *c, const char *dest, tqvec_error *err);
+/* Rename the collection's directory to dir (which must not exist, on the
+ * same file system) and keep it open there: no reload, searches running
+ * meanwhile finish undisturbed. Like add for concurrency. */
+TQVEC_API int tqvec_collection_move(tqvec_collection *c, const char *dir, tqvec_error *err);
+
 /* fdatasync the log now, whatever the policy. Like add for concurrency. */
 TQVEC_API int tqvec_collection_sync(tqvec_collection *c, tqvec_error *err);
 /* Seal the log into a segment, then rewrite segments that are at least a

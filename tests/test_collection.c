@@ -784,3 +784,86 @@ Test(collection, get_decodes_from_code8_refine_data)
     cr_assert(err_of[0] > 0.03 && err_of[0] < 0.2, "4-bit relative error %g", err_of[0]);
     cr_assert(err_of[1] < err_of[0] / 5, "code8 relative error %g against 4-bit %g", err_of[1], err_of[0]);
 }
+
+/* Key ranges: byte order, open and closed ends, a cap, deleted keys gone. */
+Test(collection, key_range_in_byte_order)
+{
+    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_NONE);
+    tq_collection *c = open_coll(&cfg, 64, TQ_FSYNC_NO);
+    add_range(c, 0, 150); /* doc-0 .. doc-149, in three segments and the log */
+    remove_one(c, 100);
+    tq_sample s;
+    tq_error err;
+    const tq_key_bound open = {0}, from = {.key = "doc-10", .len = 6, .inclusive = false},
+                       to = {.key = "doc-11", .len = 6, .inclusive = true};
+    /* (doc-10, doc-11]: doc-101..doc-109 (doc-100 sorts before doc-101,
+     * and is deleted anyway), doc-11; not doc-110 (longer than the bound). */
+    cr_assert_eq(tq_collection_key_range(c, &from, &to, SIZE_MAX, &s, &err), TQ_OK, "%s", err.msg);
+    const char *want[] = {"doc-101", "doc-102", "doc-103", "doc-104", "doc-105",
+                          "doc-106", "doc-107", "doc-108", "doc-109", "doc-11"};
+    cr_assert_eq(s.n, 10, "%zu keys", s.n);
+    for (size_t i = 0, at = 0; i < s.n; at += s.lens[i++])
+        cr_assert(s.lens[i] == strlen(want[i]) && !memcmp(s.bytes + at, want[i], s.lens[i]), "key %zu: '%.*s'",
+                  i, (int)s.lens[i], s.bytes + at);
+    tq_free(s.bytes);
+    tq_free(s.lens);
+    /* Unbounded, capped: the first three in order; then everything, sorted. */
+    cr_assert_eq(tq_collection_key_range(c, &open, &open, 3, &s, &err), TQ_OK);
+    cr_assert(s.n == 3 && !memcmp(s.bytes, "doc-0doc-1doc-10", 16));
+    tq_free(s.bytes);
+    tq_free(s.lens);
+    cr_assert_eq(tq_collection_key_range(c, &open, &open, SIZE_MAX, &s, &err), TQ_OK);
+    cr_assert_eq(s.n, 149);
+    for (size_t i = 1, at = s.lens[0]; i < s.n; at += s.lens[i++]) {
+        const char *prev = s.bytes + at - s.lens[i - 1], *cur = s.bytes + at;
+        size_t n = s.lens[i - 1] < s.lens[i] ? s.lens[i - 1] : s.lens[i];
+        int o = memcmp(prev, cur, n);
+        cr_assert(o < 0 || (o == 0 && s.lens[i - 1] < s.lens[i]), "keys %zu and %zu out of order", i - 1, i);
+    }
+    tq_free(s.bytes);
+    tq_free(s.lens);
+    tq_collection_close(c, NULL);
+}
+
+/* A backup opens as the same collection (sealed rows, tombstones, the log's
+ * writes), stays independent of the original, and refuses an existing
+ * destination; a moved collection keeps working (seal, compact, reopen). */
+Test(collection, backup_and_move)
+{
+    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_FP32);
+    tq_collection *c = open_coll(&cfg, 64, TQ_FSYNC_NO);
+    add_range(c, 0, 150);
+    for (size_t i = 0; i < 150; i += 7) {
+        remove_one(c, i);
+        state[i] = 0;
+    }
+    add_one(c, 3, 2);
+    state[3] = 2;
+    char copy[128], moved[128];
+    snprintf(copy, sizeof(copy), "%s-copy", dir);
+    snprintf(moved, sizeof(moved), "%s-moved", dir);
+    tq_error err;
+    cr_assert_eq(tq_collection_backup(c, copy, &err), TQ_OK, "%s", err.msg);
+    cr_assert_eq(tq_collection_backup(c, copy, &err), TQ_EARG, "an existing destination was written over");
+    /* The original moves on; the copy must not see it. */
+    add_one(c, 200 % N, 3);
+    tq_collection_close(c, NULL);
+    tq_collection_options o = {.cfg = cfg, .fsync = TQ_FSYNC_NO, .segment_rows = 64, .log = capture};
+    tq_collection *b;
+    cr_assert_eq(tq_collection_open(copy, &o, &b, &err), TQ_OK, "%s", err.msg);
+    check_against_reference(b, &cfg);
+    /* Move it and keep writing: new files go to the new place. */
+    cr_assert_eq(tq_collection_move(b, moved, &err), TQ_OK, "%s", err.msg);
+    struct stat st;
+    cr_assert(stat(copy, &st) != 0 && errno == ENOENT, "the old directory is still there");
+    add_range(b, 150, 260);
+    cr_assert_eq(tq_collection_compact(b, &err), TQ_OK, "%s", err.msg);
+    check_against_reference(b, &cfg);
+    cr_assert_eq(tq_collection_close(b, NULL), TQ_OK);
+    cr_assert_eq(tq_collection_open(moved, &o, &b, &err), TQ_OK, "%s", err.msg);
+    check_against_reference(b, &cfg);
+    tq_collection_close(b, NULL);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", moved);
+    cr_assert_eq(system(cmd), 0);
+}
