@@ -290,6 +290,14 @@ int tqvec_collection_key_range(tqvec_collection *c, const tqvec_key_bound *lo, c
     return results_of_keys(&s, out, err);
 }
 
+int tqvec_collection_count_attributed(tqvec_collection *c, uint64_t *count)
+{
+    if (!c || !count)
+        return TQVEC_EARG;
+    *count = tq_collection_count_attributed(c->c);
+    return TQVEC_OK;
+}
+
 int tqvec_collection_backup(tqvec_collection *c, const char *dest, tqvec_error *err)
 {
     if (!c || !dest)

@@ -420,6 +420,8 @@ typedef struct tq_key_bound {
  * prefix first), copied out as for a sample. */
 int tq_collection_key_range(tq_collection *c, const tq_key_bound *lo, const tq_key_bound *hi, size_t max,
                             tq_sample *out, tq_error *err);
+/* Live elements that have attributes (a pass over every key). */
+uint64_t tq_collection_count_attributed(tq_collection *c);
 /* Write a consistent copy of the collection's files into dest, a
  * directory that must not exist yet; it can be opened as a collection of
  * its own. Its manifest is written last, so a copy cut short is no

@@ -361,6 +361,9 @@ typedef struct tqvec_key_bound {
 TQVEC_API int tqvec_collection_key_range(tqvec_collection *c, const tqvec_key_bound *lo, const tqvec_key_bound *hi,
                                          size_t max, tqvec_results **out, tqvec_error *err);
 
+/* How many live elements have attributes: a pass over every key. Shared. */
+TQVEC_API int tqvec_collection_count_attributed(tqvec_collection *c, uint64_t *count);
+
 /* Copy the collection, as it is now, into dest: a directory that must not
  * exist (TQVEC_EARG if it does), on any file system. The copy is a
  * collection of its own, opened like any other; its manifest is written

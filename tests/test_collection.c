@@ -822,6 +822,9 @@ Test(collection, key_range_in_byte_order)
     }
     tq_free(s.bytes);
     tq_free(s.lens);
+    cr_assert_eq(tq_collection_count_attributed(c), 149);
+    cr_assert_eq(tq_collection_set_attr(c, "doc-7", 5, NULL, 0, &err), TQ_OK);
+    cr_assert_eq(tq_collection_count_attributed(c), 148);
     tq_collection_close(c, NULL);
 }
 

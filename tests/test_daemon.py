@@ -213,7 +213,8 @@ def test_server_commands(d):
     assert d.cli("PING", "hi") == "hi"
     assert d.cli("ECHO", "hello world") == "hello world"
     assert d.cli("SELECT", "0") == "OK"
-    assert d.cli("SELECT", "1") == "ERR DB index is out of range"
+    assert d.cli("SELECT", "15") == "OK"
+    assert d.cli("SELECT", "16") == "ERR DB index is out of range"
     assert d.cli("NOSUCH", "a", "b") == "ERR unknown command 'nosuch', with args beginning with: 'a' 'b' "
     assert d.cli("ECHO") == "ERR wrong number of arguments for 'echo' command"
     assert d.cli("DBSIZE") == "0"
@@ -399,7 +400,9 @@ def test_small_commands(d):
     info = c.call("VINFO", "r")
     info = dict(zip(info[0::2], info[1::2]))
     assert info["size"] == 50 and info["vector-dim"] == 8 and info["metric"] == "cosine"
-    assert info["quant-type"] == "tq4+code8"
+    assert info["quant-type"] == "int8" and info["encoding"] == "tq4+code8"
+    assert info["attributes-count"] == 49 and info["max-level"] == 0 and info["hnsw-m"] == 0
+    assert info["projection-input-dim"] == 0 and info["vset-uid"] >= 1 and info["hnsw-max-node-uid"] >= 50
     # VREM; removing the last element removes the key, as in Redis
     assert c.call("VREM", "r", "m0") == 1 and c.call("VREM", "r", "m0") == 0
     assert c.call("VREM", "nokey", "m0") == 0
@@ -442,6 +445,262 @@ def test_keyspace_and_persistence_commands(d):
     assert c.call("TQ.COMPACT", "l2set") == "OK"
     assert c.call("FLUSHALL") == "OK" and c.call("DBSIZE") == 0
     assert [n for n in os.listdir(d.data) if n != "tqvecd.lock"] == []
+
+
+def test_databases(d):
+    """SELECT 0..15, each database its own keyspace (also on disk, across a
+    restart); FLUSHDB empties one, MOVE carries a set between two, WATCH
+    tells a key of one database from its namesake in another."""
+    c = d.conn()
+    assert c.call("SELECT", 9) == "OK"
+    assert c.call("VADD", "k", "VALUES", 3, 1, 0, 0, "in9") == 1
+    assert c.call("DBSIZE") == 1 and c.call("KEYS", "*") == [b"k"]
+    assert b"db=9" in c.call("CLIENT", "INFO")
+    zero = d.conn()
+    assert zero.call("DBSIZE") == 0 and zero.call("EXISTS", "k") == 0
+    assert zero.call("VADD", "k", "VALUES", 2, 1, 0, "in0") == 1  # same name, another set
+    assert zero.call("VDIM", "k") == 2 and c.call("VDIM", "k") == 3
+    assert c.call("SELECT", 16) == Err("ERR DB index is out of range")
+    assert c.call("SELECT", -1) == Err("ERR DB index is out of range")
+    info = c.call("INFO", "keyspace").decode()
+    assert "db0:keys=1" in info and "db9:keys=1" in info, info
+    # WATCH in db 9 is not broken by a write to db 0's "k"
+    assert c.call("WATCH", "k") == "OK"
+    assert zero.call("VADD", "k", "VALUES", 2, 0, 1, "more") == 1
+    assert c.call("MULTI") == "OK" and c.call("VCARD", "k") == "QUEUED" and c.call("EXEC") == [1]
+    # MOVE: to a database where the name is free, not where it is taken
+    assert c.call("VADD", "m", "VALUES", 3, 0, 1, 0, "x") == 1
+    assert c.call("MOVE", "m", 0) == 1 and c.call("EXISTS", "m") == 0 and zero.call("VCARD", "m") == 1
+    assert c.call("MOVE", "k", 0) == 0 and c.call("VDIM", "k") == 3  # db 0 has a "k"
+    assert c.call("MOVE", "k", 9) == Err("ERR source and destination objects are the same")
+    assert c.call("MOVE", "nokey", 0) == 0
+    # FLUSHDB empties the selected database only
+    assert c.call("VADD", "gone", "VALUES", 3, 1, 1, 0, "g") == 1
+    assert c.call("SELECT", 3) == "OK" and c.call("VADD", "three", "VALUES", 2, 1, 1, "t") == 1
+    assert c.call("FLUSHDB") == "OK" and c.call("DBSIZE") == 0
+    assert c.call("SELECT", 9) == "OK" and c.call("DBSIZE") == 2
+    # a restart finds every database again
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=30) == 0
+    d.log.close()
+    d.start()
+    c = d.conn()
+    assert c.call("DBSIZE") == 2 and c.call("VDIM", "k") == 2 and c.call("VCARD", "m") == 1
+    assert c.call("SELECT", 9) == "OK" and sorted(c.call("KEYS", "*")) == [b"gone", b"k"]
+    assert c.call("VSIM", "k", "VALUES", 3, 1, 0, 0, "COUNT", 1) == [b"in9"]
+    # fewer databases than the data directory holds: refused, nothing lost
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=30) == 0
+    d.log.close()
+    p = subprocess.run(PREFIX + [TQVECD, "--dir", d.data, "--port", str(free_port()), "--databases", "4"],
+                       capture_output=True, timeout=30)
+    assert p.returncode != 0 and b"database 9, but databases is 4" in p.stderr, p.stderr
+    d.start()
+    try:
+        import redis
+    except ImportError:
+        assert not os.environ.get("CI"), "redis-py (python3-redis) is missing"
+        return
+    r = redis.Redis(port=d.port, db=9)  # a client configured with db=9 selects at connect
+    assert sorted(r.keys()) == [b"gone", b"k"]
+    assert r.execute_command("VCARD", "gone") == 1
+
+
+def test_rename_and_copy(d):
+    """RENAME moves the open set (searches and writes go on, a restart
+    finds it), RENAMENX refuses a taken name, COPY makes an independent set
+    (REPLACE, DB); the errors are Redis's."""
+    vs = vectors(200, 16, seed=3)
+    c = d.conn()
+    for i, v in enumerate(vs):
+        c.send("VADD", "src", "FP32", fp32(v), "e%d" % i, "SETATTR", '{"i":%d}' % i)
+    assert all(c.reply() == 1 for _ in vs)
+    c.call("TQ.COMPACT", "src")  # a sealed segment as well as the log
+    c.call("VADD", "src", "FP32", fp32(vs[0]), "late")
+    before = c.call("VSIM", "src", "FP32", fp32(vs[7]), "WITHSCORES", "COUNT", 10)
+    assert c.call("RENAME", "src", "dst") == "OK"
+    assert c.call("EXISTS", "src") == 0 and c.call("VCARD", "dst") == 201
+    assert c.call("VSIM", "dst", "FP32", fp32(vs[7]), "WITHSCORES", "COUNT", 10) == before
+    assert c.call("VADD", "dst", "VALUES", 16, *([1] * 16), "after") == 1
+    assert c.call("TQ.COMPACT", "dst") == "OK"  # new files land in the new place
+    assert c.call("RENAME", "nokey", "x") == Err("ERR no such key")
+    assert c.call("RENAME", "dst", "dst") == "OK"
+    c.call("VADD", "other", "VALUES", 2, 1, 0, "o")
+    assert c.call("RENAMENX", "dst", "other") == 0 and c.call("VDIM", "other") == 2
+    assert c.call("RENAMENX", "dst", "dst") == 0
+    # COPY: independent of its source afterwards
+    assert c.call("COPY", "dst", "cp") == 1
+    assert c.call("COPY", "dst", "other") == 0
+    assert c.call("COPY", "dst", "dst") == Err("ERR source and destination objects are the same")
+    assert c.call("COPY", "nokey", "x") == 0
+    assert c.call("VREM", "dst", "e3") == 1
+    assert c.call("VCARD", "cp") == 202 and c.call("VISMEMBER", "cp", "e3") == 1
+    assert c.call("VGETATTR", "cp", "e9") == b'{"i":9}'
+    assert c.call("VSIM", "cp", "FP32", fp32(vs[7]), "WITHSCORES", "COUNT", 10) == before
+    assert c.call("COPY", "dst", "other", "REPLACE") == 1 and c.call("VCARD", "other") == 201
+    assert c.call("COPY", "dst", "cp9", "DB", 9) == 1 and c.call("EXISTS", "cp9") == 0
+    assert c.call("COPY", "dst", "x", "DB", 99) == Err("ERR DB index is out of range")
+    # RENAME over an existing key replaces it
+    assert c.call("RENAME", "cp", "other") == "OK" and c.call("VCARD", "other") == 202
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=30) == 0
+    d.log.close()
+    d.start()
+    c = d.conn()
+    assert sorted(c.call("KEYS", "*")) == [b"dst", b"other"]
+    assert c.call("VCARD", "dst") == 201 and c.call("VISMEMBER", "dst", "after") == 1
+    assert c.call("SELECT", 9) == "OK" and c.call("VCARD", "cp9") == 201
+
+
+def test_expire(d):
+    """EXPIRE and its relatives, TTL, PERSIST; an expired set is gone at once
+    for every command, its files soon after, and the expiry outlives a
+    restart; an expiry breaks a WATCH like a write."""
+    c = d.conn()
+    for k in ("a", "b", "c"):
+        c.call("VADD", k, "VALUES", 2, 1, 0, "x")
+    assert c.call("TTL", "a") == -1 and c.call("TTL", "nokey") == -2 and c.call("PTTL", "nokey") == -2
+    assert c.call("EXPIRE", "a", 100) == 1 and 99 <= c.call("TTL", "a") <= 100
+    assert 99000 < c.call("PTTL", "a") <= 100000
+    assert c.call("EXPIRE", "a", 50, "GT") == 0 and c.call("EXPIRE", "a", 50, "LT") == 1
+    assert c.call("EXPIRE", "a", 10, "NX") == 0 and c.call("EXPIRE", "b", 10, "XX") == 0
+    assert c.call("EXPIRE", "a", 10, "NX", "XX") == Err(
+        "ERR NX and XX, GT or LT options at the same time are not compatible")
+    assert c.call("EXPIRE", "nokey", 10) == 0
+    assert c.call("EXPIRE", "a", "x") == Err("ERR value is not an integer or out of range")
+    at = int(time.time()) + 1000
+    assert c.call("EXPIREAT", "b", at) == 1 and c.call("EXPIRETIME", "b") == at
+    assert c.call("PEXPIRETIME", "b") == at * 1000 and c.call("EXPIRETIME", "c") == -1
+    assert c.call("PERSIST", "b") == 1 and c.call("TTL", "b") == -1 and c.call("PERSIST", "b") == 0
+    assert c.call("EXPIRE", "c", -1) == 1 and c.call("EXISTS", "c") == 0  # a past time deletes
+    assert "expires=1" in c.call("INFO", "keyspace").decode()
+    # an expiry survives a restart
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=30) == 0
+    d.log.close()
+    d.start()
+    c = d.conn()
+    assert 40 <= c.call("TTL", "a") <= 50 and c.call("TTL", "b") == -1
+    # expiry in action: gone for commands at once, files removed by the sweeper
+    assert c.call("PEXPIRE", "a", 300) == 1
+    assert c.call("WATCH", "a") == "OK"
+    deadline = time.time() + 10
+    while c.call("EXISTS", "a") and time.time() < deadline:
+        time.sleep(0.05)
+    assert c.call("EXISTS", "a") == 0 and c.call("VCARD", "a") == 0 and c.call("KEYS", "*") == [b"b"]
+    assert c.call("MULTI") == "OK" and c.call("VCARD", "b") == "QUEUED"
+    assert c.call("EXEC") is None  # the watched key expired
+    while len([n for n in os.listdir(d.data) if n.startswith("v")]) > 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert len([n for n in os.listdir(d.data) if n.startswith("v")]) == 1
+    # a key that expired while the daemon was down is gone after start
+    assert c.call("PEXPIRE", "b", 200) == 1
+    d.kill()
+    time.sleep(0.3)
+    d.start()
+    assert d.conn().call("EXISTS", "b") == 0
+    # VADD on an expired name makes a new set
+    c = d.conn()
+    assert c.call("VADD", "b", "VALUES", 3, 1, 0, 0, "new") == 1 and c.call("VDIM", "b") == 3
+
+
+def test_dump_and_restore(d):
+    """DUMP on one daemon, RESTORE on another: the same set (answers,
+    attributes, settings); a damaged or foreign payload is refused and
+    leaves nothing; BUSYKEY, REPLACE and a TTL as Redis."""
+    vs = vectors(120, 12, seed=4)
+    c = d.conn()
+    assert c.call("TQ.CREATE", "s", "DIM", 12, "METRIC", "l2", "BITS", 3, "REFINE", "fp16") == "OK"
+    for i, v in enumerate(vs):
+        c.send("VADD", "s", "FP32", fp32(v), "e%d" % i, "SETATTR", '{"i":%d}' % i)
+    assert all(c.reply() == 1 for _ in vs)
+    c.call("TQ.COMPACT", "s")
+    c.call("VREM", "s", "e5")
+    c.call("VADD", "s", "FP32", fp32(vs[1]), "late")
+    want = c.call("VSIM", "s", "FP32", fp32(vs[9]), "WITHSCORES", "WITHATTRIBS", "COUNT", 15)
+    payload = c.call("DUMP", "s")
+    assert isinstance(payload, bytes) and c.call("DUMP", "nokey") is None
+    other = Daemon()
+    try:
+        o = other.conn()
+        assert o.call("RESTORE", "t", 0, payload) == "OK"
+        assert o.call("VSIM", "t", "FP32", fp32(vs[9]), "WITHSCORES", "WITHATTRIBS", "COUNT", 15) == want
+        assert o.call("VCARD", "t") == 120 and o.call("VISMEMBER", "t", "e5") == 0
+        info = o.call("VINFO", "t")
+        info = dict(zip(info[0::2], info[1::2]))
+        assert info["metric"] == "l2" and info["bits"] == 3 and info["refine"] == "fp16"
+        assert o.call("RESTORE", "t", 0, payload) == Err("BUSYKEY Target key name already exists.")
+        assert o.call("VADD", "t", "FP32", fp32(vs[5]), "e5") == 1  # a restored set takes writes
+        assert o.call("RESTORE", "t", 0, payload, "REPLACE") == "OK" and o.call("VCARD", "t") == 120
+        assert o.call("RESTORE", "ttl", 5000, payload) == "OK" and 4000 < o.call("PTTL", "ttl") <= 5000
+        abs_ms = int(time.time() * 1000) + 60000
+        assert o.call("RESTORE", "abs", abs_ms, payload, "ABSTTL") == "OK"
+        assert o.call("PEXPIRETIME", "abs") == abs_ms
+        assert o.call("RESTORE", "neg", -1, payload) == Err("ERR Invalid TTL value, must be >= 0")
+        # every damaged byte is refused, and leaves no key and no files
+        rng = random.Random(5)
+        for at in [0, 9, 17, len(payload) // 2, len(payload) - 1] + [rng.randrange(len(payload)) for _ in range(5)]:
+            bad = bytearray(payload)
+            bad[at] ^= 0x10
+            assert o.call("RESTORE", "bad", 0, bytes(bad)) == Err("ERR DUMP payload version or checksum are wrong")
+        assert o.call("RESTORE", "bad", 0, payload[:-9]) == Err("ERR DUMP payload version or checksum are wrong")
+        assert o.call("RESTORE", "bad", 0, b"not a payload") == Err("ERR DUMP payload version or checksum are wrong")
+        assert o.call("EXISTS", "bad") == 0
+        assert not [n for n in os.listdir(other.data) if n.startswith(".stage")]
+    finally:
+        other.stop()
+
+
+def test_vrange_vlinks_config_object(d):
+    """VRANGE pages through names in byte order; VLINKS answers the nearest
+    neighbours as level 0; CONFIG GET/SET, OBJECT, MEMORY USAGE; EF above
+    Redis's limit refused."""
+    c = d.conn()
+    names = ["n%03d" % i for i in range(100)] + ["a", "b", "zz"]
+    vs = vectors(len(names), 6, seed=8)
+    for name, v in zip(names, vs):
+        c.send("VADD", "r", "FP32", fp32(v), name)
+    assert all(c.reply() == 1 for _ in names)
+    got, start = [], "-"
+    while True:
+        page = c.call("VRANGE", "r", start, "+", 7)
+        got += page
+        if len(page) < 7:
+            break
+        start = "(" + page[-1].decode()
+    assert got == sorted(n.encode() for n in names)
+    assert c.call("VRANGE", "r", "[n010", "(n013") == [b"n010", b"n011", b"n012"]
+    assert c.call("VRANGE", "r", "(n098", "+", -1) == [b"n099", b"zz"]
+    assert c.call("VRANGE", "r", "-", "[b") == [b"a", b"b"]
+    assert c.call("VRANGE", "r", "-", "+", 0) == []
+    assert c.call("VRANGE", "nokey", "-", "+") == []
+    assert c.call("VRANGE", "r", "n010", "+") == Err("ERR min or max not valid string range item")
+    links = c.call("VLINKS", "r", "n042")
+    assert len(links) == 1 and len(links[0]) == 16 and b"n042" not in links[0]
+    near = c.call("VSIM", "r", "ELE", "n042", "COUNT", 17)
+    assert set(links[0]) == set(near) - {b"n042"}
+    scored = c.call("VLINKS", "r", "n042", "WITHSCORES")[0]
+    assert scored[0::2] == links[0] and all(0 <= float(x) <= 1 for x in scored[1::2])
+    assert c.call("VLINKS", "r", "nothere") is None and c.call("VLINKS", "nokey", "x") is None
+    assert c.call("VSIM", "r", "ELE", "n001", "EF", 1000001) == Err("ERR invalid EF")
+    conf = c.call("CONFIG", "GET", "*")
+    conf = dict(zip(conf[0::2], conf[1::2]))
+    for name in (b"port", b"dir", b"databases", b"maxclients", b"loglevel", b"segment-rows", b"appendfsync"):
+        assert name in conf, name
+    assert conf[b"databases"] == b"16" and conf[b"port"] == str(d.port).encode()
+    assert c.call("CONFIG", "SET", "loglevel", "verbose", "maxclients", 50) == "OK"
+    assert c.call("CONFIG", "GET", "loglevel", "maxclients") == [b"maxclients", b"50", b"loglevel", b"verbose"]
+    assert c.call("CONFIG", "SET", "maxclients", 0).startswith("ERR CONFIG SET failed (possibly related to "
+                                                                "argument 'maxclients')")
+    assert c.call("CONFIG", "SET", "port", 1).startswith("ERR CONFIG SET failed (possibly related to argument "
+                                                          "'port') - tqvecd reads it at start only")
+    assert c.call("CONFIG", "SET", "nosuch", 1) == Err(
+        "ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'")
+    assert c.call("CONFIG", "SET", "loglevel", "loud", "maxclients", 9).startswith("ERR CONFIG SET failed")
+    assert c.call("CONFIG", "GET", "maxclients") == [b"maxclients", b"50"]  # nothing of a refused SET applies
+    assert c.call("OBJECT", "ENCODING", "r") == b"tq4+code8" and c.call("OBJECT", "ENCODING", "nokey") is None
+    assert c.call("OBJECT", "REFCOUNT", "r") == 1
+    assert c.call("MEMORY", "USAGE", "r") > 103 * 6 and c.call("MEMORY", "USAGE", "nokey") is None
 
 
 def test_restart_keeps_everything(d):

@@ -6,9 +6,10 @@
  *
  * Replies and error strings are Redis's, word for word where a client may
  * test them (NOAUTH, WRONGPASS, "wrong number of arguments", "unknown
- * command"), so clients and their error handling work unchanged. There is
- * one database (SELECT 0); the keyspace holds vector sets only, so TYPE
- * answers "vectorset" or "none".
+ * command"), so clients and their error handling work unchanged. SELECT
+ * picks one of `databases` keyspaces (16 by default, as Redis); each holds
+ * vector sets only, so TYPE answers "vectorset" or "none". The generic key
+ * commands live in keys.c.
  */
 #include "daemon.h"
 
@@ -275,15 +276,12 @@ static void cmd_hello(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
 
 static void cmd_select(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
 {
-    (void)cl;
     (void)argc;
-    long long db;
-    if (!tqd_arg_ll(&argv[1], &db))
-        tqd_reply_error(r, "ERR value is not an integer or out of range");
-    else if (db != 0)
-        tqd_reply_error(r, "ERR DB index is out of range");
-    else
+    int db;
+    if (tqd_db_index(&argv[1], &db, r)) {
+        cl->db = db;
         tqd_reply_simple(r, "OK");
+    }
 }
 
 static void cmd_quit(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
@@ -339,133 +337,15 @@ static void cmd_client(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_rep
         tqd_reply_simple(r, "OK"); /* library name and version: accepted, not kept */
     } else if ((tqd_arg_is(sub, "INFO") && argc == 2) || (tqd_arg_is(sub, "LIST") && argc == 2)) {
         char line[320];
-        snprintf(line, sizeof(line), "id=%llu addr=%s name=%s age=%llu db=0 resp=%d\n", (unsigned long long)cl->id,
-                 cl->addr, cl->name, (unsigned long long)((tqd_now_ms() - cl->created_ms) / 1000), cl->proto);
+        snprintf(line, sizeof(line), "id=%llu addr=%s name=%s age=%llu db=%d resp=%d\n", (unsigned long long)cl->id,
+                 cl->addr, cl->name, (unsigned long long)((tqd_now_ms() - cl->created_ms) / 1000), cl->db,
+                 cl->proto);
         tqd_reply_cstr(r, line);
     } else {
         char name[32];
         name_of(sub, name, sizeof(name));
         tqd_reply_error(r, "ERR unknown subcommand or wrong number of arguments for '%s'. Try CLIENT HELP.", name);
     }
-}
-
-/* ----------------------------------------------------------- keyspace */
-
-static void cmd_dbsize(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
-{
-    (void)cl;
-    (void)argv;
-    (void)argc;
-    tqd_reply_int(r, (long long)tqd_keyspace_count());
-}
-
-static void cmd_exists(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
-{
-    (void)cl;
-    long long n = 0;
-    for (size_t i = 1; i < argc; i++) {
-        tqd_vset *v = tqd_keyspace_get(argv[i].p, argv[i].len);
-        n += v != NULL;
-        tqd_vset_release(v);
-    }
-    tqd_reply_int(r, n);
-}
-
-static void cmd_del(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
-{
-    (void)cl;
-    long long n = 0;
-    for (size_t i = 1; i < argc; i++)
-        n += tqd_keyspace_drop(argv[i].p, argv[i].len);
-    tqd_reply_int(r, n);
-}
-
-static void cmd_type(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
-{
-    (void)cl;
-    (void)argc;
-    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
-    tqd_reply_simple(r, v ? "vectorset" : "none");
-    tqd_vset_release(v);
-}
-
-static void reply_names(const tqd_arg *pattern, tqd_reply *r)
-{
-    tqd_names names;
-    if (tqd_keyspace_names(&names)) {
-        tqd_reply_error(r, "ERR out of memory listing keys");
-        return;
-    }
-    size_t n = 0;
-    for (size_t i = 0; i < names.n; i++)
-        n += !pattern || tqd_glob(pattern->p, pattern->len, names.name[i], names.len[i]);
-    tqd_reply_array(r, n);
-    for (size_t i = 0; i < names.n; i++)
-        if (!pattern || tqd_glob(pattern->p, pattern->len, names.name[i], names.len[i]))
-            tqd_reply_bulk(r, names.name[i], names.len[i]);
-    tqd_names_free(&names);
-}
-
-static void cmd_keys(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
-{
-    (void)cl;
-    (void)argc;
-    reply_names(&argv[1], r);
-}
-
-/* One pass returns every key (cursor 0), which SCAN's contract allows:
- * the keyspace is a few thousand names at most. */
-static void cmd_scan(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
-{
-    (void)cl;
-    long long cursor;
-    if (!tqd_arg_ll(&argv[1], &cursor) || cursor < 0) {
-        tqd_reply_error(r, "ERR invalid cursor");
-        return;
-    }
-    const tqd_arg *pattern = NULL;
-    bool other_type = false;
-    for (size_t i = 2; i < argc; i++) {
-        long long count;
-        if (tqd_arg_is(&argv[i], "MATCH") && i + 1 < argc) {
-            pattern = &argv[++i];
-        } else if (tqd_arg_is(&argv[i], "COUNT") && i + 1 < argc) {
-            if (!tqd_arg_ll(&argv[++i], &count) || count < 1) {
-                tqd_reply_error(r, count < 1 ? "ERR syntax error" : "ERR value is not an integer or out of range");
-                return;
-            }
-        } else if (tqd_arg_is(&argv[i], "TYPE") && i + 1 < argc) {
-            other_type = !tqd_arg_is(&argv[++i], "vectorset");
-        } else {
-            tqd_reply_error(r, "ERR syntax error");
-            return;
-        }
-    }
-    tqd_reply_array(r, 2);
-    tqd_reply_cstr(r, "0");
-    if (cursor != 0 || other_type)
-        tqd_reply_array(r, 0);
-    else
-        reply_names(pattern, r);
-}
-
-static void cmd_flushall(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
-{
-    (void)cl;
-    if (argc > 2 || (argc == 2 && !tqd_arg_is(&argv[1], "ASYNC") && !tqd_arg_is(&argv[1], "SYNC"))) {
-        tqd_reply_error(r, "ERR syntax error");
-        return;
-    }
-    tqd_names names;
-    if (tqd_keyspace_names(&names)) {
-        tqd_reply_error(r, "ERR out of memory listing keys");
-        return;
-    }
-    for (size_t i = 0; i < names.n; i++)
-        tqd_keyspace_drop(names.name[i], names.len[i]);
-    tqd_log(TQD_LOG_NOTICE, "FLUSHALL dropped %zu vector sets", names.n);
-    tqd_names_free(&names);
-    tqd_reply_simple(r, "OK");
 }
 
 /* -------------------------------------------------------- persistence */
@@ -577,24 +457,26 @@ static bool want_section(const tqd_arg *argv, size_t argc, const char *name)
 static void info_vectorsets(tqd_buf *b, bool *oom)
 {
     tqd_names names;
-    if (tqd_keyspace_names(&names)) {
+    if (tqd_keyspace_names(-1, &names)) {
         *oom = true;
         return;
     }
     for (size_t i = 0; i < names.n; i++) {
-        tqd_vset *v = tqd_keyspace_get(names.name[i], names.len[i]);
+        tqd_vset *v = tqd_keyspace_get(names.db[i], names.name[i], names.len[i]);
         if (!v)
             continue;
         tqvec_collection_info in;
         tqvec_collection_get_info(v->c, &in);
+        char dbname[16];
+        snprintf(dbname, sizeof(dbname), "db%d", v->db);
         /* Key bytes are printed only when plain, since INFO is lines of text. */
         bool plain = true;
         for (size_t j = 0; j < v->name_len; j++)
             plain &= v->name[j] > ' ' && v->name[j] <= '~' && v->name[j] != ':' && v->name[j] != ',';
         appendf(b, oom,
-                "vset_%s:size=%llu,dim=%u,metric=%s,bits=%d,refine=%s,deleted=%llu,segments=%u,unsealed=%llu,"
+                "vset_%s%s%s:size=%llu,dim=%u,metric=%s,bits=%d,refine=%s,deleted=%llu,segments=%u,unsealed=%llu,"
                 "log_bytes=%llu,bytes_per_vector=%llu\r\n",
-                plain ? v->name : "(binary)", (unsigned long long)in.count, in.dim, tqd_metric_name(in.metric),
+                v->db ? dbname : "", v->db ? ":" : "", plain ? v->name : "(binary)", (unsigned long long)in.count, in.dim, tqd_metric_name(in.metric),
                 in.bits, tqd_refine_name(in.refine), (unsigned long long)in.deleted, in.segments,
                 (unsigned long long)in.unsealed, (unsigned long long)in.log_bytes,
                 (unsigned long long)(in.bytes_per_vector + in.refine_bytes_per_vector));
@@ -647,10 +529,12 @@ static void cmd_info(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
                 (unsigned long long)atomic_load(&tqd.vsim_runs),
                 (unsigned long long)atomic_load(&tqd.vsim_run_queries));
     if (want_section(argv, argc, "keyspace")) {
-        size_t n = tqd_keyspace_count();
         appendf(&b, &oom, "# Keyspace\r\n");
-        if (n)
-            appendf(&b, &oom, "db0:keys=%zu,expires=0,avg_ttl=0\r\n", n);
+        for (int db = 0; db < tqd.cfg.databases; db++) {
+            size_t expires, n = tqd_keyspace_count(db, &expires);
+            if (n)
+                appendf(&b, &oom, "db%d:keys=%zu,expires=%zu,avg_ttl=0\r\n", db, n, expires);
+        }
         appendf(&b, &oom, "\r\n");
     }
     if (want_section(argv, argc, "vectorsets")) {
@@ -672,43 +556,46 @@ static void cmd_config(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_rep
         tqd_reply_simple(r, "OK");
         return;
     }
-    if (!tqd_arg_is(&argv[1], "GET") || argc < 3) {
-        if (tqd_arg_is(&argv[1], "SET"))
-            tqd_reply_error(r, "ERR CONFIG SET is not supported: restart tqvecd with the option instead");
-        else
-            tqd_reply_error(r, "ERR unknown subcommand or wrong number of arguments for 'config'. Try CONFIG HELP.");
+    if (tqd_arg_is(&argv[1], "SET") && argc >= 4 && argc % 2 == 0) {
+        /* Every pair checked before any applies, as Redis does. */
+        for (int pass = 0; pass < 2; pass++)
+            for (size_t i = 2; i + 1 < argc; i += 2) {
+                char name[64], value[256], why[160];
+                snprintf(name, sizeof(name), "%.*s", (int)(argv[i].len < 63 ? argv[i].len : 63), argv[i].p);
+                snprintf(value, sizeof(value), "%.*s", (int)(argv[i + 1].len < 255 ? argv[i + 1].len : 255),
+                         argv[i + 1].p);
+                int rc = tqd_config_set(&tqd.cfg, name, value, pass == 1, why, sizeof(why));
+                if (rc == -2) {
+                    tqd_reply_error(r, "ERR Unknown option or number of arguments for CONFIG SET - '%s'", name);
+                    return;
+                }
+                if (rc) {
+                    tqd_reply_error(r, "ERR CONFIG SET failed (possibly related to argument '%s') - %s", name, why);
+                    return;
+                }
+            }
+        tqd_reply_simple(r, "OK");
         return;
     }
-    char port[16], maxclients[16], threads[16];
-    snprintf(port, sizeof(port), "%d", tqd.cfg.port);
-    snprintf(maxclients, sizeof(maxclients), "%d", tqd.cfg.maxclients);
-    snprintf(threads, sizeof(threads), "%d", tqd.cfg.threads);
-    const char *items[][2] = {
-        {"port", port},
-        {"bind", tqd.cfg.bind},
-        {"dir", tqd.cfg.dir},
-        {"appendonly", "yes"},
-        {"appendfsync", tqd_fsync_name(tqd.cfg.appendfsync)},
-        {"save", ""},
-        {"databases", "1"},
-        {"maxclients", maxclients},
-        {"io-threads", threads},
-        {"protected-mode", tqd.cfg.protected_mode ? "yes" : "no"},
-    };
-    const size_t nitems = sizeof(items) / sizeof(items[0]);
-    bool hit[sizeof(items) / sizeof(items[0])] = {false};
+    if (!tqd_arg_is(&argv[1], "GET") || argc < 3) {
+        tqd_reply_error(r, "ERR unknown subcommand or wrong number of arguments for 'config'. Try CONFIG HELP.");
+        return;
+    }
+    tqd_config_item items[TQD_CONFIG_ITEMS];
+    const size_t nitems = tqd_config_items(&tqd.cfg, items);
+    bool hit[TQD_CONFIG_ITEMS] = {false};
     size_t n = 0;
     for (size_t i = 2; i < argc; i++)
         for (size_t j = 0; j < nitems; j++)
-            if (!hit[j] && tqd_glob(argv[i].p, argv[i].len, items[j][0], strlen(items[j][0]))) {
+            if (!hit[j] && tqd_glob(argv[i].p, argv[i].len, items[j].name, strlen(items[j].name))) {
                 hit[j] = true;
                 n++;
             }
     tqd_reply_map(r, n);
     for (size_t j = 0; j < nitems; j++)
         if (hit[j]) {
-            tqd_reply_cstr(r, items[j][0]);
-            tqd_reply_cstr(r, items[j][1]);
+            tqd_reply_cstr(r, items[j].name);
+            tqd_reply_cstr(r, items[j].value);
         }
 }
 
@@ -771,9 +658,9 @@ static struct {
     uint64_t flushes;
 } versions = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static uint64_t key_hash(const tqd_arg *key)
+static uint64_t key_hash(int db, const char *key, size_t len)
 {
-    uint64_t h = XXH3_64bits(key->p, key->len);
+    uint64_t h = XXH3_64bits_withSeed(key, len, (uint64_t)db);
     return h ? h : 1;
 }
 
@@ -819,29 +706,49 @@ static uint64_t key_version(uint64_t h)
     return v;
 }
 
-/* After a command ran: raise the versions of the keys it may have
- * changed. Out of memory, every watch is broken instead (the global
- * count), so a change is never missed. */
-static void note_writes(const tqd_arg *argv, size_t argc)
+static void bump_nolock(uint64_t h)
 {
-    static const char *const one_key[] = {"vadd", "vrem", "vsetattr", "tq.create"};
+    tqd_watch *w = version_slot_nolock(h, true);
+    if (w)
+        w->version++;
+    else
+        versions.flushes++;
+}
+
+void tqd_key_changed(int db, const char *name, size_t len)
+{
+    pthread_mutex_lock(&versions.lock);
+    bump_nolock(key_hash(db, name, len));
+    pthread_mutex_unlock(&versions.lock);
+}
+
+/* After a command ran: raise the versions of the keys it may have
+ * changed in the client's database (keys of another database, MOVE's and
+ * COPY ... DB's, are raised by the command). Out of memory, every watch is
+ * broken instead (the global count), so a change is never missed. */
+static void note_writes(const tqd_client *cl, const tqd_arg *argv, size_t argc)
+{
+    static const char *const one_key[] = {"vadd",   "vrem",    "vsetattr", "tq.create", "expire",
+                                          "pexpire", "expireat", "pexpireat", "persist",  "restore",
+                                          "move"};
+    static const char *const two_keys[] = {"rename", "renamenx"};
     size_t first = 0, last = 0;
     for (size_t i = 0; i < sizeof(one_key) / sizeof(one_key[0]); i++)
         if (tqd_arg_is(&argv[0], one_key[i]))
             first = last = 1;
+    for (size_t i = 0; i < sizeof(two_keys) / sizeof(two_keys[0]); i++)
+        if (tqd_arg_is(&argv[0], two_keys[i]))
+            first = 1, last = 2;
+    if (tqd_arg_is(&argv[0], "copy"))
+        first = last = 2;
     if (tqd_arg_is(&argv[0], "del") || tqd_arg_is(&argv[0], "unlink"))
         first = 1, last = argc - 1;
     const bool flush = tqd_arg_is(&argv[0], "flushall") || tqd_arg_is(&argv[0], "flushdb");
     if (!first && !flush)
         return;
     pthread_mutex_lock(&versions.lock);
-    for (size_t i = first; first && i <= last && i < argc; i++) {
-        tqd_watch *w = version_slot_nolock(key_hash(&argv[i]), true);
-        if (w)
-            w->version++;
-        else
-            versions.flushes++;
-    }
+    for (size_t i = first; first && i <= last && i < argc; i++)
+        bump_nolock(key_hash(cl->db, argv[i].p, argv[i].len));
     if (flush)
         versions.flushes++;
     pthread_mutex_unlock(&versions.lock);
@@ -870,7 +777,7 @@ static void cmd_watch(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
             cl->watched = w;
             cl->watched_cap = cap;
         }
-        const uint64_t h = key_hash(&argv[i]);
+        const uint64_t h = key_hash(cl->db, argv[i].p, argv[i].len);
         cl->watched[cl->nwatched++] = (tqd_watch){h, key_version(h)};
     }
     tqd_reply_simple(r, "OK");
@@ -996,6 +903,8 @@ static void cmd_exec(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     }
     pthread_once(&exec_lock_once, exec_lock_init);
     pthread_rwlock_wrlock(&exec_lock);
+    if (cl->nwatched)
+        tqd_keyspace_expire_due();
     if (watch_broken(cl)) {
         tqd_reply_null_array(r); /* a watched key changed: nothing runs */
     } else {
@@ -1007,7 +916,7 @@ static void cmd_exec(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
             const tqd_command *c = runnable(cl, q->argv, q->argc, r);
             if (c) {
                 c->fn(cl, q->argv, q->argc, r);
-                note_writes(q->argv, q->argc);
+                note_writes(cl, q->argv, q->argc);
             }
         }
     }
@@ -1030,15 +939,6 @@ static const tqd_command server_commands[] = {
     {"quit", cmd_quit, -1, true, 0, NULL},
     {"shutdown", cmd_shutdown, -1, false, 0, NULL},
     {"client", cmd_client, -2, false, 0, NULL},
-    {"dbsize", cmd_dbsize, 1, false, 0, NULL},
-    {"exists", cmd_exists, -2, false, -1, NULL},
-    {"del", cmd_del, -2, false, -1, NULL},
-    {"unlink", cmd_del, -2, false, -1, NULL},
-    {"type", cmd_type, 2, false, 1, NULL},
-    {"keys", cmd_keys, 2, false, 0, NULL},
-    {"scan", cmd_scan, -2, false, 0, NULL},
-    {"flushall", cmd_flushall, -1, false, 0, NULL},
-    {"flushdb", cmd_flushall, -1, false, 0, NULL},
     {"save", cmd_save, 1, false, 0, NULL},
     {"bgsave", cmd_bgsave, -1, false, 0, NULL},
     {"lastsave", cmd_lastsave, 1, false, 0, NULL},
@@ -1048,14 +948,23 @@ static const tqd_command server_commands[] = {
     {"command", cmd_command, -1, false, 0, NULL},
 };
 
+/* The command tables, one per file that owns commands. */
+static const struct {
+    const tqd_command *c;
+    const size_t *n;
+} tables[] = {
+    {server_commands, &(const size_t){sizeof(server_commands) / sizeof(server_commands[0])}},
+    {tqd_key_commands, &tqd_key_command_count},
+    {tqd_vset_commands, &tqd_vset_command_count},
+};
+#define NTABLES (sizeof(tables) / sizeof(tables[0]))
+
 static const tqd_command *lookup(const tqd_arg *name)
 {
-    for (size_t i = 0; i < sizeof(server_commands) / sizeof(server_commands[0]); i++)
-        if (tqd_arg_is(name, server_commands[i].name))
-            return &server_commands[i];
-    for (size_t i = 0; i < tqd_vset_command_count; i++)
-        if (tqd_arg_is(name, tqd_vset_commands[i].name))
-            return &tqd_vset_commands[i];
+    for (size_t t = 0; t < NTABLES; t++)
+        for (size_t i = 0; i < *tables[t].n; i++)
+            if (tqd_arg_is(name, tables[t].c[i].name))
+                return &tables[t].c[i];
     return NULL;
 }
 
@@ -1078,16 +987,17 @@ static void command_entry(const tqd_command *c, tqd_reply *r)
 static void cmd_command(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
 {
     (void)cl;
-    const size_t nserver = sizeof(server_commands) / sizeof(server_commands[0]);
+    size_t total = 0;
+    for (size_t t = 0; t < NTABLES; t++)
+        total += *tables[t].n;
     if (argc == 1 || (argc == 2 && tqd_arg_is(&argv[1], "LIST"))) {
         bool full = argc == 1;
-        tqd_reply_array(r, nserver + tqd_vset_command_count);
-        for (size_t i = 0; i < nserver; i++)
-            full ? command_entry(&server_commands[i], r) : tqd_reply_cstr(r, server_commands[i].name);
-        for (size_t i = 0; i < tqd_vset_command_count; i++)
-            full ? command_entry(&tqd_vset_commands[i], r) : tqd_reply_cstr(r, tqd_vset_commands[i].name);
+        tqd_reply_array(r, total);
+        for (size_t t = 0; t < NTABLES; t++)
+            for (size_t i = 0; i < *tables[t].n; i++)
+                full ? command_entry(&tables[t].c[i], r) : tqd_reply_cstr(r, tables[t].c[i].name);
     } else if (tqd_arg_is(&argv[1], "COUNT") && argc == 2) {
-        tqd_reply_int(r, (long long)(nserver + tqd_vset_command_count));
+        tqd_reply_int(r, (long long)total);
     } else if (tqd_arg_is(&argv[1], "DOCS")) {
         tqd_reply_map(r, 0); /* no documentation strings; clients fall back to none */
     } else if (tqd_arg_is(&argv[1], "INFO")) {
@@ -1181,7 +1091,7 @@ void tqd_execute(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
     pthread_once(&exec_lock_once, exec_lock_init);
     pthread_rwlock_rdlock(&exec_lock);
     c->fn(cl, argv, argc, r);
-    note_writes(argv, argc);
+    note_writes(cl, argv, argc);
     pthread_rwlock_unlock(&exec_lock);
 }
 

@@ -56,6 +56,7 @@ static void usage(void)
             "usage: tqvecd [--dir DATA] [--bind ADDR] [--port N] [--unixsocket PATH] [--threads N]\n"
             "              [--requirepass PASS] [--appendfsync always|everysec|no] [--maxclients N]\n"
             "              [--max-request-bytes N] [--max-args N] [--max-collections N] [--segment-rows N]\n"
+            "              [--databases N]\n"
             "              [--loglevel debug|verbose|notice|warning] [--daemonize yes|no] [--pidfile PATH]\n"
             "              [--protected-mode yes|no] [--config FILE] | --version\n"
             "Serves every key as a vector set (Redis 8 vector-set commands) over RESP2/RESP3.\n"
@@ -128,6 +129,8 @@ static int apply(tqd_config *cfg, const char *name, const char *v, int depth)
         return set_long(name, v, TQVEC_MIN_SEGMENT_ROWS, TQVEC_MAX_SEGMENT_ROWS, &n)
                    ? -1
                    : (cfg->segment_rows = (uint32_t)n, 0);
+    if (!strcmp(name, "databases"))
+        return set_long(name, v, 1, TQD_MAX_DATABASES, &n) ? -1 : (cfg->databases = (int)n, 0);
     if (!strcmp(name, "max-collections"))
         return set_long(name, v, 1, TQD_MAX_COLLECTIONS, &n) ? -1 : (cfg->max_collections = (int)n, 0);
     if (!strcmp(name, "daemonize"))
@@ -212,6 +215,7 @@ int tqd_config_parse(tqd_config *cfg, int argc, char **argv)
     cfg->max_request_bytes = TQD_DEFAULT_REQUEST_BYTES;
     cfg->max_args = TQD_DEFAULT_ARGS;
     cfg->max_collections = TQD_DEFAULT_COLLECTIONS;
+    cfg->databases = TQD_DEFAULT_DATABASES;
     cfg->loglevel = tqd_loglevel = TQD_LOG_NOTICE;
     cfg->protected_mode = true;
     if (set_string(&cfg->dir, "tqvecd-data") || set_string(&cfg->bind, "127.0.0.1"))
@@ -239,6 +243,74 @@ int tqd_config_parse(tqd_config *cfg, int argc, char **argv)
         return -1;
     }
     return 0;
+}
+
+static const char *const level_names[] = {"debug", "verbose", "notice", "warning"};
+
+size_t tqd_config_items(const tqd_config *cfg, tqd_config_item *items)
+{
+    size_t n = 0;
+#define ITEM(key, ...) (items[n].name = key, snprintf(items[n].value, sizeof(items[n].value), __VA_ARGS__), n++)
+    ITEM("port", "%d", cfg->port);
+    ITEM("bind", "%s", cfg->bind ? cfg->bind : "");
+    ITEM("unixsocket", "%s", cfg->unixsocket ? cfg->unixsocket : "");
+    ITEM("dir", "%s", cfg->dir);
+    ITEM("threads", "%d", cfg->threads);
+    ITEM("io-threads", "%d", cfg->threads);
+    ITEM("requirepass", "%s", cfg->requirepass ? cfg->requirepass : "");
+    ITEM("appendonly", "yes");
+    ITEM("appendfsync", "%s", tqd_fsync_name(cfg->appendfsync));
+    ITEM("save", "%s", "");
+    ITEM("databases", "%d", cfg->databases);
+    ITEM("maxclients", "%d", __atomic_load_n(&cfg->maxclients, __ATOMIC_RELAXED));
+    ITEM("max-request-bytes", "%zu", cfg->max_request_bytes);
+    ITEM("proto-max-bulk-len", "%zu", cfg->max_request_bytes);
+    ITEM("max-args", "%zu", cfg->max_args);
+    ITEM("max-collections", "%d", cfg->max_collections);
+    ITEM("segment-rows", "%u", cfg->segment_rows ? cfg->segment_rows : (uint32_t)TQVEC_DEFAULT_SEGMENT_ROWS);
+    ITEM("loglevel", "%s", level_names[__atomic_load_n(&tqd_loglevel, __ATOMIC_RELAXED) & 3]);
+    ITEM("daemonize", "%s", cfg->daemonize ? "yes" : "no");
+    ITEM("pidfile", "%s", cfg->pidfile ? cfg->pidfile : "");
+    ITEM("protected-mode", "%s", cfg->protected_mode ? "yes" : "no");
+#undef ITEM
+    return n;
+}
+
+int tqd_config_set(tqd_config *cfg, const char *name, const char *v, bool apply, char *why, size_t cap)
+{
+    if (!strcasecmp(name, "loglevel")) {
+        for (int i = 0; i < 4; i++)
+            if (!strcasecmp(v, level_names[i])) {
+                if (apply) {
+                    __atomic_store_n(&tqd_loglevel, i, __ATOMIC_RELAXED);
+                    cfg->loglevel = i;
+                }
+                return 0;
+            }
+        snprintf(why, cap, "argument(s) must be one of the following: debug, verbose, notice, warning");
+        return -1;
+    }
+    if (!strcasecmp(name, "maxclients")) {
+        char *end;
+        errno = 0;
+        long long n = strtoll(v, &end, 10);
+        if (errno || end == v || *end || n < TQD_MIN_CLIENTS || n > TQD_MAX_CLIENTS) {
+            snprintf(why, cap, "argument must be between %d and %d inclusive", TQD_MIN_CLIENTS, TQD_MAX_CLIENTS);
+            return -1;
+        }
+        if (apply)
+            __atomic_store_n(&cfg->maxclients, (int)n, __ATOMIC_RELAXED);
+        return 0;
+    }
+    tqd_config_item items[TQD_CONFIG_ITEMS];
+    size_t n = tqd_config_items(cfg, items);
+    for (size_t i = 0; i < n; i++)
+        if (!strcasecmp(name, items[i].name)) {
+            snprintf(why, cap, "tqvecd reads it at start only; restart with --%s", name);
+            return -1;
+        }
+    snprintf(why, cap, "unknown option");
+    return -2;
 }
 
 void tqd_config_free(tqd_config *cfg)

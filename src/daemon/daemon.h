@@ -44,6 +44,8 @@
 #define TQD_MAX_THREADS 256
 #define TQD_DEFAULT_COLLECTIONS 1024
 #define TQD_MAX_COLLECTIONS 65536
+#define TQD_DEFAULT_DATABASES 16
+#define TQD_MAX_DATABASES 65536
 /* A key becomes a directory name (hex-encoded), which file systems limit
  * to 255 bytes. */
 #define TQD_MAX_KEY_BYTES 100
@@ -65,6 +67,7 @@ typedef struct tqd_config {
     size_t max_request_bytes;
     size_t max_args;
     int max_collections;
+    int databases;            /* SELECT 0 .. databases - 1 */
     uint32_t segment_rows;    /* 0: the library's default */
     int loglevel;
     bool daemonize;
@@ -77,6 +80,17 @@ typedef struct tqd_config {
 int tqd_config_parse(tqd_config *cfg, int argc, char **argv);
 void tqd_config_free(tqd_config *cfg);
 const char *tqd_fsync_name(int policy);
+/* Every option with its current value, for CONFIG GET. */
+#define TQD_CONFIG_ITEMS 24
+typedef struct tqd_config_item {
+    const char *name;
+    char value[1024];
+} tqd_config_item;
+size_t tqd_config_items(const tqd_config *cfg, tqd_config_item *items);
+/* CONFIG SET: the options that can change while serving (loglevel,
+ * maxclients); only checked unless apply. -1 with why for a bad value or
+ * an option read only at start, -2 for an unknown one. */
+int tqd_config_set(tqd_config *cfg, const char *name, const char *value, bool apply, char *why, size_t cap);
 
 void tqd_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 extern int tqd_loglevel;
@@ -139,9 +153,12 @@ void tqd_reply_tqvec_error(tqd_reply *r, const tqvec_error *e);
 /* A key's collection, shared by reference: commands hold one while they
  * use it, so DEL can unlink a key whose collection a search still reads. */
 typedef struct tqd_vset {
-    char *name;
+    char name[TQD_MAX_KEY_BYTES + 1]; /* NUL-terminated copy (keys may hold NULs) */
     size_t name_len;
+    int db;
     char *dir;
+    int64_t expire_ms;        /* Unix ms when the key goes; 0: never */
+    uint64_t uid;             /* distinct per set while the daemon runs */
     tqvec_collection *c;
     /* Serializes read-modify-write commands on this key (VADD keeping old
      * attributes, VREM of the last element dropping the key). */
@@ -152,31 +169,69 @@ typedef struct tqd_vset {
     int metric, bits, refine;
 } tqd_vset;
 
-/* Lock the data directory, remove leftovers of interrupted drops, open
- * every collection in it. */
+/* Results of keyspace calls beside the tqvec codes. */
+enum { TQD_NO_KEY = 100, TQD_KEY_EXISTS = 101 };
+
+/* Lock the data directory, remove leftovers of interrupted drops and
+ * copies, open every collection in it, start the expiry sweeper. */
 int tqd_keyspace_open(const tqd_config *cfg);
 /* Sync and close everything (at shutdown, with no command running). */
 void tqd_keyspace_close(void);
-/* The key's collection with a reference, or NULL if there is none. */
-tqd_vset *tqd_keyspace_get(const char *name, size_t len);
+/* The key's collection in database db with a reference, or NULL if there
+ * is none (or it has expired). */
+tqd_vset *tqd_keyspace_get(int db, const char *name, size_t len);
 /* Get, or create with opts if absent (*created tells which). */
-int tqd_keyspace_get_or_create(const char *name, size_t len, const tqvec_collection_options *opts, tqd_vset **out,
-                               bool *created, tqvec_error *err);
+int tqd_keyspace_get_or_create(int db, const char *name, size_t len, const tqvec_collection_options *opts,
+                               tqd_vset **out, bool *created, tqvec_error *err);
 void tqd_vset_release(tqd_vset *v);
 /* Unlink the key: new commands no longer find it; its files go when the
  * last reference is released. Returns false if it did not exist. */
-bool tqd_keyspace_drop(const char *name, size_t len);
+bool tqd_keyspace_drop(int db, const char *name, size_t len);
 /* Drop only if v is still the key's collection and holds no element. */
 void tqd_keyspace_drop_if_empty(tqd_vset *v);
-size_t tqd_keyspace_count(void);
-/* Names of every key, in a stable order, copied: free with tqd_names_free. */
+/* Drop every key of db (all databases when db < 0); returns how many. */
+size_t tqd_keyspace_flush(int db);
+/* Keys of db (all when db < 0); *expires (may be NULL) those with an expiry. */
+size_t tqd_keyspace_count(int db, size_t *expires);
+/* Names of every key of db (all when db < 0), in a stable order (database,
+ * then bytes), copied: free with tqd_names_free. */
 typedef struct tqd_names {
     size_t n;
     char **name;
     size_t *len;
+    int *db;
 } tqd_names;
-int tqd_keyspace_names(tqd_names *out);
+int tqd_keyspace_names(int db, tqd_names *out);
 void tqd_names_free(tqd_names *n);
+/* Drop every key past its time now (the sweeper does it ten times a
+ * second; EXEC first, so a watched key that expired counts as changed). */
+void tqd_keyspace_expire_due(void);
+/* Set (when_ms > 0, Unix ms) or clear (0) the key's expiry, durably. */
+int tqd_keyspace_set_expiry(tqd_vset *v, int64_t when_ms, tqvec_error *err);
+int64_t tqd_keyspace_expiry(tqd_vset *v);
+/* Rename key (db, name) to (to_db, to), the open collection moved in
+ * place, its expiry kept. TQD_NO_KEY, TQD_KEY_EXISTS (the target exists
+ * and replace is false), or a tqvec error. */
+int tqd_keyspace_rename(int db, const char *name, size_t len, int to_db, const char *to, size_t to_len,
+                        bool replace, tqvec_error *err);
+/* Copy key (db, name) to (to_db, to): a backup of its collection, opened
+ * as a new set; results as for rename. */
+int tqd_keyspace_copy(int db, const char *name, size_t len, int to_db, const char *to, size_t to_len,
+                      bool replace, tqvec_error *err);
+/* A fresh directory name under DIR for a copy being built (malloc'd);
+ * leftovers are removed at start. */
+char *tqd_keyspace_stage_dir(void);
+/* A consistent copy of v's collection into stage (a new directory). */
+int tqd_keyspace_backup(tqd_vset *v, const char *stage, tqvec_error *err);
+/* Write an expiry into a staged copy before it is adopted. */
+int tqd_keyspace_stage_expiry(const char *stage, int64_t when_ms, tqvec_error *err);
+/* Make the collection staged in directory stage key (db, name): renamed
+ * into place and opened with every byte verified. The stage is gone
+ * afterwards either way. Results as for rename. */
+int tqd_keyspace_adopt(int db, const char *name, size_t len, const char *stage, bool replace, tqvec_error *err);
+void tqd_remove_tree(const char *path);
+/* Wall-clock time in Unix ms (expiries). */
+int64_t tqd_unix_ms(void);
 /* Seal and sync every collection (SAVE); the first failure is returned. */
 int tqd_keyspace_save(tqvec_error *err);
 const char *tqd_metric_name(int metric);
@@ -194,6 +249,7 @@ typedef struct tqd_queued {
 typedef struct tqd_client {
     uint64_t id;
     int proto;                /* 2 or 3 */
+    int db;                   /* SELECT */
     bool authed;
     bool close_after_reply;
     char name[128];
@@ -238,6 +294,10 @@ int tqd_main(int argc, char **argv);
 
 /* -------------------------------------------------------------- commands */
 
+/* A key may have changed other than by a command naming it (it expired):
+ * WATCH must see it. */
+void tqd_key_changed(int db, const char *name, size_t len);
+
 /* Run one request; its reply goes to r. */
 void tqd_execute(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r);
 
@@ -275,6 +335,11 @@ typedef struct tqd_command {
 /* The vector-set commands, for the command table. */
 extern const tqd_command tqd_vset_commands[];
 extern const size_t tqd_vset_command_count;
+/* The generic key commands (keys.c). */
+extern const tqd_command tqd_key_commands[];
+extern const size_t tqd_key_command_count;
+/* A database index argument; false after replying with the error. */
+bool tqd_db_index(const tqd_arg *a, int *db, tqd_reply *r);
 
 /* Argument helpers. */
 bool tqd_arg_is(const tqd_arg *a, const char *word);

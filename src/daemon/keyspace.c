@@ -1,27 +1,40 @@
 /*
- * The keyspace: each key is a vector set, kept as a tqvec collection in its
- * own directory under --dir.
+ * The keyspace: each key of each database is a vector set, kept as a tqvec
+ * collection in its own directory under --dir.
  *
- *   DIR/tqvecd.lock     flock'd by the one daemon serving DIR
- *   DIR/v-<hex>/        the collection of the key whose bytes are <hex>
- *   DIR/.drop-<n>-<hex> a dropped key's directory, deleted after its last
- *                       user; leftovers of a crash are deleted at start
+ *   DIR/tqvecd.lock      flock'd by the one daemon serving DIR
+ *   DIR/v-<hex>/         the collection of key <hex> (its bytes) in db 0
+ *   DIR/v<db>-<hex>/     ... in database db > 0
+ *   DIR/v.../tqvecd.meta what the daemon keeps beside the collection: the
+ *                        key's expiry (absent: none)
+ *   DIR/.drop-<n>-<hex>  a dropped key's directory, deleted after its last
+ *                        user; leftovers of a crash are deleted at start
+ *   DIR/.stage-<n>       a copy being made (COPY, RESTORE), renamed into
+ *                        place when complete; leftovers deleted at start
  *
  * Key bytes never become a path: they are hex-encoded, so "../x", "/" or
  * a NUL cannot leave DIR or collide, and the directory name decodes back
- * to the key at start (no catalogue to keep in step). The price is a limit
- * of TQD_MAX_KEY_BYTES on key length.
+ * to the database and key at start (no catalogue to keep in step). The
+ * price is a limit of TQD_MAX_KEY_BYTES on key length.
  *
  * Lock order: a key's write_lock, then the keyspace lock. The keyspace lock
- * guards the table and every refs/dropped field; it is held for lookups,
- * never across a collection call except open, close and the rename of a
- * drop. A drop renames the directory (the commit point: after a crash the
- * key is gone) under the key's write_lock, so no writer of that key is
- * mid-change and none will write again (they check dropped after taking
- * the lock); searches already running finish on their snapshot, and the
- * last release closes the collection and deletes the files.
+ * guards the table and every refs/dropped/db/name/expire_ms field; it is
+ * held for lookups, never across a collection call except open, close,
+ * move and the renames of a drop or of a staged copy. A drop renames the
+ * directory (the commit point: after a crash the key is gone) under the
+ * key's write_lock, so no writer of that key is mid-change and none will
+ * write again (they check dropped after taking the lock); searches already
+ * running finish on their snapshot, and the last release closes the
+ * collection and deletes the files. A rename moves the open collection's
+ * directory (tqvec_collection_move) under the same two locks.
+ *
+ * Expiry: a key past its time is absent to every lookup at once and is
+ * dropped by the next lookup that would create it, or by the sweeper
+ * thread (ten times a second), whichever comes first.
  */
 #include "daemon.h"
+
+#include <xxhash.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -33,6 +46,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct {
@@ -44,8 +58,13 @@ static struct {
     int fsync;
     uint32_t segment_rows;
     int max;
-    uint64_t drops;
-} ks = {.lock = PTHREAD_MUTEX_INITIALIZER, .lock_fd = -1};
+    int databases;
+    uint64_t drops, stages, uids;
+    /* the expiry sweeper */
+    pthread_t sweeper;
+    bool sweeping, stop;
+    pthread_cond_t wake;
+} ks = {.lock = PTHREAD_MUTEX_INITIALIZER, .lock_fd = -1, .wake = PTHREAD_COND_INITIALIZER};
 
 const char *tqd_metric_name(int metric)
 {
@@ -73,10 +92,17 @@ const char *tqd_refine_name(int refine)
     }
 }
 
+int64_t tqd_unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void collection_log(void *ctx, int level, const char *message)
 {
-    /* ctx is the key's name, which lives as long as its collection (the
-     * directory path changes when the key is dropped). */
+    /* ctx is the key's name buffer, which lives as long as its collection
+     * (a rename rewrites it in place). */
     tqd_log(level == TQVEC_LOG_WARNING ? TQD_LOG_WARNING : TQD_LOG_NOTICE, "vector set '%s': %s", (const char *)ctx,
             message);
 }
@@ -96,14 +122,19 @@ static void remove_tree(const char *path)
     nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static char *key_dir(const char *name, size_t len)
+void tqd_remove_tree(const char *path)
+{
+    remove_tree(path);
+}
+
+static char *key_dir(int db, const char *name, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t n = strlen(ks.root) + 4 + 2 * len + 1;
+    size_t n = strlen(ks.root) + 16 + 2 * len + 1;
     char *p = malloc(n);
     if (!p)
         return NULL;
-    int at = snprintf(p, n, "%s/v-", ks.root);
+    int at = db ? snprintf(p, n, "%s/v%d-", ks.root, db) : snprintf(p, n, "%s/v-", ks.root);
     for (size_t i = 0; i < len; i++) {
         p[at++] = hex[(unsigned char)name[i] >> 4];
         p[at++] = hex[(unsigned char)name[i] & 15];
@@ -112,12 +143,23 @@ static char *key_dir(const char *name, size_t len)
     return p;
 }
 
-/* The key a directory entry names, or 0 if it is not one of ours. */
-static size_t decode_key(const char *entry, char *out)
+/* The key a directory entry names (and its database), or 0 if it is not
+ * one of ours. */
+static size_t decode_key(const char *entry, char *out, int *db)
 {
-    if (strncmp(entry, "v-", 2))
+    if (entry[0] != 'v')
         return 0;
-    const char *h = entry + 2;
+    const char *h = entry + 1;
+    *db = 0;
+    if (*h != '-') {
+        char *end;
+        long n = strtol(h, &end, 10);
+        if (end == h || *end != '-' || n < 1 || n >= TQD_MAX_DATABASES || h[0] == '0')
+            return 0;
+        *db = (int)n;
+        h = end;
+    }
+    h++;
     size_t n = strlen(h);
     if (n == 0 || n % 2 || n / 2 > TQD_MAX_KEY_BYTES)
         return 0;
@@ -135,28 +177,120 @@ static size_t decode_key(const char *entry, char *out)
     return n / 2;
 }
 
+/* A new directory name for a copy under construction. */
+static char *stage_dir(void)
+{
+    size_t n = strlen(ks.root) + 48;
+    char *p = malloc(n);
+    if (p) {
+        pthread_mutex_lock(&ks.lock);
+        uint64_t id = ++ks.stages;
+        pthread_mutex_unlock(&ks.lock);
+        snprintf(p, n, "%s/.stage-%d-%llu", ks.root, (int)getpid(), (unsigned long long)id);
+    }
+    return p;
+}
+
+char *tqd_keyspace_stage_dir(void)
+{
+    return stage_dir();
+}
+
+/* ------------------------------------------------------------- meta file */
+
+/* DIR/v.../tqvecd.meta, 32 bytes: "TQVDMETA", u32 version 1, u32 0, i64
+ * expiry in Unix ms, u64 XXH3-64 of the 24 bytes before it. */
+#define META_NAME "tqvecd.meta"
+#define META_VERSION 1u
+
+static int64_t read_expiry(const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/" META_NAME, dir);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    uint8_t b[32];
+    size_t n = fread(b, 1, sizeof(b), f);
+    fclose(f);
+    uint32_t version;
+    int64_t when;
+    uint64_t sum;
+    memcpy(&version, b + 8, 4);
+    memcpy(&when, b + 16, 8);
+    memcpy(&sum, b + 24, 8);
+    if (n != sizeof(b) || memcmp(b, "TQVDMETA", 8) || version != META_VERSION || sum != XXH3_64bits(b, 24) ||
+        when < 0) {
+        /* The vectors are intact: keep them, without an expiry. */
+        tqd_log(TQD_LOG_WARNING, "%s is damaged or of an unknown version; the key keeps no expiry", path);
+        return 0;
+    }
+    return when;
+}
+
+static int sync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fd < 0 || fsync(fd) ? -1 : 0;
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* Write (when > 0) or remove (when 0) dir's expiry, durably. */
+static int write_expiry(const char *dir, int64_t when, tqvec_error *err)
+{
+    char path[PATH_MAX], tmp[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/" META_NAME, dir);
+    snprintf(tmp, sizeof(tmp), "%s/" META_NAME ".tmp", dir);
+    if (when == 0) {
+        if (unlink(path) && errno != ENOENT)
+            goto fail;
+    } else {
+        uint8_t b[32] = "TQVDMETA";
+        uint32_t version = META_VERSION;
+        memcpy(b + 8, &version, 4);
+        memcpy(b + 16, &when, 8);
+        uint64_t sum = XXH3_64bits(b, 24);
+        memcpy(b + 24, &sum, 8);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+            goto fail;
+        bool ok = write(fd, b, sizeof(b)) == (ssize_t)sizeof(b) && (ks.fsync == TQVEC_FSYNC_NO || !fdatasync(fd));
+        close(fd);
+        if (!ok || rename(tmp, path))
+            goto fail;
+    }
+    if (ks.fsync != TQVEC_FSYNC_NO && sync_dir(dir))
+        goto fail;
+    return TQVEC_OK;
+fail:
+    snprintf(err->message, sizeof(err->message), "cannot write %.160s: %s", path, strerror(errno));
+    return err->code = TQVEC_EIO;
+}
+
+/* ----------------------------------------------------------------- table */
+
 static void vset_free(tqd_vset *v)
 {
     if (!v)
         return;
-    free(v->name);
     free(v->dir);
     pthread_mutex_destroy(&v->write_lock);
     free(v);
 }
 
-static tqd_vset *vset_new(const char *name, size_t len, char *dir)
+static tqd_vset *vset_new(int db, const char *name, size_t len)
 {
     tqd_vset *v = calloc(1, sizeof(*v));
-    if (!v || !(v->name = malloc(len + 1))) {
+    if (!v || !(v->dir = key_dir(db, name, len))) {
         free(v);
-        free(dir);
         return NULL;
     }
     memcpy(v->name, name, len);
     v->name[len] = 0;
     v->name_len = len;
-    v->dir = dir;
+    v->db = db;
     pthread_mutex_init(&v->write_lock, NULL);
     return v;
 }
@@ -171,6 +305,7 @@ static void vset_describe(tqd_vset *v)
     v->refine = info.refine;
 }
 
+/* Keyspace lock held. */
 static int table_push(tqd_vset *v)
 {
     if (ks.n == ks.cap) {
@@ -181,11 +316,12 @@ static int table_push(tqd_vset *v)
         ks.v = t;
         ks.cap = cap;
     }
+    v->uid = ++ks.uids;
     ks.v[ks.n++] = v;
     return 0;
 }
 
-static tqvec_collection_options open_options(const tqd_vset *v)
+static tqvec_collection_options open_options(tqd_vset *v)
 {
     tqvec_collection_options o = {0};
     o.fsync = ks.fsync;
@@ -195,11 +331,29 @@ static tqvec_collection_options open_options(const tqd_vset *v)
     return o;
 }
 
+static bool expired(const tqd_vset *v, int64_t now)
+{
+    return v->expire_ms && now >= v->expire_ms;
+}
+
+static ssize_t find_nolock(int db, const char *name, size_t len)
+{
+    for (size_t i = 0; i < ks.n; i++)
+        if (ks.v[i]->db == db && ks.v[i]->name_len == len && !memcmp(ks.v[i]->name, name, len))
+            return (ssize_t)i;
+    return -1;
+}
+
+/* -------------------------------------------------------- open and close */
+
+static void *sweep_main(void *arg);
+
 int tqd_keyspace_open(const tqd_config *cfg)
 {
     ks.fsync = cfg->appendfsync;
     ks.segment_rows = cfg->segment_rows;
     ks.max = cfg->max_collections;
+    ks.databases = cfg->databases;
     if (!(ks.root = strdup(cfg->dir)))
         return -1;
     if (mkdir(ks.root, 0755) && errno != EEXIST) {
@@ -222,19 +376,27 @@ int tqd_keyspace_open(const tqd_config *cfg)
     int rc = 0;
     struct dirent *e;
     while (!rc && (e = readdir(d))) {
-        if (!strncmp(e->d_name, ".drop-", 6)) {
+        if (!strncmp(e->d_name, ".drop-", 6) || !strncmp(e->d_name, ".stage-", 7)) {
             snprintf(path, sizeof(path), "%s/%s", ks.root, e->d_name);
-            tqd_log(TQD_LOG_NOTICE, "removing %s, dropped before the last stop", path);
+            tqd_log(TQD_LOG_NOTICE, "removing %s, %s before the last stop", path,
+                    e->d_name[1] == 'd' ? "dropped" : "a copy not completed");
             remove_tree(path);
             continue;
         }
         char key[TQD_MAX_KEY_BYTES];
-        size_t len = decode_key(e->d_name, key);
+        int db;
+        size_t len = decode_key(e->d_name, key, &db);
         if (!len)
             continue;
-        tqd_vset *v = vset_new(key, len, key_dir(key, len));
-        if (!v || !v->dir) {
-            vset_free(v);
+        if (db >= ks.databases) {
+            /* Serving without it would look like data loss. */
+            tqd_log(TQD_LOG_WARNING, "%s/%s holds a key of database %d, but databases is %d: raise it", ks.root,
+                    e->d_name, db, ks.databases);
+            rc = -1;
+            break;
+        }
+        tqd_vset *v = vset_new(db, key, len);
+        if (!v) {
             rc = -1;
             break;
         }
@@ -259,6 +421,7 @@ int tqd_keyspace_open(const tqd_config *cfg)
             break;
         }
         vset_describe(v);
+        v->expire_ms = read_expiry(v->dir);
         if (table_push(v)) {
             tqvec_collection_close(v->c, NULL);
             vset_free(v);
@@ -266,13 +429,26 @@ int tqd_keyspace_open(const tqd_config *cfg)
         }
     }
     closedir(d);
-    if (!rc)
+    if (!rc) {
         tqd_log(TQD_LOG_NOTICE, "%zu vector sets loaded from %s", ks.n, ks.root);
+        ks.stop = false;
+        ks.sweeping = pthread_create(&ks.sweeper, NULL, sweep_main, NULL) == 0;
+        if (!ks.sweeping)
+            tqd_log(TQD_LOG_WARNING, "cannot start the expiry thread: expired keys go when next looked up");
+    }
     return rc;
 }
 
 void tqd_keyspace_close(void)
 {
+    if (ks.sweeping) {
+        pthread_mutex_lock(&ks.lock);
+        ks.stop = true;
+        pthread_cond_signal(&ks.wake);
+        pthread_mutex_unlock(&ks.lock);
+        pthread_join(ks.sweeper, NULL);
+        ks.sweeping = false;
+    }
     for (size_t i = 0; i < ks.n; i++) {
         tqvec_error err;
         if (tqvec_collection_close(ks.v[i]->c, &err))
@@ -289,51 +465,64 @@ void tqd_keyspace_close(void)
     ks.root = NULL;
 }
 
-static ssize_t find_nolock(const char *name, size_t len)
-{
-    for (size_t i = 0; i < ks.n; i++)
-        if (ks.v[i]->name_len == len && !memcmp(ks.v[i]->name, name, len))
-            return (ssize_t)i;
-    return -1;
-}
+/* ---------------------------------------------------------------- lookup */
 
-tqd_vset *tqd_keyspace_get(const char *name, size_t len)
+tqd_vset *tqd_keyspace_get(int db, const char *name, size_t len)
 {
+    const int64_t now = tqd_unix_ms();
     pthread_mutex_lock(&ks.lock);
-    ssize_t i = find_nolock(name, len);
-    tqd_vset *v = i >= 0 ? ks.v[i] : NULL;
+    ssize_t i = find_nolock(db, name, len);
+    tqd_vset *v = i >= 0 && !expired(ks.v[i], now) ? ks.v[i] : NULL;
     if (v)
         v->refs++;
     pthread_mutex_unlock(&ks.lock);
     return v;
 }
 
-int tqd_keyspace_get_or_create(const char *name, size_t len, const tqvec_collection_options *opts, tqd_vset **out,
-                               bool *created, tqvec_error *err)
+static bool check_key(size_t len, tqvec_error *err)
 {
-    *out = NULL;
-    *created = false;
     if (len == 0 || len > TQD_MAX_KEY_BYTES) {
         snprintf(err->message, sizeof(err->message), "a vector set's key is 1 to %d bytes, not %zu",
                  TQD_MAX_KEY_BYTES, len);
-        return err->code = TQVEC_EARG;
+        err->code = TQVEC_EARG;
+        return false;
     }
+    return true;
+}
+
+static bool room_for_one_more(tqvec_error *err)
+{
+    if (ks.n < (size_t)ks.max)
+        return true;
+    snprintf(err->message, sizeof(err->message), "max number of vector sets reached (%d)", ks.max);
+    err->code = TQVEC_EBUSY;
+    return false;
+}
+
+static bool expire_if_due(int db, const char *name, size_t len);
+
+int tqd_keyspace_get_or_create(int db, const char *name, size_t len, const tqvec_collection_options *opts,
+                               tqd_vset **out, bool *created, tqvec_error *err)
+{
+    *out = NULL;
+    *created = false;
+    if (!check_key(len, err))
+        return err->code;
+    expire_if_due(db, name, len);
     pthread_mutex_lock(&ks.lock);
     int rc = TQVEC_OK;
-    ssize_t i = find_nolock(name, len);
+    ssize_t i = find_nolock(db, name, len);
     if (i >= 0) {
         *out = ks.v[i];
         ks.v[i]->refs++;
         goto out;
     }
-    if (ks.n >= (size_t)ks.max) {
-        snprintf(err->message, sizeof(err->message), "max number of vector sets reached (%d)", ks.max);
-        rc = err->code = TQVEC_EBUSY;
+    if (!room_for_one_more(err)) {
+        rc = err->code;
         goto out;
     }
-    tqd_vset *v = vset_new(name, len, key_dir(name, len));
-    if (!v || !v->dir) {
-        vset_free(v);
+    tqd_vset *v = vset_new(db, name, len);
+    if (!v) {
         snprintf(err->message, sizeof(err->message), "out of memory creating a vector set");
         rc = err->code = TQVEC_ENOMEM;
         goto out;
@@ -362,8 +551,8 @@ int tqd_keyspace_get_or_create(const char *name, size_t len, const tqvec_collect
     v->refs = 1;
     *out = v;
     *created = true;
-    tqd_log(TQD_LOG_VERBOSE, "created vector set '%s' (dim %u, %s, %d bits, refine %s)", v->name, v->dim,
-            tqd_metric_name(v->metric), v->bits, tqd_refine_name(v->refine));
+    tqd_log(TQD_LOG_VERBOSE, "created vector set '%s' in db %d (dim %u, %s, %d bits, refine %s)", v->name, db,
+            v->dim, tqd_metric_name(v->metric), v->bits, tqd_refine_name(v->refine));
 out:
     pthread_mutex_unlock(&ks.lock);
     return rc;
@@ -383,15 +572,14 @@ void tqd_vset_release(tqd_vset *v)
     vset_free(v);
 }
 
+/* ------------------------------------------------------------------ drop */
+
 /* fsync the data directory: a rename in it (a drop) is durable once its
  * entry is. */
 static void sync_root(void)
 {
-    int fd = open(ks.root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd))
+    if (ks.fsync != TQVEC_FSYNC_NO && sync_dir(ks.root))
         tqd_log(TQD_LOG_WARNING, "cannot sync %s: %s", ks.root, strerror(errno));
-    if (fd >= 0)
-        close(fd);
 }
 
 /* Keyspace lock and v->write_lock held, v in the table at i. */
@@ -399,10 +587,10 @@ static void drop_nolock(tqd_vset *v, size_t i)
 {
     char *trash = malloc(strlen(ks.root) + 64 + 2 * v->name_len);
     if (trash) {
-        sprintf(trash, "%s/.drop-%llu-%s", ks.root, (unsigned long long)++ks.drops, strrchr(v->dir, '/') + 3);
+        sprintf(trash, "%s/.drop-%llu-%s", ks.root, (unsigned long long)++ks.drops, strrchr(v->dir, '/') + 1);
         if (rename(v->dir, trash))
             tqd_log(TQD_LOG_WARNING, "cannot move %s aside: %s", v->dir, strerror(errno));
-        else if (ks.fsync != TQVEC_FSYNC_NO)
+        else
             sync_root(); /* else a power cut could bring the set back (found by the power-cut test) */
         free(v->dir);
         v->dir = trash;
@@ -411,20 +599,27 @@ static void drop_nolock(tqd_vset *v, size_t i)
     ks.v[i] = ks.v[--ks.n];
 }
 
-bool tqd_keyspace_drop(const char *name, size_t len)
+/* Drop the key if it is still v, and (when only_if is given) only_if(v)
+ * holds under the locks. */
+static bool drop_checked(tqd_vset *v, bool (*only_if)(const tqd_vset *))
 {
-    tqd_vset *v = tqd_keyspace_get(name, len);
-    if (!v)
-        return false;
     pthread_mutex_lock(&v->write_lock);
     pthread_mutex_lock(&ks.lock);
-    ssize_t i = find_nolock(name, len);
-    bool dropped = i >= 0 && ks.v[i] == v;
-    if (dropped) {
+    ssize_t i = find_nolock(v->db, v->name, v->name_len);
+    bool dropped = i >= 0 && ks.v[i] == v && (!only_if || only_if(v));
+    if (dropped)
         drop_nolock(v, (size_t)i);
-    }
     pthread_mutex_unlock(&ks.lock);
     pthread_mutex_unlock(&v->write_lock);
+    return dropped;
+}
+
+bool tqd_keyspace_drop(int db, const char *name, size_t len)
+{
+    tqd_vset *v = tqd_keyspace_get(db, name, len);
+    if (!v)
+        return false;
+    bool dropped = drop_checked(v, NULL);
     tqd_vset_release(v);
     return dropped;
 }
@@ -436,49 +631,305 @@ void tqd_keyspace_drop_if_empty(tqd_vset *v)
     if (info.count)
         return;
     pthread_mutex_lock(&ks.lock);
-    ssize_t i = find_nolock(v->name, v->name_len);
+    ssize_t i = find_nolock(v->db, v->name, v->name_len);
     if (i >= 0 && ks.v[i] == v)
         drop_nolock(v, (size_t)i);
     pthread_mutex_unlock(&ks.lock);
 }
 
-size_t tqd_keyspace_count(void)
+static bool is_expired_now(const tqd_vset *v)
+{
+    return expired(v, tqd_unix_ms());
+}
+
+/* Drop the key if its time has come; true if it did. */
+static bool expire_if_due(int db, const char *name, size_t len)
 {
     pthread_mutex_lock(&ks.lock);
-    size_t n = ks.n;
+    ssize_t i = find_nolock(db, name, len);
+    tqd_vset *v = i >= 0 && expired(ks.v[i], tqd_unix_ms()) ? ks.v[i] : NULL;
+    if (v)
+        v->refs++;
     pthread_mutex_unlock(&ks.lock);
+    if (!v)
+        return false;
+    bool dropped = drop_checked(v, is_expired_now);
+    if (dropped) {
+        tqd_log(TQD_LOG_VERBOSE, "vector set '%s' in db %d expired", v->name, db);
+        tqd_key_changed(db, name, len);
+    }
+    tqd_vset_release(v);
+    return dropped;
+}
+
+/* One pass dropping every key past its time; keyspace lock held (it is
+ * released around each drop). */
+static void sweep_nolock(void)
+{
+    const int64_t now = tqd_unix_ms();
+    for (size_t i = 0; i < ks.n && !ks.stop; i++) {
+        if (!expired(ks.v[i], now))
+            continue;
+        int db = ks.v[i]->db;
+        char name[TQD_MAX_KEY_BYTES];
+        size_t len = ks.v[i]->name_len;
+        memcpy(name, ks.v[i]->name, len);
+        pthread_mutex_unlock(&ks.lock);
+        expire_if_due(db, name, len);
+        pthread_mutex_lock(&ks.lock);
+        i = (size_t)-1; /* the table changed: look again from the start */
+    }
+}
+
+void tqd_keyspace_expire_due(void)
+{
+    pthread_mutex_lock(&ks.lock);
+    sweep_nolock();
+    pthread_mutex_unlock(&ks.lock);
+}
+
+static void *sweep_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&ks.lock);
+    while (!ks.stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&ks.wake, &ks.lock, &until);
+        sweep_nolock();
+    }
+    pthread_mutex_unlock(&ks.lock);
+    return NULL;
+}
+
+int tqd_keyspace_set_expiry(tqd_vset *v, int64_t when_ms, tqvec_error *err)
+{
+    pthread_mutex_lock(&v->write_lock);
+    int rc = TQVEC_OK;
+    if (v->dropped) {
+        snprintf(err->message, sizeof(err->message), "the key was deleted meanwhile");
+        rc = err->code = TQVEC_ENOTFOUND;
+    } else if (!(rc = write_expiry(v->dir, when_ms, err))) {
+        pthread_mutex_lock(&ks.lock);
+        v->expire_ms = when_ms;
+        pthread_mutex_unlock(&ks.lock);
+    }
+    pthread_mutex_unlock(&v->write_lock);
+    return rc;
+}
+
+int64_t tqd_keyspace_expiry(tqd_vset *v)
+{
+    pthread_mutex_lock(&ks.lock);
+    int64_t when = v->expire_ms;
+    pthread_mutex_unlock(&ks.lock);
+    return when;
+}
+
+/* -------------------------------------------------- rename, copy, adopt */
+
+int tqd_keyspace_rename(int db, const char *name, size_t len, int to_db, const char *to, size_t to_len,
+                        bool replace, tqvec_error *err)
+{
+    if (!check_key(to_len, err))
+        return err->code;
+    tqd_vset *v = tqd_keyspace_get(db, name, len);
+    if (!v)
+        return TQD_NO_KEY;
+    if (db == to_db && len == to_len && !memcmp(name, to, len)) {
+        tqd_vset_release(v);
+        return TQVEC_OK;
+    }
+    if (replace)
+        tqd_keyspace_drop(to_db, to, to_len);
+    else
+        expire_if_due(to_db, to, to_len);
+    char *dir = key_dir(to_db, to, to_len);
+    int rc = TQVEC_OK;
+    pthread_mutex_lock(&v->write_lock);
+    pthread_mutex_lock(&ks.lock);
+    ssize_t i = find_nolock(db, name, len);
+    if (!dir) {
+        snprintf(err->message, sizeof(err->message), "out of memory renaming a key");
+        rc = err->code = TQVEC_ENOMEM;
+    } else if (i < 0 || ks.v[i] != v) {
+        rc = TQD_NO_KEY;
+    } else if (find_nolock(to_db, to, to_len) >= 0) {
+        rc = TQD_KEY_EXISTS; /* created meanwhile, or not replacing */
+    } else if (!(rc = tqvec_collection_move(v->c, dir, err))) {
+        free(v->dir);
+        v->dir = dir;
+        dir = NULL;
+        v->db = to_db;
+        memcpy(v->name, to, to_len);
+        v->name[to_len] = 0;
+        v->name_len = to_len;
+    }
+    pthread_mutex_unlock(&ks.lock);
+    pthread_mutex_unlock(&v->write_lock);
+    free(dir);
+    tqd_vset_release(v);
+    return rc;
+}
+
+int tqd_keyspace_adopt(int db, const char *name, size_t len, const char *stage, bool replace, tqvec_error *err)
+{
+    if (!check_key(len, err))
+        goto refuse;
+    if (replace)
+        tqd_keyspace_drop(db, name, len);
+    else
+        expire_if_due(db, name, len);
+    pthread_mutex_lock(&ks.lock);
+    int rc = TQVEC_OK;
+    tqd_vset *v = NULL;
+    if (find_nolock(db, name, len) >= 0) {
+        rc = TQD_KEY_EXISTS;
+    } else if (!room_for_one_more(err)) {
+        rc = err->code;
+    } else if (!(v = vset_new(db, name, len))) {
+        snprintf(err->message, sizeof(err->message), "out of memory adding a vector set");
+        rc = err->code = TQVEC_ENOMEM;
+    } else if (rename(stage, v->dir)) {
+        snprintf(err->message, sizeof(err->message), "cannot rename %s to %s: %s", stage, v->dir, strerror(errno));
+        rc = err->code = TQVEC_EIO;
+    } else {
+        sync_root();
+        tqvec_collection_options o = open_options(v);
+        o.verify = 1; /* a copy from elsewhere: check every byte before serving it */
+        if ((rc = tqvec_collection_open(v->dir, &o, &v->c, err)) || table_push(v)) {
+            if (!rc) {
+                tqvec_collection_close(v->c, NULL);
+                snprintf(err->message, sizeof(err->message), "out of memory adding a vector set");
+                rc = err->code = TQVEC_ENOMEM;
+            }
+            remove_tree(v->dir);
+        } else {
+            vset_describe(v);
+            v->expire_ms = read_expiry(v->dir);
+            v = NULL; /* in the table now */
+        }
+    }
+    pthread_mutex_unlock(&ks.lock);
+    vset_free(v);
+    if (rc)
+        remove_tree(stage);
+    return rc;
+refuse:
+    remove_tree(stage);
+    return err->code;
+}
+
+int tqd_keyspace_copy(int db, const char *name, size_t len, int to_db, const char *to, size_t to_len,
+                      bool replace, tqvec_error *err)
+{
+    if (!check_key(to_len, err))
+        return err->code;
+    tqd_vset *v = tqd_keyspace_get(db, name, len);
+    if (!v)
+        return TQD_NO_KEY;
+    char *stage = stage_dir();
+    int rc;
+    if (!stage) {
+        snprintf(err->message, sizeof(err->message), "out of memory copying a key");
+        rc = err->code = TQVEC_ENOMEM;
+        goto out;
+    }
+    /* The key's write lock keeps a drop from moving the directory away
+     * while it is copied. */
+    pthread_mutex_lock(&v->write_lock);
+    if (v->dropped)
+        rc = TQD_NO_KEY;
+    else if (!(rc = tqvec_collection_backup(v->c, stage, err)) && v->expire_ms)
+        rc = write_expiry(stage, v->expire_ms, err); /* as Redis: the copy keeps the expiry */
+    pthread_mutex_unlock(&v->write_lock);
+    if (rc)
+        remove_tree(stage);
+    else
+        rc = tqd_keyspace_adopt(to_db, to, to_len, stage, replace, err);
+out:
+    free(stage);
+    tqd_vset_release(v);
+    return rc;
+}
+
+int tqd_keyspace_backup(tqd_vset *v, const char *stage, tqvec_error *err)
+{
+    pthread_mutex_lock(&v->write_lock);
+    int rc = v->dropped ? TQD_NO_KEY : tqvec_collection_backup(v->c, stage, err);
+    pthread_mutex_unlock(&v->write_lock);
+    return rc;
+}
+
+int tqd_keyspace_stage_expiry(const char *stage, int64_t when_ms, tqvec_error *err)
+{
+    return write_expiry(stage, when_ms, err);
+}
+
+/* ------------------------------------------------------------ listings */
+
+static bool listed(const tqd_vset *v, int db, int64_t now)
+{
+    return (db < 0 || v->db == db) && !expired(v, now);
+}
+
+size_t tqd_keyspace_count(int db, size_t *expires)
+{
+    const int64_t now = tqd_unix_ms();
+    size_t n = 0, e = 0;
+    pthread_mutex_lock(&ks.lock);
+    for (size_t i = 0; i < ks.n; i++)
+        if (listed(ks.v[i], db, now)) {
+            n++;
+            e += ks.v[i]->expire_ms != 0;
+        }
+    pthread_mutex_unlock(&ks.lock);
+    if (expires)
+        *expires = e;
     return n;
 }
 
 static int by_name(const void *a, const void *b)
 {
     const tqd_vset *x = *(tqd_vset *const *)a, *y = *(tqd_vset *const *)b;
+    if (x->db != y->db)
+        return (x->db > y->db) - (x->db < y->db);
     size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
     int c = memcmp(x->name, y->name, n);
     return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
 }
 
-int tqd_keyspace_names(tqd_names *out)
+int tqd_keyspace_names(int db, tqd_names *out)
 {
     memset(out, 0, sizeof(*out));
+    const int64_t now = tqd_unix_ms();
     pthread_mutex_lock(&ks.lock);
     int rc = 0;
     tqd_vset **copy = malloc((ks.n + 1) * sizeof(*copy));
     out->name = calloc(ks.n + 1, sizeof(char *));
     out->len = calloc(ks.n + 1, sizeof(size_t));
-    if (!copy || !out->name || !out->len) {
+    out->db = calloc(ks.n + 1, sizeof(int));
+    if (!copy || !out->name || !out->len || !out->db) {
         rc = -1;
     } else {
-        if (ks.n) /* an empty table may not be allocated yet */
-            memcpy(copy, ks.v, ks.n * sizeof(*copy));
-        qsort(copy, ks.n, sizeof(*copy), by_name);
-        for (size_t i = 0; i < ks.n && !rc; i++) {
+        size_t m = 0;
+        for (size_t i = 0; i < ks.n; i++)
+            if (listed(ks.v[i], db, now))
+                copy[m++] = ks.v[i];
+        qsort(copy, m, sizeof(*copy), by_name);
+        for (size_t i = 0; i < m && !rc; i++) {
             if (!(out->name[i] = malloc(copy[i]->name_len + 1))) {
                 rc = -1;
                 break;
             }
             memcpy(out->name[i], copy[i]->name, copy[i]->name_len + 1);
             out->len[i] = copy[i]->name_len;
+            out->db[i] = copy[i]->db;
             out->n++;
         }
     }
@@ -495,19 +946,20 @@ void tqd_names_free(tqd_names *n)
         free(n->name[i]);
     free(n->name);
     free(n->len);
+    free(n->db);
     memset(n, 0, sizeof(*n));
 }
 
 int tqd_keyspace_save(tqvec_error *err)
 {
     tqd_names names;
-    if (tqd_keyspace_names(&names)) {
+    if (tqd_keyspace_names(-1, &names)) {
         snprintf(err->message, sizeof(err->message), "out of memory listing vector sets");
         return err->code = TQVEC_ENOMEM;
     }
     int rc = TQVEC_OK;
     for (size_t i = 0; i < names.n; i++) {
-        tqd_vset *v = tqd_keyspace_get(names.name[i], names.len[i]);
+        tqd_vset *v = tqd_keyspace_get(names.db[i], names.name[i], names.len[i]);
         if (!v)
             continue; /* dropped meanwhile */
         pthread_mutex_lock(&v->write_lock);
@@ -519,4 +971,16 @@ int tqd_keyspace_save(tqvec_error *err)
     }
     tqd_names_free(&names);
     return rc;
+}
+
+size_t tqd_keyspace_flush(int db)
+{
+    tqd_names names;
+    if (tqd_keyspace_names(db, &names))
+        return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < names.n; i++)
+        n += tqd_keyspace_drop(names.db[i], names.name[i], names.len[i]);
+    tqd_names_free(&names);
+    return n;
 }

@@ -436,7 +436,7 @@ static void on_accept(listener *l, int res)
         return;
     }
     atomic_fetch_add(&tqd.connections_received, 1);
-    if (atomic_load(&tqd.clients) >= (uint64_t)tqd.cfg.maxclients) {
+    if (atomic_load(&tqd.clients) >= (uint64_t)__atomic_load_n(&tqd.cfg.maxclients, __ATOMIC_RELAXED)) {
         atomic_fetch_add(&tqd.rejected_connections, 1);
         refuse(res, "-ERR max number of clients reached\r\n");
         return;

@@ -1,7 +1,8 @@
 /*
  * The vector-set commands of Redis 8 (VADD, VSIM, VREM, VCARD, VDIM, VEMB,
- * VINFO, VSETATTR, VGETATTR, VISMEMBER, VRANDMEMBER) over collections, and
- * the extensions for what Redis cannot say (TQ.CREATE, VSIM ... RERANK).
+ * VINFO, VSETATTR, VGETATTR, VISMEMBER, VRANDMEMBER, VRANGE, VLINKS) over
+ * collections, and the extensions for what Redis cannot say (TQ.CREATE,
+ * VSIM ... RERANK).
  *
  * Syntax, replies and error strings follow Redis where we support a
  * feature. What differs, because the index is a TurboQuant scan and not
@@ -29,6 +30,12 @@
  *   - Scores: cosine sets report 1 - distance/2 in [0, 1] as Redis does;
  *     l2 and ip sets (TQ.CREATE) report the squared distance or the inner
  *     product, and EPSILON needs a cosine set.
+ *   - VINFO gives Redis's fields with the nearest true values (hnsw-m 0 and
+ *     max-level 0: there is no graph; hnsw-max-node-uid counts stored rows)
+ *     and ours after them ("encoding" is our code layout).
+ *   - VLINKS answers one level, the element's nearest neighbours, since
+ *     there are no links; VRANGE costs a pass over every name (names are
+ *     hashed, not kept in order).
  *   - A set disappears when VREM removes its last element, as in Redis.
  */
 #include "daemon.h"
@@ -230,7 +237,7 @@ static void cmd_vadd(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     /* A drop may win the race between finding the key and locking it;
      * then the key is new again. */
     for (int attempt = 0;; attempt++) {
-        if ((rc = tqd_keyspace_get_or_create(argv[1].p, argv[1].len, &create, &v, &created, &err))) {
+        if ((rc = tqd_keyspace_get_or_create(cl->db, argv[1].p, argv[1].len, &create, &v, &created, &err))) {
             tqd_reply_tqvec_error(r, &err);
             goto out;
         }
@@ -308,7 +315,7 @@ static bool parse_vsim_options(const tqd_arg *argv, size_t argc, size_t j, vsim_
                 return false;
             }
         } else if (tqd_arg_is(&argv[j], "EF") && j + 1 < argc) {
-            if (!tqd_arg_ll(&argv[++j], &a->ef) || a->ef <= 0) {
+            if (!tqd_arg_ll(&argv[++j], &a->ef) || a->ef <= 0 || a->ef > 1000000) {
                 tqd_reply_error(r, "ERR invalid EF");
                 return false;
             }
@@ -425,6 +432,16 @@ static bool same_search(const vsim_query *x, const vsim_query *y)
            (x->a.filter == NULL) == (y->a.filter == NULL) && (!x->a.filter || !strcmp(x->a.filter, y->a.filter));
 }
 
+/* A match's score as VSIM reports it: cosine sets give Redis's
+ * similarity, 1 - cosine distance / 2, in [0, 1]; others their metric's. */
+static double reported_score(bool cosine, float score)
+{
+    if (!cosine)
+        return score;
+    double sc = (1.0 + (double)score) / 2.0;
+    return sc < 0 ? 0 : sc > 1 ? 1 : sc;
+}
+
 /* The reply to query qi of a search's results. */
 static void vsim_reply(tqd_reply *r, const tqvec_results *res, size_t qi, const vsim_query *q)
 {
@@ -446,14 +463,8 @@ static void vsim_reply(tqd_reply *r, const tqvec_results *res, size_t qi, const 
         tqd_reply_bulk(r, m->key, m->key_len);
         if (r->proto == 3 && a->withscores && a->withattribs)
             tqd_reply_array(r, 2);
-        if (a->withscores) {
-            double sc = m->score;
-            if (q->cosine) {
-                sc = (1.0 + sc) / 2.0; /* 1 - cosine distance / 2 */
-                sc = sc < 0 ? 0 : sc > 1 ? 1 : sc;
-            }
-            tqd_reply_double(r, sc);
-        }
+        if (a->withscores)
+            tqd_reply_double(r, reported_score(q->cosine, m->score));
         if (a->withattribs) {
             if (m->attrs)
                 tqd_reply_bulk(r, m->attrs, m->attrs_len);
@@ -466,7 +477,7 @@ static void vsim_reply(tqd_reply *r, const tqvec_results *res, size_t qi, const 
 static void cmd_vsim(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
 {
     (void)cl;
-    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
     if (!v) {
         tqd_reply_array(r, 0);
         return;
@@ -494,7 +505,7 @@ static void cmd_vsim(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
 static size_t vsim_run(tqd_client *cl, const tqd_request *reqs, size_t n, tqd_reply *r)
 {
     const tqd_arg *key = &reqs[0].argv[1];
-    tqd_vset *v = tqd_keyspace_get(key->p, key->len);
+    tqd_vset *v = tqd_keyspace_get(cl->db, key->p, key->len);
     if (!v) {
         cmd_vsim(cl, reqs[0].argv, reqs[0].argc, r);
         return 1;
@@ -551,7 +562,7 @@ static void cmd_vrem(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
 {
     (void)cl;
     (void)argc;
-    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
     if (!v) {
         tqd_reply_bool(r, false);
         return;
@@ -570,7 +581,7 @@ static void cmd_vcard(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
 {
     (void)cl;
     (void)argc;
-    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
     tqvec_collection_info in = {0};
     if (v)
         tqvec_collection_get_info(v->c, &in);
@@ -582,7 +593,7 @@ static void cmd_vdim(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
 {
     (void)cl;
     (void)argc;
-    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
     if (!v)
         tqd_reply_error(r, "ERR key does not exist");
     else
@@ -601,7 +612,7 @@ static void cmd_vemb(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
         }
         raw = true;
     }
-    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
     float *vec = v ? malloc(v->dim * sizeof(float)) : NULL;
     tqvec_error err;
     int rc = !v ? TQVEC_ENOTFOUND : !vec ? TQVEC_ENOMEM
@@ -633,23 +644,42 @@ static void cmd_vinfo(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
 {
     (void)cl;
     (void)argc;
-    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
     if (!v) {
         tqd_reply_null_array(r);
         return;
     }
     tqvec_collection_info in;
     tqvec_collection_get_info(v->c, &in);
+    uint64_t attributed = 0;
+    tqvec_collection_count_attributed(v->c, &attributed);
     static const char *const variants[] = {"mse", "mse", "prod"};
-    tqd_reply_map(r, 14);
+    static const char *const redis_quant[] = {[QUANT_UNSET] = "tq", [QUANT_Q8] = "int8",
+                                              [QUANT_NOQUANT] = "f32", [QUANT_BIN] = "bin"};
+    tqd_reply_map(r, 20);
+    /* Redis's fields first, with the nearest true values (there is no
+     * graph: no links, one level), then ours. */
     tqd_reply_simple(r, "quant-type");
-    tqd_reply_simple(r, code_name(v));
+    tqd_reply_simple(r, redis_quant[quant_of(v)]);
+    tqd_reply_simple(r, "hnsw-m");
+    tqd_reply_int(r, 0);
     tqd_reply_simple(r, "vector-dim");
     tqd_reply_int(r, in.dim);
     tqd_reply_simple(r, "projection-input-dim");
     tqd_reply_int(r, 0);
     tqd_reply_simple(r, "size");
     tqd_reply_int(r, (long long)in.count);
+    tqd_reply_simple(r, "max-level");
+    tqd_reply_int(r, 0);
+    tqd_reply_simple(r, "attributes-count");
+    tqd_reply_int(r, (long long)attributed);
+    tqd_reply_simple(r, "vset-uid");
+    tqd_reply_int(r, (long long)v->uid);
+    /* rows stored: live ones and those awaiting compaction */
+    tqd_reply_simple(r, "hnsw-max-node-uid");
+    tqd_reply_int(r, (long long)(in.count + in.deleted));
+    tqd_reply_simple(r, "encoding");
+    tqd_reply_simple(r, code_name(v));
     tqd_reply_simple(r, "metric");
     tqd_reply_simple(r, tqd_metric_name(in.metric));
     tqd_reply_simple(r, "bits");
@@ -678,7 +708,7 @@ static void cmd_vsetattr(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_r
 {
     (void)cl;
     (void)argc;
-    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
     if (!v) {
         tqd_reply_bool(r, false);
         return;
@@ -696,7 +726,7 @@ static void cmd_vgetattr(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_r
 {
     (void)cl;
     (void)argc;
-    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
     char *attrs = NULL;
     size_t len = 0;
     tqvec_error err;
@@ -715,7 +745,7 @@ static void cmd_vismember(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_
 {
     (void)cl;
     (void)argc;
-    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
     bool found = v && argv[2].len &&
                  tqvec_collection_get(v->c, argv[2].p, argv[2].len, NULL, NULL, 0, NULL, NULL) == TQVEC_OK;
     tqd_reply_bool(r, found);
@@ -738,7 +768,7 @@ static void cmd_vrandmember(tqd_client *cl, const tqd_arg *argv, size_t argc, tq
         tqd_reply_error(r, "ERR count is out of range (at most %d)", TQVEC_MAX_K);
         return;
     }
-    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
     tqvec_results *res = NULL;
     tqvec_error err;
     size_t want = (size_t)(count < 0 ? -count : count);
@@ -758,6 +788,118 @@ static void cmd_vrandmember(tqd_client *cl, const tqd_arg *argv, size_t argc, tq
         }
     }
     tqvec_results_free(res);
+    tqd_vset_release(v);
+}
+
+/* One end of a VRANGE: "-" / "+" (open), "[name" (inclusive), "(name". */
+static bool range_bound(const tqd_arg *a, const char *open, tqvec_key_bound *b)
+{
+    *b = (tqvec_key_bound){0};
+    if (a->len == 1 && a->p[0] == open[0])
+        return true;
+    if (a->len < 1 || (a->p[0] != '[' && a->p[0] != '('))
+        return false;
+    *b = (tqvec_key_bound){.key = a->p + 1, .key_len = a->len - 1, .inclusive = a->p[0] == '['};
+    return true;
+}
+
+/* VRANGE key start end [count]: element names in byte order, at most count
+ * (all when negative or absent). */
+static void cmd_vrange(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    if (argc > 5) {
+        tqd_reply_error(r, "ERR wrong number of arguments for 'vrange' command");
+        return;
+    }
+    tqvec_key_bound lo, hi;
+    if (!range_bound(&argv[2], "-", &lo) || !range_bound(&argv[3], "+", &hi)) {
+        tqd_reply_error(r, "ERR min or max not valid string range item");
+        return;
+    }
+    long long count = -1;
+    if (argc == 5 && !tqd_arg_ll(&argv[4], &count)) {
+        tqd_reply_error(r, "ERR value is not an integer or out of range");
+        return;
+    }
+    tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
+    tqvec_results *res = NULL;
+    tqvec_error err;
+    if (v && count != 0 &&
+        tqvec_collection_key_range(v->c, &lo, &hi, count < 0 ? SIZE_MAX : (size_t)count, &res, &err)) {
+        tqd_reply_tqvec_error(r, &err);
+    } else {
+        size_t n = tqvec_results_count(res, 0);
+        tqd_reply_array(r, n);
+        for (size_t i = 0; i < n; i++)
+            tqd_reply_bulk(r, tqvec_results_get(res, 0, i)->key, tqvec_results_get(res, 0, i)->key_len);
+    }
+    tqvec_results_free(res);
+    tqd_vset_release(v);
+}
+
+/* Neighbours VLINKS reports, as Redis's default M. */
+#define VLINKS_NEIGHBOURS 16
+
+/* VLINKS key element [WITHSCORES]: there is no graph, so the one level
+ * reported (level 0) holds the element's nearest neighbours, as a graph's
+ * bottom level would; tools that walk links see a sensible neighbourhood. */
+static void cmd_vlinks(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    bool withscores = false;
+    for (size_t j = 3; j < argc; j++) {
+        if (!tqd_arg_is(&argv[j], "WITHSCORES")) {
+            tqd_reply_error(r, "ERR syntax error");
+            return;
+        }
+        withscores = true;
+    }
+    tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
+    float *vec = v ? malloc(v->dim * sizeof(float)) : NULL;
+    tqvec_results *res = NULL;
+    tqvec_error err;
+    int rc = !v ? TQVEC_ENOTFOUND : !vec ? TQVEC_ENOMEM
+                                         : tqvec_collection_get(v->c, argv[2].p, argv[2].len, vec, NULL, 0, NULL, &err);
+    if (rc == TQVEC_OK) {
+        tqvec_search_params p = {.k = VLINKS_NEIGHBOURS + 1,
+                                 .rerank = v->refine != TQVEC_REFINE_NONE ? TQD_DEFAULT_RERANK : 0};
+        rc = tqvec_collection_search(v->c, vec, 1, &p, &res, &err);
+    }
+    if (no_such_element(rc, &argv[2])) {
+        tqd_reply_null(r);
+    } else if (rc) {
+        if (rc == TQVEC_ENOMEM && !vec)
+            tqd_reply_error(r, "ERR out of memory");
+        else
+            tqd_reply_tqvec_error(r, &err);
+    } else {
+        const bool cosine = v->metric == TQVEC_METRIC_COSINE || v->metric == TQVEC_METRIC_DEFAULT;
+        size_t n = tqvec_results_count(res, 0), shown = 0;
+        const tqvec_match *self = NULL;
+        for (size_t i = 0; i < n; i++) {
+            const tqvec_match *m = tqvec_results_get(res, 0, i);
+            if (m->key_len == argv[2].len && !memcmp(m->key, argv[2].p, m->key_len))
+                self = m;
+        }
+        shown = n - (self != NULL);
+        if (shown > VLINKS_NEIGHBOURS)
+            shown = VLINKS_NEIGHBOURS;
+        tqd_reply_array(r, 1);
+        if (withscores && r->proto == 3)
+            tqd_reply_map(r, shown);
+        else
+            tqd_reply_array(r, shown * (1 + withscores));
+        for (size_t i = 0, done = 0; i < n && done < shown; i++) {
+            const tqvec_match *m = tqvec_results_get(res, 0, i);
+            if (m == self)
+                continue;
+            tqd_reply_bulk(r, m->key, m->key_len);
+            if (withscores)
+                tqd_reply_double(r, reported_score(cosine, m->score));
+            done++;
+        }
+    }
+    tqvec_results_free(res);
+    free(vec);
     tqd_vset_release(v);
 }
 
@@ -827,7 +969,7 @@ static void cmd_tq_create(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_
     tqd_vset *v;
     bool created;
     tqvec_error err;
-    if (tqd_keyspace_get_or_create(argv[1].p, argv[1].len, &o, &v, &created, &err)) {
+    if (tqd_keyspace_get_or_create(cl->db, argv[1].p, argv[1].len, &o, &v, &created, &err)) {
         tqd_reply_tqvec_error(r, &err);
         return;
     }
@@ -844,7 +986,7 @@ static void cmd_tq_compact(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd
 {
     (void)cl;
     (void)argc;
-    tqd_vset *v = tqd_keyspace_get(argv[1].p, argv[1].len);
+    tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
     tqvec_error err;
     if (!v) {
         tqd_reply_error(r, "ERR key does not exist");
@@ -872,6 +1014,8 @@ const tqd_command tqd_vset_commands[] = {
     {"vgetattr", cmd_vgetattr, 3, false, 1, NULL},
     {"vismember", cmd_vismember, 3, false, 1, NULL},
     {"vrandmember", cmd_vrandmember, -2, false, 1, NULL},
+    {"vrange", cmd_vrange, -4, false, 1, NULL},
+    {"vlinks", cmd_vlinks, -3, false, 1, NULL},
     {"tq.create", cmd_tq_create, -4, false, 1, NULL},
     {"tq.compact", cmd_tq_compact, 2, false, 1, NULL},
 };

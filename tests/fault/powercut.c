@@ -405,7 +405,7 @@ static int daemon_matches(void *ctx, int key, int version, int attr)
     (void)ctx;
     char sname[8];
     snprintf(sname, sizeof(sname), "s%d", key / 100);
-    tqd_vset *v = tqd_keyspace_get(sname, strlen(sname));
+    tqd_vset *v = tqd_keyspace_get(0, sname, strlen(sname));
     if (!v)
         return version == 0;
     char name[16];
@@ -437,7 +437,7 @@ static int check_daemon(const char *dir, const char *acks)
             }
         char sname[8];
         snprintf(sname, sizeof(sname), "s%d", set);
-        tqd_vset *v = tqd_keyspace_get(sname, strlen(sname));
+        tqd_vset *v = tqd_keyspace_get(0, sname, strlen(sname));
         tqvec_error err;
         int vrc = v ? tqvec_collection_verify(v->c, &err) : TQVEC_OK;
         if (v)
