@@ -105,7 +105,8 @@ int tq_codec_set_mean(tq_codec *c, const float *x, size_t n, tq_error *err)
     }
     for (size_t i = 0; i < n; i++) {
         const float *v = x + i * d;
-        double scale = c->cfg.metric == TQ_METRIC_COSINE ? 1.0 / sqrt(k->dot_f64(v, v, d)) : 1.0;
+        double sq = c->cfg.metric == TQ_METRIC_COSINE ? k->dot_f64(v, v, d) : 1.0;
+        double scale = sq > 0.0 ? 1.0 / sqrt(sq) : 0.0; /* a zero vector counts as zero */
         for (size_t j = 0; j < d; j++)
             acc[j] += (double)v[j] * scale;
     }
@@ -152,8 +153,6 @@ int tq_codec_check_vectors(const tq_codec *c, const float *x, size_t from, size_
                 return tq_err(err, TQ_EVALUE, "vector %zu has a non-finite value at coordinate %zu", i, bad);
             return tq_err(err, TQ_EVALUE, "vector %zu has a norm too large for float32", i);
         }
-        if (c->cfg.metric == TQ_METRIC_COSINE && sq == 0.0f)
-            return tq_err(err, TQ_EVALUE, "vector %zu is zero: it has no cosine similarity", i);
         /* Cosine stores the normalized vector, which always fits. */
         if (c->cfg.refine == TQ_REFINE_FP16 && c->cfg.metric != TQ_METRIC_COSINE)
             for (size_t j = 0; j < d; j++)
@@ -171,10 +170,14 @@ void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, co
     const tq_quantizer *q = &c->q;
     const tq_simd_kernels *k = tq_simd();
     const float *enc = v;
+    /* Cosine stores the direction; a zero vector has none and is kept as
+     * zero, similar to nothing (similarity 0, as Redis scores it). */
+    const float sq = c->cfg.metric == TQ_METRIC_COSINE ? k->dot(v, v, d) : 1.0f;
+    const float unit_scale = sq > 0.0f ? 1.0f / sqrtf(sq) : 0.0f;
     if (c->cfg.metric == TQ_METRIC_COSINE || c->mean) {
         memcpy(s->tmp, v, d * sizeof(float));
         if (c->cfg.metric == TQ_METRIC_COSINE)
-            k->scale(s->tmp, d, 1.0f / sqrtf(k->dot(v, v, d)));
+            k->scale(s->tmp, d, unit_scale);
         if (c->mean)
             for (size_t j = 0; j < d; j++)
                 s->tmp[j] = s->tmp[j] - c->mean[j];
@@ -189,9 +192,9 @@ void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, co
         float *dst = out->vectors + row * d;
         memcpy(dst, v, d * sizeof(float));
         if (c->cfg.metric == TQ_METRIC_COSINE)
-            k->scale(dst, d, 1.0f / sqrtf(k->dot(v, v, d)));
+            k->scale(dst, d, unit_scale);
     } else if (c->cfg.refine == TQ_REFINE_FP16) {
-        const float scale = c->cfg.metric == TQ_METRIC_COSINE ? 1.0f / sqrtf(k->dot(v, v, d)) : 1.0f;
+        const float scale = c->cfg.metric == TQ_METRIC_COSINE ? unit_scale : 1.0f;
         /* Cosine stores the normalized vector; the scratch is free here. */
         const float *src = v;
         if (scale != 1.0f) {

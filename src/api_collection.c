@@ -126,8 +126,8 @@ int tqvec_collection_remove(tqvec_collection *c, const char *key, size_t key_len
 {
     if (!c || !key)
         return api_error(err, TQVEC_EARG, "collection and key must not be NULL");
-    if (key_len == 0 || key_len > TQVEC_MAX_KEY_BYTES)
-        return api_error(err, TQVEC_EARG, "a key is 1 to %d bytes, not %zu", TQVEC_MAX_KEY_BYTES, key_len);
+    if (key_len > TQVEC_MAX_KEY_BYTES)
+        return api_error(err, TQVEC_EARG, "a key is 0 to %d bytes, not %zu", TQVEC_MAX_KEY_BYTES, key_len);
     tq_error e;
     return tq_collection_remove(c->c, key, (uint32_t)key_len, &e) ? export_error(&e, err) : TQVEC_OK;
 }
@@ -139,8 +139,8 @@ int tqvec_collection_get(tqvec_collection *c, const char *key, size_t key_len, f
         *attrs_len = 0;
     if (!c || !key)
         return api_error(err, TQVEC_EARG, "collection and key must not be NULL");
-    if (key_len == 0 || key_len > TQVEC_MAX_KEY_BYTES)
-        return api_error(err, TQVEC_EARG, "a key is 1 to %d bytes, not %zu", TQVEC_MAX_KEY_BYTES, key_len);
+    if (key_len > TQVEC_MAX_KEY_BYTES)
+        return api_error(err, TQVEC_EARG, "a key is 0 to %d bytes, not %zu", TQVEC_MAX_KEY_BYTES, key_len);
     tq_error e;
     if (tq_collection_get(c->c, key, (uint32_t)key_len, vector, attrs, attrs ? attrs_cap : 0, attrs_len, &e))
         return export_error(&e, err);
@@ -205,8 +205,8 @@ int tqvec_collection_set_attrs(tqvec_collection *c, const char *key, size_t key_
 {
     if (!c || !key || (attrs_len && !attrs))
         return api_error(err, TQVEC_EARG, "collection, key and attributes must not be NULL");
-    if (key_len == 0 || key_len > TQVEC_MAX_KEY_BYTES)
-        return api_error(err, TQVEC_EARG, "a key is 1 to %d bytes, not %zu", TQVEC_MAX_KEY_BYTES, key_len);
+    if (key_len > TQVEC_MAX_KEY_BYTES)
+        return api_error(err, TQVEC_EARG, "a key is 0 to %d bytes, not %zu", TQVEC_MAX_KEY_BYTES, key_len);
     if (attrs_len > TQVEC_MAX_ATTRS_BYTES)
         return api_error(err, TQVEC_EARG, "attributes of %zu bytes exceed the %d-byte limit", attrs_len,
                          TQVEC_MAX_ATTRS_BYTES);

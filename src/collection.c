@@ -791,8 +791,8 @@ static bool apply_remove(tq_collection *c, const char *key, uint32_t len)
 /* Sizes and presence: cheap, checked for the whole batch up front. */
 static int check_element(const tq_element *e, size_t i, tq_error *err)
 {
-    if (e->key_len == 0 || !e->key)
-        return tq_err(err, TQ_EARG, "element %zu has an empty key", i);
+    if (!e->key)
+        return tq_err(err, TQ_EARG, "element %zu has no key", i);
     if (e->key_len > TQ_MAX_KEY_BYTES)
         return tq_err(err, TQ_EARG, "element %zu: key of %u bytes exceeds the %u-byte limit", i, e->key_len,
                       TQ_MAX_KEY_BYTES);
@@ -948,8 +948,8 @@ int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_
 
 int tq_collection_remove(tq_collection *c, const char *key, uint32_t len, tq_error *err)
 {
-    if (!key || len == 0 || len > TQ_MAX_KEY_BYTES)
-        return tq_err(err, TQ_EARG, "a key is 1 to %u bytes", TQ_MAX_KEY_BYTES);
+    if (!key || len > TQ_MAX_KEY_BYTES)
+        return tq_err(err, TQ_EARG, "a key is 0 to %u bytes", TQ_MAX_KEY_BYTES);
     pthread_mutex_lock(&c->write_lock);
     int rc = TQ_OK;
     pthread_rwlock_rdlock(&c->map_lock);
@@ -978,8 +978,8 @@ int tq_collection_remove(tq_collection *c, const char *key, uint32_t len, tq_err
 int tq_collection_set_attr(tq_collection *c, const char *key, uint32_t len, const char *attr, uint32_t attr_len,
                            tq_error *err)
 {
-    if (!key || len == 0 || len > TQ_MAX_KEY_BYTES)
-        return tq_err(err, TQ_EARG, "a key is 1 to %u bytes", TQ_MAX_KEY_BYTES);
+    if (!key || len > TQ_MAX_KEY_BYTES)
+        return tq_err(err, TQ_EARG, "a key is 0 to %u bytes", TQ_MAX_KEY_BYTES);
     if (attr_len > TQ_MAX_ATTR_BYTES || (attr_len && !attr))
         return tq_err(err, TQ_EARG, "attributes of %u bytes exceed the %u-byte limit", attr_len, TQ_MAX_ATTR_BYTES);
     const tq_codec *k = &c->codec;
@@ -1642,7 +1642,7 @@ static int replay_record(void *arg, uint16_t type, uint64_t lsn, const uint8_t *
         const bool format1 = type == WAL_ADD;
         const size_t row_bytes = format1 ? tq_codec_row_bytes_format1(&c->codec) : tq_codec_row_bytes(&c->codec);
         uint32_t lens[2];
-        if (len < 8 || (memcpy(lens, p, 8), (uint64_t)8 + lens[0] + lens[1] + row_bytes != len) || lens[0] == 0 ||
+        if (len < 8 || (memcpy(lens, p, 8), (uint64_t)8 + lens[0] + lens[1] + row_bytes != len) ||
             lens[0] > TQ_MAX_KEY_BYTES || lens[1] > TQ_MAX_ATTR_BYTES)
             return tq_err(err, TQ_ECORRUPT, "log record %llu: an add of the wrong size", (unsigned long long)lsn);
         tq_element e = {.key = (const char *)p + 8, .key_len = lens[0],
@@ -1671,7 +1671,7 @@ static int replay_record(void *arg, uint16_t type, uint64_t lsn, const uint8_t *
     }
     if (type == WAL_REMOVE) {
         uint32_t klen;
-        if (len < 4 || (memcpy(&klen, p, 4), (uint64_t)4 + klen != len) || klen == 0)
+        if (len < 4 || (memcpy(&klen, p, 4), (uint64_t)4 + klen != len))
             return tq_err(err, TQ_ECORRUPT, "log record %llu: a remove of the wrong size", (unsigned long long)lsn);
         apply_remove(c, (const char *)p + 4, klen); /* gone already if compacted away */
         return TQ_OK;

@@ -151,9 +151,10 @@ int tq_wal_replay(const char *path, tq_wal_visit_fn visit, void *ctx, bool repai
 #define TQ_DEFAULT_SEGMENT_ROWS 131072u
 #define TQ_MAX_SEGMENT_ROWS (1u << 24)
 
-/* Longest key and attribute blob an element may have. */
+/* Longest key and attribute blob an element may have; with a row of the
+ * largest dimension they fit one log record (TQ_WAL_MAX_PAYLOAD). */
 #define TQ_MAX_KEY_BYTES 4096u
-#define TQ_MAX_ATTR_BYTES (1u << 20)
+#define TQ_MAX_ATTR_BYTES (16u << 20)
 
 /* Section kinds of a segment file, in file order. */
 enum {

@@ -55,7 +55,7 @@ enum {
     TQVEC_OK = 0,
     TQVEC_EARG = 1,         /* invalid argument or option */
     TQVEC_EDIM = 2,         /* vector dimension does not match */
-    TQVEC_EVALUE = 3,       /* NaN or infinity, or a zero vector under cosine */
+    TQVEC_EVALUE = 3,       /* NaN or infinity, or a zero query under cosine */
     TQVEC_ENOTFOUND = 4,    /* no such element */
     TQVEC_ECORRUPT = 5,     /* stored data fails a check */
     TQVEC_EIO = 6,          /* a system call failed */
@@ -185,7 +185,8 @@ TQVEC_API int tqvec_index_create(const tqvec_index_options *opts, tqvec_index **
 /* Free an index and everything it holds; NULL is accepted. Exclusive. */
 TQVEC_API void tqvec_index_free(tqvec_index *index);
 /* Encode and add n vectors (row-major, dim floats each). All or nothing: on
- * error (NaN/Inf, a zero vector under cosine, no memory) nothing is added.
+ * error (NaN/Inf, no memory) nothing is added. Under cosine a zero vector
+ * is stored as zero: it has similarity 0 with every query (Redis's rule).
  * If first_id is not NULL it receives the id of the first vector. Exclusive. */
 TQVEC_API int tqvec_index_add(tqvec_index *index, const float *vectors, size_t n,
                               uint64_t *first_id, tqvec_error *err);
@@ -250,10 +251,10 @@ typedef struct tqvec_collection_options {
 #define TQVEC_DEFAULT_SEGMENT_ROWS 131072
 #define TQVEC_MAX_SEGMENT_ROWS (1 << 24)
 #define TQVEC_MAX_KEY_BYTES 4096
-#define TQVEC_MAX_ATTRS_BYTES (1 << 20)
+#define TQVEC_MAX_ATTRS_BYTES (16 << 20)
 
 typedef struct tqvec_element {
-    const char *key;       /* 1..TQVEC_MAX_KEY_BYTES bytes, any content */
+    const char *key;       /* 0..TQVEC_MAX_KEY_BYTES bytes, any content (not NULL) */
     size_t key_len;
     const float *vector;   /* dim floats */
     const char *attrs;     /* NULL, or attrs_len bytes (at most TQVEC_MAX_ATTRS_BYTES) */
@@ -268,8 +269,9 @@ TQVEC_API int tqvec_collection_open(const char *dir, const tqvec_collection_opti
 /* Sync the log and release everything; NULL is accepted. Exclusive. */
 TQVEC_API int tqvec_collection_close(tqvec_collection *c, tqvec_error *err);
 /* Add or replace (same key) n elements with one log write. Every element is
- * checked first (key and attribute sizes, NaN/Inf, zero vectors under
- * cosine); on a bad one nothing is written and the message names it.
+ * checked first (key and attribute sizes, NaN/Inf); on a bad one nothing
+ * is written and the message names it. A zero vector under cosine is
+ * stored, similar to nothing (as for tqvec_index_add).
  * *added (may be NULL) gets the number of keys that were new. Writers are
  * serialized with each other; searches and gets run beside them. */
 TQVEC_API int tqvec_collection_add(tqvec_collection *c, const tqvec_element *elems, size_t n, size_t *added,

@@ -249,16 +249,19 @@ Test(collection, bad_input_changes_nothing)
     const tq_config cfg = config(TQ_METRIC_COSINE, TQ_REFINE_NONE);
     tq_collection *c = open_coll(&cfg, 100, TQ_FSYNC_NO);
     add_one(c, 1, 1);
-    float v[D], zero[D] = {0};
+    float v[D];
     vector_of(2, 1, v);
     char longkey[TQ_MAX_KEY_BYTES + 1];
     memset(longkey, 'k', sizeof(longkey));
     tq_element good = {.key = "ok", .key_len = 2, .vector = v};
+    float inf[D];
+    vector_of(3, 1, inf);
+    inf[D - 1] = INFINITY;
     tq_element bad[] = {
-        {.key = "", .key_len = 0, .vector = v},
+        {.key = NULL, .key_len = 0, .vector = v},
         {.key = longkey, .key_len = sizeof(longkey), .vector = v},
         {.key = "a", .key_len = 1, .vector = v, .attr = "x", .attr_len = TQ_MAX_ATTR_BYTES + 1},
-        {.key = "z", .key_len = 1, .vector = zero},
+        {.key = "z", .key_len = 1, .vector = inf},
     };
     const int codes[] = {TQ_EARG, TQ_EARG, TQ_EARG, TQ_EVALUE};
     tq_error err;
@@ -278,6 +281,21 @@ Test(collection, bad_input_changes_nothing)
     c = open_coll(&cfg, 100, TQ_FSYNC_NO);
     tq_collection_stats_get(c, &st);
     cr_assert_eq(st.live, 1, "nothing rejected reached the log");
+    /* The empty key is a key like any other (Redis allows it). */
+    tq_element empty = {.key = "", .key_len = 0, .vector = v, .attr = "{}", .attr_len = 2};
+    v[5] = 0.5f;
+    cr_assert_eq(tq_collection_add(c, &empty, 1, NULL, &err), TQ_OK, "%s", err.msg);
+    cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg);
+    cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+    c = open_coll(&cfg, 100, TQ_FSYNC_NO);
+    char got[8];
+    size_t got_len;
+    cr_assert_eq(tq_collection_get(c, "", 0, NULL, got, sizeof(got), &got_len, &err), TQ_OK, "%s", err.msg);
+    cr_assert(got_len == 2 && !memcmp(got, "{}", 2));
+    cr_assert_eq(tq_collection_remove(c, "", 0, &err), TQ_OK, "%s", err.msg);
+    cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+    c = open_coll(&cfg, 100, TQ_FSYNC_NO);
+    cr_assert_eq(tq_collection_get(c, "", 0, NULL, NULL, 0, NULL, &err), TQ_ENOTFOUND, "the removal was logged");
 
     tq_collection *second;
     tq_collection_options o = {.cfg = cfg};

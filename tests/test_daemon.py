@@ -359,12 +359,23 @@ def test_binary_blobs_and_keys(d):
         assert name == "tqvecd.lock" or (name.startswith("v-") and all(ch in "0123456789abcdef" for ch in name[2:])), name
     assert c.call("KEYS", "*") == [key]
     assert c.call("VADD", "k" * 101, "VALUES", 2, 1, 0, "a").startswith("ERR a vector set's key is 1 to 100 bytes")
-    # bad values: NaN in a blob, a zero vector under cosine, NaN as text
+    # bad values: NaN in a blob, NaN as text, a blob of a partial float
     assert c.call("VADD", key, "FP32", fp32([float("nan"), 0, 0, 1]), "n").startswith("ERR ")
-    assert c.call("VADD", key, "FP32", fp32([0, 0, 0, 0]), "z").startswith("ERR ")
     assert c.call("VADD", key, "VALUES", 4, "nan", 0, 0, 1, "n") == "ERR invalid vector specification"
     assert c.call("VADD", key, "FP32", b"\x00\x00\x80", "odd") == "ERR invalid vector specification"
     assert c.call("VCARD", key) == 1
+    # the empty name is a name like any other, as in Redis
+    assert c.call("VADD", key, "FP32", fp32([1, 1, 1, 1]), "", "SETATTR", '{"e":1}') == 1
+    assert c.call("VISMEMBER", key, "") == 1 and c.call("VGETATTR", key, "") == b'{"e":1}'
+    assert c.call("VSIM", key, "ELE", "", "COUNT", 1) == [b""]
+    assert c.call("VREM", key, "") == 1 and c.call("VISMEMBER", key, "") == 0
+    # a zero vector under cosine is stored, as Redis does, and scores 0.5
+    # (cosine 0) against any query
+    assert c.call("VADD", key, "FP32", fp32([0, 0, 0, 0]), "z") == 1
+    got = c.call("VSIM", key, "VALUES", 4, 1, 2, 3, 4, "WITHSCORES")
+    assert got[0] == elem and got[2:] == [b"z", b"0.5"], got
+    assert [float(x) for x in c.call("VEMB", key, "z")] == [0.0, 0.0, 0.0, 0.0]
+    assert c.call("VSIM", key, "VALUES", 4, 0, 0, 0, 0).startswith("ERR ")  # a zero query has no direction
 
 
 def test_small_commands(d):
@@ -701,6 +712,24 @@ def test_vrange_vlinks_config_object(d):
     assert c.call("OBJECT", "ENCODING", "r") == b"tq4+code8" and c.call("OBJECT", "ENCODING", "nokey") is None
     assert c.call("OBJECT", "REFCOUNT", "r") == 1
     assert c.call("MEMORY", "USAGE", "r") > 103 * 6 and c.call("MEMORY", "USAGE", "nokey") is None
+
+
+def test_inputs_redis_accepts():
+    """What Redis takes and tqvecd once refused: attributes over 1 MiB (the
+    default request limit, 64 MiB, lets them through), COUNT beyond 100,000,
+    VRANDMEMBER beyond the set's size."""
+    d = Daemon()
+    try:
+        c = d.conn()
+        big = '{"text":"%s"}' % ("x" * (2 << 20))
+        assert c.call("VADD", "s", "VALUES", 2, 1, 0, "a", "SETATTR", big) == 1
+        assert c.call("VGETATTR", "s", "a") == big.encode()
+        assert c.call("VSIM", "s", "VALUES", 2, 1, 0, "FILTER", '.text != ""') == [b"a"]
+        assert c.call("VADD", "s", "VALUES", 2, 0, 1, "b") == 1
+        assert c.call("VSIM", "s", "VALUES", 2, 1, 0, "COUNT", 200000) == [b"a", b"b"]
+        assert sorted(c.call("VRANDMEMBER", "s", 50)) == [b"a", b"b"]
+    finally:
+        d.stop()
 
 
 def test_restart_keeps_everything(d):

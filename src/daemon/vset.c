@@ -123,21 +123,13 @@ static const char *code_name(const tqd_vset *v)
     return buf;
 }
 
-/* Whether a call on element elem failed only because there is no such
- * element: absent, or named by the empty string (which the library refuses
- * as an argument, and which no element can have). */
-static bool no_such_element(int rc, const tqd_arg *elem)
-{
-    return rc == TQVEC_ENOTFOUND || (rc == TQVEC_EARG && elem->len == 0);
-}
-
 /* The reply to an element write (VREM, VSETATTR), as Redis gives it:
  * 1 when done, 0 when there is no such key or element. */
-static void reply_element_write(tqd_reply *r, int rc, const tqd_arg *elem, const tqvec_error *err)
+static void reply_element_write(tqd_reply *r, int rc, const tqvec_error *err)
 {
     if (rc == TQVEC_OK)
         tqd_reply_bool(r, true);
-    else if (no_such_element(rc, elem))
+    else if (rc == TQVEC_ENOTFOUND)
         tqd_reply_bool(r, false);
     else
         tqd_reply_tqvec_error(r, err);
@@ -381,7 +373,7 @@ static bool vsim_prepare(tqd_vset *v, const tqd_arg *argv, size_t argc, vsim_que
             return false;
         }
         int rc = tqvec_collection_get(v->c, argv[3].p, argv[3].len, q->vec, NULL, 0, NULL, &err);
-        if (no_such_element(rc, &argv[3])) {
+        if (rc == TQVEC_ENOTFOUND) {
             tqd_reply_error(r, "ERR element not found in set");
             goto fail;
         }
@@ -573,7 +565,7 @@ static void cmd_vrem(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     if (rc == TQVEC_OK)
         tqd_keyspace_drop_if_empty(v);
     pthread_mutex_unlock(&v->write_lock);
-    reply_element_write(r, rc, &argv[2], &err);
+    reply_element_write(r, rc, &err);
     tqd_vset_release(v);
 }
 
@@ -617,7 +609,7 @@ static void cmd_vemb(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     tqvec_error err;
     int rc = !v ? TQVEC_ENOTFOUND : !vec ? TQVEC_ENOMEM
                                          : tqvec_collection_get(v->c, argv[2].p, argv[2].len, vec, NULL, 0, NULL, &err);
-    if (no_such_element(rc, &argv[2])) {
+    if (rc == TQVEC_ENOTFOUND) {
         tqd_reply_null(r);
     } else if (rc == TQVEC_ENOMEM && !vec) {
         tqd_reply_error(r, "ERR out of memory");
@@ -718,7 +710,7 @@ static void cmd_vsetattr(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_r
     int rc = v->dropped ? TQVEC_ENOTFOUND
                         : tqvec_collection_set_attrs(v->c, argv[2].p, argv[2].len, argv[3].p, argv[3].len, &err);
     pthread_mutex_unlock(&v->write_lock);
-    reply_element_write(r, rc, &argv[2], &err);
+    reply_element_write(r, rc, &err);
     tqd_vset_release(v);
 }
 
@@ -731,7 +723,7 @@ static void cmd_vgetattr(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_r
     size_t len = 0;
     tqvec_error err;
     int rc = v ? current_attrs(v, &argv[2], &attrs, &len, &err) : TQVEC_OK;
-    if (rc && !no_such_element(rc, &argv[2]))
+    if (rc && rc != TQVEC_ENOTFOUND)
         tqd_reply_tqvec_error(r, &err);
     else if (!attrs)
         tqd_reply_null(r);
@@ -746,7 +738,7 @@ static void cmd_vismember(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_
     (void)cl;
     (void)argc;
     tqd_vset *v = tqd_keyspace_get(cl->db, argv[1].p, argv[1].len);
-    bool found = v && argv[2].len &&
+    bool found = v &&
                  tqvec_collection_get(v->c, argv[2].p, argv[2].len, NULL, NULL, 0, NULL, NULL) == TQVEC_OK;
     tqd_reply_bool(r, found);
     tqd_vset_release(v);
@@ -864,7 +856,7 @@ static void cmd_vlinks(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_rep
                                  .rerank = v->refine != TQVEC_REFINE_NONE ? TQD_DEFAULT_RERANK : 0};
         rc = tqvec_collection_search(v->c, vec, 1, &p, &res, &err);
     }
-    if (no_such_element(rc, &argv[2])) {
+    if (rc == TQVEC_ENOTFOUND) {
         tqd_reply_null(r);
     } else if (rc) {
         if (rc == TQVEC_ENOMEM && !vec)
