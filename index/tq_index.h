@@ -103,7 +103,7 @@ uint64_t tq_seed_derive(uint64_t seed, uint64_t tag);
 /* -------------------------------------------------------------- rotation */
 
 #define TQ_MIN_DIM 2u
-#define TQ_MAX_DIM 16384u
+#define TQ_MAX_DIM 65536u
 #define TQ_DEFAULT_ROTATION_ROUNDS 3u
 
 typedef struct tq_rotation {

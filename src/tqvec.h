@@ -111,7 +111,7 @@ typedef enum tqvec_center {
 } tqvec_center;
 
 #define TQVEC_MIN_DIM 2
-#define TQVEC_MAX_DIM 16384
+#define TQVEC_MAX_DIM 65536
 #define TQVEC_MIN_BITS 1
 #define TQVEC_DEFAULT_BITS 4
 #define TQVEC_MAX_BITS 4

@@ -56,7 +56,7 @@ Test(codebook, uniform_density_at_d3)
 
 Test(codebook, structure_for_every_d_and_bits)
 {
-    const uint32_t dims[] = {2, 3, 4, 50, 128, 784, 1536, 4096, 16384};
+    const uint32_t dims[] = {2, 3, 4, 50, 128, 784, 1536, 4096, 16384, 65536};
     for (size_t t = 0; t < sizeof(dims) / sizeof(dims[0]); t++) {
         double prev_mse = INFINITY;
         for (unsigned b = 1; b <= 8; b++) {
@@ -103,7 +103,7 @@ Test(codebook, grid_quantizer_is_exact)
     /* The fast 8-bit path must give exactly the kernel's definition: the
      * count of bounds strictly below x, on bounds themselves, their float
      * neighbours, far outside, and at random. */
-    const uint32_t dims[] = {2, 128, 1536, 16384};
+    const uint32_t dims[] = {2, 128, 1536, 16384, 65536};
     tq_rng r;
     tq_rng_seed(&r, 31);
     float x[4096];

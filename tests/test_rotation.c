@@ -8,7 +8,7 @@
 #include "tq_index.h"
 
 static const uint32_t dims[] = {2, 3, 4, 5, 7, 16, 17, 100, 127, 128, 129, 384, 784, 1000, 1023, 1024, 1025,
-                                1536, 3000, 4096, 10000, 16383, 16384};
+                                1536, 3000, 4096, 10000, 16383, 16384, 65535, 65536};
 #define NDIMS (sizeof(dims) / sizeof(dims[0]))
 
 static double norm2(const float *x, uint32_t d)
