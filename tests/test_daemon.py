@@ -264,7 +264,7 @@ def test_vadd_vsim_basics(d):
     assert d.cli("VADD", "s", "VALUES", 3, 1, 0, 0, "x", "WHAT") == "ERR invalid option after element"
     assert d.cli("VADD", "s", "VALUES", 3, 1, 0, 0, "x", "NOQUANT") == \
         "ERR asked quantization mismatch with existing vector set"
-    assert d.cli("VADD", "s", "REDUCE", 2, "VALUES", 3, 1, 0, 0, "x").startswith("ERR REDUCE is not supported")
+    assert d.cli("VADD", "s", "REDUCE", 2, "VALUES", 3, 1, 0, 0, "x").startswith("ERR REDUCE 2 does not match")
     # HNSW-only options are accepted and ignored
     assert d.cli("VADD", "s", "VALUES", 3, 0, 0, 1, "d", "CAS", "EF", 200, "M", 16, "Q8") == "1"
     assert d.cli("VCARD", "s") == "4"
@@ -714,10 +714,69 @@ def test_vrange_vlinks_config_object(d):
     assert c.call("MEMORY", "USAGE", "r") > 103 * 6 and c.call("MEMORY", "USAGE", "nokey") is None
 
 
+def test_reduce_and_one_dimension(d):
+    """VADD ... REDUCE: the set keeps the projection's seed, VSIM takes
+    full-size vectors, recall against the unreduced set stays high; the
+    shape survives a restart, COPY and DUMP/RESTORE. One-dimensional sets
+    work as Redis's (padded inside)."""
+    # embeddings-like data: 64 coordinates driven by 8 latent ones, plus noise
+    rng = random.Random(11)
+    mix = [[rng.gauss(0, 1) for _ in range(8)] for _ in range(64)]
+    latent = vectors(400, 8, seed=12)
+    vs = [[sum(m * z for m, z in zip(row, lat)) + rng.gauss(0, 0.1) for row in mix] for lat in latent]
+    c = d.conn()
+    for i, v in enumerate(vs):
+        c.send("VADD", "red", "REDUCE", 32, "FP32", fp32(v), "e%d" % i)
+        c.send("VADD", "full", "FP32", fp32(v), "e%d" % i)
+    assert all(c.reply() == 1 for _ in range(2 * len(vs)))
+    assert c.call("VDIM", "red") == 32 and c.call("VDIM", "full") == 64
+    info = c.call("VINFO", "red")
+    info = dict(zip(info[0::2], info[1::2]))
+    assert info["vector-dim"] == 32 and info["projection-input-dim"] == 64
+    assert len(c.call("VEMB", "red", "e1")) == 32
+    assert c.call("VADD", "red", "FP32", fp32(vs[0][:32]), "short") == Err(
+        "ERR Vector dimension mismatch - got 32 but set has 64")
+    assert c.call("VADD", "red", "REDUCE", 16, "FP32", fp32(vs[0]), "x").startswith("ERR REDUCE 16 does not match")
+    assert c.call("VADD", "full", "REDUCE", 32, "FP32", fp32(vs[0]), "x").startswith("ERR REDUCE 32 does not match")
+    assert c.call("VADD", "bad", "REDUCE", 64, "FP32", fp32(vs[0]), "x").startswith("ERR REDUCE dimension 64 must")
+    assert c.call("VADD", "red", "REDUCE", 32, "FP32", fp32(vs[1]), "e1") == 0  # REDUCE repeated: fine
+    # recall@10 of the reduced set against exact cosine neighbours
+    hits = {"red": 0, "full": 0}
+    for qi in range(20):
+        q = vs[qi * 7]
+        exact = {b"e%d" % i for i in sorted(range(len(vs)), key=lambda i: -cosine(q, vs[i]))[:10]}
+        for k in hits:
+            hits[k] += len(exact & set(c.call("VSIM", k, "FP32", fp32(q), "COUNT", 10)))
+    assert hits["red"] >= 0.6 * hits["full"], "recall@10 reduced %d/200, unreduced %d/200" % (
+        hits["red"], hits["full"])
+    before = c.call("VSIM", "red", "FP32", fp32(vs[3]), "WITHSCORES", "COUNT", 10)
+    assert c.call("COPY", "red", "red2") == 1
+    payload = c.call("DUMP", "red")
+    assert c.call("RESTORE", "red3", 0, payload) == "OK"
+    # one dimension
+    assert c.call("VADD", "one", "VALUES", 1, 2.5, "pos") == 1
+    assert c.call("VADD", "one", "VALUES", 1, -1, "neg") == 1
+    emb = [float(x) for x in c.call("VEMB", "one", "pos")]
+    assert c.call("VDIM", "one") == 1 and len(emb) == 1 and abs(emb[0] - 1) < 0.02, emb
+    got = c.call("VSIM", "one", "VALUES", 1, 3, "WITHSCORES")
+    assert got[0::2] == [b"pos", b"neg"] and float(got[1]) > 0.99 and float(got[3]) < 0.01, got
+    assert c.call("VADD", "one", "VALUES", 2, 1, 0, "x") == Err("ERR Vector dimension mismatch - got 2 but set has 1")
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=30) == 0
+    d.log.close()
+    d.start()
+    c = d.conn()
+    for k in ("red", "red2", "red3"):
+        assert c.call("VSIM", k, "FP32", fp32(vs[3]), "WITHSCORES", "COUNT", 10) == before, k
+        assert c.call("VDIM", k) == 32
+    assert c.call("VADD", "red3", "FP32", fp32(vs[5]), "again") == 1
+    assert c.call("VSIM", "one", "VALUES", 1, -2, "COUNT", 1) == [b"neg"] and c.call("VDIM", "one") == 1
+
+
 def test_inputs_redis_accepts():
     """What Redis takes and tqvecd once refused: attributes over 1 MiB (the
     default request limit, 64 MiB, lets them through), COUNT beyond 100,000,
-    VRANDMEMBER beyond the set's size."""
+    VRANDMEMBER beyond the set's size, dimensions up to 65,536."""
     d = Daemon()
     try:
         c = d.conn()
@@ -728,6 +787,13 @@ def test_inputs_redis_accepts():
         assert c.call("VADD", "s", "VALUES", 2, 0, 1, "b") == 1
         assert c.call("VSIM", "s", "VALUES", 2, 1, 0, "COUNT", 200000) == [b"a", b"b"]
         assert sorted(c.call("VRANDMEMBER", "s", 50)) == [b"a", b"b"]
+        # dimensions 1 to 65,536, as Redis
+        wide = [math.sin(i * 0.01) for i in range(65536)]
+        assert c.call("VADD", "wide", "FP32", fp32(wide), "w") == 1
+        assert c.call("VDIM", "wide") == 65536
+        assert c.call("VSIM", "wide", "FP32", fp32(wide), "COUNT", 1) == [b"w"]
+        assert c.call("VADD", "wider", "FP32", fp32(wide + [1.0]), "w") == Err(
+            "ERR vector dimension 65537 is above the limit 65536")
     finally:
         d.stop()
 

@@ -150,6 +150,17 @@ void tqd_reply_tqvec_error(tqd_reply *r, const tqvec_error *e);
 
 /* -------------------------------------------------------------- keyspace */
 
+/* How a set's vectors arrive, when not at the collection's dimension:
+ * REDUCE (VADD ... REDUCE dim: a seeded random projection from input_dim
+ * down to the collection's) or one dimension (padded with a zero, since a
+ * rotation needs two). Fixed when the set is created. */
+enum { TQD_SHAPE_PLAIN = 0, TQD_SHAPE_PAD = 1, TQD_SHAPE_REDUCE = 2 };
+typedef struct tqd_shape {
+    uint32_t kind;
+    uint32_t input_dim;       /* PAD: 1; REDUCE: the vectors' dimension */
+    uint64_t seed;            /* REDUCE: the projection's */
+} tqd_shape;
+
 /* A key's collection, shared by reference: commands hold one while they
  * use it, so DEL can unlink a key whose collection a search still reads. */
 typedef struct tqd_vset {
@@ -158,6 +169,8 @@ typedef struct tqd_vset {
     int db;
     char *dir;
     int64_t expire_ms;        /* Unix ms when the key goes; 0: never */
+    tqd_shape shape;
+    _Atomic(float *) projection; /* REDUCE: built on first use, freed with the set */
     uint64_t uid;             /* distinct per set while the daemon runs */
     tqvec_collection *c;
     /* Serializes read-modify-write commands on this key (VADD keeping old
@@ -182,7 +195,7 @@ void tqd_keyspace_close(void);
 tqd_vset *tqd_keyspace_get(int db, const char *name, size_t len);
 /* Get, or create with opts if absent (*created tells which). */
 int tqd_keyspace_get_or_create(int db, const char *name, size_t len, const tqvec_collection_options *opts,
-                               tqd_vset **out, bool *created, tqvec_error *err);
+                               const tqd_shape *shape, tqd_vset **out, bool *created, tqvec_error *err);
 void tqd_vset_release(tqd_vset *v);
 /* Unlink the key: new commands no longer find it; its files go when the
  * last reference is released. Returns false if it did not exist. */
@@ -221,10 +234,13 @@ int tqd_keyspace_copy(int db, const char *name, size_t len, int to_db, const cha
 /* A fresh directory name under DIR for a copy being built (malloc'd);
  * leftovers are removed at start. */
 char *tqd_keyspace_stage_dir(void);
-/* A consistent copy of v's collection into stage (a new directory). */
-int tqd_keyspace_backup(tqd_vset *v, const char *stage, tqvec_error *err);
-/* Write an expiry into a staged copy before it is adopted. */
+/* A consistent copy of v's collection and shape into stage (a new
+ * directory), with its expiry when with_expiry (COPY does, DUMP does not). */
+int tqd_keyspace_backup(tqd_vset *v, const char *stage, bool with_expiry, tqvec_error *err);
+/* Set the expiry of a staged copy before it is adopted (its shape kept). */
 int tqd_keyspace_stage_expiry(const char *stage, int64_t when_ms, tqvec_error *err);
+/* The name of the daemon's file beside a collection (for DUMP's payload). */
+#define TQD_META_FILE "tqvecd.meta"
 /* Make the collection staged in directory stage key (db, name): renamed
  * into place and opened with every byte verified. The stage is gone
  * afterwards either way. Results as for rename. */

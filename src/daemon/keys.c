@@ -11,7 +11,8 @@
  * sets of tqvec's kind): the collection's own files, each already
  * versioned and checksummed, framed as
  *   "TQVDUMP\0", u32 format 1, u32 file count,
- *   per file: u16 path length, path (relative: MANIFEST, seg/..., wal/...),
+ *   per file: u16 path length, path (relative: MANIFEST, tqvecd.meta when
+ *             the set has a shape, seg/..., wal/...),
  *             u64 length, bytes,
  *   u64 XXH3-64 of everything before it.
  * RESTORE checks the frame and its checksum ("DUMP payload version or
@@ -397,8 +398,10 @@ static bool dump_dir(const char *root, tqd_buf *b)
 {
     uint32_t format = DUMP_FORMAT, count = 0;
     size_t count_at = sizeof(DUMP_MAGIC) + 4;
+    char meta[PATH_MAX];
+    snprintf(meta, sizeof(meta), "%s/" TQD_META_FILE, root);
     if (!put(b, DUMP_MAGIC, sizeof(DUMP_MAGIC)) || !put(b, &format, 4) || !put(b, &count, 4) ||
-        !put_file(b, root, "MANIFEST", &count))
+        !put_file(b, root, "MANIFEST", &count) || (access(meta, F_OK) == 0 && !put_file(b, root, TQD_META_FILE, &count)))
         return false;
     static const char *const subs[] = {"seg", "wal"};
     for (int s = 0; s < 2; s++) {
@@ -425,10 +428,12 @@ static bool dump_dir(const char *root, tqd_buf *b)
     return put(b, &sum, 8);
 }
 
-/* A relative path of a dump: MANIFEST or seg/NAME or wal/NAME, NAME plain. */
+/* A relative path of a dump: MANIFEST, the daemon's meta file, or seg/NAME
+ * or wal/NAME with NAME plain. */
 static bool safe_path(const char *p, size_t n)
 {
-    if (n == 8 && !memcmp(p, "MANIFEST", 8))
+    if ((n == 8 && !memcmp(p, "MANIFEST", 8)) ||
+        (n == sizeof(TQD_META_FILE) - 1 && !memcmp(p, TQD_META_FILE, n)))
         return true;
     if (n < 5 || n > 255 || (memcmp(p, "seg/", 4) && memcmp(p, "wal/", 4)))
         return false;
@@ -508,7 +513,7 @@ static void cmd_dump(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     char *stage = tqd_keyspace_stage_dir();
     tqd_buf b = {0};
     tqvec_error err;
-    int rc = stage ? tqd_keyspace_backup(v, stage, &err) : TQVEC_ENOMEM;
+    int rc = stage ? tqd_keyspace_backup(v, stage, false, &err) : TQVEC_ENOMEM;
     if (rc == TQD_NO_KEY)
         tqd_reply_null(r);
     else if (rc)

@@ -198,34 +198,58 @@ char *tqd_keyspace_stage_dir(void)
 
 /* ------------------------------------------------------------- meta file */
 
-/* DIR/v.../tqvecd.meta, 32 bytes: "TQVDMETA", u32 version 1, u32 0, i64
- * expiry in Unix ms, u64 XXH3-64 of the 24 bytes before it. */
-#define META_NAME "tqvecd.meta"
-#define META_VERSION 1u
+/* DIR/v.../tqvecd.meta, what the daemon keeps beside a collection:
+ *   "TQVDMETA", u32 version, u32 0, i64 expiry in Unix ms (0: none),
+ *   version 2 adds: u32 shape kind, u32 input dimension, u64 seed,
+ *   then u64 XXH3-64 of every byte before it.
+ * Version 1 (32 bytes: the expiry only) is still read. */
+#define META_VERSION 2u
 
-static int64_t read_expiry(const char *dir)
+typedef struct meta {
+    int64_t expire_ms;
+    tqd_shape shape;
+} meta;
+
+static bool meta_is_plain(const meta *m)
 {
+    return m->expire_ms == 0 && m->shape.kind == TQD_SHAPE_PLAIN;
+}
+
+/* A missing file is the plain meta; a damaged one is an error (-1): the
+ * shape cannot be guessed, and serving the set without it would corrupt
+ * every later write. */
+static int read_meta(const char *dir, meta *m)
+{
+    *m = (meta){0};
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/" META_NAME, dir);
+    snprintf(path, sizeof(path), "%s/" TQD_META_FILE, dir);
     FILE *f = fopen(path, "rb");
     if (!f)
-        return 0;
-    uint8_t b[32];
+        return errno == ENOENT ? 0 : -1;
+    uint8_t b[64];
     size_t n = fread(b, 1, sizeof(b), f);
     fclose(f);
-    uint32_t version;
-    int64_t when;
+    uint32_t version = 0;
+    if (n >= 16)
+        memcpy(&version, b + 8, 4);
+    const size_t want = version == 1 ? 32 : 48;
     uint64_t sum;
-    memcpy(&version, b + 8, 4);
-    memcpy(&when, b + 16, 8);
-    memcpy(&sum, b + 24, 8);
-    if (n != sizeof(b) || memcmp(b, "TQVDMETA", 8) || version != META_VERSION || sum != XXH3_64bits(b, 24) ||
-        when < 0) {
-        /* The vectors are intact: keep them, without an expiry. */
-        tqd_log(TQD_LOG_WARNING, "%s is damaged or of an unknown version; the key keeps no expiry", path);
-        return 0;
+    if (n != want || memcmp(b, "TQVDMETA", 8) || (version != 1 && version != META_VERSION) ||
+        (memcpy(&sum, b + want - 8, 8), sum != XXH3_64bits(b, want - 8))) {
+        tqd_log(TQD_LOG_WARNING, "%s is damaged or of an unknown version", path);
+        return -1;
     }
-    return when;
+    memcpy(&m->expire_ms, b + 16, 8);
+    if (version >= 2) {
+        memcpy(&m->shape.kind, b + 24, 4);
+        memcpy(&m->shape.input_dim, b + 28, 4);
+        memcpy(&m->shape.seed, b + 32, 8);
+    }
+    if (m->expire_ms < 0 || m->shape.kind > TQD_SHAPE_REDUCE) {
+        tqd_log(TQD_LOG_WARNING, "%s holds values out of range", path);
+        return -1;
+    }
+    return 0;
 }
 
 static int sync_dir(const char *path)
@@ -237,22 +261,26 @@ static int sync_dir(const char *path)
     return rc;
 }
 
-/* Write (when > 0) or remove (when 0) dir's expiry, durably. */
-static int write_expiry(const char *dir, int64_t when, tqvec_error *err)
+/* Write dir's meta durably (or remove the file when there is nothing to
+ * keep). */
+static int write_meta(const char *dir, const meta *m, tqvec_error *err)
 {
     char path[PATH_MAX], tmp[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/" META_NAME, dir);
-    snprintf(tmp, sizeof(tmp), "%s/" META_NAME ".tmp", dir);
-    if (when == 0) {
+    snprintf(path, sizeof(path), "%s/" TQD_META_FILE, dir);
+    snprintf(tmp, sizeof(tmp), "%s/" TQD_META_FILE ".tmp", dir);
+    if (meta_is_plain(m)) {
         if (unlink(path) && errno != ENOENT)
             goto fail;
     } else {
-        uint8_t b[32] = "TQVDMETA";
+        uint8_t b[48] = "TQVDMETA";
         uint32_t version = META_VERSION;
         memcpy(b + 8, &version, 4);
-        memcpy(b + 16, &when, 8);
-        uint64_t sum = XXH3_64bits(b, 24);
-        memcpy(b + 24, &sum, 8);
+        memcpy(b + 16, &m->expire_ms, 8);
+        memcpy(b + 24, &m->shape.kind, 4);
+        memcpy(b + 28, &m->shape.input_dim, 4);
+        memcpy(b + 32, &m->shape.seed, 8);
+        uint64_t sum = XXH3_64bits(b, 40);
+        memcpy(b + 40, &sum, 8);
         int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0)
             goto fail;
@@ -269,6 +297,11 @@ fail:
     return err->code = TQVEC_EIO;
 }
 
+static meta meta_of(const tqd_vset *v)
+{
+    return (meta){.expire_ms = v->expire_ms, .shape = v->shape};
+}
+
 /* ----------------------------------------------------------------- table */
 
 static void vset_free(tqd_vset *v)
@@ -276,6 +309,7 @@ static void vset_free(tqd_vset *v)
     if (!v)
         return;
     free(v->dir);
+    free(atomic_load(&v->projection));
     pthread_mutex_destroy(&v->write_lock);
     free(v);
 }
@@ -402,6 +436,16 @@ int tqd_keyspace_open(const tqd_config *cfg)
         }
         tqvec_collection_options o = open_options(v);
         tqvec_error err;
+        meta m;
+        if (read_meta(v->dir, &m)) {
+            tqd_log(TQD_LOG_WARNING, "cannot read how vector set '%s' in %s was shaped: not serving it", v->name,
+                    v->dir);
+            vset_free(v);
+            rc = -1;
+            break;
+        }
+        v->expire_ms = m.expire_ms;
+        v->shape = m.shape;
         int orc = tqvec_collection_open(v->dir, &o, &v->c, &err);
         struct stat st;
         snprintf(path, sizeof(path), "%s/MANIFEST", v->dir);
@@ -421,7 +465,6 @@ int tqd_keyspace_open(const tqd_config *cfg)
             break;
         }
         vset_describe(v);
-        v->expire_ms = read_expiry(v->dir);
         if (table_push(v)) {
             tqvec_collection_close(v->c, NULL);
             vset_free(v);
@@ -502,7 +545,7 @@ static bool room_for_one_more(tqvec_error *err)
 static bool expire_if_due(int db, const char *name, size_t len);
 
 int tqd_keyspace_get_or_create(int db, const char *name, size_t len, const tqvec_collection_options *opts,
-                               tqd_vset **out, bool *created, tqvec_error *err)
+                               const tqd_shape *shape, tqd_vset **out, bool *created, tqvec_error *err)
 {
     *out = NULL;
     *created = false;
@@ -533,9 +576,19 @@ int tqd_keyspace_get_or_create(int db, const char *name, size_t len, const tqvec
     o.create = 1;
     o.log = collection_log;
     o.log_ctx = v->name;
-    /* The collection makes its directory, and syncs it into the data
-     * directory before the set can be acknowledged. */
-    if ((rc = tqvec_collection_open(v->dir, &o, &v->c, err)) != TQVEC_OK) {
+    /* A shape goes into the directory before the collection: a set whose
+     * manifest exists always has its shape (one without a manifest is
+     * removed at start). The collection makes its directory otherwise,
+     * and syncs it into the data directory before the set can be
+     * acknowledged. */
+    meta m = {.shape = shape ? *shape : (tqd_shape){0}};
+    v->shape = m.shape;
+    if (!meta_is_plain(&m) && mkdir(v->dir, 0755) && errno != EEXIST) {
+        snprintf(err->message, sizeof(err->message), "cannot create %.160s: %s", v->dir, strerror(errno));
+        rc = err->code = TQVEC_EIO;
+    } else if (!meta_is_plain(&m) && (rc = write_meta(v->dir, &m, err))) {
+        remove_tree(v->dir);
+    } else if ((rc = tqvec_collection_open(v->dir, &o, &v->c, err)) != TQVEC_OK) {
         remove_tree(v->dir);
     } else if (table_push(v)) {
         tqvec_collection_close(v->c, NULL);
@@ -714,10 +767,14 @@ int tqd_keyspace_set_expiry(tqd_vset *v, int64_t when_ms, tqvec_error *err)
     if (v->dropped) {
         snprintf(err->message, sizeof(err->message), "the key was deleted meanwhile");
         rc = err->code = TQVEC_ENOTFOUND;
-    } else if (!(rc = write_expiry(v->dir, when_ms, err))) {
-        pthread_mutex_lock(&ks.lock);
-        v->expire_ms = when_ms;
-        pthread_mutex_unlock(&ks.lock);
+    } else {
+        meta m = meta_of(v);
+        m.expire_ms = when_ms;
+        if (!(rc = write_meta(v->dir, &m, err))) {
+            pthread_mutex_lock(&ks.lock);
+            v->expire_ms = when_ms;
+            pthread_mutex_unlock(&ks.lock);
+        }
     }
     pthread_mutex_unlock(&v->write_lock);
     return rc;
@@ -802,7 +859,14 @@ int tqd_keyspace_adopt(int db, const char *name, size_t len, const char *stage, 
         sync_root();
         tqvec_collection_options o = open_options(v);
         o.verify = 1; /* a copy from elsewhere: check every byte before serving it */
-        if ((rc = tqvec_collection_open(v->dir, &o, &v->c, err)) || table_push(v)) {
+        meta m;
+        if (read_meta(v->dir, &m)) {
+            snprintf(err->message, sizeof(err->message), "the copy's " TQD_META_FILE " is damaged");
+            rc = err->code = TQVEC_ECORRUPT;
+            remove_tree(v->dir);
+        } else if ((v->expire_ms = m.expire_ms, v->shape = m.shape,
+                    rc = tqvec_collection_open(v->dir, &o, &v->c, err)) ||
+                   table_push(v)) {
             if (!rc) {
                 tqvec_collection_close(v->c, NULL);
                 snprintf(err->message, sizeof(err->message), "out of memory adding a vector set");
@@ -811,7 +875,6 @@ int tqd_keyspace_adopt(int db, const char *name, size_t len, const char *stage, 
             remove_tree(v->dir);
         } else {
             vset_describe(v);
-            v->expire_ms = read_expiry(v->dir);
             v = NULL; /* in the table now */
         }
     }
@@ -840,15 +903,8 @@ int tqd_keyspace_copy(int db, const char *name, size_t len, int to_db, const cha
         rc = err->code = TQVEC_ENOMEM;
         goto out;
     }
-    /* The key's write lock keeps a drop from moving the directory away
-     * while it is copied. */
-    pthread_mutex_lock(&v->write_lock);
-    if (v->dropped)
-        rc = TQD_NO_KEY;
-    else if (!(rc = tqvec_collection_backup(v->c, stage, err)) && v->expire_ms)
-        rc = write_expiry(stage, v->expire_ms, err); /* as Redis: the copy keeps the expiry */
-    pthread_mutex_unlock(&v->write_lock);
-    if (rc)
+    /* As Redis: the copy keeps the expiry. */
+    if ((rc = tqd_keyspace_backup(v, stage, true, err)))
         remove_tree(stage);
     else
         rc = tqd_keyspace_adopt(to_db, to, to_len, stage, replace, err);
@@ -858,17 +914,30 @@ out:
     return rc;
 }
 
-int tqd_keyspace_backup(tqd_vset *v, const char *stage, tqvec_error *err)
+int tqd_keyspace_backup(tqd_vset *v, const char *stage, bool with_expiry, tqvec_error *err)
 {
+    /* The key's write lock keeps a drop from moving the directory away
+     * while it is copied. */
     pthread_mutex_lock(&v->write_lock);
+    meta m = meta_of(v);
+    if (!with_expiry)
+        m.expire_ms = 0;
     int rc = v->dropped ? TQD_NO_KEY : tqvec_collection_backup(v->c, stage, err);
+    if (!rc)
+        rc = write_meta(stage, &m, err);
     pthread_mutex_unlock(&v->write_lock);
     return rc;
 }
 
 int tqd_keyspace_stage_expiry(const char *stage, int64_t when_ms, tqvec_error *err)
 {
-    return write_expiry(stage, when_ms, err);
+    meta m;
+    if (read_meta(stage, &m)) {
+        snprintf(err->message, sizeof(err->message), "the copy's " TQD_META_FILE " is damaged");
+        return err->code = TQVEC_ECORRUPT;
+    }
+    m.expire_ms = when_ms;
+    return write_meta(stage, &m, err);
 }
 
 /* ------------------------------------------------------------ listings */

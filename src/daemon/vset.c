@@ -22,8 +22,11 @@
  *     at most COUNT * TQVEC_MAX_RERANK elements.
  *   - FILTER runs inside the scan, so VSIM returns min(COUNT, matching)
  *     elements at any selectivity; FILTER-EF is accepted and not needed.
- *   - REDUCE (random projection) is refused: the rotation already spreads
- *     every coordinate, and codes are 4 bits per dimension.
+ *   - REDUCE projects with seeded random signs (Achlioptas), kept as a seed
+ *     beside the collection; one-dimensional sets are stored padded to
+ *     two dimensions (a rotation needs two). VDIM and VEMB report what
+ *     Redis reports: the reduced dimension and vector, or the one
+ *     coordinate.
  *   - VEMB returns the stored vector (normalized, for cosine sets); VEMB
  *     RAW returns the set's code name, the vector as an FP32 blob and its
  *     L2 norm.
@@ -135,6 +138,86 @@ static void reply_element_write(tqd_reply *r, int rc, const tqvec_error *err)
         tqd_reply_tqvec_error(r, err);
 }
 
+/* --------------------------------------------------------------- shape */
+
+/* The dimension a set's vectors arrive in (VADD, VSIM FP32/VALUES). */
+static uint32_t input_dim(const tqd_vset *v)
+{
+    return v->shape.kind == TQD_SHAPE_PLAIN ? v->dim : v->shape.input_dim;
+}
+
+/* The dimension VDIM, VEMB and VINFO report: the stored one, except that a
+ * one-dimensional set is padded to two inside. */
+static uint32_t reported_dim(const tqd_vset *v)
+{
+    return v->shape.kind == TQD_SHAPE_PAD ? 1 : v->dim;
+}
+
+/* REDUCE's projection holds at most this many entries (64 MB). */
+#define MAX_PROJECTION_ENTRIES ((size_t)1 << 24)
+
+/* The REDUCE projection, rows of input_dim entries, one per stored
+ * coordinate: random signs scaled by 1/sqrt(stored dim) (Achlioptas's
+ * projection, which keeps angles as a Gaussian one does), the signs the
+ * bits of splitmix64 from the set's seed. Integer arithmetic only, so
+ * every build makes the same matrix from the same seed. Built on first
+ * use; NULL when out of memory. */
+static const float *projection_of(tqd_vset *v)
+{
+    float *p = atomic_load(&v->projection);
+    if (p)
+        return p;
+    const size_t in = v->shape.input_dim, out = v->dim;
+    if (!(p = malloc(in * out * sizeof(float))))
+        return NULL;
+    const float scale = 1.0f / sqrtf((float)out);
+    uint64_t state = v->shape.seed, bits = 0;
+    for (size_t i = 0; i < in * out; i++) {
+        if (i % 64 == 0) {
+            uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            bits = z ^ (z >> 31);
+        }
+        p[i] = (bits >> (i % 64) & 1) ? scale : -scale;
+    }
+    float *none = NULL;
+    if (!atomic_compare_exchange_strong(&v->projection, &none, p)) {
+        free(p); /* another thread built it first */
+        p = none;
+    }
+    return p;
+}
+
+/* An arriving vector (input_dim floats) as the set stores it (v->dim
+ * floats, malloc'd); NULL when out of memory. */
+static float *stored_form(tqd_vset *v, const float *in)
+{
+    float *out = malloc(v->dim * sizeof(float));
+    if (!out)
+        return NULL;
+    if (v->shape.kind == TQD_SHAPE_PLAIN) {
+        memcpy(out, in, v->dim * sizeof(float));
+    } else if (v->shape.kind == TQD_SHAPE_PAD) {
+        out[0] = in[0];
+        out[1] = 0.0f;
+    } else {
+        const float *p = projection_of(v);
+        const size_t n = v->shape.input_dim;
+        if (!p) {
+            free(out);
+            return NULL;
+        }
+        for (uint32_t i = 0; i < v->dim; i++) {
+            float acc = 0.0f;
+            for (size_t j = 0; j < n; j++)
+                acc += p[i * n + j] * in[j];
+            out[i] = acc;
+        }
+    }
+    return out;
+}
+
 /* ---------------------------------------------------------------- VADD */
 
 /* The element's current attributes (malloc'd, *len 0 and NULL if none). */
@@ -159,18 +242,35 @@ static int current_attrs(tqd_vset *v, const tqd_arg *elem, char **out, size_t *l
 
 static void cmd_vadd(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
 {
-    (void)cl;
+    /* REDUCE dim comes right before the vector, as in Redis. */
+    long long reduce = 0;
+    size_t vec_at = 2;
     if (tqd_arg_is(&argv[2], "REDUCE")) {
-        tqd_reply_error(r, "ERR REDUCE is not supported: tqvec stores vectors at their full dimension");
-        return;
+        if (!tqd_arg_ll(&argv[3], &reduce) || reduce < TQVEC_MIN_DIM || reduce > TQVEC_MAX_DIM) {
+            tqd_reply_error(r, "ERR invalid vector specification");
+            return;
+        }
+        vec_at = 4;
     }
     size_t dim, consumed;
-    float *vec = parse_vector(argv, argc, 2, &dim, &consumed);
+    float *vec = parse_vector(argv, argc, vec_at, &dim, &consumed);
+    float *stored = NULL;
     if (!vec) {
         tqd_reply_error(r, "ERR invalid vector specification");
         return;
     }
-    const size_t elem_at = 2 + consumed;
+    if (reduce && (size_t)reduce >= dim) {
+        free(vec);
+        tqd_reply_error(r, "ERR REDUCE dimension %lld must be below the vector's %zu", reduce, dim);
+        return;
+    }
+    if (reduce && (size_t)reduce * dim > MAX_PROJECTION_ENTRIES) {
+        free(vec);
+        tqd_reply_error(r, "ERR REDUCE from %zu to %lld needs a projection above %zu entries", dim, reduce,
+                        MAX_PROJECTION_ENTRIES);
+        return;
+    }
+    const size_t elem_at = vec_at + consumed;
     if (elem_at >= argc) {
         free(vec);
         tqd_reply_error(r, "ERR wrong number of arguments for 'vadd' command");
@@ -209,8 +309,15 @@ static void cmd_vadd(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
             return;
         }
     }
+    /* A new set's shape: REDUCE's projection, or one dimension padded. */
+    tqd_shape shape = {0};
+    if (reduce)
+        shape = (tqd_shape){.kind = TQD_SHAPE_REDUCE, .input_dim = (uint32_t)dim, .seed = random_seed()};
+    else if (dim == 1)
+        shape = (tqd_shape){.kind = TQD_SHAPE_PAD, .input_dim = 1};
+    const size_t store_dim = reduce ? (size_t)reduce : dim == 1 ? 2 : dim;
     tqvec_collection_options create = {0};
-    create.dim = (uint32_t)(dim > TQVEC_MAX_DIM ? 0 : dim);
+    create.dim = (uint32_t)(store_dim > TQVEC_MAX_DIM ? 0 : store_dim);
     create.metric = TQVEC_METRIC_COSINE;
     create.bits = quant == QUANT_BIN ? 1 : 4;
     create.refine = quant == QUANT_BIN ? TQVEC_REFINE_NONE : quant == QUANT_NOQUANT ? TQVEC_REFINE_FP32
@@ -229,7 +336,8 @@ static void cmd_vadd(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     /* A drop may win the race between finding the key and locking it;
      * then the key is new again. */
     for (int attempt = 0;; attempt++) {
-        if ((rc = tqd_keyspace_get_or_create(cl->db, argv[1].p, argv[1].len, &create, &v, &created, &err))) {
+        if ((rc = tqd_keyspace_get_or_create(cl->db, argv[1].p, argv[1].len, &create, &shape, &v, &created,
+                                             &err))) {
             tqd_reply_tqvec_error(r, &err);
             goto out;
         }
@@ -242,8 +350,11 @@ static void cmd_vadd(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     }
     if (v->dropped) {
         tqd_reply_error(r, "ERR the key was deleted while being written; retry");
-    } else if (v->dim != dim) {
-        reply_dim_mismatch(r, dim, v->dim);
+    } else if (input_dim(v) != dim) {
+        reply_dim_mismatch(r, dim, input_dim(v));
+    } else if (reduce && (v->shape.kind != TQD_SHAPE_REDUCE || v->dim != reduce)) {
+        tqd_reply_error(r, "ERR REDUCE %lld does not match the set (%s)", reduce,
+                        v->shape.kind == TQD_SHAPE_REDUCE ? "reduced to another dimension" : "made without REDUCE");
     } else if (quant != QUANT_UNSET && quant != quant_of(v)) {
         tqd_reply_error(r, "ERR asked quantization mismatch with existing vector set");
     } else if (!attr && (rc = current_attrs(v, elem, &keep, &keep_len, &err))) {
@@ -251,10 +362,13 @@ static void cmd_vadd(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     } else {
         /* Without SETATTR an update keeps the element's attributes, and an
          * empty SETATTR removes them, as in Redis. */
-        tqvec_element e = {.key = elem->p, .key_len = elem->len, .vector = vec,
+        stored = stored_form(v, vec);
+        tqvec_element e = {.key = elem->p, .key_len = elem->len, .vector = stored,
                            .attrs = attr ? (attr->len ? attr->p : NULL) : keep,
                            .attrs_len = attr ? attr->len : keep_len};
-        if ((rc = tqvec_collection_add(v->c, &e, 1, &added, &err)))
+        if (!stored)
+            tqd_reply_error(r, "ERR out of memory");
+        else if ((rc = tqvec_collection_add(v->c, &e, 1, &added, &err)))
             tqd_reply_tqvec_error(r, &err);
         else
             tqd_reply_bool(r, added == 1);
@@ -267,6 +381,7 @@ out:
     tqd_vset_release(v);
     free(keep);
     free(vec);
+    free(stored);
 }
 
 /* ---------------------------------------------------------------- VSIM */
@@ -387,9 +502,16 @@ static bool vsim_prepare(tqd_vset *v, const tqd_arg *argv, size_t argc, vsim_que
     } else if (!(q->vec = parse_vector(argv, argc, 2, &dim, &consumed))) {
         tqd_reply_error(r, "ERR invalid vector specification");
         return false;
-    } else if (dim != v->dim) {
-        reply_dim_mismatch(r, dim, v->dim);
+    } else if (dim != input_dim(v)) {
+        reply_dim_mismatch(r, dim, input_dim(v));
         goto fail;
+    } else if (v->shape.kind != TQD_SHAPE_PLAIN) {
+        float *stored = stored_form(v, q->vec);
+        free(q->vec);
+        if (!(q->vec = stored)) {
+            tqd_reply_error(r, "ERR out of memory");
+            return false;
+        }
     }
     if (!parse_vsim_options(argv, argc, 2 + consumed, &q->a, r))
         goto fail;
@@ -589,7 +711,7 @@ static void cmd_vdim(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     if (!v)
         tqd_reply_error(r, "ERR key does not exist");
     else
-        tqd_reply_int(r, v->dim);
+        tqd_reply_int(r, reported_dim(v));
     tqd_vset_release(v);
 }
 
@@ -616,16 +738,19 @@ static void cmd_vemb(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     } else if (rc) {
         tqd_reply_tqvec_error(r, &err);
     } else if (raw) {
+        /* A padded set's vector is its first coordinate; a reduced one's
+         * the projection (the input is not kept), as Redis. */
+        const uint32_t n = reported_dim(v);
         double norm = 0;
-        for (uint32_t i = 0; i < v->dim; i++)
+        for (uint32_t i = 0; i < n; i++)
             norm += (double)vec[i] * (double)vec[i];
         tqd_reply_array(r, 3);
         tqd_reply_simple(r, code_name(v));
-        tqd_reply_bulk(r, (const char *)vec, v->dim * sizeof(float));
+        tqd_reply_bulk(r, (const char *)vec, n * sizeof(float));
         tqd_reply_double(r, sqrt(norm));
     } else {
-        tqd_reply_array(r, v->dim);
-        for (uint32_t i = 0; i < v->dim; i++)
+        tqd_reply_array(r, reported_dim(v));
+        for (uint32_t i = 0; i < reported_dim(v); i++)
             tqd_reply_double(r, vec[i]);
     }
     free(vec);
@@ -656,9 +781,9 @@ static void cmd_vinfo(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
     tqd_reply_simple(r, "hnsw-m");
     tqd_reply_int(r, 0);
     tqd_reply_simple(r, "vector-dim");
-    tqd_reply_int(r, in.dim);
+    tqd_reply_int(r, reported_dim(v));
     tqd_reply_simple(r, "projection-input-dim");
-    tqd_reply_int(r, 0);
+    tqd_reply_int(r, v->shape.kind == TQD_SHAPE_REDUCE ? v->shape.input_dim : 0);
     tqd_reply_simple(r, "size");
     tqd_reply_int(r, (long long)in.count);
     tqd_reply_simple(r, "max-level");
@@ -961,7 +1086,7 @@ static void cmd_tq_create(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_
     tqd_vset *v;
     bool created;
     tqvec_error err;
-    if (tqd_keyspace_get_or_create(cl->db, argv[1].p, argv[1].len, &o, &v, &created, &err)) {
+    if (tqd_keyspace_get_or_create(cl->db, argv[1].p, argv[1].len, &o, NULL, &v, &created, &err)) {
         tqd_reply_tqvec_error(r, &err);
         return;
     }
