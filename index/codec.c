@@ -27,7 +27,8 @@
 tq_rows tq_rows_view(const tq_rows_out *out, size_t n)
 {
     return (tq_rows){.n = n, .code_blocks = out->code_blocks, .sign_blocks = out->sign_blocks, .sc = out->sc,
-                     .vectors = out->vectors, .refine8 = out->refine8, .half = out->half};
+                     .vectors = out->vectors, .refine8 = out->refine8, .half = out->half,
+                     .lengths = out->lengths};
 }
 
 int tq_rows_out_alloc(const tq_codec *c, size_t rows, tq_rows_out *out)
@@ -46,6 +47,8 @@ int tq_rows_out_alloc(const tq_codec *c, size_t rows, tq_rows_out *out)
         ok &= (out->half = tq_malloc(n * d * sizeof(uint16_t))) != NULL;
     if (c->cfg.refine == TQ_REFINE_CODE8)
         ok &= (out->refine8 = tq_malloc(n * d)) != NULL;
+    if (c->cfg.metric == TQ_METRIC_COSINE)
+        ok &= (out->lengths = tq_malloc(n * sizeof(float))) != NULL;
     if (!ok) {
         tq_rows_out_free(out);
         return TQ_ENOMEM;
@@ -61,6 +64,7 @@ void tq_rows_out_free(tq_rows_out *rows)
     tq_free(rows->vectors);
     tq_free(rows->refine8);
     tq_free(rows->half);
+    tq_free(rows->lengths);
     memset(rows, 0, sizeof(*rows));
 }
 
@@ -184,6 +188,8 @@ void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, co
         enc = s->tmp;
     }
     tq_quantizer_encode(q, enc, &s->q, s->codes, s->signs, &out->sc[row]);
+    if (c->cfg.metric == TQ_METRIC_COSINE && out->lengths)
+        out->lengths[row] = sqrtf(sq);
     if (q->mse_bits)
         tq_scan_put(&q->code_layout, out->code_blocks + block * q->code_layout.block_bytes, lane, s->codes);
     if (q->variant == TQ_VARIANT_PROD)
@@ -262,12 +268,33 @@ void tq_codec_get_codes(const tq_codec *c, const tq_rows *rows, size_t row, uint
 
 static size_t column_bytes(const tq_scan_layout *L);
 
-size_t tq_codec_row_bytes(const tq_codec *c)
+size_t tq_codec_row_bytes_v2(const tq_codec *c)
 {
     const tq_quantizer *q = &c->q;
     return (q->mse_bits ? column_bytes(&q->code_layout) : 0) +
            (q->variant == TQ_VARIANT_PROD ? column_bytes(&q->sign_layout) : 0) + sizeof(tq_code_scalars) +
            tq_codec_refine_bytes_per_vector(c);
+}
+
+/* Cosine rows end with the input's length (a float). */
+static size_t length_bytes(const tq_codec *c)
+{
+    return c->cfg.metric == TQ_METRIC_COSINE ? sizeof(float) : 0;
+}
+
+size_t tq_codec_row_bytes(const tq_codec *c)
+{
+    return tq_codec_row_bytes_v2(c) + length_bytes(c);
+}
+
+void tq_codec_row_from_v2(const tq_codec *c, const uint8_t *old, uint8_t *row)
+{
+    const size_t n = tq_codec_row_bytes_v2(c);
+    memmove(row, old, n);
+    if (length_bytes(c)) {
+        const float unknown = 1.0f; /* the stored unit vector is all there is */
+        memcpy(row + n, &unknown, sizeof(float));
+    }
 }
 
 /* Byte i of a row's column in its block is at 32 i + lane, in both
@@ -329,6 +356,10 @@ void tq_codec_row_save(const tq_codec *c, const tq_rows *rows, size_t row, uint8
     memcpy(dst, &rows->sc[row], sizeof(tq_code_scalars));
     if (refine)
         memcpy(dst + sizeof(tq_code_scalars), refine_of(c, rows) + row * refine, refine);
+    if (length_bytes(c)) {
+        const float length = rows->lengths ? rows->lengths[row] : 1.0f;
+        memcpy(dst + sizeof(tq_code_scalars) + refine, &length, sizeof(float));
+    }
 }
 
 void tq_codec_row_load(const tq_codec *c, const tq_rows_out *out, size_t row, const uint8_t *src)
@@ -347,6 +378,8 @@ void tq_codec_row_load(const tq_codec *c, const tq_rows_out *out, size_t row, co
     memcpy(&out->sc[row], src, sizeof(tq_code_scalars));
     if (refine)
         memcpy(refine_of_out(c, out) + row * refine, src + sizeof(tq_code_scalars), refine);
+    if (length_bytes(c) && out->lengths)
+        memcpy(&out->lengths[row], src + sizeof(tq_code_scalars) + refine, sizeof(float));
 }
 
 /* ------------------------------------------------------------ format 1 */
@@ -372,10 +405,10 @@ void tq_codec_blocks_from_format1(const tq_codec *c, const uint8_t *old, size_t 
 size_t tq_codec_row_bytes_format1(const tq_codec *c)
 {
     if (!tq_codec_format1_differs(c))
-        return tq_codec_row_bytes(c);
+        return tq_codec_row_bytes_v2(c);
     tq_scan_layout then;
     tq_scan_layout_init_format1(&then, c->q.d, c->q.mse_bits);
-    return tq_codec_row_bytes(c) - column_bytes(&c->q.code_layout) + column_bytes(&then);
+    return tq_codec_row_bytes_v2(c) - column_bytes(&c->q.code_layout) + column_bytes(&then);
 }
 
 size_t tq_codec_format1_scratch_bytes(const tq_codec *c)
@@ -388,7 +421,7 @@ size_t tq_codec_format1_scratch_bytes(const tq_codec *c)
 void tq_codec_row_from_format1(const tq_codec *c, const uint8_t *old, uint8_t *row, uint8_t *scratch)
 {
     if (!tq_codec_format1_differs(c)) {
-        memcpy(row, old, tq_codec_row_bytes(c));
+        memcpy(row, old, tq_codec_row_bytes_v2(c));
         return;
     }
     /* The code column leads the row; the rest is the same bytes. As a
@@ -403,5 +436,5 @@ void tq_codec_row_from_format1(const tq_codec *c, const uint8_t *old, uint8_t *r
     memset(to, 0, now->block_bytes);
     tq_scan_put(now, to, 0, codes);
     column_out(to, 0, column_bytes(now), row);
-    memcpy(row + column_bytes(now), old + column_bytes(&then), tq_codec_row_bytes(c) - column_bytes(now));
+    memcpy(row + column_bytes(now), old + column_bytes(&then), tq_codec_row_bytes_v2(c) - column_bytes(now));
 }

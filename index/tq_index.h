@@ -469,6 +469,9 @@ typedef struct tq_rows {
     const float *vectors;         /* n * d (refine fp32) */
     const uint8_t *refine8;       /* n * d (refine code8) */
     const uint16_t *half;         /* n * d (refine fp16) */
+    const float *lengths;         /* n (cosine): each input vector's norm before normalizing, so
+                                     a get can give it back at its scale; NULL: not kept (rows
+                                     stored before it was, or an index that never gets) */
     const uint32_t *deleted;      /* bit v of word b set: row 32b+v is deleted; NULL: none are;
                                      read atomically, so a writer may set bits during a search */
     size_t ndeleted;              /* set bits in deleted */
@@ -483,6 +486,7 @@ typedef struct tq_rows_out {
     float *vectors;
     uint8_t *refine8;
     uint16_t *half;
+    float *lengths;               /* cosine; NULL: not kept */
 } tq_rows_out;
 
 /* Per-thread working memory for encoding rows. */
@@ -518,9 +522,15 @@ void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, co
  * data are left: nothing reads them past the row count). */
 void tq_codec_clear_rows(const tq_codec *c, const tq_rows_out *out, size_t from, size_t n);
 /* One encoded row as a flat byte string (its code and sign columns, its
- * scalars, its refine data): what the log stores, so that replay copies
- * rows instead of encoding them again. */
+ * scalars, its refine data, and under cosine the input's length): what the
+ * log stores, so that replay copies rows instead of encoding them again. */
 size_t tq_codec_row_bytes(const tq_codec *c);
+/* Rows saved before cosine kept the length (log records of type 3 and
+ * older): their size, and the current row made of one (the length taken
+ * as 1, the unit vector being all that was kept; old and row may be the
+ * same buffer, of tq_codec_row_bytes). */
+size_t tq_codec_row_bytes_v2(const tq_codec *c);
+void tq_codec_row_from_v2(const tq_codec *c, const uint8_t *old, uint8_t *row);
 void tq_codec_row_save(const tq_codec *c, const tq_rows *rows, size_t row, uint8_t *dst);
 void tq_codec_row_load(const tq_codec *c, const tq_rows_out *out, size_t row, const uint8_t *src);
 
@@ -531,8 +541,8 @@ bool tq_codec_format1_differs(const tq_codec *c);
 /* Code blocks of format 1 (blocks of them) rewritten in the current layout
  * into out (blocks * code_layout.block_bytes). */
 void tq_codec_blocks_from_format1(const tq_codec *c, const uint8_t *old, size_t blocks, uint8_t *out);
-/* A saved row of format 1: its size, and its conversion to a current row
- * (tq_codec_row_bytes). scratch: tq_codec_format1_scratch_bytes(c). */
+/* A saved row of format 1: its size, and its conversion to a row of
+ * tq_codec_row_bytes_v2. scratch: tq_codec_format1_scratch_bytes(c). */
 size_t tq_codec_row_bytes_format1(const tq_codec *c);
 size_t tq_codec_format1_scratch_bytes(const tq_codec *c);
 void tq_codec_row_from_format1(const tq_codec *c, const uint8_t *old, uint8_t *row, uint8_t *scratch);

@@ -46,10 +46,11 @@
 
 /* Log record types. An add's row is tq_codec_row_save's bytes: WAL_ADD in
  * storage format 1 (3-bit codes in whole nibbles; written before the
- * sextet layout, read and converted at replay), WAL_ADD_ROW2 in the current
- * one. A log may hold both kinds: one written by an older build and
- * appended to by this one. */
-enum { WAL_ADD = 1, WAL_REMOVE = 2, WAL_ADD_ROW2 = 3 };
+ * sextet layout, read and converted at replay), WAL_ADD_ROW2 in format 2
+ * (no input length under cosine; read with the length taken as 1),
+ * WAL_ADD_ROW3 in the current one. A log may hold several kinds: one
+ * written by an older build and appended to by this one. */
+enum { WAL_ADD = 1, WAL_REMOVE = 2, WAL_ADD_ROW2 = 3, WAL_ADD_ROW3 = 4 };
 
 /* Attribute fields a sealed segment keeps parsed for filters; a filter on
  * more fields than this reads the rest from JSON. */
@@ -65,8 +66,8 @@ typedef struct seg {
     /* mutable: fixed-capacity arrays, never moved */
     size_t cap;
     tq_rows_out out;
-    void *maps[6];
-    size_t map_len[6];
+    void *maps[7];
+    size_t map_len[7];
     char **keys, **attrs;
     uint32_t *key_lens, *attr_lens;
     size_t n;                 /* published rows: release store, acquire load */
@@ -269,6 +270,8 @@ static int new_mutable(const tq_collection *c, size_t cap, seg **out, tq_error *
         ok &= (s->out.refine8 = reserve_pages(s, 4, cap * d)) != NULL;
     if (k->cfg.refine == TQ_REFINE_FP16)
         ok &= (s->out.half = reserve_pages(s, 5, cap * d * sizeof(uint16_t))) != NULL;
+    if (k->cfg.metric == TQ_METRIC_COSINE)
+        ok &= (s->out.lengths = reserve_pages(s, 6, cap * sizeof(float))) != NULL;
     s->keys = tq_calloc(cap, sizeof(char *));
     s->attrs = tq_calloc(cap, sizeof(char *));
     s->key_lens = tq_calloc(cap, sizeof(uint32_t));
@@ -858,7 +861,7 @@ static uint8_t *frame_one(tq_collection *c, size_t i, const tq_element *e, size_
     const tq_rows mut = tq_rows_view(&c->mut->out, row + 1);
     tq_codec_row_save(&c->codec, &mut, row, p);
     p += tq_codec_row_bytes(&c->codec);
-    c->entries[i] = (tq_wal_entry){.type = WAL_ADD_ROW2, .payload = start, .len = (uint32_t)(p - start)};
+    c->entries[i] = (tq_wal_entry){.type = WAL_ADD_ROW3, .payload = start, .len = (uint32_t)(p - start)};
     return p;
 }
 
@@ -1084,6 +1087,11 @@ int tq_collection_get(tq_collection *c, const char *key, uint32_t len, float *ve
                 for (size_t j = 0; j < d; j++)
                     vector[j] = vector[j] + k->mean[j];
         }
+        /* Cosine keeps the unit vector and the input's length apart: the
+         * vector comes back at the scale it was given (rows stored before
+         * lengths were kept come back as unit vectors). */
+        if (v.lengths)
+            tq_simd()->scale(vector, d, v.lengths[row]);
     }
 out:
     pthread_rwlock_unlock(&c->map_lock);
@@ -1638,9 +1646,11 @@ static size_t min_add_record(const tq_codec *codec)
 static int replay_record(void *arg, uint16_t type, uint64_t lsn, const uint8_t *p, uint32_t len, tq_error *err)
 {
     tq_collection *c = arg;
-    if (type == WAL_ADD || type == WAL_ADD_ROW2) {
+    if (type == WAL_ADD || type == WAL_ADD_ROW2 || type == WAL_ADD_ROW3) {
         const bool format1 = type == WAL_ADD;
-        const size_t row_bytes = format1 ? tq_codec_row_bytes_format1(&c->codec) : tq_codec_row_bytes(&c->codec);
+        const size_t row_bytes = format1                ? tq_codec_row_bytes_format1(&c->codec)
+                                 : type == WAL_ADD_ROW2 ? tq_codec_row_bytes_v2(&c->codec)
+                                                        : tq_codec_row_bytes(&c->codec);
         uint32_t lens[2];
         if (len < 8 || (memcpy(lens, p, 8), (uint64_t)8 + lens[0] + lens[1] + row_bytes != len) ||
             lens[0] > TQ_MAX_KEY_BYTES || lens[1] > TQ_MAX_ATTR_BYTES)
@@ -1648,9 +1658,9 @@ static int replay_record(void *arg, uint16_t type, uint64_t lsn, const uint8_t *
         tq_element e = {.key = (const char *)p + 8, .key_len = lens[0],
                         .attr = lens[1] ? (const char *)p + 8 + lens[0] : NULL, .attr_len = lens[1]};
         const uint8_t *row = p + 8 + lens[0] + lens[1];
-        if (format1 && tq_codec_format1_differs(&c->codec)) {
-            /* The framing scratch is free during replay: the row, then the
-             * conversion's own scratch. */
+        if (type != WAL_ADD_ROW3) {
+            /* An older row made current in the framing scratch, free during
+             * replay: the row, then the format-1 conversion's scratch. */
             size_t need = tq_codec_row_bytes(&c->codec) + tq_codec_format1_scratch_bytes(&c->codec);
             if (need > c->payload_cap) {
                 uint8_t *grown = tq_realloc(c->payload, need);
@@ -1659,7 +1669,11 @@ static int replay_record(void *arg, uint16_t type, uint64_t lsn, const uint8_t *
                 c->payload = grown;
                 c->payload_cap = need;
             }
-            tq_codec_row_from_format1(&c->codec, row, c->payload, c->payload + tq_codec_row_bytes(&c->codec));
+            if (format1)
+                tq_codec_row_from_format1(&c->codec, row, c->payload, c->payload + tq_codec_row_bytes(&c->codec));
+            else
+                memcpy(c->payload, row, row_bytes);
+            tq_codec_row_from_v2(&c->codec, c->payload, c->payload);
             row = c->payload;
         }
         int rc = stage_names(c, &e, 1, err);

@@ -11,7 +11,8 @@
  *   sections in kind order, each starting on a 64-byte boundary so the
  *     scan reads aligned blocks straight from the mapping: codes, signs,
  *     scalars, refine data (the arrays of index/'s tq_rows, byte for byte),
- *     keys and attributes (u64 offsets[rows + 1], then the bytes)
+ *     keys and attributes (u64 offsets[rows + 1], then the bytes), and
+ *     under cosine the inputs' lengths (a float per row)
  *
  * Opening checks the header, the table against the config (every length a
  * fixed-size section must have), and the key section's checksum, since
@@ -30,17 +31,24 @@
 #include <xxhash.h>
 
 static const char segment_magic[8] = {'T', 'Q', 'V', 'E', 'C', 'S', 'E', 'G'};
-/* Format 2: 3-bit codes in the sextet layout. Format 1 files (3-bit codes
- * in whole nibbles; every other width the same bytes) are still read: a
- * 3-bit one has its codes rewritten in memory at open. */
-#define SEGMENT_VERSION 2u
+/* Format 3: a seventh section, the lengths of cosine inputs. Format 2:
+ * 3-bit codes in the sextet layout. Older files are still read: formats 1
+ * and 2 have six sections (cosine rows of them get back unit vectors), and
+ * a format-1 file's 3-bit codes (whole nibbles then; every other width the
+ * same bytes) are rewritten in memory at open. */
+#define SEGMENT_VERSION 3u
 #define HEADER_BYTES 512u
 #define HEADER_SUM_AT 504u
 #define TABLE_AT 72u
 #define SECTION_ALIGN 64u
 
-static const char *const section_names[TQ_SEC_COUNT + 1] = {"?", "codes", "signs", "scalars", "refine", "keys",
-                                                            "attributes"};
+static const char *const section_names[TQ_SEC_COUNT + 1] = {"?",    "codes",      "signs",  "scalars",
+                                                            "refine", "keys", "attributes", "lengths"};
+
+static unsigned sections_of(uint32_t version)
+{
+    return version >= 3 ? TQ_SEC_COUNT : TQ_SEC_ATTRS;
+}
 
 static uint64_t align_up(uint64_t n)
 {
@@ -62,6 +70,7 @@ static void fixed_lengths(const tq_codec *c, uint32_t version, uint64_t rows, ui
     len[TQ_SEC_REFINE] = rows * tq_codec_refine_bytes_per_vector(c);
     len[TQ_SEC_KEYS] = UINT64_MAX;
     len[TQ_SEC_ATTRS] = UINT64_MAX;
+    len[TQ_SEC_LENGTHS] = version >= 3 && c->cfg.metric == TQ_METRIC_COSINE ? rows * sizeof(float) : 0;
 }
 
 /* ----------------------------------------------------------------- write */
@@ -156,7 +165,8 @@ int tq_segment_write(const char *path, const tq_codec *c, const tq_rows *rows, c
     out_file o = {.fd = fd, .path = path, .off = HEADER_BYTES, .hash = hash, .buf = buf};
     /* The header goes last, once the table is known; reserve its bytes. */
     int rc = lseek(fd, HEADER_BYTES, SEEK_SET) < 0 ? tq_err_sys(err, TQ_EIO, errno, "%s: seek", path) : TQ_OK;
-    const void *fixed[TQ_SEC_COUNT + 1] = {NULL, rows->code_blocks, rows->sign_blocks, rows->sc, NULL, NULL, NULL};
+    const void *fixed[TQ_SEC_COUNT + 1] = {NULL, rows->code_blocks, rows->sign_blocks, rows->sc,
+                                           NULL, NULL,              NULL,              rows->lengths};
     fixed[TQ_SEC_REFINE] = c->cfg.refine == TQ_REFINE_FP32   ? (const void *)rows->vectors
                            : c->cfg.refine == TQ_REFINE_FP16 ? (const void *)rows->half
                                                              : (const void *)rows->refine8;
@@ -283,13 +293,14 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
         goto fail;
     }
     const uint64_t rows = tq_get64(map + 56);
-    if (tq_get32(map + 64) != TQ_SEC_COUNT || rows > (uint64_t)1 << 40) {
+    out->sections = sections_of(version);
+    if (tq_get32(map + 64) != out->sections || rows > (uint64_t)1 << 40) {
         rc = corrupt(err, path, "segment header has an impossible section or row count");
         goto fail;
     }
     uint64_t want[TQ_SEC_COUNT + 1];
     fixed_lengths(c, version, rows, want);
-    for (unsigned kind = 1; kind <= TQ_SEC_COUNT; kind++) {
+    for (unsigned kind = 1; kind <= out->sections; kind++) {
         const uint8_t *entry = map + TABLE_AT + (kind - 1) * 32;
         uint64_t off = tq_get64(entry + 8), len = tq_get64(entry + 16);
         if (tq_get32(entry) != kind || off % SECTION_ALIGN || off < HEADER_BYTES || off > out->size ||
@@ -340,6 +351,8 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
         .refine8 = cfg->refine == TQ_REFINE_CODE8 ? map + out->sec_off[TQ_SEC_REFINE] : NULL,
         .half = cfg->refine == TQ_REFINE_FP16 ? (const uint16_t *)(const void *)(map + out->sec_off[TQ_SEC_REFINE])
                                               : NULL,
+        .lengths = out->sec_len[TQ_SEC_LENGTHS] ? (const float *)(const void *)(map + out->sec_off[TQ_SEC_LENGTHS])
+                                                : NULL,
     };
     return TQ_OK;
 fail:
@@ -349,7 +362,7 @@ fail:
 
 int tq_segment_verify(const tq_segment_file *s, tq_error *err)
 {
-    for (unsigned kind = 1; kind <= TQ_SEC_COUNT; kind++)
+    for (unsigned kind = 1; kind <= s->sections; kind++)
         if (XXH3_64bits(s->map + s->sec_off[kind], s->sec_len[kind]) != s->sec_sum[kind])
             return tq_err(err, TQ_ECORRUPT, "%s: section %s fails its checksum", s->path, section_names[kind]);
     return TQ_OK;

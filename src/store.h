@@ -164,7 +164,8 @@ enum {
     TQ_SEC_REFINE = 4,  /* fp32 vectors or code8 bytes per row */
     TQ_SEC_KEYS = 5,    /* u32 offsets[rows + 1], then the key bytes */
     TQ_SEC_ATTRS = 6,   /* u64 offsets[rows + 1], then the attribute bytes */
-    TQ_SEC_COUNT = 6,
+    TQ_SEC_LENGTHS = 7, /* cosine: a float per row, the input's norm (format 3 on; empty otherwise) */
+    TQ_SEC_COUNT = 7,
 };
 
 /* Keys and attributes of the rows being written, row i's key being
@@ -197,6 +198,7 @@ typedef struct tq_segment_file {
     const char *key_bytes;
     const uint64_t *attr_off; /* rows + 1 */
     const char *attr_bytes;
+    unsigned sections;        /* in the file: TQ_SEC_COUNT, or fewer in an older format */
     uint64_t sec_off[TQ_SEC_COUNT + 1], sec_len[TQ_SEC_COUNT + 1], sec_sum[TQ_SEC_COUNT + 1];
     uint8_t *converted_codes; /* a format-1 file's 3-bit codes in the current layout (view points here) */
 } tq_segment_file;

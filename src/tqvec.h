@@ -279,9 +279,11 @@ TQVEC_API int tqvec_collection_add(tqvec_collection *c, const tqvec_element *ele
 /* Remove by key; TQVEC_ENOTFOUND if absent. Like add for concurrency. */
 TQVEC_API int tqvec_collection_remove(tqvec_collection *c, const char *key, size_t key_len, tqvec_error *err);
 /* An element's vector into vector (dim floats; NULL to skip) — the stored
- * floats with fp32 or fp16 refine data (normalized under cosine), else
- * decoded from the 8-bit refine codes when kept, else from the scan codes
- * — and its attributes into attrs (attrs_cap bytes; NULL to
+ * floats with fp32 or fp16 refine data, else decoded from the 8-bit refine
+ * codes when kept, else from the scan codes; under cosine the direction is
+ * what is stored and it comes back at the length it was added with (an
+ * element stored before lengths were kept, in segment format 2 or older,
+ * comes back normalized) — and its attributes into attrs (attrs_cap bytes; NULL to
  * skip). *attrs_len gets the attributes' full length; TQVEC_EARG if they do
  * not fit. TQVEC_ENOTFOUND if the key is absent. Shared. */
 TQVEC_API int tqvec_collection_get(tqvec_collection *c, const char *key, size_t key_len, float *vector,

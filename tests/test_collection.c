@@ -218,17 +218,14 @@ Test(collection, fp16_refine_data)
     add_range(c, 0, 150);
     check_against_reference(c, &cfg);
     reopen_and_check(&c, &cfg, 70);
-    /* get: the normalized vector to half precision. */
+    /* get: the vector as given, its direction to half precision. */
     float v[D], want[D];
     tq_error err;
     cr_assert_eq(tq_collection_get(c, "doc-9", 5, v, NULL, 0, NULL, &err), TQ_OK, "%s", err.msg);
     vector_of(9, 1, want);
-    double n2 = 0;
     for (int j = 0; j < D; j++)
-        n2 += (double)want[j] * want[j];
-    for (int j = 0; j < D; j++)
-        cr_assert(fabs(v[j] - want[j] / sqrt(n2)) <= 1e-3, "coordinate %d: %g against %g", j, (double)v[j],
-                  want[j] / sqrt(n2));
+        cr_assert(fabs(v[j] - want[j]) <= 1e-3 * (1 + fabs(want[j])), "coordinate %d: %g against %g", j,
+                  (double)v[j], (double)want[j]);
     tq_collection_close(c, NULL);
 
     /* Beyond the half range: refused under l2, where vectors are stored as given. */
@@ -335,7 +332,7 @@ Test(collection, torn_log_tail_is_cut_with_a_warning)
  * answers from damaged bytes. */
 Test(collection, damage_is_reported_never_served)
 {
-    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_CODE8);
+    const tq_config cfg = config(TQ_METRIC_COSINE, TQ_REFINE_CODE8); /* every section but signs */
     memset(state, 0, sizeof(state));
     tq_collection *c = open_coll(&cfg, 64, TQ_FSYNC_NO);
     add_range(c, 0, 100);
@@ -357,7 +354,7 @@ Test(collection, damage_is_reported_never_served)
     memcpy(len, sf.sec_len, sizeof(len));
     tq_segment_close(&sf);
     tq_codec_free(&codec);
-    const char *names[] = {"", "codes", "", "scalars", "refine", "keys", "attributes"};
+    const char *names[] = {"", "codes", "", "scalars", "refine", "keys", "attributes", "lengths"};
     for (int kind = 1; kind <= TQ_SEC_COUNT; kind++) {
         if (!len[kind])
             continue;
@@ -887,4 +884,83 @@ Test(collection, backup_and_move)
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", moved);
     cr_assert_eq(system(cmd), 0);
+}
+
+static double norm_of(const float *v)
+{
+    double n2 = 0;
+    for (int j = 0; j < D; j++)
+        n2 += (double)v[j] * v[j];
+    return sqrt(n2);
+}
+
+/* Under cosine a get gives the vector back at its length, whether the row
+ * is in the log, a sealed segment or a compacted one, after a reopen; rows
+ * of a format-2 collection (tests/data/format2, from before lengths were
+ * kept) come back as the unit vectors they were stored as, beside new rows
+ * at their length, before and after compaction into format 3. */
+Test(collection, cosine_gets_keep_the_length)
+{
+    const tq_refine refines[] = {TQ_REFINE_NONE, TQ_REFINE_CODE8, TQ_REFINE_FP16, TQ_REFINE_FP32};
+    const double tolerance[] = {0.25, 0.02, 1e-3, 1e-6}; /* relative, by what is kept */
+    for (size_t r = 0; r < 4; r++) {
+        const tq_config cfg = config(TQ_METRIC_COSINE, refines[r]);
+        remove_dir();
+        make_dir();
+        tq_collection *c = open_coll(&cfg, 64, TQ_FSYNC_NO);
+        add_range(c, 0, 150); /* two sealed segments and the log */
+        for (int pass = 0; pass < 3; pass++) {
+            if (pass == 1)
+                reopen_and_check(&c, &cfg, 64);
+            if (pass == 2) {
+                tq_error err;
+                cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg);
+            }
+            for (size_t i = 0; i < 150; i += 13) {
+                float v[D], want[D];
+                char key[16];
+                snprintf(key, sizeof(key), "doc-%zu", i);
+                tq_error err;
+                cr_assert_eq(tq_collection_get(c, key, (uint32_t)strlen(key), v, NULL, 0, NULL, &err), TQ_OK);
+                vector_of(i, 1, want);
+                double diff = 0;
+                for (int j = 0; j < D; j++)
+                    diff += ((double)v[j] - want[j]) * ((double)v[j] - want[j]);
+                cr_assert(sqrt(diff) <= tolerance[r] * norm_of(want), "refine %d pass %d %s: off by %g of %g",
+                          refines[r], pass, key, sqrt(diff), norm_of(want));
+            }
+        }
+        tq_collection_close(c, NULL);
+    }
+
+    const char *data = getenv("TQVEC_TEST_DATA");
+    cr_assert_not_null(data, "TQVEC_TEST_DATA names tests/data");
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -r '%s/format2/cos8' '%s'", dir, data, dir);
+    cr_assert_eq(system(cmd), 0);
+    tq_collection_options o = {.fsync = TQ_FSYNC_NO, .segment_rows = 64, .log = capture}; /* its own settings */
+    tq_collection *c;
+    tq_error err;
+    cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_OK, "%s", err.msg);
+    cr_assert(tq_collection_codec(c)->cfg.metric == TQ_METRIC_COSINE && tq_collection_codec(c)->cfg.d == D);
+    float big[D];
+    for (int j = 0; j < D; j++)
+        big[j] = 10.0f + (float)j;
+    tq_element e = {.key = "new", .key_len = 3, .vector = big};
+    cr_assert_eq(tq_collection_add(c, &e, 1, NULL, &err), TQ_OK, "%s", err.msg);
+    for (int pass = 0; pass < 2; pass++) {
+        float v[D];
+        const char *old[] = {"3", "80"}; /* one sealed row, one from the log */
+        for (int k = 0; k < 2; k++) {
+            cr_assert_eq(tq_collection_get(c, old[k], (uint32_t)strlen(old[k]), v, NULL, 0, NULL, &err), TQ_OK,
+                         "%s", err.msg);
+            cr_assert(fabs(norm_of(v) - 1.0) < 0.01, "pass %d: old row %s has length %g", pass, old[k], norm_of(v));
+        }
+        cr_assert_eq(tq_collection_get(c, "new", 3, v, NULL, 0, NULL, &err), TQ_OK, "%s", err.msg);
+        cr_assert(fabs(norm_of(v) / norm_of(big) - 1.0) < 0.01, "pass %d: new row has length %g, not %g", pass,
+                  norm_of(v), norm_of(big));
+        if (pass == 0)
+            cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg);
+    }
+    tq_collection_close(c, NULL);
 }

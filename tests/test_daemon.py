@@ -345,11 +345,13 @@ def test_binary_blobs_and_keys(d):
     elem = b"\xff\x00elem\r\n"
     assert c.call("VADD", key, "FP32", fp32([0.5, -1.5, 2.0, 0.25]), elem, "NOQUANT") == 1
     assert c.call("VSIM", key, "FP32", fp32([0.5, -1.5, 2.0, 0.25]), "COUNT", 1) == [elem]
+    # VEMB gives the vector at the scale it was added with, as Redis
     emb = [float(x) for x in c.call("VEMB", key, elem)]
-    want = unit([0.5, -1.5, 2.0, 0.25])
+    want = [0.5, -1.5, 2.0, 0.25]
     assert all(abs(a - b) < 1e-6 for a, b in zip(emb, want)), emb
     raw = c.call("VEMB", key, elem, "RAW")
-    assert raw[0] == "tq4+fp32" and struct.unpack("<4f", raw[1]) == tuple(struct.unpack("<4f", fp32(want)))
+    assert raw[0] == "tq4+fp32" and all(abs(a - b) < 1e-6 for a, b in zip(struct.unpack("<4f", raw[1]), want))
+    assert abs(float(raw[2]) - math.sqrt(sum(x * x for x in want))) < 1e-5
     assert c.call("VEMB", key, "nope") is None
     assert c.call("VEMB", "nokey", elem) is None
     assert c.call("VEMB", key, elem, "BAD") == "ERR invalid option"
@@ -375,6 +377,10 @@ def test_binary_blobs_and_keys(d):
     got = c.call("VSIM", key, "VALUES", 4, 1, 2, 3, 4, "WITHSCORES")
     assert got[0] == elem and got[2:] == [b"z", b"0.5"], got
     assert [float(x) for x in c.call("VEMB", key, "z")] == [0.0, 0.0, 0.0, 0.0]
+    # Q8 (the default) too gives the vector back at its scale, approximately
+    assert c.call("VADD", "scaled", "VALUES", 3, 10, 20, 30, "e") == 1
+    emb = [float(x) for x in c.call("VEMB", "scaled", "e")]
+    assert all(abs(a - b) < 0.3 for a, b in zip(emb, [10, 20, 30])), emb
     assert c.call("VSIM", key, "VALUES", 4, 0, 0, 0, 0).startswith("ERR ")  # a zero query has no direction
 
 
@@ -757,7 +763,7 @@ def test_reduce_and_one_dimension(d):
     assert c.call("VADD", "one", "VALUES", 1, 2.5, "pos") == 1
     assert c.call("VADD", "one", "VALUES", 1, -1, "neg") == 1
     emb = [float(x) for x in c.call("VEMB", "one", "pos")]
-    assert c.call("VDIM", "one") == 1 and len(emb) == 1 and abs(emb[0] - 1) < 0.02, emb
+    assert c.call("VDIM", "one") == 1 and len(emb) == 1 and abs(emb[0] - 2.5) < 0.05, emb
     got = c.call("VSIM", "one", "VALUES", 1, 3, "WITHSCORES")
     assert got[0::2] == [b"pos", b"neg"] and float(got[1]) > 0.99 and float(got[3]) < 0.01, got
     assert c.call("VADD", "one", "VALUES", 2, 1, 0, "x") == Err("ERR Vector dimension mismatch - got 2 but set has 1")

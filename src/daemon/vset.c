@@ -27,9 +27,9 @@
  *     two dimensions (a rotation needs two). VDIM and VEMB report what
  *     Redis reports: the reduced dimension and vector, or the one
  *     coordinate.
- *   - VEMB returns the stored vector (normalized, for cosine sets); VEMB
- *     RAW returns the set's code name, the vector as an FP32 blob and its
- *     L2 norm.
+ *   - VEMB returns the vector at the scale it was added with, from the
+ *     finest data kept (exact with NOQUANT); VEMB RAW returns the set's
+ *     code name, the vector as an FP32 blob and its L2 norm.
  *   - Scores: cosine sets report 1 - distance/2 in [0, 1] as Redis does;
  *     l2 and ip sets (TQ.CREATE) report the squared distance or the inner
  *     product, and EPSILON needs a cosine set.
