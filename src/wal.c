@@ -6,8 +6,11 @@
  *   header, 32 bytes: magic "TQVECWAL", u32 format version, u32 header
  *     size, u64 first sequence number, u64 XXH3-64 of the 24 bytes before
  *   records, back to back, each a multiple of 8 bytes:
- *     u32 payload length, u16 type (nonzero), u16 zero, u64 sequence number,
- *     payload zero-padded to 8, u64 XXH3-64 of everything before it
+ *     u32 payload length, u16 type (nonzero), u16 flags, u64 sequence
+ *     number, payload zero-padded to 8, u64 XXH3-64 of everything before it
+ *   flags: bit 0 (RECORD_MORE) on every record of an append but its last,
+ *     so replay can tell a whole append from the front of a torn one
+ *     (logs written before the flag have 0 there: one record per append)
  * Sequence numbers run on from the header's without gaps, so a record that
  * hashes correctly but sits in the wrong place (a stale block from an older
  * file, a duplicated write) is still caught.
@@ -21,8 +24,10 @@
  * in place, and the collection must not open silently without the lost
  * records.
  *
- * Durability: one write() per append call, so a batch lands or is cut back
- * whole. With EVERYSEC a thread fdatasyncs once a second when something
+ * Atomic appends: replay visits an append's records only once its last one
+ * is there, so an append cut short by a crash is cut back whole, never
+ * applied in part (one write() per append, but a crash can stop a write
+ * part way). With EVERYSEC a thread fdatasyncs once a second when something
  * was written since the last sync, the way Redis's appendfsync everysec
  * does; the appending thread never waits for the disk.
  */
@@ -37,6 +42,7 @@
 
 static const char wal_magic[8] = {'T', 'Q', 'V', 'E', 'C', 'W', 'A', 'L'};
 #define WAL_VERSION 1u
+#define RECORD_MORE 1u
 
 struct tq_wal {
     int fd;
@@ -195,6 +201,7 @@ static size_t frame(tq_wal *w, const tq_wal_entry *entries, size_t n)
         memset(p, 0, body);
         tq_put32(p, e->len);
         tq_put16(p + 4, e->type);
+        tq_put16(p + 6, i + 1 < n ? RECORD_MORE : 0);
         tq_put64(p + 8, lsn++);
         if (e->len)
             memcpy(p + 16, e->payload, e->len);
@@ -321,7 +328,7 @@ static bool record_ok(const uint8_t *map, uint64_t filesize, uint64_t off, const
         return false;
     const uint8_t *p = map + off;
     uint32_t len = tq_get32(p);
-    if (len > TQ_WAL_MAX_PAYLOAD || tq_get16(p + 4) == 0 || tq_get16(p + 6) != 0)
+    if (len > TQ_WAL_MAX_PAYLOAD || tq_get16(p + 4) == 0 || (tq_get16(p + 6) & ~RECORD_MORE) != 0)
         return false;
     uint64_t body = 16 + pad8(len);
     if (body + 8 > filesize - off)
@@ -368,24 +375,42 @@ int tq_wal_replay(const char *path, tq_wal_visit_fn visit, void *ctx, bool repai
         goto out;
     }
     info->first_lsn = tq_get64(map + 16);
-    uint64_t lsn = info->first_lsn, off = TQ_WAL_HEADER_BYTES, size;
-    while (off < filesize && record_ok(map, filesize, off, &lsn, &size)) {
-        const uint8_t *p = map + off;
-        if ((rc = visit(ctx, tq_get16(p + 4), lsn, p + 16, tq_get32(p), err)))
-            goto out;
-        info->records++;
-        lsn++;
-        off += size;
+    /* An append at a time: its records are checked up to the one without
+     * RECORD_MORE before any is visited. `failed` is where checking
+     * stopped; the records of an append cut short before it are valid
+     * but go with the tail. */
+    uint64_t lsn = info->first_lsn, off = TQ_WAL_HEADER_BYTES, failed = filesize, failed_lsn = 0;
+    while (off < filesize) {
+        uint64_t end = off, next = lsn, size;
+        bool more = true;
+        while (more && end < filesize && record_ok(map, filesize, end, &next, &size)) {
+            more = (tq_get16(map + end + 6) & RECORD_MORE) != 0;
+            end += size;
+            next++;
+        }
+        if (more) {
+            failed = end;
+            failed_lsn = next;
+            break;
+        }
+        for (; off < end; off += TQ_WAL_RECORD_OVERHEAD + pad8(tq_get32(map + off))) {
+            const uint8_t *p = map + off;
+            if ((rc = visit(ctx, tq_get16(p + 4), lsn, p + 16, tq_get32(p), err)))
+                goto out;
+            info->records++;
+            lsn++;
+        }
     }
     info->next_lsn = lsn;
     info->valid_bytes = off;
     if (off < filesize) {
-        for (uint64_t later = off + 8; later + TQ_WAL_RECORD_OVERHEAD <= filesize; later += 8) {
+        for (uint64_t later = failed + 8; later + TQ_WAL_RECORD_OVERHEAD <= filesize; later += 8) {
             uint64_t unused;
             if (record_ok(map, filesize, later, NULL, &unused)) {
                 rc = tq_err(err, TQ_ECORRUPT,
                             "%s: record %llu at offset %llu is damaged and valid records follow at offset %llu",
-                            path, (unsigned long long)lsn, (unsigned long long)off, (unsigned long long)later);
+                            path, (unsigned long long)failed_lsn, (unsigned long long)failed,
+                            (unsigned long long)later);
                 goto out;
             }
         }

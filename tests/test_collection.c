@@ -327,6 +327,59 @@ Test(collection, torn_log_tail_is_cut_with_a_warning)
     tq_collection_close(c, NULL);
 }
 
+static uint64_t file_size(const char *path)
+{
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "%s", path);
+    return (uint64_t)st.st_size;
+}
+
+/* One add of several elements is one log append: cut anywhere inside it
+ * (a crash part way through the write), none of its elements comes back,
+ * and everything before it does. */
+Test(collection, a_torn_batch_is_lost_whole)
+{
+    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_NONE);
+    memset(state, 0, sizeof(state));
+    tq_collection *c = open_coll(&cfg, 1000, TQ_FSYNC_NO);
+    add_range(c, 0, 20);
+    tq_collection_close(c, NULL);
+    char path[128], cmd[400];
+    snprintf(path, sizeof(path), "%s/wal/00000001.log", dir);
+    const uint64_t before = file_size(path);
+    c = open_coll(&cfg, 1000, TQ_FSYNC_NO);
+    float v[5][D];
+    tq_element batch[5];
+    char keys[5][16];
+    for (int i = 0; i < 5; i++) {
+        vector_of(100 + (size_t)i, 1, v[i]);
+        snprintf(keys[i], sizeof(keys[i]), "doc-%d", 100 + i);
+        batch[i] = (tq_element){.key = keys[i], .key_len = (uint32_t)strlen(keys[i]), .vector = v[i]};
+    }
+    tq_error err;
+    cr_assert_eq(tq_collection_add(c, batch, 5, NULL, &err), TQ_OK, "%s", err.msg);
+    tq_collection_close(c, NULL);
+    const uint64_t after = file_size(path);
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s-full'", path, dir);
+    cr_assert_eq(system(cmd), 0);
+    for (uint64_t cut = before + 1; cut < after; cut += (after - before) / 23 + 1) {
+        snprintf(cmd, sizeof(cmd), "head -c %llu '%s-full' > '%s'", (unsigned long long)cut, dir, path);
+        cr_assert_eq(system(cmd), 0);
+        c = open_coll(&cfg, 1000, TQ_FSYNC_NO);
+        check_against_reference(c, &cfg); /* doc-0 .. doc-19 only */
+        tq_collection_close(c, NULL);
+    }
+    snprintf(cmd, sizeof(cmd), "cp '%s-full' '%s'", dir, path);
+    cr_assert_eq(system(cmd), 0);
+    c = open_coll(&cfg, 1000, TQ_FSYNC_NO);
+    tq_collection_stats st;
+    tq_collection_stats_get(c, &st);
+    cr_assert_eq(st.live, 25, "the whole append replays");
+    tq_collection_close(c, NULL);
+    snprintf(cmd, sizeof(cmd), "rm -f '%s-full'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
 /* Flip one byte in each section of a sealed segment, in the manifest and
  * in the middle of the log: each is reported with the file, and no search
  * answers from damaged bytes. */

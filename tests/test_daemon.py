@@ -377,6 +377,9 @@ def test_binary_blobs_and_keys(d):
     got = c.call("VSIM", key, "VALUES", 4, 1, 2, 3, 4, "WITHSCORES")
     assert got[0] == elem and got[2:] == [b"z", b"0.5"], got
     assert [float(x) for x in c.call("VEMB", key, "z")] == [0.0, 0.0, 0.0, 0.0]
+    # an element searched with its own vector scores 1 on NOQUANT sets (exact
+    # re-rank), as in Redis
+    assert c.call("VSIM", key, "ELE", elem, "WITHSCORES", "COUNT", 1) == [elem, b"1"]
     # Q8 (the default) too gives the vector back at its scale, approximately
     assert c.call("VADD", "scaled", "VALUES", 3, 10, 20, 30, "e") == 1
     emb = [float(x) for x in c.call("VEMB", "scaled", "e")]
