@@ -1168,6 +1168,96 @@ def test_sigkill_loses_no_acknowledged_write():
         shutil.rmtree(data, ignore_errors=True)
 
 
+def test_pipelined_vadds_answered_together(d):
+    """Pipelined VADDs to one set are added by one call (one log append):
+    the replies, the stored elements and their attributes are those of
+    sending them one at a time, around a refused VADD, a repeated element,
+    another set and another command in the middle."""
+    vs = vectors(120, 8, seed=21)
+    c = d.conn()
+    for k in ("piped", "single"):
+        assert c.call("VADD", k, "FP32", fp32(vs[0]), "e0", "SETATTR", '{"i":0}') == 1
+
+    def requests(k):
+        out = []
+        for i, v in enumerate(vs):
+            if i == 40:
+                out.append(("VADD", k, "VALUES", 2, 1, 0, "bad"))  # wrong dimension
+            if i == 60:
+                out.append(("VADD", k, "FP32", fp32(vs[3]), "e3"))  # repeats e3: keeps its attributes
+            if i == 80:
+                out.append(("VCARD", k))
+            if i == 90:
+                out.append(("VADD", "elsewhere-" + k, "FP32", fp32(v), "x"))
+            extra = ("SETATTR", '{"i":%d}' % i) if i % 3 else ()
+            out.append(("VADD", k, "FP32", fp32(v), "e%d" % i) + extra)
+        return out
+
+    c.send_raw(b"".join(encode(rq) for rq in requests("piped")))
+    piped = [c.reply() for _ in requests("piped")]
+    single = [c.call(*rq) for rq in requests("single")]
+    assert piped == single, [(i, a, b) for i, (a, b) in enumerate(zip(piped, single)) if a != b]
+    assert sum(isinstance(x, Err) for x in piped) == 1
+    assert c.call("VCARD", "piped") == c.call("VCARD", "single") == 120
+    for i in range(120):
+        assert c.call("VGETATTR", "piped", "e%d" % i) == c.call("VGETATTR", "single", "e%d" % i), i
+    assert c.call("VSIM", "piped", "FP32", fp32(vs[5]), "WITHSCORES", "COUNT", 10) == \
+        c.call("VSIM", "single", "FP32", fp32(vs[5]), "WITHSCORES", "COUNT", 10)
+
+
+def test_sigkill_keeps_transactions_whole():
+    """Transactions of VADDs to one set under SIGKILL: an acknowledged EXEC
+    is wholly there after restart, an unacknowledged one wholly or not at
+    all (its VADDs are one log append)."""
+    data = tempfile.mkdtemp(prefix="tqvecd-killtx-")
+    rng = random.Random(9)
+    acked = set()
+    sent = []
+    try:
+        d = Daemon(data=data, args=["--appendfsync", "no"])
+        for round_ in range(5):
+            stop = threading.Event()
+
+            def load(port, round_=round_):
+                try:
+                    c = Conn(port)
+                    t = 0
+                    while not stop.is_set():
+                        tx = (round_, t)
+                        t += 1
+                        sent.append(tx)
+                        batch = [encode(("MULTI",))]
+                        for j in range(12):
+                            batch.append(encode(("VADD", "tx", "VALUES", 4, j + 1, t % 7, round_, 1,
+                                                 "r%d-t%d-%d" % (round_, tx[1], j))))
+                        batch.append(encode(("EXEC",)))
+                        c.send_raw(b"".join(batch))
+                        replies = [c.reply() for _ in range(14)]
+                        if isinstance(replies[-1], list) and len(replies[-1]) == 12:
+                            acked.add(tx)
+                except (EOFError, OSError):
+                    pass
+
+            th = threading.Thread(target=load, args=(d.port,))
+            th.start()
+            time.sleep(0.3 + rng.random() * 0.5)
+            d.kill(signal.SIGKILL)
+            stop.set()
+            th.join()
+            d.start()
+            c = d.conn()
+            for tx in sent:
+                c.send_raw(b"".join(encode(("VISMEMBER", "tx", "r%d-t%d-%d" % (tx[0], tx[1], j))) for j in range(12)))
+                there = [c.reply() for _ in range(12)]
+                assert sum(there) in (0, 12), "transaction %s is in part: %s" % (tx, there)
+                assert tx not in acked or sum(there) == 12, "acknowledged transaction %s is missing" % (tx,)
+            c.close()
+        d.stop()
+        print("  %d transactions sent, %d acknowledged, all whole after 5 kills" % (len(sent), len(acked)))
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
 def test_shutdown_command_and_signal(d):
     c = d.conn()
     c.call("VADD", "s", "VALUES", 2, 1, 0, "a")

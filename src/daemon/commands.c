@@ -886,6 +886,7 @@ static void cmd_discard(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_re
 }
 
 static const tqd_command *runnable(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r);
+static const tqd_command *lookup(const tqd_arg *name);
 
 /* Called without the lock held (it takes it exclusive). */
 static void cmd_exec(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
@@ -911,13 +912,30 @@ static void cmd_exec(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
         tqd_reply_array(r, cl->nqueued);
         const size_t n = cl->nqueued;
         cl->multi = false; /* the queued commands run as commands */
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < n;) {
             const tqd_queued *q = &cl->queued[i];
             const tqd_command *c = runnable(cl, q->argv, q->argc, r);
-            if (c) {
+            size_t same = 1;
+            while (c && c->run && i + same < n && lookup(&cl->queued[i + same].argv[0]) == c)
+                same++;
+            /* Consecutive commands that answer runs run as one (VADDs to
+             * one set: one log append, so the transaction's writes to it
+             * survive a crash whole or not at all). */
+            tqd_request *reqs = same > 1 ? calloc(same, sizeof(*reqs)) : NULL;
+            size_t done = 1;
+            if (!c) {
+                /* refused when run (its error is in its slot) */
+            } else if (reqs) {
+                for (size_t j = 0; j < same; j++)
+                    reqs[j] = (tqd_request){.argc = cl->queued[i + j].argc, .argv = cl->queued[i + j].argv};
+                done = c->run(cl, reqs, same, r);
+            } else {
                 c->fn(cl, q->argv, q->argc, r);
-                note_writes(cl, q->argv, q->argc);
             }
+            for (size_t j = 0; c && j < done; j++)
+                note_writes(cl, cl->queued[i + j].argv, cl->queued[i + j].argc);
+            free(reqs);
+            i += done;
         }
     }
     pthread_rwlock_unlock(&exec_lock);
@@ -1121,6 +1139,8 @@ size_t tqd_execute_run(tqd_client *cl, const tqd_request *reqs, size_t n, tqd_re
     pthread_once(&exec_lock_once, exec_lock_init);
     pthread_rwlock_rdlock(&exec_lock);
     size_t done = c->run(cl, reqs, n, r);
+    for (size_t i = 0; i < done; i++)
+        note_writes(cl, reqs[i].argv, reqs[i].argc);
     pthread_rwlock_unlock(&exec_lock);
     return done;
 }

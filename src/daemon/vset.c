@@ -240,99 +240,144 @@ static int current_attrs(tqd_vset *v, const tqd_arg *elem, char **out, size_t *l
     return rc;
 }
 
-static void cmd_vadd(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+/* One VADD's arguments. */
+typedef struct vadd_req {
+    float *vec;               /* as given (input_dim floats), malloc'd */
+    size_t dim;
+    long long reduce;         /* REDUCE's dimension, 0 without */
+    const tqd_arg *elem, *attr;
+    int quant;
+} vadd_req;
+
+/* Parse a VADD; false after replying with the error. */
+static bool vadd_parse(const tqd_arg *argv, size_t argc, vadd_req *a, tqd_reply *r)
 {
+    *a = (vadd_req){.quant = QUANT_UNSET};
     /* REDUCE dim comes right before the vector, as in Redis. */
-    long long reduce = 0;
     size_t vec_at = 2;
     if (tqd_arg_is(&argv[2], "REDUCE")) {
-        if (!tqd_arg_ll(&argv[3], &reduce) || reduce < TQVEC_MIN_DIM || reduce > TQVEC_MAX_DIM) {
+        if (!tqd_arg_ll(&argv[3], &a->reduce) || a->reduce < TQVEC_MIN_DIM || a->reduce > TQVEC_MAX_DIM) {
             tqd_reply_error(r, "ERR invalid vector specification");
-            return;
+            return false;
         }
         vec_at = 4;
     }
-    size_t dim, consumed;
-    float *vec = parse_vector(argv, argc, vec_at, &dim, &consumed);
-    float *stored = NULL;
-    if (!vec) {
+    size_t consumed;
+    if (!(a->vec = parse_vector(argv, argc, vec_at, &a->dim, &consumed))) {
         tqd_reply_error(r, "ERR invalid vector specification");
-        return;
-    }
-    if (reduce && (size_t)reduce >= dim) {
-        free(vec);
-        tqd_reply_error(r, "ERR REDUCE dimension %lld must be below the vector's %zu", reduce, dim);
-        return;
-    }
-    if (reduce && (size_t)reduce * dim > MAX_PROJECTION_ENTRIES) {
-        free(vec);
-        tqd_reply_error(r, "ERR REDUCE from %zu to %lld needs a projection above %zu entries", dim, reduce,
-                        MAX_PROJECTION_ENTRIES);
-        return;
+        return false;
     }
     const size_t elem_at = vec_at + consumed;
-    if (elem_at >= argc) {
-        free(vec);
+    if (a->reduce && (size_t)a->reduce >= a->dim) {
+        tqd_reply_error(r, "ERR REDUCE dimension %lld must be below the vector's %zu", a->reduce, a->dim);
+    } else if (a->reduce && (size_t)a->reduce * a->dim > MAX_PROJECTION_ENTRIES) {
+        tqd_reply_error(r, "ERR REDUCE from %zu to %lld needs a projection above %zu entries", a->dim, a->reduce,
+                        MAX_PROJECTION_ENTRIES);
+    } else if (a->dim > TQVEC_MAX_DIM) {
+        tqd_reply_error(r, "ERR vector dimension %zu is above the limit %d", a->dim, TQVEC_MAX_DIM);
+    } else if (elem_at >= argc) {
         tqd_reply_error(r, "ERR wrong number of arguments for 'vadd' command");
-        return;
-    }
-    const tqd_arg *elem = &argv[elem_at];
-    const tqd_arg *attr = NULL;
-    int quant = QUANT_UNSET;
-    for (size_t j = elem_at + 1; j < argc; j++) {
-        long long n;
-        if (tqd_arg_is(&argv[j], "CAS")) {
-            continue;
-        } else if (tqd_arg_is(&argv[j], "NOQUANT")) {
-            quant = QUANT_NOQUANT;
-        } else if (tqd_arg_is(&argv[j], "Q8")) {
-            quant = QUANT_Q8;
-        } else if (tqd_arg_is(&argv[j], "BIN")) {
-            quant = QUANT_BIN;
-        } else if (tqd_arg_is(&argv[j], "EF") && j + 1 < argc) {
-            if (!tqd_arg_ll(&argv[++j], &n) || n <= 0 || n > 1000000) {
-                free(vec);
-                tqd_reply_error(r, "ERR invalid EF");
-                return;
+    } else {
+        a->elem = &argv[elem_at];
+        for (size_t j = elem_at + 1; j < argc; j++) {
+            long long n;
+            if (tqd_arg_is(&argv[j], "CAS")) {
+                continue;
+            } else if (tqd_arg_is(&argv[j], "NOQUANT")) {
+                a->quant = QUANT_NOQUANT;
+            } else if (tqd_arg_is(&argv[j], "Q8")) {
+                a->quant = QUANT_Q8;
+            } else if (tqd_arg_is(&argv[j], "BIN")) {
+                a->quant = QUANT_BIN;
+            } else if (tqd_arg_is(&argv[j], "EF") && j + 1 < argc) {
+                if (!tqd_arg_ll(&argv[++j], &n) || n <= 0 || n > 1000000) {
+                    tqd_reply_error(r, "ERR invalid EF");
+                    goto fail;
+                }
+            } else if (tqd_arg_is(&argv[j], "M") && j + 1 < argc) {
+                if (!tqd_arg_ll(&argv[++j], &n) || n < 4 || n > 4096) {
+                    tqd_reply_error(r, "ERR invalid M");
+                    goto fail;
+                }
+            } else if (tqd_arg_is(&argv[j], "SETATTR") && j + 1 < argc) {
+                a->attr = &argv[++j];
+            } else {
+                tqd_reply_error(r, "ERR invalid option after element");
+                goto fail;
             }
-        } else if (tqd_arg_is(&argv[j], "M") && j + 1 < argc) {
-            if (!tqd_arg_ll(&argv[++j], &n) || n < 4 || n > 4096) {
-                free(vec);
-                tqd_reply_error(r, "ERR invalid M");
-                return;
-            }
-        } else if (tqd_arg_is(&argv[j], "SETATTR") && j + 1 < argc) {
-            attr = &argv[++j];
-        } else {
-            free(vec);
-            tqd_reply_error(r, "ERR invalid option after element");
-            return;
         }
+        return true;
     }
+fail:
+    free(a->vec);
+    a->vec = NULL;
+    return false;
+}
+
+/* Whether the parsed VADD fits the existing set v; false after replying
+ * with the error. */
+static bool vadd_fits(const tqd_vset *v, const vadd_req *a, tqd_reply *r)
+{
+    if (v->dropped) {
+        tqd_reply_error(r, "ERR the key was deleted while being written; retry");
+    } else if (input_dim(v) != a->dim) {
+        reply_dim_mismatch(r, a->dim, input_dim(v));
+    } else if (a->reduce && (v->shape.kind != TQD_SHAPE_REDUCE || v->dim != a->reduce)) {
+        tqd_reply_error(r, "ERR REDUCE %lld does not match the set (%s)", a->reduce,
+                        v->shape.kind == TQD_SHAPE_REDUCE ? "reduced to another dimension" : "made without REDUCE");
+    } else if (a->quant != QUANT_UNSET && a->quant != quant_of(v)) {
+        tqd_reply_error(r, "ERR asked quantization mismatch with existing vector set");
+    } else {
+        return true;
+    }
+    return false;
+}
+
+/* The element VADD adds: its stored form and its attributes (without
+ * SETATTR an update keeps the element's attributes, and an empty SETATTR
+ * removes them, as in Redis). *stored and *keep are the caller's to free. */
+static int vadd_element(tqd_vset *v, const vadd_req *a, tqvec_element *e, float **stored, char **keep,
+                        tqvec_error *err)
+{
+    size_t keep_len = 0;
+    int rc = a->attr ? TQVEC_OK : current_attrs(v, a->elem, keep, &keep_len, err);
+    if (rc)
+        return rc;
+    if (!(*stored = stored_form(v, a->vec))) {
+        snprintf(err->message, sizeof(err->message), "out of memory");
+        return err->code = TQVEC_ENOMEM;
+    }
+    *e = (tqvec_element){.key = a->elem->p, .key_len = a->elem->len, .vector = *stored,
+                         .attrs = a->attr ? (a->attr->len ? a->attr->p : NULL) : *keep,
+                         .attrs_len = a->attr ? a->attr->len : keep_len};
+    return TQVEC_OK;
+}
+
+static void cmd_vadd(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    vadd_req a;
+    if (!vadd_parse(argv, argc, &a, r))
+        return;
     /* A new set's shape: REDUCE's projection, or one dimension padded. */
     tqd_shape shape = {0};
-    if (reduce)
-        shape = (tqd_shape){.kind = TQD_SHAPE_REDUCE, .input_dim = (uint32_t)dim, .seed = random_seed()};
-    else if (dim == 1)
+    if (a.reduce)
+        shape = (tqd_shape){.kind = TQD_SHAPE_REDUCE, .input_dim = (uint32_t)a.dim, .seed = random_seed()};
+    else if (a.dim == 1)
         shape = (tqd_shape){.kind = TQD_SHAPE_PAD, .input_dim = 1};
-    const size_t store_dim = reduce ? (size_t)reduce : dim == 1 ? 2 : dim;
     tqvec_collection_options create = {0};
-    create.dim = (uint32_t)(store_dim > TQVEC_MAX_DIM ? 0 : store_dim);
+    create.dim = (uint32_t)(a.reduce ? (size_t)a.reduce : a.dim == 1 ? 2 : a.dim);
     create.metric = TQVEC_METRIC_COSINE;
-    create.bits = quant == QUANT_BIN ? 1 : 4;
-    create.refine = quant == QUANT_BIN ? TQVEC_REFINE_NONE : quant == QUANT_NOQUANT ? TQVEC_REFINE_FP32
-                                                                                     : TQVEC_REFINE_CODE8;
+    create.bits = a.quant == QUANT_BIN ? 1 : 4;
+    create.refine = a.quant == QUANT_BIN       ? TQVEC_REFINE_NONE
+                    : a.quant == QUANT_NOQUANT ? TQVEC_REFINE_FP32
+                                               : TQVEC_REFINE_CODE8;
     tqvec_error err = {0};
     tqd_vset *v = NULL;
     bool created;
     size_t added = 0;
     char *keep = NULL;
-    size_t keep_len = 0;
+    float *stored = NULL;
     int rc;
-    if (dim > TQVEC_MAX_DIM) {
-        tqd_reply_error(r, "ERR vector dimension %zu is above the limit %d", dim, TQVEC_MAX_DIM);
-        goto out;
-    }
     /* A drop may win the race between finding the key and locking it;
      * then the key is new again. */
     for (int attempt = 0;; attempt++) {
@@ -348,27 +393,9 @@ static void cmd_vadd(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
         tqd_vset_release(v);
         v = NULL;
     }
-    if (v->dropped) {
-        tqd_reply_error(r, "ERR the key was deleted while being written; retry");
-    } else if (input_dim(v) != dim) {
-        reply_dim_mismatch(r, dim, input_dim(v));
-    } else if (reduce && (v->shape.kind != TQD_SHAPE_REDUCE || v->dim != reduce)) {
-        tqd_reply_error(r, "ERR REDUCE %lld does not match the set (%s)", reduce,
-                        v->shape.kind == TQD_SHAPE_REDUCE ? "reduced to another dimension" : "made without REDUCE");
-    } else if (quant != QUANT_UNSET && quant != quant_of(v)) {
-        tqd_reply_error(r, "ERR asked quantization mismatch with existing vector set");
-    } else if (!attr && (rc = current_attrs(v, elem, &keep, &keep_len, &err))) {
-        tqd_reply_tqvec_error(r, &err);
-    } else {
-        /* Without SETATTR an update keeps the element's attributes, and an
-         * empty SETATTR removes them, as in Redis. */
-        stored = stored_form(v, vec);
-        tqvec_element e = {.key = elem->p, .key_len = elem->len, .vector = stored,
-                           .attrs = attr ? (attr->len ? attr->p : NULL) : keep,
-                           .attrs_len = attr ? attr->len : keep_len};
-        if (!stored)
-            tqd_reply_error(r, "ERR out of memory");
-        else if ((rc = tqvec_collection_add(v->c, &e, 1, &added, &err)))
+    tqvec_element e;
+    if (vadd_fits(v, &a, r)) {
+        if ((rc = vadd_element(v, &a, &e, &stored, &keep, &err)) || (rc = tqvec_collection_add(v->c, &e, 1, &added, &err)))
             tqd_reply_tqvec_error(r, &err);
         else
             tqd_reply_bool(r, added == 1);
@@ -380,8 +407,72 @@ static void cmd_vadd(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
 out:
     tqd_vset_release(v);
     free(keep);
-    free(vec);
+    free(a.vec);
     free(stored);
+}
+
+/* Consecutive VADDs to one existing set (pipelined, or queued in a
+ * transaction) are one tqvec_collection_add: one log append, so a
+ * transaction of them is after a crash either whole or absent, and
+ * ingest pays one write for the run. The run ends before a VADD that
+ * names another set, would be refused (it is answered on its own, with its
+ * error), or repeats an element of the run (its kept attributes depend on
+ * the one before). */
+static size_t vadd_run(tqd_client *cl, const tqd_request *reqs, size_t n, tqd_reply *r)
+{
+    const tqd_arg *key = &reqs[0].argv[1];
+    tqd_vset *v = tqd_keyspace_get(cl->db, key->p, key->len);
+    if (!v) { /* the first creates the set; the others follow as a run */
+        cmd_vadd(cl, reqs[0].argv, reqs[0].argc, r);
+        return 1;
+    }
+    vadd_req *a = calloc(n, sizeof(*a));
+    tqvec_element *e = calloc(n, sizeof(*e));
+    float **stored = calloc(n, sizeof(*stored));
+    char **keep = calloc(n, sizeof(*keep));
+    bool *fresh = calloc(n, sizeof(*fresh));
+    tqd_buf quiet = {0};
+    tqd_reply silent = {.out = &quiet, .proto = r->proto};
+    tqvec_error err;
+    size_t m = 0;
+    pthread_mutex_lock(&v->write_lock);
+    for (; a && e && stored && keep && fresh && m < n; m++) {
+        const tqd_request *rq = &reqs[m];
+        if (rq->argc < 5 || rq->argv[1].len != key->len || memcmp(rq->argv[1].p, key->p, key->len) ||
+            !vadd_parse(rq->argv, rq->argc, &a[m], &silent))
+            break;
+        bool repeat = false;
+        for (size_t i = 0; i < m && !repeat; i++)
+            repeat = a[i].elem->len == a[m].elem->len && !memcmp(a[i].elem->p, a[m].elem->p, a[m].elem->len);
+        if (repeat || !vadd_fits(v, &a[m], &silent) || vadd_element(v, &a[m], &e[m], &stored[m], &keep[m], &err))
+            break;
+        fresh[m] = tqvec_collection_get(v->c, a[m].elem->p, a[m].elem->len, NULL, NULL, 0, NULL, NULL) != TQVEC_OK;
+    }
+    tqd_buf_free(&quiet);
+    size_t done = 0;
+    if (m >= 2 && tqvec_collection_add(v->c, e, m, NULL, &err) == TQVEC_OK) {
+        for (size_t i = 0; i < m; i++)
+            tqd_reply_bool(r, fresh[i]);
+        done = m;
+    }
+    pthread_mutex_unlock(&v->write_lock);
+    for (size_t i = 0; a && i < n; i++)
+        free(a[i].vec);
+    for (size_t i = 0; stored && keep && i < n; i++) {
+        free(stored[i]);
+        free(keep[i]);
+    }
+    free(a);
+    free(e);
+    free(stored);
+    free(keep);
+    free(fresh);
+    tqd_vset_release(v);
+    if (!done) { /* nothing to share, or the add refused one of them: one at a time */
+        cmd_vadd(cl, reqs[0].argv, reqs[0].argc, r);
+        done = 1;
+    }
+    return done;
 }
 
 /* ---------------------------------------------------------------- VSIM */
@@ -1120,7 +1211,7 @@ static void cmd_tq_compact(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd
 }
 
 const tqd_command tqd_vset_commands[] = {
-    {"vadd", cmd_vadd, -5, false, 1, NULL},
+    {"vadd", cmd_vadd, -5, false, 1, vadd_run},
     {"vsim", cmd_vsim, -4, false, 1, vsim_run},
     {"vrem", cmd_vrem, 3, false, 1, NULL},
     {"vcard", cmd_vcard, 2, false, 1, NULL},
