@@ -52,6 +52,24 @@ def main():
     put("resp", resp("INFO") + resp("DBSIZE") + resp("KEYS", "*") + resp("SCAN", 0, "MATCH", "s*") +
         resp("TYPE", "s") + resp("EXISTS", "s") + resp("CONFIG", "GET", "*") + resp("COMMAND", "COUNT") +
         resp("CLIENT", "SETNAME", "x") + resp("SELECT", 0) + resp("FLUSHALL"))
+    # databases, names, expiry, serialization, introspection ([compat])
+    put("resp", resp("SELECT", 9) + resp("VADD", "k", "VALUES", 2, 1, 0, "a") + resp("MOVE", "k", 0) +
+        resp("SELECT", 0) + resp("RENAME", "k", "k2") + resp("RENAMENX", "k2", "k") + resp("COPY", "k2", "k3",
+                                                                                             "DB", 3, "REPLACE") +
+        resp("FLUSHDB") + resp("SWAPDB", 0, 1))
+    put("resp", resp("VADD", "e", "VALUES", 2, 1, 0, "a") + resp("EXPIRE", "e", 100, "NX") + resp("TTL", "e") +
+        resp("PEXPIRE", "e", 5, "GT") + resp("PTTL", "e") + resp("EXPIRETIME", "e") + resp("PERSIST", "e") +
+        resp("EXPIREAT", "e", 1) + resp("EXISTS", "e"))
+    put("resp", resp("VADD", "d", "FP32", blob, "x") + resp("DUMP", "d") +
+        resp("RESTORE", "r", 0, b"TQVDUMP\0\x01\0\0\0\x01\0\0\0\x08\0MANIFEST" + bytes(16), "REPLACE") +
+        resp("RESTORE", "r", 10, b"junk", "ABSTTL", "IDLETIME", 1, "FREQ", 2))
+    put("resp", resp("VADD", "o", "REDUCE", 2, "VALUES", 4, 1, 2, 3, 4, "a") + resp("VADD", "p", "VALUES", 1, 3, "z") +
+        resp("OBJECT", "ENCODING", "o") + resp("MEMORY", "USAGE", "o", "SAMPLES", 0) + resp("VRANGE", "o", "-", "+", 5) +
+        resp("VRANGE", "o", "[a", "(b") + resp("VLINKS", "o", "a", "WITHSCORES") +
+        resp("CONFIG", "SET", "loglevel", "debug", "maxclients", 10) + resp("VADD", "o", "VALUES", 4, 0, 0, 0, 0, ""))
+    put("resp", resp("MULTI") + resp("VADD", "m", "VALUES", 2, 1, 0, "a") + resp("VADD", "m", "VALUES", 2, 0, 1, "b") +
+        resp("VADD", "m", "VALUES", 3, 0, 1, 1, "c") + resp("EXEC") + resp("VADD", "m", "VALUES", 2, 1, 1, "d") +
+        resp("VADD", "m", "VALUES", 2, 1, 2, "d", "SETATTR", "{}"))
     for expr, doc in ((".year > 1990 and .genre == 'drama'", '{"year":1999,"genre":"drama"}'),
                       ('.tags in ["a"] or not .ok', '{"tags":["a","b"],"ok":false}'),
                       ("(.a + .b * 2) % 3 == 1 && .s != \"x\"", '{"a":1,"b":"2","s":"y"}'),
