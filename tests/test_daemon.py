@@ -721,6 +721,8 @@ def test_vrange_vlinks_config_object(d):
     assert c.call("OBJECT", "ENCODING", "r") == b"tq4+code8" and c.call("OBJECT", "ENCODING", "nokey") is None
     assert c.call("OBJECT", "REFCOUNT", "r") == 1
     assert c.call("MEMORY", "USAGE", "r") > 103 * 6 and c.call("MEMORY", "USAGE", "nokey") is None
+    assert c.call("TOUCH", "r", "nokey") == 1 and c.call("RANDOMKEY") == b"r"
+    assert c.call("SELECT", 5) == "OK" and c.call("RANDOMKEY") is None
 
 
 def test_reduce_and_one_dimension(d):

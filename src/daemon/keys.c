@@ -1,6 +1,6 @@
 /*
  * The generic key commands of Redis over the keyspace: existence and type
- * (EXISTS, TYPE, DBSIZE, KEYS, SCAN), removal (DEL, UNLINK, FLUSHDB,
+ * (EXISTS, TOUCH, TYPE, DBSIZE, KEYS, SCAN, RANDOMKEY), removal (DEL, UNLINK, FLUSHDB,
  * FLUSHALL), names and databases (RENAME, RENAMENX, MOVE, COPY), expiry
  * (EXPIRE and its relatives, TTL, PERSIST), serialization (DUMP, RESTORE)
  * and introspection (OBJECT, MEMORY USAGE). Every key is a vector set, so
@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static bool db_index(const tqd_arg *a, int *db, tqd_reply *r)
@@ -80,6 +81,32 @@ static void cmd_del(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply 
     for (size_t i = 1; i < argc; i++)
         n += tqd_keyspace_drop(cl->db, argv[i].p, argv[i].len);
     tqd_reply_int(r, n);
+}
+
+/* TOUCH: access times are not tracked, so it only counts what exists. */
+static void cmd_touch(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    cmd_exists(cl, argv, argc, r);
+}
+
+static void cmd_randomkey(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
+{
+    (void)argv;
+    (void)argc;
+    tqd_names names;
+    if (tqd_keyspace_names(cl->db, &names)) {
+        tqd_reply_error(r, "ERR out of memory listing keys");
+        return;
+    }
+    if (!names.n) {
+        tqd_reply_null(r);
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        size_t i = (size_t)(((uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull) >> 32) % names.n;
+        tqd_reply_bulk(r, names.name[i], names.len[i]);
+    }
+    tqd_names_free(&names);
 }
 
 static void cmd_type(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
@@ -706,6 +733,8 @@ const tqd_command tqd_key_commands[] = {
     {"del", cmd_del, -2, false, -1, NULL},
     {"unlink", cmd_del, -2, false, -1, NULL},
     {"type", cmd_type, 2, false, 1, NULL},
+    {"touch", cmd_touch, -2, false, -1, NULL},
+    {"randomkey", cmd_randomkey, 1, false, 0, NULL},
     {"keys", cmd_keys, 2, false, 0, NULL},
     {"scan", cmd_scan, -2, false, 0, NULL},
     {"flushall", cmd_flush, -1, false, 0, NULL},
