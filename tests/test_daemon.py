@@ -1107,6 +1107,17 @@ def test_limits():
         d.stop()
 
 
+def kill_under_load(d, load, stop, seconds):
+    """Run load(port) in a thread for `seconds`, SIGKILL the daemon under
+    it, then stop and join the thread (its connection is gone)."""
+    t = threading.Thread(target=load, args=(d.port,))
+    t.start()
+    time.sleep(seconds)
+    d.kill(signal.SIGKILL)
+    stop.set()
+    t.join()
+
+
 def test_sigkill_loses_no_acknowledged_write():
     """Pipelined VADD/VREM load, SIGKILL at random moments, restart: every
     acknowledged write is there, every acknowledged removal stays removed."""
@@ -1145,13 +1156,8 @@ def test_sigkill_loses_no_acknowledged_write():
                 except (EOFError, OSError):
                     pass
 
-            t = threading.Thread(target=load, args=(d.port,))
-            t.start()
-            time.sleep(0.2 + rng.random() * 0.6)
-            d.kill(signal.SIGKILL)
+            kill_under_load(d, load, stop, 0.2 + rng.random() * 0.6)
             kills += 1
-            stop.set()
-            t.join()
             d.start()
             c = d.conn()
             ids = sorted(acked_add)
@@ -1240,12 +1246,7 @@ def test_sigkill_keeps_transactions_whole():
                 except (EOFError, OSError):
                     pass
 
-            th = threading.Thread(target=load, args=(d.port,))
-            th.start()
-            time.sleep(0.3 + rng.random() * 0.5)
-            d.kill(signal.SIGKILL)
-            stop.set()
-            th.join()
+            kill_under_load(d, load, stop, 0.3 + rng.random() * 0.5)
             d.start()
             c = d.conn()
             for tx in sent:

@@ -21,7 +21,7 @@ int tqd_loglevel = TQD_LOG_NOTICE;
 
 void tqd_log(int level, const char *fmt, ...)
 {
-    if (level < tqd_loglevel)
+    if (level < __atomic_load_n(&tqd_loglevel, __ATOMIC_RELAXED)) /* CONFIG SET may change it */
         return;
     char msg[1024];
     va_list ap;
@@ -283,7 +283,7 @@ int tqd_config_set(tqd_config *cfg, const char *name, const char *v, bool apply,
             if (!strcasecmp(v, level_names[i])) {
                 if (apply) {
                     __atomic_store_n(&tqd_loglevel, i, __ATOMIC_RELAXED);
-                    cfg->loglevel = i;
+                    __atomic_store_n(&cfg->loglevel, i, __ATOMIC_RELAXED);
                 }
                 return 0;
             }

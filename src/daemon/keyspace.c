@@ -790,14 +790,25 @@ int64_t tqd_keyspace_expiry(tqd_vset *v)
 
 /* -------------------------------------------------- rename, copy, adopt */
 
+/* The set a rename or copy starts from, with a reference, once the new
+ * name is known to be possible; NULL with *rc set otherwise. */
+static tqd_vset *source_of(int db, const char *name, size_t len, size_t to_len, int *rc, tqvec_error *err)
+{
+    tqd_vset *v = NULL;
+    if (!check_key(to_len, err))
+        *rc = err->code;
+    else if (!(v = tqd_keyspace_get(db, name, len)))
+        *rc = TQD_NO_KEY;
+    return v;
+}
+
 int tqd_keyspace_rename(int db, const char *name, size_t len, int to_db, const char *to, size_t to_len,
                         bool replace, tqvec_error *err)
 {
-    if (!check_key(to_len, err))
-        return err->code;
-    tqd_vset *v = tqd_keyspace_get(db, name, len);
+    int rc = TQVEC_OK;
+    tqd_vset *v = source_of(db, name, len, to_len, &rc, err);
     if (!v)
-        return TQD_NO_KEY;
+        return rc;
     if (db == to_db && len == to_len && !memcmp(name, to, len)) {
         tqd_vset_release(v);
         return TQVEC_OK;
@@ -807,7 +818,6 @@ int tqd_keyspace_rename(int db, const char *name, size_t len, int to_db, const c
     else
         expire_if_due(to_db, to, to_len);
     char *dir = key_dir(to_db, to, to_len);
-    int rc = TQVEC_OK;
     pthread_mutex_lock(&v->write_lock);
     pthread_mutex_lock(&ks.lock);
     ssize_t i = find_nolock(db, name, len);
@@ -891,13 +901,11 @@ refuse:
 int tqd_keyspace_copy(int db, const char *name, size_t len, int to_db, const char *to, size_t to_len,
                       bool replace, tqvec_error *err)
 {
-    if (!check_key(to_len, err))
-        return err->code;
-    tqd_vset *v = tqd_keyspace_get(db, name, len);
+    int rc = TQVEC_OK;
+    tqd_vset *v = source_of(db, name, len, to_len, &rc, err);
     if (!v)
-        return TQD_NO_KEY;
+        return rc;
     char *stage = stage_dir();
-    int rc;
     if (!stage) {
         snprintf(err->message, sizeof(err->message), "out of memory copying a key");
         rc = err->code = TQVEC_ENOMEM;
