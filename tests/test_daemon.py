@@ -356,9 +356,11 @@ def test_binary_blobs_and_keys(d):
     assert c.call("VEMB", "nokey", elem) is None
     assert c.call("VEMB", key, elem, "BAD") == "ERR invalid option"
     assert c.call("EXISTS", key) == 1
-    # keys never become paths: only the lock file and v-<hex> directories
+    # keys never become paths: only the lock file, the transaction log and
+    # v-<hex> directories
     for name in os.listdir(d.data):
-        assert name == "tqvecd.lock" or (name.startswith("v-") and all(ch in "0123456789abcdef" for ch in name[2:])), name
+        assert name in ("tqvecd.lock", "tqvecd.txlog") or (
+            name.startswith("v-") and all(ch in "0123456789abcdef" for ch in name[2:])), name
     assert c.call("KEYS", "*") == [key]
     assert c.call("VADD", "k" * 101, "VALUES", 2, 1, 0, "a").startswith("ERR a vector set's key is 1 to 100 bytes")
     # bad values: NaN in a blob, NaN as text, a blob of a partial float
@@ -464,7 +466,7 @@ def test_keyspace_and_persistence_commands(d):
     assert info["metric"] == "l2" and info["bits"] == 3 and info["refine"] == "fp16"
     assert c.call("TQ.COMPACT", "l2set") == "OK"
     assert c.call("FLUSHALL") == "OK" and c.call("DBSIZE") == 0
-    assert [n for n in os.listdir(d.data) if n != "tqvecd.lock"] == []
+    assert [n for n in os.listdir(d.data) if n not in ("tqvecd.lock", "tqvecd.txlog")] == []
 
 
 def test_databases(d):
@@ -1107,6 +1109,67 @@ def test_limits():
         d.stop()
 
 
+def xxh3(data):
+    """XXH3-64, from the libxxhash every tqvec build links."""
+    import ctypes
+    lib = ctypes.CDLL("libxxhash.so.0")
+    lib.XXH3_64bits.restype = ctypes.c_uint64
+    lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return lib.XXH3_64bits(data, len(data))
+
+
+def txlog_record(kind, tx, payload):
+    head = struct.pack("<IHHQ", len(payload), kind, 0, tx) + payload
+    return head + struct.pack("<Q", xxh3(head))
+
+
+def txlog_begin(tx, db, commands):
+    out = struct.pack("<II", db, len(commands))
+    for cmd in commands:
+        args = [a if isinstance(a, bytes) else str(a).encode() for a in cmd]
+        out += struct.pack("<I", len(args)) + b"".join(struct.pack("<I", len(a)) + a for a in args)
+    return txlog_record(1, tx, out)
+
+
+def test_interrupted_transaction_is_finished_at_start(d):
+    """A transaction log left by a crash (tqvecd.txlog): at start, the
+    transaction that began and did not end runs on from its last DONE
+    (including a SELECT among its commands), one that ended is left alone,
+    a torn record is ignored; then the log is emptied."""
+    c = d.conn()
+    for k in ("a", "b"):
+        assert c.call("VADD", k, "VALUES", 2, 1, 0, "e0") == 1
+    assert c.call("VADD", "a", "VALUES", 2, 0, 1, "x") == 1  # the command the crash let run
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=30) == 0
+    d.log.close()
+    interrupted = [("VADD", "a", "VALUES", 2, 0, 1, "x"), ("VADD", "b", "VALUES", 2, 1, 1, "y"),
+                   ("VREM", "a", "e0"), ("SELECT", 4), ("VADD", "four", "VALUES", 2, 1, 0, "z"),
+                   ("RENAME", "four", "renamed")]
+    ended = [("VADD", "a", "VALUES", 2, 1, 1, "never")]
+    log = (txlog_begin(7, 0, interrupted) + txlog_record(2, 7, struct.pack("<II", 1, 0)) +
+           txlog_begin(8, 0, ended) + txlog_record(3, 8, b""))
+    torn = txlog_begin(9, 0, [("VADD", "a", "VALUES", 2, 1, 1, "torn")])
+    with open(os.path.join(d.data, "tqvecd.txlog"), "wb") as f:
+        f.write(log + torn[:-5])
+    d.start()
+    c = d.conn()
+    assert c.call("VISMEMBER", "a", "x") == 1 and c.call("VISMEMBER", "b", "y") == 1
+    assert c.call("VISMEMBER", "a", "e0") == 0
+    assert c.call("VISMEMBER", "a", "never") == 0 and c.call("VISMEMBER", "a", "torn") == 0
+    assert c.call("SELECT", 4) == "OK" and c.call("KEYS", "*") == [b"renamed"]
+    assert os.path.getsize(os.path.join(d.data, "tqvecd.txlog")) == 0
+    # a transaction of several writes runs as before, and leaves the log ended
+    assert c.call("MULTI") == "OK" and c.call("VADD", "renamed", "VALUES", 2, 0, 1, "w") == "QUEUED"
+    assert c.call("DEL", "nothing") == "QUEUED" and c.call("EXEC") == [1, 0]
+    d.kill()
+    d.start()
+    c = d.conn()
+    assert c.call("SELECT", 4) == "OK" and c.call("VISMEMBER", "renamed", "w") == 1
+    log_text = open(d.log.name, "rb").read().decode(errors="replace")
+    assert log_text.count("finishing transaction") == 1, "only transaction 7 was left unfinished"
+
+
 def kill_under_load(d, load, stop, seconds):
     """Run load(port) in a thread for `seconds`, SIGKILL the daemon under
     it, then stop and join the thread (its connection is gone)."""
@@ -1214,9 +1277,10 @@ def test_pipelined_vadds_answered_together(d):
 
 
 def test_sigkill_keeps_transactions_whole():
-    """Transactions of VADDs to one set under SIGKILL: an acknowledged EXEC
-    is wholly there after restart, an unacknowledged one wholly or not at
-    all (its VADDs are one log append)."""
+    """Transactions under SIGKILL, of VADDs to one set (one log append) and
+    of VADDs to three sets (the transaction log, finished at start): an
+    acknowledged EXEC is wholly there after restart, an unacknowledged one
+    wholly or not at all."""
     data = tempfile.mkdtemp(prefix="tqvecd-killtx-")
     rng = random.Random(9)
     acked = set()
@@ -1236,7 +1300,8 @@ def test_sigkill_keeps_transactions_whole():
                         sent.append(tx)
                         batch = [encode(("MULTI",))]
                         for j in range(12):
-                            batch.append(encode(("VADD", "tx", "VALUES", 4, j + 1, t % 7, round_, 1,
+                            key = "tx" if tx[1] % 2 else "tx%d" % (j % 3)
+                            batch.append(encode(("VADD", key, "VALUES", 4, j + 1, t % 7, round_, 1,
                                                  "r%d-t%d-%d" % (round_, tx[1], j))))
                         batch.append(encode(("EXEC",)))
                         c.send_raw(b"".join(batch))
@@ -1250,7 +1315,9 @@ def test_sigkill_keeps_transactions_whole():
             d.start()
             c = d.conn()
             for tx in sent:
-                c.send_raw(b"".join(encode(("VISMEMBER", "tx", "r%d-t%d-%d" % (tx[0], tx[1], j))) for j in range(12)))
+                keys = ["tx" if tx[1] % 2 else "tx%d" % (j % 3) for j in range(12)]
+                c.send_raw(b"".join(encode(("VISMEMBER", keys[j], "r%d-t%d-%d" % (tx[0], tx[1], j)))
+                                    for j in range(12)))
                 there = [c.reply() for _ in range(12)]
                 assert sum(there) in (0, 12), "transaction %s is in part: %s" % (tx, there)
                 assert tx not in acked or sum(there) == 12, "acknowledged transaction %s is missing" % (tx,)

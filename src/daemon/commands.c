@@ -906,8 +906,18 @@ static void cmd_exec(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     pthread_rwlock_wrlock(&exec_lock);
     if (cl->nwatched)
         tqd_keyspace_expire_due();
+    /* Several writes: logged first, so a crash part way is finished at
+     * start (txlog.c). */
+    size_t writes = 0;
+    for (size_t i = 0; i < cl->nqueued; i++) {
+        const tqd_command *c = lookup(&cl->queued[i].argv[0]);
+        writes += c && c->writes != TQD_READS;
+    }
+    uint64_t tx = 0;
     if (watch_broken(cl)) {
         tqd_reply_null_array(r); /* a watched key changed: nothing runs */
+    } else if (writes >= 2 && !(tx = tqd_txlog_begin(cl->db, cl->queued, cl->nqueued))) {
+        tqd_reply_error(r, "ERR cannot log the transaction (nothing of it ran): %s", strerror(errno));
     } else {
         tqd_reply_array(r, cl->nqueued);
         const size_t n = cl->nqueued;
@@ -936,7 +946,11 @@ static void cmd_exec(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
                 note_writes(cl, cl->queued[i + j].argv, cl->queued[i + j].argc);
             free(reqs);
             i += done;
+            if (tx)
+                tqd_txlog_progress(tx, i, cl->db, c && c->writes == TQD_WRITES_ONCE);
         }
+        if (tx)
+            tqd_txlog_end(tx);
     }
     pthread_rwlock_unlock(&exec_lock);
     discard_queue(cl);
@@ -944,26 +958,26 @@ static void cmd_exec(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
 }
 
 static const tqd_command server_commands[] = {
-    {"multi", cmd_multi, 1, false, 0, NULL},
-    {"exec", cmd_exec, 1, false, 0, NULL},
-    {"discard", cmd_discard, 1, false, 0, NULL},
-    {"watch", cmd_watch, -2, false, -1, NULL},
-    {"unwatch", cmd_unwatch, 1, false, 0, NULL},
-    {"ping", cmd_ping, -1, false, 0, NULL},
-    {"echo", cmd_echo, 2, false, 0, NULL},
-    {"auth", cmd_auth, -2, true, 0, NULL},
-    {"hello", cmd_hello, -1, true, 0, NULL},
-    {"select", cmd_select, 2, false, 0, NULL},
-    {"quit", cmd_quit, -1, true, 0, NULL},
-    {"shutdown", cmd_shutdown, -1, false, 0, NULL},
-    {"client", cmd_client, -2, false, 0, NULL},
-    {"save", cmd_save, 1, false, 0, NULL},
-    {"bgsave", cmd_bgsave, -1, false, 0, NULL},
-    {"lastsave", cmd_lastsave, 1, false, 0, NULL},
-    {"info", cmd_info, -1, false, 0, NULL},
-    {"config", cmd_config, -2, false, 0, NULL},
-    {"time", cmd_time, 1, false, 0, NULL},
-    {"command", cmd_command, -1, false, 0, NULL},
+    {"multi", cmd_multi, 1, false, 0, NULL, TQD_READS},
+    {"exec", cmd_exec, 1, false, 0, NULL, TQD_READS},
+    {"discard", cmd_discard, 1, false, 0, NULL, TQD_READS},
+    {"watch", cmd_watch, -2, false, -1, NULL, TQD_READS},
+    {"unwatch", cmd_unwatch, 1, false, 0, NULL, TQD_READS},
+    {"ping", cmd_ping, -1, false, 0, NULL, TQD_READS},
+    {"echo", cmd_echo, 2, false, 0, NULL, TQD_READS},
+    {"auth", cmd_auth, -2, true, 0, NULL, TQD_READS},
+    {"hello", cmd_hello, -1, true, 0, NULL, TQD_READS},
+    {"select", cmd_select, 2, false, 0, NULL, TQD_READS},
+    {"quit", cmd_quit, -1, true, 0, NULL, TQD_READS},
+    {"shutdown", cmd_shutdown, -1, false, 0, NULL, TQD_READS},
+    {"client", cmd_client, -2, false, 0, NULL, TQD_READS},
+    {"save", cmd_save, 1, false, 0, NULL, TQD_READS},
+    {"bgsave", cmd_bgsave, -1, false, 0, NULL, TQD_READS},
+    {"lastsave", cmd_lastsave, 1, false, 0, NULL, TQD_READS},
+    {"info", cmd_info, -1, false, 0, NULL, TQD_READS},
+    {"config", cmd_config, -2, false, 0, NULL, TQD_READS},
+    {"time", cmd_time, 1, false, 0, NULL, TQD_READS},
+    {"command", cmd_command, -1, false, 0, NULL, TQD_READS},
 };
 
 /* The command tables, one per file that owns commands. */

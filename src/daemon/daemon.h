@@ -310,6 +310,18 @@ int tqd_main(int argc, char **argv);
 
 /* -------------------------------------------------------------- commands */
 
+/* The transaction log (txlog.c): EXECs of several writes, finished after
+ * a crash. Open finishes what a crash interrupted (before serving). */
+int tqd_txlog_open(const char *dir, int fsync_policy);
+void tqd_txlog_close(void);
+/* Log a transaction's commands before they run: its id, 0 if it could not
+ * be logged (then it must not run). */
+uint64_t tqd_txlog_begin(int db, const tqd_queued *q, size_t n);
+/* done commands have run, leaving the client in db; sync: make it durable
+ * now (after a command that must not run twice). */
+void tqd_txlog_progress(uint64_t tx, size_t done, int db, bool sync);
+void tqd_txlog_end(uint64_t tx);
+
 /* A key may have changed other than by a command naming it (it expired):
  * WATCH must see it. */
 void tqd_key_changed(int db, const char *name, size_t len);
@@ -339,6 +351,13 @@ typedef void (*tqd_command_fn)(tqd_client *cl, const tqd_arg *argv, size_t argc,
  * least reqs[0]; returns how many. */
 typedef size_t (*tqd_command_run_fn)(tqd_client *cl, const tqd_request *reqs, size_t n, tqd_reply *r);
 
+/* What a command does to the keyspace, for the transaction log. */
+enum {
+    TQD_READS = 0,
+    TQD_WRITES = 1,      /* changes keys; running it again changes nothing more */
+    TQD_WRITES_ONCE = 2, /* changes keys; must not run again once later commands have (RENAME, MOVE, COPY) */
+};
+
 typedef struct tqd_command {
     const char *name;
     tqd_command_fn fn;
@@ -346,6 +365,7 @@ typedef struct tqd_command {
     bool no_auth;             /* allowed before AUTH */
     int keys;                 /* 0: none, 1: the first argument, -1: every argument */
     tqd_command_run_fn run;   /* optional: answers pipelined runs together */
+    int writes;               /* TQD_READS, TQD_WRITES or TQD_WRITES_ONCE */
 } tqd_command;
 
 /* The vector-set commands, for the command table. */

@@ -830,11 +830,13 @@ int tqd_main(int argc, char **argv)
             tqvec_version(), (int)getpid(), tqvec_simd_level(), tqd.cfg.threads, tqd_fsync_name(tqd.cfg.appendfsync));
     if (tqd.cfg.pidfile && write_pidfile(tqd.cfg.pidfile))
         return 1;
-    if (tqd_keyspace_open(&tqd.cfg)) {
+    if (tqd_keyspace_open(&tqd.cfg) || tqd_txlog_open(tqd.cfg.dir, tqd.cfg.appendfsync)) {
+        tqd_txlog_close();
         tqd_keyspace_close();
         return 1;
     }
     if (setup()) {
+        tqd_txlog_close();
         tqd_keyspace_close();
         return 1;
     }
@@ -850,6 +852,7 @@ int tqd_main(int argc, char **argv)
         usleep(10000);
     teardown();
     tqd_log(TQD_LOG_NOTICE, "closing vector sets (syncing their logs)");
+    tqd_txlog_close();
     tqd_keyspace_close();
     if (tqd.cfg.pidfile)
         unlink(tqd.cfg.pidfile);

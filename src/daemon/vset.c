@@ -642,7 +642,7 @@ static bool same_search(const vsim_query *x, const vsim_query *y)
 static double reported_score(bool cosine, float score)
 {
     if (!cosine)
-        return score;
+        return (double)score;
     double sc = (1.0 + (double)score) / 2.0;
     return sc < 0 ? 0 : sc > 1 ? 1 : sc;
 }
@@ -842,7 +842,7 @@ static void cmd_vemb(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     } else {
         tqd_reply_array(r, reported_dim(v));
         for (uint32_t i = 0; i < reported_dim(v); i++)
-            tqd_reply_double(r, vec[i]);
+            tqd_reply_double(r, (double)vec[i]);
     }
     free(vec);
     tqd_vset_release(v);
@@ -1211,20 +1211,20 @@ static void cmd_tq_compact(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd
 }
 
 const tqd_command tqd_vset_commands[] = {
-    {"vadd", cmd_vadd, -5, false, 1, vadd_run},
-    {"vsim", cmd_vsim, -4, false, 1, vsim_run},
-    {"vrem", cmd_vrem, 3, false, 1, NULL},
-    {"vcard", cmd_vcard, 2, false, 1, NULL},
-    {"vdim", cmd_vdim, 2, false, 1, NULL},
-    {"vemb", cmd_vemb, -3, false, 1, NULL},
-    {"vinfo", cmd_vinfo, 2, false, 1, NULL},
-    {"vsetattr", cmd_vsetattr, 4, false, 1, NULL},
-    {"vgetattr", cmd_vgetattr, 3, false, 1, NULL},
-    {"vismember", cmd_vismember, 3, false, 1, NULL},
-    {"vrandmember", cmd_vrandmember, -2, false, 1, NULL},
-    {"vrange", cmd_vrange, -4, false, 1, NULL},
-    {"vlinks", cmd_vlinks, -3, false, 1, NULL},
-    {"tq.create", cmd_tq_create, -4, false, 1, NULL},
-    {"tq.compact", cmd_tq_compact, 2, false, 1, NULL},
+    {"vadd", cmd_vadd, -5, false, 1, vadd_run, TQD_WRITES},
+    {"vsim", cmd_vsim, -4, false, 1, vsim_run, TQD_READS},
+    {"vrem", cmd_vrem, 3, false, 1, NULL, TQD_WRITES},
+    {"vcard", cmd_vcard, 2, false, 1, NULL, TQD_READS},
+    {"vdim", cmd_vdim, 2, false, 1, NULL, TQD_READS},
+    {"vemb", cmd_vemb, -3, false, 1, NULL, TQD_READS},
+    {"vinfo", cmd_vinfo, 2, false, 1, NULL, TQD_READS},
+    {"vsetattr", cmd_vsetattr, 4, false, 1, NULL, TQD_WRITES},
+    {"vgetattr", cmd_vgetattr, 3, false, 1, NULL, TQD_READS},
+    {"vismember", cmd_vismember, 3, false, 1, NULL, TQD_READS},
+    {"vrandmember", cmd_vrandmember, -2, false, 1, NULL, TQD_READS},
+    {"vrange", cmd_vrange, -4, false, 1, NULL, TQD_READS},
+    {"vlinks", cmd_vlinks, -3, false, 1, NULL, TQD_READS},
+    {"tq.create", cmd_tq_create, -4, false, 1, NULL, TQD_WRITES},
+    {"tq.compact", cmd_tq_compact, 2, false, 1, NULL, TQD_READS},
 };
 const size_t tqd_vset_command_count = sizeof(tqd_vset_commands) / sizeof(tqd_vset_commands[0]);

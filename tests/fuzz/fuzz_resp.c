@@ -19,7 +19,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     char *args[] = {"tqvecd", "--dir", fuzz_dir, "--appendfsync", "no", "--loglevel", "warning",
                     "--max-request-bytes", "65536", "--max-args", "2048", "--max-collections", "8",
                     "--segment-rows", "64", NULL};
-    if (tqd_config_parse(&tqd.cfg, 15, args) || tqd_keyspace_open(&tqd.cfg))
+    if (tqd_config_parse(&tqd.cfg, 15, args) || tqd_keyspace_open(&tqd.cfg) ||
+        tqd_txlog_open(tqd.cfg.dir, tqd.cfg.appendfsync))
         abort();
     return 0;
 }
