@@ -7,8 +7,11 @@
  * Pieces, one file each:
  *   resp      request parsing (multibulk and inline) and reply encoding
  *   server    the io_uring loop, connections, the worker pool, shutdown
- *   keyspace  key name -> open collection, directories under --dir
- *   commands  the command table and the server commands (PING, INFO, ...)
+ *   keyspace  (database, key) -> open collection, directories under --dir
+ *   commands  the command table, the server commands (PING, INFO, ...) and
+ *             transactions
+ *   keys      the generic key commands (DEL, RENAME, EXPIRE, DUMP, ...)
+ *   txlog     the transaction log that finishes a crashed EXEC at start
  *   vset      the vector-set commands (VADD, VSIM, ...) and our extensions
  *   config    options from the command line and a config file
  *

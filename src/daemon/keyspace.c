@@ -3,6 +3,7 @@
  * collection in its own directory under --dir.
  *
  *   DIR/tqvecd.lock      flock'd by the one daemon serving DIR
+ *   DIR/tqvecd.txlog     transactions in flight (txlog.c)
  *   DIR/v-<hex>/         the collection of key <hex> (its bytes) in db 0
  *   DIR/v<db>-<hex>/     ... in database db > 0
  *   DIR/v.../tqvecd.meta what the daemon keeps beside the collection: the
