@@ -544,7 +544,7 @@ Test(search, zero_vectors_under_cosine_score_zero)
  * find themselves first with codes only, and the scalar kernels give the
  * best level's answers bit for bit (the 8-bit table sums of 65,536 lookups
  * stay exact in the 32-bit accumulators). */
-Test(search, largest_dimension_at_every_width, .timeout = 120)
+Test(search, largest_dimension_at_every_width)
 {
     const uint32_t d = TQVEC_MAX_DIM;
     const size_t n = 40;
