@@ -467,16 +467,21 @@ static void info_vectorsets(tqd_buf *b, bool *oom)
             continue;
         tqvec_collection_info in;
         tqvec_collection_get_info(v->c, &in);
+        /* The listing's copies of the name and database: a RENAME may be
+         * changing v's meanwhile. */
+        const char *name = names.name[i];
+        const int db = names.db[i];
         char dbname[16];
-        snprintf(dbname, sizeof(dbname), "db%d", v->db);
+        snprintf(dbname, sizeof(dbname), "db%d", db);
         /* Key bytes are printed only when plain, since INFO is lines of text. */
         bool plain = true;
-        for (size_t j = 0; j < v->name_len; j++)
-            plain &= v->name[j] > ' ' && v->name[j] <= '~' && v->name[j] != ':' && v->name[j] != ',';
+        for (size_t j = 0; j < names.len[i]; j++)
+            plain &= name[j] > ' ' && name[j] <= '~' && name[j] != ':' && name[j] != ',';
         appendf(b, oom,
                 "vset_%s%s%s:size=%llu,dim=%u,metric=%s,bits=%d,refine=%s,deleted=%llu,segments=%u,unsealed=%llu,"
                 "log_bytes=%llu,bytes_per_vector=%llu\r\n",
-                v->db ? dbname : "", v->db ? ":" : "", plain ? v->name : "(binary)", (unsigned long long)in.count, in.dim, tqd_metric_name(in.metric),
+                db ? dbname : "", db ? ":" : "", plain ? name : "(binary)", (unsigned long long)in.count, in.dim,
+                tqd_metric_name(in.metric),
                 in.bits, tqd_refine_name(in.refine), (unsigned long long)in.deleted, in.segments,
                 (unsigned long long)in.unsealed, (unsigned long long)in.log_bytes,
                 (unsigned long long)(in.bytes_per_vector + in.refine_bytes_per_vector));

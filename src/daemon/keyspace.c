@@ -803,6 +803,27 @@ static tqd_vset *source_of(int db, const char *name, size_t len, size_t to_len, 
     return v;
 }
 
+/* Lock two sets' write locks in one global order (by address), so two
+ * renames between the same names cannot deadlock. */
+static void lock_pair(tqd_vset *a, tqd_vset *b)
+{
+    if (b && (uintptr_t)b < (uintptr_t)a) {
+        tqd_vset *t = a;
+        a = b;
+        b = t;
+    }
+    pthread_mutex_lock(&a->write_lock);
+    if (b)
+        pthread_mutex_lock(&b->write_lock);
+}
+
+static void unlock_pair(tqd_vset *a, tqd_vset *b)
+{
+    if (b)
+        pthread_mutex_unlock(&b->write_lock);
+    pthread_mutex_unlock(&a->write_lock);
+}
+
 int tqd_keyspace_rename(int db, const char *name, size_t len, int to_db, const char *to, size_t to_len,
                         bool replace, tqvec_error *err)
 {
@@ -814,32 +835,52 @@ int tqd_keyspace_rename(int db, const char *name, size_t len, int to_db, const c
         tqd_vset_release(v);
         return TQVEC_OK;
     }
-    if (replace)
-        tqd_keyspace_drop(to_db, to, to_len);
-    else
-        expire_if_due(to_db, to, to_len);
+    expire_if_due(to_db, to, to_len);
     char *dir = key_dir(to_db, to, to_len);
-    pthread_mutex_lock(&v->write_lock);
-    pthread_mutex_lock(&ks.lock);
-    ssize_t i = find_nolock(db, name, len);
-    if (!dir) {
-        snprintf(err->message, sizeof(err->message), "out of memory renaming a key");
-        rc = err->code = TQVEC_ENOMEM;
-    } else if (i < 0 || ks.v[i] != v) {
-        rc = TQD_NO_KEY;
-    } else if (find_nolock(to_db, to, to_len) >= 0) {
-        rc = TQD_KEY_EXISTS; /* created meanwhile, or not replacing */
-    } else if (!(rc = tqvec_collection_move(v->c, dir, err))) {
-        free(v->dir);
-        v->dir = dir;
-        dir = NULL;
-        v->db = to_db;
-        memcpy(v->name, to, to_len);
-        v->name[to_len] = 0;
-        v->name_len = to_len;
+    /* The target, if there is one, is locked with the source and dropped
+     * under the same locks as the rename: no writer can create it in
+     * between. Found before locking, so checked again after; a target
+     * that changed meanwhile means another try. */
+    for (int attempt = 0;; attempt++) {
+        pthread_mutex_lock(&ks.lock);
+        ssize_t j = find_nolock(to_db, to, to_len);
+        tqd_vset *target = j >= 0 ? ks.v[j] : NULL;
+        if (target)
+            target->refs++;
+        pthread_mutex_unlock(&ks.lock);
+        lock_pair(v, target);
+        pthread_mutex_lock(&ks.lock);
+        ssize_t i = find_nolock(db, name, len);
+        j = find_nolock(to_db, to, to_len);
+        bool moved = (j >= 0 ? ks.v[j] : NULL) != target;
+        if (!dir) {
+            snprintf(err->message, sizeof(err->message), "out of memory renaming a key");
+            rc = err->code = TQVEC_ENOMEM;
+        } else if (i < 0 || ks.v[i] != v) {
+            rc = TQD_NO_KEY;
+        } else if (moved) {
+            rc = TQD_KEY_EXISTS; /* the target changed since it was looked up: try again */
+        } else if (target && !replace) {
+            rc = TQD_KEY_EXISTS;
+        } else {
+            if (target)
+                drop_nolock(target, (size_t)j);
+            if (!(rc = tqvec_collection_move(v->c, dir, err))) {
+                free(v->dir);
+                v->dir = dir;
+                dir = NULL;
+                v->db = to_db;
+                memcpy(v->name, to, to_len);
+                v->name[to_len] = 0;
+                v->name_len = to_len;
+            }
+        }
+        pthread_mutex_unlock(&ks.lock);
+        unlock_pair(v, target);
+        tqd_vset_release(target);
+        if (!moved || rc != TQD_KEY_EXISTS || attempt == 99)
+            break;
     }
-    pthread_mutex_unlock(&ks.lock);
-    pthread_mutex_unlock(&v->write_lock);
     free(dir);
     tqd_vset_release(v);
     return rc;
@@ -849,9 +890,17 @@ int tqd_keyspace_adopt(int db, const char *name, size_t len, const char *stage, 
 {
     if (!check_key(len, err))
         goto refuse;
-    if (replace)
+    /* As for rename: a target created again after the drop is dropped
+     * again, a few times at most. */
+    for (int attempt = 0; replace && attempt < 8; attempt++) {
         tqd_keyspace_drop(db, name, len);
-    else
+        pthread_mutex_lock(&ks.lock);
+        bool taken = find_nolock(db, name, len) >= 0;
+        pthread_mutex_unlock(&ks.lock);
+        if (!taken)
+            break;
+    }
+    if (!replace)
         expire_if_due(db, name, len);
     pthread_mutex_lock(&ks.lock);
     int rc = TQVEC_OK;
