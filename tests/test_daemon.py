@@ -575,8 +575,8 @@ def test_rename_and_copy(d):
 
 
 def test_rename_under_load(d):
-    """RENAME back and forth while other clients search, add to and ask
-    INFO about the set (run under ThreadSanitizer by tools/test): every
+    """RENAME and COPY ... REPLACE back and forth while other clients
+    search, add to and ask INFO about the set (run under ThreadSanitizer by tools/test): every
     reply is well formed, every element found was acknowledged (a RENAME
     drops its target, as in Redis, so acknowledged adds to the target may
     go), and a restart finds exactly what the daemon held."""
@@ -611,9 +611,14 @@ def test_rename_under_load(d):
     threads = [threading.Thread(target=searcher), threading.Thread(target=adder)]
     for t in threads:
         t.start()
-    renamed = 0
+    renamed = copied = 0
     for n in range(60):
         src, dst = ("ping", "pong") if n % 2 == 0 else ("pong", "ping")
+        if n % 3 == 2:  # COPY ... REPLACE drops its target the same way
+            r = c.call("COPY", src, dst, "REPLACE")
+            assert r in (0, 1), r
+            copied += r
+            continue
         r = c.call("RENAME", src, dst)
         assert r == "OK" or r == Err("ERR no such key"), r
         renamed += r == "OK"
@@ -621,7 +626,7 @@ def test_rename_under_load(d):
     for t in threads:
         t.join()
     assert not errors, errors[:3]
-    assert renamed > 0
+    assert renamed > 0 and copied > 0
     held = {k: set(c.call("VRANGE", k, "-", "+")) for k in sorted(c.call("KEYS", "*"))}
     assert set(held) <= {b"ping", b"pong"}
     for k, elems in held.items():

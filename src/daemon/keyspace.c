@@ -886,28 +886,14 @@ int tqd_keyspace_rename(int db, const char *name, size_t len, int to_db, const c
     return rc;
 }
 
-int tqd_keyspace_adopt(int db, const char *name, size_t len, const char *stage, bool replace, tqvec_error *err)
+/* Give the collection staged in `stage` the key: renamed into place,
+ * opened with every byte verified, in the table. Keyspace lock held, the
+ * key free. */
+static int install_nolock(int db, const char *name, size_t len, const char *stage, tqvec_error *err)
 {
-    if (!check_key(len, err))
-        goto refuse;
-    /* As for rename: a target created again after the drop is dropped
-     * again, a few times at most. */
-    for (int attempt = 0; replace && attempt < 8; attempt++) {
-        tqd_keyspace_drop(db, name, len);
-        pthread_mutex_lock(&ks.lock);
-        bool taken = find_nolock(db, name, len) >= 0;
-        pthread_mutex_unlock(&ks.lock);
-        if (!taken)
-            break;
-    }
-    if (!replace)
-        expire_if_due(db, name, len);
-    pthread_mutex_lock(&ks.lock);
     int rc = TQVEC_OK;
     tqd_vset *v = NULL;
-    if (find_nolock(db, name, len) >= 0) {
-        rc = TQD_KEY_EXISTS;
-    } else if (!room_for_one_more(err)) {
+    if (!room_for_one_more(err)) {
         rc = err->code;
     } else if (!(v = vset_new(db, name, len))) {
         snprintf(err->message, sizeof(err->message), "out of memory adding a vector set");
@@ -938,14 +924,50 @@ int tqd_keyspace_adopt(int db, const char *name, size_t len, const char *stage, 
             v = NULL; /* in the table now */
         }
     }
-    pthread_mutex_unlock(&ks.lock);
     vset_free(v);
+    return rc;
+}
+
+int tqd_keyspace_adopt(int db, const char *name, size_t len, const char *stage, bool replace, tqvec_error *err)
+{
+    int rc;
+    if (!check_key(len, err)) {
+        rc = err->code;
+        goto out;
+    }
+    expire_if_due(db, name, len);
+    /* As for rename: an existing key is locked, then dropped and replaced
+     * under the keyspace lock, so no writer can create it in between. */
+    for (int attempt = 0;; attempt++) {
+        pthread_mutex_lock(&ks.lock);
+        ssize_t j = find_nolock(db, name, len);
+        tqd_vset *target = j >= 0 ? ks.v[j] : NULL;
+        if (target)
+            target->refs++;
+        pthread_mutex_unlock(&ks.lock);
+        if (target)
+            pthread_mutex_lock(&target->write_lock);
+        pthread_mutex_lock(&ks.lock);
+        j = find_nolock(db, name, len);
+        bool moved = (j >= 0 ? ks.v[j] : NULL) != target;
+        if (moved || (target && !replace)) {
+            rc = TQD_KEY_EXISTS;
+        } else {
+            if (target)
+                drop_nolock(target, (size_t)j);
+            rc = install_nolock(db, name, len, stage, err);
+        }
+        pthread_mutex_unlock(&ks.lock);
+        if (target)
+            pthread_mutex_unlock(&target->write_lock);
+        tqd_vset_release(target);
+        if (!moved || attempt == 99)
+            break;
+    }
+out:
     if (rc)
         remove_tree(stage);
     return rc;
-refuse:
-    remove_tree(stage);
-    return err->code;
 }
 
 int tqd_keyspace_copy(int db, const char *name, size_t len, int to_db, const char *to, size_t to_len,
