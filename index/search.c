@@ -501,22 +501,20 @@ static size_t finish_query(const search_job *job, const float *query, const tq_q
     const tq_codec *c = job->c;
     const tq_search_opts *opts = job->opts;
     size_t n = nfirst;
-    if (opts->scorer == TQ_SCORER_LUT && opts->rerank) {
-        /* Stage 3 takes every first-stage candidate instead of the best
-         * k' by float tables: a row's refine score (one SIMD dot) costs
-         * less than its float-table estimate (a lookup a nibble), and
-         * re-ranking a superset of stage 2's k' on finer data loses
-         * nothing stage 2 would have kept. */
-    } else {
-        if (opts->scorer == TQ_SCORER_LUT) {
-            tq_topk_reset(mid);
-            for (size_t i = 0; i < nfirst; i++)
-                tq_topk_push(mid, first[i].id, float_key(c, pq, find_row(job, first[i].id)));
-            n = tq_topk_drain(mid, first);
-        }
-        if (n > mid->cap)
-            n = mid->cap; /* float scorer: the first stage already kept k' */
+    /* With re-ranking, stage 3 takes every first-stage candidate instead
+     * of the best k' by float tables: a row's refine score (one SIMD dot)
+     * costs less than its float-table estimate (a lookup a nibble), and
+     * re-ranking a superset of stage 2's k' on finer data loses nothing
+     * stage 2 would have kept. */
+    const bool straight_to_refine = opts->scorer == TQ_SCORER_LUT && opts->rerank;
+    if (opts->scorer == TQ_SCORER_LUT && !straight_to_refine) {
+        tq_topk_reset(mid);
+        for (size_t i = 0; i < nfirst; i++)
+            tq_topk_push(mid, first[i].id, float_key(c, pq, find_row(job, first[i].id)));
+        n = tq_topk_drain(mid, first);
     }
+    if (n > mid->cap && !straight_to_refine)
+        n = mid->cap; /* float scorer: the first stage already kept k' */
     if (opts->rerank) {
         tq_topk_reset(best);
         for (size_t i = 0; i < n; i++)

@@ -145,8 +145,7 @@ bool tqd_glob(const char *pat, size_t plen, const char *s, size_t slen)
     return slen == 0;
 }
 
-/* Lowercase copy of a command name, bounded, for messages. */
-static void name_of(const tqd_arg *a, char *out, size_t cap)
+void tqd_arg_lower(const tqd_arg *a, char *out, size_t cap)
 {
     size_t n = a->len < cap - 1 ? a->len : cap - 1;
     for (size_t i = 0; i < n; i++)
@@ -239,7 +238,7 @@ static void cmd_hello(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
             i++;
         } else {
             char name[32];
-            name_of(&argv[i], name, sizeof(name));
+            tqd_arg_lower(&argv[i], name, sizeof(name));
             tqd_reply_error(r, "ERR Syntax error in HELLO option '%s'", name);
             return;
         }
@@ -343,7 +342,7 @@ static void cmd_client(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_rep
         tqd_reply_cstr(r, line);
     } else {
         char name[32];
-        name_of(sub, name, sizeof(name));
+        tqd_arg_lower(sub, name, sizeof(name));
         tqd_reply_error(r, "ERR unknown subcommand or wrong number of arguments for '%s'. Try CLIENT HELP.", name);
     }
 }
@@ -1048,7 +1047,7 @@ static void cmd_command(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_re
         }
     } else {
         char name[32];
-        name_of(&argv[1], name, sizeof(name));
+        tqd_arg_lower(&argv[1], name, sizeof(name));
         tqd_reply_error(r, "ERR unknown subcommand or wrong number of arguments for '%s'. Try COMMAND HELP.", name);
     }
 }
@@ -1060,7 +1059,7 @@ static const tqd_command *runnable(tqd_client *cl, const tqd_arg *argv, size_t a
     const tqd_command *c = lookup(&argv[0]);
     if (!c) {
         char name[64], args[192] = "";
-        name_of(&argv[0], name, sizeof(name));
+        tqd_arg_lower(&argv[0], name, sizeof(name));
         size_t at = 0;
         for (size_t i = 1; i < argc && at < sizeof(args) - 40; i++) {
             int n = snprintf(args + at, sizeof(args) - at, "'%.*s' ", (int)(argv[i].len < 32 ? argv[i].len : 32),

@@ -107,6 +107,10 @@ typedef struct tqd_buf {
 
 /* Grow to hold `more` bytes beyond len; false when out of memory. */
 bool tqd_buf_reserve(tqd_buf *b, size_t more);
+/* Append n bytes; false when out of memory. */
+bool tqd_buf_append(tqd_buf *b, const void *p, size_t n);
+/* write(2) until all n bytes are out (EINTR retried); false on error. */
+bool tqd_write_all(int fd, const void *p, size_t n);
 void tqd_buf_free(tqd_buf *b);
 
 typedef struct tqd_arg {
@@ -384,6 +388,9 @@ bool tqd_db_index(const tqd_arg *a, int *db, tqd_reply *r);
 bool tqd_arg_is(const tqd_arg *a, const char *word);
 bool tqd_arg_ll(const tqd_arg *a, long long *v);
 bool tqd_arg_double(const tqd_arg *a, double *v);
+/* Lowercase copy of an argument (a command or option name), bounded and
+ * NUL-terminated, for messages. */
+void tqd_arg_lower(const tqd_arg *a, char *out, size_t cap);
 /* Glob match as Redis's KEYS/SCAN MATCH: * ? [abc] [^a-z] and \ escapes. */
 bool tqd_glob(const char *pat, size_t plen, const char *s, size_t slen);
 

@@ -309,9 +309,7 @@ static void cmd_expire(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_rep
     if (t > LLONG_MAX / unit || t < LLONG_MIN / unit || (!at && ((t > 0 && t * unit > LLONG_MAX - now) ||
                                                                   (t < 0 && t * unit < LLONG_MIN + now)))) {
         char name[16];
-        snprintf(name, sizeof(name), "%.*s", (int)(argv[0].len < 12 ? argv[0].len : 12), argv[0].p);
-        for (char *p = name; *p; p++)
-            *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+        tqd_arg_lower(&argv[0], name, sizeof(name));
         tqd_reply_error(r, "ERR invalid expire time in '%s' command", name);
         return;
     }
@@ -381,15 +379,6 @@ static void cmd_persist(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_re
 #define DUMP_FORMAT 1u
 #define DUMP_MAX_FILES 100000u
 
-static bool put(tqd_buf *b, const void *p, size_t n)
-{
-    if (!tqd_buf_reserve(b, n))
-        return false;
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    return true;
-}
-
 /* Append the file at root/rel, framed. */
 static bool put_file(tqd_buf *b, const char *root, const char *rel, uint32_t *count)
 {
@@ -404,7 +393,7 @@ static bool put_file(tqd_buf *b, const char *root, const char *rel, uint32_t *co
     }
     uint16_t plen = (uint16_t)strlen(rel);
     uint64_t len = (uint64_t)st.st_size;
-    bool ok = put(b, &plen, 2) && put(b, rel, plen) && put(b, &len, 8) && tqd_buf_reserve(b, len);
+    bool ok = tqd_buf_append(b, &plen, 2) && tqd_buf_append(b, rel, plen) && tqd_buf_append(b, &len, 8) && tqd_buf_reserve(b, len);
     for (uint64_t done = 0; ok && done < len;) {
         ssize_t n = read(fd, b->p + b->len, len - done);
         if (n < 0 && errno == EINTR)
@@ -427,7 +416,7 @@ static bool dump_dir(const char *root, tqd_buf *b)
     size_t count_at = sizeof(DUMP_MAGIC) + 4;
     char meta[PATH_MAX];
     snprintf(meta, sizeof(meta), "%s/" TQD_META_FILE, root);
-    if (!put(b, DUMP_MAGIC, sizeof(DUMP_MAGIC)) || !put(b, &format, 4) || !put(b, &count, 4) ||
+    if (!tqd_buf_append(b, DUMP_MAGIC, sizeof(DUMP_MAGIC)) || !tqd_buf_append(b, &format, 4) || !tqd_buf_append(b, &count, 4) ||
         !put_file(b, root, "MANIFEST", &count) || (access(meta, F_OK) == 0 && !put_file(b, root, TQD_META_FILE, &count)))
         return false;
     static const char *const subs[] = {"seg", "wal"};
@@ -452,7 +441,7 @@ static bool dump_dir(const char *root, tqd_buf *b)
     }
     memcpy(b->p + count_at, &count, 4);
     uint64_t sum = XXH3_64bits(b->p, b->len);
-    return put(b, &sum, 8);
+    return tqd_buf_append(b, &sum, 8);
 }
 
 /* A relative path of a dump: MANIFEST, the daemon's meta file, or seg/NAME
@@ -514,13 +503,7 @@ static int undump(const char *p, size_t n, const char *stage)
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0)
             return errno == EEXIST ? UNDUMP_BAD_FRAME : UNDUMP_IO;
-        bool ok = true;
-        for (size_t done = 0; ok && done < len;) {
-            ssize_t w = write(fd, p + at + done, len - done);
-            ok = w > 0 || (w < 0 && errno == EINTR);
-            done += w > 0 ? (size_t)w : 0;
-        }
-        ok = ok && (tqd.cfg.appendfsync == TQVEC_FSYNC_NO || !fdatasync(fd));
+        bool ok = tqd_write_all(fd, p + at, len) && (tqd.cfg.appendfsync == TQVEC_FSYNC_NO || !fdatasync(fd));
         close(fd);
         if (!ok)
             return UNDUMP_IO;

@@ -118,14 +118,9 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return 0;
 }
 
-static void remove_tree(const char *path)
-{
-    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 void tqd_remove_tree(const char *path)
 {
-    remove_tree(path);
+    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static char *key_dir(int db, const char *name, size_t len)
@@ -178,8 +173,7 @@ static size_t decode_key(const char *entry, char *out, int *db)
     return n / 2;
 }
 
-/* A new directory name for a copy under construction. */
-static char *stage_dir(void)
+char *tqd_keyspace_stage_dir(void)
 {
     size_t n = strlen(ks.root) + 48;
     char *p = malloc(n);
@@ -190,11 +184,6 @@ static char *stage_dir(void)
         snprintf(p, n, "%s/.stage-%d-%llu", ks.root, (int)getpid(), (unsigned long long)id);
     }
     return p;
-}
-
-char *tqd_keyspace_stage_dir(void)
-{
-    return stage_dir();
 }
 
 /* ------------------------------------------------------------- meta file */
@@ -253,6 +242,19 @@ static int read_meta(const char *dir, meta *m)
     return 0;
 }
 
+bool tqd_write_all(int fd, const void *p, size_t n)
+{
+    for (size_t done = 0; done < n;) {
+        ssize_t w = write(fd, (const char *)p + done, n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        done += (size_t)w;
+    }
+    return true;
+}
+
 static int sync_dir(const char *path)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -285,7 +287,7 @@ static int write_meta(const char *dir, const meta *m, tqvec_error *err)
         int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0)
             goto fail;
-        bool ok = write(fd, b, sizeof(b)) == (ssize_t)sizeof(b) && (ks.fsync == TQVEC_FSYNC_NO || !fdatasync(fd));
+        bool ok = tqd_write_all(fd, b, sizeof(b)) && (ks.fsync == TQVEC_FSYNC_NO || !fdatasync(fd));
         close(fd);
         if (!ok || rename(tmp, path))
             goto fail;
@@ -356,9 +358,11 @@ static int table_push(tqd_vset *v)
     return 0;
 }
 
-static tqvec_collection_options open_options(tqd_vset *v)
+/* The daemon's options for v's collection, over base's settings (a new
+ * set's) when given. */
+static tqvec_collection_options open_options(tqd_vset *v, const tqvec_collection_options *base)
 {
-    tqvec_collection_options o = {0};
+    tqvec_collection_options o = base ? *base : (tqvec_collection_options){0};
     o.fsync = ks.fsync;
     o.segment_rows = ks.segment_rows;
     o.log = collection_log;
@@ -377,6 +381,25 @@ static ssize_t find_nolock(int db, const char *name, size_t len)
         if (ks.v[i]->db == db && ks.v[i]->name_len == len && !memcmp(ks.v[i]->name, name, len))
             return (ssize_t)i;
     return -1;
+}
+
+/* Read v's meta and open its collection (checking every byte when
+ * verify): what a set found on disk or handed over as a copy needs. */
+static int load_vset(tqd_vset *v, bool verify, tqvec_error *err)
+{
+    meta m;
+    if (read_meta(v->dir, &m)) {
+        snprintf(err->message, sizeof(err->message), "%.200s/" TQD_META_FILE " is damaged", v->dir);
+        return err->code = TQVEC_ECORRUPT;
+    }
+    v->expire_ms = m.expire_ms;
+    v->shape = m.shape;
+    tqvec_collection_options o = open_options(v, NULL);
+    o.verify = verify;
+    int rc = tqvec_collection_open(v->dir, &o, &v->c, err);
+    if (!rc)
+        vset_describe(v);
+    return rc;
 }
 
 /* -------------------------------------------------------- open and close */
@@ -415,7 +438,7 @@ int tqd_keyspace_open(const tqd_config *cfg)
             snprintf(path, sizeof(path), "%s/%s", ks.root, e->d_name);
             tqd_log(TQD_LOG_NOTICE, "removing %s, %s before the last stop", path,
                     e->d_name[1] == 'd' ? "dropped" : "a copy not completed");
-            remove_tree(path);
+            tqd_remove_tree(path);
             continue;
         }
         char key[TQD_MAX_KEY_BYTES];
@@ -435,19 +458,8 @@ int tqd_keyspace_open(const tqd_config *cfg)
             rc = -1;
             break;
         }
-        tqvec_collection_options o = open_options(v);
         tqvec_error err;
-        meta m;
-        if (read_meta(v->dir, &m)) {
-            tqd_log(TQD_LOG_WARNING, "cannot read how vector set '%s' in %s was shaped: not serving it", v->name,
-                    v->dir);
-            vset_free(v);
-            rc = -1;
-            break;
-        }
-        v->expire_ms = m.expire_ms;
-        v->shape = m.shape;
-        int orc = tqvec_collection_open(v->dir, &o, &v->c, &err);
+        int orc = load_vset(v, false, &err);
         struct stat st;
         snprintf(path, sizeof(path), "%s/MANIFEST", v->dir);
         if (orc == TQVEC_ENOTFOUND && stat(path, &st) != 0 && errno == ENOENT) {
@@ -455,7 +467,7 @@ int tqd_keyspace_open(const tqd_config *cfg)
              * power cut inside TQ.CREATE or a first VADD, before the
              * reply): nothing in it was acknowledged. */
             tqd_log(TQD_LOG_NOTICE, "removing %s, a vector set whose creation did not complete", v->dir);
-            remove_tree(v->dir);
+            tqd_remove_tree(v->dir);
             vset_free(v);
             continue;
         }
@@ -465,7 +477,6 @@ int tqd_keyspace_open(const tqd_config *cfg)
             rc = -1;
             break;
         }
-        vset_describe(v);
         if (table_push(v)) {
             tqvec_collection_close(v->c, NULL);
             vset_free(v);
@@ -552,10 +563,16 @@ int tqd_keyspace_get_or_create(int db, const char *name, size_t len, const tqvec
     *created = false;
     if (!check_key(len, err))
         return err->code;
-    expire_if_due(db, name, len);
     pthread_mutex_lock(&ks.lock);
     int rc = TQVEC_OK;
     ssize_t i = find_nolock(db, name, len);
+    if (i >= 0 && expired(ks.v[i], tqd_unix_ms())) {
+        /* Rare: drop it (which takes its write lock first), then look again. */
+        pthread_mutex_unlock(&ks.lock);
+        expire_if_due(db, name, len);
+        pthread_mutex_lock(&ks.lock);
+        i = find_nolock(db, name, len);
+    }
     if (i >= 0) {
         *out = ks.v[i];
         ks.v[i]->refs++;
@@ -571,12 +588,8 @@ int tqd_keyspace_get_or_create(int db, const char *name, size_t len, const tqvec
         rc = err->code = TQVEC_ENOMEM;
         goto out;
     }
-    tqvec_collection_options o = *opts;
-    o.fsync = ks.fsync;
-    o.segment_rows = ks.segment_rows;
+    tqvec_collection_options o = open_options(v, opts);
     o.create = 1;
-    o.log = collection_log;
-    o.log_ctx = v->name;
     /* A shape goes into the directory before the collection: a set whose
      * manifest exists always has its shape (one without a manifest is
      * removed at start). The collection makes its directory otherwise,
@@ -588,12 +601,12 @@ int tqd_keyspace_get_or_create(int db, const char *name, size_t len, const tqvec
         snprintf(err->message, sizeof(err->message), "cannot create %.160s: %s", v->dir, strerror(errno));
         rc = err->code = TQVEC_EIO;
     } else if (!meta_is_plain(&m) && (rc = write_meta(v->dir, &m, err))) {
-        remove_tree(v->dir);
+        tqd_remove_tree(v->dir);
     } else if ((rc = tqvec_collection_open(v->dir, &o, &v->c, err)) != TQVEC_OK) {
-        remove_tree(v->dir);
+        tqd_remove_tree(v->dir);
     } else if (table_push(v)) {
         tqvec_collection_close(v->c, NULL);
-        remove_tree(v->dir);
+        tqd_remove_tree(v->dir);
         snprintf(err->message, sizeof(err->message), "out of memory creating a vector set");
         rc = err->code = TQVEC_ENOMEM;
     }
@@ -622,7 +635,7 @@ void tqd_vset_release(tqd_vset *v)
     if (!last)
         return;
     tqvec_collection_close(v->c, NULL);
-    remove_tree(v->dir);
+    tqd_remove_tree(v->dir);
     vset_free(v);
 }
 
@@ -903,24 +916,15 @@ static int install_nolock(int db, const char *name, size_t len, const char *stag
         rc = err->code = TQVEC_EIO;
     } else {
         sync_root();
-        tqvec_collection_options o = open_options(v);
-        o.verify = 1; /* a copy from elsewhere: check every byte before serving it */
-        meta m;
-        if (read_meta(v->dir, &m)) {
-            snprintf(err->message, sizeof(err->message), "the copy's " TQD_META_FILE " is damaged");
-            rc = err->code = TQVEC_ECORRUPT;
-            remove_tree(v->dir);
-        } else if ((v->expire_ms = m.expire_ms, v->shape = m.shape,
-                    rc = tqvec_collection_open(v->dir, &o, &v->c, err)) ||
-                   table_push(v)) {
+        /* a copy from elsewhere: every byte checked before it is served */
+        if ((rc = load_vset(v, true, err)) || table_push(v)) {
             if (!rc) {
                 tqvec_collection_close(v->c, NULL);
                 snprintf(err->message, sizeof(err->message), "out of memory adding a vector set");
                 rc = err->code = TQVEC_ENOMEM;
             }
-            remove_tree(v->dir);
+            tqd_remove_tree(v->dir);
         } else {
-            vset_describe(v);
             v = NULL; /* in the table now */
         }
     }
@@ -966,7 +970,7 @@ int tqd_keyspace_adopt(int db, const char *name, size_t len, const char *stage, 
     }
 out:
     if (rc)
-        remove_tree(stage);
+        tqd_remove_tree(stage);
     return rc;
 }
 
@@ -977,7 +981,7 @@ int tqd_keyspace_copy(int db, const char *name, size_t len, int to_db, const cha
     tqd_vset *v = source_of(db, name, len, to_len, &rc, err);
     if (!v)
         return rc;
-    char *stage = stage_dir();
+    char *stage = tqd_keyspace_stage_dir();
     if (!stage) {
         snprintf(err->message, sizeof(err->message), "out of memory copying a key");
         rc = err->code = TQVEC_ENOMEM;
@@ -985,7 +989,7 @@ int tqd_keyspace_copy(int db, const char *name, size_t len, int to_db, const cha
     }
     /* As Redis: the copy keeps the expiry. */
     if ((rc = tqd_keyspace_backup(v, stage, true, err)))
-        remove_tree(stage);
+        tqd_remove_tree(stage);
     else
         rc = tqd_keyspace_adopt(to_db, to, to_len, stage, replace, err);
 out:

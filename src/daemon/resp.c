@@ -42,6 +42,16 @@ bool tqd_buf_reserve(tqd_buf *b, size_t more)
     return true;
 }
 
+bool tqd_buf_append(tqd_buf *b, const void *p, size_t n)
+{
+    if (!tqd_buf_reserve(b, n))
+        return false;
+    if (n)
+        memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return true;
+}
+
 void tqd_buf_free(tqd_buf *b)
 {
     free(b->p);
@@ -233,12 +243,8 @@ int tqd_parse(const char *buf, size_t len, size_t max_bytes, size_t max_args, tq
 
 static void put(tqd_reply *r, const char *p, size_t n)
 {
-    if (r->oom || !tqd_buf_reserve(r->out, n)) {
+    if (r->oom || !tqd_buf_append(r->out, p, n))
         r->oom = true;
-        return;
-    }
-    memcpy(r->out->p + r->out->len, p, n);
-    r->out->len += n;
 }
 
 static void putf(tqd_reply *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -57,18 +57,9 @@ static struct {
     uint64_t next_tx;
 } tl = {.fd = -1};
 
-static bool put_bytes(tqd_buf *b, const void *p, size_t n)
-{
-    if (!tqd_buf_reserve(b, n))
-        return false;
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    return true;
-}
-
 static bool put_u32(tqd_buf *b, uint32_t v)
 {
-    return put_bytes(b, &v, 4);
+    return tqd_buf_append(b, &v, 4);
 }
 
 /* Append one record; false on failure (the file is cut back). */
@@ -76,17 +67,12 @@ static bool append(uint16_t kind, uint64_t tx, const void *payload, uint32_t len
 {
     tqd_buf b = {0};
     uint16_t zero = 0;
-    bool ok = put_u32(&b, len) && put_bytes(&b, &kind, 2) && put_bytes(&b, &zero, 2) && put_bytes(&b, &tx, 8) &&
-              (len == 0 || put_bytes(&b, payload, len));
+    bool ok = put_u32(&b, len) && tqd_buf_append(&b, &kind, 2) && tqd_buf_append(&b, &zero, 2) && tqd_buf_append(&b, &tx, 8) &&
+              (len == 0 || tqd_buf_append(&b, payload, len));
     uint64_t sum = ok ? XXH3_64bits(b.p, b.len) : 0;
-    ok = ok && put_bytes(&b, &sum, 8);
+    ok = ok && tqd_buf_append(&b, &sum, 8);
     off_t at = ok ? lseek(tl.fd, 0, SEEK_END) : -1;
-    ok = at >= 0;
-    for (size_t done = 0; ok && done < b.len;) {
-        ssize_t w = write(tl.fd, b.p + done, b.len - done);
-        ok = w > 0 || (w < 0 && errno == EINTR);
-        done += w > 0 ? (size_t)w : 0;
-    }
+    ok = at >= 0 && tqd_write_all(tl.fd, b.p, b.len);
     ok = ok && (!sync || tl.fsync == TQVEC_FSYNC_NO || fdatasync(tl.fd) == 0);
     if (!ok && at >= 0 && ftruncate(tl.fd, at) != 0)
         tqd_log(TQD_LOG_WARNING, "cannot cut %s back after a failed write: %s", tl.path, strerror(errno));
@@ -257,7 +243,7 @@ uint64_t tqd_txlog_begin(int db, const tqd_queued *q, size_t n)
     for (size_t i = 0; ok && i < n; i++) {
         ok = put_u32(&b, (uint32_t)q[i].argc);
         for (size_t j = 0; ok && j < q[i].argc; j++)
-            ok = put_u32(&b, (uint32_t)q[i].argv[j].len) && put_bytes(&b, q[i].argv[j].p, q[i].argv[j].len);
+            ok = put_u32(&b, (uint32_t)q[i].argv[j].len) && tqd_buf_append(&b, q[i].argv[j].p, q[i].argv[j].len);
     }
     uint64_t tx = ++tl.next_tx;
     ok = ok && b.len <= TXLOG_MAX_RECORD && append(TX_BEGIN, tx, b.p, (uint32_t)b.len, true);

@@ -189,16 +189,15 @@ static const float *projection_of(tqd_vset *v)
     return p;
 }
 
-/* An arriving vector (input_dim floats) as the set stores it (v->dim
- * floats, malloc'd); NULL when out of memory. */
+/* A vector arriving at a shaped set (input_dim floats) as the set stores
+ * it (v->dim floats, malloc'd); NULL when out of memory. A plain set
+ * stores vectors as they arrive. */
 static float *stored_form(tqd_vset *v, const float *in)
 {
     float *out = malloc(v->dim * sizeof(float));
     if (!out)
         return NULL;
-    if (v->shape.kind == TQD_SHAPE_PLAIN) {
-        memcpy(out, in, v->dim * sizeof(float));
-    } else if (v->shape.kind == TQD_SHAPE_PAD) {
+    if (v->shape.kind == TQD_SHAPE_PAD) {
         out[0] = in[0];
         out[1] = 0.0f;
     } else {
@@ -221,12 +220,15 @@ static float *stored_form(tqd_vset *v, const float *in)
 /* ---------------------------------------------------------------- VADD */
 
 /* The element's current attributes (malloc'd, *len 0 and NULL if none). */
-static int current_attrs(tqd_vset *v, const tqd_arg *elem, char **out, size_t *len, tqvec_error *err)
+static int current_attrs(tqd_vset *v, const tqd_arg *elem, char **out, size_t *len, bool *exists,
+                         tqvec_error *err)
 {
     *out = NULL;
     *len = 0;
     size_t n = 0;
     int rc = tqvec_collection_get(v->c, elem->p, elem->len, NULL, NULL, 0, &n, err);
+    if (exists)
+        *exists = rc == TQVEC_OK;
     if (rc == TQVEC_ENOTFOUND || (rc == TQVEC_OK && n == 0))
         return TQVEC_OK;
     if (rc)
@@ -335,19 +337,25 @@ static bool vadd_fits(const tqd_vset *v, const vadd_req *a, tqd_reply *r)
 
 /* The element VADD adds: its stored form and its attributes (without
  * SETATTR an update keeps the element's attributes, and an empty SETATTR
- * removes them, as in Redis). *stored and *keep are the caller's to free. */
+ * removes them, as in Redis). *stored (a shaped set's converted vector,
+ * else NULL) and *keep are the caller's to free;
+ * *exists (when asked) tells whether the element is there already. */
 static int vadd_element(tqd_vset *v, const vadd_req *a, tqvec_element *e, float **stored, char **keep,
-                        tqvec_error *err)
+                        bool *exists, tqvec_error *err)
 {
     size_t keep_len = 0;
-    int rc = a->attr ? TQVEC_OK : current_attrs(v, a->elem, keep, &keep_len, err);
+    int rc = TQVEC_OK;
+    if (!a->attr)
+        rc = current_attrs(v, a->elem, keep, &keep_len, exists, err);
+    else if (exists)
+        *exists = tqvec_collection_get(v->c, a->elem->p, a->elem->len, NULL, NULL, 0, NULL, NULL) == TQVEC_OK;
     if (rc)
         return rc;
-    if (!(*stored = stored_form(v, a->vec))) {
+    if (v->shape.kind != TQD_SHAPE_PLAIN && !(*stored = stored_form(v, a->vec))) {
         snprintf(err->message, sizeof(err->message), "out of memory");
         return err->code = TQVEC_ENOMEM;
     }
-    *e = (tqvec_element){.key = a->elem->p, .key_len = a->elem->len, .vector = *stored,
+    *e = (tqvec_element){.key = a->elem->p, .key_len = a->elem->len, .vector = *stored ? *stored : a->vec,
                          .attrs = a->attr ? (a->attr->len ? a->attr->p : NULL) : *keep,
                          .attrs_len = a->attr ? a->attr->len : keep_len};
     return TQVEC_OK;
@@ -395,7 +403,8 @@ static void cmd_vadd(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply
     }
     tqvec_element e;
     if (vadd_fits(v, &a, r)) {
-        if ((rc = vadd_element(v, &a, &e, &stored, &keep, &err)) || (rc = tqvec_collection_add(v->c, &e, 1, &added, &err)))
+        if ((rc = vadd_element(v, &a, &e, &stored, &keep, NULL, &err)) ||
+            (rc = tqvec_collection_add(v->c, &e, 1, &added, &err)))
             tqd_reply_tqvec_error(r, &err);
         else
             tqd_reply_bool(r, added == 1);
@@ -444,9 +453,11 @@ static size_t vadd_run(tqd_client *cl, const tqd_request *reqs, size_t n, tqd_re
         bool repeat = false;
         for (size_t i = 0; i < m && !repeat; i++)
             repeat = a[i].elem->len == a[m].elem->len && !memcmp(a[i].elem->p, a[m].elem->p, a[m].elem->len);
-        if (repeat || !vadd_fits(v, &a[m], &silent) || vadd_element(v, &a[m], &e[m], &stored[m], &keep[m], &err))
+        bool exists;
+        if (repeat || !vadd_fits(v, &a[m], &silent) ||
+            vadd_element(v, &a[m], &e[m], &stored[m], &keep[m], &exists, &err))
             break;
-        fresh[m] = tqvec_collection_get(v->c, a[m].elem->p, a[m].elem->len, NULL, NULL, 0, NULL, NULL) != TQVEC_OK;
+        fresh[m] = !exists;
     }
     tqd_buf_free(&quiet);
     size_t done = 0;
@@ -938,7 +949,7 @@ static void cmd_vgetattr(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_r
     char *attrs = NULL;
     size_t len = 0;
     tqvec_error err;
-    int rc = v ? current_attrs(v, &argv[2], &attrs, &len, &err) : TQVEC_OK;
+    int rc = v ? current_attrs(v, &argv[2], &attrs, &len, NULL, &err) : TQVEC_OK;
     if (rc && rc != TQVEC_ENOTFOUND)
         tqd_reply_tqvec_error(r, &err);
     else if (!attrs)
