@@ -144,6 +144,72 @@ static float dot_avx2(const float *a, const float *b, size_t n)
     return fold_pair(a0, a1);
 }
 
+/* An RX x RC tile of dot_matrix: each pair's lane-16 sum in two
+ * accumulators (lanes 0-7 and 8-15), as dot_avx2 keeps it. Called with
+ * constant RX and RC so the loops unroll into registers. */
+static inline __attribute__((always_inline)) void dot_tile_avx2(const float *x, const float *c, size_t d,
+                                                                size_t nc, float *out, const int RX, const int RC)
+{
+    __m256 lo[2][3], hi[2][3];
+    for (int i = 0; i < RX; i++)
+        for (int j = 0; j < RC; j++)
+            lo[i][j] = hi[i][j] = _mm256_setzero_ps();
+    size_t t = 0;
+    for (; t + 16 <= d; t += 16) {
+        __m256 c0[3], c1[3];
+        for (int j = 0; j < RC; j++) {
+            c0[j] = _mm256_loadu_ps(c + j * d + t);
+            c1[j] = _mm256_loadu_ps(c + j * d + t + 8);
+        }
+        for (int i = 0; i < RX; i++) {
+            const __m256 x0 = _mm256_loadu_ps(x + i * d + t), x1 = _mm256_loadu_ps(x + i * d + t + 8);
+            for (int j = 0; j < RC; j++) {
+                lo[i][j] = _mm256_add_ps(lo[i][j], _mm256_mul_ps(x0, c0[j]));
+                hi[i][j] = _mm256_add_ps(hi[i][j], _mm256_mul_ps(x1, c1[j]));
+            }
+        }
+    }
+    if (t < d) {
+        /* Masked lanes load as 0 on both sides: +0 added to lanes that
+         * are never -0 leaves them as the scalar sum does. */
+        const __m256i m0 = tail_mask8(d - t), m1 = tail_mask8(d - t > 8 ? d - t - 8 : 0);
+        __m256 c0[3], c1[3];
+        for (int j = 0; j < RC; j++) {
+            c0[j] = _mm256_maskload_ps(c + j * d + t, m0);
+            c1[j] = _mm256_maskload_ps(c + j * d + t + 8, m1);
+        }
+        for (int i = 0; i < RX; i++) {
+            const __m256 x0 = _mm256_maskload_ps(x + i * d + t, m0), x1 = _mm256_maskload_ps(x + i * d + t + 8, m1);
+            for (int j = 0; j < RC; j++) {
+                lo[i][j] = _mm256_add_ps(lo[i][j], _mm256_mul_ps(x0, c0[j]));
+                hi[i][j] = _mm256_add_ps(hi[i][j], _mm256_mul_ps(x1, c1[j]));
+            }
+        }
+    }
+    for (int i = 0; i < RX; i++)
+        for (int j = 0; j < RC; j++)
+            out[i * nc + j] = fold_pair(lo[i][j], hi[i][j]);
+}
+
+static void dot_matrix_avx2(const float *x, size_t nx, const float *c, size_t nc, size_t d, float *out)
+{
+    size_t i = 0;
+    for (; i + 2 <= nx; i += 2) {
+        size_t j = 0;
+        for (; j + 3 <= nc; j += 3)
+            dot_tile_avx2(x + i * d, c + j * d, d, nc, out + i * nc + j, 2, 3);
+        for (; j < nc; j++)
+            dot_tile_avx2(x + i * d, c + j * d, d, nc, out + i * nc + j, 2, 1);
+    }
+    for (; i < nx; i++) {
+        size_t j = 0;
+        for (; j + 3 <= nc; j += 3)
+            dot_tile_avx2(x + i * d, c + j * d, d, nc, out + i * nc + j, 1, 3);
+        for (; j < nc; j++)
+            dot_tile_avx2(x + i * d, c + j * d, d, nc, out + i * nc + j, 1, 1);
+    }
+}
+
 static float l2sq_avx2(const float *a, const float *b, size_t n)
 {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
@@ -579,6 +645,7 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .quantize = quantize_avx2,
     .pack = pack_avx2,
     .dot = dot_avx2,
+    .dot_matrix = dot_matrix_avx2,
     .l2sq = l2sq_avx2,
     .dot_f64 = dot_f64_avx2,
     .l2sq_f64 = l2sq_f64_avx2,

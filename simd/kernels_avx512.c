@@ -142,6 +142,66 @@ static float dot_avx512(const float *a, const float *b, size_t n)
     return tq_fold16(lane);
 }
 
+/* tq_fold16 of one accumulator without leaving registers: the same adds in
+ * the same order (halves, then quarters, ...). */
+static inline float fold16_avx512(__m512 acc)
+{
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(acc),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+    return _mm_cvtss_f32(q);
+}
+
+/* An RX x RC tile of dot_matrix: RX rows of x against RC centroids, one
+ * accumulator per pair, each load used RC or RX times. Called with
+ * constant RX and RC so the loops unroll into registers. */
+static inline __attribute__((always_inline)) void dot_tile_avx512(const float *x, const float *c, size_t d,
+                                                                  size_t nc, float *out, const int RX,
+                                                                  const int RC)
+{
+    __m512 acc[4][4];
+    for (int i = 0; i < RX; i++)
+        for (int j = 0; j < RC; j++)
+            acc[i][j] = _mm512_setzero_ps();
+    for (size_t t = 0; t < d; t += 16) {
+        /* Past d both operands load as 0, adding +0 to lanes that are
+         * never -0: the scalar sum's lanes, untouched. */
+        const __mmask16 m = tail_mask16(d - t);
+        __m512 cv[4];
+        for (int j = 0; j < RC; j++)
+            cv[j] = _mm512_maskz_loadu_ps(m, c + j * d + t);
+        for (int i = 0; i < RX; i++) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * d + t);
+            for (int j = 0; j < RC; j++)
+                acc[i][j] = _mm512_add_ps(acc[i][j], _mm512_mul_ps(xv, cv[j]));
+        }
+    }
+    for (int i = 0; i < RX; i++)
+        for (int j = 0; j < RC; j++)
+            out[i * nc + j] = fold16_avx512(acc[i][j]);
+}
+
+static void dot_matrix_avx512(const float *x, size_t nx, const float *c, size_t nc, size_t d, float *out)
+{
+    size_t i = 0;
+    for (; i + 4 <= nx; i += 4) {
+        size_t j = 0;
+        for (; j + 4 <= nc; j += 4)
+            dot_tile_avx512(x + i * d, c + j * d, d, nc, out + i * nc + j, 4, 4);
+        for (; j < nc; j++)
+            dot_tile_avx512(x + i * d, c + j * d, d, nc, out + i * nc + j, 4, 1);
+    }
+    for (; i < nx; i++) {
+        size_t j = 0;
+        for (; j + 4 <= nc; j += 4)
+            dot_tile_avx512(x + i * d, c + j * d, d, nc, out + i * nc + j, 1, 4);
+        for (; j < nc; j++)
+            dot_tile_avx512(x + i * d, c + j * d, d, nc, out + i * nc + j, 1, 1);
+    }
+}
+
 static float l2sq_avx512(const float *a, const float *b, size_t n)
 {
     __m512 acc = _mm512_setzero_ps();
@@ -670,6 +730,7 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .quantize = quantize_avx512,
     .pack = pack_avx512,
     .dot = dot_avx512,
+    .dot_matrix = dot_matrix_avx512,
     .l2sq = l2sq_avx512,
     .dot_f64 = dot_f64_avx512,
     .l2sq_f64 = l2sq_f64_avx512,

@@ -93,6 +93,13 @@ static float l2sq_scalar(const float *a, const float *b, size_t n)
     return tq_fold16(lane);
 }
 
+static void dot_matrix_scalar(const float *x, size_t nx, const float *c, size_t nc, size_t d, float *out)
+{
+    for (size_t i = 0; i < nx; i++)
+        for (size_t j = 0; j < nc; j++)
+            out[i * nc + j] = dot_scalar(x + i * d, c + j * d, d);
+}
+
 static double dot_f64_scalar(const float *a, const float *b, size_t n)
 {
     double lane[LANES64] = {0};
@@ -352,6 +359,7 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .quantize = tq_quantize_scalar,
     .pack = tq_pack_scalar,
     .dot = dot_scalar,
+    .dot_matrix = dot_matrix_scalar,
     .l2sq = l2sq_scalar,
     .dot_f64 = dot_f64_scalar,
     .l2sq_f64 = l2sq_f64_scalar,

@@ -111,6 +111,11 @@ typedef struct tq_simd_kernels {
     /* Lane-8 double sums over float inputs. */
     double (*dot_f64)(const float *a, const float *b, size_t n);
     double (*l2sq_f64)(const float *a, const float *b, size_t n);
+    /* out[i * nc + j] = dot(x + i d, c + j d, d), bit for bit, for i < nx
+     * and j < nc: every pair of a set of vectors and a set of centroids
+     * (partition training and assignment), register-blocked so that each
+     * loaded vector serves several products. */
+    void (*dot_matrix)(const float *x, size_t nx, const float *c, size_t nc, size_t d, float *out);
     /* For each of nrows rows of packed b-bit codes (b in 1..4), spaced
      * stride bytes apart: out[r] = lane-16 sum over j < d of
      * q[j] * table[code_rj]. table has 16 entries (unused ones ignored). */

@@ -220,6 +220,45 @@ static void check_dot_u8(tq_simd_level level)
     tq_free(codes);
 }
 
+/* Every pair of a few vectors and centroids, each tile shape of the
+ * kernels (and their edges) at sizes around the 8- and 16-lane steps:
+ * dot_matrix is the scalar dot bit for bit, and the fast path's matrix the
+ * scalar's. */
+static void check_dot_matrix(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    static const size_t dims[] = {1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 50, 100, 128, 384};
+    tq_rng r;
+    tq_rng_seed(&r, 11);
+    const size_t nx = 9, nc = 11;
+    float *x = tq_malloc(nx * 384 * sizeof(float)), *c = tq_malloc(nc * 384 * sizeof(float));
+    float *want = tq_malloc(nx * nc * sizeof(float)), *got = tq_malloc(nx * nc * sizeof(float));
+    for (size_t s = 0; s < sizeof(dims) / sizeof(dims[0]); s++)
+        for (int extreme = 0; extreme < 2; extreme++) {
+            const size_t d = dims[s];
+            fill(x, nx * d, &r, extreme);
+            fill(c, nc * d, &r, extreme);
+            for (size_t m = 1; m <= nx; m += 4) /* 1, 5, 9 rows: whole tiles and remainders */
+                for (size_t n = 1; n <= nc; n += 5) {
+                    ref->dot_matrix(x, m, c, n, d, want);
+                    k->dot_matrix(x, m, c, n, d, got);
+                    for (size_t i = 0; i < m * n; i++) {
+                        const float one = ref->dot(x + (i / n) * d, c + (i % n) * d, d);
+                        cr_assert(same_bits_f(want[i], one) || (isnan(one) && isnan(want[i])),
+                                  "scalar dot_matrix d=%zu pair %zu: %a vs dot %a", d, i, (double)want[i],
+                                  (double)one);
+                        cr_assert(same_bits_f(want[i], got[i]) || (isnan(got[i]) && isnan(want[i])),
+                                  "dot_matrix %s d=%zu %zux%zu pair %zu: %a vs scalar %a",
+                                  tq_simd_level_name(level), d, m, n, i, (double)got[i], (double)want[i]);
+                    }
+                }
+        }
+    tq_free(x);
+    tq_free(c);
+    tq_free(want);
+    tq_free(got);
+}
+
 /* Every half value to float, and float bit patterns across every exponent
  * (with the rounding-tie and overflow edges) to half: each level gives the
  * scalar reference's bits. */
@@ -614,6 +653,7 @@ static void check_scan_select(tq_simd_level level)
     Test(checkasm_##name, block_select) { check_block_select(level); }                              \
     Test(checkasm_##name, scan_select) { check_scan_select(level); }                                \
     Test(checkasm_##name, dot_u8) { check_dot_u8(level); }                                          \
+    Test(checkasm_##name, dot_matrix) { check_dot_matrix(level); }                                  \
     Test(checkasm_##name, half) { check_half(level); }
 
 LEVEL_TESTS(avx2, TQ_SIMD_AVX2)
