@@ -253,6 +253,35 @@ size_t tq_codec_refine_bytes_per_vector(const tq_codec *c)
     return 0;
 }
 
+void tq_codec_reconstruct(const tq_codec *c, const tq_rows *rows, size_t row, tq_encode_scratch *s, float *x)
+{
+    const size_t d = c->cfg.d;
+    if (rows->vectors) {
+        memcpy(x, rows->vectors + row * d, d * sizeof(float));
+        return;
+    }
+    if (rows->half) {
+        tq_simd()->half_to_float(rows->half + row * d, x, d);
+        return;
+    }
+    tq_code_scalars sc;
+    tq_codec_get_codes(c, rows, row, s->codes, s->signs, &sc);
+    if (rows->refine8) {
+        /* The 8-bit codes of the rotated unit vector: sixteen times finer
+         * than the scan codes. */
+        const uint8_t *c8 = rows->refine8 + row * d;
+        for (size_t j = 0; j < d; j++)
+            x[j] = c->cb8->centroid_f[c8[j]];
+        tq_rotation_invert(&c->q.rot, x);
+        tq_simd()->scale(x, d, sc.norm);
+    } else {
+        tq_quantizer_decode(&c->q, s->codes, s->signs, &sc, x, &s->q);
+    }
+    if (c->mean)
+        for (size_t j = 0; j < d; j++)
+            x[j] = x[j] + c->mean[j];
+}
+
 void tq_codec_get_codes(const tq_codec *c, const tq_rows *rows, size_t row, uint8_t *codes, uint8_t *signs,
                         tq_code_scalars *sc)
 {

@@ -9,8 +9,14 @@
  * add is all or nothing. With centering on the first batch the mean needs
  * every vector of that batch checked first.
  *
- * Concurrency: tq_flat_add needs exclusive access; searches only read and
- * may run in parallel, each with its own scratch.
+ * Partitioning (tq_flat_partition) reorders every row added so far by
+ * partition, as a sealed segment is: those rows become the head, searched
+ * by probing, and rows added later go to a flat tail that starts at the
+ * next whole block. Ids stay the order of adds: the head keeps each row's
+ * id, the tail's follow the head's count.
+ *
+ * Concurrency: tq_flat_add and tq_flat_partition need exclusive access;
+ * searches only read and may run in parallel, each with its own scratch.
  */
 #include "tq_index.h"
 
@@ -19,6 +25,12 @@ struct tq_flat {
     tq_encode_scratch scratch; /* used by add only */
     size_t n, cap_blocks;
     tq_rows_out rows;          /* cap_blocks blocks of each array the config keeps */
+    /* After tq_flat_partition: rows [0, head) by partition, the tail at
+     * [tail_start, n); without, head = tail_start = 0. */
+    size_t head, tail_start;
+    tq_partitioning part;
+    tq_partitions part_view;
+    uint32_t *ids;             /* head: the id of each row */
 };
 
 int tq_flat_create(const tq_config *cfg, tq_flat **out, tq_error *err)
@@ -47,12 +59,19 @@ void tq_flat_free(tq_flat *f)
     tq_codec_free(&f->codec);
     tq_encode_scratch_free(&f->scratch);
     tq_rows_out_free(&f->rows);
+    tq_partitioning_free(&f->part);
+    tq_free(f->ids);
     tq_free(f);
 }
 
 size_t tq_flat_count(const tq_flat *f)
 {
-    return f->n;
+    return f->head + (f->n - f->tail_start);
+}
+
+uint32_t tq_flat_nlist(const tq_flat *f)
+{
+    return f->part.nlist;
 }
 
 const tq_codec *tq_flat_codec(const tq_flat *f)
@@ -63,6 +82,37 @@ const tq_codec *tq_flat_codec(const tq_flat *f)
 tq_rows tq_flat_rows(const tq_flat *f)
 {
     return tq_rows_view(&f->rows, f->n);
+}
+
+/* Rows [first, first + n) of the arrays, first a whole number of blocks. */
+static tq_rows rows_from(const tq_flat *f, size_t first, size_t n)
+{
+    const tq_codec *c = &f->codec;
+    const size_t d = c->cfg.d, b = first / TQ_SCAN_BLOCK;
+    const tq_rows_out *r = &f->rows;
+    return (tq_rows){
+        .n = n,
+        .code_blocks = r->code_blocks ? r->code_blocks + b * c->q.code_layout.block_bytes : NULL,
+        .sign_blocks = r->sign_blocks ? r->sign_blocks + b * c->q.sign_layout.block_bytes : NULL,
+        .sc = r->sc + first,
+        .vectors = r->vectors ? r->vectors + first * d : NULL,
+        .refine8 = r->refine8 ? r->refine8 + first * d : NULL,
+        .half = r->half ? r->half + first * d : NULL,
+    };
+}
+
+/* The head (partitioned) and the tail as the sets a search reads;
+ * returns how many there are. */
+static size_t flat_sets(const tq_flat *f, tq_rows sets[2])
+{
+    if (!f->part.nlist) {
+        sets[0] = tq_flat_rows(f);
+        return 1;
+    }
+    sets[0] = rows_from(f, 0, f->head);
+    sets[0].parts = &f->part_view;
+    sets[1] = rows_from(f, f->tail_start, f->n - f->tail_start);
+    return 2;
 }
 
 /* Grow one array from old_n to new_n elements of `size` bytes, zeroing the
@@ -139,6 +189,80 @@ int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err)
 int tq_flat_search_batch(const tq_flat *f, const float *queries, size_t nq, const tq_search_opts *opts,
                          tq_hit *out, size_t *counts, tq_error *err)
 {
-    tq_rows rows = tq_flat_rows(f);
-    return tq_search(&f->codec, &rows, 1, queries, nq, opts, out, counts, err);
+    tq_rows sets[2];
+    const size_t nsets = flat_sets(f, sets);
+    int rc = tq_search(&f->codec, sets, nsets, queries, nq, opts, out, counts, err);
+    if (rc || !f->part.nlist)
+        return rc;
+    /* Search ids number the head's rows, then the tail's: the tail's are
+     * already the ids of adds. */
+    for (size_t i = 0; i < nq; i++)
+        for (size_t j = 0; j < counts[i]; j++) {
+            tq_hit *h = &out[i * opts->k + j];
+            if (h->id < f->head)
+                h->id = f->ids[h->id];
+        }
+    return TQ_OK;
+}
+
+int tq_flat_partition(tq_flat *f, uint32_t nlist, unsigned threads, tq_error *err)
+{
+    const tq_codec *c = &f->codec;
+    const size_t count = tq_flat_count(f);
+    if (count == 0)
+        return TQ_OK;
+    if (count > UINT32_MAX)
+        return tq_err(err, TQ_EUNSUPPORTED, "a partitioned index holds at most 2^32 - 1 vectors, not %zu", count);
+    if (nlist == 0)
+        nlist = tq_partition_default_nlist(count);
+    /* Every row in id order in one set (the head as it was, then the
+     * tail), which is what gets partitioned. */
+    tq_rows_out all = {0}, sorted = {0};
+    tq_partitioning part = {0};
+    uint32_t *ids = tq_malloc(count * sizeof(uint32_t)), *all_ids = tq_malloc(count * sizeof(uint32_t));
+    uint8_t *row = tq_malloc(tq_codec_row_bytes(c));
+    int rc = ids && all_ids && row ? tq_rows_out_alloc(c, count, &all) : TQ_ENOMEM;
+    if (rc)
+        goto done;
+    tq_rows sets[2];
+    const size_t nsets = flat_sets(f, sets);
+    for (size_t s = 0, i = 0; s < nsets; s++)
+        for (size_t r = 0; r < sets[s].n; r++, i++) {
+            tq_codec_row_save(c, &sets[s], r, row);
+            tq_codec_row_load(c, &all, i, row);
+            all_ids[i] = s == 0 && f->part.nlist ? f->ids[r] : (uint32_t)i;
+        }
+    tq_rows all_view = tq_rows_view(&all, count);
+    if ((rc = tq_partition_rows(c, &all_view, nlist, c->cfg.seed, threads, &part, err)))
+        goto fail;
+    if ((rc = tq_rows_gather(c, &all_view, part.order, count, &sorted)))
+        goto done;
+    for (size_t i = 0; i < count; i++)
+        ids[i] = all_ids[part.order[i]];
+    /* Nothing below fails: switch. The index keeps no lengths (nothing
+     * gets vectors back from it), and growing would not extend them. */
+    tq_free(sorted.lengths);
+    sorted.lengths = NULL;
+    tq_rows_out_free(&f->rows);
+    f->rows = sorted;
+    f->cap_blocks = (count + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK + 1;
+    f->head = count;
+    f->tail_start = f->n = (count + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK * TQ_SCAN_BLOCK;
+    tq_partitioning_free(&f->part);
+    f->part = part;
+    f->part_view = tq_partitioning_view(&f->part);
+    tq_free(f->ids);
+    f->ids = ids;
+    ids = NULL;
+    memset(&part, 0, sizeof(part));
+done:
+    if (rc == TQ_ENOMEM)
+        tq_err(err, rc, "out of memory partitioning %zu vectors", count);
+fail:
+    tq_partitioning_free(&part);
+    tq_rows_out_free(&all);
+    tq_free(ids);
+    tq_free(all_ids);
+    tq_free(row);
+    return rc;
 }

@@ -42,6 +42,14 @@ typedef struct row_ref {
     size_t row;
 } row_ref;
 
+/* A block a probing search scans: rows of `mask` in block `block` of set
+ * `set` (the rest belong to partitions not probed). */
+typedef struct block_visit {
+    uint32_t set;
+    uint32_t mask;
+    size_t block;
+} block_visit;
+
 /* One search call's shared state; parts write only their own collectors. */
 typedef struct search_job {
     const tq_codec *c;
@@ -50,6 +58,7 @@ typedef struct search_job {
     size_t nsets;
     const size_t *first_block; /* nsets + 1: cumulative blocks */
     const size_t *first_row;   /* nsets + 1: cumulative rows */
+    const block_visit *visits; /* probing: the nblocks blocks this pass scans, in row order; NULL: all */
     const tq_search_opts *opts;
     tq_query *pq;              /* nq prepared queries */
     size_t nq;
@@ -413,8 +422,16 @@ static void scan_chunk(const search_job *job, unsigned part, size_t c0, size_t c
         uint32_t run_live[RUN_BLOCKS];
         size_t run_s = 0, run_lb = 0, run_n = 0, s = 0;
         for (size_t b = c0; b < c1; b++) {
-            size_t lb = local_block(job, b, &s), rows;
-            const uint32_t live = live_rows(&job->sets[s], lb, &rows);
+            size_t lb, rows;
+            uint32_t live;
+            if (job->visits) {
+                s = job->visits[b].set;
+                lb = job->visits[b].block;
+                live = live_rows(&job->sets[s], lb, &rows) & job->visits[b].mask;
+            } else {
+                lb = local_block(job, b, &s);
+                live = live_rows(&job->sets[s], lb, &rows);
+            }
             const bool joins = runs && live && rows == TQ_SCAN_BLOCK && scans_block(job, &job->sets[s], rows);
             /* A run ends at a block it cannot take, a gap, a set's end or
              * its length; blocks stay in order either way. */
@@ -690,6 +707,162 @@ static void scratch_give(search_scratch *sc)
         scratch_free(sc);
 }
 
+/* Partition probing (sets with tq_partitions and opts->nprobe > 0): each
+ * query scores every partitioned set's centroids, scans the rows of its
+ * nprobe nearest partitions per set (and every row of unpartitioned sets),
+ * and if fewer than k rows got through (deletes, a filter) probes the next
+ * partitions in order, doubling, until k have or none are left: the answer
+ * always holds min(k, live and matching) rows, as a flat search's does.
+ * Each round scans its blocks in row order, as the collectors' tie rule
+ * wants. */
+typedef struct probe_state {
+    block_visit *visits;  /* room for every block plus one per partition boundary */
+    float *scores;        /* the largest nlist of the sets */
+    tq_topk pick;         /* partitions of one round, best first */
+    uint32_t *chosen;     /* one round's partitions of a set, in row order */
+} probe_state;
+
+static void probe_free(probe_state *ps)
+{
+    tq_free(ps->visits);
+    tq_free(ps->scores);
+    tq_free(ps->chosen);
+    tq_topk_free(&ps->pick);
+}
+
+static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t nblocks)
+{
+    memset(ps, 0, sizeof(*ps));
+    size_t most = 0, all = 0;
+    for (size_t s = 0; s < nsets; s++)
+        if (sets[s].parts) {
+            all += sets[s].parts->nlist;
+            most = sets[s].parts->nlist > most ? sets[s].parts->nlist : most;
+        }
+    ps->visits = tq_malloc((nblocks + all + 1) * sizeof(block_visit));
+    ps->scores = tq_malloc((most + 1) * sizeof(float));
+    ps->chosen = tq_malloc((most + 1) * sizeof(uint32_t));
+    if (!ps->visits || !ps->scores || !ps->chosen || tq_topk_init(&ps->pick, most + 1)) {
+        probe_free(ps);
+        return TQ_ENOMEM;
+    }
+    return TQ_OK;
+}
+
+static int by_index(const void *a, const void *b)
+{
+    const uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Append the blocks of rows [r0, r1) of set s, merging a block shared with
+ * the previous range. */
+static size_t visit_rows(block_visit *v, size_t nv, uint32_t s, size_t r0, size_t r1)
+{
+    for (size_t lb = r0 / TQ_SCAN_BLOCK; r0 < r1; lb++) {
+        const size_t end = (lb + 1) * TQ_SCAN_BLOCK < r1 ? (lb + 1) * TQ_SCAN_BLOCK : r1;
+        const unsigned lo = (unsigned)(r0 % TQ_SCAN_BLOCK), width = (unsigned)(end - r0);
+        const uint32_t mask = (width == 32 ? 0xFFFFFFFFu : ((1u << width) - 1)) << lo;
+        if (nv && v[nv - 1].set == s && v[nv - 1].block == lb)
+            v[nv - 1].mask |= mask;
+        else
+            v[nv++] = (block_visit){.set = s, .mask = mask, .block = lb};
+        r0 = end;
+    }
+    return nv;
+}
+
+/* The blocks of one round: partitions [from, to) of each partitioned set's
+ * ranking by nearness to the query (and, in the first round, every row of
+ * the unpartitioned sets). Returns the count; *more: some set has
+ * partitions past `to`. */
+static size_t probe_round(const search_job *job, probe_state *ps, const float *query, uint32_t from, uint32_t to,
+                          bool *more)
+{
+    const tq_codec *c = job->c;
+    size_t nv = 0;
+    *more = false;
+    for (size_t s = 0; s < job->nsets; s++) {
+        const tq_rows *set = &job->sets[s];
+        const tq_partitions *P = set->parts;
+        if (!P) {
+            if (from == 0 && set->n)
+                nv = visit_rows(ps->visits, nv, (uint32_t)s, 0, set->n);
+            continue;
+        }
+        if (from >= P->nlist)
+            continue;
+        const uint32_t upto = to < P->nlist ? to : P->nlist;
+        *more |= upto < P->nlist;
+        job->k->dot_matrix(query, 1, P->centroids, P->nlist, c->cfg.d, ps->scores);
+        ps->pick.cap = upto;
+        tq_topk_reset(&ps->pick);
+        for (uint32_t p = 0; p < P->nlist; p++)
+            tq_topk_push(&ps->pick, p, tq_partition_score(c->cfg.metric, ps->scores[p], P->half_norms[p]));
+        const size_t got = tq_topk_drain(&ps->pick, ps->pick.heap);
+        size_t nchosen = 0;
+        for (size_t i = from; i < got; i++)
+            ps->chosen[nchosen++] = (uint32_t)ps->pick.heap[i].id;
+        qsort(ps->chosen, nchosen, sizeof(uint32_t), by_index);
+        for (size_t i = 0; i < nchosen; i++)
+            nv = visit_rows(ps->visits, nv, (uint32_t)s, P->offsets[ps->chosen[i]], P->offsets[ps->chosen[i] + 1]);
+    }
+    return nv;
+}
+
+/* Query i's first-stage hits, best first, from the collectors of nparts
+ * parts (part p's at cols[p * stride + i]): one part's collector is the
+ * answer already; several parts' are merged by the same total order. */
+static size_t first_stage(tq_collector *cols, unsigned nparts, size_t stride, size_t i, tq_topk *merged,
+                          tq_hit **first)
+{
+    if (nparts == 1) {
+        *first = cols[i].out;
+        return tq_collector_finish(&cols[i]);
+    }
+    tq_topk_reset(merged);
+    for (unsigned p = 0; p < nparts; p++) {
+        tq_collector *col = &cols[p * stride + i];
+        for (size_t j = 0; j < col->len; j++)
+            tq_topk_push(merged, tq_collector_id(col->buf[j]), tq_collector_score(col->buf[j]));
+    }
+    *first = merged->heap;
+    return tq_topk_drain(merged, merged->heap);
+}
+
+/* One query of a probing search, all three stages. */
+static size_t probe_query(search_job *job, probe_state *ps, unsigned nparts, const float *query, tq_query *pq,
+                          search_scratch *sc, tq_hit *out)
+{
+    for (unsigned p = 0; p < nparts; p++)
+        tq_collector_reset(&sc->cols[p]);
+    search_job one = *job;
+    one.pq = pq;
+    one.nq = 1;
+    one.scratch = NULL;
+    one.visits = ps->visits;
+    uint32_t from = 0, to = job->opts->nprobe;
+    for (;;) {
+        bool more;
+        one.nblocks = probe_round(job, ps, query, from, to, &more);
+        if (one.nblocks) {
+            const unsigned n = nparts < one.nblocks ? nparts : (unsigned)one.nblocks;
+            one.blocks_per_part = (one.nblocks + n - 1) / n;
+            tq_pool_run(n, search_part, &one);
+        }
+        size_t held = 0;
+        for (unsigned p = 0; p < nparts; p++)
+            held += sc->cols[p].len;
+        if (!more || held >= job->opts->k)
+            break;
+        from = to;
+        to = to > UINT32_MAX / 2 ? UINT32_MAX : 2 * to;
+    }
+    tq_hit *first;
+    const size_t nf = first_stage(sc->cols, nparts, 1, 0, &sc->merged, &first);
+    return finish_query(&one, query, pq, first, nf, &sc->mid, &sc->best, out);
+}
+
 /* Queries prepared per sub-batch: bounds the tables held at once (a query's
  * tables are about 80 bytes per coordinate at 4 bits). */
 #define QUERY_BATCH 32
@@ -767,7 +940,11 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
      * together; one query's stream well from L2
      * (measured at d = 1536 and 4096: unsliced was faster for one query,
      * sliced for four). */
-    const bool sliced = opts->scorer == TQ_SCORER_LUT && batch > 1 &&
+    bool probing = false;
+    for (size_t s = 0; opts->nprobe && s < nsets; s++)
+        probing |= sets[s].parts != NULL;
+    /* A probing search scans one query at a time (each its own blocks). */
+    const bool sliced = !probing && opts->scorer == TQ_SCORER_LUT && batch > 1 &&
                         lut_bytes * (batch < TQ_SCAN_MAX_QUERIES ? batch : TQ_SCAN_MAX_QUERIES) > 64 * 1024;
     const search_shape shape = {.d = c->q.d, .mse_bits = c->q.mse_bits, .variant = c->q.variant, .batch = batch,
                                 .ncols = (size_t)nparts * batch, .nfirst = nfirst, .nmid = nmid, .k = k,
@@ -783,6 +960,13 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
     tq_collector *cols = sc->cols;
     tq_topk *merged = &sc->merged, *mid = &sc->mid, *best = &sc->best;
 
+    probe_state probe = {0};
+    if (probing && probe_init(&probe, sets, nsets, nblocks)) {
+        scratch_give(sc);
+        if (offsets != offsets_small)
+            tq_free(offsets);
+        return tq_err(err, TQ_ENOMEM, "out of memory for search scratch");
+    }
     search_job job = {.c = c, .k = tq_simd(), .sets = sets, .nsets = nsets, .first_block = first_block, .first_row = first_row,
                       .opts = opts, .pq = pq, .nblocks = nblocks,
                       .blocks_per_part = (nblocks + nparts - 1) / nparts, .cols = cols, .scratch = sc->sums};
@@ -792,32 +976,24 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
             prepare_query(c, queries + (q0 + i) * d, &pq[i]);
             prepare_keys(c, &pq[i]);
         }
+        if (probing) {
+            for (size_t i = 0; i < m; i++)
+                counts[q0 + i] = probe_query(&job, &probe, nparts, queries + (q0 + i) * d, &pq[i], sc,
+                                             out + (q0 + i) * k);
+            continue;
+        }
         for (size_t i = 0; i < (size_t)nparts * batch; i++)
             tq_collector_reset(&cols[i]);
         job.nq = m;
         tq_pool_run(nparts, search_part, &job);
         for (size_t i = 0; i < m; i++) {
-            /* One part's collector is already the first stage's answer;
-             * several parts' are merged by the same total order. */
             tq_hit *first;
-            size_t nf;
-            if (nparts == 1) {
-                nf = tq_collector_finish(&cols[i]);
-                first = cols[i].out;
-            } else {
-                tq_topk_reset(merged);
-                for (unsigned p = 0; p < nparts; p++) {
-                    tq_collector *col = &cols[p * m + i];
-                    for (size_t j = 0; j < col->len; j++)
-                        tq_topk_push(merged, tq_collector_id(col->buf[j]), tq_collector_score(col->buf[j]));
-                }
-                nf = tq_topk_drain(merged, merged->heap);
-                first = merged->heap;
-            }
+            const size_t nf = first_stage(cols, nparts, m, i, merged, &first);
             counts[q0 + i] = finish_query(&job, queries + (q0 + i) * d, &pq[i], first, nf, mid, best,
                                           out + (q0 + i) * k);
         }
     }
+    probe_free(&probe);
     scratch_give(sc);
     if (offsets != offsets_small)
         tq_free(offsets);

@@ -442,6 +442,8 @@ typedef struct tq_search_opts {
     tq_scorer scorer;
     unsigned threads;    /* split the scan over this many threads; 0 or 1 = the caller only */
     const tq_row_filter *filter; /* NULL: every live row */
+    uint32_t nprobe;     /* partitioned sets: scan the rows of this many partitions nearest the
+                            query (more while fewer than k rows pass); 0 = every row */
 } tq_search_opts;
 
 /* ----------------------------------------------------------------- codec */
@@ -477,6 +479,7 @@ typedef struct tq_rows {
     size_t ndeleted;              /* set bits in deleted */
     bool growing;                 /* a writer is filling rows past n: the last, partial block is
                                      read a row at a time, never as a whole block */
+    const struct tq_partitions *parts; /* rows grouped by partition (see partition); NULL: flat */
 } tq_rows;
 
 /* The same arrays, writable, for encoding into. */
@@ -549,6 +552,10 @@ void tq_codec_row_from_format1(const tq_codec *c, const uint8_t *old, uint8_t *r
 /* Bytes per vector of codes and scalars, and of refine data. */
 size_t tq_codec_bytes_per_vector(const tq_codec *c);
 size_t tq_codec_refine_bytes_per_vector(const tq_codec *c);
+/* Row `row` as a vector of the space the codes were made from (the input
+ * vector, normalized under cosine): exact from fp32 refine data, to half
+ * precision from fp16, decoded from code8 or else from the scan codes. */
+void tq_codec_reconstruct(const tq_codec *c, const tq_rows *rows, size_t row, tq_encode_scratch *s, float *x);
 /* Row `row`'s unpacked codes (d bytes each; signs for prod) and scalars. */
 void tq_codec_get_codes(const tq_codec *c, const tq_rows *rows, size_t row, uint8_t *codes, uint8_t *signs,
                         tq_code_scalars *sc);
@@ -567,6 +574,45 @@ void tq_codec_get_codes(const tq_codec *c, const tq_rows *rows, size_t row, uint
 int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float *queries, size_t nq,
               const tq_search_opts *opts, tq_hit *out, size_t *counts, tq_error *err);
 
+/* ------------------------------------------------------------- partition */
+
+/* A set of rows stored grouped by partition: rows [offsets[p],
+ * offsets[p + 1]) are those nearest to centroid p. */
+typedef struct tq_partitions {
+    uint32_t nlist;
+    const float *centroids;   /* nlist * d, in the space the codes were made from */
+    const float *half_norms;  /* nlist: ||c||^2 / 2 */
+    const uint32_t *offsets;  /* nlist + 1, offsets[0] = 0, offsets[nlist] = rows */
+} tq_partitions;
+
+/* What partitioning a set of rows produces (owned arrays). */
+typedef struct tq_partitioning {
+    uint32_t nlist;
+    float *centroids, *half_norms;
+    uint32_t *offsets;
+    uint32_t *order;          /* rows: the row that goes to position i */
+} tq_partitioning;
+
+#define TQ_MAX_NLIST 65536u
+#define TQ_MIN_PARTITION_ROWS 64u
+
+/* The default partition count for a set of rows: 4 sqrt(rows), bounded so
+ * partitions average at least TQ_MIN_PARTITION_ROWS rows. */
+uint32_t tq_partition_default_nlist(size_t rows);
+/* Cluster the rows into nlist partitions (fewer if there are fewer rows):
+ * seeded, deterministic, the same on every CPU and thread count. */
+int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, uint64_t seed, unsigned threads,
+                      tq_partitioning *out, tq_error *err);
+void tq_partitioning_free(tq_partitioning *p);
+tq_partitions tq_partitioning_view(const tq_partitioning *p);
+/* half_norms[p] = ||centroid p||^2 / 2 as the search computes it. */
+void tq_partition_half_norms(const float *centroids, uint32_t nlist, uint32_t d, float *half_norms);
+/* How near a centroid is to a query from their dot product: larger is
+ * nearer, for each metric. */
+float tq_partition_score(tq_metric metric, float dot, float half_norm);
+/* New heap rows holding rows order[0..n) of `rows` in that order. */
+int tq_rows_gather(const tq_codec *c, const tq_rows *rows, const uint32_t *order, size_t n, tq_rows_out *out);
+
 /* ------------------------------------------------------------------ flat */
 
 /* An in-memory index: one growing set of rows. */
@@ -579,8 +625,15 @@ void tq_flat_free(tq_flat *f);
 int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err);
 size_t tq_flat_count(const tq_flat *f);
 const tq_codec *tq_flat_codec(const tq_flat *f);
-/* The rows, for tq_search or reading codes back; valid until the next add. */
+/* The rows of an index never partitioned, for tq_search or reading codes
+ * back; valid until the next add. */
 tq_rows tq_flat_rows(const tq_flat *f);
+/* Reorder every vector added so far into nlist partitions (0: the default
+ * for the count), training on `threads` threads; vectors added later are
+ * searched flat until the next call. Ids do not change. Exclusive. */
+int tq_flat_partition(tq_flat *f, uint32_t nlist, unsigned threads, tq_error *err);
+/* Partitions of the head; 0 if never partitioned. */
+uint32_t tq_flat_nlist(const tq_flat *f);
 /* tq_search over the index's rows. Safe from many threads at once. */
 int tq_flat_search_batch(const tq_flat *f, const float *queries, size_t nq, const tq_search_opts *opts,
                          tq_hit *out, size_t *counts, tq_error *err);

@@ -171,6 +171,7 @@ int search_opts(const tqvec_search_params *params, tq_search_opts *opts, tqvec_e
     opts->rerank = params ? params->rerank : 0;
     opts->scorer = params && params->scorer ? (tq_scorer)params->scorer : TQ_SCORER_LUT;
     opts->threads = params ? params->threads : 0;
+    opts->nprobe = params ? params->nprobe : 0;
     opts->filter = NULL;
     return TQVEC_OK;
 }
@@ -213,6 +214,23 @@ int tqvec_index_search_batch(const tqvec_index *index, const float *queries, siz
     if (tq_flat_search_batch(index->flat, queries, nq, &opts, (tq_hit *)hits, counts, &e))
         return export_error(&e, err);
     return TQVEC_OK;
+}
+
+int tqvec_index_partition(tqvec_index *index, uint32_t nlist, uint32_t threads, tqvec_error *err)
+{
+    if (!index)
+        return api_error(err, TQVEC_EARG, "index must not be NULL");
+    if (threads > TQVEC_MAX_THREADS)
+        return api_error(err, TQVEC_EARG, "threads %u is above the limit %d", threads, TQVEC_MAX_THREADS);
+    tq_error e;
+    if (tq_flat_partition(index->flat, nlist, threads, &e))
+        return export_error(&e, err);
+    return TQVEC_OK;
+}
+
+uint32_t tqvec_index_partitions(const tqvec_index *index)
+{
+    return index ? tq_flat_nlist(index->flat) : 0;
 }
 
 int tqvec_index_get_info(const tqvec_index *index, tqvec_index_info *info)

@@ -151,7 +151,10 @@ typedef struct tqvec_search_params {
     uint32_t threads;      /* split the scan over this many threads (a persistent pool,
                               no start-up per query); 0 or 1 = the calling thread only;
                               results do not depend on it */
-    uint32_t reserved[4];  /* must be zero */
+    uint32_t nprobe;       /* partitioned rows (tqvec_index_partition, sealed segments): scan the
+                              nprobe partitions nearest the query in each partitioned set, more
+                              while fewer than k rows pass; 0 = every row (exact as flat) */
+    uint32_t reserved[3];  /* must be zero */
     /* Collections only: a FILTER expression over each element's JSON
      * attributes, in the syntax of Redis vector sets (".year >= 1980 and
      * .genre in ['drama', 'crime']"); NULL = none. Evaluated inside the
@@ -203,6 +206,17 @@ TQVEC_API int tqvec_index_search(const tqvec_index *index, const float *query,
 TQVEC_API int tqvec_index_search_batch(const tqvec_index *index, const float *queries, size_t nq,
                                        const tqvec_search_params *params, tqvec_hit *hits,
                                        size_t *counts, tqvec_error *err);
+/* Partition every vector added so far for sublinear search: k-means on the
+ * index's own vectors into nlist clusters (0 = 4 sqrt(count), at least 64
+ * vectors a cluster on average), trained on `threads` threads (0 or 1: the
+ * caller's), then the rows reordered by cluster. Searches with
+ * params.nprobe > 0 scan only the nprobe clusters nearest the query;
+ * vectors added afterwards are scanned in full until the next call. Ids do
+ * not change. Deterministic for a given seed, on any CPU. Exclusive. */
+TQVEC_API int tqvec_index_partition(tqvec_index *index, uint32_t nlist, uint32_t threads,
+                                    tqvec_error *err);
+/* Partitions made by the last tqvec_index_partition; 0 if never. Shared. */
+TQVEC_API uint32_t tqvec_index_partitions(const tqvec_index *index);
 /* Fill *info. Shared. */
 TQVEC_API int tqvec_index_get_info(const tqvec_index *index, tqvec_index_info *info);
 

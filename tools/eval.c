@@ -29,6 +29,10 @@ typedef struct eval_opts {
     int metric;
     unsigned bits[MAX_LIST], rerank[MAX_LIST], ks[MAX_LIST], threads[MAX_LIST], clients[MAX_LIST];
     int nbits, nrerank, nk, nthreads, nclients;
+    unsigned nprobe[MAX_LIST];
+    int nnprobe;
+    bool partition;     /* partition the in-memory index (--nlist, or a nonzero --nprobe) */
+    unsigned nlist;     /* its partitions; 0: the default for the count */
     int variant[MAX_LIST], correction[MAX_LIST], scorer[MAX_LIST];
     int nvariant, ncorrection, nscorer;
     int refine; /* index into refine_names, or -1 for the default */
@@ -68,7 +72,7 @@ static void usage(void)
             "                  [--scorer lut,float] [-k 10[,100]] [--threads 1[,2]] [--clients 1[,2]]\n"
             "                  [--json FILE|-] [--report DIR] [--nq N] [--nb N] [--seed S] [--batch B]\n"
             "                  [--repeat R] [--name NAME] [--dir DIR] [--server HOST:PORT [--key NAME]]\n"
-            "                  [--targets memory,dir,server]\n"
+            "                  [--targets memory,dir,server] [--nlist N] [--nprobe 8,16,32]\n"
             "Vector files: .fvecs, .bvecs, .npy, IDX, or an ann-benchmarks .hdf5 (its train set;\n"
             "then test, neighbors and the metric come from the same file unless given).\n"
             "Ground truth: .ivecs (0-based rows) or FILE.hdf5:neighbors; without --gt it is\n"
@@ -81,6 +85,9 @@ static void usage(void)
             "one vector set per index configuration (tqeval:<dataset>:<settings>, or --key),\n"
             "created and loaded over RESP when absent. --targets measures the same points on\n"
             "several of these in one run (default: the one --dir/--server names, else memory).\n"
+            "--nlist partitions the in-memory index (k-means into N clusters, 0: 4 sqrt(n)) after\n"
+            "the add, timed as part of the build; --nprobe sweeps how many partitions a query scans\n"
+            "(0: all; a nonzero value partitions with the default --nlist).\n"
             "--report DIR writes an SVG plot of\n"
             "recall against QPS per k, a Markdown and a self-contained HTML report, and the\n"
             "JSON lines.\n");
@@ -110,9 +117,11 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         {"key", required_argument, 0, 'K'},        {"clients", required_argument, 0, 'c'},
         {"report", required_argument, 0, 'P'},     {"k", required_argument, 0, 'k'},
         {"repeat", required_argument, 0, 'r'},     {"targets", required_argument, 0, 'G'},
+        {"nlist", required_argument, 0, 'L'},      {"nprobe", required_argument, 0, 'p'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0},
     };
-    *o = (eval_opts){.seed = TQVEC_DEFAULT_SEED, .batch = 1, .repeat = 1, .nk = 1, .nthreads = 1, .nclients = 1};
+    *o = (eval_opts){.seed = TQVEC_DEFAULT_SEED, .batch = 1, .repeat = 1, .nk = 1, .nthreads = 1, .nclients = 1,
+                     .nnprobe = 1};
     o->ks[0] = 10;
     o->threads[0] = 1;
     o->clients[0] = 1;
@@ -168,6 +177,23 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         case 'G':
             if ((o->ntargets = tool_parse_name_list(optarg, target_names, 3, o->targets, 3)) < 0)
                 return tool_fail("eval", "--targets wants memory, dir and/or server, got '%s'", optarg);
+            break;
+        case 'L': {
+            unsigned v[1];
+            int one;
+            if (parse_counts("--nlist", optarg, 0, 65536, v, &one))
+                return 1;
+            if (one != 1)
+                return tool_fail("eval", "--nlist takes one value, got '%s'", optarg);
+            o->nlist = v[0];
+            o->partition = true;
+            break;
+        }
+        case 'p':
+            if (parse_counts("--nprobe", optarg, 0, 65536, o->nprobe, &o->nnprobe))
+                return 1;
+            for (int i = 0; i < o->nnprobe; i++)
+                o->partition |= o->nprobe[i] > 0;
             break;
         case 'X': o->server = optarg; break;
         case 'K': o->key = optarg; break;
@@ -263,7 +289,10 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         o->kmax = o->ks[i] > o->kmax ? o->ks[i] : o->kmax;
     o->points = (size_t)o->nbits * (size_t)o->nvariant * (size_t)o->ncorrection * (size_t)o->ncenter *
                 (size_t)o->ntargets * (size_t)o->nscorer * (size_t)o->nrerank * (size_t)o->nk *
-                (size_t)o->nthreads * (size_t)o->nclients;
+                (size_t)o->nthreads * (size_t)o->nclients * (size_t)o->nnprobe;
+    if (o->partition && (o->dir || o->server))
+        return tool_fail("eval", "--nlist partitions the in-memory index; stored sets partition their sealed "
+                                 "segments themselves");
     return 0;
 }
 
@@ -535,7 +564,8 @@ typedef struct eval_index {
     tool_target target;
     tqvec_index *ix;
     tqvec_collection *coll;
-    double build_s;
+    double build_s, seal_s;
+    unsigned nlist;
     uint64_t bytes_per_vector, refine_bytes;
 } eval_index;
 
@@ -578,6 +608,16 @@ static int build_index(const eval_opts *o, int kind, const tqvec_index_options *
     const double t0 = tool_now();
     if (tqvec_index_add(out->ix, base->data, base->n, NULL, &err))
         return tool_fail("eval", "adding the base: %s", err.message);
+    if (o->partition) {
+        /* As a sealer would: every core of the machine. */
+        const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        const uint32_t threads = cores < 1 ? 1 : cores > TQVEC_MAX_THREADS ? TQVEC_MAX_THREADS : (uint32_t)cores;
+        const double t1 = tool_now();
+        if (tqvec_index_partition(out->ix, o->nlist, threads, &err))
+            return tool_fail("eval", "partitioning: %s", err.message);
+        out->seal_s = tool_now() - t1;
+        out->nlist = tqvec_index_partitions(out->ix);
+    }
     out->build_s = tool_now() - t0;
     tqvec_index_info info;
     tqvec_index_get_info(out->ix, &info);
@@ -612,18 +652,23 @@ static tool_eval_record *new_record(tool_eval_run *run, size_t *cap)
 
 static void print_header(FILE *table)
 {
-    fprintf(table, "%-6s %4s %-4s %-4s %-4s %-5s %6s %4s %3s %3s | %6s %6s %6s | %8s %8s %8s %8s | %7s %5s %6s %s\n",
-            "target", "bits", "var", "corr", "cent", "score", "rerank", "k", "thr", "cli", "R@1", "R@k", "R1@k", "QPS",
-            "p50 us", "p95 us", "p99 us", "build s", "B/vec", "RSS MB", "");
+    fprintf(table, "%-6s %4s %-4s %-4s %-4s %-5s %6s %4s %3s %3s %5s | %6s %6s %6s | %8s %8s %8s %8s | %7s %5s %6s %s\n",
+            "target", "bits", "var", "corr", "cent", "score", "rerank", "k", "thr", "cli", "probe", "R@1", "R@k", "R1@k",
+            "QPS", "p50 us", "p95 us", "p99 us", "build s", "B/vec", "RSS MB", "");
 }
 
 static void print_record(FILE *table, const tool_eval_record *r, bool mark_pareto)
 {
+    char probe[16];
+    if (r->nlist)
+        snprintf(probe, sizeof(probe), "%u", r->nprobe);
+    else
+        snprintf(probe, sizeof(probe), "flat");
     fprintf(table,
-            "%-6s %4u %-4s %-4s %-4s %-5s %6u %4zu %3u %3u | %6.4f %6.4f %6.4f | %8.0f %8.1f %8.1f %8.1f | %7.3f %5llu "
-            "%6.1f %s\n",
+            "%-6s %4u %-4s %-4s %-4s %-5s %6u %4zu %3u %3u %5s | %6.4f %6.4f %6.4f | %8.0f %8.1f %8.1f %8.1f | %7.3f "
+            "%5llu %6.1f %s\n",
             r->target, r->bits, r->variant, r->correction, r->center, r->scorer, r->rerank, r->k, r->threads, r->clients,
-            r->recall_at_1, r->recall_at_k, r->recall_1_at_k, r->qps, r->lat_us.p50, r->lat_us.p95, r->lat_us.p99,
+            probe, r->recall_at_1, r->recall_at_k, r->recall_1_at_k, r->qps, r->lat_us.p50, r->lat_us.p95, r->lat_us.p99,
             r->build_s, (unsigned long long)r->bytes_per_vector, (double)r->peak_rss / 1048576.0,
             mark_pareto && r->pareto ? "*" : "");
     fflush(table);
@@ -639,17 +684,23 @@ static int sweep_config(const eval_opts *o, const eval_index *indexes, const too
                         const eval_data *data, tool_eval_run *run, size_t *cap, size_t *done, FILE *table)
 {
     const size_t nq = data->queries.n, per_target = (size_t)o->nscorer * (size_t)o->nrerank * (size_t)o->nk *
-                                                    (size_t)o->nthreads * (size_t)o->nclients;
+                                                    (size_t)o->nthreads * (size_t)o->nclients * (size_t)o->nnprobe;
     const size_t npoints = per_target * (size_t)o->ntargets;
     point *pts = tq_calloc(npoints, sizeof(point));
     int rc = pts ? 0 : tool_fail("eval", "out of memory");
-    /* Records in report order: target, then scorer, re-rank, k, threads, clients. */
+    /* Records in report order: target, then scorer, re-rank, k, threads, clients, nprobe. */
     for (size_t i = 0; i < npoints && !rc; i++) {
         const size_t t = i / per_target, j = i % per_target;
-        const size_t li = j % (size_t)o->nclients, ti = j / (size_t)o->nclients % (size_t)o->nthreads,
-                     ki = j / ((size_t)o->nclients * (size_t)o->nthreads) % (size_t)o->nk,
-                     ri = j / ((size_t)o->nclients * (size_t)o->nthreads * (size_t)o->nk) % (size_t)o->nrerank,
-                     si = j / ((size_t)o->nclients * (size_t)o->nthreads * (size_t)o->nk * (size_t)o->nrerank);
+        size_t rest = j;
+        const size_t pi = rest % (size_t)o->nnprobe;
+        rest /= (size_t)o->nnprobe;
+        const size_t li = rest % (size_t)o->nclients;
+        rest /= (size_t)o->nclients;
+        const size_t ti = rest % (size_t)o->nthreads;
+        rest /= (size_t)o->nthreads;
+        const size_t ki = rest % (size_t)o->nk;
+        rest /= (size_t)o->nk;
+        const size_t ri = rest % (size_t)o->nrerank, si = rest / (size_t)o->nrerank;
         tool_eval_record *rec = new_record(run, cap);
         pts[i].qps = tq_calloc(o->repeat, sizeof(double));
         pts[i].lat = tq_malloc(o->repeat * nq * sizeof(double));
@@ -663,12 +714,13 @@ static int sweep_config(const eval_opts *o, const eval_index *indexes, const too
         rec->k = o->ks[ki];
         rec->threads = o->threads[ti];
         rec->clients = o->clients[li];
+        rec->nprobe = rec->nlist ? o->nprobe[pi] : 0;
         pts[i].rec = run->nrec - 1;
         pts[i].target = &indexes[t].target;
         pts[i].clients = o->clients[li];
         pts[i].sp = (tqvec_search_params){.k = o->ks[ki], .rerank = o->rerank[ri],
                                           .scorer = (uint32_t)scorer_values[o->scorer[si]],
-                                          .threads = o->threads[ti]};
+                                          .threads = o->threads[ti], .nprobe = rec->nprobe};
     }
     for (size_t rep = 0; rep < o->repeat && !rc; rep++)
         for (size_t j = 0; j < per_target && !rc; j++)
@@ -676,9 +728,9 @@ static int sweep_config(const eval_opts *o, const eval_index *indexes, const too
                 point *pt = &pts[t * per_target + j];
                 tool_eval_record *rec = &run->rec[pt->rec];
                 char label[160];
-                snprintf(label, sizeof(label), "[%zu/%zu] %s b=%u %s %s rerank=%u k=%zu t=%u c=%u", ++*done,
+                snprintf(label, sizeof(label), "[%zu/%zu] %s b=%u %s %s rerank=%u k=%zu t=%u c=%u p=%u", ++*done,
                          o->points * o->repeat, rec->target, rec->bits, rec->variant, rec->scorer, rec->rerank,
-                         rec->k, rec->threads, rec->clients);
+                         rec->k, rec->threads, rec->clients, rec->nprobe);
                 rc = measure_once(pt, data, o->batch, rep, label, rec);
                 if (!rc && rep + 1 == o->repeat) /* after its last queries: the mark they reached */
                     rec->peak_rss = pt->target->server ? server_rss(o->server) : tool_peak_rss();
@@ -780,6 +832,8 @@ int cmd_eval(int argc, char **argv)
                             .center = center_names[o.center[mi]],
                             .refine = refine_name,
                             .build_s = indexes[gi].build_s,
+                            .seal_s = indexes[gi].seal_s,
+                            .nlist = indexes[gi].nlist,
                             .bytes_per_vector = indexes[gi].bytes_per_vector,
                             .rerank_bytes_per_vector = indexes[gi].refine_bytes};
                     }

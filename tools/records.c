@@ -162,6 +162,13 @@ static int add_record(loaded *L, char *line, const char *file_label, char *why, 
         .rerank_bytes_per_vector = uint_field(f, n, "rerank_bytes_per_vector", &ok),
         .peak_rss = uint_field(f, n, "peak_rss_bytes", &ok),
     };
+    /* Records of partitioned indexes carry these; older ones are flat. */
+    bool has = true;
+    r.nlist = (unsigned)uint_field(f, n, "nlist", &has);
+    r.nprobe = has ? (unsigned)uint_field(f, n, "nprobe", &has) : 0;
+    r.seal_s = has ? num_field(f, n, "seal_s", &has) : 0.0;
+    if (!has)
+        r.nlist = r.nprobe = 0, r.seal_s = 0.0;
     const tool_json_field *where = tool_json_find(f, n, "target_where");
     r.target_where = where && where->type == TOOL_JSON_STRING ? where->str : NULL;
     loaded_record *lr = &L->rec[L->nrec];

@@ -71,6 +71,9 @@ void tool_eval_json(const tool_eval_run *run, const tool_eval_record *r, FILE *o
     tool_json_str(&j, "scorer", r->scorer);
     tool_json_str(&j, "refine", r->refine);
     tool_json_int(&j, "rerank", r->rerank);
+    tool_json_str(&j, "index", r->nlist ? "ivf" : "flat");
+    tool_json_int(&j, "nlist", r->nlist);
+    tool_json_int(&j, "nprobe", r->nprobe);
     tool_json_int(&j, "k", (long long)r->k);
     tool_json_int(&j, "threads", r->threads);
     tool_json_int(&j, "clients", r->clients);
@@ -86,6 +89,7 @@ void tool_eval_json(const tool_eval_run *run, const tool_eval_record *r, FILE *o
     tool_json_num(&j, "p95_us", r->lat_us.p95);
     tool_json_num(&j, "p99_us", r->lat_us.p99);
     tool_json_num(&j, "build_s", r->build_s);
+    tool_json_num(&j, "seal_s", r->seal_s);
     tool_json_num(&j, "build_vps", r->build_s > 0 ? (double)run->n / r->build_s : 0.0);
     tool_json_int(&j, "bytes_per_vector", (long long)r->bytes_per_vector);
     tool_json_int(&j, "rerank_bytes_per_vector", r->rerank ? (long long)r->rerank_bytes_per_vector : 0);
@@ -326,8 +330,13 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
         }
         static const char *const cols[] = {"target", "bits", "variant", "corr.", "center", "scorer", "re-rank", "threads",
                                            "clients", "R@1", "R@k", "R1@k", "R@k dist", "QPS", "mean µs", "p50 µs",
-                                           "p95 µs", "p99 µs", "build s", "B/vec", "peak RSS MB", "Pareto"};
-        const size_t ncols = sizeof(cols) / sizeof(*cols);
+                                           "p95 µs", "p99 µs", "build s", "B/vec", "peak RSS MB", "Pareto", "nlist/nprobe"};
+        /* The partitions column only when some record is partitioned, so
+         * flat reports keep their columns. */
+        bool any_ivf = false;
+        for (size_t i = 0; i < run->nrec; i++)
+            any_ivf |= run->rec[i].nlist > 0;
+        const size_t ncols = sizeof(cols) / sizeof(*cols) - !any_ivf;
         for (size_t c = 0; c < ncols; c++)
             fprintf(out, html ? "<th>%s</th>" : "| %s ", cols[c]);
         fputs(html ? "</tr>\n" : "|\n", out);
@@ -340,7 +349,7 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
             const tool_eval_record *r = &run->rec[i];
             if (r->k != ks[ki])
                 continue;
-            char cell[22][48];
+            char cell[23][48];
             snprintf(cell[0], 48, "%s", r->target);
             snprintf(cell[1], 48, "%u", r->bits);
             snprintf(cell[2], 48, "%s", r->variant);
@@ -363,6 +372,10 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
             snprintf(cell[19], 48, "%llu", (unsigned long long)r->bytes_per_vector);
             snprintf(cell[20], 48, "%.1f", (double)r->peak_rss / 1048576.0);
             snprintf(cell[21], 48, "%s", r->pareto ? "yes" : "");
+            if (r->nlist)
+                snprintf(cell[22], 48, "%u/%u", r->nlist, r->nprobe);
+            else
+                snprintf(cell[22], 48, "flat");
             if (html)
                 fputs("<tr>", out);
             for (size_t c = 0; c < ncols; c++)

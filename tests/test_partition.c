@@ -1,0 +1,238 @@
+/*
+ * Partitioned rows (index/partition.c) and probing search: probing every
+ * partition answers exactly as the flat scan of the same vectors; the
+ * partitioning is the same on every SIMD level; a partition holds the rows
+ * nearest its centroid; a search that probes one partition still returns
+ * min(k, live and matching) rows; rows added after partitioning keep their
+ * ids and are found.
+ */
+#include <criterion/criterion.h>
+
+#include "tq_index.h"
+
+#define D 24
+#define N 3000
+#define NQ 7
+
+/* A mixture of clusters (what partitioning is for), seeded. */
+static float *clustered(size_t n, uint64_t seed)
+{
+    float *x = tq_malloc(n * D * sizeof(float)), centers[20][D];
+    tq_rng r;
+    tq_rng_seed(&r, seed);
+    for (int c = 0; c < 20; c++)
+        for (int j = 0; j < D; j++)
+            centers[c][j] = (float)(4.0 * tq_rng_gauss(&r));
+    for (size_t i = 0; i < n; i++) {
+        const float *c = centers[tq_rng_next(&r) % 20];
+        for (int j = 0; j < D; j++)
+            x[i * D + j] = c[j] + (float)tq_rng_gauss(&r);
+    }
+    return x;
+}
+
+static tq_config config(tq_metric metric, unsigned bits, tq_variant variant)
+{
+    return (tq_config){.d = D, .metric = metric, .bits = bits, .variant = variant, .correction = TQ_CORRECTION_IP,
+                       .seed = 5, .refine = TQ_REFINE_FP32, .center = TQ_CENTER_NONE};
+}
+
+static tq_flat *flat_of(const tq_config *cfg, const float *x, size_t n)
+{
+    tq_flat *f;
+    cr_assert_eq(tq_flat_create(cfg, &f, NULL), TQ_OK);
+    cr_assert_eq(tq_flat_add(f, x, n, NULL), TQ_OK);
+    return f;
+}
+
+static void same_hits(const tq_hit *a, const size_t *na, const tq_hit *b, const size_t *nb, size_t k,
+                      const char *what)
+{
+    for (size_t q = 0; q < NQ; q++) {
+        cr_assert_eq(na[q], nb[q], "%s, query %zu: %zu hits against %zu", what, q, na[q], nb[q]);
+        for (size_t i = 0; i < na[q]; i++) {
+            const tq_hit *x = &a[q * k + i], *y = &b[q * k + i];
+            cr_assert_eq(x->id, y->id, "%s, query %zu: hit %zu is %llu, flat has %llu", what, q, i,
+                         (unsigned long long)x->id, (unsigned long long)y->id);
+            cr_assert(memcmp(&x->score, &y->score, sizeof(float)) == 0, "%s, query %zu: hit %zu score %.9g, flat %.9g",
+                      what, q, i, (double)x->score, (double)y->score);
+        }
+    }
+}
+
+/* Every metric, width and variant, with and without re-rank, on 1 and 3
+ * threads: nprobe = nlist (and nprobe 0) gives the flat scan's hits, ids
+ * and scores bit for bit. */
+Test(partition, probing_every_partition_is_the_flat_scan)
+{
+    float *x = clustered(N, 1);
+    const float *queries = x + 11 * D;
+    enum { K = 10 };
+    tq_hit a[NQ * K], b[NQ * K];
+    size_t na[NQ], nb[NQ];
+    for (int metric = TQ_METRIC_L2; metric <= TQ_METRIC_COSINE; metric++)
+        for (unsigned bits = 1; bits <= 4; bits++)
+            for (int variant = TQ_VARIANT_MSE; variant <= TQ_VARIANT_PROD; variant++) {
+                if (variant == TQ_VARIANT_PROD && bits == 1)
+                    continue;
+                tq_config cfg = config((tq_metric)metric, bits, (tq_variant)variant);
+                tq_flat *flat = flat_of(&cfg, x, N), *ivf = flat_of(&cfg, x, N);
+                cr_assert_eq(tq_flat_partition(ivf, 37, 2, NULL), TQ_OK);
+                cr_assert_eq(tq_flat_nlist(ivf), 37);
+                cr_assert_eq(tq_flat_count(ivf), N);
+                for (unsigned rerank = 0; rerank <= 4; rerank += 4)
+                    for (unsigned threads = 1; threads <= 3; threads += 2)
+                        for (uint32_t nprobe = 0; nprobe <= 37; nprobe += 37) {
+                            tq_search_opts o = {.k = K, .rerank = rerank, .scorer = TQ_SCORER_LUT,
+                                                .threads = threads};
+                            cr_assert_eq(tq_flat_search_batch(flat, queries, NQ, &o, a, na, NULL), TQ_OK);
+                            o.nprobe = nprobe;
+                            cr_assert_eq(tq_flat_search_batch(ivf, queries, NQ, &o, b, nb, NULL), TQ_OK);
+                            char what[96];
+                            snprintf(what, sizeof(what), "metric %d, %u bits, variant %d, rerank %u, nprobe %u",
+                                     metric, bits, variant, rerank, nprobe);
+                            same_hits(b, nb, a, na, K, what);
+                        }
+                tq_flat_free(flat);
+                tq_flat_free(ivf);
+            }
+    tq_free(x);
+}
+
+/* The clustering: each row sits in the partition of its best centroid by
+ * the metric's score, every row exactly once, the same on every level. */
+Test(partition, rows_go_to_their_nearest_centroid_on_every_level)
+{
+    float *x = clustered(N, 2);
+    for (int metric = TQ_METRIC_L2; metric <= TQ_METRIC_COSINE; metric++) {
+        tq_config cfg = config((tq_metric)metric, 4, TQ_VARIANT_MSE);
+        tq_flat *f = flat_of(&cfg, x, N);
+        tq_rows rows = tq_flat_rows(f);
+        tq_partitioning want = {0};
+        cr_assert_eq(tq_simd_force(TQ_SIMD_SCALAR), 0);
+        cr_assert_eq(tq_partition_rows(tq_flat_codec(f), &rows, 50, 9, 1, &want, NULL), TQ_OK);
+        cr_assert_eq(tq_simd_force(tq_simd_best_level()), 0);
+        cr_assert_eq(want.nlist, 50);
+        cr_assert_eq(want.offsets[0], 0);
+        cr_assert_eq(want.offsets[50], N);
+        bool *seen = tq_calloc(N, 1);
+        tq_encode_scratch s;
+        cr_assert_eq(tq_encode_scratch_init(&s, D), 0);
+        float v[D];
+        for (uint32_t p = 0; p < 50; p++)
+            for (uint32_t i = want.offsets[p]; i < want.offsets[p + 1]; i++) {
+                const uint32_t row = want.order[i];
+                cr_assert(row < N && !seen[row], "row %u placed twice or out of range", row);
+                seen[row] = true;
+                /* The partition's centroid scores best (ties to the lower). */
+                tq_codec_reconstruct(tq_flat_codec(f), &rows, row, &s, v);
+                const tq_simd_kernels *k = tq_simd();
+                const float mine = tq_partition_score((tq_metric)metric, k->dot(v, want.centroids + p * D, D),
+                                                      want.half_norms[p]);
+                for (uint32_t o = 0; o < 50; o++) {
+                    const float other = tq_partition_score((tq_metric)metric, k->dot(v, want.centroids + o * D, D),
+                                                           want.half_norms[o]);
+                    cr_assert(other < mine || (other == mine && o >= p),
+                              "metric %d: row %u is in partition %u but centroid %u scores %.9g > %.9g", metric, row,
+                              p, o, (double)other, (double)mine);
+                }
+            }
+        for (int level = TQ_SIMD_AVX2; level <= TQ_SIMD_AVX512; level++) {
+            if (tq_simd_force((tq_simd_level)level))
+                continue; /* the CPU lacks it */
+            tq_partitioning got = {0};
+            cr_assert_eq(tq_partition_rows(tq_flat_codec(f), &rows, 50, 9, 3, &got, NULL), TQ_OK);
+            cr_assert(memcmp(got.order, want.order, N * sizeof(uint32_t)) == 0, "level %d orders rows otherwise", level);
+            cr_assert(memcmp(got.centroids, want.centroids, 50 * D * sizeof(float)) == 0,
+                      "level %d trains other centroids", level);
+            tq_partitioning_free(&got);
+        }
+        cr_assert_eq(tq_simd_force(tq_simd_best_level()), 0);
+        tq_encode_scratch_free(&s);
+        tq_free(seen);
+        tq_partitioning_free(&want);
+        tq_flat_free(f);
+    }
+    tq_free(x);
+}
+
+/* Accepts rows whose id is a multiple of `every`. */
+static bool every_nth(void *ctx, unsigned part, size_t set, size_t row)
+{
+    (void)part;
+    (void)set;
+    return row % *(const size_t *)ctx == 0;
+}
+
+/* One partition probed, and an allow-list of 1 row in 500 (6 rows): the
+ * search probes on until it has them all, as the flat scan finds them. */
+Test(partition, a_narrow_filter_keeps_probing_until_k_rows_pass)
+{
+    float *x = clustered(N, 3);
+    tq_config cfg = config(TQ_METRIC_L2, 2, TQ_VARIANT_MSE);
+    tq_flat *flat = flat_of(&cfg, x, N);
+    tq_rows rows = tq_flat_rows(flat);
+    tq_partitioning part = {0};
+    cr_assert_eq(tq_partition_rows(tq_flat_codec(flat), &rows, 60, 1, 1, &part, NULL), TQ_OK);
+    tq_rows_out sorted;
+    cr_assert_eq(tq_rows_gather(tq_flat_codec(flat), &rows, part.order, N, &sorted), TQ_OK);
+    tq_partitions view = tq_partitioning_view(&part);
+    tq_rows ivf = tq_rows_view(&sorted, N);
+    ivf.parts = &view;
+    size_t every = 500;
+    tq_row_filter filter = {.accept = every_nth, .ctx = &every};
+    enum { K = 10 };
+    tq_hit a[NQ * K], b[NQ * K];
+    size_t na[NQ], nb[NQ];
+    for (unsigned rerank = 0; rerank <= 4; rerank += 4) {
+        tq_search_opts o = {.k = K, .rerank = rerank, .scorer = TQ_SCORER_LUT, .threads = 1, .filter = &filter};
+        /* The flat answer over the same row order: the allow-list is by
+         * position, so both see the same 6 rows. */
+        tq_rows plain = ivf;
+        plain.parts = NULL;
+        cr_assert_eq(tq_search(tq_flat_codec(flat), &plain, 1, x, NQ, &o, a, na, NULL), TQ_OK);
+        o.nprobe = 1;
+        cr_assert_eq(tq_search(tq_flat_codec(flat), &ivf, 1, x, NQ, &o, b, nb, NULL), TQ_OK);
+        for (size_t q = 0; q < NQ; q++)
+            cr_assert_eq(na[q], 6, "the flat scan finds %zu of the 6 rows", na[q]);
+        same_hits(b, nb, a, na, K, "filtered, one partition probed");
+    }
+    tq_rows_out_free(&sorted);
+    tq_partitioning_free(&part);
+    tq_flat_free(flat);
+    tq_free(x);
+}
+
+/* Rows added after partitioning get the next ids and are searched flat;
+ * partitioning again takes them in, ids unchanged. */
+Test(partition, rows_added_later_keep_their_ids)
+{
+    float *x = clustered(N, 4);
+    tq_config cfg = config(TQ_METRIC_L2, 3, TQ_VARIANT_MSE);
+    tq_flat *flat = flat_of(&cfg, x, N), *ivf = flat_of(&cfg, x, 1001);
+    cr_assert_eq(tq_flat_partition(ivf, 0, 1, NULL), TQ_OK);
+    cr_assert_eq(tq_flat_nlist(ivf), tq_partition_default_nlist(1001));
+    cr_assert_eq(tq_flat_add(ivf, x + 1001 * D, 999, NULL), TQ_OK);
+    cr_assert_eq(tq_flat_count(ivf), 2000);
+    enum { K = 20 };
+    tq_hit a[NQ * K], b[NQ * K];
+    size_t na[NQ], nb[NQ];
+    const float *queries = x + 1500 * D; /* rows of the tail */
+    tq_search_opts o = {.k = K, .rerank = 2, .scorer = TQ_SCORER_LUT, .threads = 1, .nprobe = 1};
+    cr_assert_eq(tq_flat_search_batch(ivf, queries, NQ, &o, b, nb, NULL), TQ_OK);
+    for (size_t q = 0; q < NQ; q++)
+        cr_assert_eq(b[q * K].id, 1500 + q, "query %zu: a row of the tail is its own nearest", q);
+    cr_assert_eq(tq_flat_add(ivf, x + 2000 * D, N - 2000, NULL), TQ_OK);
+    cr_assert_eq(tq_flat_partition(ivf, 40, 2, NULL), TQ_OK);
+    cr_assert_eq(tq_flat_count(ivf), N);
+    o.nprobe = 40;
+    cr_assert_eq(tq_flat_search_batch(flat, queries, NQ, &(tq_search_opts){.k = K, .rerank = 2,
+                                                                            .scorer = TQ_SCORER_LUT, .threads = 1},
+                                      a, na, NULL),
+                 TQ_OK);
+    cr_assert_eq(tq_flat_search_batch(ivf, queries, NQ, &o, b, nb, NULL), TQ_OK);
+    same_hits(b, nb, a, na, K, "partitioned twice, every partition probed");
+    tq_flat_free(flat);
+    tq_flat_free(ivf);
+    tq_free(x);
+}
