@@ -216,7 +216,8 @@ int tq_simd_parse_level(const char *name);
 const tq_simd_kernels *tq_simd_table(tq_simd_level level);
 
 /* The fixed folding trees of the lane sums; every path stores its lanes and
- * calls these, so the last steps cannot differ. */
+ * calls these (or makes the same adds in the same order in registers, as
+ * dot_matrix does), so the last steps cannot differ. */
 static inline float tq_fold16(float lane[16])
 {
     for (int width = 8; width >= 1; width /= 2)

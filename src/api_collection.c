@@ -58,6 +58,7 @@ int tqvec_collection_open(const char *dir, const tqvec_collection_options *opts,
         .verify = opts->verify != 0,
         .log = opts->log,
         .log_ctx = opts->log_ctx,
+        .partition_rows = opts->partition_rows == TQVEC_PARTITION_NEVER ? SIZE_MAX : opts->partition_rows,
     };
     if (!opts->dim)
         o.cfg.d = 0; /* open whatever is there */
@@ -390,6 +391,13 @@ int tqvec_collection_compact(tqvec_collection *c, tqvec_error *err)
         return api_error(err, TQVEC_EARG, "collection must not be NULL");
     tq_error e;
     return tq_collection_compact(c->c, &e) ? export_error(&e, err) : TQVEC_OK;
+}
+
+int tqvec_collection_wait_partitioned(tqvec_collection *c, tqvec_error *err)
+{
+    if (!c)
+        return api_error(err, TQVEC_EARG, "collection must not be NULL");
+    return tq_collection_wait_partitioned(c->c);
 }
 
 int tqvec_collection_verify(tqvec_collection *c, tqvec_error *err)

@@ -75,6 +75,7 @@ typedef struct seg {
     size_t ndeleted;          /* atomic */
     pthread_mutex_t verify_lock;
     int verified;             /* 0 not yet, 1 good, -1 damaged (verify_err) */
+    bool partition_failed;    /* sealed: the partitioner gave up on it (atomic) */
     tq_error verify_err;
     /* sealed: attribute columns built for filters, published by ncols
      * (release); built under verify_lock. */
@@ -115,6 +116,13 @@ struct tq_collection {
     tq_wal_entry *entries;
     size_t entries_cap;
     uint64_t torn_bytes;      /* cut from the log's tail at open */
+    /* The background partitioner (see its section): part_lock guards the
+     * flags; the thread runs while part_started. */
+    pthread_t part_thread;
+    bool part_started;
+    pthread_mutex_t part_lock;
+    pthread_cond_t part_cond, part_idle;
+    bool part_wake, part_busy, part_stop;
 };
 
 /* ------------------------------------------------------------- logging */
@@ -489,6 +497,97 @@ static void repoint_keys(tq_collection *c, seg *s)
     pthread_rwlock_unlock(&c->map_lock);
 }
 
+
+/* ------------------------------------------------------- partitioning */
+
+/* Rows put in partition order with their names: what a partitioned
+ * segment file is written from. */
+typedef struct sorted_rows {
+    tq_partitioning part;
+    tq_partitions view;
+    tq_rows_out out;
+    const char **key, **attr;
+    uint32_t *key_len, *attr_len;
+} sorted_rows;
+
+static void sorted_rows_free(sorted_rows *r)
+{
+    tq_partitioning_free(&r->part);
+    tq_rows_out_free(&r->out);
+    tq_free(r->key);
+    tq_free(r->attr);
+    tq_free(r->key_len);
+    tq_free(r->attr_len);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Sealing and compaction use every core for the clustering, as a build
+ * would: it runs on the shared worker pool, off the write path. */
+static unsigned partition_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1u : n > (long)TQ_MAX_THREADS ? TQ_MAX_THREADS : (unsigned)n;
+}
+
+/* Cluster rows (with their names) and reorder both by partition. */
+static int sort_by_partition(const tq_collection *c, const tq_rows *rows, const tq_row_names *names, sorted_rows *out,
+                             tq_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    const size_t n = rows->n;
+    int rc = tq_partition_rows(&c->codec, rows, tq_partition_default_nlist(n), c->codec.cfg.seed,
+                               partition_threads(), &out->part, err);
+    if (rc)
+        return rc;
+    bool ok = tq_rows_gather(&c->codec, rows, out->part.order, n, &out->out) == TQ_OK;
+    ok &= (out->key = tq_malloc((n + 1) * sizeof(char *))) != NULL;
+    ok &= (out->attr = tq_malloc((n + 1) * sizeof(char *))) != NULL;
+    ok &= (out->key_len = tq_malloc((n + 1) * sizeof(uint32_t))) != NULL;
+    ok &= (out->attr_len = tq_malloc((n + 1) * sizeof(uint32_t))) != NULL;
+    if (!ok) {
+        sorted_rows_free(out);
+        return tq_err(err, TQ_ENOMEM, "out of memory ordering %zu rows by partition", n);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t from = out->part.order[i];
+        out->key[i] = names->key[from];
+        out->key_len[i] = names->key_len[from];
+        out->attr[i] = names->attr[from];
+        out->attr_len[i] = names->attr_len[from];
+    }
+    out->view = tq_partitioning_view(&out->part);
+    return TQ_OK;
+}
+
+static bool wants_partitions(const tq_collection *c, const seg *s)
+{
+    return s->sealed && !s->file.parts.nlist && !__atomic_load_n(&s->partition_failed, __ATOMIC_RELAXED) &&
+           s->file.rows >= c->opts.partition_rows;
+}
+
+/* There may be a segment to partition. */
+static void partitioner_wake(tq_collection *c)
+{
+    if (!c->part_started)
+        return;
+    pthread_mutex_lock(&c->part_lock);
+    c->part_wake = true;
+    pthread_cond_signal(&c->part_cond);
+    pthread_mutex_unlock(&c->part_lock);
+}
+
+static tq_rows sorted_view(const sorted_rows *r)
+{
+    tq_rows v = tq_rows_view(&r->out, r->part.order ? r->view.offsets[r->view.nlist] : 0);
+    v.parts = &r->view;
+    return v;
+}
+
+static tq_row_names sorted_names(const sorted_rows *r)
+{
+    return (tq_row_names){.key = r->key, .key_len = r->key_len, .attr = r->attr, .attr_len = r->attr_len};
+}
+
 /* --------------------------------------------------------- seal, compact */
 
 /* Writer lock held. Write the mutable segment's live rows, fresh tombstone
@@ -601,6 +700,8 @@ static int seal_nolock(tq_collection *c, tq_error *err)
             file_path(c, path, "seg", old_del[i], "del");
             unlink(path);
         }
+    if (sealed_new && wants_partitions(c, sealed_new))
+        partitioner_wake(c);
     sealed_new = NULL;
     goto cleanup;
 undo:
@@ -660,15 +761,24 @@ int tq_collection_compact(tq_collection *c, tq_error *err)
         goto out;
     }
     gathered g;
+    sorted_rows sorted = {0};
     char path[PATH_MAX];
     seg *merged = NULL;
     uint64_t id = 0;
     if ((rc = gather_live(c, pick, npick, &g, err)))
         goto done;
     if (g.n) {
-        id = c->next_file_id++;
         tq_rows rows = tq_rows_view(&g.out, g.n);
         tq_row_names names = {.key = g.key, .key_len = g.key_len, .attr = g.attr, .attr_len = g.attr_len};
+        /* The merged segment is partitioned as it is written: compaction
+         * already rewrites every row. */
+        if (g.n >= c->opts.partition_rows) {
+            if ((rc = sort_by_partition(c, &rows, &names, &sorted, err)))
+                goto done;
+            rows = sorted_view(&sorted);
+            names = sorted_names(&sorted);
+        }
+        id = c->next_file_id++;
         file_path(c, path, "seg", id, "tqs");
         if ((rc = tq_segment_write(path, &c->codec, &rows, &names, err)) ||
             (rc = open_sealed(c, id, 0, g.n, &merged, err))) {
@@ -711,11 +821,234 @@ int tq_collection_compact(tq_collection *c, tq_error *err)
 done:
     seg_free(merged);
     gathered_free(&g);
+    sorted_rows_free(&sorted);
     tq_free(pick);
     tq_free(keep);
 out:
     pthread_mutex_unlock(&c->write_lock);
     return rc;
+}
+
+
+/* ------------------------------------------- background partitioning */
+
+/* A sealed segment of at least opts.partition_rows rows is partitioned off
+ * the write path by one background thread per collection, woken by each
+ * seal and at open: it clusters the segment's rows and writes them in
+ * partition order as a new segment file (no lock held: a sealed segment's
+ * rows never change), then, under the writer lock for the switch only,
+ * carries over the deletions made meanwhile, commits the new file in the
+ * old one's place with a new manifest and repoints the keys whose rows
+ * moved. Writers never wait for the clustering. A crash before the commit
+ * leaves an unnamed file that open removes; after it, the new segment.
+ * Until its turn a segment is searched flat, so nothing waits on it. */
+
+/* Is s in the current snapshot still (compaction may have replaced it)?
+ * Writer lock held. */
+static bool still_current(const tq_collection *c, const seg *s, size_t *at)
+{
+    const tq_snapshot *cur = c->current;
+    for (size_t i = 0; i + 1 < cur->nsegs; i++)
+        if (cur->segs[i] == s) {
+            *at = i;
+            return true;
+        }
+    return false;
+}
+
+/* Put the new segment ns (s's rows reordered by order) in s's place:
+ * writer lock held, ns's file written. */
+static int switch_to_partitioned(tq_collection *c, seg *s, size_t at, seg *ns, const uint32_t *order, tq_error *err)
+{
+    char path[PATH_MAX];
+    const size_t rows = (size_t)ns->file.rows;
+    /* Deletions so far, durable in ns's own tombstones before the
+     * manifest names it (s's may be in the log only). */
+    for (size_t i = 0; i < rows; i++)
+        if (seg_is_deleted(s, order[i]))
+            seg_mark_deleted(ns, i);
+    ns->del_dirty = false;
+    int rc = TQ_OK;
+    if (ns->ndeleted) {
+        ns->del_id = c->next_file_id++;
+        file_path(c, path, "seg", ns->del_id, "del");
+        if ((rc = tq_tombstones_write(path, ns->deleted, rows, err)))
+            return rc;
+    }
+    tq_snapshot *cur = c->current;
+    seg **list = tq_malloc(cur->nsegs * sizeof(seg *));
+    if (!list)
+        return tq_err(err, TQ_ENOMEM, "out of memory switching to a partitioned segment");
+    memcpy(list, cur->segs, cur->nsegs * sizeof(seg *));
+    list[at] = ns;
+    bool committed;
+    if ((rc = commit_manifest(c, list, cur->nsegs - 1, c->wal_id, c->wal_first_lsn, &committed, err)) &&
+        !committed) {
+        tq_free(list);
+        return rc;
+    }
+    /* Keys still naming a row of s move to its new place; a key upserted
+     * or removed meanwhile names another row, or none, and stays. */
+    pthread_rwlock_wrlock(&c->map_lock);
+    for (size_t i = 0; i < rows; i++) {
+        if (seg_is_deleted(ns, i))
+            continue;
+        uint32_t len;
+        const char *key = seg_key(ns, i, &len);
+        tq_keymap_entry *e = tq_keymap_find(&c->map, key, len);
+        if (e && e->owner == s && e->row == order[i])
+            tq_keymap_put(&c->map, key, len, ns, i, NULL);
+    }
+    pthread_rwlock_unlock(&c->map_lock);
+    tq_snapshot *next = snapshot_new(c, list, cur->nsegs);
+    tq_free(list);
+    if (!next) {
+        c->broken = true;
+        return tq_err(err, TQ_ENOMEM, "out of memory switching to a partitioned segment; reopen the collection");
+    }
+    snapshot_publish(c, next);
+    /* After a commit of unknown durability the old files stay (open
+     * removes whatever the manifest does not name). */
+    if (!rc) {
+        file_path(c, path, "seg", s->id, "tqs");
+        unlink(path);
+        if (s->del_id) {
+            file_path(c, path, "seg", s->del_id, "del");
+            unlink(path);
+        }
+    }
+    return rc;
+}
+
+/* Partition one segment that wants it; false when none does. */
+static bool partition_one(tq_collection *c)
+{
+    tq_snapshot *snap = snapshot_acquire(c);
+    seg *s = NULL;
+    for (size_t i = 0; i + 1 < snap->nsegs && !s; i++)
+        if (wants_partitions(c, snap->segs[i]))
+            s = snap->segs[i];
+    if (!s) {
+        tq_snapshot_release(snap);
+        return false;
+    }
+    tq_error err = {0};
+    sorted_rows sorted = {0};
+    seg *ns = NULL;
+    char path[PATH_MAX];
+    uint64_t id = 0;
+    const size_t rows = (size_t)s->file.rows;
+    const char **key = tq_malloc((rows + 1) * sizeof(char *)), **attr = tq_malloc((rows + 1) * sizeof(char *));
+    uint32_t *key_len = tq_malloc((rows + 1) * sizeof(uint32_t)), *attr_len = tq_malloc((rows + 1) * sizeof(uint32_t));
+    /* Damaged bytes must not be rewritten under fresh checksums. */
+    int rc = seg_verify(s, &err);
+    if (!rc && (!key || !attr || !key_len || !attr_len))
+        rc = tq_err(&err, TQ_ENOMEM, "out of memory partitioning a segment of %zu rows", rows);
+    if (!rc) {
+        for (size_t r = 0; r < rows; r++) {
+            key[r] = seg_key(s, r, &key_len[r]);
+            attr[r] = seg_attr(s, r, &attr_len[r]);
+        }
+        tq_rows view = s->file.view;
+        tq_row_names names = {.key = key, .key_len = key_len, .attr = attr, .attr_len = attr_len};
+        rc = sort_by_partition(c, &view, &names, &sorted, &err);
+    }
+    if (!rc) {
+        pthread_mutex_lock(&c->write_lock);
+        id = c->next_file_id++;
+        file_path(c, path, "seg", id, "tqs");
+        pthread_mutex_unlock(&c->write_lock);
+        tq_rows out = sorted_view(&sorted);
+        tq_row_names names = sorted_names(&sorted);
+        rc = tq_segment_write(path, &c->codec, &out, &names, &err);
+    }
+    if (!rc) {
+        pthread_mutex_lock(&c->write_lock);
+        size_t at;
+        if (c->broken || !still_current(c, s, &at)) {
+            /* Compacted away meanwhile: the work goes. (c->dir is read
+             * under the lock: a move may have happened.) */
+            file_path(c, path, "seg", id, "tqs");
+            unlink(path);
+        } else if (!(rc = open_sealed(c, id, 0, rows, &ns, &err))) {
+            ns->verified = 1; /* written from verified rows just now */
+            if ((rc = switch_to_partitioned(c, s, at, ns, sorted.part.order, &err)) && !c->broken) {
+                file_path(c, path, "seg", id, "tqs");
+                unlink(path);
+                if (ns->del_id) {
+                    file_path(c, path, "seg", ns->del_id, "del");
+                    unlink(path);
+                }
+            }
+            if (rc && !c->broken)
+                seg_free(ns);
+        } else {
+            file_path(c, path, "seg", id, "tqs");
+            unlink(path);
+        }
+        pthread_mutex_unlock(&c->write_lock);
+    }
+    if (rc) {
+        /* Searched flat as before; the next compaction partitions it. */
+        __atomic_store_n(&s->partition_failed, true, __ATOMIC_RELAXED);
+        say(c, TQ_LOG_WARNING, "partitioning segment %08llu failed, it stays flat: %s", (unsigned long long)s->id,
+            err.msg);
+    }
+    sorted_rows_free(&sorted);
+    tq_free(key);
+    tq_free(attr);
+    tq_free(key_len);
+    tq_free(attr_len);
+    tq_snapshot_release(snap);
+    return true;
+}
+
+static void *partitioner_main(void *arg)
+{
+    tq_collection *c = arg;
+    pthread_mutex_lock(&c->part_lock);
+    for (;;) {
+        while (!c->part_stop && !c->part_wake)
+            pthread_cond_wait(&c->part_cond, &c->part_lock);
+        if (c->part_stop)
+            break;
+        c->part_wake = false;
+        c->part_busy = true;
+        pthread_mutex_unlock(&c->part_lock);
+        bool more = true;
+        while (more && !__atomic_load_n(&c->part_stop, __ATOMIC_RELAXED))
+            more = partition_one(c);
+        pthread_mutex_lock(&c->part_lock);
+        c->part_busy = false;
+        pthread_cond_broadcast(&c->part_idle);
+    }
+    c->part_busy = false;
+    pthread_cond_broadcast(&c->part_idle);
+    pthread_mutex_unlock(&c->part_lock);
+    return NULL;
+}
+
+static void partitioner_stop(tq_collection *c)
+{
+    if (!c->part_started)
+        return;
+    pthread_mutex_lock(&c->part_lock);
+    __atomic_store_n(&c->part_stop, true, __ATOMIC_RELAXED);
+    pthread_cond_signal(&c->part_cond);
+    pthread_mutex_unlock(&c->part_lock);
+    pthread_join(c->part_thread, NULL);
+    c->part_started = false;
+}
+
+int tq_collection_wait_partitioned(tq_collection *c)
+{
+    if (!c->part_started)
+        return TQ_OK;
+    pthread_mutex_lock(&c->part_lock);
+    while (c->part_wake || c->part_busy)
+        pthread_cond_wait(&c->part_idle, &c->part_lock);
+    pthread_mutex_unlock(&c->part_lock);
+    return TQ_OK;
 }
 
 /* -------------------------------------------------------------- writes */
@@ -1034,11 +1367,9 @@ int tq_collection_get(tq_collection *c, const char *key, uint32_t len, float *ve
     if (attr_len)
         *attr_len = 0;
     const tq_codec *k = &c->codec;
-    const size_t d = k->cfg.d;
-    tq_qscratch scratch;
-    uint8_t *codes = NULL;
-    if (vector && (tq_qscratch_init(&scratch, k->cfg.d) || !(codes = tq_malloc(2 * d)))) {
-        tq_qscratch_free(&scratch);
+    tq_encode_scratch scratch = {0};
+    if (vector && tq_encode_scratch_init(&scratch, k->cfg.d)) {
+        tq_encode_scratch_free(&scratch);
         return tq_err(err, TQ_ENOMEM, "out of memory decoding a vector");
     }
     int rc = TQ_OK;
@@ -1065,40 +1396,17 @@ int tq_collection_get(tq_collection *c, const char *key, uint32_t len, float *ve
         memcpy(attr, a, alen);
     if (vector) {
         tq_rows v = seg_view(s);
-        if (v.vectors) {
-            memcpy(vector, v.vectors + row * d, d * sizeof(float));
-        } else if (v.half) {
-            tq_simd()->half_to_float(v.half + row * d, vector, d);
-        } else {
-            tq_code_scalars sc;
-            tq_codec_get_codes(k, &v, row, codes, codes + d, &sc);
-            if (v.refine8) {
-                /* The 8-bit codes of the rotated unit vector: sixteen
-                 * times finer than the scan codes. */
-                const uint8_t *c8 = v.refine8 + row * d;
-                for (size_t j = 0; j < d; j++)
-                    vector[j] = k->cb8->centroid_f[c8[j]];
-                tq_rotation_invert(&k->q.rot, vector);
-                tq_simd()->scale(vector, d, sc.norm);
-            } else {
-                tq_quantizer_decode(&k->q, codes, codes + d, &sc, vector, &scratch);
-            }
-            if (k->mean)
-                for (size_t j = 0; j < d; j++)
-                    vector[j] = vector[j] + k->mean[j];
-        }
+        tq_codec_reconstruct(k, &v, row, &scratch, vector);
         /* Cosine keeps the unit vector and the input's length apart: the
          * vector comes back at the scale it was given (rows stored before
          * lengths were kept come back as unit vectors). */
         if (v.lengths)
-            tq_simd()->scale(vector, d, v.lengths[row]);
+            tq_simd()->scale(vector, k->cfg.d, v.lengths[row]);
     }
 out:
     pthread_rwlock_unlock(&c->map_lock);
-    if (vector) {
-        tq_qscratch_free(&scratch);
-        tq_free(codes);
-    }
+    if (vector)
+        tq_encode_scratch_free(&scratch);
     return rc;
 }
 
@@ -1617,10 +1925,13 @@ void tq_collection_stats_get(tq_collection *c, tq_collection_stats *st)
         size_t rows = seg_rows(s->segs[i]), dead = __atomic_load_n(&s->segs[i]->ndeleted, __ATOMIC_RELAXED);
         st->live += rows - dead;
         st->deleted += dead;
-        if (s->segs[i]->sealed)
+        if (s->segs[i]->sealed) {
             st->segments++;
-        else
+            st->partitioned += s->segs[i]->file.parts.nlist > 0;
+            st->partitions += s->segs[i]->file.parts.nlist;
+        } else {
             st->mutable_rows = rows;
+        }
     }
     tq_snapshot_release(s);
     pthread_mutex_lock(&c->write_lock);
@@ -1784,8 +2095,13 @@ int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_co
         c->opts.segment_rows = TQ_DEFAULT_SEGMENT_ROWS;
     if (!c->opts.fsync)
         c->opts.fsync = TQ_FSYNC_EVERYSEC;
+    if (!c->opts.partition_rows)
+        c->opts.partition_rows = TQ_DEFAULT_PARTITION_ROWS;
     c->lock_fd = -1;
     pthread_mutex_init(&c->write_lock, NULL);
+    pthread_mutex_init(&c->part_lock, NULL);
+    pthread_cond_init(&c->part_cond, NULL);
+    pthread_cond_init(&c->part_idle, NULL);
     pthread_mutex_init(&c->snap_lock, NULL);
     pthread_rwlock_init(&c->map_lock, NULL);
     tq_keymap_init(&c->map);
@@ -1891,6 +2207,14 @@ int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_co
             path, (unsigned long long)info.torn_bytes);
     if ((rc = tq_wal_open(path, info.valid_bytes, info.next_lsn, c->opts.fsync, &c->wal, err)))
         goto fail;
+    if (c->opts.partition_rows != SIZE_MAX) {
+        /* Without the thread nothing is lost: segments stay flat until a
+         * compaction partitions them. */
+        c->part_started = pthread_create(&c->part_thread, NULL, partitioner_main, c) == 0;
+        if (!c->part_started)
+            say(c, TQ_LOG_WARNING, "%s: no background partitioner (thread creation failed)", dir);
+        partitioner_wake(c); /* segments sealed flat by an older build or before a crash */
+    }
     tq_free(segs);
     tq_manifest_free(&m);
     *out = c;
@@ -1909,6 +2233,7 @@ int tq_collection_close(tq_collection *c, tq_error *err)
 {
     if (!c)
         return TQ_OK;
+    partitioner_stop(c);
     int rc = tq_wal_close(c->wal, err);
     if (c->current)
         tq_snapshot_release(c->current);
@@ -1922,6 +2247,9 @@ int tq_collection_close(tq_collection *c, tq_error *err)
     pthread_mutex_destroy(&c->write_lock);
     pthread_mutex_destroy(&c->snap_lock);
     pthread_rwlock_destroy(&c->map_lock);
+    pthread_mutex_destroy(&c->part_lock);
+    pthread_cond_destroy(&c->part_cond);
+    pthread_cond_destroy(&c->part_idle);
     tq_free(c->dir);
     tq_free(c);
     return rc;

@@ -11,13 +11,17 @@
  *   sections in kind order, each starting on a 64-byte boundary so the
  *     scan reads aligned blocks straight from the mapping: codes, signs,
  *     scalars, refine data (the arrays of index/'s tq_rows, byte for byte),
- *     keys and attributes (u64 offsets[rows + 1], then the bytes), and
- *     under cosine the inputs' lengths (a float per row)
+ *     keys and attributes (u64 offsets[rows + 1], then the bytes),
+ *     under cosine the inputs' lengths (a float per row), and for a
+ *     partitioned segment its partitions (u32 nlist, u32 0, the centroids
+ *     as nlist * d floats, u32 offsets[nlist + 1]: the first row of each)
  *
  * Opening checks the header, the table against the config (every length a
  * fixed-size section must have), and the key section's checksum, since
- * the key map reads every key anyway; it also bounds-checks the attribute
- * offsets, so no damaged offset can send a read outside the mapping. The
+ * the key map reads every key anyway, and of the partitions section, whose
+ * offsets steer the scan; it also bounds-checks the attribute and
+ * partition offsets, so no damaged offset can send a read outside the
+ * mapping. The
  * large sections are hashed by tq_segment_verify, at open when asked or
  * before the segment's first search: opening never reads a large segment
  * end to end, and no search reads bytes that were not checked.
@@ -31,23 +35,30 @@
 #include <xxhash.h>
 
 static const char segment_magic[8] = {'T', 'Q', 'V', 'E', 'C', 'S', 'E', 'G'};
-/* Format 3: a seventh section, the lengths of cosine inputs. Format 2:
+/* Format 4: an eighth section, the partitions (empty when flat). Format 3:
+ * a seventh section, the lengths of cosine inputs. Format 2:
  * 3-bit codes in the sextet layout. Older files are still read: formats 1
  * and 2 have six sections (cosine rows of them get back unit vectors), and
  * a format-1 file's 3-bit codes (whole nibbles then; every other width the
  * same bytes) are rewritten in memory at open. */
-#define SEGMENT_VERSION 3u
+#define SEGMENT_VERSION 4u
 #define HEADER_BYTES 512u
 #define HEADER_SUM_AT 504u
 #define TABLE_AT 72u
 #define SECTION_ALIGN 64u
 
-static const char *const section_names[TQ_SEC_COUNT + 1] = {"?",    "codes",      "signs",  "scalars",
-                                                            "refine", "keys", "attributes", "lengths"};
+static const char *const section_names[TQ_SEC_COUNT + 1] = {
+    "?", "codes", "signs", "scalars", "refine", "keys", "attributes", "lengths", "partitions"};
 
 static unsigned sections_of(uint32_t version)
 {
-    return version >= 3 ? TQ_SEC_COUNT : TQ_SEC_ATTRS;
+    return version >= 4 ? TQ_SEC_PARTITIONS : version == 3 ? TQ_SEC_LENGTHS : TQ_SEC_ATTRS;
+}
+
+/* Bytes of a partitions section of nlist partitions at dimension d. */
+static uint64_t partitions_bytes(uint64_t nlist, uint64_t d)
+{
+    return 8 + nlist * d * sizeof(float) + (nlist + 1) * sizeof(uint32_t);
 }
 
 static uint64_t align_up(uint64_t n)
@@ -71,7 +82,9 @@ static void fixed_lengths(const tq_codec *c, uint32_t version, uint64_t rows, ui
     len[TQ_SEC_KEYS] = UINT64_MAX;
     len[TQ_SEC_ATTRS] = UINT64_MAX;
     len[TQ_SEC_LENGTHS] = version >= 3 && c->cfg.metric == TQ_METRIC_COSINE ? rows * sizeof(float) : 0;
+    len[TQ_SEC_PARTITIONS] = UINT64_MAX;
 }
+
 
 /* ----------------------------------------------------------------- write */
 
@@ -142,6 +155,19 @@ static int emit_names(out_file *o, uint64_t rows, const char *const *bytes, cons
     return rc;
 }
 
+static int emit_partitions(out_file *o, const tq_codec *c, const tq_partitions *p, tq_error *err)
+{
+    if (!p)
+        return TQ_OK;
+    const uint32_t head[2] = {p->nlist, 0};
+    int rc = emit(o, head, sizeof(head), err);
+    if (!rc)
+        rc = emit(o, p->centroids, (size_t)p->nlist * c->cfg.d * sizeof(float), err);
+    if (!rc)
+        rc = emit(o, p->offsets, ((size_t)p->nlist + 1) * sizeof(uint32_t), err);
+    return rc;
+}
+
 int tq_segment_write(const char *path, const tq_codec *c, const tq_rows *rows, const tq_row_names *names,
                      tq_error *err)
 {
@@ -177,6 +203,8 @@ int tq_segment_write(const char *path, const tq_codec *c, const tq_rows *rows, c
             rc = emit_names(&o, n, names->key, names->key_len, err);
         else if (kind == TQ_SEC_ATTRS)
             rc = emit_names(&o, n, names->attr, names->attr_len, err);
+        else if (kind == TQ_SEC_PARTITIONS)
+            rc = emit_partitions(&o, c, rows->parts, err);
         else
             rc = emit(&o, fixed[kind], (size_t)len[kind], err);
         sec_len[kind] = o.off - sec_off[kind];
@@ -244,6 +272,33 @@ static bool names_ok(const uint8_t *sec, uint64_t len, uint64_t rows)
         prev = at;
     }
     return prev == room;
+}
+
+/* The partitions section, checked whole: its offsets decide which rows a
+ * search reads, so they are trusted only once hashed and found to run
+ * from 0 to the row count without going back. */
+static int open_partitions(tq_segment_file *out, const tq_codec *c, uint64_t rows, tq_error *err)
+{
+    const uint8_t *sec = out->map + out->sec_off[TQ_SEC_PARTITIONS];
+    const uint64_t len = out->sec_len[TQ_SEC_PARTITIONS];
+    if (XXH3_64bits(sec, len) != out->sec_sum[TQ_SEC_PARTITIONS])
+        return corrupt(err, out->path, "section partitions fails its checksum");
+    const uint32_t nlist = len >= 8 ? tq_get32(sec) : 0;
+    if (nlist == 0 || nlist > rows || nlist > TQ_MAX_NLIST || len != partitions_bytes(nlist, c->cfg.d))
+        return corrupt(err, out->path, "section partitions has an impossible partition count");
+    const uint32_t *offsets = (const uint32_t *)(const void *)(sec + 8 + (size_t)nlist * c->cfg.d * sizeof(float));
+    for (uint32_t p = 0; p < nlist; p++)
+        if (offsets[p] > offsets[p + 1])
+            return corrupt(err, out->path, "section partitions has offsets out of order");
+    if (offsets[0] != 0 || offsets[nlist] != rows)
+        return corrupt(err, out->path, "section partitions does not cover the rows");
+    if (!(out->half_norms = tq_malloc(nlist * sizeof(float))))
+        return tq_err(err, TQ_ENOMEM, "out of memory opening %s", out->path);
+    const float *centroids = (const float *)(const void *)(sec + 8);
+    tq_partition_half_norms(centroids, nlist, c->cfg.d, out->half_norms);
+    out->parts = (tq_partitions){.nlist = nlist, .centroids = centroids, .half_norms = out->half_norms,
+                                 .offsets = offsets};
+    return TQ_OK;
 }
 
 int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, tq_error *err)
@@ -323,6 +378,9 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
                         section_names[kind]);
             goto fail;
         }
+    if (out->sections >= TQ_SEC_PARTITIONS && out->sec_len[TQ_SEC_PARTITIONS] &&
+        (rc = open_partitions(out, c, rows, err)))
+        goto fail;
     out->rows = rows;
     out->key_off = (const uint64_t *)(const void *)(map + out->sec_off[TQ_SEC_KEYS]);
     out->key_bytes = (const char *)map + out->sec_off[TQ_SEC_KEYS] + (rows + 1) * 8;
@@ -353,6 +411,7 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
                                               : NULL,
         .lengths = out->sec_len[TQ_SEC_LENGTHS] ? (const float *)(const void *)(map + out->sec_off[TQ_SEC_LENGTHS])
                                                 : NULL,
+        .parts = out->parts.nlist ? &out->parts : NULL,
     };
     return TQ_OK;
 fail:
@@ -374,5 +433,6 @@ void tq_segment_close(tq_segment_file *s)
         munmap(s->map, s->size);
     tq_free(s->path);
     tq_free(s->converted_codes);
+    tq_free(s->half_norms);
     memset(s, 0, sizeof(*s));
 }

@@ -150,6 +150,8 @@ int tq_wal_replay(const char *path, tq_wal_visit_fn visit, void *ctx, bool repai
 #define TQ_MIN_SEGMENT_ROWS 1u
 #define TQ_DEFAULT_SEGMENT_ROWS 131072u
 #define TQ_MAX_SEGMENT_ROWS (1u << 24)
+/* Below this a segment's flat scan costs about what probing would. */
+#define TQ_DEFAULT_PARTITION_ROWS 4096u
 
 /* Longest key and attribute blob an element may have; with a row of the
  * largest dimension they fit one log record (TQ_WAL_MAX_PAYLOAD). */
@@ -165,7 +167,9 @@ enum {
     TQ_SEC_KEYS = 5,    /* u32 offsets[rows + 1], then the key bytes */
     TQ_SEC_ATTRS = 6,   /* u64 offsets[rows + 1], then the attribute bytes */
     TQ_SEC_LENGTHS = 7, /* cosine: a float per row, the input's norm (format 3 on; empty otherwise) */
-    TQ_SEC_COUNT = 7,
+    TQ_SEC_PARTITIONS = 8, /* rows grouped by partition (format 4 on; empty for a flat segment):
+                              u32 nlist, u32 0, float centroids[nlist * d], u32 offsets[nlist + 1] */
+    TQ_SEC_COUNT = 8,
 };
 
 /* Keys and attributes of the rows being written, row i's key being
@@ -179,8 +183,9 @@ typedef struct tq_row_names {
 } tq_row_names;
 
 /* Write rows [0, rows->n) with their names to a new segment file at path,
- * fsynced with its directory. Rows marked deleted are written too (the
- * caller compacts first when it wants them gone). */
+ * fsynced with its directory, and rows->parts when the rows are grouped by
+ * partition. Rows marked deleted are written too (the caller compacts
+ * first when it wants them gone). */
 int tq_segment_write(const char *path, const tq_codec *c, const tq_rows *rows, const tq_row_names *names,
                      tq_error *err);
 
@@ -201,6 +206,8 @@ typedef struct tq_segment_file {
     unsigned sections;        /* in the file: TQ_SEC_COUNT, or fewer in an older format */
     uint64_t sec_off[TQ_SEC_COUNT + 1], sec_len[TQ_SEC_COUNT + 1], sec_sum[TQ_SEC_COUNT + 1];
     uint8_t *converted_codes; /* a format-1 file's 3-bit codes in the current layout (view points here) */
+    tq_partitions parts;      /* a partitioned segment's (view.parts points here), else nlist 0 */
+    float *half_norms;        /* parts' centroid half norms, computed at open */
 } tq_segment_file;
 
 int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, tq_error *err);
@@ -349,6 +356,10 @@ typedef struct tq_collection_options {
      * above 1: always; negative: never). */
     double allowlist_below;
     void *log_ctx;
+    /* Sealed segments of at least this many rows are partitioned (in the
+     * background, and by compaction); 0: TQ_DEFAULT_PARTITION_ROWS, SIZE_MAX:
+     * never. */
+    size_t partition_rows;
 } tq_collection_options;
 
 typedef struct tq_element {
@@ -374,6 +385,8 @@ typedef struct tq_snapshot tq_snapshot;
 typedef struct tq_collection_stats {
     uint64_t live, deleted;   /* elements, and rows awaiting compaction */
     uint32_t segments;        /* sealed */
+    uint32_t partitioned;     /* of them, partitioned */
+    uint64_t partitions;      /* in all of those */
     uint64_t mutable_rows;
     uint64_t wal_bytes;
     uint64_t torn_bytes;      /* cut from an incomplete log tail at open */
@@ -438,6 +451,9 @@ int tq_collection_sync(tq_collection *c, tq_error *err);
 /* Seal the mutable segment, then rewrite sealed segments that are at least
  * a fifth deleted, or small, into one. */
 int tq_collection_compact(tq_collection *c, tq_error *err);
+/* Return once the background partitioner has nothing left to do (every
+ * sealed segment that wants partitions has them, or has failed). */
+int tq_collection_wait_partitioned(tq_collection *c);
 /* Hash every byte of every sealed segment now. */
 int tq_collection_verify(tq_collection *c, tq_error *err);
 void tq_collection_stats_get(tq_collection *c, tq_collection_stats *st);

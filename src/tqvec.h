@@ -258,12 +258,20 @@ typedef struct tqvec_collection_options {
      * none are reported (tqvec_collection_info still counts torn bytes). */
     void (*log)(void *ctx, int level, const char *message);
     void *log_ctx;
-    uint32_t reserved[8];  /* must be zero */
+    /* Sealed segments of at least this many rows are partitioned for
+     * sublinear search (k-means on their own rows, in a background thread
+     * off the write path; compaction partitions what it merges), then
+     * searched by probing when params.nprobe > 0. 0 = the default (4096);
+     * TQVEC_PARTITION_NEVER keeps every segment flat. */
+    uint32_t partition_rows;
+    uint32_t reserved[7];  /* must be zero */
 } tqvec_collection_options;
 
 #define TQVEC_MIN_SEGMENT_ROWS 1
 #define TQVEC_DEFAULT_SEGMENT_ROWS 131072
 #define TQVEC_MAX_SEGMENT_ROWS (1 << 24)
+#define TQVEC_DEFAULT_PARTITION_ROWS 4096
+#define TQVEC_PARTITION_NEVER UINT32_MAX
 #define TQVEC_MAX_KEY_BYTES 4096
 #define TQVEC_MAX_ATTRS_BYTES (16 << 20)
 
@@ -399,6 +407,11 @@ TQVEC_API int tqvec_collection_sync(tqvec_collection *c, tqvec_error *err);
  * fifth deleted, or small, into one, dropping deleted rows. Searches keep
  * running on their snapshot throughout. Like add for concurrency. */
 TQVEC_API int tqvec_collection_compact(tqvec_collection *c, tqvec_error *err);
+/* Wait until the background partitioner is idle: every sealed segment of
+ * at least partition_rows rows is partitioned (or failed to be, which a
+ * log message says; it is then searched flat). For builds and benchmarks
+ * that want the partitioned state before they query. Shared. */
+TQVEC_API int tqvec_collection_wait_partitioned(tqvec_collection *c, tqvec_error *err);
 /* Checksum every byte of every segment now; TQVEC_ECORRUPT names the file
  * and section. Shared. */
 TQVEC_API int tqvec_collection_verify(tqvec_collection *c, tqvec_error *err);

@@ -3,8 +3,9 @@
  * sealed segments, upserts and deletes, compaction, answers equal to an
  * in-memory index of the live vectors, damage reported by file and section,
  * torn log tails, bad input, the directory lock, readers beside a writer,
- * and a writer killed with SIGKILL hundreds of times without losing an
- * acknowledged write.
+ * a writer killed with SIGKILL hundreds of times (its segments being
+ * partitioned in the background) without losing an acknowledged write, and
+ * partitioned segments answering as flat ones.
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -548,8 +549,10 @@ Test(collection, sigkill_loses_no_acknowledged_write, .timeout = 240)
         pid_t pid = fork();
         if (pid == 0) {
             close(fds[0]);
+            /* Every sealed segment is partitioned in the background, so
+             * kills land inside the partitioner's rewrite and switch too. */
             tq_collection_options o = {.cfg = cfg, .create = true, .fsync = TQ_FSYNC_ALWAYS, .segment_rows = 16,
-                                       .log = capture};
+                                       .partition_rows = 16, .log = capture};
             tq_collection *c;
             if (tq_collection_open(dir, &o, &c, NULL))
                 _exit(3);
@@ -613,7 +616,7 @@ Test(collection, sigkill_loses_no_acknowledged_write, .timeout = 240)
         fclose(in);
         version = max_v;
         /* create: the kill may have come before the child created it. */
-        tq_collection_options o = {.cfg = cfg, .create = true, .log = capture};
+        tq_collection_options o = {.cfg = cfg, .create = true, .partition_rows = 16, .log = capture};
         tq_collection *c;
         tq_error err;
         cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_OK, "round %d: %s", round, err.msg);
@@ -951,7 +954,7 @@ static double norm_of(const float *v)
  * is in the log, a sealed segment or a compacted one, after a reopen; rows
  * of a format-2 collection (tests/data/format2, from before lengths were
  * kept) come back as the unit vectors they were stored as, beside new rows
- * at their length, before and after compaction into format 3. */
+ * at their length, before and after compaction into the current format. */
 Test(collection, cosine_gets_keep_the_length)
 {
     const tq_refine refines[] = {TQ_REFINE_NONE, TQ_REFINE_CODE8, TQ_REFINE_FP16, TQ_REFINE_FP32};
@@ -1015,5 +1018,117 @@ Test(collection, cosine_gets_keep_the_length)
         if (pass == 0)
             cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg);
     }
+    tq_collection_close(c, NULL);
+}
+
+/* Sealed segments partitioned in the background: searches probing every
+ * partition answer exactly as the flat scan, before and after upserts,
+ * removes and a reopen; writes made while a segment is being partitioned
+ * are all there afterwards; a narrow filter probing one partition still
+ * gets min(k, matching) rows; compaction partitions what it merges. */
+Test(collection, partitioned_segments_answer_as_flat)
+{
+    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_FP32);
+    enum { ROWS = 3000, K = 10 };
+    tq_collection_options o = {.cfg = cfg, .create = true, .fsync = TQ_FSYNC_NO, .segment_rows = 500,
+                               .partition_rows = 200, .log = capture};
+    tq_collection *c;
+    tq_error err;
+    cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_OK, "%s", err.msg);
+    static unsigned version[ROWS];
+    for (size_t i = 0; i < ROWS; i++) {
+        char key[32];
+        float v[D];
+        vector_of(i, 1, v);
+        snprintf(key, sizeof(key), "doc-%zu", i);
+        tq_element e = {.key = key, .key_len = (uint32_t)strlen(key), .vector = v, .attr = "{\"v\":1}", .attr_len = 7};
+        cr_assert_eq(tq_collection_add(c, &e, 1, NULL, &err), TQ_OK, "%s", err.msg);
+        version[i] = 1;
+        /* Upserts and removes while earlier segments are being partitioned. */
+        if (i % 250 == 249) {
+            const size_t old = i - 200;
+            add_one(c, old, 2);
+            version[old] = 2;
+            remove_one(c, old - 7);
+            version[old - 7] = 0;
+        }
+    }
+    tq_collection_wait_partitioned(c);
+    tq_collection_stats st;
+    tq_collection_stats_get(c, &st);
+    cr_assert_eq(st.partitioned, st.segments, "%u of %u sealed segments partitioned", st.partitioned, st.segments);
+    cr_assert_geq(st.segments, 5);
+    for (int pass = 0; pass < 3; pass++) {
+        size_t live = 0;
+        for (size_t i = 0; i < ROWS; i++) {
+            char key[32], attr[16];
+            size_t alen;
+            float v[D], want[D];
+            snprintf(key, sizeof(key), "doc-%zu", i);
+            int rc = tq_collection_get(c, key, (uint32_t)strlen(key), v, attr, sizeof(attr), &alen, &err);
+            if (!version[i]) {
+                cr_assert_eq(rc, TQ_ENOTFOUND, "pass %d: removed %s is back", pass, key);
+                continue;
+            }
+            live++;
+            cr_assert_eq(rc, TQ_OK, "pass %d: %s: %s", pass, key, err.msg);
+            vector_of(i, version[i], want);
+            cr_assert(!memcmp(v, want, sizeof(v)), "pass %d: %s has another vector", pass, key);
+            cr_assert(alen == 7 && attr[5] == (char)('0' + version[i]), "pass %d: %s has version %.*s", pass, key,
+                      (int)alen, attr);
+        }
+        tq_collection_stats_get(c, &st);
+        cr_assert_eq(st.live, live);
+        for (size_t qi = 0; qi < 8; qi++) {
+            float q[D];
+            vector_of(qi * 131 + 5, 3, q);
+            tq_search_opts flat = {.k = K, .scorer = TQ_SCORER_LUT, .rerank = 2};
+            tq_search_opts probe = flat;
+            probe.nprobe = 1000; /* more than any segment has */
+            tq_match a[K], b[K];
+            size_t na, nb;
+            tq_snapshot *sa, *sb;
+            cr_assert_eq(tq_collection_search(c, q, 1, &flat, NULL, a, &na, &sa, &err), TQ_OK, "%s", err.msg);
+            cr_assert_eq(tq_collection_search(c, q, 1, &probe, NULL, b, &nb, &sb, &err), TQ_OK, "%s", err.msg);
+            cr_assert_eq(na, nb);
+            for (size_t h = 0; h < na; h++)
+                cr_assert(a[h].key_len == b[h].key_len && !memcmp(a[h].key, b[h].key, a[h].key_len) &&
+                              !memcmp(&a[h].score, &b[h].score, sizeof(float)),
+                          "pass %d, query %zu, hit %zu: probing gives '%.*s' %g, flat '%.*s' %g", pass, qi, h,
+                          (int)b[h].key_len, b[h].key, (double)b[h].score, (int)a[h].key_len, a[h].key,
+                          (double)a[h].score);
+            tq_snapshot_release(sa);
+            tq_snapshot_release(sb);
+            /* One partition probed, a filter passing 3 elements in 1000. */
+            tq_filter *f;
+            cr_assert_eq(tq_filter_compile(".v == 2", 7, &f, &err), TQ_OK, "%s", err.msg);
+            probe.nprobe = 1;
+            probe.k = 100;
+            tq_match many[100];
+            cr_assert_eq(tq_collection_search(c, q, 1, &probe, f, many, &nb, &sb, &err), TQ_OK, "%s", err.msg);
+            size_t matching = 0;
+            for (size_t i = 0; i < ROWS; i++)
+                matching += version[i] == 2;
+            cr_assert_eq(nb, matching < 100 ? matching : 100, "pass %d: %zu filtered hits of %zu matching", pass,
+                         nb, matching);
+            tq_snapshot_release(sb);
+            tq_filter_free(f);
+        }
+        if (pass == 0) {
+            cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+            cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_OK, "%s", err.msg);
+        } else if (pass == 1) {
+            for (size_t i = 0; i < ROWS; i += 5) {
+                remove_one(c, i);
+                version[i] = 0;
+            }
+            cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg);
+            tq_collection_wait_partitioned(c);
+            tq_collection_stats_get(c, &st);
+            cr_assert_eq(st.partitioned, st.segments, "after compaction %u of %u partitioned", st.partitioned,
+                         st.segments);
+        }
+    }
+    cr_assert_eq(warnings[0], 0, "warnings: %s", warnings);
     tq_collection_close(c, NULL);
 }
