@@ -47,11 +47,25 @@ uint32_t tq_partition_default_nlist(size_t rows)
     return want < 1.0 ? 1u : (uint32_t)want;
 }
 
+size_t tq_partition_transposed_floats(uint32_t nlist, uint32_t d)
+{
+    return ((size_t)nlist + 15) / 16 * 16 * d;
+}
+
+void tq_partition_transpose(const float *centroids, uint32_t nlist, uint32_t d, float *out)
+{
+    memset(out, 0, tq_partition_transposed_floats(nlist, d) * sizeof(float));
+    for (uint32_t p = 0; p < nlist; p++)
+        for (uint32_t j = 0; j < d; j++)
+            out[((size_t)(p / 16) * d + j) * 16 + p % 16] = centroids[(size_t)p * d + j];
+}
+
 void tq_partitioning_free(tq_partitioning *p)
 {
     if (!p)
         return;
     tq_free(p->centroids);
+    tq_free(p->centroids_t);
     tq_free(p->half_norms);
     tq_free(p->offsets);
     tq_free(p->order);
@@ -60,8 +74,8 @@ void tq_partitioning_free(tq_partitioning *p)
 
 tq_partitions tq_partitioning_view(const tq_partitioning *p)
 {
-    return (tq_partitions){.nlist = p->nlist, .centroids = p->centroids, .half_norms = p->half_norms,
-                           .offsets = p->offsets};
+    return (tq_partitions){.nlist = p->nlist, .centroids = p->centroids, .centroids_t = p->centroids_t,
+                           .half_norms = p->half_norms, .offsets = p->offsets};
 }
 
 void tq_partition_half_norms(const float *centroids, uint32_t nlist, uint32_t d, float *half_norms)
@@ -273,6 +287,11 @@ int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, ui
         assign_rows(&job);
     }
     tq_partition_half_norms(out->centroids, nlist, d, out->half_norms);
+    if (!(out->centroids_t = tq_malloc(tq_partition_transposed_floats(nlist, d) * sizeof(float)))) {
+        rc = TQ_ENOMEM;
+        goto done;
+    }
+    tq_partition_transpose(out->centroids, nlist, d, out->centroids_t);
 
     /* Counting sort: partition p's rows keep their storage order. */
     for (size_t i = 0; i < n; i++)

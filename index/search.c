@@ -707,52 +707,119 @@ static void scratch_give(search_scratch *sc)
         scratch_free(sc);
 }
 
-/* Partition probing (sets with tq_partitions and opts->nprobe > 0): each
- * query scores every partitioned set's centroids, scans the rows of its
- * nprobe nearest partitions per set (and every row of unpartitioned sets),
- * and if fewer than k rows got through (deletes, a filter) probes the next
- * partitions in order, doubling, until k have or none are left: the answer
- * always holds min(k, live and matching) rows, as a flat search's does.
- * Each round scans its blocks in row order, as the collectors' tie rule
- * wants. */
+/* Partition probing (sets with tq_partitions and opts->nprobe > 0): a
+ * query scores every partitioned set's centroids and ranks all their
+ * partitions together (the centroids of every set live in one space), scans
+ * the rows of the best-ranked ones and every row of unpartitioned sets, and
+ * if fewer than k rows got through (deletes, a filter) probes the next
+ * partitions in rank order, doubling, until k have or none are left: the
+ * answer always holds min(k, live and matching) rows, as a flat search's
+ * does. Each round scans its blocks in row order, as the collectors' tie
+ * rule wants.
+ *
+ * How many partitions nprobe means: with one partitioned set, nprobe. With
+ * several (a collection's segments, each partitioned on its own at 4
+ * sqrt(rows)), as many rows' worth as nprobe partitions of one set holding
+ * all their rows would be: nprobe scaled by their partitions over the
+ * default count for their rows together. A query then scans about the same
+ * rows however a collection is split into segments. */
 typedef struct probe_state {
     block_visit *visits;  /* room for every block plus one per partition boundary */
-    float *scores;        /* the largest nlist of the sets */
-    tq_topk pick;         /* partitions of one round, best first */
-    uint32_t *chosen;     /* one round's partitions of a set, in row order */
+    float *scores;        /* one set's centroid scores: the largest nlist, rounded up to 16 */
+    uint64_t *keys;       /* every partition of every set, ranked: (score, lower number) packed
+                             as the collector does; partitions numbered across the sets */
+    uint8_t *chosen;      /* flags by that number: a round's partitions, read in row order */
+    uint32_t *first;      /* nsets + 1: each set's first partition number */
+    uint32_t total;       /* partitions in all */
+    double scale;         /* partitions a round takes per unit of nprobe */
 } probe_state;
 
 static void probe_free(probe_state *ps)
 {
     tq_free(ps->visits);
     tq_free(ps->scores);
+    tq_free(ps->keys);
     tq_free(ps->chosen);
-    tq_topk_free(&ps->pick);
+    tq_free(ps->first);
 }
 
 static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t nblocks)
 {
     memset(ps, 0, sizeof(*ps));
-    size_t most = 0, all = 0;
-    for (size_t s = 0; s < nsets; s++)
+    size_t most = 0, all = 0, rows = 0, partitioned = 0;
+    if (!(ps->first = tq_malloc((nsets + 1) * sizeof(uint32_t))))
+        return TQ_ENOMEM;
+    for (size_t s = 0; s < nsets; s++) {
+        ps->first[s] = (uint32_t)all;
         if (sets[s].parts) {
             all += sets[s].parts->nlist;
+            rows += sets[s].n;
+            partitioned++;
             most = sets[s].parts->nlist > most ? sets[s].parts->nlist : most;
         }
+    }
+    ps->first[nsets] = (uint32_t)all;
+    ps->total = (uint32_t)all;
+    ps->scale = partitioned > 1 ? (double)all / tq_partition_default_nlist(rows) : 1.0;
     ps->visits = tq_malloc((nblocks + all + 1) * sizeof(block_visit));
-    ps->scores = tq_malloc((most + 1) * sizeof(float));
-    ps->chosen = tq_malloc((most + 1) * sizeof(uint32_t));
-    if (!ps->visits || !ps->scores || !ps->chosen || tq_topk_init(&ps->pick, most + 1)) {
+    ps->scores = tq_malloc(((most + 15) / 16 * 16 + 1) * sizeof(float));
+    ps->keys = tq_malloc((all + 1) * sizeof(uint64_t));
+    ps->chosen = tq_calloc(all + 1, 1);
+    if (!ps->visits || !ps->scores || !ps->keys || !ps->chosen) {
         probe_free(ps);
         return TQ_ENOMEM;
     }
     return TQ_OK;
 }
 
-static int by_index(const void *a, const void *b)
+/* Move the `want` largest of n distinct keys to the front, in no order
+ * (quickselect: linear on average, where a heap of the best was a tenth
+ * of a probing search). */
+static void select_largest(uint64_t *keys, size_t n, size_t want)
 {
-    const uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
+    size_t lo = 0, hi = n;
+    while (want > lo && want < hi && hi - lo > 1) {
+        const uint64_t a = keys[lo], b = keys[lo + (hi - lo) / 2], c = keys[hi - 1];
+        const uint64_t pivot = a < b ? (b < c ? b : a < c ? c : a) : (a < c ? a : b < c ? c : b);
+        /* [lo, i): above the pivot; [i, j): equal (the pivot); [j, hi): below. */
+        size_t i = lo, j = lo, k = hi;
+        while (j < k) {
+            const uint64_t x = keys[j];
+            if (x > pivot) {
+                keys[j] = keys[i];
+                keys[i++] = x;
+                j++;
+            } else if (x < pivot) {
+                keys[j] = keys[--k];
+                keys[k] = x;
+            } else {
+                j++;
+            }
+        }
+        if (want <= i)
+            hi = i;
+        else if (want >= j)
+            lo = j;
+        else
+            return;
+    }
+}
+
+/* Rank every partition of every partitioned set by nearness to the query
+ * into ps->keys (once per query). */
+static void probe_rank(const search_job *job, probe_state *ps, const float *query)
+{
+    const tq_codec *c = job->c;
+    for (size_t s = 0; s < job->nsets; s++) {
+        const tq_partitions *P = job->sets[s].parts;
+        if (!P)
+            continue;
+        job->k->dot_transposed(query, P->centroids_t, (P->nlist + 15) / 16, c->cfg.d, ps->scores);
+        uint64_t *keys = ps->keys + ps->first[s];
+        for (uint32_t p = 0; p < P->nlist; p++)
+            keys[p] = tq_collector_pack(ps->first[s] + p,
+                                        tq_partition_score(c->cfg.metric, ps->scores[p], P->half_norms[p]));
+    }
 }
 
 /* Append the blocks of rows [r0, r1) of set s, merging a block shared with
@@ -772,16 +839,17 @@ static size_t visit_rows(block_visit *v, size_t nv, uint32_t s, size_t r0, size_
     return nv;
 }
 
-/* The blocks of one round: partitions [from, to) of each partitioned set's
- * ranking by nearness to the query (and, in the first round, every row of
- * the unpartitioned sets). Returns the count; *more: some set has
- * partitions past `to`. */
-static size_t probe_round(const search_job *job, probe_state *ps, const float *query, uint32_t from, uint32_t to,
-                          bool *more)
+/* The blocks of one round: ranks [from, to) of the partitions (and, in
+ * the first round, every row of the unpartitioned sets), in row order. */
+static size_t probe_round(const search_job *job, probe_state *ps, uint32_t from, uint32_t to)
 {
-    const tq_codec *c = job->c;
     size_t nv = 0;
-    *more = false;
+    /* The best `to`, then the best `from` of those moved ahead of the rest
+     * (a previous round's, already scanned). */
+    select_largest(ps->keys, ps->total, to);
+    select_largest(ps->keys, to, from);
+    for (uint32_t i = from; i < to; i++)
+        ps->chosen[tq_collector_id(ps->keys[i])] = 1;
     for (size_t s = 0; s < job->nsets; s++) {
         const tq_rows *set = &job->sets[s];
         const tq_partitions *P = set->parts;
@@ -790,22 +858,12 @@ static size_t probe_round(const search_job *job, probe_state *ps, const float *q
                 nv = visit_rows(ps->visits, nv, (uint32_t)s, 0, set->n);
             continue;
         }
-        if (from >= P->nlist)
-            continue;
-        const uint32_t upto = to < P->nlist ? to : P->nlist;
-        *more |= upto < P->nlist;
-        job->k->dot_matrix(query, 1, P->centroids, P->nlist, c->cfg.d, ps->scores);
-        ps->pick.cap = upto;
-        tq_topk_reset(&ps->pick);
+        uint8_t *chosen = ps->chosen + ps->first[s];
         for (uint32_t p = 0; p < P->nlist; p++)
-            tq_topk_push(&ps->pick, p, tq_partition_score(c->cfg.metric, ps->scores[p], P->half_norms[p]));
-        const size_t got = tq_topk_drain(&ps->pick, ps->pick.heap);
-        size_t nchosen = 0;
-        for (size_t i = from; i < got; i++)
-            ps->chosen[nchosen++] = (uint32_t)ps->pick.heap[i].id;
-        qsort(ps->chosen, nchosen, sizeof(uint32_t), by_index);
-        for (size_t i = 0; i < nchosen; i++)
-            nv = visit_rows(ps->visits, nv, (uint32_t)s, P->offsets[ps->chosen[i]], P->offsets[ps->chosen[i] + 1]);
+            if (chosen[p]) {
+                chosen[p] = 0;
+                nv = visit_rows(ps->visits, nv, (uint32_t)s, P->offsets[p], P->offsets[p + 1]);
+            }
     }
     return nv;
 }
@@ -841,10 +899,11 @@ static size_t probe_query(search_job *job, probe_state *ps, unsigned nparts, con
     one.nq = 1;
     one.scratch = NULL;
     one.visits = ps->visits;
-    uint32_t from = 0, to = job->opts->nprobe;
+    probe_rank(job, ps, query);
+    const double want = ceil(job->opts->nprobe * ps->scale);
+    uint32_t from = 0, to = want < ps->total ? (uint32_t)want : ps->total;
     for (;;) {
-        bool more;
-        one.nblocks = probe_round(job, ps, query, from, to, &more);
+        one.nblocks = probe_round(job, ps, from, to);
         if (one.nblocks) {
             const unsigned n = nparts < one.nblocks ? nparts : (unsigned)one.nblocks;
             one.blocks_per_part = (one.nblocks + n - 1) / n;
@@ -853,10 +912,10 @@ static size_t probe_query(search_job *job, probe_state *ps, unsigned nparts, con
         size_t held = 0;
         for (unsigned p = 0; p < nparts; p++)
             held += sc->cols[p].len;
-        if (!more || held >= job->opts->k)
+        if (to == ps->total || held >= job->opts->k)
             break;
         from = to;
-        to = to > UINT32_MAX / 2 ? UINT32_MAX : 2 * to;
+        to = to < ps->total / 2 ? 2 * to : ps->total;
     }
     tq_hit *first;
     const size_t nf = first_stage(sc->cols, nparts, 1, 0, &sc->merged, &first);

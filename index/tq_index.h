@@ -581,6 +581,8 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
 typedef struct tq_partitions {
     uint32_t nlist;
     const float *centroids;   /* nlist * d, in the space the codes were made from */
+    const float *centroids_t; /* the same by blocks of 16, dimension-major (dot_transposed's
+                                 layout; zero past nlist): what a query scores */
     const float *half_norms;  /* nlist: ||c||^2 / 2 */
     const uint32_t *offsets;  /* nlist + 1, offsets[0] = 0, offsets[nlist] = rows */
 } tq_partitions;
@@ -588,7 +590,7 @@ typedef struct tq_partitions {
 /* What partitioning a set of rows produces (owned arrays). */
 typedef struct tq_partitioning {
     uint32_t nlist;
-    float *centroids, *half_norms;
+    float *centroids, *centroids_t, *half_norms;
     uint32_t *offsets;
     uint32_t *order;          /* rows: the row that goes to position i */
 } tq_partitioning;
@@ -605,6 +607,9 @@ int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, ui
                       tq_partitioning *out, tq_error *err);
 void tq_partitioning_free(tq_partitioning *p);
 tq_partitions tq_partitioning_view(const tq_partitioning *p);
+/* Floats of the dimension-major copy of nlist centroids, and the copy. */
+size_t tq_partition_transposed_floats(uint32_t nlist, uint32_t d);
+void tq_partition_transpose(const float *centroids, uint32_t nlist, uint32_t d, float *out);
 /* half_norms[p] = ||centroid p||^2 / 2 as the search computes it. */
 void tq_partition_half_norms(const float *centroids, uint32_t nlist, uint32_t d, float *half_norms);
 /* How near a centroid is to a query from their dot product: larger is

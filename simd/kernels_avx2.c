@@ -210,6 +210,38 @@ static void dot_matrix_avx2(const float *x, size_t nx, const float *c, size_t nc
     }
 }
 
+static void dot_transposed_avx2(const float *q, const float *t, size_t nblocks, size_t d, float *out)
+{
+    size_t b = 0;
+    /* Two blocks (four 8-lane sums) at a time: independent adds in flight. */
+    for (; b + 2 <= nblocks; b += 2) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const float *t0 = t + b * d * 16, *t1 = t0 + d * 16;
+        for (size_t j = 0; j < d; j++) {
+            const __m256 qj = _mm256_set1_ps(q[j]);
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(qj, _mm256_loadu_ps(t0 + j * 16)));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(qj, _mm256_loadu_ps(t0 + j * 16 + 8)));
+            a2 = _mm256_add_ps(a2, _mm256_mul_ps(qj, _mm256_loadu_ps(t1 + j * 16)));
+            a3 = _mm256_add_ps(a3, _mm256_mul_ps(qj, _mm256_loadu_ps(t1 + j * 16 + 8)));
+        }
+        _mm256_storeu_ps(out + b * 16, a0);
+        _mm256_storeu_ps(out + b * 16 + 8, a1);
+        _mm256_storeu_ps(out + b * 16 + 16, a2);
+        _mm256_storeu_ps(out + b * 16 + 24, a3);
+    }
+    for (; b < nblocks; b++) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        const float *tb = t + b * d * 16;
+        for (size_t j = 0; j < d; j++) {
+            const __m256 qj = _mm256_set1_ps(q[j]);
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(qj, _mm256_loadu_ps(tb + j * 16)));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(qj, _mm256_loadu_ps(tb + j * 16 + 8)));
+        }
+        _mm256_storeu_ps(out + b * 16, a0);
+        _mm256_storeu_ps(out + b * 16 + 8, a1);
+    }
+}
+
 static float l2sq_avx2(const float *a, const float *b, size_t n)
 {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
@@ -646,6 +678,7 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .pack = pack_avx2,
     .dot = dot_avx2,
     .dot_matrix = dot_matrix_avx2,
+    .dot_transposed = dot_transposed_avx2,
     .l2sq = l2sq_avx2,
     .dot_f64 = dot_f64_avx2,
     .l2sq_f64 = l2sq_f64_avx2,

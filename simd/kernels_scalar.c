@@ -100,6 +100,18 @@ static void dot_matrix_scalar(const float *x, size_t nx, const float *c, size_t 
             out[i * nc + j] = dot_scalar(x + i * d, c + j * d, d);
 }
 
+static void dot_transposed_scalar(const float *q, const float *t, size_t nblocks, size_t d, float *out)
+{
+    for (size_t b = 0; b < nblocks; b++) {
+        float acc[16] = {0};
+        const float *tb = t + b * d * 16;
+        for (size_t j = 0; j < d; j++)
+            for (int l = 0; l < 16; l++)
+                acc[l] = acc[l] + q[j] * tb[j * 16 + l];
+        memcpy(out + b * 16, acc, sizeof(acc));
+    }
+}
+
 static double dot_f64_scalar(const float *a, const float *b, size_t n)
 {
     double lane[LANES64] = {0};
@@ -360,6 +372,7 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .pack = tq_pack_scalar,
     .dot = dot_scalar,
     .dot_matrix = dot_matrix_scalar,
+    .dot_transposed = dot_transposed_scalar,
     .l2sq = l2sq_scalar,
     .dot_f64 = dot_f64_scalar,
     .l2sq_f64 = l2sq_f64_scalar,

@@ -400,6 +400,15 @@ int tqvec_collection_wait_partitioned(tqvec_collection *c, tqvec_error *err)
     return tq_collection_wait_partitioned(c->c);
 }
 
+uint64_t tqvec_collection_partitions(tqvec_collection *c)
+{
+    if (!c)
+        return 0;
+    tq_collection_stats st;
+    tq_collection_stats_get(c->c, &st);
+    return st.partitions;
+}
+
 int tqvec_collection_verify(tqvec_collection *c, tqvec_error *err)
 {
     if (!c)

@@ -292,12 +292,15 @@ static int open_partitions(tq_segment_file *out, const tq_codec *c, uint64_t row
             return corrupt(err, out->path, "section partitions has offsets out of order");
     if (offsets[0] != 0 || offsets[nlist] != rows)
         return corrupt(err, out->path, "section partitions does not cover the rows");
-    if (!(out->half_norms = tq_malloc(nlist * sizeof(float))))
+    out->half_norms = tq_malloc(nlist * sizeof(float));
+    out->centroids_t = tq_malloc(tq_partition_transposed_floats(nlist, c->cfg.d) * sizeof(float));
+    if (!out->half_norms || !out->centroids_t)
         return tq_err(err, TQ_ENOMEM, "out of memory opening %s", out->path);
     const float *centroids = (const float *)(const void *)(sec + 8);
     tq_partition_half_norms(centroids, nlist, c->cfg.d, out->half_norms);
-    out->parts = (tq_partitions){.nlist = nlist, .centroids = centroids, .half_norms = out->half_norms,
-                                 .offsets = offsets};
+    tq_partition_transpose(centroids, nlist, c->cfg.d, out->centroids_t);
+    out->parts = (tq_partitions){.nlist = nlist, .centroids = centroids, .centroids_t = out->centroids_t,
+                                 .half_norms = out->half_norms, .offsets = offsets};
     return TQ_OK;
 }
 
@@ -434,5 +437,6 @@ void tq_segment_close(tq_segment_file *s)
     tq_free(s->path);
     tq_free(s->converted_codes);
     tq_free(s->half_norms);
+    tq_free(s->centroids_t);
     memset(s, 0, sizeof(*s));
 }

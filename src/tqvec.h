@@ -412,6 +412,9 @@ TQVEC_API int tqvec_collection_compact(tqvec_collection *c, tqvec_error *err);
  * log message says; it is then searched flat). For builds and benchmarks
  * that want the partitioned state before they query. Shared. */
 TQVEC_API int tqvec_collection_wait_partitioned(tqvec_collection *c, tqvec_error *err);
+/* Partitions over all partitioned sealed segments (0: every segment is
+ * flat). Shared. */
+TQVEC_API uint64_t tqvec_collection_partitions(tqvec_collection *c);
 /* Checksum every byte of every segment now; TQVEC_ECORRUPT names the file
  * and section. Shared. */
 TQVEC_API int tqvec_collection_verify(tqvec_collection *c, tqvec_error *err);

@@ -259,6 +259,42 @@ static void check_dot_matrix(tq_simd_level level)
     tq_free(got);
 }
 
+/* One query against blocks of 16 vectors stored by dimension: each lane
+ * is its vector's in-order sum, on every level bit for bit. */
+static void check_dot_transposed(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    static const size_t dims[] = {1, 2, 7, 16, 50, 100, 384};
+    tq_rng r;
+    tq_rng_seed(&r, 12);
+    const size_t most = 7; /* blocks: whole groups of 4 and 2, and remainders */
+    float *q = tq_malloc(384 * sizeof(float)), *t = tq_malloc(most * 384 * 16 * sizeof(float));
+    float want[7 * 16], got[7 * 16];
+    for (size_t s = 0; s < sizeof(dims) / sizeof(dims[0]); s++)
+        for (int extreme = 0; extreme < 2; extreme++) {
+            const size_t d = dims[s];
+            fill(q, d, &r, extreme);
+            fill(t, most * d * 16, &r, extreme);
+            for (size_t nb = 1; nb <= most; nb++) {
+                ref->dot_transposed(q, t, nb, d, want);
+                k->dot_transposed(q, t, nb, d, got);
+                for (size_t i = 0; i < nb * 16; i++) {
+                    float one = 0.0f;
+                    for (size_t j = 0; j < d; j++)
+                        one = one + q[j] * t[((i / 16) * d + j) * 16 + i % 16];
+                    cr_assert(same_bits_f(want[i], one) || (isnan(one) && isnan(want[i])),
+                              "scalar dot_transposed d=%zu lane %zu: %a, in order %a", d, i, (double)want[i],
+                              (double)one);
+                    cr_assert(same_bits_f(want[i], got[i]) || (isnan(got[i]) && isnan(want[i])),
+                              "dot_transposed %s d=%zu blocks %zu lane %zu: %a vs scalar %a",
+                              tq_simd_level_name(level), d, nb, i, (double)got[i], (double)want[i]);
+                }
+            }
+        }
+    tq_free(q);
+    tq_free(t);
+}
+
 /* Every half value to float, and float bit patterns across every exponent
  * (with the rounding-tie and overflow edges) to half: each level gives the
  * scalar reference's bits. */
@@ -654,6 +690,7 @@ static void check_scan_select(tq_simd_level level)
     Test(checkasm_##name, scan_select) { check_scan_select(level); }                                \
     Test(checkasm_##name, dot_u8) { check_dot_u8(level); }                                          \
     Test(checkasm_##name, dot_matrix) { check_dot_matrix(level); }                                  \
+    Test(checkasm_##name, dot_transposed) { check_dot_transposed(level); }                          \
     Test(checkasm_##name, half) { check_half(level); }
 
 LEVEL_TESTS(avx2, TQ_SIMD_AVX2)

@@ -113,7 +113,8 @@ class _ResultsOut(ctypes.Structure):
 
 class _SearchParams(ctypes.Structure):
     _fields_ = [("k", ctypes.c_uint32), ("rerank", ctypes.c_uint32), ("scorer", ctypes.c_uint32),
-                ("threads", ctypes.c_uint32), ("reserved", ctypes.c_uint32 * 4), ("filter", ctypes.c_char_p)]
+                ("threads", ctypes.c_uint32), ("nprobe", ctypes.c_uint32), ("reserved", ctypes.c_uint32 * 3),
+                ("filter", ctypes.c_char_p)]
 
 
 class _Options(ctypes.Structure):
@@ -121,7 +122,8 @@ class _Options(ctypes.Structure):
                 ("variant", ctypes.c_int), ("correction", ctypes.c_int), ("seed", ctypes.c_uint64),
                 ("refine", ctypes.c_int), ("center", ctypes.c_int), ("create", ctypes.c_int),
                 ("fsync", ctypes.c_int), ("segment_rows", ctypes.c_uint32), ("verify", ctypes.c_int),
-                ("log", ctypes.c_void_p), ("log_ctx", ctypes.c_void_p), ("reserved", ctypes.c_uint32 * 8)]
+                ("log", ctypes.c_void_p), ("log_ctx", ctypes.c_void_p), ("partition_rows", ctypes.c_uint32),
+                ("reserved", ctypes.c_uint32 * 7)]
 
 
 class _Info(ctypes.Structure):
@@ -421,10 +423,12 @@ class Collection:
     # ------------------------------------------------------------ open
     @classmethod
     def open(cls, path, *, create=False, dim=0, metric=None, bits=0, variant=None, refine=None, seed=0,
-             fsync=None, segment_rows=0, verify=False) -> "Collection":
+             fsync=None, segment_rows=0, verify=False, partition_rows=0) -> "Collection":
         """Open the collection in path. With create=True, create it if the
         directory holds none (dim is then required); giving dim on an
-        existing collection checks that the settings match."""
+        existing collection checks that the settings match. Sealed segments
+        of at least partition_rows rows (0: 4096, None: never) are
+        partitioned in the background for searches with nprobe."""
         o = _Options()
         o.dim = int(dim)
         o.metric = _choice(_METRICS, metric, "metric")
@@ -436,6 +440,7 @@ class Collection:
         o.fsync = _choice(_FSYNC, fsync, "fsync")
         o.segment_rows = int(segment_rows)
         o.verify = int(bool(verify))
+        o.partition_rows = 0xFFFFFFFF if partition_rows is None else int(partition_rows)
         h = _P()
         err = _Error()
         _check(_open(os.fsencode(path), ctypes.byref(o), ctypes.byref(h), ctypes.byref(err)), err)
@@ -563,10 +568,12 @@ class Collection:
         return _get(self._handle(), kb, len(kb), None, None, 0, None, None) == 0
 
     def search(self, queries, k: int = 10, *, rerank: int = 0, filter: Optional[str] = None,
-               threads: int = 0, exact: bool = False, attrs: bool = True):
+               threads: int = 0, exact: bool = False, attrs: bool = True, nprobe: int = 0):
         """The k best matches of one query (a 1-D array: a Hits) or of each
         row of a 2-D array (a list of Hits), from one snapshot.
-        rerank re-scores k*rerank candidates on the refine data; filter is
+        rerank re-scores k*rerank candidates on the refine data; nprobe > 0
+        scans only that many partitions of each partitioned segment (0: all
+        rows); filter is
         a Redis vector-set FILTER expression over the JSON attributes;
         exact uses float scoring instead of the 8-bit tables; attrs=False
         leaves Match.attrs None (and skips reading them)."""
@@ -586,6 +593,7 @@ class Collection:
         p.rerank = rerank
         p.scorer = 2 if exact else 0
         p.threads = threads
+        p.nprobe = nprobe
         p.filter = filter.encode() if isinstance(filter, str) else filter
         try:  # the cheapest way to an array's address, when it is writable
             addr = ctypes.addressof(ctypes.c_char.from_buffer(q))
