@@ -19,6 +19,13 @@
  * rows against every centroid (the dot_matrix kernel), split over the
  * worker pool; every dot is the scalar reference's bits, so a set of rows
  * is partitioned identically on any CPU and with any thread count.
+ *
+ * Calibration: a seeded sample of the rows, used as queries, gets its exact
+ * nearest neighbours among the other rows, and the partitions are ranked
+ * for each as a search ranks them; the share of those neighbours lying in
+ * the b best-ranked partitions, for b from 1 to nlist, is the set's probe
+ * curve. A search asked for a recall instead of a probe count reads the
+ * share of partitions it needs off the curves (tq_partition_budget).
  */
 #include "tq_index.h"
 
@@ -28,6 +35,10 @@
  * times faster, and the sample bounds the cost whatever the set's size. */
 #define TRAIN_PER_LIST 32u
 #define TRAIN_ITERATIONS 8u
+/* Calibration: sample queries and the neighbours each is scored on (the
+ * recall@10 a search is asked for). */
+#define CALIBRATION_QUERIES 256u
+#define CALIBRATION_K 10u
 /* Rows and centroids a dot_matrix call takes at once: a chunk of centroids
  * (CENTROID_CHUNK * d floats) stays in L2 while the rows stream past it. */
 #define ROW_CHUNK 64u
@@ -66,6 +77,7 @@ void tq_partitioning_free(tq_partitioning *p)
         return;
     tq_free(p->centroids);
     tq_free(p->centroids_t);
+    tq_free(p->curve);
     tq_free(p->half_norms);
     tq_free(p->offsets);
     tq_free(p->order);
@@ -75,7 +87,8 @@ void tq_partitioning_free(tq_partitioning *p)
 tq_partitions tq_partitioning_view(const tq_partitioning *p)
 {
     return (tq_partitions){.nlist = p->nlist, .centroids = p->centroids, .centroids_t = p->centroids_t,
-                           .half_norms = p->half_norms, .offsets = p->offsets};
+                           .half_norms = p->half_norms, .offsets = p->offsets, .npoints = p->npoints,
+                           .curve = p->curve};
 }
 
 void tq_partition_half_norms(const float *centroids, uint32_t nlist, uint32_t d, float *half_norms)
@@ -210,6 +223,192 @@ static void reconstruct_rows(const tq_codec *c, const tq_rows *rows, const uint3
         tq_codec_reconstruct(c, rows, which[i], s, x + i * c->cfg.d);
 }
 
+
+/* Exact neighbours of the sample queries over one slab of rows, the
+ * queries split over the worker pool. */
+typedef struct calib_job {
+    tq_metric metric;
+    uint32_t d;
+    const float *q;             /* nq sample vectors */
+    const uint32_t *qrow;       /* their rows */
+    size_t nq;
+    const float *x;             /* the slab: rows [r0, r0 + m) */
+    const float *half_sq;       /* ||x||^2 / 2 of each slab row (l2) */
+    size_t r0, m;
+    float *best;                /* nq * CALIBRATION_K scores, best first */
+    uint32_t *best_row;
+    float *dots;                /* nparts * CALIB_QUERY_BLOCK * CALIB_ROW_BLOCK */
+    unsigned nparts;
+} calib_job;
+
+#define CALIB_QUERY_BLOCK 16u
+#define CALIB_ROW_BLOCK 512u
+
+static void calib_part(void *arg, unsigned part)
+{
+    calib_job *job = arg;
+    const tq_simd_kernels *k = tq_simd();
+    const size_t per = (job->nq + job->nparts - 1) / job->nparts;
+    const size_t q0 = part * per, q1 = q0 + per < job->nq ? q0 + per : job->nq;
+    float *dots = job->dots + (size_t)part * CALIB_QUERY_BLOCK * CALIB_ROW_BLOCK;
+    for (size_t qb = q0; qb < q1; qb += CALIB_QUERY_BLOCK) {
+        const size_t nqb = q1 - qb < CALIB_QUERY_BLOCK ? q1 - qb : CALIB_QUERY_BLOCK;
+        for (size_t i0 = 0; i0 < job->m; i0 += CALIB_ROW_BLOCK) {
+            const size_t nr = job->m - i0 < CALIB_ROW_BLOCK ? job->m - i0 : CALIB_ROW_BLOCK;
+            k->dot_matrix(job->q + qb * job->d, nqb, job->x + i0 * job->d, nr, job->d, dots);
+            for (size_t a = 0; a < nqb; a++) {
+                const size_t qi = qb + a;
+                float *best = job->best + qi * CALIBRATION_K;
+                uint32_t *best_row = job->best_row + qi * CALIBRATION_K;
+                for (size_t r = 0; r < nr; r++) {
+                    const size_t row = job->r0 + i0 + r;
+                    /* l2 ranks by <q, x> - ||x||^2 / 2, as the centroids. */
+                    const float sc = job->metric == TQ_METRIC_L2 ? dots[a * nr + r] - job->half_sq[i0 + r]
+                                                                 : dots[a * nr + r];
+                    if (!(sc > best[CALIBRATION_K - 1]) || row == job->qrow[qi])
+                        continue;
+                    size_t at = CALIBRATION_K - 1;
+                    while (at > 0 && sc > best[at - 1]) {
+                        best[at] = best[at - 1];
+                        best_row[at] = best_row[at - 1];
+                        at--;
+                    }
+                    best[at] = sc;
+                    best_row[at] = (uint32_t)row;
+                }
+            }
+        }
+    }
+}
+
+/* The probe curve of a partitioned set (see the top of this file), from
+ * its rows (in their order before the partition sort) and each row's
+ * partition. */
+static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *assign, uint64_t seed,
+                     unsigned nparts, tq_partitioning *out)
+{
+    const uint32_t d = c->cfg.d, nlist = out->nlist;
+    const size_t n = rows->n, nq = n - 1 < CALIBRATION_QUERIES ? n - 1 : CALIBRATION_QUERIES;
+    if (nq == 0 || nlist == 1)
+        return TQ_OK; /* one row, or one partition: nothing to choose */
+    const size_t slab = 8192;
+    tq_encode_scratch s;
+    if (tq_encode_scratch_init(&s, d))
+        return TQ_ENOMEM;
+    float *q = tq_malloc(nq * d * sizeof(float)), *x = tq_malloc(slab * d * sizeof(float));
+    float *half_sq = tq_malloc(slab * sizeof(float)), *best = tq_malloc(nq * CALIBRATION_K * sizeof(float));
+    float *dots = tq_malloc((size_t)nparts * CALIB_QUERY_BLOCK * CALIB_ROW_BLOCK * sizeof(float));
+    float *cscore = tq_malloc(nlist * sizeof(float));
+    uint32_t *qrow = tq_malloc(nq * sizeof(uint32_t)), *best_row = tq_malloc(nq * CALIBRATION_K * sizeof(uint32_t));
+    uint32_t *which = tq_malloc(slab * sizeof(uint32_t));
+    uint64_t *hist = tq_calloc((size_t)nlist + 1, sizeof(uint64_t));
+    int rc = TQ_ENOMEM;
+    if (!q || !x || !half_sq || !best || !dots || !cscore || !qrow || !best_row || !which || !hist)
+        goto done;
+    /* Distinct sample rows, seeded (a stream of its own). */
+    tq_rng rng;
+    tq_rng_seed(&rng, tq_seed_derive(seed, 0x43414C49u /* "CALI" */));
+    for (size_t i = 0; i < nq; i++) {
+        bool dup;
+        do {
+            qrow[i] = (uint32_t)(tq_rng_next(&rng) % n);
+            dup = false;
+            for (size_t j = 0; j < i && !dup; j++)
+                dup = qrow[j] == qrow[i];
+        } while (dup);
+    }
+    reconstruct_rows(c, rows, qrow, nq, &s, q);
+    for (size_t i = 0; i < nq * CALIBRATION_K; i++) {
+        best[i] = -INFINITY;
+        best_row[i] = UINT32_MAX;
+    }
+    const tq_simd_kernels *k = tq_simd();
+    calib_job job = {.metric = c->cfg.metric, .d = d, .q = q, .qrow = qrow, .nq = nq, .x = x, .half_sq = half_sq,
+                     .best = best, .best_row = best_row, .dots = dots,
+                     .nparts = nparts < nq ? nparts : (unsigned)nq};
+    for (size_t r0 = 0; r0 < n; r0 += slab) {
+        const size_t m = n - r0 < slab ? n - r0 : slab;
+        for (size_t i = 0; i < m; i++)
+            which[i] = (uint32_t)(r0 + i);
+        reconstruct_rows(c, rows, which, m, &s, x);
+        for (size_t i = 0; i < m; i++)
+            half_sq[i] = 0.5f * k->dot(x + i * d, x + i * d, d);
+        job.r0 = r0;
+        job.m = m;
+        tq_pool_run(job.nparts, calib_part, &job);
+    }
+    /* Where each neighbour's partition ranks for its query: the count of
+     * partitions ranked ahead of it (score, then lower index). */
+    uint64_t pairs = 0;
+    for (size_t i = 0; i < nq; i++) {
+        k->dot_matrix(q + i * d, 1, out->centroids, nlist, d, cscore);
+        for (uint32_t p = 0; p < nlist; p++)
+            cscore[p] = tq_partition_score(c->cfg.metric, cscore[p], out->half_norms[p]);
+        for (size_t j = 0; j < CALIBRATION_K; j++) {
+            const uint32_t row = best_row[i * CALIBRATION_K + j];
+            if (row == UINT32_MAX)
+                continue;
+            const uint32_t home = assign[row];
+            const uint64_t key = tq_collector_pack(home, cscore[home]);
+            uint32_t rank = 0;
+            for (uint32_t p = 0; p < nlist; p++)
+                rank += tq_collector_pack(p, cscore[p]) > key;
+            hist[rank]++;
+            pairs++;
+        }
+    }
+    /* Points at ranks growing by a quarter (and by one at first), the
+     * last at nlist, where every neighbour is covered. */
+    uint64_t covered = 0;
+    uint32_t b = 0, next = 1;
+    out->npoints = 0;
+    while (b < nlist && out->npoints < TQ_MAX_CURVE) {
+        while (b < next)
+            covered += hist[b++];
+        const bool last = b == nlist || out->npoints == TQ_MAX_CURVE - 1;
+        const uint32_t at = last ? nlist : b;
+        if (last)
+            while (b < nlist)
+                covered += hist[b++];
+        out->curve[2 * out->npoints] = (float)at / (float)nlist;
+        out->curve[2 * out->npoints + 1] = pairs ? (float)((double)covered / (double)pairs) : 1.0f;
+        out->npoints++;
+        next = b + (b / 4 > 1 ? b / 4 : 1);
+        if (next > nlist)
+            next = nlist;
+    }
+    rc = TQ_OK;
+done:
+    tq_encode_scratch_free(&s);
+    tq_free(q);
+    tq_free(x);
+    tq_free(half_sq);
+    tq_free(best);
+    tq_free(dots);
+    tq_free(cscore);
+    tq_free(qrow);
+    tq_free(best_row);
+    tq_free(which);
+    tq_free(hist);
+    return rc;
+}
+
+double tq_partition_share(const tq_partitions *p, double recall)
+{
+    if (!p->npoints)
+        return 1.0;
+    const float *c = p->curve;
+    if (recall <= (double)c[1])
+        return c[0];
+    for (uint32_t i = 1; i < p->npoints; i++)
+        if ((double)c[2 * i + 1] >= recall) {
+            /* Linear between the points around it. */
+            const double f0 = c[2 * i - 2], r0 = c[2 * i - 1], f1 = c[2 * i], r1 = c[2 * i + 1];
+            return r1 > r0 ? f0 + (f1 - f0) * (recall - r0) / (r1 - r0) : f1;
+        }
+    return 1.0;
+}
+
 int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, uint64_t seed, unsigned threads,
                       tq_partitioning *out, tq_error *err)
 {
@@ -241,14 +440,15 @@ int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, ui
     out->half_norms = tq_malloc(nlist * sizeof(float));
     out->offsets = tq_calloc((size_t)nlist + 1, sizeof(uint32_t));
     out->order = tq_malloc(n * sizeof(uint32_t));
+    out->curve = tq_malloc(2 * TQ_MAX_CURVE * sizeof(float));
     x = tq_malloc((slab < n ? slab : n) * d * sizeof(float));
     dots = tq_malloc((size_t)nparts * ROW_CHUNK * CENTROID_CHUNK * sizeof(float));
     best = tq_malloc((size_t)nparts * ROW_CHUNK * sizeof(float));
     which = tq_malloc(n * sizeof(uint32_t));
     assign = tq_malloc(n * sizeof(uint32_t));
     count = tq_calloc(nlist, sizeof(size_t));
-    if (!out->centroids || !out->half_norms || !out->offsets || !out->order || !x || !dots || !best || !which ||
-        !assign || !count)
+    if (!out->centroids || !out->half_norms || !out->offsets || !out->order || !out->curve || !x || !dots || !best ||
+        !which || !assign || !count)
         goto done;
 
     /* The training sample: a seeded partial Fisher-Yates shuffle; its
@@ -292,6 +492,9 @@ int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, ui
         goto done;
     }
     tq_partition_transpose(out->centroids, nlist, d, out->centroids_t);
+    if ((rc = calibrate(c, rows, assign, seed, nparts, out)))
+        goto done;
+    rc = TQ_ENOMEM;
 
     /* Counting sort: partition p's rows keep their storage order. */
     for (size_t i = 0; i < n; i++)

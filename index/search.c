@@ -732,6 +732,7 @@ typedef struct probe_state {
     uint32_t *first;      /* nsets + 1: each set's first partition number */
     uint32_t total;       /* partitions in all */
     double scale;         /* partitions a round takes per unit of nprobe */
+    double budget;        /* partitions the first round takes for a target recall, else 0 */
 } probe_state;
 
 static void probe_free(probe_state *ps)
@@ -743,7 +744,7 @@ static void probe_free(probe_state *ps)
     tq_free(ps->first);
 }
 
-static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t nblocks)
+static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t nblocks, float target_recall)
 {
     memset(ps, 0, sizeof(*ps));
     size_t most = 0, all = 0, rows = 0, partitioned = 0;
@@ -761,6 +762,15 @@ static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t
     ps->first[nsets] = (uint32_t)all;
     ps->total = (uint32_t)all;
     ps->scale = partitioned > 1 ? (double)all / tq_partition_default_nlist(rows) : 1.0;
+    /* A target recall: the share of partitions each set's curve asks for,
+     * weighted by its rows, of all the partitions. */
+    if (target_recall > 0.0f) {
+        double share = 0.0;
+        for (size_t s = 0; s < nsets; s++)
+            if (sets[s].parts)
+                share += (double)sets[s].n / (double)rows * tq_partition_share(sets[s].parts, target_recall);
+        ps->budget = ceil(share * (double)all);
+    }
     ps->visits = tq_malloc((nblocks + all + 1) * sizeof(block_visit));
     ps->scores = tq_malloc(((most + 15) / 16 * 16 + 1) * sizeof(float));
     ps->keys = tq_malloc((all + 1) * sizeof(uint64_t));
@@ -900,7 +910,7 @@ static size_t probe_query(search_job *job, probe_state *ps, unsigned nparts, con
     one.scratch = NULL;
     one.visits = ps->visits;
     probe_rank(job, ps, query);
-    const double want = ceil(job->opts->nprobe * ps->scale);
+    const double want = ps->budget > 0 ? ps->budget : ceil(job->opts->nprobe * ps->scale);
     uint32_t from = 0, to = want < ps->total ? (uint32_t)want : ps->total;
     for (;;) {
         one.nblocks = probe_round(job, ps, from, to);
@@ -945,6 +955,8 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
         return tq_err(err, TQ_EARG, "unknown scorer %d", (int)opts->scorer);
     if (opts->threads > TQ_MAX_THREADS)
         return tq_err(err, TQ_EARG, "threads %u is above the limit %u", opts->threads, TQ_MAX_THREADS);
+    if (!(opts->target_recall >= 0.0f && opts->target_recall <= 1.0f))
+        return tq_err(err, TQ_EARG, "target recall %g is outside 0..1", (double)opts->target_recall);
     for (size_t i = 0; i < nq; i++) {
         int rc = check_query(c, queries + i * d, i, err);
         if (rc)
@@ -1000,7 +1012,7 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
      * (measured at d = 1536 and 4096: unsliced was faster for one query,
      * sliced for four). */
     bool probing = false;
-    for (size_t s = 0; opts->nprobe && s < nsets; s++)
+    for (size_t s = 0; (opts->nprobe || opts->target_recall > 0.0f) && s < nsets; s++)
         probing |= sets[s].parts != NULL;
     /* A probing search scans one query at a time (each its own blocks). */
     const bool sliced = !probing && opts->scorer == TQ_SCORER_LUT && batch > 1 &&
@@ -1020,7 +1032,7 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
     tq_topk *merged = &sc->merged, *mid = &sc->mid, *best = &sc->best;
 
     probe_state probe = {0};
-    if (probing && probe_init(&probe, sets, nsets, nblocks)) {
+    if (probing && probe_init(&probe, sets, nsets, nblocks, opts->target_recall)) {
         scratch_give(sc);
         if (offsets != offsets_small)
             tq_free(offsets);

@@ -444,6 +444,8 @@ typedef struct tq_search_opts {
     const tq_row_filter *filter; /* NULL: every live row */
     uint32_t nprobe;     /* partitioned sets: scan the rows of this many partitions nearest the
                             query (more while fewer than k rows pass); 0 = every row */
+    float target_recall; /* in (0, 1]: probe as many partitions as the sets' probe curves say
+                            that recall needs (nprobe is then not used); 0 = off */
 } tq_search_opts;
 
 /* ----------------------------------------------------------------- codec */
@@ -585,6 +587,8 @@ typedef struct tq_partitions {
                                  layout; zero past nlist): what a query scores */
     const float *half_norms;  /* nlist: ||c||^2 / 2 */
     const uint32_t *offsets;  /* nlist + 1, offsets[0] = 0, offsets[nlist] = rows */
+    uint32_t npoints;         /* the probe curve: (share of partitions probed, share of true */
+    const float *curve;       /* neighbours inside them) pairs, rising to (1, 1); 0: none */
 } tq_partitions;
 
 /* What partitioning a set of rows produces (owned arrays). */
@@ -593,9 +597,12 @@ typedef struct tq_partitioning {
     float *centroids, *centroids_t, *half_norms;
     uint32_t *offsets;
     uint32_t *order;          /* rows: the row that goes to position i */
+    uint32_t npoints;
+    float *curve;             /* 2 * TQ_MAX_CURVE */
 } tq_partitioning;
 
 #define TQ_MAX_NLIST 65536u
+#define TQ_MAX_CURVE 48u
 #define TQ_MIN_PARTITION_ROWS 64u
 
 /* The default partition count for a set of rows: 4 sqrt(rows), bounded so
@@ -615,6 +622,9 @@ void tq_partition_half_norms(const float *centroids, uint32_t nlist, uint32_t d,
 /* How near a centroid is to a query from their dot product: larger is
  * nearer, for each metric. */
 float tq_partition_score(tq_metric metric, float dot, float half_norm);
+/* The share of p's partitions (0..1] a search probes to find `recall` of
+ * the true neighbours, by its probe curve (1 without one). */
+double tq_partition_share(const tq_partitions *p, double recall);
 /* New heap rows holding rows order[0..n) of `rows` in that order. */
 int tq_rows_gather(const tq_codec *c, const tq_rows *rows, const uint32_t *order, size_t n, tq_rows_out *out);
 

@@ -172,6 +172,9 @@ int search_opts(const tqvec_search_params *params, tq_search_opts *opts, tqvec_e
     opts->scorer = params && params->scorer ? (tq_scorer)params->scorer : TQ_SCORER_LUT;
     opts->threads = params ? params->threads : 0;
     opts->nprobe = params ? params->nprobe : 0;
+    opts->target_recall = params ? params->target_recall : 0.0f;
+    if (!(opts->target_recall >= 0.0f && opts->target_recall <= 1.0f))
+        return api_error(err, TQVEC_EARG, "target_recall %g is outside 0..1", (double)opts->target_recall);
     opts->filter = NULL;
     return TQVEC_OK;
 }

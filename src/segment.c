@@ -13,8 +13,9 @@
  *     scalars, refine data (the arrays of index/'s tq_rows, byte for byte),
  *     keys and attributes (u64 offsets[rows + 1], then the bytes),
  *     under cosine the inputs' lengths (a float per row), and for a
- *     partitioned segment its partitions (u32 nlist, u32 0, the centroids
- *     as nlist * d floats, u32 offsets[nlist + 1]: the first row of each)
+ *     partitioned segment its partitions (u32 nlist, u32 npoints, the
+ *     centroids as nlist * d floats, u32 offsets[nlist + 1]: the first row
+ *     of each, and the probe curve as npoints pairs of floats)
  *
  * Opening checks the header, the table against the config (every length a
  * fixed-size section must have), and the key section's checksum, since
@@ -56,9 +57,9 @@ static unsigned sections_of(uint32_t version)
 }
 
 /* Bytes of a partitions section of nlist partitions at dimension d. */
-static uint64_t partitions_bytes(uint64_t nlist, uint64_t d)
+static uint64_t partitions_bytes(uint64_t nlist, uint64_t d, uint64_t npoints)
 {
-    return 8 + nlist * d * sizeof(float) + (nlist + 1) * sizeof(uint32_t);
+    return 8 + nlist * d * sizeof(float) + (nlist + 1) * sizeof(uint32_t) + 2 * npoints * sizeof(float);
 }
 
 static uint64_t align_up(uint64_t n)
@@ -159,12 +160,14 @@ static int emit_partitions(out_file *o, const tq_codec *c, const tq_partitions *
 {
     if (!p)
         return TQ_OK;
-    const uint32_t head[2] = {p->nlist, 0};
+    const uint32_t head[2] = {p->nlist, p->npoints};
     int rc = emit(o, head, sizeof(head), err);
     if (!rc)
         rc = emit(o, p->centroids, (size_t)p->nlist * c->cfg.d * sizeof(float), err);
     if (!rc)
         rc = emit(o, p->offsets, ((size_t)p->nlist + 1) * sizeof(uint32_t), err);
+    if (!rc)
+        rc = emit(o, p->curve, 2 * (size_t)p->npoints * sizeof(float), err);
     return rc;
 }
 
@@ -283,8 +286,9 @@ static int open_partitions(tq_segment_file *out, const tq_codec *c, uint64_t row
     const uint64_t len = out->sec_len[TQ_SEC_PARTITIONS];
     if (XXH3_64bits(sec, len) != out->sec_sum[TQ_SEC_PARTITIONS])
         return corrupt(err, out->path, "section partitions fails its checksum");
-    const uint32_t nlist = len >= 8 ? tq_get32(sec) : 0;
-    if (nlist == 0 || nlist > rows || nlist > TQ_MAX_NLIST || len != partitions_bytes(nlist, c->cfg.d))
+    const uint32_t nlist = len >= 8 ? tq_get32(sec) : 0, npoints = len >= 8 ? tq_get32(sec + 4) : 0;
+    if (nlist == 0 || nlist > rows || nlist > TQ_MAX_NLIST || npoints > TQ_MAX_CURVE ||
+        len != partitions_bytes(nlist, c->cfg.d, npoints))
         return corrupt(err, out->path, "section partitions has an impossible partition count");
     const uint32_t *offsets = (const uint32_t *)(const void *)(sec + 8 + (size_t)nlist * c->cfg.d * sizeof(float));
     for (uint32_t p = 0; p < nlist; p++)
@@ -300,7 +304,8 @@ static int open_partitions(tq_segment_file *out, const tq_codec *c, uint64_t row
     tq_partition_half_norms(centroids, nlist, c->cfg.d, out->half_norms);
     tq_partition_transpose(centroids, nlist, c->cfg.d, out->centroids_t);
     out->parts = (tq_partitions){.nlist = nlist, .centroids = centroids, .centroids_t = out->centroids_t,
-                                 .half_norms = out->half_norms, .offsets = offsets};
+                                 .half_norms = out->half_norms, .offsets = offsets, .npoints = npoints,
+                                 .curve = (const float *)(const void *)(offsets + nlist + 1)};
     return TQ_OK;
 }
 

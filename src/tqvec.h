@@ -152,9 +152,14 @@ typedef struct tqvec_search_params {
                               no start-up per query); 0 or 1 = the calling thread only;
                               results do not depend on it */
     uint32_t nprobe;       /* partitioned rows (tqvec_index_partition, sealed segments): scan the
-                              nprobe partitions nearest the query in each partitioned set, more
-                              while fewer than k rows pass; 0 = every row (exact as flat) */
-    uint32_t reserved[3];  /* must be zero */
+                              nprobe partitions nearest the query (over several partitioned
+                              segments, the best-ranked of all of them, as many rows' worth as
+                              nprobe partitions of one index of their rows), more while fewer
+                              than k rows pass; 0 = every row (exact as flat) */
+    float target_recall;   /* in (0, 1]: instead of nprobe, probe as many partitions as the
+                              recall@10 asked for needs, read off each partitioned set's probe
+                              curve (calibrated when it was partitioned); 0 = off */
+    uint32_t reserved[2];  /* must be zero */
     /* Collections only: a FILTER expression over each element's JSON
      * attributes, in the syntax of Redis vector sets (".year >= 1980 and
      * .genre in ['drama', 'crime']"); NULL = none. Evaluated inside the

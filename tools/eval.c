@@ -31,6 +31,9 @@ typedef struct eval_opts {
     int nbits, nrerank, nk, nthreads, nclients;
     unsigned nprobe[MAX_LIST];
     int nnprobe;
+    double target[MAX_LIST];  /* --target-recall: more probe settings, after the nprobe values */
+    int ntarget;
+    bool nprobe_given;
     bool partition;     /* partition the in-memory index (--nlist, or a nonzero --nprobe) */
     bool nlist_given;
     unsigned nlist;     /* its partitions; 0: the default for the count */
@@ -74,6 +77,7 @@ static void usage(void)
             "                  [--json FILE|-] [--report DIR] [--nq N] [--nb N] [--seed S] [--batch B]\n"
             "                  [--repeat R] [--name NAME] [--dir DIR] [--server HOST:PORT [--key NAME]]\n"
             "                  [--targets memory,dir,server] [--nlist N] [--nprobe 8,16,32]\n"
+            "                  [--target-recall 0.9,0.95]\n"
             "Vector files: .fvecs, .bvecs, .npy, IDX, or an ann-benchmarks .hdf5 (its train set;\n"
             "then test, neighbors and the metric come from the same file unless given).\n"
             "Ground truth: .ivecs (0-based rows) or FILE.hdf5:neighbors; without --gt it is\n"
@@ -88,7 +92,8 @@ static void usage(void)
             "several of these in one run (default: the one --dir/--server names, else memory).\n"
             "--nlist partitions the in-memory index (k-means into N clusters, 0: 4 sqrt(n)) after\n"
             "the add, timed as part of the build; --nprobe sweeps how many partitions a query scans\n"
-            "(0: all; a nonzero value partitions with the default --nlist).\n"
+            "(0: all; a nonzero value partitions with the default --nlist); --target-recall sweeps\n"
+            "recalls asked of the calibration instead (after the --nprobe values).\n"
             "--report DIR writes an SVG plot of\n"
             "recall against QPS per k, a Markdown and a self-contained HTML report, and the\n"
             "JSON lines.\n");
@@ -119,6 +124,7 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         {"report", required_argument, 0, 'P'},     {"k", required_argument, 0, 'k'},
         {"repeat", required_argument, 0, 'r'},     {"targets", required_argument, 0, 'G'},
         {"nlist", required_argument, 0, 'L'},      {"nprobe", required_argument, 0, 'p'},
+        {"target-recall", required_argument, 0, 'e'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0},
     };
     *o = (eval_opts){.seed = TQVEC_DEFAULT_SEED, .batch = 1, .repeat = 1, .nk = 1, .nthreads = 1, .nclients = 1,
@@ -190,7 +196,24 @@ static int parse_args(int argc, char **argv, eval_opts *o)
             o->partition = o->nlist_given = true;
             break;
         }
+        case 'e': {
+            char *list = tq_strdup(optarg), *save = NULL;
+            o->ntarget = 0;
+            for (char *t = strtok_r(list, ",", &save); t && o->ntarget < MAX_LIST; t = strtok_r(NULL, ",", &save)) {
+                char *end;
+                const double v = strtod(t, &end);
+                if (*end || !(v > 0 && v <= 1)) {
+                    tq_free(list);
+                    return tool_fail("eval", "--target-recall wants values in (0, 1], got '%s'", optarg);
+                }
+                o->target[o->ntarget++] = v;
+            }
+            tq_free(list);
+            o->partition |= o->ntarget > 0;
+            break;
+        }
         case 'p':
+            o->nprobe_given = true;
             if (parse_counts("--nprobe", optarg, 0, 65536, o->nprobe, &o->nnprobe))
                 return 1;
             for (int i = 0; i < o->nnprobe; i++)
@@ -291,6 +314,12 @@ static int parse_args(int argc, char **argv, eval_opts *o)
     o->points = (size_t)o->nbits * (size_t)o->nvariant * (size_t)o->ncorrection * (size_t)o->ncenter *
                 (size_t)o->ntargets * (size_t)o->nscorer * (size_t)o->nrerank * (size_t)o->nk *
                 (size_t)o->nthreads * (size_t)o->nclients * (size_t)o->nnprobe;
+    /* The probe settings: the nprobe values, then the target recalls. */
+    if (o->ntarget && !o->nprobe_given)
+        o->nnprobe = 0;
+    const int nprobe_values = o->nnprobe;
+    o->nnprobe += o->ntarget;
+    o->points = o->points / (size_t)(nprobe_values ? nprobe_values : 1) * (size_t)o->nnprobe;
     if (o->nlist_given && (o->dir || o->server))
         return tool_fail("eval", "--nlist partitions the in-memory index; stored sets partition their sealed "
                                  "segments themselves (4 sqrt(rows) each)");
@@ -674,7 +703,9 @@ static void print_header(FILE *table)
 static void print_record(FILE *table, const tool_eval_record *r, bool mark_pareto)
 {
     char probe[16];
-    if (r->nlist)
+    if (r->target_recall > 0)
+        snprintf(probe, sizeof(probe), "r%.3g", r->target_recall);
+    else if (r->nlist)
         snprintf(probe, sizeof(probe), "%u", r->nprobe);
     else
         snprintf(probe, sizeof(probe), "flat");
@@ -728,13 +759,16 @@ static int sweep_config(const eval_opts *o, const eval_index *indexes, const too
         rec->k = o->ks[ki];
         rec->threads = o->threads[ti];
         rec->clients = o->clients[li];
-        rec->nprobe = rec->nlist ? o->nprobe[pi] : 0;
+        const int nvalues = o->nnprobe - o->ntarget;
+        rec->nprobe = rec->nlist && (int)pi < nvalues ? o->nprobe[pi] : 0;
+        rec->target_recall = (int)pi >= nvalues ? o->target[(int)pi - nvalues] : 0.0;
         pts[i].rec = run->nrec - 1;
         pts[i].target = &indexes[t].target;
         pts[i].clients = o->clients[li];
         pts[i].sp = (tqvec_search_params){.k = o->ks[ki], .rerank = o->rerank[ri],
                                           .scorer = (uint32_t)scorer_values[o->scorer[si]],
-                                          .threads = o->threads[ti], .nprobe = rec->nprobe};
+                                          .threads = o->threads[ti], .nprobe = rec->nprobe,
+                                          .target_recall = (float)rec->target_recall};
     }
     for (size_t rep = 0; rep < o->repeat && !rc; rep++)
         for (size_t j = 0; j < per_target && !rc; j++)

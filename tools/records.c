@@ -167,8 +167,9 @@ static int add_record(loaded *L, char *line, const char *file_label, char *why, 
     r.nlist = (unsigned)uint_field(f, n, "nlist", &has);
     r.nprobe = has ? (unsigned)uint_field(f, n, "nprobe", &has) : 0;
     r.seal_s = has ? num_field(f, n, "seal_s", &has) : 0.0;
+    r.target_recall = has ? num_field(f, n, "target_recall", &has) : 0.0;
     if (!has)
-        r.nlist = r.nprobe = 0, r.seal_s = 0.0;
+        r.nlist = r.nprobe = 0, r.seal_s = r.target_recall = 0.0;
     const tool_json_field *where = tool_json_find(f, n, "target_where");
     r.target_where = where && where->type == TOOL_JSON_STRING ? where->str : NULL;
     loaded_record *lr = &L->rec[L->nrec];

@@ -74,6 +74,7 @@ void tool_eval_json(const tool_eval_run *run, const tool_eval_record *r, FILE *o
     tool_json_str(&j, "index", r->nlist ? "ivf" : "flat");
     tool_json_int(&j, "nlist", r->nlist);
     tool_json_int(&j, "nprobe", r->nprobe);
+    tool_json_num(&j, "target_recall", r->target_recall);
     tool_json_int(&j, "k", (long long)r->k);
     tool_json_int(&j, "threads", r->threads);
     tool_json_int(&j, "clients", r->clients);
@@ -372,7 +373,9 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
             snprintf(cell[19], 48, "%llu", (unsigned long long)r->bytes_per_vector);
             snprintf(cell[20], 48, "%.1f", (double)r->peak_rss / 1048576.0);
             snprintf(cell[21], 48, "%s", r->pareto ? "yes" : "");
-            if (r->nlist)
+            if (r->nlist && r->target_recall > 0)
+                snprintf(cell[22], 48, "%u/recall %.3g", r->nlist, r->target_recall);
+            else if (r->nlist)
                 snprintf(cell[22], 48, "%u/%u", r->nlist, r->nprobe);
             else
                 snprintf(cell[22], 48, "flat");

@@ -182,6 +182,7 @@ typedef struct tool_eval_record {
     double build_s;           /* encode (memory) or build/load time; 0 when reused */
     double seal_s;            /* of build_s, the partitioning; 0 for a flat index */
     unsigned nlist, nprobe;   /* partitions (0: flat) and those a query scans (0: all) */
+    double target_recall;     /* asked for instead of nprobe; 0: not */
     uint64_t bytes_per_vector; /* scanned codes */
     uint64_t rerank_bytes_per_vector;
     uint64_t peak_rss;        /* bytes; the daemon's RSS for a server target */

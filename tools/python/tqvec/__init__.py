@@ -113,7 +113,8 @@ class _ResultsOut(ctypes.Structure):
 
 class _SearchParams(ctypes.Structure):
     _fields_ = [("k", ctypes.c_uint32), ("rerank", ctypes.c_uint32), ("scorer", ctypes.c_uint32),
-                ("threads", ctypes.c_uint32), ("nprobe", ctypes.c_uint32), ("reserved", ctypes.c_uint32 * 3),
+                ("threads", ctypes.c_uint32), ("nprobe", ctypes.c_uint32), ("target_recall", ctypes.c_float),
+                ("reserved", ctypes.c_uint32 * 2),
                 ("filter", ctypes.c_char_p)]
 
 
@@ -568,12 +569,14 @@ class Collection:
         return _get(self._handle(), kb, len(kb), None, None, 0, None, None) == 0
 
     def search(self, queries, k: int = 10, *, rerank: int = 0, filter: Optional[str] = None,
-               threads: int = 0, exact: bool = False, attrs: bool = True, nprobe: int = 0):
+               threads: int = 0, exact: bool = False, attrs: bool = True, nprobe: int = 0,
+               target_recall: float = 0.0):
         """The k best matches of one query (a 1-D array: a Hits) or of each
         row of a 2-D array (a list of Hits), from one snapshot.
         rerank re-scores k*rerank candidates on the refine data; nprobe > 0
         scans only that many partitions of each partitioned segment (0: all
-        rows); filter is
+        rows), or target_recall in (0, 1] probes what that recall@10 needs by
+        the segments' calibration; filter is
         a Redis vector-set FILTER expression over the JSON attributes;
         exact uses float scoring instead of the 8-bit tables; attrs=False
         leaves Match.attrs None (and skips reading them)."""
@@ -594,6 +597,7 @@ class Collection:
         p.scorer = 2 if exact else 0
         p.threads = threads
         p.nprobe = nprobe
+        p.target_recall = target_recall
         p.filter = filter.encode() if isinstance(filter, str) else filter
         try:  # the cheapest way to an array's address, when it is writable
             addr = ctypes.addressof(ctypes.c_char.from_buffer(q))
