@@ -38,7 +38,7 @@
 /* Calibration: sample queries and the neighbours each is scored on (the
  * recall@10 a search is asked for). */
 #define CALIBRATION_QUERIES 256u
-#define CALIBRATION_K 10u
+#define CALIBRATION_K TQ_CURVE_K
 /* Rows and centroids a dot_matrix call takes at once: a chunk of centroids
  * (CENTROID_CHUNK * d floats) stays in L2 while the rows stream past it. */
 #define ROW_CHUNK 64u
@@ -88,7 +88,7 @@ tq_partitions tq_partitioning_view(const tq_partitioning *p)
 {
     return (tq_partitions){.nlist = p->nlist, .centroids = p->centroids, .centroids_t = p->centroids_t,
                            .half_norms = p->half_norms, .offsets = p->offsets, .npoints = p->npoints,
-                           .curve = p->curve};
+                           .curve = p->curve, .quality = p->quality};
 }
 
 void tq_partition_half_norms(const float *centroids, uint32_t nlist, uint32_t d, float *half_norms)
@@ -301,9 +301,13 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
     float *cscore = tq_malloc(nlist * sizeof(float));
     uint32_t *qrow = tq_malloc(nq * sizeof(uint32_t)), *best_row = tq_malloc(nq * CALIBRATION_K * sizeof(uint32_t));
     uint32_t *which = tq_malloc(slab * sizeof(uint32_t));
-    uint64_t *hist = tq_calloc((size_t)nlist + 1, sizeof(uint64_t));
+    /* hist[j * (nlist + 1) + r]: the j-th neighbours whose partition ranks r. */
+    uint64_t *hist = tq_calloc(CALIBRATION_K * ((size_t)nlist + 1), sizeof(uint64_t));
+    tq_hit *found = tq_malloc(nq * (CALIBRATION_K + 1) * sizeof(tq_hit));
+    size_t *nfound = tq_malloc(nq * sizeof(size_t));
     int rc = TQ_ENOMEM;
-    if (!q || !x || !half_sq || !best || !dots || !cscore || !qrow || !best_row || !which || !hist)
+    if (!q || !x || !half_sq || !best || !dots || !cscore || !qrow || !best_row || !which || !hist || !found ||
+        !nfound)
         goto done;
     /* Distinct sample rows, seeded (a stream of its own). */
     tq_rng rng;
@@ -339,7 +343,7 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
     }
     /* Where each neighbour's partition ranks for its query: the count of
      * partitions ranked ahead of it (score, then lower index). */
-    uint64_t pairs = 0;
+    uint64_t pairs[CALIBRATION_K] = {0};
     for (size_t i = 0; i < nq; i++) {
         k->dot_matrix(q + i * d, 1, out->centroids, nlist, d, cscore);
         for (uint32_t p = 0; p < nlist; p++)
@@ -353,29 +357,58 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
             uint32_t rank = 0;
             for (uint32_t p = 0; p < nlist; p++)
                 rank += tq_collector_pack(p, cscore[p]) > key;
-            hist[rank]++;
-            pairs++;
+            hist[j * ((size_t)nlist + 1) + rank]++;
+            pairs[j]++;
         }
     }
     /* Points at ranks growing by a quarter (and by one at first), the
-     * last at nlist, where every neighbour is covered. */
-    uint64_t covered = 0;
+     * last at nlist, where every neighbour is covered. Each point holds,
+     * for K = 1 .. CALIBRATION_K, the share of the first K neighbours
+     * covered. */
+    uint64_t covered[CALIBRATION_K] = {0};
     uint32_t b = 0, next = 1;
     out->npoints = 0;
-    while (b < nlist && out->npoints < TQ_MAX_CURVE) {
-        while (b < next)
-            covered += hist[b++];
-        const bool last = b == nlist || out->npoints == TQ_MAX_CURVE - 1;
-        const uint32_t at = last ? nlist : b;
-        if (last)
-            while (b < nlist)
-                covered += hist[b++];
-        out->curve[2 * out->npoints] = (float)at / (float)nlist;
-        out->curve[2 * out->npoints + 1] = pairs ? (float)((double)covered / (double)pairs) : 1.0f;
+    while (b < nlist) {
+        const bool last = out->npoints == TQ_MAX_CURVE - 1;
+        const uint32_t upto = last ? nlist : next;
+        for (; b < upto; b++)
+            for (size_t j = 0; j < CALIBRATION_K; j++)
+                covered[j] += hist[j * ((size_t)nlist + 1) + b];
+        float *point = out->curve + (size_t)out->npoints * TQ_CURVE_STRIDE;
+        point[0] = (float)b / (float)nlist;
+        uint64_t num = 0, den = 0;
+        for (size_t j = 0; j < CALIBRATION_K; j++) {
+            num += covered[j];
+            den += pairs[j];
+            point[1 + j] = den ? (float)((double)num / (double)den) : 1.0f;
+        }
         out->npoints++;
         next = b + (b / 4 > 1 ? b / 4 : 1);
         if (next > nlist)
             next = nlist;
+    }
+    /* How much of what the probed partitions hold a search finds: the
+     * recall@10 of the full scan of these rows for the sample, at the
+     * re-rank depth a search for a target recall uses. */
+    tq_search_opts so = {.k = CALIBRATION_K + 1, .scorer = TQ_SCORER_LUT, .threads = nparts,
+                         .rerank = c->cfg.refine != TQ_REFINE_NONE ? TQ_TARGET_RERANK : 0};
+    out->quality = 1.0f;
+    if (tq_search(c, rows, 1, q, nq, &so, found, nfound, NULL) == TQ_OK) {
+        uint64_t hits = 0, want = 0;
+        for (size_t i = 0; i < nq; i++)
+            for (size_t j = 0; j < CALIBRATION_K; j++) {
+                const uint32_t row = best_row[i * CALIBRATION_K + j];
+                if (row == UINT32_MAX)
+                    continue;
+                want++;
+                for (size_t h = 0; h < nfound[i]; h++)
+                    if (found[i * (CALIBRATION_K + 1) + h].id == row) {
+                        hits++;
+                        break;
+                    }
+            }
+        if (want && hits)
+            out->quality = (float)((double)hits / (double)want);
     }
     rc = TQ_OK;
 done:
@@ -390,22 +423,40 @@ done:
     tq_free(best_row);
     tq_free(which);
     tq_free(hist);
+    tq_free(found);
+    tq_free(nfound);
     return rc;
 }
 
-double tq_partition_share(const tq_partitions *p, double recall)
+/* A point's share of a query's k nearest covered, k fractional: between
+ * the curves of the whole counts around it. */
+static double covered_at(const float *point, double k)
+{
+    const unsigned k0 = (unsigned)k, k1 = k0 < TQ_CURVE_K ? k0 + 1 : k0;
+    return (double)point[k0] + ((double)point[k1] - (double)point[k0]) * (k - k0);
+}
+
+double tq_partition_share(const tq_partitions *p, double recall, double k)
 {
     if (!p->npoints)
         return 1.0;
-    const float *c = p->curve;
-    if (recall <= (double)c[1])
-        return c[0];
-    for (uint32_t i = 1; i < p->npoints; i++)
-        if ((double)c[2 * i + 1] >= recall) {
+    k = k < 1 ? 1 : k > TQ_CURVE_K ? TQ_CURVE_K : k;
+    /* What the probed partitions must cover for a search, which finds
+     * `quality` of what they hold, to reach the recall. */
+    const double cover = recall / (double)(p->quality > 0.0f ? p->quality : 1.0f);
+    const float *prev = NULL;
+    for (uint32_t i = 0; i < p->npoints; i++) {
+        const float *pt = p->curve + (size_t)i * TQ_CURVE_STRIDE;
+        const double r1 = covered_at(pt, k);
+        if (r1 >= cover) {
+            if (!prev)
+                return (double)pt[0];
             /* Linear between the points around it. */
-            const double f0 = c[2 * i - 2], r0 = c[2 * i - 1], f1 = c[2 * i], r1 = c[2 * i + 1];
-            return r1 > r0 ? f0 + (f1 - f0) * (recall - r0) / (r1 - r0) : f1;
+            const double f0 = prev[0], r0 = covered_at(prev, k), f1 = pt[0];
+            return r1 > r0 ? f0 + (f1 - f0) * (cover - r0) / (r1 - r0) : f1;
         }
+        prev = pt;
+    }
     return 1.0;
 }
 
@@ -440,7 +491,7 @@ int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, ui
     out->half_norms = tq_malloc(nlist * sizeof(float));
     out->offsets = tq_calloc((size_t)nlist + 1, sizeof(uint32_t));
     out->order = tq_malloc(n * sizeof(uint32_t));
-    out->curve = tq_malloc(2 * TQ_MAX_CURVE * sizeof(float));
+    out->curve = tq_malloc(TQ_MAX_CURVE * TQ_CURVE_STRIDE * sizeof(float));
     x = tq_malloc((slab < n ? slab : n) * d * sizeof(float));
     dots = tq_malloc((size_t)nparts * ROW_CHUNK * CENTROID_CHUNK * sizeof(float));
     best = tq_malloc((size_t)nparts * ROW_CHUNK * sizeof(float));

@@ -722,7 +722,11 @@ static void scratch_give(search_scratch *sc)
  * sqrt(rows)), as many rows' worth as nprobe partitions of one set holding
  * all their rows would be: nprobe scaled by their partitions over the
  * default count for their rows together. A query then scans about the same
- * rows however a collection is split into segments. */
+ * rows however a collection is split into segments.
+ *
+ * A target recall instead: each set probes the share of its own ranking
+ * that its probe curve (tq_partitions) says the recall needs, read at the
+ * share of the 10 nearest rows the set holds by its size. */
 typedef struct probe_state {
     block_visit *visits;  /* room for every block plus one per partition boundary */
     float *scores;        /* one set's centroid scores: the largest nlist, rounded up to 16 */
@@ -731,8 +735,13 @@ typedef struct probe_state {
     uint8_t *chosen;      /* flags by that number: a round's partitions, read in row order */
     uint32_t *first;      /* nsets + 1: each set's first partition number */
     uint32_t total;       /* partitions in all */
-    double scale;         /* partitions a round takes per unit of nprobe */
-    double budget;        /* partitions the first round takes for a target recall, else 0 */
+    /* The partitions are ranked in groups, and a round takes ranks [from,
+     * to) of each: one group of all of them for nprobe; one per set for a
+     * target recall, each set then probed as its own curve says. */
+    uint32_t ngroups;
+    uint32_t *group;      /* ngroups + 1: each group's first partition number */
+    uint32_t *start;      /* ngroups: the first round's `to` of each */
+    uint32_t *from, *to;  /* ngroups: the current round's */
 } probe_state;
 
 static void probe_free(probe_state *ps)
@@ -742,16 +751,24 @@ static void probe_free(probe_state *ps)
     tq_free(ps->keys);
     tq_free(ps->chosen);
     tq_free(ps->first);
+    tq_free(ps->group);
 }
 
-static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t nblocks, float target_recall)
+static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t nblocks, const tq_search_opts *opts)
 {
     memset(ps, 0, sizeof(*ps));
-    size_t most = 0, all = 0, rows = 0, partitioned = 0;
-    if (!(ps->first = tq_malloc((nsets + 1) * sizeof(uint32_t))))
+    size_t most = 0, all = 0, rows = 0, partitioned = 0, everything = 0;
+    if (!(ps->first = tq_malloc((nsets + 1) * sizeof(uint32_t))) ||
+        !(ps->group = tq_malloc((4 * nsets + 1) * sizeof(uint32_t)))) {
+        probe_free(ps);
         return TQ_ENOMEM;
+    }
+    ps->start = ps->group + nsets + 1;
+    ps->from = ps->start + nsets;
+    ps->to = ps->from + nsets;
     for (size_t s = 0; s < nsets; s++) {
         ps->first[s] = (uint32_t)all;
+        everything += sets[s].n;
         if (sets[s].parts) {
             all += sets[s].parts->nlist;
             rows += sets[s].n;
@@ -761,16 +778,28 @@ static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t
     }
     ps->first[nsets] = (uint32_t)all;
     ps->total = (uint32_t)all;
-    ps->scale = partitioned > 1 ? (double)all / tq_partition_default_nlist(rows) : 1.0;
-    /* A target recall: the share of partitions each set's curve asks for,
-     * weighted by its rows, of all the partitions. */
-    if (target_recall > 0.0f) {
-        double share = 0.0;
-        for (size_t s = 0; s < nsets; s++)
-            if (sets[s].parts)
-                share += (double)sets[s].n / (double)rows * tq_partition_share(sets[s].parts, target_recall);
-        ps->budget = ceil(share * (double)all);
+    if (opts->target_recall > 0.0f) {
+        /* Each set probes the share its curve asks for. A set holding a
+         * share of all the rows holds about that share of a query's 10
+         * nearest: their recall is what its curve is read at. */
+        for (size_t s = 0; s < nsets; s++) {
+            const tq_partitions *P = sets[s].parts;
+            if (!P)
+                continue;
+            const double k = (double)TQ_CURVE_K * (double)sets[s].n / (double)everything;
+            const double want = ceil(tq_partition_share(P, opts->target_recall, k) * P->nlist);
+            ps->group[ps->ngroups] = ps->first[s];
+            ps->start[ps->ngroups++] = want < 1 ? 1u : want < P->nlist ? (uint32_t)want : P->nlist;
+        }
+    } else {
+        /* With several sets, as many rows' worth as nprobe partitions of
+         * one set of all their rows (see above). */
+        const double scale = partitioned > 1 ? (double)all / tq_partition_default_nlist(rows) : 1.0;
+        const double want = ceil(opts->nprobe * scale);
+        ps->group[0] = 0;
+        ps->start[ps->ngroups++] = want < all ? (uint32_t)want : (uint32_t)all;
     }
+    ps->group[ps->ngroups] = (uint32_t)all;
     ps->visits = tq_malloc((nblocks + all + 1) * sizeof(block_visit));
     ps->scores = tq_malloc(((most + 15) / 16 * 16 + 1) * sizeof(float));
     ps->keys = tq_malloc((all + 1) * sizeof(uint64_t));
@@ -849,22 +878,27 @@ static size_t visit_rows(block_visit *v, size_t nv, uint32_t s, size_t r0, size_
     return nv;
 }
 
-/* The blocks of one round: ranks [from, to) of the partitions (and, in
- * the first round, every row of the unpartitioned sets), in row order. */
-static size_t probe_round(const search_job *job, probe_state *ps, uint32_t from, uint32_t to)
+/* The blocks of one round: ranks [from, to) of each group of partitions
+ * (and, in the first round, every row of the unpartitioned sets), in row
+ * order. */
+static size_t probe_round(const search_job *job, probe_state *ps, bool first_round)
 {
     size_t nv = 0;
-    /* The best `to`, then the best `from` of those moved ahead of the rest
-     * (a previous round's, already scanned). */
-    select_largest(ps->keys, ps->total, to);
-    select_largest(ps->keys, to, from);
-    for (uint32_t i = from; i < to; i++)
-        ps->chosen[tq_collector_id(ps->keys[i])] = 1;
+    for (uint32_t g = 0; g < ps->ngroups; g++) {
+        uint64_t *keys = ps->keys + ps->group[g];
+        const uint32_t n = ps->group[g + 1] - ps->group[g];
+        /* The best `to`, then the best `from` of those moved ahead of the
+         * rest (a previous round's, already scanned). */
+        select_largest(keys, n, ps->to[g]);
+        select_largest(keys, ps->to[g], ps->from[g]);
+        for (uint32_t i = ps->from[g]; i < ps->to[g]; i++)
+            ps->chosen[tq_collector_id(keys[i])] = 1;
+    }
     for (size_t s = 0; s < job->nsets; s++) {
         const tq_rows *set = &job->sets[s];
         const tq_partitions *P = set->parts;
         if (!P) {
-            if (from == 0 && set->n)
+            if (first_round && set->n)
                 nv = visit_rows(ps->visits, nv, (uint32_t)s, 0, set->n);
             continue;
         }
@@ -910,10 +944,12 @@ static size_t probe_query(search_job *job, probe_state *ps, unsigned nparts, con
     one.scratch = NULL;
     one.visits = ps->visits;
     probe_rank(job, ps, query);
-    const double want = ps->budget > 0 ? ps->budget : ceil(job->opts->nprobe * ps->scale);
-    uint32_t from = 0, to = want < ps->total ? (uint32_t)want : ps->total;
-    for (;;) {
-        one.nblocks = probe_round(job, ps, from, to);
+    for (uint32_t g = 0; g < ps->ngroups; g++) {
+        ps->from[g] = 0;
+        ps->to[g] = ps->start[g];
+    }
+    for (bool first_round = true;; first_round = false) {
+        one.nblocks = probe_round(job, ps, first_round);
         if (one.nblocks) {
             const unsigned n = nparts < one.nblocks ? nparts : (unsigned)one.nblocks;
             one.blocks_per_part = (one.nblocks + n - 1) / n;
@@ -922,10 +958,15 @@ static size_t probe_query(search_job *job, probe_state *ps, unsigned nparts, con
         size_t held = 0;
         for (unsigned p = 0; p < nparts; p++)
             held += sc->cols[p].len;
-        if (to == ps->total || held >= job->opts->k)
+        bool more = false;
+        for (uint32_t g = 0; g < ps->ngroups; g++) {
+            const uint32_t size = ps->group[g + 1] - ps->group[g];
+            ps->from[g] = ps->to[g];
+            ps->to[g] = ps->to[g] < size / 2 ? 2 * ps->to[g] : size;
+            more |= ps->from[g] < size;
+        }
+        if (!more || held >= job->opts->k)
             break;
-        from = to;
-        to = to < ps->total / 2 ? 2 * to : ps->total;
     }
     tq_hit *first;
     const size_t nf = first_stage(sc->cols, nparts, 1, 0, &sc->merged, &first);
@@ -941,6 +982,14 @@ static size_t probe_query(search_job *job, probe_state *ps, unsigned nparts, con
 int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float *queries, size_t nq,
               const tq_search_opts *opts, tq_hit *out, size_t *counts, tq_error *err)
 {
+    /* A search for a target recall re-ranks at least as deep as the
+     * calibration that chose its probes did. */
+    tq_search_opts deeper;
+    if (opts->target_recall > 0.0f && c->cfg.refine != TQ_REFINE_NONE && opts->rerank < TQ_TARGET_RERANK) {
+        deeper = *opts;
+        deeper.rerank = TQ_TARGET_RERANK;
+        opts = &deeper;
+    }
     const size_t d = c->cfg.d, k = opts->k;
     const unsigned rerank = opts->rerank;
     for (size_t i = 0; i < nq; i++)
@@ -1032,7 +1081,7 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
     tq_topk *merged = &sc->merged, *mid = &sc->mid, *best = &sc->best;
 
     probe_state probe = {0};
-    if (probing && probe_init(&probe, sets, nsets, nblocks, opts->target_recall)) {
+    if (probing && probe_init(&probe, sets, nsets, nblocks, opts)) {
         scratch_give(sc);
         if (offsets != offsets_small)
             tq_free(offsets);

@@ -587,8 +587,14 @@ typedef struct tq_partitions {
                                  layout; zero past nlist): what a query scores */
     const float *half_norms;  /* nlist: ||c||^2 / 2 */
     const uint32_t *offsets;  /* nlist + 1, offsets[0] = 0, offsets[nlist] = rows */
-    uint32_t npoints;         /* the probe curve: (share of partitions probed, share of true */
-    const float *curve;       /* neighbours inside them) pairs, rising to (1, 1); 0: none */
+    /* The probe curve: npoints points of TQ_CURVE_STRIDE floats, the share
+     * of partitions probed, then for K = 1 .. TQ_CURVE_K the share of a
+     * query's K nearest rows inside them, rising to 1 at share 1; and the
+     * recall@10 the full scan reaches (at TQ_TARGET_RERANK with refine
+     * data), what probing can at best keep. npoints 0: not calibrated. */
+    uint32_t npoints;
+    const float *curve;
+    float quality;
 } tq_partitions;
 
 /* What partitioning a set of rows produces (owned arrays). */
@@ -598,11 +604,17 @@ typedef struct tq_partitioning {
     uint32_t *offsets;
     uint32_t *order;          /* rows: the row that goes to position i */
     uint32_t npoints;
-    float *curve;             /* 2 * TQ_MAX_CURVE */
+    float *curve;             /* TQ_MAX_CURVE * TQ_CURVE_STRIDE */
+    float quality;
 } tq_partitioning;
 
 #define TQ_MAX_NLIST 65536u
 #define TQ_MAX_CURVE 48u
+#define TQ_CURVE_K 10u
+#define TQ_CURVE_STRIDE (1u + TQ_CURVE_K)
+/* The re-rank depth a search for a target recall uses at least (when the
+ * rows keep refine data): the calibration's. */
+#define TQ_TARGET_RERANK 16u
 #define TQ_MIN_PARTITION_ROWS 64u
 
 /* The default partition count for a set of rows: 4 sqrt(rows), bounded so
@@ -623,8 +635,10 @@ void tq_partition_half_norms(const float *centroids, uint32_t nlist, uint32_t d,
  * nearer, for each metric. */
 float tq_partition_score(tq_metric metric, float dot, float half_norm);
 /* The share of p's partitions (0..1] a search probes to find `recall` of
- * the true neighbours, by its probe curve (1 without one). */
-double tq_partition_share(const tq_partitions *p, double recall);
+ * a query's k (1..TQ_CURVE_K, fractional between the curves) nearest rows
+ * of p, by its probe curve (1 without one, or when the recall is beyond
+ * reach). */
+double tq_partition_share(const tq_partitions *p, double recall, double k);
 /* New heap rows holding rows order[0..n) of `rows` in that order. */
 int tq_rows_gather(const tq_codec *c, const tq_rows *rows, const uint32_t *order, size_t n, tq_rows_out *out);
 

@@ -15,7 +15,8 @@
  *     under cosine the inputs' lengths (a float per row), and for a
  *     partitioned segment its partitions (u32 nlist, u32 npoints, the
  *     centroids as nlist * d floats, u32 offsets[nlist + 1]: the first row
- *     of each, and the probe curve as npoints pairs of floats)
+ *     of each, the full scan's calibrated recall as a float, and the
+ *     probe curve as npoints points of TQ_CURVE_STRIDE floats)
  *
  * Opening checks the header, the table against the config (every length a
  * fixed-size section must have), and the key section's checksum, since
@@ -59,7 +60,8 @@ static unsigned sections_of(uint32_t version)
 /* Bytes of a partitions section of nlist partitions at dimension d. */
 static uint64_t partitions_bytes(uint64_t nlist, uint64_t d, uint64_t npoints)
 {
-    return 8 + nlist * d * sizeof(float) + (nlist + 1) * sizeof(uint32_t) + 2 * npoints * sizeof(float);
+    return 8 + nlist * d * sizeof(float) + (nlist + 1) * sizeof(uint32_t) +
+           (1 + npoints * TQ_CURVE_STRIDE) * sizeof(float);
 }
 
 static uint64_t align_up(uint64_t n)
@@ -167,7 +169,9 @@ static int emit_partitions(out_file *o, const tq_codec *c, const tq_partitions *
     if (!rc)
         rc = emit(o, p->offsets, ((size_t)p->nlist + 1) * sizeof(uint32_t), err);
     if (!rc)
-        rc = emit(o, p->curve, 2 * (size_t)p->npoints * sizeof(float), err);
+        rc = emit(o, &p->quality, sizeof(float), err);
+    if (!rc)
+        rc = emit(o, p->curve, (size_t)p->npoints * TQ_CURVE_STRIDE * sizeof(float), err);
     return rc;
 }
 
@@ -305,7 +309,8 @@ static int open_partitions(tq_segment_file *out, const tq_codec *c, uint64_t row
     tq_partition_transpose(centroids, nlist, c->cfg.d, out->centroids_t);
     out->parts = (tq_partitions){.nlist = nlist, .centroids = centroids, .centroids_t = out->centroids_t,
                                  .half_norms = out->half_norms, .offsets = offsets, .npoints = npoints,
-                                 .curve = (const float *)(const void *)(offsets + nlist + 1)};
+                                 .quality = *(const float *)(const void *)(offsets + nlist + 1),
+                                 .curve = (const float *)(const void *)(offsets + nlist + 1) + 1};
     return TQ_OK;
 }
 
