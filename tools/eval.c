@@ -522,7 +522,7 @@ static int open_or_build(const eval_opts *o, const tqvec_collection_options *cre
  * as the build). Bytes per vector (scanned, and refine) from VINFO. */
 static int server_set(const eval_opts *o, const tqvec_collection_options *co, const char *refine,
                       const tq_matrix *base, tool_target *t, double *build_s, uint64_t *bytes_per_vector,
-                      uint64_t *refine_bytes)
+                      uint64_t *refine_bytes, unsigned *nlist)
 {
     resp_client c;
     char why[320];
@@ -563,6 +563,20 @@ static int server_set(const eval_opts *o, const tqvec_collection_options *co, co
             rc = tool_fail("eval", "loading %s: %s", t->key, why);
             goto out;
         }
+        /* SAVE seals what the log holds and returns once the sealed
+         * segments are partitioned: part of the build. */
+        if (o->partition) {
+            if (resp_call(&c, 1, (const char *[]){"SAVE"})) {
+                rc = tool_fail("eval", "SAVE: %s", c.nparts ? c.part[0] : "connection lost");
+                goto out;
+            }
+            *build_s = tool_now() - t0;
+        }
+    }
+    if (o->partition && resp_call(&c, 2, (const char *[]){"VINFO", t->key}) == 0) {
+        long long parts = 0;
+        if (resp_reply_number(&c, "partitions", &parts))
+            *nlist = (unsigned)parts;
     }
     long long total = 0, kept = 0;
     if (resp_call(&c, 2, (const char *[]){"VINFO", t->key}) || !resp_reply_number(&c, "bytes-per-vector", &total) ||
@@ -618,7 +632,7 @@ static int build_index(const eval_opts *o, int kind, const tqvec_index_options *
                      opts->center == TQVEC_CENTER_NONE ? "none" : "mean", refine_name,
                      (unsigned long long)opts->seed);
         return server_set(o, &co, refine_name, base, &out->target, &out->build_s, &out->bytes_per_vector,
-                          &out->refine_bytes);
+                          &out->refine_bytes, &out->nlist);
     }
     if (kind == TARGET_DIR) {
         if (open_or_build(o, &co, base, &out->coll, &out->build_s))

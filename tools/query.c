@@ -121,14 +121,23 @@ static bool search_server(query_run *r, resp_client *conn, size_t from, size_t g
 {
     const tool_target *t = r->target;
     const size_t k = r->sp.k, d = r->queries->d;
-    char kbuf[16], rbuf[16];
+    char kbuf[16], rbuf[16], pbuf[32];
     snprintf(kbuf, sizeof(kbuf), "%u", r->sp.k);
     snprintf(rbuf, sizeof(rbuf), "%u", r->sp.rerank);
+    /* The probing asked for, named explicitly (the daemon's default is a
+     * target recall); the daemon's defaults for both when asked. */
+    const bool recall = r->sp.target_recall > 0.0f;
+    if (recall)
+        snprintf(pbuf, sizeof(pbuf), "%.9g", (double)r->sp.target_recall);
+    else
+        snprintf(pbuf, sizeof(pbuf), "%u", r->sp.nprobe);
     const double t0 = tool_now();
     for (size_t i = from; i < from + g; i++) {
-        const char *args[] = {"VSIM", t->key, "FP32", (const char *)query_vector(r, i), "COUNT", kbuf, "RERANK", rbuf};
-        const size_t lens[] = {4, strlen(t->key), 4, d * sizeof(float), 5, strlen(kbuf), 6, strlen(rbuf)};
-        if (!resp_queue(conn, t->server_default_rerank ? 6 : 8, args, lens)) {
+        const char *args[] = {"VSIM",  t->key, "FP32", (const char *)query_vector(r, i), "COUNT", kbuf,
+                              "RERANK", rbuf,  recall ? "RECALL" : "NPROBE", pbuf};
+        const size_t lens[] = {4, strlen(t->key), 4, d * sizeof(float), 5, strlen(kbuf), 6, strlen(rbuf),
+                               6, strlen(pbuf)};
+        if (!resp_queue(conn, t->server_default_rerank ? 6 : 10, args, lens)) {
             run_fail(r, "out of memory");
             return false;
         }

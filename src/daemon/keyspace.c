@@ -1118,6 +1118,9 @@ int tqd_keyspace_save(tqvec_error *err)
         pthread_mutex_lock(&v->write_lock);
         int r = v->dropped ? TQVEC_OK : tqvec_collection_compact(v->c, rc ? NULL : err);
         pthread_mutex_unlock(&v->write_lock);
+        /* The segments it sealed are partitioned when SAVE returns. */
+        if (!r)
+            tqvec_collection_wait_partitioned(v->c, NULL);
         tqd_vset_release(v);
         if (r && !rc)
             rc = r;

@@ -22,6 +22,10 @@
  *     at most COUNT * TQVEC_MAX_RERANK elements.
  *   - FILTER runs inside the scan, so VSIM returns min(COUNT, matching)
  *     elements at any selectivity; FILTER-EF is accepted and not needed.
+ *   - A set's sealed segments are partitioned (k-means, in the background),
+ *     and VSIM scans the partitions its calibration says a recall@10 of
+ *     TQD_DEFAULT_RECALL needs; VSIM ... RECALL r asks for another recall,
+ *     VSIM ... NPROBE n for n partitions (0: every element, as TRUTH).
  *   - REDUCE projects with seeded random signs (Achlioptas), kept as a seed
  *     beside the collection; one-dimensional sets are stored padded to
  *     two dimensions (a rotation needs two). VDIM and VEMB report what
@@ -490,8 +494,8 @@ static size_t vadd_run(tqd_client *cl, const tqd_request *reqs, size_t n, tqd_re
 
 typedef struct vsim_args {
     bool withscores, withattribs, truth;
-    long long count, ef, rerank;
-    double epsilon;
+    long long count, ef, rerank, nprobe;
+    double epsilon, recall;
     char *filter;
 } vsim_args;
 
@@ -528,6 +532,18 @@ static bool parse_vsim_options(const tqd_arg *argv, size_t argc, size_t j, vsim_
                 tqd_reply_error(r, "ERR invalid EF");
                 return false;
             }
+        } else if (tqd_arg_is(&argv[j], "NPROBE") && j + 1 < argc) {
+            if (!tqd_arg_ll(&argv[++j], &a->nprobe) || a->nprobe < 0 || a->nprobe > UINT32_MAX) {
+                tqd_reply_error(r, "ERR invalid NPROBE");
+                return false;
+            }
+            a->recall = 0;
+        } else if (tqd_arg_is(&argv[j], "RECALL") && j + 1 < argc) {
+            if (!tqd_arg_double(&argv[++j], &a->recall) || !(a->recall > 0 && a->recall <= 1)) {
+                tqd_reply_error(r, "ERR invalid RECALL: above 0, at most 1");
+                return false;
+            }
+            a->nprobe = -1;
         } else if (tqd_arg_is(&argv[j], "RERANK") && j + 1 < argc) {
             if (!tqd_arg_ll(&argv[++j], &a->rerank) || a->rerank < 0 || a->rerank > TQVEC_MAX_RERANK) {
                 tqd_reply_error(r, "ERR invalid RERANK: 0 to %d", TQVEC_MAX_RERANK);
@@ -578,7 +594,7 @@ static void vsim_query_free(vsim_query *q)
 /* Parse a VSIM on set v into q; false after replying with the error. */
 static bool vsim_prepare(tqd_vset *v, const tqd_arg *argv, size_t argc, vsim_query *q, tqd_reply *r)
 {
-    *q = (vsim_query){.a = {.count = 10, .rerank = -1, .epsilon = 2.0}};
+    *q = (vsim_query){.a = {.count = 10, .rerank = -1, .nprobe = -1, .epsilon = 2.0, .recall = TQD_DEFAULT_RECALL}};
     size_t dim = 0, consumed = 0;
     tqvec_error err;
     const tqd_arg *how = &argv[2];
@@ -635,6 +651,10 @@ static bool vsim_prepare(tqd_vset *v, const tqd_arg *argv, size_t argc, vsim_que
     }
     if (a->truth)
         q->p.scorer = TQVEC_SCORER_FLOAT;
+    else if (a->nprobe >= 0)
+        q->p.nprobe = (uint32_t)a->nprobe;
+    else
+        q->p.target_recall = (float)a->recall;
     return true;
 fail:
     vsim_query_free(q);
@@ -645,6 +665,7 @@ fail:
 static bool same_search(const vsim_query *x, const vsim_query *y)
 {
     return x->p.k == y->p.k && x->p.rerank == y->p.rerank && x->p.scorer == y->p.scorer &&
+           x->p.nprobe == y->p.nprobe && x->p.target_recall == y->p.target_recall &&
            (x->a.filter == NULL) == (y->a.filter == NULL) && (!x->a.filter || !strcmp(x->a.filter, y->a.filter));
 }
 
@@ -875,7 +896,7 @@ static void cmd_vinfo(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
     static const char *const variants[] = {"mse", "mse", "prod"};
     static const char *const redis_quant[] = {[QUANT_UNSET] = "tq", [QUANT_Q8] = "int8",
                                               [QUANT_NOQUANT] = "f32", [QUANT_BIN] = "bin"};
-    tqd_reply_map(r, 20);
+    tqd_reply_map(r, 21);
     /* Redis's fields first, with the nearest true values (there is no
      * graph: no links, one level), then ours. */
     tqd_reply_simple(r, "quant-type");
@@ -918,6 +939,8 @@ static void cmd_vinfo(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
     tqd_reply_int(r, in.segments);
     tqd_reply_simple(r, "unsealed-rows");
     tqd_reply_int(r, (long long)in.unsealed);
+    tqd_reply_simple(r, "partitions");
+    tqd_reply_int(r, (long long)tqvec_collection_partitions(v->c));
     tqd_reply_simple(r, "simd");
     tqd_reply_simple(r, in.simd);
     tqd_vset_release(v);
