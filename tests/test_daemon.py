@@ -901,6 +901,50 @@ def test_restart_keeps_everything(d):
     assert dict(zip(info[0::2], info[1::2]))["metric"] == "ip"
 
 
+def test_partitioned_sets():
+    """Sealed segments are partitioned in the background: VINFO counts the
+    partitions, VSIM NPROBE covering them all answers as the full scan,
+    RECALL and the default probe fewer and still answer COUNT elements,
+    bad values are refused, and a restart keeps the partitions."""
+    d = Daemon(args=["--segment-rows", "500", "--partition-rows", "200"])
+    try:
+        vs = vectors(2400, 16, seed=21)
+        c = d.conn()
+        for i, v in enumerate(vs):
+            c.send("VADD", "big", "FP32", fp32(v), "e%d" % i, "NOQUANT")
+        for _ in vs:
+            assert c.reply() == 1
+        assert c.call("SAVE") == "OK"  # seals the log and returns partitioned
+        info = c.call("VINFO", "big")
+        fields = dict(zip(info[0::2], info[1::2]))
+        assert fields["partitions"] > 0 and fields["segments"] >= 4, fields
+        assert c.call("CONFIG", "GET", "partition-rows") == [b"partition-rows", b"200"]
+        for q in (vs[3], vs[1500], [0.5] * 16):
+            full = c.call("VSIM", "big", "FP32", fp32(q), "COUNT", 10, "WITHSCORES", "NPROBE", 0)
+            assert c.call("VSIM", "big", "FP32", fp32(q), "COUNT", 10, "WITHSCORES", "NPROBE", 100000) == full
+            for extra in (["RECALL", 0.5], ["RECALL", 1], ["NPROBE", 1], []):
+                got = c.call("VSIM", "big", "FP32", fp32(q), "COUNT", 10, *extra)
+                assert len(got) == 10, (extra, got)
+        # the default finds a row's own element first
+        assert c.call("VSIM", "big", "ELE", "e42", "COUNT", 1) == [b"e42"]
+        assert c.call("VSIM", "big", "ELE", "e1", "RECALL", 0).startswith("ERR invalid RECALL")
+        assert c.call("VSIM", "big", "ELE", "e1", "RECALL", 1.5).startswith("ERR invalid RECALL")
+        assert c.call("VSIM", "big", "ELE", "e1", "NPROBE", -1).startswith("ERR invalid NPROBE")
+        before = c.call("VSIM", "big", "FP32", fp32(vs[7]), "COUNT", 10, "RECALL", 0.9)
+        c.close()
+        d.stop_keep = True
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=30) == 0
+        d.log.close()
+        d.start()
+        c = d.conn()
+        info = c.call("VINFO", "big")
+        assert dict(zip(info[0::2], info[1::2]))["partitions"] == fields["partitions"]
+        assert c.call("VSIM", "big", "FP32", fp32(vs[7]), "COUNT", 10, "RECALL", 0.9) == before
+    finally:
+        d.stop()
+
+
 def test_auth():
     d = Daemon(args=["--requirepass", "s3cret"])
     try:

@@ -58,6 +58,7 @@ static struct {
     int lock_fd;
     int fsync;
     uint32_t segment_rows;
+    uint32_t partition_rows;
     int max;
     int databases;
     uint64_t drops, stages, uids;
@@ -365,6 +366,7 @@ static tqvec_collection_options open_options(tqd_vset *v, const tqvec_collection
     tqvec_collection_options o = base ? *base : (tqvec_collection_options){0};
     o.fsync = ks.fsync;
     o.segment_rows = ks.segment_rows;
+    o.partition_rows = ks.partition_rows;
     o.log = collection_log;
     o.log_ctx = v->name;
     return o;
@@ -410,6 +412,7 @@ int tqd_keyspace_open(const tqd_config *cfg)
 {
     ks.fsync = cfg->appendfsync;
     ks.segment_rows = cfg->segment_rows;
+    ks.partition_rows = cfg->partition_rows;
     ks.max = cfg->max_collections;
     ks.databases = cfg->databases;
     if (!(ks.root = strdup(cfg->dir)))
