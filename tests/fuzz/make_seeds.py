@@ -78,11 +78,13 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "c")
         x = np.random.default_rng(1).standard_normal((40, 8)).astype(np.float32)
-        with tqvec.Collection.create(path, dim=8, segment_rows=16, fsync="no") as c:
+        # Segments of 16 rows, partitioned (format 4's partitions section).
+        with tqvec.Collection.create(path, dim=8, segment_rows=16, fsync="no", partition_rows=16) as c:
             c.add(["k%d" % i for i in range(16)], x[:16], [{"i": i} for i in range(16)])
             c.add(["k%d" % i for i in range(16, 32)], x[16:32])
             c.remove(["k3", "k20"])
             c.add(["k%d" % i for i in range(32, 40)], x[32:40])
+            c.wait_partitioned()
         for sub, kind in (("wal", 0), ("seg", 1)):
             for name in sorted(os.listdir(os.path.join(path, sub))):
                 data = open(os.path.join(path, sub, name), "rb").read()

@@ -207,6 +207,7 @@ _results_export = _fn("tqvec_results_export", ctypes.c_int, _P, ctypes.c_size_t,
 _results_free = _fn("tqvec_results_free", None, _P)
 _sync = _fn("tqvec_collection_sync", ctypes.c_int, _P, _err_p)
 _compact = _fn("tqvec_collection_compact", ctypes.c_int, _P, _err_p)
+_wait_partitioned = _fn("tqvec_collection_wait_partitioned", ctypes.c_int, _P, _err_p)
 _verify = _fn("tqvec_collection_verify", ctypes.c_int, _P, _err_p)
 _info = _fn("tqvec_collection_get_info", ctypes.c_int, _P, ctypes.POINTER(_Info))
 _version = _fn("tqvec_version", ctypes.c_char_p)
@@ -626,6 +627,12 @@ class Collection:
         """Seal the log into a segment and rewrite segments with many deletions."""
         err = _Error()
         _check(_compact(self._handle(), ctypes.byref(err)), err)
+
+    def wait_partitioned(self):
+        """Return once the background partitioner has partitioned every
+        sealed segment that wants it (for benchmarks and tests)."""
+        err = _Error()
+        _check(_wait_partitioned(self._handle(), ctypes.byref(err)), err)
 
     def verify(self):
         """Checksum every byte; CorruptError names the file and section."""
