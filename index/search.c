@@ -510,8 +510,42 @@ static void search_part(void *arg, unsigned part)
     }
 }
 
+/* With re-ranking, stage 3 takes every first-stage candidate instead
+ * of the best k' by float tables (see finish_query), in any order. */
+static bool refines_all(const tq_search_opts *opts)
+{
+    return opts->scorer == TQ_SCORER_LUT && opts->rerank;
+}
+
+/* The refine bytes of the candidates asked for before any is read: their
+ * rows are scattered over the refine data, and one miss at a time was a
+ * third of a probing search. */
+static void prefetch_refine(const search_job *job, const tq_hit *hits, size_t n)
+{
+    const tq_codec *c = job->c;
+    const size_t d = c->cfg.d;
+    for (size_t i = 0; i < n; i++) {
+        const row_ref r = find_row(job, hits[i].id);
+        const char *p;
+        size_t bytes;
+        if (c->cfg.refine == TQ_REFINE_FP16) {
+            p = (const char *)(r.set->half + r.row * d);
+            bytes = d * sizeof(uint16_t);
+        } else if (c->cfg.refine == TQ_REFINE_FP32) {
+            p = (const char *)(r.set->vectors + r.row * d);
+            bytes = d * sizeof(float);
+        } else {
+            p = (const char *)(r.set->refine8 + r.row * d);
+            bytes = d;
+        }
+        /* The first lines: the hardware prefetcher follows on from them. */
+        for (size_t o = 0; o < bytes && o < 256; o += 64)
+            __builtin_prefetch(p + o);
+    }
+}
+
 /* Stages 2 and 3 for one query, from the merged first-stage hits (best
- * first in `first`, nfirst of them). */
+ * first in `first`, nfirst of them; in any order when refines_all). */
 static size_t finish_query(const search_job *job, const float *query, const tq_query *pq, tq_hit *first,
                            size_t nfirst, tq_topk *mid, tq_topk *best, tq_hit *out)
 {
@@ -523,7 +557,7 @@ static size_t finish_query(const search_job *job, const float *query, const tq_q
      * costs less than its float-table estimate (a lookup a nibble), and
      * re-ranking a superset of stage 2's k' on finer data loses nothing
      * stage 2 would have kept. */
-    const bool straight_to_refine = opts->scorer == TQ_SCORER_LUT && opts->rerank;
+    const bool straight_to_refine = refines_all(opts);
     if (opts->scorer == TQ_SCORER_LUT && !straight_to_refine) {
         tq_topk_reset(mid);
         for (size_t i = 0; i < nfirst; i++)
@@ -533,6 +567,7 @@ static size_t finish_query(const search_job *job, const float *query, const tq_q
     if (n > mid->cap && !straight_to_refine)
         n = mid->cap; /* float scorer: the first stage already kept k' */
     if (opts->rerank) {
+        prefetch_refine(job, first, n);
         tq_topk_reset(best);
         for (size_t i = 0; i < n; i++)
             tq_topk_push(best, first[i].id, refine_key(c, query, pq, find_row(job, first[i].id)));
@@ -811,39 +846,6 @@ static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t
     return TQ_OK;
 }
 
-/* Move the `want` largest of n distinct keys to the front, in no order
- * (quickselect: linear on average, where a heap of the best was a tenth
- * of a probing search). */
-static void select_largest(uint64_t *keys, size_t n, size_t want)
-{
-    size_t lo = 0, hi = n;
-    while (want > lo && want < hi && hi - lo > 1) {
-        const uint64_t a = keys[lo], b = keys[lo + (hi - lo) / 2], c = keys[hi - 1];
-        const uint64_t pivot = a < b ? (b < c ? b : a < c ? c : a) : (a < c ? a : b < c ? c : b);
-        /* [lo, i): above the pivot; [i, j): equal (the pivot); [j, hi): below. */
-        size_t i = lo, j = lo, k = hi;
-        while (j < k) {
-            const uint64_t x = keys[j];
-            if (x > pivot) {
-                keys[j] = keys[i];
-                keys[i++] = x;
-                j++;
-            } else if (x < pivot) {
-                keys[j] = keys[--k];
-                keys[k] = x;
-            } else {
-                j++;
-            }
-        }
-        if (want <= i)
-            hi = i;
-        else if (want >= j)
-            lo = j;
-        else
-            return;
-    }
-}
-
 /* Rank every partition of every partitioned set by nearness to the query
  * into ps->keys (once per query). */
 static void probe_rank(const search_job *job, probe_state *ps, const float *query)
@@ -889,8 +891,8 @@ static size_t probe_round(const search_job *job, probe_state *ps, bool first_rou
         const uint32_t n = ps->group[g + 1] - ps->group[g];
         /* The best `to`, then the best `from` of those moved ahead of the
          * rest (a previous round's, already scanned). */
-        select_largest(keys, n, ps->to[g]);
-        select_largest(keys, ps->to[g], ps->from[g]);
+        tq_select_largest(keys, n, ps->to[g]);
+        tq_select_largest(keys, ps->to[g], ps->from[g]);
         for (uint32_t i = ps->from[g]; i < ps->to[g]; i++)
             ps->chosen[tq_collector_id(keys[i])] = 1;
     }
@@ -915,12 +917,12 @@ static size_t probe_round(const search_job *job, probe_state *ps, bool first_rou
 /* Query i's first-stage hits, best first, from the collectors of nparts
  * parts (part p's at cols[p * stride + i]): one part's collector is the
  * answer already; several parts' are merged by the same total order. */
-static size_t first_stage(tq_collector *cols, unsigned nparts, size_t stride, size_t i, tq_topk *merged,
-                          tq_hit **first)
+static size_t first_stage(const search_job *job, tq_collector *cols, unsigned nparts, size_t stride, size_t i,
+                          tq_topk *merged, tq_hit **first)
 {
     if (nparts == 1) {
         *first = cols[i].out;
-        return tq_collector_finish(&cols[i]);
+        return tq_collector_finish(&cols[i], !refines_all(job->opts));
     }
     tq_topk_reset(merged);
     for (unsigned p = 0; p < nparts; p++) {
@@ -969,7 +971,7 @@ static size_t probe_query(search_job *job, probe_state *ps, unsigned nparts, con
             break;
     }
     tq_hit *first;
-    const size_t nf = first_stage(sc->cols, nparts, 1, 0, &sc->merged, &first);
+    const size_t nf = first_stage(job, sc->cols, nparts, 1, 0, &sc->merged, &first);
     return finish_query(&one, query, pq, first, nf, &sc->mid, &sc->best, out);
 }
 
@@ -1108,7 +1110,7 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
         tq_pool_run(nparts, search_part, &job);
         for (size_t i = 0; i < m; i++) {
             tq_hit *first;
-            const size_t nf = first_stage(cols, nparts, m, i, merged, &first);
+            const size_t nf = first_stage(&job, cols, nparts, m, i, merged, &first);
             counts[q0 + i] = finish_query(&job, queries + (q0 + i) * d, &pq[i], first, nf, mid, best,
                                           out + (q0 + i) * k);
         }

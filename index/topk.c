@@ -137,7 +137,7 @@ void tq_collector_reset(tq_collector *c)
  * Quickselect with a median-of-three pivot and a branch-free partition:
  * packed hits are distinct, so the result does not depend on the pivots
  * chosen. */
-static void select_largest(uint64_t *h, size_t n, size_t m)
+void tq_select_largest(uint64_t *h, size_t n, size_t m)
 {
     size_t lo = 0, hi = n;
     while (hi - lo > 1 && m > lo && m < hi) {
@@ -178,7 +178,7 @@ void tq_collector_cut(tq_collector *c)
         return;
     }
     if (c->len > c->keep)
-        select_largest(c->buf, c->len, c->keep);
+        tq_select_largest(c->buf, c->len, c->keep);
     c->len = c->keep;
     uint64_t worst = c->buf[0];
     for (size_t i = 1; i < c->len; i++)
@@ -192,14 +192,14 @@ static int packed_descending(const void *a, const void *b)
     return x > y ? -1 : x < y ? 1 : 0;
 }
 
-size_t tq_collector_finish(tq_collector *c)
+size_t tq_collector_finish(tq_collector *c, bool sorted)
 {
     tq_collector_cut(c);
     uint64_t *h = c->buf;
     const size_t n = c->len;
-    if (n > 64) {
+    if (sorted && n > 64) {
         qsort(h, n, sizeof(uint64_t), packed_descending);
-    } else {
+    } else if (sorted) {
         /* A search's k' is usually a few dozen: insertion sort. */
         for (size_t i = 1; i < n; i++) {
             const uint64_t x = h[i];

@@ -377,8 +377,12 @@ static inline void tq_collector_add(tq_collector *c, uint64_t id, float score)
     if (++c->len == c->cap || c->len == c->keep)
         tq_collector_cut(c);
 }
-/* The kept hits, best first, into c->out; returns their count. */
-size_t tq_collector_finish(tq_collector *c);
+/* The kept hits into c->out, best first if `sorted` (else in no order);
+ * returns their count. */
+size_t tq_collector_finish(tq_collector *c, bool sorted);
+/* Reorder h[0..n) so that h[0..m) are its m largest, in no order (packed
+ * hits or any distinct keys; branch-free quickselect). */
+void tq_select_largest(uint64_t *h, size_t n, size_t m);
 /* a better than b under the index ordering. */
 bool tq_hit_better(const tq_hit *a, const tq_hit *b);
 
