@@ -391,7 +391,7 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
      * recall@10 of the full scan of these rows for the sample, at the
      * re-rank depth a search for a target recall uses. */
     tq_search_opts so = {.k = CALIBRATION_K + 1, .scorer = TQ_SCORER_LUT, .threads = nparts,
-                         .rerank = c->cfg.refine != TQ_REFINE_NONE ? TQ_TARGET_RERANK : 0};
+                         .rerank = tq_target_rerank(c)};
     out->quality = 1.0f;
     if (tq_search(c, rows, 1, q, nq, &so, found, nfound, NULL) == TQ_OK) {
         uint64_t hits = 0, want = 0;
@@ -434,6 +434,13 @@ static double covered_at(const float *point, double k)
 {
     const unsigned k0 = (unsigned)k, k1 = k0 < TQ_CURVE_K ? k0 + 1 : k0;
     return (double)point[k0] + ((double)point[k1] - (double)point[k0]) * (k - k0);
+}
+
+unsigned tq_target_rerank(const tq_codec *c)
+{
+    if (c->cfg.refine == TQ_REFINE_NONE)
+        return 0;
+    return c->cfg.bits <= 1 ? 16u : c->cfg.bits == 2 ? 8u : 4u;
 }
 
 double tq_partition_share(const tq_partitions *p, double recall, double k)

@@ -987,9 +987,9 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
     /* A search for a target recall re-ranks at least as deep as the
      * calibration that chose its probes did. */
     tq_search_opts deeper;
-    if (opts->target_recall > 0.0f && c->cfg.refine != TQ_REFINE_NONE && opts->rerank < TQ_TARGET_RERANK) {
+    if (opts->target_recall > 0.0f && opts->rerank < tq_target_rerank(c)) {
         deeper = *opts;
-        deeper.rerank = TQ_TARGET_RERANK;
+        deeper.rerank = tq_target_rerank(c);
         opts = &deeper;
     }
     const size_t d = c->cfg.d, k = opts->k;

@@ -594,8 +594,7 @@ typedef struct tq_partitions {
     /* The probe curve: npoints points of TQ_CURVE_STRIDE floats, the share
      * of partitions probed, then for K = 1 .. TQ_CURVE_K the share of a
      * query's K nearest rows inside them, rising to 1 at share 1; and the
-     * recall@10 the full scan reaches (at TQ_TARGET_RERANK with refine
-     * data), what probing can at best keep. npoints 0: not calibrated. */
+     * recall@10 the full scan reaches (at tq_target_rerank's depth), what probing can at best keep. npoints 0: not calibrated. */
     uint32_t npoints;
     const float *curve;
     float quality;
@@ -616,9 +615,11 @@ typedef struct tq_partitioning {
 #define TQ_MAX_CURVE 48u
 #define TQ_CURVE_K 10u
 #define TQ_CURVE_STRIDE (1u + TQ_CURVE_K)
-/* The re-rank depth a search for a target recall uses at least (when the
- * rows keep refine data): the calibration's. */
-#define TQ_TARGET_RERANK 16u
+/* The re-rank depth a search for a target recall uses at least, the
+ * calibration's: 0 without refine data; else deeper the coarser the
+ * codes (16 at 1 bit, 8 at 2, 4 from 3), the depths at which each width
+ * reaches its best recall per time on the shared datasets. */
+unsigned tq_target_rerank(const tq_codec *c);
 #define TQ_MIN_PARTITION_ROWS 64u
 
 /* The default partition count for a set of rows: 4 sqrt(rows), bounded so
