@@ -105,6 +105,14 @@ float tq_partition_score(tq_metric metric, float dot, float half_norm)
     return metric == TQ_METRIC_L2 ? dot - half_norm : dot;
 }
 
+/* Part `part` of nparts' even shares of [0, n): [*from, *to). */
+static void part_share(size_t n, unsigned nparts, unsigned part, size_t *from, size_t *to)
+{
+    const size_t per = (n + nparts - 1) / nparts;
+    *from = part * per < n ? part * per : n;
+    *to = *from + per < n ? *from + per : n;
+}
+
 /* One assignment pass: rows x[0..n) to their best centroid. */
 typedef struct assign_job {
     tq_metric metric;
@@ -123,8 +131,8 @@ static void assign_part(void *arg, unsigned part)
 {
     assign_job *job = arg;
     const tq_simd_kernels *k = tq_simd();
-    const size_t per = (job->n + job->nparts - 1) / job->nparts;
-    const size_t r0 = part * per, r1 = r0 + per < job->n ? r0 + per : job->n;
+    size_t r0, r1;
+    part_share(job->n, job->nparts, part, &r0, &r1);
     float *dots = job->dots + (size_t)part * ROW_CHUNK * CENTROID_CHUNK;
     float *best = job->best + (size_t)part * ROW_CHUNK;
     for (size_t i0 = r0; i0 < r1; i0 += ROW_CHUNK) {
@@ -248,8 +256,8 @@ static void calib_part(void *arg, unsigned part)
 {
     calib_job *job = arg;
     const tq_simd_kernels *k = tq_simd();
-    const size_t per = (job->nq + job->nparts - 1) / job->nparts;
-    const size_t q0 = part * per, q1 = q0 + per < job->nq ? q0 + per : job->nq;
+    size_t q0, q1;
+    part_share(job->nq, job->nparts, part, &q0, &q1);
     float *dots = job->dots + (size_t)part * CALIB_QUERY_BLOCK * CALIB_ROW_BLOCK;
     for (size_t qb = q0; qb < q1; qb += CALIB_QUERY_BLOCK) {
         const size_t nqb = q1 - qb < CALIB_QUERY_BLOCK ? q1 - qb : CALIB_QUERY_BLOCK;

@@ -448,6 +448,21 @@ static void gathered_free(gathered *g)
     memset(g, 0, sizeof(*g));
 }
 
+/* Room for n rows' names; false when out of memory. */
+static bool gathered_names(gathered *g, size_t n)
+{
+    g->key = tq_calloc(n + 1, sizeof(char *));
+    g->attr = tq_calloc(n + 1, sizeof(char *));
+    g->key_len = tq_calloc(n + 1, sizeof(uint32_t));
+    g->attr_len = tq_calloc(n + 1, sizeof(uint32_t));
+    return g->key && g->attr && g->key_len && g->attr_len;
+}
+
+static tq_row_names gathered_row_names(const gathered *g)
+{
+    return (tq_row_names){.key = g->key, .key_len = g->key_len, .attr = g->attr, .attr_len = g->attr_len};
+}
+
 static int gather_live(tq_collection *c, seg *const *segs, size_t nsegs, gathered *g, tq_error *err)
 {
     const tq_codec *k = &c->codec;
@@ -455,11 +470,7 @@ static int gather_live(tq_collection *c, seg *const *segs, size_t nsegs, gathere
     size_t live = 0;
     for (size_t i = 0; i < nsegs; i++)
         live += seg_rows(segs[i]) - __atomic_load_n(&segs[i]->ndeleted, __ATOMIC_RELAXED);
-    bool ok = tq_rows_out_alloc(k, live, &g->out) == TQ_OK;
-    ok &= (g->key = tq_calloc(live + 1, sizeof(char *))) != NULL;
-    ok &= (g->attr = tq_calloc(live + 1, sizeof(char *))) != NULL;
-    ok &= (g->key_len = tq_calloc(live + 1, sizeof(uint32_t))) != NULL;
-    ok &= (g->attr_len = tq_calloc(live + 1, sizeof(uint32_t))) != NULL;
+    bool ok = tq_rows_out_alloc(k, live, &g->out) == TQ_OK && gathered_names(g, live);
     uint8_t *row = tq_malloc(tq_codec_row_bytes(k));
     if (!ok || !row) {
         tq_free(row);
@@ -505,19 +516,13 @@ static void repoint_keys(tq_collection *c, seg *s)
 typedef struct sorted_rows {
     tq_partitioning part;
     tq_partitions view;
-    tq_rows_out out;
-    const char **key, **attr;
-    uint32_t *key_len, *attr_len;
+    gathered rows;
 } sorted_rows;
 
 static void sorted_rows_free(sorted_rows *r)
 {
     tq_partitioning_free(&r->part);
-    tq_rows_out_free(&r->out);
-    tq_free(r->key);
-    tq_free(r->attr);
-    tq_free(r->key_len);
-    tq_free(r->attr_len);
+    gathered_free(&r->rows);
     memset(r, 0, sizeof(*r));
 }
 
@@ -539,21 +544,18 @@ static int sort_by_partition(const tq_collection *c, const tq_rows *rows, const 
                                partition_threads(), &out->part, err);
     if (rc)
         return rc;
-    bool ok = tq_rows_gather(&c->codec, rows, out->part.order, n, &out->out) == TQ_OK;
-    ok &= (out->key = tq_malloc((n + 1) * sizeof(char *))) != NULL;
-    ok &= (out->attr = tq_malloc((n + 1) * sizeof(char *))) != NULL;
-    ok &= (out->key_len = tq_malloc((n + 1) * sizeof(uint32_t))) != NULL;
-    ok &= (out->attr_len = tq_malloc((n + 1) * sizeof(uint32_t))) != NULL;
-    if (!ok) {
+    gathered *g = &out->rows;
+    if (tq_rows_gather(&c->codec, rows, out->part.order, n, &g->out) != TQ_OK || !gathered_names(g, n)) {
         sorted_rows_free(out);
         return tq_err(err, TQ_ENOMEM, "out of memory ordering %zu rows by partition", n);
     }
+    g->n = n;
     for (size_t i = 0; i < n; i++) {
         const uint32_t from = out->part.order[i];
-        out->key[i] = names->key[from];
-        out->key_len[i] = names->key_len[from];
-        out->attr[i] = names->attr[from];
-        out->attr_len[i] = names->attr_len[from];
+        g->key[i] = names->key[from];
+        g->key_len[i] = names->key_len[from];
+        g->attr[i] = names->attr[from];
+        g->attr_len[i] = names->attr_len[from];
     }
     out->view = tq_partitioning_view(&out->part);
     return TQ_OK;
@@ -578,14 +580,9 @@ static void partitioner_wake(tq_collection *c)
 
 static tq_rows sorted_view(const sorted_rows *r)
 {
-    tq_rows v = tq_rows_view(&r->out, r->part.order ? r->view.offsets[r->view.nlist] : 0);
+    tq_rows v = tq_rows_view(&r->rows.out, r->rows.n);
     v.parts = &r->view;
     return v;
-}
-
-static tq_row_names sorted_names(const sorted_rows *r)
-{
-    return (tq_row_names){.key = r->key, .key_len = r->key_len, .attr = r->attr, .attr_len = r->attr_len};
 }
 
 /* --------------------------------------------------------- seal, compact */
@@ -616,7 +613,7 @@ static int seal_nolock(tq_collection *c, tq_error *err)
         if ((rc = gather_live(c, &mut, 1, &g, err)))
             return rc;
         rows = tq_rows_view(&g.out, g.n);
-        names = (tq_row_names){.key = g.key, .key_len = g.key_len, .attr = g.attr, .attr_len = g.attr_len};
+        names = gathered_row_names(&g);
     }
     const uint64_t seg_id = rows.n ? c->next_file_id++ : 0;
     uint64_t *new_del = tq_calloc(2 * (nsealed + 1), sizeof(uint64_t));
@@ -769,14 +766,14 @@ int tq_collection_compact(tq_collection *c, tq_error *err)
         goto done;
     if (g.n) {
         tq_rows rows = tq_rows_view(&g.out, g.n);
-        tq_row_names names = {.key = g.key, .key_len = g.key_len, .attr = g.attr, .attr_len = g.attr_len};
+        tq_row_names names = gathered_row_names(&g);
         /* The merged segment is partitioned as it is written: compaction
          * already rewrites every row. */
         if (g.n >= c->opts.partition_rows) {
             if ((rc = sort_by_partition(c, &rows, &names, &sorted, err)))
                 goto done;
             rows = sorted_view(&sorted);
-            names = sorted_names(&sorted);
+            names = gathered_row_names(&sorted.rows);
         }
         id = c->next_file_id++;
         file_path(c, path, "seg", id, "tqs");
@@ -938,20 +935,19 @@ static bool partition_one(tq_collection *c)
     char path[PATH_MAX];
     uint64_t id = 0;
     const size_t rows = (size_t)s->file.rows;
-    const char **key = tq_malloc((rows + 1) * sizeof(char *)), **attr = tq_malloc((rows + 1) * sizeof(char *));
-    uint32_t *key_len = tq_malloc((rows + 1) * sizeof(uint32_t)), *attr_len = tq_malloc((rows + 1) * sizeof(uint32_t));
+    gathered names = {0};
     /* Damaged bytes must not be rewritten under fresh checksums. */
     int rc = seg_verify(s, &err);
-    if (!rc && (!key || !attr || !key_len || !attr_len))
+    if (!rc && !gathered_names(&names, rows))
         rc = tq_err(&err, TQ_ENOMEM, "out of memory partitioning a segment of %zu rows", rows);
     if (!rc) {
         for (size_t r = 0; r < rows; r++) {
-            key[r] = seg_key(s, r, &key_len[r]);
-            attr[r] = seg_attr(s, r, &attr_len[r]);
+            names.key[r] = seg_key(s, r, &names.key_len[r]);
+            names.attr[r] = seg_attr(s, r, &names.attr_len[r]);
         }
         tq_rows view = s->file.view;
-        tq_row_names names = {.key = key, .key_len = key_len, .attr = attr, .attr_len = attr_len};
-        rc = sort_by_partition(c, &view, &names, &sorted, &err);
+        tq_row_names seg_names = gathered_row_names(&names);
+        rc = sort_by_partition(c, &view, &seg_names, &sorted, &err);
     }
     if (!rc) {
         pthread_mutex_lock(&c->write_lock);
@@ -959,8 +955,8 @@ static bool partition_one(tq_collection *c)
         file_path(c, path, "seg", id, "tqs");
         pthread_mutex_unlock(&c->write_lock);
         tq_rows out = sorted_view(&sorted);
-        tq_row_names names = sorted_names(&sorted);
-        rc = tq_segment_write(path, &c->codec, &out, &names, &err);
+        tq_row_names out_names = gathered_row_names(&sorted.rows);
+        rc = tq_segment_write(path, &c->codec, &out, &out_names, &err);
     }
     if (!rc) {
         pthread_mutex_lock(&c->write_lock);
@@ -995,10 +991,7 @@ static bool partition_one(tq_collection *c)
             err.msg);
     }
     sorted_rows_free(&sorted);
-    tq_free(key);
-    tq_free(attr);
-    tq_free(key_len);
-    tq_free(attr_len);
+    gathered_free(&names);
     tq_snapshot_release(snap);
     return true;
 }

@@ -232,5 +232,25 @@ for threads in 1 2; do
       "$work/scan.json" && pass || fail "bench scan threads=$threads"
 done
 
+# synth: a seeded mixture, the same files for the same seed; partitioned
+# in memory and probed for a target recall through eval, with the probe
+# settings in its JSON lines.
+"$tqvec" synth --n 3000 --dim 24 --queries 50 --seed 7 --out "$work/syn1" 2>/dev/null &&
+  "$tqvec" synth --n 3000 --dim 24 --queries 50 --seed 7 --out "$work/syn2" 2>/dev/null &&
+  cmp -s "$work/syn1/base.fvecs" "$work/syn2/base.fvecs" && cmp -s "$work/syn1/gt.ivecs" "$work/syn2/gt.ivecs" &&
+  grep -q 'metric | \*\*l2\*\*' "$work/syn1/README.md" && pass || fail "synth is seeded and complete"
+"$tqvec" eval --base "$work/syn1/base.fvecs" --queries "$work/syn1/query.fvecs" --gt "$work/syn1/gt.ivecs" \
+  --metric l2 --bits 4 --rerank 4 --nprobe 0,4 --target-recall 0.9 --json "$work/ivf.jsonl" >/dev/null 2>&1 &&
+  python3 - "$work/ivf.jsonl" <<'PY' && pass || fail "eval --nprobe/--target-recall records"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+assert [(r["nprobe"], r["target_recall"]) for r in recs] == [(0, 0), (4, 0), (0, 0.9)], recs
+assert all(r["index"] == "ivf" and r["nlist"] > 1 and r["seal_s"] > 0 for r in recs), recs
+PY
+expect_fail "--target-recall above 1" "$tqvec" eval --base "$work/syn1/base.fvecs" --queries "$work/syn1/query.fvecs" \
+  --metric l2 --target-recall 1.5
+expect_fail "--nlist with --dir" "$tqvec" eval --base "$work/syn1/base.fvecs" --queries "$work/syn1/query.fvecs" \
+  --metric l2 --nlist 8 --dir "$work/nodir"
+
 echo "cli: $passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -68,6 +68,13 @@ class Daemon:
         self.proc.wait(timeout=30)
         self.log.close()
 
+    def restart(self):
+        """A clean stop (SIGTERM, exit status 0), then a start on the same data."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(timeout=30) == 0, "tqvecd exit status %d" % self.proc.returncode
+        self.log.close()
+        self.start()
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -889,11 +896,7 @@ def test_restart_keeps_everything(d):
     c.call("VREM", "p", "e5")
     before = c.call("VSIM", "p", "FP32", fp32(vs[10]), "WITHSCORES", "WITHATTRIBS", "COUNT", 20)
     c.close()
-    d.stop_keep = True
-    d.proc.send_signal(signal.SIGTERM)
-    assert d.proc.wait(timeout=30) == 0
-    d.log.close()
-    d.start()
+    d.restart()
     c = d.conn()
     assert c.call("VCARD", "p") == 299 and c.call("VISMEMBER", "p", "e5") == 0
     assert c.call("VSIM", "p", "FP32", fp32(vs[10]), "WITHSCORES", "WITHATTRIBS", "COUNT", 20) == before
@@ -932,11 +935,7 @@ def test_partitioned_sets():
         assert c.call("VSIM", "big", "ELE", "e1", "NPROBE", -1).startswith("ERR invalid NPROBE")
         before = c.call("VSIM", "big", "FP32", fp32(vs[7]), "COUNT", 10, "RECALL", 0.9)
         c.close()
-        d.stop_keep = True
-        d.proc.send_signal(signal.SIGTERM)
-        assert d.proc.wait(timeout=30) == 0
-        d.log.close()
-        d.start()
+        d.restart()
         c = d.conn()
         info = c.call("VINFO", "big")
         assert dict(zip(info[0::2], info[1::2]))["partitions"] == fields["partitions"]

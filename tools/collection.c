@@ -215,8 +215,10 @@ int cmd_build(int argc, char **argv)
 static void query_usage(void)
 {
     fprintf(stderr, "usage: tqvec query --dir DIR --queries VECTORS [-k 10] [--rerank R] [--nq N]\n"
-                    "                   [--threads T] [--attrs] [--filter EXPR]\n"
+                    "                   [--threads T] [--attrs] [--filter EXPR] [--nprobe P | --target-recall R]\n"
                     "Prints one line per query: its row, then key:score for each match, best first.\n"
+                    "Partitioned segments are scanned whole unless --nprobe (partitions) or\n"
+                    "--target-recall (a recall@10 their calibration turns into partitions) says.\n"
                     "--filter takes a Redis vector-set FILTER expression over the attributes,\n"
                     "e.g. '.year >= 1980 and .genre in [\"drama\", \"crime\"]'.\n");
 }
@@ -227,11 +229,13 @@ int cmd_query(int argc, char **argv)
         {"dir", required_argument, 0, 'd'},   {"queries", required_argument, 0, 'q'},
         {"rerank", required_argument, 0, 'r'}, {"nq", required_argument, 0, 'n'},
         {"threads", required_argument, 0, 't'}, {"attrs", no_argument, 0, 'a'},
-        {"filter", required_argument, 0, 'F'},
+        {"filter", required_argument, 0, 'F'}, {"nprobe", required_argument, 0, 'p'},
+        {"target-recall", required_argument, 0, 'R'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0},
     };
     const char *dir = NULL, *queries = NULL;
     tqvec_search_params sp = {.k = 10};
+    char *end;
     size_t nq = 0, v;
     bool attrs = false;
     int opt;
@@ -260,6 +264,16 @@ int cmd_query(int argc, char **argv)
             if (tool_parse_size(optarg, &v) || v < 1 || v > TQVEC_MAX_THREADS)
                 return tool_fail("query", "--threads wants 1..%d, got '%s'", TQVEC_MAX_THREADS, optarg);
             sp.threads = (uint32_t)v;
+            break;
+        case 'p':
+            if (tool_parse_size(optarg, &v) || v > UINT32_MAX)
+                return tool_fail("query", "--nprobe wants a count of partitions, got '%s'", optarg);
+            sp.nprobe = (uint32_t)v;
+            break;
+        case 'R':
+            sp.target_recall = strtof(optarg, &end);
+            if (*end || !(sp.target_recall > 0 && sp.target_recall <= 1))
+                return tool_fail("query", "--target-recall wants a recall in (0, 1], got '%s'", optarg);
             break;
         default:
             query_usage();

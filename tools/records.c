@@ -11,6 +11,13 @@
  * (command line, revision, CPU, seed) becomes a source labelled with its
  * file's name (plus #2, #3 when a file holds several runs), which names its
  * curves. The Pareto frontier is recomputed over the merged records.
+ *
+ * The peers' lines (../shared/peers/peers.py's JSON lines: a "method" and
+ * "recall@10") are read too, so their curves share the axes: each method
+ * becomes a target of its own ("peer:hnswlib.HNSW"), the rest of a record
+ * what the line says (qps, p50/p99, build time, index bytes per vector).
+ * They carry no checksum and name the metric as they ran it (ip for
+ * normalized vectors), so they join a dataset by its name and sizes.
  */
 #include "tq_tools.h"
 
@@ -109,6 +116,78 @@ static const tool_eval_source *find_source(loaded *L, const char *file, const to
     return &t->src;
 }
 
+/* L owns text from now on (records point into it); nonzero when out of
+ * memory, text then still the caller's. */
+static int keep_text(loaded *L, char *text)
+{
+    if (L->nlines == L->lines_cap) {
+        size_t c = L->lines_cap ? L->lines_cap * 2 : 16;
+        char **p = tq_realloc(L->lines, c * sizeof(char *));
+        if (!p)
+            return -1;
+        L->lines = p;
+        L->lines_cap = c;
+    }
+    L->lines[L->nlines++] = text;
+    return 0;
+}
+
+/* A peers.py line (its fields parsed, the record slot reserved) into a
+ * record; "peer:" and the method name its target. */
+static int add_peer_record(loaded *L, const tool_json_field *f, size_t n, const char *file_label, char *why,
+                           size_t cap)
+{
+    bool ok = true;
+    tool_eval_source s = {.batch = 1, .repeat = 1};
+    snprintf(s.prov.command, sizeof(s.prov.command), "../shared/peers/peers.py (%s)",
+             str_field(f, n, "run", &ok));
+    snprintf(s.peak_rss_scope, sizeof(s.peak_rss_scope), "none");
+    const char *method = str_field(f, n, "method", &ok);
+    const tool_json_field *setting = tool_json_find(f, n, "setting");
+    const tool_json_field *bits = tool_json_find(f, n, "bits_per_dim");
+    loaded_record *lr = &L->rec[L->nrec];
+    char *target = tq_malloc(strlen(method) + 6);
+    if (!target || keep_text(L, target)) {
+        tq_free(target);
+        snprintf(why, cap, "out of memory");
+        return -1;
+    }
+    snprintf(target, strlen(method) + 6, "peer:%s", method);
+    tool_eval_record r = {
+        .target = target,
+        .bits = bits && bits->type == TOOL_JSON_NUMBER ? (unsigned)atof(bits->str) : 0,
+        .threads = (unsigned)uint_field(f, n, "search_threads", &ok),
+        .clients = 1,
+        .variant = "-",
+        .correction = "-",
+        .center = "-",
+        .scorer = setting && setting->type == TOOL_JSON_STRING ? setting->str : "-",
+        .refine = "-",
+        .k = (size_t)uint_field(f, n, "k", &ok),
+        .recall_at_k = num_field(f, n, "recall@10", &ok),
+        .recall_1_at_k = num_field(f, n, "recall1@10", &ok),
+        .qps = num_field(f, n, "qps", &ok),
+        .lat_us = {.p50 = num_field(f, n, "p50_us", &ok), .p99 = num_field(f, n, "p99_us", &ok)},
+        .build_s = num_field(f, n, "build_s", &ok),
+        .bytes_per_vector = (uint64_t)num_field(f, n, "index_B", &ok),
+    };
+    lr->rec = r;
+    snprintf(lr->dataset, sizeof(lr->dataset), "%s", str_field(f, n, "dataset", &ok));
+    lr->checksum[0] = 0;
+    lr->metric = str_field(f, n, "metric", &ok);
+    lr->n = (size_t)uint_field(f, n, "n", &ok);
+    lr->nq = (size_t)uint_field(f, n, "nq", &ok);
+    lr->d = (size_t)uint_field(f, n, "d", &ok);
+    if (!ok || r.k == 0 || !(r.qps > 0)) {
+        snprintf(why, cap, "not a peers.py record (a field is missing or of the wrong type)");
+        return -1;
+    }
+    if (!(lr->rec.source = find_source(L, file_label, &s, why, cap)))
+        return -1;
+    L->nrec++;
+    return 0;
+}
+
 /* One line into a record; why names what is wrong. */
 static int add_record(loaded *L, char *line, const char *file_label, char *why, size_t cap)
 {
@@ -126,6 +205,8 @@ static int add_record(loaded *L, char *line, const char *file_label, char *why, 
         L->rec = r;
         L->rec_cap = c;
     }
+    if (tool_json_find(f, n, "method"))
+        return add_peer_record(L, f, n, file_label, why, cap);
     bool ok = true;
     tool_eval_source s = {0};
     snprintf(s.prov.command, sizeof(s.prov.command), "%s", str_field(f, n, "command", &ok));
@@ -226,19 +307,12 @@ static int load_file(loaded *L, const char *path)
     char *text = read_all(fp, &len);
     int rc = !text ? tool_fail("report", "out of memory") : ferror(fp) ? tool_fail("report", "%s: read error", path) : 0;
     fclose(fp);
-    if (!rc && L->nlines == L->lines_cap) {
-        size_t c = L->lines_cap ? L->lines_cap * 2 : 16;
-        char **p = tq_realloc(L->lines, c * sizeof(char *));
-        if (!p)
-            rc = tool_fail("report", "out of memory");
-        else
-            L->lines = p, L->lines_cap = c;
-    }
+    if (!rc && keep_text(L, text))
+        rc = tool_fail("report", "out of memory");
     if (rc) {
         tq_free(text);
         return rc;
     }
-    L->lines[L->nlines++] = text;
     if (memchr(text, 0, len))
         return tool_fail("report", "%s: a NUL byte: not a JSON lines file", path);
     size_t lineno = 0, records = 0;
@@ -288,8 +362,10 @@ static int group_run(const loaded *L, size_t first, bool *taken, tool_eval_run *
         const loaded_record *b = &L->rec[i];
         if (taken[i] || strcmp(b->dataset, a->dataset))
             continue;
-        if (strcmp(b->checksum, a->checksum) || strcmp(b->metric, a->metric) || b->n != a->n || b->nq != a->nq ||
-            b->d != a->d)
+        /* A peer's line has no checksum, and its own name for the metric. */
+        const bool peer = !a->checksum[0] || !b->checksum[0];
+        if ((!peer && (strcmp(b->checksum, a->checksum) || strcmp(b->metric, a->metric))) || b->n != a->n ||
+            b->nq != a->nq || b->d != a->d)
             return tool_fail("report",
                              "dataset '%s': runs %s and %s measured different data (checksum %s vs %s, n %zu vs "
                              "%zu, nq %zu vs %zu): they cannot share a plot",

@@ -140,7 +140,15 @@ static void curve_label(const tool_eval_record *r, const varying *v, char *out, 
 #define PART(cond, ...)                                                                                       \
     if ((cond) && at < cap)                                                                                   \
     at += (size_t)snprintf(out + at, cap - at, __VA_ARGS__)
+    if (!strncmp(r->target, "peer:", 5)) { /* the method says it all */
+        if (!v->target && at < cap)
+            snprintf(out + at, cap - at, "%s", r->target + 5);
+        else if (at >= 2 && out[at - 2] == ',')
+            out[at - 2] = 0;
+        return;
+    }
     PART(true, "%u bit", r->bits);
+    PART(r->nlist > 0, " rerank %u", r->rerank);
     PART(v->variant, " %s", r->variant);
     PART(v->correction, " corr=%s", r->correction);
     PART(v->center, " center=%s", r->center);
@@ -150,17 +158,30 @@ static void curve_label(const tool_eval_record *r, const varying *v, char *out, 
 #undef PART
 }
 
+/* A curve sweeps re-rank depth; for a partitioned index (or a peer: one
+ * curve per method, whatever its knob), the probing at each depth. */
 static bool same_curve(const tool_eval_record *a, const tool_eval_record *b)
 {
     return a->k == b->k && a->source == b->source && !strcmp(a->target, b->target) && a->bits == b->bits &&
            !strcmp(a->variant, b->variant) && !strcmp(a->correction, b->correction) && !strcmp(a->center, b->center) &&
-           !strcmp(a->scorer, b->scorer) && a->threads == b->threads && a->clients == b->clients;
+           (!strcmp(a->scorer, b->scorer) || !strncmp(a->target, "peer:", 5)) && a->threads == b->threads &&
+           a->clients == b->clients && (!a->nlist || a->rerank == b->rerank);
 }
 
+/* Along a curve: by re-rank depth, then by the partitions probed (counts,
+ * then recalls asked for), then fastest first. */
 static int by_rerank(const void *x, const void *y)
 {
     const tool_eval_record *a = *(const tool_eval_record *const *)x, *b = *(const tool_eval_record *const *)y;
-    return (a->rerank > b->rerank) - (a->rerank < b->rerank);
+    if (a->rerank != b->rerank)
+        return (a->rerank > b->rerank) - (a->rerank < b->rerank);
+    if ((a->target_recall > 0) != (b->target_recall > 0))
+        return (a->target_recall > 0) - (b->target_recall > 0);
+    if (a->nprobe != b->nprobe)
+        return (a->nprobe > b->nprobe) - (a->nprobe < b->nprobe);
+    if (a->target_recall != b->target_recall)
+        return (a->target_recall > b->target_recall) - (a->target_recall < b->target_recall);
+    return (a->qps < b->qps) - (a->qps > b->qps);
 }
 
 static int by_qps(const void *x, const void *y)

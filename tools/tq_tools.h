@@ -18,6 +18,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_gt(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 int cmd_build(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_info(int argc, char **argv);

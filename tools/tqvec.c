@@ -21,6 +21,7 @@ static void usage(FILE *fp)
             "  bench     micro-benchmarks (encode, scan, store, filter) and end-to-end VSIM (server)\n"
             "  gt        exact ground truth (ivecs) for base and query vectors\n"
             "  convert   convert vector files (fvecs, bvecs, npy, IDX)\n"
+            "  synth     a seeded synthetic dataset (mixture of clusters) for scaling curves\n"
             "  version   print the version, git revision and SIMD level (also --version)\n"
             "Environment: TQVEC_SIMD=scalar|avx2|avx512 pins the kernel level.\n");
 }
@@ -58,6 +59,8 @@ int main(int argc, char **argv)
         return cmd_gt(argc, argv);
     if (!strcmp(cmd, "convert"))
         return cmd_convert(argc, argv);
+    if (!strcmp(cmd, "synth"))
+        return cmd_synth(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("tqvec %s (revision %s, simd %s)\n", tqvec_version(), TQ_REVISION, tqvec_simd_level());
         return 0;
