@@ -178,6 +178,28 @@ try:
     r = tqvec("report", "--out", merged, damaged, ok=False)
     check(r.returncode == 1 and "not a tqvec eval record" in r.stderr, "foreign record refused: %r" % r.stderr)
 
+    # the peers' JSON lines (../shared/peers/peers.py) join a run on the same
+    # data as curves of their own, one per method
+    peers = os.path.join(tmp, "peers.jsonl")
+    with open(peers, "w") as f:
+        for ef, qps, rec in ((16, 9000.0, 0.8), (64, 4000.0, 0.95)):
+            f.write(json.dumps({"run": "2026-12-01T00:00:00", "dataset": "blobs", "metric": "l2",
+                                "n": records[0]["n"], "d": records[0]["d"], "nq": records[0]["nq"], "k": 10,
+                                "method": "hnswlib.HNSW", "lib": "hnswlib", "family": "graph", "params": "M=32",
+                                "setting": "ef=%d" % ef, "bits_per_dim": None, "build_s": 1.5, "build_threads": 2,
+                                "search_threads": 1, "code_B": 4 * records[0]["d"], "index_B": 300.0, "qps": qps,
+                                "batch_runs": 1, "p50_us": 1e6 / qps, "p99_us": 2e6 / qps, "recall@10": rec,
+                                "recall1@10": rec}) + "\n")
+    peered = os.path.join(tmp, "peered")
+    tqvec("report", "--out", peered, before, peers)
+    svgp = open(os.path.join(peered, "blobs-k10.svg")).read()
+    check(">peers: peer:hnswlib.HNSW<" in svgp or ">peer:hnswlib.HNSW<" in svgp, "peer curve named by its method")
+    pmd = open(os.path.join(peered, "blobs.md")).read()
+    check("| peer:hnswlib.HNSW |" in pmd and "ef=64" in pmd, "peer rows in the table")
+    open(damaged, "w").write('{"method": "x", "dataset": "blobs"}\n')
+    r = tqvec("report", "--out", merged, damaged, ok=False)
+    check(r.returncode == 1 and "not a peers.py record" in r.stderr, "incomplete peer line refused: %r" % r.stderr)
+
     # ---- ann-benchmarks HDF5: same figures as the same data as .npy
     try:
         import h5py

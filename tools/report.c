@@ -113,12 +113,28 @@ typedef struct varying {
     bool source, target, bits, variant, correction, center, scorer, threads, clients;
 } varying;
 
+static bool is_peer(const tool_eval_record *r)
+{
+    return !strncmp(r->target, "peer:", 5);
+}
+
+/* The peers' records name their curves by method alone and do not count
+ * here, except to set the run and target apart. */
 static varying find_varying(const tool_eval_run *run)
 {
     varying v = {0};
-    const tool_eval_record *a = &run->rec[0];
-    for (size_t i = 1; i < run->nrec; i++) {
+    const tool_eval_record *a = NULL;
+    for (size_t i = 0; i < run->nrec; i++) {
         const tool_eval_record *b = &run->rec[i];
+        if (!a) {
+            a = b;
+            continue;
+        }
+        if (is_peer(a) != is_peer(b) || is_peer(b)) {
+            v.source |= a->source != b->source;
+            v.target |= strcmp(a->target, b->target) != 0;
+            continue;
+        }
         v.source |= a->source != b->source;
         v.target |= strcmp(a->target, b->target) != 0;
         v.bits |= a->bits != b->bits;
@@ -140,7 +156,7 @@ static void curve_label(const tool_eval_record *r, const varying *v, char *out, 
 #define PART(cond, ...)                                                                                       \
     if ((cond) && at < cap)                                                                                   \
     at += (size_t)snprintf(out + at, cap - at, __VA_ARGS__)
-    if (!strncmp(r->target, "peer:", 5)) { /* the method says it all */
+    if (is_peer(r)) { /* the method says it all */
         if (!v->target && at < cap)
             snprintf(out + at, cap - at, "%s", r->target + 5);
         else if (at >= 2 && out[at - 2] == ',')
@@ -149,6 +165,7 @@ static void curve_label(const tool_eval_record *r, const varying *v, char *out, 
     }
     PART(true, "%u bit", r->bits);
     PART(r->nlist > 0, " rerank %u", r->rerank);
+    PART(r->target_recall > 0, " for a recall");
     PART(v->variant, " %s", r->variant);
     PART(v->correction, " corr=%s", r->correction);
     PART(v->center, " center=%s", r->center);
@@ -158,14 +175,15 @@ static void curve_label(const tool_eval_record *r, const varying *v, char *out, 
 #undef PART
 }
 
-/* A curve sweeps re-rank depth; for a partitioned index (or a peer: one
- * curve per method, whatever its knob), the probing at each depth. */
+/* A curve sweeps re-rank depth; for a partitioned index the partitions
+ * probed at each depth (counts, or recalls asked for: two curves); a
+ * peer's, its method's knob. */
 static bool same_curve(const tool_eval_record *a, const tool_eval_record *b)
 {
     return a->k == b->k && a->source == b->source && !strcmp(a->target, b->target) && a->bits == b->bits &&
            !strcmp(a->variant, b->variant) && !strcmp(a->correction, b->correction) && !strcmp(a->center, b->center) &&
-           (!strcmp(a->scorer, b->scorer) || !strncmp(a->target, "peer:", 5)) && a->threads == b->threads &&
-           a->clients == b->clients && (!a->nlist || a->rerank == b->rerank);
+           (!strcmp(a->scorer, b->scorer) || is_peer(a)) && a->threads == b->threads && a->clients == b->clients &&
+           (!a->nlist || (a->rerank == b->rerank && (a->target_recall > 0) == (b->target_recall > 0)));
 }
 
 /* Along a curve: by re-rank depth, then by the partitions probed (counts,
