@@ -1037,11 +1037,13 @@ Test(collection, partitioned_segments_answer_as_flat)
     cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_OK, "%s", err.msg);
     static unsigned version[ROWS];
     for (size_t i = 0; i < ROWS; i++) {
-        char key[32];
+        char key[32], attr[48];
         float v[D];
         vector_of(i, 1, v);
         snprintf(key, sizeof(key), "doc-%zu", i);
-        tq_element e = {.key = key, .key_len = (uint32_t)strlen(key), .vector = v, .attr = "{\"v\":1}", .attr_len = 7};
+        snprintf(attr, sizeof(attr), "{\"v\":1,\"n\":%zu}", i);
+        tq_element e = {.key = key, .key_len = (uint32_t)strlen(key), .vector = v, .attr = attr,
+                        .attr_len = (uint32_t)strlen(attr)};
         cr_assert_eq(tq_collection_add(c, &e, 1, NULL, &err), TQ_OK, "%s", err.msg);
         version[i] = 1;
         /* Upserts and removes while earlier segments are being partitioned. */
@@ -1061,7 +1063,7 @@ Test(collection, partitioned_segments_answer_as_flat)
     for (int pass = 0; pass < 3; pass++) {
         size_t live = 0;
         for (size_t i = 0; i < ROWS; i++) {
-            char key[32], attr[16];
+            char key[32], attr[48];
             size_t alen;
             float v[D], want[D];
             snprintf(key, sizeof(key), "doc-%zu", i);
@@ -1074,7 +1076,7 @@ Test(collection, partitioned_segments_answer_as_flat)
             cr_assert_eq(rc, TQ_OK, "pass %d: %s: %s", pass, key, err.msg);
             vector_of(i, version[i], want);
             cr_assert(!memcmp(v, want, sizeof(v)), "pass %d: %s has another vector", pass, key);
-            cr_assert(alen == 7 && attr[5] == (char)('0' + version[i]), "pass %d: %s has version %.*s", pass, key,
+            cr_assert(alen >= 7 && attr[5] == (char)('0' + version[i]), "pass %d: %s has version %.*s", pass, key,
                       (int)alen, attr);
         }
         tq_collection_stats_get(c, &st);
@@ -1113,6 +1115,29 @@ Test(collection, partitioned_segments_answer_as_flat)
                          nb, matching);
             tq_snapshot_release(sb);
             tq_filter_free(f);
+            /* Every selectivity from a half to a thousandth, one partition
+             * probed: min(k, matching) elements, every one matching. */
+            static const unsigned every[] = {2, 10, 100, 1000};
+            for (int e = 0; e < 4; e++) {
+                char expr[32];
+                snprintf(expr, sizeof(expr), ".n %% %u == 0", every[e]);
+                cr_assert_eq(tq_filter_compile(expr, strlen(expr), &f, &err), TQ_OK, "%s", err.msg);
+                cr_assert_eq(tq_collection_search(c, q, 1, &probe, f, many, &nb, &sb, &err), TQ_OK, "%s", err.msg);
+                matching = 0; /* elements still at version 1 keep their "n" */
+                for (size_t i = 0; i < ROWS; i += every[e])
+                    matching += version[i] == 1;
+                cr_assert_eq(nb, matching < 100 ? matching : 100, "pass %d, %s: %zu hits of %zu matching", pass, expr,
+                             nb, matching);
+                for (size_t h = 0; h < nb; h++) {
+                    char name[32];
+                    snprintf(name, sizeof(name), "%.*s", (int)many[h].key_len, many[h].key);
+                    const size_t i = (size_t)atol(name + 4);
+                    cr_assert(i % every[e] == 0 && version[i] == 1, "pass %d, %s: %.*s does not match", pass, expr,
+                              (int)many[h].key_len, many[h].key);
+                }
+                tq_snapshot_release(sb);
+                tq_filter_free(f);
+            }
         }
         if (pass == 0) {
             cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
