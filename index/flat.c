@@ -214,7 +214,7 @@ int tq_flat_partition(tq_flat *f, uint32_t nlist, unsigned threads, tq_error *er
     if (count > UINT32_MAX)
         return tq_err(err, TQ_EUNSUPPORTED, "a partitioned index holds at most 2^32 - 1 vectors, not %zu", count);
     if (nlist == 0)
-        nlist = tq_partition_default_nlist(count);
+        nlist = tq_partition_default_nlist(count, c->cfg.d);
     /* Every row in id order in one set (the head as it was, then the
      * tail), which is what gets partitioned. */
     tq_rows_out all = {0}, sorted = {0};

@@ -789,7 +789,8 @@ static void probe_free(probe_state *ps)
     tq_free(ps->group);
 }
 
-static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t nblocks, const tq_search_opts *opts)
+static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t nblocks, uint32_t d,
+                      const tq_search_opts *opts)
 {
     memset(ps, 0, sizeof(*ps));
     size_t most = 0, all = 0, rows = 0, partitioned = 0, everything = 0;
@@ -829,7 +830,7 @@ static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t
     } else {
         /* With several sets, as many rows' worth as nprobe partitions of
          * one set of all their rows (see above). */
-        const double scale = partitioned > 1 ? (double)all / tq_partition_default_nlist(rows) : 1.0;
+        const double scale = partitioned > 1 ? (double)all / tq_partition_default_nlist(rows, d) : 1.0;
         const double want = ceil(opts->nprobe * scale);
         ps->group[0] = 0;
         ps->start[ps->ngroups++] = want < all ? (uint32_t)want : (uint32_t)all;
@@ -1083,7 +1084,7 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
     tq_topk *merged = &sc->merged, *mid = &sc->mid, *best = &sc->best;
 
     probe_state probe = {0};
-    if (probing && probe_init(&probe, sets, nsets, nblocks, opts)) {
+    if (probing && probe_init(&probe, sets, nsets, nblocks, c->cfg.d, opts)) {
         scratch_give(sc);
         if (offsets != offsets_small)
             tq_free(offsets);

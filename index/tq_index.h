@@ -622,9 +622,10 @@ typedef struct tq_partitioning {
 unsigned tq_target_rerank(const tq_codec *c);
 #define TQ_MIN_PARTITION_ROWS 64u
 
-/* The default partition count for a set of rows: 4 sqrt(rows), bounded so
- * partitions average at least TQ_MIN_PARTITION_ROWS rows. */
-uint32_t tq_partition_default_nlist(size_t rows);
+/* The default partition count for a set of rows of dimension d: 4
+ * sqrt(rows), bounded so partitions average at least TQ_MIN_PARTITION_ROWS
+ * rows and the centroids fit in 512 KiB (see partition.c). */
+uint32_t tq_partition_default_nlist(size_t rows, uint32_t d);
 /* Cluster the rows into nlist partitions (fewer if there are fewer rows):
  * seeded, deterministic, the same on every CPU and thread count. */
 int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, uint64_t seed, unsigned threads,

@@ -540,7 +540,7 @@ static int sort_by_partition(const tq_collection *c, const tq_rows *rows, const 
 {
     memset(out, 0, sizeof(*out));
     const size_t n = rows->n;
-    int rc = tq_partition_rows(&c->codec, rows, tq_partition_default_nlist(n), c->codec.cfg.seed,
+    int rc = tq_partition_rows(&c->codec, rows, tq_partition_default_nlist(n, c->codec.cfg.d), c->codec.cfg.seed,
                                partition_threads(), &out->part, err);
     if (rc)
         return rc;

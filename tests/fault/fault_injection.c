@@ -1,6 +1,7 @@
 /*
  * Fault injection: a workload of adds, removes and a compaction runs on a
- * collection with one system or allocator call made to fail (the
+ * collection (its sealed segments partitioned in the background) with one
+ * system or allocator call made to fail (the
  * LD_PRELOAD shim beside this file), once for every call of each kind the
  * workload makes (sampled evenly when there are many). For every fault:
  *   - the child does not crash, and a failed call returned a nonzero code
@@ -71,8 +72,11 @@ static int child(const char *path, int fd)
     void (*arm)(void) = (void (*)(void))(uintptr_t)dlsym(RTLD_DEFAULT, "tq_fault_arm");
     void (*disarm)(void) = (void (*)(void))(uintptr_t)dlsym(RTLD_DEFAULT, "tq_fault_disarm");
     void (*report)(int) = (void (*)(int))(uintptr_t)dlsym(RTLD_DEFAULT, "tq_fault_report");
+    /* Every sealed segment is partitioned in the background too, so faults
+     * land in the partitioner's rewrite and switch as well. */
     tqvec_collection_options o = {.dim = DIM, .metric = TQVEC_METRIC_L2, .refine = TQVEC_REFINE_FP32,
-                                  .create = 1, .fsync = TQVEC_FSYNC_ALWAYS, .segment_rows = 24};
+                                  .create = 1, .fsync = TQVEC_FSYNC_ALWAYS, .segment_rows = 24,
+                                  .partition_rows = 24};
     tqvec_collection *c;
     tqvec_error err;
     if (tqvec_collection_open(path, &o, &c, &err)) {
