@@ -538,8 +538,9 @@ static void prefetch_refine(const search_job *job, const tq_hit *hits, size_t n)
             p = (const char *)(r.set->refine8 + r.row * d);
             bytes = d;
         }
-        /* The first lines: the hardware prefetcher follows on from them. */
-        for (size_t o = 0; o < bytes && o < 256; o += 64)
+        /* Whole rows up to 2 KiB (d = 1024 at fp16): at d = 784 asking for
+         * the first 256 bytes only left the re-rank a quarter of a query. */
+        for (size_t o = 0; o < bytes && o < 2048; o += 64)
             __builtin_prefetch(p + o);
     }
 }
