@@ -7,8 +7,10 @@
  * and spread, so that partitioning has structure to find but no cluster
  * is a clean ball: C centres drawn from N(0, 1) in d dimensions; cluster c
  * gets a weight from a Zipf(0.5) law over a random order and its own
- * spread s_c, log-uniform in [0.05, 0.5] (relative to the centres'
- * spread); a vector is a centre picked by weight plus s_c * N(0, I).
+ * spread s_c, log-uniform in [0.25, 1] (relative to the centres'
+ * spread: the widest clusters overlap their neighbours, the tightest
+ * still leave nearest neighbours apart by more than 4-bit codes blur);
+ * a vector is a centre picked by weight plus s_c * N(0, I).
  * Queries are drawn from the same mixture (held out by construction), and
  * the exact top-100 ground truth by l2 is computed on every core.
  *
@@ -70,7 +72,7 @@ static int write_readme(const synth_opts *o)
             "| queries | %zu (`query.fvecs`), drawn from the same mixture |\n"
             "| ground truth | exact l2 top-100 (`gt.ivecs`) |\n\n"
             "Made by `tqvec synth --n %zu --dim %zu --queries %zu --clusters %zu --seed %llu`: a mixture of\n"
-            "%zu Gaussian clusters, Zipf(0.5) sizes, spreads log-uniform in [0.05, 0.5].\n",
+            "%zu Gaussian clusters, Zipf(0.5) sizes, spreads log-uniform in [0.25, 1].\n",
             o->n, o->dim, o->n, o->dim, o->nq, o->n, o->dim, o->nq, o->clusters, (unsigned long long)o->seed,
             o->clusters);
     return fclose(f) ? tool_fail("synth", "writing %s: %s", path, strerror(errno)) : 0;
@@ -146,11 +148,11 @@ int cmd_synth(int argc, char **argv)
         centres[i] = (float)tq_rng_gauss(&r);
     double total = 0;
     for (size_t k = 0; k < o.clusters; k++) {
-        /* Zipf(0.5) over a random rank; spread log-uniform in [0.05, 0.5]
+        /* Zipf(0.5) over a random rank; spread log-uniform in [0.25, 1]
          * of the centres' unit spread per coordinate. */
         const size_t rank = 1 + (size_t)(tq_rng_next(&r) % o.clusters);
         cumulative[k] = total += 1.0 / sqrt((double)rank);
-        spread[k] = (float)(0.05 * pow(10.0, tq_rng_uniform(&r)));
+        spread[k] = (float)(0.25 * pow(4.0, tq_rng_uniform(&r)));
     }
     for (size_t k = 0; k < o.clusters; k++)
         cumulative[k] /= total;
