@@ -116,6 +116,29 @@ static const tool_eval_source *find_source(loaded *L, const char *file, const to
     return &t->src;
 }
 
+/* The record being read (L->rec[L->nrec], its figures filled): the data
+ * it was measured on, its check, and its run; then it is kept. `ok`: every
+ * field read so far was there; `what` names the kind of line in errors. */
+static int keep_record(loaded *L, const tool_json_field *f, size_t n, bool ok, const char *checksum, const char *what,
+                       const char *file_label, const tool_eval_source *s, char *why, size_t cap)
+{
+    loaded_record *lr = &L->rec[L->nrec];
+    snprintf(lr->dataset, sizeof(lr->dataset), "%s", str_field(f, n, "dataset", &ok));
+    snprintf(lr->checksum, sizeof(lr->checksum), "%s", checksum);
+    lr->metric = str_field(f, n, "metric", &ok);
+    lr->n = (size_t)uint_field(f, n, "n", &ok);
+    lr->nq = (size_t)uint_field(f, n, "nq", &ok);
+    lr->d = (size_t)uint_field(f, n, "d", &ok);
+    if (!ok || lr->rec.k == 0 || !(lr->rec.qps > 0)) {
+        snprintf(why, cap, "not a %s record (a field is missing or of the wrong type)", what);
+        return -1;
+    }
+    if (!(lr->rec.source = find_source(L, file_label, s, why, cap)))
+        return -1;
+    L->nrec++;
+    return 0;
+}
+
 /* L owns text from now on (records point into it); nonzero when out of
  * memory, text then still the caller's. */
 static int keep_text(loaded *L, char *text)
@@ -172,20 +195,7 @@ static int add_peer_record(loaded *L, const tool_json_field *f, size_t n, const 
         .bytes_per_vector = (uint64_t)num_field(f, n, "index_B", &ok),
     };
     lr->rec = r;
-    snprintf(lr->dataset, sizeof(lr->dataset), "%s", str_field(f, n, "dataset", &ok));
-    lr->checksum[0] = 0;
-    lr->metric = str_field(f, n, "metric", &ok);
-    lr->n = (size_t)uint_field(f, n, "n", &ok);
-    lr->nq = (size_t)uint_field(f, n, "nq", &ok);
-    lr->d = (size_t)uint_field(f, n, "d", &ok);
-    if (!ok || r.k == 0 || !(r.qps > 0)) {
-        snprintf(why, cap, "not a peers.py record (a field is missing or of the wrong type)");
-        return -1;
-    }
-    if (!(lr->rec.source = find_source(L, file_label, &s, why, cap)))
-        return -1;
-    L->nrec++;
-    return 0;
+    return keep_record(L, f, n, ok, "", "peers.py", file_label, &s, why, cap);
 }
 
 /* One line into a record; why names what is wrong. */
@@ -253,22 +263,9 @@ static int add_record(loaded *L, char *line, const char *file_label, char *why, 
         r.nlist = r.nprobe = 0, r.seal_s = r.target_recall = 0.0;
     const tool_json_field *where = tool_json_find(f, n, "target_where");
     r.target_where = where && where->type == TOOL_JSON_STRING ? where->str : NULL;
-    loaded_record *lr = &L->rec[L->nrec];
-    lr->rec = r;
-    snprintf(lr->dataset, sizeof(lr->dataset), "%s", str_field(f, n, "dataset", &ok));
-    snprintf(lr->checksum, sizeof(lr->checksum), "%s", str_field(f, n, "dataset_checksum", &ok));
-    lr->metric = str_field(f, n, "metric", &ok);
-    lr->n = (size_t)uint_field(f, n, "n", &ok);
-    lr->nq = (size_t)uint_field(f, n, "nq", &ok);
-    lr->d = (size_t)uint_field(f, n, "d", &ok);
-    if (!ok || r.k == 0 || !(r.qps > 0)) {
-        snprintf(why, cap, "not a tqvec eval record (a field is missing or of the wrong type)");
-        return -1;
-    }
-    if (!(lr->rec.source = find_source(L, file_label, &s, why, cap)))
-        return -1;
-    L->nrec++;
-    return 0;
+    L->rec[L->nrec].rec = r;
+    const char *checksum = str_field(f, n, "dataset_checksum", &ok);
+    return keep_record(L, f, n, ok, checksum, "tqvec eval", file_label, &s, why, cap);
 }
 
 /* The whole file into one buffer (kept: records point into it). */
