@@ -233,7 +233,7 @@ int tq_flat_partition(tq_flat *f, uint32_t nlist, unsigned threads, tq_error *er
             all_ids[i] = s == 0 && f->part.nlist ? f->ids[r] : (uint32_t)i;
         }
     tq_rows all_view = tq_rows_view(&all, count);
-    if ((rc = tq_partition_rows(c, &all_view, nlist, c->cfg.seed, threads, &part, err)))
+    if ((rc = tq_partition_rows(c, &all_view, nlist, c->cfg.seed, threads, NULL, &part, err)))
         goto fail;
     if ((rc = tq_rows_gather(c, &all_view, part.order, count, &sorted)))
         goto done;

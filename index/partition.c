@@ -124,6 +124,12 @@ static void part_share(size_t n, unsigned nparts, unsigned part, size_t *from, s
     *to = *from + per < n ? *from + per : n;
 }
 
+/* Has the caller asked the work to stop? */
+static bool stopping(const bool *stop)
+{
+    return stop && __atomic_load_n(stop, __ATOMIC_RELAXED);
+}
+
 /* One assignment pass: rows x[0..n) to their best centroid. */
 typedef struct assign_job {
     tq_metric metric;
@@ -136,6 +142,7 @@ typedef struct assign_job {
     float *dots;             /* nparts * ROW_CHUNK * CENTROID_CHUNK */
     float *best;             /* nparts * ROW_CHUNK */
     unsigned nparts;
+    const bool *stop;        /* checked every chunk of rows (see tq_partition_rows) */
 } assign_job;
 
 static void assign_part(void *arg, unsigned part)
@@ -146,7 +153,7 @@ static void assign_part(void *arg, unsigned part)
     part_share(job->n, job->nparts, part, &r0, &r1);
     float *dots = job->dots + (size_t)part * ROW_CHUNK * CENTROID_CHUNK;
     float *best = job->best + (size_t)part * ROW_CHUNK;
-    for (size_t i0 = r0; i0 < r1; i0 += ROW_CHUNK) {
+    for (size_t i0 = r0; i0 < r1 && !stopping(job->stop); i0 += ROW_CHUNK) {
         const size_t m = r1 - i0 < ROW_CHUNK ? r1 - i0 : ROW_CHUNK;
         for (size_t c0 = 0; c0 < job->nlist; c0 += CENTROID_CHUNK) {
             const size_t nc = job->nlist - c0 < CENTROID_CHUNK ? job->nlist - c0 : CENTROID_CHUNK;
@@ -304,7 +311,7 @@ static void calib_part(void *arg, unsigned part)
  * its rows (in their order before the partition sort) and each row's
  * partition. */
 static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *assign, uint64_t seed,
-                     unsigned nparts, tq_partitioning *out)
+                     unsigned nparts, const bool *stop, tq_partitioning *out)
 {
     const uint32_t d = c->cfg.d, nlist = out->nlist;
     const size_t n = rows->n, nq = n - 1 < CALIBRATION_QUERIES ? n - 1 : CALIBRATION_QUERIES;
@@ -349,7 +356,7 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
     calib_job job = {.metric = c->cfg.metric, .d = d, .q = q, .qrow = qrow, .nq = nq, .x = x, .half_sq = half_sq,
                      .best = best, .best_row = best_row, .dots = dots,
                      .nparts = nparts < nq ? nparts : (unsigned)nq};
-    for (size_t r0 = 0; r0 < n; r0 += slab) {
+    for (size_t r0 = 0; r0 < n && !stopping(stop); r0 += slab) {
         const size_t m = n - r0 < slab ? n - r0 : slab;
         for (size_t i = 0; i < m; i++)
             which[i] = (uint32_t)(r0 + i);
@@ -412,7 +419,7 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
     tq_search_opts so = {.k = CALIBRATION_K + 1, .scorer = TQ_SCORER_LUT, .threads = nparts,
                          .rerank = tq_target_rerank(c)};
     out->quality = 1.0f;
-    if (tq_search(c, rows, 1, q, nq, &so, found, nfound, NULL) == TQ_OK) {
+    if (!stopping(stop) && tq_search(c, rows, 1, q, nq, &so, found, nfound, NULL) == TQ_OK) {
         uint64_t hits = 0, want = 0;
         for (size_t i = 0; i < nq; i++)
             for (size_t j = 0; j < CALIBRATION_K; j++) {
@@ -487,7 +494,7 @@ double tq_partition_share(const tq_partitions *p, double recall, double k)
 }
 
 int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, uint64_t seed, unsigned threads,
-                      tq_partitioning *out, tq_error *err)
+                      const bool *stop, tq_partitioning *out, tq_error *err)
 {
     memset(out, 0, sizeof(*out));
     const uint32_t d = c->cfg.d;
@@ -544,10 +551,10 @@ int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, ui
     memcpy(out->centroids, x, (size_t)nlist * d * sizeof(float));
     assign_job job = {.metric = c->cfg.metric, .d = d, .nlist = nlist, .x = x, .n = ntrain,
                       .centroids = out->centroids, .half_norms = out->half_norms, .assign = assign,
-                      .dots = dots, .best = best, .nparts = nparts};
+                      .dots = dots, .best = best, .nparts = nparts, .stop = stop};
     if (c->cfg.metric != TQ_METRIC_L2)
         normalize_centroids(out->centroids, nlist, d);
-    for (unsigned it = 0; it < TRAIN_ITERATIONS && ntrain > nlist; it++) {
+    for (unsigned it = 0; it < TRAIN_ITERATIONS && ntrain > nlist && !stopping(stop); it++) {
         assign_rows(&job);
         update_centroids(&job, out->centroids, count, &rng);
     }
@@ -555,7 +562,7 @@ int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, ui
     /* Every row to its partition, slab by slab in storage order. */
     for (size_t i = 0; i < n; i++)
         which[i] = (uint32_t)i;
-    for (size_t r0 = 0; r0 < n; r0 += slab) {
+    for (size_t r0 = 0; r0 < n && !stopping(stop); r0 += slab) {
         const size_t m = n - r0 < slab ? n - r0 : slab;
         reconstruct_rows(c, rows, which + r0, m, &scratch, x);
         job.x = x;
@@ -569,8 +576,10 @@ int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, ui
         goto done;
     }
     tq_partition_transpose(out->centroids, nlist, d, out->centroids_t);
-    if ((rc = calibrate(c, rows, assign, seed, nparts, out)))
+    if (stopping(stop) || (rc = calibrate(c, rows, assign, seed, nparts, stop, out)) || stopping(stop)) {
+        rc = rc ? rc : TQ_EBUSY;
         goto done;
+    }
     rc = TQ_ENOMEM;
 
     /* Counting sort: partition p's rows keep their storage order. */
@@ -592,7 +601,8 @@ done:
     tq_free(count);
     if (rc) {
         tq_partitioning_free(out);
-        return tq_err(err, rc, "out of memory partitioning %zu rows", n);
+        return rc == TQ_EBUSY ? tq_err(err, rc, "partitioning %zu rows stopped on request", n)
+                              : tq_err(err, rc, "out of memory partitioning %zu rows", n);
     }
     return TQ_OK;
 }

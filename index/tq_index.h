@@ -627,9 +627,11 @@ unsigned tq_target_rerank(const tq_codec *c);
  * rows and the centroids fit in 512 KiB (see partition.c). */
 uint32_t tq_partition_default_nlist(size_t rows, uint32_t d);
 /* Cluster the rows into nlist partitions (fewer if there are fewer rows):
- * seeded, deterministic, the same on every CPU and thread count. */
+ * seeded, deterministic, the same on every CPU and thread count. `stop`
+ * (NULL: none), read atomically, cuts the work short when it turns true:
+ * TQ_EBUSY, nothing made. */
 int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, uint64_t seed, unsigned threads,
-                      tq_partitioning *out, tq_error *err);
+                      const bool *stop, tq_partitioning *out, tq_error *err);
 void tq_partitioning_free(tq_partitioning *p);
 tq_partitions tq_partitioning_view(const tq_partitioning *p);
 /* Floats of the dimension-major copy of nlist centroids, and the copy. */

@@ -535,13 +535,13 @@ static unsigned partition_threads(void)
 }
 
 /* Cluster rows (with their names) and reorder both by partition. */
-static int sort_by_partition(const tq_collection *c, const tq_rows *rows, const tq_row_names *names, sorted_rows *out,
-                             tq_error *err)
+static int sort_by_partition(const tq_collection *c, const tq_rows *rows, const tq_row_names *names, const bool *stop,
+                             sorted_rows *out, tq_error *err)
 {
     memset(out, 0, sizeof(*out));
     const size_t n = rows->n;
     int rc = tq_partition_rows(&c->codec, rows, tq_partition_default_nlist(n, c->codec.cfg.d), c->codec.cfg.seed,
-                               partition_threads(), &out->part, err);
+                               partition_threads(), stop, &out->part, err);
     if (rc)
         return rc;
     gathered *g = &out->rows;
@@ -770,7 +770,7 @@ int tq_collection_compact(tq_collection *c, tq_error *err)
         /* The merged segment is partitioned as it is written: compaction
          * already rewrites every row. */
         if (g.n >= c->opts.partition_rows) {
-            if ((rc = sort_by_partition(c, &rows, &names, &sorted, err)))
+            if ((rc = sort_by_partition(c, &rows, &names, NULL, &sorted, err)))
                 goto done;
             rows = sorted_view(&sorted);
             names = gathered_row_names(&sorted.rows);
@@ -947,7 +947,7 @@ static bool partition_one(tq_collection *c)
         }
         tq_rows view = s->file.view;
         tq_row_names seg_names = gathered_row_names(&names);
-        rc = sort_by_partition(c, &view, &seg_names, &sorted, &err);
+        rc = sort_by_partition(c, &view, &seg_names, &c->part_stop, &sorted, &err);
     }
     if (!rc) {
         pthread_mutex_lock(&c->write_lock);
@@ -984,7 +984,7 @@ static bool partition_one(tq_collection *c)
         }
         pthread_mutex_unlock(&c->write_lock);
     }
-    if (rc) {
+    if (rc && rc != TQ_EBUSY) { /* (busy: stopped for a close, to be done at the next open) */
         /* Searched flat as before; the next compaction partitions it. */
         __atomic_store_n(&s->partition_failed, true, __ATOMIC_RELAXED);
         say(c, TQ_LOG_WARNING, "partitioning segment %08llu failed, it stays flat: %s", (unsigned long long)s->id,

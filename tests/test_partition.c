@@ -110,7 +110,7 @@ Test(partition, rows_go_to_their_nearest_centroid_on_every_level)
         tq_rows rows = tq_flat_rows(f);
         tq_partitioning want = {0};
         cr_assert_eq(tq_simd_force(TQ_SIMD_SCALAR), 0);
-        cr_assert_eq(tq_partition_rows(tq_flat_codec(f), &rows, 50, 9, 1, &want, NULL), TQ_OK);
+        cr_assert_eq(tq_partition_rows(tq_flat_codec(f), &rows, 50, 9, 1, NULL, &want, NULL), TQ_OK);
         cr_assert_eq(tq_simd_force(tq_simd_best_level()), 0);
         cr_assert_eq(want.nlist, 50);
         cr_assert_eq(want.offsets[0], 0);
@@ -141,7 +141,7 @@ Test(partition, rows_go_to_their_nearest_centroid_on_every_level)
             if (tq_simd_force((tq_simd_level)level))
                 continue; /* the CPU lacks it */
             tq_partitioning got = {0};
-            cr_assert_eq(tq_partition_rows(tq_flat_codec(f), &rows, 50, 9, 3, &got, NULL), TQ_OK);
+            cr_assert_eq(tq_partition_rows(tq_flat_codec(f), &rows, 50, 9, 3, NULL, &got, NULL), TQ_OK);
             cr_assert(memcmp(got.order, want.order, N * sizeof(uint32_t)) == 0, "level %d orders rows otherwise", level);
             cr_assert(memcmp(got.centroids, want.centroids, 50 * D * sizeof(float)) == 0,
                       "level %d trains other centroids", level);
@@ -173,7 +173,7 @@ Test(partition, a_narrow_filter_keeps_probing_until_k_rows_pass)
     tq_flat *flat = flat_of(&cfg, x, N);
     tq_rows rows = tq_flat_rows(flat);
     tq_partitioning part = {0};
-    cr_assert_eq(tq_partition_rows(tq_flat_codec(flat), &rows, 60, 1, 1, &part, NULL), TQ_OK);
+    cr_assert_eq(tq_partition_rows(tq_flat_codec(flat), &rows, 60, 1, 1, NULL, &part, NULL), TQ_OK);
     tq_rows_out sorted;
     cr_assert_eq(tq_rows_gather(tq_flat_codec(flat), &rows, part.order, N, &sorted), TQ_OK);
     tq_partitions view = tq_partitioning_view(&part);
