@@ -41,6 +41,8 @@
 #include <limits.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -526,8 +528,8 @@ static void sorted_rows_free(sorted_rows *r)
     memset(r, 0, sizeof(*r));
 }
 
-/* Sealing and compaction use every core for the clustering, as a build
- * would: it runs on the shared worker pool, off the write path. */
+/* Compaction clusters on every core, as a build would (the writer is
+ * waiting for it anyway). */
 static unsigned partition_threads(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -535,13 +537,13 @@ static unsigned partition_threads(void)
 }
 
 /* Cluster rows (with their names) and reorder both by partition. */
-static int sort_by_partition(const tq_collection *c, const tq_rows *rows, const tq_row_names *names, const bool *stop,
-                             sorted_rows *out, tq_error *err)
+static int sort_by_partition(const tq_collection *c, const tq_rows *rows, const tq_row_names *names, unsigned threads,
+                             const bool *stop, sorted_rows *out, tq_error *err)
 {
     memset(out, 0, sizeof(*out));
     const size_t n = rows->n;
     int rc = tq_partition_rows(&c->codec, rows, tq_partition_default_nlist(n, c->codec.cfg.d), c->codec.cfg.seed,
-                               partition_threads(), stop, &out->part, err);
+                               threads, stop, &out->part, err);
     if (rc)
         return rc;
     gathered *g = &out->rows;
@@ -770,7 +772,7 @@ int tq_collection_compact(tq_collection *c, tq_error *err)
         /* The merged segment is partitioned as it is written: compaction
          * already rewrites every row. */
         if (g.n >= c->opts.partition_rows) {
-            if ((rc = sort_by_partition(c, &rows, &names, NULL, &sorted, err)))
+            if ((rc = sort_by_partition(c, &rows, &names, partition_threads(), NULL, &sorted, err)))
                 goto done;
             rows = sorted_view(&sorted);
             names = gathered_row_names(&sorted.rows);
@@ -947,7 +949,9 @@ static bool partition_one(tq_collection *c)
         }
         tq_rows view = s->file.view;
         tq_row_names seg_names = gathered_row_names(&names);
-        rc = sort_by_partition(c, &view, &seg_names, &c->part_stop, &sorted, &err);
+        /* One thread, at a lower priority (partitioner_main): writers keep
+         * the other cores. */
+        rc = sort_by_partition(c, &view, &seg_names, 1, &c->part_stop, &sorted, &err);
     }
     if (!rc) {
         pthread_mutex_lock(&c->write_lock);
@@ -999,6 +1003,11 @@ static bool partition_one(tq_collection *c)
 static void *partitioner_main(void *arg)
 {
     tq_collection *c = arg;
+    /* Background work yields to writers and searches: on two cores,
+     * clustering on both at normal priority cut a million-row ingest to
+     * 0.6-0.75 of the flat build's rate. (Linux: a thread's nice value is
+     * its own; failure leaves it at the default.) */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
     pthread_mutex_lock(&c->part_lock);
     for (;;) {
         while (!c->part_stop && !c->part_wake)
