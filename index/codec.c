@@ -347,6 +347,14 @@ static void column_in(uint8_t *block, unsigned lane, size_t n, const uint8_t *sr
 
 /* The refine array as bytes, whichever kind the config keeps: to read from
  * rows, and to write into arrays. */
+static const uint8_t *refine_of(const tq_codec *c, const tq_rows *rows);
+
+const uint8_t *tq_codec_refine_row(const tq_codec *c, const tq_rows *rows, size_t row)
+{
+    const uint8_t *base = refine_of(c, rows);
+    return base ? base + row * tq_codec_refine_bytes_per_vector(c) : NULL;
+}
+
 static const uint8_t *refine_of(const tq_codec *c, const tq_rows *rows)
 {
     switch (c->cfg.refine) {

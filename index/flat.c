@@ -215,30 +215,35 @@ int tq_flat_partition(tq_flat *f, uint32_t nlist, unsigned threads, tq_error *er
         return tq_err(err, TQ_EUNSUPPORTED, "a partitioned index holds at most 2^32 - 1 vectors, not %zu", count);
     if (nlist == 0)
         nlist = tq_partition_default_nlist(count, c->cfg.d);
-    /* Every row in id order in one set (the head as it was, then the
-     * tail), which is what gets partitioned. */
+    /* What gets partitioned: every row in id order in one set. Before a
+     * first partitioning that is the index's own rows; after, the head as
+     * it was and then the tail, copied into one. */
     tq_rows_out all = {0}, sorted = {0};
     tq_partitioning part = {0};
-    uint32_t *ids = tq_malloc(count * sizeof(uint32_t)), *all_ids = tq_malloc(count * sizeof(uint32_t));
-    uint8_t *row = tq_malloc(tq_codec_row_bytes(c));
-    int rc = ids && all_ids && row ? tq_rows_out_alloc(c, count, &all) : TQ_ENOMEM;
+    const bool copy = f->part.nlist > 0;
+    uint32_t *ids = tq_malloc(count * sizeof(uint32_t)), *all_ids = copy ? tq_malloc(count * sizeof(uint32_t)) : NULL;
+    uint8_t *row = copy ? tq_malloc(tq_codec_row_bytes(c)) : NULL;
+    int rc = !ids || (copy && (!all_ids || !row)) ? TQ_ENOMEM : copy ? tq_rows_out_alloc(c, count, &all) : TQ_OK;
     if (rc)
         goto done;
-    tq_rows sets[2];
-    const size_t nsets = flat_sets(f, sets);
-    for (size_t s = 0, i = 0; s < nsets; s++)
-        for (size_t r = 0; r < sets[s].n; r++, i++) {
-            tq_codec_row_save(c, &sets[s], r, row);
-            tq_codec_row_load(c, &all, i, row);
-            all_ids[i] = s == 0 && f->part.nlist ? f->ids[r] : (uint32_t)i;
-        }
-    tq_rows all_view = tq_rows_view(&all, count);
+    tq_rows all_view = tq_flat_rows(f);
+    if (copy) {
+        tq_rows sets[2];
+        const size_t nsets = flat_sets(f, sets);
+        for (size_t s = 0, i = 0; s < nsets; s++)
+            for (size_t r = 0; r < sets[s].n; r++, i++) {
+                tq_codec_row_save(c, &sets[s], r, row);
+                tq_codec_row_load(c, &all, i, row);
+                all_ids[i] = s == 0 ? f->ids[r] : (uint32_t)i;
+            }
+        all_view = tq_rows_view(&all, count);
+    }
     if ((rc = tq_partition_rows(c, &all_view, nlist, c->cfg.seed, threads, NULL, &part, err)))
         goto fail;
     if ((rc = tq_rows_gather(c, &all_view, part.order, count, &sorted)))
         goto done;
     for (size_t i = 0; i < count; i++)
-        ids[i] = all_ids[part.order[i]];
+        ids[i] = copy ? all_ids[part.order[i]] : part.order[i];
     /* Nothing below fails: switch. The index keeps no lengths (nothing
      * gets vectors back from it), and growing would not extend them. */
     tq_free(sorted.lengths);

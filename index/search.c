@@ -522,22 +522,10 @@ static bool refines_all(const tq_search_opts *opts)
  * third of a probing search. */
 static void prefetch_refine(const search_job *job, const tq_hit *hits, size_t n)
 {
-    const tq_codec *c = job->c;
-    const size_t d = c->cfg.d;
+    const size_t bytes = tq_codec_refine_bytes_per_vector(job->c);
     for (size_t i = 0; i < n; i++) {
         const row_ref r = find_row(job, hits[i].id);
-        const char *p;
-        size_t bytes;
-        if (c->cfg.refine == TQ_REFINE_FP16) {
-            p = (const char *)(r.set->half + r.row * d);
-            bytes = d * sizeof(uint16_t);
-        } else if (c->cfg.refine == TQ_REFINE_FP32) {
-            p = (const char *)(r.set->vectors + r.row * d);
-            bytes = d * sizeof(float);
-        } else {
-            p = (const char *)(r.set->refine8 + r.row * d);
-            bytes = d;
-        }
+        const uint8_t *p = tq_codec_refine_row(job->c, r.set, r.row);
         /* Whole rows up to 2 KiB (d = 1024 at fp16): at d = 784 asking for
          * the first 256 bytes only left the re-rank a quarter of a query. */
         for (size_t o = 0; o < bytes && o < 2048; o += 64)
@@ -629,6 +617,135 @@ static int check_query(const tq_codec *c, const float *query, size_t index, tq_e
     return TQ_OK;
 }
 
+/* Partition probing (sets with tq_partitions and opts->nprobe > 0): a
+ * query scores every partitioned set's centroids and ranks all their
+ * partitions together (the centroids of every set live in one space), scans
+ * the rows of the best-ranked ones and every row of unpartitioned sets, and
+ * if fewer than k rows got through (deletes, a filter) probes the next
+ * partitions in rank order, doubling, until k have or none are left: the
+ * answer always holds min(k, live and matching) rows, as a flat search's
+ * does. Each round scans its blocks in row order, as the collectors' tie
+ * rule wants.
+ *
+ * How many partitions nprobe means: with one partitioned set, nprobe. With
+ * several (a collection's segments, each partitioned on its own at 4
+ * sqrt(rows)), as many rows' worth as nprobe partitions of one set holding
+ * all their rows would be: nprobe scaled by their partitions over the
+ * default count for their rows together. A query then scans about the same
+ * rows however a collection is split into segments.
+ *
+ * A target recall instead: each set probes the share of its own ranking
+ * that its probe curve (tq_partitions) says the recall needs, read at the
+ * share of the 10 nearest rows the set holds by its size. */
+typedef struct probe_state {
+    block_visit *visits;  /* room for every block plus one per partition boundary */
+    float *scores;        /* one set's centroid scores: the largest nlist, rounded up to 16 */
+    uint64_t *keys;       /* every partition of every set, ranked: (score, lower number) packed
+                             as the collector does; partitions numbered across the sets */
+    uint8_t *chosen;      /* flags by that number: a round's partitions, read in row order
+                             (all clear between rounds) */
+    uint32_t *first;      /* nsets + 1: each set's first partition number */
+    uint32_t total;       /* partitions in all */
+    /* The partitions are ranked in groups, and a round takes ranks [from,
+     * to) of each: one group of all of them for nprobe; one per set for a
+     * target recall, each set then probed as its own curve says. */
+    uint32_t ngroups;
+    uint32_t *group;      /* ngroups + 1: each group's first partition number */
+    uint32_t *start;      /* ngroups: the first round's `to` of each */
+    uint32_t *from, *to;  /* ngroups: the current round's */
+    /* What the arrays hold room for: they are kept with the thread's search
+     * scratch and grown only when a call needs more. */
+    size_t cap_visits, cap_scores, cap_keys, cap_chosen, cap_first, cap_group;
+} probe_state;
+
+static void probe_free(probe_state *ps)
+{
+    tq_free(ps->visits);
+    tq_free(ps->scores);
+    tq_free(ps->keys);
+    tq_free(ps->chosen);
+    tq_free(ps->first);
+    tq_free(ps->group);
+    memset(ps, 0, sizeof(*ps));
+}
+
+static size_t probe_bytes(const probe_state *ps)
+{
+    return ps->cap_visits * sizeof(block_visit) + ps->cap_scores * sizeof(float) + ps->cap_keys * sizeof(uint64_t) +
+           ps->cap_chosen + (ps->cap_first + ps->cap_group) * sizeof(uint32_t);
+}
+
+/* Room for `want` elements of `size` bytes in *p (zeroed when grown, since
+ * the contents need not survive). */
+static bool probe_room(void **p, size_t *cap, size_t want, size_t size)
+{
+    if (want <= *cap)
+        return true;
+    tq_free(*p);
+    *cap = 0;
+    if (!(*p = tq_calloc(want, size)))
+        return false;
+    *cap = want;
+    return true;
+}
+
+static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t nblocks, uint32_t d,
+                      const tq_search_opts *opts)
+{
+    size_t most = 0, all = 0, rows = 0, partitioned = 0, everything = 0;
+    for (size_t s = 0; s < nsets; s++) {
+        everything += sets[s].n;
+        if (sets[s].parts) {
+            all += sets[s].parts->nlist;
+            rows += sets[s].n;
+            partitioned++;
+            most = sets[s].parts->nlist > most ? sets[s].parts->nlist : most;
+        }
+    }
+    if (!probe_room((void **)&ps->first, &ps->cap_first, nsets + 1, sizeof(uint32_t)) ||
+        !probe_room((void **)&ps->group, &ps->cap_group, 4 * nsets + 1, sizeof(uint32_t)) ||
+        !probe_room((void **)&ps->visits, &ps->cap_visits, nblocks + all + 1, sizeof(block_visit)) ||
+        !probe_room((void **)&ps->scores, &ps->cap_scores, (most + 15) / 16 * 16 + 1, sizeof(float)) ||
+        !probe_room((void **)&ps->keys, &ps->cap_keys, all + 1, sizeof(uint64_t)) ||
+        !probe_room((void **)&ps->chosen, &ps->cap_chosen, all + 1, 1)) {
+        probe_free(ps);
+        return TQ_ENOMEM;
+    }
+    ps->start = ps->group + nsets + 1;
+    ps->from = ps->start + nsets;
+    ps->to = ps->from + nsets;
+    ps->ngroups = 0;
+    for (size_t s = 0, first = 0; s < nsets; s++) {
+        ps->first[s] = (uint32_t)first;
+        first += sets[s].parts ? sets[s].parts->nlist : 0;
+    }
+    ps->first[nsets] = (uint32_t)all;
+    ps->total = (uint32_t)all;
+    if (opts->target_recall > 0.0f) {
+        /* Each set probes the share its curve asks for. A set holding a
+         * share of all the rows holds about that share of a query's 10
+         * nearest: their recall is what its curve is read at. */
+        for (size_t s = 0; s < nsets; s++) {
+            const tq_partitions *P = sets[s].parts;
+            if (!P)
+                continue;
+            const double k = (double)TQ_CURVE_K * (double)sets[s].n / (double)everything;
+            const double want = ceil(tq_partition_share(P, opts->target_recall, k) * P->nlist);
+            ps->group[ps->ngroups] = ps->first[s];
+            ps->start[ps->ngroups++] = want < 1 ? 1u : want < P->nlist ? (uint32_t)want : P->nlist;
+        }
+    } else {
+        /* With several sets, as many rows' worth as nprobe partitions of
+         * one set of all their rows (see above). */
+        const double scale = partitioned > 1 ? (double)all / tq_partition_default_nlist(rows, d) : 1.0;
+        const double want = ceil(opts->nprobe * scale);
+        ps->group[0] = 0;
+        ps->start[ps->ngroups++] = want < all ? (uint32_t)want : (uint32_t)all;
+    }
+    ps->group[ps->ngroups] = (uint32_t)all;
+    return TQ_OK;
+}
+
 /* What a search call allocates depends only on this; a thread keeps the
  * last call's allocations and reuses them when the next call has the same
  * shape (the per-call allocations were a tenth of a small search). */
@@ -646,6 +763,7 @@ typedef struct search_scratch {
     tq_collector *cols;    /* ncols: nparts * batch */
     block_sums *sums;      /* nsums: a sliced scan's sums, per part */
     tq_topk merged, mid, best;
+    probe_state probe;     /* a probing search's buffers, grown as calls need */
 } search_scratch;
 
 /* A thread keeps at most this much between calls (one query's tables are
@@ -673,6 +791,7 @@ static void scratch_free(void *arg)
     tq_topk_free(&sc->merged);
     tq_topk_free(&sc->mid);
     tq_topk_free(&sc->best);
+    probe_free(&sc->probe);
     tq_free(sc);
 }
 
@@ -739,113 +858,10 @@ static search_scratch *scratch_take(const tq_quantizer *q, const search_shape *s
 
 static void scratch_give(search_scratch *sc)
 {
+    if (probe_bytes(&sc->probe) > SCRATCH_KEEP_BYTES)
+        probe_free(&sc->probe);
     if (scratch_key == (pthread_key_t)-1 || sc->bytes > SCRATCH_KEEP_BYTES || pthread_setspecific(scratch_key, sc))
         scratch_free(sc);
-}
-
-/* Partition probing (sets with tq_partitions and opts->nprobe > 0): a
- * query scores every partitioned set's centroids and ranks all their
- * partitions together (the centroids of every set live in one space), scans
- * the rows of the best-ranked ones and every row of unpartitioned sets, and
- * if fewer than k rows got through (deletes, a filter) probes the next
- * partitions in rank order, doubling, until k have or none are left: the
- * answer always holds min(k, live and matching) rows, as a flat search's
- * does. Each round scans its blocks in row order, as the collectors' tie
- * rule wants.
- *
- * How many partitions nprobe means: with one partitioned set, nprobe. With
- * several (a collection's segments, each partitioned on its own at 4
- * sqrt(rows)), as many rows' worth as nprobe partitions of one set holding
- * all their rows would be: nprobe scaled by their partitions over the
- * default count for their rows together. A query then scans about the same
- * rows however a collection is split into segments.
- *
- * A target recall instead: each set probes the share of its own ranking
- * that its probe curve (tq_partitions) says the recall needs, read at the
- * share of the 10 nearest rows the set holds by its size. */
-typedef struct probe_state {
-    block_visit *visits;  /* room for every block plus one per partition boundary */
-    float *scores;        /* one set's centroid scores: the largest nlist, rounded up to 16 */
-    uint64_t *keys;       /* every partition of every set, ranked: (score, lower number) packed
-                             as the collector does; partitions numbered across the sets */
-    uint8_t *chosen;      /* flags by that number: a round's partitions, read in row order */
-    uint32_t *first;      /* nsets + 1: each set's first partition number */
-    uint32_t total;       /* partitions in all */
-    /* The partitions are ranked in groups, and a round takes ranks [from,
-     * to) of each: one group of all of them for nprobe; one per set for a
-     * target recall, each set then probed as its own curve says. */
-    uint32_t ngroups;
-    uint32_t *group;      /* ngroups + 1: each group's first partition number */
-    uint32_t *start;      /* ngroups: the first round's `to` of each */
-    uint32_t *from, *to;  /* ngroups: the current round's */
-} probe_state;
-
-static void probe_free(probe_state *ps)
-{
-    tq_free(ps->visits);
-    tq_free(ps->scores);
-    tq_free(ps->keys);
-    tq_free(ps->chosen);
-    tq_free(ps->first);
-    tq_free(ps->group);
-}
-
-static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t nblocks, uint32_t d,
-                      const tq_search_opts *opts)
-{
-    memset(ps, 0, sizeof(*ps));
-    size_t most = 0, all = 0, rows = 0, partitioned = 0, everything = 0;
-    if (!(ps->first = tq_malloc((nsets + 1) * sizeof(uint32_t))) ||
-        !(ps->group = tq_malloc((4 * nsets + 1) * sizeof(uint32_t)))) {
-        probe_free(ps);
-        return TQ_ENOMEM;
-    }
-    ps->start = ps->group + nsets + 1;
-    ps->from = ps->start + nsets;
-    ps->to = ps->from + nsets;
-    for (size_t s = 0; s < nsets; s++) {
-        ps->first[s] = (uint32_t)all;
-        everything += sets[s].n;
-        if (sets[s].parts) {
-            all += sets[s].parts->nlist;
-            rows += sets[s].n;
-            partitioned++;
-            most = sets[s].parts->nlist > most ? sets[s].parts->nlist : most;
-        }
-    }
-    ps->first[nsets] = (uint32_t)all;
-    ps->total = (uint32_t)all;
-    if (opts->target_recall > 0.0f) {
-        /* Each set probes the share its curve asks for. A set holding a
-         * share of all the rows holds about that share of a query's 10
-         * nearest: their recall is what its curve is read at. */
-        for (size_t s = 0; s < nsets; s++) {
-            const tq_partitions *P = sets[s].parts;
-            if (!P)
-                continue;
-            const double k = (double)TQ_CURVE_K * (double)sets[s].n / (double)everything;
-            const double want = ceil(tq_partition_share(P, opts->target_recall, k) * P->nlist);
-            ps->group[ps->ngroups] = ps->first[s];
-            ps->start[ps->ngroups++] = want < 1 ? 1u : want < P->nlist ? (uint32_t)want : P->nlist;
-        }
-    } else {
-        /* With several sets, as many rows' worth as nprobe partitions of
-         * one set of all their rows (see above). */
-        const double scale = partitioned > 1 ? (double)all / tq_partition_default_nlist(rows, d) : 1.0;
-        const double want = ceil(opts->nprobe * scale);
-        ps->group[0] = 0;
-        ps->start[ps->ngroups++] = want < all ? (uint32_t)want : (uint32_t)all;
-    }
-    ps->group[ps->ngroups] = (uint32_t)all;
-    ps->visits = tq_malloc((nblocks + all + 1) * sizeof(block_visit));
-    ps->scores = tq_malloc(((most + 15) / 16 * 16 + 1) * sizeof(float));
-    ps->keys = tq_malloc((all + 1) * sizeof(uint64_t));
-    ps->chosen = tq_calloc(all + 1, 1);
-    if (!ps->visits || !ps->scores || !ps->keys || !ps->chosen) {
-        probe_free(ps);
-        return TQ_ENOMEM;
-    }
-    return TQ_OK;
 }
 
 /* Rank every partition of every partitioned set by nearness to the query
@@ -1084,8 +1100,8 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
     tq_collector *cols = sc->cols;
     tq_topk *merged = &sc->merged, *mid = &sc->mid, *best = &sc->best;
 
-    probe_state probe = {0};
-    if (probing && probe_init(&probe, sets, nsets, nblocks, c->cfg.d, opts)) {
+    probe_state *probe = &sc->probe;
+    if (probing && probe_init(probe, sets, nsets, nblocks, c->cfg.d, opts)) {
         scratch_give(sc);
         if (offsets != offsets_small)
             tq_free(offsets);
@@ -1102,7 +1118,7 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
         }
         if (probing) {
             for (size_t i = 0; i < m; i++)
-                counts[q0 + i] = probe_query(&job, &probe, nparts, queries + (q0 + i) * d, &pq[i], sc,
+                counts[q0 + i] = probe_query(&job, probe, nparts, queries + (q0 + i) * d, &pq[i], sc,
                                              out + (q0 + i) * k);
             continue;
         }
@@ -1117,7 +1133,6 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
                                           out + (q0 + i) * k);
         }
     }
-    probe_free(&probe);
     scratch_give(sc);
     if (offsets != offsets_small)
         tq_free(offsets);

@@ -555,6 +555,9 @@ void tq_codec_blocks_from_format1(const tq_codec *c, const uint8_t *old, size_t 
 size_t tq_codec_row_bytes_format1(const tq_codec *c);
 size_t tq_codec_format1_scratch_bytes(const tq_codec *c);
 void tq_codec_row_from_format1(const tq_codec *c, const uint8_t *old, uint8_t *row, uint8_t *scratch);
+/* Row `row`'s refine data (tq_codec_refine_bytes_per_vector bytes), or
+ * NULL when the rows keep none. */
+const uint8_t *tq_codec_refine_row(const tq_codec *c, const tq_rows *rows, size_t row);
 /* Bytes per vector of codes and scalars, and of refine data. */
 size_t tq_codec_bytes_per_vector(const tq_codec *c);
 size_t tq_codec_refine_bytes_per_vector(const tq_codec *c);

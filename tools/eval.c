@@ -311,18 +311,16 @@ static int parse_args(int argc, char **argv, eval_opts *o)
     o->kmax = 0;
     for (int i = 0; i < o->nk; i++)
         o->kmax = o->ks[i] > o->kmax ? o->ks[i] : o->kmax;
-    o->points = (size_t)o->nbits * (size_t)o->nvariant * (size_t)o->ncorrection * (size_t)o->ncenter *
-                (size_t)o->ntargets * (size_t)o->nscorer * (size_t)o->nrerank * (size_t)o->nk *
-                (size_t)o->nthreads * (size_t)o->nclients * (size_t)o->nnprobe;
     /* The probe settings: the nprobe values, then the target recalls. */
     if (o->ntarget && !o->nprobe_given)
         o->nnprobe = 0;
-    const int nprobe_values = o->nnprobe;
     o->nnprobe += o->ntarget;
-    o->points = o->points / (size_t)(nprobe_values ? nprobe_values : 1) * (size_t)o->nnprobe;
+    o->points = (size_t)o->nbits * (size_t)o->nvariant * (size_t)o->ncorrection * (size_t)o->ncenter *
+                (size_t)o->ntargets * (size_t)o->nscorer * (size_t)o->nrerank * (size_t)o->nk *
+                (size_t)o->nthreads * (size_t)o->nclients * (size_t)o->nnprobe;
     if (o->nlist_given && (o->dir || o->server))
         return tool_fail("eval", "--nlist partitions the in-memory index; stored sets partition their sealed "
-                                 "segments themselves (4 sqrt(rows) each)");
+                                 "segments themselves (4 sqrt(rows), at most 512 KiB of centroids, each)");
     return 0;
 }
 
