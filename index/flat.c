@@ -98,6 +98,7 @@ static tq_rows rows_from(const tq_flat *f, size_t first, size_t n)
         .vectors = r->vectors ? r->vectors + first * d : NULL,
         .refine8 = r->refine8 ? r->refine8 + first * d : NULL,
         .half = r->half ? r->half + first * d : NULL,
+        .lengths = r->lengths ? r->lengths + first : NULL,
     };
 }
 
@@ -148,7 +149,8 @@ static int reserve(tq_flat *f, size_t want, tq_error *err)
         grow((void **)&f->rows.sc, old, cap, TQ_SCAN_BLOCK * sizeof(tq_code_scalars)) ||
         grow((void **)&f->rows.vectors, old, cap, refine == TQ_REFINE_FP32 ? TQ_SCAN_BLOCK * d * sizeof(float) : 0) ||
         grow((void **)&f->rows.refine8, old, cap, refine == TQ_REFINE_CODE8 ? TQ_SCAN_BLOCK * d : 0) ||
-        grow((void **)&f->rows.half, old, cap, refine == TQ_REFINE_FP16 ? TQ_SCAN_BLOCK * d * sizeof(uint16_t) : 0))
+        grow((void **)&f->rows.half, old, cap, refine == TQ_REFINE_FP16 ? TQ_SCAN_BLOCK * d * sizeof(uint16_t) : 0) ||
+        grow((void **)&f->rows.lengths, old, cap, c->cfg.metric == TQ_METRIC_COSINE ? TQ_SCAN_BLOCK * sizeof(float) : 0))
         return tq_err(err, TQ_ENOMEM, "out of memory growing the index to %zu vectors", cap * TQ_SCAN_BLOCK);
     f->cap_blocks = cap;
     return TQ_OK;
@@ -244,10 +246,7 @@ int tq_flat_partition(tq_flat *f, uint32_t nlist, unsigned threads, tq_error *er
         goto done;
     for (size_t i = 0; i < count; i++)
         ids[i] = copy ? all_ids[part.order[i]] : part.order[i];
-    /* Nothing below fails: switch. The index keeps no lengths (nothing
-     * gets vectors back from it), and growing would not extend them. */
-    tq_free(sorted.lengths);
-    sorted.lengths = NULL;
+    /* Nothing below fails: switch. */
     tq_rows_out_free(&f->rows);
     f->rows = sorted;
     f->cap_blocks = (count + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK + 1;

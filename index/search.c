@@ -28,6 +28,13 @@
  * (cosine encodes the normalized vector, so ||x|| is 1 unless centered);
  * results go out in the metric's units.
  *
+ * Centered cosine is ranked as l2 between unit vectors (rank_metric): with
+ * q and x on the unit sphere, cos(q, x) = 1 - ||q - x||^2 / 2, and
+ * ||q - x|| = ||(q - m) - (x - m)|| lets the query be centered as the codes
+ * are. Keeping q whole and adding <q, m> instead (as ip does) leaves the
+ * estimate's error proportional to ||q|| rather than ||q - m||: recall@10
+ * at 1 bit, fiori-minilm, 0.766 that way against 0.81 centered.
+ *
  * Work is split across the worker pool by blocks (all sets' blocks in one
  * sequence), each part with its own heaps; the parts' heaps are merged by
  * the same total order (key, then id), so the answer does not depend on the
@@ -80,6 +87,23 @@ static row_ref find_row(const search_job *job, uint64_t id)
     return (row_ref){&job->sets[lo], (size_t)(id - job->first_row[lo])};
 }
 
+/* The metric keys are computed in: the configured one, but l2 for
+ * centered cosine (see the top of the file). */
+static tq_metric rank_metric(const tq_codec *c)
+{
+    return c->mean && c->cfg.metric == TQ_METRIC_COSINE ? TQ_METRIC_L2 : c->cfg.metric;
+}
+
+/* A zero vector under centered cosine: its code holds -mean, which the l2
+ * form cannot score as the 0 a vector without direction gets (its
+ * estimate is about 1/2), so the later stages, which know the row, give it
+ * its exact key when the inputs' lengths are kept (-2: cos = 0). The first
+ * stage may still pass it on as a candidate. */
+static bool centered_zero_row(const tq_codec *c, row_ref r)
+{
+    return c->mean && c->cfg.metric == TQ_METRIC_COSINE && r.set->lengths && r.set->lengths[r.row] == 0.0f;
+}
+
 static float estimate_key(tq_metric metric, float g, const tq_code_scalars *sc, const tq_query *pq)
 {
     switch (metric) {
@@ -98,11 +122,12 @@ static float refine_key(const tq_codec *c, const float *query, const tq_query *p
 {
     const tq_simd_kernels *k = tq_simd();
     const size_t d = c->cfg.d;
-    /* Cosine queries are never centered, so this is ||q|| for the floats. */
-    const float qnorm = pq->qnorm;
+    const float qnorm = pq->input_norm;
     if (c->cfg.refine == TQ_REFINE_CODE8) {
+        if (centered_zero_row(c, r))
+            return -2.0f;
         float g = k->dot_u8(r.set->refine8 + r.row * d, c->cb8->centroid_f, pq->qr, d);
-        return estimate_key(c->cfg.metric, g, &r.set->sc[r.row], pq);
+        return estimate_key(rank_metric(c), g, &r.set->sc[r.row], pq);
     }
     const float *v = r.set->vectors + r.row * d;
     if (c->cfg.refine == TQ_REFINE_FP16) {
@@ -115,6 +140,9 @@ static float refine_key(const tq_codec *c, const float *query, const tq_query *p
     case TQ_METRIC_IP:
         return k->dot(query, v, d);
     case TQ_METRIC_COSINE:
+        /* Centered: -||q/||q|| - v||^2 for the unit vector v, as ranked. */
+        if (c->mean)
+            return 2.0f * (k->dot(query, v, d) / qnorm) - 2.0f;
         return k->dot(query, v, d) / qnorm;
     }
     return 0.0f;
@@ -124,6 +152,8 @@ static float refine_key(const tq_codec *c, const float *query, const tq_query *p
 static float float_key(const tq_codec *c, const tq_query *pq, row_ref r)
 {
     const tq_quantizer *q = &c->q;
+    if (centered_zero_row(c, r))
+        return -2.0f;
     size_t block = r.row / TQ_SCAN_BLOCK;
     unsigned lane = (unsigned)(r.row % TQ_SCAN_BLOCK);
     float code_dot = 0.0f, sign_dot = 0.0f;
@@ -134,7 +164,7 @@ static float float_key(const tq_codec *c, const tq_query *pq, row_ref r)
         sign_dot = tq_scan_lut_exact(&q->sign_layout, &pq->sign_lut,
                                      r.set->sign_blocks + block * q->sign_layout.block_bytes, lane);
     const tq_code_scalars *sc = &r.set->sc[r.row];
-    return estimate_key(c->cfg.metric, tq_unit_estimate(q, sc, code_dot, sign_dot), sc, pq);
+    return estimate_key(rank_metric(c), tq_unit_estimate(q, sc, code_dot, sign_dot), sc, pq);
 }
 
 /* Blocks per chunk of a batched scan: about 256 KiB of codes, so a chunk
@@ -567,23 +597,32 @@ static size_t finish_query(const search_job *job, const float *query, const tq_q
     if (c->cfg.metric == TQ_METRIC_L2)
         for (size_t i = 0; i < n; i++)
             out[i].score = -out[i].score;
+    else if (rank_metric(c) == TQ_METRIC_L2) /* centered cosine: -||q - x||^2 to cos */
+        for (size_t i = 0; i < n; i++)
+            out[i].score = 1.0f + 0.5f * out[i].score;
     return n;
 }
 
 /* Rotate and tabulate one query, centered as the codes are: l2 centers the
- * query; ip and cosine keep it and add <q, mean> to every estimate. */
+ * query, cosine its unit vector (ranked as l2, see rank_metric); ip keeps
+ * it and adds <q, mean> to every estimate (an ip row's <mean, x - mean>
+ * would need ||x||, which is not kept). */
 static void prepare_query(const tq_codec *c, const float *query, tq_query *pq)
 {
+    const tq_simd_kernels *k = tq_simd();
     const size_t d = c->cfg.d;
-    if (c->mean && c->cfg.metric == TQ_METRIC_L2) {
+    const float input_norm = sqrtf(k->dot(query, query, d));
+    if (c->mean && c->cfg.metric != TQ_METRIC_IP) {
+        const float scale = c->cfg.metric == TQ_METRIC_COSINE ? 1.0f / input_norm : 1.0f;
         for (size_t j = 0; j < d; j++)
-            pq->centered[j] = query[j] - c->mean[j];
+            pq->centered[j] = query[j] * scale - c->mean[j];
         tq_quantizer_prepare(&c->q, pq->centered, pq);
-        return;
+    } else {
+        tq_quantizer_prepare(&c->q, query, pq);
+        if (c->mean)
+            pq->bias = k->dot(query, c->mean, d);
     }
-    tq_quantizer_prepare(&c->q, query, pq);
-    if (c->mean)
-        pq->bias = tq_simd()->dot(query, c->mean, d);
+    pq->input_norm = input_norm;
 }
 
 /* What block_select needs of a prepared query: the same formulas as
@@ -592,9 +631,8 @@ static void prepare_keys(const tq_codec *c, tq_query *pq)
 {
     const tq_quantizer *q = &c->q;
     tq_key_params *kp = &pq->keys;
-    kp->metric = c->cfg.metric == TQ_METRIC_L2   ? TQ_KEY_L2
-                 : c->cfg.metric == TQ_METRIC_IP ? TQ_KEY_IP
-                                                 : TQ_KEY_COSINE;
+    const tq_metric metric = rank_metric(c);
+    kp->metric = metric == TQ_METRIC_L2 ? TQ_KEY_L2 : metric == TQ_METRIC_IP ? TQ_KEY_IP : TQ_KEY_COSINE;
     kp->prod = q->variant == TQ_VARIANT_PROD;
     kp->code_delta = q->mse_bits ? pq->code_lut.delta : 0.0f;
     kp->code_bias = q->mse_bits ? pq->code_lut.bias : 0.0f;

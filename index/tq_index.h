@@ -271,7 +271,8 @@ void tq_quantizer_decode(const tq_quantizer *q, const uint8_t *codes, const uint
 typedef struct tq_query {
     float *qr;    /* R q */
     float *qp;    /* P R q (prod only) */
-    float qnorm;  /* ||q|| */
+    float qnorm;  /* ||q||, of the query as tabulated (centered when the codes are) */
+    float input_norm; /* ||q|| of the query as given */
     tq_scan_lut code_lut, sign_lut;
     uint8_t *packed; /* scratch for the reference estimator */
     float bias;      /* added to ip/cosine estimates: <q, mean> when centered */
