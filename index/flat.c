@@ -163,7 +163,7 @@ int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err)
 {
     const tq_codec *c = &f->codec;
     const size_t d = c->cfg.d;
-    const bool set_mean = c->cfg.center == TQ_CENTER_FIRST_BATCH && !c->mean && n > 0;
+    const bool set_mean = tq_codec_centers_add(c, f->n, n);
     size_t checked = 0;
     int rc;
     if (set_mean) {

@@ -415,7 +415,11 @@ typedef enum tq_refine {
 typedef enum tq_center {
     TQ_CENTER_NONE = 1,
     TQ_CENTER_FIRST_BATCH = 2, /* subtract the mean of the first add's vectors */
+    TQ_CENTER_AUTO = 3,        /* the same for l2 and cosine when that add holds at least
+                                  TQ_CENTER_AUTO_MIN_ROWS; none for ip */
 } tq_center;
+
+#define TQ_CENTER_AUTO_MIN_ROWS 256u
 
 typedef struct tq_config {
     uint32_t d;
@@ -518,6 +522,23 @@ tq_rows tq_rows_view(const tq_rows_out *out, size_t n);
 /* Validate cfg and set up the quantizer (and refine codebook); no mean. */
 int tq_codec_init(tq_codec *c, const tq_config *cfg, tq_error *err);
 void tq_codec_free(tq_codec *c);
+/* Whether an add of n vectors to an index holding `stored` rows (live or
+ * not) takes the centering mean from them: only the first add can. */
+static inline bool tq_codec_centers_add(const tq_codec *c, size_t stored, size_t n)
+{
+    if (c->mean || stored > 0 || n == 0)
+        return false;
+    return c->cfg.center == TQ_CENTER_FIRST_BATCH ||
+           (c->cfg.center == TQ_CENTER_AUTO && c->cfg.metric != TQ_METRIC_IP && n >= TQ_CENTER_AUTO_MIN_ROWS);
+}
+/* The centering in effect, for reports: auto says what it became once
+ * rows are stored (first-batch with a mean, else none). */
+static inline tq_center tq_codec_center_in_effect(const tq_codec *c, bool stored)
+{
+    if (c->cfg.center != TQ_CENTER_AUTO)
+        return c->cfg.center;
+    return c->mean ? TQ_CENTER_FIRST_BATCH : stored ? TQ_CENTER_NONE : TQ_CENTER_AUTO;
+}
 /* Set the centering mean from the n vectors at x (normalized first for
  * cosine), which the caller has checked. */
 int tq_codec_set_mean(tq_codec *c, const float *x, size_t n, tq_error *err);

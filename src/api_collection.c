@@ -62,6 +62,8 @@ int tqvec_collection_open(const char *dir, const tqvec_collection_options *opts,
     };
     if (!opts->dim)
         o.cfg.d = 0; /* open whatever is there */
+    if (!opts->center)
+        o.cfg.center = 0; /* not asked: auto for a new collection, any for one that exists */
     tqvec_collection *h = tq_calloc(1, sizeof(*h));
     if (!h)
         return api_error(err, TQVEC_ENOMEM, "out of memory opening %s", dir);
@@ -427,7 +429,8 @@ int tqvec_collection_get_info(tqvec_collection *c, tqvec_collection_info *info)
     tq_collection_stats_get(c->c, &st);
     *info = (tqvec_collection_info){
         .dim = cfg->d, .metric = (int)cfg->metric, .bits = (int)cfg->bits, .variant = (int)cfg->variant,
-        .correction = (int)cfg->correction, .refine = (int)cfg->refine, .center = (int)cfg->center,
+        .correction = (int)cfg->correction, .refine = (int)cfg->refine,
+        .center = (int)tq_codec_center_in_effect(codec, st.live + st.deleted + st.mutable_rows > 0),
         .seed = cfg->seed, .count = st.live, .deleted = st.deleted, .segments = st.segments,
         .unsealed = st.mutable_rows, .log_bytes = st.wal_bytes, .torn_bytes = st.torn_bytes,
         .bytes_per_vector = tq_codec_bytes_per_vector(codec),

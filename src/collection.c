@@ -1242,7 +1242,9 @@ int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_
     int rc = TQ_OK;
     if (c->broken)
         rc = tq_err(err, TQ_EIO, "%s: an earlier change could not be completed; reopen the collection", c->dir);
-    if (!rc && n && c->codec.cfg.center == TQ_CENTER_FIRST_BATCH && !c->codec.mean) {
+    /* Rows stored, live or not: any sealed segment holds some. */
+    const size_t stored = c->mut->n + (c->current->nsegs > 1);
+    if (!rc && tq_codec_centers_add(&c->codec, stored, n)) {
         /* The mean comes from this batch: every vector is checked first. */
         for (size_t i = 0; i < n && !rc; i++)
             rc = check_vector(c, &elems[i], i, err);
@@ -2078,8 +2080,11 @@ static int create_layout(tq_collection *c, tq_error *err)
 
 static bool same_config(const tq_config *a, const tq_config *b)
 {
+    /* A center of 0 was not asked for: any is fine (the default changed
+     * from none to auto, and collections made before open as they are). */
     return a->d == b->d && a->metric == b->metric && a->bits == b->bits && a->variant == b->variant &&
-           a->correction == b->correction && a->seed == b->seed && a->refine == b->refine && a->center == b->center;
+           a->correction == b->correction && a->seed == b->seed && a->refine == b->refine &&
+           (!a->center || a->center == b->center);
 }
 
 int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_collection **out, tq_error *err)
@@ -2127,7 +2132,10 @@ int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_co
     }
     rc = tq_manifest_read(dir, &m, err);
     if (rc == TQ_ENOTFOUND && opts->create) {
-        if ((rc = tq_codec_init(&c->codec, &opts->cfg, err)) || (rc = create_layout(c, err)) ||
+        tq_config cfg = opts->cfg;
+        if (!cfg.center)
+            cfg.center = TQ_CENTER_AUTO;
+        if ((rc = tq_codec_init(&c->codec, &cfg, err)) || (rc = create_layout(c, err)) ||
             (rc = tq_manifest_read(dir, &m, err)))
             goto fail;
     } else if (rc) {

@@ -18,7 +18,8 @@ static_assert(SAME(TQVEC_MAX_K, TQ_MAX_K) && SAME(TQVEC_MAX_RERANK, TQ_MAX_RERAN
               SAME(TQVEC_MAX_DIM, TQ_MAX_DIM) && SAME(TQVEC_MIN_DIM, TQ_MIN_DIM) &&
               SAME(TQVEC_MAX_THREADS, TQ_MAX_THREADS), "limits differ");
 static_assert(sizeof(tqvec_hit) == sizeof(tq_hit), "hit layouts differ");
-static_assert(SAME(TQVEC_CENTER_NONE, TQ_CENTER_NONE) && SAME(TQVEC_CENTER_FIRST_BATCH, TQ_CENTER_FIRST_BATCH),
+static_assert(SAME(TQVEC_CENTER_NONE, TQ_CENTER_NONE) && SAME(TQVEC_CENTER_FIRST_BATCH, TQ_CENTER_FIRST_BATCH) &&
+                  SAME(TQVEC_CENTER_AUTO, TQ_CENTER_AUTO),
               "center numbering differs");
 static_assert(SAME(TQVEC_REFINE_NONE, TQ_REFINE_NONE) && SAME(TQVEC_REFINE_CODE8, TQ_REFINE_CODE8) &&
               SAME(TQVEC_REFINE_FP32, TQ_REFINE_FP32) && SAME(TQVEC_REFINE_FP16, TQ_REFINE_FP16),
@@ -113,7 +114,7 @@ tq_config config_with_defaults(uint32_t dim, int metric, int bits, int variant, 
         .correction = correction ? (tq_correction)correction : TQ_CORRECTION_IP,
         .seed = seed ? seed : TQVEC_DEFAULT_SEED,
         .refine = refine ? (tq_refine)refine : TQ_REFINE_NONE,
-        .center = center ? (tq_center)center : TQ_CENTER_NONE,
+        .center = center ? (tq_center)center : TQ_CENTER_AUTO,
     };
 }
 
@@ -250,7 +251,7 @@ int tqvec_index_get_info(const tqvec_index *index, tqvec_index_info *info)
     info->seed = cfg->seed;
     info->count = tq_flat_count(index->flat);
     info->refine = (int)cfg->refine;
-    info->center = (int)cfg->center;
+    info->center = (int)tq_codec_center_in_effect(codec, info->count > 0);
     info->bytes_per_vector = tq_codec_bytes_per_vector(codec);
     info->refine_bytes_per_vector = tq_codec_refine_bytes_per_vector(codec);
     info->simd = tqvec_simd_level();

@@ -1157,3 +1157,71 @@ Test(collection, partitioned_segments_answer_as_flat)
     cr_assert_eq(warnings[0], 0, "warnings: %s", warnings);
     tq_collection_close(c, NULL);
 }
+
+/* Adds rows [from, to) as keys "auto-i" in one call. */
+static void add_batch(tq_collection *c, size_t from, size_t to)
+{
+    static float v[400 * D];
+    static char keys[400][16];
+    tq_element e[400];
+    cr_assert(to - from <= 400);
+    for (size_t i = from; i < to; i++) {
+        vector_of(i, 1, v + (i - from) * D);
+        snprintf(keys[i - from], sizeof(keys[0]), "auto-%zu", i);
+        e[i - from] = (tq_element){.key = keys[i - from], .key_len = (uint32_t)strlen(keys[i - from]),
+                                   .vector = v + (i - from) * D};
+    }
+    tq_error err;
+    cr_assert_eq(tq_collection_add(c, e, to - from, NULL, &err), TQ_OK, "%s", err.msg);
+}
+
+/* The default centering: a collection takes its mean from a first add of
+ * at least TQ_CENTER_AUTO_MIN_ROWS vectors and keeps it through reopens;
+ * one whose first add was smaller stays uncentered for good; and one made
+ * before auto existed (none) opens with the centering left unasked. */
+Test(collection, auto_centering_is_decided_by_the_first_add)
+{
+    for (int big = 0; big < 2; big++) {
+        remove_dir();
+        make_dir();
+        tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_FP32);
+        cfg.center = 0; /* not asked: auto */
+        tq_collection *c = open_coll(&cfg, 1024, TQ_FSYNC_NO);
+        cr_assert_eq(tq_collection_codec(c)->cfg.center, TQ_CENTER_AUTO);
+        add_batch(c, 0, big ? TQ_CENTER_AUTO_MIN_ROWS : 10);
+        cr_assert_eq(tq_collection_codec(c)->mean != NULL, big, "first add of %u rows", big ? TQ_CENTER_AUTO_MIN_ROWS : 10);
+        add_batch(c, 300, 700); /* a later large add changes nothing */
+        cr_assert_eq(tq_collection_codec(c)->mean != NULL, big);
+        cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+        c = open_coll(&cfg, 1024, TQ_FSYNC_NO);
+        cr_assert_eq(tq_collection_codec(c)->mean != NULL, big, "after reopen");
+        /* The rows are found under the codec they were encoded with (re-
+         * ranked: some rows of vector_of are near duplicates). */
+        float q[D];
+        vector_of(5, 1, q);
+        tq_search_opts so = {.k = 1, .rerank = 8, .scorer = TQ_SCORER_LUT};
+        tq_match m;
+        size_t count;
+        tq_error err;
+        tq_snapshot *snap;
+        cr_assert_eq(tq_collection_search(c, q, 1, &so, NULL, &m, &count, &snap, &err), TQ_OK, "%s", err.msg);
+        cr_assert_eq(count, 1);
+        cr_assert(m.key_len == 6 && !memcmp(m.key, "auto-5", 6) && m.score == 0.0f, "nearest of row 5 is %.*s at %g",
+                  (int)m.key_len, m.key, (double)m.score);
+        tq_snapshot_release(snap);
+        cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+    }
+    /* Made with none, opened without asking: fine, and still none. */
+    remove_dir();
+    make_dir();
+    tq_config none = config(TQ_METRIC_L2, TQ_REFINE_NONE);
+    tq_collection *c = open_coll(&none, 1024, TQ_FSYNC_NO);
+    add_batch(c, 0, 300);
+    cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+    tq_config unasked = none;
+    unasked.center = 0;
+    c = open_coll(&unasked, 1024, TQ_FSYNC_NO);
+    cr_assert_eq(tq_collection_codec(c)->cfg.center, TQ_CENTER_NONE);
+    cr_assert_null(tq_collection_codec(c)->mean);
+    cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+}

@@ -682,3 +682,56 @@ static void check_calibration(const char *name, tqvec_metric metric, size_t max_
 Test(calibration, siftsmall) { check_calibration("siftsmall", TQVEC_METRIC_L2, 0); }
 Test(calibration, fashion_mnist) { check_calibration("fashion-mnist", TQVEC_METRIC_L2, 2000); }
 Test(calibration, glove_50) { check_calibration("glove-50", TQVEC_METRIC_COSINE, 2000); }
+
+/* The default centering (auto) is the first batch's mean for l2 and
+ * cosine when the first add brings at least 256 vectors, none otherwise
+ * and for ip; the info says which it became. With a mean it finds
+ * exactly what first-batch centering finds. */
+Test(search, auto_centering_follows_the_first_add)
+{
+    const uint32_t d = 32;
+    const size_t n = 600;
+    float *x = tq_malloc(n * d * sizeof(float));
+    tq_rng r;
+    tq_rng_seed(&r, 8);
+    for (size_t i = 0; i < n * d; i++)
+        x[i] = 3.0f + (float)tq_rng_gauss(&r);
+    const struct {
+        tqvec_metric metric;
+        size_t first;
+        int center;
+    } cases[] = {
+        {TQVEC_METRIC_L2, 256, TQVEC_CENTER_FIRST_BATCH},  {TQVEC_METRIC_L2, 255, TQVEC_CENTER_NONE},
+        {TQVEC_METRIC_COSINE, 600, TQVEC_CENTER_FIRST_BATCH}, {TQVEC_METRIC_COSINE, 1, TQVEC_CENTER_NONE},
+        {TQVEC_METRIC_IP, 600, TQVEC_CENTER_NONE},
+    };
+    for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
+        tqvec_index *ix, *same;
+        tqvec_index_info info;
+        tqvec_index_options o = {.dim = d, .metric = cases[t].metric, .bits = 2};
+        cr_assert_eq(tqvec_index_create(&o, &ix, NULL), TQVEC_OK);
+        cr_assert_eq(tqvec_index_get_info(ix, &info), TQVEC_OK);
+        cr_assert_eq(info.center, TQVEC_CENTER_AUTO, "undecided before any row");
+        o.center = cases[t].center;
+        cr_assert_eq(tqvec_index_create(&o, &same, NULL), TQVEC_OK);
+        for (tqvec_index *i2 = ix;; i2 = same) {
+            cr_assert_eq(tqvec_index_add(i2, x, cases[t].first, NULL, NULL), TQVEC_OK);
+            if (cases[t].first < n)
+                cr_assert_eq(tqvec_index_add(i2, x + cases[t].first * d, n - cases[t].first, NULL, NULL), TQVEC_OK);
+            if (i2 == same)
+                break;
+        }
+        cr_assert_eq(tqvec_index_get_info(ix, &info), TQVEC_OK);
+        cr_assert_eq(info.center, cases[t].center, "case %zu: centering %d", t, info.center);
+        tqvec_hit a[10], b[10];
+        size_t na, nb;
+        cr_assert_eq(tqvec_index_search(ix, x + 7 * d, NULL, a, 10, &na, NULL), TQVEC_OK);
+        cr_assert_eq(tqvec_index_search(same, x + 7 * d, NULL, b, 10, &nb, NULL), TQVEC_OK);
+        cr_assert_eq(na, nb);
+        for (size_t i = 0; i < na; i++)
+            cr_assert(a[i].id == b[i].id && a[i].score == b[i].score, "case %zu hit %zu", t, i);
+        tqvec_index_free(ix);
+        tqvec_index_free(same);
+    }
+    tq_free(x);
+}

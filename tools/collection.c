@@ -350,7 +350,10 @@ int cmd_info(int argc, char **argv)
            "  %llu bytes per vector of codes, %llu of refine data; simd %s\n",
            argv[1], i.dim, metric_text(i.metric), i.bits, i.variant == TQVEC_VARIANT_PROD ? "prod" : "mse",
            i.correction == TQVEC_CORRECTION_NONE ? "none" : "ip", refine[i.refine >= 0 && i.refine <= 4 ? i.refine : 0],
-           i.center == TQVEC_CENTER_FIRST_BATCH ? "first batch" : "none", (unsigned long long)i.seed,
+           i.center == TQVEC_CENTER_FIRST_BATCH ? "on the first batch's mean"
+           : i.center == TQVEC_CENTER_AUTO      ? "auto (decided by the first add)"
+                                                : "none",
+           (unsigned long long)i.seed,
            (unsigned long long)i.count, (unsigned long long)i.deleted, i.segments, (unsigned long long)i.unsealed,
            (unsigned long long)i.log_bytes, (unsigned long long)i.bytes_per_vector,
            (unsigned long long)i.refine_bytes_per_vector, i.simd);

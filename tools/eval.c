@@ -63,16 +63,26 @@ static const char *const scorer_names[] = {"lut", "float"};
 /* In tqvec_refine order (value - 1), so refine_names[refine - 1] names it. */
 static const char *const refine_names[] = {"none", "code8", "fp32", "fp16"};
 static const int refine_values[] = {TQVEC_REFINE_NONE, TQVEC_REFINE_CODE8, TQVEC_REFINE_FP32, TQVEC_REFINE_FP16};
-static const char *const center_names[] = {"none", "mean"};
-static const int center_values[] = {TQVEC_CENTER_NONE, TQVEC_CENTER_FIRST_BATCH};
+static const char *const center_names[] = {"auto", "none", "mean"};
+static const int center_values[] = {TQVEC_CENTER_AUTO, TQVEC_CENTER_NONE, TQVEC_CENTER_FIRST_BATCH};
+/* The same, as TQ.CREATE spells them. */
+static const char *const center_create_names[] = {"auto", "none", "first-batch"};
 static const int scorer_values[] = {TQVEC_SCORER_LUT, TQVEC_SCORER_FLOAT};
+
+static size_t center_index(int center)
+{
+    for (size_t i = 0; i < sizeof(center_values) / sizeof(center_values[0]); i++)
+        if (center_values[i] == center)
+            return i;
+    return 0;
+}
 
 static void usage(void)
 {
     fprintf(stderr,
             "usage: tqvec eval --base FILE [--queries FILE] [--gt FILE] [--metric l2|ip|cosine]\n"
             "                  [--bits 1,2,3,4] [--variant mse,prod] [--correction ip,none]\n"
-            "                  [--center none,mean] [--rerank 0,4,16] [--refine fp32|fp16|code8]\n"
+            "                  [--center auto,none,mean] [--rerank 0,4,16] [--refine fp32|fp16|code8]\n"
             "                  [--scorer lut,float] [-k 10[,100]] [--threads 1[,2]] [--clients 1[,2]]\n"
             "                  [--json FILE|-] [--report DIR] [--nq N] [--nb N] [--seed S] [--batch B]\n"
             "                  [--repeat R] [--name NAME] [--dir DIR] [--server HOST:PORT [--key NAME]]\n"
@@ -231,8 +241,8 @@ static int parse_args(int argc, char **argv, eval_opts *o)
                 return tool_fail("eval", "--correction wants ip and/or none, got '%s'", optarg);
             break;
         case 'M':
-            if ((o->ncenter = tool_parse_name_list(optarg, center_names, 2, o->center, MAX_LIST)) < 0)
-                return tool_fail("eval", "--center wants none and/or mean, got '%s'", optarg);
+            if ((o->ncenter = tool_parse_name_list(optarg, center_names, 3, o->center, MAX_LIST)) < 0)
+                return tool_fail("eval", "--center wants auto, none and/or mean, got '%s'", optarg);
             break;
         case 'F':
             if (tool_parse_name_list(optarg, refine_names, 4, &o->refine, 1) != 1)
@@ -546,7 +556,7 @@ static int server_set(const eval_opts *o, const tqvec_collection_options *co, co
         snprintf(seed, sizeof(seed), "%llu", (unsigned long long)co->seed);
         const char *args[] = {"TQ.CREATE", t->key, "DIM", dim, "METRIC", tool_metric_name(co->metric), "BITS", bits,
                               "VARIANT", co->variant == TQVEC_VARIANT_PROD ? "prod" : "mse", "REFINE", refine,
-                              "SEED", seed, "CENTER", co->center == TQVEC_CENTER_NONE ? "none" : "first-batch"};
+                              "SEED", seed, "CENTER", center_create_names[center_index(co->center)]};
         if (resp_call(&c, 16, args)) {
             rc = tool_fail("eval", "TQ.CREATE %s: %s", t->key, c.nparts ? c.part[0] : "connection lost");
             goto out;
@@ -627,7 +637,7 @@ static int build_index(const eval_opts *o, int kind, const tqvec_index_options *
             snprintf(out->target.key, sizeof(out->target.key), "tqeval:%s:%zu:%s:b%d:%s:%s:%s:s%llu", dataset,
                      base->n, tool_metric_name(opts->metric), opts->bits,
                      opts->variant == TQVEC_VARIANT_PROD ? "prod" : "mse",
-                     opts->center == TQVEC_CENTER_NONE ? "none" : "mean", refine_name,
+                     center_names[center_index(opts->center)], refine_name,
                      (unsigned long long)opts->seed);
         return server_set(o, &co, refine_name, base, &out->target, &out->build_s, &out->bytes_per_vector,
                           &out->refine_bytes, &out->nlist);

@@ -1159,7 +1159,7 @@ static bool pick(const tqd_arg *a, const char *const *words, const int *values, 
 }
 
 /* TQ.CREATE key DIM d [METRIC cosine|l2|ip] [BITS 1..4] [VARIANT mse|prod]
- *   [REFINE none|code8|fp16|fp32] [SEED n] [CENTER none|first-batch] */
+ *   [REFINE none|code8|fp16|fp32] [SEED n] [CENTER auto|none|first-batch] */
 static void cmd_tq_create(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_reply *r)
 {
     (void)cl;
@@ -1169,8 +1169,8 @@ static void cmd_tq_create(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_
     static const int variant_v[] = {TQVEC_VARIANT_MSE, TQVEC_VARIANT_PROD};
     static const char *const refines[] = {"none", "code8", "fp16", "fp32"};
     static const int refine_v[] = {TQVEC_REFINE_NONE, TQVEC_REFINE_CODE8, TQVEC_REFINE_FP16, TQVEC_REFINE_FP32};
-    static const char *const centers[] = {"none", "first-batch"};
-    static const int center_v[] = {TQVEC_CENTER_NONE, TQVEC_CENTER_FIRST_BATCH};
+    static const char *const centers[] = {"auto", "none", "first-batch"};
+    static const int center_v[] = {TQVEC_CENTER_AUTO, TQVEC_CENTER_NONE, TQVEC_CENTER_FIRST_BATCH};
     tqvec_collection_options o = {0};
     o.metric = TQVEC_METRIC_COSINE;
     for (size_t j = 2; j < argc; j += 2) {
@@ -1190,7 +1190,7 @@ static void cmd_tq_create(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_
         else if (ok && tqd_arg_is(opt, "REFINE"))
             ok = pick(val, refines, refine_v, 4, &o.refine);
         else if (ok && tqd_arg_is(opt, "CENTER"))
-            ok = pick(val, centers, center_v, 2, &o.center);
+            ok = pick(val, centers, center_v, 3, &o.center);
         else
             ok = false;
         if (!ok) {
@@ -1199,7 +1199,7 @@ static void cmd_tq_create(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_
             memcpy(name, opt->p, n2);
             name[n2] = 0;
             tqd_reply_error(r, "ERR invalid TQ.CREATE option '%s' (DIM %d..%d, METRIC cosine|l2|ip, BITS %d..%d, "
-                               "VARIANT mse|prod, REFINE none|code8|fp16|fp32, SEED n, CENTER none|first-batch)",
+                               "VARIANT mse|prod, REFINE none|code8|fp16|fp32, SEED n, CENTER auto|none|first-batch)",
                             name, TQVEC_MIN_DIM, TQVEC_MAX_DIM, TQVEC_MIN_BITS, TQVEC_MAX_BITS);
             return;
         }
