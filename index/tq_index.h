@@ -540,7 +540,8 @@ static inline tq_center tq_codec_center_in_effect(const tq_codec *c, bool stored
     return c->mean ? TQ_CENTER_FIRST_BATCH : stored ? TQ_CENTER_NONE : TQ_CENTER_AUTO;
 }
 /* Set the centering mean from the n vectors at x (normalized first for
- * cosine), which the caller has checked. */
+ * cosine), which the caller has checked: their mean, or past 16,384 that
+ * of 16,384 of them evenly spaced. */
 int tq_codec_set_mean(tq_codec *c, const float *x, size_t n, tq_error *err);
 int tq_encode_scratch_init(tq_encode_scratch *s, uint32_t d);
 void tq_encode_scratch_free(tq_encode_scratch *s);
