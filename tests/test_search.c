@@ -141,43 +141,49 @@ static bool same_hits(const tqvec_hit *a, const tqvec_hit *b, size_t n)
     return true;
 }
 
+/* recall@10 of a 4-bit default-scan index of ds at `bits`, centered or
+ * not, and the mean error of its scores: relative to the squared
+ * distance for l2, absolute for cosine (a similarity). */
+static double recall_centered(const dataset *ds, tqvec_metric metric, int bits, bool center, double *mean_err)
+{
+    const uint32_t d = (uint32_t)ds->base.d;
+    tqvec_index_options o = {.dim = d, .metric = metric, .bits = bits,
+                             .center = center ? TQVEC_CENTER_FIRST_BATCH : TQVEC_CENTER_NONE};
+    tqvec_index *ix;
+    cr_assert_eq(tqvec_index_create(&o, &ix, NULL), TQVEC_OK);
+    cr_assert_eq(tqvec_index_add(ix, ds->base.data, ds->base.n, NULL, NULL), TQVEC_OK);
+    size_t found = 0, err_n = 0;
+    double err_sum = 0;
+    tqvec_hit hits[10];
+    for (size_t i = 0; i < ds->queries.n; i++) {
+        size_t count;
+        const float *q = ds->queries.data + i * d;
+        cr_assert_eq(tqvec_index_search(ix, q, NULL, hits, 10, &count, NULL), TQVEC_OK);
+        for (size_t a = 0; a < count; a++) {
+            for (size_t b = 0; b < 10; b++)
+                found += (int64_t)hits[a].id == ds->gt.data[i * ds->gt.d + b];
+            /* The estimate is of the true score, centered or not. */
+            const float *x = ds->base.data + hits[a].id * d;
+            double exact = 0;
+            for (uint32_t j = 0; j < d; j++)
+                exact += metric == TQVEC_METRIC_L2 ? ((double)q[j] - x[j]) * ((double)q[j] - x[j]) : (double)q[j] * x[j];
+            err_sum += fabs(hits[a].score - exact) / (metric == TQVEC_METRIC_L2 ? exact : 1.0);
+            err_n++;
+        }
+    }
+    tqvec_index_free(ix);
+    *mean_err = err_sum / (double)err_n;
+    return found / (10.0 * ds->queries.n);
+}
+
 Test(recall, centering_helps_l2_and_keeps_scores_true)
 {
     dataset ds = {0};
     if (!load("siftsmall", 0, &ds))
         cr_skip_test("shared dataset siftsmall is not present");
     double recall[2], rel_err[2];
-    for (int c = 0; c < 2; c++) {
-        double err_sum = 0;
-        size_t err_n = 0;
-        tqvec_index_options o = {.dim = 128, .metric = TQVEC_METRIC_L2, .bits = 4,
-                                 .center = c ? TQVEC_CENTER_FIRST_BATCH : TQVEC_CENTER_NONE};
-        tqvec_index *ix;
-        cr_assert_eq(tqvec_index_create(&o, &ix, NULL), TQVEC_OK);
-        cr_assert_eq(tqvec_index_add(ix, ds.base.data, ds.base.n, NULL, NULL), TQVEC_OK);
-        size_t found = 0;
-        tqvec_hit hits[10];
-        for (size_t i = 0; i < ds.queries.n; i++) {
-            size_t count;
-            const float *q = ds.queries.data + i * 128;
-            cr_assert_eq(tqvec_index_search(ix, q, NULL, hits, 10, &count, NULL), TQVEC_OK);
-            for (size_t a = 0; a < count; a++) {
-                for (size_t b = 0; b < 10; b++)
-                    found += (int64_t)hits[a].id == ds.gt.data[i * ds.gt.d + b];
-                /* The estimate is of the true distance, centered or not. */
-                double exact = 0;
-                for (int j = 0; j < 128; j++) {
-                    double t = (double)q[j] - ds.base.data[hits[a].id * 128 + j];
-                    exact += t * t;
-                }
-                err_sum += fabs(hits[a].score - exact) / exact;
-                err_n++;
-            }
-        }
-        recall[c] = found / (10.0 * ds.queries.n);
-        rel_err[c] = err_sum / (double)err_n;
-        tqvec_index_free(ix);
-    }
+    for (int c = 0; c < 2; c++)
+        recall[c] = recall_centered(&ds, TQVEC_METRIC_L2, 4, c, &rel_err[c]);
     cr_log_info("siftsmall 4-bit: recall %.4f -> %.4f, mean relative distance error %.4f -> %.4f", recall[0],
                 recall[1], rel_err[0], rel_err[1]);
     cr_assert(recall[1] > recall[0] + 0.01, "centered %.4f vs plain %.4f", recall[1], recall[0]);
@@ -190,46 +196,31 @@ Test(recall, centered_cosine_centers_the_query_too)
 {
     /* Sentence embeddings share a large mean (fiori-minilm: ||mean||^2 is
      * 0.48 of a vector's); centering the codes alone helps a little, the
-     * query as well (cosine ranked as l2 between unit vectors) much more. */
+     * query as well (cosine ranked as l2 between unit vectors) much more.
+     * Scores stay cosine similarities (the vectors are unit). */
     dataset ds = {0};
     if (!load("fiori-minilm", 0, &ds))
         cr_skip_test("shared dataset fiori-minilm is not present");
-    const uint32_t d = (uint32_t)ds.base.d;
-    double recall[2], err_sum[2] = {0, 0};
-    for (int c = 0; c < 2; c++) {
-        size_t err_n = 0;
-        tqvec_index_options o = {.dim = d, .metric = TQVEC_METRIC_COSINE, .bits = 1,
-                                 .center = c ? TQVEC_CENTER_FIRST_BATCH : TQVEC_CENTER_NONE};
-        tqvec_index *ix;
-        cr_assert_eq(tqvec_index_create(&o, &ix, NULL), TQVEC_OK);
-        cr_assert_eq(tqvec_index_add(ix, ds.base.data, ds.base.n, NULL, NULL), TQVEC_OK);
-        size_t found = 0;
-        tqvec_hit hits[10];
-        for (size_t i = 0; i < ds.queries.n; i++) {
-            size_t count;
-            const float *q = ds.queries.data + i * d;
-            cr_assert_eq(tqvec_index_search(ix, q, NULL, hits, 10, &count, NULL), TQVEC_OK);
-            for (size_t a = 0; a < count; a++) {
-                for (size_t b = 0; b < 10; b++)
-                    found += (int64_t)hits[a].id == ds.gt.data[i * ds.gt.d + b];
-                /* Scores stay cosine similarities (the vectors are unit). */
-                double truth = 0;
-                for (uint32_t j = 0; j < d; j++)
-                    truth += (double)q[j] * ds.base.data[hits[a].id * d + j];
-                err_sum[c] += fabs(hits[a].score - truth);
-                err_n++;
-            }
-        }
-        err_sum[c] /= (double)err_n;
-        recall[c] = found / (10.0 * ds.queries.n);
-        tqvec_index_free(ix);
-    }
+    double recall[2], err[2];
+    for (int c = 0; c < 2; c++)
+        recall[c] = recall_centered(&ds, TQVEC_METRIC_COSINE, 1, c, &err[c]);
     cr_log_info("fiori-minilm 1-bit: recall %.4f plain, %.4f centered; mean |score - cosine| %.4f, %.4f", recall[0],
-                recall[1], err_sum[0], err_sum[1]);
+                recall[1], err[0], err[1]);
     cr_assert(recall[1] > recall[0] + 0.05, "centered %.4f vs plain %.4f", recall[1], recall[0]);
-    cr_assert(err_sum[1] < err_sum[0] && err_sum[0] < 0.05, "score errors %.4f (plain), %.4f (centered)", err_sum[0],
-              err_sum[1]);
+    cr_assert(err[1] < err[0] && err[0] < 0.05, "score errors %.4f (plain), %.4f (centered)", err[0], err[1]);
     unload(&ds);
+}
+
+/* <q, x> for ip, their cosine for cosine, in double. */
+static double exact_score(int metric, const float *q, const float *x, uint32_t d)
+{
+    double dot = 0, qq = 0, xx = 0;
+    for (uint32_t j = 0; j < d; j++) {
+        dot += (double)q[j] * x[j];
+        qq += (double)q[j] * q[j];
+        xx += (double)x[j] * x[j];
+    }
+    return metric == TQVEC_METRIC_COSINE ? dot / sqrt(qq * xx) : dot;
 }
 
 Test(search, centered_inner_products_add_the_mean_back)
@@ -256,27 +247,13 @@ Test(search, centered_inner_products_add_the_mean_back)
         cr_assert_eq(tqvec_index_search(ix, q, &sp, est, 10, &ne, NULL), TQVEC_OK);
         cr_assert_eq(tqvec_index_search(ix, q, &rr, exact, 10, &nx, NULL), TQVEC_OK);
         for (size_t i = 0; i < ne; i++) {
-            double truth = 0, qq = 0, xx = 0;
-            for (uint32_t j = 0; j < d; j++) {
-                truth += (double)q[j] * x[est[i].id * d + j];
-                qq += (double)q[j] * q[j];
-                xx += (double)x[est[i].id * d + j] * x[est[i].id * d + j];
-            }
-            if (metric == TQVEC_METRIC_COSINE)
-                truth /= sqrt(qq * xx);
+            const double truth = exact_score(metric, q, x + est[i].id * d, d);
             cr_assert(fabs(est[i].score - truth) < 0.02 * fabs(truth), "metric %d: estimate %g, truth %g", metric,
                       (double)est[i].score, truth);
         }
         for (size_t i = 0; i < nx; i++) {
             /* Re-ranked on the float vectors: the metric's exact score. */
-            double truth = 0, qq = 0, xx = 0;
-            for (uint32_t j = 0; j < d; j++) {
-                truth += (double)q[j] * x[exact[i].id * d + j];
-                qq += (double)q[j] * q[j];
-                xx += (double)x[exact[i].id * d + j] * x[exact[i].id * d + j];
-            }
-            if (metric == TQVEC_METRIC_COSINE)
-                truth /= sqrt(qq * xx);
+            const double truth = exact_score(metric, q, x + exact[i].id * d, d);
             cr_assert(fabs(exact[i].score - truth) < 1e-5 * fabs(truth), "metric %d: re-ranked %g, exact %g", metric,
                       (double)exact[i].score, truth);
             cr_assert(i == 0 || exact[i].score <= exact[i - 1].score, "best first");
