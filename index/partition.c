@@ -25,7 +25,13 @@
  * for each as a search ranks them; the share of those neighbours lying in
  * the b best-ranked partitions, for b from 1 to nlist, is the set's probe
  * curve. A search asked for a recall instead of a probe count reads the
- * share of partitions it needs off the curves (tq_partition_budget).
+ * share of partitions it needs off the curves (tq_partition_share). The
+ * same sample also measures how much of what the probed partitions hold a
+ * search finds: the full scan's recall@10 at each re-rank depth 1 to 16,
+ * from one scan without re-ranking (a true neighbour is kept by a re-rank
+ * of depth D exactly when it is among the first stage's candidates for
+ * 11 D, tq_first_stage_candidates), so that the search can trade scanned
+ * partitions against re-ranked rows.
  */
 #include "tq_index.h"
 
@@ -97,9 +103,11 @@ void tq_partitioning_free(tq_partitioning *p)
 
 tq_partitions tq_partitioning_view(const tq_partitioning *p)
 {
-    return (tq_partitions){.nlist = p->nlist, .centroids = p->centroids, .centroids_t = p->centroids_t,
-                           .half_norms = p->half_norms, .offsets = p->offsets, .npoints = p->npoints,
-                           .curve = p->curve, .quality = p->quality};
+    tq_partitions v = {.nlist = p->nlist, .centroids = p->centroids, .centroids_t = p->centroids_t,
+                       .half_norms = p->half_norms, .offsets = p->offsets, .npoints = p->npoints,
+                       .curve = p->curve, .quality = p->quality};
+    memcpy(v.quality_at, p->quality_at, sizeof(v.quality_at));
+    return v;
 }
 
 void tq_partition_half_norms(const float *centroids, uint32_t nlist, uint32_t d, float *half_norms)
@@ -268,6 +276,9 @@ typedef struct calib_job {
 } calib_job;
 
 #define CALIB_QUERY_BLOCK 16u
+/* Hits of the calibration's ranking by the codes: the deepest re-rank's
+ * reach (see calibrate). */
+#define CALIB_DEPTH_HITS tq_first_stage_candidates((size_t)(CALIBRATION_K + 1) << (TQ_CALIB_DEPTHS - 1))
 #define CALIB_ROW_BLOCK 512u
 
 static void calib_part(void *arg, unsigned part)
@@ -329,7 +340,7 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
     uint32_t *which = tq_malloc(slab * sizeof(uint32_t));
     /* hist[j * (nlist + 1) + r]: the j-th neighbours whose partition ranks r. */
     uint64_t *hist = tq_calloc(CALIBRATION_K * ((size_t)nlist + 1), sizeof(uint64_t));
-    tq_hit *found = tq_malloc(nq * (CALIBRATION_K + 1) * sizeof(tq_hit));
+    tq_hit *found = tq_malloc(nq * CALIB_DEPTH_HITS * sizeof(tq_hit));
     size_t *nfound = tq_malloc(nq * sizeof(size_t));
     int rc = TQ_ENOMEM;
     if (!q || !x || !half_sq || !best || !dots || !cscore || !qrow || !best_row || !which || !hist || !found ||
@@ -414,27 +425,36 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
             next = nlist;
     }
     /* How much of what the probed partitions hold a search finds: the
-     * recall@10 of the full scan of these rows for the sample, at the
-     * re-rank depth a search for a target recall uses. */
-    tq_search_opts so = {.k = CALIBRATION_K + 1, .scorer = TQ_SCORER_LUT, .threads = nparts,
-                         .rerank = tq_target_rerank(c)};
+     * recall@10 of the full scan of these rows for the sample at each
+     * re-rank depth, read off one ranking by the codes: a re-rank of depth
+     * D reaches the first stage's candidates for 11 D (the row itself is
+     * among them, hence CALIBRATION_K + 1). Without refine data only the
+     * codes' own best 11 count (no re-rank). */
+    tq_search_opts so = {.k = CALIB_DEPTH_HITS, .scorer = TQ_SCORER_LUT, .threads = nparts};
     out->quality = 1.0f;
     if (!stopping(stop) && tq_search(c, rows, 1, q, nq, &so, found, nfound, NULL) == TQ_OK) {
-        uint64_t hits = 0, want = 0;
-        for (size_t i = 0; i < nq; i++)
-            for (size_t j = 0; j < CALIBRATION_K; j++) {
-                const uint32_t row = best_row[i * CALIBRATION_K + j];
-                if (row == UINT32_MAX)
-                    continue;
-                want++;
-                for (size_t h = 0; h < nfound[i]; h++)
-                    if (found[i * (CALIBRATION_K + 1) + h].id == row) {
-                        hits++;
-                        break;
-                    }
-            }
-        if (want && hits)
-            out->quality = (float)((double)hits / (double)want);
+        const unsigned depths = c->cfg.refine == TQ_REFINE_NONE ? 1 : TQ_CALIB_DEPTHS;
+        for (unsigned i = 0; i < depths; i++) {
+            const size_t window = c->cfg.refine == TQ_REFINE_NONE
+                                      ? CALIBRATION_K + 1
+                                      : tq_first_stage_candidates((size_t)(CALIBRATION_K + 1) << i);
+            uint64_t hits = 0, want = 0;
+            for (size_t qi = 0; qi < nq; qi++)
+                for (size_t j = 0; j < CALIBRATION_K; j++) {
+                    const uint32_t row = best_row[qi * CALIBRATION_K + j];
+                    if (row == UINT32_MAX)
+                        continue;
+                    want++;
+                    for (size_t h = 0; h < nfound[qi] && h < window; h++)
+                        if (found[qi * CALIB_DEPTH_HITS + h].id == row) {
+                            hits++;
+                            break;
+                        }
+                }
+            out->quality_at[i] = want && hits ? (float)((double)hits / (double)want) : 1.0f;
+        }
+        const unsigned target = tq_target_rerank(c);
+        out->quality = out->quality_at[target > 1 ? __builtin_ctz(target) : 0];
     }
     rc = TQ_OK;
 done:
@@ -469,14 +489,22 @@ unsigned tq_target_rerank(const tq_codec *c)
     return c->cfg.bits <= 1 ? 16u : c->cfg.bits == 2 ? 8u : 4u;
 }
 
-double tq_partition_share(const tq_partitions *p, double recall, double k)
+float tq_partition_quality(const tq_partitions *p, unsigned rerank)
+{
+    for (unsigned i = 0; i < TQ_CALIB_DEPTHS; i++)
+        if ((rerank <= 1 ? 1u : rerank) == 1u << i && p->quality_at[i] > 0.0f)
+            return p->quality_at[i];
+    return p->quality;
+}
+
+double tq_partition_share(const tq_partitions *p, double recall, double k, float quality)
 {
     if (!p->npoints)
         return 1.0;
     k = k < 1 ? 1 : k > TQ_CURVE_K ? TQ_CURVE_K : k;
     /* What the probed partitions must cover for a search, which finds
      * `quality` of what they hold, to reach the recall. */
-    const double cover = recall / (double)(p->quality > 0.0f ? p->quality : 1.0f);
+    const double cover = recall / (double)(quality > 0.0f ? quality : 1.0f);
     const float *prev = NULL;
     for (uint32_t i = 0; i < p->npoints; i++) {
         const float *pt = p->curve + (size_t)i * TQ_CURVE_STRIDE;

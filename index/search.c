@@ -768,7 +768,8 @@ static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t
             if (!P)
                 continue;
             const double k = (double)TQ_CURVE_K * (double)sets[s].n / (double)everything;
-            const double want = ceil(tq_partition_share(P, opts->target_recall, k) * P->nlist);
+            const double share = tq_partition_share(P, opts->target_recall, k, tq_partition_quality(P, opts->rerank));
+            const double want = ceil(share * P->nlist);
             ps->group[ps->ngroups] = ps->first[s];
             ps->start[ps->ngroups++] = want < 1 ? 1u : want < P->nlist ? (uint32_t)want : P->nlist;
         }
@@ -1037,15 +1038,77 @@ static size_t probe_query(search_job *job, probe_state *ps, unsigned nparts, con
 /* Row sets searched without allocating their block and row offsets. */
 #define FEW_SETS 16
 
+/* What re-ranking a row costs beside reading its refine bytes, in bytes of
+ * codes scanned: on fashion-mnist 60K at 1 bit (fp16 refine, d = 784) one
+ * more re-ranked row cost 220 ns and one more probed partition 0.094 ns
+ * per code byte, so a row was worth ~2,300 code bytes, ~800 whatever its
+ * size. */
+#define RERANK_ROW_BYTES 800.0
+
+/* The re-rank depth of a search for a target recall: of the depths the
+ * sets were calibrated at, the one whose scan (the partitions their curves
+ * ask for, given the full scan's recall at that depth) and re-rank cost
+ * least, counted in bytes read; at least opts->rerank. tq_target_rerank's
+ * (or opts->rerank, if deeper) when no partitioned set was calibrated at
+ * every depth (segments from before format 5). */
+static unsigned target_depth(const tq_codec *c, const tq_rows *sets, size_t nsets, const tq_search_opts *opts)
+{
+    const unsigned fixed = opts->rerank > tq_target_rerank(c) ? opts->rerank : tq_target_rerank(c);
+    if (c->cfg.refine == TQ_REFINE_NONE)
+        return fixed;
+    size_t everything = 0, partitioned = 0;
+    for (size_t s = 0; s < nsets; s++) {
+        everything += sets[s].n;
+        partitioned += sets[s].parts != NULL;
+    }
+    if (!partitioned || !everything)
+        return fixed;
+    const double code_bytes = (double)tq_codec_bytes_per_vector(c);
+    const double row_bytes = (double)tq_codec_refine_bytes_per_vector(c) + RERANK_ROW_BYTES;
+    unsigned best = fixed, deepest = 0;
+    double best_cost = INFINITY;
+    for (unsigned i = 0; i < TQ_CALIB_DEPTHS; i++) {
+        const unsigned depth = 1u << i;
+        if (depth < opts->rerank)
+            continue;
+        double scanned = 0; /* rows of the partitioned sets */
+        bool reaches = true;
+        for (size_t s = 0; s < nsets; s++) {
+            const tq_partitions *P = sets[s].parts;
+            if (!P)
+                continue;
+            if (!(P->quality_at[i] > 0.0f))
+                return fixed;
+            const double k = (double)TQ_CURVE_K * (double)sets[s].n / (double)everything;
+            scanned += tq_partition_share(P, opts->target_recall, k, P->quality_at[i]) * (double)sets[s].n;
+            reaches &= P->quality_at[i] >= opts->target_recall;
+        }
+        deepest = depth;
+        /* A depth whose full scan falls short of the target cannot reach
+         * it however many partitions are probed (glove-50 at 1 bit: 0.37
+         * at depth 1, 0.83 at 16). */
+        if (!reaches)
+            continue;
+        const double reranked = (double)tq_first_stage_candidates(opts->k * depth);
+        const double cost = scanned * code_bytes + reranked * row_bytes;
+        if (cost < best_cost) {
+            best_cost = cost;
+            best = depth;
+        }
+    }
+    /* None reaches it: the best the codes can do. */
+    return best_cost < (double)INFINITY ? best : deepest > fixed ? deepest : fixed;
+}
+
 int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float *queries, size_t nq,
               const tq_search_opts *opts, tq_hit *out, size_t *counts, tq_error *err)
 {
-    /* A search for a target recall re-ranks at least as deep as the
-     * calibration that chose its probes did. */
+    /* A search for a target recall re-ranks as deep as its sets' calibration
+     * says pays best; its probes follow from the recall at that depth. */
     tq_search_opts deeper;
-    if (opts->target_recall > 0.0f && opts->rerank < tq_target_rerank(c)) {
+    if (opts->target_recall > 0.0f) {
         deeper = *opts;
-        deeper.rerank = tq_target_rerank(c);
+        deeper.rerank = target_depth(c, sets, nsets, opts);
         opts = &deeper;
     }
     const size_t d = c->cfg.d, k = opts->k;
@@ -1102,7 +1165,7 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
      * shared dataset, and re-scoring was a seventh of a small search.) */
     size_t nfirst = nmid;
     if (opts->scorer == TQ_SCORER_LUT) {
-        nfirst = nmid + nmid / 8 + 8;
+        nfirst = tq_first_stage_candidates(nmid);
         if (nfirst > live)
             nfirst = live;
     }

@@ -608,6 +608,18 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
 
 /* ------------------------------------------------------------- partition */
 
+/* Candidates the LUT scorer's first stage keeps for `wanted` (k, or k
+ * times the re-rank depth): a margin for the 8-bit tables' rounding (see
+ * tq_search). The calibration counts a re-rank's reach with it too. */
+static inline size_t tq_first_stage_candidates(size_t wanted)
+{
+    return wanted + wanted / 8 + 8;
+}
+
+/* Re-rank depths the calibration measures the full scan's recall at:
+ * 1 << i for i < TQ_CALIB_DEPTHS (1 to 16). */
+#define TQ_CALIB_DEPTHS 5u
+
 /* A set of rows stored grouped by partition: rows [offsets[p],
  * offsets[p + 1]) are those nearest to centroid p. */
 typedef struct tq_partitions {
@@ -624,6 +636,10 @@ typedef struct tq_partitions {
     uint32_t npoints;
     const float *curve;
     float quality;
+    /* The same at re-rank depth 1 << i (i < TQ_CALIB_DEPTHS; depth 1 is what
+     * the codes alone find), so that a search for a target recall can pick
+     * its depth; all 0: not measured (segments written before format 5). */
+    float quality_at[TQ_CALIB_DEPTHS];
 } tq_partitions;
 
 /* What partitioning a set of rows produces (owned arrays). */
@@ -635,6 +651,7 @@ typedef struct tq_partitioning {
     uint32_t npoints;
     float *curve;             /* TQ_MAX_CURVE * TQ_CURVE_STRIDE */
     float quality;
+    float quality_at[TQ_CALIB_DEPTHS];
 } tq_partitioning;
 
 #define TQ_MAX_NLIST 65536u
@@ -672,7 +689,10 @@ float tq_partition_score(tq_metric metric, float dot, float half_norm);
  * a query's k (1..TQ_CURVE_K, fractional between the curves) nearest rows
  * of p, by its probe curve (1 without one, or when the recall is beyond
  * reach). */
-double tq_partition_share(const tq_partitions *p, double recall, double k);
+double tq_partition_share(const tq_partitions *p, double recall, double k, float quality);
+/* The full scan's recall@10 at re-rank depth `rerank`, as calibrated: the
+ * depth's own figure when measured, else `quality` (tq_target_rerank's). */
+float tq_partition_quality(const tq_partitions *p, unsigned rerank);
 /* New heap rows holding rows order[0..n) of `rows` in that order. */
 int tq_rows_gather(const tq_codec *c, const tq_rows *rows, const uint32_t *order, size_t n, tq_rows_out *out);
 

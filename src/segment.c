@@ -15,8 +15,10 @@
  *     under cosine the inputs' lengths (a float per row), and for a
  *     partitioned segment its partitions (u32 nlist, u32 npoints, the
  *     centroids as nlist * d floats, u32 offsets[nlist + 1]: the first row
- *     of each, the full scan's calibrated recall as a float, and the
- *     probe curve as npoints points of TQ_CURVE_STRIDE floats)
+ *     of each, the full scan's calibrated recall as a float, from format
+ *     5 the same at each re-rank depth 1, 2, 4, 8, 16 (TQ_CALIB_DEPTHS
+ *     floats), and the probe curve as npoints points of TQ_CURVE_STRIDE
+ *     floats)
  *
  * Opening checks the header, the table against the config (every length a
  * fixed-size section must have), and the key section's checksum, since
@@ -37,13 +39,15 @@
 #include <xxhash.h>
 
 static const char segment_magic[8] = {'T', 'Q', 'V', 'E', 'C', 'S', 'E', 'G'};
-/* Format 4: an eighth section, the partitions (empty when flat). Format 3:
+/* Format 5: the partitions carry the full scan's recall at each re-rank
+ * depth (a format-4 file's, only at tq_target_rerank's, still serves).
+ * Format 4: an eighth section, the partitions (empty when flat). Format 3:
  * a seventh section, the lengths of cosine inputs. Format 2:
  * 3-bit codes in the sextet layout. Older files are still read: formats 1
  * and 2 have six sections (cosine rows of them get back unit vectors), and
  * a format-1 file's 3-bit codes (whole nibbles then; every other width the
  * same bytes) are rewritten in memory at open. */
-#define SEGMENT_VERSION 4u
+#define SEGMENT_VERSION 5u
 #define HEADER_BYTES 512u
 #define HEADER_SUM_AT 504u
 #define TABLE_AT 72u
@@ -57,11 +61,18 @@ static unsigned sections_of(uint32_t version)
     return version >= 4 ? TQ_SEC_PARTITIONS : version == 3 ? TQ_SEC_LENGTHS : TQ_SEC_ATTRS;
 }
 
+/* Floats of a partitions section's recalls: the full scan's, and from
+ * format 5 the same at each re-rank depth. */
+static uint64_t quality_floats(uint32_t version)
+{
+    return version >= 5 ? 1 + TQ_CALIB_DEPTHS : 1;
+}
+
 /* Bytes of a partitions section of nlist partitions at dimension d. */
-static uint64_t partitions_bytes(uint64_t nlist, uint64_t d, uint64_t npoints)
+static uint64_t partitions_bytes(uint32_t version, uint64_t nlist, uint64_t d, uint64_t npoints)
 {
     return 8 + nlist * d * sizeof(float) + (nlist + 1) * sizeof(uint32_t) +
-           (1 + npoints * TQ_CURVE_STRIDE) * sizeof(float);
+           (quality_floats(version) + npoints * TQ_CURVE_STRIDE) * sizeof(float);
 }
 
 static uint64_t align_up(uint64_t n)
@@ -170,6 +181,8 @@ static int emit_partitions(out_file *o, const tq_codec *c, const tq_partitions *
         rc = emit(o, p->offsets, ((size_t)p->nlist + 1) * sizeof(uint32_t), err);
     if (!rc)
         rc = emit(o, &p->quality, sizeof(float), err);
+    if (!rc)
+        rc = emit(o, p->quality_at, sizeof(p->quality_at), err);
     if (!rc)
         rc = emit(o, p->curve, (size_t)p->npoints * TQ_CURVE_STRIDE * sizeof(float), err);
     return rc;
@@ -284,7 +297,7 @@ static bool names_ok(const uint8_t *sec, uint64_t len, uint64_t rows)
 /* The partitions section, checked whole: its offsets decide which rows a
  * search reads, so they are trusted only once hashed and found to run
  * from 0 to the row count without going back. */
-static int open_partitions(tq_segment_file *out, const tq_codec *c, uint64_t rows, tq_error *err)
+static int open_partitions(tq_segment_file *out, const tq_codec *c, uint32_t version, uint64_t rows, tq_error *err)
 {
     const uint8_t *sec = out->map + out->sec_off[TQ_SEC_PARTITIONS];
     const uint64_t len = out->sec_len[TQ_SEC_PARTITIONS];
@@ -292,7 +305,7 @@ static int open_partitions(tq_segment_file *out, const tq_codec *c, uint64_t row
         return corrupt(err, out->path, "section partitions fails its checksum");
     const uint32_t nlist = len >= 8 ? tq_get32(sec) : 0, npoints = len >= 8 ? tq_get32(sec + 4) : 0;
     if (nlist == 0 || nlist > rows || nlist > TQ_MAX_NLIST || npoints > TQ_MAX_CURVE ||
-        len != partitions_bytes(nlist, c->cfg.d, npoints))
+        len != partitions_bytes(version, nlist, c->cfg.d, npoints))
         return corrupt(err, out->path, "section partitions has an impossible partition count");
     const uint32_t *offsets = (const uint32_t *)(const void *)(sec + 8 + (size_t)nlist * c->cfg.d * sizeof(float));
     for (uint32_t p = 0; p < nlist; p++)
@@ -307,10 +320,12 @@ static int open_partitions(tq_segment_file *out, const tq_codec *c, uint64_t row
     const float *centroids = (const float *)(const void *)(sec + 8);
     tq_partition_half_norms(centroids, nlist, c->cfg.d, out->half_norms);
     tq_partition_transpose(centroids, nlist, c->cfg.d, out->centroids_t);
+    const float *quality = (const float *)(const void *)(offsets + nlist + 1);
     out->parts = (tq_partitions){.nlist = nlist, .centroids = centroids, .centroids_t = out->centroids_t,
                                  .half_norms = out->half_norms, .offsets = offsets, .npoints = npoints,
-                                 .quality = *(const float *)(const void *)(offsets + nlist + 1),
-                                 .curve = (const float *)(const void *)(offsets + nlist + 1) + 1};
+                                 .quality = quality[0], .curve = quality + quality_floats(version)};
+    if (version >= 5)
+        memcpy(out->parts.quality_at, quality + 1, sizeof(out->parts.quality_at));
     return TQ_OK;
 }
 
@@ -392,7 +407,7 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
             goto fail;
         }
     if (out->sections >= TQ_SEC_PARTITIONS && out->sec_len[TQ_SEC_PARTITIONS] &&
-        (rc = open_partitions(out, c, rows, err)))
+        (rc = open_partitions(out, c, version, rows, err)))
         goto fail;
     out->rows = rows;
     out->key_off = (const uint64_t *)(const void *)(map + out->sec_off[TQ_SEC_KEYS]);

@@ -176,8 +176,8 @@ for c in mse3 prod4; do
   "$tqvec" compact "$work/legacy-$c" >/dev/null 2>&1 &&
     "$tqvec" query --dir "$work/legacy-$c" --queries "$fixtures/vectors.fvecs" -k 5 --nq 20 >"$work/q2" 2>/dev/null &&
     same_answers "$work/q2" "$fixtures/$c.expected" && pass || fail "format 1 $c compacted answers the same"
-  od -An -tu4 -j8 -N4 "$(ls "$work/legacy-$c"/seg/*.tqs | head -1)" | grep -qw 4 && pass ||
-    fail "format 1 $c compacted into a format 4 segment"
+  od -An -tu4 -j8 -N4 "$(ls "$work/legacy-$c"/seg/*.tqs | head -1)" | grep -qw 5 && pass ||
+    fail "format 1 $c compacted into a format 5 segment"
   "$tqvec" convert "$fixtures/vectors.fvecs" "$work/one.fvecs" --limit 1 2>/dev/null &&
     printf 'new\n' >"$work/one.keys" &&
     "$tqvec" build --input "$work/one.fvecs" --keys "$work/one.keys" --dir "$work/legacy-$c" >/dev/null 2>&1 &&
@@ -190,7 +190,7 @@ assert len(hits) == 101 and hits["new"] == hits["0"], hits
 done
 # Storage format 2 (tests/data/format2): a cosine collection from before
 # rows kept their input's length answers as before, verifies, and compacts
-# into format 4 answering the same.
+# into the current format (5) answering the same.
 cp -r "$(dirname "$0")/data/format2/cos8" "$work/legacy-cos8"
 "$tqvec" query --dir "$work/legacy-cos8" --queries "$fixtures/vectors.fvecs" -k 5 --nq 20 >"$work/q1" 2>/dev/null &&
   same_answers "$work/q1" "$(dirname "$0")/data/format2/cos8.expected" && pass || fail "format 2 answers as before"
@@ -198,8 +198,20 @@ cp -r "$(dirname "$0")/data/format2/cos8" "$work/legacy-cos8"
 "$tqvec" compact "$work/legacy-cos8" >/dev/null 2>&1 &&
   "$tqvec" query --dir "$work/legacy-cos8" --queries "$fixtures/vectors.fvecs" -k 5 --nq 20 >"$work/q2" 2>/dev/null &&
   same_answers "$work/q2" "$(dirname "$0")/data/format2/cos8.expected" && pass || fail "format 2 compacted answers the same"
-od -An -tu4 -j8 -N4 "$(ls "$work/legacy-cos8"/seg/*.tqs | head -1)" | grep -qw 4 && pass ||
-  fail "format 2 compacted into a format 4 segment"
+od -An -tu4 -j8 -N4 "$(ls "$work/legacy-cos8"/seg/*.tqs | head -1)" | grep -qw 5 && pass ||
+  fail "format 2 compacted into a format 5 segment"
+
+# Storage format 4 (tests/data/format4): a partitioned segment from before
+# the calibration kept the full scan's recall at every re-rank depth
+# answers as before, probing and asked for a recall, and verifies.
+f4="$(dirname "$0")/data/format4"
+cp -r "$f4/l2p" "$work/legacy-l2p"
+"$tqvec" query --dir "$work/legacy-l2p" --queries "$f4/queries.fvecs" -k 5 --nprobe 1 >"$work/q1" 2>/dev/null &&
+  same_answers "$work/q1" "$f4/nprobe1.expected" && pass || fail "format 4 probes as before"
+"$tqvec" query --dir "$work/legacy-l2p" --queries "$f4/queries.fvecs" -k 5 --rerank 8 --target-recall 0.9 \
+  >"$work/q2" 2>/dev/null && same_answers "$work/q2" "$f4/recall90.expected" && pass ||
+  fail "format 4 answers a target recall as before"
+"$tqvec" verify "$work/legacy-l2p" >/dev/null 2>&1 && pass || fail "format 4 verifies"
 
 # Bad input: each a non-zero exit with a message, never a crash.
 printf 'abc' >"$work/junk.fvecs"

@@ -236,3 +236,36 @@ Test(partition, rows_added_later_keep_their_ids)
     tq_flat_free(ivf);
     tq_free(x);
 }
+
+/* The calibration measures the full scan's recall at every re-rank depth:
+ * never falling with depth, the value a search for a target recall read
+ * before (tq_target_rerank's depth) among them, and each depth's own figure
+ * found by tq_partition_quality (the fixed one for any other depth, or when
+ * none was measured). */
+Test(partition, calibration_measures_every_rerank_depth)
+{
+    float *x = clustered(N, 4);
+    for (unsigned bits = 1; bits <= 4; bits += 3) {
+        tq_config cfg = config(TQ_METRIC_L2, bits, TQ_VARIANT_MSE);
+        tq_flat *f = flat_of(&cfg, x, N);
+        tq_rows rows = tq_flat_rows(f);
+        const tq_codec *c = tq_flat_codec(f);
+        tq_partitioning part = {0};
+        cr_assert_eq(tq_partition_rows(c, &rows, 40, 3, 1, NULL, &part, NULL), TQ_OK);
+        const tq_partitions P = tq_partitioning_view(&part);
+        for (unsigned i = 0; i < TQ_CALIB_DEPTHS; i++) {
+            cr_assert(P.quality_at[i] > 0.0f && P.quality_at[i] <= 1.0f, "%u bits depth %u: %g", bits, 1u << i,
+                      (double)P.quality_at[i]);
+            cr_assert(i == 0 || P.quality_at[i] >= P.quality_at[i - 1], "%u bits: falls at depth %u", bits, 1u << i);
+            cr_assert_eq(tq_partition_quality(&P, 1u << i), P.quality_at[i]);
+        }
+        cr_assert_eq(P.quality, tq_partition_quality(&P, tq_target_rerank(c)));
+        cr_assert_eq(tq_partition_quality(&P, 3), P.quality, "an unmeasured depth falls back");
+        tq_partitions empty = P;
+        memset(empty.quality_at, 0, sizeof(empty.quality_at));
+        cr_assert_eq(tq_partition_quality(&empty, 2), P.quality, "segments before format 5");
+        tq_partitioning_free(&part);
+        tq_flat_free(f);
+    }
+    tq_free(x);
+}
