@@ -17,7 +17,7 @@ Usage: tools/peers/scan_compare.py [--tqvec build-release/tools/tqvec]
        [--peers ../shared/peers/peers.py] [--bits 1,2,4] [--repeat R]
        [--out-dir DIR] DATASET_DIR [DATASET_DIR ...]
 """
-import argparse, json, os, subprocess, sys, tempfile
+import argparse, json, os, re, subprocess, sys, tempfile
 
 PEER_OF_BITS = {4: "faiss.PQfs-4b", 2: "faiss.PQfs-2b", 1: "faiss.RaBitQfs-1b"}
 
@@ -31,6 +31,19 @@ def run_peers(args, folder, out_dir):
     name = os.path.basename(os.path.normpath(folder))
     rows = [json.loads(line) for line in open(os.path.join(out_dir, name + ".jsonl"))]
     return {r["method"]: r for r in rows}
+
+
+def readme_metric(folder):
+    """The metric the dataset's README names. The peers report cosine sets
+    as ip (FAISS has no cosine: they normalize and take inner products);
+    tqvec is run on the metric a user would pick, which for cosine centers
+    the query as well as the codes."""
+    try:
+        text = open(os.path.join(folder, "README.md")).read()
+    except OSError:
+        return None
+    m = re.search(r"metric\s*\|\s*\**\s*(l2|ip|cosine)", text)
+    return m.group(1) if m else None
 
 
 def run_tqvec(args, folder, metric, nq, batch):
@@ -71,7 +84,7 @@ def main():
             if not peers:
                 sys.exit(f"scan_compare: no peer rows for {folder}")
             first = next(iter(peers.values()))
-            metric, nq = first["metric"], first["nq"]
+            metric, nq = readme_metric(folder) or first["metric"], first["nq"]
             batched = run_tqvec(args, folder, metric, nq, nq)
             single = run_tqvec(args, folder, metric, nq, 0)
             for b in args.bits:
