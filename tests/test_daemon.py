@@ -471,6 +471,11 @@ def test_keyspace_and_persistence_commands(d):
     info = c.call("VINFO", "l2set")
     info = dict(zip(info[0::2], info[1::2]))
     assert info["metric"] == "l2" and info["bits"] == 3 and info["refine"] == "fp16"
+    # Centering (auto by default) is decided by the first add: two vectors
+    # are too few to take a mean from.
+    assert info["centering"] == "none", info
+    assert c.call("TQ.CREATE", "centered", "DIM", 4, "CENTER", "first-batch") == "OK"
+    assert dict(zip(*[iter(c.call("VINFO", "centered"))] * 2))["centering"] == "first-batch"
     assert c.call("TQ.COMPACT", "l2set") == "OK"
     assert c.call("FLUSHALL") == "OK" and c.call("DBSIZE") == 0
     assert [n for n in os.listdir(d.data) if n not in ("tqvecd.lock", "tqvecd.txlog")] == []

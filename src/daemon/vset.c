@@ -896,7 +896,7 @@ static void cmd_vinfo(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
     static const char *const variants[] = {"mse", "mse", "prod"};
     static const char *const redis_quant[] = {[QUANT_UNSET] = "tq", [QUANT_Q8] = "int8",
                                               [QUANT_NOQUANT] = "f32", [QUANT_BIN] = "bin"};
-    tqd_reply_map(r, 21);
+    tqd_reply_map(r, 22);
     /* Redis's fields first, with the nearest true values (there is no
      * graph: no links, one level), then ours. */
     tqd_reply_simple(r, "quant-type");
@@ -928,6 +928,12 @@ static void cmd_vinfo(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
     tqd_reply_simple(r, variants[in.variant >= 0 && in.variant <= 2 ? in.variant : 0]);
     tqd_reply_simple(r, "refine");
     tqd_reply_simple(r, tqd_refine_name(in.refine));
+    /* auto until the first add decides: first-batch (centered on its
+     * mean) or none */
+    tqd_reply_simple(r, "centering");
+    tqd_reply_simple(r, in.center == TQVEC_CENTER_FIRST_BATCH ? "first-batch"
+                        : in.center == TQVEC_CENTER_NONE      ? "none"
+                                                              : "auto");
     tqd_reply_simple(r, "bytes-per-vector");
     tqd_reply_int(r, (long long)(in.bytes_per_vector + in.refine_bytes_per_vector));
     /* the part of it kept only for re-ranking (not scanned) */
