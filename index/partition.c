@@ -75,17 +75,43 @@ uint32_t tq_partition_default_nlist(size_t rows, uint32_t d)
     return want < 1.0 ? 1u : (uint32_t)want;
 }
 
-size_t tq_partition_transposed_floats(uint32_t nlist, uint32_t d)
+size_t tq_partition_transposed_size(uint32_t nlist, uint32_t d)
 {
     return ((size_t)nlist + 15) / 16 * 16 * d;
 }
 
-void tq_partition_transpose(const float *centroids, uint32_t nlist, uint32_t d, float *out)
+float tq_partition_transpose(const float *centroids, uint32_t nlist, uint32_t d, uint16_t *out)
 {
-    memset(out, 0, tq_partition_transposed_floats(nlist, d) * sizeof(float));
-    for (uint32_t p = 0; p < nlist; p++)
+    const size_t n = (size_t)nlist * d;
+    float most = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        most = fabsf(centroids[i]) > most ? fabsf(centroids[i]) : most;
+    /* Half keeps 11 significant bits up to 65504: a power-of-two scale
+     * (exact, and exactly undone) puts the largest coordinate in [2^14,
+     * 2^15), so any data fits and small ones keep their precision. */
+    int e = 0;
+    if (most > 0.0f && isfinite(most))
+        (void)frexpf(most, &e); /* most = m 2^e, m in [0.5, 1) */
+    const float scale = ldexpf(1.0f, 15 - e);
+    memset(out, 0, tq_partition_transposed_size(nlist, d) * sizeof(uint16_t));
+    float *scaled = tq_malloc(d * sizeof(float));
+    uint16_t *half = tq_malloc(d * sizeof(uint16_t));
+    const tq_simd_kernels *k = tq_simd();
+    for (uint32_t p = 0; p < nlist; p++) {
+        if (!scaled || !half) {
+            for (uint32_t j = 0; j < d; j++)
+                out[((size_t)(p / 16) * d + j) * 16 + p % 16] = tq_half_from_float(centroids[(size_t)p * d + j] * scale);
+            continue;
+        }
         for (uint32_t j = 0; j < d; j++)
-            out[((size_t)(p / 16) * d + j) * 16 + p % 16] = centroids[(size_t)p * d + j];
+            scaled[j] = centroids[(size_t)p * d + j] * scale;
+        k->float_to_half(scaled, half, d);
+        for (uint32_t j = 0; j < d; j++)
+            out[((size_t)(p / 16) * d + j) * 16 + p % 16] = half[j];
+    }
+    tq_free(scaled);
+    tq_free(half);
+    return scale;
 }
 
 void tq_partitioning_free(tq_partitioning *p)
@@ -103,7 +129,7 @@ void tq_partitioning_free(tq_partitioning *p)
 
 tq_partitions tq_partitioning_view(const tq_partitioning *p)
 {
-    tq_partitions v = {.nlist = p->nlist, .centroids = p->centroids, .centroids_t = p->centroids_t,
+    tq_partitions v = {.nlist = p->nlist, .centroids = p->centroids, .centroids_t = p->centroids_t, .t_scale = p->t_scale,
                        .half_norms = p->half_norms, .offsets = p->offsets, .npoints = p->npoints,
                        .curve = p->curve, .quality = p->quality};
     memcpy(v.quality_at, p->quality_at, sizeof(v.quality_at));
@@ -434,27 +460,40 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
     out->quality = 1.0f;
     if (!stopping(stop) && tq_search(c, rows, 1, q, nq, &so, found, nfound, NULL) == TQ_OK) {
         const unsigned depths = c->cfg.refine == TQ_REFINE_NONE ? 1 : TQ_CALIB_DEPTHS;
-        for (unsigned i = 0; i < depths; i++) {
-            const size_t window = c->cfg.refine == TQ_REFINE_NONE
-                                      ? CALIBRATION_K + 1
-                                      : tq_first_stage_candidates((size_t)(CALIBRATION_K + 1) << i);
-            uint64_t hits = 0, want = 0;
-            for (size_t qi = 0; qi < nq; qi++)
-                for (size_t j = 0; j < CALIBRATION_K; j++) {
-                    const uint32_t row = best_row[qi * CALIBRATION_K + j];
-                    if (row == UINT32_MAX)
-                        continue;
-                    want++;
-                    for (size_t h = 0; h < nfound[qi] && h < window; h++)
-                        if (found[qi * CALIB_DEPTH_HITS + h].id == row) {
-                            hits++;
-                            break;
-                        }
-                }
-            out->quality_at[i] = want && hits ? (float)((double)hits / (double)want) : 1.0f;
-        }
+        /* Where each true neighbour came in the ranking (CALIB_DEPTH_HITS:
+         * not among the hits). */
+        size_t *place = tq_malloc(nq * CALIBRATION_K * sizeof(size_t));
+        if (!place)
+            goto done;
+        for (size_t qi = 0; qi < nq; qi++)
+            for (size_t j = 0; j < CALIBRATION_K; j++) {
+                const uint32_t row = best_row[qi * CALIBRATION_K + j];
+                size_t h = 0;
+                while (h < nfound[qi] && found[qi * CALIB_DEPTH_HITS + h].id != row)
+                    h++;
+                place[qi * CALIBRATION_K + j] = row == UINT32_MAX || h == nfound[qi] ? CALIB_DEPTH_HITS : h;
+            }
+        for (unsigned i = 0; i < depths; i++)
+            for (unsigned kk = 1; kk <= CALIBRATION_K; kk++) {
+                /* A set holding K of a query's 10 nearest gets about K / 10
+                 * of the first stage's candidates for k = 10 at depth D,
+                 * K (D + D/8 + 0.8) of them (tq_first_stage_candidates),
+                 * plus the row itself here; without re-ranking, K. */
+                const double per = c->cfg.refine == TQ_REFINE_NONE ? 1.0 : (double)(1u << i) * 1.125 + 0.8;
+                const size_t window = (size_t)ceil(kk * per) + 1;
+                uint64_t hits = 0, want = 0;
+                for (size_t qi = 0; qi < nq; qi++)
+                    for (size_t j = 0; j < kk; j++) {
+                        if (best_row[qi * CALIBRATION_K + j] == UINT32_MAX)
+                            continue;
+                        want++;
+                        hits += place[qi * CALIBRATION_K + j] < window;
+                    }
+                out->quality_at[i][kk - 1] = want && hits ? (float)((double)hits / (double)want) : 1.0f;
+            }
+        tq_free(place);
         const unsigned target = tq_target_rerank(c);
-        out->quality = out->quality_at[target > 1 ? __builtin_ctz(target) : 0];
+        out->quality = out->quality_at[target > 1 ? __builtin_ctz(target) : 0][CALIBRATION_K - 1];
     }
     rc = TQ_OK;
 done:
@@ -489,11 +528,15 @@ unsigned tq_target_rerank(const tq_codec *c)
     return c->cfg.bits <= 1 ? 16u : c->cfg.bits == 2 ? 8u : 4u;
 }
 
-float tq_partition_quality(const tq_partitions *p, unsigned rerank)
+float tq_partition_quality(const tq_partitions *p, unsigned rerank, double k)
 {
+    k = k < 1 ? 1 : k > TQ_CURVE_K ? TQ_CURVE_K : k;
     for (unsigned i = 0; i < TQ_CALIB_DEPTHS; i++)
-        if ((rerank <= 1 ? 1u : rerank) == 1u << i && p->quality_at[i] > 0.0f)
-            return p->quality_at[i];
+        if ((rerank <= 1 ? 1u : rerank) == 1u << i && p->quality_at[i][0] > 0.0f) {
+            const float *q = p->quality_at[i];
+            const unsigned k0 = (unsigned)k, k1 = k0 < TQ_CURVE_K ? k0 + 1 : k0;
+            return (float)((double)q[k0 - 1] + ((double)q[k1 - 1] - (double)q[k0 - 1]) * (k - k0));
+        }
     return p->quality;
 }
 
@@ -599,11 +642,11 @@ int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, ui
         assign_rows(&job);
     }
     tq_partition_half_norms(out->centroids, nlist, d, out->half_norms);
-    if (!(out->centroids_t = tq_malloc(tq_partition_transposed_floats(nlist, d) * sizeof(float)))) {
+    if (!(out->centroids_t = tq_malloc(tq_partition_transposed_size(nlist, d) * sizeof(uint16_t)))) {
         rc = TQ_ENOMEM;
         goto done;
     }
-    tq_partition_transpose(out->centroids, nlist, d, out->centroids_t);
+    out->t_scale = tq_partition_transpose(out->centroids, nlist, d, out->centroids_t);
     if (stopping(stop) || (rc = calibrate(c, rows, assign, seed, nparts, stop, out)) || stopping(stop)) {
         rc = rc ? rc : TQ_EBUSY;
         goto done;

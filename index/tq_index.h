@@ -616,6 +616,11 @@ static inline size_t tq_first_stage_candidates(size_t wanted)
     return wanted + wanted / 8 + 8;
 }
 
+#define TQ_MAX_NLIST 65536u
+#define TQ_MAX_CURVE 48u
+#define TQ_CURVE_K 10u
+#define TQ_CURVE_STRIDE (1u + TQ_CURVE_K)
+
 /* Re-rank depths the calibration measures the full scan's recall at:
  * 1 << i for i < TQ_CALIB_DEPTHS (1 to 16). */
 #define TQ_CALIB_DEPTHS 5u
@@ -625,8 +630,10 @@ static inline size_t tq_first_stage_candidates(size_t wanted)
 typedef struct tq_partitions {
     uint32_t nlist;
     const float *centroids;   /* nlist * d, in the space the codes were made from */
-    const float *centroids_t; /* the same by blocks of 16, dimension-major (dot_transposed's
-                                 layout; zero past nlist): what a query scores */
+    const uint16_t *centroids_t; /* the same times t_scale in half precision, by blocks of 16,
+                                 dimension-major (dot_transposed's layout; zero past nlist):
+                                 what a query scores */
+    float t_scale;            /* a power of two putting the largest coordinate in [2^14, 2^15) */
     const float *half_norms;  /* nlist: ||c||^2 / 2 */
     const uint32_t *offsets;  /* nlist + 1, offsets[0] = 0, offsets[nlist] = rows */
     /* The probe curve: npoints points of TQ_CURVE_STRIDE floats, the share
@@ -636,28 +643,29 @@ typedef struct tq_partitions {
     uint32_t npoints;
     const float *curve;
     float quality;
-    /* The same at re-rank depth 1 << i (i < TQ_CALIB_DEPTHS; depth 1 is what
-     * the codes alone find), so that a search for a target recall can pick
-     * its depth; all 0: not measured (segments written before format 5). */
-    float quality_at[TQ_CALIB_DEPTHS];
+    /* quality_at[i][K - 1]: the share of a query's K nearest (K = 1 ..
+     * TQ_CURVE_K) that the full scan keeps re-ranking at depth 1 << i (i <
+     * TQ_CALIB_DEPTHS; without refine data the codes alone, at i = 0): how
+     * a search for a target recall picks its depth, K being the share of
+     * the 10 nearest a set holds when several are searched together. All
+     * 0: not measured (segments written before format 5). */
+    float quality_at[TQ_CALIB_DEPTHS][TQ_CURVE_K];
 } tq_partitions;
 
 /* What partitioning a set of rows produces (owned arrays). */
 typedef struct tq_partitioning {
     uint32_t nlist;
-    float *centroids, *centroids_t, *half_norms;
+    float *centroids, *half_norms;
+    uint16_t *centroids_t;
+    float t_scale;
     uint32_t *offsets;
     uint32_t *order;          /* rows: the row that goes to position i */
     uint32_t npoints;
     float *curve;             /* TQ_MAX_CURVE * TQ_CURVE_STRIDE */
     float quality;
-    float quality_at[TQ_CALIB_DEPTHS];
+    float quality_at[TQ_CALIB_DEPTHS][TQ_CURVE_K];
 } tq_partitioning;
 
-#define TQ_MAX_NLIST 65536u
-#define TQ_MAX_CURVE 48u
-#define TQ_CURVE_K 10u
-#define TQ_CURVE_STRIDE (1u + TQ_CURVE_K)
 /* The re-rank depth a search for a target recall uses at least, the
  * calibration's: 0 without refine data; else deeper the coarser the
  * codes (16 at 1 bit, 8 at 2, 4 from 3), the depths at which each width
@@ -677,9 +685,12 @@ int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, ui
                       const bool *stop, tq_partitioning *out, tq_error *err);
 void tq_partitioning_free(tq_partitioning *p);
 tq_partitions tq_partitioning_view(const tq_partitioning *p);
-/* Floats of the dimension-major copy of nlist centroids, and the copy. */
-size_t tq_partition_transposed_floats(uint32_t nlist, uint32_t d);
-void tq_partition_transpose(const float *centroids, uint32_t nlist, uint32_t d, float *out);
+/* Entries of the dimension-major copy of nlist centroids, and the copy:
+ * in half precision (scoring them is a stream through memory, 4 MB a
+ * query at a million stored rows in float), scaled by a power of two into
+ * half's range, which it returns. */
+size_t tq_partition_transposed_size(uint32_t nlist, uint32_t d);
+float tq_partition_transpose(const float *centroids, uint32_t nlist, uint32_t d, uint16_t *out);
 /* half_norms[p] = ||centroid p||^2 / 2 as the search computes it. */
 void tq_partition_half_norms(const float *centroids, uint32_t nlist, uint32_t d, float *half_norms);
 /* How near a centroid is to a query from their dot product: larger is
@@ -690,9 +701,11 @@ float tq_partition_score(tq_metric metric, float dot, float half_norm);
  * of p, by its probe curve (1 without one, or when the recall is beyond
  * reach). */
 double tq_partition_share(const tq_partitions *p, double recall, double k, float quality);
-/* The full scan's recall@10 at re-rank depth `rerank`, as calibrated: the
- * depth's own figure when measured, else `quality` (tq_target_rerank's). */
-float tq_partition_quality(const tq_partitions *p, unsigned rerank);
+/* The share of a query's k (1..TQ_CURVE_K, fractional between the
+ * measured ones) nearest rows of p that the full scan keeps at re-rank
+ * depth `rerank`, as calibrated: the depth's own figures when measured,
+ * else `quality` (tq_target_rerank's depth, recall@10). */
+float tq_partition_quality(const tq_partitions *p, unsigned rerank, double k);
 /* New heap rows holding rows order[0..n) of `rows` in that order. */
 int tq_rows_gather(const tq_codec *c, const tq_rows *rows, const uint32_t *order, size_t n, tq_rows_out *out);
 

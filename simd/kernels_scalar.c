@@ -100,14 +100,14 @@ static void dot_matrix_scalar(const float *x, size_t nx, const float *c, size_t 
             out[i * nc + j] = dot_scalar(x + i * d, c + j * d, d);
 }
 
-static void dot_transposed_scalar(const float *q, const float *t, size_t nblocks, size_t d, float *out)
+static void dot_transposed_scalar(const float *q, const uint16_t *t, size_t nblocks, size_t d, float *out)
 {
     for (size_t b = 0; b < nblocks; b++) {
         float acc[16] = {0};
-        const float *tb = t + b * d * 16;
+        const uint16_t *tb = t + b * d * 16;
         for (size_t j = 0; j < d; j++)
             for (int l = 0; l < 16; l++)
-                acc[l] = acc[l] + q[j] * tb[j * 16 + l];
+                acc[l] = acc[l] + q[j] * tq_float_from_half(tb[j * 16 + l]);
         memcpy(out + b * 16, acc, sizeof(acc));
     }
 }

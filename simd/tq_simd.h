@@ -117,11 +117,12 @@ typedef struct tq_simd_kernels {
      * loaded vector serves several products. */
     void (*dot_matrix)(const float *x, size_t nx, const float *c, size_t nc, size_t d, float *out);
     /* out[16 b + l] = sum over j < d, in order of j, of q[j] * t[(b d + j)
-     * 16 + l] (each product rounded, then added): one query against nblocks
-     * blocks of 16 vectors stored dimension by dimension, so every lane
-     * sums one vector and nothing is summed across lanes (the partition
-     * centroids as a query scores them). */
-    void (*dot_transposed)(const float *q, const float *t, size_t nblocks, size_t d, float *out);
+     * 16 + l] (t in IEEE half precision, widened exactly; each product
+     * rounded, then added): one query against nblocks blocks of 16 vectors
+     * stored dimension by dimension, so every lane sums one vector and
+     * nothing is summed across lanes (the partition centroids as a query
+     * scores them). */
+    void (*dot_transposed)(const float *q, const uint16_t *t, size_t nblocks, size_t d, float *out);
     /* For each of nrows rows of packed b-bit codes (b in 1..4), spaced
      * stride bytes apart: out[r] = lane-16 sum over j < d of
      * q[j] * table[code_rj]. table has 16 entries (unused ones ignored). */

@@ -16,7 +16,8 @@
  *     partitioned segment its partitions (u32 nlist, u32 npoints, the
  *     centroids as nlist * d floats, u32 offsets[nlist + 1]: the first row
  *     of each, the full scan's calibrated recall as a float, from format
- *     5 the same at each re-rank depth 1, 2, 4, 8, 16 (TQ_CALIB_DEPTHS
+ *     5 the share of a query's K nearest it keeps at each re-rank depth
+ *     1, 2, 4, 8, 16 for K = 1 .. 10 (TQ_CALIB_DEPTHS * TQ_CURVE_K
  *     floats), and the probe curve as npoints points of TQ_CURVE_STRIDE
  *     floats)
  *
@@ -65,7 +66,7 @@ static unsigned sections_of(uint32_t version)
  * format 5 the same at each re-rank depth. */
 static uint64_t quality_floats(uint32_t version)
 {
-    return version >= 5 ? 1 + TQ_CALIB_DEPTHS : 1;
+    return version >= 5 ? 1 + TQ_CALIB_DEPTHS * TQ_CURVE_K : 1;
 }
 
 /* Bytes of a partitions section of nlist partitions at dimension d. */
@@ -314,14 +315,15 @@ static int open_partitions(tq_segment_file *out, const tq_codec *c, uint32_t ver
     if (offsets[0] != 0 || offsets[nlist] != rows)
         return corrupt(err, out->path, "section partitions does not cover the rows");
     out->half_norms = tq_malloc(nlist * sizeof(float));
-    out->centroids_t = tq_malloc(tq_partition_transposed_floats(nlist, c->cfg.d) * sizeof(float));
+    out->centroids_t = tq_malloc(tq_partition_transposed_size(nlist, c->cfg.d) * sizeof(uint16_t));
     if (!out->half_norms || !out->centroids_t)
         return tq_err(err, TQ_ENOMEM, "out of memory opening %s", out->path);
     const float *centroids = (const float *)(const void *)(sec + 8);
     tq_partition_half_norms(centroids, nlist, c->cfg.d, out->half_norms);
-    tq_partition_transpose(centroids, nlist, c->cfg.d, out->centroids_t);
+    const float t_scale = tq_partition_transpose(centroids, nlist, c->cfg.d, out->centroids_t);
     const float *quality = (const float *)(const void *)(offsets + nlist + 1);
     out->parts = (tq_partitions){.nlist = nlist, .centroids = centroids, .centroids_t = out->centroids_t,
+                                 .t_scale = t_scale,
                                  .half_norms = out->half_norms, .offsets = offsets, .npoints = npoints,
                                  .quality = quality[0], .curve = quality + quality_floats(version)};
     if (version >= 5)

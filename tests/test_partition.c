@@ -253,17 +253,23 @@ Test(partition, calibration_measures_every_rerank_depth)
         tq_partitioning part = {0};
         cr_assert_eq(tq_partition_rows(c, &rows, 40, 3, 1, NULL, &part, NULL), TQ_OK);
         const tq_partitions P = tq_partitioning_view(&part);
-        for (unsigned i = 0; i < TQ_CALIB_DEPTHS; i++) {
-            cr_assert(P.quality_at[i] > 0.0f && P.quality_at[i] <= 1.0f, "%u bits depth %u: %g", bits, 1u << i,
-                      (double)P.quality_at[i]);
-            cr_assert(i == 0 || P.quality_at[i] >= P.quality_at[i - 1], "%u bits: falls at depth %u", bits, 1u << i);
-            cr_assert_eq(tq_partition_quality(&P, 1u << i), P.quality_at[i]);
-        }
-        cr_assert_eq(P.quality, tq_partition_quality(&P, tq_target_rerank(c)));
-        cr_assert_eq(tq_partition_quality(&P, 3), P.quality, "an unmeasured depth falls back");
+        for (unsigned i = 0; i < TQ_CALIB_DEPTHS; i++)
+            for (unsigned kk = 1; kk <= TQ_CURVE_K; kk++) {
+                const float q = P.quality_at[i][kk - 1];
+                cr_assert(q > 0.0f && q <= 1.0f, "%u bits depth %u K %u: %g", bits, 1u << i, kk, (double)q);
+                cr_assert(i == 0 || q >= P.quality_at[i - 1][kk - 1], "%u bits K %u: falls at depth %u", bits, kk,
+                          1u << i);
+                cr_assert_eq(tq_partition_quality(&P, 1u << i, kk), q);
+            }
+        /* Between whole K, between their figures. */
+        const float lo = P.quality_at[1][2], hi = P.quality_at[1][3], mid = tq_partition_quality(&P, 2, 3.5);
+        cr_assert(mid >= fminf(lo, hi) && mid <= fmaxf(lo, hi), "%g between %g and %g", (double)mid, (double)lo,
+                  (double)hi);
+        cr_assert_eq(P.quality, tq_partition_quality(&P, tq_target_rerank(c), TQ_CURVE_K));
+        cr_assert_eq(tq_partition_quality(&P, 3, 10), P.quality, "an unmeasured depth falls back");
         tq_partitions empty = P;
         memset(empty.quality_at, 0, sizeof(empty.quality_at));
-        cr_assert_eq(tq_partition_quality(&empty, 2), P.quality, "segments before format 5");
+        cr_assert_eq(tq_partition_quality(&empty, 2, 10), P.quality, "segments before format 5");
         tq_partitioning_free(&part);
         tq_flat_free(f);
     }

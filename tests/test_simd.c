@@ -268,20 +268,23 @@ static void check_dot_transposed(tq_simd_level level)
     tq_rng r;
     tq_rng_seed(&r, 12);
     const size_t most = 7; /* blocks: whole groups of 4 and 2, and remainders */
-    float *q = tq_malloc(384 * sizeof(float)), *t = tq_malloc(most * 384 * 16 * sizeof(float));
+    float *q = tq_malloc(384 * sizeof(float)), *tf = tq_malloc(most * 384 * 16 * sizeof(float));
+    uint16_t *t = tq_malloc(most * 384 * 16 * sizeof(uint16_t));
     float want[7 * 16], got[7 * 16];
     for (size_t s = 0; s < sizeof(dims) / sizeof(dims[0]); s++)
         for (int extreme = 0; extreme < 2; extreme++) {
             const size_t d = dims[s];
             fill(q, d, &r, extreme);
-            fill(t, most * d * 16, &r, extreme);
+            fill(tf, most * d * 16, &r, extreme);
+            for (size_t i = 0; i < most * d * 16; i++)
+                t[i] = tq_half_from_float(tf[i]);
             for (size_t nb = 1; nb <= most; nb++) {
                 ref->dot_transposed(q, t, nb, d, want);
                 k->dot_transposed(q, t, nb, d, got);
                 for (size_t i = 0; i < nb * 16; i++) {
                     float one = 0.0f;
                     for (size_t j = 0; j < d; j++)
-                        one = one + q[j] * t[((i / 16) * d + j) * 16 + i % 16];
+                        one = one + q[j] * tq_float_from_half(t[((i / 16) * d + j) * 16 + i % 16]);
                     cr_assert(same_bits_f(want[i], one) || (isnan(one) && isnan(want[i])),
                               "scalar dot_transposed d=%zu lane %zu: %a, in order %a", d, i, (double)want[i],
                               (double)one);
@@ -292,6 +295,7 @@ static void check_dot_transposed(tq_simd_level level)
             }
         }
     tq_free(q);
+    tq_free(tf);
     tq_free(t);
 }
 
