@@ -253,7 +253,8 @@ enum { TQVEC_LOG_WARNING = 1, TQVEC_LOG_NOTICE = 2 };
 typedef struct tqvec_collection_options {
     /* Settings fixed when the collection is created (0 = default, as for
      * tqvec_index_options). Opening an existing collection with dim != 0
-     * checks that every one of them matches. */
+     * checks that every one of them matches (center only when asked: 0
+     * opens any). */
     uint32_t dim;
     int metric, bits, variant, correction;
     uint64_t seed;
