@@ -107,9 +107,31 @@ void tq_codec_free(tq_codec *c)
     c->mean = NULL;
 }
 
+/* Vector v, the index-th of its batch: finite, norm representable. */
+static int check_one(const tq_codec *c, const float *v, size_t index, tq_error *err)
+{
+    const size_t d = c->cfg.d;
+    /* One pass checks everything: the squared norm is NaN or infinite
+     * exactly when a coordinate is, or when the norm overflows float. */
+    float sq = tq_simd()->dot(v, v, d);
+    size_t bad;
+    if (!isfinite(sq)) {
+        if (tq_check_finite(v, d, &bad))
+            return tq_err(err, TQ_EVALUE, "vector %zu has a non-finite value at coordinate %zu", index, bad);
+        return tq_err(err, TQ_EVALUE, "vector %zu has a norm too large for float32", index);
+    }
+    /* Cosine stores the normalized vector, which always fits. */
+    if (c->cfg.refine == TQ_REFINE_FP16 && c->cfg.metric != TQ_METRIC_COSINE)
+        for (size_t j = 0; j < d; j++)
+            if (fabsf(v[j]) > TQ_HALF_MAX)
+                return tq_err(err, TQ_EVALUE, "vector %zu: coordinate %zu is %g, beyond fp16 refine data (%g)", index,
+                              j, (double)v[j], (double)TQ_HALF_MAX);
+    return TQ_OK;
+}
+
 #define MEAN_SAMPLE 16384u
 
-int tq_codec_set_mean(tq_codec *c, const float *x, size_t n, tq_error *err)
+int tq_codec_set_mean(tq_codec *c, const float *const *rows, size_t n, tq_error *err)
 {
     const size_t d = c->cfg.d;
     const tq_simd_kernels *k = tq_simd();
@@ -130,7 +152,15 @@ int tq_codec_set_mean(tq_codec *c, const float *x, size_t n, tq_error *err)
     for (size_t i0 = 0; i0 < m; i0 += 64) {
         memset(part, 0, d * sizeof(float));
         for (size_t i = i0; i < m && i < i0 + 64; i++) {
-            const float *v = x + (m == n ? i : i * n / m) * d;
+            const size_t at = m == n ? i : i * n / m;
+            const float *v = rows[at];
+            int rc = check_one(c, v, at, err);
+            if (rc) {
+                tq_free(acc);
+                tq_free(mean);
+                tq_free(part);
+                return rc;
+            }
             double sq = c->cfg.metric == TQ_METRIC_COSINE ? k->dot_f64(v, v, d) : 1.0;
             const float scale = sq > 0.0 ? (float)(1.0 / sqrt(sq)) : 0.0f; /* a zero vector counts as zero */
             for (size_t j = 0; j < d; j++)
@@ -172,23 +202,10 @@ void tq_encode_scratch_free(tq_encode_scratch *s)
 
 int tq_codec_check_vectors(const tq_codec *c, const float *x, size_t from, size_t to, tq_error *err)
 {
-    const size_t d = c->cfg.d;
     for (size_t i = from; i < to; i++) {
-        /* One pass checks everything: the squared norm is NaN or infinite
-         * exactly when a coordinate is, or when the norm overflows float. */
-        float sq = tq_simd()->dot(x + i * d, x + i * d, d);
-        size_t bad;
-        if (!isfinite(sq)) {
-            if (tq_check_finite(x + i * d, d, &bad))
-                return tq_err(err, TQ_EVALUE, "vector %zu has a non-finite value at coordinate %zu", i, bad);
-            return tq_err(err, TQ_EVALUE, "vector %zu has a norm too large for float32", i);
-        }
-        /* Cosine stores the normalized vector, which always fits. */
-        if (c->cfg.refine == TQ_REFINE_FP16 && c->cfg.metric != TQ_METRIC_COSINE)
-            for (size_t j = 0; j < d; j++)
-                if (fabsf(x[i * d + j]) > TQ_HALF_MAX)
-                    return tq_err(err, TQ_EVALUE, "vector %zu: coordinate %zu is %g, beyond fp16 refine data (%g)",
-                                  i, j, (double)x[i * d + j], (double)TQ_HALF_MAX);
+        int rc = check_one(c, x + i * c->cfg.d, i, err);
+        if (rc)
+            return rc;
     }
     return TQ_OK;
 }
@@ -204,13 +221,17 @@ void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, co
      * zero, similar to nothing (similarity 0, as Redis scores it). */
     const float sq = c->cfg.metric == TQ_METRIC_COSINE ? k->dot(v, v, d) : 1.0f;
     const float unit_scale = sq > 0.0f ? 1.0f / sqrtf(sq) : 0.0f;
-    if (c->cfg.metric == TQ_METRIC_COSINE || c->mean) {
+    if (c->mean) {
+        /* One pass (the same products and differences as scaling, then
+         * subtracting): a copy and two passes were a tenth of a centered
+         * encode at d = 1536. */
+        const float scale = c->cfg.metric == TQ_METRIC_COSINE ? unit_scale : 1.0f;
+        for (size_t j = 0; j < d; j++)
+            s->tmp[j] = v[j] * scale - c->mean[j];
+        enc = s->tmp;
+    } else if (c->cfg.metric == TQ_METRIC_COSINE) {
         memcpy(s->tmp, v, d * sizeof(float));
-        if (c->cfg.metric == TQ_METRIC_COSINE)
-            k->scale(s->tmp, d, unit_scale);
-        if (c->mean)
-            for (size_t j = 0; j < d; j++)
-                s->tmp[j] = s->tmp[j] - c->mean[j];
+        k->scale(s->tmp, d, unit_scale);
         enc = s->tmp;
     }
     tq_quantizer_encode(q, enc, &s->q, s->codes, s->signs, &out->sc[row]);

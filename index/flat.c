@@ -164,21 +164,32 @@ int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err)
     const tq_codec *c = &f->codec;
     const size_t d = c->cfg.d;
     const bool set_mean = tq_codec_centers_add(c, f->n, n);
-    size_t checked = 0;
     int rc;
-    if (set_mean) {
-        if ((rc = tq_codec_check_vectors(c, x, 0, n, err)))
-            return rc;
-        checked = n;
-    }
     if ((rc = reserve(f, f->n + n, err)))
         return rc;
-    if (set_mean && (rc = tq_codec_set_mean(&f->codec, x, n, err)))
-        return rc;
+    if (set_mean) {
+        /* The mean reads (and checks) a sample; every row is still checked
+         * as it is encoded, in cache, and a rejected batch takes its mean
+         * away with it (checking all of it first was a second pass over a
+         * batch too large for the caches). */
+        const float **rows = tq_malloc(n * sizeof(*rows));
+        if (!rows)
+            return tq_err(err, TQ_ENOMEM, "out of memory for the centering mean");
+        for (size_t i = 0; i < n; i++)
+            rows[i] = x + i * d;
+        rc = tq_codec_set_mean(&f->codec, rows, n, err);
+        tq_free(rows);
+        if (rc)
+            return rc;
+    }
     for (size_t i = 0; i < n; i += ADD_CHUNK) {
         size_t end = i + ADD_CHUNK < n ? i + ADD_CHUNK : n;
-        if (end > checked && (rc = tq_codec_check_vectors(c, x, i, end, err))) {
+        if ((rc = tq_codec_check_vectors(c, x, i, end, err))) {
             tq_codec_clear_rows(c, &f->rows, f->n, i);
+            if (set_mean) {
+                tq_free(f->codec.mean);
+                f->codec.mean = NULL;
+            }
             return rc;
         }
         for (size_t j = i; j < end; j++)

@@ -539,10 +539,11 @@ static inline tq_center tq_codec_center_in_effect(const tq_codec *c, bool stored
         return c->cfg.center;
     return c->mean ? TQ_CENTER_FIRST_BATCH : stored ? TQ_CENTER_NONE : TQ_CENTER_AUTO;
 }
-/* Set the centering mean from the n vectors at x (normalized first for
- * cosine), which the caller has checked: their mean, or past 16,384 that
- * of 16,384 of them evenly spaced. */
-int tq_codec_set_mean(tq_codec *c, const float *x, size_t n, tq_error *err);
+/* Set the centering mean from n vectors (normalized first for cosine):
+ * their mean, or past 16,384 that of 16,384 of them evenly spaced. The
+ * rows it reads are checked as tq_codec_check_vectors would (the message
+ * names the row's index); on error the mean is left as it was. */
+int tq_codec_set_mean(tq_codec *c, const float *const *rows, size_t n, tq_error *err);
 int tq_encode_scratch_init(tq_encode_scratch *s, uint32_t d);
 void tq_encode_scratch_free(tq_encode_scratch *s);
 /* Check vectors [from, to) of x: finite, norm representable, nonzero for

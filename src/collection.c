@@ -1202,14 +1202,13 @@ static uint8_t *frame_one(tq_collection *c, size_t i, const tq_element *e, size_
 
 static int set_mean_from(tq_collection *c, const tq_element *elems, size_t n, tq_error *err)
 {
-    const size_t d = c->codec.cfg.d;
-    float *x = tq_malloc(n * d * sizeof(float));
-    if (!x)
+    const float **rows = tq_malloc(n * sizeof(*rows));
+    if (!rows)
         return tq_err(err, TQ_ENOMEM, "out of memory for the centering mean");
     for (size_t i = 0; i < n; i++)
-        memcpy(x + i * d, elems[i].vector, d * sizeof(float));
-    int rc = tq_codec_set_mean(&c->codec, x, n, err);
-    tq_free(x);
+        rows[i] = elems[i].vector;
+    int rc = tq_codec_set_mean(&c->codec, rows, n, err);
+    tq_free(rows);
     tq_snapshot *cur = c->current;
     bool committed = false;
     if (!rc)

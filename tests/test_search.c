@@ -775,4 +775,35 @@ Test(search, auto_centering_follows_the_first_add)
         tqvec_index_free(same);
     }
     tq_free(x);
+    /* A first add rejected for a bad vector leaves the index undecided and
+     * the next add decides, whether the mean's sample read the vector
+     * (row 299 of 300) or not (the last of 16,385: the sample is 16,384
+     * rows evenly spaced). */
+    const size_t big = 16385, bad[2][2] = {{300, 299}, {16385, 16384}};
+    float *y = tq_malloc(big * d * sizeof(float));
+    for (size_t i = 0; i < big * d; i++)
+        y[i] = 3.0f + (float)tq_rng_gauss(&r);
+    for (int t = 0; t < 2; t++) {
+        const size_t rows = bad[t][0], at = bad[t][1];
+        tqvec_index *ix;
+        tqvec_index_options o = {.dim = d, .metric = TQVEC_METRIC_L2, .bits = 2};
+        cr_assert_eq(tqvec_index_create(&o, &ix, NULL), TQVEC_OK);
+        const float keep = y[at * d + 5];
+        y[at * d + 5] = NAN;
+        tqvec_error err;
+        cr_assert_eq(tqvec_index_add(ix, y, rows, NULL, &err), TQVEC_EVALUE);
+        char want[32];
+        snprintf(want, sizeof(want), "vector %zu ", at);
+        cr_assert(strstr(err.message, want) != NULL, "%s", err.message);
+        tqvec_index_info info;
+        cr_assert_eq(tqvec_index_get_info(ix, &info), TQVEC_OK);
+        cr_assert(info.count == 0 && info.center == TQVEC_CENTER_AUTO, "%llu rows, centering %d",
+                  (unsigned long long)info.count, info.center);
+        y[at * d + 5] = keep;
+        cr_assert_eq(tqvec_index_add(ix, y, rows, NULL, NULL), TQVEC_OK);
+        cr_assert_eq(tqvec_index_get_info(ix, &info), TQVEC_OK);
+        cr_assert_eq(info.center, TQVEC_CENTER_FIRST_BATCH);
+        tqvec_index_free(ix);
+    }
+    tq_free(y);
 }
