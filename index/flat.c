@@ -150,7 +150,8 @@ static int reserve(tq_flat *f, size_t want, tq_error *err)
         grow((void **)&f->rows.vectors, old, cap, refine == TQ_REFINE_FP32 ? TQ_SCAN_BLOCK * d * sizeof(float) : 0) ||
         grow((void **)&f->rows.refine8, old, cap, refine == TQ_REFINE_CODE8 ? TQ_SCAN_BLOCK * d : 0) ||
         grow((void **)&f->rows.half, old, cap, refine == TQ_REFINE_FP16 ? TQ_SCAN_BLOCK * d * sizeof(uint16_t) : 0) ||
-        grow((void **)&f->rows.lengths, old, cap, c->cfg.metric == TQ_METRIC_COSINE ? TQ_SCAN_BLOCK * sizeof(float) : 0))
+        grow((void **)&f->rows.lengths, old, cap,
+             c->cfg.metric == TQ_METRIC_COSINE ? TQ_SCAN_BLOCK * sizeof(float) : 0))
         return tq_err(err, TQ_ENOMEM, "out of memory growing the index to %zu vectors", cap * TQ_SCAN_BLOCK);
     f->cap_blocks = cap;
     return TQ_OK;

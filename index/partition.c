@@ -27,11 +27,11 @@
  * curve. A search asked for a recall instead of a probe count reads the
  * share of partitions it needs off the curves (tq_partition_share). The
  * same sample also measures how much of what the probed partitions hold a
- * search finds: the full scan's recall@10 at each re-rank depth 1 to 16,
- * from one scan without re-ranking (a true neighbour is kept by a re-rank
- * of depth D exactly when it is among the first stage's candidates for
- * 11 D, tq_first_stage_candidates), so that the search can trade scanned
- * partitions against re-ranked rows.
+ * search finds: the share of a query's K nearest (K = 1 .. 10) the full
+ * scan keeps at each re-rank depth 1 to 16, from one scan without
+ * re-ranking (a true neighbour is kept by a re-rank of depth D exactly
+ * when it is among the first stage's candidates, tq_first_stage_candidates),
+ * so that the search can trade scanned partitions against re-ranked rows.
  */
 #include "tq_index.h"
 
@@ -98,9 +98,11 @@ float tq_partition_transpose(const float *centroids, uint32_t nlist, uint32_t d,
     uint16_t *half = tq_malloc(d * sizeof(uint16_t));
     const tq_simd_kernels *k = tq_simd();
     for (uint32_t p = 0; p < nlist; p++) {
-        if (!scaled || !half) {
-            for (uint32_t j = 0; j < d; j++)
-                out[((size_t)(p / 16) * d + j) * 16 + p % 16] = tq_half_from_float(centroids[(size_t)p * d + j] * scale);
+        if (!scaled || !half) { /* out of memory for the row buffers: one at a time */
+            for (uint32_t j = 0; j < d; j++) {
+                const float v = centroids[(size_t)p * d + j] * scale;
+                out[((size_t)(p / 16) * d + j) * 16 + p % 16] = tq_half_from_float(v);
+            }
             continue;
         }
         for (uint32_t j = 0; j < d; j++)
@@ -129,8 +131,8 @@ void tq_partitioning_free(tq_partitioning *p)
 
 tq_partitions tq_partitioning_view(const tq_partitioning *p)
 {
-    tq_partitions v = {.nlist = p->nlist, .centroids = p->centroids, .centroids_t = p->centroids_t, .t_scale = p->t_scale,
-                       .half_norms = p->half_norms, .offsets = p->offsets, .npoints = p->npoints,
+    tq_partitions v = {.nlist = p->nlist, .centroids = p->centroids, .centroids_t = p->centroids_t,
+                       .t_scale = p->t_scale, .half_norms = p->half_norms, .offsets = p->offsets, .npoints = p->npoints,
                        .curve = p->curve, .quality = p->quality};
     memcpy(v.quality_at, p->quality_at, sizeof(v.quality_at));
     return v;
@@ -451,11 +453,10 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
             next = nlist;
     }
     /* How much of what the probed partitions hold a search finds: the
-     * recall@10 of the full scan of these rows for the sample at each
-     * re-rank depth, read off one ranking by the codes: a re-rank of depth
-     * D reaches the first stage's candidates for 11 D (the row itself is
-     * among them, hence CALIBRATION_K + 1). Without refine data only the
-     * codes' own best 11 count (no re-rank). */
+     * share of the sample's K nearest the full scan of these rows keeps at
+     * each re-rank depth, read off one ranking by the codes (the row
+     * itself is among the hits, hence one more). Without refine data only
+     * the codes' own best K count (no re-rank). */
     tq_search_opts so = {.k = CALIB_DEPTH_HITS, .scorer = TQ_SCORER_LUT, .threads = nparts};
     out->quality = 1.0f;
     if (!stopping(stop) && tq_search(c, rows, 1, q, nq, &so, found, nfound, NULL) == TQ_OK) {

@@ -166,7 +166,8 @@ static double recall_centered(const dataset *ds, tqvec_metric metric, int bits, 
             const float *x = ds->base.data + hits[a].id * d;
             double exact = 0;
             for (uint32_t j = 0; j < d; j++)
-                exact += metric == TQVEC_METRIC_L2 ? ((double)q[j] - x[j]) * ((double)q[j] - x[j]) : (double)q[j] * x[j];
+                exact += metric == TQVEC_METRIC_L2 ? ((double)q[j] - x[j]) * ((double)q[j] - x[j])
+                                                   : (double)q[j] * x[j];
             err_sum += fabs(hits[a].score - exact) / (metric == TQVEC_METRIC_L2 ? exact : 1.0);
             err_n++;
         }
