@@ -103,6 +103,11 @@ int tq_codec_init(tq_codec *c, const tq_config *cfg, tq_error *err)
 void tq_codec_free(tq_codec *c)
 {
     tq_quantizer_free(&c->q);
+    tq_codec_drop_mean(c);
+}
+
+void tq_codec_drop_mean(tq_codec *c)
+{
     tq_free(c->mean);
     c->mean = NULL;
 }

@@ -187,10 +187,8 @@ int tq_flat_add(tq_flat *f, const float *x, size_t n, tq_error *err)
         size_t end = i + ADD_CHUNK < n ? i + ADD_CHUNK : n;
         if ((rc = tq_codec_check_vectors(c, x, i, end, err))) {
             tq_codec_clear_rows(c, &f->rows, f->n, i);
-            if (set_mean) {
-                tq_free(f->codec.mean);
-                f->codec.mean = NULL;
-            }
+            if (set_mean)
+                tq_codec_drop_mean(&f->codec);
             return rc;
         }
         for (size_t j = i; j < end; j++)

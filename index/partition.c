@@ -94,25 +94,11 @@ float tq_partition_transpose(const float *centroids, uint32_t nlist, uint32_t d,
         (void)frexpf(most, &e); /* most = m 2^e, m in [0.5, 1) */
     const float scale = ldexpf(1.0f, 15 - e);
     memset(out, 0, tq_partition_transposed_size(nlist, d) * sizeof(uint16_t));
-    float *scaled = tq_malloc(d * sizeof(float));
-    uint16_t *half = tq_malloc(d * sizeof(uint16_t));
-    const tq_simd_kernels *k = tq_simd();
-    for (uint32_t p = 0; p < nlist; p++) {
-        if (!scaled || !half) { /* out of memory for the row buffers: one at a time */
-            for (uint32_t j = 0; j < d; j++) {
-                const float v = centroids[(size_t)p * d + j] * scale;
-                out[((size_t)(p / 16) * d + j) * 16 + p % 16] = tq_half_from_float(v);
-            }
-            continue;
-        }
+    /* At most 512 KiB of centroids, once per partitioning or open: the
+     * scalar conversion (the kernels' rounding, bit for bit) is enough. */
+    for (uint32_t p = 0; p < nlist; p++)
         for (uint32_t j = 0; j < d; j++)
-            scaled[j] = centroids[(size_t)p * d + j] * scale;
-        k->float_to_half(scaled, half, d);
-        for (uint32_t j = 0; j < d; j++)
-            out[((size_t)(p / 16) * d + j) * 16 + p % 16] = half[j];
-    }
-    tq_free(scaled);
-    tq_free(half);
+            out[((size_t)(p / 16) * d + j) * 16 + p % 16] = tq_half_from_float(centroids[(size_t)p * d + j] * scale);
     return scale;
 }
 

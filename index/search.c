@@ -611,18 +611,19 @@ static void prepare_query(const tq_codec *c, const float *query, tq_query *pq)
 {
     const tq_simd_kernels *k = tq_simd();
     const size_t d = c->cfg.d;
-    const float input_norm = sqrtf(k->dot(query, query, d));
     if (c->mean && c->cfg.metric != TQ_METRIC_IP) {
+        const float input_norm = sqrtf(k->dot(query, query, d));
         const float scale = c->cfg.metric == TQ_METRIC_COSINE ? 1.0f / input_norm : 1.0f;
         for (size_t j = 0; j < d; j++)
             pq->centered[j] = query[j] * scale - c->mean[j];
         tq_quantizer_prepare(&c->q, pq->centered, pq);
+        pq->input_norm = input_norm;
     } else {
         tq_quantizer_prepare(&c->q, query, pq);
+        pq->input_norm = pq->qnorm; /* the same query was tabulated */
         if (c->mean)
             pq->bias = k->dot(query, c->mean, d);
     }
-    pq->input_norm = input_norm;
 }
 
 /* What block_select needs of a prepared query: the same formulas as

@@ -544,6 +544,8 @@ static inline tq_center tq_codec_center_in_effect(const tq_codec *c, bool stored
  * rows it reads are checked as tq_codec_check_vectors would (the message
  * names the row's index); on error the mean is left as it was. */
 int tq_codec_set_mean(tq_codec *c, const float *const *rows, size_t n, tq_error *err);
+/* Forget the mean (a first add that took it was rejected): uncentered. */
+void tq_codec_drop_mean(tq_codec *c);
 int tq_encode_scratch_init(tq_encode_scratch *s, uint32_t d);
 void tq_encode_scratch_free(tq_encode_scratch *s);
 /* Check vectors [from, to) of x: finite, norm representable, nonzero for

@@ -1213,10 +1213,8 @@ static int set_mean_from(tq_collection *c, const tq_element *elems, size_t n, tq
     bool committed = false;
     if (!rc)
         rc = commit_manifest(c, cur->segs, cur->nsegs - 1, c->wal_id, c->wal_first_lsn, &committed, err);
-    if (rc && !committed) {
-        tq_free(c->codec.mean);
-        c->codec.mean = NULL;
-    }
+    if (rc && !committed)
+        tq_codec_drop_mean(&c->codec);
     return rc;
 }
 
