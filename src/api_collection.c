@@ -10,6 +10,7 @@
 static_assert(TQVEC_MIN_SEGMENT_ROWS == TQ_MIN_SEGMENT_ROWS && TQVEC_DEFAULT_SEGMENT_ROWS == TQ_DEFAULT_SEGMENT_ROWS &&
                   TQVEC_MAX_SEGMENT_ROWS == TQ_MAX_SEGMENT_ROWS,
               "segment size limits differ");
+static_assert(TQVEC_DEFAULT_MERGE_FACTOR == TQ_DEFAULT_MERGE_FACTOR, "merge factor defaults differ");
 static_assert(TQVEC_MAX_KEY_BYTES == TQ_MAX_KEY_BYTES && TQVEC_MAX_ATTRS_BYTES == TQ_MAX_ATTR_BYTES,
               "public and internal element limits differ");
 static_assert((int)TQVEC_FSYNC_ALWAYS == (int)TQ_FSYNC_ALWAYS && (int)TQVEC_FSYNC_EVERYSEC == (int)TQ_FSYNC_EVERYSEC &&
@@ -47,6 +48,8 @@ int tqvec_collection_open(const char *dir, const tqvec_collection_options *opts,
     if (opts->segment_rows > TQVEC_MAX_SEGMENT_ROWS)
         return api_error(err, TQVEC_EARG, "segment_rows %u is above the limit %d", opts->segment_rows,
                          TQVEC_MAX_SEGMENT_ROWS);
+    if (opts->merge_factor == 1)
+        return api_error(err, TQVEC_EARG, "merge_factor 1 merges nothing (0: the default; 2 or more; TQVEC_MERGE_NEVER)");
     if (opts->create && opts->dim == 0)
         return api_error(err, TQVEC_EARG, "creating a collection needs its dimension");
     tq_collection_options o = {
@@ -59,6 +62,7 @@ int tqvec_collection_open(const char *dir, const tqvec_collection_options *opts,
         .log = opts->log,
         .log_ctx = opts->log_ctx,
         .partition_rows = opts->partition_rows == TQVEC_PARTITION_NEVER ? SIZE_MAX : opts->partition_rows,
+        .merge_factor = opts->merge_factor == TQVEC_MERGE_NEVER ? SIZE_MAX : opts->merge_factor,
     };
     if (!opts->dim)
         o.cfg.d = 0; /* open whatever is there */

@@ -152,6 +152,12 @@ int tq_wal_replay(const char *path, tq_wal_visit_fn visit, void *ctx, bool repai
 #define TQ_MAX_SEGMENT_ROWS (1u << 24)
 /* Below this a segment's flat scan costs about what probing would. */
 #define TQ_DEFAULT_PARTITION_ROWS 4096u
+/* Sealed segments are merged in the background this many of a size at a
+ * time (see the collection's background section). */
+#define TQ_DEFAULT_MERGE_FACTOR 4u
+/* The most row bytes (codes, scalars, refine data) one merge gathers: the
+ * merge holds them twice while it reorders them by partition. */
+#define TQ_MERGE_MAX_BYTES ((size_t)1 << 30)
 
 /* Longest key and attribute blob an element may have; with a row of the
  * largest dimension they fit one log record (TQ_WAL_MAX_PAYLOAD). */
@@ -361,6 +367,10 @@ typedef struct tq_collection_options {
      * background, and by compaction); 0: TQ_DEFAULT_PARTITION_ROWS, SIZE_MAX:
      * never. */
     size_t partition_rows;
+    /* The background partitioner also merges sealed segments once this
+     * many are of one size class (0: TQ_DEFAULT_MERGE_FACTOR, SIZE_MAX:
+     * never; at least 2). */
+    size_t merge_factor;
 } tq_collection_options;
 
 typedef struct tq_element {
@@ -453,7 +463,8 @@ int tq_collection_sync(tq_collection *c, tq_error *err);
  * a fifth deleted, or small, into one. */
 int tq_collection_compact(tq_collection *c, tq_error *err);
 /* Return once the background partitioner has nothing left to do (every
- * sealed segment that wants partitions has them, or has failed). */
+ * sealed segment that wants partitions has them, or has failed, and no
+ * merge is due). */
 int tq_collection_wait_partitioned(tq_collection *c);
 /* Hash every byte of every sealed segment now. */
 int tq_collection_verify(tq_collection *c, tq_error *err);

@@ -274,7 +274,13 @@ typedef struct tqvec_collection_options {
      * searched by probing when params.nprobe > 0. 0 = the default (4096);
      * TQVEC_PARTITION_NEVER keeps every segment flat. */
     uint32_t partition_rows;
-    uint32_t reserved[7];  /* must be zero */
+    /* The same thread merges sealed segments once merge_factor of them are
+     * of one size class (each class merge_factor times the last, starting
+     * at merge_factor * segment_rows), so a query scores a few sets of
+     * centroids however many segments were sealed. 0 = the default (4);
+     * TQVEC_MERGE_NEVER keeps every sealed segment as written. */
+    uint32_t merge_factor;
+    uint32_t reserved[6];  /* must be zero */
 } tqvec_collection_options;
 
 #define TQVEC_MIN_SEGMENT_ROWS 1
@@ -282,6 +288,8 @@ typedef struct tqvec_collection_options {
 #define TQVEC_MAX_SEGMENT_ROWS (1 << 24)
 #define TQVEC_DEFAULT_PARTITION_ROWS 4096
 #define TQVEC_PARTITION_NEVER UINT32_MAX
+#define TQVEC_DEFAULT_MERGE_FACTOR 4
+#define TQVEC_MERGE_NEVER UINT32_MAX
 #define TQVEC_MAX_KEY_BYTES 4096
 #define TQVEC_MAX_ATTRS_BYTES (16 << 20)
 

@@ -1021,6 +1021,59 @@ Test(collection, cosine_gets_keep_the_length)
     tq_collection_close(c, NULL);
 }
 
+/* Every element i < rows is there with version[i] (its vector and the
+ * attribute {"v":version}), or absent where version[i] is 0, and nothing
+ * else is live. */
+static void check_versions(tq_collection *c, const unsigned *version, size_t rows, int pass)
+{
+    size_t live = 0;
+    tq_error err;
+    for (size_t i = 0; i < rows; i++) {
+        char key[32], attr[48];
+        size_t alen;
+        float v[D], want[D];
+        snprintf(key, sizeof(key), "doc-%zu", i);
+        int rc = tq_collection_get(c, key, (uint32_t)strlen(key), v, attr, sizeof(attr), &alen, &err);
+        if (!version[i]) {
+            cr_assert_eq(rc, TQ_ENOTFOUND, "pass %d: removed %s is back", pass, key);
+            continue;
+        }
+        live++;
+        cr_assert_eq(rc, TQ_OK, "pass %d: %s: %s", pass, key, err.msg);
+        vector_of(i, version[i], want);
+        cr_assert(!memcmp(v, want, sizeof(v)), "pass %d: %s has another vector", pass, key);
+        cr_assert(alen >= 7 && attr[5] == (char)('0' + version[i]), "pass %d: %s has version %.*s", pass, key,
+                  (int)alen, attr);
+    }
+    tq_collection_stats st;
+    tq_collection_stats_get(c, &st);
+    cr_assert_eq(st.live, live, "pass %d: %llu live, %zu expected", pass, (unsigned long long)st.live, live);
+}
+
+/* Probing more partitions than any segment has answers exactly as the
+ * flat scan: the same keys, bit-identical scores. */
+static void check_probing_is_flat(tq_collection *c, const float *q, int pass)
+{
+    enum { K = 10 };
+    tq_search_opts flat = {.k = K, .scorer = TQ_SCORER_LUT, .rerank = 2};
+    tq_search_opts probe = flat;
+    probe.nprobe = 100000;
+    tq_match a[K], b[K];
+    size_t na, nb;
+    tq_snapshot *sa, *sb;
+    tq_error err;
+    cr_assert_eq(tq_collection_search(c, q, 1, &flat, NULL, a, &na, &sa, &err), TQ_OK, "%s", err.msg);
+    cr_assert_eq(tq_collection_search(c, q, 1, &probe, NULL, b, &nb, &sb, &err), TQ_OK, "%s", err.msg);
+    cr_assert_eq(na, nb);
+    for (size_t h = 0; h < na; h++)
+        cr_assert(a[h].key_len == b[h].key_len && !memcmp(a[h].key, b[h].key, a[h].key_len) &&
+                      !memcmp(&a[h].score, &b[h].score, sizeof(float)),
+                  "pass %d, hit %zu: probing gives '%.*s' %g, flat '%.*s' %g", pass, h, (int)b[h].key_len, b[h].key,
+                  (double)b[h].score, (int)a[h].key_len, a[h].key, (double)a[h].score);
+    tq_snapshot_release(sa);
+    tq_snapshot_release(sb);
+}
+
 /* Sealed segments partitioned in the background: searches probing every
  * partition answer exactly as the flat scan, before and after upserts,
  * removes and a reopen; writes made while a segment is being partitioned
@@ -1031,7 +1084,8 @@ Test(collection, partitioned_segments_answer_as_flat)
     const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_FP32);
     enum { ROWS = 3000, K = 10 };
     tq_collection_options o = {.cfg = cfg, .create = true, .fsync = TQ_FSYNC_NO, .segment_rows = 500,
-                               .partition_rows = 200, .log = capture};
+                               .partition_rows = 200, .merge_factor = SIZE_MAX /* several segments */,
+                               .log = capture};
     tq_collection *c;
     tq_error err;
     cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_OK, "%s", err.msg);
@@ -1061,46 +1115,14 @@ Test(collection, partitioned_segments_answer_as_flat)
     cr_assert_eq(st.partitioned, st.segments, "%u of %u sealed segments partitioned", st.partitioned, st.segments);
     cr_assert_geq(st.segments, 5);
     for (int pass = 0; pass < 3; pass++) {
-        size_t live = 0;
-        for (size_t i = 0; i < ROWS; i++) {
-            char key[32], attr[48];
-            size_t alen;
-            float v[D], want[D];
-            snprintf(key, sizeof(key), "doc-%zu", i);
-            int rc = tq_collection_get(c, key, (uint32_t)strlen(key), v, attr, sizeof(attr), &alen, &err);
-            if (!version[i]) {
-                cr_assert_eq(rc, TQ_ENOTFOUND, "pass %d: removed %s is back", pass, key);
-                continue;
-            }
-            live++;
-            cr_assert_eq(rc, TQ_OK, "pass %d: %s: %s", pass, key, err.msg);
-            vector_of(i, version[i], want);
-            cr_assert(!memcmp(v, want, sizeof(v)), "pass %d: %s has another vector", pass, key);
-            cr_assert(alen >= 7 && attr[5] == (char)('0' + version[i]), "pass %d: %s has version %.*s", pass, key,
-                      (int)alen, attr);
-        }
-        tq_collection_stats_get(c, &st);
-        cr_assert_eq(st.live, live);
+        check_versions(c, version, ROWS, pass);
         for (size_t qi = 0; qi < 8; qi++) {
             float q[D];
             vector_of(qi * 131 + 5, 3, q);
-            tq_search_opts flat = {.k = K, .scorer = TQ_SCORER_LUT, .rerank = 2};
-            tq_search_opts probe = flat;
-            probe.nprobe = 1000; /* more than any segment has */
-            tq_match a[K], b[K];
-            size_t na, nb;
-            tq_snapshot *sa, *sb;
-            cr_assert_eq(tq_collection_search(c, q, 1, &flat, NULL, a, &na, &sa, &err), TQ_OK, "%s", err.msg);
-            cr_assert_eq(tq_collection_search(c, q, 1, &probe, NULL, b, &nb, &sb, &err), TQ_OK, "%s", err.msg);
-            cr_assert_eq(na, nb);
-            for (size_t h = 0; h < na; h++)
-                cr_assert(a[h].key_len == b[h].key_len && !memcmp(a[h].key, b[h].key, a[h].key_len) &&
-                              !memcmp(&a[h].score, &b[h].score, sizeof(float)),
-                          "pass %d, query %zu, hit %zu: probing gives '%.*s' %g, flat '%.*s' %g", pass, qi, h,
-                          (int)b[h].key_len, b[h].key, (double)b[h].score, (int)a[h].key_len, a[h].key,
-                          (double)a[h].score);
-            tq_snapshot_release(sa);
-            tq_snapshot_release(sb);
+            check_probing_is_flat(c, q, pass);
+            tq_search_opts probe = {.k = K, .scorer = TQ_SCORER_LUT, .rerank = 2};
+            size_t nb;
+            tq_snapshot *sb;
             /* One partition probed, a filter passing 3 elements in 1000. */
             tq_filter *f;
             cr_assert_eq(tq_filter_compile(".v == 2", 7, &f, &err), TQ_OK, "%s", err.msg);
@@ -1153,6 +1175,73 @@ Test(collection, partitioned_segments_answer_as_flat)
             cr_assert_eq(st.partitioned, st.segments, "after compaction %u of %u partitioned", st.partitioned,
                          st.segments);
         }
+    }
+    cr_assert_eq(warnings[0], 0, "warnings: %s", warnings);
+    tq_collection_close(c, NULL);
+}
+
+/* Sealed segments are merged in the background once merge_factor of them
+ * are of one size class: four sealed segments of 100 rows become one, of
+ * 400 (partitioned, since partition_rows is 300); upserts and removes made
+ * while merges run are all there afterwards, before and after a reopen,
+ * and probing every partition still answers as the flat scan. */
+Test(collection, sealed_segments_merge_in_the_background)
+{
+    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_FP32);
+    enum { ROWS = 2000 };
+    tq_collection_options o = {.cfg = cfg, .create = true, .fsync = TQ_FSYNC_NO, .segment_rows = 100,
+                               .partition_rows = 300, .log = capture};
+    tq_collection *c;
+    tq_error err;
+    cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_OK, "%s", err.msg);
+    static unsigned version[ROWS];
+    /* Rows 0..399 fill four segments (the fourth sealed by the compaction,
+     * which merges nothing: no deletions, no small segment). */
+    for (size_t i = 0; i < 400; i++) {
+        add_one(c, i, 1);
+        version[i] = 1;
+    }
+    cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg);
+    tq_collection_wait_partitioned(c);
+    tq_collection_stats st;
+    tq_collection_stats_get(c, &st);
+    cr_assert_eq(st.segments, 1, "four segments of 100 stay %u", st.segments);
+    cr_assert_eq(st.partitioned, 1);
+    cr_assert_eq(st.live, 400);
+    check_versions(c, version, ROWS, 0);
+    /* Sixteen more seals with writes to rows of earlier segments between
+     * them, while those are being merged. */
+    for (size_t i = 400; i < ROWS; i++) {
+        add_one(c, i, 1);
+        version[i] = 1;
+        if (i % 37 == 0) {
+            const size_t old = (i * 7919) % i;
+            add_one(c, old, 2);
+            version[old] = 2;
+            const size_t gone = (old + 3) % i;
+            if (version[gone]) {
+                remove_one(c, gone);
+                version[gone] = 0;
+            }
+        }
+    }
+    cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg);
+    tq_collection_wait_partitioned(c);
+    tq_collection_stats_get(c, &st);
+    /* 20 seals; classes below 400, 1,600 and 6,400 rows hold fewer than
+     * four each. */
+    cr_assert_leq(st.segments, 9, "%u segments after 20 seals", st.segments);
+    cr_assert_geq(st.partitioned, 1);
+    for (int pass = 1; pass < 3; pass++) {
+        check_versions(c, version, ROWS, pass);
+        for (size_t qi = 0; qi < 8; qi++) {
+            float q[D];
+            vector_of(qi * 211 + 3, 3, q);
+            check_probing_is_flat(c, q, pass);
+        }
+        cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+        cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_OK, "%s", err.msg);
+        tq_collection_wait_partitioned(c);
     }
     cr_assert_eq(warnings[0], 0, "warnings: %s", warnings);
     tq_collection_close(c, NULL);

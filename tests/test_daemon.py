@@ -914,7 +914,7 @@ def test_partitioned_sets():
     partitions, VSIM NPROBE covering them all answers as the full scan,
     RECALL and the default probe fewer and still answer COUNT elements,
     bad values are refused, and a restart keeps the partitions."""
-    d = Daemon(args=["--segment-rows", "500", "--partition-rows", "200"])
+    d = Daemon(args=["--segment-rows", "500", "--partition-rows", "200", "--merge-factor", "never"])
     try:
         vs = vectors(2400, 16, seed=21)
         c = d.conn()
@@ -927,6 +927,7 @@ def test_partitioned_sets():
         fields = dict(zip(info[0::2], info[1::2]))
         assert fields["partitions"] > 0 and fields["segments"] >= 4, fields
         assert c.call("CONFIG", "GET", "partition-rows") == [b"partition-rows", b"200"]
+        assert c.call("CONFIG", "GET", "merge-factor") == [b"merge-factor", b"never"]
         for q in (vs[3], vs[1500], [0.5] * 16):
             full = c.call("VSIM", "big", "FP32", fp32(q), "COUNT", 10, "WITHSCORES", "NPROBE", 0)
             assert c.call("VSIM", "big", "FP32", fp32(q), "COUNT", 10, "WITHSCORES", "NPROBE", 100000) == full
@@ -945,6 +946,35 @@ def test_partitioned_sets():
         info = c.call("VINFO", "big")
         assert dict(zip(info[0::2], info[1::2]))["partitions"] == fields["partitions"]
         assert c.call("VSIM", "big", "FP32", fp32(vs[7]), "COUNT", 10, "RECALL", 0.9) == before
+    finally:
+        d.stop()
+
+
+def test_sealed_segments_are_merged():
+    """With the default merge factor, segments sealed one after another are
+    merged in the background: a set sealed ten times keeps fewer than four
+    segments per size class, partitioned, and answers as the full scan."""
+    d = Daemon(args=["--segment-rows", "100", "--partition-rows", "200"])
+    try:
+        vs = vectors(1000, 16, seed=5)
+        c = d.conn()
+        for i, v in enumerate(vs):
+            c.send("VADD", "m", "FP32", fp32(v), "e%d" % i, "NOQUANT")
+        for _ in vs:
+            assert c.reply() == 1
+        assert c.call("SAVE") == "OK"  # returns with the background work done
+        assert c.call("CONFIG", "GET", "merge-factor") == [b"merge-factor", b"4"]
+        info = c.call("VINFO", "m")
+        fields = dict(zip(info[0::2], info[1::2]))
+        # ten segments of 100 sealed; fewer than four stay below 400 rows
+        # (the originals), the rest are merges of 400 rows or more
+        assert fields["segments"] <= 4 and fields["partitions"] > 0, fields
+        assert c.call("VCARD", "m") == 1000
+        for i in (0, 99, 100, 555, 999):
+            assert c.call("VSIM", "m", "ELE", "e%d" % i, "COUNT", 1, "NPROBE", 0) == [b"e%d" % i]
+        q = fp32([0.5] * 16)
+        full = c.call("VSIM", "m", "FP32", q, "COUNT", 10, "WITHSCORES", "NPROBE", 0)
+        assert c.call("VSIM", "m", "FP32", q, "COUNT", 10, "WITHSCORES", "NPROBE", 100000) == full
     finally:
         d.stop()
 

@@ -675,7 +675,8 @@ Test(calibration, several_segments, .timeout = 120)
     char dir[] = "/tmp/tqvec-calib-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     tqvec_collection_options o = {.dim = 128, .metric = TQVEC_METRIC_L2, .bits = 4, .refine = TQVEC_REFINE_FP16,
-                                  .create = 1, .fsync = TQVEC_FSYNC_NO, .segment_rows = 2000, .partition_rows = 1000};
+                                  .create = 1, .fsync = TQVEC_FSYNC_NO, .segment_rows = 2000, .partition_rows = 1000,
+                                  .merge_factor = TQVEC_MERGE_NEVER /* five sets of centroids */};
     tqvec_collection *c;
     tqvec_error err;
     cr_assert_eq(tqvec_collection_open(dir, &o, &c, &err), TQVEC_OK, "%s", err.message);

@@ -56,7 +56,7 @@ static void usage(void)
             "usage: tqvecd [--dir DATA] [--bind ADDR] [--port N] [--unixsocket PATH] [--threads N]\n"
             "              [--requirepass PASS] [--appendfsync always|everysec|no] [--maxclients N]\n"
             "              [--max-request-bytes N] [--max-args N] [--max-collections N] [--segment-rows N]\n"
-            "              [--partition-rows N|never]\n"
+            "              [--partition-rows N|never] [--merge-factor N|never]\n"
             "              [--databases N]\n"
             "              [--loglevel debug|verbose|notice|warning] [--daemonize yes|no] [--pidfile PATH]\n"
             "              [--protected-mode yes|no] [--config FILE] | --version\n"
@@ -136,6 +136,13 @@ static int apply(tqd_config *cfg, const char *name, const char *v, int depth)
             return 0;
         }
         return set_long(name, v, 1, TQVEC_MAX_SEGMENT_ROWS, &n) ? -1 : (cfg->partition_rows = (uint32_t)n, 0);
+    }
+    if (!strcmp(name, "merge-factor")) {
+        if (!strcmp(v, "never")) {
+            cfg->merge_factor = TQVEC_MERGE_NEVER;
+            return 0;
+        }
+        return set_long(name, v, 2, 1024, &n) ? -1 : (cfg->merge_factor = (uint32_t)n, 0);
     }
     if (!strcmp(name, "databases"))
         return set_long(name, v, 1, TQD_MAX_DATABASES, &n) ? -1 : (cfg->databases = (int)n, 0);
@@ -280,6 +287,10 @@ size_t tqd_config_items(const tqd_config *cfg, tqd_config_item *items)
         ITEM("partition-rows", "%s", "never");
     else
         ITEM("partition-rows", "%u", cfg->partition_rows ? cfg->partition_rows : (uint32_t)TQVEC_DEFAULT_PARTITION_ROWS);
+    if (cfg->merge_factor == TQVEC_MERGE_NEVER)
+        ITEM("merge-factor", "%s", "never");
+    else
+        ITEM("merge-factor", "%u", cfg->merge_factor ? cfg->merge_factor : (uint32_t)TQVEC_DEFAULT_MERGE_FACTOR);
     ITEM("loglevel", "%s", level_names[__atomic_load_n(&tqd_loglevel, __ATOMIC_RELAXED) & 3]);
     ITEM("daemonize", "%s", cfg->daemonize ? "yes" : "no");
     ITEM("pidfile", "%s", cfg->pidfile ? cfg->pidfile : "");

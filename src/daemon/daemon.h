@@ -79,6 +79,7 @@ typedef struct tqd_config {
     int databases;            /* SELECT 0 .. databases - 1 */
     uint32_t segment_rows;    /* 0: the library's default */
     uint32_t partition_rows;  /* sealed segments this large are partitioned; 0: the library's default */
+    uint32_t merge_factor;    /* sealed segments merged this many of a size at a time; 0: the library's default */
     int loglevel;
     bool daemonize;
     char *pidfile;

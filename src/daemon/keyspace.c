@@ -59,6 +59,7 @@ static struct {
     int fsync;
     uint32_t segment_rows;
     uint32_t partition_rows;
+    uint32_t merge_factor;
     int max;
     int databases;
     uint64_t drops, stages, uids;
@@ -367,6 +368,7 @@ static tqvec_collection_options open_options(tqd_vset *v, const tqvec_collection
     o.fsync = ks.fsync;
     o.segment_rows = ks.segment_rows;
     o.partition_rows = ks.partition_rows;
+    o.merge_factor = ks.merge_factor;
     o.log = collection_log;
     o.log_ctx = v->name;
     return o;
@@ -413,6 +415,7 @@ int tqd_keyspace_open(const tqd_config *cfg)
     ks.fsync = cfg->appendfsync;
     ks.segment_rows = cfg->segment_rows;
     ks.partition_rows = cfg->partition_rows;
+    ks.merge_factor = cfg->merge_factor;
     ks.max = cfg->max_collections;
     ks.databases = cfg->databases;
     if (!(ks.root = strdup(cfg->dir)))
