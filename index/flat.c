@@ -226,7 +226,7 @@ int tq_flat_partition(tq_flat *f, uint32_t nlist, unsigned threads, tq_error *er
     if (count > UINT32_MAX)
         return tq_err(err, TQ_EUNSUPPORTED, "a partitioned index holds at most 2^32 - 1 vectors, not %zu", count);
     if (nlist == 0)
-        nlist = tq_partition_default_nlist(count, c->cfg.d);
+        nlist = tq_partition_default_nlist(c, count);
     /* What gets partitioned: every row in id order in one set. Before a
      * first partitioning that is the index's own rows; after, the head as
      * it was and then the tail, copied into one. */

@@ -50,26 +50,39 @@
 #define ROW_CHUNK 64u
 #define CENTROID_CHUNK 256u
 
-/* The centroids a query scores (nlist * d floats) stay within this: on
- * fashion-mnist's 60,000 images (d = 784) the 4 sqrt(n) rule's 937
- * partitions (2.9 MB of centroids, streamed from memory for every query)
- * were most of a query's time, and 150 to 300 partitions doubled QPS at
- * recall 0.95; glove-100 (d = 100) did as well at 1,300 as at 2,334, in
- * half the partitioning time. */
+/* Centroids (nlist * d floats) within this are allowed whatever the scan
+ * balance below says: on fashion-mnist's 60,000 images (d = 784) the 4
+ * sqrt(n) rule's 937 partitions (2.9 MB of centroids, streamed from memory
+ * for every query) were most of a query's time, and 150 to 300 partitions
+ * doubled QPS at recall 0.95; glove-100 (d = 100) did as well at 1,300 as
+ * at 2,334, in half the partitioning time. */
 #define CENTROID_BYTES_MAX (512u << 10)
+/* About the partitions a search for recall 0.95 probes, for the balance
+ * below (fitted: at a million rows, d = 128, 4 bits, 2,048 partitions
+ * answered 20,507 QPS at recall 0.950 where 1,024 needed a deeper probe,
+ * 16,839 at 0.967, and 4,096 gave 15,319). */
+#define PROBED_PARTITIONS 16.0
 
-uint32_t tq_partition_default_nlist(size_t rows, uint32_t d)
+uint32_t tq_partition_default_nlist(const tq_codec *c, size_t rows)
 {
     /* 4 sqrt(n), as the usual IVF rule of thumb, but never partitions of
      * fewer than TQ_MIN_PARTITION_ROWS rows on average (below that a scan
      * block is mostly other partitions' rows), nor more centroids than
-     * CENTROID_BYTES_MAX holds. */
+     * pay: a query scores all nlist (2d bytes each, in half precision) and
+     * scans about P partitions of n / nlist rows (b code bytes each),
+     * least in all at nlist = sqrt(P n b / 2d). Centroids within
+     * CENTROID_BYTES_MAX are allowed whatever that says. Capping at
+     * CENTROID_BYTES_MAX alone made partitions grow with n past a million
+     * rows: four million (d = 128) in 1,024 partitions answered 1,115 QPS
+     * at recall 0.95, in 4,096 9,857. */
+    const double d = c->cfg.d, b = (double)tq_codec_bytes_per_vector(c);
     double want = 4.0 * sqrt((double)rows);
-    const double most = (double)rows / TQ_MIN_PARTITION_ROWS, cached = (double)CENTROID_BYTES_MAX / (4.0 * d);
+    const double most = (double)rows / TQ_MIN_PARTITION_ROWS, cached = (double)CENTROID_BYTES_MAX / (4.0 * d),
+                 balanced = sqrt(PROBED_PARTITIONS * (double)rows * b / (2.0 * d));
     if (want > most)
         want = most;
-    if (want > cached)
-        want = cached;
+    if (want > (balanced > cached ? balanced : cached))
+        want = balanced > cached ? balanced : cached;
     if (want > TQ_MAX_NLIST)
         want = TQ_MAX_NLIST;
     return want < 1.0 ? 1u : (uint32_t)want;
@@ -680,5 +693,36 @@ int tq_rows_gather(const tq_codec *c, const tq_rows *rows, const uint32_t *order
         tq_codec_row_load(c, out, i, row);
     }
     tq_free(row);
+    return TQ_OK;
+}
+
+int tq_rows_permute(const tq_codec *c, const tq_rows_out *rows, size_t n, const uint32_t *order)
+{
+    const size_t bytes = tq_codec_row_bytes(c);
+    uint8_t *first = tq_malloc(2 * bytes), *moving = first ? first + bytes : NULL;
+    uint64_t *placed = tq_calloc(n / 64 + 1, sizeof(uint64_t));
+    if (!first || !placed) {
+        tq_free(first);
+        tq_free(placed);
+        return TQ_ENOMEM;
+    }
+    const tq_rows view = tq_rows_view(rows, n);
+    /* Each cycle of the permutation once: its first row aside, every
+     * other row moved into the place that takes it, the first row last. */
+    for (size_t start = 0; start < n; start++) {
+        if (placed[start / 64] >> (start % 64) & 1)
+            continue;
+        tq_codec_row_save(c, &view, start, first);
+        size_t to = start;
+        for (size_t from = order[to]; from != start; to = from, from = order[to]) {
+            tq_codec_row_save(c, &view, from, moving);
+            tq_codec_row_load(c, rows, to, moving);
+            placed[to / 64] |= 1ull << (to % 64);
+        }
+        tq_codec_row_load(c, rows, to, first);
+        placed[to / 64] |= 1ull << (to % 64);
+    }
+    tq_free(first);
+    tq_free(placed);
     return TQ_OK;
 }

@@ -728,7 +728,7 @@ static bool probe_room(void **p, size_t *cap, size_t want, size_t size)
     return true;
 }
 
-static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t nblocks, uint32_t d,
+static int probe_init(probe_state *ps, const tq_codec *c, const tq_rows *sets, size_t nsets, size_t nblocks,
                       const tq_search_opts *opts)
 {
     size_t most = 0, all = 0, rows = 0, partitioned = 0, everything = 0;
@@ -778,7 +778,7 @@ static int probe_init(probe_state *ps, const tq_rows *sets, size_t nsets, size_t
     } else {
         /* With several sets, as many rows' worth as nprobe partitions of
          * one set of all their rows (see above). */
-        const double scale = partitioned > 1 ? (double)all / tq_partition_default_nlist(rows, d) : 1.0;
+        const double scale = partitioned > 1 ? (double)all / tq_partition_default_nlist(c, rows) : 1.0;
         const double want = ceil(opts->nprobe * scale);
         ps->group[0] = 0;
         ps->start[ps->ngroups++] = want < all ? (uint32_t)want : (uint32_t)all;
@@ -1212,7 +1212,7 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
     tq_topk *merged = &sc->merged, *mid = &sc->mid, *best = &sc->best;
 
     probe_state *probe = &sc->probe;
-    if (probing && probe_init(probe, sets, nsets, nblocks, c->cfg.d, opts)) {
+    if (probing && probe_init(probe, c, sets, nsets, nblocks, opts)) {
         scratch_give(sc);
         if (offsets != offsets_small)
             tq_free(offsets);

@@ -676,10 +676,11 @@ typedef struct tq_partitioning {
 unsigned tq_target_rerank(const tq_codec *c);
 #define TQ_MIN_PARTITION_ROWS 64u
 
-/* The default partition count for a set of rows of dimension d: 4
- * sqrt(rows), bounded so partitions average at least TQ_MIN_PARTITION_ROWS
- * rows and the centroids fit in 512 KiB (see partition.c). */
-uint32_t tq_partition_default_nlist(size_t rows, uint32_t d);
+/* The default partition count for rows encoded by c: 4 sqrt(rows),
+ * bounded so partitions average at least TQ_MIN_PARTITION_ROWS rows and
+ * the centroids a query scores cost no more than the scan they save (see
+ * partition.c). */
+uint32_t tq_partition_default_nlist(const tq_codec *c, size_t rows);
 /* Cluster the rows into nlist partitions (fewer if there are fewer rows):
  * seeded, deterministic, the same on every CPU and thread count. `stop`
  * (NULL: none), read atomically, cuts the work short when it turns true:
@@ -711,6 +712,9 @@ double tq_partition_share(const tq_partitions *p, double recall, double k, float
 float tq_partition_quality(const tq_partitions *p, unsigned rerank, double k);
 /* New heap rows holding rows order[0..n) of `rows` in that order. */
 int tq_rows_gather(const tq_codec *c, const tq_rows *rows, const uint32_t *order, size_t n, tq_rows_out *out);
+/* The same reordering of n rows in place (order a permutation): no second
+ * copy of the rows, for sets gathered into memory already. */
+int tq_rows_permute(const tq_codec *c, const tq_rows_out *rows, size_t n, const uint32_t *order);
 
 /* ------------------------------------------------------------------ flat */
 

@@ -556,28 +556,41 @@ static unsigned partition_threads(void)
     return n < 1 ? 1u : n > (long)TQ_MAX_THREADS ? TQ_MAX_THREADS : (unsigned)n;
 }
 
-/* Cluster rows (with their names) and reorder both by partition. */
-static int sort_by_partition(const tq_collection *c, const tq_rows *rows, const tq_row_names *names, unsigned threads,
+/* Cluster rows and reorder them by partition, with in's names and origins
+ * (when it has them), into out. rows NULL: in's own gathered rows, which
+ * are reordered in place and move to out (a merge or compaction holds its
+ * rows once, not twice); else rows of a mapping, copied in order. */
+static int sort_by_partition(const tq_collection *c, gathered *in, const tq_rows *rows, unsigned threads,
                              const bool *stop, sorted_rows *out, tq_error *err)
 {
     memset(out, 0, sizeof(*out));
-    const size_t n = rows->n;
-    int rc = tq_partition_rows(&c->codec, rows, tq_partition_default_nlist(n, c->codec.cfg.d), c->codec.cfg.seed,
-                               threads, stop, &out->part, err);
+    const size_t n = in->n;
+    const tq_rows own = tq_rows_view(&in->out, n);
+    int rc = tq_partition_rows(&c->codec, rows ? rows : &own, tq_partition_default_nlist(&c->codec, n),
+                               c->codec.cfg.seed, threads, stop, &out->part, err);
     if (rc)
         return rc;
+    const uint32_t *order = out->part.order;
     gathered *g = &out->rows;
-    if (tq_rows_gather(&c->codec, rows, out->part.order, n, &g->out) != TQ_OK || !gathered_names(g, n)) {
+    bool ok = gathered_names(g, n) && (!in->origin || (g->origin = tq_malloc((n + 1) * sizeof(row_origin))));
+    if (ok && rows) {
+        ok = tq_rows_gather(&c->codec, rows, order, n, &g->out) == TQ_OK;
+    } else if (ok && (ok = tq_rows_permute(&c->codec, &in->out, n, order) == TQ_OK)) {
+        g->out = in->out;
+        memset(&in->out, 0, sizeof(in->out));
+    }
+    if (!ok) {
         sorted_rows_free(out);
         return tq_err(err, TQ_ENOMEM, "out of memory ordering %zu rows by partition", n);
     }
     g->n = n;
     for (size_t i = 0; i < n; i++) {
-        const uint32_t from = out->part.order[i];
-        g->key[i] = names->key[from];
-        g->key_len[i] = names->key_len[from];
-        g->attr[i] = names->attr[from];
-        g->attr_len[i] = names->attr_len[from];
+        g->key[i] = in->key[order[i]];
+        g->key_len[i] = in->key_len[order[i]];
+        g->attr[i] = in->attr[order[i]];
+        g->attr_len[i] = in->attr_len[order[i]];
+        if (g->origin)
+            g->origin[i] = in->origin[order[i]];
     }
     out->view = tq_partitioning_view(&out->part);
     return TQ_OK;
@@ -801,7 +814,7 @@ int tq_collection_compact(tq_collection *c, tq_error *err)
         /* The merged segment is partitioned as it is written: compaction
          * already rewrites every row. */
         if (g.n >= c->opts.partition_rows) {
-            if ((rc = sort_by_partition(c, &rows, &names, partition_threads(), NULL, &sorted, err)))
+            if ((rc = sort_by_partition(c, &g, NULL, partition_threads(), NULL, &sorted, err)))
                 goto done;
             rows = sorted_view(&sorted);
             names = gathered_row_names(&sorted.rows);
@@ -1067,23 +1080,15 @@ static int rewrite(tq_collection *c, seg *const *sources, size_t nsources, tq_er
     }
     names = gathered_row_names(&g);
     const row_origin *from = g.origin;
-    row_origin *reordered = NULL;
     char path[PATH_MAX];
     if (g.n >= c->opts.partition_rows) {
         /* One thread, at a lower priority (partitioner_main): writers keep
          * the other cores. */
-        if ((rc = sort_by_partition(c, &view, &names, 1, &c->part_stop, &sorted, err)))
+        if ((rc = sort_by_partition(c, &g, nsources == 1 ? &view : NULL, 1, &c->part_stop, &sorted, err)))
             goto out;
-        if (!(reordered = tq_malloc((g.n + 1) * sizeof(row_origin)))) {
-            rc = tq_err(err, TQ_ENOMEM, "out of memory ordering %zu rows by partition", g.n);
-            goto out;
-        }
-        for (size_t i = 0; i < g.n; i++)
-            reordered[i] = g.origin[sorted.part.order[i]];
-        from = reordered;
+        from = sorted.rows.origin;
         view = sorted_view(&sorted);
         names = gathered_row_names(&sorted.rows);
-        tq_rows_out_free(&g.out); /* a merge's gathered copy, read no more */
     }
     if (!view.n)
         goto out; /* everything deleted meanwhile: compaction drops them */
@@ -1114,7 +1119,6 @@ static int rewrite(tq_collection *c, seg *const *sources, size_t nsources, tq_er
     }
     pthread_mutex_unlock(&c->write_lock);
 out:
-    tq_free(reordered);
     sorted_rows_free(&sorted);
     gathered_free(&g);
     return rc;

@@ -155,9 +155,10 @@ int tq_wal_replay(const char *path, tq_wal_visit_fn visit, void *ctx, bool repai
 /* Sealed segments are merged in the background this many of a size at a
  * time (see the collection's background section). */
 #define TQ_DEFAULT_MERGE_FACTOR 4u
-/* The most row bytes (codes, scalars, refine data) one merge gathers: the
- * merge holds them twice while it reorders them by partition. */
-#define TQ_MERGE_MAX_BYTES ((size_t)1 << 30)
+/* The most row bytes (codes, scalars, refine data) one merge gathers into
+ * memory (it reorders them in place): four million rows at d = 128, 4
+ * bits with half-precision refine data are 1.3 GB. */
+#define TQ_MERGE_MAX_BYTES ((size_t)2 << 30)
 
 /* Longest key and attribute blob an element may have; with a row of the
  * largest dimension they fit one log record (TQ_WAL_MAX_PAYLOAD). */

@@ -211,7 +211,7 @@ Test(partition, rows_added_later_keep_their_ids)
     tq_config cfg = config(TQ_METRIC_L2, 3, TQ_VARIANT_MSE);
     tq_flat *flat = flat_of(&cfg, x, N), *ivf = flat_of(&cfg, x, 1001);
     cr_assert_eq(tq_flat_partition(ivf, 0, 1, NULL), TQ_OK);
-    cr_assert_eq(tq_flat_nlist(ivf), tq_partition_default_nlist(1001, D));
+    cr_assert_eq(tq_flat_nlist(ivf), tq_partition_default_nlist(tq_flat_codec(ivf), 1001));
     cr_assert_eq(tq_flat_add(ivf, x + 1001 * D, 999, NULL), TQ_OK);
     cr_assert_eq(tq_flat_count(ivf), 2000);
     enum { K = 20 };

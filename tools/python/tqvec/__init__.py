@@ -124,7 +124,7 @@ class _Options(ctypes.Structure):
                 ("refine", ctypes.c_int), ("center", ctypes.c_int), ("create", ctypes.c_int),
                 ("fsync", ctypes.c_int), ("segment_rows", ctypes.c_uint32), ("verify", ctypes.c_int),
                 ("log", ctypes.c_void_p), ("log_ctx", ctypes.c_void_p), ("partition_rows", ctypes.c_uint32),
-                ("reserved", ctypes.c_uint32 * 7)]
+                ("merge_factor", ctypes.c_uint32), ("reserved", ctypes.c_uint32 * 6)]
 
 
 class _Info(ctypes.Structure):
@@ -425,12 +425,14 @@ class Collection:
     # ------------------------------------------------------------ open
     @classmethod
     def open(cls, path, *, create=False, dim=0, metric=None, bits=0, variant=None, refine=None, seed=0,
-             fsync=None, segment_rows=0, verify=False, partition_rows=0) -> "Collection":
+             fsync=None, segment_rows=0, verify=False, partition_rows=0, merge_factor=0) -> "Collection":
         """Open the collection in path. With create=True, create it if the
         directory holds none (dim is then required); giving dim on an
         existing collection checks that the settings match. Sealed segments
         of at least partition_rows rows (0: 4096, None: never) are
-        partitioned in the background for searches with nprobe."""
+        partitioned in the background for searches with nprobe, and merged
+        once merge_factor of them are of one size class (0: 4, None:
+        never)."""
         o = _Options()
         o.dim = int(dim)
         o.metric = _choice(_METRICS, metric, "metric")
@@ -443,6 +445,7 @@ class Collection:
         o.segment_rows = int(segment_rows)
         o.verify = int(bool(verify))
         o.partition_rows = 0xFFFFFFFF if partition_rows is None else int(partition_rows)
+        o.merge_factor = 0xFFFFFFFF if merge_factor is None else int(merge_factor)
         h = _P()
         err = _Error()
         _check(_open(os.fsencode(path), ctypes.byref(o), ctypes.byref(h), ctypes.byref(err)), err)
