@@ -127,7 +127,8 @@ struct tq_collection {
     pthread_cond_t part_cond, part_idle; /* part_cond on CLOCK_MONOTONIC */
     bool part_wake, part_busy, part_stop;
     unsigned part_hurry;      /* callers of wait_partitioned: no waiting for a pause */
-    uint64_t last_seal_ns;    /* CLOCK_MONOTONIC of the latest seal (atomic) */
+    uint64_t last_add_ns;     /* CLOCK_MONOTONIC when the latest add ended (atomic) */
+    unsigned adds_running;    /* adds under way, sealing included (atomic) */
 };
 
 /* ------------------------------------------------------------- logging */
@@ -739,10 +740,8 @@ static int seal_nolock(tq_collection *c, tq_error *err)
             file_path(c, path, "seg", old_del[i], "del");
             unlink(path);
         }
-    if (sealed_new) { /* it may want partitions, or make a merge due */
-        __atomic_store_n(&c->last_seal_ns, monotonic_ns(), __ATOMIC_RELAXED);
+    if (sealed_new) /* it may want partitions, or make a merge due */
         partitioner_wake(c);
-    }
     sealed_new = NULL;
     goto cleanup;
 undo:
@@ -1155,15 +1154,16 @@ static bool background_one(tq_collection *c)
     return n > 0;
 }
 
-/* A job waits for the writers to pause: no seal for QUIET_NS, or
- * QUIET_MAX_NS at most. A bulk load seals a segment every few tenths of a
- * second; rewriting while it runs slowed a million-row load (d = 128) from
- * 474K-640K to 365K-430K vectors/s even at nice 10 and on the other core
- * (both threads fault pages in and stream memory), and partitioned
- * segments the next merge rewrote anyway. Waiting, the load runs at the
- * flat rate and its segments are merged once, at the end. (At 30 s, a
- * four-million-row load was merged in two pieces mid-way, and searched
- * 5,653 QPS where one segment gives 8,565.) Part_lock held. */
+/* A job waits for the writers to pause: no add under way or ended in the
+ * last QUIET_NS, or QUIET_MAX_NS at most. Rewriting while a bulk load runs slowed a
+ * million-row load (d = 128) from 474K-640K to 365K-430K vectors/s even
+ * at nice 10 and on the other core (both threads fault pages in and stream
+ * memory), and partitioned segments the next merge rewrote anyway.
+ * Waiting, the load runs at the flat rate and its segments are merged
+ * once, at the end: a four-million-row load merged in two pieces mid-way
+ * (as a pause between seals, or 30 s, let it) searched 5,653 QPS where one
+ * segment gives 8,565. Writers that never pause get their segments
+ * rewritten every QUIET_MAX_NS, several at a time. Part_lock held. */
 #define QUIET_NS 500000000ull
 #define QUIET_MAX_NS 120000000000ull
 
@@ -1171,10 +1171,12 @@ static void wait_for_quiet(tq_collection *c)
 {
     const uint64_t start = monotonic_ns();
     for (;;) {
-        const uint64_t now = monotonic_ns(), last = __atomic_load_n(&c->last_seal_ns, __ATOMIC_RELAXED);
-        if (c->part_stop || c->part_hurry || now - last >= QUIET_NS || now - start >= QUIET_MAX_NS)
+        const uint64_t now = monotonic_ns(), last = __atomic_load_n(&c->last_add_ns, __ATOMIC_RELAXED);
+        const bool adding = __atomic_load_n(&c->adds_running, __ATOMIC_RELAXED) > 0;
+        if (c->part_stop || c->part_hurry || (!adding && now - last >= QUIET_NS) || now - start >= QUIET_MAX_NS)
             return;
-        const uint64_t until = last + QUIET_NS < start + QUIET_MAX_NS ? last + QUIET_NS : start + QUIET_MAX_NS;
+        const uint64_t quiet = (adding ? now : last) + QUIET_NS;
+        const uint64_t until = quiet < start + QUIET_MAX_NS ? quiet : start + QUIET_MAX_NS;
         const struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u), .tv_nsec = (long)(until % 1000000000u)};
         pthread_cond_timedwait(&c->part_cond, &c->part_lock, &ts);
     }
@@ -1419,6 +1421,9 @@ int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_
         if (rc)
             return rc;
     }
+    /* Counted before the lock: an add waiting behind a long seal (its
+     * segment file written and synced) is a writer at work too. */
+    __atomic_fetch_add(&c->adds_running, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&c->write_lock);
     int rc = TQ_OK;
     if (c->broken)
@@ -1461,6 +1466,8 @@ int tq_collection_add(tq_collection *c, const tq_element *elems, size_t n, size_
         fresh += publish_rows(c, chunk);
         done += chunk;
     }
+    __atomic_store_n(&c->last_add_ns, monotonic_ns(), __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&c->adds_running, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&c->write_lock);
     if (added)
         *added = fresh;

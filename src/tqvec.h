@@ -428,8 +428,8 @@ TQVEC_API int tqvec_collection_compact(tqvec_collection *c, tqvec_error *err);
 /* Wait until the background partitioner is idle: every sealed segment of
  * at least partition_rows rows is partitioned (or failed to be, which a
  * log message says; it is then searched flat) and no merge is due. Its
- * work otherwise waits for writes to pause (no segment sealed for half a
- * second); a wait starts it at once. For builds and benchmarks that want
+ * work otherwise waits for writes to pause (no add for half a second, two
+ * minutes at most); a wait starts it at once. For builds and benchmarks that want
  * the partitioned state before they query. Shared. */
 TQVEC_API int tqvec_collection_wait_partitioned(tqvec_collection *c, tqvec_error *err);
 /* Partitions over all partitioned sealed segments (0: every segment is
