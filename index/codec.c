@@ -231,9 +231,13 @@ void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, co
          * subtracting): a copy and two passes were a tenth of a centered
          * encode at d = 1536. */
         const float scale = c->cfg.metric == TQ_METRIC_COSINE ? unit_scale : 1.0f;
+        /* (restrict: without it the loop was not vectorized, and centering
+         * cost a sixth of a million-row build at d = 128) */
+        float *restrict centered = s->tmp;
+        const float *restrict in = v, *restrict mean = c->mean;
         for (size_t j = 0; j < d; j++)
-            s->tmp[j] = v[j] * scale - c->mean[j];
-        enc = s->tmp;
+            centered[j] = in[j] * scale - mean[j];
+        enc = centered;
     } else if (c->cfg.metric == TQ_METRIC_COSINE) {
         memcpy(s->tmp, v, d * sizeof(float));
         k->scale(s->tmp, d, unit_scale);

@@ -114,6 +114,13 @@ for line in open(sys.argv[1]):
     assert len(rows) == 10, line
     assert all(r % 2 == 1 and r < 200 for r in rows), rows
 PY
+  # Centering chosen at build: auto took the first add's mean above (728
+  # cosine vectors); none keeps the codes uncentered; a wrong name is refused.
+  "$tqvec" info "$work/fcoll" | grep -q "centering on the first batch's mean" && \
+  "$tqvec" build --input "$data/fiori-minilm/base.fvecs" --dir "$work/ncoll" --metric cosine --center none \
+    >/dev/null 2>&1 && "$tqvec" info "$work/ncoll" | grep -q "centering none" && pass || fail "build --center"
+  expect_fail "build --center of no known kind" "$tqvec" build --input "$data/fiori-minilm/base.fvecs" \
+    --dir "$work/xcoll" --center middle
   expect_fail "filter syntax error" "$tqvec" query --dir "$work/fcoll" --queries "$data/fiori-minilm/query.fvecs" \
     --filter ".i <"
   grep -q "syntax error in FILTER expression near: <" "$work/err" && pass || fail "filter error names the place ($(cat "$work/err"))"

@@ -79,10 +79,13 @@ static void build_usage(void)
     fprintf(stderr, "usage: tqvec build --input VECTORS --dir DIR [--keys KEYS.txt] [--attrs ATTRS.jsonl]\n"
                     "                   [--metric l2|ip|cosine]\n"
                     "                   [--bits 1..4] [--variant mse|prod] [--refine none|code8|fp16|fp32]\n"
+                    "                   [--center auto|none|first-batch]\n"
                     "                   [--fsync always|everysec|no] [--segment-rows N] [--limit N]\n"
                     "Creates the collection when DIR holds none (the settings apply then), else adds\n"
                     "to it (same key: replaced). Keys: one per line, else the row numbers;\n"
-                    "attributes: one JSON object per line (an empty line: none).\n");
+                    "attributes: one JSON object per line (an empty line: none). --center: codes of\n"
+                    "the vectors less the first add's mean (auto: for l2 and cosine when that add\n"
+                    "brings 256 vectors or more).\n");
 }
 
 int cmd_build(int argc, char **argv)
@@ -94,7 +97,8 @@ int cmd_build(int argc, char **argv)
         {"bits", required_argument, 0, 'b'},  {"variant", required_argument, 0, 'v'},
         {"refine", required_argument, 0, 'r'}, {"fsync", required_argument, 0, 'f'},
         {"segment-rows", required_argument, 0, 's'}, {"limit", required_argument, 0, 'l'},
-        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0},
+        {"center", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     const char *input = NULL, *dir = NULL, *keys_path = NULL, *attrs_path = NULL;
     tqvec_collection_options o = {.create = 1, .metric = TQVEC_METRIC_COSINE, .log = log_to_stderr,
@@ -127,6 +131,12 @@ int cmd_build(int argc, char **argv)
                      : !strcmp(optarg, "fp32") ? TQVEC_REFINE_FP32 : !strcmp(optarg, "fp16") ? TQVEC_REFINE_FP16 : -1;
             if (o.refine < 0)
                 return tool_fail("build", "--refine wants none, code8, fp16 or fp32, got '%s'", optarg);
+            break;
+        case 'c':
+            o.center = !strcmp(optarg, "auto") ? TQVEC_CENTER_AUTO : !strcmp(optarg, "none") ? TQVEC_CENTER_NONE
+                     : !strcmp(optarg, "first-batch") ? TQVEC_CENTER_FIRST_BATCH : -1;
+            if (o.center < 0)
+                return tool_fail("build", "--center wants auto, none or first-batch, got '%s'", optarg);
             break;
         case 'f':
             if ((o.fsync = tool_parse_fsync(optarg)) < 0)
