@@ -1327,13 +1327,16 @@ def kill_under_load(d, load, stop, seconds):
 
 def test_sigkill_loses_no_acknowledged_write():
     """Pipelined VADD/VREM load, SIGKILL at random moments, restart: every
-    acknowledged write is there, every acknowledged removal stays removed."""
+    acknowledged write is there, every acknowledged removal stays removed.
+    Small segments, so that seals, background partitioning and merges
+    (which run while the log is replayed and verified after each restart,
+    and go on into the next load) are cut short too."""
     data = tempfile.mkdtemp(prefix="tqvecd-kill-")
     rng = random.Random(7)
     acked_add, acked_rem = set(), set()
     kills = 0
     try:
-        d = Daemon(data=data, args=["--appendfsync", "no"])
+        d = Daemon(data=data, args=["--appendfsync", "no", "--segment-rows", "400", "--partition-rows", "300"])
         next_id = 0
         for round_ in range(6):
             stop = threading.Event()
@@ -1377,8 +1380,16 @@ def test_sigkill_loses_no_acknowledged_write():
                     assert got == want, "round %d: e%d is %d, acknowledged %s" % (
                         round_, i, got, "removed" if want == 0 else "added")
             c.close()
+        c = d.conn()
+        assert c.call("SAVE") == "OK"  # the background work done
+        info = c.call("VINFO", "crash")
+        fields = dict(zip(info[0::2], info[1::2]))
+        sealed = next_id // 400
+        assert fields["partitions"] > 0 and fields["segments"] < sealed // 4, (sealed, fields)
+        c.close()
         d.stop()
-        print("  %d kills, %d acknowledged adds and %d removals verified" % (kills, len(acked_add), len(acked_rem)))
+        print("  %d kills, %d acknowledged adds and %d removals verified, %d segments from %d seals or more" % (
+            kills, len(acked_add), len(acked_rem), fields["segments"], sealed))
     finally:
         shutil.rmtree(data, ignore_errors=True)
 
