@@ -45,6 +45,9 @@ static inline __m256 fwht_in_register(__m256 x)
 #define FWHT_NAME fwht_avx2
 #include "fwht_template.h"
 
+#define NIBBLE_DOT_NAME nibble_dot_avx2
+#include "nibble_dot_template.h"
+
 static void mul_avx2(float *x, const float *y, size_t n)
 {
     size_t i = 0;
@@ -690,6 +693,7 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .l2sq_f64 = l2sq_f64_avx2,
     .dot_codes = dot_codes_avx2,
     .dot_u8 = dot_u8_avx2,
+    .nibble_dot = nibble_dot_avx2,
     .scan_block = scan_block_avx2,
     .scan_block_multi = scan_block_multi_avx2,
     .scan_lut_rows = scan_lut_rows_avx2,

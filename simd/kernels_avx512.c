@@ -59,6 +59,9 @@ static inline __m512 fwht_in_register(__m512 x)
 #define FWHT_NAME fwht_avx512
 #include "fwht_template.h"
 
+#define NIBBLE_DOT_NAME nibble_dot_avx512
+#include "nibble_dot_template.h"
+
 static void mul_avx512(float *x, const float *y, size_t n)
 {
     for (size_t i = 0; i < n; i += 16) {
@@ -771,6 +774,7 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .l2sq_f64 = l2sq_f64_avx512,
     .dot_codes = dot_codes_avx512,
     .dot_u8 = dot_u8_avx512,
+    .nibble_dot = nibble_dot_avx512,
     .scan_block = scan_block_avx512,
     .scan_block_multi = scan_block_multi_avx512,
     .scan_lut_rows = scan_lut_rows_avx512,

@@ -158,6 +158,19 @@ static float dot_u8_scalar(const uint8_t *codes, const float *table, const float
     return tq_fold16(lane);
 }
 
+static float nibble_dot_scalar(const uint8_t *block, unsigned v, size_t npairs, const float *q, const float *table,
+                               size_t d)
+{
+    float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    for (size_t p = 0; p < npairs; p++) {
+        const unsigned byte = block[32 * p + v];
+        const size_t t = 2 * p;
+        s[t % 8] = s[t % 8] + (t < d ? q[t] * table[byte & 15u] : 0.0f);
+        s[(t + 1) % 8] = s[(t + 1) % 8] + (t + 1 < d ? q[t + 1] * table[byte >> 4] : 0.0f);
+    }
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 static void scan_block_scalar(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32])
 {
     for (int v = 0; v < TQ_SCAN_BLOCK; v++) {
@@ -378,6 +391,7 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .l2sq_f64 = l2sq_f64_scalar,
     .dot_codes = dot_codes_scalar,
     .dot_u8 = dot_u8_scalar,
+    .nibble_dot = nibble_dot_scalar,
     .float_to_half = float_to_half_scalar,
     .half_to_float = half_to_float_scalar,
     .scan_block = scan_block_scalar,

@@ -220,6 +220,39 @@ static void check_dot_u8(tq_simd_level level)
     tq_free(codes);
 }
 
+/* nibble_dot on every row of random blocks: pair counts that end before,
+ * at and past d (odd counts too, and d not a multiple of the 8-lane
+ * step), random and extreme queries and centroids (signed zeros among
+ * them), every row of the block. */
+static void check_nibble_dot(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    tq_rng r;
+    tq_rng_seed(&r, 17);
+    float *q = tq_malloc(16400 * sizeof(float)), table[16];
+    uint8_t *block = tq_malloc(32 * 8200);
+    for (size_t s = 0; s < NSIZES; s++)
+        for (int extreme = 0; extreme < 2; extreme++)
+            for (size_t extra = 0; extra < 3; extra++) {
+                const size_t d = sizes[s], npairs = (d + 1) / 2 + extra;
+                fill(q, d, &r, extreme);
+                for (size_t j = d; j < 2 * npairs; j++)
+                    q[j] = 1e30f; /* past d: counts as nothing */
+                fill(table, 16, &r, extreme);
+                for (size_t i = 0; i < 32 * npairs; i++)
+                    block[i] = (uint8_t)tq_rng_next(&r);
+                for (unsigned v = 0; v < 32; v++) {
+                    const float a = ref->nibble_dot(block, v, npairs, q, table, d);
+                    const float b = k->nibble_dot(block, v, npairs, q, table, d);
+                    cr_assert(same_bits_f(a, b) || (isnan(a) && isnan(b)),
+                              "nibble_dot %s d=%zu npairs=%zu row %u: %a vs scalar %a", tq_simd_level_name(level),
+                              d, npairs, v, (double)b, (double)a);
+                }
+            }
+    tq_free(q);
+    tq_free(block);
+}
+
 /* Every pair of a few vectors and centroids, each tile shape of the
  * kernels (and their edges) at sizes around the 8- and 16-lane steps:
  * dot_matrix is the scalar dot bit for bit, and the fast path's matrix the
@@ -693,6 +726,7 @@ static void check_scan_select(tq_simd_level level)
     Test(checkasm_##name, block_select) { check_block_select(level); }                              \
     Test(checkasm_##name, scan_select) { check_scan_select(level); }                                \
     Test(checkasm_##name, dot_u8) { check_dot_u8(level); }                                          \
+    Test(checkasm_##name, nibble_dot) { check_nibble_dot(level); }                                  \
     Test(checkasm_##name, dot_matrix) { check_dot_matrix(level); }                                  \
     Test(checkasm_##name, dot_transposed) { check_dot_transposed(level); }                          \
     Test(checkasm_##name, half) { check_half(level); }
