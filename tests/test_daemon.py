@@ -909,6 +909,16 @@ def test_restart_keeps_everything(d):
     assert dict(zip(info[0::2], info[1::2]))["metric"] == "ip"
 
 
+def add_and_save(c, key, vs):
+    """VADD every vector as e<i> (pipelined), then SAVE: the log sealed and
+    the background partitioning and merging done when it returns."""
+    for i, v in enumerate(vs):
+        c.send("VADD", key, "FP32", fp32(v), "e%d" % i, "NOQUANT")
+    for _ in vs:
+        assert c.reply() == 1
+    assert c.call("SAVE") == "OK"
+
+
 def test_partitioned_sets():
     """Sealed segments are partitioned in the background: VINFO counts the
     partitions, VSIM NPROBE covering them all answers as the full scan,
@@ -918,11 +928,7 @@ def test_partitioned_sets():
     try:
         vs = vectors(2400, 16, seed=21)
         c = d.conn()
-        for i, v in enumerate(vs):
-            c.send("VADD", "big", "FP32", fp32(v), "e%d" % i, "NOQUANT")
-        for _ in vs:
-            assert c.reply() == 1
-        assert c.call("SAVE") == "OK"  # seals the log and returns partitioned
+        add_and_save(c, "big", vs)
         info = c.call("VINFO", "big")
         fields = dict(zip(info[0::2], info[1::2]))
         assert fields["partitions"] > 0 and fields["segments"] >= 4, fields
@@ -958,11 +964,7 @@ def test_sealed_segments_are_merged():
     try:
         vs = vectors(1000, 16, seed=5)
         c = d.conn()
-        for i, v in enumerate(vs):
-            c.send("VADD", "m", "FP32", fp32(v), "e%d" % i, "NOQUANT")
-        for _ in vs:
-            assert c.reply() == 1
-        assert c.call("SAVE") == "OK"  # returns with the background work done
+        add_and_save(c, "m", vs)
         assert c.call("CONFIG", "GET", "merge-factor") == [b"merge-factor", b"4"]
         info = c.call("VINFO", "m")
         fields = dict(zip(info[0::2], info[1::2]))
