@@ -168,8 +168,11 @@ int tq_codec_set_mean(tq_codec *c, const float *const *rows, size_t n, tq_error 
             }
             double sq = c->cfg.metric == TQ_METRIC_COSINE ? k->dot_f64(v, v, d) : 1.0;
             const float scale = sq > 0.0 ? (float)(1.0 / sqrt(sq)) : 0.0f; /* a zero vector counts as zero */
+            /* (restrict, as in tq_codec_encode: vectorized only so) */
+            float *restrict sum = part;
+            const float *restrict in = v;
             for (size_t j = 0; j < d; j++)
-                part[j] += v[j] * scale;
+                sum[j] += in[j] * scale;
         }
         for (size_t j = 0; j < d; j++)
             acc[j] += (double)part[j];
@@ -232,16 +235,17 @@ void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, co
          * encode at d = 1536. */
         const float scale = c->cfg.metric == TQ_METRIC_COSINE ? unit_scale : 1.0f;
         /* (restrict: without it the loop was not vectorized, and centering
-         * cost a sixth of a million-row build at d = 128) */
-        float *restrict centered = s->tmp;
+         * cost a sixth of a million-row build at d = 128.) Built in the
+         * quantizer's scratch, where the encode would copy it. */
+        float *restrict centered = s->q.u;
         const float *restrict in = v, *restrict mean = c->mean;
         for (size_t j = 0; j < d; j++)
             centered[j] = in[j] * scale - mean[j];
         enc = centered;
     } else if (c->cfg.metric == TQ_METRIC_COSINE) {
-        memcpy(s->tmp, v, d * sizeof(float));
-        k->scale(s->tmp, d, unit_scale);
-        enc = s->tmp;
+        memcpy(s->q.u, v, d * sizeof(float));
+        k->scale(s->q.u, d, unit_scale);
+        enc = s->q.u;
     }
     tq_quantizer_encode(q, enc, &s->q, s->codes, s->signs, &out->sc[row]);
     if (c->cfg.metric == TQ_METRIC_COSINE && out->lengths)

@@ -124,7 +124,8 @@ void tq_quantizer_encode(const tq_quantizer *q, const float *x, tq_qscratch *s,
     const tq_simd_kernels *k = tq_simd();
     const uint32_t d = q->d;
     float norm = sqrtf(k->dot(x, x, d));
-    memcpy(s->u, x, d * sizeof(float));
+    if (x != s->u) /* a caller may have built x in the scratch already */
+        memcpy(s->u, x, d * sizeof(float));
     if (norm > 0.0f)
         k->scale(s->u, d, 1.0f / norm);
     tq_rotation_apply(&q->rot, s->u);

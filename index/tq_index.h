@@ -259,7 +259,9 @@ void tq_quantizer_free(tq_quantizer *q);
 int tq_qscratch_init(tq_qscratch *s, uint32_t d);
 void tq_qscratch_free(tq_qscratch *s);
 /* Encode one finite vector x (caller validated): d unpacked scalar codes
- * (when mse_bits > 0) and, for prod, d sign bits (0/1) as bytes. */
+ * (when mse_bits > 0) and, for prod, d sign bits (0/1) as bytes. x may be
+ * s->u (a vector built there is not copied again); the rotated unit vector
+ * is left in s->u. */
 void tq_quantizer_encode(const tq_quantizer *q, const float *x, tq_qscratch *s,
                          uint8_t *codes, uint8_t *signs, tq_code_scalars *out);
 /* Reconstruct x~ (length d) from unpacked codes: the variant's decode. */
