@@ -356,7 +356,7 @@ int cmd_info(int argc, char **argv)
     static const char *const refine[] = {"none", "none", "code8", "fp32", "fp16"};
     printf("collection %s\n"
            "  dim %u, metric %s, %d bits %s, correction %s, refine %s, centering %s, seed %llu\n"
-           "  %llu elements, %llu deleted awaiting compaction, %u segments, %llu rows in the log (%llu bytes)\n"
+           "  %llu elements, %llu deleted awaiting compaction, %u segments (%llu partitions), %llu rows in the log (%llu bytes)\n"
            "  %llu bytes per vector of codes, %llu of refine data; simd %s\n",
            argv[1], i.dim, metric_text(i.metric), i.bits, i.variant == TQVEC_VARIANT_PROD ? "prod" : "mse",
            i.correction == TQVEC_CORRECTION_NONE ? "none" : "ip", refine[i.refine >= 0 && i.refine <= 4 ? i.refine : 0],
@@ -364,7 +364,8 @@ int cmd_info(int argc, char **argv)
            : i.center == TQVEC_CENTER_AUTO      ? "auto (decided by the first add)"
                                                 : "none",
            (unsigned long long)i.seed,
-           (unsigned long long)i.count, (unsigned long long)i.deleted, i.segments, (unsigned long long)i.unsealed,
+           (unsigned long long)i.count, (unsigned long long)i.deleted, i.segments,
+           (unsigned long long)tqvec_collection_partitions(c), (unsigned long long)i.unsealed,
            (unsigned long long)i.log_bytes, (unsigned long long)i.bytes_per_vector,
            (unsigned long long)i.refine_bytes_per_vector, i.simd);
     tqvec_collection_close(c, NULL);
