@@ -1247,6 +1247,54 @@ Test(collection, sealed_segments_merge_in_the_background)
     tq_collection_close(c, NULL);
 }
 
+/* Once writes pause (2 s), a log of at least partition_rows rows is sealed
+ * in the background and partitioned like any other segment, instead of
+ * being scanned flat until the segment fills; a smaller one stays. */
+Test(collection, a_large_log_is_sealed_when_writes_pause, .timeout = 60)
+{
+    const tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_FP32);
+    tq_collection_options o = {.cfg = cfg, .create = true, .fsync = TQ_FSYNC_NO, .segment_rows = 100000,
+                               .partition_rows = 300, .log = capture};
+    tq_collection *c;
+    tq_error err;
+    cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_OK, "%s", err.msg);
+    static unsigned version[600];
+    for (size_t i = 0; i < 500; i++) {
+        add_one(c, i, 1);
+        version[i] = 1;
+    }
+    tq_collection_stats st;
+    tq_collection_stats_get(c, &st);
+    cr_assert_eq(st.mutable_rows, 500, "sealed while the writes went on");
+    for (int waited = 0; waited < 100; waited++) { /* 10 s at most */
+        tq_collection_stats_get(c, &st);
+        if (st.mutable_rows == 0)
+            break;
+        usleep(100 * 1000);
+    }
+    tq_collection_wait_partitioned(c);
+    tq_collection_stats_get(c, &st);
+    cr_assert_eq(st.mutable_rows, 0, "a 500-row log is still unsealed after the writes paused");
+    cr_assert_eq(st.segments, 1);
+    cr_assert_eq(st.partitioned, 1);
+    check_versions(c, version, 600, 0);
+    float q[D];
+    vector_of(77, 3, q);
+    check_probing_is_flat(c, q, 0);
+    /* Below partition_rows the log stays a log. */
+    for (size_t i = 500; i < 600; i++) {
+        add_one(c, i, 1);
+        version[i] = 1;
+    }
+    usleep(3000 * 1000);
+    tq_collection_stats_get(c, &st);
+    cr_assert_eq(st.mutable_rows, 100);
+    cr_assert_eq(st.segments, 1);
+    check_versions(c, version, 600, 1);
+    cr_assert_eq(warnings[0], 0, "warnings: %s", warnings);
+    tq_collection_close(c, NULL);
+}
+
 /* Adds rows [from, to) as keys "auto-i" in one call. */
 static void add_batch(tq_collection *c, size_t from, size_t to)
 {
