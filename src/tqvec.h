@@ -271,8 +271,10 @@ typedef struct tqvec_collection_options {
     /* Sealed segments of at least this many rows are partitioned for
      * sublinear search (k-means on their own rows, in a background thread
      * off the write path; compaction partitions what it merges), then
-     * searched by probing when params.nprobe > 0. 0 = the default (4096);
-     * TQVEC_PARTITION_NEVER keeps every segment flat. */
+     * searched by probing when params.nprobe > 0. A log holding this many
+     * rows is sealed by the same thread once writes pause for 2 s (rather
+     * than scanned flat until segment_rows fill it). 0 = the default
+     * (4096); TQVEC_PARTITION_NEVER keeps every segment flat. */
     uint32_t partition_rows;
     /* The same thread merges sealed segments once merge_factor of them are
      * of one size class (each class merge_factor times the last, starting
