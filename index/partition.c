@@ -77,12 +77,12 @@ uint32_t tq_partition_default_nlist(const tq_codec *c, size_t rows)
      * at recall 0.95, in 4,096 9,857. */
     const double d = c->cfg.d, b = (double)tq_codec_bytes_per_vector(c);
     double want = 4.0 * sqrt((double)rows);
-    const double most = (double)rows / TQ_MIN_PARTITION_ROWS, cached = (double)CENTROID_BYTES_MAX / (4.0 * d),
-                 balanced = sqrt(PROBED_PARTITIONS * (double)rows * b / (2.0 * d));
+    const double most = (double)rows / TQ_MIN_PARTITION_ROWS,
+                 pays = fmax(sqrt(PROBED_PARTITIONS * (double)rows * b / (2.0 * d)), CENTROID_BYTES_MAX / (4.0 * d));
     if (want > most)
         want = most;
-    if (want > (balanced > cached ? balanced : cached))
-        want = balanced > cached ? balanced : cached;
+    if (want > pays)
+        want = pays;
     if (want > TQ_MAX_NLIST)
         want = TQ_MAX_NLIST;
     return want < 1.0 ? 1u : (uint32_t)want;

@@ -310,25 +310,13 @@ static void collect_keys(const search_job *job, unsigned part, size_t s, size_t 
     for (size_t i = 0; i < nq; i++) {
         tq_collector *col = cols[i];
         const float *key = keys[i];
-        if (!filter) {
-            /* Branch-free: a row is written and counted only if it still
-             * beats the threshold (a cut inside this block may have raised
-             * it); which rows do was a coin toss the branch predictor lost,
-             * a sixth of a small search. */
-            for (uint32_t m = masks[i] & live; m; m &= m - 1) {
-                const unsigned v = (unsigned)__builtin_ctz(m);
-                const bool in = key[v] > col->threshold;
-                col->buf[col->len] = tq_collector_pack(id0 + v, key[v]);
-                col->len += in;
-                /* as tq_collector_add, on an addition only */
-                if ((col->len == col->cap) | (in & (col->len == col->keep)))
-                    tq_collector_cut(col);
-            }
-            continue;
-        }
+        /* Each row against the threshold as it stands: a cut inside this
+         * block may have raised it. */
         for (uint32_t m = masks[i] & live; m; m &= m - 1) {
-            unsigned v = (unsigned)__builtin_ctz(m);
-            if (key[v] > col->threshold && filter->accept(filter->ctx, part, s, base + v))
+            const unsigned v = (unsigned)__builtin_ctz(m);
+            if (!filter)
+                tq_collector_offer(col, id0 + v, key[v]);
+            else if (key[v] > col->threshold && filter->accept(filter->ctx, part, s, base + v))
                 tq_collector_add(col, id0 + v, key[v]);
         }
     }

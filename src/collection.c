@@ -886,8 +886,8 @@ out:
  *          fewer than F segments per class, so a query scores a few sets
  *          of centroids rather than n / segment_rows of them: a million
  *          rows (d = 128, 4 bits, recall 0.95 asked) answered 5,647 QPS in
- *          eight segments and 20,835 merged into one. A thread behind the writers
- *          finds more than F in a class and merges them all at once.
+ *          eight segments and 20,835 merged into one. A thread behind the
+ *          writers finds more than F in a class and merges them all at once.
  *   partition  else one segment of at least partition_rows rows without
  *          partitions: its rows clustered and written in partition order.
  *
@@ -1168,18 +1168,29 @@ static bool background_one(tq_collection *c)
 #define QUIET_NS 500000000ull
 #define QUIET_MAX_NS 120000000000ull
 
+/* When (CLOCK_MONOTONIC ns) the writers will have paused for `pause`
+ * ns, as it looks at `now`: later than now while an add is under way. */
+static uint64_t paused_at(const tq_collection *c, uint64_t now, uint64_t pause)
+{
+    const bool adding = __atomic_load_n(&c->adds_running, __ATOMIC_RELAXED) > 0;
+    return (adding ? now : __atomic_load_n(&c->last_add_ns, __ATOMIC_RELAXED)) + pause;
+}
+
+/* Part_lock held: sleep until `until` (CLOCK_MONOTONIC ns) or a signal. */
+static void part_sleep_until(tq_collection *c, uint64_t until)
+{
+    const struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u), .tv_nsec = (long)(until % 1000000000u)};
+    pthread_cond_timedwait(&c->part_cond, &c->part_lock, &ts);
+}
+
 static void wait_for_quiet(tq_collection *c)
 {
-    const uint64_t start = monotonic_ns();
+    const uint64_t deadline = monotonic_ns() + QUIET_MAX_NS;
     for (;;) {
-        const uint64_t now = monotonic_ns(), last = __atomic_load_n(&c->last_add_ns, __ATOMIC_RELAXED);
-        const bool adding = __atomic_load_n(&c->adds_running, __ATOMIC_RELAXED) > 0;
-        if (c->part_stop || c->part_hurry || (!adding && now - last >= QUIET_NS) || now - start >= QUIET_MAX_NS)
+        const uint64_t now = monotonic_ns(), quiet = paused_at(c, now, QUIET_NS);
+        if (c->part_stop || c->part_hurry || now >= quiet || now >= deadline)
             return;
-        const uint64_t quiet = (adding ? now : last) + QUIET_NS;
-        const uint64_t until = quiet < start + QUIET_MAX_NS ? quiet : start + QUIET_MAX_NS;
-        const struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u), .tv_nsec = (long)(until % 1000000000u)};
-        pthread_cond_timedwait(&c->part_cond, &c->part_lock, &ts);
+        part_sleep_until(c, quiet < deadline ? quiet : deadline);
     }
 }
 
@@ -1222,16 +1233,14 @@ static void wait_idle(tq_collection *c)
         pthread_cond_wait(&c->part_cond, &c->part_lock);
         return;
     }
-    const uint64_t now = monotonic_ns(), last = __atomic_load_n(&c->last_add_ns, __ATOMIC_RELAXED);
-    if (!__atomic_load_n(&c->adds_running, __ATOMIC_RELAXED) && now - last >= IDLE_SEAL_NS) {
-        pthread_mutex_unlock(&c->part_lock);
-        seal_when_idle(c); /* wakes this thread for the new segment */
-        pthread_mutex_lock(&c->part_lock);
+    const uint64_t now = monotonic_ns(), idle = paused_at(c, now, IDLE_SEAL_NS);
+    if (now < idle) {
+        part_sleep_until(c, idle);
         return;
     }
-    const uint64_t until = (now - last >= IDLE_SEAL_NS ? now : last) + IDLE_SEAL_NS;
-    const struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u), .tv_nsec = (long)(until % 1000000000u)};
-    pthread_cond_timedwait(&c->part_cond, &c->part_lock, &ts);
+    pthread_mutex_unlock(&c->part_lock);
+    seal_when_idle(c); /* wakes this thread for the new segment */
+    pthread_mutex_lock(&c->part_lock);
 }
 
 static void *partitioner_main(void *arg)
