@@ -41,11 +41,25 @@ int tq_err_sys(tq_error *err, int code, int errno_value, const char *fmt, ...)
 
 int tq_check_finite(const float *x, size_t n, size_t *bad)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i])) {
-            if (bad)
-                *bad = i;
-            return TQ_EVALUE;
+    /* Block by block without a branch per value (the compiler vectorizes
+     * the exponent test; a per-value isfinite() was 3 % of a probing
+     * search at d = 784), then the first bad one found in its block. */
+    for (size_t b = 0; b < n; b += 64) {
+        const size_t e = n - b < 64 ? n : b + 64;
+        uint32_t any = 0;
+        for (size_t i = b; i < e; i++) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            any |= (u & 0x7F800000u) == 0x7F800000u;
         }
+        if (!any)
+            continue;
+        for (size_t i = b; i < e; i++)
+            if (!isfinite(x[i])) {
+                if (bad)
+                    *bad = i;
+                return TQ_EVALUE;
+            }
+    }
     return TQ_OK;
 }
