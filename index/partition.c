@@ -88,31 +88,104 @@ uint32_t tq_partition_default_nlist(const tq_codec *c, size_t rows)
     return want < 1.0 ? 1u : (uint32_t)want;
 }
 
-size_t tq_partition_transposed_size(uint32_t nlist, uint32_t d)
+/* Scaling each dimension by its own range over the centroids keeps 8 bits
+ * of precision in every one (a global scale left the narrow dimensions of
+ * uncentered data a few levels); shifting by the midrange uses both signs.
+ * What the shift drops, <query, mid>, is the same for every centroid and
+ * added back, so sets with different tables still rank together. */
+tq_centroid_table *tq_centroid_table_new(const float *centroids, uint32_t nlist, uint32_t d)
 {
-    return ((size_t)nlist + 15) / 16 * 16 * d;
+    const uint32_t groups = (d + 3) / 4, blocks = (nlist + 15) / 16;
+    tq_centroid_table *t = tq_calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    *t = (tq_centroid_table){.nlist = nlist, .d = d, .groups = groups};
+    t->mid = tq_malloc(d * sizeof(float));
+    t->scale = tq_malloc(d * sizeof(float));
+    t->code_sums = tq_calloc((size_t)blocks * 16, sizeof(int32_t));
+    t->codes = tq_calloc((size_t)blocks * groups * 64, 1);
+    if (!t->mid || !t->scale || !t->code_sums || !t->codes) {
+        tq_centroid_table_free(t);
+        return NULL;
+    }
+    for (uint32_t j = 0; j < d; j++) {
+        float lo = centroids[j], hi = centroids[j];
+        for (uint32_t p = 1; p < nlist; p++) {
+            const float x = centroids[(size_t)p * d + j];
+            lo = x < lo ? x : lo;
+            hi = x > hi ? x : hi;
+        }
+        t->mid[j] = 0.5f * lo + 0.5f * hi;
+        const float half = 0.5f * hi - 0.5f * lo;
+        t->scale[j] = half > 0.0f && isfinite(half) ? half / 127.0f : 0.0f;
+        const float inv = t->scale[j] > 0.0f ? 1.0f / t->scale[j] : 0.0f;
+        for (uint32_t p = 0; p < nlist; p++) {
+            float v = rintf((centroids[(size_t)p * d + j] - t->mid[j]) * inv);
+            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+            t->codes[(((size_t)(p / 16) * groups + j / 4) * 16 + p % 16) * 4 + j % 4] = (int8_t)v;
+            t->code_sums[p] += (int32_t)v;
+        }
+    }
+    return t;
 }
 
-float tq_partition_transpose(const float *centroids, uint32_t nlist, uint32_t d, uint16_t *out)
+void tq_centroid_table_free(tq_centroid_table *t)
 {
-    const size_t n = (size_t)nlist * d;
-    float most = 0.0f;
-    for (size_t i = 0; i < n; i++)
-        most = fabsf(centroids[i]) > most ? fabsf(centroids[i]) : most;
-    /* Half keeps 11 significant bits up to 65504: a power-of-two scale
-     * (exact, and exactly undone) puts the largest coordinate in [2^14,
-     * 2^15), so any data fits and small ones keep their precision. */
-    int e = 0;
-    if (most > 0.0f && isfinite(most))
-        (void)frexpf(most, &e); /* most = m 2^e, m in [0.5, 1) */
-    const float scale = ldexpf(1.0f, 15 - e);
-    memset(out, 0, tq_partition_transposed_size(nlist, d) * sizeof(uint16_t));
-    /* At most 512 KiB of centroids, once per partitioning or open: the
-     * scalar conversion (the kernels' rounding, bit for bit) is enough. */
-    for (uint32_t p = 0; p < nlist; p++)
-        for (uint32_t j = 0; j < d; j++)
-            out[((size_t)(p / 16) * d + j) * 16 + p % 16] = tq_half_from_float(centroids[(size_t)p * d + j] * scale);
-    return scale;
+    if (!t)
+        return;
+    tq_free(t->mid);
+    tq_free(t->scale);
+    tq_free(t->code_sums);
+    tq_free(t->codes);
+    tq_free(t);
+}
+
+/* The scratch: the dots (which hold the scaled query until the kernel
+ * runs), then the 8-bit query. */
+static size_t dots_bytes(uint32_t nlist, uint32_t d)
+{
+    return ((size_t)(nlist > d ? nlist : d) + 15) / 16 * 16 * sizeof(int32_t);
+}
+
+size_t tq_centroid_scratch_bytes(uint32_t nlist, uint32_t d)
+{
+    return dots_bytes(nlist, d) + ((size_t)d + 3) / 4 * 4;
+}
+
+/* Written for the compiler to vectorize (a query is a few hundred
+ * dimensions and this is per set and query): the largest |y| compared as
+ * integers (the same order for non-negative floats), rounding to nearest
+ * even by adding and subtracting 1.5 2^23 (|values| <= 127 here). */
+void tq_centroid_dots(const tq_centroid_table *t, const float *query, void *scratch, float *out)
+{
+    const tq_simd_kernels *k = tq_simd();
+    const uint32_t d = t->d;
+    int32_t *dots = scratch;
+    uint8_t *q8 = (uint8_t *)scratch + dots_bytes(t->nlist, d);
+    float *y = (float *)(void *)dots;
+    uint32_t most_bits = 0;
+    for (uint32_t j = 0; j < d; j++) {
+        y[j] = query[j] * t->scale[j];
+        uint32_t u;
+        memcpy(&u, &y[j], 4);
+        u &= 0x7FFFFFFFu;
+        most_bits = u > most_bits ? u : most_bits;
+    }
+    float most;
+    memcpy(&most, &most_bits, 4);
+    /* y_j ~ unit (q8_j - 128); padding dimensions 128, times a zero code */
+    const float unit = most > 0.0f ? most / 127.0f : 1.0f, inv = most > 0.0f ? 127.0f / most : 0.0f;
+    const float round = 0x1.8p23f;
+    for (uint32_t j = 0; j < d; j++)
+        q8[j] = (uint8_t)(128 + (int32_t)((y[j] * inv + round) - round));
+    for (uint32_t j = d; j < 4 * t->groups; j++)
+        q8[j] = 128;
+    k->dot_q8_blocks(q8, t->codes, (t->nlist + 15) / 16, t->groups, dots);
+    const float shift = k->dot(query, t->mid, d);
+    /* |dots| <= 255 127 16384 and |128 sums| <= 128 127 16384: the
+     * difference fits in 32 bits */
+    for (uint32_t p = 0; p < t->nlist; p++)
+        out[p] = unit * (float)(dots[p] - 128 * t->code_sums[p]) + shift;
 }
 
 void tq_partitioning_free(tq_partitioning *p)
@@ -120,7 +193,7 @@ void tq_partitioning_free(tq_partitioning *p)
     if (!p)
         return;
     tq_free(p->centroids);
-    tq_free(p->centroids_t);
+    tq_centroid_table_free(p->table);
     tq_free(p->curve);
     tq_free(p->half_norms);
     tq_free(p->offsets);
@@ -130,8 +203,8 @@ void tq_partitioning_free(tq_partitioning *p)
 
 tq_partitions tq_partitioning_view(const tq_partitioning *p)
 {
-    tq_partitions v = {.nlist = p->nlist, .centroids = p->centroids, .centroids_t = p->centroids_t,
-                       .t_scale = p->t_scale, .half_norms = p->half_norms, .offsets = p->offsets, .npoints = p->npoints,
+    tq_partitions v = {.nlist = p->nlist, .centroids = p->centroids, .table = p->table,
+                       .half_norms = p->half_norms, .offsets = p->offsets, .npoints = p->npoints,
                        .curve = p->curve, .quality = p->quality};
     memcpy(v.quality_at, p->quality_at, sizeof(v.quality_at));
     return v;
@@ -642,11 +715,10 @@ int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, ui
         assign_rows(&job);
     }
     tq_partition_half_norms(out->centroids, nlist, d, out->half_norms);
-    if (!(out->centroids_t = tq_malloc(tq_partition_transposed_size(nlist, d) * sizeof(uint16_t)))) {
+    if (!(out->table = tq_centroid_table_new(out->centroids, nlist, d))) {
         rc = TQ_ENOMEM;
         goto done;
     }
-    out->t_scale = tq_partition_transpose(out->centroids, nlist, d, out->centroids_t);
     if (stopping(stop) || (rc = calibrate(c, rows, assign, seed, nparts, stop, out)) || stopping(stop)) {
         rc = rc ? rc : TQ_EBUSY;
         goto done;

@@ -617,8 +617,12 @@ static void prepare_query(const tq_codec *c, const float *query, tq_query *pq)
     if (c->mean && c->cfg.metric != TQ_METRIC_IP) {
         const float input_norm = sqrtf(k->dot(query, query, d));
         const float scale = c->cfg.metric == TQ_METRIC_COSINE ? 1.0f / input_norm : 1.0f;
+        /* restrict: otherwise every store might change the mean, and the
+         * loop stayed scalar (a few % of a probing search at d = 784) */
+        float *restrict centered = pq->centered;
+        const float *restrict mean = c->mean;
         for (size_t j = 0; j < d; j++)
-            pq->centered[j] = query[j] * scale - c->mean[j];
+            centered[j] = query[j] * scale - mean[j];
         tq_quantizer_prepare(&c->q, pq->centered, pq);
         pq->input_norm = input_norm;
     } else {
@@ -681,7 +685,8 @@ static int check_query(const tq_codec *c, const float *query, size_t index, tq_e
  * share of the 10 nearest rows the set holds by its size. */
 typedef struct probe_state {
     block_visit *visits;  /* room for every block plus one per partition boundary */
-    float *scores;        /* one set's centroid scores: the largest nlist, rounded up to 16 */
+    float *scores;        /* one set's centroid scores: the largest nlist */
+    void *rank_scratch;   /* tq_centroid_dots' for the largest nlist and d */
     uint64_t *keys;       /* every partition of every set, ranked: (score, lower number) packed
                              as the collector does; partitions numbered across the sets */
     uint8_t *chosen;      /* flags by that number: a round's partitions, read in row order
@@ -697,13 +702,14 @@ typedef struct probe_state {
     uint32_t *from, *to;  /* ngroups: the current round's */
     /* What the arrays hold room for: they are kept with the thread's search
      * scratch and grown only when a call needs more. */
-    size_t cap_visits, cap_scores, cap_keys, cap_chosen, cap_first, cap_group;
+    size_t cap_visits, cap_scores, cap_rank, cap_keys, cap_chosen, cap_first, cap_group;
 } probe_state;
 
 static void probe_free(probe_state *ps)
 {
     tq_free(ps->visits);
     tq_free(ps->scores);
+    tq_free(ps->rank_scratch);
     tq_free(ps->keys);
     tq_free(ps->chosen);
     tq_free(ps->first);
@@ -713,7 +719,8 @@ static void probe_free(probe_state *ps)
 
 static size_t probe_bytes(const probe_state *ps)
 {
-    return ps->cap_visits * sizeof(block_visit) + ps->cap_scores * sizeof(float) + ps->cap_keys * sizeof(uint64_t) +
+    return ps->cap_visits * sizeof(block_visit) + ps->cap_scores * sizeof(float) + ps->cap_rank +
+           ps->cap_keys * sizeof(uint64_t) +
            ps->cap_chosen + (ps->cap_first + ps->cap_group) * sizeof(uint32_t);
 }
 
@@ -747,7 +754,8 @@ static int probe_init(probe_state *ps, const tq_codec *c, const tq_rows *sets, s
     if (!probe_room((void **)&ps->first, &ps->cap_first, nsets + 1, sizeof(uint32_t)) ||
         !probe_room((void **)&ps->group, &ps->cap_group, 4 * nsets + 1, sizeof(uint32_t)) ||
         !probe_room((void **)&ps->visits, &ps->cap_visits, nblocks + all + 1, sizeof(block_visit)) ||
-        !probe_room((void **)&ps->scores, &ps->cap_scores, (most + 15) / 16 * 16 + 1, sizeof(float)) ||
+        !probe_room((void **)&ps->scores, &ps->cap_scores, most + 1, sizeof(float)) ||
+        !probe_room(&ps->rank_scratch, &ps->cap_rank, tq_centroid_scratch_bytes((uint32_t)most, c->cfg.d), 1) ||
         !probe_room((void **)&ps->keys, &ps->cap_keys, all + 1, sizeof(uint64_t)) ||
         !probe_room((void **)&ps->chosen, &ps->cap_chosen, all + 1, 1)) {
         probe_free(ps);
@@ -917,12 +925,11 @@ static void probe_rank(const search_job *job, probe_state *ps, const float *quer
         const tq_partitions *P = job->sets[s].parts;
         if (!P)
             continue;
-        job->k->dot_transposed(query, P->centroids_t, (P->nlist + 15) / 16, c->cfg.d, ps->scores);
-        const float unscale = 1.0f / P->t_scale; /* a power of two: exact */
+        tq_centroid_dots(P->table, query, ps->rank_scratch, ps->scores);
         uint64_t *keys = ps->keys + ps->first[s];
         for (uint32_t p = 0; p < P->nlist; p++)
-            keys[p] = tq_collector_pack(
-                ps->first[s] + p, tq_partition_score(c->cfg.metric, ps->scores[p] * unscale, P->half_norms[p]));
+            keys[p] = tq_collector_pack(ps->first[s] + p,
+                                        tq_partition_score(c->cfg.metric, ps->scores[p], P->half_norms[p]));
     }
 }
 

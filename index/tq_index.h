@@ -642,15 +642,33 @@ static inline size_t tq_first_stage_candidates(size_t wanted)
  * 1 << i for i < TQ_CALIB_DEPTHS (1 to 16). */
 #define TQ_CALIB_DEPTHS 5u
 
+/* The centroids as a query ranks them: each dimension j shifted by its
+ * midrange over the centroids and scaled into [-127, 127] (c_pj ~ mid_j +
+ * scale_j code_pj), stored for the 8-bit kernel (dot_q8_blocks' layout,
+ * zero past nlist). Derived when the partitions are made or opened, never
+ * stored: the format keeps the float centroids. */
+typedef struct tq_centroid_table {
+    uint32_t nlist, d, groups; /* groups: dimensions by fours, rounded up */
+    float *mid, *scale;        /* d each */
+    int32_t *code_sums;        /* nlist rounded up to 16: sum over j of code_pj */
+    int8_t *codes;             /* (nlist + 15) / 16 blocks of groups * 64 bytes */
+} tq_centroid_table;
+
+tq_centroid_table *tq_centroid_table_new(const float *centroids, uint32_t nlist, uint32_t d);
+void tq_centroid_table_free(tq_centroid_table *t);
+/* Bytes of the scratch tq_centroid_dots needs at dimension d and nlist. */
+size_t tq_centroid_scratch_bytes(uint32_t nlist, uint32_t d);
+/* out[p] ~ <query, centroid p> for every p < nlist: the query quantized
+ * to 8 bits with one scale (the centroids' dimension scales folded in),
+ * the integer dot products exact, so every CPU ranks alike. */
+void tq_centroid_dots(const tq_centroid_table *t, const float *query, void *scratch, float *out);
+
 /* A set of rows stored grouped by partition: rows [offsets[p],
  * offsets[p + 1]) are those nearest to centroid p. */
 typedef struct tq_partitions {
     uint32_t nlist;
     const float *centroids;   /* nlist * d, in the space the codes were made from */
-    const uint16_t *centroids_t; /* the same times t_scale in half precision, by blocks of 16,
-                                 dimension-major (dot_transposed's layout; zero past nlist):
-                                 what a query scores */
-    float t_scale;            /* a power of two putting the largest coordinate in [2^14, 2^15) */
+    const tq_centroid_table *table; /* the same, as a query ranks them */
     const float *half_norms;  /* nlist: ||c||^2 / 2 */
     const uint32_t *offsets;  /* nlist + 1, offsets[0] = 0, offsets[nlist] = rows */
     /* The probe curve: npoints points of TQ_CURVE_STRIDE floats, the share
@@ -673,8 +691,7 @@ typedef struct tq_partitions {
 typedef struct tq_partitioning {
     uint32_t nlist;
     float *centroids, *half_norms;
-    uint16_t *centroids_t;
-    float t_scale;
+    tq_centroid_table *table;
     uint32_t *offsets;
     uint32_t *order;          /* rows: the row that goes to position i */
     uint32_t npoints;
@@ -707,8 +724,6 @@ tq_partitions tq_partitioning_view(const tq_partitioning *p);
  * in half precision (scoring them is a stream through memory, 4 MB a
  * query at a million stored rows in float), scaled by a power of two into
  * half's range, which it returns. */
-size_t tq_partition_transposed_size(uint32_t nlist, uint32_t d);
-float tq_partition_transpose(const float *centroids, uint32_t nlist, uint32_t d, uint16_t *out);
 /* half_norms[p] = ||centroid p||^2 / 2 as the search computes it. */
 void tq_partition_half_norms(const float *centroids, uint32_t nlist, uint32_t d, float *half_norms);
 /* How near a centroid is to a query from their dot product: larger is

@@ -37,6 +37,8 @@ static uint64_t read_xcr0(void)
  * scan) is not part of the AVX-512 level: Skylake-X has the level without
  * it, and then that one kernel comes from the AVX2 table. */
 static int cpu_vbmi;
+/* AVX-512 VNNI (byte dot products, for ranking partitions) likewise. */
+static int cpu_vnni;
 
 static tq_simd_level detect_cpu(void)
 {
@@ -58,6 +60,7 @@ static tq_simd_level detect_cpu(void)
     int avx512f = (ebx >> 16) & 1, avx512dq = (ebx >> 17) & 1;
     int avx512bw = (ebx >> 30) & 1, avx512vl = (ebx >> 31) & 1;
     cpu_vbmi = (ecx >> 1) & 1;
+    cpu_vnni = (ecx >> 11) & 1;
     if (avx512f && avx512dq && avx512bw && avx512vl && (xcr0 & 0xe0) == 0xe0)
         return TQ_SIMD_AVX512;
     return TQ_SIMD_AVX2;
@@ -134,6 +137,13 @@ static void init_table(void)
         avx512_table.scan6_block_multi = tq_simd_kernels_scalar.scan6_block_multi;
 #endif
         avx512_table.scan6_select = scan6_select_without_vbmi;
+    }
+    if (!cpu_vnni) {
+#ifdef TQ_HAVE_AVX2
+        avx512_table.dot_q8_blocks = tq_simd_kernels_avx2.dot_q8_blocks;
+#else
+        avx512_table.dot_q8_blocks = tq_simd_kernels_scalar.dot_q8_blocks;
+#endif
     }
 #endif
     tq_simd_level want = best_level;

@@ -213,41 +213,30 @@ static void dot_matrix_avx2(const float *x, size_t nx, const float *c, size_t nc
     }
 }
 
-/* Eight half-precision lanes, widened (exactly; F16C). */
-static inline __m256 load_halves8(const uint16_t *h)
+/* Without VNNI's byte dot products: both sides widened to 16 bits
+ * (vpmaddubsw would saturate at 255 * 127 * 2) and multiplied in pairs;
+ * each centroid's two pair sums are added at the end. */
+static void dot_q8_blocks_avx2(const uint8_t *q, const int8_t *t, size_t nblocks, size_t groups, int32_t *out)
 {
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)h));
-}
-
-static void dot_transposed_avx2(const float *q, const uint16_t *t, size_t nblocks, size_t d, float *out)
-{
-    size_t b = 0;
-    /* Two blocks (four 8-lane sums) at a time: independent adds in flight. */
-    for (; b + 2 <= nblocks; b += 2) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        const uint16_t *t0 = t + b * d * 16, *t1 = t0 + d * 16;
-        for (size_t j = 0; j < d; j++) {
-            const __m256 qj = _mm256_set1_ps(q[j]);
-            a0 = _mm256_add_ps(a0, _mm256_mul_ps(qj, load_halves8(t0 + j * 16)));
-            a1 = _mm256_add_ps(a1, _mm256_mul_ps(qj, load_halves8(t0 + j * 16 + 8)));
-            a2 = _mm256_add_ps(a2, _mm256_mul_ps(qj, load_halves8(t1 + j * 16)));
-            a3 = _mm256_add_ps(a3, _mm256_mul_ps(qj, load_halves8(t1 + j * 16 + 8)));
+    for (size_t b = 0; b < nblocks; b++) {
+        __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                          _mm256_setzero_si256()};
+        const int8_t *tb = t + b * groups * 64;
+        for (size_t g = 0; g < groups; g++) {
+            int32_t four;
+            memcpy(&four, q + 4 * g, 4);
+            const __m256i qg = _mm256_cvtepu8_epi16(_mm_set1_epi32(four));
+            for (int i = 0; i < 4; i++) {
+                const __m256i c = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(tb + 64 * g + 16 * i)));
+                acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(c, qg));
+            }
         }
-        _mm256_storeu_ps(out + b * 16, a0);
-        _mm256_storeu_ps(out + b * 16 + 8, a1);
-        _mm256_storeu_ps(out + b * 16 + 16, a2);
-        _mm256_storeu_ps(out + b * 16 + 24, a3);
-    }
-    for (; b < nblocks; b++) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-        const uint16_t *tb = t + b * d * 16;
-        for (size_t j = 0; j < d; j++) {
-            const __m256 qj = _mm256_set1_ps(q[j]);
-            a0 = _mm256_add_ps(a0, _mm256_mul_ps(qj, load_halves8(tb + j * 16)));
-            a1 = _mm256_add_ps(a1, _mm256_mul_ps(qj, load_halves8(tb + j * 16 + 8)));
+        for (int i = 0; i < 4; i++) {
+            int32_t pairs[8];
+            _mm256_storeu_si256((__m256i *)(void *)pairs, acc[i]);
+            for (int l = 0; l < 4; l++)
+                out[b * 16 + 4 * i + l] = pairs[2 * l] + pairs[2 * l + 1];
         }
-        _mm256_storeu_ps(out + b * 16, a0);
-        _mm256_storeu_ps(out + b * 16 + 8, a1);
     }
 }
 
@@ -687,7 +676,7 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .pack = pack_avx2,
     .dot = dot_avx2,
     .dot_matrix = dot_matrix_avx2,
-    .dot_transposed = dot_transposed_avx2,
+    .dot_q8_blocks = dot_q8_blocks_avx2,
     .l2sq = l2sq_avx2,
     .dot_f64 = dot_f64_avx2,
     .l2sq_f64 = l2sq_f64_avx2,

@@ -205,37 +205,39 @@ static void dot_matrix_avx512(const float *x, size_t nx, const float *c, size_t 
     }
 }
 
-/* Sixteen half-precision lanes, widened (exactly). */
-static inline __m512 load_halves16(const uint16_t *h)
-{
-    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)h));
-}
-
-static void dot_transposed_avx512(const float *q, const uint16_t *t, size_t nblocks, size_t d, float *out)
+/* VNNI: one vpdpbusd adds four byte products to each of 16 lanes; four
+ * blocks at a time share the query's broadcast and keep four sums in
+ * flight. Without VNNI the dispatcher takes the AVX2 kernel instead. */
+__attribute__((target("avx512vnni"))) static void dot_q8_blocks_vnni(const uint8_t *q, const int8_t *t,
+                                                                    size_t nblocks, size_t groups, int32_t *out)
 {
     size_t b = 0;
-    /* Four blocks at a time: four independent sums hide the add latency. */
     for (; b + 4 <= nblocks; b += 4) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        const uint16_t *t0 = t + b * d * 16, *t1 = t0 + d * 16, *t2 = t1 + d * 16, *t3 = t2 + d * 16;
-        for (size_t j = 0; j < d; j++) {
-            const __m512 qj = _mm512_set1_ps(q[j]);
-            a0 = _mm512_add_ps(a0, _mm512_mul_ps(qj, load_halves16(t0 + j * 16)));
-            a1 = _mm512_add_ps(a1, _mm512_mul_ps(qj, load_halves16(t1 + j * 16)));
-            a2 = _mm512_add_ps(a2, _mm512_mul_ps(qj, load_halves16(t2 + j * 16)));
-            a3 = _mm512_add_ps(a3, _mm512_mul_ps(qj, load_halves16(t3 + j * 16)));
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        const int8_t *t0 = t + b * groups * 64, *t1 = t0 + groups * 64, *t2 = t1 + groups * 64, *t3 = t2 + groups * 64;
+        for (size_t g = 0; g < groups; g++) {
+            int32_t four;
+            memcpy(&four, q + 4 * g, 4);
+            const __m512i qg = _mm512_set1_epi32(four);
+            a0 = _mm512_dpbusd_epi32(a0, qg, _mm512_loadu_si512(t0 + 64 * g));
+            a1 = _mm512_dpbusd_epi32(a1, qg, _mm512_loadu_si512(t1 + 64 * g));
+            a2 = _mm512_dpbusd_epi32(a2, qg, _mm512_loadu_si512(t2 + 64 * g));
+            a3 = _mm512_dpbusd_epi32(a3, qg, _mm512_loadu_si512(t3 + 64 * g));
         }
-        _mm512_storeu_ps(out + b * 16, a0);
-        _mm512_storeu_ps(out + b * 16 + 16, a1);
-        _mm512_storeu_ps(out + b * 16 + 32, a2);
-        _mm512_storeu_ps(out + b * 16 + 48, a3);
+        _mm512_storeu_si512(out + b * 16, a0);
+        _mm512_storeu_si512(out + b * 16 + 16, a1);
+        _mm512_storeu_si512(out + b * 16 + 32, a2);
+        _mm512_storeu_si512(out + b * 16 + 48, a3);
     }
     for (; b < nblocks; b++) {
-        __m512 a = _mm512_setzero_ps();
-        const uint16_t *tb = t + b * d * 16;
-        for (size_t j = 0; j < d; j++)
-            a = _mm512_add_ps(a, _mm512_mul_ps(_mm512_set1_ps(q[j]), load_halves16(tb + j * 16)));
-        _mm512_storeu_ps(out + b * 16, a);
+        __m512i a = _mm512_setzero_si512();
+        const int8_t *tb = t + b * groups * 64;
+        for (size_t g = 0; g < groups; g++) {
+            int32_t four;
+            memcpy(&four, q + 4 * g, 4);
+            a = _mm512_dpbusd_epi32(a, _mm512_set1_epi32(four), _mm512_loadu_si512(tb + 64 * g));
+        }
+        _mm512_storeu_si512(out + b * 16, a);
     }
 }
 
@@ -768,7 +770,7 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .pack = pack_avx512,
     .dot = dot_avx512,
     .dot_matrix = dot_matrix_avx512,
-    .dot_transposed = dot_transposed_avx512,
+    .dot_q8_blocks = dot_q8_blocks_vnni,
     .l2sq = l2sq_avx512,
     .dot_f64 = dot_f64_avx512,
     .l2sq_f64 = l2sq_f64_avx512,

@@ -100,16 +100,16 @@ static void dot_matrix_scalar(const float *x, size_t nx, const float *c, size_t 
             out[i * nc + j] = dot_scalar(x + i * d, c + j * d, d);
 }
 
-static void dot_transposed_scalar(const float *q, const uint16_t *t, size_t nblocks, size_t d, float *out)
+static void dot_q8_blocks_scalar(const uint8_t *q, const int8_t *t, size_t nblocks, size_t groups, int32_t *out)
 {
-    for (size_t b = 0; b < nblocks; b++) {
-        float acc[16] = {0};
-        const uint16_t *tb = t + b * d * 16;
-        for (size_t j = 0; j < d; j++)
-            for (int l = 0; l < 16; l++)
-                acc[l] = acc[l] + q[j] * tq_float_from_half(tb[j * 16 + l]);
-        memcpy(out + b * 16, acc, sizeof(acc));
-    }
+    for (size_t b = 0; b < nblocks; b++)
+        for (int l = 0; l < 16; l++) {
+            int32_t acc = 0;
+            for (size_t g = 0; g < groups; g++)
+                for (int r = 0; r < 4; r++)
+                    acc += (int32_t)q[4 * g + r] * t[((b * groups + g) * 16 + l) * 4 + r];
+            out[b * 16 + l] = acc;
+        }
 }
 
 static double dot_f64_scalar(const float *a, const float *b, size_t n)
@@ -385,7 +385,7 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .pack = tq_pack_scalar,
     .dot = dot_scalar,
     .dot_matrix = dot_matrix_scalar,
-    .dot_transposed = dot_transposed_scalar,
+    .dot_q8_blocks = dot_q8_blocks_scalar,
     .l2sq = l2sq_scalar,
     .dot_f64 = dot_f64_scalar,
     .l2sq_f64 = l2sq_f64_scalar,

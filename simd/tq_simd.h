@@ -116,13 +116,13 @@ typedef struct tq_simd_kernels {
      * (partition training and assignment), register-blocked so that each
      * loaded vector serves several products. */
     void (*dot_matrix)(const float *x, size_t nx, const float *c, size_t nc, size_t d, float *out);
-    /* out[16 b + l] = sum over j < d, in order of j, of q[j] * t[(b d + j)
-     * 16 + l] (t in IEEE half precision, widened exactly; each product
-     * rounded, then added): one query against nblocks blocks of 16 vectors
-     * stored dimension by dimension, so every lane sums one vector and
-     * nothing is summed across lanes (the partition centroids as a query
-     * scores them). */
-    void (*dot_transposed)(const float *q, const uint16_t *t, size_t nblocks, size_t d, float *out);
+    /* out[16 b + l] = sum over g < groups and r < 4 of q[4 g + r] *
+     * t[(b groups + g) 64 + 4 l + r], unsigned bytes times signed ones
+     * summed exactly in 32 bits (|t| <= 127 keeps every sum of d <= 16384
+     * terms in range): one 8-bit query against nblocks blocks of 16 8-bit
+     * vectors stored four dimensions at a time, so every lane sums one
+     * vector (how a query ranks the partition centroids). */
+    void (*dot_q8_blocks)(const uint8_t *q, const int8_t *t, size_t nblocks, size_t groups, int32_t *out);
     /* For each of nrows rows of packed b-bit codes (b in 1..4), spaced
      * stride bytes apart: out[r] = lane-16 sum over j < d of
      * q[j] * table[code_rj]. table has 16 entries (unused ones ignored). */

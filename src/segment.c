@@ -315,15 +315,13 @@ static int open_partitions(tq_segment_file *out, const tq_codec *c, uint32_t ver
     if (offsets[0] != 0 || offsets[nlist] != rows)
         return corrupt(err, out->path, "section partitions does not cover the rows");
     out->half_norms = tq_malloc(nlist * sizeof(float));
-    out->centroids_t = tq_malloc(tq_partition_transposed_size(nlist, c->cfg.d) * sizeof(uint16_t));
-    if (!out->half_norms || !out->centroids_t)
-        return tq_err(err, TQ_ENOMEM, "out of memory opening %s", out->path);
     const float *centroids = (const float *)(const void *)(sec + 8);
+    out->table = tq_centroid_table_new(centroids, nlist, c->cfg.d);
+    if (!out->half_norms || !out->table)
+        return tq_err(err, TQ_ENOMEM, "out of memory opening %s", out->path);
     tq_partition_half_norms(centroids, nlist, c->cfg.d, out->half_norms);
-    const float t_scale = tq_partition_transpose(centroids, nlist, c->cfg.d, out->centroids_t);
     const float *quality = (const float *)(const void *)(offsets + nlist + 1);
-    out->parts = (tq_partitions){.nlist = nlist, .centroids = centroids, .centroids_t = out->centroids_t,
-                                 .t_scale = t_scale,
+    out->parts = (tq_partitions){.nlist = nlist, .centroids = centroids, .table = out->table,
                                  .half_norms = out->half_norms, .offsets = offsets, .npoints = npoints,
                                  .quality = quality[0], .curve = quality + quality_floats(version)};
     if (version >= 5)
@@ -464,6 +462,6 @@ void tq_segment_close(tq_segment_file *s)
     tq_free(s->path);
     tq_free(s->converted_codes);
     tq_free(s->half_norms);
-    tq_free(s->centroids_t);
+    tq_centroid_table_free(s->table);
     memset(s, 0, sizeof(*s));
 }

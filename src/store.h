@@ -215,7 +215,7 @@ typedef struct tq_segment_file {
     uint8_t *converted_codes; /* a format-1 file's 3-bit codes in the current layout (view points here) */
     tq_partitions parts;      /* a partitioned segment's (view.parts points here), else nlist 0 */
     float *half_norms;        /* parts' centroid half norms and */
-    uint16_t *centroids_t;    /* dimension-major half-precision centroids, computed at open */
+    tq_centroid_table *table; /* the centroids as a query ranks them, computed at open */
 } tq_segment_file;
 
 int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, tq_error *err);

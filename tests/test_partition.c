@@ -7,6 +7,7 @@
  * ids and are found.
  */
 #include <criterion/criterion.h>
+#include <math.h>
 
 #include "tq_index.h"
 
@@ -274,4 +275,53 @@ Test(partition, calibration_measures_every_rerank_depth)
         tq_flat_free(f);
     }
     tq_free(x);
+}
+
+/* The 8-bit centroid table ranks as the float centroids do, within the
+ * rounding it allows: each dimension's code is off by at most half its
+ * scale, the query's by half the query unit, so a dot product is off by at
+ * most the sum of those terms; and every SIMD level gives the same bits.
+ * Uncentered data with one dimension far wider than the rest (the case a
+ * single scale for all dimensions got wrong) included. */
+Test(partition, the_centroid_table_ranks_within_its_rounding)
+{
+    enum { NLIST = 37, DD = 50 };
+    float *c = tq_malloc(NLIST * DD * sizeof(float)), q[DD];
+    tq_rng r;
+    tq_rng_seed(&r, 31);
+    for (size_t i = 0; i < NLIST * DD; i++)
+        c[i] = (float)(100.0 + (i % DD == 3 ? 1000.0 : 1.0) * tq_rng_gauss(&r));
+    for (size_t j = 0; j < DD; j++)
+        q[j] = (float)(50.0 + tq_rng_gauss(&r));
+    tq_centroid_table *t = tq_centroid_table_new(c, NLIST, DD);
+    cr_assert_not_null(t);
+    void *scratch = tq_malloc(tq_centroid_scratch_bytes(NLIST, DD));
+    float got[NLIST], first[NLIST];
+    double most = 0.0, bound = 0.0;
+    for (size_t j = 0; j < DD; j++)
+        most = fmax(most, fabs((double)q[j] * t->scale[j]));
+    for (size_t j = 0; j < DD; j++)
+        bound += fabs((double)q[j]) * t->scale[j] / 2 + 127.0 * (most / 127.0) / 2;
+    for (int level = TQ_SIMD_SCALAR; level <= TQ_SIMD_AVX512; level++) {
+        if (tq_simd_force((tq_simd_level)level) != 0)
+            continue;
+        tq_centroid_dots(t, q, scratch, got);
+        for (size_t p = 0; p < NLIST; p++) {
+            double exact = 0.0;
+            for (size_t j = 0; j < DD; j++)
+                exact += (double)q[j] * c[p * DD + j];
+            /* float rounding of a sum near 1e6 on top of the bound */
+            cr_assert(fabs(got[p] - exact) <= bound * 1.001 + 1e-5 * fabs(exact),
+                      "centroid %zu: %.3f against %.3f, allowed %.3f", p, (double)got[p], exact, bound);
+            if (level == TQ_SIMD_SCALAR)
+                first[p] = got[p];
+            else
+                cr_assert(memcmp(&got[p], &first[p], sizeof(float)) == 0, "centroid %zu differs on level %d", p,
+                          level);
+        }
+    }
+    tq_simd_force(tq_simd_best_level());
+    tq_free(scratch);
+    tq_centroid_table_free(t);
+    tq_free(c);
 }

@@ -292,43 +292,41 @@ static void check_dot_matrix(tq_simd_level level)
     tq_free(got);
 }
 
-/* One query against blocks of 16 vectors stored by dimension: each lane
- * is its vector's in-order sum, on every level bit for bit. */
-static void check_dot_transposed(tq_simd_level level)
+/* One 8-bit query against blocks of 16 8-bit vectors, four dimensions at
+ * a time: every level gives each lane's exact integer sum, with the
+ * extremes (255 times -127 in every term) at the longest dimension. */
+static void check_dot_q8_blocks(tq_simd_level level)
 {
     const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
-    static const size_t dims[] = {1, 2, 7, 16, 50, 100, 384};
+    static const size_t dims[] = {1, 2, 7, 16, 50, 100, 384, 16384};
     tq_rng r;
     tq_rng_seed(&r, 12);
-    const size_t most = 7; /* blocks: whole groups of 4 and 2, and remainders */
-    float *q = tq_malloc(384 * sizeof(float)), *tf = tq_malloc(most * 384 * 16 * sizeof(float));
-    uint16_t *t = tq_malloc(most * 384 * 16 * sizeof(uint16_t));
-    float want[7 * 16], got[7 * 16];
+    const size_t most = 7; /* blocks: whole groups of 4 and remainders */
+    uint8_t *q = tq_malloc(16384);
+    int8_t *t = tq_malloc(most * 16384 * 16);
+    int32_t want[7 * 16], got[7 * 16];
     for (size_t s = 0; s < sizeof(dims) / sizeof(dims[0]); s++)
         for (int extreme = 0; extreme < 2; extreme++) {
-            const size_t d = dims[s];
-            fill(q, d, &r, extreme);
-            fill(tf, most * d * 16, &r, extreme);
-            for (size_t i = 0; i < most * d * 16; i++)
-                t[i] = tq_half_from_float(tf[i]);
+            const size_t d = dims[s], groups = (d + 3) / 4;
+            for (size_t j = 0; j < 4 * groups; j++)
+                q[j] = extreme ? 255 : (uint8_t)(tq_rng_next(&r) & 255);
+            for (size_t i = 0; i < most * groups * 64; i++)
+                t[i] = extreme ? (int8_t)(i % 2 ? -127 : 127) : (int8_t)((int)(tq_rng_next(&r) % 255) - 127);
             for (size_t nb = 1; nb <= most; nb++) {
-                ref->dot_transposed(q, t, nb, d, want);
-                k->dot_transposed(q, t, nb, d, got);
+                ref->dot_q8_blocks(q, t, nb, groups, want);
+                k->dot_q8_blocks(q, t, nb, groups, got);
                 for (size_t i = 0; i < nb * 16; i++) {
-                    float one = 0.0f;
-                    for (size_t j = 0; j < d; j++)
-                        one = one + q[j] * tq_float_from_half(t[((i / 16) * d + j) * 16 + i % 16]);
-                    cr_assert(same_bits_f(want[i], one) || (isnan(one) && isnan(want[i])),
-                              "scalar dot_transposed d=%zu lane %zu: %a, in order %a", d, i, (double)want[i],
-                              (double)one);
-                    cr_assert(same_bits_f(want[i], got[i]) || (isnan(got[i]) && isnan(want[i])),
-                              "dot_transposed %s d=%zu blocks %zu lane %zu: %a vs scalar %a",
-                              tq_simd_level_name(level), d, nb, i, (double)got[i], (double)want[i]);
+                    int64_t exact = 0;
+                    for (size_t j = 0; j < 4 * groups; j++)
+                        exact += (int64_t)q[j] * t[(((i / 16) * groups + j / 4) * 16 + i % 16) * 4 + j % 4];
+                    cr_assert_eq(want[i], exact, "scalar dot_q8_blocks d=%zu lane %zu: %d, exactly %lld", d, i,
+                                 want[i], (long long)exact);
+                    cr_assert_eq(got[i], want[i], "dot_q8_blocks %s d=%zu blocks %zu lane %zu: %d vs scalar %d",
+                                 tq_simd_level_name(level), d, nb, i, got[i], want[i]);
                 }
             }
         }
     tq_free(q);
-    tq_free(tf);
     tq_free(t);
 }
 
@@ -728,7 +726,7 @@ static void check_scan_select(tq_simd_level level)
     Test(checkasm_##name, dot_u8) { check_dot_u8(level); }                                          \
     Test(checkasm_##name, nibble_dot) { check_nibble_dot(level); }                                  \
     Test(checkasm_##name, dot_matrix) { check_dot_matrix(level); }                                  \
-    Test(checkasm_##name, dot_transposed) { check_dot_transposed(level); }                          \
+    Test(checkasm_##name, dot_q8_blocks) { check_dot_q8_blocks(level); }                            \
     Test(checkasm_##name, half) { check_half(level); }
 
 LEVEL_TESTS(avx2, TQ_SIMD_AVX2)
