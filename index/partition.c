@@ -68,9 +68,11 @@ uint32_t tq_partition_default_nlist(const tq_codec *c, size_t rows)
     /* 4 sqrt(n), as the usual IVF rule of thumb, but never partitions of
      * fewer than TQ_MIN_PARTITION_ROWS rows on average (below that a scan
      * block is mostly other partitions' rows), nor more centroids than
-     * pay: a query scores all nlist (2d bytes each, in half precision) and
-     * scans about P partitions of n / nlist rows (b code bytes each),
-     * least in all at nlist = sqrt(P n b / 2d). Centroids within
+     * pay: a query scores all nlist (counted as 2d bytes each, as when
+     * they were scored in half precision; the 8-bit table is d bytes and
+     * scored several times faster, and the balance has not been fitted
+     * again) and scans about P partitions of n / nlist rows (b code bytes
+     * each), least in all at nlist = sqrt(P n b / 2d). Centroids within
      * CENTROID_BYTES_MAX are allowed whatever that says. Capping at
      * CENTROID_BYTES_MAX alone made partitions grow with n past a million
      * rows: four million (d = 128) in 1,024 partitions answered 1,115 QPS

@@ -26,13 +26,16 @@
  *
  * For a query, each lookup t (nibble or sextet) gets a float table
  *     F[t][x] = sum over its coordinates j of q_j * centroid[c_j(x)],
- * quantized to 8 bits with one scale for the whole query (so integer sums
+ * quantized to 7 bits with one scale for the whole query (so integer sums
  * stay additive): Q[t][x] = round((F[t][x] - min_t) / delta), delta =
- * max_t (max_x F[t][x] - min_t) / 255. Then
+ * max_t (max_x F[t][x] - min_t) / TQ_SCAN_LUT_MAX (127). Then
  *     sum_t F[t][x_t]  ≈  delta * (integer kernel sum) + sum_t min_t,
- * each lookup off by at most delta/2. FAISS shrinks its tables further so
- * that 16-bit accumulators cannot overflow (at d = 1536 that leaves about 43
- * levels); our kernels widen to 32 bits in time, so all 256 levels stay.
+ * each lookup off by at most delta/2. 7 bits, not 8, so that the kernels
+ * add a byte's two lookups before splitting the 16-bit lanes (see the simd
+ * header): recall at every width on the shared datasets did not move, the
+ * float re-score below absorbing the coarser first stage. FAISS shrinks its
+ * tables further so that 16-bit accumulators cannot overflow (at d = 1536
+ * that leaves about 43 levels); our kernels widen to 32 bits in time.
  * Search re-scores the best candidates with the float tables F (exact up to
  * float rounding), which keeps recall at that of float scoring.
  */
@@ -269,7 +272,7 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
     for (uint32_t n = 0; n < lookups; n++)
         part[n % 4] += (double)lo[n];
     const double bias = (part[0] + part[1]) + (part[2] + part[3]);
-    t->delta = range > 0.0f ? range / 255.0f : 1.0f;
+    t->delta = range > 0.0f ? range / (float)TQ_SCAN_LUT_MAX : 1.0f;
     t->bias = (float)bias;
     k->scan_lut_quantize(t->f, lo, lookups, entries, 1.0f / t->delta, t->q8);
 }

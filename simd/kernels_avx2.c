@@ -427,8 +427,10 @@ static inline __attribute__((always_inline)) void scan_queries_avx2(const uint8_
             for (size_t i = 0; i < NQ; i++) {
                 __m256i r0 = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(luts[i] + at)), vl);
                 __m256i r1 = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(luts[i] + at + 64)), vh);
-                lo[i] = _mm256_add_epi16(lo[i], _mm256_add_epi16(r0, r1));
-                hi[i] = _mm256_add_epi16(hi[i], _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
+                /* no carry between the bytes: entries are at most TQ_SCAN_LUT_MAX */
+                const __m256i x = _mm256_add_epi16(r0, r1);
+                lo[i] = _mm256_add_epi16(lo[i], x);
+                hi[i] = _mm256_add_epi16(hi[i], _mm256_srli_epi16(x, 8));
             }
         }
         for (size_t i = 0; i < NQ; i++)
@@ -477,7 +479,7 @@ static inline __m128i quantize16_avx2(const float *f, float lo, __m256 vinv)
     __m256i w[2];
     for (int h = 0; h < 2; h++) {
         __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(f + 8 * h), l), vinv), half);
-        w[h] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(v, _mm256_setzero_ps()), _mm256_set1_ps(255.0f)));
+        w[h] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(v, _mm256_setzero_ps()), _mm256_set1_ps((float)TQ_SCAN_LUT_MAX)));
     }
     /* packs interleaves the halves by 128-bit lane; the permute puts
      * entries 0-3, 4-7, 8-11, 12-15 back in order. */
@@ -559,10 +561,11 @@ static inline __attribute__((always_inline)) void scan6_queries_avx2(const uint8
                 const uint8_t *t = luts[i] + 256 * g;
                 const __m256i r0 = lookup64(t, &xs[0]), r1 = lookup64(t + 64, &xs[1]);
                 const __m256i r2 = lookup64(t + 128, &xs[2]), r3 = lookup64(t + 192, &xs[3]);
-                lo[i] = _mm256_add_epi16(lo[i], _mm256_add_epi16(_mm256_add_epi16(r0, r1), _mm256_add_epi16(r2, r3)));
-                hi[i] = _mm256_add_epi16(
-                    hi[i], _mm256_add_epi16(_mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)),
-                                            _mm256_add_epi16(_mm256_srli_epi16(r2, 8), _mm256_srli_epi16(r3, 8))));
+                /* no carry between the bytes of a pair's sum: entries are
+                 * at most TQ_SCAN_LUT_MAX (four could carry) */
+                const __m256i x01 = _mm256_add_epi16(r0, r1), x23 = _mm256_add_epi16(r2, r3);
+                lo[i] = _mm256_add_epi16(lo[i], _mm256_add_epi16(x01, x23));
+                hi[i] = _mm256_add_epi16(hi[i], _mm256_add_epi16(_mm256_srli_epi16(x01, 8), _mm256_srli_epi16(x23, 8)));
             }
         }
         for (size_t i = 0; i < NQ; i++)

@@ -411,8 +411,10 @@ static inline __attribute__((always_inline)) void scan_sums_avx512(const uint8_t
                 const uint8_t *t = luts[i] + 64 * p; /* group p/2 starts at 128 * (p/2) */
                 __m512i r0 = _mm512_shuffle_epi8(_mm512_loadu_si512(t), vl);
                 __m512i r1 = _mm512_shuffle_epi8(_mm512_loadu_si512(t + 64), vh);
-                lo[i] = _mm512_add_epi16(lo[i], _mm512_add_epi16(r0, r1));
-                hi[i] = _mm512_add_epi16(hi[i], _mm512_add_epi16(_mm512_srli_epi16(r0, 8), _mm512_srli_epi16(r1, 8)));
+                /* no carry between the bytes: entries are at most TQ_SCAN_LUT_MAX */
+                const __m512i x = _mm512_add_epi16(r0, r1);
+                lo[i] = _mm512_add_epi16(lo[i], x);
+                hi[i] = _mm512_add_epi16(hi[i], _mm512_srli_epi16(x, 8));
             }
         }
         __m256i tail_l = _mm256_setzero_si256(), tail_h = _mm256_setzero_si256();
@@ -428,8 +430,10 @@ static inline __attribute__((always_inline)) void scan_sums_avx512(const uint8_t
                 const uint8_t *t = luts[i] + 64 * p; /* p even: the group's first pair */
                 __m256i r0 = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)t), tail_l);
                 __m256i r1 = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(t + 64)), tail_h);
-                lo256 = _mm256_add_epi16(lo256, _mm256_add_epi16(r0, r1));
-                hi256 = _mm256_add_epi16(hi256, _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
+                /* no carry between the bytes: entries are at most TQ_SCAN_LUT_MAX */
+                const __m256i x = _mm256_add_epi16(r0, r1);
+                lo256 = _mm256_add_epi16(lo256, x);
+                hi256 = _mm256_add_epi16(hi256, _mm256_srli_epi16(x, 8));
             }
             widen_halves(lo256, hi256, &tot_even[i], &tot_odd[i]);
         }
@@ -487,7 +491,7 @@ static inline __m128i quantize16_avx512(const float *f, float lo, __m512 vinv)
 {
     __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(f), _mm512_set1_ps(lo)), vinv),
                              _mm512_set1_ps(0.5f));
-    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps((float)TQ_SCAN_LUT_MAX));
     return _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
 }
 
@@ -549,8 +553,10 @@ scan6_sums_vbmi(const uint8_t *block, size_t groups, const uint8_t *const *luts,
                 const __m512i r1 = _mm512_permutex2var_epi8(_mm512_loadu_si512(t), iab, _mm512_loadu_si512(t + 64));
                 const __m512i r2 =
                     _mm512_permutex2var_epi8(_mm512_loadu_si512(t + 128), icd, _mm512_loadu_si512(t + 192));
-                lo[i] = _mm512_add_epi16(lo[i], _mm512_add_epi16(r1, r2));
-                hi[i] = _mm512_add_epi16(hi[i], _mm512_add_epi16(_mm512_srli_epi16(r1, 8), _mm512_srli_epi16(r2, 8)));
+                /* no carry between the bytes: entries are at most TQ_SCAN_LUT_MAX */
+                const __m512i x = _mm512_add_epi16(r1, r2);
+                lo[i] = _mm512_add_epi16(lo[i], x);
+                hi[i] = _mm512_add_epi16(hi[i], _mm512_srli_epi16(x, 8));
             }
         }
         for (size_t i = 0; i < NQ; i++)

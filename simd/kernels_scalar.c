@@ -206,7 +206,7 @@ void tq_scan_lut_rows_scalar(const float *q, size_t d, unsigned per, const float
 static inline uint8_t quantize_entry(float f, float lo, float inv)
 {
     float v = (f - lo) * inv + 0.5f;
-    return (uint8_t)(v <= 0.0f ? 0.0f : v >= 255.0f ? 255.0f : v);
+    return (uint8_t)(v <= 0.0f ? 0.0f : v >= (float)TQ_SCAN_LUT_MAX ? (float)TQ_SCAN_LUT_MAX : v);
 }
 
 void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t lookups, unsigned width, float inv,

@@ -24,10 +24,12 @@
  * vectors. Nibbles t = 2p and 2p+1 of the 32 vectors fill the 32 bytes at
  * block + 32p: byte v = nib(v, 2p) | nib(v, 2p+1) << 4. A query supplies one
  * 16-entry uint8 table per nibble position, and the block kernel returns,
- * per vector, the exact uint32 sum of its table entries. SIMD paths
- * accumulate in 16-bit lanes and widen to 32 bits at least every
- * TQ_SCAN_FLUSH_PAIRS pairs (256 entries of at most 255 fit in 16 bits), so
- * the sum is exact for any length.
+ * per vector, the exact uint32 sum of its table entries. Entries are at
+ * most TQ_SCAN_LUT_MAX (127), so the two lookups of a byte's nibbles add in
+ * one 16-bit add without a carry between the two vectors a 16-bit lane
+ * holds. SIMD paths accumulate in 16-bit lanes and widen to 32 bits at
+ * least every TQ_SCAN_FLUSH_PAIRS pairs (256 entries of at most 255 fit in
+ * 16 bits), so the sum is exact for any length.
  *
  * The tables are stored in the order the shuffles consume them, so no kernel
  * moves table bytes between registers: nibbles 4g..4g+3 (pairs 2g and 2g+1)
@@ -53,6 +55,10 @@
 #define TQ_CODE_PAD 16
 #define TQ_SCAN_BLOCK 32
 #define TQ_SCAN_FLUSH_PAIRS 128
+/* The largest table entry: 7 bits, so that a pair of entries fits a byte
+ * (the pair is then split into its two vectors' sums with one shift, not
+ * two; a fifth fewer instructions in the scan's inner loop). */
+#define TQ_SCAN_LUT_MAX 127
 /* Sextet groups between widenings: each vector's 16-bit partial takes 4
  * entries of at most 255 per group, 256 in all. */
 #define TQ_SCAN6_FLUSH_GROUPS 64
@@ -157,7 +163,7 @@ typedef struct tq_simd_kernels {
                           float *f);
     /* Float scan tables (width entries per lookup: f[width t + c]) to 8-bit
      * tables: entry = (f[width t + c] - lo[t]) * inv + 0.5, clamped to
-     * [0, 255] and truncated. Width 16 (nibbles): the layout above, both
+     * [0, TQ_SCAN_LUT_MAX] and truncated. Width 16 (nibbles): the layout above, both
      * copies; lookups is even and the tables of a last group's two missing
      * nibbles are zeroed. Width 64 (sextets): lut[64t + c]. */
     void (*scan_lut_quantize)(const float *f, const float *lo, size_t lookups, unsigned width, float inv,

@@ -404,11 +404,12 @@ static void check_scan_block(tq_simd_level level)
             size_t np = npairs[s];
             for (size_t i = 0; i < 32 * np; i++)
                 /* kind 0 random; 1 all-max codes and tables (the overflow
-                 * case: 255 per entry); 2 random codes, max tables. */
+                 * case: TQ_SCAN_LUT_MAX per entry); 2 random codes, max
+                 * tables. */
                 block[i] = kind == 1 ? 0xFF : (uint8_t)tq_rng_next(&r);
             for (int qi = 0; qi < TQ_SCAN_MAX_QUERIES; qi++) {
                 for (size_t i = 0; i < 32 * np; i++)
-                    plain[i] = kind == 0 ? (uint8_t)tq_rng_next(&r) : 0xFF;
+                    plain[i] = kind == 0 ? (uint8_t)(tq_rng_next(&r) % (TQ_SCAN_LUT_MAX + 1)) : TQ_SCAN_LUT_MAX;
                 arrange_tables(plain, np, lut[qi]);
             }
             ref->scan_block(block, np, lut[0], a);
@@ -417,7 +418,7 @@ static void check_scan_block(tq_simd_level level)
                 cr_assert_eq(a[v], b[v], "scan_block %s npairs=%zu kind %d vector %d: %u vs scalar %u",
                              tq_simd_level_name(level), np, kind, v, b[v], a[v]);
             if (kind == 1)
-                cr_assert_eq(a[0], 255u * 2 * np, "all-max sum is 255 per nibble");
+                cr_assert_eq(a[0], TQ_SCAN_LUT_MAX * 2u * np, "all-max sum is TQ_SCAN_LUT_MAX per nibble");
             /* Every query count of the multi-query kernel: query i's sums
              * equal the single-query reference with its own tables. */
             for (size_t nq = 1; nq <= TQ_SCAN_MAX_QUERIES; nq++) {
@@ -513,7 +514,7 @@ static void check_scan_lut_quantize(tq_simd_level level)
             for (size_t t = 0; t < n; t++)
                 for (unsigned c = 0; c < width; c++) {
                     float v = (f[width * t + c] - lo[t]) * inv + 0.5f;
-                    unsigned want = v <= 0.0f ? 0 : v >= 255.0f ? 255 : (unsigned)v;
+                    unsigned want = v <= 0.0f ? 0 : v >= TQ_SCAN_LUT_MAX ? TQ_SCAN_LUT_MAX : (unsigned)v;
                     if (width == 64) {
                         cr_assert_eq(a[64 * t + c], want, "sextet %zu entry %u", t, c);
                     } else {
@@ -550,7 +551,7 @@ static void check_scan6(tq_simd_level level)
                 block[i] = kind == 1 ? 0xFF : (uint8_t)tq_rng_next(&r);
             for (int qi = 0; qi < NQ; qi++)
                 for (size_t i = 0; i < 256 * g; i++)
-                    lut[qi][i] = kind == 0 ? (uint8_t)tq_rng_next(&r) : 0xFF;
+                    lut[qi][i] = kind == 0 ? (uint8_t)(tq_rng_next(&r) % (TQ_SCAN_LUT_MAX + 1)) : TQ_SCAN_LUT_MAX;
             for (size_t nq = 1; nq <= NQ; nq++) {
                 ref->scan6_block_multi(block, g, (const uint8_t *const *)lut, nq, want);
                 k->scan6_block_multi(block, g, (const uint8_t *const *)lut, nq, got);
@@ -559,7 +560,7 @@ static void check_scan6(tq_simd_level level)
                                  tq_simd_level_name(level), g, kind, nq, i / 32, i % 32, got[i], want[i]);
             }
             if (kind == 1)
-                cr_assert_eq(want[0], 255u * 4 * g, "all-max sum is 255 per sextet");
+                cr_assert_eq(want[0], TQ_SCAN_LUT_MAX * 4u * g, "all-max sum is TQ_SCAN_LUT_MAX per sextet");
             /* Vector 7 of query 0 from the definition: sextet 4g+k (k < 3)
              * is the low 6 bits of plane k, sextet 4g+3 the top bits. */
             uint32_t sum = 0;
@@ -664,7 +665,7 @@ static void check_scan_select(tq_simd_level level)
                     }
                     for (size_t i = 0; i < nq; i++) {
                         for (size_t j = 0; j < (sextets ? 256 : 32) * nu; j++)
-                            plain[j] = (uint8_t)tq_rng_next(&r);
+                            plain[j] = (uint8_t)(tq_rng_next(&r) % (TQ_SCAN_LUT_MAX + 1));
                         if (sextets)
                             memcpy(lut[i], plain, 256 * nu);
                         else
