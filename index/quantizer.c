@@ -174,13 +174,12 @@ int tq_query_init(tq_query *pq, const tq_quantizer *q)
 {
     memset(pq, 0, sizeof(*pq));
     const uint32_t d = q->d;
-    pq->qr = tq_malloc(4 * (size_t)d * sizeof(float));
+    pq->qr = tq_malloc(3 * (size_t)d * sizeof(float));
     pq->packed = tq_malloc((size_t)d / 2 + 1 + TQ_CODE_PAD);
     if (!pq->qr || !pq->packed)
         goto oom;
     pq->qp = pq->qr + d;
     pq->centered = pq->qp + d;
-    pq->refine_tmp = pq->centered + d;
     if (q->mse_bits > 0 && tq_scan_lut_init(&pq->code_lut, &q->code_layout))
         goto oom;
     if (q->variant == TQ_VARIANT_PROD && tq_scan_lut_init(&pq->sign_lut, &q->sign_layout))

@@ -129,21 +129,24 @@ static float refine_key(const tq_codec *c, const float *query, const tq_query *p
         float g = k->dot_u8(r.set->refine8 + r.row * d, c->cb8->centroid_f, pq->qr, d);
         return estimate_key(rank_metric(c), g, &r.set->sc[r.row], pq);
     }
+    /* fp16 rows are read once, widened inside the kernels (the same values
+     * as widening the row first) */
+    const bool half = c->cfg.refine == TQ_REFINE_FP16;
     const float *v = r.set->vectors + r.row * d;
-    if (c->cfg.refine == TQ_REFINE_FP16) {
-        k->half_to_float(r.set->half + r.row * d, pq->refine_tmp, d);
-        v = pq->refine_tmp;
-    }
+    const uint16_t *h = half ? r.set->half + r.row * d : NULL;
+    if (c->cfg.metric == TQ_METRIC_L2)
+        return -(half ? k->l2sq_half(query, h, d) : k->l2sq(query, v, d));
+    const float dot = half ? k->dot_half(query, h, d) : k->dot(query, v, d);
     switch (c->cfg.metric) {
-    case TQ_METRIC_L2:
-        return -k->l2sq(query, v, d);
     case TQ_METRIC_IP:
-        return k->dot(query, v, d);
+        return dot;
     case TQ_METRIC_COSINE:
         /* Centered: -||q/||q|| - v||^2 for the unit vector v, as ranked. */
         if (c->mean)
-            return 2.0f * (k->dot(query, v, d) / qnorm) - 2.0f;
-        return k->dot(query, v, d) / qnorm;
+            return 2.0f * (dot / qnorm) - 2.0f;
+        return dot / qnorm;
+    case TQ_METRIC_L2:
+        break;
     }
     return 0.0f;
 }

@@ -279,7 +279,6 @@ typedef struct tq_query {
     uint8_t *packed; /* scratch for the reference estimator */
     float bias;      /* added to ip/cosine estimates: <q, mean> when centered */
     float *centered; /* scratch: q - mean */
-    float *refine_tmp; /* scratch: one row's fp16 refine data as floats */
     tq_key_params keys; /* turns this query's block sums into search keys */
 } tq_query;
 

@@ -240,6 +240,55 @@ static void dot_q8_blocks_avx2(const uint8_t *q, const int8_t *t, size_t nblocks
     }
 }
 
+/* Eight halves widened exactly (F16C); a tail's missing ones read as +0
+ * and its lanes are left untouched by lane16_add, as in dot_avx2. */
+static inline __m256 load_halves8(const uint16_t *h, size_t left)
+{
+    if (left >= 8)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)h));
+    uint16_t part[8] = {0};
+    memcpy(part, h, left * sizeof(uint16_t));
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)part));
+}
+
+static float dot_half_avx2(const float *a, const uint16_t *b, size_t n)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(a + i), load_halves8(b + i, 8)));
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), load_halves8(b + i + 8, 8)));
+    }
+    if (i < n) {
+        const size_t left = n - i, left1 = left > 8 ? left - 8 : 0;
+        __m256i m0 = tail_mask8(left), m1 = tail_mask8(left1);
+        __m256 p0 = _mm256_mul_ps(_mm256_maskload_ps(a + i, m0), load_halves8(b + i, left < 8 ? left : 8));
+        __m256 p1 = _mm256_mul_ps(_mm256_maskload_ps(a + i + 8, m1), load_halves8(b + i + 8, left1));
+        lane16_add(&a0, &a1, p0, p1, m0, m1);
+    }
+    return fold_pair(a0, a1);
+}
+
+static float l2sq_half_avx2(const float *a, const uint16_t *b, size_t n)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 t0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), load_halves8(b + i, 8));
+        __m256 t1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), load_halves8(b + i + 8, 8));
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(t0, t0));
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(t1, t1));
+    }
+    if (i < n) {
+        const size_t left = n - i, left1 = left > 8 ? left - 8 : 0;
+        __m256i m0 = tail_mask8(left), m1 = tail_mask8(left1);
+        __m256 t0 = _mm256_sub_ps(_mm256_maskload_ps(a + i, m0), load_halves8(b + i, left < 8 ? left : 8));
+        __m256 t1 = _mm256_sub_ps(_mm256_maskload_ps(a + i + 8, m1), load_halves8(b + i + 8, left1));
+        lane16_add(&a0, &a1, _mm256_mul_ps(t0, t0), _mm256_mul_ps(t1, t1), m0, m1);
+    }
+    return fold_pair(a0, a1);
+}
+
 static float l2sq_avx2(const float *a, const float *b, size_t n)
 {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
@@ -681,6 +730,8 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .dot_matrix = dot_matrix_avx2,
     .dot_q8_blocks = dot_q8_blocks_avx2,
     .l2sq = l2sq_avx2,
+    .dot_half = dot_half_avx2,
+    .l2sq_half = l2sq_half_avx2,
     .dot_f64 = dot_f64_avx2,
     .l2sq_f64 = l2sq_f64_avx2,
     .dot_codes = dot_codes_avx2,

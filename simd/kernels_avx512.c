@@ -254,6 +254,38 @@ static float l2sq_avx512(const float *a, const float *b, size_t n)
     return tq_fold16(lane);
 }
 
+/* Sixteen halves widened exactly (the masked-off ones read as +0). */
+static inline __m512 load_halves16(const uint16_t *h, __mmask16 m)
+{
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, h));
+}
+
+static float dot_half_avx512(const float *a, const uint16_t *b, size_t n)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask16(n - i);
+        __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + i), load_halves16(b + i, m));
+        acc = _mm512_mask_add_ps(acc, m, acc, p);
+    }
+    float lane[16];
+    _mm512_storeu_ps(lane, acc);
+    return tq_fold16(lane);
+}
+
+static float l2sq_half_avx512(const float *a, const uint16_t *b, size_t n)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask16(n - i);
+        __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), load_halves16(b + i, m));
+        acc = _mm512_mask_add_ps(acc, m, acc, _mm512_mul_ps(t, t));
+    }
+    float lane[16];
+    _mm512_storeu_ps(lane, acc);
+    return tq_fold16(lane);
+}
+
 static double dot_f64_avx512(const float *a, const float *b, size_t n)
 {
     __m512d acc = _mm512_setzero_pd();
@@ -778,6 +810,8 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .dot_matrix = dot_matrix_avx512,
     .dot_q8_blocks = dot_q8_blocks_vnni,
     .l2sq = l2sq_avx512,
+    .dot_half = dot_half_avx512,
+    .l2sq_half = l2sq_half_avx512,
     .dot_f64 = dot_f64_avx512,
     .l2sq_f64 = l2sq_f64_avx512,
     .dot_codes = dot_codes_avx512,

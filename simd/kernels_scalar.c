@@ -93,6 +93,27 @@ static float l2sq_scalar(const float *a, const float *b, size_t n)
     return tq_fold16(lane);
 }
 
+static float dot_half_scalar(const float *a, const uint16_t *b, size_t n)
+{
+    float lane[LANES32] = {0};
+    for (size_t j = 0; j < n; j++) {
+        float p = a[j] * tq_float_from_half(b[j]);
+        lane[j % LANES32] = lane[j % LANES32] + p;
+    }
+    return tq_fold16(lane);
+}
+
+static float l2sq_half_scalar(const float *a, const uint16_t *b, size_t n)
+{
+    float lane[LANES32] = {0};
+    for (size_t j = 0; j < n; j++) {
+        float t = a[j] - tq_float_from_half(b[j]);
+        float p = t * t;
+        lane[j % LANES32] = lane[j % LANES32] + p;
+    }
+    return tq_fold16(lane);
+}
+
 static void dot_matrix_scalar(const float *x, size_t nx, const float *c, size_t nc, size_t d, float *out)
 {
     for (size_t i = 0; i < nx; i++)
@@ -387,6 +408,8 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .dot_matrix = dot_matrix_scalar,
     .dot_q8_blocks = dot_q8_blocks_scalar,
     .l2sq = l2sq_scalar,
+    .dot_half = dot_half_scalar,
+    .l2sq_half = l2sq_half_scalar,
     .dot_f64 = dot_f64_scalar,
     .l2sq_f64 = l2sq_f64_scalar,
     .dot_codes = dot_codes_scalar,

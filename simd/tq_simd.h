@@ -114,6 +114,12 @@ typedef struct tq_simd_kernels {
     /* Lane-16 sums. */
     float (*dot)(const float *a, const float *b, size_t n);
     float (*l2sq)(const float *a, const float *b, size_t n);
+    /* dot and l2sq of a against b in IEEE half precision: exactly
+     * dot(a, half_to_float(b)) and l2sq(a, half_to_float(b)), in one pass
+     * (re-ranking on fp16 refine data; converting a row first and then
+     * reading it again cost a fifth of a query at d = 4096). */
+    float (*dot_half)(const float *a, const uint16_t *b, size_t n);
+    float (*l2sq_half)(const float *a, const uint16_t *b, size_t n);
     /* Lane-8 double sums over float inputs. */
     double (*dot_f64)(const float *a, const float *b, size_t n);
     double (*l2sq_f64)(const float *a, const float *b, size_t n);

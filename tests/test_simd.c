@@ -104,6 +104,7 @@ static void check_reductions(tq_simd_level level)
     tq_rng r;
     tq_rng_seed(&r, 3);
     float *a = tq_malloc(16384 * sizeof(float)), *b = tq_malloc(16384 * sizeof(float));
+    uint16_t *h = tq_malloc(16384 * sizeof(uint16_t));
     for (size_t s = 0; s < NSIZES; s++)
         for (int extreme = 0; extreme < 2; extreme++) {
             size_t n = sizes[s];
@@ -114,6 +115,15 @@ static void check_reductions(tq_simd_level level)
             cr_assert(same_bits_f(ref->l2sq(a, b, n), k->l2sq(a, b, n)), "l2sq %s n=%zu", lv, n);
             cr_assert(same_bits_d(ref->dot_f64(a, b, n), k->dot_f64(a, b, n)), "dot_f64 %s n=%zu", lv, n);
             cr_assert(same_bits_d(ref->l2sq_f64(a, b, n), k->l2sq_f64(a, b, n)), "l2sq_f64 %s n=%zu", lv, n);
+            /* b in half precision: the one-pass kernels equal widening
+             * first, on every level */
+            ref->float_to_half(b, h, n);
+            ref->half_to_float(h, b, n);
+            const float want_dot = ref->dot(a, b, n), want_l2 = ref->l2sq(a, b, n);
+            cr_assert(same_bits_f(ref->dot_half(a, h, n), want_dot), "scalar dot_half n=%zu", n);
+            cr_assert(same_bits_f(ref->l2sq_half(a, h, n), want_l2), "scalar l2sq_half n=%zu", n);
+            cr_assert(same_bits_f(k->dot_half(a, h, n), want_dot), "dot_half %s n=%zu", lv, n);
+            cr_assert(same_bits_f(k->l2sq_half(a, h, n), want_l2), "l2sq_half %s n=%zu", lv, n);
         }
     /* A sum of signed zeros keeps its sign only if untouched lanes stay
      * untouched: -0 * 1 summed over 3 elements is -0 on every path. */
@@ -124,6 +134,7 @@ static void check_reductions(tq_simd_level level)
     cr_assert(same_bits_f(k->dot(a, b, 3), ref->dot(a, b, 3)), "signed zero dot");
     tq_free(a);
     tq_free(b);
+    tq_free(h);
 }
 
 static void check_quantize_pack(tq_simd_level level)
