@@ -197,6 +197,32 @@ Test(partition, a_narrow_filter_keeps_probing_until_k_rows_pass)
         for (size_t q = 0; q < NQ; q++)
             cr_assert_eq(na[q], 6, "the flat scan finds %zu of the 6 rows", na[q]);
         same_hits(b, nb, a, na, K, "filtered, one partition probed");
+        /* A recall asked for: the first round scans a share of its last
+         * partition (a target whose curve asks for a fraction of one is
+         * picked), and the rest of that partition must still be scanned
+         * when the filter needs more rounds. */
+        o.nprobe = 0;
+        double want = 0.0;
+        for (o.target_recall = 0.30f; o.target_recall < 0.99f; o.target_recall += 0.01f) {
+            want = tq_partition_share(&view, o.target_recall, 10, tq_partition_quality(&view, rerank, 10)) *
+                   view.nlist;
+            if (want - floor(want) > 0.1 && want - floor(want) < 0.9)
+                break;
+        }
+        cr_assert(o.target_recall < 0.99f, "no target asks for a share of a partition");
+        cr_assert_eq(tq_search(tq_flat_codec(flat), &ivf, 1, x, NQ, &o, b, nb, NULL), TQ_OK);
+        /* The same 6 rows (re-ranked at the calibration's depth, so the
+         * scores and their order may differ from the flat scan's). */
+        for (size_t q = 0; q < NQ; q++) {
+            cr_assert_eq(nb[q], 6, "a recall asked for, query %zu: %zu of the 6 rows", q, nb[q]);
+            for (size_t i = 0; i < 6; i++) {
+                bool found = false;
+                for (size_t j = 0; j < 6; j++)
+                    found |= b[q * K + j].id == a[q * K + i].id;
+                cr_assert(found, "a recall asked for, query %zu: row %llu missing", q,
+                          (unsigned long long)a[q * K + i].id);
+            }
+        }
     }
     tq_rows_out_free(&sorted);
     tq_partitioning_free(&part);
