@@ -130,21 +130,18 @@ static void init_table(void)
     best_level = compiled_cap(detect_cpu());
 #ifdef TQ_HAVE_AVX512
     avx512_table = tq_simd_kernels_avx512;
-    if (!cpu_vbmi) {
+    /* What stands in for a kernel that needs an extension the CPU lacks. */
 #ifdef TQ_HAVE_AVX2
-        avx512_table.scan6_block_multi = tq_simd_kernels_avx2.scan6_block_multi;
+    const tq_simd_kernels *below = &tq_simd_kernels_avx2;
 #else
-        avx512_table.scan6_block_multi = tq_simd_kernels_scalar.scan6_block_multi;
+    const tq_simd_kernels *below = &tq_simd_kernels_scalar;
 #endif
+    if (!cpu_vbmi) {
+        avx512_table.scan6_block_multi = below->scan6_block_multi;
         avx512_table.scan6_select = scan6_select_without_vbmi;
     }
-    if (!cpu_vnni) {
-#ifdef TQ_HAVE_AVX2
-        avx512_table.dot_q8_blocks = tq_simd_kernels_avx2.dot_q8_blocks;
-#else
-        avx512_table.dot_q8_blocks = tq_simd_kernels_scalar.dot_q8_blocks;
-#endif
-    }
+    if (!cpu_vnni)
+        avx512_table.dot_q8_blocks = below->dot_q8_blocks;
 #endif
     tq_simd_level want = best_level;
     /* An unusable TQVEC_SIMD cannot be reported from here (the library never

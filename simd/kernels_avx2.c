@@ -251,42 +251,41 @@ static inline __m256 load_halves8(const uint16_t *h, size_t left)
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)part));
 }
 
-static float dot_half_avx2(const float *a, const uint16_t *b, size_t n)
+/* dot_half (l2 false) and l2sq_half (l2 true): the loops of dot_avx2 and
+ * l2sq_avx2, with b widened as it is loaded. */
+static inline __attribute__((always_inline)) __m256 half_term(__m256 x, __m256 y, const bool l2)
+{
+    const __m256 t = l2 ? _mm256_sub_ps(x, y) : x;
+    return _mm256_mul_ps(t, l2 ? t : y);
+}
+
+static inline __attribute__((always_inline)) float half_sum_avx2(const float *a, const uint16_t *b, size_t n,
+                                                                 const bool l2)
 {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(a + i), load_halves8(b + i, 8)));
-        a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), load_halves8(b + i + 8, 8)));
+        a0 = _mm256_add_ps(a0, half_term(_mm256_loadu_ps(a + i), load_halves8(b + i, 8), l2));
+        a1 = _mm256_add_ps(a1, half_term(_mm256_loadu_ps(a + i + 8), load_halves8(b + i + 8, 8), l2));
     }
     if (i < n) {
         const size_t left = n - i, left1 = left > 8 ? left - 8 : 0;
         __m256i m0 = tail_mask8(left), m1 = tail_mask8(left1);
-        __m256 p0 = _mm256_mul_ps(_mm256_maskload_ps(a + i, m0), load_halves8(b + i, left < 8 ? left : 8));
-        __m256 p1 = _mm256_mul_ps(_mm256_maskload_ps(a + i + 8, m1), load_halves8(b + i + 8, left1));
+        __m256 p0 = half_term(_mm256_maskload_ps(a + i, m0), load_halves8(b + i, left < 8 ? left : 8), l2);
+        __m256 p1 = half_term(_mm256_maskload_ps(a + i + 8, m1), load_halves8(b + i + 8, left1), l2);
         lane16_add(&a0, &a1, p0, p1, m0, m1);
     }
     return fold_pair(a0, a1);
 }
 
+static float dot_half_avx2(const float *a, const uint16_t *b, size_t n)
+{
+    return half_sum_avx2(a, b, n, false);
+}
+
 static float l2sq_half_avx2(const float *a, const uint16_t *b, size_t n)
 {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256 t0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), load_halves8(b + i, 8));
-        __m256 t1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), load_halves8(b + i + 8, 8));
-        a0 = _mm256_add_ps(a0, _mm256_mul_ps(t0, t0));
-        a1 = _mm256_add_ps(a1, _mm256_mul_ps(t1, t1));
-    }
-    if (i < n) {
-        const size_t left = n - i, left1 = left > 8 ? left - 8 : 0;
-        __m256i m0 = tail_mask8(left), m1 = tail_mask8(left1);
-        __m256 t0 = _mm256_sub_ps(_mm256_maskload_ps(a + i, m0), load_halves8(b + i, left < 8 ? left : 8));
-        __m256 t1 = _mm256_sub_ps(_mm256_maskload_ps(a + i + 8, m1), load_halves8(b + i + 8, left1));
-        lane16_add(&a0, &a1, _mm256_mul_ps(t0, t0), _mm256_mul_ps(t1, t1), m0, m1);
-    }
-    return fold_pair(a0, a1);
+    return half_sum_avx2(a, b, n, true);
 }
 
 static float l2sq_avx2(const float *a, const float *b, size_t n)

@@ -260,30 +260,31 @@ static inline __m512 load_halves16(const uint16_t *h, __mmask16 m)
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, h));
 }
 
-static float dot_half_avx512(const float *a, const uint16_t *b, size_t n)
+/* dot_half (l2 false) and l2sq_half (l2 true): the loops of dot and
+ * l2sq, with b widened as it is loaded. */
+static inline __attribute__((always_inline)) float half_sum_avx512(const float *a, const uint16_t *b, size_t n,
+                                                                   const bool l2)
 {
     __m512 acc = _mm512_setzero_ps();
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 m = tail_mask16(n - i);
-        __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + i), load_halves16(b + i, m));
-        acc = _mm512_mask_add_ps(acc, m, acc, p);
+        const __m512 x = _mm512_maskz_loadu_ps(m, a + i), y = load_halves16(b + i, m);
+        const __m512 t = l2 ? _mm512_sub_ps(x, y) : x;
+        acc = _mm512_mask_add_ps(acc, m, acc, _mm512_mul_ps(t, l2 ? t : y));
     }
     float lane[16];
     _mm512_storeu_ps(lane, acc);
     return tq_fold16(lane);
 }
 
+static float dot_half_avx512(const float *a, const uint16_t *b, size_t n)
+{
+    return half_sum_avx512(a, b, n, false);
+}
+
 static float l2sq_half_avx512(const float *a, const uint16_t *b, size_t n)
 {
-    __m512 acc = _mm512_setzero_ps();
-    for (size_t i = 0; i < n; i += 16) {
-        __mmask16 m = tail_mask16(n - i);
-        __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), load_halves16(b + i, m));
-        acc = _mm512_mask_add_ps(acc, m, acc, _mm512_mul_ps(t, t));
-    }
-    float lane[16];
-    _mm512_storeu_ps(lane, acc);
-    return tq_fold16(lane);
+    return half_sum_avx512(a, b, n, true);
 }
 
 static double dot_f64_avx512(const float *a, const float *b, size_t n)
