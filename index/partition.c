@@ -70,8 +70,9 @@ uint32_t tq_partition_default_nlist(const tq_codec *c, size_t rows)
      * block is mostly other partitions' rows), nor more centroids than
      * pay: a query scores all nlist (counted as 2d bytes each, as when
      * they were scored in half precision; the 8-bit table is d bytes and
-     * scored several times faster, and the balance has not been fitted
-     * again) and scans about P partitions of n / nlist rows (b code bytes
+     * scored several times faster, yet at a million rows, d = 128, 3,000
+     * and 4,243 partitions answered recall 0.95 no faster than this rule's
+     * 2,121) and scans about P partitions of n / nlist rows (b code bytes
      * each), least in all at nlist = sqrt(P n b / 2d). Centroids within
      * CENTROID_BYTES_MAX are allowed whatever that says. Capping at
      * CENTROID_BYTES_MAX alone made partitions grow with n past a million
