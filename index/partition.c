@@ -91,6 +91,11 @@ uint32_t tq_partition_default_nlist(const tq_codec *c, size_t rows)
     return want < 1.0 ? 1u : (uint32_t)want;
 }
 
+/* The largest magnitude of an 8-bit code, a centroid's (a signed byte) or
+ * the query's (an unsigned byte around 128): symmetric, so that 0 is a
+ * level and both products and sums stay exact in the kernel's 32 bits. */
+#define Q8_MAX 127.0f
+
 /* Scaling each dimension by its own range over the centroids keeps 8 bits
  * of precision in every one (a global scale left the narrow dimensions of
  * uncentered data a few levels); shifting by the midrange uses both signs.
@@ -120,11 +125,11 @@ tq_centroid_table *tq_centroid_table_new(const float *centroids, uint32_t nlist,
         }
         t->mid[j] = 0.5f * lo + 0.5f * hi;
         const float half = 0.5f * hi - 0.5f * lo;
-        t->scale[j] = half > 0.0f && isfinite(half) ? half / 127.0f : 0.0f;
+        t->scale[j] = half > 0.0f && isfinite(half) ? half / Q8_MAX : 0.0f;
         const float inv = t->scale[j] > 0.0f ? 1.0f / t->scale[j] : 0.0f;
         for (uint32_t p = 0; p < nlist; p++) {
             float v = rintf((centroids[(size_t)p * d + j] - t->mid[j]) * inv);
-            v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+            v = v > Q8_MAX ? Q8_MAX : v < -Q8_MAX ? -Q8_MAX : v;
             t->codes[(((size_t)(p / 16) * groups + j / 4) * 16 + p % 16) * 4 + j % 4] = (int8_t)v;
             t->code_sums[p] += (int32_t)v;
         }
@@ -177,7 +182,7 @@ void tq_centroid_dots(const tq_centroid_table *t, const float *query, void *scra
     float most;
     memcpy(&most, &most_bits, 4);
     /* y_j ~ unit (q8_j - 128); padding dimensions 128, times a zero code */
-    const float unit = most > 0.0f ? most / 127.0f : 1.0f, inv = most > 0.0f ? 127.0f / most : 0.0f;
+    const float unit = most > 0.0f ? most / Q8_MAX : 1.0f, inv = most > 0.0f ? Q8_MAX / most : 0.0f;
     const float round = 0x1.8p23f;
     for (uint32_t j = 0; j < d; j++)
         q8[j] = (uint8_t)(128 + (int32_t)((y[j] * inv + round) - round));

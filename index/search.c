@@ -969,9 +969,6 @@ static size_t visit_rows(block_visit *v, size_t nv, uint32_t s, size_t r0, size_
     return nv;
 }
 
-/* The blocks of one round: ranks [from, to) of each group of partitions
- * (and, in the first round, every row of the unpartitioned sets), in row
- * order. */
 /* How a round scans a chosen partition (ps->chosen). */
 enum { PROBE_SKIP, PROBE_WHOLE, PROBE_HEAD, PROBE_TAIL };
 #define PROBE_NONE UINT32_MAX
@@ -985,6 +982,10 @@ static uint32_t partial_group(const probe_state *ps, uint32_t p)
     return g;
 }
 
+/* The blocks of one round: ranks [from, to) of each group of partitions
+ * (the first round's last one only in part when its group asks for a
+ * share; a later round then scans the rest of it), and in the first round
+ * every row of the unpartitioned sets, in row order. */
 static size_t probe_round(const search_job *job, probe_state *ps, bool first_round)
 {
     size_t nv = 0;

@@ -719,10 +719,6 @@ int tq_partition_rows(const tq_codec *c, const tq_rows *rows, uint32_t nlist, ui
                       const bool *stop, tq_partitioning *out, tq_error *err);
 void tq_partitioning_free(tq_partitioning *p);
 tq_partitions tq_partitioning_view(const tq_partitioning *p);
-/* Entries of the dimension-major copy of nlist centroids, and the copy:
- * in half precision (scoring them is a stream through memory, 4 MB a
- * query at a million stored rows in float), scaled by a power of two into
- * half's range, which it returns. */
 /* half_norms[p] = ||centroid p||^2 / 2 as the search computes it. */
 void tq_partition_half_norms(const float *centroids, uint32_t nlist, uint32_t d, float *half_norms);
 /* How near a centroid is to a query from their dot product: larger is

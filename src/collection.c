@@ -161,6 +161,12 @@ static size_t seg_rows(const seg *s)
     return s->sealed ? (size_t)s->file.rows : __atomic_load_n(&s->n, __ATOMIC_ACQUIRE);
 }
 
+/* Rows not deleted (a count that deletions may lower meanwhile). */
+static size_t live_rows_of(const seg *s)
+{
+    return seg_rows(s) - __atomic_load_n(&s->ndeleted, __ATOMIC_RELAXED);
+}
+
 static const char *seg_key(const seg *s, size_t row, uint32_t *len)
 {
     if (s->sealed) {
@@ -490,7 +496,7 @@ static int gather_live(tq_collection *c, seg *const *segs, size_t nsegs, bool wi
      * live row. */
     size_t room = 0;
     for (size_t i = 0; i < nsegs; i++)
-        room += seg_rows(segs[i]) - (with_origin ? 0 : __atomic_load_n(&segs[i]->ndeleted, __ATOMIC_RELAXED));
+        room += with_origin ? seg_rows(segs[i]) : live_rows_of(segs[i]);
     bool ok = tq_rows_out_alloc(k, room, &g->out) == TQ_OK && gathered_names(g, room) &&
               (!with_origin || (g->origin = tq_malloc((room + 1) * sizeof(row_origin))));
     uint8_t *row = tq_malloc(tq_codec_row_bytes(k));
@@ -989,11 +995,6 @@ static int switch_in(tq_collection *c, seg *const *olds, size_t nold, seg *ns, c
     return rc;
 }
 
-static size_t live_rows_of(const seg *s)
-{
-    return seg_rows(s) - __atomic_load_n(&s->ndeleted, __ATOMIC_RELAXED);
-}
-
 /* 0 below F * segment_rows live rows, then one more for each factor F. */
 static unsigned size_class(const tq_collection *c, size_t live)
 {
@@ -1006,20 +1007,27 @@ static unsigned size_class(const tq_collection *c, size_t live)
 
 #define MAX_SIZE_CLASSES 64
 
+/* s's size class for merging, or MAX_SIZE_CLASSES when it takes no part:
+ * a merge of it failed, or nothing in it is live (compaction drops it). */
+static unsigned merge_class(const tq_collection *c, const seg *s)
+{
+    const size_t live = live_rows_of(s);
+    if (__atomic_load_n(&s->merge_failed, __ATOMIC_RELAXED) || !live)
+        return MAX_SIZE_CLASSES;
+    const unsigned cls = size_class(c, live);
+    return cls < MAX_SIZE_CLASSES ? cls : MAX_SIZE_CLASSES - 1;
+}
+
 /* The segments of the merge due, oldest first, into pick (room for every
- * sealed segment); 0 when none is. A segment that a merge failed on, or
- * with nothing live (compaction drops it), takes no part. */
+ * sealed segment); 0 when none is. */
 static size_t pick_merge(const tq_collection *c, const tq_snapshot *snap, seg **pick)
 {
     if (c->opts.merge_factor == SIZE_MAX)
         return 0;
-    size_t members[MAX_SIZE_CLASSES] = {0};
+    size_t members[MAX_SIZE_CLASSES + 1] = {0};
     const size_t nsealed = snap->nsegs - 1;
-    for (size_t i = 0; i < nsealed; i++) {
-        const seg *s = snap->segs[i];
-        if (!__atomic_load_n(&s->merge_failed, __ATOMIC_RELAXED) && live_rows_of(s))
-            members[size_class(c, live_rows_of(s))]++;
-    }
+    for (size_t i = 0; i < nsealed; i++)
+        members[merge_class(c, snap->segs[i])]++;
     const size_t row_bytes = tq_codec_row_bytes(&c->codec);
     for (unsigned cls = 0; cls < MAX_SIZE_CLASSES; cls++) {
         if (members[cls] < c->opts.merge_factor)
@@ -1027,8 +1035,7 @@ static size_t pick_merge(const tq_collection *c, const tq_snapshot *snap, seg **
         size_t n = 0, rows = 0;
         for (size_t i = 0; i < nsealed; i++) {
             seg *s = snap->segs[i];
-            const size_t live = live_rows_of(s);
-            if (__atomic_load_n(&s->merge_failed, __ATOMIC_RELAXED) || !live || size_class(c, live) != cls)
+            if (merge_class(c, s) != cls)
                 continue;
             /* Bounded by the rows it gathers, deleted ones too. */
             if ((rows + seg_rows(s)) * row_bytes > TQ_MERGE_MAX_BYTES || rows + seg_rows(s) > TQ_MAX_SEGMENT_ROWS)
