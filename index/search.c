@@ -769,7 +769,7 @@ static int probe_init(probe_state *ps, const tq_codec *c, const tq_rows *sets, s
         !probe_room((void **)&ps->head_share, &ps->cap_share, nsets, sizeof(float)) ||
         !probe_room((void **)&ps->visits, &ps->cap_visits, nblocks + all + nsets + 1, sizeof(block_visit)) ||
         !probe_room((void **)&ps->scores, &ps->cap_scores, most + 1, sizeof(float)) ||
-        !probe_room(&ps->rank_scratch, &ps->cap_rank, tq_centroid_scratch_bytes((uint32_t)most, c->cfg.d), 1) ||
+        !probe_room(&ps->rank_scratch, &ps->cap_rank, tq_centroid_scratch_bytes((uint32_t)most, c->cfg.d, 1), 1) ||
         !probe_room((void **)&ps->keys, &ps->cap_keys, all + 1, sizeof(uint64_t)) ||
         !probe_room((void **)&ps->chosen, &ps->cap_chosen, all + 1, 1)) {
         probe_free(ps);

@@ -655,12 +655,21 @@ typedef struct tq_centroid_table {
 
 tq_centroid_table *tq_centroid_table_new(const float *centroids, uint32_t nlist, uint32_t d);
 void tq_centroid_table_free(tq_centroid_table *t);
-/* Bytes of the scratch tq_centroid_dots needs at dimension d and nlist. */
-size_t tq_centroid_scratch_bytes(uint32_t nlist, uint32_t d);
+/* Rows tq_centroid_assign sums against the table at once. */
+#define TQ_CENTROID_ROWS 4
+/* Bytes of the scratch tq_centroid_dots (m = 1) or tq_centroid_assign (m
+ * = TQ_CENTROID_ROWS) needs at dimension d and nlist. */
+size_t tq_centroid_scratch_bytes(uint32_t nlist, uint32_t d, size_t m);
 /* out[p] ~ <query, centroid p> for every p < nlist: the query quantized
  * to 8 bits with one scale (the centroids' dimension scales folded in),
  * the integer dot products exact, so every CPU ranks alike. */
 void tq_centroid_dots(const tq_centroid_table *t, const float *query, void *scratch, float *out);
+/* best[i] = the lowest p maximizing <row i, centroid p> - penalty[p]
+ * (penalty NULL: 0; l2 passes the half norms) by the same 8-bit dot
+ * products, for m rows of d floats (how a row is assigned to its
+ * partition): TQ_CENTROID_ROWS rows share each pass over the table. */
+void tq_centroid_assign(const tq_centroid_table *t, const float *rows, size_t m, const float *penalty,
+                        void *scratch, uint32_t *best);
 
 /* A set of rows stored grouped by partition: rows [offsets[p],
  * offsets[p + 1]) are those nearest to centroid p. */

@@ -8,6 +8,7 @@
 
 #include <immintrin.h>
 #include <stdbool.h>
+#include <math.h>
 #include <string.h>
 
 /* All-ones in the first `left` (0..8) dword lanes. */
@@ -216,28 +217,76 @@ static void dot_matrix_avx2(const float *x, size_t nx, const float *c, size_t nc
 /* Without VNNI's byte dot products: both sides widened to 16 bits
  * (vpmaddubsw would saturate at 255 * 127 * 2) and multiplied in pairs;
  * each centroid's two pair sums are added at the end. */
-static void dot_q8_blocks_avx2(const uint8_t *q, const int8_t *t, size_t nblocks, size_t groups, int32_t *out)
+static void dot_q8_blocks_avx2(const uint8_t *queries, size_t nq, const int8_t *t, size_t nblocks, size_t groups,
+                               int32_t *out_all)
 {
-    for (size_t b = 0; b < nblocks; b++) {
-        __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                          _mm256_setzero_si256()};
-        const int8_t *tb = t + b * groups * 64;
-        for (size_t g = 0; g < groups; g++) {
-            int32_t four;
-            memcpy(&four, q + 4 * g, 4);
-            const __m256i qg = _mm256_cvtepu8_epi16(_mm_set1_epi32(four));
-            for (int i = 0; i < 4; i++) {
-                const __m256i c = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(tb + 64 * g + 16 * i)));
-                acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(c, qg));
+    for (size_t i = 0; i < nq; i++) {
+        const uint8_t *q = queries + i * 4 * groups;
+        int32_t *out = out_all + i * 16 * nblocks;
+        for (size_t b = 0; b < nblocks; b++) {
+            __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                              _mm256_setzero_si256()};
+            const int8_t *tb = t + b * groups * 64;
+            for (size_t g = 0; g < groups; g++) {
+                int32_t four;
+                memcpy(&four, q + 4 * g, 4);
+                const __m256i qg = _mm256_cvtepu8_epi16(_mm_set1_epi32(four));
+                for (int j = 0; j < 4; j++) {
+                    const __m256i c =
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(tb + 64 * g + 16 * j)));
+                    acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(c, qg));
+                }
+            }
+            for (int j = 0; j < 4; j++) {
+                int32_t pairs[8];
+                _mm256_storeu_si256((__m256i *)(void *)pairs, acc[j]);
+                for (int l = 0; l < 4; l++)
+                    out[b * 16 + 4 * j + l] = pairs[2 * l] + pairs[2 * l + 1];
             }
         }
-        for (int i = 0; i < 4; i++) {
-            int32_t pairs[8];
-            _mm256_storeu_si256((__m256i *)(void *)pairs, acc[i]);
-            for (int l = 0; l < 4; l++)
-                out[b * 16 + 4 * i + l] = pairs[2 * l] + pairs[2 * l + 1];
+    }
+}
+
+/* As argmax_q8_avx512, eight lanes; a tail's missing scores read as -inf
+ * and never replace. */
+static uint32_t argmax_q8_avx2(const int32_t *dots, const int32_t *sums, const float *penalty, float unit,
+                               size_t n)
+{
+    __m256 most = _mm256_set1_ps(-INFINITY);
+    __m256i best = _mm256_setzero_si256(), at = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 u = _mm256_set1_ps(unit);
+    size_t p = 0;
+    for (; p + 8 <= n; p += 8) {
+        const __m256i x = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(dots + p)),
+                                           _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(sums + p)), 7));
+        __m256 s = _mm256_mul_ps(u, _mm256_cvtepi32_ps(x));
+        if (penalty)
+            s = _mm256_sub_ps(s, _mm256_loadu_ps(penalty + p));
+        const __m256 up = _mm256_cmp_ps(s, most, _CMP_GT_OQ);
+        most = _mm256_blendv_ps(most, s, up);
+        best = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best), _mm256_castsi256_ps(at), up));
+        at = _mm256_add_epi32(at, _mm256_set1_epi32(8));
+    }
+    float lane_most[8];
+    uint32_t lane_best[8];
+    _mm256_storeu_ps(lane_most, most);
+    _mm256_storeu_si256((__m256i *)(void *)lane_best, best);
+    /* The tail in order, as the scalar loop would meet it after the lanes. */
+    float top = -INFINITY;
+    uint32_t where = 0;
+    for (int l = 0; l < 8; l++)
+        if (lane_most[l] > top || (lane_most[l] == top && lane_best[l] < where)) {
+            top = lane_most[l];
+            where = lane_best[l];
+        }
+    for (; p < n; p++) {
+        const float s = unit * (float)(dots[p] - 128 * sums[p]) - (penalty ? penalty[p] : 0.0f);
+        if (s > top) {
+            top = s;
+            where = (uint32_t)p;
         }
     }
+    return where;
 }
 
 /* Eight halves widened exactly (F16C); a tail's missing ones read as +0
@@ -728,6 +777,7 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .dot = dot_avx2,
     .dot_matrix = dot_matrix_avx2,
     .dot_q8_blocks = dot_q8_blocks_avx2,
+    .argmax_q8 = argmax_q8_avx2,
     .l2sq = l2sq_avx2,
     .dot_half = dot_half_avx2,
     .l2sq_half = l2sq_half_avx2,

@@ -19,6 +19,7 @@
 
 #include <immintrin.h>
 #include <stdbool.h>
+#include <math.h>
 #include <string.h>
 
 static inline __mmask16 tail_mask16(size_t left)
@@ -206,39 +207,93 @@ static void dot_matrix_avx512(const float *x, size_t nx, const float *c, size_t 
 }
 
 /* VNNI: one vpdpbusd adds four byte products to each of 16 lanes; four
- * blocks at a time share the query's broadcast and keep four sums in
- * flight. Without VNNI the dispatcher takes the AVX2 kernel instead. */
-__attribute__((target("avx512vnni"))) static void dot_q8_blocks_vnni(const uint8_t *q, const int8_t *t,
-                                                                    size_t nblocks, size_t groups, int32_t *out)
+ * blocks at a time keep four sums in flight for each of up to four queries
+ * (16 accumulators), so each table load serves every query. Without VNNI
+ * the dispatcher takes the AVX2 kernel instead. */
+__attribute__((target("avx512vnni"))) static inline __attribute__((always_inline)) void
+dot_q8_queries_vnni(const uint8_t *q, const size_t NQ, const int8_t *t, size_t nblocks, size_t groups, int32_t *out)
 {
+    const size_t qbytes = 4 * groups, ostride = 16 * nblocks;
     size_t b = 0;
     for (; b + 4 <= nblocks; b += 4) {
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-        const int8_t *t0 = t + b * groups * 64, *t1 = t0 + groups * 64, *t2 = t1 + groups * 64, *t3 = t2 + groups * 64;
-        for (size_t g = 0; g < groups; g++) {
-            int32_t four;
-            memcpy(&four, q + 4 * g, 4);
-            const __m512i qg = _mm512_set1_epi32(four);
-            a0 = _mm512_dpbusd_epi32(a0, qg, _mm512_loadu_si512(t0 + 64 * g));
-            a1 = _mm512_dpbusd_epi32(a1, qg, _mm512_loadu_si512(t1 + 64 * g));
-            a2 = _mm512_dpbusd_epi32(a2, qg, _mm512_loadu_si512(t2 + 64 * g));
-            a3 = _mm512_dpbusd_epi32(a3, qg, _mm512_loadu_si512(t3 + 64 * g));
-        }
-        _mm512_storeu_si512(out + b * 16, a0);
-        _mm512_storeu_si512(out + b * 16 + 16, a1);
-        _mm512_storeu_si512(out + b * 16 + 32, a2);
-        _mm512_storeu_si512(out + b * 16 + 48, a3);
-    }
-    for (; b < nblocks; b++) {
-        __m512i a = _mm512_setzero_si512();
+        __m512i acc[4][4];
+        for (size_t i = 0; i < NQ; i++)
+            for (int j = 0; j < 4; j++)
+                acc[i][j] = _mm512_setzero_si512();
         const int8_t *tb = t + b * groups * 64;
         for (size_t g = 0; g < groups; g++) {
-            int32_t four;
-            memcpy(&four, q + 4 * g, 4);
-            a = _mm512_dpbusd_epi32(a, _mm512_set1_epi32(four), _mm512_loadu_si512(tb + 64 * g));
+            __m512i c[4];
+            for (int j = 0; j < 4; j++)
+                c[j] = _mm512_loadu_si512(tb + (size_t)j * groups * 64 + 64 * g);
+            for (size_t i = 0; i < NQ; i++) {
+                int32_t four;
+                memcpy(&four, q + i * qbytes + 4 * g, 4);
+                const __m512i qg = _mm512_set1_epi32(four);
+                for (int j = 0; j < 4; j++)
+                    acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], qg, c[j]);
+            }
         }
-        _mm512_storeu_si512(out + b * 16, a);
+        for (size_t i = 0; i < NQ; i++)
+            for (int j = 0; j < 4; j++)
+                _mm512_storeu_si512(out + i * ostride + (b + (size_t)j) * 16, acc[i][j]);
     }
+    for (; b < nblocks; b++) {
+        __m512i acc[4];
+        for (size_t i = 0; i < NQ; i++)
+            acc[i] = _mm512_setzero_si512();
+        const int8_t *tb = t + b * groups * 64;
+        for (size_t g = 0; g < groups; g++) {
+            const __m512i c = _mm512_loadu_si512(tb + 64 * g);
+            for (size_t i = 0; i < NQ; i++) {
+                int32_t four;
+                memcpy(&four, q + i * qbytes + 4 * g, 4);
+                acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_set1_epi32(four), c);
+            }
+        }
+        for (size_t i = 0; i < NQ; i++)
+            _mm512_storeu_si512(out + i * ostride + b * 16, acc[i]);
+    }
+}
+
+__attribute__((target("avx512vnni"))) static void dot_q8_blocks_vnni(const uint8_t *q, size_t nq, const int8_t *t,
+                                                                    size_t nblocks, size_t groups, int32_t *out)
+{
+    for (size_t i0 = 0; i0 < nq; i0 += 4) {
+        const uint8_t *qi = q + i0 * 4 * groups;
+        int32_t *oi = out + i0 * 16 * nblocks;
+        switch (nq - i0) {
+        case 1: dot_q8_queries_vnni(qi, 1, t, nblocks, groups, oi); break;
+        case 2: dot_q8_queries_vnni(qi, 2, t, nblocks, groups, oi); break;
+        case 3: dot_q8_queries_vnni(qi, 3, t, nblocks, groups, oi); break;
+        default: dot_q8_queries_vnni(qi, 4, t, nblocks, groups, oi); break;
+        }
+    }
+}
+
+/* Each lane keeps the first of its largest scores (strictly greater
+ * replaces), so the lowest index among the lanes holding the maximum is
+ * the scalar loop's answer. */
+static uint32_t argmax_q8_avx512(const int32_t *dots, const int32_t *sums, const float *penalty, float unit,
+                                 size_t n)
+{
+    __m512 most = _mm512_set1_ps(-INFINITY);
+    __m512i best = _mm512_setzero_si512(), at = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512 u = _mm512_set1_ps(unit);
+    for (size_t p = 0; p < n; p += 16) {
+        const __mmask16 m = tail_mask16(n - p);
+        const __m512i x = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, dots + p),
+                                           _mm512_slli_epi32(_mm512_maskz_loadu_epi32(m, sums + p), 7));
+        __m512 s = _mm512_mul_ps(u, _mm512_cvtepi32_ps(x));
+        if (penalty)
+            s = _mm512_sub_ps(s, _mm512_maskz_loadu_ps(m, penalty + p));
+        const __mmask16 up = _mm512_mask_cmp_ps_mask(m, s, most, _CMP_GT_OQ);
+        most = _mm512_mask_mov_ps(most, up, s);
+        best = _mm512_mask_mov_epi32(best, up, at);
+        at = _mm512_add_epi32(at, _mm512_set1_epi32(16));
+    }
+    const float top = _mm512_reduce_max_ps(most);
+    const __mmask16 holders = _mm512_cmp_ps_mask(most, _mm512_set1_ps(top), _CMP_EQ_OQ);
+    return holders ? (uint32_t)_mm512_mask_reduce_min_epu32(holders, best) : 0;
 }
 
 static float l2sq_avx512(const float *a, const float *b, size_t n)
@@ -810,6 +865,7 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .dot = dot_avx512,
     .dot_matrix = dot_matrix_avx512,
     .dot_q8_blocks = dot_q8_blocks_vnni,
+    .argmax_q8 = argmax_q8_avx512,
     .l2sq = l2sq_avx512,
     .dot_half = dot_half_avx512,
     .l2sq_half = l2sq_half_avx512,

@@ -7,6 +7,7 @@
  */
 #include "tq_simd.h"
 
+#include <math.h>
 #include <string.h>
 
 #define LANES32 16
@@ -121,16 +122,33 @@ static void dot_matrix_scalar(const float *x, size_t nx, const float *c, size_t 
             out[i * nc + j] = dot_scalar(x + i * d, c + j * d, d);
 }
 
-static void dot_q8_blocks_scalar(const uint8_t *q, const int8_t *t, size_t nblocks, size_t groups, int32_t *out)
+static void dot_q8_blocks_scalar(const uint8_t *q, size_t nq, const int8_t *t, size_t nblocks, size_t groups,
+                                 int32_t *out)
 {
-    for (size_t b = 0; b < nblocks; b++)
-        for (int l = 0; l < 16; l++) {
-            int32_t acc = 0;
-            for (size_t g = 0; g < groups; g++)
-                for (int r = 0; r < 4; r++)
-                    acc += (int32_t)q[4 * g + r] * t[((b * groups + g) * 16 + l) * 4 + r];
-            out[b * 16 + l] = acc;
+    for (size_t i = 0; i < nq; i++)
+        for (size_t b = 0; b < nblocks; b++)
+            for (int l = 0; l < 16; l++) {
+                int32_t acc = 0;
+                for (size_t g = 0; g < groups; g++)
+                    for (int r = 0; r < 4; r++)
+                        acc += (int32_t)q[i * 4 * groups + 4 * g + r] * t[((b * groups + g) * 16 + l) * 4 + r];
+                out[i * 16 * nblocks + b * 16 + l] = acc;
+            }
+}
+
+static uint32_t argmax_q8_scalar(const int32_t *dots, const int32_t *sums, const float *penalty, float unit,
+                                 size_t n)
+{
+    uint32_t best = 0;
+    float most = -INFINITY;
+    for (size_t p = 0; p < n; p++) {
+        const float s = unit * (float)(dots[p] - 128 * sums[p]) - (penalty ? penalty[p] : 0.0f);
+        if (s > most) {
+            most = s;
+            best = (uint32_t)p;
         }
+    }
+    return best;
 }
 
 static double dot_f64_scalar(const float *a, const float *b, size_t n)
@@ -407,6 +425,7 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .dot = dot_scalar,
     .dot_matrix = dot_matrix_scalar,
     .dot_q8_blocks = dot_q8_blocks_scalar,
+    .argmax_q8 = argmax_q8_scalar,
     .l2sq = l2sq_scalar,
     .dot_half = dot_half_scalar,
     .l2sq_half = l2sq_half_scalar,

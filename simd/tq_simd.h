@@ -133,8 +133,16 @@ typedef struct tq_simd_kernels {
      * summed exactly in 32 bits (|t| <= 127 keeps every sum of d <= 16384
      * terms in range): one 8-bit query against nblocks blocks of 16 8-bit
      * vectors stored four dimensions at a time, so every lane sums one
-     * vector (how a query ranks the partition centroids). */
-    void (*dot_q8_blocks)(const uint8_t *q, const int8_t *t, size_t nblocks, size_t groups, int32_t *out);
+     * vector (how a query ranks the partition centroids). nq queries at
+     * once, 4 groups bytes each back to back, query i's sums at out + i 16
+     * nblocks: each loaded table byte serves them all (assigning rows to
+     * partitions, where the table streams from L2 for every row). */
+    void (*dot_q8_blocks)(const uint8_t *q, size_t nq, const int8_t *t, size_t nblocks, size_t groups, int32_t *out);
+    /* The lowest p < n maximizing unit * (float)(dots[p] - 128 sums[p]) -
+     * penalty[p] (penalty NULL: 0), each score the same two roundings on
+     * every path (0 if n is 0): the best of dot_q8_blocks' sums, as a row
+     * is assigned to its partition. */
+    uint32_t (*argmax_q8)(const int32_t *dots, const int32_t *sums, const float *penalty, float unit, size_t n);
     /* For each of nrows rows of packed b-bit codes (b in 1..4), spaced
      * stride bytes apart: out[r] = lane-16 sum over j < d of
      * q[j] * table[code_rj]. table has 16 entries (unused ones ignored). */

@@ -100,8 +100,12 @@ Test(partition, probing_every_partition_is_the_flat_scan)
     tq_free(x);
 }
 
-/* The clustering: each row sits in the partition of its best centroid by
- * the metric's score, every row exactly once, the same on every level. */
+/* The clustering: each row sits in the partition its 8-bit ranking puts
+ * first (ties to the lower), every row exactly once, the same on every
+ * level; and that is the centroid nearest in float for at least nine rows
+ * in ten, the others' within 1 % of the best score (the 8-bit ranking
+ * swaps only near ties: ip, 50 partitions of 20 clusters, had 140 of 3,000
+ * rows in a partition up to 0.5 % short of their best). */
 Test(partition, rows_go_to_their_nearest_centroid_on_every_level)
 {
     float *x = clustered(N, 2);
@@ -119,25 +123,38 @@ Test(partition, rows_go_to_their_nearest_centroid_on_every_level)
         bool *seen = tq_calloc(N, 1);
         tq_encode_scratch s;
         cr_assert_eq(tq_encode_scratch_init(&s, D), 0);
+        void *scratch = tq_malloc(tq_centroid_scratch_bytes(50, D, 1));
+        const float *penalty = metric == TQ_METRIC_L2 ? want.half_norms : NULL;
         float v[D];
+        size_t nearest = 0;
+        float worst = 0;
         for (uint32_t p = 0; p < 50; p++)
             for (uint32_t i = want.offsets[p]; i < want.offsets[p + 1]; i++) {
                 const uint32_t row = want.order[i];
                 cr_assert(row < N && !seen[row], "row %u placed twice or out of range", row);
                 seen[row] = true;
-                /* The partition's centroid scores best (ties to the lower). */
                 tq_codec_reconstruct(tq_flat_codec(f), &rows, row, &s, v);
+                uint32_t first;
+                tq_centroid_assign(want.table, v, 1, penalty, scratch, &first);
+                cr_assert_eq(first, p, "metric %d: row %u is in partition %u, its ranking puts %u first", metric,
+                             row, p, first);
                 const tq_simd_kernels *k = tq_simd();
                 const float mine = tq_partition_score((tq_metric)metric, k->dot(v, want.centroids + p * D, D),
                                                       want.half_norms[p]);
+                float top = mine;
                 for (uint32_t o = 0; o < 50; o++) {
-                    const float other = tq_partition_score((tq_metric)metric, k->dot(v, want.centroids + o * D, D),
-                                                           want.half_norms[o]);
-                    cr_assert(other < mine || (other == mine && o >= p),
-                              "metric %d: row %u is in partition %u but centroid %u scores %.9g > %.9g", metric, row,
-                              p, o, (double)other, (double)mine);
+                    const float sc = tq_partition_score((tq_metric)metric, k->dot(v, want.centroids + o * D, D),
+                                                        want.half_norms[o]);
+                    top = sc > top ? sc : top;
                 }
+                nearest += top == mine;
+                worst = fmaxf(worst, (top - mine) / fabsf(top));
             }
+        cr_assert(nearest >= N - N / 10, "metric %d: %zu of %d rows lie in the partition nearest in float", metric,
+                  nearest, N);
+        cr_assert(worst <= 0.01f, "metric %d: a row's partition scores %.4f below the best in float", metric,
+                  (double)worst);
+        tq_free(scratch);
         for (int level = TQ_SIMD_AVX2; level <= TQ_SIMD_AVX512; level++) {
             if (tq_simd_force((tq_simd_level)level))
                 continue; /* the CPU lacks it */
@@ -321,7 +338,7 @@ Test(partition, the_centroid_table_ranks_within_its_rounding)
         q[j] = (float)(50.0 + tq_rng_gauss(&r));
     tq_centroid_table *t = tq_centroid_table_new(c, NLIST, DD);
     cr_assert_not_null(t);
-    void *scratch = tq_malloc(tq_centroid_scratch_bytes(NLIST, DD));
+    void *scratch = tq_malloc(tq_centroid_scratch_bytes(NLIST, DD, 1));
     float got[NLIST], first[NLIST];
     double most = 0.0, bound = 0.0;
     for (size_t j = 0; j < DD; j++)

@@ -46,10 +46,12 @@ static void unload(dataset *ds)
 
 /* recall@10 of an index of the base searched with sp; partitioned first
  * (default partitions) when `partition`. */
-static double recall_with(const dataset *ds, tqvec_metric metric, int bits, tqvec_refine refine, bool partition,
-                          const tqvec_search_params *sp)
+/* recall@10 of an index of the base vectors (seed 0: the default), partitioned or not. */
+static double recall_seeded(const dataset *ds, tqvec_metric metric, int bits, tqvec_refine refine, bool partition,
+                            const tqvec_search_params *sp, uint64_t seed)
 {
-    tqvec_index_options o = {.dim = (uint32_t)ds->base.d, .metric = metric, .bits = bits, .refine = refine};
+    tqvec_index_options o = {.dim = (uint32_t)ds->base.d, .metric = metric, .bits = bits, .refine = refine,
+                             .seed = seed};
     tqvec_index *ix;
     tqvec_error err;
     cr_assert_eq(tqvec_index_create(&o, &ix, &err), TQVEC_OK, "%s", err.message);
@@ -69,6 +71,12 @@ static double recall_with(const dataset *ds, tqvec_metric metric, int bits, tqve
     }
     tqvec_index_free(ix);
     return (double)found / (10.0 * (double)ds->queries.n);
+}
+
+static double recall_with(const dataset *ds, tqvec_metric metric, int bits, tqvec_refine refine, bool partition,
+                          const tqvec_search_params *sp)
+{
+    return recall_seeded(ds, metric, bits, refine, partition, sp, 0);
 }
 
 static double recall_at_10(const dataset *ds, tqvec_metric metric, int bits, uint32_t rerank, tqvec_refine refine)
@@ -635,8 +643,11 @@ Test(search, largest_dimension_at_every_width)
  * when partitioning picks the partitions): the recall reached lands within
  * 0.02 of 0.95 and 0.98 on the shared sets (lower targets overshoot on
  * sets this small: a partition is already a large share of their rows).
- * Probing every partition reaches the full scan's recall. */
-static void check_calibration(const char *name, tqvec_metric metric, size_t max_queries)
+ * Probing every partition reaches the full scan's recall. The recall
+ * reached is the mean over `seeds` rotations and partitionings: on
+ * siftsmall's 100 queries it moves with the seed alone (0.948 to 0.974 at
+ * 0.95 over six seeds, the mean 0.961), more than the target allows. */
+static void check_calibration(const char *name, tqvec_metric metric, size_t max_queries, unsigned seeds)
 {
     dataset ds = {0};
     if (!load(name, max_queries, &ds))
@@ -649,7 +660,9 @@ static void check_calibration(const char *name, tqvec_metric metric, size_t max_
     static const float targets[] = {0.95f, 0.98f};
     for (int i = 0; i < 2; i++) {
         const tqvec_search_params sp = {.k = 10, .target_recall = targets[i]};
-        const double got = recall_with(&ds, metric, 4, TQVEC_REFINE_FP16, true, &sp);
+        double got = 0;
+        for (unsigned seed = 1; seed <= seeds; seed++)
+            got += recall_seeded(&ds, metric, 4, TQVEC_REFINE_FP16, true, &sp, seeds > 1 ? seed : 0) / seeds;
         cr_log_info("%s: target %.2f reached %.4f (full scan %.4f)", name, (double)targets[i], got, full);
         cr_assert(fabs(got - (double)targets[i]) <= 0.02, "%s: asked for recall %.2f, reached %.4f", name,
                   (double)targets[i], got);
@@ -657,9 +670,9 @@ static void check_calibration(const char *name, tqvec_metric metric, size_t max_
     unload(&ds);
 }
 
-Test(calibration, siftsmall) { check_calibration("siftsmall", TQVEC_METRIC_L2, 0); }
-Test(calibration, fashion_mnist) { check_calibration("fashion-mnist", TQVEC_METRIC_L2, 2000); }
-Test(calibration, glove_50) { check_calibration("glove-50", TQVEC_METRIC_COSINE, 2000); }
+Test(calibration, siftsmall) { check_calibration("siftsmall", TQVEC_METRIC_L2, 0, 4); }
+Test(calibration, fashion_mnist) { check_calibration("fashion-mnist", TQVEC_METRIC_L2, 2000, 1); }
+Test(calibration, glove_50) { check_calibration("glove-50", TQVEC_METRIC_COSINE, 2000, 1); }
 
 /* A store of several partitioned segments searched for a target recall
  * lands within 0.02 of it: each segment holds about a fifth of a query's

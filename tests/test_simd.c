@@ -303,42 +303,97 @@ static void check_dot_matrix(tq_simd_level level)
     tq_free(got);
 }
 
-/* One 8-bit query against blocks of 16 8-bit vectors, four dimensions at
- * a time: every level gives each lane's exact integer sum, with the
- * extremes (255 times -127 in every term) at the longest dimension. */
+/* 8-bit queries against blocks of 16 8-bit vectors, four dimensions at a
+ * time: every level gives each lane's exact integer sum, one to six
+ * queries at once (the kernels take them by fours), with the extremes (255
+ * times -127 in every term) at the longest dimension. */
 static void check_dot_q8_blocks(tq_simd_level level)
 {
     const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
     static const size_t dims[] = {1, 2, 7, 16, 50, 100, 384, 16384};
     tq_rng r;
     tq_rng_seed(&r, 12);
-    const size_t most = 7; /* blocks: whole groups of 4 and remainders */
-    uint8_t *q = tq_malloc(16384);
+    enum { most = 7, most_q = 6 }; /* blocks: whole groups of 4 and remainders */
+    uint8_t *q = tq_malloc(most_q * 16384);
     int8_t *t = tq_malloc(most * 16384 * 16);
-    int32_t want[7 * 16], got[7 * 16];
+    int32_t *want = tq_malloc(most_q * most * 16 * sizeof(int32_t)), *got = tq_malloc(most_q * most * 16 * sizeof(int32_t));
     for (size_t s = 0; s < sizeof(dims) / sizeof(dims[0]); s++)
         for (int extreme = 0; extreme < 2; extreme++) {
             const size_t d = dims[s], groups = (d + 3) / 4;
-            for (size_t j = 0; j < 4 * groups; j++)
+            for (size_t j = 0; j < most_q * 4 * groups; j++)
                 q[j] = extreme ? 255 : (uint8_t)(tq_rng_next(&r) & 255);
             for (size_t i = 0; i < most * groups * 64; i++)
                 t[i] = extreme ? (int8_t)(i % 2 ? -127 : 127) : (int8_t)((int)(tq_rng_next(&r) % 255) - 127);
-            for (size_t nb = 1; nb <= most; nb++) {
-                ref->dot_q8_blocks(q, t, nb, groups, want);
-                k->dot_q8_blocks(q, t, nb, groups, got);
-                for (size_t i = 0; i < nb * 16; i++) {
-                    int64_t exact = 0;
-                    for (size_t j = 0; j < 4 * groups; j++)
-                        exact += (int64_t)q[j] * t[(((i / 16) * groups + j / 4) * 16 + i % 16) * 4 + j % 4];
-                    cr_assert_eq(want[i], exact, "scalar dot_q8_blocks d=%zu lane %zu: %d, exactly %lld", d, i,
-                                 want[i], (long long)exact);
-                    cr_assert_eq(got[i], want[i], "dot_q8_blocks %s d=%zu blocks %zu lane %zu: %d vs scalar %d",
-                                 tq_simd_level_name(level), d, nb, i, got[i], want[i]);
+            for (size_t nq = 1; nq <= most_q; nq++)
+                for (size_t nb = 1; nb <= most; nb++) {
+                    ref->dot_q8_blocks(q, nq, t, nb, groups, want);
+                    k->dot_q8_blocks(q, nq, t, nb, groups, got);
+                    for (size_t i = 0; i < nq * nb * 16; i++) {
+                        const size_t qi = i / (nb * 16), lane = i % (nb * 16);
+                        int64_t exact = 0;
+                        for (size_t j = 0; j < 4 * groups; j++)
+                            exact += (int64_t)q[qi * 4 * groups + j] *
+                                     t[(((lane / 16) * groups + j / 4) * 16 + lane % 16) * 4 + j % 4];
+                        cr_assert_eq(want[i], exact, "scalar dot_q8_blocks d=%zu query %zu lane %zu: %d, exactly %lld",
+                                     d, qi, lane, want[i], (long long)exact);
+                        cr_assert_eq(got[i], want[i],
+                                     "dot_q8_blocks %s d=%zu queries %zu blocks %zu query %zu lane %zu: %d vs scalar %d",
+                                     tq_simd_level_name(level), d, nq, nb, qi, lane, got[i], want[i]);
+                    }
                 }
-            }
         }
     tq_free(q);
     tq_free(t);
+    tq_free(want);
+    tq_free(got);
+}
+
+/* The best of a block's 8-bit sums: every level picks the scalar loop's
+ * index, ties to the lowest, with and without a penalty, at lengths around
+ * the vector widths, with runs of equal scores and far-apart extremes. */
+static void check_argmax_q8(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    enum { most = 300 };
+    static const size_t lengths[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 255, most};
+    int32_t dots[most], sums[most];
+    float penalty[most];
+    tq_rng r;
+    tq_rng_seed(&r, 13);
+    for (int trial = 0; trial < 200; trial++) {
+        /* few distinct values (trial % 3 == 0) make ties common */
+        const uint32_t spread = trial % 3 == 0 ? 4 : 1u << 20;
+        for (size_t i = 0; i < most; i++) {
+            dots[i] = (int32_t)(tq_rng_next(&r) % spread) - (int32_t)(spread / 2);
+            sums[i] = trial % 3 == 0 ? 0 : (int32_t)(tq_rng_next(&r) % 4096) - 2048;
+            penalty[i] = trial % 3 == 0 ? 0.5f * (float)(tq_rng_next(&r) % 2) : (float)tq_rng_gauss(&r) * 1000.0f;
+        }
+        if (trial % 5 == 1) /* the extremes the kernel's range allows */
+            for (size_t i = 0; i < most; i++) {
+                dots[i] = i % 2 ? 255 * 127 * 16384 : -255 * 127 * 16384;
+                sums[i] = i % 3 ? 127 * 16384 : -127 * 16384;
+            }
+        const float unit = trial % 2 ? 0.001f : 3.5f;
+        for (size_t s = 0; s < sizeof(lengths) / sizeof(lengths[0]); s++)
+            for (int with = 0; with < 2; with++) {
+                const size_t n = lengths[s];
+                const float *pen = with ? penalty : NULL;
+                const uint32_t want = ref->argmax_q8(dots, sums, pen, unit, n);
+                uint32_t exact = 0;
+                float top = -INFINITY;
+                for (size_t i = 0; i < n; i++) {
+                    const float sc = unit * (float)(dots[i] - 128 * sums[i]) - (pen ? pen[i] : 0.0f);
+                    if (sc > top) {
+                        top = sc;
+                        exact = (uint32_t)i;
+                    }
+                }
+                cr_assert_eq(want, exact, "scalar argmax_q8 n=%zu: %u, not %u", n, want, exact);
+                const uint32_t got = k->argmax_q8(dots, sums, pen, unit, n);
+                cr_assert_eq(got, want, "argmax_q8 %s trial %d n=%zu penalty %d: %u vs scalar %u",
+                             tq_simd_level_name(level), trial, n, with, got, want);
+            }
+    }
 }
 
 /* Every half value to float, and float bit patterns across every exponent
@@ -739,6 +794,7 @@ static void check_scan_select(tq_simd_level level)
     Test(checkasm_##name, nibble_dot) { check_nibble_dot(level); }                                  \
     Test(checkasm_##name, dot_matrix) { check_dot_matrix(level); }                                  \
     Test(checkasm_##name, dot_q8_blocks) { check_dot_q8_blocks(level); }                            \
+    Test(checkasm_##name, argmax_q8) { check_argmax_q8(level); }                                    \
     Test(checkasm_##name, half) { check_half(level); }
 
 LEVEL_TESTS(avx2, TQ_SIMD_AVX2)
