@@ -487,6 +487,7 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
     float *half_sq = tq_malloc(slab * sizeof(float)), *best = tq_malloc(nq * CALIBRATION_K * sizeof(float));
     float *dots = tq_malloc((size_t)nparts * CALIB_QUERY_BLOCK * CALIB_ROW_BLOCK * sizeof(float));
     float *cscore = tq_malloc(nlist * sizeof(float));
+    void *rank_scratch = tq_malloc(tq_centroid_scratch_bytes(nlist, d, 1));
     uint32_t *qrow = tq_malloc(nq * sizeof(uint32_t)), *best_row = tq_malloc(nq * CALIBRATION_K * sizeof(uint32_t));
     uint32_t *which = tq_malloc(slab * sizeof(uint32_t));
     /* hist[j * (nlist + 1) + r]: the j-th neighbours whose partition ranks r. */
@@ -494,8 +495,8 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
     tq_hit *found = tq_malloc(nq * CALIB_DEPTH_HITS * sizeof(tq_hit));
     size_t *nfound = tq_malloc(nq * sizeof(size_t));
     int rc = TQ_ENOMEM;
-    if (!q || !x || !half_sq || !best || !dots || !cscore || !qrow || !best_row || !which || !hist || !found ||
-        !nfound)
+    if (!q || !x || !half_sq || !best || !dots || !cscore || !rank_scratch || !qrow || !best_row || !which ||
+        !hist || !found || !nfound)
         goto done;
     /* Distinct sample rows, seeded (a stream of its own). */
     tq_rng rng;
@@ -529,11 +530,12 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
         job.m = m;
         tq_pool_run(job.nparts, calib_part, &job);
     }
-    /* Where each neighbour's partition ranks for its query: the count of
-     * partitions ranked ahead of it (score, then lower index). */
+    /* Where each neighbour's partition ranks for its query, by the 8-bit
+     * centroids as the search ranks: the count of partitions ranked ahead
+     * of it (score, then lower index). */
     uint64_t pairs[CALIBRATION_K] = {0};
     for (size_t i = 0; i < nq; i++) {
-        k->dot_matrix(q + i * d, 1, out->centroids, nlist, d, cscore);
+        tq_centroid_dots(out->table, q + i * d, rank_scratch, cscore);
         for (uint32_t p = 0; p < nlist; p++)
             cscore[p] = tq_partition_score(c->cfg.metric, cscore[p], out->half_norms[p]);
         for (size_t j = 0; j < CALIBRATION_K; j++) {
@@ -628,6 +630,7 @@ done:
     tq_free(best);
     tq_free(dots);
     tq_free(cscore);
+    tq_free(rank_scratch);
     tq_free(qrow);
     tq_free(best_row);
     tq_free(which);
