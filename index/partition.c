@@ -297,14 +297,14 @@ typedef struct assign_job {
     size_t n;
     const float *centroids;
     float *half_norms;       /* nlist: refreshed by each pass */
-    tq_centroid_table *table; /* the centroids in 8 bits: rebuilt by each pass */
+    tq_centroid_table *table; /* the centroids in 8 bits: rebuilt whenever they move */
     uint32_t *assign;        /* n */
     uint8_t *scratch;        /* nparts * assign_scratch_bytes() */
     unsigned nparts;
     const bool *stop;        /* checked every ROW_CHUNK rows (see tq_partition_rows) */
 } assign_job;
 
-/* One part's scratch (tq_centroid_best's), a whole number of cache lines. */
+/* One part's scratch (tq_centroid_assign's), a whole number of cache lines. */
 static size_t assign_scratch_bytes(uint32_t nlist, uint32_t d)
 {
     return (tq_centroid_scratch_bytes(nlist, d, TQ_CENTROID_ROWS) + 63) / 64 * 64;

@@ -124,9 +124,10 @@ typedef struct tq_simd_kernels {
     double (*dot_f64)(const float *a, const float *b, size_t n);
     double (*l2sq_f64)(const float *a, const float *b, size_t n);
     /* out[i * nc + j] = dot(x + i d, c + j d, d), bit for bit, for i < nx
-     * and j < nc: every pair of a set of vectors and a set of centroids
-     * (partition training and assignment), register-blocked so that each
-     * loaded vector serves several products. */
+     * and j < nc: every pair of two sets of vectors (a partitioning's
+     * calibration: sample rows against every row, for their exact
+     * neighbours), register-blocked so that each loaded vector serves
+     * several products. */
     void (*dot_matrix)(const float *x, size_t nx, const float *c, size_t nc, size_t d, float *out);
     /* out[16 b + l] = sum over g < groups and r < 4 of q[4 g + r] *
      * t[(b groups + g) 64 + 4 l + r], unsigned bytes times signed ones
