@@ -583,7 +583,7 @@ static size_t finish_query(const search_job *job, const float *query, const tq_q
      * re-ranking a superset of stage 2's k' on finer data loses nothing
      * stage 2 would have kept. */
     const bool straight_to_refine = refines_all(opts);
-    if (opts->scorer == TQ_SCORER_LUT && !straight_to_refine) {
+    if (opts->scorer == TQ_SCORER_LUT && !straight_to_refine && !opts->first_stage) {
         tq_topk_reset(mid);
         for (size_t i = 0; i < nfirst; i++)
             tq_topk_push(mid, first[i].id, float_key(c, pq, find_row(job, first[i].id)));

@@ -468,6 +468,9 @@ typedef struct tq_search_opts {
                             query (more while fewer than k rows pass); 0 = every row */
     float target_recall; /* in (0, 1]: probe as many partitions as the sets' probe curves say
                             that recall needs (nprobe is then not used); 0 = off */
+    bool first_stage;    /* the LUT scorer's first-stage candidates, ranked by their 7-bit
+                            keys as a re-rank receives them (no float-table stage): the
+                            calibration's view of what a re-rank of some depth keeps */
 } tq_search_opts;
 
 /* ----------------------------------------------------------------- codec */

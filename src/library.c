@@ -168,6 +168,7 @@ int search_opts(const tqvec_search_params *params, tq_search_opts *opts, tqvec_e
 {
     if (params && !all_zero(params->reserved, sizeof(params->reserved) / sizeof(params->reserved[0])))
         return api_error(err, TQVEC_EARG, "reserved search fields must be zero");
+    *opts = (tq_search_opts){0}; /* every field, those the API does not set included */
     opts->k = params && params->k ? params->k : 10;
     opts->rerank = params ? params->rerank : 0;
     opts->scorer = params && params->scorer ? (tq_scorer)params->scorer : TQ_SCORER_LUT;
