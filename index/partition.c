@@ -150,9 +150,9 @@ void tq_centroid_table_free(tq_centroid_table *t)
 
 /* The scratch for m queries: their 8-bit forms (4 groups bytes each),
  * their sums (16 per block of centroids each), then one query scaled. */
-static size_t q8_bytes(const tq_centroid_table *t, size_t m)
+static size_t q8_bytes(size_t groups, size_t m)
 {
-    return (m * 4 * t->groups + 63) / 64 * 64;
+    return (m * 4 * groups + 63) / 64 * 64;
 }
 
 static size_t sums_stride(uint32_t nlist)
@@ -162,8 +162,7 @@ static size_t sums_stride(uint32_t nlist)
 
 size_t tq_centroid_scratch_bytes(uint32_t nlist, uint32_t d, size_t m)
 {
-    const size_t groups = ((size_t)d + 3) / 4;
-    return (m * 4 * groups + 63) / 64 * 64 + m * sums_stride(nlist) * sizeof(int32_t) + (size_t)d * sizeof(float);
+    return q8_bytes(((size_t)d + 3) / 4, m) + m * sums_stride(nlist) * sizeof(int32_t) + (size_t)d * sizeof(float);
 }
 
 /* One query in 8 bits for the table, into q8 (y: d floats of room);
@@ -200,7 +199,7 @@ static float quantize_query(const tq_centroid_table *t, const float *query, floa
 static int32_t *q8_sums(const tq_centroid_table *t, const float *queries, size_t m, void *scratch, float *unit)
 {
     uint8_t *q8 = scratch;
-    int32_t *sums = (int32_t *)(void *)(q8 + q8_bytes(t, m));
+    int32_t *sums = (int32_t *)(void *)(q8 + q8_bytes(t->groups, m));
     float *y = (float *)(void *)(sums + m * sums_stride(t->nlist));
     for (size_t i = 0; i < m; i++)
         unit[i] = quantize_query(t, queries + i * t->d, y, q8 + i * 4 * t->groups);
@@ -213,8 +212,9 @@ void tq_centroid_dots(const tq_centroid_table *t, const float *query, void *scra
     float unit;
     const int32_t *dots = q8_sums(t, query, 1, scratch, &unit);
     const float shift = tq_simd()->dot(query, t->mid, t->d);
-    /* |dots| <= 255 127 16384 and |128 sums| <= 128 127 16384: the
-     * difference fits in 32 bits */
+    /* |dots| <= 255 127 d and |128 sums| <= 128 127 d, and the difference
+     * is the sum of (q8 - 128) c8, at most 128 127 d: all within 32 bits
+     * up to d = TQ_MAX_DIM (65,536) */
     for (uint32_t p = 0; p < t->nlist; p++)
         out[p] = unit * (float)(dots[p] - 128 * t->code_sums[p]) + shift;
 }

@@ -247,21 +247,22 @@ static void dot_q8_blocks_avx2(const uint8_t *queries, size_t nq, const int8_t *
     }
 }
 
-/* As argmax_q8_avx512, eight lanes; a tail's missing scores read as -inf
- * and never replace. */
+/* As argmax_q8_avx512, eight lanes; a tail's missing lanes score -inf and
+ * never replace. */
 static uint32_t argmax_q8_avx2(const int32_t *dots, const int32_t *sums, const float *penalty, float unit,
                                size_t n)
 {
-    __m256 most = _mm256_set1_ps(-INFINITY);
+    const __m256 none = _mm256_set1_ps(-INFINITY), u = _mm256_set1_ps(unit);
+    __m256 most = none;
     __m256i best = _mm256_setzero_si256(), at = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256 u = _mm256_set1_ps(unit);
-    size_t p = 0;
-    for (; p + 8 <= n; p += 8) {
-        const __m256i x = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(dots + p)),
-                                           _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(sums + p)), 7));
+    for (size_t p = 0; p < n; p += 8) {
+        const __m256i m = tail_mask8(n - p);
+        const __m256i x = _mm256_sub_epi32(_mm256_maskload_epi32(dots + p, m),
+                                           _mm256_slli_epi32(_mm256_maskload_epi32(sums + p, m), 7));
         __m256 s = _mm256_mul_ps(u, _mm256_cvtepi32_ps(x));
         if (penalty)
-            s = _mm256_sub_ps(s, _mm256_loadu_ps(penalty + p));
+            s = _mm256_sub_ps(s, _mm256_maskload_ps(penalty + p, m));
+        s = _mm256_blendv_ps(none, s, _mm256_castsi256_ps(m));
         const __m256 up = _mm256_cmp_ps(s, most, _CMP_GT_OQ);
         most = _mm256_blendv_ps(most, s, up);
         best = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best), _mm256_castsi256_ps(at), up));
@@ -271,7 +272,7 @@ static uint32_t argmax_q8_avx2(const int32_t *dots, const int32_t *sums, const f
     uint32_t lane_best[8];
     _mm256_storeu_ps(lane_most, most);
     _mm256_storeu_si256((__m256i *)(void *)lane_best, best);
-    /* The tail in order, as the scalar loop would meet it after the lanes. */
+    /* The largest lane, the lowest index among equal ones. */
     float top = -INFINITY;
     uint32_t where = 0;
     for (int l = 0; l < 8; l++)
@@ -279,13 +280,6 @@ static uint32_t argmax_q8_avx2(const int32_t *dots, const int32_t *sums, const f
             top = lane_most[l];
             where = lane_best[l];
         }
-    for (; p < n; p++) {
-        const float s = unit * (float)(dots[p] - 128 * sums[p]) - (penalty ? penalty[p] : 0.0f);
-        if (s > top) {
-            top = s;
-            where = (uint32_t)p;
-        }
-    }
     return where;
 }
 

@@ -206,53 +206,44 @@ static void dot_matrix_avx512(const float *x, size_t nx, const float *c, size_t 
     }
 }
 
-/* VNNI: one vpdpbusd adds four byte products to each of 16 lanes; four
- * blocks at a time keep four sums in flight for each of up to four queries
- * (16 accumulators), so each table load serves every query. Without VNNI
- * the dispatcher takes the AVX2 kernel instead. */
+/* VNNI: one vpdpbusd adds four byte products to each of 16 lanes. A tile
+ * of NB blocks (4, then 1 for the last few) for NQ queries keeps NB sums in
+ * flight for each query (up to 16 accumulators), so each table load serves
+ * every query. Without VNNI the dispatcher takes the AVX2 kernel instead. */
+__attribute__((target("avx512vnni"))) static inline __attribute__((always_inline)) void
+dot_q8_tile_vnni(const uint8_t *q, const size_t NQ, const int8_t *tb, size_t groups, const int NB, int32_t *out,
+                 size_t ostride)
+{
+    __m512i acc[4][4];
+    for (size_t i = 0; i < NQ; i++)
+        for (int j = 0; j < NB; j++)
+            acc[i][j] = _mm512_setzero_si512();
+    for (size_t g = 0; g < groups; g++) {
+        __m512i c[4];
+        for (int j = 0; j < NB; j++)
+            c[j] = _mm512_loadu_si512(tb + (size_t)j * groups * 64 + 64 * g);
+        for (size_t i = 0; i < NQ; i++) {
+            int32_t four;
+            memcpy(&four, q + i * 4 * groups + 4 * g, 4);
+            const __m512i qg = _mm512_set1_epi32(four);
+            for (int j = 0; j < NB; j++)
+                acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], qg, c[j]);
+        }
+    }
+    for (size_t i = 0; i < NQ; i++)
+        for (int j = 0; j < NB; j++)
+            _mm512_storeu_si512(out + i * ostride + (size_t)j * 16, acc[i][j]);
+}
+
 __attribute__((target("avx512vnni"))) static inline __attribute__((always_inline)) void
 dot_q8_queries_vnni(const uint8_t *q, const size_t NQ, const int8_t *t, size_t nblocks, size_t groups, int32_t *out)
 {
-    const size_t qbytes = 4 * groups, ostride = 16 * nblocks;
+    const size_t ostride = 16 * nblocks;
     size_t b = 0;
-    for (; b + 4 <= nblocks; b += 4) {
-        __m512i acc[4][4];
-        for (size_t i = 0; i < NQ; i++)
-            for (int j = 0; j < 4; j++)
-                acc[i][j] = _mm512_setzero_si512();
-        const int8_t *tb = t + b * groups * 64;
-        for (size_t g = 0; g < groups; g++) {
-            __m512i c[4];
-            for (int j = 0; j < 4; j++)
-                c[j] = _mm512_loadu_si512(tb + (size_t)j * groups * 64 + 64 * g);
-            for (size_t i = 0; i < NQ; i++) {
-                int32_t four;
-                memcpy(&four, q + i * qbytes + 4 * g, 4);
-                const __m512i qg = _mm512_set1_epi32(four);
-                for (int j = 0; j < 4; j++)
-                    acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], qg, c[j]);
-            }
-        }
-        for (size_t i = 0; i < NQ; i++)
-            for (int j = 0; j < 4; j++)
-                _mm512_storeu_si512(out + i * ostride + (b + (size_t)j) * 16, acc[i][j]);
-    }
-    for (; b < nblocks; b++) {
-        __m512i acc[4];
-        for (size_t i = 0; i < NQ; i++)
-            acc[i] = _mm512_setzero_si512();
-        const int8_t *tb = t + b * groups * 64;
-        for (size_t g = 0; g < groups; g++) {
-            const __m512i c = _mm512_loadu_si512(tb + 64 * g);
-            for (size_t i = 0; i < NQ; i++) {
-                int32_t four;
-                memcpy(&four, q + i * qbytes + 4 * g, 4);
-                acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_set1_epi32(four), c);
-            }
-        }
-        for (size_t i = 0; i < NQ; i++)
-            _mm512_storeu_si512(out + i * ostride + b * 16, acc[i]);
-    }
+    for (; b + 4 <= nblocks; b += 4)
+        dot_q8_tile_vnni(q, NQ, t + b * groups * 64, groups, 4, out + b * 16, ostride);
+    for (; b < nblocks; b++)
+        dot_q8_tile_vnni(q, NQ, t + b * groups * 64, groups, 1, out + b * 16, ostride);
 }
 
 __attribute__((target("avx512vnni"))) static void dot_q8_blocks_vnni(const uint8_t *q, size_t nq, const int8_t *t,

@@ -131,8 +131,8 @@ typedef struct tq_simd_kernels {
     void (*dot_matrix)(const float *x, size_t nx, const float *c, size_t nc, size_t d, float *out);
     /* out[16 b + l] = sum over g < groups and r < 4 of q[4 g + r] *
      * t[(b groups + g) 64 + 4 l + r], unsigned bytes times signed ones
-     * summed exactly in 32 bits (|t| <= 127 keeps every sum of d <= 16384
-     * terms in range): one 8-bit query against nblocks blocks of 16 8-bit
+     * summed exactly in 32 bits (|t| <= 127 keeps a sum of 65,536 terms,
+     * the largest d, within 255 127 65536 < 2^31): one 8-bit query against nblocks blocks of 16 8-bit
      * vectors stored four dimensions at a time, so every lane sums one
      * vector (how a query ranks the partition centroids). nq queries at
      * once, 4 groups bytes each back to back, query i's sums at out + i 16
