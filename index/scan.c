@@ -277,56 +277,54 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
     k->scan_lut_quantize(t->f, lo, lookups, entries, 1.0f / t->delta, t->q8);
 }
 
-float tq_scan_lut_exact(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *block, unsigned v)
+/* Sextet rows (3 bits) in scalar code: entry(t, x) = (0 + q[2t] c[x & 7])
+ * + q[2t+1] c[x >> 3], a missing coordinate's product left out, computed
+ * from the query and the centroids like the nibble kernels' one-code
+ * entries (the tables of a large d do not stay in cache across a batch);
+ * eight chains (lookups 8i+0..7) folded in a fixed order. */
+static float sextet_exact(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *block, unsigned v)
 {
-    /* Eight partial sums (lookups 8i+0..7), folded in a fixed order: with
-     * fewer, the chain of dependent adds was the cost of re-scoring
-     * candidates. Where an entry is one or two products (4-bit nibbles,
-     * sextets) it is computed from the query and the centroids, the same
-     * operations that made the table's entry: the tables of a large d do
-     * not stay in cache across a batch (at d = 4096 this was a fifth of
-     * the search), the query and 16 centroids do. The 4-bit case runs in
-     * SIMD registers (nibble_dot): as a scalar chain of lookups, multiplies
-     * and adds it was a fifth of a small search (d = 128, 1,000 rows). */
     float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     const float *q = t->q, *c = t->table;
     const uint32_t d = L->d;
-    if (L->sextets) {
-        /* entry(t, x) = (0 + q[2t] c[x & 7]) + q[2t+1] c[x >> 3], a missing
-         * coordinate's product left out */
-        for (uint32_t g = 0; g < L->groups; g++) {
-            const uint8_t *planes = block + 96 * (size_t)g + v;
-            const unsigned a = planes[0], b = planes[32], cc = planes[64];
-            const unsigned x[4] = {a & 63u, b & 63u, cc & 63u, (a >> 6) | (b >> 6) << 2 | (cc >> 6) << 4};
-            for (int k = 0; k < 4; k++) {
-                const uint32_t j = 8 * g + 2 * (uint32_t)k;
-                float e = 0.0f;
-                if (j < d)
-                    e = e + q[j] * c[x[k] & 7u];
-                if (j + 1 < d)
-                    e = e + q[j + 1] * c[x[k] >> 3];
-                const int i = 4 * (int)(g % 2) + k;
-                s[i] = s[i] + e;
-            }
+    for (uint32_t g = 0; g < L->groups; g++) {
+        const uint8_t *planes = block + 96 * (size_t)g + v;
+        const unsigned a = planes[0], b = planes[32], cc = planes[64];
+        const unsigned x[4] = {a & 63u, b & 63u, cc & 63u, (a >> 6) | (b >> 6) << 2 | (cc >> 6) << 4};
+        for (int k = 0; k < 4; k++) {
+            const uint32_t j = 8 * g + 2 * (uint32_t)k;
+            float e = 0.0f;
+            if (j < d)
+                e = e + q[j] * c[x[k] & 7u];
+            if (j + 1 < d)
+                e = e + q[j + 1] * c[x[k] >> 3];
+            const int i = 4 * (int)(g % 2) + k;
+            s[i] = s[i] + e;
         }
-        return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    }
-    if (L->per_nibble == 1) /* entry(t, x) = q[t] c[x], in registers (nibble_dot) */
-        return tq_simd()->nibble_dot(block, v, L->npairs, q, c, d);
-    /* Several codes a nibble: the float tables. The nibble count is even,
-     * so pairs are whole. */
-    const float *f = t->f;
-    uint32_t p = 0;
-    for (; p + 4 <= L->npairs; p += 4, f += 128)
-        for (int i = 0; i < 4; i++) {
-            const unsigned byte = block[32 * (p + i) + v];
-            s[2 * i] = s[2 * i] + f[32 * i + (byte & 15u)];
-            s[2 * i + 1] = s[2 * i + 1] + f[32 * i + 16 + (byte >> 4)];
-        }
-    for (int i = 0; p < L->npairs; p++, i++, f += 32) {
-        const unsigned byte = block[32 * p + v];
-        s[2 * i] = s[2 * i] + f[byte & 15u];
-        s[2 * i + 1] = s[2 * i + 1] + f[16 + (byte >> 4)];
     }
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+void tq_scan_lut_exact_rows(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *const *blocks,
+                            const uint8_t *lanes, size_t n, float *out)
+{
+    if (L->sextets) {
+        for (size_t i = 0; i < n; i++)
+            out[i] = sextet_exact(L, t, blocks[i], lanes[i]);
+    } else if (L->per_nibble == 1) {
+        /* entry(t, x) = q[t] c[x] from the query and the 16 centroids, not
+         * the tables: at d = 4096 re-reading the tables was a fifth of the
+         * search */
+        tq_simd()->nibble_dots(blocks, lanes, n, L->npairs, t->q, t->table, L->d, out);
+    } else {
+        tq_simd()->nibble_lookups(blocks, lanes, n, L->npairs, t->f, out);
+    }
+}
+
+float tq_scan_lut_exact(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *block, unsigned v)
+{
+    const uint8_t lane = (uint8_t)v;
+    float out;
+    tq_scan_lut_exact_rows(L, t, &block, &lane, 1, &out);
+    return out;
 }

@@ -151,23 +151,45 @@ static float refine_key(const tq_codec *c, const float *query, const tq_query *p
     return 0.0f;
 }
 
-/* The float-table estimate of one row: stage 2, and the float scorer. */
-static float float_key(const tq_codec *c, const tq_query *pq, row_ref r)
+/* Rows whose float-table estimates the kernels take in one call. */
+#define FLOAT_KEY_ROWS 64
+
+/* The float-table estimates of n rows (n <= FLOAT_KEY_ROWS): stage 2, and
+ * the float scorer. The kernels take the rows together, two at a time: one
+ * at a time, a candidate's chain of dependent adds was most of its cost. */
+static void float_keys_some(const tq_codec *c, const tq_query *pq, const row_ref *rows, size_t n, float *keys)
 {
     const tq_quantizer *q = &c->q;
-    if (centered_zero_row(c, r))
-        return -2.0f;
-    size_t block = r.row / TQ_SCAN_BLOCK;
-    unsigned lane = (unsigned)(r.row % TQ_SCAN_BLOCK);
-    float code_dot = 0.0f, sign_dot = 0.0f;
-    if (q->mse_bits)
-        code_dot = tq_scan_lut_exact(&q->code_layout, &pq->code_lut,
-                                     r.set->code_blocks + block * q->code_layout.block_bytes, lane);
-    if (q->variant == TQ_VARIANT_PROD)
-        sign_dot = tq_scan_lut_exact(&q->sign_layout, &pq->sign_lut,
-                                     r.set->sign_blocks + block * q->sign_layout.block_bytes, lane);
-    const tq_code_scalars *sc = &r.set->sc[r.row];
-    return estimate_key(rank_metric(c), tq_unit_estimate(q, sc, code_dot, sign_dot), sc, pq);
+    const uint8_t *blocks[FLOAT_KEY_ROWS];
+    uint8_t lanes[FLOAT_KEY_ROWS];
+    float code_dot[FLOAT_KEY_ROWS], sign_dot[FLOAT_KEY_ROWS];
+    for (size_t i = 0; i < n; i++) {
+        lanes[i] = (uint8_t)(rows[i].row % TQ_SCAN_BLOCK);
+        code_dot[i] = sign_dot[i] = 0.0f;
+    }
+    if (q->mse_bits) {
+        for (size_t i = 0; i < n; i++)
+            blocks[i] = rows[i].set->code_blocks + rows[i].row / TQ_SCAN_BLOCK * q->code_layout.block_bytes;
+        tq_scan_lut_exact_rows(&q->code_layout, &pq->code_lut, blocks, lanes, n, code_dot);
+    }
+    if (q->variant == TQ_VARIANT_PROD) {
+        for (size_t i = 0; i < n; i++)
+            blocks[i] = rows[i].set->sign_blocks + rows[i].row / TQ_SCAN_BLOCK * q->sign_layout.block_bytes;
+        tq_scan_lut_exact_rows(&q->sign_layout, &pq->sign_lut, blocks, lanes, n, sign_dot);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const tq_code_scalars *sc = &rows[i].set->sc[rows[i].row];
+        keys[i] = centered_zero_row(c, rows[i])
+                      ? -2.0f
+                      : estimate_key(rank_metric(c), tq_unit_estimate(q, sc, code_dot[i], sign_dot[i]), sc, pq);
+    }
+}
+
+static float float_key(const tq_codec *c, const tq_query *pq, row_ref r)
+{
+    float key;
+    float_keys_some(c, pq, &r, 1, &key);
+    return key;
 }
 
 /* Blocks per chunk of a batched scan: about 256 KiB of codes, so a chunk
@@ -585,8 +607,16 @@ static size_t finish_query(const search_job *job, const float *query, const tq_q
     const bool straight_to_refine = refines_all(opts);
     if (opts->scorer == TQ_SCORER_LUT && !straight_to_refine && !opts->first_stage) {
         tq_topk_reset(mid);
-        for (size_t i = 0; i < nfirst; i++)
-            tq_topk_push(mid, first[i].id, float_key(c, pq, find_row(job, first[i].id)));
+        for (size_t i0 = 0; i0 < nfirst; i0 += FLOAT_KEY_ROWS) {
+            const size_t m = nfirst - i0 < FLOAT_KEY_ROWS ? nfirst - i0 : FLOAT_KEY_ROWS;
+            row_ref rows[FLOAT_KEY_ROWS];
+            float keys[FLOAT_KEY_ROWS];
+            for (size_t i = 0; i < m; i++)
+                rows[i] = find_row(job, first[i0 + i].id);
+            float_keys_some(c, pq, rows, m, keys);
+            for (size_t i = 0; i < m; i++)
+                tq_topk_push(mid, first[i0 + i].id, keys[i]);
+        }
         n = tq_topk_drain(mid, first);
     }
     if (n > mid->cap && !straight_to_refine)

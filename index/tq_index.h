@@ -210,8 +210,12 @@ void tq_scan_lut_free(tq_scan_lut *t);
 /* Tables for query coordinates q (d floats) against a 16-entry centroid
  * table. */
 void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float *q, tq_scan_lut *t);
-/* sum_t f[t][nib(v, t)] in float: the unquantized estimate. */
+/* sum_t f[t][nib(v, t)] in float: the unquantized estimate of row v of a
+ * block; _rows: of n rows at once, row i being row lanes[i] of blocks[i]
+ * (the SIMD kernels take two at a time). */
 float tq_scan_lut_exact(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *block, unsigned v);
+void tq_scan_lut_exact_rows(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *const *blocks,
+                            const uint8_t *lanes, size_t n, float *out);
 
 /* ------------------------------------------------------------- quantizer */
 

@@ -46,8 +46,120 @@ static inline __m256 fwht_in_register(__m256 x)
 #define FWHT_NAME fwht_avx2
 #include "fwht_template.h"
 
-#define NIBBLE_DOT_NAME nibble_dot_avx2
-#include "nibble_dot_template.h"
+/* The candidates' float-table estimates (nibble_dots, nibble_lookups):
+ * a row's bytes are gathered eight pairs at a time and split into nibbles
+ * in nibble order, so each step adds eight nibbles to the eight chains of
+ * the specification, one a lane; two rows go side by side so that their
+ * dependent adds overlap. An odd count's last row is computed twice. */
+
+/* Bytes of pairs [p0, p0 + 8) of row `lane`, one a 32-bit lane (pairs past
+ * npairs read nothing). A gather reads 4 bytes at an address, so the last
+ * pair's byte of rows 29..31, whose read would end past the block, is
+ * loaded on its own. */
+static inline __m256i row_bytes8(const uint8_t *block, unsigned lane, size_t p0, size_t npairs)
+{
+    const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i p = _mm256_add_epi32(_mm256_set1_epi32((int)p0), step);
+    const bool edge = lane > 28 && p0 + 8 >= npairs;
+    const __m256i last = edge ? _mm256_cmpeq_epi32(step, _mm256_set1_epi32((int)(npairs - 1 - p0)))
+                              : _mm256_setzero_si256();
+    const __m256i m = _mm256_andnot_si256(last, tail_mask8(npairs - p0));
+    const __m256i at = _mm256_add_epi32(_mm256_slli_epi32(p, 5), _mm256_set1_epi32((int)lane));
+    const __m256i x = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), (const int *)(const void *)block, at, m, 1);
+    return edge ? _mm256_blendv_epi8(x, _mm256_set1_epi32(block[32 * (npairs - 1) + lane]), last) : x;
+}
+
+/* The nibbles of those pairs in nibble order: t = 2 p0 + j in lane j of
+ * lo8 (j < 8) and of hi8 (j >= 8). */
+static inline void row_nibbles16(__m256i bytes, __m256i *lo8, __m256i *hi8)
+{
+    const __m256i low4 = _mm256_set1_epi32(15);
+    const __m256i lo = _mm256_and_si256(bytes, low4), hi = _mm256_and_si256(_mm256_srli_epi32(bytes, 4), low4);
+    const __m256i u = _mm256_unpacklo_epi32(lo, hi), w = _mm256_unpackhi_epi32(lo, hi);
+    *lo8 = _mm256_permute2x128_si256(u, w, 0x20);
+    *hi8 = _mm256_permute2x128_si256(u, w, 0x31);
+}
+
+/* Entries of nibbles t0 .. t0 + 7 (t0 a multiple of 8) given their
+ * indices: the lanes of nibbles at or past `limit` are +0. */
+static inline __m256 dot_entries8(__m256i idx, size_t t0, size_t limit, const float *q, __m256 tlo, __m256 thi)
+{
+    const __m256i m = tail_mask8(limit > t0 ? limit - t0 : 0);
+    /* bit 3 of the index, moved to the sign bit, picks the upper half */
+    const __m256 c = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, idx), _mm256_permutevar8x32_ps(thi, idx),
+                                      _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+    return _mm256_and_ps(_mm256_mul_ps(_mm256_maskload_ps(q + t0, m), c), _mm256_castsi256_ps(m));
+}
+
+static inline __m256 lookup_entries8(__m256i idx, size_t t0, size_t limit, const float *f)
+{
+    const __m256i m = tail_mask8(limit > t0 ? limit - t0 : 0);
+    const __m256i t = _mm256_add_epi32(_mm256_set1_epi32((int)t0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), f, _mm256_add_epi32(idx, _mm256_slli_epi32(t, 4)),
+                                    _mm256_castsi256_ps(m), 4);
+}
+
+static inline float fold_chains8(__m256 acc)
+{
+    float s[8];
+    _mm256_storeu_ps(s, acc);
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* Rows a and b of nibble_dots (lookup = false) or nibble_lookups. Lanes
+ * that were +0 leave their chain as it is: a chain starts at +0 and never
+ * becomes -0, and x + +0 = x for every other x. */
+static inline __attribute__((always_inline)) void nibble_rows2(const uint8_t *ba, unsigned va, const uint8_t *bb,
+                                                               unsigned vb, size_t npairs, const float *q,
+                                                               const float *table, size_t d, const float *f,
+                                                               const bool lookup, float *oa, float *ob)
+{
+    const size_t limit = lookup ? 2 * npairs : (d < 2 * npairs ? d : 2 * npairs);
+    const __m256 tlo = lookup ? _mm256_setzero_ps() : _mm256_loadu_ps(table);
+    const __m256 thi = lookup ? _mm256_setzero_ps() : _mm256_loadu_ps(table + 8);
+    __m256 acc_a = _mm256_setzero_ps(), acc_b = _mm256_setzero_ps();
+    for (size_t p0 = 0; p0 < npairs; p0 += 8) {
+        __m256i a0, a1, b0, b1;
+        row_nibbles16(row_bytes8(ba, va, p0, npairs), &a0, &a1);
+        row_nibbles16(row_bytes8(bb, vb, p0, npairs), &b0, &b1);
+        const size_t t0 = 2 * p0;
+        if (lookup) {
+            acc_a = _mm256_add_ps(acc_a, lookup_entries8(a0, t0, limit, f));
+            acc_b = _mm256_add_ps(acc_b, lookup_entries8(b0, t0, limit, f));
+            acc_a = _mm256_add_ps(acc_a, lookup_entries8(a1, t0 + 8, limit, f));
+            acc_b = _mm256_add_ps(acc_b, lookup_entries8(b1, t0 + 8, limit, f));
+        } else {
+            acc_a = _mm256_add_ps(acc_a, dot_entries8(a0, t0, limit, q, tlo, thi));
+            acc_b = _mm256_add_ps(acc_b, dot_entries8(b0, t0, limit, q, tlo, thi));
+            acc_a = _mm256_add_ps(acc_a, dot_entries8(a1, t0 + 8, limit, q, tlo, thi));
+            acc_b = _mm256_add_ps(acc_b, dot_entries8(b1, t0 + 8, limit, q, tlo, thi));
+        }
+    }
+    *oa = fold_chains8(acc_a);
+    *ob = fold_chains8(acc_b);
+}
+
+static void nibble_dots_avx2(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                             const float *q, const float *table, size_t d, float *out)
+{
+    for (size_t i = 0; i < n; i += 2) {
+        const size_t j = i + 1 < n ? i + 1 : i;
+        float b;
+        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, q, table, d, NULL, false, &out[i], &b);
+        out[j] = b;
+    }
+}
+
+static void nibble_lookups_avx2(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                                const float *f, float *out)
+{
+    for (size_t i = 0; i < n; i += 2) {
+        const size_t j = i + 1 < n ? i + 1 : i;
+        float b;
+        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, NULL, NULL, 0, f, true, &out[i], &b);
+        out[j] = b;
+    }
+}
 
 static void mul_avx2(float *x, const float *y, size_t n)
 {
@@ -779,7 +891,8 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .l2sq_f64 = l2sq_f64_avx2,
     .dot_codes = dot_codes_avx2,
     .dot_u8 = dot_u8_avx2,
-    .nibble_dot = nibble_dot_avx2,
+    .nibble_dots = nibble_dots_avx2,
+    .nibble_lookups = nibble_lookups_avx2,
     .scan_block = scan_block_avx2,
     .scan_block_multi = scan_block_multi_avx2,
     .scan_lut_rows = scan_lut_rows_avx2,

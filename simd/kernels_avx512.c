@@ -60,8 +60,132 @@ static inline __m512 fwht_in_register(__m512 x)
 #define FWHT_NAME fwht_avx512
 #include "fwht_template.h"
 
-#define NIBBLE_DOT_NAME nibble_dot_avx512
-#include "nibble_dot_template.h"
+/* The candidates' float-table estimates (nibble_dots, nibble_lookups):
+ * a row's bytes are gathered sixteen pairs at a time (a scalar byte load
+ * each, shifted into place, was half of a candidate's cost), split into
+ * nibbles in nibble order, and two rows share a register: row a's eight
+ * chains in the low half, row b's in the high, so each chain gets its
+ * entries in the specification's order and the two rows' dependent adds
+ * overlap. An odd count's last row is computed twice. */
+
+/* Bytes of pairs [p0, p0 + 16) of row `lane`, one a 32-bit lane (pairs past
+ * npairs read nothing). A gather reads 4 bytes at an address, so the last
+ * pair's byte of rows 29..31, whose read would end past the block, is
+ * loaded on its own. */
+static inline __m512i row_bytes16(const uint8_t *block, unsigned lane, size_t p0, size_t npairs)
+{
+    const __m512i p = _mm512_add_epi32(_mm512_set1_epi32((int)p0),
+                                       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    __mmask16 m = _mm512_cmplt_epu32_mask(p, _mm512_set1_epi32((int)npairs)), last = 0;
+    if (lane > 28 && p0 + 16 >= npairs) {
+        last = (__mmask16)(1u << (npairs - 1 - p0));
+        m &= (__mmask16)~last;
+    }
+    const __m512i at = _mm512_add_epi32(_mm512_slli_epi32(p, 5), _mm512_set1_epi32((int)lane));
+    __m512i x = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, at, block, 1);
+    if (last)
+        x = _mm512_mask_set1_epi32(x, last, block[32 * (npairs - 1) + lane]);
+    return x;
+}
+
+/* The nibbles of those pairs in nibble order: t = 2 p0 + j in lane j of
+ * lo16 (j < 16) and of hi16 (j >= 16). */
+static inline void row_nibbles32(__m512i bytes, __m512i *lo16, __m512i *hi16)
+{
+    const __m512i low4 = _mm512_set1_epi32(15);
+    const __m512i lo = _mm512_and_si512(bytes, low4), hi = _mm512_and_si512(_mm512_srli_epi32(bytes, 4), low4);
+    *lo16 = _mm512_permutex2var_epi32(lo, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
+                                      hi);
+    *hi16 = _mm512_permutex2var_epi32(lo, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                                            15, 31),
+                                      hi);
+}
+
+/* Entries of nibbles t0 .. t0 + 15 (t0 a multiple of 16) given their
+ * indices: the lanes of nibbles at or past `limit` are +0. */
+static inline __m512 dot_entries16(__m512i idx, size_t t0, size_t limit, const float *q, __m512 table)
+{
+    const __mmask16 m = tail_mask16(limit > t0 ? limit - t0 : 0);
+    return _mm512_maskz_mul_ps(m, _mm512_maskz_loadu_ps(m, q + t0), _mm512_permutexvar_ps(idx, table));
+}
+
+static inline __m512 lookup_entries16(__m512i idx, size_t t0, size_t limit, const float *f)
+{
+    const __mmask16 m = tail_mask16(limit > t0 ? limit - t0 : 0);
+    const __m512i at = _mm512_add_epi32(
+        idx, _mm512_slli_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)t0), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7,
+                                                                                               8, 9, 10, 11, 12, 13,
+                                                                                               14, 15)),
+                               4));
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, at, f, 4);
+}
+
+/* Chains of rows a (low half) and b (high half) take entries ea and eb of
+ * nibbles t0 .. t0 + 15: first t0 .. t0 + 7, then t0 + 8 .. t0 + 15. Lanes
+ * that were +0 leave their chain as it is: a chain starts at +0 and never
+ * becomes -0, and x + +0 = x for every other x. */
+static inline __m512 chains_add(__m512 acc, __m512 ea, __m512 eb)
+{
+    acc = _mm512_add_ps(acc, _mm512_shuffle_f32x4(ea, eb, 0x44));
+    return _mm512_add_ps(acc, _mm512_shuffle_f32x4(ea, eb, 0xEE));
+}
+
+static inline float fold_chains8(__m256 acc)
+{
+    float s[8];
+    _mm256_storeu_ps(s, acc);
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* Rows a and b of nibble_dots (lookup = false) or nibble_lookups. */
+static inline __attribute__((always_inline)) void nibble_rows2(const uint8_t *ba, unsigned va, const uint8_t *bb,
+                                                               unsigned vb, size_t npairs, const float *q,
+                                                               __m512 table, size_t d, const float *f,
+                                                               const bool lookup, float *oa, float *ob)
+{
+    const size_t limit = lookup ? 2 * npairs : (d < 2 * npairs ? d : 2 * npairs);
+    __m512 acc = _mm512_setzero_ps();
+    for (size_t p0 = 0; p0 < npairs; p0 += 16) {
+        __m512i a0, a1, b0, b1;
+        row_nibbles32(row_bytes16(ba, va, p0, npairs), &a0, &a1);
+        row_nibbles32(row_bytes16(bb, vb, p0, npairs), &b0, &b1);
+        const size_t t0 = 2 * p0;
+        if (lookup) {
+            acc = chains_add(acc, lookup_entries16(a0, t0, limit, f), lookup_entries16(b0, t0, limit, f));
+            acc = chains_add(acc, lookup_entries16(a1, t0 + 16, limit, f), lookup_entries16(b1, t0 + 16, limit, f));
+        } else {
+            acc = chains_add(acc, dot_entries16(a0, t0, limit, q, table), dot_entries16(b0, t0, limit, q, table));
+            acc = chains_add(acc, dot_entries16(a1, t0 + 16, limit, q, table),
+                             dot_entries16(b1, t0 + 16, limit, q, table));
+        }
+    }
+    *oa = fold_chains8(_mm512_castps512_ps256(acc));
+    *ob = fold_chains8(_mm512_extractf32x8_ps(acc, 1));
+}
+
+static void nibble_dots_avx512(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                               const float *q, const float *table, size_t d, float *out)
+{
+    const __m512 t = _mm512_loadu_ps(table);
+    for (size_t i = 0; i < n; i += 2) {
+        const size_t j = i + 1 < n ? i + 1 : i;
+        float b;
+        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, q, t, d, NULL, false, &out[i], &b);
+        out[j] = b;
+    }
+}
+
+static void nibble_lookups_avx512(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                                  const float *f, float *out)
+{
+    for (size_t i = 0; i < n; i += 2) {
+        const size_t j = i + 1 < n ? i + 1 : i;
+        float b;
+        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, NULL, _mm512_setzero_ps(), 0, f, true,
+                     &out[i], &b);
+        out[j] = b;
+    }
+}
 
 static void mul_avx512(float *x, const float *y, size_t n)
 {
@@ -864,7 +988,8 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .l2sq_f64 = l2sq_f64_avx512,
     .dot_codes = dot_codes_avx512,
     .dot_u8 = dot_u8_avx512,
-    .nibble_dot = nibble_dot_avx512,
+    .nibble_dots = nibble_dots_avx512,
+    .nibble_lookups = nibble_lookups_avx512,
     .scan_block = scan_block_avx512,
     .scan_block_multi = scan_block_multi_avx512,
     .scan_lut_rows = scan_lut_rows_avx512,

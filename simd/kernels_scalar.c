@@ -197,17 +197,39 @@ static float dot_u8_scalar(const uint8_t *codes, const float *table, const float
     return tq_fold16(lane);
 }
 
-static float nibble_dot_scalar(const uint8_t *block, unsigned v, size_t npairs, const float *q, const float *table,
-                               size_t d)
+static float fold_chains8(const float s[8])
 {
-    float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-    for (size_t p = 0; p < npairs; p++) {
-        const unsigned byte = block[32 * p + v];
-        const size_t t = 2 * p;
-        s[t % 8] = s[t % 8] + (t < d ? q[t] * table[byte & 15u] : 0.0f);
-        s[(t + 1) % 8] = s[(t + 1) % 8] + (t + 1 < d ? q[t + 1] * table[byte >> 4] : 0.0f);
-    }
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+static void nibble_dots_scalar(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                               const float *q, const float *table, size_t d, float *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        for (size_t p = 0; p < npairs; p++) {
+            const unsigned byte = blocks[i][32 * p + lanes[i]];
+            const size_t t = 2 * p;
+            s[t % 8] = s[t % 8] + (t < d ? q[t] * table[byte & 15u] : 0.0f);
+            s[(t + 1) % 8] = s[(t + 1) % 8] + (t + 1 < d ? q[t + 1] * table[byte >> 4] : 0.0f);
+        }
+        out[i] = fold_chains8(s);
+    }
+}
+
+static void nibble_lookups_scalar(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                                  const float *f, float *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        for (size_t p = 0; p < npairs; p++) {
+            const unsigned byte = blocks[i][32 * p + lanes[i]];
+            const size_t t = 2 * p;
+            s[t % 8] = s[t % 8] + f[16 * t + (byte & 15u)];
+            s[(t + 1) % 8] = s[(t + 1) % 8] + f[16 * (t + 1) + (byte >> 4)];
+        }
+        out[i] = fold_chains8(s);
+    }
 }
 
 static void scan_block_scalar(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32])
@@ -433,7 +455,8 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .l2sq_f64 = l2sq_f64_scalar,
     .dot_codes = dot_codes_scalar,
     .dot_u8 = dot_u8_scalar,
-    .nibble_dot = nibble_dot_scalar,
+    .nibble_dots = nibble_dots_scalar,
+    .nibble_lookups = nibble_lookups_scalar,
     .float_to_half = float_to_half_scalar,
     .half_to_float = half_to_float_scalar,
     .scan_block = scan_block_scalar,

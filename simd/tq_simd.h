@@ -153,14 +153,20 @@ typedef struct tq_simd_kernels {
     /* Lane-16 sum over j < d of q[j] * table[codes[j]]: one vector of 8-bit
      * codes (one byte per coordinate) against a 256-entry table. */
     float (*dot_u8)(const uint8_t *codes, const float *table, const float *q, size_t d);
-    /* Row v of a scan block of 4-bit codes, one code a nibble (pair p's
-     * byte at 32 p + v, its low nibble coordinate 2p, its high 2p + 1):
-     * sum over the pairs' coordinates of q[t] * table[code_t], in eight
-     * chains (coordinate t added to chain t mod 8, in order of t; one at or
-     * past d adds +0), folded ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)). The
-     * float-table estimate of a candidate; q is read only below d. */
-    float (*nibble_dot)(const uint8_t *block, unsigned v, size_t npairs, const float *q, const float *table,
-                        size_t d);
+    /* Float-table estimates of candidates: rows of scan blocks, row i being
+     * row lanes[i] (0..31) of the block at blocks[i] (npairs pairs, pair p's
+     * byte at 32 p + lane, nibble 2p its low half, 2p + 1 its high half).
+     * out[i] = the sum over the row's 2 npairs nibbles t of entry(t, nib_t)
+     * in eight chains (nibble t added to chain t mod 8, in order of t),
+     * folded ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)).
+     *   nibble_dots: one 4-bit code a nibble, entry(t, x) = q[t] * table[x]
+     *     for t < d and +0 at or past d (q is read only below d);
+     *   nibble_lookups: float tables, entry(t, x) = f[16 t + x].
+     * A block is read only inside its 32 npairs bytes. */
+    void (*nibble_dots)(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                        const float *q, const float *table, size_t d, float *out);
+    void (*nibble_lookups)(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                           const float *f, float *out);
     /* One scan block (layout above) of npairs nibble pairs: out[v] = sum over
      * t < 2*npairs of lut[tq_scan_lut_offset(t) + nib(v, t)], exactly. */
     void (*scan_block)(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32]);

@@ -9,6 +9,9 @@
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "tq_index.h"
 
 static const size_t sizes[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 127, 128, 129,
@@ -231,37 +234,81 @@ static void check_dot_u8(tq_simd_level level)
     tq_free(codes);
 }
 
-/* nibble_dot on every row of random blocks: pair counts that end before,
- * at and past d (odd counts too, and d not a multiple of the 8-lane
- * step), random and extreme queries and centroids (signed zeros among
- * them), every row of the block. */
-static void check_nibble_dot(tq_simd_level level)
+/* Three scan blocks that end where an unreadable page begins: a kernel
+ * reading past a block's last byte faults instead of passing. */
+static uint8_t *guarded_blocks(size_t bytes, void **map, size_t *map_len)
+{
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE), len = (bytes + page - 1) / page * page + page;
+    uint8_t *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert(m != MAP_FAILED);
+    cr_assert(mprotect(m + len - page, page, PROT_NONE) == 0);
+    *map = m;
+    *map_len = len;
+    return m + len - page - bytes;
+}
+
+/* nibble_dots and nibble_lookups on rows of three random blocks in a
+ * shuffled order with repeats, counts odd and even (the kernels take two
+ * rows at a time): pair counts that end before, at and past d (odd counts
+ * too, and d not a multiple of the 8- and 16-lane steps), random and
+ * extreme queries, centroids and tables (signed zeros among them). The
+ * blocks end at an unreadable page, so the rows whose last byte is a
+ * block's last (rows 29..31 of the last block) are read without a byte
+ * past it. */
+static void check_nibble_rows(tq_simd_level level)
 {
     const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    enum { NBLOCKS = 3, NROWS = 101 };
+    static const size_t counts[] = {1, 2, 3, 8, NROWS};
     tq_rng r;
     tq_rng_seed(&r, 17);
-    float *q = tq_malloc(16400 * sizeof(float)), table[16];
-    uint8_t *block = tq_malloc(32 * 8200);
+    float *q = tq_malloc(16400 * sizeof(float)), *f = tq_malloc(16 * 16400 * sizeof(float)), table[16];
     for (size_t s = 0; s < NSIZES; s++)
         for (int extreme = 0; extreme < 2; extreme++)
             for (size_t extra = 0; extra < 3; extra++) {
-                const size_t d = sizes[s], npairs = (d + 1) / 2 + extra;
+                const size_t d = sizes[s], npairs = (d + 1) / 2 + extra, block_bytes = 32 * npairs;
+                void *map;
+                size_t map_len;
+                uint8_t *blocks = guarded_blocks(NBLOCKS * block_bytes, &map, &map_len);
                 fill(q, d, &r, extreme);
                 for (size_t j = d; j < 2 * npairs; j++)
                     q[j] = 1e30f; /* past d: counts as nothing */
                 fill(table, 16, &r, extreme);
-                for (size_t i = 0; i < 32 * npairs; i++)
-                    block[i] = (uint8_t)tq_rng_next(&r);
-                for (unsigned v = 0; v < 32; v++) {
-                    const float a = ref->nibble_dot(block, v, npairs, q, table, d);
-                    const float b = k->nibble_dot(block, v, npairs, q, table, d);
-                    cr_assert(same_bits_f(a, b) || (isnan(a) && isnan(b)),
-                              "nibble_dot %s d=%zu npairs=%zu row %u: %a vs scalar %a", tq_simd_level_name(level),
-                              d, npairs, v, (double)b, (double)a);
+                fill(f, 16 * 2 * npairs, &r, extreme);
+                for (size_t i = 0; i < NBLOCKS * block_bytes; i++)
+                    blocks[i] = (uint8_t)tq_rng_next(&r);
+                const uint8_t *at[NROWS];
+                uint8_t lanes[NROWS];
+                for (size_t i = 0; i < NROWS; i++) {
+                    /* every row of every block once (the last block's last
+                     * rows first), then random ones again */
+                    const size_t row = i < 32 * NBLOCKS ? 32 * NBLOCKS - 1 - (i * 37) % (32 * NBLOCKS)
+                                                        : tq_rng_next(&r) % (32 * NBLOCKS);
+                    at[i] = blocks + row / 32 * block_bytes;
+                    lanes[i] = (uint8_t)(row % 32);
                 }
+                for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
+                    const size_t n = counts[c];
+                    float want[NROWS], got[NROWS];
+                    for (int lookups = 0; lookups < 2; lookups++) {
+                        if (lookups) {
+                            ref->nibble_lookups(at, lanes, n, npairs, f, want);
+                            k->nibble_lookups(at, lanes, n, npairs, f, got);
+                        } else {
+                            ref->nibble_dots(at, lanes, n, npairs, q, table, d, want);
+                            k->nibble_dots(at, lanes, n, npairs, q, table, d, got);
+                        }
+                        for (size_t i = 0; i < n; i++)
+                            cr_assert(same_bits_f(want[i], got[i]) || (isnan(want[i]) && isnan(got[i])),
+                                      "%s %s d=%zu npairs=%zu n=%zu row %zu (lane %u): %a vs scalar %a",
+                                      lookups ? "nibble_lookups" : "nibble_dots", tq_simd_level_name(level), d,
+                                      npairs, n, i, lanes[i], (double)got[i], (double)want[i]);
+                    }
+                }
+                munmap(map, map_len);
             }
     tq_free(q);
-    tq_free(block);
+    tq_free(f);
 }
 
 /* Every pair of a few vectors and centroids, each tile shape of the
@@ -794,7 +841,7 @@ static void check_scan_select(tq_simd_level level)
     Test(checkasm_##name, block_select) { check_block_select(level); }                              \
     Test(checkasm_##name, scan_select) { check_scan_select(level); }                                \
     Test(checkasm_##name, dot_u8) { check_dot_u8(level); }                                          \
-    Test(checkasm_##name, nibble_dot) { check_nibble_dot(level); }                                  \
+    Test(checkasm_##name, nibble_rows) { check_nibble_rows(level); }                                \
     Test(checkasm_##name, dot_matrix) { check_dot_matrix(level); }                                  \
     Test(checkasm_##name, dot_q8_blocks) { check_dot_q8_blocks(level); }                            \
     Test(checkasm_##name, argmax_q8) { check_argmax_q8(level); }                                    \
