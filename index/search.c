@@ -449,6 +449,20 @@ static size_t group_collectors(const search_job *job, unsigned part, size_t q0, 
  * collect_keys look at a few more rows. */
 #define RUN_BLOCKS 8
 
+/* Blocks the next run may take, after one of `last` blocks: a run's masks
+ * use the thresholds at its start, and a first run of RUN_BLOCKS offered
+ * all its 256 rows to the collectors (and paid the cuts that follow: at
+ * 1,000 rows a fifth of the search). So runs start at one block and double
+ * while the thresholds are still rising fast, until every collector of the
+ * group has one. */
+static size_t run_limit(tq_collector *const *cols, size_t nq, size_t last)
+{
+    for (size_t i = 0; i < nq; i++)
+        if (cols[i]->threshold == -INFINITY)
+            return 1;
+    return last && 2 * last < RUN_BLOCKS ? 2 * last : RUN_BLOCKS;
+}
+
 /* Blocks [lb0, lb0 + n) of set s, all full and read by the kernels, for
  * the mse variant: keys in one call, then collected block by block. */
 static void collect_run(const search_job *job, unsigned part, size_t s, size_t lb0, size_t n,
@@ -478,7 +492,7 @@ static void scan_chunk(const search_job *job, unsigned part, size_t c0, size_t c
         tq_collector *cols[TQ_SCAN_MAX_QUERIES];
         const size_t nq = group_collectors(job, part, q0, cols);
         uint32_t run_live[RUN_BLOCKS];
-        size_t run_s = 0, run_lb = 0, run_n = 0, s = 0;
+        size_t run_s = 0, run_lb = 0, run_n = 0, s = 0, run_max = run_limit(cols, nq, 0);
         for (size_t b = c0; b < c1; b++) {
             size_t lb, rows;
             uint32_t live;
@@ -493,9 +507,10 @@ static void scan_chunk(const search_job *job, unsigned part, size_t c0, size_t c
             const bool joins = runs && live && rows == TQ_SCAN_BLOCK && scans_block(job, &job->sets[s], rows);
             /* A run ends at a block it cannot take, a gap, a set's end or
              * its length; blocks stay in order either way. */
-            if (run_n && (!joins || s != run_s || lb != run_lb + run_n || run_n == RUN_BLOCKS)) {
+            if (run_n && (!joins || s != run_s || lb != run_lb + run_n || run_n == run_max)) {
                 collect_run(job, part, run_s, run_lb, run_n, run_live, q0, nq, cols);
                 run_n = 0;
+                run_max = run_limit(cols, nq, run_max);
             }
             if (joins) {
                 if (!run_n) {
