@@ -590,6 +590,20 @@ static bool refines_all(const tq_search_opts *opts)
     return opts->scorer == TQ_SCORER_LUT && opts->rerank;
 }
 
+/* Stage 2 runs (finish_query): the LUT scorer without re-ranking, unless
+ * the caller asked for the first stage's own ranking. */
+static bool rescores(const tq_search_opts *opts)
+{
+    return opts->scorer == TQ_SCORER_LUT && !opts->rerank && !opts->first_stage;
+}
+
+/* The first stage's hits must come best first only where their order is
+ * the answer's: stage 2 and stage 3 rank them again. */
+static bool first_stage_sorted(const tq_search_opts *opts)
+{
+    return !refines_all(opts) && !rescores(opts);
+}
+
 /* The refine bytes of the candidates asked for before any is read: their
  * rows are scattered over the refine data, and one miss at a time was a
  * third of a probing search. */
@@ -607,7 +621,8 @@ static void prefetch_refine(const search_job *job, const tq_hit *hits, size_t n)
 }
 
 /* Stages 2 and 3 for one query, from the merged first-stage hits (best
- * first in `first`, nfirst of them; in any order when refines_all). */
+ * first in `first`, nfirst of them, unless first_stage_sorted says their
+ * order does not matter). */
 static size_t finish_query(const search_job *job, const float *query, const tq_query *pq, tq_hit *first,
                            size_t nfirst, tq_topk *mid, tq_topk *best, tq_hit *out)
 {
@@ -620,7 +635,7 @@ static size_t finish_query(const search_job *job, const float *query, const tq_q
      * re-ranking a superset of stage 2's k' on finer data loses nothing
      * stage 2 would have kept. */
     const bool straight_to_refine = refines_all(opts);
-    if (opts->scorer == TQ_SCORER_LUT && !straight_to_refine && !opts->first_stage) {
+    if (rescores(opts)) {
         tq_topk_reset(mid);
         for (size_t i0 = 0; i0 < nfirst; i0 += FLOAT_KEY_ROWS) {
             const size_t m = nfirst - i0 < FLOAT_KEY_ROWS ? nfirst - i0 : FLOAT_KEY_ROWS;
@@ -1094,7 +1109,7 @@ static size_t first_stage(const search_job *job, tq_collector *cols, unsigned np
 {
     if (nparts == 1) {
         *first = cols[i].out;
-        return tq_collector_finish(&cols[i], !refines_all(job->opts));
+        return tq_collector_finish(&cols[i], first_stage_sorted(job->opts));
     }
     tq_topk_reset(merged);
     for (unsigned p = 0; p < nparts; p++) {
