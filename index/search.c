@@ -624,7 +624,7 @@ static void prefetch_refine(const search_job *job, const tq_hit *hits, size_t n)
  * first in `first`, nfirst of them, unless first_stage_sorted says their
  * order does not matter). */
 static size_t finish_query(const search_job *job, const float *query, const tq_query *pq, tq_hit *first,
-                           size_t nfirst, tq_topk *mid, tq_topk *best, tq_hit *out)
+                           size_t nfirst, tq_collector *mid, tq_topk *best, tq_hit *out)
 {
     const tq_codec *c = job->c;
     const tq_search_opts *opts = job->opts;
@@ -636,7 +636,10 @@ static size_t finish_query(const search_job *job, const float *query, const tq_q
      * stage 2 would have kept. */
     const bool straight_to_refine = refines_all(opts);
     if (rescores(opts)) {
-        tq_topk_reset(mid);
+        /* Into a collector, which keeps the same best k' as a heap (the
+         * same total order) at a lower cost: added whatever their keys,
+         * since the hits come in no id order. */
+        tq_collector_reset(mid);
         for (size_t i0 = 0; i0 < nfirst; i0 += FLOAT_KEY_ROWS) {
             const size_t m = nfirst - i0 < FLOAT_KEY_ROWS ? nfirst - i0 : FLOAT_KEY_ROWS;
             row_ref rows[FLOAT_KEY_ROWS];
@@ -645,12 +648,13 @@ static size_t finish_query(const search_job *job, const float *query, const tq_q
                 rows[i] = find_row(job, first[i0 + i].id);
             float_keys_some(c, pq, rows, m, keys);
             for (size_t i = 0; i < m; i++)
-                tq_topk_push(mid, first[i0 + i].id, keys[i]);
+                tq_collector_add(mid, first[i0 + i].id, keys[i]);
         }
-        n = tq_topk_drain(mid, first);
+        n = tq_collector_finish(mid, true);
+        first = mid->out;
     }
-    if (n > mid->cap && !straight_to_refine)
-        n = mid->cap; /* float scorer: the first stage already kept k' */
+    if (n > mid->keep && !straight_to_refine)
+        n = mid->keep; /* float scorer: the first stage already kept k' */
     if (opts->rerank) {
         prefetch_refine(job, first, n);
         tq_topk_reset(best);
@@ -893,7 +897,8 @@ typedef struct search_scratch {
     tq_query *pq;          /* batch prepared queries */
     tq_collector *cols;    /* ncols: nparts * batch */
     block_sums *sums;      /* nsums: a sliced scan's sums, per part */
-    tq_topk merged, mid, best;
+    tq_topk merged, best;
+    tq_collector mid;      /* stage 2's best k' */
     probe_state probe;     /* a probing search's buffers, grown as calls need */
 } search_scratch;
 
@@ -920,7 +925,7 @@ static void scratch_free(void *arg)
     tq_free(sc->cols);
     tq_free(sc->sums);
     tq_topk_free(&sc->merged);
-    tq_topk_free(&sc->mid);
+    tq_collector_free(&sc->mid);
     tq_topk_free(&sc->best);
     probe_free(&sc->probe);
     tq_free(sc);
@@ -960,7 +965,7 @@ static search_scratch *scratch_new(const tq_quantizer *q, const search_shape *sh
     sc->cols = tq_calloc(sh->ncols, sizeof(tq_collector));
     sc->sums = sh->nsums ? tq_malloc(sh->nsums * sizeof(block_sums)) : NULL;
     bool ok = sc->pq && sc->cols && (!sh->nsums || sc->sums) && !tq_topk_init(&sc->merged, sh->nfirst) &&
-              !tq_topk_init(&sc->mid, sh->nmid) && !tq_topk_init(&sc->best, sh->k);
+              !tq_collector_init(&sc->mid, sh->nmid) && !tq_topk_init(&sc->best, sh->k);
     for (size_t i = 0; ok && i < sh->batch; i++)
         ok = !tq_query_init(&sc->pq[i], q);
     for (size_t i = 0; ok && i < sh->ncols; i++)
@@ -1336,7 +1341,8 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
     }
     tq_query *pq = sc->pq;
     tq_collector *cols = sc->cols;
-    tq_topk *merged = &sc->merged, *mid = &sc->mid, *best = &sc->best;
+    tq_topk *merged = &sc->merged, *best = &sc->best;
+    tq_collector *mid = &sc->mid;
 
     probe_state *probe = &sc->probe;
     if (probing && probe_init(probe, c, sets, nsets, nblocks, opts)) {
