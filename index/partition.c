@@ -262,13 +262,6 @@ void tq_partition_half_norms(const float *centroids, uint32_t nlist, uint32_t d,
         half_norms[p] = 0.5f * k->dot(centroids + (size_t)p * d, centroids + (size_t)p * d, d);
 }
 
-float tq_partition_score(tq_metric metric, float dot, float half_norm)
-{
-    /* l2: ||q - c||^2 = ||q||^2 - 2 (<q, c> - ||c||^2 / 2), so the larger
-     * <q, c> - ||c||^2 / 2 the nearer; ip and cosine rank by <q, c>. */
-    return metric == TQ_METRIC_L2 ? dot - half_norm : dot;
-}
-
 /* Part `part` of nparts' even shares of [0, n): [*from, *to). */
 static void part_share(size_t n, unsigned nparts, unsigned part, size_t *from, size_t *to)
 {

@@ -1010,10 +1010,14 @@ static void probe_rank(const search_job *job, probe_state *ps, const float *quer
         if (!P)
             continue;
         tq_centroid_dots(P->table, query, ps->rank_scratch, ps->scores);
-        uint64_t *keys = ps->keys + ps->first[s];
+        /* restrict: with every store possibly changing ps, the loop
+         * reloaded its pointers each partition and stayed scalar */
+        uint64_t *restrict keys = ps->keys + ps->first[s];
+        const float *restrict scores = ps->scores, *restrict half_norms = P->half_norms;
+        const uint32_t first = ps->first[s];
+        const tq_metric metric = c->cfg.metric;
         for (uint32_t p = 0; p < P->nlist; p++)
-            keys[p] = tq_collector_pack(ps->first[s] + p,
-                                        tq_partition_score(c->cfg.metric, ps->scores[p], P->half_norms[p]));
+            keys[p] = tq_collector_pack(first + p, tq_partition_score(metric, scores[p], half_norms[p]));
     }
 }
 

@@ -738,8 +738,13 @@ tq_partitions tq_partitioning_view(const tq_partitioning *p);
 /* half_norms[p] = ||centroid p||^2 / 2 as the search computes it. */
 void tq_partition_half_norms(const float *centroids, uint32_t nlist, uint32_t d, float *half_norms);
 /* How near a centroid is to a query from their dot product: larger is
- * nearer, for each metric. */
-float tq_partition_score(tq_metric metric, float dot, float half_norm);
+ * nearer, for each metric. l2: ||q - c||^2 = ||q||^2 - 2 (<q, c> -
+ * ||c||^2 / 2), so the larger <q, c> - ||c||^2 / 2 the nearer; ip and
+ * cosine rank by <q, c>. Inline: a query scores every partition. */
+static inline float tq_partition_score(tq_metric metric, float dot, float half_norm)
+{
+    return metric == TQ_METRIC_L2 ? dot - half_norm : dot;
+}
 /* The share of p's partitions (0..1] a search probes to find `recall` of
  * a query's k (1..TQ_CURVE_K, fractional between the curves) nearest rows
  * of p, by its probe curve (1 without one, or when the recall is beyond
