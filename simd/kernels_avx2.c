@@ -46,10 +46,11 @@ static inline __m256 fwht_in_register(__m256 x)
 #define FWHT_NAME fwht_avx2
 #include "fwht_template.h"
 
-/* The candidates' float-table estimates (nibble_dots, nibble_lookups):
- * a row's bytes are gathered eight pairs at a time and split into nibbles
- * in nibble order, so each step adds eight nibbles to the eight chains of
- * the specification, one a lane; two rows go side by side so that their
+/* The candidates' float-table estimates (nibble_dots): a row's bytes are
+ * gathered eight pairs at a time and split into nibbles in nibble order,
+ * each nibble's entry computed from the query's coordinates and the
+ * centroids, so each step adds eight nibbles to the eight chains of the
+ * specification, one a lane; two rows go side by side so that their
  * dependent adds overlap. An odd count's last row is computed twice. */
 
 /* Bytes of pairs [p0, p0 + 8) of row `lane`, one a 32-bit lane (pairs past
@@ -80,23 +81,21 @@ static inline void row_nibbles16(__m256i bytes, __m256i *lo8, __m256i *hi8)
     *hi8 = _mm256_permute2x128_si256(u, w, 0x31);
 }
 
-/* Entries of nibbles t0 .. t0 + 7 (t0 a multiple of 8) given their
- * indices: the lanes of nibbles at or past `limit` are +0. */
-static inline __m256 dot_entries8(__m256i idx, size_t t0, size_t limit, const float *q, __m256 tlo, __m256 thi)
+/* Entries of nibbles t0 .. t0 + 7 given their nibbles, from qv[c] (the
+ * query's part-c coordinates of those nibbles: 0 past the last). */
+static inline __m256 nibble_entries8(__m256i idx, const __m256 *qv, unsigned per, unsigned bits, __m256 tlo,
+                                     __m256 thi)
 {
-    const __m256i m = tail_mask8(limit > t0 ? limit - t0 : 0);
-    /* bit 3 of the index, moved to the sign bit, picks the upper half */
-    const __m256 c = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, idx), _mm256_permutevar8x32_ps(thi, idx),
-                                      _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
-    return _mm256_and_ps(_mm256_mul_ps(_mm256_maskload_ps(q + t0, m), c), _mm256_castsi256_ps(m));
-}
-
-static inline __m256 lookup_entries8(__m256i idx, size_t t0, size_t limit, const float *f)
-{
-    const __m256i m = tail_mask8(limit > t0 ? limit - t0 : 0);
-    const __m256i t = _mm256_add_epi32(_mm256_set1_epi32((int)t0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), f, _mm256_add_epi32(idx, _mm256_slli_epi32(t, 4)),
-                                    _mm256_castsi256_ps(m), 4);
+    const __m256i mask = _mm256_set1_epi32((int)((1u << bits) - 1));
+    __m256 e = _mm256_setzero_ps();
+    for (unsigned c = 0; c < per; c++) {
+        const __m256i code = _mm256_and_si256(_mm256_srli_epi32(idx, (int)(c * bits)), mask);
+        /* bit 3 of the code, moved to the sign bit, picks the upper half */
+        const __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, code), _mm256_permutevar8x32_ps(thi, code),
+                                          _mm256_castsi256_ps(_mm256_slli_epi32(code, 28)));
+        e = _mm256_add_ps(e, _mm256_mul_ps(qv[c], v));
+    }
+    return e;
 }
 
 static inline float fold_chains8(__m256 acc)
@@ -106,59 +105,58 @@ static inline float fold_chains8(__m256 acc)
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-/* Rows a and b of nibble_dots (lookup = false) or nibble_lookups. Lanes
- * that were +0 leave their chain as it is: a chain starts at +0 and never
- * becomes -0, and x + +0 = x for every other x. */
+/* Rows a and b. Nibbles past the last have entry +0 (their query
+ * coordinates are loaded as 0), which leaves a chain as it is: a chain
+ * starts at +0 and never becomes -0, and x + +0 = x for every other x. */
 static inline __attribute__((always_inline)) void nibble_rows2(const uint8_t *ba, unsigned va, const uint8_t *bb,
-                                                               unsigned vb, size_t npairs, const float *q,
-                                                               const float *table, size_t d, const float *f,
-                                                               const bool lookup, float *oa, float *ob)
+                                                               unsigned vb, size_t npairs, const float *qs,
+                                                               __m256 tlo, __m256 thi, const unsigned per,
+                                                               const unsigned bits, float *oa, float *ob)
 {
-    const size_t limit = lookup ? 2 * npairs : (d < 2 * npairs ? d : 2 * npairs);
-    const __m256 tlo = lookup ? _mm256_setzero_ps() : _mm256_loadu_ps(table);
-    const __m256 thi = lookup ? _mm256_setzero_ps() : _mm256_loadu_ps(table + 8);
+    const size_t lookups = 2 * npairs;
     __m256 acc_a = _mm256_setzero_ps(), acc_b = _mm256_setzero_ps();
     for (size_t p0 = 0; p0 < npairs; p0 += 8) {
-        __m256i a0, a1, b0, b1;
-        row_nibbles16(row_bytes8(ba, va, p0, npairs), &a0, &a1);
-        row_nibbles16(row_bytes8(bb, vb, p0, npairs), &b0, &b1);
-        const size_t t0 = 2 * p0;
-        if (lookup) {
-            acc_a = _mm256_add_ps(acc_a, lookup_entries8(a0, t0, limit, f));
-            acc_b = _mm256_add_ps(acc_b, lookup_entries8(b0, t0, limit, f));
-            acc_a = _mm256_add_ps(acc_a, lookup_entries8(a1, t0 + 8, limit, f));
-            acc_b = _mm256_add_ps(acc_b, lookup_entries8(b1, t0 + 8, limit, f));
-        } else {
-            acc_a = _mm256_add_ps(acc_a, dot_entries8(a0, t0, limit, q, tlo, thi));
-            acc_b = _mm256_add_ps(acc_b, dot_entries8(b0, t0, limit, q, tlo, thi));
-            acc_a = _mm256_add_ps(acc_a, dot_entries8(a1, t0 + 8, limit, q, tlo, thi));
-            acc_b = _mm256_add_ps(acc_b, dot_entries8(b1, t0 + 8, limit, q, tlo, thi));
+        __m256i a[2], b[2];
+        row_nibbles16(row_bytes8(ba, va, p0, npairs), &a[0], &a[1]);
+        row_nibbles16(row_bytes8(bb, vb, p0, npairs), &b[0], &b[1]);
+        for (unsigned h = 0; h < 2; h++) {
+            const size_t t0 = 2 * p0 + 8 * h;
+            const __m256i in = tail_mask8(lookups > t0 ? lookups - t0 : 0);
+            __m256 qv[4];
+            for (unsigned c = 0; c < per; c++)
+                qv[c] = _mm256_maskload_ps(qs + c * lookups + t0, in);
+            acc_a = _mm256_add_ps(acc_a, nibble_entries8(a[h], qv, per, bits, tlo, thi));
+            acc_b = _mm256_add_ps(acc_b, nibble_entries8(b[h], qv, per, bits, tlo, thi));
         }
     }
     *oa = fold_chains8(acc_a);
     *ob = fold_chains8(acc_b);
 }
 
-static void nibble_dots_avx2(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                             const float *q, const float *table, size_t d, float *out)
+/* Called with constant per and bits, so the loops over codes unroll. */
+static inline __attribute__((always_inline)) void nibble_dots_per(const uint8_t *const *blocks, const uint8_t *lanes,
+                                                                  size_t n, size_t npairs, const float *qs,
+                                                                  const float *table, const unsigned per,
+                                                                  const unsigned bits, float *out)
 {
+    const __m256 tlo = _mm256_loadu_ps(table), thi = _mm256_loadu_ps(table + 8);
     for (size_t i = 0; i < n; i += 2) {
         const size_t j = i + 1 < n ? i + 1 : i;
         float b;
-        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, q, table, d, NULL, false, &out[i], &b);
+        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, qs, tlo, thi, per, bits, &out[i], &b);
         out[j] = b;
     }
 }
 
-static void nibble_lookups_avx2(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                                const float *f, float *out)
+static void nibble_dots_avx2(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                             const float *qs, const float *table, unsigned per, unsigned bits, float *out)
 {
-    for (size_t i = 0; i < n; i += 2) {
-        const size_t j = i + 1 < n ? i + 1 : i;
-        float b;
-        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, NULL, NULL, 0, f, true, &out[i], &b);
-        out[j] = b;
-    }
+    if (per == 4)
+        nibble_dots_per(blocks, lanes, n, npairs, qs, table, 4, 1, out);
+    else if (per == 2)
+        nibble_dots_per(blocks, lanes, n, npairs, qs, table, 2, 2, out);
+    else
+        nibble_dots_per(blocks, lanes, n, npairs, qs, table, 1, bits, out);
 }
 
 static void mul_avx2(float *x, const float *y, size_t n)
@@ -892,7 +890,6 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .dot_codes = dot_codes_avx2,
     .dot_u8 = dot_u8_avx2,
     .nibble_dots = nibble_dots_avx2,
-    .nibble_lookups = nibble_lookups_avx2,
     .scan_block = scan_block_avx2,
     .scan_block_multi = scan_block_multi_avx2,
     .scan_lut_rows = scan_lut_rows_avx2,

@@ -60,13 +60,15 @@ static inline __m512 fwht_in_register(__m512 x)
 #define FWHT_NAME fwht_avx512
 #include "fwht_template.h"
 
-/* The candidates' float-table estimates (nibble_dots, nibble_lookups):
- * a row's bytes are gathered sixteen pairs at a time (a scalar byte load
- * each, shifted into place, was half of a candidate's cost), split into
- * nibbles in nibble order, and two rows share a register: row a's eight
- * chains in the low half, row b's in the high, so each chain gets its
- * entries in the specification's order and the two rows' dependent adds
- * overlap. An odd count's last row is computed twice. */
+/* The candidates' float-table estimates (nibble_dots): a row's bytes are
+ * gathered sixteen pairs at a time (a scalar byte load each, shifted into
+ * place, was half of a candidate's cost) and split into nibbles in nibble
+ * order; each nibble's entry is computed from the query's coordinates and
+ * the centroids in registers (a gather of the float tables cost as much
+ * as the scan at 2 bits). Two rows share a register: row a's eight chains
+ * in the low half, row b's in the high, so each chain gets its entries in
+ * the specification's order and the two rows' dependent adds overlap. An
+ * odd count's last row is computed twice. */
 
 /* Bytes of pairs [p0, p0 + 16) of row `lane`, one a 32-bit lane (pairs past
  * npairs read nothing). A gather reads 4 bytes at an address, so the last
@@ -101,29 +103,21 @@ static inline void row_nibbles32(__m512i bytes, __m512i *lo16, __m512i *hi16)
                                       hi);
 }
 
-/* Entries of nibbles t0 .. t0 + 15 (t0 a multiple of 16) given their
- * indices: the lanes of nibbles at or past `limit` are +0. */
-static inline __m512 dot_entries16(__m512i idx, size_t t0, size_t limit, const float *q, __m512 table)
+/* Entries of nibbles t0 .. t0 + 15 given their nibbles, from qv[c] (the
+ * query's part-c coordinates of those nibbles: 0 past the last). */
+static inline __m512 nibble_entries16(__m512i idx, const __m512 *qv, unsigned per, unsigned bits, __m512 table)
 {
-    const __mmask16 m = tail_mask16(limit > t0 ? limit - t0 : 0);
-    return _mm512_maskz_mul_ps(m, _mm512_maskz_loadu_ps(m, q + t0), _mm512_permutexvar_ps(idx, table));
-}
-
-static inline __m512 lookup_entries16(__m512i idx, size_t t0, size_t limit, const float *f)
-{
-    const __mmask16 m = tail_mask16(limit > t0 ? limit - t0 : 0);
-    const __m512i at = _mm512_add_epi32(
-        idx, _mm512_slli_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)t0), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7,
-                                                                                               8, 9, 10, 11, 12, 13,
-                                                                                               14, 15)),
-                               4));
-    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, at, f, 4);
+    const __m512i mask = _mm512_set1_epi32((int)((1u << bits) - 1));
+    __m512 e = _mm512_setzero_ps();
+    for (unsigned c = 0; c < per; c++) {
+        const __m512i code = _mm512_and_si512(_mm512_srli_epi32(idx, c * bits), mask);
+        e = _mm512_add_ps(e, _mm512_mul_ps(qv[c], _mm512_permutexvar_ps(code, table)));
+    }
+    return e;
 }
 
 /* Chains of rows a (low half) and b (high half) take entries ea and eb of
- * nibbles t0 .. t0 + 15: first t0 .. t0 + 7, then t0 + 8 .. t0 + 15. Lanes
- * that were +0 leave their chain as it is: a chain starts at +0 and never
- * becomes -0, and x + +0 = x for every other x. */
+ * nibbles t0 .. t0 + 15: first t0 .. t0 + 7, then t0 + 8 .. t0 + 15. */
 static inline __m512 chains_add(__m512 acc, __m512 ea, __m512 eb)
 {
     acc = _mm512_add_ps(acc, _mm512_shuffle_f32x4(ea, eb, 0x44));
@@ -137,54 +131,58 @@ static inline float fold_chains8(__m256 acc)
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-/* Rows a and b of nibble_dots (lookup = false) or nibble_lookups. */
+/* Rows a and b. Nibbles past the last have entry +0 (their query
+ * coordinates are loaded as 0), which leaves a chain as it is: a chain
+ * starts at +0 and never becomes -0, and x + +0 = x for every other x. */
 static inline __attribute__((always_inline)) void nibble_rows2(const uint8_t *ba, unsigned va, const uint8_t *bb,
-                                                               unsigned vb, size_t npairs, const float *q,
-                                                               __m512 table, size_t d, const float *f,
-                                                               const bool lookup, float *oa, float *ob)
+                                                               unsigned vb, size_t npairs, const float *qs,
+                                                               __m512 table, const unsigned per,
+                                                               const unsigned bits, float *oa, float *ob)
 {
-    const size_t limit = lookup ? 2 * npairs : (d < 2 * npairs ? d : 2 * npairs);
+    const size_t lookups = 2 * npairs;
     __m512 acc = _mm512_setzero_ps();
     for (size_t p0 = 0; p0 < npairs; p0 += 16) {
-        __m512i a0, a1, b0, b1;
-        row_nibbles32(row_bytes16(ba, va, p0, npairs), &a0, &a1);
-        row_nibbles32(row_bytes16(bb, vb, p0, npairs), &b0, &b1);
-        const size_t t0 = 2 * p0;
-        if (lookup) {
-            acc = chains_add(acc, lookup_entries16(a0, t0, limit, f), lookup_entries16(b0, t0, limit, f));
-            acc = chains_add(acc, lookup_entries16(a1, t0 + 16, limit, f), lookup_entries16(b1, t0 + 16, limit, f));
-        } else {
-            acc = chains_add(acc, dot_entries16(a0, t0, limit, q, table), dot_entries16(b0, t0, limit, q, table));
-            acc = chains_add(acc, dot_entries16(a1, t0 + 16, limit, q, table),
-                             dot_entries16(b1, t0 + 16, limit, q, table));
+        __m512i a[2], b[2];
+        row_nibbles32(row_bytes16(ba, va, p0, npairs), &a[0], &a[1]);
+        row_nibbles32(row_bytes16(bb, vb, p0, npairs), &b[0], &b[1]);
+        for (unsigned h = 0; h < 2; h++) {
+            const size_t t0 = 2 * p0 + 16 * h;
+            const __mmask16 in = tail_mask16(lookups > t0 ? lookups - t0 : 0);
+            __m512 qv[4];
+            for (unsigned c = 0; c < per; c++)
+                qv[c] = _mm512_maskz_loadu_ps(in, qs + c * lookups + t0);
+            acc = chains_add(acc, nibble_entries16(a[h], qv, per, bits, table),
+                             nibble_entries16(b[h], qv, per, bits, table));
         }
     }
     *oa = fold_chains8(_mm512_castps512_ps256(acc));
     *ob = fold_chains8(_mm512_extractf32x8_ps(acc, 1));
 }
 
-static void nibble_dots_avx512(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                               const float *q, const float *table, size_t d, float *out)
+/* Called with constant per and bits, so the loops over codes unroll. */
+static inline __attribute__((always_inline)) void nibble_dots_per(const uint8_t *const *blocks, const uint8_t *lanes,
+                                                                  size_t n, size_t npairs, const float *qs,
+                                                                  __m512 table, const unsigned per,
+                                                                  const unsigned bits, float *out)
 {
-    const __m512 t = _mm512_loadu_ps(table);
     for (size_t i = 0; i < n; i += 2) {
         const size_t j = i + 1 < n ? i + 1 : i;
         float b;
-        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, q, t, d, NULL, false, &out[i], &b);
+        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, qs, table, per, bits, &out[i], &b);
         out[j] = b;
     }
 }
 
-static void nibble_lookups_avx512(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                                  const float *f, float *out)
+static void nibble_dots_avx512(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                               const float *qs, const float *table, unsigned per, unsigned bits, float *out)
 {
-    for (size_t i = 0; i < n; i += 2) {
-        const size_t j = i + 1 < n ? i + 1 : i;
-        float b;
-        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, NULL, _mm512_setzero_ps(), 0, f, true,
-                     &out[i], &b);
-        out[j] = b;
-    }
+    const __m512 t = _mm512_loadu_ps(table);
+    if (per == 4)
+        nibble_dots_per(blocks, lanes, n, npairs, qs, t, 4, 1, out);
+    else if (per == 2)
+        nibble_dots_per(blocks, lanes, n, npairs, qs, t, 2, 2, out);
+    else
+        nibble_dots_per(blocks, lanes, n, npairs, qs, t, 1, bits, out);
 }
 
 static void mul_avx512(float *x, const float *y, size_t n)
@@ -989,7 +987,6 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .dot_codes = dot_codes_avx512,
     .dot_u8 = dot_u8_avx512,
     .nibble_dots = nibble_dots_avx512,
-    .nibble_lookups = nibble_lookups_avx512,
     .scan_block = scan_block_avx512,
     .scan_block_multi = scan_block_multi_avx512,
     .scan_lut_rows = scan_lut_rows_avx512,

@@ -203,30 +203,18 @@ static float fold_chains8(const float s[8])
 }
 
 static void nibble_dots_scalar(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                               const float *q, const float *table, size_t d, float *out)
+                               const float *qs, const float *table, unsigned per, unsigned bits, float *out)
 {
+    const size_t lookups = 2 * npairs;
+    const unsigned mask = (1u << bits) - 1;
     for (size_t i = 0; i < n; i++) {
         float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        for (size_t p = 0; p < npairs; p++) {
-            const unsigned byte = blocks[i][32 * p + lanes[i]];
-            const size_t t = 2 * p;
-            s[t % 8] = s[t % 8] + (t < d ? q[t] * table[byte & 15u] : 0.0f);
-            s[(t + 1) % 8] = s[(t + 1) % 8] + (t + 1 < d ? q[t + 1] * table[byte >> 4] : 0.0f);
-        }
-        out[i] = fold_chains8(s);
-    }
-}
-
-static void nibble_lookups_scalar(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                                  const float *f, float *out)
-{
-    for (size_t i = 0; i < n; i++) {
-        float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        for (size_t p = 0; p < npairs; p++) {
-            const unsigned byte = blocks[i][32 * p + lanes[i]];
-            const size_t t = 2 * p;
-            s[t % 8] = s[t % 8] + f[16 * t + (byte & 15u)];
-            s[(t + 1) % 8] = s[(t + 1) % 8] + f[16 * (t + 1) + (byte >> 4)];
+        for (size_t t = 0; t < lookups; t++) {
+            const unsigned byte = blocks[i][32 * (t / 2) + lanes[i]], x = t % 2 ? byte >> 4 : byte & 15u;
+            float e = 0.0f;
+            for (unsigned c = 0; c < per; c++)
+                e = e + qs[c * lookups + t] * table[(x >> (c * bits)) & mask];
+            s[t % 8] = s[t % 8] + e;
         }
         out[i] = fold_chains8(s);
     }
@@ -456,7 +444,6 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .dot_codes = dot_codes_scalar,
     .dot_u8 = dot_u8_scalar,
     .nibble_dots = nibble_dots_scalar,
-    .nibble_lookups = nibble_lookups_scalar,
     .float_to_half = float_to_half_scalar,
     .half_to_float = half_to_float_scalar,
     .scan_block = scan_block_scalar,

@@ -156,17 +156,18 @@ typedef struct tq_simd_kernels {
     /* Float-table estimates of candidates: rows of scan blocks, row i being
      * row lanes[i] (0..31) of the block at blocks[i] (npairs pairs, pair p's
      * byte at 32 p + lane, nibble 2p its low half, 2p + 1 its high half).
-     * out[i] = the sum over the row's 2 npairs nibbles t of entry(t, nib_t)
-     * in eight chains (nibble t added to chain t mod 8, in order of t),
-     * folded ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)).
-     *   nibble_dots: one 4-bit code a nibble, entry(t, x) = q[t] * table[x]
-     *     for t < d and +0 at or past d (q is read only below d);
-     *   nibble_lookups: float tables, entry(t, x) = f[16 t + x].
-     * A block is read only inside its 32 npairs bytes. */
+     * A nibble x holds `per` codes of `bits` bits as the nibble layouts
+     * have them ((per, bits) = (4, 1), (2, 2), (1, 3) or (1, 4)), code i in
+     * bits [i bits, i bits + bits); nibble t's entry is
+     *   (((0 + qs[0][t] * table[x_0]) + qs[1][t] * table[x_1]) + ...)
+     * over i < per, with qs[i] = qs + i * 2 npairs (the query's coordinate
+     * per t + i, 0 past d: the scan tables' row t exactly). out[i] = the
+     * sum over the row's 2 npairs nibbles of their entries in eight chains
+     * (nibble t added to chain t mod 8, in order of t), folded
+     * ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)). A block is read only inside
+     * its 32 npairs bytes. */
     void (*nibble_dots)(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                        const float *q, const float *table, size_t d, float *out);
-    void (*nibble_lookups)(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                           const float *f, float *out);
+                        const float *qs, const float *table, unsigned per, unsigned bits, float *out);
     /* One scan block (layout above) of npairs nibble pairs: out[v] = sum over
      * t < 2*npairs of lut[tq_scan_lut_offset(t) + nib(v, t)], exactly. */
     void (*scan_block)(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32]);

@@ -247,34 +247,38 @@ static uint8_t *guarded_blocks(size_t bytes, void **map, size_t *map_len)
     return m + len - page - bytes;
 }
 
-/* nibble_dots and nibble_lookups on rows of three random blocks in a
- * shuffled order with repeats, counts odd and even (the kernels take two
- * rows at a time): pair counts that end before, at and past d (odd counts
- * too, and d not a multiple of the 8- and 16-lane steps), random and
- * extreme queries, centroids and tables (signed zeros among them). The
- * blocks end at an unreadable page, so the rows whose last byte is a
- * block's last (rows 29..31 of the last block) are read without a byte
- * past it. */
+/* nibble_dots on rows of three random blocks in a shuffled order with
+ * repeats, counts odd and even (the kernels take two rows at a time), for
+ * every nibble layout ((per, bits) = (1, 4), (1, 3), (2, 2), (4, 1)): pair
+ * counts that end before, at and past d (odd counts too, and d not a
+ * multiple of the 8- and 16-lane steps), random and extreme queries and
+ * centroids (signed zeros among them). The blocks end at an unreadable
+ * page, so the rows whose last byte is a block's last (rows 29..31 of the
+ * last block) are read without a byte past it. */
 static void check_nibble_rows(tq_simd_level level)
 {
     const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
     enum { NBLOCKS = 3, NROWS = 101 };
     static const size_t counts[] = {1, 2, 3, 8, NROWS};
+    static const unsigned layouts[][2] = {{1, 4}, {1, 3}, {2, 2}, {4, 1}};
     tq_rng r;
     tq_rng_seed(&r, 17);
-    float *q = tq_malloc(16400 * sizeof(float)), *f = tq_malloc(16 * 16400 * sizeof(float)), table[16];
+    float *q = tq_malloc(16400 * sizeof(float)), *qs = tq_malloc(4 * 16400 * sizeof(float)), table[16];
     for (size_t s = 0; s < NSIZES; s++)
-        for (int extreme = 0; extreme < 2; extreme++)
+        for (size_t l = 0; l < sizeof(layouts) / sizeof(layouts[0]); l++)
             for (size_t extra = 0; extra < 3; extra++) {
-                const size_t d = sizes[s], npairs = (d + 1) / 2 + extra, block_bytes = 32 * npairs;
+                const unsigned per = layouts[l][0], bits = layouts[l][1];
+                const int extreme = (int)(extra % 2);
+                const size_t d = sizes[s], nibbles = (d + per - 1) / per;
+                const size_t npairs = (nibbles + 1) / 2 + extra, lookups = 2 * npairs, block_bytes = 32 * npairs;
                 void *map;
                 size_t map_len;
                 uint8_t *blocks = guarded_blocks(NBLOCKS * block_bytes, &map, &map_len);
                 fill(q, d, &r, extreme);
-                for (size_t j = d; j < 2 * npairs; j++)
-                    q[j] = 1e30f; /* past d: counts as nothing */
+                for (unsigned c = 0; c < per; c++)
+                    for (size_t t = 0; t < lookups; t++)
+                        qs[c * lookups + t] = per * t + c < d ? q[per * t + c] : 0.0f;
                 fill(table, 16, &r, extreme);
-                fill(f, 16 * 2 * npairs, &r, extreme);
                 for (size_t i = 0; i < NBLOCKS * block_bytes; i++)
                     blocks[i] = (uint8_t)tq_rng_next(&r);
                 const uint8_t *at[NROWS];
@@ -290,25 +294,19 @@ static void check_nibble_rows(tq_simd_level level)
                 for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
                     const size_t n = counts[c];
                     float want[NROWS], got[NROWS];
-                    for (int lookups = 0; lookups < 2; lookups++) {
-                        if (lookups) {
-                            ref->nibble_lookups(at, lanes, n, npairs, f, want);
-                            k->nibble_lookups(at, lanes, n, npairs, f, got);
-                        } else {
-                            ref->nibble_dots(at, lanes, n, npairs, q, table, d, want);
-                            k->nibble_dots(at, lanes, n, npairs, q, table, d, got);
-                        }
-                        for (size_t i = 0; i < n; i++)
-                            cr_assert(same_bits_f(want[i], got[i]) || (isnan(want[i]) && isnan(got[i])),
-                                      "%s %s d=%zu npairs=%zu n=%zu row %zu (lane %u): %a vs scalar %a",
-                                      lookups ? "nibble_lookups" : "nibble_dots", tq_simd_level_name(level), d,
-                                      npairs, n, i, lanes[i], (double)got[i], (double)want[i]);
-                    }
+                    ref->nibble_dots(at, lanes, n, npairs, qs, table, per, bits, want);
+                    k->nibble_dots(at, lanes, n, npairs, qs, table, per, bits, got);
+                    for (size_t i = 0; i < n; i++)
+                        cr_assert(same_bits_f(want[i], got[i]) || (isnan(want[i]) && isnan(got[i])),
+                                  "nibble_dots %s per=%u bits=%u d=%zu npairs=%zu n=%zu row %zu (lane %u): %a vs "
+                                  "scalar %a",
+                                  tq_simd_level_name(level), per, bits, d, npairs, n, i, lanes[i], (double)got[i],
+                                  (double)want[i]);
                 }
                 munmap(map, map_len);
             }
     tq_free(q);
-    tq_free(f);
+    tq_free(qs);
 }
 
 /* Every pair of a few vectors and centroids, each tile shape of the
