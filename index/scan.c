@@ -265,16 +265,24 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
         }
         for (uint32_t j = j1; j < n1 * per; j++)
             mn[j - j0] = mx[j - j0] = 0.0f;
-        /* Per lookup, the sums over its coordinates below d, in order. */
-        for (uint32_t n = n0; n < n1; n++) {
-            float l = 0.0f, h = 0.0f;
-            for (uint32_t i = 0; i < per && n * per + i < d; i++) {
-                l = l + mn[(n - n0) * per + i];
-                h = h + mx[(n - n0) * per + i];
+        /* Per lookup, the sums over its coordinates, in order (a 0 past d
+         * adds nothing: a sum from +0 never becomes -0). Eight lookups a
+         * step, so that the eight chains of the spread's max (exact in any
+         * grouping) stay in registers: indexed by n % 8 they went through
+         * memory and waited on their own stores. */
+        for (uint32_t n = n0; n < n1; n += 8) {
+#pragma GCC unroll 8
+            for (uint32_t k = 0; k < 8; k++) {
+                if (n + k >= n1)
+                    break;
+                float l = 0.0f, h = 0.0f;
+                for (uint32_t i = 0; i < per; i++) {
+                    l = l + mn[(n + k - n0) * per + i];
+                    h = h + mx[(n + k - n0) * per + i];
+                }
+                lo[n + k] = l;
+                spread[k] = spread[k] > h - l ? spread[k] : h - l;
             }
-            lo[n] = l;
-            /* max is exact in any grouping: eight independent chains */
-            spread[n % 8] = spread[n % 8] > h - l ? spread[n % 8] : h - l;
         }
     }
     float range = 0.0f;
@@ -296,11 +304,24 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
         for (unsigned x = reachable; x < entries; x++)
             t->f[(size_t)entries * n + x] = lo[n];
     /* Four chains, folded in a fixed order (one chain of double adds cost
-     * as much as the rest of a small table build). */
-    double part[4] = {0.0, 0.0, 0.0, 0.0};
-    for (uint32_t n = 0; n < lookups; n++)
-        part[n % 4] += (double)lo[n];
-    const double bias = (part[0] + part[1]) + (part[2] + part[3]);
+     * as much as the rest of a small table build); in four variables, as
+     * an array indexed by n % 4 they went through memory and waited on
+     * their own stores. */
+    double p0 = 0.0, p1 = 0.0, p2 = 0.0, p3 = 0.0;
+    uint32_t n4 = 0;
+    for (; n4 + 4 <= lookups; n4 += 4) {
+        p0 += (double)lo[n4];
+        p1 += (double)lo[n4 + 1];
+        p2 += (double)lo[n4 + 2];
+        p3 += (double)lo[n4 + 3];
+    }
+    if (n4 < lookups)
+        p0 += (double)lo[n4];
+    if (n4 + 1 < lookups)
+        p1 += (double)lo[n4 + 1];
+    if (n4 + 2 < lookups)
+        p2 += (double)lo[n4 + 2];
+    const double bias = (p0 + p1) + (p2 + p3);
     t->delta = range > 0.0f ? range / (float)TQ_SCAN_LUT_MAX : 1.0f;
     t->bias = (float)bias;
     k->scan_lut_quantize(t->f, lo, lookups, entries, 1.0f / t->delta, t->q8);
