@@ -173,16 +173,26 @@ static unsigned nibble_at(const uint8_t *block, unsigned v, uint32_t t)
     return t % 2 ? byte >> 4 : byte & 15u;
 }
 
+/* Called with a constant per, so that the division and remainder by it
+ * are shifts: with per read from the layout they were a divide each, and
+ * this a twelfth of partitioning (which decodes every row). */
+static inline void nibbles_get(const uint8_t *block, unsigned v, uint32_t d, const uint32_t per, unsigned bits,
+                               uint8_t *codes)
+{
+    const unsigned mask = (1u << bits) - 1;
+    for (uint32_t j = 0; j < d; j++) {
+        const unsigned nib = nibble_at(block, v, j / per);
+        codes[j] = (uint8_t)((nib >> ((j % per) * bits)) & mask);
+    }
+}
+
 void tq_scan_get(const tq_scan_layout *L, const uint8_t *block, unsigned v, uint8_t *codes)
 {
-    if (L->sextets) {
-        sextets_get(L, block, v, codes);
-        return;
-    }
-    unsigned mask = (1u << L->bits) - 1;
-    for (uint32_t j = 0; j < L->d; j++) {
-        unsigned nib = nibble_at(block, v, j / L->per_nibble);
-        codes[j] = (uint8_t)((nib >> ((j % L->per_nibble) * L->bits)) & mask);
+    switch (L->sextets ? 0 : L->per_nibble) {
+    case 0: sextets_get(L, block, v, codes); break;
+    case 1: nibbles_get(block, v, L->d, 1, L->bits, codes); break;
+    case 2: nibbles_get(block, v, L->d, 2, L->bits, codes); break;
+    default: nibbles_get(block, v, L->d, 4, L->bits, codes); break;
     }
 }
 
