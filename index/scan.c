@@ -362,7 +362,7 @@ static float sextet_exact(const tq_scan_layout *L, const tq_scan_lut *t, const u
             s[i] = s[i] + e;
         }
     }
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    return tq_fold_chains8(s);
 }
 
 void tq_scan_lut_exact_rows(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *const *blocks,

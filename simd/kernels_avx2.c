@@ -102,7 +102,7 @@ static inline float fold_chains8(__m256 acc)
 {
     float s[8];
     _mm256_storeu_ps(s, acc);
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    return tq_fold_chains8(s);
 }
 
 /* Rows a and b. Nibbles past the last have entry +0 (their query

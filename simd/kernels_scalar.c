@@ -197,11 +197,6 @@ static float dot_u8_scalar(const uint8_t *codes, const float *table, const float
     return tq_fold16(lane);
 }
 
-static float fold_chains8(const float s[8])
-{
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
 static void nibble_dots_scalar(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
                                const float *qs, const float *table, unsigned per, unsigned bits, float *out)
 {
@@ -216,7 +211,7 @@ static void nibble_dots_scalar(const uint8_t *const *blocks, const uint8_t *lane
                 e = e + qs[c * lookups + t] * table[(x >> (c * bits)) & mask];
             s[t % 8] = s[t % 8] + e;
         }
-        out[i] = fold_chains8(s);
+        out[i] = tq_fold_chains8(s);
     }
 }
 

@@ -269,6 +269,13 @@ static inline float tq_fold16(float lane[16])
     return lane[0];
 }
 
+/* The eight chains of a float-table estimate (nibble_dots, and the sextet
+ * estimate in index/scan.c), folded ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)). */
+static inline float tq_fold_chains8(const float s[8])
+{
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
 static inline double tq_fold8(double lane[8])
 {
     for (int width = 4; width >= 1; width /= 2)
