@@ -39,6 +39,8 @@ static uint64_t read_xcr0(void)
 static int cpu_vbmi;
 /* AVX-512 VNNI (byte dot products, for ranking partitions) likewise. */
 static int cpu_vnni;
+/* FMA, which the AVX2 dot_matrix needs (AVX-512F has its own). */
+static int cpu_fma;
 
 static tq_simd_level detect_cpu(void)
 {
@@ -46,6 +48,7 @@ static tq_simd_level detect_cpu(void)
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx))
         return TQ_SIMD_SCALAR;
     int osxsave = (ecx >> 27) & 1, avx = (ecx >> 28) & 1, f16c = (ecx >> 29) & 1;
+    cpu_fma = (ecx >> 12) & 1;
     if (!osxsave || !avx || !f16c)
         return TQ_SIMD_SCALAR;
     uint64_t xcr0 = read_xcr0();
@@ -85,6 +88,9 @@ static tq_simd_level compiled_cap(tq_simd_level cpu)
     return cpu;
 }
 
+#ifdef TQ_HAVE_AVX2
+static tq_simd_kernels avx2_table; /* the AVX2 kernels, the scalar dot_matrix without FMA */
+#endif
 #ifdef TQ_HAVE_AVX512
 static tq_simd_kernels avx512_table; /* the AVX-512 kernels, VBMI's where the CPU has it */
 
@@ -111,7 +117,7 @@ static const tq_simd_kernels *table_of(tq_simd_level level)
         return &tq_simd_kernels_scalar;
     case TQ_SIMD_AVX2:
 #ifdef TQ_HAVE_AVX2
-        return &tq_simd_kernels_avx2;
+        return &avx2_table;
 #else
         return NULL;
 #endif
@@ -128,6 +134,11 @@ static const tq_simd_kernels *table_of(tq_simd_level level)
 static void init_table(void)
 {
     best_level = compiled_cap(detect_cpu());
+#ifdef TQ_HAVE_AVX2
+    avx2_table = tq_simd_kernels_avx2;
+    if (!cpu_fma)
+        avx2_table.dot_matrix = tq_simd_kernels_scalar.dot_matrix;
+#endif
 #ifdef TQ_HAVE_AVX512
     avx512_table = tq_simd_kernels_avx512;
     /* What stands in for a kernel that needs an extension the CPU lacks. */

@@ -292,8 +292,8 @@ static inline __attribute__((always_inline)) void dot_tile_avx512(const float *x
         for (int j = 0; j < RC; j++)
             acc[i][j] = _mm512_setzero_ps();
     for (size_t t = 0; t < d; t += 16) {
-        /* Past d both operands load as 0, adding +0 to lanes that are
-         * never -0: the scalar sum's lanes, untouched. */
+        /* Past d both operands load as 0: fma(0, 0, lane) adds +0 to
+         * lanes that are never -0, the scalar sum's lanes, untouched. */
         const __mmask16 m = tail_mask16(d - t);
         __m512 cv[4];
         for (int j = 0; j < RC; j++)
@@ -301,7 +301,7 @@ static inline __attribute__((always_inline)) void dot_tile_avx512(const float *x
         for (int i = 0; i < RX; i++) {
             const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * d + t);
             for (int j = 0; j < RC; j++)
-                acc[i][j] = _mm512_add_ps(acc[i][j], _mm512_mul_ps(xv, cv[j]));
+                acc[i][j] = _mm512_fmadd_ps(xv, cv[j], acc[i][j]);
         }
     }
     for (int i = 0; i < RX; i++)

@@ -118,8 +118,12 @@ static float l2sq_half_scalar(const float *a, const uint16_t *b, size_t n)
 static void dot_matrix_scalar(const float *x, size_t nx, const float *c, size_t nc, size_t d, float *out)
 {
     for (size_t i = 0; i < nx; i++)
-        for (size_t j = 0; j < nc; j++)
-            out[i * nc + j] = dot_scalar(x + i * d, c + j * d, d);
+        for (size_t j = 0; j < nc; j++) {
+            float lane[LANES32] = {0};
+            for (size_t t = 0; t < d; t++)
+                lane[t % LANES32] = fmaf(x[i * d + t], c[j * d + t], lane[t % LANES32]);
+            out[i * nc + j] = tq_fold16(lane);
+        }
 }
 
 static void dot_q8_blocks_scalar(const uint8_t *q, size_t nq, const int8_t *t, size_t nblocks, size_t groups,
