@@ -173,14 +173,22 @@ static unsigned nibble_at(const uint8_t *block, unsigned v, uint32_t t)
     return t % 2 ? byte >> 4 : byte & 15u;
 }
 
-/* Called with a constant per, so that the division and remainder by it
- * are shifts: with per read from the layout they were a divide each, and
- * this a twelfth of partitioning (which decodes every row). */
+/* Called with a constant per, so that the loops over a byte's codes
+ * unroll: with per read from the layout, a coordinate's byte and position
+ * took a divide each, and this was a twelfth of partitioning (which
+ * decodes every row). A byte at a time: the pairs whose codes all lie
+ * below d, then the last one's. */
 static inline void nibbles_get(const uint8_t *block, unsigned v, uint32_t d, const uint32_t per, unsigned bits,
                                uint8_t *codes)
 {
     const unsigned mask = (1u << bits) - 1;
-    for (uint32_t j = 0; j < d; j++) {
+    const uint32_t whole = d / (2 * per);
+    for (uint32_t p = 0; p < whole; p++) {
+        const unsigned byte = block[32 * (size_t)p + v];
+        for (uint32_t i = 0; i < 2 * per; i++) /* code i % per of nibble i / per */
+            codes[2 * per * p + i] = (uint8_t)((byte >> (4 * (i / per) + (i % per) * bits)) & mask);
+    }
+    for (uint32_t j = 2 * per * whole; j < d; j++) {
         const unsigned nib = nibble_at(block, v, j / per);
         codes[j] = (uint8_t)((nib >> ((j % per) * bits)) & mask);
     }

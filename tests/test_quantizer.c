@@ -217,6 +217,33 @@ Test(quantizer, rejects_bad_configuration)
     cr_assert_eq(tq_quantizer_init(&q, 1, 2, TQ_VARIANT_MSE, TQ_CORRECTION_IP, 1, &err), TQ_EDIM);
 }
 
+/* The layout of storage format 1 (a 3-bit code in a whole nibble), which
+ * only reading old files uses: codes go in and come back out. */
+Test(scan, format1_layout_round_trip)
+{
+    static const uint32_t dims[] = {1, 2, 3, 7, 8, 9, 50, 128, 129};
+    tq_rng r;
+    tq_rng_seed(&r, 78);
+    for (unsigned bits = 1; bits <= 4; bits++)
+        for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
+            const uint32_t d = dims[di];
+            tq_scan_layout L;
+            tq_scan_layout_init_format1(&L, d, bits);
+            cr_assert(!L.sextets);
+            uint8_t *block = tq_calloc(1, L.block_bytes), codes[32][129], back[129];
+            for (int v = 0; v < 32; v++) {
+                for (uint32_t j = 0; j < d; j++)
+                    codes[v][j] = (uint8_t)(tq_rng_next(&r) % (1u << bits));
+                tq_scan_put(&L, block, (unsigned)v, codes[v]);
+            }
+            for (int v = 0; v < 32; v++) {
+                tq_scan_get(&L, block, (unsigned)v, back);
+                cr_assert(!memcmp(back, codes[v], d), "format 1, bits %u d %u vector %d round trip", bits, d, v);
+            }
+            tq_free(block);
+        }
+}
+
 /* Both scan layouts at many dimensions: codes go in and come back out; a
  * cleared row reads as zero codes; the float tables give sum_j q_j t[c_j];
  * and the 8-bit kernel sums reproduce it within half a table step per
