@@ -12,7 +12,8 @@
  * Float reductions have one fixed order on every path, so results agree bit
  * for bit:
  *   - "lane-16" sums: element j goes to lane j % 16, each lane adds in
- *     increasing j (product rounded, then added: no FMA), and the 16 lanes are
+ *     increasing j (product rounded, then added: no FMA, except in
+ *     dot_matrix, whose lanes fuse the two on every path), and the 16 lanes are
  *     folded as l += l+8, l += l+4, l += l+2, l += l+1, lane 0 being the result.
  *   - "lane-8 double" sums for exact ground truth: the same with 8 double
  *     lanes; products of two floats are exact in double.
