@@ -383,7 +383,7 @@ void tq_scan_lut_exact_rows(const tq_scan_layout *L, const tq_scan_lut *t, const
         /* The entries from the query and the centroids, not the tables: at
          * d = 4096 re-reading the tables was a fifth of the search, and
          * gathering from them at 2 bits as much as the scan. */
-        tq_simd()->nibble_dots(blocks, lanes, n, L->npairs, t->qs, t->table, L->per_nibble, L->bits, out);
+        tq_simd()->nibble_dots(blocks, lanes, n, L->npairs, t->qs, t->table, t->f, L->per_nibble, L->bits, out);
     }
 }
 

@@ -148,13 +148,39 @@ static inline __attribute__((always_inline)) void nibble_dots_per(const uint8_t 
     }
 }
 
-static void nibble_dots_avx2(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                             const float *qs, const float *table, unsigned per, unsigned bits, float *out)
+/* Several codes a nibble: the tabulated entries, a scalar lookup each in
+ * the eight chains (a 16-entry lookup costs AVX2 two permutes and a
+ * blend, and computing took that per code). */
+static void nibble_lookups(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                           const float *f, float *out)
 {
-    if (per == 4)
-        nibble_dots_per(blocks, lanes, n, npairs, qs, table, 4, 1, out);
-    else if (per == 2)
-        nibble_dots_per(blocks, lanes, n, npairs, qs, table, 2, 2, out);
+    for (size_t i = 0; i < n; i++) {
+        float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        const uint8_t *row = blocks[i] + lanes[i];
+        /* four pairs a step, so that each chain's index is a constant and
+         * the chains stay in registers */
+        size_t p = 0;
+        for (; p + 4 <= npairs; p += 4)
+            for (size_t k = 0; k < 4; k++) {
+                const unsigned byte = row[32 * (p + k)];
+                s[2 * k] = s[2 * k] + f[32 * (p + k) + (byte & 15u)];
+                s[2 * k + 1] = s[2 * k + 1] + f[32 * (p + k) + 16 + (byte >> 4)];
+            }
+        for (size_t k = 0; p < npairs; p++, k++) {
+            const unsigned byte = row[32 * p];
+            s[2 * k] = s[2 * k] + f[32 * p + (byte & 15u)];
+            s[2 * k + 1] = s[2 * k + 1] + f[32 * p + 16 + (byte >> 4)];
+        }
+        out[i] = tq_fold_chains8(s);
+    }
+}
+
+static void nibble_dots_avx2(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                             const float *qs, const float *table, const float *f, unsigned per, unsigned bits,
+                             float *out)
+{
+    if (per > 1)
+        nibble_lookups(blocks, lanes, n, npairs, f, out);
     else
         nibble_dots_per(blocks, lanes, n, npairs, qs, table, 1, bits, out);
 }

@@ -174,8 +174,10 @@ static inline __attribute__((always_inline)) void nibble_dots_per(const uint8_t 
 }
 
 static void nibble_dots_avx512(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                               const float *qs, const float *table, unsigned per, unsigned bits, float *out)
+                               const float *qs, const float *table, const float *f, unsigned per, unsigned bits,
+                               float *out)
 {
+    (void)f; /* computed: a 16-entry permute takes any nibble layout's codes */
     const __m512 t = _mm512_loadu_ps(table);
     if (per == 4)
         nibble_dots_per(blocks, lanes, n, npairs, qs, t, 4, 1, out);

@@ -201,9 +201,12 @@ static float dot_u8_scalar(const uint8_t *codes, const float *table, const float
     return tq_fold16(lane);
 }
 
+/* The specification, computing the entries (f unread). */
 static void nibble_dots_scalar(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                               const float *qs, const float *table, unsigned per, unsigned bits, float *out)
+                               const float *qs, const float *table, const float *f, unsigned per, unsigned bits,
+                               float *out)
 {
+    (void)f;
     const size_t lookups = 2 * npairs;
     const unsigned mask = (1u << bits) - 1;
     for (size_t i = 0; i < n; i++) {

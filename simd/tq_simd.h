@@ -168,10 +168,14 @@ typedef struct tq_simd_kernels {
      * per t + i, 0 past d: the scan tables' row t exactly). out[i] = the
      * sum over the row's 2 npairs nibbles of their entries in eight chains
      * (nibble t added to chain t mod 8, in order of t), folded
-     * ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)). A block is read only inside
-     * its 32 npairs bytes. */
+     * ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)). f holds the same entries
+     * tabulated (f[16 t + x], the scan's float tables): a path may read
+     * them instead of computing them (AVX2 does at 1 and 2 bits, where
+     * computing took four or two products a nibble and was slower than the
+     * lookups). A block is read only inside its 32 npairs bytes. */
     void (*nibble_dots)(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                        const float *qs, const float *table, unsigned per, unsigned bits, float *out);
+                        const float *qs, const float *table, const float *f, unsigned per, unsigned bits,
+                        float *out);
     /* One scan block (layout above) of npairs nibble pairs: out[v] = sum over
      * t < 2*npairs of lut[tq_scan_lut_offset(t) + nib(v, t)], exactly. */
     void (*scan_block)(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32]);
