@@ -217,6 +217,24 @@ Test(quantizer, rejects_bad_configuration)
     cr_assert_eq(tq_quantizer_init(&q, 1, 2, TQ_VARIANT_MSE, TQ_CORRECTION_IP, 1, &err), TQ_EDIM);
 }
 
+/* A block of 32 rows of random codes (d up to 1000) put in with layout L,
+ * each row read back whole and checked against what went in. */
+static uint8_t *round_trip_block(const tq_scan_layout *L, unsigned bits, tq_rng *r, uint8_t codes[32][1000])
+{
+    uint8_t *block = tq_calloc(1, L->block_bytes), back[1000];
+    for (int v = 0; v < 32; v++) {
+        for (uint32_t j = 0; j < L->d; j++)
+            codes[v][j] = (uint8_t)(tq_rng_next(r) % (1u << bits));
+        tq_scan_put(L, block, (unsigned)v, codes[v]);
+    }
+    for (int v = 0; v < 32; v++) {
+        tq_scan_get(L, block, (unsigned)v, back);
+        cr_assert(!memcmp(back, codes[v], L->d), "%s layout, bits %u d %u vector %d round trip",
+                  L->sextets ? "sextet" : "nibble", bits, L->d, v);
+    }
+    return block;
+}
+
 /* The layout of storage format 1 (a 3-bit code in a whole nibble), which
  * only reading old files uses: codes go in and come back out. */
 Test(scan, format1_layout_round_trip)
@@ -230,17 +248,8 @@ Test(scan, format1_layout_round_trip)
             tq_scan_layout L;
             tq_scan_layout_init_format1(&L, d, bits);
             cr_assert(!L.sextets);
-            uint8_t *block = tq_calloc(1, L.block_bytes), codes[32][129], back[129];
-            for (int v = 0; v < 32; v++) {
-                for (uint32_t j = 0; j < d; j++)
-                    codes[v][j] = (uint8_t)(tq_rng_next(&r) % (1u << bits));
-                tq_scan_put(&L, block, (unsigned)v, codes[v]);
-            }
-            for (int v = 0; v < 32; v++) {
-                tq_scan_get(&L, block, (unsigned)v, back);
-                cr_assert(!memcmp(back, codes[v], d), "format 1, bits %u d %u vector %d round trip", bits, d, v);
-            }
-            tq_free(block);
+            uint8_t codes[32][1000];
+            tq_free(round_trip_block(&L, bits, &r, codes));
         }
 }
 
@@ -266,16 +275,8 @@ Test(scan, layouts_round_trip_and_tables_agree)
                 cr_assert_eq(L.block_bytes / 32, 3 * ((d + 7) / 8), "3 bits a coordinate, d=%u", d);
             else
                 cr_assert_eq(L.block_bytes / 32, L.npairs, "one byte per nibble pair");
-            uint8_t *block = tq_calloc(1, L.block_bytes), codes[32][1000], back[1000];
-            for (int v = 0; v < 32; v++) {
-                for (uint32_t j = 0; j < d; j++)
-                    codes[v][j] = (uint8_t)(tq_rng_next(&r) % (1u << bits));
-                tq_scan_put(&L, block, (unsigned)v, codes[v]);
-            }
-            for (int v = 0; v < 32; v++) {
-                tq_scan_get(&L, block, (unsigned)v, back);
-                cr_assert(!memcmp(back, codes[v], d), "bits %u d %u vector %d round trip", bits, d, v);
-            }
+            uint8_t codes[32][1000], back[1000];
+            uint8_t *block = round_trip_block(&L, bits, &r, codes);
             /* Tables: a random query, every vector's float-table sum and
              * its kernel sum against the direct sum. */
             float q[1000];
