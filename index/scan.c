@@ -208,8 +208,7 @@ int tq_scan_lut_init(tq_scan_lut *t, const tq_scan_layout *L)
 {
     t->q8 = tq_malloc(L->lut_bytes);
     t->f = tq_malloc((size_t)L->lookups * (L->entries + 1) * sizeof(float));
-    t->qs = L->sextets ? NULL : tq_malloc((size_t)L->lookups * L->per_nibble * sizeof(float));
-    if (!t->q8 || !t->f || (!L->sextets && !t->qs)) {
+    if (!t->q8 || !t->f) {
         tq_scan_lut_free(t);
         return TQ_ENOMEM;
     }
@@ -222,34 +221,8 @@ void tq_scan_lut_free(tq_scan_lut *t)
     if (t) {
         tq_free(t->q8);
         tq_free(t->f);
-        tq_free(t->qs);
         t->q8 = NULL;
         t->f = NULL;
-        t->qs = NULL;
-    }
-}
-
-/* qs[c lookups + n] = q[per n + c], 0 past d; called with a constant per
- * so that the whole lookups' loop unrolls and vectorizes. */
-static inline void split_query_per(const float *restrict q, uint32_t d, const unsigned per, uint32_t lookups,
-                                   float *restrict qs)
-{
-    const uint32_t whole = d / per;
-    for (unsigned c = 0; c < per; c++) {
-        float *restrict part = qs + (size_t)c * lookups;
-        for (uint32_t n = 0; n < whole; n++)
-            part[n] = q[per * n + c];
-        for (uint32_t n = whole; n < lookups; n++)
-            part[n] = per * n + c < d ? q[per * n + c] : 0.0f;
-    }
-}
-
-static void split_query(const float *q, uint32_t d, unsigned per, uint32_t lookups, float *qs)
-{
-    switch (per) {
-    case 1: split_query_per(q, d, 1, lookups, qs); break;
-    case 2: split_query_per(q, d, 2, lookups, qs); break;
-    default: split_query_per(q, d, 4, lookups, qs); break;
     }
 }
 
@@ -314,8 +287,6 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
             sel[entries * i + x] = table[(x >> (i * bits)) & mask];
     const tq_simd_kernels *k = tq_simd();
     k->scan_lut_rows(q, d, per, sel, entries, lookups, t->f);
-    if (!L->sextets)
-        split_query(q, d, per, lookups, t->qs);
     /* Entries no code can reach (none at present: every layout's index
      * bits are all code bits) quantize to 0. */
     for (uint32_t n = 0; reachable < entries && n < lookups; n++)
@@ -380,10 +351,9 @@ void tq_scan_lut_exact_rows(const tq_scan_layout *L, const tq_scan_lut *t, const
         for (size_t i = 0; i < n; i++)
             out[i] = sextet_exact(L, t, blocks[i], lanes[i]);
     } else {
-        /* The entries from the query and the centroids, not the tables: at
-         * d = 4096 re-reading the tables was a fifth of the search, and
-         * gathering from them at 2 bits as much as the scan. */
-        tq_simd()->nibble_dots(blocks, lanes, n, L->npairs, t->qs, t->table, t->f, L->per_nibble, L->bits, out);
+        /* one code a nibble computed from q (at d = 4096 re-reading the
+         * tables was a fifth of the search), several looked up in f */
+        tq_simd()->nibble_dots(blocks, lanes, n, L->npairs, t->q, t->table, t->f, L->d, L->per_nibble, L->bits, out);
     }
 }
 

@@ -151,15 +151,23 @@ static float refine_key(const tq_codec *c, const float *query, const tq_query *p
     return 0.0f;
 }
 
-/* Rows whose float-table estimates the kernels take in one call. */
+/* Rows whose float-table estimates the kernels take in one call: at least
+ * a block's (collect_block hands them a block's live rows). */
 #define FLOAT_KEY_ROWS 64
+_Static_assert(TQ_SCAN_BLOCK <= FLOAT_KEY_ROWS, "a block's rows in one call");
 
 /* The float-table estimates of n rows (n <= FLOAT_KEY_ROWS): stage 2, and
  * the float scorer. The kernels take the rows together, two at a time: one
- * at a time, a candidate's chain of dependent adds was most of its cost. */
-static void float_keys_some(const tq_codec *c, const tq_query *pq, const row_ref *rows, size_t n, float *keys)
+ * at a time, a candidate's chain of dependent adds was most of its cost.
+ * Not inlined, and returning early for no rows: otherwise GCC 12 took
+ * the arrays below for possibly unset where collect_block calls it (a false
+ * alarm); a call per block or per 64 candidates costs nothing. */
+__attribute__((noinline)) static void float_keys_some(const tq_codec *c, const tq_query *pq, const row_ref *rows,
+                                                     size_t n, float *keys)
 {
     const tq_quantizer *q = &c->q;
+    if (n == 0)
+        return;
     const uint8_t *blocks[FLOAT_KEY_ROWS];
     uint8_t lanes[FLOAT_KEY_ROWS];
     float code_dot[FLOAT_KEY_ROWS], sign_dot[FLOAT_KEY_ROWS];
@@ -183,13 +191,6 @@ static void float_keys_some(const tq_codec *c, const tq_query *pq, const row_ref
                       ? -2.0f
                       : estimate_key(rank_metric(c), tq_unit_estimate(q, sc, code_dot[i], sign_dot[i]), sc, pq);
     }
-}
-
-static float float_key(const tq_codec *c, const tq_query *pq, row_ref r)
-{
-    float key;
-    float_keys_some(c, pq, &r, 1, &key);
-    return key;
 }
 
 /* Blocks per chunk of a batched scan: about 256 KiB of codes, so a chunk
@@ -399,12 +400,23 @@ static void collect_block(const search_job *job, unsigned part, size_t s, size_t
     float keys[TQ_SCAN_MAX_QUERIES][TQ_SCAN_BLOCK];
     uint32_t masks[TQ_SCAN_MAX_QUERIES];
     if (!scans_block(job, set, rows)) {
+        /* The live rows' float-table keys, together: one row at a time
+         * the kernels, which take rows in pairs, computed each twice. */
+        row_ref refs[TQ_SCAN_BLOCK];
+        unsigned lane[TQ_SCAN_BLOCK];
+        float some[TQ_SCAN_BLOCK];
+        size_t nl = 0;
+        for (uint32_t m = live; m; m &= m - 1) {
+            lane[nl] = (unsigned)__builtin_ctz(m);
+            refs[nl] = (row_ref){set, base + lane[nl]};
+            nl++;
+        }
         for (size_t i = 0; i < nq; i++) {
+            float_keys_some(job->c, &job->pq[q0 + i], refs, nl, some);
             masks[i] = 0;
-            for (uint32_t m = live; m; m &= m - 1) {
-                unsigned v = (unsigned)__builtin_ctz(m);
-                keys[i][v] = float_key(job->c, &job->pq[q0 + i], (row_ref){set, base + v});
-                masks[i] |= (uint32_t)(keys[i][v] > cols[i]->threshold) << v;
+            for (size_t r = 0; r < nl; r++) {
+                keys[i][lane[r]] = some[r];
+                masks[i] |= (uint32_t)(some[r] > cols[i]->threshold) << lane[r];
             }
         }
         collect_keys(job, part, s, lb, live, nq, cols, keys, masks);

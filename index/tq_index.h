@@ -188,11 +188,9 @@ typedef struct tq_scan_lut {
     float *row_lo;  /* each row's smallest reachable entry (inside f's block) */
     float delta, bias;
     /* What the rows were built from (q is the caller's, alive while the
-     * tables are used): tq_scan_lut_exact computes the entries from them
-     * instead of reading the float tables. qs (nibble layouts): the query
-     * split by a nibble's codes, qs[c lookups + t] = q[per t + c], 0 past d. */
+     * tables are used): tq_scan_lut_exact computes one-code entries from
+     * them instead of reading the float tables. */
     const float *q;
-    float *qs;
     float table[16];
 } tq_scan_lut;
 

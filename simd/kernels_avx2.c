@@ -46,12 +46,13 @@ static inline __m256 fwht_in_register(__m256 x)
 #define FWHT_NAME fwht_avx2
 #include "fwht_template.h"
 
-/* The candidates' float-table estimates (nibble_dots): a row's bytes are
- * gathered eight pairs at a time and split into nibbles in nibble order,
- * each nibble's entry computed from the query's coordinates and the
- * centroids, so each step adds eight nibbles to the eight chains of the
- * specification, one a lane; two rows go side by side so that their
- * dependent adds overlap. An odd count's last row is computed twice. */
+/* The candidates' float-table estimates (nibble_dots), one code a nibble
+ * (several are looked up, tq_nibble_lookups): a row's bytes are gathered
+ * eight pairs at a time and split into nibbles in nibble order, each
+ * nibble's entry q[t] c[x] computed in registers, so each step adds eight
+ * nibbles to the eight chains of the specification, one a lane; two rows
+ * go side by side so that their dependent adds overlap (an odd count's
+ * last row is computed twice). */
 
 /* Bytes of pairs [p0, p0 + 8) of row `lane`, one a 32-bit lane (pairs past
  * npairs read nothing). A gather reads 4 bytes at an address, so the last
@@ -81,21 +82,14 @@ static inline void row_nibbles16(__m256i bytes, __m256i *lo8, __m256i *hi8)
     *hi8 = _mm256_permute2x128_si256(u, w, 0x31);
 }
 
-/* Entries of nibbles t0 .. t0 + 7 given their nibbles, from qv[c] (the
- * query's part-c coordinates of those nibbles: 0 past the last). */
-static inline __m256 nibble_entries8(__m256i idx, const __m256 *qv, unsigned per, unsigned bits, __m256 tlo,
-                                     __m256 thi)
+/* Entries q[t] c[x & mask] of eight nibbles (q 0 at or past d). */
+static inline __m256 nibble_entries8(__m256i idx, __m256 q, __m256i mask, __m256 tlo, __m256 thi)
 {
-    const __m256i mask = _mm256_set1_epi32((int)((1u << bits) - 1));
-    __m256 e = _mm256_setzero_ps();
-    for (unsigned c = 0; c < per; c++) {
-        const __m256i code = _mm256_and_si256(_mm256_srli_epi32(idx, (int)(c * bits)), mask);
-        /* bit 3 of the code, moved to the sign bit, picks the upper half */
-        const __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, code), _mm256_permutevar8x32_ps(thi, code),
-                                          _mm256_castsi256_ps(_mm256_slli_epi32(code, 28)));
-        e = _mm256_add_ps(e, _mm256_mul_ps(qv[c], v));
-    }
-    return e;
+    const __m256i code = _mm256_and_si256(idx, mask);
+    /* bit 3 of the code, moved to the sign bit, picks the upper half */
+    const __m256 c = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, code), _mm256_permutevar8x32_ps(thi, code),
+                                      _mm256_castsi256_ps(_mm256_slli_epi32(code, 28)));
+    return _mm256_mul_ps(q, c);
 }
 
 static inline float fold_chains8(__m256 acc)
@@ -105,15 +99,14 @@ static inline float fold_chains8(__m256 acc)
     return tq_fold_chains8(s);
 }
 
-/* Rows a and b. Nibbles past the last have entry +0 (their query
- * coordinates are loaded as 0), which leaves a chain as it is: a chain
- * starts at +0 and never becomes -0, and x + +0 = x for every other x. */
-static inline __attribute__((always_inline)) void nibble_rows2(const uint8_t *ba, unsigned va, const uint8_t *bb,
-                                                               unsigned vb, size_t npairs, const float *qs,
-                                                               __m256 tlo, __m256 thi, const unsigned per,
-                                                               const unsigned bits, float *oa, float *ob)
+/* Rows a and b. A nibble at or past d enters its chain as 0 times its
+ * centroid (q loads as 0 there), which may be -0 where the specification
+ * adds +0: neither changes a chain, which starts at +0 and never becomes
+ * -0, while x + +0 = x + -0 = x for every other x. */
+static void nibble_rows2(const uint8_t *ba, unsigned va, const uint8_t *bb, unsigned vb, size_t npairs,
+                         const float *q, size_t d, __m256 tlo, __m256 thi, __m256i mask, float *oa, float *ob)
 {
-    const size_t lookups = 2 * npairs;
+    const size_t limit = 2 * npairs < d ? 2 * npairs : d; /* nibbles with a q */
     __m256 acc_a = _mm256_setzero_ps(), acc_b = _mm256_setzero_ps();
     for (size_t p0 = 0; p0 < npairs; p0 += 8) {
         __m256i a[2], b[2];
@@ -121,68 +114,31 @@ static inline __attribute__((always_inline)) void nibble_rows2(const uint8_t *ba
         row_nibbles16(row_bytes8(bb, vb, p0, npairs), &b[0], &b[1]);
         for (unsigned h = 0; h < 2; h++) {
             const size_t t0 = 2 * p0 + 8 * h;
-            const __m256i in = tail_mask8(lookups > t0 ? lookups - t0 : 0);
-            __m256 qv[4];
-            for (unsigned c = 0; c < per; c++)
-                qv[c] = _mm256_maskload_ps(qs + c * lookups + t0, in);
-            acc_a = _mm256_add_ps(acc_a, nibble_entries8(a[h], qv, per, bits, tlo, thi));
-            acc_b = _mm256_add_ps(acc_b, nibble_entries8(b[h], qv, per, bits, tlo, thi));
+            const __m256 qv = _mm256_maskload_ps(q + t0, tail_mask8(limit > t0 ? limit - t0 : 0));
+            acc_a = _mm256_add_ps(acc_a, nibble_entries8(a[h], qv, mask, tlo, thi));
+            acc_b = _mm256_add_ps(acc_b, nibble_entries8(b[h], qv, mask, tlo, thi));
         }
     }
     *oa = fold_chains8(acc_a);
     *ob = fold_chains8(acc_b);
 }
 
-/* Called with constant per and bits, so the loops over codes unroll. */
-static inline __attribute__((always_inline)) void nibble_dots_per(const uint8_t *const *blocks, const uint8_t *lanes,
-                                                                  size_t n, size_t npairs, const float *qs,
-                                                                  const float *table, const unsigned per,
-                                                                  const unsigned bits, float *out)
+static void nibble_dots_avx2(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                             const float *q, const float *table, const float *f, size_t d, unsigned per,
+                             unsigned bits, float *out)
 {
+    if (per > 1) {
+        tq_nibble_lookups(blocks, lanes, n, npairs, f, out);
+        return;
+    }
     const __m256 tlo = _mm256_loadu_ps(table), thi = _mm256_loadu_ps(table + 8);
+    const __m256i mask = _mm256_set1_epi32((int)((1u << bits) - 1));
     for (size_t i = 0; i < n; i += 2) {
         const size_t j = i + 1 < n ? i + 1 : i;
         float b;
-        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, qs, tlo, thi, per, bits, &out[i], &b);
+        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, q, d, tlo, thi, mask, &out[i], &b);
         out[j] = b;
     }
-}
-
-/* Several codes a nibble: the tabulated entries, a scalar lookup each in
- * the eight chains (a 16-entry lookup costs AVX2 two permutes and a
- * blend, and computing took that per code). */
-static void nibble_lookups(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                           const float *f, float *out)
-{
-    for (size_t i = 0; i < n; i++) {
-        float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        const uint8_t *row = blocks[i] + lanes[i];
-        /* four pairs a step, so that each chain's index is a constant and
-         * the chains stay in registers */
-        size_t p = 0;
-        for (; p + 4 <= npairs; p += 4)
-            for (size_t k = 0; k < 4; k++) {
-                const unsigned byte = row[32 * (p + k)];
-                s[2 * k] = s[2 * k] + f[32 * (p + k) + (byte & 15u)];
-                s[2 * k + 1] = s[2 * k + 1] + f[32 * (p + k) + 16 + (byte >> 4)];
-            }
-        for (size_t k = 0; p < npairs; p++, k++) {
-            const unsigned byte = row[32 * p];
-            s[2 * k] = s[2 * k] + f[32 * p + (byte & 15u)];
-            s[2 * k + 1] = s[2 * k + 1] + f[32 * p + 16 + (byte >> 4)];
-        }
-        out[i] = tq_fold_chains8(s);
-    }
-}
-
-static void nibble_dots_avx2(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                             const float *qs, const float *table, const float *f, unsigned per, unsigned bits,
-                             float *out)
-{
-    if (per > 1)
-        nibble_lookups(blocks, lanes, n, npairs, f, out);
-    else
-        nibble_dots_per(blocks, lanes, n, npairs, qs, table, 1, bits, out);
 }
 
 static void mul_avx2(float *x, const float *y, size_t n)

@@ -60,16 +60,14 @@ static inline __m512 fwht_in_register(__m512 x)
 #define FWHT_NAME fwht_avx512
 #include "fwht_template.h"
 
-/* The candidates' float-table estimates (nibble_dots): a row's bytes are
- * gathered sixteen pairs at a time (a scalar byte load each, shifted into
- * place, was half of a candidate's cost) and split into nibbles in nibble
- * order; each nibble's entry is computed from the query's coordinates and
- * the centroids in registers (a gather of the float tables cost as much
- * as the scan at 2 bits). Two rows share a register: row a's eight chains
- * in the low half, row b's in the high, so each chain gets its entries in
- * the specification's order and the two rows' dependent adds overlap. An
- * odd count's last row is computed twice. */
-
+/* The candidates' float-table estimates (nibble_dots), one code a nibble
+ * (several are looked up, tq_nibble_lookups): a row's bytes are gathered
+ * sixteen pairs at a time (a scalar byte load each, shifted into place,
+ * was half of a candidate's cost) and split into nibbles in nibble order,
+ * each nibble's entry q[t] c[x] computed in registers. Two rows share a
+ * register: row a's eight chains in the low half, row b's in the high, so
+ * each chain gets its entries in the specification's order and the two
+ * rows' dependent adds overlap. An odd count's last row is computed twice. */
 /* Bytes of pairs [p0, p0 + 16) of row `lane`, one a 32-bit lane (pairs past
  * npairs read nothing). A gather reads 4 bytes at an address, so the last
  * pair's byte of rows 29..31, whose read would end past the block, is
@@ -103,17 +101,10 @@ static inline void row_nibbles32(__m512i bytes, __m512i *lo16, __m512i *hi16)
                                       hi);
 }
 
-/* Entries of nibbles t0 .. t0 + 15 given their nibbles, from qv[c] (the
- * query's part-c coordinates of those nibbles: 0 past the last). */
-static inline __m512 nibble_entries16(__m512i idx, const __m512 *qv, unsigned per, unsigned bits, __m512 table)
+/* Entries q[t] c[x & mask] of nibbles t0 .. t0 + 15 (q 0 at or past d). */
+static inline __m512 nibble_entries16(__m512i idx, __m512 q, __m512i mask, __m512 table)
 {
-    const __m512i mask = _mm512_set1_epi32((int)((1u << bits) - 1));
-    __m512 e = _mm512_setzero_ps();
-    for (unsigned c = 0; c < per; c++) {
-        const __m512i code = _mm512_and_si512(_mm512_srli_epi32(idx, c * bits), mask);
-        e = _mm512_add_ps(e, _mm512_mul_ps(qv[c], _mm512_permutexvar_ps(code, table)));
-    }
-    return e;
+    return _mm512_mul_ps(q, _mm512_permutexvar_ps(_mm512_and_si512(idx, mask), table));
 }
 
 /* Chains of rows a (low half) and b (high half) take entries ea and eb of
@@ -131,15 +122,14 @@ static inline float fold_chains8(__m256 acc)
     return tq_fold_chains8(s);
 }
 
-/* Rows a and b. Nibbles past the last have entry +0 (their query
- * coordinates are loaded as 0), which leaves a chain as it is: a chain
- * starts at +0 and never becomes -0, and x + +0 = x for every other x. */
-static inline __attribute__((always_inline)) void nibble_rows2(const uint8_t *ba, unsigned va, const uint8_t *bb,
-                                                               unsigned vb, size_t npairs, const float *qs,
-                                                               __m512 table, const unsigned per,
-                                                               const unsigned bits, float *oa, float *ob)
+/* Rows a and b. A nibble at or past d enters its chain as 0 times its
+ * centroid (q loads as 0 there), which may be -0 where the specification
+ * adds +0: neither changes a chain, which starts at +0 and never becomes
+ * -0, while x + +0 = x + -0 = x for every other x. */
+static void nibble_rows2(const uint8_t *ba, unsigned va, const uint8_t *bb, unsigned vb, size_t npairs,
+                         const float *q, size_t d, __m512 table, __m512i mask, float *oa, float *ob)
 {
-    const size_t lookups = 2 * npairs;
+    const size_t limit = 2 * npairs < d ? 2 * npairs : d; /* nibbles with a q */
     __m512 acc = _mm512_setzero_ps();
     for (size_t p0 = 0; p0 < npairs; p0 += 16) {
         __m512i a[2], b[2];
@@ -147,44 +137,30 @@ static inline __attribute__((always_inline)) void nibble_rows2(const uint8_t *ba
         row_nibbles32(row_bytes16(bb, vb, p0, npairs), &b[0], &b[1]);
         for (unsigned h = 0; h < 2; h++) {
             const size_t t0 = 2 * p0 + 16 * h;
-            const __mmask16 in = tail_mask16(lookups > t0 ? lookups - t0 : 0);
-            __m512 qv[4];
-            for (unsigned c = 0; c < per; c++)
-                qv[c] = _mm512_maskz_loadu_ps(in, qs + c * lookups + t0);
-            acc = chains_add(acc, nibble_entries16(a[h], qv, per, bits, table),
-                             nibble_entries16(b[h], qv, per, bits, table));
+            const __m512 qv = _mm512_maskz_loadu_ps(tail_mask16(limit > t0 ? limit - t0 : 0), q + t0);
+            acc = chains_add(acc, nibble_entries16(a[h], qv, mask, table), nibble_entries16(b[h], qv, mask, table));
         }
     }
     *oa = fold_chains8(_mm512_castps512_ps256(acc));
     *ob = fold_chains8(_mm512_extractf32x8_ps(acc, 1));
 }
 
-/* Called with constant per and bits, so the loops over codes unroll. */
-static inline __attribute__((always_inline)) void nibble_dots_per(const uint8_t *const *blocks, const uint8_t *lanes,
-                                                                  size_t n, size_t npairs, const float *qs,
-                                                                  __m512 table, const unsigned per,
-                                                                  const unsigned bits, float *out)
+static void nibble_dots_avx512(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                               const float *q, const float *table, const float *f, size_t d, unsigned per,
+                               unsigned bits, float *out)
 {
+    if (per > 1) {
+        tq_nibble_lookups(blocks, lanes, n, npairs, f, out);
+        return;
+    }
+    const __m512 t = _mm512_loadu_ps(table);
+    const __m512i mask = _mm512_set1_epi32((int)((1u << bits) - 1));
     for (size_t i = 0; i < n; i += 2) {
         const size_t j = i + 1 < n ? i + 1 : i;
         float b;
-        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, qs, table, per, bits, &out[i], &b);
+        nibble_rows2(blocks[i], lanes[i], blocks[j], lanes[j], npairs, q, d, t, mask, &out[i], &b);
         out[j] = b;
     }
-}
-
-static void nibble_dots_avx512(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                               const float *qs, const float *table, const float *f, unsigned per, unsigned bits,
-                               float *out)
-{
-    (void)f; /* computed: a 16-entry permute takes any nibble layout's codes */
-    const __m512 t = _mm512_loadu_ps(table);
-    if (per == 4)
-        nibble_dots_per(blocks, lanes, n, npairs, qs, t, 4, 1, out);
-    else if (per == 2)
-        nibble_dots_per(blocks, lanes, n, npairs, qs, t, 2, 2, out);
-    else
-        nibble_dots_per(blocks, lanes, n, npairs, qs, t, 1, bits, out);
 }
 
 static void mul_avx512(float *x, const float *y, size_t n)

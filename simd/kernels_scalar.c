@@ -201,22 +201,46 @@ static float dot_u8_scalar(const uint8_t *codes, const float *table, const float
     return tq_fold16(lane);
 }
 
-/* The specification, computing the entries (f unread). */
-static void nibble_dots_scalar(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                               const float *qs, const float *table, const float *f, unsigned per, unsigned bits,
-                               float *out)
+/* nibble_dots from the tabulated entries: a scalar lookup each in the eight
+ * chains, four pairs a step so that each chain's index is a constant and
+ * the chains stay in registers. The SIMD kernels take it where a lookup
+ * costs less than computing a nibble's several codes. */
+void tq_nibble_lookups(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                           const float *f, float *out)
 {
-    (void)f;
-    const size_t lookups = 2 * npairs;
+    for (size_t i = 0; i < n; i++) {
+        float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        const uint8_t *row = blocks[i] + lanes[i];
+        size_t p = 0;
+        for (; p + 4 <= npairs; p += 4)
+            for (size_t k = 0; k < 4; k++) {
+                const unsigned byte = row[32 * (p + k)];
+                s[2 * k] = s[2 * k] + f[32 * (p + k) + (byte & 15u)];
+                s[2 * k + 1] = s[2 * k + 1] + f[32 * (p + k) + 16 + (byte >> 4)];
+            }
+        for (size_t k = 0; p < npairs; p++, k++) {
+            const unsigned byte = row[32 * p];
+            s[2 * k] = s[2 * k] + f[32 * p + (byte & 15u)];
+            s[2 * k + 1] = s[2 * k + 1] + f[32 * p + 16 + (byte >> 4)];
+        }
+        out[i] = tq_fold_chains8(s);
+    }
+}
+
+static void nibble_dots_scalar(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
+                               const float *q, const float *table, const float *f, size_t d, unsigned per,
+                               unsigned bits, float *out)
+{
+    if (per > 1) {
+        tq_nibble_lookups(blocks, lanes, n, npairs, f, out);
+        return;
+    }
     const unsigned mask = (1u << bits) - 1;
     for (size_t i = 0; i < n; i++) {
         float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        for (size_t t = 0; t < lookups; t++) {
+        for (size_t t = 0; t < 2 * npairs; t++) {
             const unsigned byte = blocks[i][32 * (t / 2) + lanes[i]], x = t % 2 ? byte >> 4 : byte & 15u;
-            float e = 0.0f;
-            for (unsigned c = 0; c < per; c++)
-                e = e + qs[c * lookups + t] * table[(x >> (c * bits)) & mask];
-            s[t % 8] = s[t % 8] + e;
+            s[t % 8] = s[t % 8] + (t < d ? q[t] * table[x & mask] : 0.0f);
         }
         out[i] = tq_fold_chains8(s);
     }
