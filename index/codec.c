@@ -47,7 +47,7 @@ int tq_rows_out_alloc(const tq_codec *c, size_t rows, tq_rows_out *out)
     memset(out, 0, sizeof(*out));
     const size_t blocks = (rows + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK + 1, d = c->cfg.d;
     const size_t n = blocks * TQ_SCAN_BLOCK;
-    bool ok = (out->sc = tq_calloc(n, sizeof(tq_code_scalars))) != NULL;
+    bool ok = (out->sc = tq_calloc(blocks, tq_scalar_block_floats(&c->q) * sizeof(float))) != NULL;
     if (c->q.mse_bits)
         ok &= (out->code_blocks = tq_calloc(blocks, c->q.code_layout.block_bytes)) != NULL;
     if (c->q.variant == TQ_VARIANT_PROD)
@@ -65,6 +65,14 @@ int tq_rows_out_alloc(const tq_codec *c, size_t rows, tq_rows_out *out)
         return TQ_ENOMEM;
     }
     return TQ_OK;
+}
+
+void tq_scalars_from_rows(const tq_quantizer *q, const tq_code_scalars *rows, size_t n, float *sc)
+{
+    const size_t blocks = (n + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK;
+    memset(sc, 0, blocks * tq_scalar_block_floats(q) * sizeof(float));
+    for (size_t row = 0; row < n; row++)
+        tq_scalars_put(q, sc, row, &rows[row]);
 }
 
 void tq_rows_out_free(tq_rows_out *rows)
@@ -247,7 +255,9 @@ void tq_codec_encode(const tq_codec *c, tq_encode_scratch *s, const float *v, co
         k->scale(s->q.u, d, unit_scale);
         enc = s->q.u;
     }
-    tq_quantizer_encode(q, enc, &s->q, s->codes, s->signs, &out->sc[row]);
+    tq_code_scalars sc;
+    tq_quantizer_encode(q, enc, &s->q, s->codes, s->signs, &sc);
+    tq_scalars_put(q, out->sc, row, &sc);
     if (c->cfg.metric == TQ_METRIC_COSINE && out->lengths)
         out->lengths[row] = sqrtf(sq);
     if (q->mse_bits)
@@ -290,9 +300,8 @@ void tq_codec_clear_rows(const tq_codec *c, const tq_rows_out *out, size_t from,
 
 size_t tq_codec_bytes_per_vector(const tq_codec *c)
 {
-    size_t scalars = c->q.variant == TQ_VARIANT_PROD ? 3 : 2;
-    if (c->q.correction == TQ_CORRECTION_NONE)
-        scalars--;
+    /* what is stored (without correction the corrections are ones) */
+    const size_t scalars = tq_scalar_planes(&c->q);
     size_t code = c->q.mse_bits ? c->q.code_layout.block_bytes / TQ_SCAN_BLOCK : 0;
     size_t sign = c->q.variant == TQ_VARIANT_PROD ? c->q.sign_layout.block_bytes / TQ_SCAN_BLOCK : 0;
     return code + sign + scalars * sizeof(float);
@@ -352,7 +361,7 @@ void tq_codec_get_codes(const tq_codec *c, const tq_rows *rows, size_t row, uint
         tq_scan_get(&q->code_layout, rows->code_blocks + block * q->code_layout.block_bytes, lane, codes);
     if (q->variant == TQ_VARIANT_PROD)
         tq_scan_get(&q->sign_layout, rows->sign_blocks + block * q->sign_layout.block_bytes, lane, signs);
-    *sc = rows->sc[row];
+    *sc = tq_scalars_get(q, rows->sc, row);
 }
 
 static size_t column_bytes(const tq_scan_layout *L);
@@ -450,7 +459,8 @@ void tq_codec_row_save(const tq_codec *c, const tq_rows *rows, size_t row, uint8
         column_out(rows->sign_blocks + block * q->sign_layout.block_bytes, lane, column_bytes(&q->sign_layout), dst);
         dst += column_bytes(&q->sign_layout);
     }
-    memcpy(dst, &rows->sc[row], sizeof(tq_code_scalars));
+    const tq_code_scalars sc = tq_scalars_get(q, rows->sc, row);
+    memcpy(dst, &sc, sizeof(sc));
     if (refine)
         memcpy(dst + sizeof(tq_code_scalars), refine_of(c, rows) + row * refine, refine);
     if (length_bytes(c)) {
@@ -472,7 +482,9 @@ void tq_codec_row_load(const tq_codec *c, const tq_rows_out *out, size_t row, co
         column_in(out->sign_blocks + block * q->sign_layout.block_bytes, lane, column_bytes(&q->sign_layout), src);
         src += column_bytes(&q->sign_layout);
     }
-    memcpy(&out->sc[row], src, sizeof(tq_code_scalars));
+    tq_code_scalars sc;
+    memcpy(&sc, src, sizeof(sc));
+    tq_scalars_put(q, out->sc, row, &sc);
     if (refine)
         memcpy(refine_of_out(c, out) + row * refine, src + sizeof(tq_code_scalars), refine);
     if (length_bytes(c) && out->lengths)

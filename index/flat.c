@@ -94,7 +94,7 @@ static tq_rows rows_from(const tq_flat *f, size_t first, size_t n)
         .n = n,
         .code_blocks = r->code_blocks ? r->code_blocks + b * c->q.code_layout.block_bytes : NULL,
         .sign_blocks = r->sign_blocks ? r->sign_blocks + b * c->q.sign_layout.block_bytes : NULL,
-        .sc = r->sc + first,
+        .sc = tq_scalars_of_block(&c->q, r->sc, b),
         .vectors = r->vectors ? r->vectors + first * d : NULL,
         .refine8 = r->refine8 ? r->refine8 + first * d : NULL,
         .half = r->half ? r->half + first * d : NULL,
@@ -146,7 +146,7 @@ static int reserve(tq_flat *f, size_t want, tq_error *err)
     const tq_refine refine = c->cfg.refine;
     if (grow((void **)&f->rows.code_blocks, old, cap, c->q.mse_bits ? c->q.code_layout.block_bytes : 0) ||
         grow((void **)&f->rows.sign_blocks, old, cap, prod ? c->q.sign_layout.block_bytes : 0) ||
-        grow((void **)&f->rows.sc, old, cap, TQ_SCAN_BLOCK * sizeof(tq_code_scalars)) ||
+        grow((void **)&f->rows.sc, old, cap, tq_scalar_block_floats(&c->q) * sizeof(float)) ||
         grow((void **)&f->rows.vectors, old, cap, refine == TQ_REFINE_FP32 ? TQ_SCAN_BLOCK * d * sizeof(float) : 0) ||
         grow((void **)&f->rows.refine8, old, cap, refine == TQ_REFINE_CODE8 ? TQ_SCAN_BLOCK * d : 0) ||
         grow((void **)&f->rows.half, old, cap, refine == TQ_REFINE_FP16 ? TQ_SCAN_BLOCK * d * sizeof(uint16_t) : 0) ||

@@ -127,7 +127,8 @@ static float refine_key(const tq_codec *c, const float *query, const tq_query *p
         if (centered_zero_row(c, r))
             return -2.0f;
         float g = k->dot_u8(r.set->refine8 + r.row * d, c->cb8->centroid_f, pq->qr, d);
-        return estimate_key(rank_metric(c), g, &r.set->sc[r.row], pq);
+        const tq_code_scalars sc = tq_scalars_get(&c->q, r.set->sc, r.row);
+        return estimate_key(rank_metric(c), g, &sc, pq);
     }
     /* fp16 rows are read once, widened inside the kernels (the same values
      * as widening the row first) */
@@ -186,10 +187,10 @@ __attribute__((noinline)) static void float_keys_some(const tq_codec *c, const t
         tq_scan_lut_exact_rows(&q->sign_layout, &pq->sign_lut, blocks, lanes, n, sign_dot);
     }
     for (size_t i = 0; i < n; i++) {
-        const tq_code_scalars *sc = &rows[i].set->sc[rows[i].row];
+        const tq_code_scalars sc = tq_scalars_get(q, rows[i].set->sc, rows[i].row);
         keys[i] = centered_zero_row(c, rows[i])
                       ? -2.0f
-                      : estimate_key(rank_metric(c), tq_unit_estimate(q, sc, code_dot[i], sign_dot[i]), sc, pq);
+                      : estimate_key(rank_metric(c), tq_unit_estimate(q, &sc, code_dot[i], sign_dot[i]), &sc, pq);
     }
 }
 
@@ -348,17 +349,6 @@ static void collect_keys(const search_job *job, unsigned part, size_t s, size_t 
     }
 }
 
-/* The block's 32 rows of scalars as the kernels read them; a segment's last
- * block may have fewer stored, which are copied into `padded`. */
-static const float *block_scalars(const tq_rows *set, size_t base, size_t rows, tq_code_scalars *padded)
-{
-    if (rows == TQ_SCAN_BLOCK)
-        return (const float *)(const void *)(set->sc + base);
-    memset(padded, 0, TQ_SCAN_BLOCK * sizeof(tq_code_scalars));
-    memcpy(padded, set->sc + base, rows * sizeof(tq_code_scalars));
-    return (const float *)(const void *)padded;
-}
-
 /* What the select kernels take for a group of queries: each query's key
  * parameters and code tables, and its collector's threshold as it stands. */
 typedef struct {
@@ -422,8 +412,7 @@ static void collect_block(const search_job *job, unsigned part, size_t s, size_t
         collect_keys(job, part, s, lb, live, nq, cols, keys, masks);
         return;
     }
-    tq_code_scalars padded[TQ_SCAN_BLOCK];
-    const float *scalars = block_scalars(set, base, rows, padded);
+    const float *scalars = tq_scalars_of_block(&job->c->q, set->sc, lb);
     select_inputs in;
     select_inputs_of(job, q0, nq, cols, &in);
     if (sums) {
@@ -486,8 +475,8 @@ static void collect_run(const search_job *job, unsigned part, size_t s, size_t l
     select_inputs in;
     select_inputs_of(job, q0, nq, cols, &in);
     /* keys and masks are packed by the query count: block j's at j nq */
-    scan_select_blocks(job, set, lb0, n, (const float *)(const void *)(set->sc + lb0 * TQ_SCAN_BLOCK), nq, &in,
-                       keys[0][0], masks[0]);
+    scan_select_blocks(job, set, lb0, n, tq_scalars_of_block(&job->c->q, set->sc, lb0), nq, &in, keys[0][0],
+                       masks[0]);
     float (*packed_keys)[TQ_SCAN_BLOCK] = keys[0];
     for (size_t j = 0; j < n; j++)
         collect_keys(job, part, s, lb0 + j, live[j], nq, cols, packed_keys + j * nq, masks[0] + j * nq);

@@ -251,6 +251,48 @@ typedef struct tq_code_scalars {
     float rnorm;  /* prod: ||u - u~_mse||, else 0 */
 } tq_code_scalars;
 
+/* Stored, a set's scalars are planes by scan block: block b's 32 norms,
+ * then its 32 corrections, then (prod) its 32 residual norms, so a block's
+ * keys read each with plain vector loads and an mse row stores 8 bytes, not
+ * 12 (storage format 6; older files are rewritten so at open). Arrays of
+ * them always hold whole blocks. */
+static inline unsigned tq_scalar_planes(const tq_quantizer *q)
+{
+    return q->variant == TQ_VARIANT_PROD ? 3u : 2u;
+}
+
+/* Floats of one block's scalars. */
+static inline size_t tq_scalar_block_floats(const tq_quantizer *q)
+{
+    return (size_t)TQ_SCAN_BLOCK * tq_scalar_planes(q);
+}
+
+static inline const float *tq_scalars_of_block(const tq_quantizer *q, const float *sc, size_t block)
+{
+    return sc + block * tq_scalar_block_floats(q);
+}
+
+static inline tq_code_scalars tq_scalars_get(const tq_quantizer *q, const float *sc, size_t row)
+{
+    const float *b = tq_scalars_of_block(q, sc, row / TQ_SCAN_BLOCK) + row % TQ_SCAN_BLOCK;
+    return (tq_code_scalars){.norm = b[0],
+                             .corr = b[TQ_SCAN_BLOCK],
+                             .rnorm = q->variant == TQ_VARIANT_PROD ? b[2 * TQ_SCAN_BLOCK] : 0.0f};
+}
+
+static inline void tq_scalars_put(const tq_quantizer *q, float *sc, size_t row, const tq_code_scalars *v)
+{
+    float *b = sc + row / TQ_SCAN_BLOCK * tq_scalar_block_floats(q) + row % TQ_SCAN_BLOCK;
+    b[0] = v->norm;
+    b[TQ_SCAN_BLOCK] = v->corr;
+    if (q->variant == TQ_VARIANT_PROD)
+        b[2 * TQ_SCAN_BLOCK] = v->rnorm;
+}
+
+/* n rows of scalars one after another (storage formats 1 to 5) into planes
+ * (whole blocks, lanes past n zeroed). */
+void tq_scalars_from_rows(const tq_quantizer *q, const tq_code_scalars *rows, size_t n, float *sc);
+
 /* Per-thread working memory for encode and decode. */
 typedef struct tq_qscratch {
     float *u, *r, *pu;
@@ -498,7 +540,7 @@ typedef struct tq_rows {
     size_t n;
     const uint8_t *code_blocks;   /* ceil(n/32) * q.code_layout.block_bytes (mse_bits > 0) */
     const uint8_t *sign_blocks;   /* ceil(n/32) * q.sign_layout.block_bytes (prod) */
-    const tq_code_scalars *sc;    /* n */
+    const float *sc;              /* ceil(n/32) blocks of scalar planes (tq_scalar_planes) */
     const float *vectors;         /* n * d (refine fp32) */
     const uint8_t *refine8;       /* n * d (refine code8) */
     const uint16_t *half;         /* n * d (refine fp16) */
@@ -516,7 +558,7 @@ typedef struct tq_rows {
 /* The same arrays, writable, for encoding into. */
 typedef struct tq_rows_out {
     uint8_t *code_blocks, *sign_blocks;
-    tq_code_scalars *sc;
+    float *sc;                    /* scalar planes, whole blocks */
     float *vectors;
     uint8_t *refine8;
     uint16_t *half;

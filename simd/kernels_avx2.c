@@ -772,21 +772,20 @@ static void scan6_block_multi_avx2(const uint8_t *block, size_t groups, const ui
     }
 }
 
-/* Eight rows at a time; the stride-3 scalars come in by gathers, once
- * for all queries. */
+/* Eight rows at a time; each plane of scalars is loaded once for all
+ * queries. */
 static void block_select_avx2(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
                               const tq_key_params *const *p, const float *threshold, size_t nq, float *key,
                               uint32_t *mask)
 {
-    const __m256i stride3 = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
     const tq_key_metric metric = p[0]->metric;
     const bool prod = p[0]->prod;
     for (size_t i = 0; i < nq; i++)
         mask[i] = 0;
     for (int h = 0; h < 4; h++) {
-        const float *sc = scalars + 24 * h;
-        const __m256 norm = _mm256_i32gather_ps(sc, stride3, 4), corr = _mm256_i32gather_ps(sc + 1, stride3, 4);
-        const __m256 rnorm = prod ? _mm256_i32gather_ps(sc + 2, stride3, 4) : _mm256_setzero_ps();
+        const float *sc = scalars + 8 * h;
+        const __m256 norm = _mm256_loadu_ps(sc), corr = _mm256_loadu_ps(sc + TQ_SCAN_BLOCK);
+        const __m256 rnorm = prod ? _mm256_loadu_ps(sc + 2 * TQ_SCAN_BLOCK) : _mm256_setzero_ps();
         const __m256 norm2 = _mm256_mul_ps(norm, norm), twice = _mm256_mul_ps(_mm256_set1_ps(2.0f), norm);
         for (size_t i = 0; i < nq; i++) {
             const tq_key_params *q = p[i];

@@ -768,40 +768,19 @@ __attribute__((target("avx512vbmi"))) static void scan6_block_multi_vbmi(const u
     }
 }
 
-/* Sixteen rows at a time: field f (0 norm, 1 corr, 2 rnorm) of rows r =
- * 0..15 is element 3r + f of the 48 floats in a, b, c. The first permute
- * gathers the elements below 32 (from a and b), the second keeps those and
- * brings the rest from c. */
-static inline __m512 stride3_lanes(__m512 a, __m512 b, __m512 c, int field)
-{
-    static const int32_t from_ab[3][16] = {
-        {0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 0, 0, 0, 0, 0},
-        {1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 0, 0, 0, 0, 0},
-        {2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 0, 0, 0, 0, 0, 0},
-    };
-    static const int32_t from_c[3][16] = {
-        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 17, 20, 23, 26, 29},
-        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 18, 21, 24, 27, 30},
-        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 19, 22, 25, 28, 31},
-    };
-    __m512 ab = _mm512_permutex2var_ps(a, _mm512_loadu_si512(from_ab[field]), b);
-    return _mm512_permutex2var_ps(ab, _mm512_loadu_si512(from_c[field]), c);
-}
-
-/* A block's own terms for sixteen rows (half h), split out of the stride-3
- * scalars once for all queries. */
+/* A block's own terms for sixteen rows (half h), from its planes of
+ * scalars, once for all queries. */
 typedef struct row_terms {
     __m512 norm, corr, rnorm, norm2, twice;
 } row_terms;
 
 static inline __attribute__((always_inline)) row_terms row_terms_avx512(const float *scalars, int h, bool prod)
 {
-    const float *sc = scalars + 48 * h;
-    __m512 a = _mm512_loadu_ps(sc), b = _mm512_loadu_ps(sc + 16), c = _mm512_loadu_ps(sc + 32);
+    const float *sc = scalars + 16 * h;
     row_terms t;
-    t.norm = stride3_lanes(a, b, c, 0);
-    t.corr = stride3_lanes(a, b, c, 1);
-    t.rnorm = prod ? stride3_lanes(a, b, c, 2) : _mm512_setzero_ps();
+    t.norm = _mm512_loadu_ps(sc);
+    t.corr = _mm512_loadu_ps(sc + TQ_SCAN_BLOCK);
+    t.rnorm = prod ? _mm512_loadu_ps(sc + 2 * TQ_SCAN_BLOCK) : _mm512_setzero_ps();
     t.norm2 = _mm512_mul_ps(t.norm, t.norm);
     t.twice = _mm512_mul_ps(_mm512_set1_ps(2.0f), t.norm);
     return t;
@@ -881,7 +860,7 @@ static inline __attribute__((always_inline)) void scan_select_queries_avx512(
     for (size_t b = 0; b < nblocks; b++) {
         __m512i sums[TQ_SCAN_MAX_QUERIES][2];
         scan_sums_avx512(blocks + b * block_bytes, npairs, luts, NQ, sums);
-        select_from_sums(sums, NQ, scalars + 96 * b, p, threshold, key + 32 * NQ * b, mask + NQ * b);
+        select_from_sums(sums, NQ, scalars + TQ_SCALARS_MSE_BLOCK * b, p, threshold, key + 32 * NQ * b, mask + NQ * b);
     }
 }
 
@@ -894,7 +873,7 @@ __attribute__((target("avx512vbmi"))) static inline __attribute__((always_inline
     for (size_t b = 0; b < nblocks; b++) {
         __m512i sums[TQ_SCAN_MAX_QUERIES][2];
         scan6_sums_vbmi(blocks + b * block_bytes, groups, luts, NQ, sums);
-        select_from_sums(sums, NQ, scalars + 96 * b, p, threshold, key + 32 * NQ * b, mask + NQ * b);
+        select_from_sums(sums, NQ, scalars + TQ_SCALARS_MSE_BLOCK * b, p, threshold, key + 32 * NQ * b, mask + NQ * b);
     }
 }
 

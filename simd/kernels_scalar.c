@@ -327,10 +327,10 @@ static uint32_t select_one(const uint32_t *code_sum, const uint32_t *sign_sum, c
 {
     uint32_t mask = 0;
     for (int v = 0; v < TQ_SCAN_BLOCK; v++) {
-        const float norm = scalars[3 * v], corr = scalars[3 * v + 1], rnorm = scalars[3 * v + 2];
+        const float norm = scalars[v], corr = scalars[TQ_SCAN_BLOCK + v];
         float s = p->code_delta * (float)code_sum[v] + p->code_bias;
         if (p->prod)
-            s = s + (rnorm * p->qjl) * (p->sign_delta * (float)sign_sum[v] + p->sign_bias);
+            s = s + (scalars[2 * TQ_SCAN_BLOCK + v] * p->qjl) * (p->sign_delta * (float)sign_sum[v] + p->sign_bias);
         const float g = corr * s;
         float k;
         switch (p->metric) {
@@ -365,7 +365,8 @@ void tq_scan_select_composed(const tq_simd_kernels *k, bool sextets, const uint8
         else
             k->scan_block_multi(block, units, luts, nq, sums);
         /* mse: the sign sums are unread */
-        k->block_select(sums, sums, scalars + 96 * b, p, threshold, nq, key + 32 * nq * b, mask + nq * b);
+        k->block_select(sums, sums, scalars + TQ_SCALARS_MSE_BLOCK * b, p, threshold, nq, key + 32 * nq * b,
+                        mask + nq * b);
     }
 }
 

@@ -63,6 +63,9 @@
 /* Sextet groups between widenings: each vector's 16-bit partial takes 4
  * entries of at most 255 per group, 256 in all. */
 #define TQ_SCAN6_FLUSH_GROUPS 64
+/* Floats of one block's scalars for the mse variant: its planes of norms
+ * and corrections (prod adds a third, residual norms). */
+#define TQ_SCALARS_MSE_BLOCK (2 * TQ_SCAN_BLOCK)
 /* Queries one scan_block_multi call sums at most. */
 #define TQ_SCAN_MAX_QUERIES 4
 /* Bytes of a query's tables for npairs nibble pairs (whole groups of 2). */
@@ -208,8 +211,10 @@ typedef struct tq_simd_kernels {
                               uint32_t *out);
     /* Search keys of one block's 32 rows from their table sums, and the
      * rows whose key beats a threshold, for nq <= TQ_SCAN_MAX_QUERIES
-     * queries of one codec (one metric and variant: p[0]'s). scalars holds 3
-     * floats per row (norm, corr, rnorm), 32 rows of them; query i's sums
+     * queries of one codec (one metric and variant: p[0]'s). scalars holds
+     * the block's planes of 32 floats: norms at scalars[v], corrections at
+     * scalars[32 + v] and, prod only, residual norms at scalars[64 + v]
+     * (nothing is read past 64 for mse); query i's sums
      * are at code_sum + 32i and sign_sum + 32i (sign_sum is unread for
      * mse), its parameters *p[i] and threshold threshold[i]. With s =
      * code_delta * (float)code_sum + code_bias:
@@ -225,7 +230,7 @@ typedef struct tq_simd_kernels {
                          uint32_t *mask);
     /* scan_block_multi followed by block_select, for the mse variant (no
      * sign sums), over nblocks consecutive blocks (block_bytes apart, their
-     * scalars 96 floats apart) with the same thresholds: block b's keys
+     * scalars TQ_SCALARS_MSE_BLOCK floats apart) with the same thresholds: block b's keys
      * and masks go to key + 32 (b nq + i) and mask[b nq + i]. The same
      * keys and masks as the two kernels, block by block; the sums never
      * leave registers where the level can. */

@@ -284,7 +284,7 @@ static int new_mutable(const tq_collection *c, size_t cap, seg **out, tq_error *
         ok &= (s->out.code_blocks = reserve_pages(s, 0, blocks * k->q.code_layout.block_bytes)) != NULL;
     if (k->q.variant == TQ_VARIANT_PROD)
         ok &= (s->out.sign_blocks = reserve_pages(s, 1, blocks * k->q.sign_layout.block_bytes)) != NULL;
-    ok &= (s->out.sc = reserve_pages(s, 2, cap * sizeof(tq_code_scalars))) != NULL;
+    ok &= (s->out.sc = reserve_pages(s, 2, blocks * tq_scalar_block_floats(&k->q) * sizeof(float))) != NULL;
     if (k->cfg.refine == TQ_REFINE_FP32)
         ok &= (s->out.vectors = reserve_pages(s, 3, cap * d * sizeof(float))) != NULL;
     if (k->cfg.refine == TQ_REFINE_CODE8)

@@ -10,7 +10,9 @@
  *     XXH3-64 of bytes [0, 504)
  *   sections in kind order, each starting on a 64-byte boundary so the
  *     scan reads aligned blocks straight from the mapping: codes, signs,
- *     scalars, refine data (the arrays of index/'s tq_rows, byte for byte),
+ *     scalars (from format 6 planes by block, whole blocks; before, 12
+ *     bytes a row), refine data (the arrays of index/'s tq_rows, byte for
+ *     byte),
  *     keys and attributes (u64 offsets[rows + 1], then the bytes),
  *     under cosine the inputs' lengths (a float per row), and for a
  *     partitioned segment its partitions (u32 nlist, u32 npoints, the
@@ -40,7 +42,10 @@
 #include <xxhash.h>
 
 static const char segment_magic[8] = {'T', 'Q', 'V', 'E', 'C', 'S', 'E', 'G'};
-/* Format 5: the partitions carry the full scan's recall at each re-rank
+/* Format 6: the scalars are planes by block (see tq_scalar_planes), 8
+ * bytes a row for mse instead of 12; older files' rows of scalars are
+ * rewritten so in memory at open.
+ * Format 5: the partitions carry the full scan's recall at each re-rank
  * depth (a format-4 file's, only at tq_target_rerank's, still serves).
  * Format 4: an eighth section, the partitions (empty when flat). Format 3:
  * a seventh section, the lengths of cosine inputs. Format 2:
@@ -48,7 +53,7 @@ static const char segment_magic[8] = {'T', 'Q', 'V', 'E', 'C', 'S', 'E', 'G'};
  * and 2 have six sections (cosine rows of them get back unit vectors), and
  * a format-1 file's 3-bit codes (whole nibbles then; every other width the
  * same bytes) are rewritten in memory at open. */
-#define SEGMENT_VERSION 5u
+#define SEGMENT_VERSION 6u
 #define HEADER_BYTES 512u
 #define HEADER_SUM_AT 504u
 #define TABLE_AT 72u
@@ -92,7 +97,8 @@ static void fixed_lengths(const tq_codec *c, uint32_t version, uint64_t rows, ui
         tq_scan_layout_init_format1(&codes, q->d, q->mse_bits);
     len[TQ_SEC_CODES] = q->mse_bits ? blocks * codes.block_bytes : 0;
     len[TQ_SEC_SIGNS] = q->variant == TQ_VARIANT_PROD ? blocks * q->sign_layout.block_bytes : 0;
-    len[TQ_SEC_SCALARS] = rows * sizeof(tq_code_scalars);
+    len[TQ_SEC_SCALARS] = version >= 6 ? blocks * tq_scalar_block_floats(q) * sizeof(float)
+                                       : rows * sizeof(tq_code_scalars);
     len[TQ_SEC_REFINE] = rows * tq_codec_refine_bytes_per_vector(c);
     len[TQ_SEC_KEYS] = UINT64_MAX;
     len[TQ_SEC_ATTRS] = UINT64_MAX;
@@ -427,11 +433,23 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
         tq_codec_blocks_from_format1(c, code_blocks, blocks, out->converted_codes);
         code_blocks = out->converted_codes;
     }
+    const float *sc = (const float *)(const void *)(map + out->sec_off[TQ_SEC_SCALARS]);
+    if (version < 6) {
+        /* Rows of scalars (12 bytes each, a tenth or less of a file's
+         * codes) are read once here into planes, as format 1's codes are. */
+        const uint64_t blocks = (rows + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK;
+        if (!(out->converted_scalars = tq_malloc((blocks ? blocks : 1) * tq_scalar_block_floats(&c->q) * sizeof(float)))) {
+            rc = tq_err(err, TQ_ENOMEM, "out of memory converting the scalars of %s", path);
+            goto fail;
+        }
+        tq_scalars_from_rows(&c->q, (const tq_code_scalars *)(const void *)sc, rows, out->converted_scalars);
+        sc = out->converted_scalars;
+    }
     out->view = (tq_rows){
         .n = rows,
         .code_blocks = code_blocks,
         .sign_blocks = out->sec_len[TQ_SEC_SIGNS] ? map + out->sec_off[TQ_SEC_SIGNS] : NULL,
-        .sc = (const tq_code_scalars *)(const void *)(map + out->sec_off[TQ_SEC_SCALARS]),
+        .sc = sc,
         .vectors = cfg->refine == TQ_REFINE_FP32 ? (const float *)(const void *)(map + out->sec_off[TQ_SEC_REFINE])
                                                  : NULL,
         .refine8 = cfg->refine == TQ_REFINE_CODE8 ? map + out->sec_off[TQ_SEC_REFINE] : NULL,
@@ -461,6 +479,7 @@ void tq_segment_close(tq_segment_file *s)
         munmap(s->map, s->size);
     tq_free(s->path);
     tq_free(s->converted_codes);
+    tq_free(s->converted_scalars);
     tq_free(s->half_norms);
     tq_centroid_table_free(s->table);
     memset(s, 0, sizeof(*s));

@@ -169,7 +169,7 @@ int tq_wal_replay(const char *path, tq_wal_visit_fn visit, void *ctx, bool repai
 enum {
     TQ_SEC_CODES = 1,   /* scan blocks of scalar codes */
     TQ_SEC_SIGNS = 2,   /* scan blocks of sign sketches (prod) */
-    TQ_SEC_SCALARS = 3, /* tq_code_scalars per row */
+    TQ_SEC_SCALARS = 3, /* scalar planes by block (format 6; before, tq_code_scalars per row) */
     TQ_SEC_REFINE = 4,  /* fp32 vectors or code8 bytes per row */
     TQ_SEC_KEYS = 5,    /* u32 offsets[rows + 1], then the key bytes */
     TQ_SEC_ATTRS = 6,   /* u64 offsets[rows + 1], then the attribute bytes */
@@ -213,6 +213,7 @@ typedef struct tq_segment_file {
     unsigned sections;        /* in the file: TQ_SEC_COUNT, or fewer in an older format */
     uint64_t sec_off[TQ_SEC_COUNT + 1], sec_len[TQ_SEC_COUNT + 1], sec_sum[TQ_SEC_COUNT + 1];
     uint8_t *converted_codes; /* a format-1 file's 3-bit codes in the current layout (view points here) */
+    float *converted_scalars; /* a file of format 1 to 5: its scalars as planes (view points here) */
     tq_partitions parts;      /* a partitioned segment's (view.parts points here), else nlist 0 */
     float *half_norms;        /* parts' centroid half norms and */
     tq_centroid_table *table; /* the centroids as a query ranks them, computed at open */

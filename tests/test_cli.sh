@@ -183,8 +183,8 @@ for c in mse3 prod4; do
   "$tqvec" compact "$work/legacy-$c" >/dev/null 2>&1 &&
     "$tqvec" query --dir "$work/legacy-$c" --queries "$fixtures/vectors.fvecs" -k 5 --nq 20 >"$work/q2" 2>/dev/null &&
     same_answers "$work/q2" "$fixtures/$c.expected" && pass || fail "format 1 $c compacted answers the same"
-  od -An -tu4 -j8 -N4 "$(ls "$work/legacy-$c"/seg/*.tqs | head -1)" | grep -qw 5 && pass ||
-    fail "format 1 $c compacted into a format 5 segment"
+  od -An -tu4 -j8 -N4 "$(ls "$work/legacy-$c"/seg/*.tqs | head -1)" | grep -qw 6 && pass ||
+    fail "format 1 $c compacted into a format 6 segment"
   "$tqvec" convert "$fixtures/vectors.fvecs" "$work/one.fvecs" --limit 1 2>/dev/null &&
     printf 'new\n' >"$work/one.keys" &&
     "$tqvec" build --input "$work/one.fvecs" --keys "$work/one.keys" --dir "$work/legacy-$c" >/dev/null 2>&1 &&
@@ -197,7 +197,7 @@ assert len(hits) == 101 and hits["new"] == hits["0"], hits
 done
 # Storage format 2 (tests/data/format2): a cosine collection from before
 # rows kept their input's length answers as before, verifies, and compacts
-# into the current format (5) answering the same.
+# into the current format (6) answering the same.
 cp -r "$(dirname "$0")/data/format2/cos8" "$work/legacy-cos8"
 "$tqvec" query --dir "$work/legacy-cos8" --queries "$fixtures/vectors.fvecs" -k 5 --nq 20 >"$work/q1" 2>/dev/null &&
   same_answers "$work/q1" "$(dirname "$0")/data/format2/cos8.expected" && pass || fail "format 2 answers as before"
@@ -205,8 +205,8 @@ cp -r "$(dirname "$0")/data/format2/cos8" "$work/legacy-cos8"
 "$tqvec" compact "$work/legacy-cos8" >/dev/null 2>&1 &&
   "$tqvec" query --dir "$work/legacy-cos8" --queries "$fixtures/vectors.fvecs" -k 5 --nq 20 >"$work/q2" 2>/dev/null &&
   same_answers "$work/q2" "$(dirname "$0")/data/format2/cos8.expected" && pass || fail "format 2 compacted answers the same"
-od -An -tu4 -j8 -N4 "$(ls "$work/legacy-cos8"/seg/*.tqs | head -1)" | grep -qw 5 && pass ||
-  fail "format 2 compacted into a format 5 segment"
+od -An -tu4 -j8 -N4 "$(ls "$work/legacy-cos8"/seg/*.tqs | head -1)" | grep -qw 6 && pass ||
+  fail "format 2 compacted into a format 6 segment"
 
 # Storage format 4 (tests/data/format4): a partitioned segment from before
 # the calibration kept the full scan's recall at every re-rank depth

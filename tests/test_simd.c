@@ -708,14 +708,23 @@ static void check_block_select(tq_simd_level level)
     tq_rng r;
     tq_rng_seed(&r, 12);
     uint32_t code_sum[NQ * 32], sign_sum[NQ * 32], ma[NQ], mb[NQ];
-    float scalars[96], ka[NQ * 32], kb[NQ * 32], thr[NQ];
+    float ka[NQ * 32], kb[NQ * 32], thr[NQ];
     tq_key_params params[NQ];
     const tq_key_params *pp[NQ] = {&params[0], &params[1], &params[2], &params[3]};
+    /* Planes of norms, corrections and residual norms; an mse block has
+     * only the first two, so for mse they end at an unreadable page. */
+    void *map[2];
+    size_t map_len[2];
+    float *planes3 = (float *)(void *)guarded_blocks(96 * sizeof(float), &map[0], &map_len[0]);
+    float *planes2 = (float *)(void *)guarded_blocks(64 * sizeof(float), &map[1], &map_len[1]);
     for (int trial = 0; trial < 300; trial++) {
+        const bool prod = (trial / 3) % 2;
+        float *scalars = prod ? planes3 : planes2;
         for (int v = 0; v < 32; v++) {
-            scalars[3 * v] = (float)fabs(tq_rng_gauss(&r)) * 10.0f;
-            scalars[3 * v + 1] = 1.0f + (float)tq_rng_gauss(&r) * 0.01f;
-            scalars[3 * v + 2] = (float)fabs(tq_rng_gauss(&r)) * 0.3f;
+            scalars[v] = (float)fabs(tq_rng_gauss(&r)) * 10.0f;
+            scalars[32 + v] = 1.0f + (float)tq_rng_gauss(&r) * 0.01f;
+            if (prod)
+                scalars[64 + v] = (float)fabs(tq_rng_gauss(&r)) * 0.3f;
         }
         const size_t nq = 1 + (size_t)trial % NQ;
         for (size_t i = 0; i < nq; i++) {
@@ -723,7 +732,7 @@ static void check_block_select(tq_simd_level level)
                 code_sum[32 * i + v] = (uint32_t)(tq_rng_next(&r) % (255u * 16384));
                 sign_sum[32 * i + v] = (uint32_t)(tq_rng_next(&r) % (255u * 4096));
             }
-            params[i] = (tq_key_params){.metric = (tq_key_metric)(trial % 3), .prod = (trial / 3) % 2,
+            params[i] = (tq_key_params){.metric = (tq_key_metric)(trial % 3), .prod = prod,
                                         .code_delta = (float)fabs(tq_rng_gauss(&r)) * 1e-3f,
                                         .code_bias = (float)tq_rng_gauss(&r),
                                         .sign_delta = (float)fabs(tq_rng_gauss(&r)) * 1e-3f,
@@ -750,6 +759,8 @@ static void check_block_select(tq_simd_level level)
                 cr_assert_eq((ma[i] >> ((trial + i) % 32)) & 1, 0u, "a key does not beat itself");
         }
     }
+    munmap(map[0], map_len[0]);
+    munmap(map[1], map_len[1]);
 }
 
 /* The fused scan and select against the scalar scan followed by the
@@ -767,7 +778,11 @@ static void check_scan_select(tq_simd_level level)
     uint8_t *blocks = tq_malloc(NB * 96 * 392), *plain = tq_malloc(256 * 392), *lut[NQ];
     for (int i = 0; i < NQ; i++)
         lut[i] = tq_malloc(256 * 392);
-    float scalars[NB * 96], ka[NB * NQ * 32], kb[NB * NQ * 32], thr[NQ];
+    float ka[NB * NQ * 32], kb[NB * NQ * 32], thr[NQ];
+    /* mse: two planes a block, the last block's ending at an unreadable page */
+    void *map;
+    size_t map_len;
+    float *scalars = (float *)(void *)guarded_blocks(NB * TQ_SCALARS_MSE_BLOCK * sizeof(float), &map, &map_len);
     uint32_t sums[NQ * 32], ma[NB * NQ], mb[NB * NQ];
     tq_key_params params[NQ];
     const tq_key_params *pp[NQ] = {&params[0], &params[1], &params[2], &params[3]};
@@ -778,11 +793,11 @@ static void check_scan_select(tq_simd_level level)
                     const size_t nu = units[si], bb = (sextets ? 96 : 32) * nu;
                     for (size_t i = 0; i < NB * bb; i++)
                         blocks[i] = (uint8_t)tq_rng_next(&r);
-                    for (int v = 0; v < NB * 32; v++) {
-                        scalars[3 * v] = (float)fabs(tq_rng_gauss(&r)) * 3.0f;
-                        scalars[3 * v + 1] = 1.0f + (float)tq_rng_gauss(&r) * 0.01f;
-                        scalars[3 * v + 2] = 0.0f;
-                    }
+                    for (int blk = 0; blk < NB; blk++)
+                        for (int v = 0; v < 32; v++) {
+                            scalars[TQ_SCALARS_MSE_BLOCK * blk + v] = (float)fabs(tq_rng_gauss(&r)) * 3.0f;
+                            scalars[TQ_SCALARS_MSE_BLOCK * blk + 32 + v] = 1.0f + (float)tq_rng_gauss(&r) * 0.01f;
+                        }
                     for (size_t i = 0; i < nq; i++) {
                         for (size_t j = 0; j < (sextets ? 256 : 32) * nu; j++)
                             plain[j] = (uint8_t)(tq_rng_next(&r) % (TQ_SCAN_LUT_MAX + 1));
@@ -805,7 +820,8 @@ static void check_scan_select(tq_simd_level level)
                                 ref->scan6_block_multi(blocks + blk * bb, nu, (const uint8_t *const *)lut, nq, sums);
                             else
                                 ref->scan_block_multi(blocks + blk * bb, nu, (const uint8_t *const *)lut, nq, sums);
-                            ref->block_select(sums, sums, scalars + 96 * blk, pp, thr, nq, ka + 32 * nq * blk,
+                            ref->block_select(sums, sums, scalars + TQ_SCALARS_MSE_BLOCK * blk, pp, thr, nq,
+                                              ka + 32 * nq * blk,
                                               ma + nq * blk);
                             if (pass == 0 && blk == NB - 1)
                                 for (size_t i = 0; i < nq; i++)
@@ -826,6 +842,7 @@ static void check_scan_select(tq_simd_level level)
                     for (size_t i = 0; i < nq; i++)
                         cr_assert(ma[nq + i] != 0xFFFFFFFFu, "the threshold row does not beat itself");
                 }
+    munmap(map, map_len);
     tq_free(blocks);
     tq_free(plain);
     for (int i = 0; i < NQ; i++)
