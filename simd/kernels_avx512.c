@@ -258,6 +258,40 @@ static inline float fold16_avx512(__m512 acc)
     return _mm_cvtss_f32(q);
 }
 
+/* The folds of a 4 x 4 tile's sixteen accumulators at once, each the same
+ * additions as fold16_avx512 (lanes l + 8, then l + 4, l + 2, l + 1) but
+ * done for four, eight or sixteen accumulators by one add: 15 adds and 30
+ * shuffles for the tile instead of 16 folds of 4 adds and 4 extracts each
+ * (the folds were as much work as the products at d = 128, where the
+ * calibration of a partitioned set spends most of its time). Accumulator
+ * a[4j + i] is acc[i][j]; the last sum holds row i's four in its quarter i. */
+static inline void fold_tile16_avx512(__m512 acc[4][4], float *out, size_t nc)
+{
+    __m512 a[16], h[8], q[4], p[2];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            a[4 * j + i] = acc[i][j];
+    /* l + 8: halves of a[2k] into h[k]'s low half, of a[2k+1] into its high */
+    for (int k = 0; k < 8; k++)
+        h[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* l + 4: each accumulator's eight to one quarter, a[4k + r] in q[k]'s quarter r */
+    for (int k = 0; k < 4; k++)
+        q[k] = _mm512_add_ps(_mm512_shuffle_f32x4(h[2 * k], h[2 * k + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(h[2 * k], h[2 * k + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* l + 2: quarter r of p[k] holds a[8k + r] and a[8k + 4 + r], two each */
+    for (int k = 0; k < 2; k++)
+        p[k] = _mm512_add_ps(_mm512_shuffle_ps(q[2 * k], q[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(q[2 * k], q[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* l + 1: quarter r holds a[r], a[4 + r], a[8 + r], a[12 + r] */
+    const __m512 all = _mm512_add_ps(_mm512_shuffle_ps(p[0], p[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_ps(p[0], p[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm_storeu_ps(out, _mm512_castps512_ps128(all));
+    _mm_storeu_ps(out + nc, _mm512_extractf32x4_ps(all, 1));
+    _mm_storeu_ps(out + 2 * nc, _mm512_extractf32x4_ps(all, 2));
+    _mm_storeu_ps(out + 3 * nc, _mm512_extractf32x4_ps(all, 3));
+}
+
 /* An RX x RC tile of dot_matrix: RX rows of x against RC centroids, one
  * accumulator per pair, each load used RC or RX times. Called with
  * constant RX and RC so the loops unroll into registers. */
@@ -281,6 +315,10 @@ static inline __attribute__((always_inline)) void dot_tile_avx512(const float *x
             for (int j = 0; j < RC; j++)
                 acc[i][j] = _mm512_fmadd_ps(xv, cv[j], acc[i][j]);
         }
+    }
+    if (RX == 4 && RC == 4) {
+        fold_tile16_avx512(acc, out, nc);
+        return;
     }
     for (int i = 0; i < RX; i++)
         for (int j = 0; j < RC; j++)
