@@ -101,6 +101,7 @@ static void check_against_reference(tq_collection *c, const tq_config *cfg)
     tq_collection_stats st;
     tq_collection_stats_get(c, &st);
     cr_assert_eq(st.live, live, "live count %llu, expected %zu", (unsigned long long)st.live, live);
+    cr_assert_eq(tq_collection_count_attributed(c), live, "every live element has attributes");
     tq_flat *ref;
     cr_assert_eq(tq_flat_create(cfg, &ref, NULL), TQ_OK);
     if (live)
@@ -893,9 +894,22 @@ Test(collection, key_range_in_byte_order)
     }
     tq_free(s.bytes);
     tq_free(s.lens);
+    /* The count of attributed keys as they come and go, across a reopen
+     * and a compaction. */
     cr_assert_eq(tq_collection_count_attributed(c), 149);
     cr_assert_eq(tq_collection_set_attr(c, "doc-7", 5, NULL, 0, &err), TQ_OK);
     cr_assert_eq(tq_collection_count_attributed(c), 148);
+    add_one(c, 7, 2); /* an upsert with attributes */
+    cr_assert_eq(tq_collection_count_attributed(c), 149);
+    cr_assert_eq(tq_collection_set_attr(c, "doc-20", 6, NULL, 0, &err), TQ_OK);
+    remove_one(c, 20); /* removing a key without attributes */
+    remove_one(c, 21);
+    cr_assert_eq(tq_collection_count_attributed(c), 147);
+    cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+    c = open_coll(&cfg, 64, TQ_FSYNC_NO);
+    cr_assert_eq(tq_collection_count_attributed(c), 147);
+    cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg);
+    cr_assert_eq(tq_collection_count_attributed(c), 147);
     tq_collection_close(c, NULL);
 }
 
