@@ -178,16 +178,6 @@ static const char *seg_key(const seg *s, size_t row, uint32_t *len)
     return s->keys[row];
 }
 
-static const char *seg_attr(const seg *s, size_t row, uint32_t *len);
-
-/* Does this row carry attributes? */
-static bool row_attributed(const seg *s, size_t row)
-{
-    uint32_t len = 0;
-    seg_attr(s, row, &len);
-    return len != 0;
-}
-
 static const char *seg_attr(const seg *s, size_t row, uint32_t *len)
 {
     if (s->sealed) {
@@ -196,6 +186,14 @@ static const char *seg_attr(const seg *s, size_t row, uint32_t *len)
     }
     *len = s->attr_lens[row];
     return s->attrs[row];
+}
+
+/* Does this row carry attributes? */
+static bool row_attributed(const seg *s, size_t row)
+{
+    uint32_t len = 0;
+    seg_attr(s, row, &len);
+    return len != 0;
 }
 
 static bool seg_is_deleted(const seg *s, size_t row)

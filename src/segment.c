@@ -435,8 +435,10 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
     }
     const float *sc = (const float *)(const void *)(map + out->sec_off[TQ_SEC_SCALARS]);
     if (version < 6) {
-        /* Rows of scalars (12 bytes each, a tenth or less of a file's
-         * codes) are read once here into planes, as format 1's codes are. */
+        /* Rows of scalars, 12 bytes each, are read once here into planes,
+         * as format 1's codes are (a damaged scalar can only give a wrong
+         * key, never a read outside the mapping; verify still hashes the
+         * file's bytes). */
         const uint64_t blocks = (rows + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK;
         if (!(out->converted_scalars = tq_malloc((blocks ? blocks : 1) * tq_scalar_block_floats(&c->q) * sizeof(float)))) {
             rc = tq_err(err, TQ_ENOMEM, "out of memory converting the scalars of %s", path);
