@@ -408,6 +408,15 @@ static void column_out(const uint8_t *block, unsigned lane, size_t n, uint8_t *d
         dst[i] = block[32 * i + lane];
 }
 
+/* Row from's column of one layout's blocks into row to's. */
+static void column_copy(const tq_scan_layout *L, const uint8_t *src, size_t from, uint8_t *dst, size_t to)
+{
+    const uint8_t *s = src + from / TQ_SCAN_BLOCK * L->block_bytes + from % TQ_SCAN_BLOCK;
+    uint8_t *d = dst + to / TQ_SCAN_BLOCK * L->block_bytes + to % TQ_SCAN_BLOCK;
+    for (size_t i = 0, n = column_bytes(L); i < n; i++)
+        d[32 * i] = s[32 * i];
+}
+
 static void column_in(uint8_t *block, unsigned lane, size_t n, const uint8_t *src)
 {
     for (size_t i = 0; i < n; i++)
@@ -489,6 +498,22 @@ void tq_codec_row_load(const tq_codec *c, const tq_rows_out *out, size_t row, co
         memcpy(refine_of_out(c, out) + row * refine, src + sizeof(tq_code_scalars), refine);
     if (length_bytes(c) && out->lengths)
         memcpy(&out->lengths[row], src + sizeof(tq_code_scalars) + refine, sizeof(float));
+}
+
+void tq_codec_row_copy(const tq_codec *c, const tq_rows *src, size_t from, const tq_rows_out *dst, size_t to)
+{
+    const tq_quantizer *q = &c->q;
+    const size_t refine = tq_codec_refine_bytes_per_vector(c);
+    if (q->mse_bits)
+        column_copy(&q->code_layout, src->code_blocks, from, dst->code_blocks, to);
+    if (q->variant == TQ_VARIANT_PROD)
+        column_copy(&q->sign_layout, src->sign_blocks, from, dst->sign_blocks, to);
+    const tq_code_scalars sc = tq_scalars_get(q, src->sc, from);
+    tq_scalars_put(q, dst->sc, to, &sc);
+    if (refine)
+        memcpy(refine_of_out(c, dst) + to * refine, refine_of(c, src) + from * refine, refine);
+    if (length_bytes(c) && dst->lengths)
+        dst->lengths[to] = src->lengths ? src->lengths[from] : 1.0f;
 }
 
 /* ------------------------------------------------------------ format 1 */

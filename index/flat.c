@@ -234,8 +234,7 @@ int tq_flat_partition(tq_flat *f, uint32_t nlist, unsigned threads, tq_error *er
     tq_partitioning part = {0};
     const bool copy = f->part.nlist > 0;
     uint32_t *ids = tq_malloc(count * sizeof(uint32_t)), *all_ids = copy ? tq_malloc(count * sizeof(uint32_t)) : NULL;
-    uint8_t *row = copy ? tq_malloc(tq_codec_row_bytes(c)) : NULL;
-    int rc = !ids || (copy && (!all_ids || !row)) ? TQ_ENOMEM : copy ? tq_rows_out_alloc(c, count, &all) : TQ_OK;
+    int rc = !ids || (copy && !all_ids) ? TQ_ENOMEM : copy ? tq_rows_out_alloc(c, count, &all) : TQ_OK;
     if (rc)
         goto done;
     tq_rows all_view = tq_flat_rows(f);
@@ -244,8 +243,7 @@ int tq_flat_partition(tq_flat *f, uint32_t nlist, unsigned threads, tq_error *er
         const size_t nsets = flat_sets(f, sets);
         for (size_t s = 0, i = 0; s < nsets; s++)
             for (size_t r = 0; r < sets[s].n; r++, i++) {
-                tq_codec_row_save(c, &sets[s], r, row);
-                tq_codec_row_load(c, &all, i, row);
+                tq_codec_row_copy(c, &sets[s], r, &all, i);
                 all_ids[i] = s == 0 ? f->ids[r] : (uint32_t)i;
             }
         all_view = tq_rows_view(&all, count);
@@ -277,6 +275,5 @@ fail:
     tq_rows_out_free(&all);
     tq_free(ids);
     tq_free(all_ids);
-    tq_free(row);
     return rc;
 }

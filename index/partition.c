@@ -810,23 +810,15 @@ int tq_rows_gather(const tq_codec *c, const tq_rows *rows, const uint32_t *order
     int rc = tq_rows_out_alloc(c, n, out);
     if (rc)
         return rc;
-    uint8_t *row = tq_malloc(tq_codec_row_bytes(c));
-    if (!row) {
-        tq_rows_out_free(out);
-        return TQ_ENOMEM;
-    }
-    for (size_t i = 0; i < n; i++) {
-        tq_codec_row_save(c, rows, order[i], row);
-        tq_codec_row_load(c, out, i, row);
-    }
-    tq_free(row);
+    for (size_t i = 0; i < n; i++)
+        tq_codec_row_copy(c, rows, order[i], out, i);
     return TQ_OK;
 }
 
 int tq_rows_permute(const tq_codec *c, const tq_rows_out *rows, size_t n, const uint32_t *order)
 {
     const size_t bytes = tq_codec_row_bytes(c);
-    uint8_t *first = tq_malloc(2 * bytes), *moving = first ? first + bytes : NULL;
+    uint8_t *first = tq_malloc(bytes);
     uint64_t *placed = tq_calloc(n / 64 + 1, sizeof(uint64_t));
     if (!first || !placed) {
         tq_free(first);
@@ -842,8 +834,7 @@ int tq_rows_permute(const tq_codec *c, const tq_rows_out *rows, size_t n, const 
         tq_codec_row_save(c, &view, start, first);
         size_t to = start;
         for (size_t from = order[to]; from != start; to = from, from = order[to]) {
-            tq_codec_row_save(c, &view, from, moving);
-            tq_codec_row_load(c, rows, to, moving);
+            tq_codec_row_copy(c, &view, from, rows, to);
             placed[to / 64] |= 1ull << (to % 64);
         }
         tq_codec_row_load(c, rows, to, first);

@@ -630,6 +630,11 @@ size_t tq_codec_row_bytes_v2(const tq_codec *c);
 void tq_codec_row_from_v2(const tq_codec *c, const uint8_t *old, uint8_t *row);
 void tq_codec_row_save(const tq_codec *c, const tq_rows *rows, size_t row, uint8_t *dst);
 void tq_codec_row_load(const tq_codec *c, const tq_rows_out *out, size_t row, const uint8_t *src);
+/* Row `from` of src into row `to` of dst: the same as saving and loading
+ * it, column to column (gathers and compactions move millions of rows; the
+ * byte string in between doubled their copying). The rows may share arrays
+ * but not be the same row. */
+void tq_codec_row_copy(const tq_codec *c, const tq_rows *src, size_t from, const tq_rows_out *dst, size_t to);
 
 /* Reading storage format 1 (see tq_scan_layout_init_format1). Only a codec
  * whose codes are 3 bits (mse 3, or prod 4) stored them differently: for

@@ -508,13 +508,10 @@ static int gather_live(tq_collection *c, seg *const *segs, size_t nsegs, bool wi
         room += with_origin ? seg_rows(segs[i]) : live_rows_of(segs[i]);
     bool ok = tq_rows_out_alloc(k, room, &g->out) == TQ_OK && gathered_names(g, room) &&
               (!with_origin || (g->origin = tq_malloc((room + 1) * sizeof(row_origin))));
-    uint8_t *row = tq_malloc(tq_codec_row_bytes(k));
-    if (!ok || !row) {
-        tq_free(row);
+    if (!ok) {
         gathered_free(g);
         return tq_err(err, TQ_ENOMEM, "out of memory gathering %zu rows", room);
     }
-    /* A row moves as the log stores it: its flat byte string. */
     for (size_t i = 0; i < nsegs; i++) {
         const seg *s = segs[i];
         tq_rows src = seg_view(s);
@@ -522,15 +519,13 @@ static int gather_live(tq_collection *c, seg *const *segs, size_t nsegs, bool wi
             if (seg_is_deleted(s, r))
                 continue;
             const size_t to = g->n++;
-            tq_codec_row_save(k, &src, r, row);
-            tq_codec_row_load(k, &g->out, to, row);
+            tq_codec_row_copy(k, &src, r, &g->out, to);
             if (g->origin)
                 g->origin[to] = (row_origin){(uint32_t)i, (uint32_t)r};
             g->key[to] = seg_key(s, r, &g->key_len[to]);
             g->attr[to] = seg_attr(s, r, &g->attr_len[to]);
         }
     }
-    tq_free(row);
     return TQ_OK;
 }
 
