@@ -350,10 +350,12 @@ void tq_scan_lut_exact_rows(const tq_scan_layout *L, const tq_scan_lut *t, const
     if (L->sextets) {
         for (size_t i = 0; i < n; i++)
             out[i] = sextet_exact(L, t, blocks[i], lanes[i]);
-    } else {
+    } else if (L->per_nibble == 1) {
         /* one code a nibble computed from q (at d = 4096 re-reading the
-         * tables was a fifth of the search), several looked up in f */
-        tq_simd()->nibble_dots(blocks, lanes, n, L->npairs, t->q, t->table, t->f, L->d, L->per_nibble, L->bits, out);
+         * tables was a fifth of the search) */
+        tq_simd()->nibble_dots(blocks, lanes, n, L->npairs, t->q, t->table, L->d, L->bits, out);
+    } else {
+        tq_nibble_lookups(blocks, lanes, n, L->npairs, t->f, out);
     }
 }
 

@@ -146,13 +146,8 @@ static void nibble_rows2(const uint8_t *ba, unsigned va, const uint8_t *bb, unsi
 }
 
 static void nibble_dots_avx512(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                               const float *q, const float *table, const float *f, size_t d, unsigned per,
-                               unsigned bits, float *out)
+                               const float *q, const float *table, size_t d, unsigned bits, float *out)
 {
-    if (per > 1) {
-        tq_nibble_lookups(blocks, lanes, n, npairs, f, out);
-        return;
-    }
     const __m512 t = _mm512_loadu_ps(table);
     const __m512i mask = _mm512_set1_epi32((int)((1u << bits) - 1));
     for (size_t i = 0; i < n; i += 2) {

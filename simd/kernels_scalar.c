@@ -201,10 +201,11 @@ static float dot_u8_scalar(const uint8_t *codes, const float *table, const float
     return tq_fold16(lane);
 }
 
-/* nibble_dots from the tabulated entries: a scalar lookup each in the eight
- * chains, four pairs a step so that each chain's index is a constant and
- * the chains stay in registers. The SIMD kernels take it where a lookup
- * costs less than computing a nibble's several codes. */
+/* Float-table estimates of rows whose nibbles hold several codes: a scalar
+ * lookup each in nibble_dots' eight chains, four pairs a step so that each
+ * chain's index is a constant and the chains stay in registers. One path
+ * for every level: computing a nibble's several codes (two or four
+ * products) measured no faster at 2 bits and slower at 1. */
 void tq_nibble_lookups(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
                            const float *f, float *out)
 {
@@ -228,13 +229,8 @@ void tq_nibble_lookups(const uint8_t *const *blocks, const uint8_t *lanes, size_
 }
 
 static void nibble_dots_scalar(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                               const float *q, const float *table, const float *f, size_t d, unsigned per,
-                               unsigned bits, float *out)
+                               const float *q, const float *table, size_t d, unsigned bits, float *out)
 {
-    if (per > 1) {
-        tq_nibble_lookups(blocks, lanes, n, npairs, f, out);
-        return;
-    }
     const unsigned mask = (1u << bits) - 1;
     for (size_t i = 0; i < n; i++) {
         float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};

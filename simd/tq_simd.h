@@ -163,21 +163,17 @@ typedef struct tq_simd_kernels {
     /* Float-table estimates of candidates: rows of scan blocks, row i being
      * row lanes[i] (0..31) of the block at blocks[i] (npairs pairs, pair p's
      * byte at 32 p + lane, nibble 2p its low half, 2p + 1 its high half).
-     * A nibble x holds `per` codes of `bits` bits as the nibble layouts
-     * have them ((per, bits) = (4, 1), (2, 2), (1, 3) or (1, 4)). Nibble
-     * t's entry: one code a nibble, q[t] * table[x & (2^bits - 1)] for t < d
-     * and +0 at or past d (q read only below d); several, f[16 t + x] (the
-     * scan's float tables, whose rows sum a nibble's codes' products).
-     * out[i] = the sum over the row's 2 npairs nibbles of their entries in
-     * eight chains (nibble t added to chain t mod 8, in order of t), folded
-     * ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)). One code is computed in
+     * A nibble x holds one code of `bits` bits (3 or 4, the layouts of one
+     * code a nibble); nibble t's entry is q[t] * table[x & (2^bits - 1)]
+     * for t < d and +0 at or past d (q read only below d), computed in
      * registers (the tables of a large d do not stay in cache across a
-     * batch); several are looked up (computing them, two or four products
-     * a nibble, measured no faster at 2 bits and slower at 1). A block is
-     * read only inside its 32 npairs bytes. */
+     * batch). out[i] = the sum over the row's 2 npairs nibbles of their
+     * entries in eight chains (nibble t added to chain t mod 8, in order of
+     * t), folded ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)). Nibbles of several
+     * codes are looked up in the float tables instead, the same chains:
+     * tq_nibble_lookups. A block is read only inside its 32 npairs bytes. */
     void (*nibble_dots)(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs,
-                        const float *q, const float *table, const float *f, size_t d, unsigned per, unsigned bits,
-                        float *out);
+                        const float *q, const float *table, size_t d, unsigned bits, float *out);
     /* One scan block (layout above) of npairs nibble pairs: out[v] = sum over
      * t < 2*npairs of lut[tq_scan_lut_offset(t) + nib(v, t)], exactly. */
     void (*scan_block)(const uint8_t *block, size_t npairs, const uint8_t *lut, uint32_t out[32]);
@@ -329,7 +325,8 @@ void tq_scan6_block_multi_scalar(const uint8_t *block, size_t groups, const uint
 void tq_block_select_scalar(const uint32_t *code_sum, const uint32_t *sign_sum, const float *scalars,
                             const tq_key_params *const *p, const float *threshold, size_t nq, float *key,
                             uint32_t *mask);
-/* nibble_dots with several codes a nibble (the lookups): every path's. */
+/* nibble_dots' sums for nibbles of several codes, from the float tables
+ * (entry f[16 t + x]): one path for every level. */
 void tq_nibble_lookups(const uint8_t *const *blocks, const uint8_t *lanes, size_t n, size_t npairs, const float *f,
                        float *out);
 /* scan_select (sextets false) or scan6_select (true) from a table's own
