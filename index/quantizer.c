@@ -77,6 +77,32 @@ int tq_quantizer_init(tq_quantizer *q, uint32_t d, unsigned bits, tq_variant var
     return TQ_OK;
 }
 
+int tq_quantizer_use_vector_codebook(tq_quantizer *q, tq_error *err)
+{
+    if (q->mse_bits != 1 && q->mse_bits != 2)
+        return tq_err(err, TQ_EARG, "the vector codebook needs 1- or 2-bit scalar codes (mse 1 or 2 bits, prod 2 or 3)");
+    const unsigned dims = 4 / q->mse_bits;
+    if (q->d < dims)
+        return tq_err(err, TQ_EARG, "the vector codebook at %u bits needs at least %u dimensions", q->mse_bits, dims);
+    q->vcb = tq_vector_codebook_get(q->d, q->mse_bits);
+    if (!q->vcb)
+        return tq_err(err, TQ_ENOMEM, "out of memory computing the d=%u, %u-bit vector codebook", q->d, q->mse_bits);
+    q->vq_coords = q->d / dims * dims;
+    return TQ_OK;
+}
+
+/* u~ of unpacked codes, coordinate by coordinate. */
+static void reconstruct(const tq_quantizer *q, const uint8_t *codes, float *x)
+{
+    uint32_t j = 0;
+    if (q->vcb) {
+        tq_vector_codebook_decode(q->vcb, codes, q->vq_coords, x);
+        j = q->vq_coords;
+    }
+    for (; j < q->d; j++)
+        x[j] = q->mse_bits ? q->table[codes[j]] : 0.0f;
+}
+
 void tq_quantizer_free(tq_quantizer *q)
 {
     if (!q)
@@ -131,7 +157,14 @@ void tq_quantizer_encode(const tq_quantizer *q, const float *x, tq_qscratch *s,
     tq_rotation_apply(&q->rot, s->u);
 
     float self = 0.0f; /* <u, u~> */
-    if (q->mse_bits > 0) {
+    if (q->vcb) {
+        /* u~ in s->pu, free until the sign sketch below */
+        const uint32_t vq = q->vq_coords;
+        tq_vector_codebook_encode(q->vcb, s->u, vq, codes);
+        k->quantize(s->u + vq, d - vq, q->cb->bound_f, q->cb->levels - 1, codes + vq);
+        reconstruct(q, codes, s->pu);
+        self = k->dot(s->u, s->pu, d);
+    } else if (q->mse_bits > 0) {
         k->quantize(s->u, d, q->cb->bound_f, q->cb->levels - 1, codes);
         self = codes_dot(k, codes, q->mse_bits, q->table, s->u, d, s->packed);
     }
@@ -139,7 +172,7 @@ void tq_quantizer_encode(const tq_quantizer *q, const float *x, tq_qscratch *s,
     out->rnorm = 0.0f;
     if (q->variant == TQ_VARIANT_PROD) {
         for (uint32_t j = 0; j < d; j++)
-            s->r[j] = s->u[j] - (q->mse_bits ? q->table[codes[j]] : 0.0f);
+            s->r[j] = s->u[j] - (q->vcb ? s->pu[j] : q->mse_bits ? q->table[codes[j]] : 0.0f);
         out->rnorm = sqrtf(k->dot(s->r, s->r, d));
         tq_rotation_apply(&q->qjl, s->r);
         for (uint32_t j = 0; j < d; j++)
@@ -156,8 +189,7 @@ void tq_quantizer_decode(const tq_quantizer *q, const uint8_t *codes, const uint
                          const tq_code_scalars *sc, float *x, tq_qscratch *s)
 {
     const uint32_t d = q->d;
-    for (uint32_t j = 0; j < d; j++)
-        x[j] = q->mse_bits ? q->table[codes[j]] : 0.0f;
+    reconstruct(q, codes, x);
     if (q->variant == TQ_VARIANT_PROD) {
         float amp = sc->rnorm * q->qjl_scale;
         for (uint32_t j = 0; j < d; j++)
@@ -174,12 +206,13 @@ int tq_query_init(tq_query *pq, const tq_quantizer *q)
 {
     memset(pq, 0, sizeof(*pq));
     const uint32_t d = q->d;
-    pq->qr = tq_malloc(3 * (size_t)d * sizeof(float));
+    pq->qr = tq_malloc(4 * (size_t)d * sizeof(float));
     pq->packed = tq_malloc((size_t)d / 2 + 1 + TQ_CODE_PAD);
     if (!pq->qr || !pq->packed)
         goto oom;
     pq->qp = pq->qr + d;
     pq->centered = pq->qp + d;
+    pq->recon = pq->centered + d;
     if (q->mse_bits > 0 && tq_scan_lut_init(&pq->code_lut, &q->code_layout))
         goto oom;
     if (q->variant == TQ_VARIANT_PROD && tq_scan_lut_init(&pq->sign_lut, &q->sign_layout))
@@ -209,7 +242,9 @@ void tq_quantizer_prepare(const tq_quantizer *q, const float *query, tq_query *p
     pq->bias = 0.0f;
     memcpy(pq->qr, query, q->d * sizeof(float));
     tq_rotation_apply(&q->rot, pq->qr);
-    if (q->mse_bits > 0)
+    if (q->vcb)
+        tq_scan_lut_build_points(&q->code_layout, q->vcb, q->vq_coords, q->table, pq->qr, &pq->code_lut);
+    else if (q->mse_bits > 0)
         tq_scan_lut_build(&q->code_layout, q->table, pq->qr, &pq->code_lut);
     if (q->variant == TQ_VARIANT_PROD) {
         memcpy(pq->qp, pq->qr, q->d * sizeof(float));
@@ -222,7 +257,13 @@ float tq_quantizer_estimate(const tq_quantizer *q, const tq_query *pq, const uin
                             const uint8_t *signs, const tq_code_scalars *sc)
 {
     const tq_simd_kernels *k = tq_simd();
-    float code_dot = q->mse_bits ? codes_dot(k, codes, q->mse_bits, q->table, pq->qr, q->d, pq->packed) : 0.0f;
+    float code_dot = 0.0f;
+    if (q->vcb) {
+        reconstruct(q, codes, pq->recon);
+        code_dot = k->dot(pq->recon, pq->qr, q->d);
+    } else if (q->mse_bits) {
+        code_dot = codes_dot(k, codes, q->mse_bits, q->table, pq->qr, q->d, pq->packed);
+    }
     float sign_dot = q->variant == TQ_VARIANT_PROD
                          ? codes_dot(k, signs, 1, q->sign_table, pq->qp, q->d, pq->packed)
                          : 0.0f;

@@ -41,6 +41,8 @@
  */
 #include "tq_index.h"
 
+static void lut_finish(const tq_scan_layout *L, tq_scan_lut *t, float range);
+
 static void layout_init(tq_scan_layout *L, uint32_t d, unsigned bits, bool sextets)
 {
     memset(L, 0, sizeof(*L));
@@ -285,13 +287,62 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
     for (unsigned i = 0; i < per; i++)
         for (unsigned x = 0; x < entries; x++)
             sel[entries * i + x] = table[(x >> (i * bits)) & mask];
-    const tq_simd_kernels *k = tq_simd();
-    k->scan_lut_rows(q, d, per, sel, entries, lookups, t->f);
+    tq_simd()->scan_lut_rows(q, d, per, sel, entries, lookups, t->f);
     /* Entries no code can reach (none at present: every layout's index
      * bits are all code bits) quantize to 0. */
     for (uint32_t n = 0; reachable < entries && n < lookups; n++)
         for (unsigned x = reachable; x < entries; x++)
             t->f[(size_t)entries * n + x] = lo[n];
+    lut_finish(L, t, range);
+}
+
+void tq_scan_lut_build_points(const tq_scan_layout *L, const tq_vector_codebook *vb, uint32_t vq_coords,
+                              const float *table, const float *q, tq_scan_lut *t)
+{
+    const unsigned per = L->per_nibble, bits = L->bits, mask = (1u << bits) - 1;
+    const uint32_t lookups = L->lookups, d = L->d;
+    t->q = q;
+    for (unsigned c = 0; c < 16; c++)
+        t->table[c] = c <= mask ? table[c] : 0.0f;
+    float sel[4 * 16];
+    for (unsigned i = 0; i < per; i++)
+        for (unsigned x = 0; x < 16; x++)
+            sel[16 * i + x] = vb->point[i][x];
+    tq_simd()->scan_lut_rows(q, d, per, sel, 16, lookups, t->f);
+    /* A last nibble short of coordinates holds scalar codes: its row the
+     * kernel's sum order over the coordinates present. */
+    if (vq_coords < d) {
+        float *row = t->f + (size_t)16 * (vq_coords / per);
+        for (unsigned x = 0; x < 16; x++) {
+            float e = 0.0f;
+            for (uint32_t j = vq_coords; j < d; j++)
+                e = e + q[j] * table[(x >> ((j - vq_coords) * bits)) & mask];
+            row[x] = e;
+        }
+    }
+    /* Points are not a product of per-coordinate choices: each row's
+     * extremes are read off the row. */
+    float range = 0.0f;
+    for (uint32_t n = 0; n < lookups; n++) {
+        const float *row = t->f + (size_t)16 * n;
+        float l = row[0], h = row[0];
+        for (unsigned x = 1; x < 16; x++) {
+            l = row[x] < l ? row[x] : l;
+            h = row[x] > h ? row[x] : h;
+        }
+        t->row_lo[n] = l;
+        range = range > h - l ? range : h - l;
+    }
+    lut_finish(L, t, range);
+}
+
+/* The offsets' sum, the scale, and the 8-bit tables, from the float rows,
+ * their smallest entries and the largest spread. */
+static void lut_finish(const tq_scan_layout *L, tq_scan_lut *t, float range)
+{
+    const uint32_t lookups = L->lookups;
+    const unsigned entries = L->entries;
+    const float *lo = t->row_lo;
     /* Four chains, folded in a fixed order (one chain of double adds cost
      * as much as the rest of a small table build); in four variables, as
      * an array indexed by n % 4 they went through memory and waited on
@@ -313,7 +364,7 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
     const double bias = (p0 + p1) + (p2 + p3);
     t->delta = range > 0.0f ? range / (float)TQ_SCAN_LUT_MAX : 1.0f;
     t->bias = (float)bias;
-    k->scan_lut_quantize(t->f, lo, lookups, entries, 1.0f / t->delta, t->q8);
+    tq_simd()->scan_lut_quantize(t->f, lo, lookups, entries, 1.0f / t->delta, t->q8);
 }
 
 /* Sextet rows (3 bits) in scalar code: entry(t, x) = (0 + q[2t] c[x & 7])

@@ -157,6 +157,32 @@ void tq_codebook_quantize(const tq_codebook *cb, const float *x, size_t n, uint8
 /* Density constant c_d = E|u_1| for u uniform on the sphere in R^d. */
 double tq_sphere_abs_mean(uint32_t d);
 
+/* 16 points for the m coordinates one scan nibble holds (m = 4 / bits: 2
+ * at 2 bits, 4 at 1 bit), instead of the product of scalar codebooks (see
+ * vcodebook.c). A nibble x holds code (x >> i bits) & mask for its i-th
+ * coordinate, as with scalar codes, so layouts and kernels are unchanged;
+ * only what an index means differs. */
+#define TQ_VQ_POINTS 16u
+
+typedef struct tq_vector_codebook {
+    uint32_t d;
+    unsigned bits;            /* 1 or 2 */
+    unsigned dims;            /* coordinates per point: 4 / bits */
+    float point[4][TQ_VQ_POINTS]; /* point[i][x]: coordinate i of point x (0 past dims or d) */
+    double mse;               /* error per coordinate on the solver's samples */
+    double grid_mse;          /* the scalar codebooks' product on the same samples */
+} tq_vector_codebook;
+
+/* The vector codebook for d (at least 4 / bits) and bits (1 or 2),
+ * computed on first use and cached for the life of the process
+ * (thread-safe); NULL if out of range or out of memory. */
+const tq_vector_codebook *tq_vector_codebook_get(uint32_t d, unsigned bits);
+/* codes[j] for u[0..n), n a multiple of dims: each nibble's coordinates
+ * take the nearest point's index (lowest on ties). */
+void tq_vector_codebook_encode(const tq_vector_codebook *vb, const float *u, uint32_t n, uint8_t *codes);
+/* u[j] = the reconstruction codes[0..n) stand for (n a multiple of dims). */
+void tq_vector_codebook_decode(const tq_vector_codebook *vb, const uint8_t *codes, uint32_t n, float *u);
+
 /* ------------------------------------------------------------------ scan */
 
 /* Two layouts (the scan layout's design comment has both byte by byte):
@@ -210,6 +236,10 @@ void tq_scan_lut_free(tq_scan_lut *t);
 /* Tables for query coordinates q (d floats) against a 16-entry centroid
  * table. */
 void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float *q, tq_scan_lut *t);
+/* The same for a nibble layout of codes from the vector codebook vb, the
+ * first vq_coords coordinates by its points, the rest by `table`. */
+void tq_scan_lut_build_points(const tq_scan_layout *L, const struct tq_vector_codebook *vb, uint32_t vq_coords,
+                              const float *table, const float *q, tq_scan_lut *t);
 /* sum_t f[t][nib(v, t)] in float: the unquantized estimate of row v of a
  * block; _rows: of n rows at once, row i being row lanes[i] of blocks[i]
  * (the SIMD kernels take two at a time). */
@@ -236,6 +266,11 @@ typedef struct tq_quantizer {
     tq_rotation qjl;          /* prod only: the sign-sketch projection */
     const tq_codebook *cb;    /* NULL when mse_bits == 0 */
     float table[16];          /* scalar-code centroids, zero-padded */
+    /* The vector codebook (tq_quantizer_use_vector_codebook), NULL: scalar
+     * codes. It codes the first vq_coords coordinates (d rounded down to
+     * its dims); a last nibble short of coordinates keeps scalar codes. */
+    const tq_vector_codebook *vcb;
+    uint32_t vq_coords;
     float sign_table[16];     /* {-1, +1}: sign bits as a 1-bit code */
     float qjl_scale;          /* 1 / (d * E|u_1|) */
     size_t code_bytes;        /* bit-packed scalar code of one vector */
@@ -301,6 +336,10 @@ typedef struct tq_qscratch {
 
 int tq_quantizer_init(tq_quantizer *q, uint32_t d, unsigned bits, tq_variant variant,
                       tq_correction correction, uint64_t seed, tq_error *err);
+/* Code with the vector codebook (see vcodebook.c) instead of scalar codes:
+ * an initialized quantizer whose scalar code has 1 or 2 bits and d at
+ * least the codebook's dims, else TQ_EARG. */
+int tq_quantizer_use_vector_codebook(tq_quantizer *q, tq_error *err);
 void tq_quantizer_free(tq_quantizer *q);
 int tq_qscratch_init(tq_qscratch *s, uint32_t d);
 void tq_qscratch_free(tq_qscratch *s);
@@ -325,6 +364,7 @@ typedef struct tq_query {
     uint8_t *packed; /* scratch for the reference estimator */
     float bias;      /* added to ip/cosine estimates: <q, mean> when centered */
     float *centered; /* scratch: q - mean */
+    float *recon;    /* scratch for the reference estimator: u~ (vector codebooks) */
     tq_key_params keys; /* turns this query's block sums into search keys */
 } tq_query;
 
@@ -480,6 +520,14 @@ typedef enum tq_center {
 
 #define TQ_CENTER_AUTO_MIN_ROWS 256u
 
+/* What a scalar code's nibble stands for (see vcodebook.c). The numbers
+ * are stored (manifest and segment headers, where 0 was written before
+ * there was a choice). */
+typedef enum tq_codebook_kind {
+    TQ_CODEBOOK_SCALAR = 0, /* one Lloyd-Max codebook per coordinate (the paper's) */
+    TQ_CODEBOOK_VECTOR = 1, /* 16 points per nibble's coordinates: 1- and 2-bit scalar codes */
+} tq_codebook_kind;
+
 typedef struct tq_config {
     uint32_t d;
     tq_metric metric;
@@ -489,7 +537,11 @@ typedef struct tq_config {
     uint64_t seed;
     tq_refine refine;
     tq_center center;
+    tq_codebook_kind codebook;
 } tq_config;
+
+/* The codebook a new index or collection gets when none is asked for. */
+tq_codebook_kind tq_default_codebook(const tq_config *cfg);
 
 typedef enum tq_scorer {
     TQ_SCORER_LUT = 1,   /* 8-bit table scan, then float re-score of the best */

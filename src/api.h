@@ -16,6 +16,8 @@ bool all_zero(const uint32_t *v, size_t n);
 int search_opts(const tqvec_search_params *params, tq_search_opts *opts, tqvec_error *err);
 /* Public option values (0 = default) to an internal config. */
 tq_config config_with_defaults(uint32_t dim, int metric, int bits, int variant, int correction, uint64_t seed,
-                               int refine, int center);
+                               int refine, int center, int codebook);
+/* The tqvec_codebook a configuration uses. */
+int public_codebook(const tq_config *cfg);
 
 #endif

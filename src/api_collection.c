@@ -50,11 +50,14 @@ int tqvec_collection_open(const char *dir, const tqvec_collection_options *opts,
                          TQVEC_MAX_SEGMENT_ROWS);
     if (opts->merge_factor == 1)
         return api_error(err, TQVEC_EARG, "merge_factor 1 merges nothing (0: the default; 2 or more; TQVEC_MERGE_NEVER)");
+    if (opts->codebook < 0 || opts->codebook > TQVEC_CODEBOOK_VECTOR)
+        return api_error(err, TQVEC_EARG, "unknown codebook %d", opts->codebook);
     if (opts->create && opts->dim == 0)
         return api_error(err, TQVEC_EARG, "creating a collection needs its dimension");
     tq_collection_options o = {
         .cfg = config_with_defaults(opts->dim, opts->metric, opts->bits, opts->variant, opts->correction,
-                                    opts->seed, opts->refine, opts->center),
+                                    opts->seed, opts->refine, opts->center, opts->codebook),
+        .any_codebook = opts->codebook == TQVEC_CODEBOOK_DEFAULT,
         .create = opts->create != 0,
         .fsync = opts->fsync ? (tq_fsync_policy)opts->fsync : TQ_FSYNC_EVERYSEC,
         .segment_rows = opts->segment_rows,
@@ -439,6 +442,7 @@ int tqvec_collection_get_info(tqvec_collection *c, tqvec_collection_info *info)
         .unsealed = st.mutable_rows, .log_bytes = st.wal_bytes, .torn_bytes = st.torn_bytes,
         .bytes_per_vector = tq_codec_bytes_per_vector(codec),
         .refine_bytes_per_vector = tq_codec_refine_bytes_per_vector(codec), .simd = tqvec_simd_level(),
+        .codebook = public_codebook(cfg),
     };
     return TQVEC_OK;
 }

@@ -2355,13 +2355,15 @@ static int create_layout(tq_collection *c, tq_error *err)
     return tq_manifest_write(c->dir, &m, NULL, err);
 }
 
-static bool same_config(const tq_config *a, const tq_config *b)
+static bool same_config(const tq_collection_options *opts, const tq_config *b)
 {
     /* A center of 0 was not asked for: any is fine (the default changed
-     * from none to auto, and collections made before open as they are). */
+     * from none to auto, and collections made before open as they are);
+     * so is a default codebook. */
+    const tq_config *a = &opts->cfg;
     return a->d == b->d && a->metric == b->metric && a->bits == b->bits && a->variant == b->variant &&
            a->correction == b->correction && a->seed == b->seed && a->refine == b->refine &&
-           (!a->center || a->center == b->center);
+           (!a->center || a->center == b->center) && (opts->any_codebook || a->codebook == b->codebook);
 }
 
 int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_collection **out, tq_error *err)
@@ -2424,7 +2426,7 @@ int tq_collection_open(const char *dir, const tq_collection_options *opts, tq_co
     } else if (rc) {
         goto fail;
     } else {
-        if (opts->cfg.d && !same_config(&opts->cfg, &m.cfg)) {
+        if (opts->cfg.d && !same_config(opts, &m.cfg)) {
             rc = tq_err(err, TQ_EARG, "%s holds a collection of dimension %u with other settings than asked", dir,
                         m.cfg.d);
             goto fail;

@@ -27,6 +27,11 @@ static_assert(SAME(TQVEC_REFINE_NONE, TQ_REFINE_NONE) && SAME(TQVEC_REFINE_CODE8
 static_assert(SAME(TQVEC_SCORER_LUT, TQ_SCORER_LUT) && SAME(TQVEC_SCORER_FLOAT, TQ_SCORER_FLOAT),
               "scorer numbering differs");
 
+int public_codebook(const tq_config *cfg)
+{
+    return cfg->codebook == TQ_CODEBOOK_VECTOR ? TQVEC_CODEBOOK_VECTOR : TQVEC_CODEBOOK_SCALAR;
+}
+
 #define STR2(x) #x
 #define STR(x) STR2(x)
 
@@ -104,9 +109,9 @@ bool all_zero(const uint32_t *v, size_t n)
 }
 
 tq_config config_with_defaults(uint32_t dim, int metric, int bits, int variant, int correction, uint64_t seed,
-                               int refine, int center)
+                               int refine, int center, int codebook)
 {
-    return (tq_config){
+    tq_config cfg = {
         .d = dim,
         .metric = metric ? (tq_metric)metric : TQ_METRIC_COSINE,
         .bits = bits > 0 ? (unsigned)bits : TQ_DEFAULT_BITS,
@@ -116,6 +121,10 @@ tq_config config_with_defaults(uint32_t dim, int metric, int bits, int variant, 
         .refine = refine ? (tq_refine)refine : TQ_REFINE_NONE,
         .center = center ? (tq_center)center : TQ_CENTER_AUTO,
     };
+    cfg.codebook = codebook == TQVEC_CODEBOOK_VECTOR   ? TQ_CODEBOOK_VECTOR
+                   : codebook == TQVEC_CODEBOOK_SCALAR ? TQ_CODEBOOK_SCALAR
+                                                       : tq_default_codebook(&cfg);
+    return cfg;
 }
 
 int tqvec_index_create(const tqvec_index_options *opts, tqvec_index **out, tqvec_error *err)
@@ -129,8 +138,10 @@ int tqvec_index_create(const tqvec_index_options *opts, tqvec_index **out, tqvec
         return api_error(err, TQVEC_EARG, "reserved option fields must be zero");
     if (opts->bits < 0)
         return api_error(err, TQVEC_EARG, "bits %d is outside %d..%d", opts->bits, TQVEC_MIN_BITS, TQVEC_MAX_BITS);
+    if (opts->codebook < 0 || opts->codebook > TQVEC_CODEBOOK_VECTOR)
+        return api_error(err, TQVEC_EARG, "unknown codebook %d", opts->codebook);
     tq_config cfg = config_with_defaults(opts->dim, opts->metric, opts->bits, opts->variant, opts->correction,
-                                         opts->seed, opts->refine, opts->center);
+                                         opts->seed, opts->refine, opts->center, opts->codebook);
     tqvec_index *ix = tq_calloc(1, sizeof(*ix));
     if (!ix)
         return api_error(err, TQVEC_ENOMEM, "out of memory for an index");
@@ -256,6 +267,7 @@ int tqvec_index_get_info(const tqvec_index *index, tqvec_index_info *info)
     info->bytes_per_vector = tq_codec_bytes_per_vector(codec);
     info->refine_bytes_per_vector = tq_codec_refine_bytes_per_vector(codec);
     info->simd = tqvec_simd_level();
+    info->codebook = public_codebook(cfg);
     return TQVEC_OK;
 }
 

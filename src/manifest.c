@@ -7,7 +7,8 @@
  * at open.
  *
  * MANIFEST (little-endian): magic "TQVECMAN", u32 format version, u32 0;
- * u32 d, metric, bits, variant, correction, refine, center, 0; u64 seed;
+ * u32 d, metric, bits, variant, correction, refine, center, codebook (from
+ * version 2; 0 before); u64 seed;
  * u64 next file id, u64 live log id, u64 the log's first sequence number;
  * u32 segment count, u32 mean present; per segment u64 id, u64 rows, u64
  * tombstone file id; d floats of mean when present; XXH3-64 of all before.
@@ -27,7 +28,16 @@
 
 static const char manifest_magic[8] = {'T', 'Q', 'V', 'E', 'C', 'M', 'A', 'N'};
 static const char tombstone_magic[8] = {'T', 'Q', 'V', 'E', 'C', 'D', 'E', 'L'};
-#define MANIFEST_VERSION 1u
+/* Version 2: the u32 after center names the codebook (tq_codebook_kind;
+ * 1 wrote 0, the scalar codebook). A collection with scalar codes still
+ * writes 1, so builds from before the choice keep opening it; a vector
+ * codebook's writes 2, which they refuse rather than misread. */
+#define MANIFEST_VERSION 2u
+
+static uint32_t manifest_version(const tq_config *c)
+{
+    return c->codebook == TQ_CODEBOOK_SCALAR ? 1u : 2u;
+}
 #define TOMBSTONE_VERSION 1u
 #define FIXED_BYTES 88u /* through the mean-present flag */
 #define MAX_SEGMENTS (1u << 20)
@@ -139,7 +149,7 @@ int tq_manifest_write(const char *dir, const tq_manifest *m, bool *committed, tq
     buf b = {0};
     const tq_config *c = &m->cfg;
     put(&b, manifest_magic, 8);
-    put32(&b, MANIFEST_VERSION);
+    put32(&b, manifest_version(c));
     put32(&b, 0);
     put32(&b, c->d);
     put32(&b, (uint32_t)c->metric);
@@ -148,7 +158,7 @@ int tq_manifest_write(const char *dir, const tq_manifest *m, bool *committed, tq
     put32(&b, (uint32_t)c->correction);
     put32(&b, (uint32_t)c->refine);
     put32(&b, (uint32_t)c->center);
-    put32(&b, 0);
+    put32(&b, (uint32_t)c->codebook);
     put64(&b, c->seed);
     put64(&b, m->next_file_id);
     put64(&b, m->wal_id);
@@ -194,15 +204,19 @@ int tq_manifest_read(const char *dir, tq_manifest *m, tq_error *err)
         rc = tq_err(err, TQ_ECORRUPT, "%s: manifest fails its checksum", path);
         goto out;
     }
-    if (tq_get32(p + 8) != MANIFEST_VERSION) {
-        rc = tq_err(err, TQ_EUNSUPPORTED, "%s: manifest format version %u, this build reads %u", path, tq_get32(p + 8),
-                    MANIFEST_VERSION);
+    if (tq_get32(p + 8) < 1 || tq_get32(p + 8) > MANIFEST_VERSION) {
+        rc = tq_err(err, TQ_EUNSUPPORTED, "%s: manifest format version %u, this build reads 1 to %u", path,
+                    tq_get32(p + 8), MANIFEST_VERSION);
         goto out;
     }
     m->cfg = (tq_config){.d = tq_get32(p + 16), .metric = (tq_metric)tq_get32(p + 20), .bits = tq_get32(p + 24),
                          .variant = (tq_variant)tq_get32(p + 28), .correction = (tq_correction)tq_get32(p + 32),
                          .refine = (tq_refine)tq_get32(p + 36), .center = (tq_center)tq_get32(p + 40),
-                         .seed = tq_get64(p + 48)};
+                         .codebook = (tq_codebook_kind)tq_get32(p + 44), .seed = tq_get64(p + 48)};
+    if (tq_get32(p + 8) == 1 && m->cfg.codebook != TQ_CODEBOOK_SCALAR) {
+        rc = tq_err(err, TQ_ECORRUPT, "%s: a version 1 manifest names a codebook", path);
+        goto out;
+    }
     m->next_file_id = tq_get64(p + 56);
     m->wal_id = tq_get64(p + 64);
     m->wal_first_lsn = tq_get64(p + 72);

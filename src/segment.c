@@ -4,7 +4,7 @@
  * Layout (little-endian):
  *   header, 512 bytes: magic "TQVECSEG", u32 format version, u32 header
  *     size; the codec config (u32 d, metric, bits, variant, correction,
- *     refine, center, 0; u64 seed); u64 rows; u32 section count, u32 0;
+ *     refine, center, codebook (0 before format 7); u64 seed); u64 rows; u32 section count, u32 0;
  *     the section table, one entry per section {u32 kind, u32 0, u64 offset,
  *     u64 length, u64 XXH3-64 of the section}; zeros; and at byte 504 the
  *     XXH3-64 of bytes [0, 504)
@@ -52,8 +52,17 @@ static const char segment_magic[8] = {'T', 'Q', 'V', 'E', 'C', 'S', 'E', 'G'};
  * 3-bit codes in the sextet layout. Older files are still read: formats 1
  * and 2 have six sections (cosine rows of them get back unit vectors), and
  * a format-1 file's 3-bit codes (whole nibbles then; every other width the
- * same bytes) are rewritten in memory at open. */
-#define SEGMENT_VERSION 6u
+ * same bytes) are rewritten in memory at open.
+ * Format 7: format 6 whose header's u32 after center names the codebook
+ * (tq_codebook_kind; 0 before, the scalar codebook). Written only for a
+ * vector codebook, so scalar segments stay readable by builds from before
+ * the choice, and those refuse the others rather than misread them. */
+#define SEGMENT_VERSION 7u
+
+static uint32_t segment_version(const tq_config *cfg)
+{
+    return cfg->codebook == TQ_CODEBOOK_SCALAR ? 6u : 7u;
+}
 #define HEADER_BYTES 512u
 #define HEADER_SUM_AT 504u
 #define TABLE_AT 72u
@@ -200,7 +209,7 @@ int tq_segment_write(const char *path, const tq_codec *c, const tq_rows *rows, c
 {
     const uint64_t n = rows->n;
     uint64_t len[TQ_SEC_COUNT + 1];
-    fixed_lengths(c, SEGMENT_VERSION, n, len);
+    fixed_lengths(c, segment_version(&c->cfg), n, len);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
         return tq_err_sys(err, TQ_EIO, errno, "%s: create", path);
@@ -246,9 +255,9 @@ int tq_segment_write(const char *path, const tq_codec *c, const tq_rows *rows, c
     if (!rc) {
         const tq_config *cfg = &c->cfg;
         memcpy(header, segment_magic, 8);
-        uint32_t u32[10] = {SEGMENT_VERSION, HEADER_BYTES, cfg->d, (uint32_t)cfg->metric, cfg->bits,
+        uint32_t u32[10] = {segment_version(cfg), HEADER_BYTES, cfg->d, (uint32_t)cfg->metric, cfg->bits,
                             (uint32_t)cfg->variant, (uint32_t)cfg->correction, (uint32_t)cfg->refine,
-                            (uint32_t)cfg->center, 0};
+                            (uint32_t)cfg->center, (uint32_t)cfg->codebook};
         memcpy(header + 8, u32, sizeof(u32));
         memcpy(header + 48, &cfg->seed, 8);
         memcpy(header + 56, &n, 8);
@@ -377,7 +386,7 @@ int tq_segment_open(const char *path, const tq_codec *c, tq_segment_file *out, t
     if (tq_get32(map + 16) != cfg->d || tq_get32(map + 20) != (uint32_t)cfg->metric || tq_get32(map + 24) != cfg->bits ||
         tq_get32(map + 28) != (uint32_t)cfg->variant || tq_get32(map + 32) != (uint32_t)cfg->correction ||
         tq_get32(map + 36) != (uint32_t)cfg->refine || tq_get32(map + 40) != (uint32_t)cfg->center ||
-        tq_get64(map + 48) != cfg->seed) {
+        tq_get32(map + 44) != (uint32_t)cfg->codebook || tq_get64(map + 48) != cfg->seed) {
         rc = corrupt(err, path, "segment was encoded with a different configuration than the collection's");
         goto fail;
     }

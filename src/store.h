@@ -355,6 +355,7 @@ enum { TQ_LOG_WARNING = 1, TQ_LOG_NOTICE = 2 };
 
 typedef struct tq_collection_options {
     tq_config cfg;            /* used when creating; checked against an existing collection when cfg.d != 0 */
+    bool any_codebook;        /* cfg.codebook is a default, not asked for: an existing collection's is fine */
     bool create;              /* create the directory's collection if it has none */
     tq_fsync_policy fsync;
     size_t segment_rows;      /* the mutable segment is sealed at this many rows */

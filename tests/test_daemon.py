@@ -474,8 +474,22 @@ def test_keyspace_and_persistence_commands(d):
     # Centering (auto by default) is decided by the first add: two vectors
     # are too few to take a mean from.
     assert info["centering"] == "none", info
+    assert info["codebook"] == "scalar", info  # 3 bits: the vector codebook is for 1 and 2
     assert c.call("TQ.CREATE", "centered", "DIM", 4, "CENTER", "first-batch") == "OK"
     assert dict(zip(*[iter(c.call("VINFO", "centered"))] * 2))["centering"] == "first-batch"
+    # The codebook: vector by default at 2 bits, asked for at 1, refused at 4.
+    assert c.call("TQ.CREATE", "vq2", "DIM", 8, "METRIC", "l2", "BITS", 2) == "OK"
+    assert c.call("TQ.CREATE", "vq1", "DIM", 8, "METRIC", "l2", "BITS", 1, "CODEBOOK", "vector") == "OK"
+    assert "vector codebook" in c.call("TQ.CREATE", "vq4", "DIM", 8, "BITS", 4, "CODEBOOK", "vector"), "4 bits"
+    assert c.call("TQ.CREATE", "bad", "DIM", 8, "CODEBOOK", "pq").startswith("ERR invalid TQ.CREATE option 'CODEBOOK'")
+    for key in ("vq2", "vq1"):
+        assert dict(zip(*[iter(c.call("VINFO", key))] * 2))["codebook"] == "vector", key
+        for i in range(8):
+            c.call("VADD", key, "VALUES", 8, *[float(j == i) * (i + 1) for j in range(8)], "e%d" % i)
+        # every element is its own nearest neighbour: the codes decode near it
+        for i in range(8):
+            q = [float(j == i) * (i + 1) for j in range(8)]
+            assert c.call("VSIM", key, "VALUES", 8, *q, "COUNT", 1) == [b"e%d" % i], (key, i)
     assert c.call("TQ.COMPACT", "l2set") == "OK"
     assert c.call("FLUSHALL") == "OK" and c.call("DBSIZE") == 0
     assert [n for n in os.listdir(d.data) if n not in ("tqvecd.lock", "tqvecd.txlog")] == []

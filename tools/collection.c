@@ -79,13 +79,14 @@ static void build_usage(void)
     fprintf(stderr, "usage: tqvec build --input VECTORS --dir DIR [--keys KEYS.txt] [--attrs ATTRS.jsonl]\n"
                     "                   [--metric l2|ip|cosine]\n"
                     "                   [--bits 1..4] [--variant mse|prod] [--refine none|code8|fp16|fp32]\n"
-                    "                   [--center auto|none|first-batch]\n"
+                    "                   [--center auto|none|first-batch] [--codebook scalar|vector]\n"
                     "                   [--fsync always|everysec|no] [--segment-rows N] [--limit N]\n"
                     "Creates the collection when DIR holds none (the settings apply then), else adds\n"
                     "to it (same key: replaced). Keys: one per line, else the row numbers;\n"
                     "attributes: one JSON object per line (an empty line: none). --center: codes of\n"
                     "the vectors less the first add's mean (auto: for l2 and cosine when that add\n"
-                    "brings 256 vectors or more).\n");
+                    "brings 256 vectors or more). --codebook: what a 1- or 2-bit code stands for\n"
+                    "(default: vector at 2 bits mse, else scalar).\n");
 }
 
 int cmd_build(int argc, char **argv)
@@ -97,7 +98,8 @@ int cmd_build(int argc, char **argv)
         {"bits", required_argument, 0, 'b'},  {"variant", required_argument, 0, 'v'},
         {"refine", required_argument, 0, 'r'}, {"fsync", required_argument, 0, 'f'},
         {"segment-rows", required_argument, 0, 's'}, {"limit", required_argument, 0, 'l'},
-        {"center", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'},
+        {"center", required_argument, 0, 'c'}, {"codebook", required_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *input = NULL, *dir = NULL, *keys_path = NULL, *attrs_path = NULL;
@@ -137,6 +139,12 @@ int cmd_build(int argc, char **argv)
                      : !strcmp(optarg, "first-batch") ? TQVEC_CENTER_FIRST_BATCH : -1;
             if (o.center < 0)
                 return tool_fail("build", "--center wants auto, none or first-batch, got '%s'", optarg);
+            break;
+        case 'q':
+            o.codebook = !strcmp(optarg, "scalar") ? TQVEC_CODEBOOK_SCALAR
+                       : !strcmp(optarg, "vector") ? TQVEC_CODEBOOK_VECTOR : -1;
+            if (o.codebook < 0)
+                return tool_fail("build", "--codebook wants scalar or vector, got '%s'", optarg);
             break;
         case 'f':
             if ((o.fsync = tool_parse_fsync(optarg)) < 0)
@@ -355,10 +363,11 @@ int cmd_info(int argc, char **argv)
     tqvec_collection_get_info(c, &i);
     static const char *const refine[] = {"none", "none", "code8", "fp32", "fp16"};
     printf("collection %s\n"
-           "  dim %u, metric %s, %d bits %s, correction %s, refine %s, centering %s, seed %llu\n"
+           "  dim %u, metric %s, %d bits %s, %s codebook, correction %s, refine %s, centering %s, seed %llu\n"
            "  %llu elements, %llu deleted awaiting compaction, %u segments (%llu partitions), %llu rows in the log (%llu bytes)\n"
            "  %llu bytes per vector of codes, %llu of refine data; simd %s\n",
            argv[1], i.dim, metric_text(i.metric), i.bits, i.variant == TQVEC_VARIANT_PROD ? "prod" : "mse",
+           i.codebook == TQVEC_CODEBOOK_VECTOR ? "vector" : "scalar",
            i.correction == TQVEC_CORRECTION_NONE ? "none" : "ip", refine[i.refine >= 0 && i.refine <= 4 ? i.refine : 0],
            i.center == TQVEC_CENTER_FIRST_BATCH ? "on the first batch's mean"
            : i.center == TQVEC_CENTER_AUTO      ? "auto (decided by the first add)"

@@ -41,6 +41,7 @@ typedef struct eval_opts {
     int nvariant, ncorrection, nscorer;
     int refine; /* index into refine_names, or -1 for the default */
     int center[MAX_LIST], ncenter;
+    int codebook[MAX_LIST], ncodebook;
     size_t max_queries, max_base, kmax;
     uint64_t seed;
     size_t batch;       /* queries per search call, or VSIMs per pipeline */
@@ -68,6 +69,9 @@ static const int center_values[] = {TQVEC_CENTER_AUTO, TQVEC_CENTER_NONE, TQVEC_
 /* The same, as TQ.CREATE spells them. */
 static const char *const center_create_names[] = {"auto", "none", "first-batch"};
 static const int scorer_values[] = {TQVEC_SCORER_LUT, TQVEC_SCORER_FLOAT};
+/* default: whatever a new index gets (the record names the one it got) */
+static const char *const codebook_names[] = {"default", "scalar", "vector"};
+static const int codebook_values[] = {TQVEC_CODEBOOK_DEFAULT, TQVEC_CODEBOOK_SCALAR, TQVEC_CODEBOOK_VECTOR};
 
 static size_t center_index(int center)
 {
@@ -82,7 +86,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: tqvec eval --base FILE [--queries FILE] [--gt FILE] [--metric l2|ip|cosine]\n"
             "                  [--bits 1,2,3,4] [--variant mse,prod] [--correction ip,none]\n"
-            "                  [--center auto,none,mean] [--rerank 0,4,16] [--refine fp32|fp16|code8]\n"
+            "                  [--center auto,none,mean] [--codebook default,scalar,vector]\n"
+            "                  [--rerank 0,4,16] [--refine fp32|fp16|code8]\n"
             "                  [--scorer lut,float] [-k 10[,100]] [--threads 1[,2]] [--clients 1[,2]]\n"
             "                  [--json FILE|-] [--report DIR] [--nq N] [--nb N] [--seed S] [--batch B]\n"
             "                  [--repeat R] [--name NAME] [--dir DIR] [--server HOST:PORT [--key NAME]]\n"
@@ -128,7 +133,7 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         {"nb", required_argument, 0, 'N'},         {"seed", required_argument, 0, 's'},
         {"threads", required_argument, 0, 't'},    {"name", required_argument, 0, 'n'},
         {"scorer", required_argument, 0, 'S'},     {"refine", required_argument, 0, 'F'},
-        {"center", required_argument, 0, 'M'},     {"batch", required_argument, 0, 'T'},
+        {"center", required_argument, 0, 'M'},     {"codebook", required_argument, 0, 'W'},     {"batch", required_argument, 0, 'T'},
         {"dir", required_argument, 0, 'D'},        {"server", required_argument, 0, 'X'},
         {"key", required_argument, 0, 'K'},        {"clients", required_argument, 0, 'c'},
         {"report", required_argument, 0, 'P'},     {"k", required_argument, 0, 'k'},
@@ -154,6 +159,8 @@ static int parse_args(int argc, char **argv, eval_opts *o)
     o->refine = -1;
     o->center[0] = 0;
     o->ncenter = 1;
+    o->codebook[0] = 0;
+    o->ncodebook = 1;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "k:h", longopts, NULL)) != -1) {
@@ -244,6 +251,10 @@ static int parse_args(int argc, char **argv, eval_opts *o)
             if ((o->ncenter = tool_parse_name_list(optarg, center_names, 3, o->center, MAX_LIST)) < 0)
                 return tool_fail("eval", "--center wants auto, none and/or mean, got '%s'", optarg);
             break;
+        case 'W':
+            if ((o->ncodebook = tool_parse_name_list(optarg, codebook_names, 3, o->codebook, MAX_LIST)) < 0)
+                return tool_fail("eval", "--codebook wants default, scalar and/or vector, got '%s'", optarg);
+            break;
         case 'F':
             if (tool_parse_name_list(optarg, refine_names, 4, &o->refine, 1) != 1)
                 return tool_fail("eval", "--refine wants one of none, code8, fp32, fp16, got '%s'", optarg);
@@ -310,10 +321,13 @@ static int parse_args(int argc, char **argv, eval_opts *o)
                                            : "target 'server' needs --server HOST:PORT");
     if (o->key && !o->server)
         return tool_fail("eval", "--key names a vector set on --server");
-    bool one_index = o->nbits == 1 && o->nvariant == 1 && o->ncorrection == 1 && o->ncenter == 1;
+    bool one_index = o->nbits == 1 && o->nvariant == 1 && o->ncorrection == 1 && o->ncenter == 1 &&
+                     o->ncodebook == 1;
     if ((o->dir || o->key) && !one_index)
-        return tool_fail("eval", "%s evaluates one index: give one value each for --bits, --variant, --correction "
-                                 "and --center", o->dir ? "--dir" : "--key");
+        return tool_fail("eval", "%s evaluates one index: give one value each for --bits, --variant, --correction, "
+                                 "--center and --codebook", o->dir ? "--dir" : "--key");
+    if (o->server && o->codebook[0] != 0)
+        return tool_fail("eval", "tqvecd sets use the default codebook (TQ.CREATE has no other)");
     if (o->server && (o->ncorrection > 1 || o->correction[0] != 0 || o->nscorer > 1 || o->scorer[0] != 0))
         return tool_fail("eval", "tqvecd sets use correction ip and the lut scorer (TQ.CREATE has no other)");
     if (o->server && o->nthreads > 1)
@@ -326,6 +340,7 @@ static int parse_args(int argc, char **argv, eval_opts *o)
         o->nnprobe = 0;
     o->nnprobe += o->ntarget;
     o->points = (size_t)o->nbits * (size_t)o->nvariant * (size_t)o->ncorrection * (size_t)o->ncenter *
+                (size_t)o->ncodebook *
                 (size_t)o->ntargets * (size_t)o->nscorer * (size_t)o->nrerank * (size_t)o->nk *
                 (size_t)o->nthreads * (size_t)o->nclients * (size_t)o->nnprobe;
     if (o->nlist_given && (o->dir || o->server))
@@ -619,6 +634,7 @@ typedef struct eval_index {
     double build_s, seal_s;
     unsigned nlist;
     uint64_t bytes_per_vector, refine_bytes;
+    int codebook; /* tqvec_codebook the index got */
 } eval_index;
 
 static int build_index(const eval_opts *o, int kind, const tqvec_index_options *opts, const char *refine_name,
@@ -628,7 +644,8 @@ static int build_index(const eval_opts *o, int kind, const tqvec_index_options *
     tqvec_error err;
     tqvec_collection_options co = {.dim = opts->dim, .metric = opts->metric, .bits = opts->bits,
                                    .variant = opts->variant, .correction = opts->correction, .seed = opts->seed,
-                                   .refine = opts->refine, .center = opts->center, .create = 1};
+                                   .refine = opts->refine, .center = opts->center, .codebook = opts->codebook,
+                                   .create = 1};
     if (kind == TARGET_SERVER) {
         out->target.server = o->server;
         if (o->key)
@@ -665,6 +682,7 @@ static int build_index(const eval_opts *o, int kind, const tqvec_index_options *
                              info.dim, tool_metric_name(info.metric), base->d, tool_metric_name(o->metric));
         out->bytes_per_vector = info.bytes_per_vector;
         out->refine_bytes = info.refine_bytes_per_vector;
+        out->codebook = info.codebook;
         out->target.coll = out->coll;
         return 0;
     }
@@ -688,6 +706,7 @@ static int build_index(const eval_opts *o, int kind, const tqvec_index_options *
     tqvec_index_get_info(out->ix, &info);
     out->bytes_per_vector = info.bytes_per_vector;
     out->refine_bytes = info.refine_bytes_per_vector;
+    out->codebook = info.codebook;
     out->target.ix = out->ix;
     return 0;
 }
@@ -717,7 +736,7 @@ static tool_eval_record *new_record(tool_eval_run *run, size_t *cap)
 
 static void print_header(FILE *table)
 {
-    fprintf(table, "%-6s %4s %-4s %-4s %-4s %-5s %6s %4s %3s %3s %5s | %6s %6s %6s | %8s %8s %8s %8s | %7s %5s %6s %s\n",
+    fprintf(table, "%-6s %4s %-6s %-4s %-4s %-5s %6s %4s %3s %3s %5s | %6s %6s %6s | %8s %8s %8s %8s | %7s %5s %6s %s\n",
             "target", "bits", "var", "corr", "cent", "score", "rerank", "k", "thr", "cli", "probe", "R@1", "R@k", "R1@k",
             "QPS", "p50 us", "p95 us", "p99 us", "build s", "B/vec", "RSS MB", "");
 }
@@ -732,9 +751,9 @@ static void print_record(FILE *table, const tool_eval_record *r, bool mark_paret
     else
         snprintf(probe, sizeof(probe), "flat");
     fprintf(table,
-            "%-6s %4u %-4s %-4s %-4s %-5s %6u %4zu %3u %3u %5s | %6.4f %6.4f %6.4f | %8.0f %8.1f %8.1f %8.1f | %7.3f "
-            "%5llu %6.1f %s\n",
-            r->target, r->bits, r->variant, r->correction, r->center, r->scorer, r->rerank, r->k, r->threads, r->clients,
+            "%-6s %4u %-4s%s %-4s %-4s %-5s %6u %4zu %3u %3u %5s | %6.4f %6.4f %6.4f | %8.0f %8.1f %8.1f %8.1f | "
+            "%7.3f %5llu %6.1f %s\n",
+            r->target, r->bits, r->variant, strcmp(r->codebook, "vector") ? "  " : "+v", r->correction, r->center, r->scorer, r->rerank, r->k, r->threads, r->clients,
             probe, r->recall_at_1, r->recall_at_k, r->recall_1_at_k, r->qps, r->lat_us.p50, r->lat_us.p95, r->lat_us.p99,
             r->build_s, (unsigned long long)r->bytes_per_vector, (double)r->peak_rss / 1048576.0,
             mark_pareto && r->pareto ? "*" : "");
@@ -875,9 +894,11 @@ int cmd_eval(int argc, char **argv)
     for (int bi = 0; bi < o.nbits; bi++)
         for (int vi = 0; vi < o.nvariant; vi++)
             for (int ci = 0; ci < o.ncorrection; ci++)
-                for (int mi = 0; mi < o.ncenter; mi++) {
+                for (int mi = 0; mi < o.ncenter * o.ncodebook; mi++) {
+                    const int cbi = mi / o.ncenter;
                     tqvec_index_options opts = {
-                        .center = center_values[o.center[mi]],
+                        .center = center_values[o.center[mi % o.ncenter]],
+                        .codebook = codebook_values[o.codebook[cbi]],
                         .dim = (uint32_t)data.base.d,
                         .metric = o.metric,
                         .bits = (int)o.bits[bi],
@@ -899,7 +920,8 @@ int cmd_eval(int argc, char **argv)
                             .bits = o.bits[bi],
                             .variant = variant_names[o.variant[vi]],
                             .correction = correction_names[o.correction[ci]],
-                            .center = center_names[o.center[mi]],
+                            .center = center_names[o.center[mi % o.ncenter]],
+                            .codebook = indexes[gi].codebook == TQVEC_CODEBOOK_VECTOR ? "vector" : "scalar",
                             .refine = refine_name,
                             .build_s = indexes[gi].build_s,
                             .seal_s = indexes[gi].seal_s,

@@ -68,6 +68,7 @@ void tool_eval_json(const tool_eval_run *run, const tool_eval_record *r, FILE *o
     tool_json_str(&j, "variant", r->variant);
     tool_json_str(&j, "correction", r->correction);
     tool_json_str(&j, "center", r->center);
+    tool_json_str(&j, "codebook", r->codebook);
     tool_json_str(&j, "scorer", r->scorer);
     tool_json_str(&j, "refine", r->refine);
     tool_json_int(&j, "rerank", r->rerank);
@@ -110,7 +111,7 @@ void tool_eval_json(const tool_eval_run *run, const tool_eval_record *r, FILE *o
 
 /* Which settings vary across the run's records: only those name a curve. */
 typedef struct varying {
-    bool source, target, bits, variant, correction, center, scorer, threads, clients;
+    bool source, target, bits, variant, correction, center, codebook, scorer, threads, clients;
 } varying;
 
 static bool is_peer(const tool_eval_record *r)
@@ -141,6 +142,7 @@ static varying find_varying(const tool_eval_run *run)
         v.variant |= strcmp(a->variant, b->variant) != 0;
         v.correction |= strcmp(a->correction, b->correction) != 0;
         v.center |= strcmp(a->center, b->center) != 0;
+        v.codebook |= strcmp(a->codebook, b->codebook) != 0;
         v.scorer |= strcmp(a->scorer, b->scorer) != 0;
         v.threads |= a->threads != b->threads;
         v.clients |= a->clients != b->clients;
@@ -169,6 +171,7 @@ static void curve_label(const tool_eval_record *r, const varying *v, char *out, 
     PART(v->variant, " %s", r->variant);
     PART(v->correction, " corr=%s", r->correction);
     PART(v->center, " center=%s", r->center);
+    PART(v->codebook, " %s codebook", r->codebook);
     PART(v->scorer, " %s", r->scorer);
     PART(v->threads, " %u thr", r->threads);
     PART(v->clients, " %u cli", r->clients);
@@ -182,6 +185,7 @@ static bool same_curve(const tool_eval_record *a, const tool_eval_record *b)
 {
     return a->k == b->k && a->source == b->source && !strcmp(a->target, b->target) && a->bits == b->bits &&
            !strcmp(a->variant, b->variant) && !strcmp(a->correction, b->correction) && !strcmp(a->center, b->center) &&
+           !strcmp(a->codebook, b->codebook) &&
            (!strcmp(a->scorer, b->scorer) || is_peer(a)) && a->threads == b->threads && a->clients == b->clients &&
            (!a->nlist || (a->rerank == b->rerank && (a->target_recall > 0) == (b->target_recall > 0)));
 }

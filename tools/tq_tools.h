@@ -175,6 +175,7 @@ typedef struct tool_eval_record {
     const char *target_where; /* the directory or HOST:PORT, or NULL */
     unsigned bits, rerank, threads, clients;
     const char *variant, *correction, *center, *scorer, *refine;
+    const char *codebook;     /* scalar or vector */
     size_t k;
     double recall_at_1, recall_at_k, recall_1_at_k;
     double recall_at_k_dist; /* ann-benchmarks' distance-threshold recall */

@@ -896,7 +896,7 @@ static void cmd_vinfo(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
     static const char *const variants[] = {"mse", "mse", "prod"};
     static const char *const redis_quant[] = {[QUANT_UNSET] = "tq", [QUANT_Q8] = "int8",
                                               [QUANT_NOQUANT] = "f32", [QUANT_BIN] = "bin"};
-    tqd_reply_map(r, 22);
+    tqd_reply_map(r, 23);
     /* Redis's fields first, with the nearest true values (there is no
      * graph: no links, one level), then ours. */
     tqd_reply_simple(r, "quant-type");
@@ -934,6 +934,8 @@ static void cmd_vinfo(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_repl
     tqd_reply_simple(r, in.center == TQVEC_CENTER_FIRST_BATCH ? "first-batch"
                         : in.center == TQVEC_CENTER_NONE      ? "none"
                                                               : "auto");
+    tqd_reply_simple(r, "codebook");
+    tqd_reply_simple(r, in.codebook == TQVEC_CODEBOOK_VECTOR ? "vector" : "scalar");
     tqd_reply_simple(r, "bytes-per-vector");
     tqd_reply_int(r, (long long)(in.bytes_per_vector + in.refine_bytes_per_vector));
     /* the part of it kept only for re-ranking (not scanned) */
@@ -1177,6 +1179,8 @@ static void cmd_tq_create(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_
     static const int refine_v[] = {TQVEC_REFINE_NONE, TQVEC_REFINE_CODE8, TQVEC_REFINE_FP16, TQVEC_REFINE_FP32};
     static const char *const centers[] = {"auto", "none", "first-batch"};
     static const int center_v[] = {TQVEC_CENTER_AUTO, TQVEC_CENTER_NONE, TQVEC_CENTER_FIRST_BATCH};
+    static const char *const codebooks[] = {"scalar", "vector"};
+    static const int codebook_v[] = {TQVEC_CODEBOOK_SCALAR, TQVEC_CODEBOOK_VECTOR};
     tqvec_collection_options o = {0};
     o.metric = TQVEC_METRIC_COSINE;
     for (size_t j = 2; j < argc; j += 2) {
@@ -1197,6 +1201,8 @@ static void cmd_tq_create(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_
             ok = pick(val, refines, refine_v, 4, &o.refine);
         else if (ok && tqd_arg_is(opt, "CENTER"))
             ok = pick(val, centers, center_v, 3, &o.center);
+        else if (ok && tqd_arg_is(opt, "CODEBOOK"))
+            ok = pick(val, codebooks, codebook_v, 2, &o.codebook);
         else
             ok = false;
         if (!ok) {
@@ -1205,7 +1211,8 @@ static void cmd_tq_create(tqd_client *cl, const tqd_arg *argv, size_t argc, tqd_
             memcpy(name, opt->p, n2);
             name[n2] = 0;
             tqd_reply_error(r, "ERR invalid TQ.CREATE option '%s' (DIM %d..%d, METRIC cosine|l2|ip, BITS %d..%d, "
-                               "VARIANT mse|prod, REFINE none|code8|fp16|fp32, SEED n, CENTER auto|none|first-batch)",
+                               "VARIANT mse|prod, REFINE none|code8|fp16|fp32, SEED n, CENTER auto|none|first-batch, "
+                               "CODEBOOK scalar|vector)",
                             name, TQVEC_MIN_DIM, TQVEC_MAX_DIM, TQVEC_MIN_BITS, TQVEC_MAX_BITS);
             return;
         }

@@ -124,7 +124,7 @@ class _Options(ctypes.Structure):
                 ("refine", ctypes.c_int), ("center", ctypes.c_int), ("create", ctypes.c_int),
                 ("fsync", ctypes.c_int), ("segment_rows", ctypes.c_uint32), ("verify", ctypes.c_int),
                 ("log", ctypes.c_void_p), ("log_ctx", ctypes.c_void_p), ("partition_rows", ctypes.c_uint32),
-                ("merge_factor", ctypes.c_uint32), ("reserved", ctypes.c_uint32 * 6)]
+                ("merge_factor", ctypes.c_uint32), ("codebook", ctypes.c_int), ("reserved", ctypes.c_uint32 * 5)]
 
 
 class _Info(ctypes.Structure):
@@ -134,7 +134,7 @@ class _Info(ctypes.Structure):
                 ("deleted", ctypes.c_uint64), ("segments", ctypes.c_uint32), ("unsealed", ctypes.c_uint64),
                 ("log_bytes", ctypes.c_uint64), ("torn_bytes", ctypes.c_uint64),
                 ("bytes_per_vector", ctypes.c_uint64), ("refine_bytes_per_vector", ctypes.c_uint64),
-                ("simd", ctypes.c_char_p)]
+                ("simd", ctypes.c_char_p), ("codebook", ctypes.c_int)]
 
 
 # The element table as numpy builds it: the same bytes as _Element.
@@ -649,7 +649,7 @@ class Collection:
                 "variant": _NAMES["variant"].get(i.variant, "mse"), "refine": _NAMES["refine"].get(i.refine, "none"),
                 "count": i.count, "deleted": i.deleted, "segments": i.segments, "unsealed": i.unsealed,
                 "log_bytes": i.log_bytes, "bytes_per_vector": i.bytes_per_vector + i.refine_bytes_per_vector,
-                "simd": i.simd.decode() if i.simd else ""}
+                "simd": i.simd.decode() if i.simd else "", "codebook": "vector" if i.codebook == 2 else "scalar"}
 
     def count(self) -> int:
         """Live elements."""
