@@ -129,3 +129,89 @@ Test(codebook, grid_quantizer_is_exact)
                              ref[i]);
         }
 }
+
+/* ---------------------------------------------------- vector codebooks */
+
+Test(vector_codebook, lower_error_than_the_scalar_grid)
+{
+    /* On the solver's own samples the 16 points beat the product of
+     * scalar codebooks they replace: by 5 % or more once the marginal is
+     * near-Gaussian (d >= 16), where the grid is a saddle of Lloyd. */
+    static const uint32_t dims[] = {4, 5, 16, 50, 128, 384, 1536, 16384};
+    for (unsigned bits = 1; bits <= 2; bits++)
+        for (size_t i = 0; i < sizeof(dims) / sizeof(dims[0]); i++) {
+            const tq_vector_codebook *vb = tq_vector_codebook_get(dims[i], bits);
+            cr_assert_not_null(vb, "d=%u b=%u", dims[i], bits);
+            cr_assert_eq(vb->dims, 4 / bits);
+            cr_assert(vb->mse < vb->grid_mse, "d=%u b=%u: %g vs the grid's %g", dims[i], bits, vb->mse, vb->grid_mse);
+            if (dims[i] >= 16)
+                cr_assert(vb->mse < 0.95 * vb->grid_mse, "d=%u b=%u: %g vs the grid's %g", dims[i], bits, vb->mse,
+                          vb->grid_mse);
+            /* the grid's own error is the scalar codebook's, measured by
+             * the solver's samples (within their noise) */
+            const tq_codebook *cb = tq_codebook_get(dims[i], bits);
+            cr_assert(fabs(vb->grid_mse / cb->mse - 1.0) < 0.05, "d=%u b=%u: sampled grid error %g, exact %g", dims[i],
+                      bits, vb->grid_mse, cb->mse);
+        }
+}
+
+Test(vector_codebook, cached_range_checked_and_pinned)
+{
+    cr_assert_eq(tq_vector_codebook_get(128, 2), tq_vector_codebook_get(128, 2));
+    cr_assert_null(tq_vector_codebook_get(128, 3));
+    cr_assert_null(tq_vector_codebook_get(128, 4));
+    cr_assert_null(tq_vector_codebook_get(3, 1), "a 1-bit point has 4 coordinates");
+    cr_assert_null(tq_vector_codebook_get(1, 2));
+    /* Stored codes mean these points and every open recomputes them: a
+     * change of the solver changes what every stored vector-codebook index
+     * means. These fingerprints (FNV-1a over the points' bits) were taken
+     * when the format was made; they may only change with a new codebook
+     * kind. */
+    static const struct {
+        uint32_t d;
+        unsigned bits;
+        uint64_t fingerprint;
+    } pinned[] = {{50, 1, 0x160bc6cd907ef6a8ull}, {128, 2, 0x1f0b19cad375c2ffull}, {1536, 2, 0x181f9c3cd6b5575eull}};
+    for (size_t i = 0; i < sizeof(pinned) / sizeof(pinned[0]); i++) {
+        const tq_vector_codebook *vb = tq_vector_codebook_get(pinned[i].d, pinned[i].bits);
+        uint64_t h = 0xcbf29ce484222325ull;
+        const unsigned char *p = (const unsigned char *)vb->point;
+        for (size_t k = 0; k < sizeof(vb->point); k++)
+            h = (h ^ p[k]) * 0x100000001b3ull;
+        cr_assert_eq(h, pinned[i].fingerprint, "d=%u b=%u: points fingerprint %#llx", pinned[i].d, pinned[i].bits,
+                     (unsigned long long)h);
+    }
+}
+
+Test(vector_codebook, encode_takes_the_nearest_point)
+{
+    tq_rng r;
+    tq_rng_seed(&r, 5);
+    for (unsigned bits = 1; bits <= 2; bits++) {
+        const uint32_t d = 96;
+        const tq_vector_codebook *vb = tq_vector_codebook_get(d, bits);
+        float u[96], back[96];
+        uint8_t codes[96];
+        for (int trial = 0; trial < 50; trial++) {
+            for (uint32_t j = 0; j < d; j++)
+                u[j] = (float)(tq_rng_gauss(&r) / sqrt((double)d));
+            tq_vector_codebook_encode(vb, u, d, codes);
+            tq_vector_codebook_decode(vb, codes, d, back);
+            for (uint32_t j0 = 0; j0 < d; j0 += vb->dims) {
+                double got = 0.0, best = INFINITY;
+                for (unsigned i = 0; i < vb->dims; i++) {
+                    cr_assert_lt(codes[j0 + i], 1u << bits);
+                    got += (u[j0 + i] - back[j0 + i]) * (double)(u[j0 + i] - back[j0 + i]);
+                }
+                for (unsigned p = 0; p < TQ_VQ_POINTS; p++) {
+                    double e = 0.0;
+                    for (unsigned i = 0; i < vb->dims; i++)
+                        e += (u[j0 + i] - vb->point[i][p]) * (double)(u[j0 + i] - vb->point[i][p]);
+                    best = e < best ? e : best;
+                }
+                cr_assert(got <= best * (1 + 1e-5) + 1e-12, "b=%u nibble %u: error %g, nearest point's %g", bits,
+                          j0 / vb->dims, got, best);
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -209,6 +210,65 @@ Test(collection, codes_only_and_ip_metric)
         n2 += (double)want[j] * want[j];
     }
     cr_assert_lt(e2 / n2, 0.05, "decoded vector relative error %g", e2 / n2);
+    tq_collection_close(c, NULL);
+}
+
+/* A vector-codebook collection (2 bits): the codebook survives the log,
+ * sealing, reopening and compaction (answers equal an in-memory index of
+ * the live rows), it is what the manifest (version 2) and every segment
+ * (format 7) say, and asking for the scalar codebook is refused. */
+Test(collection, vector_codebook_is_stored_and_checked)
+{
+    tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_NONE);
+    cfg.bits = 2;
+    cfg.codebook = TQ_CODEBOOK_VECTOR;
+    memset(state, 0, sizeof(state));
+    tq_collection *c = open_coll(&cfg, 40, TQ_FSYNC_NO);
+    cr_assert_not_null(tq_collection_codec(c)->q.vcb);
+    add_range(c, 0, 100);
+    for (size_t i = 0; i < 100; i += 5) {
+        remove_one(c, i);
+        state[i] = 0;
+    }
+    check_against_reference(c, &cfg);
+    reopen_and_check(&c, &cfg, 40);
+    tq_error err;
+    cr_assert_eq(tq_collection_compact(c, &err), TQ_OK, "%s", err.msg);
+    reopen_and_check(&c, &cfg, 40);
+    cr_assert_not_null(tq_collection_codec(c)->q.vcb);
+    cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/MANIFEST", dir);
+    FILE *f = fopen(path, "rb");
+    uint32_t head[12];
+    cr_assert(f && fread(head, 4, 12, f) == 12);
+    fclose(f);
+    cr_assert_eq(head[2], 2, "manifest version %u", head[2]);
+    cr_assert_eq(head[11], (uint32_t)TQ_CODEBOOK_VECTOR);
+    snprintf(path, sizeof(path), "ls %s/seg/*.tqs > %s/list", dir, dir);
+    cr_assert_eq(system(path), 0);
+    snprintf(path, sizeof(path), "%s/list", dir);
+    FILE *list = fopen(path, "r");
+    char name[PATH_MAX];
+    int segments = 0;
+    while (fscanf(list, "%1023s", name) == 1) {
+        FILE *g = fopen(name, "rb");
+        cr_assert(g && fread(head, 4, 12, g) == 12);
+        fclose(g);
+        cr_assert_eq(head[2], 7, "%s: format %u", name, head[2]);
+        cr_assert_eq(head[11], (uint32_t)TQ_CODEBOOK_VECTOR, "%s", name);
+        segments++;
+    }
+    fclose(list);
+    cr_assert_geq(segments, 1);
+
+    tq_collection_options o = {.cfg = cfg, .log = capture};
+    o.cfg.codebook = TQ_CODEBOOK_SCALAR;
+    cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_EARG, "a scalar codebook asked of a vector one");
+    o.any_codebook = true; /* the API's default: whatever the collection has */
+    cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_OK, "%s", err.msg);
+    cr_assert_eq(tq_collection_codec(c)->cfg.codebook, TQ_CODEBOOK_VECTOR);
     tq_collection_close(c, NULL);
 }
 

@@ -330,3 +330,104 @@ Test(scan, layouts_round_trip_and_tables_agree)
             tq_free(block);
         }
 }
+
+/* The vector codebook through the quantizer: the scan tables agree with
+ * decode-and-dot (a last nibble short of coordinates keeping scalar
+ * codes), the correction still makes <x, x> exact, codes are the same on
+ * every SIMD level, and widths without 16 points per nibble are refused. */
+Test(quantizer, vector_codebook_tables_decode_and_correction_agree)
+{
+    static const uint32_t dims[] = {2, 3, 4, 5, 7, 50, 77, 128, 300};
+    static const struct {
+        unsigned bits;
+        tq_variant variant;
+    } widths[] = {{1, TQ_VARIANT_MSE}, {2, TQ_VARIANT_MSE}, {2, TQ_VARIANT_PROD}, {3, TQ_VARIANT_PROD}};
+    const tq_simd_level best = tq_simd_best_level();
+    coded *c = tq_malloc(sizeof(coded)), *other = tq_malloc(sizeof(coded));
+    tq_rng r;
+    tq_rng_seed(&r, 21);
+    for (size_t w = 0; w < sizeof(widths) / sizeof(widths[0]); w++)
+        for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
+            const uint32_t d = dims[di];
+            const unsigned mse_bits = widths[w].bits - (widths[w].variant == TQ_VARIANT_PROD);
+            tq_quantizer q;
+            tq_error err;
+            cr_assert_eq(tq_quantizer_init(&q, d, widths[w].bits, widths[w].variant, TQ_CORRECTION_IP, 4, NULL), TQ_OK);
+            if (d < 4 / mse_bits) {
+                cr_assert_eq(tq_quantizer_use_vector_codebook(&q, &err), TQ_EARG, "d=%u", d);
+                tq_quantizer_free(&q);
+                continue;
+            }
+            cr_assert_eq(tq_quantizer_use_vector_codebook(&q, &err), TQ_OK, "%s", err.msg);
+            cr_assert_eq(q.vq_coords, d / (4 / mse_bits) * (4 / mse_bits));
+            tq_qscratch s;
+            tq_query pq;
+            cr_assert_eq(tq_qscratch_init(&s, d), TQ_OK);
+            cr_assert_eq(tq_query_init(&pq, &q), TQ_OK);
+            float *x = tq_malloc(2 * d * sizeof(float)), *y = x + d;
+            uint8_t *block = tq_calloc(1, q.code_layout.block_bytes);
+            for (int trial = 0; trial < 8; trial++) {
+                random_unit(&r, x, d);
+                for (uint32_t j = 0; j < d; j++)
+                    x[j] *= 3.0f;
+                tq_simd_force(TQ_SIMD_SCALAR);
+                memset(other, 0, sizeof(*other));
+                tq_quantizer_encode(&q, x, &s, other->code, other->signs, &other->sc);
+                tq_simd_force(best);
+                memset(c, 0, sizeof(*c));
+                tq_quantizer_encode(&q, x, &s, c->code, c->signs, &c->sc);
+                cr_assert(!memcmp(c, other, sizeof(*c)), "d=%u b=%u: codes differ between scalar and %s", d,
+                          widths[w].bits, tq_simd_level_name(best));
+                /* self inner product, exact by the correction */
+                tq_quantizer_prepare(&q, x, &pq);
+                const double self = (double)c->sc.norm * tq_quantizer_estimate(&q, &pq, c->code, c->signs, &c->sc);
+                cr_assert(fabs(self / 9.0 - 1.0) < 1e-4, "d=%u b=%u: <x,x> estimate %g, want 9", d, widths[w].bits,
+                          self);
+                /* tables against decode-and-dot, for another query */
+                for (uint32_t j = 0; j < d; j++)
+                    y[j] = (float)tq_rng_gauss(&r);
+                tq_quantizer_prepare(&q, y, &pq);
+                tq_scan_put(&q.code_layout, block, 3, c->code);
+                tq_scan_get(&q.code_layout, block, 3, other->code);
+                cr_assert(!memcmp(other->code, c->code, d), "d=%u: codes round trip through the layout", d);
+                float *u = tq_malloc(d * sizeof(float));
+                tq_code_scalars unit = {.norm = 1.0f, .corr = 1.0f, .rnorm = 0.0f};
+                tq_quantizer vq_only = q;
+                vq_only.variant = TQ_VARIANT_MSE; /* the scalar part alone */
+                tq_quantizer_decode(&vq_only, c->code, NULL, &unit, u, &s);
+                tq_rotation_apply(&q.rot, u); /* back to the rotated frame the tables live in */
+                double want = 0.0, mag = 0.0;
+                for (uint32_t j = 0; j < d; j++) {
+                    want += (double)pq.qr[j] * u[j];
+                    mag += fabs((double)pq.qr[j] * u[j]);
+                }
+                const float exact = tq_scan_lut_exact(&q.code_layout, &pq.code_lut, block, 3);
+                cr_assert(fabs(exact - want) <= 1e-4 * (mag + 1.0), "d=%u b=%u: table sum %g, decode %g", d,
+                          widths[w].bits, (double)exact, want);
+                const tq_scan_lut *t = &pq.code_lut;
+                uint32_t sums[32];
+                const uint8_t *tables[1] = {t->q8};
+                tq_simd()->scan_block_multi(block, q.code_layout.units, tables, 1, sums);
+                const double coarse = (double)t->delta * sums[3] + t->bias;
+                cr_assert(fabs(coarse - want) <= 0.5 * t->delta * q.code_layout.lookups + 1e-4 * (mag + 1.0),
+                          "d=%u b=%u: 8-bit sum %g vs %g", d, widths[w].bits, coarse, want);
+                tq_free(u);
+            }
+            tq_free(block);
+            tq_free(x);
+            tq_query_free(&pq);
+            tq_qscratch_free(&s);
+            tq_quantizer_free(&q);
+        }
+    tq_free(c);
+    tq_free(other);
+    /* 3- and 4-bit scalar codes have no vector codebook */
+    for (unsigned bits = 3; bits <= 4; bits++) {
+        tq_quantizer q;
+        tq_error err;
+        cr_assert_eq(tq_quantizer_init(&q, 64, bits, TQ_VARIANT_MSE, TQ_CORRECTION_IP, 1, NULL), TQ_OK);
+        cr_assert_eq(tq_quantizer_use_vector_codebook(&q, &err), TQ_EARG);
+        cr_assert(strstr(err.msg, "vector codebook") != NULL, "%s", err.msg);
+        tq_quantizer_free(&q);
+    }
+}

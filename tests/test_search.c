@@ -331,10 +331,12 @@ Test(search, same_results_on_every_simd_level)
     /* Every layout: nibbles at 1, 2 and 4 bits, sextets at 3 (and under
      * the prod variant at 4, with its 1-bit signs). */
     for (int bits = 1; bits <= 4; bits++)
-    for (int variant = 1; variant <= 2; variant++) {
-        if (bits == 1 && variant == 2)
+    for (int variant = 1; variant <= 2; variant++)
+    for (int codebook = TQVEC_CODEBOOK_SCALAR; codebook <= TQVEC_CODEBOOK_VECTOR; codebook++) {
+        if ((bits == 1 && variant == 2) || (codebook == TQVEC_CODEBOOK_VECTOR && bits - (variant == 2) > 2))
             continue;
-        tqvec_index_options o = {.dim = d, .metric = TQVEC_METRIC_IP, .bits = bits, .variant = variant};
+        tqvec_index_options o = {.dim = d, .metric = TQVEC_METRIC_IP, .bits = bits, .variant = variant,
+                                 .codebook = codebook};
         tqvec_index *ix1, *ix2;
         float *x = tq_malloc(500 * d * sizeof(float));
         for (size_t i = 0; i < 500 * d; i++)
@@ -347,8 +349,8 @@ Test(search, same_results_on_every_simd_level)
         cr_assert_eq(tqvec_index_create(&o, &ix2, NULL), TQVEC_OK);
         cr_assert_eq(tqvec_index_add(ix2, x, 500, NULL, NULL), TQVEC_OK);
         cr_assert_eq(tqvec_index_search(ix2, q, NULL, b, 10, &nb, NULL), TQVEC_OK);
-        cr_assert(na == nb && same_hits(a, b, na), "%d bits variant %d: scalar and %s results differ", bits,
-                  variant, tq_simd_level_name(best));
+        cr_assert(na == nb && same_hits(a, b, na), "%d bits variant %d codebook %d: scalar and %s results differ",
+                  bits, variant, codebook, tq_simd_level_name(best));
         tqvec_index_free(ix1);
         tqvec_index_free(ix2);
         tq_free(x);
