@@ -787,7 +787,10 @@ typedef struct tq_partitions {
     const uint32_t *offsets;  /* nlist + 1, offsets[0] = 0, offsets[nlist] = rows */
     /* The probe curve: npoints points of TQ_CURVE_STRIDE floats, the share
      * of partitions probed, then for K = 1 .. TQ_CURVE_K the share of a
-     * query's K nearest rows inside them, rising to 1 at share 1; and the
+     * query's K nearest rows a search probing them finds relative to the
+     * full scan (at tq_target_rerank's depth; segments partitioned before
+     * stop 24: the share inside them), 1 at share 1, not always rising;
+     * and the
      * recall@10 the full scan reaches (at tq_target_rerank's depth), what probing can at best keep. npoints 0: not calibrated. */
     uint32_t npoints;
     const float *curve;
