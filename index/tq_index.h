@@ -169,6 +169,7 @@ typedef struct tq_vector_codebook {
     unsigned bits;            /* 1 or 2 */
     unsigned dims;            /* coordinates per point: 4 / bits */
     float point[4][TQ_VQ_POINTS]; /* point[i][x]: coordinate i of point x (0 past dims or d) */
+    float half_sq[TQ_VQ_POINTS];  /* half each point's squared norm, as the vq_nearest kernel takes it */
     double mse;               /* error per coordinate on the solver's samples */
     double grid_mse;          /* the scalar codebooks' product on the same samples */
 } tq_vector_codebook;
@@ -178,8 +179,11 @@ typedef struct tq_vector_codebook {
  * (thread-safe); NULL if out of range or out of memory. */
 const tq_vector_codebook *tq_vector_codebook_get(uint32_t d, unsigned bits);
 /* codes[j] for u[0..n), n a multiple of dims: each nibble's coordinates
- * take the nearest point's index (lowest on ties). */
-void tq_vector_codebook_encode(const tq_vector_codebook *vb, const float *u, uint32_t n, uint8_t *codes);
+ * take the nearest point's index (lowest on ties; points[t], n / dims
+ * bytes of scratch, receives nibble t's), and recon[j] the reconstruction
+ * they stand for. */
+void tq_vector_codebook_encode(const tq_vector_codebook *vb, const float *u, uint32_t n, uint8_t *points,
+                               uint8_t *codes, float *recon);
 /* u[j] = the reconstruction codes[0..n) stand for (n a multiple of dims). */
 void tq_vector_codebook_decode(const tq_vector_codebook *vb, const uint8_t *codes, uint32_t n, float *u);
 

@@ -214,6 +214,12 @@ static int vector_codebook_compute(tq_vector_codebook *vb, uint32_t d, unsigned 
     for (unsigned p = 0; p < TQ_VQ_POINTS; p++)
         for (unsigned i = 0; i < m; i++)
             vb->point[i][p] = (float)(best[p * m + i] * inv_root_d);
+    for (unsigned p = 0; p < TQ_VQ_POINTS; p++) {
+        float h = vb->point[0][p] * vb->point[0][p];
+        for (unsigned i = 1; i < m; i++)
+            h = h + vb->point[i][p] * vb->point[i][p];
+        vb->half_sq[p] = 0.5f * h;
+    }
     vb->mse = best_err / ((double)SAMPLES * m) / d;
     vb->grid_mse = cb ? grid_err / ((double)SAMPLES * m) : 0.0;
     return TQ_OK;
@@ -252,25 +258,18 @@ const tq_vector_codebook *tq_vector_codebook_get(uint32_t d, unsigned bits)
     return found;
 }
 
-void tq_vector_codebook_encode(const tq_vector_codebook *vb, const float *u, uint32_t n, uint8_t *codes)
+void tq_vector_codebook_encode(const tq_vector_codebook *vb, const float *u, uint32_t n, uint8_t *points,
+                                uint8_t *codes, float *recon)
 {
     const unsigned dims = vb->dims, bits = vb->bits, mask = (1u << bits) - 1;
-    for (uint32_t j0 = 0; j0 + dims <= n; j0 += dims) {
-        /* The nearest point: the largest <u, p> - |p|^2 / 2, sixteen
-         * points side by side (the loops over p vectorize). */
-        float score[TQ_VQ_POINTS];
-        for (unsigned p = 0; p < TQ_VQ_POINTS; p++)
-            score[p] = 0.0f;
+    const uint32_t nibbles = n / dims;
+    tq_simd()->vq_nearest(u, nibbles, dims, &vb->point[0][0], vb->half_sq, points);
+    for (uint32_t t = 0; t < nibbles; t++) {
+        const unsigned x = points[t];
         for (unsigned i = 0; i < dims; i++) {
-            const float ui = u[j0 + i];
-            for (unsigned p = 0; p < TQ_VQ_POINTS; p++)
-                score[p] = score[p] + vb->point[i][p] * (ui - 0.5f * vb->point[i][p]);
+            codes[(size_t)t * dims + i] = (uint8_t)((x >> (i * bits)) & mask);
+            recon[(size_t)t * dims + i] = vb->point[i][x];
         }
-        unsigned best = 0;
-        for (unsigned p = 1; p < TQ_VQ_POINTS; p++)
-            best = score[p] > score[best] ? p : best;
-        for (unsigned i = 0; i < dims; i++)
-            codes[j0 + i] = (uint8_t)((best >> (i * bits)) & mask);
     }
 }
 

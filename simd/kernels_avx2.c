@@ -373,6 +373,45 @@ static uint32_t argmax_q8_avx2(const int32_t *dots, const int32_t *sums, const f
     return where;
 }
 
+/* As vq_nearest_avx512, eight groups a step: pairs split by shuffles,
+ * fours gathered. */
+static void vq_nearest_avx2(const float *x, size_t n, unsigned dims, const float *pts, const float *half_sq,
+                            uint8_t *out)
+{
+    size_t t = 0;
+    for (; t + 8 <= n; t += 8) {
+        const float *v = x + t * dims;
+        __m256 c[4];
+        if (dims == 2) {
+            const __m256 a = _mm256_loadu_ps(v), b = _mm256_loadu_ps(v + 8);
+            /* [a0 a2 b0 b2 | a4 a6 b4 b6] put in order by 64-bit quarters */
+            c[0] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+            c[1] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+        } else {
+            const __m256i at = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+            for (unsigned i = 0; i < 4; i++)
+                c[i] = _mm256_i32gather_ps(v + i, at, 4);
+        }
+        __m256 most = _mm256_set1_ps(-INFINITY);
+        __m256i best = _mm256_setzero_si256();
+        for (unsigned p = 0; p < 16; p++) {
+            __m256 s = _mm256_mul_ps(_mm256_set1_ps(pts[p]), c[0]);
+            for (unsigned i = 1; i < dims; i++)
+                s = _mm256_add_ps(s, _mm256_mul_ps(_mm256_set1_ps(pts[16 * i + p]), c[i]));
+            s = _mm256_sub_ps(s, _mm256_set1_ps(half_sq[p]));
+            const __m256 up = _mm256_cmp_ps(s, most, _CMP_GT_OQ);
+            most = _mm256_blendv_ps(most, s, up);
+            best = _mm256_castps_si256(
+                _mm256_blendv_ps(_mm256_castsi256_ps(best), _mm256_castsi256_ps(_mm256_set1_epi32((int)p)), up));
+        }
+        uint32_t lane[8];
+        _mm256_storeu_si256((__m256i *)(void *)lane, best);
+        for (int l = 0; l < 8; l++)
+            out[t + (size_t)l] = (uint8_t)lane[l];
+    }
+    tq_vq_nearest_scalar(x + t * dims, n - t, dims, pts, half_sq, out + t);
+}
+
 /* Eight halves widened exactly (F16C); a tail's missing ones read as +0
  * and its lanes are left untouched by lane16_add, as in dot_avx2. */
 static inline __m256 load_halves8(const uint16_t *h, size_t left)
@@ -861,6 +900,7 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .dot_matrix = dot_matrix_avx2,
     .dot_q8_blocks = dot_q8_blocks_avx2,
     .argmax_q8 = argmax_q8_avx2,
+    .vq_nearest = vq_nearest_avx2,
     .l2sq = l2sq_avx2,
     .dot_half = dot_half_avx2,
     .l2sq_half = l2sq_half_avx2,

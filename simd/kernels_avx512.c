@@ -420,6 +420,50 @@ static uint32_t argmax_q8_avx512(const int32_t *dots, const int32_t *sums, const
     return holders ? (uint32_t)_mm512_mask_reduce_min_epu32(holders, best) : 0;
 }
 
+/* Sixteen groups a step, one lane each: the coordinates split into
+ * registers by permutes, then the 16 points one after another, each lane
+ * keeping the first of its best (strictly greater replaces), as the
+ * scalar loop. The groups past the last whole step take the scalar
+ * kernel. */
+static void vq_nearest_avx512(const float *x, size_t n, unsigned dims, const float *pts, const float *half_sq,
+                              uint8_t *out)
+{
+    size_t t = 0;
+    for (; t + 16 <= n; t += 16) {
+        const float *v = x + t * dims;
+        __m512 c[4];
+        if (dims == 2) {
+            const __m512 a = _mm512_loadu_ps(v), b = _mm512_loadu_ps(v + 16);
+            const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            c[0] = _mm512_permutex2var_ps(a, even, b);
+            c[1] = _mm512_permutex2var_ps(a, _mm512_add_epi32(even, _mm512_set1_epi32(1)), b);
+        } else {
+            const __m512 a = _mm512_loadu_ps(v), b = _mm512_loadu_ps(v + 16), cc = _mm512_loadu_ps(v + 32),
+                         d = _mm512_loadu_ps(v + 48);
+            for (unsigned i = 0; i < 4; i++) {
+                /* lanes 0..7: coordinate i of groups 0..7 of the pair */
+                const __m512i pick = _mm512_add_epi32(
+                    _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28), _mm512_set1_epi32((int)i));
+                const __m512 lo = _mm512_permutex2var_ps(a, pick, b), hi = _mm512_permutex2var_ps(cc, pick, d);
+                c[i] = _mm512_shuffle_f32x4(lo, hi, 0x44);
+            }
+        }
+        __m512 most = _mm512_set1_ps(-INFINITY);
+        __m512i best = _mm512_setzero_si512();
+        for (unsigned p = 0; p < 16; p++) {
+            __m512 s = _mm512_mul_ps(_mm512_set1_ps(pts[p]), c[0]);
+            for (unsigned i = 1; i < dims; i++)
+                s = _mm512_add_ps(s, _mm512_mul_ps(_mm512_set1_ps(pts[16 * i + p]), c[i]));
+            s = _mm512_sub_ps(s, _mm512_set1_ps(half_sq[p]));
+            const __mmask16 up = _mm512_cmp_ps_mask(s, most, _CMP_GT_OQ);
+            most = _mm512_mask_mov_ps(most, up, s);
+            best = _mm512_mask_mov_epi32(best, up, _mm512_set1_epi32((int)p));
+        }
+        _mm_storeu_si128((__m128i *)(void *)(out + t), _mm512_cvtepi32_epi8(best));
+    }
+    tq_vq_nearest_scalar(x + t * dims, n - t, dims, pts, half_sq, out + t);
+}
+
 static float l2sq_avx512(const float *a, const float *b, size_t n)
 {
     __m512 acc = _mm512_setzero_ps();
@@ -969,6 +1013,7 @@ const tq_simd_kernels tq_simd_kernels_avx512 = {
     .dot_matrix = dot_matrix_avx512,
     .dot_q8_blocks = dot_q8_blocks_vnni,
     .argmax_q8 = argmax_q8_avx512,
+    .vq_nearest = vq_nearest_avx512,
     .l2sq = l2sq_avx512,
     .dot_half = dot_half_avx512,
     .l2sq_half = l2sq_half_avx512,

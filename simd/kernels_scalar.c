@@ -155,6 +155,27 @@ static uint32_t argmax_q8_scalar(const int32_t *dots, const int32_t *sums, const
     return best;
 }
 
+void tq_vq_nearest_scalar(const float *x, size_t n, unsigned dims, const float *pts, const float *half_sq,
+                          uint8_t *out)
+{
+    for (size_t t = 0; t < n; t++) {
+        const float *v = x + t * dims;
+        float most = -INFINITY;
+        unsigned best = 0;
+        for (unsigned p = 0; p < 16; p++) {
+            float s = pts[p] * v[0];
+            for (unsigned i = 1; i < dims; i++)
+                s = s + pts[16 * i + p] * v[i];
+            s = s - half_sq[p];
+            if (s > most) {
+                most = s;
+                best = p;
+            }
+        }
+        out[t] = (uint8_t)best;
+    }
+}
+
 static double dot_f64_scalar(const float *a, const float *b, size_t n)
 {
     double lane[LANES64] = {0};
@@ -459,6 +480,7 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .dot_matrix = dot_matrix_scalar,
     .dot_q8_blocks = dot_q8_blocks_scalar,
     .argmax_q8 = argmax_q8_scalar,
+    .vq_nearest = tq_vq_nearest_scalar,
     .l2sq = l2sq_scalar,
     .dot_half = dot_half_scalar,
     .l2sq_half = l2sq_half_scalar,

@@ -190,13 +190,14 @@ Test(vector_codebook, encode_takes_the_nearest_point)
     for (unsigned bits = 1; bits <= 2; bits++) {
         const uint32_t d = 96;
         const tq_vector_codebook *vb = tq_vector_codebook_get(d, bits);
-        float u[96], back[96];
-        uint8_t codes[96];
+        float u[96], back[96], recon[96];
+        uint8_t codes[96], points[48];
         for (int trial = 0; trial < 50; trial++) {
             for (uint32_t j = 0; j < d; j++)
                 u[j] = (float)(tq_rng_gauss(&r) / sqrt((double)d));
-            tq_vector_codebook_encode(vb, u, d, codes);
+            tq_vector_codebook_encode(vb, u, d, points, codes, recon);
             tq_vector_codebook_decode(vb, codes, d, back);
+            cr_assert(!memcmp(recon, back, sizeof(back)), "b=%u: the encode's reconstruction is the decode's", bits);
             for (uint32_t j0 = 0; j0 < d; j0 += vb->dims) {
                 double got = 0.0, best = INFINITY;
                 for (unsigned i = 0; i < vb->dims; i++) {

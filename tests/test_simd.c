@@ -848,6 +848,68 @@ static void check_scan_select(tq_simd_level level)
         tq_free(lut[i]);
 }
 
+/* A vector codebook's nearest points: every level picks the scalar
+ * loop's, which is the specification's (ties to the lowest index), for
+ * pairs and fours, at lengths around the vector widths, with duplicate
+ * points (exact ties) and inputs on a coarse grid (ties between sums). */
+static void check_vq_nearest(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    enum { most = 200 };
+    static const size_t lengths[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, most};
+    float x[4 * most], pts[64], half_sq[16];
+    uint8_t want[most], got[most];
+    tq_rng r;
+    tq_rng_seed(&r, 29);
+    for (int trial = 0; trial < 60; trial++)
+        for (unsigned dims = 2; dims <= 4; dims += 2) {
+            const bool coarse = trial % 3 == 0;
+            for (unsigned p = 0; p < 16; p++) {
+                for (unsigned i = 0; i < 4; i++)
+                    pts[16 * i + p] = i < dims ? (coarse ? (float)((int)(tq_rng_next(&r) % 5) - 2)
+                                                         : (float)tq_rng_gauss(&r))
+                                               : 0.0f;
+                if (trial % 4 == 1 && p % 4 == 3) /* a duplicate of the point before */
+                    for (unsigned i = 0; i < 4; i++)
+                        pts[16 * i + p] = pts[16 * i + p - 1];
+                float h = pts[p] * pts[p];
+                for (unsigned i = 1; i < dims; i++)
+                    h = h + pts[16 * i + p] * pts[16 * i + p];
+                half_sq[p] = 0.5f * h;
+            }
+            for (size_t i = 0; i < dims * (size_t)most; i++)
+                x[i] = coarse ? 0.5f * (float)((int)(tq_rng_next(&r) % 9) - 4) : (float)tq_rng_gauss(&r);
+            for (size_t s = 0; s < sizeof(lengths) / sizeof(lengths[0]); s++) {
+                const size_t n = lengths[s];
+                ref->vq_nearest(x, n, dims, pts, half_sq, want);
+                for (size_t t = 0; t < n; t++) {
+                    float best = 0.0f;
+                    for (unsigned p = 0; p < 16; p++) {
+                        float sc = pts[p] * x[dims * t];
+                        for (unsigned i = 1; i < dims; i++)
+                            sc = sc + pts[16 * i + p] * x[dims * t + i];
+                        sc = sc - half_sq[p];
+                        if (p == want[t])
+                            best = sc;
+                    }
+                    for (unsigned p = 0; p < 16; p++) {
+                        float sc = pts[p] * x[dims * t];
+                        for (unsigned i = 1; i < dims; i++)
+                            sc = sc + pts[16 * i + p] * x[dims * t + i];
+                        sc = sc - half_sq[p];
+                        cr_assert(sc < best || (sc == best && p >= want[t]), "scalar vq_nearest dims %u: %u, but %u",
+                                  dims, want[t], p);
+                    }
+                }
+                memset(got, 0xff, sizeof(got));
+                k->vq_nearest(x, n, dims, pts, half_sq, got);
+                cr_assert(!memcmp(got, want, n), "vq_nearest %s trial %d dims %u n=%zu differs from scalar",
+                          tq_simd_level_name(level), trial, dims, n);
+                cr_assert_eq(got[n < most ? n : most - 1], n < most ? 0xff : want[most - 1], "writes only n bytes");
+            }
+        }
+}
+
 #define LEVEL_TESTS(name, level)                                                                   \
     Test(checkasm_##name, fwht) { check_fwht(level); }                                              \
     Test(checkasm_##name, elementwise) { check_elementwise(level); }                                \
@@ -865,6 +927,7 @@ static void check_scan_select(tq_simd_level level)
     Test(checkasm_##name, dot_matrix) { check_dot_matrix(level); }                                  \
     Test(checkasm_##name, dot_q8_blocks) { check_dot_q8_blocks(level); }                            \
     Test(checkasm_##name, argmax_q8) { check_argmax_q8(level); }                                    \
+    Test(checkasm_##name, vq_nearest) { check_vq_nearest(level); }                                  \
     Test(checkasm_##name, half) { check_half(level); }
 
 LEVEL_TESTS(avx2, TQ_SIMD_AVX2)
