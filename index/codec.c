@@ -89,12 +89,13 @@ void tq_rows_out_free(tq_rows_out *rows)
 
 tq_codebook_kind tq_default_codebook(const tq_config *cfg)
 {
-    /* Where it measured better on every shared dataset (recall@10 over six
-     * rotation seeds, README "Recall per bit"): 2-bit mse codes. At 1 bit
-     * fiori-minilm lost 0.008, and prod's sign sketch of the residual
-     * gained nothing. */
-    return cfg->variant == TQ_VARIANT_MSE && cfg->bits == 2 && cfg->d >= 2 ? TQ_CODEBOOK_VECTOR
-                                                                           : TQ_CODEBOOK_SCALAR;
+    /* Where it measured better on every shared dataset (recall@10 without
+     * re-rank, mean over twelve rotation seeds, README "Recall per bit"):
+     * 1- and 2-bit mse codes. With prod's sign sketch of the residual it
+     * gained nothing (siftsmall and fiori-minilm at 3 bits, six seeds). */
+    const unsigned dims = cfg->bits == 1 ? 4 : 2;
+    return cfg->variant == TQ_VARIANT_MSE && cfg->bits <= 2 && cfg->d >= dims ? TQ_CODEBOOK_VECTOR
+                                                                             : TQ_CODEBOOK_SCALAR;
 }
 
 int tq_codec_init(tq_codec *c, const tq_config *cfg, tq_error *err)

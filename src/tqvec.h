@@ -117,7 +117,8 @@ typedef enum tqvec_center {
 /* What a code's 4-bit nibble stands for at 1 and 2 bits (the variant's
  * scalar code: mse 1 or 2 bits, prod 2 or 3). */
 typedef enum tqvec_codebook {
-    TQVEC_CODEBOOK_DEFAULT = 0, /* see tqvec_default_codebook; opening an existing collection,
+    TQVEC_CODEBOOK_DEFAULT = 0, /* vector for the mse variant at 1 and 2 bits (at 1 bit from
+                                   dim 4), else scalar; opening an existing collection,
                                    whatever it was made with */
     TQVEC_CODEBOOK_SCALAR = 1,  /* one Lloyd-Max codebook per coordinate (the paper's) */
     TQVEC_CODEBOOK_VECTOR = 2,  /* 16 points for a nibble's 2 (2 bits) or 4 (1 bit) coordinates,

@@ -477,7 +477,7 @@ def test_keyspace_and_persistence_commands(d):
     assert info["codebook"] == "scalar", info  # 3 bits: the vector codebook is for 1 and 2
     assert c.call("TQ.CREATE", "centered", "DIM", 4, "CENTER", "first-batch") == "OK"
     assert dict(zip(*[iter(c.call("VINFO", "centered"))] * 2))["centering"] == "first-batch"
-    # The codebook: vector by default at 2 bits, asked for at 1, refused at 4.
+    # The codebook: vector by default at 1 and 2 bits (asked for here at 1), refused at 4.
     assert c.call("TQ.CREATE", "vq2", "DIM", 8, "METRIC", "l2", "BITS", 2) == "OK"
     assert c.call("TQ.CREATE", "vq1", "DIM", 8, "METRIC", "l2", "BITS", 1, "CODEBOOK", "vector") == "OK"
     assert "vector codebook" in c.call("TQ.CREATE", "vq4", "DIM", 8, "BITS", 4, "CODEBOOK", "vector"), "4 bits"

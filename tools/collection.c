@@ -86,7 +86,7 @@ static void build_usage(void)
                     "attributes: one JSON object per line (an empty line: none). --center: codes of\n"
                     "the vectors less the first add's mean (auto: for l2 and cosine when that add\n"
                     "brings 256 vectors or more). --codebook: what a 1- or 2-bit code stands for\n"
-                    "(default: vector at 2 bits mse, else scalar).\n");
+                    "(default: vector at 1 and 2 bits mse, else scalar).\n");
 }
 
 int cmd_build(int argc, char **argv)

@@ -907,6 +907,12 @@ int cmd_eval(int argc, char **argv)
                         .seed = o.seed,
                         .refine = refine,
                     };
+                    if (opts.codebook == TQVEC_CODEBOOK_VECTOR && opts.bits - (opts.variant == TQVEC_VARIANT_PROD) > 2) {
+                        /* a sweep over widths and codebooks: only 1- and 2-bit codes have the vector one */
+                        fprintf(stderr, "eval: skipping %d bits %s with the vector codebook (1- and 2-bit codes only)\n",
+                                opts.bits, variant_names[o.variant[vi]]);
+                        continue;
+                    }
                     tool_eval_record fields[3];
                     for (int gi = 0; gi < o.ntargets; gi++) {
                         const int kind = o.targets[gi];
