@@ -22,7 +22,8 @@
  * the result.
  *
  * By symmetry only the positive half is solved; codebooks are cached per
- * (d, bits) in a list guarded by one mutex and live as long as the process.
+ * (d, bits) and live as long as the process (tq_solved_get, here too: the
+ * vector codebooks use it).
  */
 #include "tq_index.h"
 
@@ -242,39 +243,52 @@ static int codebook_compute(tq_codebook *cb, uint32_t d, unsigned bits)
     return TQ_OK;
 }
 
-typedef struct cache_entry {
-    struct cache_entry *next;
-    tq_codebook cb;
-} cache_entry;
+struct tq_solved {
+    struct tq_solved *next;
+    uint32_t d;
+    unsigned bits;
+    max_align_t table[]; /* the solved table, `size` bytes */
+};
 
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static cache_entry *cache_head; /* guarded by cache_lock */
-
-const tq_codebook *tq_codebook_get(uint32_t d, unsigned bits)
+const void *tq_solved_get(tq_solved_cache *cache, uint32_t d, unsigned bits, size_t size,
+                          int (*solve)(void *table, uint32_t d, unsigned bits))
 {
-    if (d < TQ_MIN_DIM || d > TQ_MAX_DIM || bits < 1 || bits > TQ_MAX_BITS)
-        return NULL;
-    pthread_mutex_lock(&cache_lock);
-    const tq_codebook *found = NULL;
-    for (cache_entry *e = cache_head; e; e = e->next)
-        if (e->cb.d == d && e->cb.bits == bits) {
-            found = &e->cb;
+    pthread_mutex_lock(&cache->lock);
+    const void *found = NULL;
+    for (struct tq_solved *e = cache->head; e; e = e->next)
+        if (e->d == d && e->bits == bits) {
+            found = e->table;
             break;
         }
     if (!found) {
-        /* Computed under the lock: concurrent first users of the same
-         * codebook wait rather than compute it twice. */
-        cache_entry *e = tq_calloc(1, sizeof(*e));
-        if (e && codebook_compute(&e->cb, d, bits) == TQ_OK) {
-            e->next = cache_head;
-            cache_head = e;
-            found = &e->cb;
+        /* Solved under the lock: concurrent first users of the same
+         * table wait rather than solve it twice. */
+        struct tq_solved *e = tq_calloc(1, sizeof(*e) + size);
+        if (e && solve(e->table, d, bits) == TQ_OK) {
+            e->d = d;
+            e->bits = bits;
+            e->next = cache->head;
+            cache->head = e;
+            found = e->table;
         } else {
             tq_free(e);
         }
     }
-    pthread_mutex_unlock(&cache_lock);
+    pthread_mutex_unlock(&cache->lock);
     return found;
+}
+
+static int solve_codebook(void *table, uint32_t d, unsigned bits)
+{
+    return codebook_compute(table, d, bits);
+}
+
+const tq_codebook *tq_codebook_get(uint32_t d, unsigned bits)
+{
+    static tq_solved_cache cache = TQ_SOLVED_CACHE_INIT;
+    if (d < TQ_MIN_DIM || d > TQ_MAX_DIM || bits < 1 || bits > TQ_MAX_BITS)
+        return NULL;
+    return tq_solved_get(&cache, d, bits, sizeof(tq_codebook), solve_codebook);
 }
 
 double tq_sphere_abs_mean(uint32_t d)

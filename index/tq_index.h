@@ -146,6 +146,17 @@ typedef struct tq_codebook {
 
 #define TQ_CODEBOOK_GRID 4096
 
+/* Tables solved once per (d, bits) and kept for the life of the process
+ * (the scalar and the vector codebooks), thread-safe: the table of `size`
+ * bytes for (d, bits), solved by `solve` on first use; NULL if that fails. */
+typedef struct tq_solved_cache {
+    pthread_mutex_t lock;
+    struct tq_solved *head; /* guarded by lock */
+} tq_solved_cache;
+#define TQ_SOLVED_CACHE_INIT {PTHREAD_MUTEX_INITIALIZER, NULL}
+const void *tq_solved_get(tq_solved_cache *cache, uint32_t d, unsigned bits, size_t size,
+                          int (*solve)(void *table, uint32_t d, unsigned bits));
+
 /* The Lloyd-Max codebook for one coordinate of a uniform point on the unit
  * sphere in R^d at `bits` bits (1..8), computed on first use and cached for
  * the life of the process (thread-safe). NULL if d or bits is out of range

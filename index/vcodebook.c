@@ -225,37 +225,17 @@ static int vector_codebook_compute(tq_vector_codebook *vb, uint32_t d, unsigned 
     return TQ_OK;
 }
 
-typedef struct vcache_entry {
-    struct vcache_entry *next;
-    tq_vector_codebook vb;
-} vcache_entry;
-
-static pthread_mutex_t vcache_lock = PTHREAD_MUTEX_INITIALIZER;
-static vcache_entry *vcache_head; /* guarded by vcache_lock */
+static int solve_vector_codebook(void *table, uint32_t d, unsigned bits)
+{
+    return vector_codebook_compute(table, d, bits);
+}
 
 const tq_vector_codebook *tq_vector_codebook_get(uint32_t d, unsigned bits)
 {
-    if (d < 4 / bits || d > TQ_MAX_DIM || (bits != 1 && bits != 2))
+    static tq_solved_cache cache = TQ_SOLVED_CACHE_INIT;
+    if ((bits != 1 && bits != 2) || d < 4 / bits || d > TQ_MAX_DIM)
         return NULL;
-    pthread_mutex_lock(&vcache_lock);
-    const tq_vector_codebook *found = NULL;
-    for (vcache_entry *e = vcache_head; e; e = e->next)
-        if (e->vb.d == d && e->vb.bits == bits) {
-            found = &e->vb;
-            break;
-        }
-    if (!found) {
-        vcache_entry *e = tq_calloc(1, sizeof(*e));
-        if (e && vector_codebook_compute(&e->vb, d, bits) == TQ_OK) {
-            e->next = vcache_head;
-            vcache_head = e;
-            found = &e->vb;
-        } else {
-            tq_free(e);
-        }
-    }
-    pthread_mutex_unlock(&vcache_lock);
-    return found;
+    return tq_solved_get(&cache, d, bits, sizeof(tq_vector_codebook), solve_vector_codebook);
 }
 
 void tq_vector_codebook_encode(const tq_vector_codebook *vb, const float *u, uint32_t n, uint8_t *points,
