@@ -192,6 +192,60 @@ static void run_requests(conn *c)
     c->rlen -= pos;
 }
 
+/* Reply from the worker when the socket takes it all at once (the usual
+ * case), so the client is not kept waiting for the loop to wake; the loop
+ * still gets the connection back to read again. */
+static void send_replies(conn *c)
+{
+    if (c->out.len && !__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) {
+        ssize_t n = send(c->fd, c->out.p, c->out.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            c->sent = (size_t)n;
+            atomic_fetch_add(&tqd.net_out, (uint64_t)n);
+        }
+    }
+}
+
+/* A client that waits for each reply sends its next request within tens
+ * of microseconds of getting it. Handing the connection back to the loop
+ * to arm a read, the read completing there and the request queued for a
+ * worker again cost two thread wake-ups a request: one client's VSIMs on
+ * siftsmall ran at 9,300 a second through the daemon against 37,000 in
+ * process. So the worker that answered watches the socket itself for up
+ * to SPIN_US, as the queue's watcher would (it holds the same token, so
+ * there is still one watcher), and runs the next request at once when it
+ * comes. It gives the connection back as before when anything else is
+ * queued, the time is up, the replies did not all go out, the buffer
+ * needs to grow, or the connection is closing; a read that finds the end
+ * of the stream or an error leaves it to the loop's own read. */
+static bool next_request_arrives(conn *c)
+{
+    if (c->sent < c->out.len || !c->need_more || c->cl.close_after_reply || c->protocol_error ||
+        __atomic_load_n(&c->dead, __ATOMIC_RELAXED) || __atomic_load_n(&S.stopping, __ATOMIC_RELAXED) ||
+        c->rcap - c->rlen < READ_CHUNK)
+        return false;
+    bool idle = false;
+    if (!atomic_compare_exchange_strong(&S.spinning, &idle, true))
+        return false;
+    c->out.len = c->sent = 0;
+    bool arrived = false;
+    const uint64_t until = mono_us() + SPIN_US;
+    while (!atomic_load_explicit(&S.jobs_queued, memory_order_relaxed) && mono_us() < until) {
+        const ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, MSG_DONTWAIT);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            atomic_fetch_add(&tqd.net_in, (uint64_t)n);
+            arrived = true;
+            break;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            break;
+        __builtin_ia32_pause();
+    }
+    atomic_store(&S.spinning, false);
+    return arrived;
+}
+
 static void *worker_main(void *arg)
 {
     (void)arg;
@@ -226,15 +280,10 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&S.qlock);
 
         run_requests(c);
-        /* Reply from here when the socket takes it all at once (the usual
-         * case), so the client is not kept waiting for the loop to wake;
-         * the loop still gets the connection back to read again. */
-        if (c->out.len && !c->dead) {
-            ssize_t n = send(c->fd, c->out.p, c->out.len, MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (n > 0) {
-                c->sent = (size_t)n;
-                atomic_fetch_add(&tqd.net_out, (uint64_t)n);
-            }
+        send_replies(c);
+        while (next_request_arrives(c)) {
+            run_requests(c);
+            send_replies(c);
         }
 
         /* One wake-up covers every connection on the list: the loop takes
@@ -312,7 +361,7 @@ static void arm_signal(void)
 
 static void conn_close(conn *c)
 {
-    c->dead = true;
+    __atomic_store_n(&c->dead, true, __ATOMIC_RELAXED);
     if (c->ops || c->state == WORKING)
         return;
     close(c->fd);
@@ -556,7 +605,7 @@ static void on_wake(void)
             after_write(c);
     }
     if (atomic_load(&tqd.shutdown_requested) && !S.stopping) {
-        S.stopping = true;
+        __atomic_store_n(&S.stopping, true, __ATOMIC_RELAXED);
         tqd_log(TQD_LOG_WARNING, "SHUTDOWN requested: stopping");
     }
 }
@@ -640,7 +689,7 @@ static void begin_stop(const char *why)
 {
     if (!S.stopping)
         tqd_log(TQD_LOG_WARNING, "%s: stopping", why);
-    S.stopping = true;
+    __atomic_store_n(&S.stopping, true, __ATOMIC_RELAXED);
 }
 
 /* Once per loop turn while stopping: cancel what waits on clients and
@@ -663,7 +712,7 @@ static void advance_stop(void)
             struct io_uring_sqe *sqe = get_sqe();
             io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)c | (c->state == READING ? OP_RECV : OP_SEND), 0);
             tag(sqe, NULL, OP_CANCEL);
-            c->dead = true;
+            __atomic_store_n(&c->dead, true, __ATOMIC_RELAXED);
         }
     }
 }
