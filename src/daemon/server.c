@@ -115,6 +115,8 @@ static struct {
     conn *jobs, *jobs_tail;
     _Atomic size_t jobs_queued; /* what the spinning worker watches (no lock) */
     atomic_bool spinning;       /* a worker is watching the queue */
+    _Atomic uintptr_t last_queued; /* the connection queued last (loop-written) */
+    atomic_uint queued_in_a_row;   /* how many times in a row it was */
     conn *done;
     bool quit_workers;
 } S = {.wake_fd = -1, .signal_fd = -1};
@@ -217,12 +219,20 @@ static void send_replies(conn *c)
  * comes. It gives the connection back as before when anything else is
  * queued, the time is up, the replies did not all go out, the buffer
  * needs to grow, or the connection is closing; a read that finds the end
- * of the stream or an error leaves it to the loop's own read. */
+ * of the stream or an error leaves it to the loop's own read. Only a
+ * connection that has the daemon to itself is watched (the last
+ * ALONE_STREAK requests the loop queued were its own): with many clients
+ * the loop's batched reads and sends serve them better, and 50
+ * connections' PINGs lost 11 % of their throughput to watching. */
+#define ALONE_STREAK 4u
 static bool next_request_arrives(conn *c)
 {
     if (c->sent < c->out.len || !c->need_more || c->cl.close_after_reply || c->protocol_error ||
         __atomic_load_n(&c->dead, __ATOMIC_RELAXED) || __atomic_load_n(&S.stopping, __ATOMIC_RELAXED) ||
         c->rcap - c->rlen < READ_CHUNK)
+        return false;
+    if (atomic_load_explicit(&S.last_queued, memory_order_relaxed) != (uintptr_t)c ||
+        atomic_load_explicit(&S.queued_in_a_row, memory_order_relaxed) < ALONE_STREAK)
         return false;
     bool idle = false;
     if (!atomic_compare_exchange_strong(&S.spinning, &idle, true))
@@ -302,6 +312,11 @@ static void queue_job(conn *c)
 {
     c->state = WORKING;
     c->next = NULL;
+    /* (the loop is the only writer of both) */
+    const bool again = atomic_load_explicit(&S.last_queued, memory_order_relaxed) == (uintptr_t)c;
+    const unsigned streak = again ? atomic_load_explicit(&S.queued_in_a_row, memory_order_relaxed) : 0;
+    atomic_store_explicit(&S.queued_in_a_row, streak < ALONE_STREAK ? streak + 1 : streak, memory_order_relaxed);
+    atomic_store_explicit(&S.last_queued, (uintptr_t)c, memory_order_relaxed);
     pthread_mutex_lock(&S.qlock);
     if (S.jobs_tail)
         S.jobs_tail->next = c;
