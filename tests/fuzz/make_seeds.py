@@ -49,6 +49,8 @@ def main():
         resp("VISMEMBER", "s", "a") + resp("VCARD", "s") + resp("VDIM", "s"))
     put("resp", resp("TQ.CREATE", "t", "DIM", 4, "METRIC", "l2", "BITS", 2, "REFINE", "fp16") +
         resp("VADD", "t", "VALUES", 4, 1, 2, 3, 4, "x") + resp("TQ.COMPACT", "t") + resp("DEL", "t"))
+    put("resp", resp("TQ.CREATE", "v", "DIM", 6, "BITS", 1, "CODEBOOK", "vector") +
+        resp("VADD", "v", "VALUES", 6, 1, 2, 3, 4, 5, 6, "x") + resp("VSIM", "v", "ELE", "x") + resp("VINFO", "v"))
     put("resp", resp("INFO") + resp("DBSIZE") + resp("KEYS", "*") + resp("SCAN", 0, "MATCH", "s*") +
         resp("TYPE", "s") + resp("EXISTS", "s") + resp("CONFIG", "GET", "*") + resp("COMMAND", "COUNT") +
         resp("CLIENT", "SETNAME", "x") + resp("SELECT", 0) + resp("FLUSHALL"))
