@@ -160,7 +160,7 @@ void tq_quantizer_encode(const tq_quantizer *q, const float *x, tq_qscratch *s,
     if (q->vcb) {
         /* u~ in s->pu, free until the sign sketch below */
         const uint32_t vq = q->vq_coords;
-        tq_vector_codebook_encode(q->vcb, s->u, vq, s->packed, codes, s->pu);
+        tq_vector_codebook_encode(q->vcb, s->u, vq, codes, s->pu);
         k->quantize(s->u + vq, d - vq, q->cb->bound_f, q->cb->levels - 1, codes + vq);
         for (uint32_t j = vq; j < d; j++)
             s->pu[j] = q->table[codes[j]];

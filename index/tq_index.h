@@ -190,11 +190,10 @@ typedef struct tq_vector_codebook {
  * (thread-safe); NULL if out of range or out of memory. */
 const tq_vector_codebook *tq_vector_codebook_get(uint32_t d, unsigned bits);
 /* codes[j] for u[0..n), n a multiple of dims: each nibble's coordinates
- * take the nearest point's index (lowest on ties; points[t], n / dims
- * bytes of scratch, receives nibble t's), and recon[j] the reconstruction
- * they stand for. */
-void tq_vector_codebook_encode(const tq_vector_codebook *vb, const float *u, uint32_t n, uint8_t *points,
-                               uint8_t *codes, float *recon);
+ * take the nearest point's index (lowest on ties), and recon[j] the
+ * reconstruction they stand for. */
+void tq_vector_codebook_encode(const tq_vector_codebook *vb, const float *u, uint32_t n, uint8_t *codes,
+                               float *recon);
 /* u[j] = the reconstruction codes[0..n) stand for (n a multiple of dims). */
 void tq_vector_codebook_decode(const tq_vector_codebook *vb, const uint8_t *codes, uint32_t n, float *u);
 

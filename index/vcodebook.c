@@ -238,19 +238,10 @@ const tq_vector_codebook *tq_vector_codebook_get(uint32_t d, unsigned bits)
     return tq_solved_get(&cache, d, bits, sizeof(tq_vector_codebook), solve_vector_codebook);
 }
 
-void tq_vector_codebook_encode(const tq_vector_codebook *vb, const float *u, uint32_t n, uint8_t *points,
-                                uint8_t *codes, float *recon)
+void tq_vector_codebook_encode(const tq_vector_codebook *vb, const float *u, uint32_t n, uint8_t *codes,
+                               float *recon)
 {
-    const unsigned dims = vb->dims, bits = vb->bits, mask = (1u << bits) - 1;
-    const uint32_t nibbles = n / dims;
-    tq_simd()->vq_nearest(u, nibbles, dims, &vb->point[0][0], vb->half_sq, points);
-    for (uint32_t t = 0; t < nibbles; t++) {
-        const unsigned x = points[t];
-        for (unsigned i = 0; i < dims; i++) {
-            codes[(size_t)t * dims + i] = (uint8_t)((x >> (i * bits)) & mask);
-            recon[(size_t)t * dims + i] = vb->point[i][x];
-        }
-    }
+    tq_simd()->vq_nearest(u, n / vb->dims, vb->dims, &vb->point[0][0], vb->half_sq, codes, recon);
 }
 
 void tq_vector_codebook_decode(const tq_vector_codebook *vb, const uint8_t *codes, uint32_t n, float *u)

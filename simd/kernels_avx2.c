@@ -376,8 +376,9 @@ static uint32_t argmax_q8_avx2(const int32_t *dots, const int32_t *sums, const f
 /* As vq_nearest_avx512, eight groups a step: pairs split by shuffles,
  * fours gathered. */
 static void vq_nearest_avx2(const float *x, size_t n, unsigned dims, const float *pts, const float *half_sq,
-                            uint8_t *out)
+                            uint8_t *codes, float *recon)
 {
+    const unsigned bits = 4 / dims, mask = (1u << bits) - 1;
     size_t t = 0;
     for (; t + 8 <= n; t += 8) {
         const float *v = x + t * dims;
@@ -406,10 +407,13 @@ static void vq_nearest_avx2(const float *x, size_t n, unsigned dims, const float
         }
         uint32_t lane[8];
         _mm256_storeu_si256((__m256i *)(void *)lane, best);
-        for (int l = 0; l < 8; l++)
-            out[t + (size_t)l] = (uint8_t)lane[l];
+        for (size_t l = 0; l < 8; l++)
+            for (unsigned i = 0; i < dims; i++) {
+                codes[(t + l) * dims + i] = (uint8_t)((lane[l] >> (i * bits)) & mask);
+                recon[(t + l) * dims + i] = pts[16 * i + lane[l]];
+            }
     }
-    tq_vq_nearest_scalar(x + t * dims, n - t, dims, pts, half_sq, out + t);
+    tq_vq_nearest_scalar(x + t * dims, n - t, dims, pts, half_sq, codes + t * dims, recon + t * dims);
 }
 
 /* Eight halves widened exactly (F16C); a tail's missing ones read as +0

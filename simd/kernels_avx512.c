@@ -426,8 +426,11 @@ static uint32_t argmax_q8_avx512(const int32_t *dots, const int32_t *sums, const
  * scalar loop. The groups past the last whole step take the scalar
  * kernel. */
 static void vq_nearest_avx512(const float *x, size_t n, unsigned dims, const float *pts, const float *half_sq,
-                              uint8_t *out)
+                              uint8_t *codes, float *recon)
 {
+    __m512 coord[4];
+    for (unsigned i = 0; i < dims; i++)
+        coord[i] = _mm512_loadu_ps(pts + 16 * i);
     size_t t = 0;
     for (; t + 16 <= n; t += 16) {
         const float *v = x + t * dims;
@@ -459,9 +462,47 @@ static void vq_nearest_avx512(const float *x, size_t n, unsigned dims, const flo
             most = _mm512_mask_mov_ps(most, up, s);
             best = _mm512_mask_mov_epi32(best, up, _mm512_set1_epi32((int)p));
         }
-        _mm_storeu_si128((__m128i *)(void *)(out + t), _mm512_cvtepi32_epi8(best));
+        /* codes and reconstruction in coordinate order: a group's codes
+         * are the bytes of one 16-bit (pairs) or 32-bit (fours) lane, its
+         * coordinates the points' coordinates looked up by index and
+         * interleaved */
+        if (dims == 2) {
+            const __m512i packed = _mm512_or_si512(_mm512_and_si512(best, _mm512_set1_epi32(3)),
+                                                   _mm512_slli_epi32(_mm512_srli_epi32(best, 2), 8));
+            _mm256_storeu_si256((__m256i *)(void *)(codes + 2 * t), _mm512_cvtepi32_epi16(packed));
+            const __m512 r0 = _mm512_permutexvar_ps(best, coord[0]), r1 = _mm512_permutexvar_ps(best, coord[1]);
+            const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            _mm512_storeu_ps(recon + 2 * t, _mm512_permutex2var_ps(r0, lo, r1));
+            _mm512_storeu_ps(recon + 2 * t + 16,
+                             _mm512_permutex2var_ps(r0, _mm512_add_epi32(lo, _mm512_set1_epi32(8)), r1));
+        } else {
+            const __m512i one = _mm512_set1_epi32(1);
+            const __m512i packed = _mm512_or_si512(
+                _mm512_or_si512(_mm512_and_si512(best, one),
+                                _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(best, 1), one), 8)),
+                _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(best, 2), one), 16),
+                                _mm512_slli_epi32(_mm512_srli_epi32(best, 3), 24)));
+            _mm512_storeu_si512(codes + 4 * t, packed);
+            __m512 r[4];
+            for (unsigned i = 0; i < 4; i++)
+                r[i] = _mm512_permutexvar_ps(best, coord[i]);
+            /* [r0 r1 r2 r3] of group g at 4 g: pairs (r0, r1) and (r2, r3)
+             * interleaved, then the pairs of pairs as 64-bit elements */
+            const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+            const __m512d a_lo = _mm512_castps_pd(_mm512_permutex2var_ps(r[0], lo, r[1]));
+            const __m512d a_hi = _mm512_castps_pd(_mm512_permutex2var_ps(r[0], hi, r[1]));
+            const __m512d b_lo = _mm512_castps_pd(_mm512_permutex2var_ps(r[2], lo, r[3]));
+            const __m512d b_hi = _mm512_castps_pd(_mm512_permutex2var_ps(r[2], hi, r[3]));
+            const __m512i lo64 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+            const __m512i hi64 = _mm512_add_epi64(lo64, _mm512_set1_epi64(4));
+            _mm512_storeu_pd((double *)(void *)(recon + 4 * t), _mm512_permutex2var_pd(a_lo, lo64, b_lo));
+            _mm512_storeu_pd((double *)(void *)(recon + 4 * t + 16), _mm512_permutex2var_pd(a_lo, hi64, b_lo));
+            _mm512_storeu_pd((double *)(void *)(recon + 4 * t + 32), _mm512_permutex2var_pd(a_hi, lo64, b_hi));
+            _mm512_storeu_pd((double *)(void *)(recon + 4 * t + 48), _mm512_permutex2var_pd(a_hi, hi64, b_hi));
+        }
     }
-    tq_vq_nearest_scalar(x + t * dims, n - t, dims, pts, half_sq, out + t);
+    tq_vq_nearest_scalar(x + t * dims, n - t, dims, pts, half_sq, codes + t * dims, recon + t * dims);
 }
 
 static float l2sq_avx512(const float *a, const float *b, size_t n)

@@ -156,8 +156,9 @@ static uint32_t argmax_q8_scalar(const int32_t *dots, const int32_t *sums, const
 }
 
 void tq_vq_nearest_scalar(const float *x, size_t n, unsigned dims, const float *pts, const float *half_sq,
-                          uint8_t *out)
+                          uint8_t *codes, float *recon)
 {
+    const unsigned bits = 4 / dims, mask = (1u << bits) - 1;
     for (size_t t = 0; t < n; t++) {
         const float *v = x + t * dims;
         float most = -INFINITY;
@@ -172,7 +173,10 @@ void tq_vq_nearest_scalar(const float *x, size_t n, unsigned dims, const float *
                 best = p;
             }
         }
-        out[t] = (uint8_t)best;
+        for (unsigned i = 0; i < dims; i++) {
+            codes[t * dims + i] = (uint8_t)((best >> (i * bits)) & mask);
+            recon[t * dims + i] = pts[16 * i + best];
+        }
     }
 }
 

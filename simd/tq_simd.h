@@ -152,13 +152,15 @@ typedef struct tq_simd_kernels {
      * is assigned to its partition. */
     uint32_t (*argmax_q8)(const int32_t *dots, const int32_t *sums, const float *penalty, float unit, size_t n);
     /* The nearest of 16 points for each of n groups of dims (2 or 4)
-     * floats (a vector codebook's encode): out[t] = the lowest p
-     * maximizing ((pts[p] x[dims t] + pts[16 + p] x[dims t + 1]) + ...) -
-     * half_sq[p], pts[16 i + p] being coordinate i of point p and half_sq
-     * half its squared norm; every product and sum rounded in that order
-     * (no fused multiply-add), so every path picks the same points. */
+     * floats (a vector codebook's encode): p_t = the lowest p maximizing
+     * ((pts[p] x[dims t] + pts[16 + p] x[dims t + 1]) + ...) - half_sq[p],
+     * pts[16 i + p] being coordinate i of point p and half_sq half its
+     * squared norm, every product and sum rounded in that order (no fused
+     * multiply-add), so every path picks the same points; written out as
+     * codes[dims t + i] = (p_t >> (i bits)) & (2^bits - 1), bits = 4 /
+     * dims, and recon[dims t + i] = pts[16 i + p_t]. */
     void (*vq_nearest)(const float *x, size_t n, unsigned dims, const float *pts, const float *half_sq,
-                       uint8_t *out);
+                       uint8_t *codes, float *recon);
     /* For each of nrows rows of packed b-bit codes (b in 1..4), spaced
      * stride bytes apart: out[r] = lane-16 sum over j < d of
      * q[j] * table[code_rj]. table has 16 entries (unused ones ignored). */
@@ -324,7 +326,7 @@ void tq_quantize_scalar(const float *x, size_t n, const float *bounds,
                         unsigned nbounds, uint8_t *codes);
 void tq_pack_scalar(const uint8_t *codes, size_t n, unsigned bits, uint8_t *out);
 void tq_vq_nearest_scalar(const float *x, size_t n, unsigned dims, const float *pts, const float *half_sq,
-                          uint8_t *out);
+                          uint8_t *codes, float *recon);
 void tq_fwht_scalar(float *x, size_t n, const float *signs, float scale);
 void tq_scan_lut_rows_scalar(const float *q, size_t d, unsigned per, const float *sel, unsigned width,
                              size_t lookups, float *f);

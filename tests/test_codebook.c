@@ -191,11 +191,11 @@ Test(vector_codebook, encode_takes_the_nearest_point)
         const uint32_t d = 96;
         const tq_vector_codebook *vb = tq_vector_codebook_get(d, bits);
         float u[96], back[96], recon[96];
-        uint8_t codes[96], points[48];
+        uint8_t codes[96];
         for (int trial = 0; trial < 50; trial++) {
             for (uint32_t j = 0; j < d; j++)
                 u[j] = (float)(tq_rng_gauss(&r) / sqrt((double)d));
-            tq_vector_codebook_encode(vb, u, d, points, codes, recon);
+            tq_vector_codebook_encode(vb, u, d, codes, recon);
             tq_vector_codebook_decode(vb, codes, d, back);
             cr_assert(!memcmp(recon, back, sizeof(back)), "b=%u: the encode's reconstruction is the decode's", bits);
             for (uint32_t j0 = 0; j0 < d; j0 += vb->dims) {
