@@ -40,7 +40,7 @@ extern "C" {
 
 /* Read by meson for the project version: keep these three lines' form. */
 #define TQVEC_VERSION_MAJOR 0
-#define TQVEC_VERSION_MINOR 1
+#define TQVEC_VERSION_MINOR 2
 #define TQVEC_VERSION_PATCH 0
 #define TQVEC_VERSION_NUMBER (TQVEC_VERSION_MAJOR * 10000 + TQVEC_VERSION_MINOR * 100 + TQVEC_VERSION_PATCH)
 

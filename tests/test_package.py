@@ -31,7 +31,7 @@ EXPECTED = {
     "tqvec": ["./usr/bin/tqvec", "./usr/bin/tqvecd", "./etc/tqvecd.conf", "./lib/systemd/system/tqvecd.service",
               "./usr/share/man/man1/tqvec.1.gz", "./usr/share/man/man1/tqvecd.1.gz",
               "./usr/share/man/man5/tqvecd.conf.5.gz", "./usr/share/doc/tqvec/copyright"],
-    "libtqvec0": ["./usr/lib/x86_64-linux-gnu/libtqvec.so.0", "./usr/lib/x86_64-linux-gnu/libtqvec.so.0.1.0"],
+    "libtqvec0": ["./usr/lib/x86_64-linux-gnu/libtqvec.so.0", "./usr/lib/x86_64-linux-gnu/libtqvec.so.0.2.0"],
     "libtqvec-dev": ["./usr/include/tqvec.h", "./usr/lib/x86_64-linux-gnu/libtqvec.so",
                      "./usr/lib/x86_64-linux-gnu/pkgconfig/tqvec.pc"],
     "python3-tqvec": ["./usr/lib/python3/dist-packages/tqvec/__init__.py",
@@ -100,7 +100,7 @@ def main():
         tqvecd = os.path.join(root, "usr/bin/tqvecd")
         conf = os.path.join(root, "etc/tqvecd.conf")
         version = run(tqvecd, "--version")
-        check(version.startswith("tqvecd 0.1.0 (revision ") and "simd" in version and "unknown" not in version,
+        check(version.startswith("tqvecd 0.2.0 (revision ") and "simd" in version and "unknown" not in version,
               "tqvecd --version: " + version.strip())
         version = run(os.path.join(root, "usr/bin/tqvec"), "--version")
         check("revision" in version and "unknown" not in version, "tqvec --version: " + version.strip())
