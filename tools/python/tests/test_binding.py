@@ -36,6 +36,24 @@ def test_add_search_get_remove(tmpdir_path):
         np.testing.assert_array_equal(c.get("k7")[0], c.get("k7")[0])
 
 
+def test_codebook(tmpdir_path):
+    x = data(300, 16, seed=3)
+    with tqvec.Collection.create(tmpdir_path + "/v", dim=16, bits=2) as c:
+        assert c.info()["codebook"] == "vector"  # the default at 2 bits
+        c.add(["k%d" % i for i in range(300)], x)
+        assert c.search(x[5], k=1)[0].key == "k5"
+    with tqvec.Collection.create(tmpdir_path + "/s", dim=16, bits=2, codebook="scalar") as c:
+        assert c.info()["codebook"] == "scalar"
+    with tqvec.Collection.open(tmpdir_path + "/v") as c:  # any codebook when none is asked
+        assert c.info()["codebook"] == "vector"
+    with pytest.raises(tqvec.ArgumentError):
+        tqvec.Collection.open(tmpdir_path + "/v", dim=16, bits=2, codebook="scalar")
+    with pytest.raises(tqvec.ArgumentError):
+        tqvec.Collection.create(tmpdir_path + "/x", dim=16, codebook="pq")
+    with pytest.raises(tqvec.ArgumentError):
+        tqvec.Collection.create(tmpdir_path + "/y", dim=16, bits=4, codebook="vector")
+
+
 def test_batch_search_equals_single_queries(tmpdir_path):
     x = data(2000, 48, seed=1)
     q = data(20, 48, seed=2)

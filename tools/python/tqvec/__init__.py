@@ -238,9 +238,10 @@ def _check(rc, err):
 _METRICS = {"cosine": 3, "l2": 1, "ip": 2}
 _REFINES = {"none": 1, "code8": 2, "fp32": 3, "fp16": 4}
 _VARIANTS = {"mse": 1, "prod": 2}
+_CODEBOOKS = {"scalar": 1, "vector": 2}
 _FSYNC = {"always": 1, "everysec": 2, "no": 3}
 _NAMES = {"metric": {v: k for k, v in _METRICS.items()}, "refine": {v: k for k, v in _REFINES.items()},
-          "variant": {v: k for k, v in _VARIANTS.items()}}
+          "variant": {v: k for k, v in _VARIANTS.items()}, "codebook": {v: k for k, v in _CODEBOOKS.items()}}
 
 
 def _choice(table, value, what):
@@ -425,14 +426,16 @@ class Collection:
     # ------------------------------------------------------------ open
     @classmethod
     def open(cls, path, *, create=False, dim=0, metric=None, bits=0, variant=None, refine=None, seed=0,
-             fsync=None, segment_rows=0, verify=False, partition_rows=0, merge_factor=0) -> "Collection":
+             fsync=None, segment_rows=0, verify=False, partition_rows=0, merge_factor=0,
+             codebook=None) -> "Collection":
         """Open the collection in path. With create=True, create it if the
         directory holds none (dim is then required); giving dim on an
         existing collection checks that the settings match. Sealed segments
         of at least partition_rows rows (0: 4096, None: never) are
         partitioned in the background for searches with nprobe, and merged
         once merge_factor of them are of one size class (0: 4, None:
-        never)."""
+        never). codebook: "scalar" or "vector" for 1- and 2-bit codes
+        (None: the library's default, vector for mse at those widths)."""
         o = _Options()
         o.dim = int(dim)
         o.metric = _choice(_METRICS, metric, "metric")
@@ -446,6 +449,7 @@ class Collection:
         o.verify = int(bool(verify))
         o.partition_rows = 0xFFFFFFFF if partition_rows is None else int(partition_rows)
         o.merge_factor = 0xFFFFFFFF if merge_factor is None else int(merge_factor)
+        o.codebook = _choice(_CODEBOOKS, codebook, "codebook")
         h = _P()
         err = _Error()
         _check(_open(os.fsencode(path), ctypes.byref(o), ctypes.byref(h), ctypes.byref(err)), err)
@@ -649,7 +653,7 @@ class Collection:
                 "variant": _NAMES["variant"].get(i.variant, "mse"), "refine": _NAMES["refine"].get(i.refine, "none"),
                 "count": i.count, "deleted": i.deleted, "segments": i.segments, "unsealed": i.unsealed,
                 "log_bytes": i.log_bytes, "bytes_per_vector": i.bytes_per_vector + i.refine_bytes_per_vector,
-                "simd": i.simd.decode() if i.simd else "", "codebook": "vector" if i.codebook == 2 else "scalar"}
+                "simd": i.simd.decode() if i.simd else "", "codebook": _NAMES["codebook"].get(i.codebook, "scalar")}
 
     def count(self) -> int:
         """Live elements."""
