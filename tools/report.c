@@ -396,7 +396,8 @@ static int write_page(const tool_eval_run *run, bool html, FILE *out)
             char cell[23][48];
             snprintf(cell[0], 48, "%s", r->target);
             snprintf(cell[1], 48, "%u", r->bits);
-            snprintf(cell[2], 48, "%s", r->variant);
+            /* the codebook beside the variant: 1- and 2-bit codes have two */
+            snprintf(cell[2], 48, "%s%s", r->variant, strcmp(r->codebook, "vector") ? "" : " (vector codebook)");
             snprintf(cell[3], 48, "%s", r->correction);
             snprintf(cell[4], 48, "%s", r->center);
             snprintf(cell[5], 48, "%s", r->scorer);
