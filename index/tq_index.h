@@ -252,7 +252,7 @@ void tq_scan_lut_free(tq_scan_lut *t);
 void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float *q, tq_scan_lut *t);
 /* The same for a nibble layout of codes from the vector codebook vb, the
  * first vq_coords coordinates by its points, the rest by `table`. */
-void tq_scan_lut_build_points(const tq_scan_layout *L, const struct tq_vector_codebook *vb, uint32_t vq_coords,
+void tq_scan_lut_build_points(const tq_scan_layout *L, const tq_vector_codebook *vb, uint32_t vq_coords,
                               const float *table, const float *q, tq_scan_lut *t);
 /* sum_t f[t][nib(v, t)] in float: the unquantized estimate of row v of a
  * block; _rows: of n rows at once, row i being row lanes[i] of blocks[i]
