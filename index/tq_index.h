@@ -10,7 +10,9 @@
  *              the error-detail struct
  *   rng        splitmix64, the one source of seeded randomness
  *   rotation   seeded randomized Hadamard rotation that keeps dimension d
- *   codebook   Lloyd-Max centroids for the sphere-coordinate density
+ *   codebook   Lloyd-Max centroids for the sphere-coordinate density (and
+ *              the cache of solved tables both codebooks use)
+ *   vcodebook  vector codebooks: 16 points per nibble of 1- and 2-bit codes
  *   quantizer  encode (mse / prod variants, correction factor), query
  *              preparation, score estimates
  *   scan       the blocked nibble layout of codes and the per-query 8-bit
