@@ -485,88 +485,71 @@ static int compare_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Turn the probe curve's shares covered into what a search probing that
- * many partitions finds, divided by what the full scan finds, at the
- * calibration's re-rank depth (see the top of this file): the search
- * multiplies the curve by the full scan's share, and the product assumed
- * that the neighbours probing misses and those the codes lose are
- * independent, and that a neighbour keeps its place among fewer rows. It
- * finds more: the rows of unprobed partitions no longer compete for the
- * first stage's candidates, and the neighbours in far partitions are the
- * ones the codes rank low anyway. A recall asked for landed up to 0.026
- * above the target at 0.90 (siftsmall, lex-cohere), probing more than it
- * needed. So each sample neighbour counts where it is found for real: its
- * partition among the first b, and fewer than the depth's window of the
- * rows ranked ahead of it in theirs. `place` is where each neighbour came
- * in the full scan's ranking (CALIB_DEPTH_HITS: not in it). */
-static int joint_curve(const tq_codec *c, const float *q, size_t nq, const uint32_t *best_row,
-                       const uint32_t *assign, const tq_hit *found, const size_t *nfound, const size_t *place,
-                       unsigned depth_index, const uint32_t *point_b, void *rank_scratch, float *cscore,
-                       tq_partitioning *out)
+/* What a search probing b partitions finds, for the probe curve (see the
+ * top of this file): the search multiplies the curve by the full scan's
+ * share, and a product of coverage and that share assumed that the
+ * neighbours probing misses and those the codes lose are independent, and
+ * that a neighbour keeps its place among fewer rows. A partial scan finds
+ * more: the rows of unprobed partitions no longer compete for the first
+ * stage's candidates, and the neighbours in far partitions are the ones
+ * the codes rank low anyway. A recall asked for landed up to 0.026 above
+ * the target at 0.90 (siftsmall, lex-cohere), probing more than it needed.
+ * So each sample neighbour counts where it is found for real: its
+ * partition among the first b, and fewer than the calibration depth's
+ * window of the rows ranked ahead of it in theirs. */
+typedef struct found_counts {
+    double per;        /* the depth's first-stage candidates per neighbour (see calibrate) */
+    int64_t *at;       /* at[(K - 1) (nlist + 2) + b]: neighbours j < K found probing b partitions,
+                          as a difference array over b */
+    uint32_t *ahead;   /* CALIB_DEPTH_HITS: scratch */
+} found_counts;
+
+/* One sample query's neighbours: prank[p] is where partition p ranks for
+ * it, hits its full scan's ranking, place[j] where neighbour j came in it
+ * (CALIB_DEPTH_HITS: not in it). */
+static void count_found(found_counts *fc, uint32_t nlist, const uint32_t *prank, const uint32_t *assign,
+                        const uint32_t *neighbours, const tq_hit *hits, size_t nhits, const size_t *place)
 {
-    const uint32_t nlist = out->nlist, d = c->cfg.d;
-    uint64_t *keys = tq_malloc(nlist * sizeof(uint64_t));
-    uint32_t *prank = tq_malloc(nlist * sizeof(uint32_t)), *ahead = tq_malloc(CALIB_DEPTH_HITS * sizeof(uint32_t));
-    /* found_at[K - 1][b]: from b = 1 on, neighbours j < K found probing b
-     * partitions, as a difference array over b */
-    int64_t *found_at = tq_calloc(CALIBRATION_K * ((size_t)nlist + 2), sizeof(int64_t));
-    uint64_t pairs[CALIBRATION_K] = {0};
-    if (!keys || !prank || !ahead || !found_at) {
-        tq_free(keys);
-        tq_free(prank);
-        tq_free(ahead);
-        tq_free(found_at);
-        return TQ_ENOMEM;
-    }
-    const double per = c->cfg.refine == TQ_REFINE_NONE ? 1.0 : (double)(1u << depth_index) * 1.125 + 0.8;
-    for (size_t qi = 0; qi < nq; qi++) {
-        tq_centroid_dots(out->table, q + qi * d, rank_scratch, cscore);
-        for (uint32_t p = 0; p < nlist; p++)
-            keys[p] = tq_collector_pack(p, tq_partition_score(c->cfg.metric, cscore[p], out->half_norms[p]));
-        qsort(keys, nlist, sizeof(uint64_t), compare_u64_desc);
-        for (uint32_t r = 0; r < nlist; r++)
-            prank[tq_collector_id(keys[r])] = r;
-        const tq_hit *hits = found + qi * CALIB_DEPTH_HITS;
-        for (size_t j = 0; j < CALIBRATION_K; j++) {
-            const uint32_t row = best_row[qi * CALIBRATION_K + j];
-            if (row == UINT32_MAX)
-                continue;
-            for (size_t kk = j + 1; kk <= CALIBRATION_K; kk++)
-                pairs[kk - 1]++;
-            /* the partitions of the rows ranked ahead of it, nearest first */
-            const size_t at = place[qi * CALIBRATION_K + j], n_ahead = at < nfound[qi] ? at : nfound[qi];
-            for (size_t h = 0; h < n_ahead; h++)
-                ahead[h] = prank[assign[hits[h].id]];
-            qsort(ahead, n_ahead, sizeof(uint32_t), compare_u32);
-            const uint32_t home = prank[assign[row]];
-            for (size_t kk = j + 1; kk <= CALIBRATION_K; kk++) {
-                /* Found probing b partitions when its own is among them
-                 * (b > home) and fewer than `window` rows ahead of it are
-                 * (b <= the window-th nearest partition of theirs). */
-                const size_t window = (size_t)ceil(kk * per) + 1;
-                const uint32_t last = n_ahead >= window ? ahead[window - 1] : nlist;
-                if (last > home) {
-                    found_at[(kk - 1) * ((size_t)nlist + 2) + home + 1]++;
-                    found_at[(kk - 1) * ((size_t)nlist + 2) + last + 1]--;
-                }
+    for (size_t j = 0; j < CALIBRATION_K; j++) {
+        const uint32_t row = neighbours[j];
+        if (row == UINT32_MAX)
+            continue;
+        /* the partitions of the rows ranked ahead of it, nearest first */
+        const size_t n_ahead = place[j] < nhits ? place[j] : nhits;
+        for (size_t h = 0; h < n_ahead; h++)
+            fc->ahead[h] = prank[assign[hits[h].id]];
+        qsort(fc->ahead, n_ahead, sizeof(uint32_t), compare_u32);
+        const uint32_t home = prank[assign[row]];
+        for (size_t kk = j + 1; kk <= CALIBRATION_K; kk++) {
+            /* Found probing b partitions when its own is among them (b >
+             * home) and fewer than `window` rows ahead of it are (b <= the
+             * window-th nearest partition of theirs). */
+            const size_t window = (size_t)ceil(kk * fc->per) + 1;
+            const uint32_t last = n_ahead >= window ? fc->ahead[window - 1] : nlist;
+            if (last > home) {
+                fc->at[(kk - 1) * ((size_t)nlist + 2) + home + 1]++;
+                fc->at[(kk - 1) * ((size_t)nlist + 2) + last + 1]--;
             }
         }
     }
+}
+
+/* The curve's points (at point_b[i] partitions) as what was found there
+ * relative to the full scan's share (quality_at[depth_index]); pairs[j]:
+ * the sample's j-th neighbours. */
+static void found_points(found_counts *fc, uint32_t nlist, const uint64_t *pairs, const uint32_t *point_b,
+                         unsigned depth_index, tq_partitioning *out)
+{
+    uint64_t want = 0;
     for (size_t kk = 1; kk <= CALIBRATION_K; kk++) {
-        int64_t *f = found_at + (kk - 1) * ((size_t)nlist + 2);
+        want += pairs[kk - 1];
+        int64_t *f = fc->at + (kk - 1) * ((size_t)nlist + 2);
         for (uint32_t b = 1; b <= nlist + 1; b++)
             f[b] += f[b - 1];
         const double full = out->quality_at[depth_index][kk - 1];
-        for (uint32_t i = 0; i < out->npoints && pairs[kk - 1] && full > 0.0; i++) {
-            float *point = out->curve + (size_t)i * TQ_CURVE_STRIDE;
-            point[kk] = (float)((double)f[point_b[i]] / (double)pairs[kk - 1] / full);
-        }
+        for (uint32_t i = 0; i < out->npoints && want && full > 0.0; i++)
+            out->curve[(size_t)i * TQ_CURVE_STRIDE + kk] = (float)((double)f[point_b[i]] / (double)want / full);
     }
-    tq_free(keys);
-    tq_free(prank);
-    tq_free(ahead);
-    tq_free(found_at);
-    return TQ_OK;
 }
 
 /* The probe curve of a partitioned set (see the top of this file), from
@@ -597,10 +580,13 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
     /* hist[j * (nlist + 1) + r]: the j-th neighbours whose partition ranks r. */
     uint64_t *hist = tq_calloc(CALIBRATION_K * ((size_t)nlist + 1), sizeof(uint64_t));
     tq_hit *found = tq_malloc(nq * CALIB_DEPTH_HITS * sizeof(tq_hit));
-    size_t *nfound = tq_malloc(nq * sizeof(size_t));
+    size_t *nfound = tq_malloc(nq * sizeof(size_t)), *place = tq_malloc(nq * CALIBRATION_K * sizeof(size_t));
+    uint64_t *keys = tq_malloc(nlist * sizeof(uint64_t));
+    uint32_t *prank = tq_malloc(nlist * sizeof(uint32_t)), *ahead = tq_malloc(CALIB_DEPTH_HITS * sizeof(uint32_t));
+    int64_t *found_at = tq_calloc(CALIBRATION_K * ((size_t)nlist + 2), sizeof(int64_t));
     int rc = TQ_ENOMEM;
     if (!q || !x || !half_sq || !best || !dots || !cscore || !rank_scratch || !qrow || !best_row || !which ||
-        !hist || !found || !nfound)
+        !hist || !found || !nfound || !place || !keys || !prank || !ahead || !found_at)
         goto done;
     /* Distinct sample rows, seeded (a stream of its own). */
     tq_rng rng;
@@ -634,31 +620,85 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
         job.m = m;
         tq_pool_run(job.nparts, calib_part, &job);
     }
-    /* Where each neighbour's partition ranks for its query, by the 8-bit
-     * centroids as the search ranks: the count of partitions ranked ahead
-     * of it (score, then lower index). */
+    /* How much of what the probed partitions hold a search finds: the
+     * share of the sample's K nearest the full scan of these rows keeps at
+     * each re-rank depth, read off one ranking by the codes (the row
+     * itself is among the hits, hence one more). A re-rank receives the
+     * first stage's candidates as its 7-bit keys rank them, so that is the
+     * ranking read: ranked after the float-table stage instead, the
+     * neighbours came out ahead of where a search gets them, and at 100,000
+     * rows (d = 128, 4 bits) depth 1 promised 0.918 where queries got
+     * 0.871, depth 2 0.968 for 0.942: a recall asked for fell 0.01-0.025
+     * short. Without refine data only the codes' own best K count (no
+     * re-rank: the float-table stage then decides, and is read). */
+    const bool refined = c->cfg.refine != TQ_REFINE_NONE;
+    tq_search_opts so = {.k = CALIB_DEPTH_HITS, .scorer = TQ_SCORER_LUT, .threads = nparts, .first_stage = refined};
+    const unsigned target = tq_target_rerank(c);
+    const unsigned depth_index = target > 1 ? (unsigned)__builtin_ctz(target) : 0;
+    out->quality = 1.0f;
+    const bool ranked = !stopping(stop) && tq_search(c, rows, 1, q, nq, &so, found, nfound, NULL) == TQ_OK;
+    if (ranked) {
+        const unsigned depths = refined ? TQ_CALIB_DEPTHS : 1;
+        /* Where each true neighbour came in the ranking (CALIB_DEPTH_HITS:
+         * not among the hits). */
+        for (size_t qi = 0; qi < nq; qi++)
+            for (size_t j = 0; j < CALIBRATION_K; j++) {
+                const uint32_t row = best_row[qi * CALIBRATION_K + j];
+                size_t h = 0;
+                while (h < nfound[qi] && found[qi * CALIB_DEPTH_HITS + h].id != row)
+                    h++;
+                place[qi * CALIBRATION_K + j] = row == UINT32_MAX || h == nfound[qi] ? CALIB_DEPTH_HITS : h;
+            }
+        for (unsigned i = 0; i < depths; i++)
+            for (unsigned kk = 1; kk <= CALIBRATION_K; kk++) {
+                /* A set holding K of a query's 10 nearest gets about K / 10
+                 * of the first stage's candidates for k = 10 at depth D,
+                 * K (D + D/8 + 0.8) of them (tq_first_stage_candidates),
+                 * plus the row itself here; without re-ranking, K. */
+                const double per = refined ? (double)(1u << i) * 1.125 + 0.8 : 1.0;
+                const size_t window = (size_t)ceil(kk * per) + 1;
+                uint64_t hits = 0, want = 0;
+                for (size_t qi = 0; qi < nq; qi++)
+                    for (size_t j = 0; j < kk; j++) {
+                        if (best_row[qi * CALIBRATION_K + j] == UINT32_MAX)
+                            continue;
+                        want++;
+                        hits += place[qi * CALIBRATION_K + j] < window;
+                    }
+                out->quality_at[i][kk - 1] = want && hits ? (float)((double)hits / (double)want) : 1.0f;
+            }
+        out->quality = out->quality_at[depth_index][CALIBRATION_K - 1];
+    }
+    /* Where each partition ranks for each sample query, by the 8-bit
+     * centroids as the search ranks (score, then lower index): the
+     * neighbours' own partitions make the coverage histogram, and with
+     * the full scan's ranking, what a partial scan finds (found_counts). */
+    found_counts fc = {.per = refined ? (double)(1u << depth_index) * 1.125 + 0.8 : 1.0, .at = found_at,
+                       .ahead = ahead};
     uint64_t pairs[CALIBRATION_K] = {0};
     for (size_t i = 0; i < nq; i++) {
         tq_centroid_dots(out->table, q + i * d, rank_scratch, cscore);
         for (uint32_t p = 0; p < nlist; p++)
-            cscore[p] = tq_partition_score(c->cfg.metric, cscore[p], out->half_norms[p]);
+            keys[p] = tq_collector_pack(p, tq_partition_score(c->cfg.metric, cscore[p], out->half_norms[p]));
+        qsort(keys, nlist, sizeof(uint64_t), compare_u64_desc);
+        for (uint32_t r = 0; r < nlist; r++)
+            prank[tq_collector_id(keys[r])] = r;
         for (size_t j = 0; j < CALIBRATION_K; j++) {
             const uint32_t row = best_row[i * CALIBRATION_K + j];
             if (row == UINT32_MAX)
                 continue;
-            const uint32_t home = assign[row];
-            const uint64_t key = tq_collector_pack(home, cscore[home]);
-            uint32_t rank = 0;
-            for (uint32_t p = 0; p < nlist; p++)
-                rank += tq_collector_pack(p, cscore[p]) > key;
-            hist[j * ((size_t)nlist + 1) + rank]++;
+            hist[j * ((size_t)nlist + 1) + prank[assign[row]]]++;
             pairs[j]++;
         }
+        if (ranked)
+            count_found(&fc, nlist, prank, assign, best_row + i * CALIBRATION_K, found + i * CALIB_DEPTH_HITS,
+                        nfound[i], place + i * CALIBRATION_K);
     }
     /* Points at ranks growing by a quarter (and by one at first), the
      * last at nlist, where every neighbour is covered. Each point holds,
      * for K = 1 .. CALIBRATION_K, the share of the first K neighbours
-     * covered. */
+     * covered; then, once the full scan's ranking is known, what is found
+     * there relative to the full scan. */
     uint64_t covered[CALIBRATION_K] = {0};
     uint32_t b = 0, next = 1, point_b[TQ_MAX_CURVE];
     out->npoints = 0;
@@ -681,62 +721,8 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
         if (next > nlist)
             next = nlist;
     }
-    /* How much of what the probed partitions hold a search finds: the
-     * share of the sample's K nearest the full scan of these rows keeps at
-     * each re-rank depth, read off one ranking by the codes (the row
-     * itself is among the hits, hence one more). A re-rank receives the
-     * first stage's candidates as its 7-bit keys rank them, so that is the
-     * ranking read: ranked after the float-table stage instead, the
-     * neighbours came out ahead of where a search gets them, and at 100,000
-     * rows (d = 128, 4 bits) depth 1 promised 0.918 where queries got
-     * 0.871, depth 2 0.968 for 0.942: a recall asked for fell 0.01-0.025
-     * short. Without refine data only the codes' own best K count (no
-     * re-rank: the float-table stage then decides, and is read). */
-    const bool refined = c->cfg.refine != TQ_REFINE_NONE;
-    tq_search_opts so = {.k = CALIB_DEPTH_HITS, .scorer = TQ_SCORER_LUT, .threads = nparts, .first_stage = refined};
-    out->quality = 1.0f;
-    if (!stopping(stop) && tq_search(c, rows, 1, q, nq, &so, found, nfound, NULL) == TQ_OK) {
-        const unsigned depths = c->cfg.refine == TQ_REFINE_NONE ? 1 : TQ_CALIB_DEPTHS;
-        /* Where each true neighbour came in the ranking (CALIB_DEPTH_HITS:
-         * not among the hits). */
-        size_t *place = tq_malloc(nq * CALIBRATION_K * sizeof(size_t));
-        if (!place)
-            goto done;
-        for (size_t qi = 0; qi < nq; qi++)
-            for (size_t j = 0; j < CALIBRATION_K; j++) {
-                const uint32_t row = best_row[qi * CALIBRATION_K + j];
-                size_t h = 0;
-                while (h < nfound[qi] && found[qi * CALIB_DEPTH_HITS + h].id != row)
-                    h++;
-                place[qi * CALIBRATION_K + j] = row == UINT32_MAX || h == nfound[qi] ? CALIB_DEPTH_HITS : h;
-            }
-        for (unsigned i = 0; i < depths; i++)
-            for (unsigned kk = 1; kk <= CALIBRATION_K; kk++) {
-                /* A set holding K of a query's 10 nearest gets about K / 10
-                 * of the first stage's candidates for k = 10 at depth D,
-                 * K (D + D/8 + 0.8) of them (tq_first_stage_candidates),
-                 * plus the row itself here; without re-ranking, K. */
-                const double per = c->cfg.refine == TQ_REFINE_NONE ? 1.0 : (double)(1u << i) * 1.125 + 0.8;
-                const size_t window = (size_t)ceil(kk * per) + 1;
-                uint64_t hits = 0, want = 0;
-                for (size_t qi = 0; qi < nq; qi++)
-                    for (size_t j = 0; j < kk; j++) {
-                        if (best_row[qi * CALIBRATION_K + j] == UINT32_MAX)
-                            continue;
-                        want++;
-                        hits += place[qi * CALIBRATION_K + j] < window;
-                    }
-                out->quality_at[i][kk - 1] = want && hits ? (float)((double)hits / (double)want) : 1.0f;
-            }
-        const unsigned target = tq_target_rerank(c);
-        const unsigned depth_index = target > 1 ? (unsigned)__builtin_ctz(target) : 0;
-        out->quality = out->quality_at[depth_index][CALIBRATION_K - 1];
-        rc = joint_curve(c, q, nq, best_row, assign, found, nfound, place, depth_index, point_b, rank_scratch,
-                         cscore, out);
-        tq_free(place);
-        if (rc)
-            goto done;
-    }
+    if (ranked)
+        found_points(&fc, nlist, pairs, point_b, depth_index, out);
     rc = TQ_OK;
 done:
     tq_encode_scratch_free(&s);
@@ -753,6 +739,11 @@ done:
     tq_free(hist);
     tq_free(found);
     tq_free(nfound);
+    tq_free(place);
+    tq_free(keys);
+    tq_free(prank);
+    tq_free(ahead);
+    tq_free(found_at);
     return rc;
 }
 
