@@ -91,16 +91,19 @@ int tq_quantizer_use_vector_codebook(tq_quantizer *q, tq_error *err)
     return TQ_OK;
 }
 
+/* u~ of the scalar codes from coordinate `from` on. */
+static void reconstruct_scalar(const tq_quantizer *q, const uint8_t *codes, uint32_t from, float *x)
+{
+    for (uint32_t j = from; j < q->d; j++)
+        x[j] = q->mse_bits ? q->table[codes[j]] : 0.0f;
+}
+
 /* u~ of unpacked codes, coordinate by coordinate. */
 static void reconstruct(const tq_quantizer *q, const uint8_t *codes, float *x)
 {
-    uint32_t j = 0;
-    if (q->vcb) {
+    if (q->vcb)
         tq_vector_codebook_decode(q->vcb, codes, q->vq_coords, x);
-        j = q->vq_coords;
-    }
-    for (; j < q->d; j++)
-        x[j] = q->mse_bits ? q->table[codes[j]] : 0.0f;
+    reconstruct_scalar(q, codes, q->vq_coords, x);
 }
 
 void tq_quantizer_free(tq_quantizer *q)
@@ -162,8 +165,7 @@ void tq_quantizer_encode(const tq_quantizer *q, const float *x, tq_qscratch *s,
         const uint32_t vq = q->vq_coords;
         tq_vector_codebook_encode(q->vcb, s->u, vq, codes, s->pu);
         k->quantize(s->u + vq, d - vq, q->cb->bound_f, q->cb->levels - 1, codes + vq);
-        for (uint32_t j = vq; j < d; j++)
-            s->pu[j] = q->table[codes[j]];
+        reconstruct_scalar(q, codes, vq, s->pu);
         self = k->dot(s->u, s->pu, d);
     } else if (q->mse_bits > 0) {
         k->quantize(s->u, d, q->cb->bound_f, q->cb->levels - 1, codes);

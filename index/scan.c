@@ -43,6 +43,15 @@
 
 static void lut_finish(const tq_scan_layout *L, tq_scan_lut *t, float range);
 
+/* What the rows are built from, kept for tq_scan_lut_exact (the centroid
+ * table zero-padded to 16). */
+static void lut_begin(tq_scan_lut *t, const float *table, unsigned mask, const float *q)
+{
+    t->q = q;
+    for (unsigned c = 0; c < 16; c++)
+        t->table[c] = c <= mask ? table[c] : 0.0f;
+}
+
 static void layout_init(tq_scan_layout *L, uint32_t d, unsigned bits, bool sextets)
 {
     memset(L, 0, sizeof(*L));
@@ -236,9 +245,7 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
     const float tmin = table[0], tmax = table[mask]; /* centroid tables ascend */
     const uint32_t lookups = L->lookups, d = L->d;
     float *lo = t->row_lo;
-    t->q = q;
-    for (unsigned c = 0; c < 16; c++)
-        t->table[c] = c <= mask ? table[c] : 0.0f;
+    lut_begin(t, table, mask, q);
     /* Each coordinate's code is chosen independently, so a row's smallest
      * and largest entries are sums of per-coordinate extremes; the
      * smallest becomes the row's offset. The loops below run over whole
@@ -301,9 +308,7 @@ void tq_scan_lut_build_points(const tq_scan_layout *L, const tq_vector_codebook 
 {
     const unsigned per = L->per_nibble, bits = L->bits, mask = (1u << bits) - 1;
     const uint32_t lookups = L->lookups, d = L->d;
-    t->q = q;
-    for (unsigned c = 0; c < 16; c++)
-        t->table[c] = c <= mask ? table[c] : 0.0f;
+    lut_begin(t, table, mask, q);
     float sel[4 * 16];
     for (unsigned i = 0; i < per; i++)
         for (unsigned x = 0; x < 16; x++)
