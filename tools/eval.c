@@ -894,10 +894,12 @@ int cmd_eval(int argc, char **argv)
     for (int bi = 0; bi < o.nbits; bi++)
         for (int vi = 0; vi < o.nvariant; vi++)
             for (int ci = 0; ci < o.ncorrection; ci++)
-                for (int mi = 0; mi < o.ncenter * o.ncodebook; mi++) {
-                    const int cbi = mi / o.ncenter;
+                for (int ki = 0; ki < o.ncenter * o.ncodebook; ki++) {
+                    /* center and codebook in one loop (a fifth nested one
+                     * would not fit the page): codebook outer */
+                    const int mi = ki % o.ncenter, cbi = ki / o.ncenter;
                     tqvec_index_options opts = {
-                        .center = center_values[o.center[mi % o.ncenter]],
+                        .center = center_values[o.center[mi]],
                         .codebook = codebook_values[o.codebook[cbi]],
                         .dim = (uint32_t)data.base.d,
                         .metric = o.metric,
@@ -926,7 +928,7 @@ int cmd_eval(int argc, char **argv)
                             .bits = o.bits[bi],
                             .variant = variant_names[o.variant[vi]],
                             .correction = correction_names[o.correction[ci]],
-                            .center = center_names[o.center[mi % o.ncenter]],
+                            .center = center_names[o.center[mi]],
                             .codebook = indexes[gi].codebook == TQVEC_CODEBOOK_VECTOR ? "vector" : "scalar",
                             .refine = refine_name,
                             .build_s = indexes[gi].build_s,
