@@ -326,19 +326,9 @@ void tq_scan_lut_build_points(const tq_scan_layout *L, const tq_vector_codebook 
         }
     }
     /* Points are not a product of per-coordinate choices: each row's
-     * extremes are read off the row. */
-    float range = 0.0f;
-    for (uint32_t n = 0; n < lookups; n++) {
-        const float *row = t->f + (size_t)16 * n;
-        float l = row[0], h = row[0];
-        for (unsigned x = 1; x < 16; x++) {
-            l = row[x] < l ? row[x] : l;
-            h = row[x] > h ? row[x] : h;
-        }
-        t->row_lo[n] = l;
-        range = range > h - l ? range : h - l;
-    }
-    lut_finish(L, t, range);
+     * extremes are read off the row (a scalar loop was as long as the rest
+     * of a 2-bit table build). */
+    lut_finish(L, t, tq_simd()->row_extremes16(t->f, lookups, t->row_lo));
 }
 
 /* The offsets' sum, the scale, and the 8-bit tables, from the float rows,

@@ -916,6 +916,7 @@ const tq_simd_kernels tq_simd_kernels_avx2 = {
     .scan_block = scan_block_avx2,
     .scan_block_multi = scan_block_multi_avx2,
     .scan_lut_rows = scan_lut_rows_avx2,
+    .row_extremes16 = tq_row_extremes16_scalar, /* no AVX2 version: the reference */
     .scan_lut_quantize = scan_lut_quantize_avx2,
     .scan6_block_multi = scan6_block_multi_avx2,
     .block_select = block_select_avx2,

@@ -305,6 +305,22 @@ static inline uint8_t quantize_entry(float f, float lo, float inv)
     return (uint8_t)(v <= 0.0f ? 0.0f : v >= (float)TQ_SCAN_LUT_MAX ? (float)TQ_SCAN_LUT_MAX : v);
 }
 
+float tq_row_extremes16_scalar(const float *f, size_t rows, float *lo)
+{
+    float spread = 0.0f;
+    for (size_t t = 0; t < rows; t++) {
+        const float *row = f + 16 * t;
+        float l = row[0], h = row[0];
+        for (unsigned c = 1; c < 16; c++) {
+            l = row[c] < l ? row[c] : l;
+            h = row[c] > h ? row[c] : h;
+        }
+        lo[t] = l;
+        spread = spread > h - l ? spread : h - l;
+    }
+    return spread;
+}
+
 void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t lookups, unsigned width, float inv,
                                  uint8_t *lut)
 {
@@ -498,6 +514,7 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .scan_block = scan_block_scalar,
     .scan_block_multi = scan_block_multi_scalar,
     .scan_lut_rows = tq_scan_lut_rows_scalar,
+    .row_extremes16 = tq_row_extremes16_scalar,
     .scan_lut_quantize = tq_scan_lut_quantize_scalar,
     .scan6_block_multi = tq_scan6_block_multi_scalar,
     .block_select = tq_block_select_scalar,

@@ -199,6 +199,11 @@ typedef struct tq_simd_kernels {
      * product rounded, then added in that order. */
     void (*scan_lut_rows)(const float *q, size_t d, unsigned per, const float *sel, unsigned width, size_t lookups,
                           float *f);
+    /* Rows of 16 floats (f[16 t + c], t < rows, finite): lo[t] = the
+     * smallest entry of row t; returns the largest spread, (largest entry
+     * - smallest) rounded, of any row (0 for none). A row's smallest of
+     * -0 and +0 may be either: every use of lo gives the same for both. */
+    float (*row_extremes16)(const float *f, size_t rows, float *lo);
     /* Float scan tables (width entries per lookup: f[width t + c]) to 8-bit
      * tables: entry = (f[width t + c] - lo[t]) * inv + 0.5, clamped to
      * [0, TQ_SCAN_LUT_MAX] and truncated. Width 16 (nibbles): the layout above, both
@@ -330,6 +335,7 @@ void tq_vq_nearest_scalar(const float *x, size_t n, unsigned dims, const float *
 void tq_fwht_scalar(float *x, size_t n, const float *signs, float scale);
 void tq_scan_lut_rows_scalar(const float *q, size_t d, unsigned per, const float *sel, unsigned width,
                              size_t lookups, float *f);
+float tq_row_extremes16_scalar(const float *f, size_t rows, float *lo);
 void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t lookups, unsigned width, float inv,
                                  uint8_t *lut);
 void tq_scan6_block_multi_scalar(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,

@@ -592,6 +592,41 @@ static void check_scan_lut_rows(tq_simd_level level)
     tq_free(b);
 }
 
+/* Row extremes against the scalar loop, at row counts around the
+ * sixteen-row tree, with the extremes at every position of a row. */
+static void check_row_extremes16(tq_simd_level level)
+{
+    const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
+    static const size_t counts[] = {0, 1, 15, 16, 17, 31, 32, 33, 192, 1000};
+    tq_rng r;
+    tq_rng_seed(&r, 15);
+    float *f = tq_malloc(16 * 1000 * sizeof(float)), *a = tq_malloc(1001 * sizeof(float));
+    float *b = tq_malloc(1001 * sizeof(float));
+    for (size_t s = 0; s < sizeof(counts) / sizeof(counts[0]); s++) {
+        const size_t n = counts[s];
+        fill(f, 16 * n, &r, false);
+        for (size_t t = 0; t < n; t++) {
+            f[16 * t + t % 16] = -50.0f - (float)(t % 7);     /* the smallest at lane t mod 16 */
+            f[16 * t + (t * 5 + 3) % 16] = 60.0f + (float)t; /* the largest elsewhere */
+        }
+        a[n] = b[n] = 1234.0f;
+        const float sa = ref->row_extremes16(f, n, a), sb = k->row_extremes16(f, n, b);
+        cr_assert(same_bits_f(sa, sb), "row_extremes16 %s rows=%zu spread %a vs scalar %a", tq_simd_level_name(level),
+                  n, (double)sb, (double)sa);
+        for (size_t t = 0; t < n; t++)
+            cr_assert(same_bits_f(a[t], b[t]), "row_extremes16 %s rows=%zu row %zu: %a vs scalar %a",
+                      tq_simd_level_name(level), n, t, (double)b[t], (double)a[t]);
+        cr_assert(b[n] == 1234.0f, "writes only the rows asked");
+        /* The reference against its definition. */
+        if (n)
+            cr_assert(a[n - 1] == -50.0f - (float)((n - 1) % 7) && sa >= 110.0f + (float)(n - 1) - 0.001f,
+                      "reference rows=%zu: lo %g spread %g", n, (double)a[n - 1], (double)sa);
+    }
+    tq_free(f);
+    tq_free(a);
+    tq_free(b);
+}
+
 static void check_scan_lut_quantize(tq_simd_level level)
 {
     const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
@@ -928,6 +963,7 @@ static void check_vq_nearest(tq_simd_level level)
     Test(checkasm_##name, scan_block) { check_scan_block(level); }                                  \
     Test(checkasm_##name, scan_lut_quantize) { check_scan_lut_quantize(level); }                    \
     Test(checkasm_##name, scan_lut_rows) { check_scan_lut_rows(level); }                            \
+    Test(checkasm_##name, row_extremes16) { check_row_extremes16(level); }                          \
     Test(checkasm_##name, scan6) { check_scan6(level); }                                            \
     Test(checkasm_##name, block_select) { check_block_select(level); }                              \
     Test(checkasm_##name, scan_select) { check_scan_select(level); }                                \
