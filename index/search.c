@@ -339,11 +339,13 @@ static void collect_keys(const search_job *job, unsigned part, size_t s, size_t 
         const float *key = keys[i];
         /* Each row against the threshold as it stands: a cut inside this
          * block may have raised it. */
+        if (!filter) {
+            tq_collector_offer_rows(col, id0, key, masks[i] & live);
+            continue;
+        }
         for (uint32_t m = masks[i] & live; m; m &= m - 1) {
             const unsigned v = (unsigned)__builtin_ctz(m);
-            if (!filter)
-                tq_collector_offer(col, id0 + v, key[v]);
-            else if (key[v] > col->threshold && filter->accept(filter->ctx, part, s, base + v))
+            if (key[v] > col->threshold && filter->accept(filter->ctx, part, s, base + v))
                 tq_collector_add(col, id0 + v, key[v]);
         }
     }

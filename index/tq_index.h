@@ -481,17 +481,31 @@ static inline void tq_collector_add(tq_collector *c, uint64_t id, float score)
     if (++c->len == c->cap || c->len == c->keep)
         tq_collector_cut(c);
 }
-/* tq_collector_add if score beats the threshold, without a branch on it:
- * the hit is written either way and counted only if it does (which hits
- * do is a coin toss a branch predictor loses: it was a sixth of a small
- * search). */
-static inline void tq_collector_offer(tq_collector *c, uint64_t id, float score)
+/* tq_collector_add for each row of a block's mask (bit v: id id0 + v,
+ * score key[v]) whose score beats the threshold as it stands, in row
+ * order, without a branch on it: each hit is written and counted only if
+ * it beats (which do is a coin toss a branch predictor loses: it was a
+ * sixth of a small search). The collector's fields stay in registers
+ * across the rows: one call a row, each store into the buffer made the
+ * compiler reload the length and threshold it might alias. */
+static inline void tq_collector_offer_rows(tq_collector *c, uint64_t id0, const float *key, uint32_t mask)
 {
-    const bool in = score > c->threshold;
-    c->buf[c->len] = tq_collector_pack(id, score);
-    c->len += in;
-    if ((c->len == c->cap) | (in & (c->len == c->keep)))
-        tq_collector_cut(c);
+    uint64_t *buf = c->buf;
+    size_t len = c->len;
+    float threshold = c->threshold;
+    for (; mask; mask &= mask - 1) {
+        const unsigned v = (unsigned)__builtin_ctz(mask);
+        const bool in = key[v] > threshold;
+        buf[len] = tq_collector_pack(id0 + v, key[v]);
+        len += in;
+        if ((len == c->cap) | (in & (len == c->keep))) {
+            c->len = len;
+            tq_collector_cut(c);
+            len = c->len;
+            threshold = c->threshold;
+        }
+    }
+    c->len = len;
 }
 /* The kept hits into c->out, best first if `sorted` (else in no order);
  * returns their count. */
