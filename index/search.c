@@ -1337,16 +1337,17 @@ int tq_search(const tq_codec *c, const tq_rows *sets, size_t nsets, const float 
     size_t nmid = rerank ? k * rerank : k;
     if (nmid > live)
         nmid = live;
-    /* The LUT scorer's first stage keeps k' + k'/8 + 8 for the float
-     * re-score: the 8-bit tables only reorder near-ties, and measured on
-     * every shared dataset 4 extra candidates already give the float
-     * scorer's recall; the margin covers larger k. (It was + 16: with + 8,
-     * recall@10 at 1 to 4 bits, re-rank 0 and 4, and recall@100 on
-     * siftsmall and glove-50 came out the same to the 4th digit on every
-     * shared dataset, and re-scoring was a seventh of a small search.) */
+    /* The LUT scorer's first stage keeps k' + k'/8 + 8 for a re-rank (all
+     * of them are re-ranked: fewer lost recall, glove-50 at depth 4 and 1
+     * bit 0.616 with + 4) and k + k/8 + 4 for the float re-score alone:
+     * the 8-bit tables only reorder near-ties. (The margin was + 16, then
+     * + 8; with + 4, recall@10 at 1 to 4 bits on the five shared sets and
+     * recall@100 on siftsmall, fashion-mnist and glove-50 moved by at most
+     * 0.00012, with + 0 by up to 0.002; re-scoring was a quarter of a
+     * search of 728 rows at 2 bits.) */
     size_t nfirst = nmid;
     if (opts->scorer == TQ_SCORER_LUT) {
-        nfirst = tq_first_stage_candidates(nmid);
+        nfirst = rerank ? tq_first_stage_candidates(nmid) : tq_rescore_candidates(nmid);
         if (nfirst > live)
             nfirst = live;
     }

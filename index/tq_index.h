@@ -768,6 +768,14 @@ static inline size_t tq_first_stage_candidates(size_t wanted)
     return wanted + wanted / 8 + 8;
 }
 
+/* Without re-ranking, the candidates the float re-score (stage 2) gets for
+ * k results: those it reorders are the 8-bit tables' near-ties only (see
+ * search.c). */
+static inline size_t tq_rescore_candidates(size_t k)
+{
+    return k + k / 8 + 4;
+}
+
 #define TQ_MAX_NLIST 65536u
 #define TQ_MAX_CURVE 48u
 #define TQ_CURVE_K 10u
