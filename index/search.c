@@ -324,6 +324,17 @@ static size_t slice_count(const tq_quantizer *q)
     return n;
 }
 
+/* Whether a block offers any live row to any of nq queries: past the
+ * first few blocks most offer none, and the collector call for such a
+ * block was an eighth of a scan at 50 dimensions. */
+static inline bool offers_any(const uint32_t *masks, size_t nq, uint32_t live)
+{
+    uint32_t offered = 0;
+    for (size_t i = 0; i < nq; i++)
+        offered |= masks[i];
+    return (offered & live) != 0;
+}
+
 /* The rows of a block whose keys beat their query's threshold and are live
  * go to the query's collector. The filter is asked only for those rows: a
  * row that could not be kept need not be tested, and every row that could
@@ -427,7 +438,8 @@ static void collect_block(const search_job *job, unsigned part, size_t s, size_t
         block_sums_slice(job, set, lb, q0, nq, SIZE_MAX, &all);
         job->k->block_select(all.code[0], all.sign[0], scalars, in.params, in.thresholds, nq, keys[0], masks);
     }
-    collect_keys(job, part, s, lb, live, nq, cols, keys, masks);
+    if (offers_any(masks, nq, live))
+        collect_keys(job, part, s, lb, live, nq, cols, keys, masks);
 }
 
 /* The kernels take the queries of a pass in groups of up to
@@ -480,15 +492,9 @@ static void collect_run(const search_job *job, unsigned part, size_t s, size_t l
     scan_select_blocks(job, set, lb0, n, tq_scalars_of_block(&job->c->q, set->sc, lb0), nq, &in, keys[0][0],
                        masks[0]);
     float (*packed_keys)[TQ_SCAN_BLOCK] = keys[0];
-    for (size_t j = 0; j < n; j++) {
-        /* Past the first few blocks most blocks offer no row to any query:
-         * the call for such a block was an eighth of a scan at 50 dimensions. */
-        uint32_t offered = 0;
-        for (size_t i = 0; i < nq; i++)
-            offered |= masks[0][j * nq + i];
-        if (offered & live[j])
+    for (size_t j = 0; j < n; j++)
+        if (offers_any(masks[0] + j * nq, nq, live[j]))
             collect_keys(job, part, s, lb0 + j, live[j], nq, cols, packed_keys + j * nq, masks[0] + j * nq);
-    }
 }
 
 /* Every row of a run live. */
