@@ -375,21 +375,24 @@ static int descending_u64(const void *a, const void *b)
     return x > y ? -1 : x < y ? 1 : 0;
 }
 
-/* The selection cuts and probing share: at sizes on both sides of the
- * partition that works in a copy, every target count, arrays sorted either
- * way and random; the first m are the m largest and nothing is lost. */
+/* The selection cuts and probing share: small and large sizes (a
+ * probing search's thousands of partitions), few and many of them asked
+ * for, arrays sorted either way and random; the first m are the m largest
+ * and nothing is lost. */
 Test(select, largest_at_every_size_and_count)
 {
-    static const size_t sizes[] = {1, 2, 3, 5, 44, 100, 511, 512, 513, 700, 2000};
+    static const size_t sizes[] = {1, 2, 3, 5, 44, 100, 511, 512, 513, 700, 1265, 2000};
     tq_rng r;
     tq_rng_seed(&r, 31);
     uint64_t *h = tq_malloc(2000 * sizeof(uint64_t)), *want = tq_malloc(2000 * sizeof(uint64_t));
     for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++)
         for (int order = 0; order < 3; order++) {
             const size_t n = sizes[s];
-            const size_t counts[] = {0, 1, n / 3, n / 2, n - 1, n};
+            const size_t counts[] = {0, 1, 8, n / 40, n / 16, n / 3, n / 2, n - 1, n};
             for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
                 const size_t m = counts[c];
+                if (m > n)
+                    continue;
                 for (size_t i = 0; i < n; i++) /* distinct, as packed hits are */
                     h[i] = order == 0 ? (tq_rng_next(&r) << 12 | i) : order == 1 ? i : n - i;
                 memcpy(want, h, n * sizeof(uint64_t));
