@@ -1051,13 +1051,15 @@ static void probe_rank(const search_job *job, probe_state *ps, const float *quer
         if (!P)
             continue;
         tq_centroid_dots(P->table, query, ps->rank_scratch, ps->scores);
-        /* restrict: with every store possibly changing ps, the loop
-         * reloaded its pointers each partition and stayed scalar */
+        /* restrict and the count in a local: with every store possibly
+         * changing ps or P (the build has no strict aliasing), the loop
+         * reloaded its pointers and its bound each partition and stayed
+         * scalar, a tenth of a probing search at 1,265 partitions */
         uint64_t *restrict keys = ps->keys + ps->first[s];
         const float *restrict scores = ps->scores, *restrict half_norms = P->half_norms;
-        const uint32_t first = ps->first[s];
+        const uint32_t first = ps->first[s], nlist = P->nlist;
         const tq_metric metric = c->cfg.metric;
-        for (uint32_t p = 0; p < P->nlist; p++)
+        for (uint32_t p = 0; p < nlist; p++)
             keys[p] = tq_collector_pack(first + p, tq_partition_score(metric, scores[p], half_norms[p]));
     }
 }
