@@ -1132,7 +1132,16 @@ static size_t probe_round(const search_job *job, probe_state *ps, bool first_rou
             continue;
         }
         uint8_t *chosen = ps->chosen + ps->first[s];
-        for (uint32_t p = 0; p < P->nlist; p++) {
+        const uint32_t nlist = P->nlist; /* a local: see probe_rank */
+        for (uint32_t p = 0; p < nlist; p++) {
+            /* A round chooses a few of thousands: clear flags are passed
+             * over eight at a time (one at a time, this loop was a twentieth
+             * of a probing search at 1,265 partitions). */
+            uint64_t eight;
+            if (p % 8 == 0 && p + 8 <= nlist && (memcpy(&eight, chosen + p, 8), eight == 0)) {
+                p += 7;
+                continue;
+            }
             if (!chosen[p])
                 continue;
             uint32_t r0 = P->offsets[p], r1 = P->offsets[p + 1];
