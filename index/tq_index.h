@@ -491,6 +491,7 @@ static inline void tq_collector_add(tq_collector *c, uint64_t id, float score)
 static inline void tq_collector_offer_rows(tq_collector *c, uint64_t id0, const float *key, uint32_t mask)
 {
     uint64_t *buf = c->buf;
+    const size_t cap = c->cap, keep = c->keep;
     size_t len = c->len;
     float threshold = c->threshold;
     for (; mask; mask &= mask - 1) {
@@ -498,7 +499,7 @@ static inline void tq_collector_offer_rows(tq_collector *c, uint64_t id0, const 
         const bool in = key[v] > threshold;
         buf[len] = tq_collector_pack(id0 + v, key[v]);
         len += in;
-        if ((len == c->cap) | (in & (len == c->keep))) {
+        if ((len == cap) | (in & (len == keep))) {
             c->len = len;
             tq_collector_cut(c);
             len = c->len;
