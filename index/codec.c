@@ -64,6 +64,13 @@ int tq_rows_out_alloc(const tq_codec *c, size_t rows, tq_rows_out *out)
         tq_rows_out_free(out);
         return TQ_ENOMEM;
     }
+    /* every row is written next (gathered or encoded) */
+    tq_advise_huge(out->sc, blocks * tq_scalar_block_floats(&c->q) * sizeof(float));
+    tq_advise_huge(out->code_blocks, c->q.mse_bits ? blocks * c->q.code_layout.block_bytes : 0);
+    tq_advise_huge(out->sign_blocks, c->q.variant == TQ_VARIANT_PROD ? blocks * c->q.sign_layout.block_bytes : 0);
+    tq_advise_huge(out->vectors, out->vectors ? n * d * sizeof(float) : 0);
+    tq_advise_huge(out->half, out->half ? n * d * sizeof(uint16_t) : 0);
+    tq_advise_huge(out->refine8, out->refine8 ? n * d : 0);
     return TQ_OK;
 }
 

@@ -125,6 +125,7 @@ static int grow(void **p, size_t old_n, size_t new_n, size_t size)
     uint8_t *q = tq_realloc(*p, new_n * size);
     if (!q)
         return TQ_ENOMEM;
+    tq_advise_huge(q, new_n * size); /* before the zeroing touches the new part */
     memset(q + old_n * size, 0, (new_n - old_n) * size);
     *p = q;
     return TQ_OK;

@@ -51,6 +51,9 @@ static size_t libc_allocated(void)
 
 #include "tq_index.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #ifdef TQ_ALLOCATOR_LIBC
 
 void *tq_malloc(size_t n)
@@ -130,6 +133,22 @@ size_t tq_mem_allocated(void)
 }
 
 #endif
+
+void tq_advise_huge(void *p, size_t bytes)
+{
+#ifdef MADV_HUGEPAGE
+    const size_t huge = (size_t)2 << 20;
+    if (!p || bytes < huge)
+        return;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1), end = ((uintptr_t)p + bytes) & ~(page - 1);
+    if (end > start)
+        (void)madvise((void *)start, end - start, MADV_HUGEPAGE); /* advice: a refusal changes nothing */
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
 
 char *tq_strdup(const char *s)
 {

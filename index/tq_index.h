@@ -45,6 +45,14 @@
 void *tq_malloc(size_t n);
 void *tq_calloc(size_t count, size_t size);
 void *tq_realloc(void *p, size_t n);
+/* Ask for 2 MiB pages over bytes at p (arrays of at least that size that
+ * are about to be written through: an index's or a segment's rows). A
+ * first write to each 4 KiB page is a fault; on the VMs measured here the
+ * faults of an index's growing arrays cost as much as encoding its
+ * vectors (bench encode, d = 1536, 20,000 vectors: 171K vectors/s, 311K
+ * with 2 MiB pages). Advice only: where the kernel declines, nothing
+ * changes. */
+void tq_advise_huge(void *p, size_t bytes);
 /* align: a power of two; the block is freed with tq_free. */
 void *tq_aligned_alloc(size_t align, size_t n);
 void tq_free(void *p);
