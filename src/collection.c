@@ -275,7 +275,12 @@ static void *reserve_pages(seg *s, int slot, size_t bytes)
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
-    tq_advise_huge(p, bytes); /* rows are written in order: 2 MiB faults, not 4 KiB */
+    /* Rows are written in order: 2 MiB faults instead of 4 KiB ones, past
+     * each array's first 2 MiB, so that a set of a few vectors (a server
+     * may hold thousands) stays a few pages. */
+    const size_t small = (size_t)2 << 20;
+    if (bytes > small)
+        tq_advise_huge((uint8_t *)p + small, bytes - small);
     s->maps[slot] = p;
     s->map_len[slot] = bytes;
     return p;
