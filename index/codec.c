@@ -42,35 +42,37 @@ tq_rows tq_rows_view(const tq_rows_out *out, size_t n)
                      .lengths = out->lengths};
 }
 
+/* One array of rows about to be written row by row (gathered or encoded):
+ * on 2 MiB pages where it is that large (tq_advise_huge). */
+static void *rows_array(size_t count, size_t size, bool zeroed)
+{
+    void *p = zeroed ? tq_calloc(count, size) : tq_malloc(count * size);
+    tq_advise_huge(p, count * size);
+    return p;
+}
+
 int tq_rows_out_alloc(const tq_codec *c, size_t rows, tq_rows_out *out)
 {
     memset(out, 0, sizeof(*out));
     const size_t blocks = (rows + TQ_SCAN_BLOCK - 1) / TQ_SCAN_BLOCK + 1, d = c->cfg.d;
     const size_t n = blocks * TQ_SCAN_BLOCK;
-    bool ok = (out->sc = tq_calloc(blocks, tq_scalar_block_floats(&c->q) * sizeof(float))) != NULL;
+    bool ok = (out->sc = rows_array(blocks, tq_scalar_block_floats(&c->q) * sizeof(float), true)) != NULL;
     if (c->q.mse_bits)
-        ok &= (out->code_blocks = tq_calloc(blocks, c->q.code_layout.block_bytes)) != NULL;
+        ok &= (out->code_blocks = rows_array(blocks, c->q.code_layout.block_bytes, true)) != NULL;
     if (c->q.variant == TQ_VARIANT_PROD)
-        ok &= (out->sign_blocks = tq_calloc(blocks, c->q.sign_layout.block_bytes)) != NULL;
+        ok &= (out->sign_blocks = rows_array(blocks, c->q.sign_layout.block_bytes, true)) != NULL;
     if (c->cfg.refine == TQ_REFINE_FP32)
-        ok &= (out->vectors = tq_malloc(n * d * sizeof(float))) != NULL;
+        ok &= (out->vectors = rows_array(n * d, sizeof(float), false)) != NULL;
     if (c->cfg.refine == TQ_REFINE_FP16)
-        ok &= (out->half = tq_malloc(n * d * sizeof(uint16_t))) != NULL;
+        ok &= (out->half = rows_array(n * d, sizeof(uint16_t), false)) != NULL;
     if (c->cfg.refine == TQ_REFINE_CODE8)
-        ok &= (out->refine8 = tq_malloc(n * d)) != NULL;
+        ok &= (out->refine8 = rows_array(n * d, 1, false)) != NULL;
     if (c->cfg.metric == TQ_METRIC_COSINE)
         ok &= (out->lengths = tq_malloc(n * sizeof(float))) != NULL;
     if (!ok) {
         tq_rows_out_free(out);
         return TQ_ENOMEM;
     }
-    /* every row is written next (gathered or encoded) */
-    tq_advise_huge(out->sc, blocks * tq_scalar_block_floats(&c->q) * sizeof(float));
-    tq_advise_huge(out->code_blocks, c->q.mse_bits ? blocks * c->q.code_layout.block_bytes : 0);
-    tq_advise_huge(out->sign_blocks, c->q.variant == TQ_VARIANT_PROD ? blocks * c->q.sign_layout.block_bytes : 0);
-    tq_advise_huge(out->vectors, out->vectors ? n * d * sizeof(float) : 0);
-    tq_advise_huge(out->half, out->half ? n * d * sizeof(uint16_t) : 0);
-    tq_advise_huge(out->refine8, out->refine8 ? n * d : 0);
     return TQ_OK;
 }
 

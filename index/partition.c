@@ -474,17 +474,19 @@ static void calib_part(void *arg, unsigned part)
 }
 
 /* prank[p] = where partition p ranks, best first, by packed keys
- * (tq_collector_pack(p, score): score, then lower index). A stable radix
- * sort on the score alone, from index order, leaves equal scores in index
- * order, so the ranks are a full sort's; qsort with a comparison callback
- * was a sixteenth of an in-memory build at glove-50's 1,265 partitions.
- * scratch holds 2 nlist. */
-static void rank_partitions(const uint64_t *keys, uint32_t nlist, uint64_t *scratch, uint32_t *prank)
+ * (keys[p] = tq_collector_pack(p, score): score, then lower index). A
+ * stable radix sort on the score alone, from index order, leaves equal
+ * scores in index order, so the ranks are a full sort's; qsort with a
+ * comparison callback was a sixteenth of an in-memory build at glove-50's
+ * 1,265 partitions. keys holds 2 nlist: the keys, then scratch; both are
+ * overwritten. */
+static void rank_partitions(uint64_t *keys, uint32_t nlist, uint32_t *prank)
 {
-    uint64_t *a = scratch, *b = scratch + nlist;
-    /* the score's complement above the index: ascending is best first */
+    uint64_t *a = keys, *b = keys + nlist;
+    /* in place: the score's complement above the index, so that
+     * ascending is best first */
     for (uint32_t p = 0; p < nlist; p++)
-        a[p] = (uint64_t)~(uint32_t)(keys[p] >> 32) << 32 | p;
+        a[p] = (uint64_t)~(uint32_t)(a[p] >> 32) << 32 | p;
     for (unsigned shift = 32; shift < 64; shift += 8) {
         uint32_t at[256] = {0};
         for (uint32_t i = 0; i < nlist; i++)
@@ -607,7 +609,7 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
     uint64_t *hist = tq_calloc(CALIBRATION_K * ((size_t)nlist + 1), sizeof(uint64_t));
     tq_hit *found = tq_malloc(nq * CALIB_DEPTH_HITS * sizeof(tq_hit));
     size_t *nfound = tq_malloc(nq * sizeof(size_t)), *place = tq_malloc(nq * CALIBRATION_K * sizeof(size_t));
-    uint64_t *keys = tq_malloc(3 * (size_t)nlist * sizeof(uint64_t)); /* and rank_partitions' scratch */
+    uint64_t *keys = tq_malloc(2 * (size_t)nlist * sizeof(uint64_t)); /* and rank_partitions' scratch */
     uint32_t *prank = tq_malloc(nlist * sizeof(uint32_t)), *ahead = tq_malloc(CALIB_DEPTH_HITS * sizeof(uint32_t));
     int64_t *found_at = tq_calloc(CALIBRATION_K * ((size_t)nlist + 2), sizeof(int64_t));
     int rc = TQ_ENOMEM;
@@ -706,7 +708,7 @@ static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *ass
         tq_centroid_dots(out->table, q + i * d, rank_scratch, cscore);
         for (uint32_t p = 0; p < nlist; p++)
             keys[p] = tq_collector_pack(p, tq_partition_score(c->cfg.metric, cscore[p], out->half_norms[p]));
-        rank_partitions(keys, nlist, keys + nlist, prank);
+        rank_partitions(keys, nlist, prank);
         for (size_t j = 0; j < CALIBRATION_K; j++) {
             const uint32_t row = best_row[i * CALIBRATION_K + j];
             if (row == UINT32_MAX)
