@@ -234,7 +234,8 @@ static void seg_free(seg *s)
     if (s->sealed) {
         tq_segment_close(&s->file);
     } else {
-        for (int i = 0; i < 6; i++)
+        /* every slot: stopping at 6 left a cosine segment's lengths mapped */
+        for (size_t i = 0; i < sizeof(s->maps) / sizeof(s->maps[0]); i++)
             if (s->maps[i])
                 munmap(s->maps[i], s->map_len[i]);
         /* Either array may be missing when the segment's allocation failed. */

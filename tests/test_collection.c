@@ -189,6 +189,37 @@ Test(collection, survives_reopen_seal_upsert_delete_and_compaction)
     tq_collection_close(c, NULL);
 }
 
+/* Lines of this process's memory map: one per mapping. */
+static size_t mappings(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    cr_assert_not_null(f);
+    size_t n = 0;
+    for (int ch; (ch = fgetc(f)) != EOF;)
+        n += ch == '\n';
+    fclose(f);
+    return n;
+}
+
+/* Every mutable segment's arrays are unmapped when it is sealed or the
+ * collection closes: a cosine segment's lengths (the last of its arrays)
+ * once stayed mapped, one mapping per segment for the life of a daemon. */
+Test(collection, sealing_and_closing_unmap_every_array)
+{
+    const tq_config cfg = config(TQ_METRIC_COSINE, TQ_REFINE_FP32);
+    memset(state, 0, sizeof(state));
+    tq_collection *c = open_coll(&cfg, 64, TQ_FSYNC_NO);
+    add_range(c, 0, 8);
+    cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+    const size_t before = mappings();
+    for (int round = 0; round < 3; round++) {
+        c = open_coll(&cfg, 64, TQ_FSYNC_NO);
+        add_range(c, 0, N); /* seals several segments */
+        cr_assert_eq(tq_collection_close(c, NULL), TQ_OK);
+    }
+    cr_assert_leq(mappings(), before, "%zu mappings after three rounds, %zu before", mappings(), before);
+}
+
 Test(collection, codes_only_and_ip_metric)
 {
     const tq_config cfg = config(TQ_METRIC_IP, TQ_REFINE_NONE);
