@@ -244,6 +244,12 @@ expect_fail "unknown simd level" env TQVEC_SIMD=sse9 "$tqvec" bench encode --dim
 "$tqvec" bench encode --dim 96 --bits 2 -n 2000 --json "$work/bench.json" >/dev/null && \
   python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['encode_vps']>0 and r['ratio']>0" \
     "$work/bench.json" && pass || fail "bench encode"
+# l2 encodes with the default centering (a first add of 2,000 vectors); ip never centers
+for m in l2:first ip:none; do
+  "$tqvec" bench encode --dim 64 --bits 4 -n 2000 --metric "${m%%:*}" --json "$work/bench.json" >/dev/null && \
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); assert r['metric']==sys.argv[2] and r['center'].startswith(sys.argv[3]) and r['encode_vps']>0, r" \
+      "$work/bench.json" "${m%%:*}" "${m##*:}" && pass || fail "bench encode --metric ${m%%:*}"
+done
 
 for threads in 1 2; do
   "$tqvec" bench scan --dim 100 --bits 2 -n 5000 --queries 8 --batch 4 --threads $threads --json "$work/scan.json" >/dev/null && \
