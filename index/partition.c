@@ -580,9 +580,6 @@ static void found_points(found_counts *fc, uint32_t nlist, const uint64_t *pairs
     }
 }
 
-/* The probe curve of a partitioned set (see the top of this file), from
- * its rows (in their order before the partition sort) and each row's
- * partition. */
 /* A code8 re-rank orders its candidates by the rows' 8-bit codes, not by
  * the vectors, so a neighbour among the candidates can still lose its place:
  * what the ranking in calibrate counts (a re-rank keeps what reaches it)
@@ -633,6 +630,9 @@ static void scale_by_refine_loss(const tq_codec *c, const tq_rows *rows, const f
     tq_free(counts);
 }
 
+/* The probe curve of a partitioned set (see the top of this file), from
+ * its rows (in their order before the partition sort) and each row's
+ * partition. */
 static int calibrate(const tq_codec *c, const tq_rows *rows, const uint32_t *assign, uint64_t seed,
                      unsigned nparts, const bool *stop, tq_partitioning *out)
 {

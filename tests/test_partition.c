@@ -46,6 +46,32 @@ static tq_flat *flat_of(const tq_config *cfg, const float *x, size_t n)
     return f;
 }
 
+/* x's N rows in a flat index of cfg, partitioned into 40 lists on 3
+ * threads. */
+typedef struct partitioned {
+    tq_flat *f;
+    tq_rows rows;
+    const tq_codec *c;
+    tq_partitioning part;
+    tq_partitions P; /* a view of part */
+} partitioned;
+
+static void partition_flat(const tq_config *cfg, const float *x, partitioned *pt)
+{
+    memset(pt, 0, sizeof(*pt));
+    pt->f = flat_of(cfg, x, N);
+    pt->rows = tq_flat_rows(pt->f);
+    pt->c = tq_flat_codec(pt->f);
+    cr_assert_eq(tq_partition_rows(pt->c, &pt->rows, 40, 3, 1, NULL, &pt->part, NULL), TQ_OK);
+    pt->P = tq_partitioning_view(&pt->part);
+}
+
+static void partitioned_free(partitioned *pt)
+{
+    tq_partitioning_free(&pt->part);
+    tq_flat_free(pt->f);
+}
+
 static void same_hits(const tq_hit *a, const size_t *na, const tq_hit *b, const size_t *nb, size_t k,
                       const char *what)
 {
@@ -290,13 +316,11 @@ Test(partition, calibration_measures_every_rerank_depth)
 {
     float *x = clustered(N, 4);
     for (unsigned bits = 1; bits <= 4; bits += 3) {
-        tq_config cfg = config(TQ_METRIC_L2, bits, TQ_VARIANT_MSE);
-        tq_flat *f = flat_of(&cfg, x, N);
-        tq_rows rows = tq_flat_rows(f);
-        const tq_codec *c = tq_flat_codec(f);
-        tq_partitioning part = {0};
-        cr_assert_eq(tq_partition_rows(c, &rows, 40, 3, 1, NULL, &part, NULL), TQ_OK);
-        const tq_partitions P = tq_partitioning_view(&part);
+        const tq_config cfg = config(TQ_METRIC_L2, bits, TQ_VARIANT_MSE);
+        partitioned pt;
+        partition_flat(&cfg, x, &pt);
+        const tq_codec *c = pt.c;
+        const tq_partitions P = pt.P;
         for (unsigned i = 0; i < TQ_CALIB_DEPTHS; i++)
             for (unsigned kk = 1; kk <= TQ_CURVE_K; kk++) {
                 const float q = P.quality_at[i][kk - 1];
@@ -314,8 +338,7 @@ Test(partition, calibration_measures_every_rerank_depth)
         tq_partitions empty = P;
         memset(empty.quality_at, 0, sizeof(empty.quality_at));
         cr_assert_eq(tq_partition_quality(&empty, 2, 10), P.quality, "segments before format 5");
-        tq_partitioning_free(&part);
-        tq_flat_free(f);
+        partitioned_free(&pt);
     }
     tq_free(x);
 }
@@ -331,14 +354,11 @@ Test(partition, code8_calibration_promises_what_a_search_finds)
     float *x = clustered(N, 9), *qs = tq_malloc(NQF * D * sizeof(float));
     tq_config cfg = config(TQ_METRIC_L2, 2, TQ_VARIANT_MSE);
     cfg.refine = TQ_REFINE_CODE8;
-    tq_flat *f = flat_of(&cfg, x, N);
-    tq_rows rows = tq_flat_rows(f);
-    const tq_codec *c = tq_flat_codec(f);
-    tq_partitioning part = {0};
-    cr_assert_eq(tq_partition_rows(c, &rows, 40, 3, 1, NULL, &part, NULL), TQ_OK);
-    const tq_partitions P = tq_partitioning_view(&part);
+    partitioned pt;
+    partition_flat(&cfg, x, &pt);
+    const tq_codec *c = pt.c;
     const unsigned depth = tq_target_rerank(c);
-    const float promise = tq_partition_quality(&P, depth, K);
+    const float promise = tq_partition_quality(&pt.P, depth, K);
     /* fresh queries near the rows, and their exact neighbours */
     tq_rng r;
     tq_rng_seed(&r, 77);
@@ -350,7 +370,7 @@ Test(partition, code8_calibration_promises_what_a_search_finds)
     tq_hit *hits = tq_malloc(NQF * K * sizeof(tq_hit));
     size_t *counts = tq_malloc(NQF * sizeof(size_t));
     tq_search_opts so = {.k = K, .rerank = depth, .scorer = TQ_SCORER_LUT, .threads = 1};
-    cr_assert_eq(tq_search(c, &rows, 1, qs, NQF, &so, hits, counts, NULL), TQ_OK);
+    cr_assert_eq(tq_search(c, &pt.rows, 1, qs, NQF, &so, hits, counts, NULL), TQ_OK);
     size_t found = 0;
     for (size_t i = 0; i < NQF; i++) {
         double best[K];
@@ -378,8 +398,7 @@ Test(partition, code8_calibration_promises_what_a_search_finds)
               (double)promise, measured);
     tq_free(hits);
     tq_free(counts);
-    tq_partitioning_free(&part);
-    tq_flat_free(f);
+    partitioned_free(&pt);
     tq_free(qs);
     tq_free(x);
 }
