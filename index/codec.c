@@ -101,10 +101,14 @@ tq_codebook_kind tq_default_codebook(const tq_config *cfg)
     /* Where it measured better on every shared dataset (recall@10 without
      * re-rank, mean over twelve rotation seeds, README "Recall per bit"):
      * 1- and 2-bit mse codes. With prod's sign sketch of the residual it
-     * gained nothing (siftsmall and fiori-minilm at 3 bits, six seeds). */
-    const unsigned dims = cfg->bits == 1 ? 4 : 2;
-    return cfg->variant == TQ_VARIANT_MSE && cfg->bits <= 2 && cfg->d >= dims ? TQ_CODEBOOK_VECTOR
-                                                                             : TQ_CODEBOOK_SCALAR;
+     * gained nothing (siftsmall and fiori-minilm at 3 bits, six seeds). At
+     * 3 bits (64 points a pair) it gained +0.0008 to +0.006 on four sets
+     * and lost 0.0005 on lex-cohere (eight seeds) while encoding at 0.63x
+     * the scalar codes' rate (64 points to search a pair): an option, not
+     * the default. */
+    return cfg->variant == TQ_VARIANT_MSE && cfg->bits <= 2 && cfg->d >= tq_vector_codebook_dims(cfg->bits)
+               ? TQ_CODEBOOK_VECTOR
+               : TQ_CODEBOOK_SCALAR;
 }
 
 int tq_codec_init(tq_codec *c, const tq_config *cfg, tq_error *err)

@@ -79,9 +79,10 @@ int tq_quantizer_init(tq_quantizer *q, uint32_t d, unsigned bits, tq_variant var
 
 int tq_quantizer_use_vector_codebook(tq_quantizer *q, tq_error *err)
 {
-    if (q->mse_bits != 1 && q->mse_bits != 2)
-        return tq_err(err, TQ_EARG, "the vector codebook needs 1- or 2-bit scalar codes (mse 1 or 2 bits, prod 2 or 3)");
-    const unsigned dims = 4 / q->mse_bits;
+    if (q->mse_bits < 1 || q->mse_bits > 3)
+        return tq_err(err, TQ_EARG,
+                      "the vector codebook needs 1- to 3-bit scalar codes (mse 1 to 3 bits, prod 2 to 4)");
+    const unsigned dims = tq_vector_codebook_dims(q->mse_bits);
     if (q->d < dims)
         return tq_err(err, TQ_EARG, "the vector codebook at %u bits needs at least %u dimensions", q->mse_bits, dims);
     q->vcb = tq_vector_codebook_get(q->d, q->mse_bits);

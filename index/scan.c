@@ -25,7 +25,9 @@
  * bits: 3 bits a coordinate, padded to a group of 8 coordinates.
  *
  * For a query, each lookup t (nibble or sextet) gets a float table
- *     F[t][x] = sum over its coordinates j of q_j * centroid[c_j(x)],
+ *     F[t][x] = sum over its coordinates j of q_j * centroid[c_j(x)]
+ * (with a vector codebook, coordinate j of point x in place of the
+ * centroid: 16 points a nibble at 1 and 2 bits, 64 a sextet at 3),
  * quantized to 7 bits with one scale for the whole query (so integer sums
  * stay additive): Q[t][x] = round((F[t][x] - min_t) / delta), delta =
  * max_t (max_x F[t][x] - min_t) / TQ_SCAN_LUT_MAX (127). Then
@@ -50,6 +52,8 @@ static void lut_begin(tq_scan_lut *t, const float *table, unsigned mask, const f
     t->q = q;
     for (unsigned c = 0; c < 16; c++)
         t->table[c] = c <= mask ? table[c] : 0.0f;
+    t->vb = NULL;
+    t->vq_coords = 0;
 }
 
 static void layout_init(tq_scan_layout *L, uint32_t d, unsigned bits, bool sextets)
@@ -303,22 +307,53 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
     lut_finish(L, t, range);
 }
 
+/* Rows of 64 entries (sextet tables): lo[t] = the row's smallest entry;
+ * returns the largest spread, as row_extremes16 for rows of 16. Sixteen
+ * lanes a row, folded; min and max are exact in any order, so this is the
+ * same on every path. */
+static float row_extremes64(const float *f, size_t rows, float *lo)
+{
+    float range = 0.0f;
+    for (size_t t = 0; t < rows; t++) {
+        const float *r = f + 64 * t;
+        float mn[16], mx[16];
+        for (unsigned k = 0; k < 16; k++) {
+            float a = r[k] < r[16 + k] ? r[k] : r[16 + k], b = r[32 + k] < r[48 + k] ? r[32 + k] : r[48 + k];
+            mn[k] = a < b ? a : b;
+            a = r[k] > r[16 + k] ? r[k] : r[16 + k];
+            b = r[32 + k] > r[48 + k] ? r[32 + k] : r[48 + k];
+            mx[k] = a > b ? a : b;
+        }
+        float l = mn[0], h = mx[0];
+        for (unsigned k = 1; k < 16; k++) {
+            l = mn[k] < l ? mn[k] : l;
+            h = mx[k] > h ? mx[k] : h;
+        }
+        lo[t] = l;
+        range = range > h - l ? range : h - l;
+    }
+    return range;
+}
+
 void tq_scan_lut_build_points(const tq_scan_layout *L, const tq_vector_codebook *vb, uint32_t vq_coords,
                               const float *table, const float *q, tq_scan_lut *t)
 {
-    const unsigned per = L->per_nibble, bits = L->bits, mask = (1u << bits) - 1;
+    const unsigned per = L->sextets ? 2 : L->per_nibble, bits = L->bits, mask = (1u << bits) - 1;
+    const unsigned entries = L->entries;
     const uint32_t lookups = L->lookups, d = L->d;
     lut_begin(t, table, mask, q);
-    float sel[4 * 16];
+    t->vb = vb;
+    t->vq_coords = vq_coords;
+    float sel[4 * 64];
     for (unsigned i = 0; i < per; i++)
-        for (unsigned x = 0; x < 16; x++)
-            sel[16 * i + x] = vb->point[i][x];
-    tq_simd()->scan_lut_rows(q, d, per, sel, 16, lookups, t->f);
-    /* A last nibble short of coordinates holds scalar codes: its row the
+        for (unsigned x = 0; x < entries; x++)
+            sel[entries * i + x] = vb->point[i][x];
+    tq_simd()->scan_lut_rows(q, d, per, sel, entries, lookups, t->f);
+    /* A last lookup short of coordinates holds scalar codes: its row the
      * kernel's sum order over the coordinates present. */
     if (vq_coords < d) {
-        float *row = t->f + (size_t)16 * (vq_coords / per);
-        for (unsigned x = 0; x < 16; x++) {
+        float *row = t->f + (size_t)entries * (vq_coords / per);
+        for (unsigned x = 0; x < entries; x++) {
             float e = 0.0f;
             for (uint32_t j = vq_coords; j < d; j++)
                 e = e + q[j] * table[(x >> ((j - vq_coords) * bits)) & mask];
@@ -328,7 +363,9 @@ void tq_scan_lut_build_points(const tq_scan_layout *L, const tq_vector_codebook 
     /* Points are not a product of per-coordinate choices: each row's
      * extremes are read off the row (a scalar loop was as long as the rest
      * of a 2-bit table build). */
-    lut_finish(L, t, tq_simd()->row_extremes16(t->f, lookups, t->row_lo));
+    const float range = entries == 64 ? row_extremes64(t->f, lookups, t->row_lo)
+                                      : tq_simd()->row_extremes16(t->f, lookups, t->row_lo);
+    lut_finish(L, t, range);
 }
 
 /* The offsets' sum, the scale, and the 8-bit tables, from the float rows,
@@ -366,12 +403,15 @@ static void lut_finish(const tq_scan_layout *L, tq_scan_lut *t, float range)
  * + q[2t+1] c[x >> 3], a missing coordinate's product left out, computed
  * from the query and the centroids like the nibble kernels' one-code
  * entries (the tables of a large d do not stay in cache across a batch);
- * eight chains (lookups 8i+0..7) folded in a fixed order. */
+ * with a vector codebook, (0 + q[2t] p0[x]) + q[2t+1] p1[x] for the pairs
+ * its points code. Eight chains (lookups 8i+0..7) folded in a fixed
+ * order. */
 static float sextet_exact(const tq_scan_layout *L, const tq_scan_lut *t, const uint8_t *block, unsigned v)
 {
     float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     const float *q = t->q, *c = t->table;
-    const uint32_t d = L->d;
+    const float *p0 = t->vb ? t->vb->point[0] : NULL, *p1 = t->vb ? t->vb->point[1] : NULL;
+    const uint32_t d = L->d, vq = t->vq_coords;
     for (uint32_t g = 0; g < L->groups; g++) {
         const uint8_t *planes = block + 96 * (size_t)g + v;
         const unsigned a = planes[0], b = planes[32], cc = planes[64];
@@ -379,10 +419,15 @@ static float sextet_exact(const tq_scan_layout *L, const tq_scan_lut *t, const u
         for (int k = 0; k < 4; k++) {
             const uint32_t j = 8 * g + 2 * (uint32_t)k;
             float e = 0.0f;
-            if (j < d)
-                e = e + q[j] * c[x[k] & 7u];
-            if (j + 1 < d)
-                e = e + q[j + 1] * c[x[k] >> 3];
+            if (j < vq) {
+                e = e + q[j] * p0[x[k]];
+                e = e + q[j + 1] * p1[x[k]];
+            } else {
+                if (j < d)
+                    e = e + q[j] * c[x[k] & 7u];
+                if (j + 1 < d)
+                    e = e + q[j + 1] * c[x[k] >> 3];
+            }
             const int i = 4 * (int)(g % 2) + k;
             s[i] = s[i] + e;
         }

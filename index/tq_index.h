@@ -178,24 +178,31 @@ void tq_codebook_quantize(const tq_codebook *cb, const float *x, size_t n, uint8
 /* Density constant c_d = E|u_1| for u uniform on the sphere in R^d. */
 double tq_sphere_abs_mean(uint32_t d);
 
-/* 16 points for the m coordinates one scan nibble holds (m = 4 / bits: 2
- * at 2 bits, 4 at 1 bit), instead of the product of scalar codebooks (see
- * vcodebook.c). A nibble x holds code (x >> i bits) & mask for its i-th
+/* Points for the coordinates one table lookup covers, instead of the
+ * product of scalar codebooks (see vcodebook.c): 16 for a nibble's m = 4 /
+ * bits coordinates at 1 and 2 bits, 64 for a sextet's 2 coordinates at 3
+ * bits. An index x holds code (x >> i bits) & mask for its i-th
  * coordinate, as with scalar codes, so layouts and kernels are unchanged;
  * only what an index means differs. */
-#define TQ_VQ_POINTS 16u
+#define TQ_VQ_POINTS_MAX TQ_VQ_STRIDE
 
 typedef struct tq_vector_codebook {
     uint32_t d;
-    unsigned bits;            /* 1 or 2 */
-    unsigned dims;            /* coordinates per point: 4 / bits */
-    float point[4][TQ_VQ_POINTS]; /* point[i][x]: coordinate i of point x (0 past dims or d) */
-    float half_sq[TQ_VQ_POINTS];  /* half each point's squared norm, as the vq_nearest kernel takes it */
+    unsigned bits;            /* 1, 2 or 3 */
+    unsigned dims;            /* coordinates per point: 4 at 1 bit, else 2 */
+    unsigned points;          /* 2^(dims bits): 16, or 64 at 3 bits */
+    float point[4][TQ_VQ_POINTS_MAX]; /* point[i][x]: coordinate i of point x (0 past dims, d or points) */
+    float half_sq[TQ_VQ_POINTS_MAX];  /* half each point's squared norm, as the vq_nearest kernel takes it */
     double mse;               /* error per coordinate on the solver's samples */
     double grid_mse;          /* the scalar codebooks' product on the same samples */
 } tq_vector_codebook;
 
-/* The vector codebook for d (at least 4 / bits) and bits (1 or 2),
+/* Coordinates of one point of the vector codebook at `bits`. */
+static inline unsigned tq_vector_codebook_dims(unsigned bits)
+{
+    return bits == 1 ? 4u : 2u;
+}
+/* The vector codebook for d (at least its dims) and bits (1, 2 or 3),
  * computed on first use and cached for the life of the process
  * (thread-safe); NULL if out of range or out of memory. */
 const tq_vector_codebook *tq_vector_codebook_get(uint32_t d, unsigned bits);
@@ -242,6 +249,10 @@ typedef struct tq_scan_lut {
      * them instead of reading the float tables. */
     const float *q;
     float table[16];
+    /* Sextet tables from a vector codebook: its points code the first
+     * vq_coords coordinates (vb NULL: scalar codes throughout). */
+    const tq_vector_codebook *vb;
+    uint32_t vq_coords;
 } tq_scan_lut;
 
 void tq_scan_layout_init(tq_scan_layout *L, uint32_t d, unsigned bits);
@@ -260,8 +271,9 @@ void tq_scan_lut_free(tq_scan_lut *t);
 /* Tables for query coordinates q (d floats) against a 16-entry centroid
  * table. */
 void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float *q, tq_scan_lut *t);
-/* The same for a nibble layout of codes from the vector codebook vb, the
- * first vq_coords coordinates by its points, the rest by `table`. */
+/* The same for codes from the vector codebook vb (a nibble layout at 1
+ * and 2 bits, sextets at 3), the first vq_coords coordinates by its
+ * points, the rest by `table`. */
 void tq_scan_lut_build_points(const tq_scan_layout *L, const tq_vector_codebook *vb, uint32_t vq_coords,
                               const float *table, const float *q, tq_scan_lut *t);
 /* sum_t f[t][nib(v, t)] in float: the unquantized estimate of row v of a

@@ -375,10 +375,10 @@ static uint32_t argmax_q8_avx2(const int32_t *dots, const int32_t *sums, const f
 
 /* As vq_nearest_avx512, eight groups a step: pairs split by shuffles,
  * fours gathered. */
-static void vq_nearest_avx2(const float *x, size_t n, unsigned dims, const float *pts, const float *half_sq,
-                            uint8_t *codes, float *recon)
+static void vq_nearest_avx2(const float *x, size_t n, unsigned dims, unsigned bits, const float *pts,
+                            const float *half_sq, uint8_t *codes, float *recon)
 {
-    const unsigned bits = 4 / dims, mask = (1u << bits) - 1;
+    const unsigned points = 1u << (dims * bits), mask = (1u << bits) - 1;
     size_t t = 0;
     for (; t + 8 <= n; t += 8) {
         const float *v = x + t * dims;
@@ -393,27 +393,44 @@ static void vq_nearest_avx2(const float *x, size_t n, unsigned dims, const float
             for (unsigned i = 0; i < 4; i++)
                 c[i] = _mm256_i32gather_ps(v + i, at, 4);
         }
-        __m256 most = _mm256_set1_ps(-INFINITY);
-        __m256i best = _mm256_setzero_si256();
-        for (unsigned p = 0; p < 16; p++) {
-            __m256 s = _mm256_mul_ps(_mm256_set1_ps(pts[p]), c[0]);
-            for (unsigned i = 1; i < dims; i++)
-                s = _mm256_add_ps(s, _mm256_mul_ps(_mm256_set1_ps(pts[16 * i + p]), c[i]));
-            s = _mm256_sub_ps(s, _mm256_set1_ps(half_sq[p]));
-            const __m256 up = _mm256_cmp_ps(s, most, _CMP_GT_OQ);
-            most = _mm256_blendv_ps(most, s, up);
-            best = _mm256_castps_si256(
-                _mm256_blendv_ps(_mm256_castsi256_ps(best), _mm256_castsi256_ps(_mm256_set1_epi32((int)p)), up));
+        /* four chains merged, as in vq_nearest_avx512 (indices below 64:
+         * the signed compare orders them) */
+        __m256 most[4];
+        __m256i best[4];
+        for (unsigned j = 0; j < 4; j++) {
+            most[j] = _mm256_set1_ps(-INFINITY);
+            best[j] = _mm256_setzero_si256();
+        }
+        for (unsigned p0 = 0; p0 < points; p0 += 4)
+            for (unsigned j = 0; j < 4; j++) {
+                const unsigned p = p0 + j;
+                __m256 s = _mm256_mul_ps(_mm256_set1_ps(pts[p]), c[0]);
+                for (unsigned i = 1; i < dims; i++)
+                    s = _mm256_add_ps(s, _mm256_mul_ps(_mm256_set1_ps(pts[TQ_VQ_STRIDE * i + p]), c[i]));
+                s = _mm256_sub_ps(s, _mm256_set1_ps(half_sq[p]));
+                const __m256 up = _mm256_cmp_ps(s, most[j], _CMP_GT_OQ);
+                most[j] = _mm256_blendv_ps(most[j], s, up);
+                best[j] = _mm256_castps_si256(_mm256_blendv_ps(
+                    _mm256_castsi256_ps(best[j]), _mm256_castsi256_ps(_mm256_set1_epi32((int)p)), up));
+            }
+        for (unsigned j = 1; j < 4; j++) {
+            const __m256 take = _mm256_or_ps(
+                _mm256_cmp_ps(most[j], most[0], _CMP_GT_OQ),
+                _mm256_and_ps(_mm256_cmp_ps(most[j], most[0], _CMP_EQ_OQ),
+                              _mm256_castsi256_ps(_mm256_cmpgt_epi32(best[0], best[j]))));
+            most[0] = _mm256_blendv_ps(most[0], most[j], take);
+            best[0] = _mm256_castps_si256(
+                _mm256_blendv_ps(_mm256_castsi256_ps(best[0]), _mm256_castsi256_ps(best[j]), take));
         }
         uint32_t lane[8];
-        _mm256_storeu_si256((__m256i *)(void *)lane, best);
+        _mm256_storeu_si256((__m256i *)(void *)lane, best[0]);
         for (size_t l = 0; l < 8; l++)
             for (unsigned i = 0; i < dims; i++) {
                 codes[(t + l) * dims + i] = (uint8_t)((lane[l] >> (i * bits)) & mask);
-                recon[(t + l) * dims + i] = pts[16 * i + lane[l]];
+                recon[(t + l) * dims + i] = pts[TQ_VQ_STRIDE * i + lane[l]];
             }
     }
-    tq_vq_nearest_scalar(x + t * dims, n - t, dims, pts, half_sq, codes + t * dims, recon + t * dims);
+    tq_vq_nearest_scalar(x + t * dims, n - t, dims, bits, pts, half_sq, codes + t * dims, recon + t * dims);
 }
 
 /* Eight halves widened exactly (F16C); a tail's missing ones read as +0

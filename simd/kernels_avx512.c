@@ -420,17 +420,53 @@ static uint32_t argmax_q8_avx512(const int32_t *dots, const int32_t *sums, const
     return holders ? (uint32_t)_mm512_mask_reduce_min_epu32(holders, best) : 0;
 }
 
+/* The lowest index of the best point for each of 16 groups (lanes of
+ * c[0..dims)): four chains (points p = j mod 4), so that a point's compare
+ * does not wait on the one before, merged by the larger score, the lower
+ * index on a tie: the scalar loop's choice. Inlined with dims and the
+ * point count constant, which unrolls the coordinates. */
+static inline __attribute__((always_inline)) __m512i vq_best16(const __m512 *c, unsigned dims, unsigned points,
+                                                               const float *pts, const float *half_sq)
+{
+    __m512 most[4];
+    __m512i best[4];
+    for (unsigned j = 0; j < 4; j++) {
+        most[j] = _mm512_set1_ps(-INFINITY);
+        best[j] = _mm512_setzero_si512();
+    }
+    for (unsigned p0 = 0; p0 < points; p0 += 4)
+        for (unsigned j = 0; j < 4; j++) {
+            const unsigned p = p0 + j;
+            __m512 s = _mm512_mul_ps(_mm512_set1_ps(pts[p]), c[0]);
+            for (unsigned i = 1; i < dims; i++)
+                s = _mm512_add_ps(s, _mm512_mul_ps(_mm512_set1_ps(pts[TQ_VQ_STRIDE * i + p]), c[i]));
+            s = _mm512_sub_ps(s, _mm512_set1_ps(half_sq[p]));
+            const __mmask16 up = _mm512_cmp_ps_mask(s, most[j], _CMP_GT_OQ);
+            most[j] = _mm512_mask_mov_ps(most[j], up, s);
+            best[j] = _mm512_mask_mov_epi32(best[j], up, _mm512_set1_epi32((int)p));
+        }
+    for (unsigned j = 1; j < 4; j++) {
+        const __mmask16 take =
+            _mm512_cmp_ps_mask(most[j], most[0], _CMP_GT_OQ) |
+            (_mm512_cmp_ps_mask(most[j], most[0], _CMP_EQ_OQ) & _mm512_cmplt_epu32_mask(best[j], best[0]));
+        most[0] = _mm512_mask_mov_ps(most[0], take, most[j]);
+        best[0] = _mm512_mask_mov_epi32(best[0], take, best[j]);
+    }
+    return best[0];
+}
+
 /* Sixteen groups a step, one lane each: the coordinates split into
- * registers by permutes, then the 16 points one after another, each lane
+ * registers by permutes, then the points one after another, each lane
  * keeping the first of its best (strictly greater replaces), as the
  * scalar loop. The groups past the last whole step take the scalar
  * kernel. */
-static void vq_nearest_avx512(const float *x, size_t n, unsigned dims, const float *pts, const float *half_sq,
-                              uint8_t *codes, float *recon)
+static void vq_nearest_avx512(const float *x, size_t n, unsigned dims, unsigned bits, const float *pts,
+                              const float *half_sq, uint8_t *codes, float *recon)
 {
-    __m512 coord[4];
+    const unsigned points = 1u << (dims * bits);
+    __m512 coord[4]; /* the first 16 points, for the reconstruction of 16-point codebooks */
     for (unsigned i = 0; i < dims; i++)
-        coord[i] = _mm512_loadu_ps(pts + 16 * i);
+        coord[i] = _mm512_loadu_ps(pts + TQ_VQ_STRIDE * i);
     size_t t = 0;
     for (; t + 16 <= n; t += 16) {
         const float *v = x + t * dims;
@@ -451,26 +487,19 @@ static void vq_nearest_avx512(const float *x, size_t n, unsigned dims, const flo
                 c[i] = _mm512_shuffle_f32x4(lo, hi, 0x44);
             }
         }
-        __m512 most = _mm512_set1_ps(-INFINITY);
-        __m512i best = _mm512_setzero_si512();
-        for (unsigned p = 0; p < 16; p++) {
-            __m512 s = _mm512_mul_ps(_mm512_set1_ps(pts[p]), c[0]);
-            for (unsigned i = 1; i < dims; i++)
-                s = _mm512_add_ps(s, _mm512_mul_ps(_mm512_set1_ps(pts[16 * i + p]), c[i]));
-            s = _mm512_sub_ps(s, _mm512_set1_ps(half_sq[p]));
-            const __mmask16 up = _mm512_cmp_ps_mask(s, most, _CMP_GT_OQ);
-            most = _mm512_mask_mov_ps(most, up, s);
-            best = _mm512_mask_mov_epi32(best, up, _mm512_set1_epi32((int)p));
-        }
+        const __m512i best_p = dims == 2 ? vq_best16(c, 2, points, pts, half_sq) : vq_best16(c, 4, 16, pts, half_sq);
         /* codes and reconstruction in coordinate order: a group's codes
          * are the bytes of one 16-bit (pairs) or 32-bit (fours) lane, its
          * coordinates the points' coordinates looked up by index and
          * interleaved */
         if (dims == 2) {
-            const __m512i packed = _mm512_or_si512(_mm512_and_si512(best, _mm512_set1_epi32(3)),
-                                                   _mm512_slli_epi32(_mm512_srli_epi32(best, 2), 8));
+            const __m512i packed =
+                _mm512_or_si512(_mm512_and_si512(best_p, _mm512_set1_epi32((int)(1u << bits) - 1)),
+                                _mm512_slli_epi32(_mm512_srli_epi32(best_p, (unsigned)bits), 8));
             _mm256_storeu_si256((__m256i *)(void *)(codes + 2 * t), _mm512_cvtepi32_epi16(packed));
-            const __m512 r0 = _mm512_permutexvar_ps(best, coord[0]), r1 = _mm512_permutexvar_ps(best, coord[1]);
+            const __m512 r0 = points == 16 ? _mm512_permutexvar_ps(best_p, coord[0]) : _mm512_i32gather_ps(best_p, pts, 4),
+                         r1 = points == 16 ? _mm512_permutexvar_ps(best_p, coord[1])
+                                           : _mm512_i32gather_ps(best_p, pts + TQ_VQ_STRIDE, 4);
             const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
             _mm512_storeu_ps(recon + 2 * t, _mm512_permutex2var_ps(r0, lo, r1));
             _mm512_storeu_ps(recon + 2 * t + 16,
@@ -478,14 +507,14 @@ static void vq_nearest_avx512(const float *x, size_t n, unsigned dims, const flo
         } else {
             const __m512i one = _mm512_set1_epi32(1);
             const __m512i packed = _mm512_or_si512(
-                _mm512_or_si512(_mm512_and_si512(best, one),
-                                _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(best, 1), one), 8)),
-                _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(best, 2), one), 16),
-                                _mm512_slli_epi32(_mm512_srli_epi32(best, 3), 24)));
+                _mm512_or_si512(_mm512_and_si512(best_p, one),
+                                _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(best_p, 1), one), 8)),
+                _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(best_p, 2), one), 16),
+                                _mm512_slli_epi32(_mm512_srli_epi32(best_p, 3), 24)));
             _mm512_storeu_si512(codes + 4 * t, packed);
             __m512 r[4];
             for (unsigned i = 0; i < 4; i++)
-                r[i] = _mm512_permutexvar_ps(best, coord[i]);
+                r[i] = _mm512_permutexvar_ps(best_p, coord[i]);
             /* [r0 r1 r2 r3] of group g at 4 g: pairs (r0, r1) and (r2, r3)
              * interleaved, then the pairs of pairs as 64-bit elements */
             const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
@@ -502,7 +531,7 @@ static void vq_nearest_avx512(const float *x, size_t n, unsigned dims, const flo
             _mm512_storeu_pd((double *)(void *)(recon + 4 * t + 48), _mm512_permutex2var_pd(a_hi, hi64, b_hi));
         }
     }
-    tq_vq_nearest_scalar(x + t * dims, n - t, dims, pts, half_sq, codes + t * dims, recon + t * dims);
+    tq_vq_nearest_scalar(x + t * dims, n - t, dims, bits, pts, half_sq, codes + t * dims, recon + t * dims);
 }
 
 static float l2sq_avx512(const float *a, const float *b, size_t n)

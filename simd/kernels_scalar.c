@@ -155,18 +155,18 @@ static uint32_t argmax_q8_scalar(const int32_t *dots, const int32_t *sums, const
     return best;
 }
 
-void tq_vq_nearest_scalar(const float *x, size_t n, unsigned dims, const float *pts, const float *half_sq,
-                          uint8_t *codes, float *recon)
+void tq_vq_nearest_scalar(const float *x, size_t n, unsigned dims, unsigned bits, const float *pts,
+                          const float *half_sq, uint8_t *codes, float *recon)
 {
-    const unsigned bits = 4 / dims, mask = (1u << bits) - 1;
+    const unsigned points = 1u << (dims * bits), mask = (1u << bits) - 1;
     for (size_t t = 0; t < n; t++) {
         const float *v = x + t * dims;
         float most = -INFINITY;
         unsigned best = 0;
-        for (unsigned p = 0; p < 16; p++) {
+        for (unsigned p = 0; p < points; p++) {
             float s = pts[p] * v[0];
             for (unsigned i = 1; i < dims; i++)
-                s = s + pts[16 * i + p] * v[i];
+                s = s + pts[TQ_VQ_STRIDE * i + p] * v[i];
             s = s - half_sq[p];
             if (s > most) {
                 most = s;
@@ -175,7 +175,7 @@ void tq_vq_nearest_scalar(const float *x, size_t n, unsigned dims, const float *
         }
         for (unsigned i = 0; i < dims; i++) {
             codes[t * dims + i] = (uint8_t)((best >> (i * bits)) & mask);
-            recon[t * dims + i] = pts[16 * i + best];
+            recon[t * dims + i] = pts[TQ_VQ_STRIDE * i + best];
         }
     }
 }

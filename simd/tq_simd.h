@@ -68,6 +68,9 @@
 #define TQ_SCALARS_MSE_BLOCK (2 * TQ_SCAN_BLOCK)
 /* Queries one scan_block_multi call sums at most. */
 #define TQ_SCAN_MAX_QUERIES 4
+/* Row stride of a vector codebook's points as vq_nearest reads them: the
+ * most points a codebook has (64, 3 bits a coordinate in pairs). */
+#define TQ_VQ_STRIDE 64
 /* Bytes of a query's tables for npairs nibble pairs (whole groups of 2). */
 #define TQ_SCAN_LUT_BYTES(npairs) ((size_t)128 * (((npairs) + 1) / 2))
 
@@ -151,15 +154,16 @@ typedef struct tq_simd_kernels {
      * every path (0 if n is 0): the best of dot_q8_blocks' sums, as a row
      * is assigned to its partition. */
     uint32_t (*argmax_q8)(const int32_t *dots, const int32_t *sums, const float *penalty, float unit, size_t n);
-    /* The nearest of 16 points for each of n groups of dims (2 or 4)
-     * floats (a vector codebook's encode): p_t = the lowest p maximizing
-     * ((pts[p] x[dims t] + pts[16 + p] x[dims t + 1]) + ...) - half_sq[p],
-     * pts[16 i + p] being coordinate i of point p and half_sq half its
-     * squared norm, every product and sum rounded in that order (no fused
-     * multiply-add), so every path picks the same points; written out as
-     * codes[dims t + i] = (p_t >> (i bits)) & (2^bits - 1), bits = 4 /
-     * dims, and recon[dims t + i] = pts[16 i + p_t]. */
-    void (*vq_nearest)(const float *x, size_t n, unsigned dims, const float *pts, const float *half_sq,
+    /* The nearest of P = 2^(dims bits) points for each of n groups of dims
+     * floats (a vector codebook's encode; dims 2 or 4 with 16 points at 2
+     * and 1 bits, dims 2 with 64 points at 3 bits): p_t = the lowest p
+     * maximizing ((pts[p] x[dims t] + pts[S + p] x[dims t + 1]) + ...) -
+     * half_sq[p], pts[S i + p] being coordinate i of point p (S =
+     * TQ_VQ_STRIDE) and half_sq half its squared norm, every product and
+     * sum rounded in that order (no fused multiply-add), so every path
+     * picks the same points; written out as codes[dims t + i] = (p_t >> (i
+     * bits)) & (2^bits - 1) and recon[dims t + i] = pts[S i + p_t]. */
+    void (*vq_nearest)(const float *x, size_t n, unsigned dims, unsigned bits, const float *pts, const float *half_sq,
                        uint8_t *codes, float *recon);
     /* For each of nrows rows of packed b-bit codes (b in 1..4), spaced
      * stride bytes apart: out[r] = lane-16 sum over j < d of
@@ -330,8 +334,8 @@ extern const tq_simd_kernels tq_simd_kernels_avx512;
 void tq_quantize_scalar(const float *x, size_t n, const float *bounds,
                         unsigned nbounds, uint8_t *codes);
 void tq_pack_scalar(const uint8_t *codes, size_t n, unsigned bits, uint8_t *out);
-void tq_vq_nearest_scalar(const float *x, size_t n, unsigned dims, const float *pts, const float *half_sq,
-                          uint8_t *codes, float *recon);
+void tq_vq_nearest_scalar(const float *x, size_t n, unsigned dims, unsigned bits, const float *pts,
+                          const float *half_sq, uint8_t *codes, float *recon);
 void tq_fwht_scalar(float *x, size_t n, const float *signs, float scale);
 void tq_scan_lut_rows_scalar(const float *q, size_t d, unsigned per, const float *sel, unsigned width,
                              size_t lookups, float *f);

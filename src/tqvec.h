@@ -114,17 +114,18 @@ typedef enum tqvec_center {
                                      else none for good; ip: none */
 } tqvec_center;
 
-/* What a code's 4-bit nibble stands for at 1 and 2 bits (the variant's
- * scalar code: mse 1 or 2 bits, prod 2 or 3). */
+/* What a code's table index stands for at 1 to 3 bits (the variant's
+ * scalar code: mse 1 to 3 bits, prod 2 to 4). */
 typedef enum tqvec_codebook {
     TQVEC_CODEBOOK_DEFAULT = 0, /* vector for the mse variant at 1 and 2 bits (at 1 bit from
                                    dim 4), else scalar; opening an existing collection,
                                    whatever it was made with */
     TQVEC_CODEBOOK_SCALAR = 1,  /* one Lloyd-Max codebook per coordinate (the paper's) */
-    TQVEC_CODEBOOK_VECTOR = 2,  /* 16 points for a nibble's 2 (2 bits) or 4 (1 bit) coordinates,
-                                   solved once per dimension for the sphere's density: the same
-                                   bytes and scan speed, a lower error (recall@10 up to +0.02);
-                                   dimensions at least 2 (2 bits) or 4 (1 bit) */
+    TQVEC_CODEBOOK_VECTOR = 2,  /* points for the coordinates one lookup covers: 16 for 2 (2 bits)
+                                   or 4 (1 bit), 64 for 2 at 3 bits; solved once per dimension for
+                                   the sphere's density: the same bytes and scan speed, a lower
+                                   error (at 3 bits encoding at 0.63x the scalar codes' rate);
+                                   dimensions at least 2 (2 and 3 bits) or 4 (1 bit) */
 } tqvec_codebook;
 
 #define TQVEC_MIN_DIM 2

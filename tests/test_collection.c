@@ -249,10 +249,13 @@ Test(collection, codes_only_and_ip_metric)
  * sealing, reopening and compaction (answers equal an in-memory index of
  * the live rows), it is what the manifest (version 2) and every segment
  * (format 7) say, and asking for the scalar codebook is refused. */
-Test(collection, vector_codebook_is_stored_and_checked)
+/* A vector-codebook collection at `bits` (2: nibbles, 3: sextets) keeps
+ * its rows and its codebook across reopens and compaction, says so in its
+ * manifest and segments, and refuses to open as a scalar one. */
+static void check_vector_codebook_stored(unsigned bits)
 {
     tq_config cfg = config(TQ_METRIC_L2, TQ_REFINE_NONE);
-    cfg.bits = 2;
+    cfg.bits = bits;
     cfg.codebook = TQ_CODEBOOK_VECTOR;
     memset(state, 0, sizeof(state));
     tq_collection *c = open_coll(&cfg, 40, TQ_FSYNC_NO);
@@ -302,6 +305,16 @@ Test(collection, vector_codebook_is_stored_and_checked)
     cr_assert_eq(tq_collection_open(dir, &o, &c, &err), TQ_OK, "%s", err.msg);
     cr_assert_eq(tq_collection_codec(c)->cfg.codebook, TQ_CODEBOOK_VECTOR);
     tq_collection_close(c, NULL);
+}
+
+Test(collection, vector_codebook_is_stored_and_checked)
+{
+    check_vector_codebook_stored(2);
+}
+
+Test(collection, vector_codebook_at_3_bits_is_stored_and_checked)
+{
+    check_vector_codebook_stored(3);
 }
 
 Test(collection, fp16_refine_data)

@@ -334,14 +334,16 @@ Test(scan, layouts_round_trip_and_tables_agree)
 /* The vector codebook through the quantizer: the scan tables agree with
  * decode-and-dot (a last nibble short of coordinates keeping scalar
  * codes), the correction still makes <x, x> exact, codes are the same on
- * every SIMD level, and widths without 16 points per nibble are refused. */
+ * every SIMD level (nibble tables at 1 and 2 bits, sextet tables at 3),
+ * and 4-bit codes are refused. */
 Test(quantizer, vector_codebook_tables_decode_and_correction_agree)
 {
     static const uint32_t dims[] = {2, 3, 4, 5, 7, 50, 77, 128, 300};
     static const struct {
         unsigned bits;
         tq_variant variant;
-    } widths[] = {{1, TQ_VARIANT_MSE}, {2, TQ_VARIANT_MSE}, {2, TQ_VARIANT_PROD}, {3, TQ_VARIANT_PROD}};
+    } widths[] = {{1, TQ_VARIANT_MSE},  {2, TQ_VARIANT_MSE},  {2, TQ_VARIANT_PROD},
+                  {3, TQ_VARIANT_PROD}, {3, TQ_VARIANT_MSE}, {4, TQ_VARIANT_PROD}};
     const tq_simd_level best = tq_simd_best_level();
     coded *c = tq_malloc(sizeof(coded)), *other = tq_malloc(sizeof(coded));
     tq_rng r;
@@ -353,13 +355,15 @@ Test(quantizer, vector_codebook_tables_decode_and_correction_agree)
             tq_quantizer q;
             tq_error err;
             cr_assert_eq(tq_quantizer_init(&q, d, widths[w].bits, widths[w].variant, TQ_CORRECTION_IP, 4, NULL), TQ_OK);
-            if (d < 4 / mse_bits) {
+            const unsigned per = tq_vector_codebook_dims(mse_bits);
+            if (d < per) {
                 cr_assert_eq(tq_quantizer_use_vector_codebook(&q, &err), TQ_EARG, "d=%u", d);
                 tq_quantizer_free(&q);
                 continue;
             }
             cr_assert_eq(tq_quantizer_use_vector_codebook(&q, &err), TQ_OK, "%s", err.msg);
-            cr_assert_eq(q.vq_coords, d / (4 / mse_bits) * (4 / mse_bits));
+            cr_assert_eq(q.vq_coords, d / per * per);
+            cr_assert_eq(q.code_layout.sextets, mse_bits == 3);
             tq_qscratch s;
             tq_query pq;
             cr_assert_eq(tq_qscratch_init(&s, d), TQ_OK);
@@ -407,7 +411,8 @@ Test(quantizer, vector_codebook_tables_decode_and_correction_agree)
                 const tq_scan_lut *t = &pq.code_lut;
                 uint32_t sums[32];
                 const uint8_t *tables[1] = {t->q8};
-                tq_simd()->scan_block_multi(block, q.code_layout.units, tables, 1, sums);
+                (q.code_layout.sextets ? tq_simd()->scan6_block_multi
+                                       : tq_simd()->scan_block_multi)(block, q.code_layout.units, tables, 1, sums);
                 const double coarse = (double)t->delta * sums[3] + t->bias;
                 cr_assert(fabs(coarse - want) <= 0.5 * t->delta * q.code_layout.lookups + 1e-4 * (mag + 1.0),
                           "d=%u b=%u: 8-bit sum %g vs %g", d, widths[w].bits, coarse, want);
@@ -421,11 +426,11 @@ Test(quantizer, vector_codebook_tables_decode_and_correction_agree)
         }
     tq_free(c);
     tq_free(other);
-    /* 3- and 4-bit scalar codes have no vector codebook */
-    for (unsigned bits = 3; bits <= 4; bits++) {
+    /* 4-bit scalar codes have no vector codebook */
+    {
         tq_quantizer q;
         tq_error err;
-        cr_assert_eq(tq_quantizer_init(&q, 64, bits, TQ_VARIANT_MSE, TQ_CORRECTION_IP, 1, NULL), TQ_OK);
+        cr_assert_eq(tq_quantizer_init(&q, 64, 4, TQ_VARIANT_MSE, TQ_CORRECTION_IP, 1, NULL), TQ_OK);
         cr_assert_eq(tq_quantizer_use_vector_codebook(&q, &err), TQ_EARG);
         cr_assert(strstr(err.msg, "vector codebook") != NULL, "%s", err.msg);
         tq_quantizer_free(&q);

@@ -333,7 +333,7 @@ Test(search, same_results_on_every_simd_level)
     for (int bits = 1; bits <= 4; bits++)
     for (int variant = 1; variant <= 2; variant++)
     for (int codebook = TQVEC_CODEBOOK_SCALAR; codebook <= TQVEC_CODEBOOK_VECTOR; codebook++) {
-        if ((bits == 1 && variant == 2) || (codebook == TQVEC_CODEBOOK_VECTOR && bits - (variant == 2) > 2))
+        if ((bits == 1 && variant == 2) || (codebook == TQVEC_CODEBOOK_VECTOR && bits - (variant == 2) > 3))
             continue;
         tqvec_index_options o = {.dim = d, .metric = TQVEC_METRIC_IP, .bits = bits, .variant = variant,
                                  .codebook = codebook};

@@ -885,14 +885,14 @@ static void check_scan_select(tq_simd_level level)
 
 /* A vector codebook's nearest points: every level picks the scalar
  * loop's, which is the specification's (ties to the lowest index), and
- * writes the same codes and reconstruction, for pairs and fours, at
- * lengths around the vector widths, with duplicate points (exact ties) and
- * inputs on a coarse grid (ties between sums). */
+ * writes the same codes and reconstruction, for pairs of 16 and 64 points
+ * and fours of 16, at lengths around the vector widths, with duplicate
+ * points (exact ties) and inputs on a coarse grid (ties between sums). */
 static float vq_score(const float *pts, const float *half_sq, const float *v, unsigned dims, unsigned p)
 {
     float sc = pts[p] * v[0];
     for (unsigned i = 1; i < dims; i++)
-        sc = sc + pts[16 * i + p] * v[i];
+        sc = sc + pts[TQ_VQ_STRIDE * i + p] * v[i];
     return sc - half_sq[p];
 }
 
@@ -901,32 +901,33 @@ static void check_vq_nearest(tq_simd_level level)
     const tq_simd_kernels *k = level_or_skip(level), *ref = &tq_simd_kernels_scalar;
     enum { most = 200 };
     static const size_t lengths[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, most};
-    float x[4 * most], pts[64], half_sq[16], want_r[4 * most + 1], got_r[4 * most + 1];
+    static const unsigned shapes[][2] = {{2, 2}, {4, 1}, {2, 3}}; /* dims, bits */
+    float x[4 * most], pts[4 * TQ_VQ_STRIDE], half_sq[TQ_VQ_STRIDE], want_r[4 * most + 1], got_r[4 * most + 1];
     uint8_t want[4 * most + 1], got[4 * most + 1];
     tq_rng r;
     tq_rng_seed(&r, 29);
     for (int trial = 0; trial < 60; trial++)
-        for (unsigned dims = 2; dims <= 4; dims += 2) {
-            const unsigned bits = 4 / dims;
+        for (size_t sh = 0; sh < sizeof(shapes) / sizeof(shapes[0]); sh++) {
+            const unsigned dims = shapes[sh][0], bits = shapes[sh][1], points = 1u << (dims * bits);
             const bool coarse = trial % 3 == 0;
-            for (unsigned p = 0; p < 16; p++) {
+            for (unsigned p = 0; p < points; p++) {
                 for (unsigned i = 0; i < 4; i++)
-                    pts[16 * i + p] = i < dims ? (coarse ? (float)((int)(tq_rng_next(&r) % 5) - 2)
-                                                         : (float)tq_rng_gauss(&r))
-                                               : 0.0f;
+                    pts[TQ_VQ_STRIDE * i + p] = i < dims ? (coarse ? (float)((int)(tq_rng_next(&r) % 5) - 2)
+                                                                   : (float)tq_rng_gauss(&r))
+                                                         : 0.0f;
                 if (trial % 4 == 1 && p % 4 == 3) /* a duplicate of the point before */
                     for (unsigned i = 0; i < 4; i++)
-                        pts[16 * i + p] = pts[16 * i + p - 1];
+                        pts[TQ_VQ_STRIDE * i + p] = pts[TQ_VQ_STRIDE * i + p - 1];
                 float h = pts[p] * pts[p];
                 for (unsigned i = 1; i < dims; i++)
-                    h = h + pts[16 * i + p] * pts[16 * i + p];
+                    h = h + pts[TQ_VQ_STRIDE * i + p] * pts[TQ_VQ_STRIDE * i + p];
                 half_sq[p] = 0.5f * h;
             }
             for (size_t i = 0; i < dims * (size_t)most; i++)
                 x[i] = coarse ? 0.5f * (float)((int)(tq_rng_next(&r) % 9) - 4) : (float)tq_rng_gauss(&r);
             for (size_t s = 0; s < sizeof(lengths) / sizeof(lengths[0]); s++) {
                 const size_t n = lengths[s];
-                ref->vq_nearest(x, n, dims, pts, half_sq, want, want_r);
+                ref->vq_nearest(x, n, dims, bits, pts, half_sq, want, want_r);
                 for (size_t t = 0; t < n; t++) {
                     unsigned p = 0;
                     for (unsigned i = 0; i < dims; i++) {
@@ -934,21 +935,22 @@ static void check_vq_nearest(tq_simd_level level)
                         p |= (unsigned)want[dims * t + i] << (i * bits);
                     }
                     for (unsigned i = 0; i < dims; i++)
-                        cr_assert_eq(want_r[dims * t + i], pts[16 * i + p], "scalar vq_nearest: reconstruction");
+                        cr_assert_eq(want_r[dims * t + i], pts[TQ_VQ_STRIDE * i + p],
+                                     "scalar vq_nearest: reconstruction");
                     const float best = vq_score(pts, half_sq, x + dims * t, dims, p);
-                    for (unsigned o = 0; o < 16; o++) {
+                    for (unsigned o = 0; o < points; o++) {
                         const float sc = vq_score(pts, half_sq, x + dims * t, dims, o);
-                        cr_assert(sc < best || (sc == best && o >= p), "scalar vq_nearest dims %u: %u, but %u", dims,
-                                  p, o);
+                        cr_assert(sc < best || (sc == best && o >= p), "scalar vq_nearest dims %u bits %u: %u, but %u",
+                                  dims, bits, p, o);
                     }
                 }
                 memset(got, 0xff, sizeof(got));
                 for (size_t i = 0; i < sizeof(got_r) / sizeof(got_r[0]); i++)
                     got_r[i] = -7.0f;
-                k->vq_nearest(x, n, dims, pts, half_sq, got, got_r);
+                k->vq_nearest(x, n, dims, bits, pts, half_sq, got, got_r);
                 cr_assert(!memcmp(got, want, n * dims) && !memcmp(got_r, want_r, n * dims * sizeof(float)),
-                          "vq_nearest %s trial %d dims %u n=%zu differs from scalar", tq_simd_level_name(level), trial,
-                          dims, n);
+                          "vq_nearest %s trial %d dims %u bits %u n=%zu differs from scalar",
+                          tq_simd_level_name(level), trial, dims, bits, n);
                 cr_assert(got[n * dims] == 0xff && got_r[n * dims] == -7.0f, "writes only n groups");
             }
         }

@@ -85,7 +85,7 @@ static void build_usage(void)
                     "to it (same key: replaced). Keys: one per line, else the row numbers;\n"
                     "attributes: one JSON object per line (an empty line: none). --center: codes of\n"
                     "the vectors less the first add's mean (auto: for l2 and cosine when that add\n"
-                    "brings 256 vectors or more). --codebook: what a 1- or 2-bit code stands for\n"
+                    "brings 256 vectors or more). --codebook: what a 1- to 3-bit code stands for\n"
                     "(default: vector at 1 and 2 bits mse, else scalar).\n");
 }
 

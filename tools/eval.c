@@ -909,9 +909,9 @@ int cmd_eval(int argc, char **argv)
                         .seed = o.seed,
                         .refine = refine,
                     };
-                    if (opts.codebook == TQVEC_CODEBOOK_VECTOR && opts.bits - (opts.variant == TQVEC_VARIANT_PROD) > 2) {
-                        /* a sweep over widths and codebooks: only 1- and 2-bit codes have the vector one */
-                        fprintf(stderr, "eval: skipping %d bits %s with the vector codebook (1- and 2-bit codes only)\n",
+                    if (opts.codebook == TQVEC_CODEBOOK_VECTOR && opts.bits - (opts.variant == TQVEC_VARIANT_PROD) > 3) {
+                        /* a sweep over widths and codebooks: only 1- to 3-bit codes have the vector one */
+                        fprintf(stderr, "eval: skipping %d bits %s with the vector codebook (1- to 3-bit codes only)\n",
                                 opts.bits, variant_names[o.variant[vi]]);
                         continue;
                     }
