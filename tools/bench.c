@@ -200,6 +200,10 @@ static int bench_scan(const bench_opts *o)
         tqvec_index_free(ix);
         return tool_fail("bench", "out of memory for the read baseline");
     }
+    /* On 2 MiB pages like the index's own arrays: on 4 KiB pages the same
+     * loop read 1.9 GB/s in one run on a VM where it reads 20-26 GB/s on
+     * huge ones. */
+    tq_advise_huge(buf, code_bytes);
     memset(buf, 1, code_bytes);
     double qps[REPEATS], gbps[REPEATS], read[REPEATS];
     uint64_t sink = 0;
@@ -208,7 +212,13 @@ static int bench_scan(const bench_opts *o)
     size_t *counts = tq_malloc(batch * sizeof(size_t));
     tqvec_search_params sp = {.k = 10, .threads = (uint32_t)o->threads};
     for (int r = 0; r < REPEATS; r++) {
+        /* The better of two passes: the first after a search ran at 7 GB/s
+         * in some repeats and 21-26 GB/s in others, the second at 21-26
+         * every time (an AMD EPYC VM), so one pass made the ratio a coin
+         * toss between 0.5 and 1.5. */
         read[r] = read_bandwidth(buf, code_bytes, &sink);
+        const double again = read_bandwidth(buf, code_bytes, &sink);
+        read[r] = again > read[r] ? again : read[r];
         double t0 = tool_now();
         for (size_t i = 0; i < nq; i += batch) {
             size_t m = nq - i < batch ? nq - i : batch;
