@@ -663,7 +663,7 @@ static inline __attribute__((always_inline)) void scan_queries_avx2(const uint8_
             lo[i] = hi[i] = _mm256_setzero_si256();
         for (size_t p = p0; p < p1; p++) {
             if (p % 2 == 0) /* a line a prefetch */
-                _mm_prefetch((const char *)block + 32 * p + TQ_SCAN_PREFETCH_BYTES, _MM_HINT_T0);
+                tq_prefetch_ahead(block + 32 * p, TQ_SCAN_PREFETCH_BYTES);
             __m256i v = _mm256_loadu_si256((const __m256i *)(block + 32 * p));
             __m256i vl = _mm256_and_si256(v, low4), vh = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
             const size_t at = 128 * (p / 2) + 32 * (p % 2);
@@ -791,8 +791,8 @@ static inline __attribute__((always_inline)) void scan6_queries_avx2(const uint8
             lo[i] = hi[i] = _mm256_setzero_si256();
         for (size_t g = g0; g < g1; g++) {
             const uint8_t *pl = block + 96 * g;
-            _mm_prefetch((const char *)pl + TQ_SCAN_PREFETCH_BYTES, _MM_HINT_T0);
-            _mm_prefetch((const char *)pl + TQ_SCAN_PREFETCH_BYTES + 64, _MM_HINT_T0);
+            tq_prefetch_ahead(pl, TQ_SCAN_PREFETCH_BYTES);
+            tq_prefetch_ahead(pl, TQ_SCAN_PREFETCH_BYTES + 64);
             const __m256i a = _mm256_loadu_si256((const __m256i *)pl);
             const __m256i b = _mm256_loadu_si256((const __m256i *)(pl + 32));
             const __m256i c = _mm256_loadu_si256((const __m256i *)(pl + 64));

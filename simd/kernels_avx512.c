@@ -731,7 +731,7 @@ static inline __attribute__((always_inline)) void scan_sums_avx512(const uint8_t
             lo[i] = hi[i] = _mm512_setzero_si512();
         size_t p = p0;
         for (; p + 2 <= p1; p += 2) {
-            _mm_prefetch((const char *)block + 32 * p + TQ_SCAN_PREFETCH_BYTES, _MM_HINT_T0);
+            tq_prefetch_ahead(block + 32 * p, TQ_SCAN_PREFETCH_BYTES);
             __m512i v = _mm512_loadu_si512(block + 32 * p);
             __m512i vl = _mm512_and_si512(v, low4), vh = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
             for (size_t i = 0; i < NQ; i++) {
@@ -921,8 +921,8 @@ scan6_sums_vbmi(const uint8_t *block, size_t groups, const uint8_t *const *luts,
             lo[i] = hi[i] = _mm512_setzero_si512();
         for (size_t g = g0; g < g1; g++) {
             const uint8_t *pl = block + 96 * g;
-            _mm_prefetch((const char *)pl + TQ_SCAN_PREFETCH_BYTES, _MM_HINT_T0);
-            _mm_prefetch((const char *)pl + TQ_SCAN_PREFETCH_BYTES + 64, _MM_HINT_T0);
+            tq_prefetch_ahead(pl, TQ_SCAN_PREFETCH_BYTES);
+            tq_prefetch_ahead(pl, TQ_SCAN_PREFETCH_BYTES + 64);
             const __m512i ab = _mm512_loadu_si512(pl);
             const __m256i a = _mm512_castsi512_si256(ab), b = _mm256_loadu_si256((const __m256i *)(pl + 32));
             const __m256i c = _mm256_loadu_si256((const __m256i *)(pl + 64));

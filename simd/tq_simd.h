@@ -75,6 +75,15 @@
  * 4). Blocks are contiguous, so this runs into the next block, and past
  * the last one harmlessly (a prefetch does not fault). */
 #define TQ_SCAN_PREFETCH_BYTES 4096
+
+/* Prefetch the line `ahead` bytes past p, which may lie past the end of
+ * p's array (the address is formed as an integer: no pointer leaves its
+ * object). */
+static inline void tq_prefetch_ahead(const void *p, size_t ahead)
+{
+    __builtin_prefetch((const void *)((uintptr_t)p + ahead));
+}
+
 /* Row stride of a vector codebook's points as vq_nearest reads them: the
  * most points a codebook has (64, 3 bits a coordinate in pairs). */
 #define TQ_VQ_STRIDE 64
