@@ -434,8 +434,8 @@ class Collection:
         of at least partition_rows rows (0: 4096, None: never) are
         partitioned in the background for searches with nprobe, and merged
         once merge_factor of them are of one size class (0: 4, None:
-        never). codebook: "scalar" or "vector" for 1- and 2-bit codes
-        (None: the library's default, vector for mse at those widths)."""
+        never). codebook: "scalar" or "vector" for 1- to 3-bit codes
+        (None: the library's default, vector for mse at 1 and 2 bits)."""
         o = _Options()
         o.dim = int(dim)
         o.metric = _choice(_METRICS, metric, "metric")
