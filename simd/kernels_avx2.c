@@ -379,9 +379,17 @@ static void vq_nearest_avx2(const float *x, size_t n, unsigned dims, unsigned bi
                             const float *half_sq, uint8_t *codes, float *recon)
 {
     const unsigned points = 1u << (dims * bits), mask = (1u << bits) - 1;
-    size_t t = 0;
-    for (; t + 8 <= n; t += 8) {
+    for (size_t t = 0; t < n; t += 8) {
+        /* a last step short of 8 groups on a zero-padded copy, as in
+         * vq_nearest_avx512 */
+        const size_t m = n - t < 8 ? n - t : 8;
+        float vpad[32];
         const float *v = x + t * dims;
+        if (m < 8) {
+            memset(vpad, 0, sizeof(vpad));
+            memcpy(vpad, v, m * dims * sizeof(float));
+            v = vpad;
+        }
         __m256 c[4];
         if (dims == 2) {
             const __m256 a = _mm256_loadu_ps(v), b = _mm256_loadu_ps(v + 8);
@@ -424,13 +432,12 @@ static void vq_nearest_avx2(const float *x, size_t n, unsigned dims, unsigned bi
         }
         uint32_t lane[8];
         _mm256_storeu_si256((__m256i *)(void *)lane, best[0]);
-        for (size_t l = 0; l < 8; l++)
+        for (size_t l = 0; l < m; l++)
             for (unsigned i = 0; i < dims; i++) {
                 codes[(t + l) * dims + i] = (uint8_t)((lane[l] >> (i * bits)) & mask);
                 recon[(t + l) * dims + i] = pts[TQ_VQ_STRIDE * i + lane[l]];
             }
     }
-    tq_vq_nearest_scalar(x + t * dims, n - t, dims, bits, pts, half_sq, codes + t * dims, recon + t * dims);
 }
 
 /* Eight halves widened exactly (F16C); a tail's missing ones read as +0

@@ -467,9 +467,22 @@ static void vq_nearest_avx512(const float *x, size_t n, unsigned dims, unsigned 
     __m512 coord[4]; /* the first 16 points, for the reconstruction of 16-point codebooks */
     for (unsigned i = 0; i < dims; i++)
         coord[i] = _mm512_loadu_ps(pts + TQ_VQ_STRIDE * i);
-    size_t t = 0;
-    for (; t + 16 <= n; t += 16) {
+    for (size_t t = 0; t < n; t += 16) {
+        /* A last step short of 16 groups runs on a zero-padded copy (each
+         * lane is its own group, so the padding changes no other). */
+        const size_t m = n - t < 16 ? n - t : 16;
+        float vpad[64], rpad[64];
+        uint8_t cpad[64];
         const float *v = x + t * dims;
+        uint8_t *co = codes + t * dims;
+        float *ro = recon + t * dims;
+        if (m < 16) {
+            memset(vpad, 0, sizeof(vpad));
+            memcpy(vpad, v, m * dims * sizeof(float));
+            v = vpad;
+            co = cpad;
+            ro = rpad;
+        }
         __m512 c[4];
         if (dims == 2) {
             const __m512 a = _mm512_loadu_ps(v), b = _mm512_loadu_ps(v + 16);
@@ -496,13 +509,13 @@ static void vq_nearest_avx512(const float *x, size_t n, unsigned dims, unsigned 
             const __m512i packed =
                 _mm512_or_si512(_mm512_and_si512(best_p, _mm512_set1_epi32((int)(1u << bits) - 1)),
                                 _mm512_slli_epi32(_mm512_srli_epi32(best_p, (unsigned)bits), 8));
-            _mm256_storeu_si256((__m256i *)(void *)(codes + 2 * t), _mm512_cvtepi32_epi16(packed));
+            _mm256_storeu_si256((__m256i *)(void *)(co), _mm512_cvtepi32_epi16(packed));
             const __m512 r0 = points == 16 ? _mm512_permutexvar_ps(best_p, coord[0]) : _mm512_i32gather_ps(best_p, pts, 4),
                          r1 = points == 16 ? _mm512_permutexvar_ps(best_p, coord[1])
                                            : _mm512_i32gather_ps(best_p, pts + TQ_VQ_STRIDE, 4);
             const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-            _mm512_storeu_ps(recon + 2 * t, _mm512_permutex2var_ps(r0, lo, r1));
-            _mm512_storeu_ps(recon + 2 * t + 16,
+            _mm512_storeu_ps(ro, _mm512_permutex2var_ps(r0, lo, r1));
+            _mm512_storeu_ps(ro + 16,
                              _mm512_permutex2var_ps(r0, _mm512_add_epi32(lo, _mm512_set1_epi32(8)), r1));
         } else {
             const __m512i one = _mm512_set1_epi32(1);
@@ -511,7 +524,7 @@ static void vq_nearest_avx512(const float *x, size_t n, unsigned dims, unsigned 
                                 _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(best_p, 1), one), 8)),
                 _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(best_p, 2), one), 16),
                                 _mm512_slli_epi32(_mm512_srli_epi32(best_p, 3), 24)));
-            _mm512_storeu_si512(codes + 4 * t, packed);
+            _mm512_storeu_si512(co, packed);
             __m512 r[4];
             for (unsigned i = 0; i < 4; i++)
                 r[i] = _mm512_permutexvar_ps(best_p, coord[i]);
@@ -525,13 +538,16 @@ static void vq_nearest_avx512(const float *x, size_t n, unsigned dims, unsigned 
             const __m512d b_hi = _mm512_castps_pd(_mm512_permutex2var_ps(r[2], hi, r[3]));
             const __m512i lo64 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
             const __m512i hi64 = _mm512_add_epi64(lo64, _mm512_set1_epi64(4));
-            _mm512_storeu_pd((double *)(void *)(recon + 4 * t), _mm512_permutex2var_pd(a_lo, lo64, b_lo));
-            _mm512_storeu_pd((double *)(void *)(recon + 4 * t + 16), _mm512_permutex2var_pd(a_lo, hi64, b_lo));
-            _mm512_storeu_pd((double *)(void *)(recon + 4 * t + 32), _mm512_permutex2var_pd(a_hi, lo64, b_hi));
-            _mm512_storeu_pd((double *)(void *)(recon + 4 * t + 48), _mm512_permutex2var_pd(a_hi, hi64, b_hi));
+            _mm512_storeu_pd((double *)(void *)(ro), _mm512_permutex2var_pd(a_lo, lo64, b_lo));
+            _mm512_storeu_pd((double *)(void *)(ro + 16), _mm512_permutex2var_pd(a_lo, hi64, b_lo));
+            _mm512_storeu_pd((double *)(void *)(ro + 32), _mm512_permutex2var_pd(a_hi, lo64, b_hi));
+            _mm512_storeu_pd((double *)(void *)(ro + 48), _mm512_permutex2var_pd(a_hi, hi64, b_hi));
+        }
+        if (m < 16) {
+            memcpy(codes + t * dims, cpad, m * dims);
+            memcpy(recon + t * dims, rpad, m * dims * sizeof(float));
         }
     }
-    tq_vq_nearest_scalar(x + t * dims, n - t, dims, bits, pts, half_sq, codes + t * dims, recon + t * dims);
 }
 
 static float l2sq_avx512(const float *a, const float *b, size_t n)

@@ -155,8 +155,8 @@ static uint32_t argmax_q8_scalar(const int32_t *dots, const int32_t *sums, const
     return best;
 }
 
-void tq_vq_nearest_scalar(const float *x, size_t n, unsigned dims, unsigned bits, const float *pts,
-                          const float *half_sq, uint8_t *codes, float *recon)
+static void vq_nearest_scalar(const float *x, size_t n, unsigned dims, unsigned bits, const float *pts,
+                              const float *half_sq, uint8_t *codes, float *recon)
 {
     const unsigned points = 1u << (dims * bits), mask = (1u << bits) - 1;
     for (size_t t = 0; t < n; t++) {
@@ -500,7 +500,7 @@ const tq_simd_kernels tq_simd_kernels_scalar = {
     .dot_matrix = dot_matrix_scalar,
     .dot_q8_blocks = dot_q8_blocks_scalar,
     .argmax_q8 = argmax_q8_scalar,
-    .vq_nearest = tq_vq_nearest_scalar,
+    .vq_nearest = vq_nearest_scalar,
     .l2sq = l2sq_scalar,
     .dot_half = dot_half_scalar,
     .l2sq_half = l2sq_half_scalar,

@@ -350,8 +350,6 @@ extern const tq_simd_kernels tq_simd_kernels_avx512;
 void tq_quantize_scalar(const float *x, size_t n, const float *bounds,
                         unsigned nbounds, uint8_t *codes);
 void tq_pack_scalar(const uint8_t *codes, size_t n, unsigned bits, uint8_t *out);
-void tq_vq_nearest_scalar(const float *x, size_t n, unsigned dims, unsigned bits, const float *pts,
-                          const float *half_sq, uint8_t *codes, float *recon);
 void tq_fwht_scalar(float *x, size_t n, const float *signs, float scale);
 void tq_scan_lut_rows_scalar(const float *q, size_t d, unsigned per, const float *sel, unsigned width,
                              size_t lookups, float *f);
