@@ -307,34 +307,6 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
     lut_finish(L, t, range);
 }
 
-/* Rows of 64 entries (sextet tables): lo[t] = the row's smallest entry;
- * returns the largest spread, as row_extremes16 for rows of 16. Sixteen
- * lanes a row, folded; min and max are exact in any order, so this is the
- * same on every path. */
-static float row_extremes64(const float *f, size_t rows, float *lo)
-{
-    float range = 0.0f;
-    for (size_t t = 0; t < rows; t++) {
-        const float *r = f + 64 * t;
-        float mn[16], mx[16];
-        for (unsigned k = 0; k < 16; k++) {
-            float a = r[k] < r[16 + k] ? r[k] : r[16 + k], b = r[32 + k] < r[48 + k] ? r[32 + k] : r[48 + k];
-            mn[k] = a < b ? a : b;
-            a = r[k] > r[16 + k] ? r[k] : r[16 + k];
-            b = r[32 + k] > r[48 + k] ? r[32 + k] : r[48 + k];
-            mx[k] = a > b ? a : b;
-        }
-        float l = mn[0], h = mx[0];
-        for (unsigned k = 1; k < 16; k++) {
-            l = mn[k] < l ? mn[k] : l;
-            h = mx[k] > h ? mx[k] : h;
-        }
-        lo[t] = l;
-        range = range > h - l ? range : h - l;
-    }
-    return range;
-}
-
 void tq_scan_lut_build_points(const tq_scan_layout *L, const tq_vector_codebook *vb, uint32_t vq_coords,
                               const float *table, const float *q, tq_scan_lut *t)
 {
@@ -363,7 +335,7 @@ void tq_scan_lut_build_points(const tq_scan_layout *L, const tq_vector_codebook 
     /* Points are not a product of per-coordinate choices: each row's
      * extremes are read off the row (a scalar loop was as long as the rest
      * of a 2-bit table build). */
-    const float range = entries == 64 ? row_extremes64(t->f, lookups, t->row_lo)
+    const float range = entries == 64 ? tq_row_extremes_scalar(t->f, lookups, 64, t->row_lo)
                                       : tq_simd()->row_extremes16(t->f, lookups, t->row_lo);
     lut_finish(L, t, range);
 }

@@ -305,20 +305,36 @@ static inline uint8_t quantize_entry(float f, float lo, float inv)
     return (uint8_t)(v <= 0.0f ? 0.0f : v >= (float)TQ_SCAN_LUT_MAX ? (float)TQ_SCAN_LUT_MAX : v);
 }
 
-float tq_row_extremes16_scalar(const float *f, size_t rows, float *lo)
+float tq_row_extremes_scalar(const float *f, size_t rows, unsigned width, float *lo)
 {
     float spread = 0.0f;
     for (size_t t = 0; t < rows; t++) {
-        const float *row = f + 16 * t;
-        float l = row[0], h = row[0];
-        for (unsigned c = 1; c < 16; c++) {
-            l = row[c] < l ? row[c] : l;
-            h = row[c] > h ? row[c] : h;
+        const float *row = f + (size_t)width * t;
+        /* sixteen lanes, a wider row folded into them a quarter at a time
+         * (independent chains: one chain of 64 compares was the slow part
+         * of a small 3-bit table build), then the lanes */
+        float mn[16], mx[16];
+        for (unsigned k = 0; k < 16; k++)
+            mn[k] = mx[k] = row[k];
+        for (unsigned c = 16; c < width; c += 16)
+            for (unsigned k = 0; k < 16; k++) {
+                mn[k] = row[c + k] < mn[k] ? row[c + k] : mn[k];
+                mx[k] = row[c + k] > mx[k] ? row[c + k] : mx[k];
+            }
+        float l = mn[0], h = mx[0];
+        for (unsigned k = 1; k < 16; k++) {
+            l = mn[k] < l ? mn[k] : l;
+            h = mx[k] > h ? mx[k] : h;
         }
         lo[t] = l;
         spread = spread > h - l ? spread : h - l;
     }
     return spread;
+}
+
+float tq_row_extremes16_scalar(const float *f, size_t rows, float *lo)
+{
+    return tq_row_extremes_scalar(f, rows, 16, lo);
 }
 
 void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t lookups, unsigned width, float inv,

@@ -354,6 +354,10 @@ void tq_fwht_scalar(float *x, size_t n, const float *signs, float scale);
 void tq_scan_lut_rows_scalar(const float *q, size_t d, unsigned per, const float *sel, unsigned width,
                              size_t lookups, float *f);
 float tq_row_extremes16_scalar(const float *f, size_t rows, float *lo);
+/* The same for rows of `width` entries (a multiple of 16): the sextet
+ * tables' rows of 64 take it on every level (min and max are exact in any
+ * order, so it is every level's answer). */
+float tq_row_extremes_scalar(const float *f, size_t rows, unsigned width, float *lo);
 void tq_scan_lut_quantize_scalar(const float *f, const float *lo, size_t lookups, unsigned width, float inv,
                                  uint8_t *lut);
 void tq_scan6_block_multi_scalar(const uint8_t *block, size_t groups, const uint8_t *const *luts, size_t nq,

@@ -592,6 +592,32 @@ static void check_scan_lut_rows(tq_simd_level level)
     tq_free(b);
 }
 
+/* Rows of 64 (the sextet tables' width): the smallest entry and the
+ * largest spread, with each row's extremes planted at every position. */
+Test(row_extremes, rows_of_64_entries)
+{
+    enum { rows = 130 };
+    tq_rng r;
+    tq_rng_seed(&r, 16);
+    float *f = tq_malloc(64 * rows * sizeof(float)), lo[rows + 1];
+    for (size_t i = 0; i < 64 * (size_t)rows; i++)
+        f[i] = (float)tq_rng_gauss(&r);
+    float want_spread = 0.0f;
+    for (size_t t = 0; t < rows; t++) {
+        f[64 * t + t % 64] = -40.0f - (float)(t % 5);
+        f[64 * t + (t * 7 + 11) % 64] = 30.0f + (float)(t % 9);
+        const float spread = 70.0f + (float)(t % 9) + (float)(t % 5);
+        want_spread = spread > want_spread ? spread : want_spread;
+    }
+    lo[rows] = 1234.0f;
+    const float got = tq_row_extremes_scalar(f, rows, 64, lo);
+    cr_assert_eq(got, want_spread, "spread %g, want %g", (double)got, (double)want_spread);
+    for (size_t t = 0; t < rows; t++)
+        cr_assert_eq(lo[t], -40.0f - (float)(t % 5), "row %zu: %g", t, (double)lo[t]);
+    cr_assert_eq(lo[rows], 1234.0f, "writes only the rows asked");
+    tq_free(f);
+}
+
 /* Row extremes against the scalar loop, at row counts around the
  * sixteen-row tree, with the extremes at every position of a row. */
 static void check_row_extremes16(tq_simd_level level)
