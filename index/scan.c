@@ -241,10 +241,16 @@ void tq_scan_lut_free(tq_scan_lut *t)
     }
 }
 
+/* Coordinates one lookup covers: a nibble's, or a sextet's two. */
+static unsigned lookup_coords(const tq_scan_layout *L)
+{
+    return L->sextets ? 2u : L->per_nibble;
+}
+
 void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float *q, tq_scan_lut *t)
 {
     /* per: coordinates a lookup covers; entries: its table's width. */
-    const unsigned per = L->sextets ? 2 : L->per_nibble, bits = L->bits, mask = (1u << bits) - 1;
+    const unsigned per = lookup_coords(L), bits = L->bits, mask = (1u << bits) - 1;
     const unsigned entries = L->entries, reachable = bits * per >= 4 ? entries : 1u << (bits * per);
     const float tmin = table[0], tmax = table[mask]; /* centroid tables ascend */
     const uint32_t lookups = L->lookups, d = L->d;
@@ -310,7 +316,7 @@ void tq_scan_lut_build(const tq_scan_layout *L, const float *table, const float 
 void tq_scan_lut_build_points(const tq_scan_layout *L, const tq_vector_codebook *vb, uint32_t vq_coords,
                               const float *table, const float *q, tq_scan_lut *t)
 {
-    const unsigned per = L->sextets ? 2 : L->per_nibble, bits = L->bits, mask = (1u << bits) - 1;
+    const unsigned per = lookup_coords(L), bits = L->bits, mask = (1u << bits) - 1;
     const unsigned entries = L->entries;
     const uint32_t lookups = L->lookups, d = L->d;
     lut_begin(t, table, mask, q);
